@@ -1,0 +1,153 @@
+//! The per-profile configuration snapshot an [`crate::Engine`] is built from.
+//!
+//! Everything here is validated when the engine is built; the request path
+//! never re-checks configuration.
+
+use std::sync::Arc;
+
+use crate::crypto::{ContentCipher, DigestAlg, RandomSource, RsaPrivateKey};
+use crate::issue::IssuancePolicy;
+
+/// The shape of the GetCACert answer (RFC 8894 §4.2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CaCertShape {
+    /// The RA certificate and the CA chain as a degenerate certs-only PKCS#7
+    /// (`application/x-x509-ca-ra-cert`); a lone CA certificate
+    /// (`application/x-x509-ca-cert`) when the RA is the CA itself.
+    #[default]
+    RaAndChain,
+    /// Only the issuing CA certificate, DER (`application/x-x509-ca-cert`),
+    /// for clients that cannot handle a chain. The RA must then be the CA.
+    CaOnly,
+}
+
+/// How a profile authenticates enrolments.
+#[derive(Clone, Default)]
+pub enum ChallengePolicy {
+    /// A static shared password (compared in constant time).
+    Static(String),
+    /// No challenge at all: anyone who can reach the URL enrols. Only for lab
+    /// use; the name says so.
+    #[default]
+    DangerNone,
+}
+
+impl std::fmt::Debug for ChallengePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Static(_) => f.write_str("Static(<redacted>)"),
+            Self::DangerNone => f.write_str("DangerNone"),
+        }
+    }
+}
+
+/// Which algorithms a profile accepts and answers with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlgorithmPolicy {
+    /// Content ciphers accepted in requests. Single DES is only accepted when
+    /// listed here explicitly (never by default).
+    pub ciphers: Vec<ContentCipher>,
+    /// Digests accepted in requests (SignerInfo digestAlgorithm).
+    pub digests: Vec<DigestAlg>,
+}
+
+impl Default for AlgorithmPolicy {
+    fn default() -> Self {
+        Self {
+            ciphers: vec![
+                ContentCipher::DesEde3Cbc,
+                ContentCipher::Aes128Cbc,
+                ContentCipher::Aes192Cbc,
+                ContentCipher::Aes256Cbc,
+            ],
+            digests: vec![DigestAlg::Sha1, DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512],
+        }
+    }
+}
+
+/// Requirements on the key in a CSR (answered with failInfo badAlg).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Minimum RSA modulus size in bits; `None` refuses RSA keys.
+    pub min_rsa_bits: Option<usize>,
+    /// Whether ECDSA P-256 keys are accepted.
+    pub allow_p256: bool,
+    /// Whether ECDSA P-384 keys are accepted.
+    pub allow_p384: bool,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self { min_rsa_bits: Some(2048), allow_p256: true, allow_p384: true }
+    }
+}
+
+/// Renewal rules (RenewalReq, and PKCSReq signed by an issued certificate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewalPolicy {
+    /// Whether renewal by an existing certificate is allowed at all.
+    pub enabled: bool,
+    /// Whether the renewed certificate may carry different SANs.
+    pub allow_san_change: bool,
+}
+
+impl Default for RenewalPolicy {
+    fn default() -> Self {
+        Self { enabled: true, allow_san_change: false }
+    }
+}
+
+/// The RA (or CA acting as RA): the identity that decrypts requests and signs
+/// CertReps (RFC 8894 §2.1).
+#[derive(Debug)]
+pub struct RaIdentity {
+    /// RA certificate DER.
+    pub certificate: Vec<u8>,
+    /// RA private key (RSA: it must receive CMS key transport).
+    pub key: RsaPrivateKey,
+}
+
+/// One SCEP profile's complete configuration.
+#[derive(Debug)]
+pub struct ProfileConfig {
+    /// Profile name: `[a-z0-9-]+`, the URL segment of `/scep/<name>`.
+    pub name: String,
+    /// The RA identity.
+    pub ra: RaIdentity,
+    /// The CA chain, issuing CA first, then up to the root (DER).
+    pub ca_chain: Vec<Vec<u8>>,
+    /// GetCACert answer shape.
+    pub ca_cert_shape: CaCertShape,
+    /// How enrolments are authenticated.
+    pub challenge: ChallengePolicy,
+    /// Accepted algorithms.
+    pub algorithms: AlgorithmPolicy,
+    /// CSR key requirements.
+    pub keys: KeyPolicy,
+    /// Renewal rules.
+    pub renewal: RenewalPolicy,
+    /// Issued certificate shape.
+    pub issuance: IssuancePolicy,
+    /// Extended key usages a CSR may request (OID contents); a CSR asking for
+    /// one outside this set is refused with badRequest. Empty allows none.
+    pub allowed_ekus: Vec<Vec<u8>>,
+    /// Maximum accepted difference between a request's signingTime and now, in
+    /// seconds (failInfo badTime). `None` ignores signingTime.
+    pub signing_time_tolerance: Option<i64>,
+    /// Largest PKIMessage accepted, in bytes (checked before parsing).
+    pub max_message_size: usize,
+    /// Randomness for nonces, IVs and content keys.
+    pub rng: Arc<dyn RandomSource>,
+}
+
+/// A configuration that cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}

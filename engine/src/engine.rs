@@ -1,0 +1,206 @@
+//! The engine: requests in, [`Action`]s out.
+
+use std::sync::Arc;
+
+use crate::codes::{FailInfo, MessageType, PkiStatus};
+use crate::config::{ConfigError, ProfileConfig};
+use crate::issue::{IssueOutcome, IssueRequest};
+use crate::time::UnixTime;
+
+/// HTTP method of a SCEP request (RFC 8894 §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// Anything else (answered 405).
+    Other,
+}
+
+/// The `message` of a SCEP request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// No `message` parameter and no body.
+    None,
+    /// The raw (still percent-encoded) value of the `message` query parameter.
+    Query(&'a str),
+    /// A POST body.
+    Body(&'a [u8]),
+}
+
+/// One SCEP HTTP request, as the transport received it.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// HTTP method.
+    pub method: Method,
+    /// The `operation` query parameter, percent-decoded.
+    pub operation: &'a str,
+    /// The message.
+    pub message: Message<'a>,
+}
+
+/// The SCEP operations (RFC 8894 §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// GetCACaps (§3.5.1)
+    GetCaCaps,
+    /// GetCACert (§4.2)
+    GetCaCert,
+    /// GetNextCACert (§4.7) — answered with a clear refusal: no rollover CA.
+    GetNextCaCert,
+    /// PKIOperation (§4.3)
+    PkiOperation,
+    /// An operation name the RFC does not define.
+    Unknown,
+}
+
+impl Operation {
+    /// Parses the `operation` parameter (case-sensitive per RFC 8894 §4.1, but
+    /// tolerant of case as deployed clients vary).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            _ if s.eq_ignore_ascii_case("GetCACaps") => Self::GetCaCaps,
+            _ if s.eq_ignore_ascii_case("GetCACert") => Self::GetCaCert,
+            _ if s.eq_ignore_ascii_case("GetNextCACert") => Self::GetNextCaCert,
+            _ if s.eq_ignore_ascii_case("PKIOperation") => Self::PkiOperation,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The RFC name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::GetCaCaps => "GetCACaps",
+            Self::GetCaCert => "GetCACert",
+            Self::GetNextCaCert => "GetNextCACert",
+            Self::PkiOperation => "PKIOperation",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The typed result of one request, for audit, logs and metrics. Transports
+/// never parse response bodies; they read this.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The profile that answered.
+    pub profile: String,
+    /// The operation requested.
+    pub operation: Option<Operation>,
+    /// The PKIMessage type, once known.
+    pub message_type: Option<MessageType>,
+    /// The transactionID, once known.
+    pub transaction_id: Option<String>,
+    /// The CertRep pkiStatus, when a CertRep was sent.
+    pub pki_status: Option<PkiStatus>,
+    /// The CertRep failInfo, on FAILURE.
+    pub fail_info: Option<FailInfo>,
+    /// A short stable label for metrics (`success`, `bad_signature`, `replay`, ...).
+    pub label: &'static str,
+    /// Human detail for the audit log (never sent to the client).
+    pub detail: Option<String>,
+    /// The requested or issued subject, RFC 4514-like.
+    pub subject: Option<String>,
+    /// Requested or issued SANs, displayed.
+    pub subject_alt_names: Vec<String>,
+    /// The issued (or returned) certificate's serial, lower-case hex.
+    pub serial: Option<String>,
+    /// For renewals: the serial of the certificate renewed, lower-case hex.
+    pub renewal_of: Option<String>,
+    /// Intune claim fields, for Intune-authenticated requests.
+    pub intune: Option<IntuneIdentity>,
+}
+
+/// Device identity from a validated (or rejected) Intune challenge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntuneIdentity {
+    /// Claim `sub` (device GUID).
+    pub subject: String,
+    /// Claim `iss`.
+    pub issuer: String,
+    /// Claim `nonce`.
+    pub nonce: String,
+}
+
+/// An answer to write back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// `Content-Type` header value.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Vec<u8>,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// What the transport must do next.
+#[must_use = "every Action must be answered: write a Respond, resume an Issue"]
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Action {
+    /// Write this response.
+    Respond(Response),
+    /// Ask the issuer, then call [`PendingIssue::resume`].
+    Issue(PendingIssue),
+}
+
+/// A request waiting for the issuer. Owned and `Send`, so it can be held across
+/// an `.await`; [`PendingIssue::resume`] consumes it, so each request gets
+/// exactly one answer.
+#[derive(Debug)]
+pub struct PendingIssue {
+    pub(crate) engine: Engine,
+    pub(crate) request: IssueRequest,
+    pub(crate) reply: crate::handle::ReplyContext,
+    pub(crate) outcome: Outcome,
+}
+
+impl PendingIssue {
+    /// What to ask the issuer.
+    pub fn request(&self) -> &IssueRequest {
+        &self.request
+    }
+
+    /// The outcome so far (profile, transaction id, subject), e.g. for logging
+    /// while the issuer works.
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    /// Builds the CertRep for the issuer's answer.
+    pub fn resume(self, outcome: IssueOutcome, now: UnixTime) -> Response {
+        self.engine.resume(self.reply, self.request, self.outcome, outcome, now)
+    }
+}
+
+/// The SCEP engine for one profile: an immutable configuration snapshot plus
+/// handles to shared state. Cheap to clone; reload by building a new one.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) config: Arc<ProfileConfig>,
+}
+
+impl Engine {
+    /// Validates `config` and builds an engine.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the problem (e.g. RA certificate and key do not
+    /// match, empty CA chain, invalid profile name).
+    pub fn new(config: ProfileConfig) -> Result<Self, ConfigError> {
+        crate::handle::validate(&config)?;
+        Ok(Self { config: Arc::new(config) })
+    }
+
+    /// The configuration snapshot.
+    pub fn config(&self) -> &ProfileConfig {
+        &self.config
+    }
+
+    /// Handles one SCEP request at time `now`.
+    pub fn handle(&self, request: Request<'_>, now: UnixTime) -> Action {
+        crate::handle::handle(self, request, now)
+    }
+}

@@ -1,0 +1,2 @@
+//! Certificate issuers for scepd.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The scepd HTTP service, shared by every runtime.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! scepd on tokio.
+fn main() {}
