@@ -1,2 +1,37 @@
 //! Certificate issuers for scepd.
+//!
+//! An [`Issuer`] answers the engine's [`IssueRequest`]s: the engine
+//! authenticates and authorises a SCEP request, then hands the issuer an owned
+//! request through [`scep_engine::PendingIssue::request`]; the issuer's
+//! [`IssueOutcome`] goes back through [`scep_engine::PendingIssue::resume`].
+//!
+//! The contract is async-friendly (remote CAs such as Vault answer over the
+//! network) and runtime-agnostic (plain boxed futures; blocking work runs on
+//! the `blocking` thread pool, which works under tokio and smol alike).
 #![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use scep_engine::issue::{IssueOutcome, IssueRequest};
+use scep_engine::time::UnixTime;
+
+/// A boxed, `Send` future, as issuers return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A certificate authority scepd can issue through.
+///
+/// Implementations must be cheap to share (`Arc<dyn Issuer>`) and must never
+/// panic on a request: every failure is an [`IssueOutcome::Rejected`] with a
+/// failInfo for the client and a reason for the audit log.
+pub trait Issuer: Send + Sync + 'static {
+    /// The configured id (e.g. `iss-local`), named in audit events.
+    fn id(&self) -> &str;
+
+    /// The CA certificate chain, issuing CA first, then up to the root (DER).
+    /// Served by GetCACert.
+    fn ca_chain(&self) -> Vec<Vec<u8>>;
+
+    /// Answers one request. `now` is the transport's clock reading.
+    fn handle<'a>(&'a self, request: &'a IssueRequest, now: UnixTime) -> BoxFuture<'a, IssueOutcome>;
+}
