@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod certrep;
 pub mod codes;
 pub mod config;
 pub mod crypto;
@@ -19,6 +20,7 @@ mod handle;
 pub mod issue;
 pub mod oid;
 pub mod pem;
+pub mod pkcs7;
 pub mod time;
 pub mod wire;
 pub mod x509;
