@@ -394,3 +394,423 @@ pub fn failure_reply(
 pub fn pending_reply(builder: &CertRepBuilder<'_>, rng: &dyn RandomSource) -> Result<Vec<u8>, CertRepError> {
     builder.build(CertRepStatus::Pending, rng)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{PublicKeyRef, SignatureAlg};
+    use crate::pkcs7::tests::{
+        FixedRandom, assert_strict_der, content_info, open_envelope, openssl, openssl_available, recipient,
+        scratch_dir, vector_dir,
+    };
+    use crate::wire::Tlv;
+
+    const TID: &str = "2F3C9A61B0E4D7F8A1C3E5B7D9F1A3C5";
+    const REQUEST_NONCE: [u8; 16] = *b"request-nonce-16";
+    const NOW: UnixTime = UnixTime(1_795_574_366); // 2026-11-25T02:39:26Z
+
+    fn builder<'a>(cert: &'a [u8], key: &'a RsaPrivateKey, digest: DigestAlg) -> CertRepBuilder<'a> {
+        CertRepBuilder {
+            ra_cert: CertificateRef::parse(cert).unwrap(),
+            ra_key: key,
+            digest,
+            transaction_id: TID,
+            recipient_nonce: &REQUEST_NONCE,
+            signing_time: NOW,
+        }
+    }
+
+    /// A CertRep taken apart, every structural field checked on the way.
+    struct Parsed<'a> {
+        digest: DigestAlg,
+        content: Option<&'a [u8]>,
+        /// The signed attributes in wire order: (type OID contents, the single value TLV).
+        attrs: Vec<(&'a [u8], Tlv<'a>)>,
+        /// The raw attribute encodings, in wire order.
+        attr_raw: Vec<&'a [u8]>,
+        /// The signed attributes as the signature covers them (tag 0x31).
+        signed_set: Vec<u8>,
+        signature_oid: &'a [u8],
+        signature: &'a [u8],
+    }
+
+    impl Parsed<'_> {
+        fn attr(&self, oid: &[u8]) -> Option<Tlv<'_>> {
+            self.attrs.iter().find(|(o, _)| *o == oid).map(|(_, v)| *v)
+        }
+    }
+
+    fn parse<'a>(der: &'a [u8], ra_cert: &CertificateRef<'_>) -> Parsed<'a> {
+        assert_strict_der(der);
+        let (ct, sd) = content_info(der);
+        assert_eq!(ct, oid::SIGNED_DATA);
+        let mut r = sd.expect_tag(tag::SEQUENCE).unwrap().reader();
+        assert_eq!(r.read().unwrap().small_uint().unwrap(), 1, "SignedData version");
+        let digest_algs = r.expect(tag::SET).unwrap();
+        let mut dr = digest_algs.reader();
+        let dalg = dr.expect(tag::SEQUENCE).unwrap();
+        dr.finish().unwrap();
+        let mut ar = dalg.reader();
+        let digest = DigestAlg::from_oid(ar.expect(tag::OID).unwrap().contents).unwrap();
+        ar.finish().unwrap(); // absent parameters (RFC 5754 §2)
+        let encap = r.expect(tag::SEQUENCE).unwrap();
+        let mut er = encap.reader();
+        assert_eq!(er.expect(tag::OID).unwrap().contents, oid::DATA);
+        let content = er.optional(tag::context_constructed(0)).unwrap().map(|e| {
+            let mut x = e.reader();
+            let os = x.expect(tag::OCTET_STRING).unwrap();
+            x.finish().unwrap();
+            os.contents
+        });
+        er.finish().unwrap();
+        let certs = r.expect(tag::context_constructed(0)).unwrap();
+        assert_eq!(certs.contents, ra_cert.raw, "certificates must be exactly the RA certificate");
+        let sis = r.expect(tag::SET).unwrap();
+        r.finish().unwrap();
+        let mut sr = sis.reader();
+        let si = sr.expect(tag::SEQUENCE).unwrap();
+        sr.finish().unwrap();
+        let mut s = si.reader();
+        assert_eq!(s.read().unwrap().small_uint().unwrap(), 1, "SignerInfo version");
+        let sid = s.expect(tag::SEQUENCE).unwrap();
+        let mut ir = sid.reader();
+        assert_eq!(ir.expect(tag::SEQUENCE).unwrap().raw, ra_cert.issuer);
+        assert_eq!(ir.expect(tag::INTEGER).unwrap().contents, ra_cert.serial_der_contents);
+        ir.finish().unwrap();
+        let si_dalg = s.expect(tag::SEQUENCE).unwrap();
+        assert_eq!(si_dalg.raw, dalg.raw);
+        let signed = s.expect(tag::context_constructed(0)).unwrap();
+        let salg = s.expect(tag::SEQUENCE).unwrap();
+        let mut sar = salg.reader();
+        let signature_oid = sar.expect(tag::OID).unwrap().contents;
+        sar.expect(tag::NULL).unwrap();
+        sar.finish().unwrap();
+        let signature = s.expect(tag::OCTET_STRING).unwrap().contents;
+        s.finish().unwrap();
+        let mut attrs = Vec::new();
+        let mut attr_raw = Vec::new();
+        let mut ar = signed.reader();
+        while !ar.is_empty() {
+            let a = ar.expect(tag::SEQUENCE).unwrap();
+            attr_raw.push(a.raw);
+            let mut x = a.reader();
+            let t = x.expect(tag::OID).unwrap().contents;
+            let vals = x.expect(tag::SET).unwrap();
+            x.finish().unwrap();
+            let mut vr = vals.reader();
+            let v = vr.read().unwrap();
+            vr.finish().unwrap();
+            attrs.push((t, v));
+        }
+        let mut signed_set = signed.raw.to_vec();
+        signed_set[0] = tag::SET;
+        Parsed { digest, content, attrs, attr_raw, signed_set, signature_oid, signature }
+    }
+
+    /// Checks signature, messageDigest, ordering and the attributes common to every CertRep.
+    fn check_common(p: &Parsed<'_>, ra_cert: &CertificateRef<'_>, status: &[u8], sender_nonce: &[u8]) {
+        let PublicKeyRef::Rsa(_) = ra_cert.spki.public_key().unwrap() else { panic!("RA key not RSA") };
+        let alg = SignatureAlg::from_oid(p.signature_oid, None).unwrap();
+        assert_eq!(alg, SignatureAlg::RsaPkcs1(p.digest), "signatureAlgorithm must match digestAlgorithm");
+        alg.verify(ra_cert.spki.public_key().unwrap(), &p.signed_set, p.signature).unwrap();
+        // DER SET OF: ascending encodings.
+        for pair in p.attr_raw.windows(2) {
+            assert!(pair[0] < pair[1], "signed attributes not DER-sorted");
+        }
+        let value = |o: &[u8]| p.attr(o).unwrap_or_else(|| panic!("missing attribute {}", oid::dotted(o)));
+        assert_eq!(value(oid::CONTENT_TYPE).expect_tag(tag::OID).unwrap().contents, oid::DATA);
+        let t = value(oid::SIGNING_TIME).expect_tag(tag::UTC_TIME).unwrap();
+        assert_eq!(crate::time::parse_asn1_time(t).unwrap(), NOW);
+        let md = value(oid::MESSAGE_DIGEST).expect_tag(tag::OCTET_STRING).unwrap().contents;
+        assert_eq!(md, p.digest.digest(p.content.unwrap_or_default()));
+        assert_eq!(value(oid::SCEP_MESSAGE_TYPE).expect_tag(tag::PRINTABLE_STRING).unwrap().contents, b"3");
+        assert_eq!(value(oid::SCEP_PKI_STATUS).expect_tag(tag::PRINTABLE_STRING).unwrap().contents, status);
+        assert_eq!(value(oid::SCEP_TRANSACTION_ID).expect_tag(tag::PRINTABLE_STRING).unwrap().contents, TID.as_bytes());
+        assert_eq!(value(oid::SCEP_SENDER_NONCE).expect_tag(tag::OCTET_STRING).unwrap().contents, sender_nonce);
+        assert_eq!(
+            value(oid::SCEP_RECIPIENT_NONCE).expect_tag(tag::OCTET_STRING).unwrap().contents,
+            &REQUEST_NONCE[..]
+        );
+    }
+
+    fn fixed_nonce() -> [u8; 16] {
+        let mut n = [0u8; 16];
+        FixedRandom(42).fill(&mut n);
+        n
+    }
+
+    #[test]
+    fn failure_reply_fields() {
+        let (cert, key) = recipient();
+        let b = builder(&cert, &key, DigestAlg::Sha256);
+        let der = failure_reply(&b, FailInfo::BAD_CERT_ID, &FixedRandom(42)).unwrap();
+        let p = parse(&der, &b.ra_cert);
+        assert_eq!(p.digest, DigestAlg::Sha256);
+        assert_eq!(p.signature_oid, oid::SHA256_WITH_RSA);
+        assert_eq!(p.content, None, "FAILURE carries no eContent (RFC 8894 §3.3.2)");
+        check_common(&p, &b.ra_cert, b"2", &fixed_nonce());
+        assert_eq!(p.attr(oid::SCEP_FAIL_INFO).unwrap().expect_tag(tag::PRINTABLE_STRING).unwrap().contents, b"4");
+        assert_eq!(p.attrs.len(), 9);
+    }
+
+    #[test]
+    fn pending_reply_fields() {
+        let (cert, key) = recipient();
+        let b = builder(&cert, &key, DigestAlg::Sha512);
+        let der = pending_reply(&b, &FixedRandom(42)).unwrap();
+        let p = parse(&der, &b.ra_cert);
+        assert_eq!(p.digest, DigestAlg::Sha512);
+        assert_eq!(p.signature_oid, oid::SHA512_WITH_RSA);
+        assert_eq!(p.content, None);
+        check_common(&p, &b.ra_cert, b"3", &fixed_nonce());
+        assert!(p.attr(oid::SCEP_FAIL_INFO).is_none(), "failInfo only on FAILURE");
+        assert_eq!(p.attrs.len(), 8);
+    }
+
+    #[test]
+    fn success_reply_round_trip() {
+        let (cert, key) = recipient();
+        let requester = CertificateRef::parse(&cert).unwrap();
+        for (req_digest, reply_digest, sig_oid) in [
+            (DigestAlg::Sha1, DigestAlg::Sha256, oid::SHA256_WITH_RSA),
+            (DigestAlg::Sha256, DigestAlg::Sha256, oid::SHA256_WITH_RSA),
+            (DigestAlg::Sha384, DigestAlg::Sha384, oid::SHA384_WITH_RSA),
+            (DigestAlg::Sha512, DigestAlg::Sha512, oid::SHA512_WITH_RSA),
+        ] {
+            let b = builder(&cert, &key, req_digest);
+            let issued: &[u8] = &cert;
+            let chain_ca = crate::wire::encode_tlv(tag::SEQUENCE, &[0x05, 0x00]);
+            let der =
+                success_reply(&b, issued, &[&chain_ca], &requester, ContentCipher::DesCbc, &FixedRandom(42)).unwrap();
+            let p = parse(&der, &b.ra_cert);
+            assert_eq!(p.digest, reply_digest, "{req_digest:?}");
+            assert_eq!(p.signature_oid, sig_oid);
+            check_common(&p, &b.ra_cert, b"0", &fixed_nonce());
+            assert!(p.attr(oid::SCEP_FAIL_INFO).is_none());
+            let envelope = p.content.expect("SUCCESS carries the pkcsPKIEnvelope");
+            // Single DES requested: the reply is raised to 3DES.
+            let (_, env) = content_info(envelope);
+            let mut r = env.reader();
+            r.read().unwrap();
+            r.read().unwrap();
+            let mut er = r.read().unwrap().reader();
+            er.read().unwrap();
+            let calg = er.read().unwrap();
+            assert_eq!(calg.reader().read().unwrap().contents, oid::DES_EDE3_CBC);
+            assert_eq!(open_envelope(envelope, &requester, &key), certs_only(&[issued, &chain_ca], &[]));
+        }
+    }
+
+    #[test]
+    fn crl_reply_carries_the_crl() {
+        let (cert, key) = recipient();
+        let requester = CertificateRef::parse(&cert).unwrap();
+        let b = builder(&cert, &key, DigestAlg::Sha256);
+        let crl = crate::wire::encode_tlv(tag::SEQUENCE, &[0x02, 0x01, 0x09]);
+        let der = crl_reply(&b, &crl, &requester, ContentCipher::Aes128Cbc, &FixedRandom(1)).unwrap();
+        let p = parse(&der, &b.ra_cert);
+        let opened = open_envelope(p.content.unwrap(), &requester, &key);
+        assert_eq!(opened, certs_only(&[], &[&crl]));
+    }
+
+    #[test]
+    fn output_is_deterministic() {
+        let (cert, key) = recipient();
+        let b = builder(&cert, &key, DigestAlg::Sha256);
+        // FAILURE/PENDING: byte-identical for the same RandomSource (PKCS #1 v1.5 signing is deterministic).
+        assert_eq!(
+            failure_reply(&b, FailInfo::BAD_REQUEST, &FixedRandom(3)).unwrap(),
+            failure_reply(&b, FailInfo::BAD_REQUEST, &FixedRandom(3)).unwrap()
+        );
+        assert_ne!(
+            pending_reply(&b, &FixedRandom(3)).unwrap(),
+            pending_reply(&b, &FixedRandom(4)).unwrap(),
+            "the senderNonce must come from the RandomSource"
+        );
+        // SUCCESS: the envelope differs (random PKCS #1 v1.5 encryption padding inside aws-lc),
+        // so compare the signed part for a given envelope.
+        let envelope = b"an already sealed envelope".as_slice();
+        let nonce = [7u8; 16];
+        let a = b.build_with_nonce(CertRepStatus::Success { envelope }, &nonce).unwrap();
+        assert_eq!(a, b.build_with_nonce(CertRepStatus::Success { envelope }, &nonce).unwrap());
+        let p = parse(&a, &b.ra_cert);
+        assert_eq!(p.content, Some(envelope));
+        check_common(&p, &b.ra_cert, b"0", &nonce);
+    }
+
+    #[test]
+    fn transaction_id_outside_printable_string_is_utf8() {
+        let (cert, key) = recipient();
+        let mut b = builder(&cert, &key, DigestAlg::Sha256);
+        b.transaction_id = "a_b*c";
+        let der = pending_reply(&b, &FixedRandom(0)).unwrap();
+        let p = parse(&der, &b.ra_cert);
+        let t = p.attr(oid::SCEP_TRANSACTION_ID).unwrap();
+        assert_eq!((t.tag, t.contents), (tag::UTF8_STRING, &b"a_b*c"[..]));
+        assert!(is_printable_string("AZaz09 '()+,-./:=?"));
+        assert!(!is_printable_string("é") && !is_printable_string("@") && !is_printable_string("_"));
+    }
+
+    #[test]
+    fn long_values_keep_exact_sizes() {
+        // A long transactionID and nonce push attributes past one-octet lengths.
+        let (cert, key) = recipient();
+        let mut b = builder(&cert, &key, DigestAlg::Sha384);
+        let long_tid = "A".repeat(300);
+        let long_nonce = vec![1u8; 200];
+        b.transaction_id = &long_tid;
+        b.recipient_nonce = &long_nonce;
+        let envelope = vec![0xab; 70_000];
+        let der = b.build(CertRepStatus::Success { envelope: &envelope }, &FixedRandom(2)).unwrap();
+        let p = parse(&der, &b.ra_cert);
+        assert_eq!(p.content, Some(&envelope[..]));
+        for pair in p.attr_raw.windows(2) {
+            assert!(pair[0] < pair[1]);
+        }
+        assert_eq!(p.attr(oid::SCEP_TRANSACTION_ID).unwrap().contents, long_tid.as_bytes());
+    }
+
+    #[test]
+    fn unusable_requester_key_is_a_seal_error() {
+        let (cert, key) = recipient();
+        let b = builder(&cert, &key, DigestAlg::Sha256);
+        let mut requester = CertificateRef::parse(&cert).unwrap();
+        let (ec, _) = crate::crypto::EcPrivateKey::generate().unwrap();
+        let spki = ec.spki_der().to_vec();
+        requester.spki = crate::x509::SubjectPublicKeyInfoRef::parse(&spki).unwrap();
+        let err = success_reply(&b, &cert, &[], &requester, ContentCipher::Aes256Cbc, &FixedRandom(0)).unwrap_err();
+        assert_eq!(err, CertRepError::Seal(SealError::RecipientNotRsa));
+    }
+
+    /// `openssl cms -cmsout -print` text for a CertRep.
+    fn cms_print(path: &std::path::Path) -> String {
+        let (ok, out, err) = openssl(&["cms", "-cmsout", "-print", "-inform", "DER", "-in", path.to_str().unwrap()]);
+        assert!(ok, "openssl cms -cmsout -print failed: {err}");
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The value lines openssl prints after the attribute `oid_dotted`.
+    fn printed_value<'t>(text: &'t str, oid_dotted: &str) -> &'t str {
+        let at = text.find(&format!("({oid_dotted})")).unwrap_or_else(|| panic!("{oid_dotted} not printed:\n{text}"));
+        let rest = &text[at..];
+        let set = rest.find("set:").unwrap();
+        let line_end = rest[set..].find('\n').map_or(rest.len(), |i| set + i);
+        let next_end = rest[line_end + 1..].find('\n').map_or(rest.len(), |i| line_end + 1 + i);
+        rest[line_end + 1..next_end].trim()
+    }
+
+    #[test]
+    fn openssl_verifies_and_decrypts_success() {
+        if !openssl_available("openssl_verifies_and_decrypts_success") {
+            return;
+        }
+        let dir = scratch_dir("certrep-success");
+        let (cert, key) = recipient();
+        let requester = CertificateRef::parse(&cert).unwrap();
+        let key_pem = vector_dir().join("recipient-key.pem");
+        let cert_pem = vector_dir().join("recipient-cert.pem");
+        for (digest, cipher) in [
+            (DigestAlg::Sha256, ContentCipher::Aes256Cbc),
+            (DigestAlg::Sha384, ContentCipher::Aes128Cbc),
+            (DigestAlg::Sha512, ContentCipher::Aes192Cbc),
+            (DigestAlg::Sha1, ContentCipher::DesEde3Cbc),
+        ] {
+            let b = builder(&cert, &key, digest);
+            let der = success_reply(&b, &cert, &[&cert], &requester, cipher, &FixedRandom(8)).unwrap();
+            let rep = dir.join("certrep.der");
+            std::fs::write(&rep, &der).unwrap();
+            let (ok, envelope, err) =
+                openssl(&["cms", "-verify", "-noverify", "-inform", "DER", "-binary", "-in", rep.to_str().unwrap()]);
+            assert!(ok, "{digest:?}/{cipher:?}: openssl cms -verify failed: {err}");
+            assert_eq!(Some(&envelope[..]), parse(&der, &b.ra_cert).content);
+            let env = dir.join("envelope.der");
+            std::fs::write(&env, &envelope).unwrap();
+            let (ok, p7, err) = openssl(&[
+                "cms",
+                "-decrypt",
+                "-inform",
+                "DER",
+                "-binary",
+                "-in",
+                env.to_str().unwrap(),
+                "-inkey",
+                key_pem.to_str().unwrap(),
+                "-recip",
+                cert_pem.to_str().unwrap(),
+            ]);
+            assert!(ok, "{digest:?}/{cipher:?}: openssl cms -decrypt failed: {err}");
+            assert_eq!(p7, certs_only(&[&cert, &cert], &[]));
+            let p7_path = dir.join("p7.der");
+            std::fs::write(&p7_path, &p7).unwrap();
+            let (ok, text, err) =
+                openssl(&["pkcs7", "-inform", "DER", "-print_certs", "-in", p7_path.to_str().unwrap()]);
+            assert!(ok, "openssl pkcs7 -print_certs failed: {err}");
+            assert_eq!(crate::pem::certificates(&String::from_utf8(text).unwrap()).unwrap(), vec![cert.clone(); 2]);
+        }
+        // A tampered reply must not verify (the check above can fail).
+        let b = builder(&cert, &key, DigestAlg::Sha256);
+        let mut der = success_reply(&b, &cert, &[], &requester, ContentCipher::Aes128Cbc, &FixedRandom(8)).unwrap();
+        let n = der.len();
+        der[n - 10] ^= 1;
+        let rep = dir.join("tampered.der");
+        std::fs::write(&rep, &der).unwrap();
+        assert!(
+            !openssl(&["cms", "-verify", "-noverify", "-inform", "DER", "-binary", "-in", rep.to_str().unwrap()]).0
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn openssl_reads_failure_and_pending() {
+        if !openssl_available("openssl_reads_failure_and_pending") {
+            return;
+        }
+        let dir = scratch_dir("certrep-failure");
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let (cert, key) = recipient();
+        let b = builder(&cert, &key, DigestAlg::Sha256);
+        for (name, der, status, fail) in [
+            ("failure", failure_reply(&b, FailInfo::BAD_REQUEST, &FixedRandom(42)).unwrap(), "2", Some("2")),
+            ("pending", pending_reply(&b, &FixedRandom(42)).unwrap(), "3", None),
+        ] {
+            let path = dir.join(format!("{name}.der"));
+            std::fs::write(&path, &der).unwrap();
+            // Absent eContent = detached signature over empty content.
+            let (ok, out, err) = openssl(&[
+                "cms",
+                "-verify",
+                "-noverify",
+                "-inform",
+                "DER",
+                "-binary",
+                "-in",
+                path.to_str().unwrap(),
+                "-content",
+                empty.to_str().unwrap(),
+            ]);
+            assert!(ok, "{name}: openssl cms -verify failed: {err}");
+            assert!(out.is_empty());
+            let text = cms_print(&path);
+            assert!(text.contains("eContent: <ABSENT>"), "{name}: eContent must be absent:\n{text}");
+            assert!(text.contains("version: 1"), "{text}");
+            assert_eq!(printed_value(&text, "2.16.840.1.113733.1.9.2"), "PRINTABLESTRING:3", "{name} messageType");
+            assert_eq!(
+                printed_value(&text, "2.16.840.1.113733.1.9.3"),
+                format!("PRINTABLESTRING:{status}"),
+                "{name} pkiStatus"
+            );
+            assert_eq!(printed_value(&text, "2.16.840.1.113733.1.9.7"), format!("PRINTABLESTRING:{TID}"));
+            match fail {
+                Some(f) => assert_eq!(printed_value(&text, "2.16.840.1.113733.1.9.4"), format!("PRINTABLESTRING:{f}")),
+                None => assert!(!text.contains("2.16.840.1.113733.1.9.4"), "{name}: no failInfo:\n{text}"),
+            }
+            assert!(text.contains("2.16.840.1.113733.1.9.5"), "senderNonce");
+            assert!(text.contains("2.16.840.1.113733.1.9.6"), "recipientNonce");
+            // asn1parse accepts it as a single DER value.
+            let (ok, _, err) = openssl(&["asn1parse", "-inform", "DER", "-in", path.to_str().unwrap()]);
+            assert!(ok, "{name}: asn1parse failed: {err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
