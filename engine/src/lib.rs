@@ -14,9 +14,12 @@
 pub mod codes;
 pub mod config;
 pub mod crypto;
+pub mod csr;
 mod engine;
+pub mod envelope;
 mod handle;
 pub mod issue;
+pub mod message;
 pub mod oid;
 pub mod pem;
 pub mod time;
