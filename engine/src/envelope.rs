@@ -306,17 +306,9 @@ pub(crate) mod tests {
 
     /// Offset of the first KTRI encryptedKey contents in an envelope.
     fn find_encrypted_key(env: &[u8]) -> usize {
-        let ci = parse_single(env).unwrap();
-        let ed = ci.reader().nth_tlv(1).reader().read().unwrap();
-        let mut r = ed.reader();
-        r.read().unwrap();
-        let ris = r.read().unwrap();
-        let ktri = ris.reader().read().unwrap();
-        let mut kr = ktri.reader();
-        kr.read().unwrap();
-        kr.read().unwrap();
-        kr.read().unwrap();
-        let ek = kr.read().unwrap();
+        let ed = parse_single(env).unwrap().reader().nth_tlv(1).reader().read().unwrap();
+        let ktri = ed.reader().nth_tlv(1).reader().read().unwrap();
+        let ek = ktri.reader().nth_tlv(3);
         ek.contents.as_ptr() as usize - env.as_ptr() as usize
     }
 
@@ -339,14 +331,12 @@ pub(crate) mod tests {
         let raw = capture("sscep");
         let m = PkiMessageRef::parse(&raw).unwrap();
         // The capture's rid names the RA certificate.
-        let ek_at = find_encrypted_key(&m.content);
         let env = m.content.to_vec();
         let ci = parse_single(&env).unwrap();
         let ed = ci.reader().nth_tlv(1).reader().read().unwrap();
         let ktri = ed.reader().nth_tlv(1).reader().read().unwrap();
         let rid = CertIdRef::from_tlv(ktri.reader().nth_tlv(1)).unwrap();
         assert!(rid.matches(&cert));
-        assert!(ek_at > 0);
         // A certificate the rid does not name: the single KTRI is still tried.
         let signer = m.signer.unwrap();
         assert!(!rid.matches(&signer));
@@ -364,6 +354,102 @@ pub(crate) mod tests {
                 assert!(open(&m.content[..len], &cert, &ra.key, &ALL, &FixedRng).is_err(), "{stem} {len}");
             }
         }
+    }
+
+    /// The parts of a capture's envelope: (version TLV, KTRI TLVs, content type
+    /// TLV, content-encryption AlgorithmIdentifier TLV, ciphertext).
+    type Parts = (Vec<u8>, Vec<Vec<u8>>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+    /// The parts of a capture's envelope (see [`Parts`]).
+    fn envelope_parts(env: &[u8]) -> Parts {
+        let ed = parse_single(env).unwrap().reader().nth_tlv(1).reader().read().unwrap();
+        let mut r = ed.reader();
+        let version = r.read().unwrap().raw.to_vec();
+        let mut rr = r.read().unwrap().reader();
+        let mut ktris = Vec::new();
+        while !rr.is_empty() {
+            ktris.push(rr.read().unwrap().raw.to_vec());
+        }
+        let mut er = r.read().unwrap().reader();
+        let ct = er.read().unwrap().raw.to_vec();
+        let alg = er.read().unwrap().raw.to_vec();
+        let ciphertext = er.read().unwrap().implicit_octets().unwrap().into_owned();
+        (version, ktris, ct, alg, ciphertext)
+    }
+
+    /// Re-encodes an envelope in BER: indefinite lengths everywhere and the
+    /// ciphertext as a constructed `[0]` in 100-byte chunks (X.690 §8.7.3.2).
+    fn ber_envelope(version: &[u8], ktris: &[Vec<u8>], ct: &[u8], alg: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x30, 0x80];
+        v.extend_from_slice(&crate::wire::encode_tlv(tag::OID, oid::ENVELOPED_DATA));
+        v.extend_from_slice(&[0xa0, 0x80, 0x30, 0x80]);
+        v.extend_from_slice(version);
+        v.extend_from_slice(&[0x31, 0x80]);
+        for k in ktris {
+            v.extend_from_slice(k);
+        }
+        v.extend_from_slice(&[0, 0, 0x30, 0x80]);
+        v.extend_from_slice(ct);
+        v.extend_from_slice(alg);
+        v.extend_from_slice(&[0xa0, 0x80]);
+        for chunk in ciphertext.chunks(100) {
+            v.extend_from_slice(&crate::wire::encode_tlv(tag::OCTET_STRING, chunk));
+        }
+        v.extend_from_slice(&[0; 10]);
+        v
+    }
+
+    /// A KTRI naming a certificate by a subjectKeyIdentifier nobody has.
+    fn ski_ktri(template: &[u8], ski: &[u8], key_alg: &[u8]) -> Vec<u8> {
+        let mut r = parse_single(template).unwrap().reader();
+        r.read().unwrap();
+        r.read().unwrap();
+        r.read().unwrap();
+        let ek = r.read().unwrap().contents;
+        let mut w = crate::wire::Writer::new();
+        w.sequence(|w| {
+            w.small_uint(2).tlv(0x80, ski);
+            w.sequence(|w| {
+                w.oid(key_alg).null();
+            });
+            w.octet_string(ek);
+        });
+        w.into_vec()
+    }
+
+    #[test]
+    fn ber_chunked_ciphertext_and_recipient_choice() {
+        let ra = ra();
+        let cert = CertificateRef::parse(&ra.cert).unwrap();
+        let expected = open_capture("sscep");
+        let raw = capture("sscep");
+        let m = PkiMessageRef::parse(&raw).unwrap();
+        let (version, ktris, ct, alg, ciphertext) = envelope_parts(&m.content);
+        assert_eq!(ktris.len(), 1);
+        let real = &ktris[0];
+        let stranger = ski_ktri(real, b"stranger", oid::RSA_ENCRYPTION);
+        let other = ski_ktri(real, b"other", oid::RSA_ENCRYPTION);
+        let open_with = |ktris: &[Vec<u8>]| {
+            let env = ber_envelope(&version, ktris, &ct, &alg, &ciphertext);
+            open(&env, &cert, &ra.key, &ALL, &FixedRng)
+        };
+        // BER, chunked ciphertext, the matching KTRI picked among several.
+        assert_eq!(open_with(&[stranger.clone(), real.clone()]), Ok(expected.clone()));
+        assert_eq!(open_with(&[real.clone(), other.clone()]), Ok(expected.clone()));
+        // A single non-matching KTRI is tried anyway (clients that name the CA).
+        assert_eq!(open_with(std::slice::from_ref(&stranger)), Ok(expected));
+        // Several, none matching: no recipient.
+        let e = open_with(&[stranger.clone(), other]).unwrap_err();
+        assert_eq!(e, EnvelopeError::NoRecipient);
+        assert_eq!(e.fail_info(), FailInfo::BAD_REQUEST);
+        // RSAES-OAEP key transport is refused as an algorithm problem.
+        let oaep = ski_ktri(real, b"stranger", &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07]);
+        let e = open_with(&[oaep]).unwrap_err();
+        assert_eq!(e, EnvelopeError::UnsupportedKeyEncryption);
+        assert_eq!(e.fail_info(), FailInfo::BAD_ALG);
+        // Non-KTRI recipient infos (here a [1] kari) are skipped.
+        let kari = crate::wire::encode_tlv(tag::context_constructed(1), &[]);
+        assert_eq!(open_with(&[kari, real.clone()]).map(|o| o.cipher), Ok(ContentCipher::Aes128Cbc));
     }
 
     #[test]

@@ -493,6 +493,8 @@ impl<'a> PkiMessageRef<'a> {
         }
         // RFC 5652 §5.4: the signature covers the DER of the SET OF attributes,
         // i.e. the received [0] IMPLICIT encoding with its tag replaced by SET.
+        // (Every client seen, jscep's BER included, sends signedAttrs in DER; a
+        // BER-encoded signedAttrs would not verify, as with OpenSSL.)
         let body = self.signed_attrs_raw.get(1..).unwrap_or_default();
         alg.verify_parts(key, &[&[tag::SET], body], self.signature).map_err(|_| VerifyFailure::BadSignature)
     }
