@@ -346,7 +346,31 @@ impl SignatureAlg {
     /// [`VerifyError`] when the key type does not fit the algorithm, the key is
     /// unusable, or the signature is wrong.
     pub fn verify(self, key: PublicKeyRef<'_>, message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
-        let (alg, pk): (&'static dyn signature::VerificationAlgorithm, &[u8]) = match (self, key) {
+        let (alg, pk, _) = self.select(key).ok_or(VerifyError)?;
+        alg.verify_sig(pk, message, signature).map_err(|_| VerifyError)
+    }
+
+    /// Verifies `signature` over the concatenation of `parts` without copying
+    /// them together (e.g. CMS signedAttrs re-tagged as SET, RFC 5652 §5.4:
+    /// `[&[0x31], &signed_attrs[1..]]`).
+    ///
+    /// # Errors
+    /// As [`SignatureAlg::verify`].
+    pub fn verify_parts(self, key: PublicKeyRef<'_>, parts: &[&[u8]], signature: &[u8]) -> Result<(), VerifyError> {
+        let (alg, pk, digest_alg) = self.select(key).ok_or(VerifyError)?;
+        let mut ctx = digest::Context::new(digest_alg.algorithm());
+        for p in parts {
+            ctx.update(p);
+        }
+        alg.verify_digest_sig(pk, &ctx.finish(), signature).map_err(|_| VerifyError)
+    }
+
+    /// The aws-lc verification algorithm, key bytes and the digest it hashes with.
+    fn select(
+        self,
+        key: PublicKeyRef<'_>,
+    ) -> Option<(&'static dyn signature::VerificationAlgorithm, &[u8], DigestAlg)> {
+        Some(match (self, key) {
             (Self::RsaPkcs1(d), PublicKeyRef::Rsa(pk)) => (
                 match d {
                     DigestAlg::Sha1 => &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
@@ -355,26 +379,20 @@ impl SignatureAlg {
                     DigestAlg::Sha512 => &signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
                 },
                 pk,
+                d,
             ),
-            (Self::Ecdsa(d), PublicKeyRef::EcP256(pk)) => (
-                match d {
-                    DigestAlg::Sha384 => &signature::ECDSA_P256_SHA384_ASN1,
-                    DigestAlg::Sha512 => &signature::ECDSA_P256_SHA512_ASN1,
-                    _ => &signature::ECDSA_P256_SHA256_ASN1,
-                },
-                pk,
-            ),
-            (Self::Ecdsa(d), PublicKeyRef::EcP384(pk)) => (
-                match d {
-                    DigestAlg::Sha256 | DigestAlg::Sha1 => &signature::ECDSA_P384_SHA256_ASN1,
-                    DigestAlg::Sha512 => &signature::ECDSA_P384_SHA512_ASN1,
-                    DigestAlg::Sha384 => &signature::ECDSA_P384_SHA384_ASN1,
-                },
-                pk,
-            ),
-            _ => return Err(VerifyError),
-        };
-        alg.verify_sig(pk, message, signature).map_err(|_| VerifyError)
+            (Self::Ecdsa(d), PublicKeyRef::EcP256(pk)) => match d {
+                DigestAlg::Sha384 => (&signature::ECDSA_P256_SHA384_ASN1, pk, d),
+                DigestAlg::Sha512 => (&signature::ECDSA_P256_SHA512_ASN1, pk, d),
+                _ => (&signature::ECDSA_P256_SHA256_ASN1, pk, DigestAlg::Sha256),
+            },
+            (Self::Ecdsa(d), PublicKeyRef::EcP384(pk)) => match d {
+                DigestAlg::Sha256 | DigestAlg::Sha1 => (&signature::ECDSA_P384_SHA256_ASN1, pk, DigestAlg::Sha256),
+                DigestAlg::Sha512 => (&signature::ECDSA_P384_SHA512_ASN1, pk, d),
+                DigestAlg::Sha384 => (&signature::ECDSA_P384_SHA384_ASN1, pk, d),
+            },
+            _ => return None,
+        })
     }
 }
 
