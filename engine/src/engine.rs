@@ -137,6 +137,7 @@ pub struct Response {
 }
 
 /// What the transport must do next.
+#[allow(clippy::large_enum_variant)] // returned once per request and moved once; boxing would cost an allocation
 #[must_use = "every Action must be answered: write a Respond, resume an Issue"]
 #[derive(Debug)]
 #[non_exhaustive]
@@ -181,6 +182,7 @@ impl PendingIssue {
 #[derive(Clone, Debug)]
 pub struct Engine {
     pub(crate) config: Arc<ProfileConfig>,
+    pub(crate) derived: Arc<crate::handle::Derived>,
 }
 
 impl Engine {
@@ -190,8 +192,8 @@ impl Engine {
     /// [`ConfigError`] naming the problem (e.g. RA certificate and key do not
     /// match, empty CA chain, invalid profile name).
     pub fn new(config: ProfileConfig) -> Result<Self, ConfigError> {
-        crate::handle::validate(&config)?;
-        Ok(Self { config: Arc::new(config) })
+        let derived = crate::handle::validate(&config)?;
+        Ok(Self { config: Arc::new(config), derived: Arc::new(derived) })
     }
 
     /// The configuration snapshot.

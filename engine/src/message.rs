@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 
-use crate::codes::{FailInfo, MessageType};
+use crate::codes::{FailInfo, MessageType, PkiStatus};
 use crate::crypto::{DigestAlg, SignatureAlg};
 use crate::oid;
 use crate::time::UnixTime;
@@ -335,6 +335,12 @@ pub struct PkiMessageRef<'a> {
     pub sender_nonce: &'a [u8],
     /// signingTime (RFC 5652 §11.3), when present and parseable.
     pub signing_time: Option<UnixTime>,
+    /// pkiStatus (RFC 8894 §3.2.1.3), present in CertReps.
+    pub pki_status: Option<PkiStatus>,
+    /// failInfo (RFC 8894 §3.2.1.4), present in FAILURE CertReps.
+    pub fail_info: Option<FailInfo>,
+    /// recipientNonce (RFC 8894 §3.2.1.5), present in CertReps.
+    pub recipient_nonce: Option<&'a [u8]>,
     /// The encapContentInfo eContentType OID contents.
     pub econtent_type: &'a [u8],
     /// The contentType signed attribute OID contents (RFC 5652 §11.1).
@@ -359,6 +365,9 @@ struct Attrs<'a> {
     transaction_id: Option<&'a str>,
     sender_nonce: Option<&'a [u8]>,
     signing_time: Option<UnixTime>,
+    pki_status: Option<PkiStatus>,
+    fail_info: Option<FailInfo>,
+    recipient_nonce: Option<&'a [u8]>,
     content_type: Option<&'a [u8]>,
     message_digest: Option<&'a [u8]>,
     ambiguous: bool,
@@ -453,6 +462,9 @@ impl<'a> PkiMessageRef<'a> {
             transaction_id,
             sender_nonce,
             signing_time: attrs.signing_time,
+            pki_status: attrs.pki_status,
+            fail_info: attrs.fail_info,
+            recipient_nonce: attrs.recipient_nonce,
             econtent_type,
             content_type_attr: attrs.content_type,
             message_digest: attrs.message_digest,
@@ -566,6 +578,20 @@ fn signed_attributes(t: Tlv<'_>) -> Result<Attrs<'_>, MessageError> {
                     return Err(bad);
                 }
                 a.message_type = Some(MessageType::from_decimal(v.contents).ok_or(bad)?);
+            }
+            // CertRep attributes (RFC 8894 §3.3.2): read leniently, they only
+            // matter to clients reading our replies (and to tests).
+            oid::SCEP_PKI_STATUS => {
+                a.ambiguous |= a.pki_status.is_some() || !single;
+                a.pki_status = first.and_then(|v| PkiStatus::from_decimal(v.contents));
+            }
+            oid::SCEP_FAIL_INFO => {
+                a.ambiguous |= a.fail_info.is_some() || !single;
+                a.fail_info = first.and_then(|v| FailInfo::from_decimal(v.contents));
+            }
+            oid::SCEP_RECIPIENT_NONCE => {
+                a.ambiguous |= a.recipient_nonce.is_some() || !single;
+                a.recipient_nonce = first.filter(|v| v.tag == tag::OCTET_STRING).map(|v| v.contents);
             }
             // RFC 5652 §11: these attributes MUST have a single value and MUST
             // NOT appear twice; a violation is recorded for verify().
