@@ -36,3 +36,6 @@ pub use transport::{CaCaps, CaCertificates, Enrollment, PkiMethod, ScepClient};
 pub use scep_engine::codes::{FailInfo, MessageType, PkiStatus};
 pub use scep_engine::crypto::{ContentCipher, DigestAlg};
 pub use scep_engine::x509::SubjectAltName;
+
+#[cfg(test)]
+mod tests;
