@@ -106,9 +106,8 @@ pub fn open_envelope(der: &[u8], key: &DeviceKey, recipient: Option<&Certificate
     let alg = cr.expect(tag::SEQUENCE).map_err(ClientError::decode("contentEncryptionAlgorithm"))?;
     let mut ar = alg.reader();
     let alg_oid = ar.expect(tag::OID).map_err(ClientError::decode("contentEncryptionAlgorithm"))?.contents;
-    let cipher = ContentCipher::from_oid(alg_oid).ok_or_else(|| {
-        ClientError::protocol(format!("unknown content cipher {}", oid::dotted(alg_oid)))
-    })?;
+    let cipher = ContentCipher::from_oid(alg_oid)
+        .ok_or_else(|| ClientError::protocol(format!("unknown content cipher {}", oid::dotted(alg_oid))))?;
     let iv = ar.read().and_then(|t| t.octets()).map_err(ClientError::decode("content cipher IV"))?;
     let ct_tlv = cr.read().map_err(ClientError::decode("encryptedContent"))?;
     if ct_tlv.tag & 0xdf != tag::context_primitive(0) {

@@ -233,7 +233,8 @@ mod tests {
         let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
         let r = request(&url, "GET", "/x?a=1", None, Duration::from_secs(5)).unwrap();
         assert_eq!((r.status, r.body.as_slice(), r.content_type.as_deref()), (200, &b"abcde"[..], Some("text/plain")));
-        let r = request(&url, "POST", "/x", Some(("application/x-pki-message", b"zz")), Duration::from_secs(5)).unwrap();
+        let r =
+            request(&url, "POST", "/x", Some(("application/x-pki-message", b"zz")), Duration::from_secs(5)).unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"no"[..]));
         server.join().unwrap();
     }

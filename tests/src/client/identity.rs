@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use scep_engine::crypto::{DigestAlg, RsaPrivateKey, SystemRandom, RandomSource as _};
+use scep_engine::crypto::{DigestAlg, RandomSource as _, RsaPrivateKey, SystemRandom};
 use scep_engine::oid;
 use scep_engine::time::UnixTime;
 use scep_engine::wire::{Writer, tag};

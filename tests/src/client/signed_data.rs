@@ -114,7 +114,8 @@ pub fn is_strict_der(der: &[u8]) -> bool {
         while !r.is_empty() {
             let Ok(t) = r.read() else { return false };
             let len = t.contents.len();
-            let minimal_header = if len < 0x80 { 2 } else { 2 + (usize::BITS - len.leading_zeros()).div_ceil(8) as usize };
+            let minimal_header =
+                if len < 0x80 { 2 } else { 2 + (usize::BITS - len.leading_zeros()).div_ceil(8) as usize };
             if t.indefinite || t.raw.len() - len != minimal_header {
                 return false;
             }

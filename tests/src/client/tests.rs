@@ -55,11 +55,21 @@ fn csr_is_accepted_by_openssl_with_all_attributes() {
     let out = openssl(&["req", "-inform", "DER", "-in", path.to_str().unwrap(), "-verify", "-noout", "-text"]);
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("verify OK") || text.contains("Certificate request self-signature verify OK"), "{text}");
-    for needle in ["challengePassword", "secret123", "DNS:dev1.example.com", "email:u@example.com", "IP Address:10.0.0.7", "TLS Web Client Authentication", "O = Example Org"] {
+    for needle in [
+        "challengePassword",
+        "secret123",
+        "DNS:dev1.example.com",
+        "email:u@example.com",
+        "IP Address:10.0.0.7",
+        "TLS Web Client Authentication",
+        "O = Example Org",
+    ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
     // The UTF-8 CN must be a UTF8String; the ASCII challenge a PrintableString.
-    let asn1 = String::from_utf8_lossy(&openssl(&["asn1parse", "-inform", "DER", "-in", path.to_str().unwrap()]).stdout).into_owned();
+    let asn1 =
+        String::from_utf8_lossy(&openssl(&["asn1parse", "-inform", "DER", "-in", path.to_str().unwrap()]).stdout)
+            .into_owned();
     assert!(asn1.contains("UTF8STRING        :device-"), "{asn1}");
     assert!(asn1.contains("PRINTABLESTRING   :secret123"), "{asn1}");
     // And the SANs decode with the engine's parser, UPN included.
@@ -80,7 +90,10 @@ fn self_signed_certificate_verifies_with_its_own_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.der");
     std::fs::write(&path, &der).unwrap();
-    let text = String::from_utf8_lossy(&openssl(&["x509", "-inform", "DER", "-in", path.to_str().unwrap(), "-noout", "-subject"]).stdout).into_owned();
+    let text = String::from_utf8_lossy(
+        &openssl(&["x509", "-inform", "DER", "-in", path.to_str().unwrap(), "-noout", "-subject"]).stdout,
+    )
+    .into_owned();
     assert!(text.contains("CN = transient"), "{text}");
 }
 
@@ -120,11 +133,33 @@ fn pkcs_req_verifies_and_decrypts_with_openssl() {
         assert_eq!(req.sender_nonce.len(), 16);
         assert_eq!(is_strict_der(&req.der), encoding == Encoding::Der, "{label}");
         std::fs::write(p("msg.der"), &req.der).unwrap();
-        openssl(&["cms", "-verify", "-noverify", "-inform", "DER", "-in", &p("msg.der"), "-binary", "-out", &p("env.der")]);
+        openssl(&[
+            "cms",
+            "-verify",
+            "-noverify",
+            "-inform",
+            "DER",
+            "-in",
+            &p("msg.der"),
+            "-binary",
+            "-out",
+            &p("env.der"),
+        ]);
         assert_eq!(std::fs::read(p("env.der")).unwrap(), req.envelope, "{label}");
         let (env_path, out_path) = (p("env.der"), p("csr.der"));
-        let mut args =
-            vec!["cms", "-decrypt", "-inform", "DER", "-in", &env_path, "-inkey", &ra_key_path, "-binary", "-out", &out_path];
+        let mut args = vec![
+            "cms",
+            "-decrypt",
+            "-inform",
+            "DER",
+            "-in",
+            &env_path,
+            "-inkey",
+            &ra_key_path,
+            "-binary",
+            "-out",
+            &out_path,
+        ];
         if cipher == ContentCipher::DesCbc {
             args.extend(["-provider", "legacy", "-provider", "default"]);
         }

@@ -108,7 +108,12 @@ impl CaCertificates {
             .or_else(|| parsed.iter().position(is_ca))
             .or_else(|| parsed.iter().position(|c| Some(c) != ra.map(|i| &parsed[i])))
             .unwrap_or(0);
-        Ok(Self { recipient_index: ra.unwrap_or(ca), ca_index: ca, content_type: content_type.to_string(), certificates })
+        Ok(Self {
+            recipient_index: ra.unwrap_or(ca),
+            ca_index: ca,
+            content_type: content_type.to_string(),
+            certificates,
+        })
     }
 }
 
@@ -241,7 +246,13 @@ impl ScepClient {
     ///
     /// # Errors
     /// Transport errors, an HTTP error status, or a CertRep that fails a check.
-    pub fn transact(&self, request: &PkiRequest, key: &DeviceKey, ca: &CaCertificates, method: PkiMethod) -> Result<CertRep> {
+    pub fn transact(
+        &self,
+        request: &PkiRequest,
+        key: &DeviceKey,
+        ca: &CaCertificates,
+        method: PkiMethod,
+    ) -> Result<CertRep> {
         let r = ok(self.send_pki_message(&request.der, method)?)?;
         let ct = r.content_type.as_deref().unwrap_or_default();
         if !ct.to_ascii_lowercase().starts_with("application/x-pki-message") {
@@ -256,7 +267,13 @@ impl ScepClient {
     /// # Errors
     /// Any step's error (a FAILURE or PENDING reply is not an error: see
     /// [`Enrollment::issued`]).
-    pub fn enroll(&self, key: &DeviceKey, csr: &CsrSpec, options: &MessageOptions, method: PkiMethod) -> Result<Enrollment> {
+    pub fn enroll(
+        &self,
+        key: &DeviceKey,
+        csr: &CsrSpec,
+        options: &MessageOptions,
+        method: PkiMethod,
+    ) -> Result<Enrollment> {
         let ca = self.get_ca_cert()?;
         let self_signed = self_signed_certificate(key, &csr.subject, 1)?;
         let csr_der = build_csr(key, csr)?;
