@@ -279,6 +279,11 @@ impl LocalCa {
             .map_err(|e| IssuerError::Database(e.to_string()))
     }
 
+    /// Database writer counters (commits, operations), for metrics.
+    pub fn store_stats(&self) -> store::StoreStats {
+        self.inner.store.stats()
+    }
+
     /// The current CRL DER (re-signed when a revocation happened or it is
     /// older than the configured maximum age). Blocks on the database.
     ///

@@ -19,8 +19,9 @@
 //! Every method here blocks; async callers run them on the `blocking` pool.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -254,9 +255,25 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Counters of the writer thread, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Write operations committed (operations / commits = mean batch size).
+    pub operations: u64,
+}
+
+#[derive(Debug, Default)]
+struct WriterStats {
+    commits: AtomicU64,
+    operations: AtomicU64,
+}
+
 /// The certificate database (see the module docs).
 pub struct Store {
     writer: Option<Sender<WriteOp>>,
+    stats: Arc<WriterStats>,
     thread: Option<JoinHandle<()>>,
     readers: ReaderPool,
 }
@@ -293,15 +310,26 @@ impl Store {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db)?;
 
         let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("scepd-ca-writer".into())
-            .spawn(move || run_writer(conn, &rx))
+            .spawn(move || run_writer(conn, &rx, &writer_stats))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             writer: Some(tx),
+            stats,
             thread: Some(thread),
             readers: ReaderPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) },
         })
+    }
+
+    /// Commits and operations so far.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            operations: self.stats.operations.load(Ordering::Relaxed),
+        }
     }
 
     fn send<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
@@ -415,10 +443,10 @@ impl Drop for Store {
     fn drop(&mut self) {
         // Closing the channel lets the writer finish its batch and exit.
         drop(self.writer.take());
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!("certificate database writer thread panicked");
-            }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("certificate database writer thread panicked");
         }
     }
 }
@@ -455,14 +483,14 @@ fn reason_from_db(code: Option<i64>) -> RevocationReason {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 
 /// The writer thread: group commit (see the module docs).
-fn run_writer(mut conn: Connection, rx: &Receiver<WriteOp>) {
+fn run_writer(mut conn: Connection, rx: &Receiver<WriteOp>, stats: &WriterStats) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -472,11 +500,11 @@ fn run_writer(mut conn: Connection, rx: &Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, batch);
+        commit_batch(&mut conn, batch, stats);
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>) {
+fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, stats: &WriterStats) {
     let size = batch.len();
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -510,6 +538,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>) {
     };
     match outcome {
         Ok(()) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.operations.fetch_add(size as u64, Ordering::Relaxed);
             tracing::trace!(batch = size, "certificate database: committed");
             done.into_iter().for_each(Done::finish);
         }
@@ -666,6 +696,34 @@ mod tests {
             }
         });
         assert_eq!(store.count("ca1").unwrap(), 400);
+    }
+
+    #[test]
+    fn queued_operations_share_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        // The schema, then a writer fed with operations queued before it runs.
+        drop(Store::open(&path).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let mut answers = Vec::new();
+        for (serial, txid) in [("01", "a"), ("02", "b"), ("01", "c")] {
+            let (reply, answer) = oneshot();
+            tx.send(WriteOp::Insert(Box::new(record(serial, txid)), reply)).unwrap();
+            answers.push(answer);
+        }
+        let (reply, number) = oneshot();
+        tx.send(WriteOp::NextCrlNumber { ca_id: "ca1".into(), reply }).unwrap();
+        drop(tx);
+        let stats = WriterStats::default();
+        run_writer(Connection::open(&path).unwrap(), &rx, &stats);
+        assert_eq!(stats.commits.load(Ordering::Relaxed), 1, "one transaction for the batch");
+        assert_eq!(stats.operations.load(Ordering::Relaxed), 4);
+        let results: Vec<_> = answers.iter().map(|a| a.recv().unwrap()).collect();
+        assert_eq!(results, [Ok(()), Ok(()), Err(StoreError::DuplicateSerial)]);
+        assert_eq!(number.recv().unwrap(), Ok(1));
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.count("ca1").unwrap(), 2, "the duplicate did not undo the rest of the batch");
+        assert_eq!(store.by_transaction("ca1", "p", "a").unwrap().unwrap().serial_hex, "01");
     }
 
     #[test]
