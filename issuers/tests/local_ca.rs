@@ -446,3 +446,49 @@ fn open_refuses_bad_ca_files_with_clear_errors() {
     assert_eq!(ca.ca_chain().len(), 2);
     assert_eq!(ca.ca_chain()[1], pem::certificates(&std::fs::read_to_string(&bb.ca_cert).unwrap()).unwrap()[0]);
 }
+
+#[test]
+fn an_openssl_made_ca_opens_and_issues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // RSA CA with a PKCS#8 key; EC CA with a SEC1 "EC PRIVATE KEY".
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rsa-ca.key",
+            "-out",
+            "rsa-ca.pem",
+            "-subj",
+            "/CN=Corp Issuing CA/O=Corp",
+            "-days",
+            "30",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(dir, &["ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", "ec-ca.key"]);
+    openssl(dir, &["req", "-x509", "-key", "ec-ca.key", "-out", "ec-ca.pem", "-subj", "/CN=Corp EC CA", "-days", "30"]);
+    assert!(std::fs::read_to_string(dir.join("ec-ca.key")).unwrap().contains("EC PRIVATE KEY"));
+    let req = csr(dir, "dev", RSA, "/CN=corp-device");
+    for name in ["rsa-ca", "ec-ca"] {
+        let data = dir.join(format!("{name}-data"));
+        let config = LocalCaConfig::new(dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")), &data);
+        let ca = LocalCa::open(config).unwrap();
+        let cert = issued(ca.handle_blocking(&IssueRequest::Enroll(enroll("tx", &req, vec![])), now()));
+        let file = format!("{name}-dev.pem");
+        write_pem(dir, &file, &cert);
+        let ca_file = format!("{name}.pem");
+        assert!(openssl(dir, &["verify", "-CAfile", &ca_file, &file]).contains(": OK"), "{name}");
+        // The AKI repeats the CA's own subjectKeyIdentifier.
+        let ca_text = openssl(dir, &["x509", "-in", &ca_file, "-noout", "-ext", "subjectKeyIdentifier"]);
+        let ski = ca_text.lines().nth(1).unwrap().trim().to_string();
+        let text = openssl(dir, &["x509", "-in", &file, "-noout", "-ext", "authorityKeyIdentifier"]);
+        assert!(text.contains(&ski), "{name}: {ski} not in {text}");
+    }
+}
