@@ -9,10 +9,19 @@
 //! network) and runtime-agnostic (plain boxed futures; blocking work runs on
 //! the `blocking` thread pool, which works under tokio and smol alike).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod crl;
+mod error;
+pub mod local;
+pub mod x509_build;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use error::IssuerError;
+pub use local::bootstrap::{BootstrapOptions, BootstrapOutcome, CaKeyType, bootstrap};
+pub use local::{LOCAL_ISSUER_ID, LocalCa, LocalCaConfig};
 pub use scep_engine::issue::{IssueOutcome, IssueRequest};
 use scep_engine::time::UnixTime;
 

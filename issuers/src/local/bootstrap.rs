@@ -1,0 +1,407 @@
+//! First start: create a CA and an RA in the data directory, or load and
+//! validate the ones already there.
+//!
+//! Files, all PEM: `ca.pem` (CA certificate), `ca.key` (CA key, PKCS#8),
+//! `ra.pem` (RA certificate, signed by the CA), `ra.key` (RA key, RSA
+//! PKCS#8). Keys are created mode 0600 from the first byte, the directory
+//! 0700.
+//!
+//! # Crash safety
+//! Every file is written to a temporary name, fsynced, then renamed into
+//! place. A set of files (CA + RA, or RA alone) is announced in a marker file
+//! first and its *last* rename (`ca.pem`, or `ra.pem`) is the commit point: a
+//! later start that finds the marker either sees the commit file (the set is
+//! complete; the marker is removed) or removes the listed leftovers and
+//! starts over. So a crash never leaves half a CA.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use scep_engine::crypto::{EcPrivateKey, RandomSource, RsaPrivateKey, SigningKey, SystemRandom};
+use scep_engine::pem;
+use scep_engine::time::UnixTime;
+use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef};
+
+use super::{load_ca, read_certificates, read_private_key};
+use crate::error::IssuerError;
+use crate::x509_build::{BuildError, CaSigner, Validity, common_name, random_serial, self_signed_ca};
+
+/// CA certificate file name.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// CA key file name.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// RA certificate file name.
+pub const RA_CERT_FILE: &str = "ra.pem";
+/// RA key file name.
+pub const RA_KEY_FILE: &str = "ra.key";
+/// Marker of a bootstrap in progress (lists the files being installed).
+const PENDING_MARKER: &str = ".bootstrap-pending";
+
+/// How far back generated certificates' notBefore is set, for clock skew.
+const BACKDATE_SECS: i64 = 3600;
+
+/// The CA key type bootstrap generates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CaKeyType {
+    /// RSA 2048 (the default: every SCEP client can verify it).
+    #[default]
+    Rsa2048,
+    /// ECDSA P-256.
+    EcP256,
+}
+
+/// Bootstrap settings.
+#[derive(Clone, Debug)]
+pub struct BootstrapOptions {
+    /// Key type of a new CA.
+    pub ca_key: CaKeyType,
+    /// Validity of a new CA certificate (default 10 years).
+    pub ca_validity_secs: i64,
+    /// Validity of a new RA certificate (default 2 years; cut at the CA's notAfter).
+    pub ra_validity_secs: i64,
+    /// The current time.
+    pub now: UnixTime,
+    /// Source of serial numbers and the CA name's random id.
+    pub random: Arc<dyn RandomSource>,
+}
+
+impl Default for BootstrapOptions {
+    fn default() -> Self {
+        Self {
+            ca_key: CaKeyType::Rsa2048,
+            ca_validity_secs: 3652 * 86_400,
+            ra_validity_secs: 730 * 86_400,
+            now: UnixTime::now(),
+            random: Arc::new(SystemRandom),
+        }
+    }
+}
+
+/// Where the CA and RA are, and what bootstrap created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapOutcome {
+    /// `<dir>/ca.pem`
+    pub ca_cert: PathBuf,
+    /// `<dir>/ca.key`
+    pub ca_key: PathBuf,
+    /// `<dir>/ra.pem`
+    pub ra_cert: PathBuf,
+    /// `<dir>/ra.key`
+    pub ra_key: PathBuf,
+    /// True when a new CA was generated (false: an existing one was validated).
+    pub ca_created: bool,
+    /// True when a new RA was generated.
+    pub ra_created: bool,
+}
+
+/// Creates `dir` (mode 0700, parents too) if missing; warns when an existing
+/// directory is readable by others.
+///
+/// # Errors
+/// When it cannot be created or is not a directory.
+pub fn ensure_dir(dir: &Path) -> Result<(), IssuerError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            if m.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    mode = format!("{:o}", m.permissions().mode() & 0o777),
+                    "the data directory is accessible to other users; 0700 is recommended"
+                );
+            }
+            Ok(())
+        }
+        Ok(_) => Err(IssuerError::DataDir { path: dir.to_path_buf(), reason: "exists and is not a directory".into() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| IssuerError::io(dir, e))
+        }
+        Err(e) => Err(IssuerError::io(dir, e)),
+    }
+}
+
+/// Makes sure `dir` holds a valid CA and RA: generates them if absent (see
+/// the module docs), otherwise loads and validates them (keys match
+/// certificates, the CA is a CA, the RA is signed by it, both are valid at
+/// `opts.now`).
+///
+/// # Errors
+/// An [`IssuerError`] naming the file at fault; an incomplete set that
+/// bootstrap did not write itself (e.g. `ca.key` without `ca.pem`) is refused
+/// rather than overwritten.
+pub fn bootstrap(dir: &Path, opts: &BootstrapOptions) -> Result<BootstrapOutcome, IssuerError> {
+    ensure_dir(dir)?;
+    recover_interrupted(dir)?;
+    let mut out = BootstrapOutcome {
+        ca_cert: dir.join(CA_CERT_FILE),
+        ca_key: dir.join(CA_KEY_FILE),
+        ra_cert: dir.join(RA_CERT_FILE),
+        ra_key: dir.join(RA_KEY_FILE),
+        ca_created: false,
+        ra_created: false,
+    };
+    let ca_present = presence(&out.ca_cert, &out.ca_key, dir)?;
+    let ra_present = presence(&out.ra_cert, &out.ra_key, dir)?;
+    if !ca_present {
+        if ra_present {
+            return Err(IssuerError::DataDir {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "{RA_CERT_FILE} and {RA_KEY_FILE} exist but there is no CA; remove them or restore the CA"
+                ),
+            });
+        }
+        create_ca_and_ra(dir, opts)?;
+        out.ca_created = true;
+        out.ra_created = true;
+        return Ok(out);
+    }
+    let (ca, _) = load_ca(&out.ca_cert, &out.ca_key, opts.now)?;
+    if ra_present {
+        validate_ra(&ca, &out.ra_cert, &out.ra_key, opts.now)?;
+    } else {
+        let id = short_id(opts.random.as_ref());
+        let (ra_cert, ra_key) = make_ra(&ca, &id, opts)?;
+        install(dir, &[(RA_KEY_FILE, ra_key.as_bytes(), true), (RA_CERT_FILE, ra_cert.as_bytes(), false)])?;
+        out.ra_created = true;
+        tracing::info!(dir = %dir.display(), "new RA certificate issued by the existing CA");
+    }
+    Ok(out)
+}
+
+/// Whether a certificate/key pair is present: both (true), neither (false);
+/// one without the other is an error.
+fn presence(cert: &Path, key: &Path, dir: &Path) -> Result<bool, IssuerError> {
+    match (cert.exists(), key.exists()) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        (c, _) => {
+            let (have, missing) = if c { (cert, key) } else { (key, cert) };
+            Err(IssuerError::DataDir {
+                path: dir.to_path_buf(),
+                reason: format!("{} exists without {}", have.display(), missing.display()),
+            })
+        }
+    }
+}
+
+/// 8 hex digits naming a generated CA and RA.
+fn short_id(random: &dyn RandomSource) -> String {
+    let mut b = [0u8; 4];
+    random.fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn create_ca_and_ra(dir: &Path, opts: &BootstrapOptions) -> Result<(), IssuerError> {
+    let id = short_id(opts.random.as_ref());
+    let (key, key_der) = match opts.ca_key {
+        CaKeyType::Rsa2048 => RsaPrivateKey::generate(2048).map(|(k, d)| (SigningKey::Rsa(k), d)),
+        CaKeyType::EcP256 => EcPrivateKey::generate().map(|(k, d)| (SigningKey::EcP256(k), d)),
+    }
+    .map_err(BuildError::Key)?;
+    let validity =
+        Validity { not_before: opts.now.plus(-BACKDATE_SECS), not_after: opts.now.plus(opts.ca_validity_secs) };
+    let cert =
+        self_signed_ca(&key, &common_name(&format!("scepd CA {id}")), &random_serial(opts.random.as_ref()), validity)?;
+    let ca = CaSigner::new(key, cert)?;
+    let (ra_cert, ra_key) = make_ra(&ca, &id, opts)?;
+    let ca_key = pem::encode("PRIVATE KEY", &key_der);
+    let ca_cert = pem::encode("CERTIFICATE", ca.certificate());
+    install(
+        dir,
+        &[
+            (RA_KEY_FILE, ra_key.as_bytes(), true),
+            (RA_CERT_FILE, ra_cert.as_bytes(), false),
+            (CA_KEY_FILE, ca_key.as_bytes(), true),
+            (CA_CERT_FILE, ca_cert.as_bytes(), false),
+        ],
+    )?;
+    tracing::info!(dir = %dir.display(), ca = %format!("scepd CA {id}"), "new CA and RA created");
+    Ok(())
+}
+
+/// A new RSA-2048 RA key and certificate (PEM), signed by `ca`.
+fn make_ra(ca: &CaSigner, id: &str, opts: &BootstrapOptions) -> Result<(String, String), IssuerError> {
+    let (ra, ra_der) = RsaPrivateKey::generate(2048).map_err(BuildError::Key)?;
+    let validity =
+        Validity { not_before: opts.now.plus(-BACKDATE_SECS), not_after: opts.now.plus(opts.ra_validity_secs) };
+    let cert = ca.issue_ra(
+        &common_name(&format!("scepd RA {id}")),
+        ra.spki_der(),
+        &random_serial(opts.random.as_ref()),
+        validity,
+    )?;
+    Ok((pem::encode("CERTIFICATE", &cert), pem::encode("PRIVATE KEY", &ra_der)))
+}
+
+/// Checks the RA: an RSA key (clients encrypt to it, RFC 8894 §3.2.2)
+/// matching its certificate, which `ca` signed and which is valid at `now`.
+fn validate_ra(ca: &CaSigner, cert_path: &Path, key_path: &Path, now: UnixTime) -> Result<(), IssuerError> {
+    let cert_der = read_certificates(cert_path)?.into_iter().next().unwrap_or_default();
+    let cert = CertificateRef::parse(&cert_der)
+        .map_err(|e| IssuerError::invalid_file(cert_path, format!("malformed certificate: {e}")))?;
+    let key = RsaPrivateKey::from_der(&read_private_key(key_path)?)
+        .map_err(|e| IssuerError::invalid_file(key_path, format!("not a usable RSA RA key: {e}")))?;
+    let key_spki = SubjectPublicKeyInfoRef::parse(key.spki_der())
+        .map_err(|e| IssuerError::invalid_file(key_path, format!("unreadable public key: {e}")))?;
+    if key_spki.key != cert.spki.key {
+        return Err(IssuerError::invalid_file(
+            cert_path,
+            format!("the RA certificate does not match the key in {}", key_path.display()),
+        ));
+    }
+    let ca_cert = CertificateRef::parse(ca.certificate())
+        .map_err(|e| IssuerError::invalid_file(cert_path, format!("CA certificate unreadable: {e}")))?;
+    let ca_key = ca_cert
+        .spki
+        .public_key()
+        .map_err(|e| IssuerError::invalid_file(cert_path, format!("unsupported CA key: {e}")))?;
+    if cert.issuer != ca.subject() || cert.verify_signed_by(ca_key).is_err() {
+        return Err(IssuerError::invalid_file(
+            cert_path,
+            "the RA certificate was not issued by this data directory's CA",
+        ));
+    }
+    if !cert.is_valid_at(now) {
+        return Err(IssuerError::invalid_file(
+            cert_path,
+            format!(
+                "the RA certificate is not valid now (valid from {} to {}); remove {} and {} to have a new one issued",
+                cert.not_before.to_rfc3339(),
+                cert.not_after.to_rfc3339(),
+                cert_path.display(),
+                key_path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// fsyncs a directory so renames and creations in it are durable.
+fn sync_dir(dir: &Path) -> Result<(), IssuerError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| IssuerError::io(dir, e))
+}
+
+/// Writes `bytes` to a new file `path` (mode 0600 for secrets, 0644
+/// otherwise, set at creation) and fsyncs it.
+fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), IssuerError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(|e| IssuerError::io(path, e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| IssuerError::io(path, e))
+}
+
+/// Installs a set of files atomically (see the module docs); the last file is
+/// the commit point.
+fn install(dir: &Path, files: &[(&str, &[u8], bool)]) -> Result<(), IssuerError> {
+    let temp = |name: &str| dir.join(format!(".{name}.tmp"));
+    for (name, bytes, secret) in files {
+        let t = temp(name);
+        // A temporary file can only be a leftover of an interrupted run.
+        match std::fs::remove_file(&t) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(IssuerError::io(&t, e)),
+        }
+        write_new(&t, bytes, *secret)?;
+    }
+    let marker = dir.join(PENDING_MARKER);
+    let listing: String = files.iter().map(|(name, _, _)| format!("{name}\n")).collect();
+    let _ = std::fs::remove_file(&marker);
+    write_new(&marker, listing.as_bytes(), false)?;
+    sync_dir(dir)?;
+    for (name, _, _) in files {
+        let (from, to) = (temp(name), dir.join(name));
+        std::fs::rename(&from, &to).map_err(|e| IssuerError::io(&to, e))?;
+    }
+    sync_dir(dir)?;
+    std::fs::remove_file(&marker).map_err(|e| IssuerError::io(&marker, e))?;
+    sync_dir(dir)
+}
+
+/// Completes or undoes a bootstrap that was interrupted (see the module docs).
+fn recover_interrupted(dir: &Path) -> Result<(), IssuerError> {
+    let marker = dir.join(PENDING_MARKER);
+    let listing = match std::fs::read_to_string(&marker) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(IssuerError::io(&marker, e)),
+    };
+    let names: Vec<&str> = listing
+        .lines()
+        .map(str::trim)
+        .filter(|n| [CA_CERT_FILE, CA_KEY_FILE, RA_CERT_FILE, RA_KEY_FILE].contains(n))
+        .collect();
+    let committed = names.last().is_some_and(|last| dir.join(last).exists());
+    if !committed {
+        tracing::warn!(dir = %dir.display(), "removing the files of an interrupted bootstrap");
+        for name in &names {
+            for path in [dir.join(name), dir.join(format!(".{name}.tmp"))] {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(IssuerError::io(&path, e)),
+                }
+            }
+        }
+    }
+    std::fs::remove_file(&marker).map_err(|e| IssuerError::io(&marker, e))?;
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupted_bootstrap_is_undone_and_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Simulate a crash after two of four renames.
+        std::fs::write(d.join(RA_KEY_FILE), "junk").unwrap();
+        std::fs::write(d.join(RA_CERT_FILE), "junk").unwrap();
+        std::fs::write(d.join(".ca.key.tmp"), "junk").unwrap();
+        std::fs::write(d.join(PENDING_MARKER), "ra.key\nra.pem\nca.key\nca.pem\n").unwrap();
+        let out = bootstrap(d, &BootstrapOptions { ca_key: CaKeyType::EcP256, ..Default::default() }).unwrap();
+        assert!(out.ca_created && out.ra_created);
+        assert!(!d.join(PENDING_MARKER).exists());
+        assert!(!d.join(".ca.key.tmp").exists());
+        // The set is complete and valid now.
+        let again = bootstrap(d, &BootstrapOptions::default()).unwrap();
+        assert!(!again.ca_created && !again.ra_created);
+    }
+
+    #[test]
+    fn half_a_ca_that_bootstrap_did_not_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CA_KEY_FILE), "mine").unwrap();
+        let err = bootstrap(dir.path(), &BootstrapOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("ca.key exists without"), "{err}");
+        assert_eq!(std::fs::read_to_string(dir.path().join(CA_KEY_FILE)).unwrap(), "mine");
+    }
+
+    #[test]
+    fn missing_ra_is_reissued_by_the_existing_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = BootstrapOptions { ca_key: CaKeyType::EcP256, ..Default::default() };
+        let first = bootstrap(dir.path(), &opts).unwrap();
+        let ca_before = std::fs::read(&first.ca_cert).unwrap();
+        std::fs::remove_file(&first.ra_cert).unwrap();
+        std::fs::remove_file(&first.ra_key).unwrap();
+        let second = bootstrap(dir.path(), &opts).unwrap();
+        assert!(!second.ca_created && second.ra_created);
+        assert_eq!(std::fs::read(&second.ca_cert).unwrap(), ca_before);
+        // A RA from another CA is refused.
+        let other = tempfile::tempdir().unwrap();
+        let foreign = bootstrap(other.path(), &opts).unwrap();
+        std::fs::copy(&foreign.ra_cert, &second.ra_cert).unwrap();
+        std::fs::copy(&foreign.ra_key, &second.ra_key).unwrap();
+        let err = bootstrap(dir.path(), &opts).unwrap_err();
+        assert!(err.to_string().contains("not issued by this data directory's CA"), "{err}");
+    }
+}

@@ -1,0 +1,482 @@
+//! The built-in local CA (issuer id `iss-local`).
+//!
+//! [`LocalCa`] signs certificates with a CA key held on disk and records every
+//! certificate in an embedded SQLite database in the data directory
+//! ([`store`]) before answering. It serves enrolment, renewal, polling,
+//! GetCert and GetCRL, and offers [`LocalCa::revoke`] to the admin plane.
+//! [`bootstrap`] creates a CA and an RA in an empty data directory.
+//!
+//! All database and signing work runs on the `blocking` thread pool, so
+//! [`crate::Issuer::handle`] never blocks the async executor, whichever runtime
+//! drives it.
+
+pub mod bootstrap;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use scep_engine::FailInfo;
+use scep_engine::crypto::{RandomSource, SigningKey, SystemRandom};
+use scep_engine::issue::{CertLookup, EnrollRequest, IssueOutcome, IssueRequest, PollRequest, RenewRequest};
+use scep_engine::pem;
+use scep_engine::time::UnixTime;
+use scep_engine::x509::{CertificateRef, name_to_string};
+
+use crate::crl::{CrlParams, RevocationReason, build_crl};
+use crate::error::IssuerError;
+use crate::x509_build::{CaSigner, EndEntityParams, random_serial, serial_hex};
+use crate::{BoxFuture, Issuer};
+use store::{CertStatus, NewCertificate, Store, StoreError, StoredCertificate};
+
+/// The conventional id of the local CA issuer.
+pub const LOCAL_ISSUER_ID: &str = "iss-local";
+
+/// Default CRL validity (nextUpdate − thisUpdate): 7 days.
+pub const DEFAULT_CRL_VALIDITY_SECS: i64 = 7 * 86_400;
+
+/// Default age after which the CRL is re-signed: 1 day.
+pub const DEFAULT_CRL_MAX_AGE_SECS: i64 = 86_400;
+
+/// How many serials are drawn before giving up on a free one (a collision of
+/// 127-bit random serials means a broken random source, not bad luck).
+const MAX_SERIAL_ATTEMPTS: usize = 4;
+
+/// How to open a [`LocalCa`].
+#[derive(Clone, Debug)]
+pub struct LocalCaConfig {
+    /// Issuer id named in audit events (default [`LOCAL_ISSUER_ID`]).
+    pub id: String,
+    /// PEM file with the CA certificate first; further certificates in it
+    /// are taken as the chain above the CA.
+    pub ca_cert_pem: PathBuf,
+    /// PEM file with the CA private key (PKCS#8, PKCS#1 RSA or SEC1 P-256).
+    pub ca_key_pem: PathBuf,
+    /// Data directory; the database is `<data_dir>/local-ca.sqlite`.
+    pub data_dir: PathBuf,
+    /// Further PEM files of chain certificates (intermediates up to the
+    /// root), appended in order after the CA certificate.
+    pub chain_pem: Vec<PathBuf>,
+    /// CRL validity, nextUpdate − thisUpdate, in seconds.
+    pub crl_validity_secs: i64,
+    /// The CRL is re-signed once it is this old (and at once after a revocation).
+    pub crl_max_age_secs: i64,
+    /// Source of serial numbers.
+    pub random: Arc<dyn RandomSource>,
+}
+
+impl LocalCaConfig {
+    /// A configuration with id `iss-local`, no extra chain, the default CRL
+    /// timing and the system random source.
+    pub fn new(ca_cert_pem: impl Into<PathBuf>, ca_key_pem: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            id: LOCAL_ISSUER_ID.to_string(),
+            ca_cert_pem: ca_cert_pem.into(),
+            ca_key_pem: ca_key_pem.into(),
+            data_dir: data_dir.into(),
+            chain_pem: Vec::new(),
+            crl_validity_secs: DEFAULT_CRL_VALIDITY_SECS,
+            crl_max_age_secs: DEFAULT_CRL_MAX_AGE_SECS,
+            random: Arc::new(SystemRandom),
+        }
+    }
+}
+
+/// Reads a file as text, naming it in the error.
+pub(crate) fn read_text(path: &Path) -> Result<String, IssuerError> {
+    std::fs::read_to_string(path).map_err(|e| IssuerError::io(path, e))
+}
+
+/// All certificates of a PEM file (at least one).
+pub(crate) fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, IssuerError> {
+    let certs = pem::certificates(&read_text(path)?).map_err(|e| IssuerError::invalid_file(path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(IssuerError::invalid_file(path, "no CERTIFICATE block found"));
+    }
+    Ok(certs)
+}
+
+/// The private key DER of a PEM file.
+pub(crate) fn read_private_key(path: &Path) -> Result<Vec<u8>, IssuerError> {
+    pem::private_key(&read_text(path)?).map_err(|e| IssuerError::invalid_file(path, e.to_string()))
+}
+
+/// Loads and validates a CA: the key matches the certificate, the
+/// certificate is a CA certificate and is valid at `now`. Returns the signer
+/// and any further certificates found in the certificate file.
+pub(crate) fn load_ca(
+    cert_path: &Path,
+    key_path: &Path,
+    now: UnixTime,
+) -> Result<(CaSigner, Vec<Vec<u8>>), IssuerError> {
+    let mut certs = read_certificates(cert_path)?.into_iter();
+    let cert = certs.next().ok_or_else(|| IssuerError::invalid_file(cert_path, "no CERTIFICATE block found"))?;
+    let key = SigningKey::from_der(&read_private_key(key_path)?)
+        .map_err(|e| IssuerError::invalid_file(key_path, format!("not a usable CA key (RSA ≥ 2048 or P-256): {e}")))?;
+    let signer = CaSigner::new(key, cert)
+        .map_err(|e| IssuerError::invalid_file(cert_path, format!("{e} (key file {})", key_path.display())))?;
+    signer.check_valid_at(now).map_err(|e| IssuerError::invalid_file(cert_path, e.to_string()))?;
+    if !signer.can_sign_crls() {
+        tracing::warn!(
+            file = %cert_path.display(),
+            "the CA certificate's keyUsage lacks cRLSign: its CRLs will be refused by strict relying parties"
+        );
+    }
+    Ok((signer, certs.collect()))
+}
+
+/// The current CRL and when it was made.
+struct CachedCrl {
+    der: Vec<u8>,
+    this_update: UnixTime,
+    generation: u64,
+}
+
+struct Inner {
+    id: String,
+    ca: CaSigner,
+    chain: Vec<Vec<u8>>,
+    ca_id: String,
+    store: Store,
+    random: Arc<dyn RandomSource>,
+    crl: Mutex<Option<CachedCrl>>,
+    /// Bumped after every committed revocation; a cached CRL of an older
+    /// generation is stale.
+    revocations: AtomicU64,
+    crl_validity_secs: i64,
+    crl_max_age_secs: i64,
+}
+
+/// The built-in CA. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct LocalCa {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LocalCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCa").field("id", &self.inner.id).field("ca", &self.inner.ca).finish_non_exhaustive()
+    }
+}
+
+fn rejected(fail_info: FailInfo, reason: impl Into<String>) -> IssueOutcome {
+    IssueOutcome::Rejected { fail_info, reason: reason.into() }
+}
+
+fn db_rejected(e: &StoreError) -> IssueOutcome {
+    // StoreError's Display says "database error: ..." for real failures.
+    rejected(FailInfo::BAD_REQUEST, format!("local CA database error: {e}"))
+}
+
+impl LocalCa {
+    /// Opens the CA at the current time (see [`LocalCa::open_at`]).
+    ///
+    /// # Errors
+    /// As [`LocalCa::open_at`].
+    pub fn open(config: LocalCaConfig) -> Result<Self, IssuerError> {
+        Self::open_at(config, UnixTime::now())
+    }
+
+    /// Loads the CA certificate and key, checks that the key matches the
+    /// certificate, that it is a CA certificate and that it is valid at
+    /// `now`; loads the chain; opens (or creates) the database in the data
+    /// directory (created 0700 if missing).
+    ///
+    /// # Errors
+    /// An [`IssuerError`] naming the file or directory at fault.
+    pub fn open_at(config: LocalCaConfig, now: UnixTime) -> Result<Self, IssuerError> {
+        if config.crl_validity_secs <= 0 || config.crl_max_age_secs <= 0 {
+            return Err(IssuerError::Config("CRL validity and maximum age must be positive".into()));
+        }
+        if config.crl_max_age_secs >= config.crl_validity_secs {
+            return Err(IssuerError::Config(format!(
+                "CRL maximum age ({}s) must be shorter than its validity ({}s)",
+                config.crl_max_age_secs, config.crl_validity_secs
+            )));
+        }
+        let (ca, extra) = load_ca(&config.ca_cert_pem, &config.ca_key_pem, now)?;
+        let mut chain = Vec::with_capacity(1 + extra.len());
+        chain.push(ca.certificate().to_vec());
+        chain.extend(extra);
+        for path in &config.chain_pem {
+            let certs = read_certificates(path)?;
+            for c in &certs {
+                CertificateRef::parse(c)
+                    .map_err(|e| IssuerError::invalid_file(path, format!("malformed certificate: {e}")))?;
+            }
+            chain.extend(certs);
+        }
+        bootstrap::ensure_dir(&config.data_dir)?;
+        let db_path = config.data_dir.join(store::DB_FILE);
+        let store = Store::open(&db_path).map_err(|e| IssuerError::Database(format!("{}: {e}", db_path.display())))?;
+        let ca_id = serial_hex(ca.key_id());
+        tracing::info!(
+            issuer = %config.id,
+            ca = %name_to_string(ca.subject()),
+            not_after = %ca.not_after().to_rfc3339(),
+            db = %db_path.display(),
+            "local CA opened"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id: config.id,
+                ca,
+                chain,
+                ca_id,
+                store,
+                random: config.random,
+                crl: Mutex::new(None),
+                revocations: AtomicU64::new(0),
+                crl_validity_secs: config.crl_validity_secs,
+                crl_max_age_secs: config.crl_max_age_secs,
+            }),
+        })
+    }
+
+    /// The CA's signer (certificate, subject, key id).
+    pub fn signer(&self) -> &CaSigner {
+        &self.inner.ca
+    }
+
+    /// Answers one request on the calling thread, blocking on the database.
+    /// [`Issuer::handle`] runs this on the `blocking` pool.
+    pub fn handle_blocking(&self, request: &IssueRequest, now: UnixTime) -> IssueOutcome {
+        self.inner.handle(request, now)
+    }
+
+    /// Revokes a certificate this CA issued (admin plane). The next GetCRL
+    /// serves a new CRL listing it. Blocks until the revocation is committed;
+    /// async callers should wrap it in `blocking::unblock`.
+    ///
+    /// # Errors
+    /// [`IssuerError::UnknownSerial`], [`IssuerError::AlreadyRevoked`] or
+    /// [`IssuerError::Database`].
+    pub fn revoke(&self, serial: &[u8], reason: RevocationReason, now: UnixTime) -> Result<(), IssuerError> {
+        let inner = &self.inner;
+        let hex = serial_hex(serial);
+        match inner.store.revoke(&inner.ca_id, &hex, now, reason) {
+            Ok(()) => {
+                inner.revocations.fetch_add(1, Ordering::AcqRel);
+                tracing::info!(issuer = %inner.id, serial = %hex, reason = %reason, "certificate revoked");
+                Ok(())
+            }
+            Err(StoreError::NotFound) => Err(IssuerError::UnknownSerial(hex)),
+            Err(StoreError::AlreadyRevoked) => Err(IssuerError::AlreadyRevoked(hex)),
+            Err(e) => Err(IssuerError::Database(e.to_string())),
+        }
+    }
+
+    /// The record of a certificate this CA issued (revocation checks, admin).
+    /// Blocks on the database.
+    ///
+    /// # Errors
+    /// [`IssuerError::Database`].
+    pub fn lookup(&self, serial: &[u8]) -> Result<Option<StoredCertificate>, IssuerError> {
+        self.inner
+            .store
+            .certificate(&self.inner.ca_id, &serial_hex(serial))
+            .map_err(|e| IssuerError::Database(e.to_string()))
+    }
+
+    /// Database writer counters (commits, operations), for metrics.
+    pub fn store_stats(&self) -> store::StoreStats {
+        self.inner.store.stats()
+    }
+
+    /// The current CRL DER (re-signed when a revocation happened or it is
+    /// older than the configured maximum age). Blocks on the database.
+    ///
+    /// # Errors
+    /// [`IssuerError::Database`] or [`IssuerError::Build`].
+    pub fn crl(&self, now: UnixTime) -> Result<Vec<u8>, IssuerError> {
+        self.inner.current_crl(now)
+    }
+}
+
+impl Inner {
+    fn handle(&self, request: &IssueRequest, now: UnixTime) -> IssueOutcome {
+        match request {
+            IssueRequest::Enroll(e) => self.enroll(e, None, now),
+            IssueRequest::Renew(r) => self.renew(r, now),
+            IssueRequest::Poll(p) => self.poll(p),
+            IssueRequest::GetCert(l) => self.get_cert(l),
+            IssueRequest::GetCrl(l) => self.get_crl(l, now),
+            _ => rejected(FailInfo::BAD_REQUEST, "request kind not supported by the local CA"),
+        }
+    }
+
+    fn issued(&self, certificate: Vec<u8>) -> IssueOutcome {
+        IssueOutcome::Issued { certificate, chain: self.chain.clone() }
+    }
+
+    /// RFC 8894 §3.3.1: issue, record, answer.
+    fn enroll(&self, e: &EnrollRequest, renewal_of: Option<String>, now: UnixTime) -> IssueOutcome {
+        // A resent request (same transactionID, same key: the client lost our
+        // CertRep) gets the certificate already issued, not a second one.
+        match self.store.by_transaction(&self.ca_id, &e.profile, &e.transaction_id) {
+            Ok(Some(prev)) => {
+                let same_key = CertificateRef::parse(&prev.der).is_ok_and(|c| c.spki.raw == e.spki_der.as_slice());
+                return if same_key && prev.renewal_of == renewal_of {
+                    self.issued(prev.der)
+                } else {
+                    rejected(
+                        FailInfo::BAD_REQUEST,
+                        format!("transactionID {} was already used for a different request", e.transaction_id),
+                    )
+                };
+            }
+            Ok(None) => {}
+            Err(err) => return db_rejected(&err),
+        }
+        for _ in 0..MAX_SERIAL_ATTEMPTS {
+            let serial = random_serial(self.random.as_ref());
+            let params = EndEntityParams {
+                serial: &serial,
+                subject_der: &e.subject_der,
+                spki_der: &e.spki_der,
+                subject_alt_names: &e.subject_alt_names,
+                policy: &e.policy,
+                now,
+            };
+            let der = match self.ca.issue_end_entity(&params) {
+                Ok(der) => der,
+                Err(err) => return rejected(FailInfo::BAD_REQUEST, format!("cannot issue the certificate: {err}")),
+            };
+            let (not_before, not_after) = match CertificateRef::parse(&der) {
+                Ok(c) => (c.not_before, c.not_after),
+                Err(err) => return rejected(FailInfo::BAD_REQUEST, format!("issued certificate unreadable: {err}")),
+            };
+            let record = NewCertificate {
+                ca_id: self.ca_id.clone(),
+                serial_hex: serial_hex(&serial),
+                profile: e.profile.clone(),
+                transaction_id: e.transaction_id.clone(),
+                subject: name_to_string(&e.subject_der),
+                sans: e.subject_alt_names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                not_before,
+                not_after,
+                der: der.clone(),
+                issued_at: now,
+                renewal_of: renewal_of.clone(),
+            };
+            let serial_hex = record.serial_hex.clone();
+            match self.store.insert(record) {
+                Ok(()) => {
+                    tracing::debug!(issuer = %self.id, serial = %serial_hex, tx = %e.transaction_id, "certificate issued");
+                    return self.issued(der);
+                }
+                Err(StoreError::DuplicateSerial) => {
+                    tracing::warn!(issuer = %self.id, serial = %serial_hex, "serial collision, drawing another");
+                }
+                Err(err) => return db_rejected(&err),
+            }
+        }
+        rejected(FailInfo::BAD_REQUEST, "local CA database error: no free serial number after several draws")
+    }
+
+    /// Renewal: only of a valid, unexpired certificate this CA issued.
+    fn renew(&self, r: &RenewRequest, now: UnixTime) -> IssueOutcome {
+        if r.old_issuer != self.ca.subject() {
+            return rejected(FailInfo::BAD_CERT_ID, "the certificate to renew was not issued by this CA");
+        }
+        let hex = serial_hex(&r.old_serial);
+        let old = match self.store.certificate(&self.ca_id, &hex) {
+            Ok(Some(old)) => old,
+            Ok(None) => return rejected(FailInfo::BAD_CERT_ID, format!("no certificate {hex} was issued by this CA")),
+            Err(err) => return db_rejected(&err),
+        };
+        if let CertStatus::Revoked { reason, .. } = old.status {
+            return rejected(FailInfo::BAD_CERT_ID, format!("certificate {hex} is revoked ({reason})"));
+        }
+        if old.not_after < now {
+            return rejected(
+                FailInfo::BAD_CERT_ID,
+                format!("certificate {hex} expired at {}", old.not_after.to_rfc3339()),
+            );
+        }
+        self.enroll(&r.enroll, Some(hex), now)
+    }
+
+    /// CertPoll (RFC 8894 §3.3.2): the local CA never leaves a request
+    /// pending, so a poll finds the certificate or nothing. The transaction
+    /// (with the profile) identifies the request; IssuerAndSubject is not
+    /// needed to find it.
+    fn poll(&self, p: &PollRequest) -> IssueOutcome {
+        match self.store.by_transaction(&self.ca_id, &p.profile, &p.transaction_id) {
+            Ok(Some(c)) => self.issued(c.der),
+            Ok(None) => rejected(FailInfo::BAD_CERT_ID, format!("no certificate for transaction {}", p.transaction_id)),
+            Err(err) => db_rejected(&err),
+        }
+    }
+
+    /// GetCert (RFC 8894 §3.3.3).
+    fn get_cert(&self, l: &CertLookup) -> IssueOutcome {
+        if l.issuer_der != self.ca.subject() {
+            return rejected(FailInfo::BAD_CERT_ID, "GetCert for another CA's certificate");
+        }
+        let hex = serial_hex(&l.serial);
+        match self.store.certificate(&self.ca_id, &hex) {
+            Ok(Some(c)) => self.issued(c.der),
+            Ok(None) => rejected(FailInfo::BAD_CERT_ID, format!("no certificate {hex} was issued by this CA")),
+            Err(err) => db_rejected(&err),
+        }
+    }
+
+    /// GetCRL (RFC 8894 §3.3.4).
+    fn get_crl(&self, l: &CertLookup, now: UnixTime) -> IssueOutcome {
+        if l.issuer_der != self.ca.subject() {
+            return rejected(FailInfo::BAD_CERT_ID, "GetCRL for another CA");
+        }
+        match self.current_crl(now) {
+            Ok(der) => IssueOutcome::Crl(der),
+            Err(IssuerError::Database(e)) => rejected(FailInfo::BAD_REQUEST, format!("local CA database error: {e}")),
+            Err(e) => rejected(FailInfo::BAD_REQUEST, format!("cannot produce the CRL: {e}")),
+        }
+    }
+
+    fn current_crl(&self, now: UnixTime) -> Result<Vec<u8>, IssuerError> {
+        // Held while re-signing so concurrent requests wait for one new CRL
+        // instead of each allocating a cRLNumber.
+        let mut cache = self.crl.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.revocations.load(Ordering::Acquire);
+        if let Some(c) = cache.as_ref() {
+            let fresh = c.this_update <= now && now < c.this_update.plus(self.crl_max_age_secs);
+            if c.generation == generation && fresh {
+                return Ok(c.der.clone());
+            }
+        }
+        let db_err = |e: StoreError| IssuerError::Database(e.to_string());
+        let revoked = self.store.revoked(&self.ca_id).map_err(db_err)?;
+        let crl_number = self.store.next_crl_number(&self.ca_id).map_err(db_err)?;
+        let der = build_crl(
+            &self.ca,
+            &CrlParams {
+                crl_number,
+                this_update: now,
+                next_update: now.plus(self.crl_validity_secs),
+                revoked: &revoked,
+            },
+        )?;
+        tracing::debug!(issuer = %self.id, crl_number, entries = revoked.len(), "CRL signed");
+        *cache = Some(CachedCrl { der: der.clone(), this_update: now, generation });
+        Ok(der)
+    }
+}
+
+impl Issuer for LocalCa {
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    fn ca_chain(&self) -> Vec<Vec<u8>> {
+        self.inner.chain.clone()
+    }
+
+    fn handle<'a>(&'a self, request: &'a IssueRequest, now: UnixTime) -> BoxFuture<'a, IssueOutcome> {
+        let inner = Arc::clone(&self.inner);
+        // COPY: the request crosses onto the blocking pool, which needs 'static.
+        let request = request.clone();
+        Box::pin(blocking::unblock(move || inner.handle(&request, now)))
+    }
+}

@@ -1,0 +1,735 @@
+//! The local CA's certificate database: embedded SQLite in the data directory.
+//!
+//! # Durability
+//! A certificate is committed before its outcome is returned: the database
+//! runs in WAL mode with `synchronous=FULL`, so every commit fsyncs the WAL and
+//! survives power loss, not only a process crash. A CA must never hand out a
+//! certificate it then forgets (renewal, revocation and GetCert depend on the
+//! record).
+//!
+//! # Throughput: one writer, group commit
+//! One fsync per certificate would cap issuance at the disk's fsync rate. So
+//! all writes go through **one writer thread**: callers send their operation
+//! with a one-shot reply channel; the writer takes everything queued, applies
+//! it in **one transaction**, commits (one fsync), then answers every caller.
+//! Under load the batch grows and the fsync cost is shared. Readers (GetCert,
+//! polling, renewal and CRL checks) use their own connections from a small
+//! pool and never wait for the writer (WAL readers see the last commit).
+//!
+//! Every method here blocks; async callers run them on the `blocking` pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use scep_engine::time::UnixTime;
+
+use crate::crl::{RevocationReason, RevokedEntry};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "local-ca.sqlite";
+
+/// Schema version stored in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Most operations one transaction takes (bounds the latency of the first).
+const MAX_BATCH: usize = 512;
+
+/// Idle reader connections kept.
+const MAX_IDLE_READERS: usize = 8;
+
+/// How long a connection waits for a lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS certificates (
+    serial          TEXT PRIMARY KEY NOT NULL,   -- lowercase hex magnitude; serials never repeat
+    ca_id           TEXT NOT NULL,               -- hex key identifier of the issuing CA
+    profile         TEXT NOT NULL,
+    transaction_id  TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    sans            TEXT NOT NULL,
+    not_before      INTEGER NOT NULL,
+    not_after       INTEGER NOT NULL,
+    der             BLOB NOT NULL,
+    issued_at       INTEGER NOT NULL,
+    renewal_of      TEXT,
+    status          TEXT NOT NULL DEFAULT 'valid' CHECK (status IN ('valid', 'revoked')),
+    revoked_at      INTEGER,
+    reason          INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS certificates_by_transaction ON certificates (ca_id, profile, transaction_id);
+CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (ca_id) WHERE status = 'revoked';
+CREATE TABLE IF NOT EXISTS crl_number (
+    ca_id  TEXT PRIMARY KEY NOT NULL,
+    value  INTEGER NOT NULL
+) STRICT;
+";
+
+/// A database failure, or a logical refusal of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A certificate with this serial is already recorded (draw another).
+    DuplicateSerial,
+    /// No certificate with this serial for this CA.
+    NotFound,
+    /// The certificate is already revoked.
+    AlreadyRevoked,
+    /// SQLite failed (message).
+    Database(String),
+    /// The writer thread is gone.
+    Closed,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DuplicateSerial => f.write_str("duplicate serial number"),
+            Self::NotFound => f.write_str("no such certificate"),
+            Self::AlreadyRevoked => f.write_str("certificate already revoked"),
+            Self::Database(e) => write!(f, "database error: {e}"),
+            Self::Closed => f.write_str("database error: the writer thread has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// A certificate to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewCertificate {
+    /// Hex key identifier of the issuing CA.
+    pub ca_id: String,
+    /// Serial, lowercase hex magnitude (see [`crate::x509_build::serial_hex`]).
+    pub serial_hex: String,
+    /// SCEP profile.
+    pub profile: String,
+    /// SCEP transactionID.
+    pub transaction_id: String,
+    /// Subject, rendered for humans.
+    pub subject: String,
+    /// subjectAltNames, rendered for humans (comma-separated).
+    pub sans: String,
+    /// notBefore.
+    pub not_before: UnixTime,
+    /// notAfter.
+    pub not_after: UnixTime,
+    /// The certificate DER.
+    pub der: Vec<u8>,
+    /// When it was issued.
+    pub issued_at: UnixTime,
+    /// Serial (hex) of the certificate this one renews.
+    pub renewal_of: Option<String>,
+}
+
+/// Revocation state of a recorded certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertStatus {
+    /// Not revoked (it may still have expired: see `not_after`).
+    Valid,
+    /// Revoked.
+    Revoked {
+        /// revocationDate.
+        at: UnixTime,
+        /// CRLReason.
+        reason: RevocationReason,
+    },
+}
+
+/// A recorded certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCertificate {
+    /// Serial, lowercase hex.
+    pub serial_hex: String,
+    /// SCEP profile it was issued under.
+    pub profile: String,
+    /// SCEP transactionID of its request.
+    pub transaction_id: String,
+    /// The certificate DER.
+    pub der: Vec<u8>,
+    /// notAfter.
+    pub not_after: UnixTime,
+    /// When it was issued.
+    pub issued_at: UnixTime,
+    /// Serial (hex) of the certificate it renewed.
+    pub renewal_of: Option<String>,
+    /// Revocation state.
+    pub status: CertStatus,
+}
+
+type Reply<T> = SyncSender<Result<T, StoreError>>;
+
+/// A one-shot reply channel: a rendezvous-free `sync_channel(1)`, so the
+/// writer's send never blocks.
+fn oneshot<T>() -> (Reply<T>, Receiver<Result<T, StoreError>>) {
+    mpsc::sync_channel(1)
+}
+
+enum WriteOp {
+    Insert(Box<NewCertificate>, Reply<()>),
+    Revoke { ca_id: String, serial_hex: String, at: UnixTime, reason: RevocationReason, reply: Reply<()> },
+    NextCrlNumber { ca_id: String, reply: Reply<u64> },
+}
+
+/// An applied (not yet committed) operation and its result.
+enum Done {
+    Unit(Reply<()>, Result<(), StoreError>),
+    Number(Reply<u64>, Result<u64, StoreError>),
+}
+
+impl Done {
+    /// True when the batch cannot commit (a real database failure, as opposed
+    /// to a logical refusal such as a duplicate serial).
+    fn is_fatal(&self) -> bool {
+        let err = match self {
+            Self::Unit(_, r) => r.as_ref().err(),
+            Self::Number(_, r) => r.as_ref().err(),
+        };
+        matches!(err, Some(StoreError::Database(_) | StoreError::Closed))
+    }
+
+    /// Answers the caller with the operation's own result (after a commit).
+    fn finish(self) {
+        // A caller that went away (dropped its receiver) needs no answer.
+        match self {
+            Self::Unit(reply, r) => drop(reply.send(r)),
+            Self::Number(reply, r) => drop(reply.send(r)),
+        }
+    }
+
+    /// Answers the caller with the batch's failure.
+    fn fail(self, e: &StoreError) {
+        match self {
+            Self::Unit(reply, _) => drop(reply.send(Err(e.clone()))),
+            Self::Number(reply, _) => drop(reply.send(Err(e.clone()))),
+        }
+    }
+
+    /// An operation that was not applied (an earlier one failed the batch).
+    fn skipped(op: WriteOp) -> Self {
+        match op {
+            WriteOp::Insert(_, reply) | WriteOp::Revoke { reply, .. } => Self::Unit(reply, Err(StoreError::Closed)),
+            WriteOp::NextCrlNumber { reply, .. } => Self::Number(reply, Err(StoreError::Closed)),
+        }
+    }
+}
+
+/// Idle reader connections.
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_reader(&self.path).map_err(db)?,
+        };
+        let result = f(&conn).map_err(db);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+/// Counters of the writer thread, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Write operations committed (operations / commits = mean batch size).
+    pub operations: u64,
+}
+
+#[derive(Debug, Default)]
+struct WriterStats {
+    commits: AtomicU64,
+    operations: AtomicU64,
+}
+
+/// The certificate database (see the module docs).
+pub struct Store {
+    writer: Option<Sender<WriteOp>>,
+    stats: Arc<WriterStats>,
+    thread: Option<JoinHandle<()>>,
+    readers: ReaderPool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.readers.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, sets WAL and
+    /// `synchronous=FULL`, creates the schema and starts the writer thread.
+    ///
+    /// # Errors
+    /// When SQLite cannot open or initialise the file, or its schema is newer
+    /// than this build knows.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(db)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!("cannot enable WAL journal mode (got {mode})")));
+        }
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Database(format!(
+                "{}: schema version {version} is newer than this scepd understands ({SCHEMA_VERSION})",
+                path.display()
+            )));
+        }
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db)?;
+
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("scepd-ca-writer".into())
+            .spawn(move || run_writer(conn, &rx, &writer_stats))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            writer: Some(tx),
+            stats,
+            thread: Some(thread),
+            readers: ReaderPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) },
+        })
+    }
+
+    /// Commits and operations so far.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            operations: self.stats.operations.load(Ordering::Relaxed),
+        }
+    }
+
+    fn send<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot();
+        self.writer.as_ref().ok_or(StoreError::Closed)?.send(make(reply)).map_err(|_| StoreError::Closed)?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a newly issued certificate; returns once it is committed.
+    ///
+    /// # Errors
+    /// [`StoreError::DuplicateSerial`] when the serial is taken (draw
+    /// another), or a database error.
+    pub fn insert(&self, cert: NewCertificate) -> Result<(), StoreError> {
+        self.send(|reply| WriteOp::Insert(Box::new(cert), reply))
+    }
+
+    /// Marks a valid certificate revoked; returns once committed.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::AlreadyRevoked`] or a database error.
+    pub fn revoke(
+        &self,
+        ca_id: &str,
+        serial_hex: &str,
+        at: UnixTime,
+        reason: RevocationReason,
+    ) -> Result<(), StoreError> {
+        let (ca_id, serial_hex) = (ca_id.to_string(), serial_hex.to_string());
+        self.send(|reply| WriteOp::Revoke { ca_id, serial_hex, at, reason, reply })
+    }
+
+    /// Allocates the CA's next cRLNumber (1, 2, ...; RFC 5280 §5.2.3), committed.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn next_crl_number(&self, ca_id: &str) -> Result<u64, StoreError> {
+        let ca_id = ca_id.to_string();
+        self.send(|reply| WriteOp::NextCrlNumber { ca_id, reply })
+    }
+
+    /// The certificate with this serial issued by CA `ca_id`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn certificate(&self, ca_id: &str, serial_hex: &str) -> Result<Option<StoredCertificate>, StoreError> {
+        self.readers.with(|c| {
+            c.prepare_cached(&format!("SELECT {COLUMNS} FROM certificates WHERE serial = ?1 AND ca_id = ?2"))?
+                .query_row(params![serial_hex, ca_id], stored_from_row)
+                .optional()
+        })
+    }
+
+    /// The latest certificate issued by CA `ca_id` for a profile's transaction.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn by_transaction(
+        &self,
+        ca_id: &str,
+        profile: &str,
+        transaction_id: &str,
+    ) -> Result<Option<StoredCertificate>, StoreError> {
+        self.readers.with(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM certificates WHERE ca_id = ?1 AND profile = ?2 AND transaction_id = ?3 \
+                 ORDER BY issued_at DESC, rowid DESC LIMIT 1"
+            ))?
+            .query_row(params![ca_id, profile, transaction_id], stored_from_row)
+            .optional()
+        })
+    }
+
+    /// Every certificate of CA `ca_id` that is revoked, oldest revocation first.
+    ///
+    /// # Errors
+    /// A database error, or a corrupt serial in the database.
+    pub fn revoked(&self, ca_id: &str) -> Result<Vec<RevokedEntry>, StoreError> {
+        let rows: Vec<(String, i64, Option<i64>)> = self.readers.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT serial, revoked_at, reason FROM certificates WHERE ca_id = ?1 AND status = 'revoked' \
+                 ORDER BY revoked_at, serial",
+            )?;
+            let rows = stmt
+                .query_map(params![ca_id], |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0), r.get(2)?)))?;
+            rows.collect()
+        })?;
+        rows.into_iter()
+            .map(|(serial_hex, at, reason)| {
+                let serial = hex_decode(&serial_hex)
+                    .ok_or_else(|| StoreError::Database(format!("corrupt serial {serial_hex:?} in the database")))?;
+                Ok(RevokedEntry { serial, revoked_at: UnixTime(at), reason: reason_from_db(reason) })
+            })
+            .collect()
+    }
+
+    /// How many certificates CA `ca_id` has recorded.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn count(&self, ca_id: &str) -> Result<u64, StoreError> {
+        self.readers.with(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM certificates WHERE ca_id = ?1")?
+                .query_row(params![ca_id], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+        })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish its batch and exit.
+        drop(self.writer.take());
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("certificate database writer thread panicked");
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "serial, profile, transaction_id, der, not_after, issued_at, renewal_of, status, revoked_at, reason";
+
+fn stored_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCertificate> {
+    let status: String = r.get(7)?;
+    let status = if status == "revoked" {
+        CertStatus::Revoked {
+            at: UnixTime(r.get::<_, Option<i64>>(8)?.unwrap_or(0)),
+            reason: reason_from_db(r.get(9)?),
+        }
+    } else {
+        CertStatus::Valid
+    };
+    Ok(StoredCertificate {
+        serial_hex: r.get(0)?,
+        profile: r.get(1)?,
+        transaction_id: r.get(2)?,
+        der: r.get(3)?,
+        not_after: UnixTime(r.get(4)?),
+        issued_at: UnixTime(r.get(5)?),
+        renewal_of: r.get(6)?,
+        status,
+    })
+}
+
+fn reason_from_db(code: Option<i64>) -> RevocationReason {
+    code.and_then(|c| u8::try_from(c).ok())
+        .and_then(RevocationReason::from_code)
+        .unwrap_or(RevocationReason::Unspecified)
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+/// The writer thread: group commit (see the module docs).
+fn run_writer(mut conn: Connection, rx: &Receiver<WriteOp>, stats: &WriterStats) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, batch, stats);
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, stats: &WriterStats) {
+    let size = batch.len();
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = db(e);
+            tracing::error!(error = %e, "certificate database: cannot begin a transaction");
+            batch.into_iter().for_each(|op| Done::skipped(op).fail(&e));
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(size);
+    let mut fatal = None;
+    let mut ops = batch.into_iter();
+    for op in ops.by_ref() {
+        let d = apply(&tx, op);
+        if d.is_fatal() {
+            fatal = Some(match &d {
+                Done::Unit(_, Err(e)) | Done::Number(_, Err(e)) => e.clone(),
+                _ => StoreError::Closed,
+            });
+            done.push(d);
+            break;
+        }
+        done.push(d);
+    }
+    done.extend(ops.map(Done::skipped));
+    let outcome = match fatal {
+        // Dropping the transaction rolls it back: nothing of the batch is kept.
+        Some(e) => Err(e),
+        None => tx.commit().map_err(db),
+    };
+    match outcome {
+        Ok(()) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.operations.fetch_add(size as u64, Ordering::Relaxed);
+            tracing::trace!(batch = size, "certificate database: committed");
+            done.into_iter().for_each(Done::finish);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batch = size, "certificate database: batch rolled back");
+            done.into_iter().for_each(|d| d.fail(&e));
+        }
+    }
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: WriteOp) -> Done {
+    match op {
+        WriteOp::Insert(c, reply) => {
+            let r = tx
+                .prepare_cached(
+                    "INSERT INTO certificates (serial, ca_id, profile, transaction_id, subject, sans, not_before, \
+                     not_after, der, issued_at, renewal_of, status) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'valid')",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        c.serial_hex,
+                        c.ca_id,
+                        c.profile,
+                        c.transaction_id,
+                        c.subject,
+                        c.sans,
+                        c.not_before.0,
+                        c.not_after.0,
+                        c.der,
+                        c.issued_at.0,
+                        c.renewal_of,
+                    ])
+                });
+            let r = match r {
+                Ok(_) => Ok(()),
+                // A failed constraint only undoes its own statement (SQLite's
+                // default ABORT resolution): the batch carries on.
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == ErrorCode::ConstraintViolation
+                        && e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+                {
+                    Err(StoreError::DuplicateSerial)
+                }
+                Err(e) => Err(db(e)),
+            };
+            Done::Unit(reply, r)
+        }
+        WriteOp::Revoke { ca_id, serial_hex, at, reason, reply } => {
+            let r = (|| {
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE certificates SET status = 'revoked', revoked_at = ?1, reason = ?2 \
+                         WHERE serial = ?3 AND ca_id = ?4 AND status = 'valid'",
+                    )?
+                    .execute(params![at.0, reason.code(), serial_hex, ca_id])?;
+                if changed == 1 {
+                    return Ok(Ok(()));
+                }
+                let exists = tx
+                    .prepare_cached("SELECT 1 FROM certificates WHERE serial = ?1 AND ca_id = ?2")?
+                    .query_row(params![serial_hex, ca_id], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                Ok(Err(if exists { StoreError::AlreadyRevoked } else { StoreError::NotFound }))
+            })();
+            Done::Unit(reply, r.unwrap_or_else(|e| Err(db(e))))
+        }
+        WriteOp::NextCrlNumber { ca_id, reply } => {
+            let r = tx
+                .prepare_cached(
+                    "INSERT INTO crl_number (ca_id, value) VALUES (?1, 1) \
+                     ON CONFLICT (ca_id) DO UPDATE SET value = value + 1 RETURNING value",
+                )
+                .and_then(|mut s| s.query_row(params![ca_id], |r| r.get::<_, i64>(0)))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(db);
+            Done::Number(reply, r)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(serial: &str, txid: &str) -> NewCertificate {
+        NewCertificate {
+            ca_id: "ca1".into(),
+            serial_hex: serial.into(),
+            profile: "p".into(),
+            transaction_id: txid.into(),
+            subject: "CN=x".into(),
+            sans: String::new(),
+            not_before: UnixTime(10),
+            not_after: UnixTime(1000),
+            der: vec![1, 2, 3],
+            issued_at: UnixTime(20),
+            renewal_of: None,
+        }
+    }
+
+    #[test]
+    fn insert_lookup_revoke_and_crl_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
+        store.insert(record("0a", "t1")).unwrap();
+        assert_eq!(store.insert(record("0a", "t2")), Err(StoreError::DuplicateSerial));
+        assert_eq!(store.count("ca1").unwrap(), 1);
+        assert_eq!(store.count("ca2").unwrap(), 0);
+        let got = store.certificate("ca1", "0a").unwrap().unwrap();
+        assert_eq!((got.der.as_slice(), got.status), (&[1u8, 2, 3][..], CertStatus::Valid));
+        assert!(store.certificate("ca2", "0a").unwrap().is_none());
+        assert_eq!(store.by_transaction("ca1", "p", "t1").unwrap().unwrap().serial_hex, "0a");
+        assert!(store.by_transaction("ca1", "p", "t2").unwrap().is_none());
+
+        assert_eq!(store.revoke("ca1", "0b", UnixTime(30), RevocationReason::KeyCompromise), Err(StoreError::NotFound));
+        store.revoke("ca1", "0a", UnixTime(30), RevocationReason::KeyCompromise).unwrap();
+        assert_eq!(
+            store.revoke("ca1", "0a", UnixTime(31), RevocationReason::Superseded),
+            Err(StoreError::AlreadyRevoked)
+        );
+        assert_eq!(
+            store.revoked("ca1").unwrap(),
+            vec![RevokedEntry {
+                serial: vec![0x0a],
+                revoked_at: UnixTime(30),
+                reason: RevocationReason::KeyCompromise
+            }]
+        );
+        assert_eq!(store.next_crl_number("ca1").unwrap(), 1);
+        assert_eq!(store.next_crl_number("ca1").unwrap(), 2);
+        assert_eq!(store.next_crl_number("ca2").unwrap(), 1);
+        drop(store);
+
+        // Everything above was committed: a new process sees it.
+        let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
+        assert!(matches!(store.certificate("ca1", "0a").unwrap().unwrap().status, CertStatus::Revoked { .. }));
+        assert_eq!(store.next_crl_number("ca1").unwrap(), 3);
+    }
+
+    #[test]
+    fn group_commit_answers_every_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        store.insert(record(&format!("{t:02x}{i:02x}"), "t")).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(store.count("ca1").unwrap(), 400);
+    }
+
+    #[test]
+    fn queued_operations_share_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        // The schema, then a writer fed with operations queued before it runs.
+        drop(Store::open(&path).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let mut answers = Vec::new();
+        for (serial, txid) in [("01", "a"), ("02", "b"), ("01", "c")] {
+            let (reply, answer) = oneshot();
+            tx.send(WriteOp::Insert(Box::new(record(serial, txid)), reply)).unwrap();
+            answers.push(answer);
+        }
+        let (reply, number) = oneshot();
+        tx.send(WriteOp::NextCrlNumber { ca_id: "ca1".into(), reply }).unwrap();
+        drop(tx);
+        let stats = WriterStats::default();
+        run_writer(Connection::open(&path).unwrap(), &rx, &stats);
+        assert_eq!(stats.commits.load(Ordering::Relaxed), 1, "one transaction for the batch");
+        assert_eq!(stats.operations.load(Ordering::Relaxed), 4);
+        let results: Vec<_> = answers.iter().map(|a| a.recv().unwrap()).collect();
+        assert_eq!(results, [Ok(()), Ok(()), Err(StoreError::DuplicateSerial)]);
+        assert_eq!(number.recv().unwrap(), Ok(1));
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.count("ca1").unwrap(), 2, "the duplicate did not undo the rest of the batch");
+        assert_eq!(store.by_transaction("ca1", "p", "a").unwrap().unwrap().serial_hex, "01");
+    }
+
+    #[test]
+    fn hex_decoding() {
+        assert_eq!(hex_decode("0aff"), Some(vec![0x0a, 0xff]));
+        assert_eq!(hex_decode("0af"), None);
+        assert_eq!(hex_decode("zz"), None);
+    }
+}
