@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 mod engine;
 mod handle;
+pub mod intune;
 pub mod issue;
 pub mod oid;
 pub mod pem;
