@@ -19,6 +19,7 @@ pub mod csr;
 mod engine;
 pub mod envelope;
 mod handle;
+pub mod intune;
 pub mod issue;
 pub mod message;
 pub mod oid;
