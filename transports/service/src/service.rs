@@ -29,7 +29,7 @@ use hyper::body::Body;
 use hyper::rt::Timer;
 use hyper::service::Service;
 use scep_engine::time::UnixTime;
-use scep_engine::{Message, Method, Outcome, Request, Response};
+use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
 
 use crate::drive::drive;
 use crate::profile::is_valid_name;
@@ -175,7 +175,7 @@ impl ScepService {
         let response = drive(&profile.engine, &*profile.issuer, request, UnixTime::now).await;
         let log = LogFields {
             profile: if response.outcome.profile.is_empty() { profile_label } else { response.outcome.profile.clone() },
-            operation: response.outcome.operation.map_or("", |o| o.name()),
+            operation: response.outcome.operation.unwrap_or_else(|| Operation::parse(&query.operation)).name(),
             label: response.outcome.label,
             transaction_id: response.outcome.transaction_id.clone(),
         };
