@@ -183,11 +183,11 @@ impl ProfileSection {
 
         let ciphers = match &self.ciphers {
             None => AlgorithmPolicy::default().ciphers,
-            Some(list) => parse_list(list, |s| cipher(s)).map_err(|why| err("ciphers", why))?,
+            Some(list) => parse_list(list, cipher).map_err(|why| err("ciphers", why))?,
         };
         let digests = match &self.digests {
             None => AlgorithmPolicy::default().digests,
-            Some(list) => parse_list(list, |s| digest(s)).map_err(|why| err("digests", why))?,
+            Some(list) => parse_list(list, digest).map_err(|why| err("digests", why))?,
         };
         let ekus = match &self.ekus {
             None => IssuancePolicy::default().ekus,
@@ -209,16 +209,15 @@ impl ProfileSection {
         };
 
         // Issuer first: with issuer = "local" the RA and chain default to the local CA's.
-        let (issuer, default_ra, default_chain): (Arc<dyn Issuer>, Option<(PathBuf, PathBuf)>, Vec<Vec<u8>>) =
-            match self.issuer.as_deref() {
-                None | Some("local") => {
-                    let ca = ctx.local_ca()?;
-                    let chain = ca.issuer.ca_chain();
-                    (ca.issuer.clone(), Some((ca.ra_cert_path.clone(), ca.ra_key_path.clone())), chain)
-                }
-                Some("none") => (Arc::new(RefusingIssuer::new(format!("none-{name}"))), None, Vec::new()),
-                Some(other) => return Err(err("issuer", format!("{other:?} is not one of \"local\", \"none\""))),
-            };
+        let (issuer, default_ra, default_chain): IssuerChoice = match self.issuer.as_deref() {
+            None | Some("local") => {
+                let ca = ctx.local_ca()?;
+                let chain = ca.issuer.ca_chain();
+                (ca.issuer.clone(), Some((ca.ra_cert_path.clone(), ca.ra_key_path.clone())), chain)
+            }
+            Some("none") => (Arc::new(RefusingIssuer::new(format!("none-{name}"))), None, Vec::new()),
+            Some(other) => return Err(err("issuer", format!("{other:?} is not one of \"local\", \"none\""))),
+        };
 
         let (ra_cert_path, ra_key_path) = match (&self.ra_cert, &self.ra_key, default_ra) {
             (Some(c), Some(kp), _) => (resolve(ctx.base, c), resolve(ctx.base, kp)),
@@ -277,6 +276,9 @@ impl ProfileSection {
         Ok(Profile { engine, issuer })
     }
 }
+
+/// The issuer, its default RA files (cert, key) and its CA chain.
+type IssuerChoice = (Arc<dyn Issuer>, Option<(PathBuf, PathBuf)>, Vec<Vec<u8>>);
 
 /// Parses a non-empty list of names.
 fn parse_list<T: PartialEq>(list: &[String], one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {

@@ -45,11 +45,7 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
 
     let service = ScepService::new(state.clone(), Some(Arc::new(TokioTimer::new())));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(MAX_H1_BUF);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout).max_buf_size(MAX_H1_BUF);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -119,8 +115,12 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
 
 /// Serves one connection (HTTP/1.1 or h2, auto-detected); on shutdown, stops
 /// taking new requests on it and lets the current ones finish.
-async fn serve_connection<I>(builder: auto::Builder<TokioExecutor>, io: I, service: ScepService, mut stop: watch::Receiver<()>)
-where
+async fn serve_connection<I>(
+    builder: auto::Builder<TokioExecutor>,
+    io: I,
+    service: ScepService,
+    mut stop: watch::Receiver<()>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = builder.serve_connection(TokioIo::new(io), service);
