@@ -90,14 +90,15 @@ pub struct Started {
 pub struct ServiceState {
     settings: ServerSettings,
     profiles: ArcSwap<Profiles>,
-    options: StartOptions,
+    /// Where the configuration came from; `None` for states built by [`ServiceState::new`].
+    options: Option<StartOptions>,
 }
 
 impl ServiceState {
     /// A state serving `profiles` with `settings` (for embedding and tests;
-    /// `reload` then re-reads nothing and keeps them).
+    /// it has no configuration source, so [`ServiceState::reload`] refuses).
     pub fn new(settings: ServerSettings, profiles: Profiles) -> Self {
-        Self { settings, profiles: ArcSwap::from_pointee(profiles), options: StartOptions::default() }
+        Self { settings, profiles: ArcSwap::from_pointee(profiles), options: None }
     }
 
     /// Loads the configuration named by `options` (or bootstraps without one).
@@ -114,7 +115,7 @@ impl ServiceState {
             }
             _ => None,
         };
-        let state = Arc::new(Self { settings, profiles: ArcSwap::from_pointee(profiles), options });
+        let state = Arc::new(Self { settings, profiles: ArcSwap::from_pointee(profiles), options: Some(options) });
         Ok(Started { state, generated_challenge })
     }
 
@@ -135,7 +136,11 @@ impl ServiceState {
     /// # Errors
     /// Why the new configuration was refused (the old one keeps serving).
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let (settings, profiles, challenge) = load_all(&self.options, UnixTime::now())?;
+        let options = self
+            .options
+            .as_ref()
+            .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
+        let (settings, profiles, challenge) = load_all(options, UnixTime::now())?;
         if challenge.is_some_and(|c| c.generated) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
         }
@@ -267,6 +272,16 @@ mod tests {
         let e = state.reload().unwrap_err();
         assert!(e.0.starts_with("profile[0].name"), "{e}");
         assert_eq!(state.profiles().names(), vec!["corp", "iot"]);
+    }
+
+    #[test]
+    fn a_state_built_in_code_refuses_reload_and_keeps_serving() {
+        let dir = TestDir::new();
+        let p =
+            crate::testutil::section(&dir, "p").build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        let state = ServiceState::new(ServerSettings::default(), Profiles::new(vec![p], "p".into()).unwrap());
+        assert!(state.reload().unwrap_err().0.contains("no configuration source"));
+        assert_eq!(state.profiles().names(), vec!["p"]);
     }
 
     #[test]
