@@ -1,2 +1,33 @@
 //! The scepd HTTP service, shared by every runtime.
+//!
+//! A transport (tokio, smol) accepts connections, terminates TLS with
+//! [`tls::server_config`] and serves [`ScepService`] with hyper. Everything
+//! else lives here: routing, query and body handling, the driving loop
+//! ([`drive()`]), configuration ([`config`], [`profile`]), first-run bootstrap
+//! ([`bootstrap`]) and the hot-swappable [`ServiceState`].
+//!
+//! Startup: [`ServiceState::load`] with [`StartOptions`]; print
+//! [`Started::generated_challenge`] once if set; serve
+//! `ScepService::new(state, Some(timer))`; on SIGHUP call
+//! [`ServiceState::reload`].
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod bootstrap;
+pub mod config;
+pub mod drive;
+pub mod profile;
+pub mod query;
+pub mod refuse;
+pub mod service;
+pub mod state;
+pub mod tls;
+
+#[cfg(test)]
+mod testutil;
+
+pub use config::{ServerSettings, TlsSettings};
+pub use drive::drive;
+pub use profile::Profile;
+pub use service::{Route, ScepService, route};
+pub use state::{Profiles, ServiceState, StartOptions, Started, check_config};

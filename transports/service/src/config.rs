@@ -1,0 +1,339 @@
+//! The scepd configuration file (TOML) and the server settings derived from it.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"          # default 127.0.0.1:8080 (loopback: exposing is a choice)
+//! data_dir = "/var/lib/scepd"        # default ./scepd-data; relative paths are relative to this file
+//! default_profile = "corp"           # served at /scep; default: the first [[profile]]
+//! body_limit = 262144                # largest POST body in bytes; default 256 KiB
+//! header_read_timeout_secs = 10      # default 10
+//! body_read_timeout_secs = 30        # default 30
+//! shutdown_grace_secs = 30           # in-flight requests get this long on SIGTERM; default 30
+//! max_connections = 1024             # concurrent connections; default 1024
+//! h2_max_concurrent_streams = 100    # per HTTP/2 connection; default 100
+//!
+//! [server.tls]                       # optional; plain HTTP without it
+//! cert = "tls/cert.pem"              # certificate chain PEM, leaf first
+//! key = "tls/key.pem"                # private key PEM, mode 0600
+//!
+//! [[profile]]                        # see crate::profile for every profile key
+//! name = "corp"
+//! challenge_password = "..."
+//! ```
+//!
+//! Absent keys take the defaults above; an invalid value is always an error
+//! naming the key and the reason. Unknown keys are errors too (a typo must not
+//! silently fall back to a default).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use scep_engine::config::ConfigError;
+use serde::Deserialize;
+
+use crate::profile::ProfileSection;
+
+/// Default listen address: loopback only; serving the network is an explicit choice.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "scepd-data";
+/// Default largest accepted POST body: 256 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
+/// Default time allowed for a client to send the request headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time allowed for a client to send the request body.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on in-flight requests at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default limit on concurrent connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default limit on concurrent HTTP/2 streams per connection.
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
+
+/// The whole configuration file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[server]`
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[[profile]]` entries.
+    #[serde(default, rename = "profile")]
+    pub profiles: Vec<ProfileSection>,
+}
+
+/// The `[server]` table, as written (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// `listen`: socket address.
+    pub listen: Option<String>,
+    /// `data_dir`: where the local CA, RA and generated secrets live.
+    pub data_dir: Option<PathBuf>,
+    /// `default_profile`: the profile served at `/scep`.
+    pub default_profile: Option<String>,
+    /// `body_limit`: bytes.
+    pub body_limit: Option<i64>,
+    /// `header_read_timeout_secs`
+    pub header_read_timeout_secs: Option<i64>,
+    /// `body_read_timeout_secs`
+    pub body_read_timeout_secs: Option<i64>,
+    /// `shutdown_grace_secs`
+    pub shutdown_grace_secs: Option<i64>,
+    /// `max_connections`
+    pub max_connections: Option<i64>,
+    /// `h2_max_concurrent_streams`
+    pub h2_max_concurrent_streams: Option<i64>,
+    /// `[server.tls]`
+    pub tls: Option<TlsSection>,
+}
+
+/// The `[server.tls]` table, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// `cert`: certificate chain PEM path.
+    pub cert: Option<PathBuf>,
+    /// `key`: private key PEM path.
+    pub key: Option<PathBuf>,
+}
+
+/// TLS certificate and key files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Certificate chain PEM, leaf first.
+    pub cert: PathBuf,
+    /// Private key PEM (must not be readable by group or others).
+    pub key: PathBuf,
+}
+
+/// Validated server settings (not reloadable: a change needs a restart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// TLS, when configured.
+    pub tls: Option<TlsSettings>,
+    /// Largest accepted POST body in bytes.
+    pub body_limit: usize,
+    /// Time allowed for the request headers.
+    pub header_read_timeout: Duration,
+    /// Time allowed for the request body.
+    pub body_read_timeout: Duration,
+    /// Bound on in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+    /// Concurrent connection limit.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            tls: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
+        }
+    }
+}
+
+/// Parses configuration text. `origin` names the file in errors.
+///
+/// # Errors
+/// TOML syntax errors, unknown keys and wrongly typed values, each naming the
+/// key (the TOML error shows the offending line).
+pub fn parse(text: &str, origin: &Path) -> Result<ConfigFile, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError(format!("{}: {e}", origin.display())))
+}
+
+/// Reads and parses a configuration file.
+///
+/// # Errors
+/// When the file cannot be read, or as [`parse`].
+pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    parse(&text, path)
+}
+
+/// Resolves `path` against the directory of the configuration file.
+pub fn resolve(base: Option<&Path>, path: &Path) -> PathBuf {
+    match base {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+impl ServerSection {
+    /// Validates the `[server]` table. `base` is the configuration file's
+    /// directory (relative paths are resolved against it).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first invalid key.
+    pub fn validate(&self, base: Option<&Path>) -> Result<ServerSettings, ConfigError> {
+        let defaults = ServerSettings::default();
+        let listen = match &self.listen {
+            None => defaults.listen,
+            Some(s) => s.parse().map_err(|e| {
+                ConfigError(format!("server.listen: {s:?} is not a socket address (e.g. 0.0.0.0:8080): {e}"))
+            })?,
+        };
+        let data_dir = match &self.data_dir {
+            None => defaults.data_dir,
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(ConfigError("server.data_dir: must not be empty".into()));
+            }
+            Some(p) => resolve(base, p),
+        };
+        let tls = match &self.tls {
+            None => None,
+            Some(t) => {
+                let cert = t.cert.as_deref().ok_or_else(|| ConfigError("server.tls.cert: required".into()))?;
+                let key = t.key.as_deref().ok_or_else(|| ConfigError("server.tls.key: required".into()))?;
+                Some(TlsSettings { cert: resolve(base, cert), key: resolve(base, key) })
+            }
+        };
+        Ok(ServerSettings {
+            listen,
+            data_dir,
+            tls,
+            body_limit: int_in("server.body_limit", self.body_limit, 1024, 64 << 20, defaults.body_limit)?,
+            header_read_timeout: secs_in(
+                "server.header_read_timeout_secs",
+                self.header_read_timeout_secs,
+                defaults.header_read_timeout,
+            )?,
+            body_read_timeout: secs_in(
+                "server.body_read_timeout_secs",
+                self.body_read_timeout_secs,
+                defaults.body_read_timeout,
+            )?,
+            shutdown_grace: secs_in("server.shutdown_grace_secs", self.shutdown_grace_secs, defaults.shutdown_grace)?,
+            max_connections: int_in(
+                "server.max_connections",
+                self.max_connections,
+                1,
+                1_000_000,
+                defaults.max_connections,
+            )?,
+            h2_max_concurrent_streams: int_in(
+                "server.h2_max_concurrent_streams",
+                self.h2_max_concurrent_streams,
+                1,
+                10_000,
+                defaults.h2_max_concurrent_streams,
+            )?,
+        })
+    }
+}
+
+/// An optional integer key that must lie in `[min, max]`.
+pub(crate) fn int_in<T: TryFrom<i64> + Copy>(
+    key: &str,
+    value: Option<i64>,
+    min: i64,
+    max: i64,
+    default: T,
+) -> Result<T, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    if !(min..=max).contains(&v) {
+        return Err(ConfigError(format!("{key}: {v} is out of range (allowed {min}..={max})")));
+    }
+    T::try_from(v).map_err(|_| ConfigError(format!("{key}: {v} does not fit this platform")))
+}
+
+/// An optional timeout in whole seconds, 1 to 3600.
+fn secs_in(key: &str, value: Option<i64>, default: Duration) -> Result<Duration, ConfigError> {
+    let secs: u64 = int_in(key, value, 1, 3600, default.as_secs())?;
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(text: &str) -> Result<ServerSettings, ConfigError> {
+        parse(text, Path::new("test.toml"))?.server.validate(None)
+    }
+
+    #[test]
+    fn empty_file_takes_documented_defaults() {
+        let s = server("").unwrap();
+        assert_eq!(s, ServerSettings::default());
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.body_limit, 256 * 1024);
+    }
+
+    #[test]
+    fn every_server_key_parses() {
+        let s = server(
+            r#"
+            [server]
+            listen = "0.0.0.0:8443"
+            data_dir = "/var/lib/scepd"
+            body_limit = 4096
+            header_read_timeout_secs = 5
+            body_read_timeout_secs = 6
+            shutdown_grace_secs = 7
+            max_connections = 8
+            h2_max_concurrent_streams = 9
+            [server.tls]
+            cert = "c.pem"
+            key = "k.pem"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 8443);
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/scepd"));
+        assert_eq!(s.body_limit, 4096);
+        assert_eq!(s.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(s.body_read_timeout, Duration::from_secs(6));
+        assert_eq!(s.shutdown_grace, Duration::from_secs(7));
+        assert_eq!(s.max_connections, 8);
+        assert_eq!(s.h2_max_concurrent_streams, 9);
+        assert_eq!(s.tls.unwrap().key, PathBuf::from("k.pem"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let f = parse("[server]\ndata_dir = \"data\"\n", Path::new("x")).unwrap();
+        let s = f.server.validate(Some(Path::new("/etc/scepd"))).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/etc/scepd/data"));
+    }
+
+    /// Each invalid value names its key.
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[server]\nlisten = \"localhost\"", "server.listen"),
+            ("[server]\nbody_limit = 10", "server.body_limit"),
+            ("[server]\nbody_limit = -1", "server.body_limit"),
+            ("[server]\nheader_read_timeout_secs = 0", "server.header_read_timeout_secs"),
+            ("[server]\nbody_read_timeout_secs = 99999", "server.body_read_timeout_secs"),
+            ("[server]\nshutdown_grace_secs = 0", "server.shutdown_grace_secs"),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            ("[server]\nh2_max_concurrent_streams = 0", "server.h2_max_concurrent_streams"),
+            ("[server]\ndata_dir = \"\"", "server.data_dir"),
+            ("[server.tls]\ncert = \"c.pem\"", "server.tls.key"),
+            ("[server.tls]\nkey = \"k.pem\"", "server.tls.cert"),
+            // Wrong types and unknown keys are named by the TOML layer.
+            ("[server]\nbody_limit = \"big\"", "body_limit"),
+            ("[server]\nlisten_addr = \"0.0.0.0:1\"", "listen_addr"),
+            ("[servr]\n", "servr"),
+        ];
+        for (text, key) in cases {
+            let err = server(text).expect_err(text);
+            assert!(err.0.contains(key), "{text:?}: error {err} does not name {key}");
+        }
+    }
+}

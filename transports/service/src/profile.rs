@@ -1,0 +1,579 @@
+//! `[[profile]]` entries: the one place where configuration becomes a
+//! [`ProfileConfig`] (and an issuer).
+//!
+//! ```toml
+//! [[profile]]
+//! name = "corp"                      # required; [a-z0-9-], 1..=63 chars; URL /scep/corp
+//! issuer = "local"                   # "local" (default: the built-in CA in data_dir) or "none"
+//!                                    #   ("none": CA certs are served, every issuance is refused)
+//! challenge_password = "..."         # static challenge; required unless danger_no_challenge = true
+//! danger_no_challenge = false        # true: anyone reaching the URL enrols (lab only)
+//! ra_cert = "ra.pem"                 # RA certificate PEM; default (issuer local): the bootstrap RA
+//! ra_key = "ra.key"                  # RA RSA key PEM, mode 0600; given together with ra_cert
+//! ca_chain = "chain.pem"             # CA chain PEM, issuing CA first; default: the issuer's chain
+//!                                    #   (required with issuer = "none")
+//! ca_chain_shape = "ra-and-chain"    # or "ca-only" (GetCACert answer shape, RFC 8894 §4.2.1)
+//! ciphers = ["des3", "aes128", "aes192", "aes256"]   # default; "des" only by explicit opt-in
+//! digests = ["sha1", "sha256", "sha384", "sha512"]   # default
+//! validity_days = 365                # issued certificate validity, 1..=3650; default 365
+//! ekus = ["client-auth"]             # EKUs issued and allowed in CSRs: client-auth, server-auth,
+//!                                    #   code-signing, email-protection or a dotted OID; default client-auth
+//! min_rsa_bits = 2048                # smallest CSR RSA key, 2048..=16384; default 2048
+//! renewal = true                     # renewal by an issued certificate; default true
+//! allow_san_change = false           # renewed certificate may change SANs; default false
+//! signing_time_tolerance_secs = 3600 # max |signingTime - now|; default: signingTime not checked
+//! max_message_size = 262144          # largest PKIMessage in bytes, 1024..=16 MiB; default 256 KiB
+//! ```
+//!
+//! Every invalid value is an error naming `profile[<name>].<key>` and why.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use scep_engine::config::{
+    AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, ProfileConfig, RaIdentity, RenewalPolicy,
+};
+use scep_engine::crypto::{ContentCipher, DigestAlg, RsaPrivateKey, SystemRandom};
+use scep_engine::issue::IssuancePolicy;
+use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef};
+use scep_engine::{Engine, UnixTime, oid, pem};
+use scep_issuers::Issuer;
+use serde::Deserialize;
+
+use crate::bootstrap::{self, LocalCa};
+use crate::config::{int_in, resolve};
+use crate::refuse::RefusingIssuer;
+
+/// Largest accepted PKIMessage by default (256 KiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 * 1024;
+
+/// One `[[profile]]` entry, as written (every key optional; see the module docs).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSection {
+    /// `name`
+    pub name: Option<String>,
+    /// `issuer`: `local` or `none`.
+    pub issuer: Option<String>,
+    /// `challenge_password`
+    pub challenge_password: Option<String>,
+    /// `danger_no_challenge`
+    pub danger_no_challenge: Option<bool>,
+    /// `ra_cert`
+    pub ra_cert: Option<PathBuf>,
+    /// `ra_key`
+    pub ra_key: Option<PathBuf>,
+    /// `ca_chain`
+    pub ca_chain: Option<PathBuf>,
+    /// `ca_chain_shape`: `ra-and-chain` or `ca-only`.
+    pub ca_chain_shape: Option<String>,
+    /// `ciphers`
+    pub ciphers: Option<Vec<String>>,
+    /// `digests`
+    pub digests: Option<Vec<String>>,
+    /// `validity_days`
+    pub validity_days: Option<i64>,
+    /// `ekus`
+    pub ekus: Option<Vec<String>>,
+    /// `min_rsa_bits`
+    pub min_rsa_bits: Option<i64>,
+    /// `renewal`
+    pub renewal: Option<bool>,
+    /// `allow_san_change`
+    pub allow_san_change: Option<bool>,
+    /// `signing_time_tolerance_secs`
+    pub signing_time_tolerance_secs: Option<i64>,
+    /// `max_message_size`
+    pub max_message_size: Option<i64>,
+}
+
+/// A profile ready to serve: its engine and its issuer.
+#[derive(Clone)]
+pub struct Profile {
+    /// The engine (the profile's configuration snapshot).
+    pub engine: Engine,
+    /// The issuer that answers the engine's issue requests.
+    pub issuer: Arc<dyn Issuer>,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile").field("name", &self.engine.config().name).field("issuer", &self.issuer.id()).finish()
+    }
+}
+
+/// Shared inputs while building the profiles of one configuration.
+pub struct BuildContext<'a> {
+    /// Directory of the configuration file (relative paths resolve against it).
+    pub base: Option<&'a Path>,
+    /// The data directory (local CA).
+    pub data_dir: &'a Path,
+    /// The current time (RA certificate expiry).
+    pub now: UnixTime,
+    /// The local CA, opened on first use and shared by every profile.
+    local: Option<LocalCa>,
+}
+
+impl<'a> BuildContext<'a> {
+    /// A context for one configuration load.
+    pub fn new(base: Option<&'a Path>, data_dir: &'a Path, now: UnixTime) -> Self {
+        Self { base, data_dir, now, local: None }
+    }
+
+    fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
+        if self.local.is_none() {
+            self.local = Some(bootstrap::open_local_ca(self.data_dir, self.now)?);
+        }
+        self.local.as_ref().ok_or_else(|| ConfigError("local CA unavailable".into()))
+    }
+}
+
+/// Whether `name` is a valid profile name: `[a-z0-9-]{1,63}`.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl ProfileSection {
+    /// The profile name after validation, for `index` (0-based) in the file.
+    ///
+    /// # Errors
+    /// When absent or not `[a-z0-9-]{1,63}`.
+    pub fn validated_name(&self, index: usize) -> Result<&str, ConfigError> {
+        let name = self.name.as_deref().ok_or_else(|| ConfigError(format!("profile[{index}].name: required")))?;
+        if !is_valid_name(name) {
+            return Err(ConfigError(format!(
+                "profile[{index}].name: {name:?} is not a valid profile name (1 to 63 of a-z, 0-9, '-')"
+            )));
+        }
+        Ok(name)
+    }
+
+    /// Converts this entry into a [`Profile`]: reads the RA and chain files,
+    /// validates every key, builds the engine and picks the issuer.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `profile[<name>].<key>` and the reason.
+    pub fn build(&self, index: usize, ctx: &mut BuildContext<'_>) -> Result<Profile, ConfigError> {
+        let name = self.validated_name(index)?.to_string();
+        let k = |key: &str| format!("profile[{name}].{key}");
+        let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
+
+        let challenge = match (&self.challenge_password, self.danger_no_challenge.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err(err("danger_no_challenge", "cannot be true while challenge_password is set".into()));
+            }
+            (Some(p), false) if p.is_empty() => return Err(err("challenge_password", "must not be empty".into())),
+            (Some(p), false) => ChallengePolicy::Static(p.clone()),
+            (None, true) => ChallengePolicy::DangerNone,
+            (None, false) => {
+                return Err(err(
+                    "challenge_password",
+                    "required (or set danger_no_challenge = true for lab use)".into(),
+                ));
+            }
+        };
+
+        let ca_cert_shape = match self.ca_chain_shape.as_deref() {
+            None | Some("ra-and-chain") => CaCertShape::RaAndChain,
+            Some("ca-only") => CaCertShape::CaOnly,
+            Some(other) => {
+                return Err(err("ca_chain_shape", format!("{other:?} is not one of \"ra-and-chain\", \"ca-only\"")));
+            }
+        };
+
+        let ciphers = match &self.ciphers {
+            None => AlgorithmPolicy::default().ciphers,
+            Some(list) => parse_list(list, cipher).map_err(|why| err("ciphers", why))?,
+        };
+        let digests = match &self.digests {
+            None => AlgorithmPolicy::default().digests,
+            Some(list) => parse_list(list, digest).map_err(|why| err("digests", why))?,
+        };
+        let ekus = match &self.ekus {
+            None => IssuancePolicy::default().ekus,
+            Some(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for s in list {
+                    out.push(eku(s).map_err(|why| err("ekus", why))?);
+                }
+                out
+            }
+        };
+        let validity_days: i64 = int_in(&k("validity_days"), self.validity_days, 1, 3650, 365)?;
+        let min_rsa_bits: usize = int_in(&k("min_rsa_bits"), self.min_rsa_bits, 2048, 16384, 2048)?;
+        let max_message_size: usize =
+            int_in(&k("max_message_size"), self.max_message_size, 1024, 16 << 20, DEFAULT_MAX_MESSAGE_SIZE)?;
+        let signing_time_tolerance = match self.signing_time_tolerance_secs {
+            None => None,
+            Some(v) => Some(int_in::<i64>(&k("signing_time_tolerance_secs"), Some(v), 1, 30 * 86_400, 0)?),
+        };
+
+        // Issuer first: with issuer = "local" the RA and chain default to the local CA's.
+        let (issuer, default_ra, default_chain): IssuerChoice = match self.issuer.as_deref() {
+            None | Some("local") => {
+                let ca = ctx.local_ca()?;
+                let chain = ca.issuer.ca_chain();
+                (ca.issuer.clone(), Some((ca.ra_cert_path.clone(), ca.ra_key_path.clone())), chain)
+            }
+            Some("none") => (Arc::new(RefusingIssuer::new(format!("none-{name}"))), None, Vec::new()),
+            Some(other) => return Err(err("issuer", format!("{other:?} is not one of \"local\", \"none\""))),
+        };
+
+        let (ra_cert_path, ra_key_path) = match (&self.ra_cert, &self.ra_key, default_ra) {
+            (Some(c), Some(kp), _) => (resolve(ctx.base, c), resolve(ctx.base, kp)),
+            (Some(_), None, _) => return Err(err("ra_key", "required when ra_cert is set".into())),
+            (None, Some(_), _) => return Err(err("ra_cert", "required when ra_key is set".into())),
+            (None, None, Some(d)) => d,
+            (None, None, None) => return Err(err("ra_cert", "required when issuer = \"none\"".into())),
+        };
+        let ra = load_ra(&ra_cert_path, &ra_key_path, ctx.now, &k("ra_cert"), &k("ra_key"))?;
+
+        let ca_chain = match &self.ca_chain {
+            Some(p) => {
+                let path = resolve(ctx.base, p);
+                let text = read_text(&path, &k("ca_chain"))?;
+                let chain =
+                    pem::certificates(&text).map_err(|e| err("ca_chain", format!("{}: {e}", path.display())))?;
+                for (i, der) in chain.iter().enumerate() {
+                    CertificateRef::parse(der).map_err(|e| {
+                        err("ca_chain", format!("{}: certificate #{} is not X.509: {e}", path.display(), i + 1))
+                    })?;
+                }
+                if chain.is_empty() {
+                    return Err(err("ca_chain", format!("{}: no CERTIFICATE block", path.display())));
+                }
+                chain
+            }
+            None if default_chain.is_empty() => {
+                return Err(err("ca_chain", "required: the issuer provides no CA chain".into()));
+            }
+            None => default_chain,
+        };
+
+        let config = ProfileConfig {
+            name: name.clone(),
+            ra,
+            ca_chain,
+            ca_cert_shape,
+            challenge,
+            algorithms: AlgorithmPolicy { ciphers, digests },
+            keys: KeyPolicy { min_rsa_bits: Some(min_rsa_bits), ..KeyPolicy::default() },
+            renewal: RenewalPolicy {
+                enabled: self.renewal.unwrap_or(true),
+                allow_san_change: self.allow_san_change.unwrap_or(false),
+            },
+            issuance: IssuancePolicy {
+                validity_secs: validity_days * 86_400,
+                ekus: ekus.clone(),
+                ..Default::default()
+            },
+            allowed_ekus: ekus,
+            signing_time_tolerance,
+            max_message_size,
+            rng: Arc::new(SystemRandom),
+        };
+        let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
+        Ok(Profile { engine, issuer })
+    }
+}
+
+/// The issuer, its default RA files (cert, key) and its CA chain.
+type IssuerChoice = (Arc<dyn Issuer>, Option<(PathBuf, PathBuf)>, Vec<Vec<u8>>);
+
+/// Parses a non-empty list of names.
+fn parse_list<T: PartialEq>(list: &[String], one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    if list.is_empty() {
+        return Err("must list at least one value".into());
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for s in list {
+        let v = one(s)?;
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn cipher(s: &str) -> Result<ContentCipher, String> {
+    Ok(match s {
+        // Single DES is broken; it is accepted only because it is named here explicitly.
+        "des" => ContentCipher::DesCbc,
+        "des3" => ContentCipher::DesEde3Cbc,
+        "aes128" => ContentCipher::Aes128Cbc,
+        "aes192" => ContentCipher::Aes192Cbc,
+        "aes256" => ContentCipher::Aes256Cbc,
+        other => return Err(format!("{other:?} is not one of \"des\", \"des3\", \"aes128\", \"aes192\", \"aes256\"")),
+    })
+}
+
+fn digest(s: &str) -> Result<DigestAlg, String> {
+    Ok(match s {
+        "sha1" => DigestAlg::Sha1,
+        "sha256" => DigestAlg::Sha256,
+        "sha384" => DigestAlg::Sha384,
+        "sha512" => DigestAlg::Sha512,
+        other => return Err(format!("{other:?} is not one of \"sha1\", \"sha256\", \"sha384\", \"sha512\"")),
+    })
+}
+
+/// An EKU by name or dotted OID, as OID contents bytes.
+fn eku(s: &str) -> Result<Vec<u8>, String> {
+    Ok(match s {
+        "client-auth" => oid::KP_CLIENT_AUTH.to_vec(),
+        "server-auth" => oid::KP_SERVER_AUTH.to_vec(),
+        "code-signing" => oid::KP_CODE_SIGNING.to_vec(),
+        "email-protection" => oid::KP_EMAIL_PROTECTION.to_vec(),
+        other => dotted_oid(other).ok_or_else(|| {
+            format!(
+                "{other:?} is neither a known EKU (client-auth, server-auth, code-signing, email-protection) \
+                 nor a dotted OID"
+            )
+        })?,
+    })
+}
+
+/// Encodes a dotted OID (X.690 §8.19) into its DER contents bytes.
+fn dotted_oid(s: &str) -> Option<Vec<u8>> {
+    let arcs: Vec<u64> = s.split('.').map(|a| a.parse().ok()).collect::<Option<_>>()?;
+    let (&first, &second) = (arcs.first()?, arcs.get(1)?);
+    if first > 2 || (first < 2 && second >= 40) {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut push = |mut v: u64| {
+        let mut tmp = vec![(v & 0x7f) as u8];
+        v >>= 7;
+        while v > 0 {
+            tmp.push((v & 0x7f) as u8 | 0x80);
+            v >>= 7;
+        }
+        out.extend(tmp.iter().rev());
+    };
+    push(first.checked_mul(40)?.checked_add(second)?);
+    for &a in &arcs[2..] {
+        push(a);
+    }
+    Some(out)
+}
+
+fn read_text(path: &Path, key: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))
+}
+
+/// Refuses a private key file that group or others may access (Unix modes).
+///
+/// # Errors
+/// Naming `key` and the file when its mode has any group/other bit, or when it
+/// cannot be inspected.
+pub fn check_key_file_permissions(path: &Path, key: &str) -> Result<(), ConfigError> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError(format!(
+                "{key}: private key file {} is accessible by group or others (mode {mode:04o}); \
+                 run chmod 600 on it",
+                path.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+/// Reads a private key PEM file after checking its permissions.
+///
+/// # Errors
+/// As [`check_key_file_permissions`], or when the file holds no key.
+pub fn read_private_key(path: &Path, key: &str) -> Result<Vec<u8>, ConfigError> {
+    check_key_file_permissions(path, key)?;
+    let text = read_text(path, key)?;
+    pem::private_key(&text).map_err(|e| ConfigError(format!("{key}: {}: {e}", path.display())))
+}
+
+/// Loads and checks the RA identity (RFC 8894 §2.1): an RSA key matching an
+/// unexpired certificate.
+fn load_ra(
+    cert_path: &Path,
+    key_path: &Path,
+    now: UnixTime,
+    cert_key: &str,
+    key_key: &str,
+) -> Result<RaIdentity, ConfigError> {
+    let text = read_text(cert_path, cert_key)?;
+    let certificate = pem::certificates(&text)
+        .map_err(|e| ConfigError(format!("{cert_key}: {}: {e}", cert_path.display())))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ConfigError(format!("{cert_key}: {}: no CERTIFICATE block", cert_path.display())))?;
+    let cert = CertificateRef::parse(&certificate)
+        .map_err(|e| ConfigError(format!("{cert_key}: {}: not an X.509 certificate: {e}", cert_path.display())))?;
+    if cert.not_after < now {
+        return Err(ConfigError(format!(
+            "{cert_key}: RA certificate {} expired at {}",
+            cert_path.display(),
+            cert.not_after.to_rfc3339()
+        )));
+    }
+    if cert.not_before > now {
+        tracing::warn!(file = %cert_path.display(), not_before = %cert.not_before.to_rfc3339(), "RA certificate is not valid yet");
+    }
+    let der = read_private_key(key_path, key_key)?;
+    let key = RsaPrivateKey::from_der(&der)
+        .map_err(|e| ConfigError(format!("{key_key}: {}: {e} (the RA key must be RSA)", key_path.display())))?;
+    let key_spki = SubjectPublicKeyInfoRef::parse(key.spki_der())
+        .map_err(|e| ConfigError(format!("{key_key}: {}: {e}", key_path.display())))?;
+    if key_spki.key != cert.spki.key {
+        return Err(ConfigError(format!(
+            "{key_key}: {} does not match the RA certificate {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    Ok(RaIdentity { certificate, key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{TestDir, section};
+
+    #[test]
+    fn names() {
+        for ok in ["default", "corp", "iot-2", "a", &"x".repeat(63)] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "Corp", "pkiclient.exe", "a_b", "a/b", "é", &"x".repeat(64)] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dotted_oids_encode_as_der() {
+        assert_eq!(dotted_oid("1.3.6.1.5.5.7.3.2").unwrap(), oid::KP_CLIENT_AUTH);
+        assert_eq!(dotted_oid("1.3.6.1.4.1.311.20.2.3").unwrap(), oid::MS_UPN);
+        assert_eq!(dotted_oid("2.999.1").unwrap(), vec![0x88, 0x37, 0x01]);
+        for bad in ["", "1", "3.1", "1.40", "1.2.x", "1..2"] {
+            assert!(dotted_oid(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_full_profile_builds() {
+        let dir = TestDir::new();
+        let mut s = section(&dir, "corp");
+        s.ciphers = Some(vec!["des".into(), "aes256".into()]);
+        s.digests = Some(vec!["sha256".into()]);
+        s.ekus = Some(vec!["client-auth".into(), "1.3.6.1.4.1.311.20.2.2".into()]);
+        s.validity_days = Some(30);
+        s.allow_san_change = Some(true);
+        s.renewal = Some(false);
+        s.ca_chain_shape = Some("ca-only".into());
+        let p = s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        let c = p.engine.config();
+        assert_eq!(c.name, "corp");
+        assert_eq!(c.algorithms.ciphers, vec![ContentCipher::DesCbc, ContentCipher::Aes256Cbc]);
+        assert_eq!(c.algorithms.digests, vec![DigestAlg::Sha256]);
+        assert_eq!(c.issuance.validity_secs, 30 * 86_400);
+        assert_eq!(c.allowed_ekus.len(), 2);
+        assert!(c.renewal.allow_san_change && !c.renewal.enabled);
+        assert_eq!(c.ca_cert_shape, CaCertShape::CaOnly);
+        assert_eq!(c.ca_chain.len(), 1);
+        assert_eq!(p.issuer.id(), "none-corp");
+    }
+
+    #[test]
+    fn single_des_is_never_a_default() {
+        let dir = TestDir::new();
+        let p = section(&dir, "p").build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        assert!(!p.engine.config().algorithms.ciphers.contains(&ContentCipher::DesCbc));
+    }
+
+    /// Each invalid profile value names its key.
+    #[test]
+    fn invalid_values_name_the_key() {
+        let dir = TestDir::new();
+        type Edit = fn(&mut ProfileSection);
+        let cases: &[(Edit, &str)] = &[
+            (|s| s.name = None, "profile[0].name"),
+            (|s| s.name = Some("Bad Name".into()), "profile[0].name"),
+            (|s| s.issuer = Some("vault".into()), "profile[p].issuer"),
+            (|s| s.challenge_password = None, "profile[p].challenge_password"),
+            (|s| s.challenge_password = Some(String::new()), "profile[p].challenge_password"),
+            (|s| s.danger_no_challenge = Some(true), "profile[p].danger_no_challenge"),
+            (|s| s.ca_chain_shape = Some("chain".into()), "profile[p].ca_chain_shape"),
+            (|s| s.ciphers = Some(vec!["rc2".into()]), "profile[p].ciphers"),
+            (|s| s.ciphers = Some(vec![]), "profile[p].ciphers"),
+            (|s| s.digests = Some(vec!["md5".into()]), "profile[p].digests"),
+            (|s| s.validity_days = Some(0), "profile[p].validity_days"),
+            (|s| s.validity_days = Some(100_000), "profile[p].validity_days"),
+            (|s| s.ekus = Some(vec!["any".into()]), "profile[p].ekus"),
+            (|s| s.min_rsa_bits = Some(1024), "profile[p].min_rsa_bits"),
+            (|s| s.signing_time_tolerance_secs = Some(0), "profile[p].signing_time_tolerance_secs"),
+            (|s| s.max_message_size = Some(10), "profile[p].max_message_size"),
+            (|s| s.ra_key = None, "profile[p].ra_key"),
+            (|s| s.ra_cert = None, "profile[p].ra_cert"),
+            (
+                |s| {
+                    s.ra_cert = None;
+                    s.ra_key = None;
+                },
+                "profile[p].ra_cert",
+            ),
+            (|s| s.ra_cert = Some("/nonexistent/ra.pem".into()), "profile[p].ra_cert"),
+            (|s| s.ca_chain = None, "profile[p].ca_chain"),
+            (|s| s.ca_chain = Some("/nonexistent/chain.pem".into()), "profile[p].ca_chain"),
+        ];
+        for (i, (edit, key)) in cases.iter().enumerate() {
+            let mut s = section(&dir, "p");
+            edit(&mut s);
+            let e = s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).expect_err(key);
+            assert!(e.0.starts_with(key), "case {i}: {e} does not name {key}");
+        }
+    }
+
+    #[test]
+    fn ra_key_readable_by_others_is_refused_naming_the_file() {
+        let dir = TestDir::new();
+        let s = section(&dir, "p");
+        let key = dir.path().join("ra.key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            for mode in [0o640, 0o604, 0o660, 0o644] {
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+                let e = s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap_err();
+                assert!(e.0.starts_with("profile[p].ra_key"), "{e}");
+                assert!(e.0.contains(&key.display().to_string()), "{e}");
+            }
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+            s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        }
+    }
+
+    #[test]
+    fn expired_ra_certificate_is_refused() {
+        let dir = TestDir::new();
+        let s = section(&dir, "p");
+        // The test RA certificate is valid 2026-11-25 .. 2036-11-25.
+        let later = UnixTime::from_secs(2_200_000_000); // 2039
+        let e = s.build(0, &mut BuildContext::new(None, dir.path(), later)).unwrap_err();
+        assert!(e.0.starts_with("profile[p].ra_cert") && e.0.contains("expired"), "{e}");
+    }
+
+    #[test]
+    fn mismatched_ra_key_is_refused() {
+        let dir = TestDir::new();
+        let (_, other) = RsaPrivateKey::generate(2048).unwrap();
+        dir.write_key("other.key", &pem::encode("PRIVATE KEY", &other));
+        let mut s = section(&dir, "p");
+        s.ra_key = Some(dir.path().join("other.key"));
+        let e = s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap_err();
+        assert!(e.0.starts_with("profile[p].ra_key") && e.0.contains("does not match"), "{e}");
+    }
+}

@@ -1,0 +1,450 @@
+//! The HTTP service (hyper 1 [`Service`]), shared by every runtime.
+//!
+//! Routes (RFC 8894 §4.1 allows any path; these are scepd's):
+//!
+//! | path | serves |
+//! |---|---|
+//! | `/scep`, `/scep/pkiclient.exe` | the default profile |
+//! | `/scep/<profile>`, `/scep/<profile>/pkiclient.exe` | the named profile (`[a-z0-9-]`) |
+//! | `/healthz` | `200 ok` (GET, HEAD) |
+//!
+//! The `/pkiclient.exe` suffix is what Windows/NDES-style clients append to the
+//! configured URL. A trailing `/` is tolerated. SCEP routes accept GET and POST
+//! (405 otherwise); POST bodies are accepted with any content type
+//! (RFC 8894 §4.1: `application/x-pki-message`; clients also send
+//! `application/octet-stream` or none) and limited to the configured size (413).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method as HttpMethod, StatusCode};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use hyper::rt::Timer;
+use hyper::service::Service;
+use scep_engine::time::UnixTime;
+use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
+
+use crate::drive::drive;
+use crate::profile::is_valid_name;
+use crate::query::parse_query;
+use crate::state::ServiceState;
+
+/// Where a request path leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/healthz`
+    Health,
+    /// A SCEP endpoint: `None` is the default profile.
+    Scep(Option<&'a str>),
+    /// Anything else (404).
+    NotFound,
+}
+
+/// Maps a request path to a [`Route`].
+pub fn route(path: &str) -> Route<'_> {
+    if path == "/healthz" {
+        return Route::Health;
+    }
+    let Some(rest) = path.strip_prefix("/scep") else { return Route::NotFound };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let rest = rest.strip_suffix("/pkiclient.exe").unwrap_or(rest);
+    if rest.is_empty() {
+        return Route::Scep(None);
+    }
+    match rest.strip_prefix('/') {
+        Some(name) if is_valid_name(name) => Route::Scep(Some(name)),
+        _ => Route::NotFound,
+    }
+}
+
+/// The hyper service: one clone per connection, all sharing the state.
+#[derive(Clone)]
+pub struct ScepService {
+    state: Arc<ServiceState>,
+    timer: Option<Arc<dyn Timer + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ScepService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScepService").field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+impl ScepService {
+    /// A service over `state`. With a `timer` (the runtime's, e.g. hyper-util's
+    /// `TokioTimer`), POST bodies must arrive within
+    /// [`crate::config::ServerSettings::body_read_timeout`] (else 408).
+    pub fn new(state: Arc<ServiceState>, timer: Option<Arc<dyn Timer + Send + Sync>>) -> Self {
+        Self { state, timer }
+    }
+
+    /// Handles one HTTP request; always answers.
+    pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let (response, log) = self.answer(req).await;
+        tracing::info!(
+            target: "scepd::request",
+            method = %method,
+            path = %path,
+            profile = %log.profile,
+            operation = log.operation,
+            status = response.status,
+            outcome = log.label,
+            txid = log.transaction_id.as_deref().unwrap_or(""),
+            latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+        to_http(response)
+    }
+
+    async fn answer<B>(&self, req: http::Request<B>) -> (Response, LogFields)
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let profile_name = match route(parts.uri.path()) {
+            Route::NotFound => return plain(404, "not_found", "not found: use /scep or /scep/<profile>\n"),
+            Route::Health => {
+                return match parts.method {
+                    HttpMethod::GET | HttpMethod::HEAD => plain(200, "health", "ok\n"),
+                    _ => plain(405, "method_not_allowed", "method not allowed\n"),
+                };
+            }
+            Route::Scep(name) => name,
+        };
+        let method = match parts.method {
+            HttpMethod::GET => Method::Get,
+            HttpMethod::POST => Method::Post,
+            _ => return plain(405, "method_not_allowed", "method not allowed: use GET or POST\n"),
+        };
+        let profiles = self.state.profiles();
+        let Some(profile) = profiles.get(profile_name) else {
+            return plain(404, "unknown_profile", "not found: no such SCEP profile\n");
+        };
+        let profile_label = profile.engine.config().name.clone();
+        let with_profile = |(r, mut l): (Response, LogFields)| {
+            l.profile.clone_from(&profile_label);
+            (r, l)
+        };
+        let query = match parse_query(parts.uri.query().unwrap_or("")) {
+            Ok(q) => q,
+            Err(e) => return with_profile(plain(400, "bad_query", &format!("bad request: {e}\n"))),
+        };
+
+        let body_bytes;
+        let message = match method {
+            Method::Post => {
+                let limit = self.state.settings().body_limit;
+                let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if declared.is_some_and(|n| n > limit as u64) {
+                    return with_profile(too_large(limit));
+                }
+                let collect = Limited::new(body, limit).collect();
+                let collected = match self.timer.as_deref() {
+                    Some(t) => match timeout(t, self.state.settings().body_read_timeout, collect).await {
+                        Some(r) => r,
+                        None => return with_profile(plain(408, "body_timeout", "request body timed out\n")),
+                    },
+                    None => collect.await,
+                };
+                body_bytes = match collected {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return with_profile(too_large(limit)),
+                    Err(_) => return with_profile(plain(400, "body_error", "bad request: body could not be read\n")),
+                };
+                if body_bytes.is_empty() { Message::None } else { Message::Body(&body_bytes) }
+            }
+            _ => query.message.map_or(Message::None, Message::Query),
+        };
+
+        let request = Request { method, operation: &query.operation, message };
+        let response = drive(&profile.engine, &*profile.issuer, request, UnixTime::now).await;
+        let log = LogFields {
+            profile: if response.outcome.profile.is_empty() { profile_label } else { response.outcome.profile.clone() },
+            operation: response.outcome.operation.unwrap_or_else(|| Operation::parse(&query.operation)).name(),
+            label: response.outcome.label,
+            transaction_id: response.outcome.transaction_id.clone(),
+        };
+        (response, log)
+    }
+}
+
+impl<B> Service<http::Request<B>> for ScepService
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+/// Fields logged for every request.
+struct LogFields {
+    profile: String,
+    operation: &'static str,
+    label: &'static str,
+    transaction_id: Option<String>,
+}
+
+/// A transport-level answer (no engine involved).
+fn plain(status: u16, label: &'static str, text: &str) -> (Response, LogFields) {
+    let response = Response {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: text.as_bytes().to_vec(),
+        outcome: Outcome { label, ..Outcome::default() },
+    };
+    (response, LogFields { profile: String::new(), operation: "", label, transaction_id: None })
+}
+
+fn too_large(limit: usize) -> (Response, LogFields) {
+    plain(413, "body_too_large", &format!("payload too large: the limit is {limit} bytes\n"))
+}
+
+/// Writes an engine [`Response`] as HTTP: status, Content-Type, Content-Length.
+fn to_http(r: Response) -> http::Response<Full<Bytes>> {
+    let len = r.body.len();
+    let mut out = http::Response::new(Full::new(Bytes::from(r.body)));
+    *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = out.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(r.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if r.status == 405 {
+        h.insert(ALLOW, HeaderValue::from_static("GET, POST"));
+    }
+    out
+}
+
+/// Runs `fut` for at most `limit`; `None` when the time ran out.
+async fn timeout<F: Future>(timer: &(dyn Timer + Send + Sync), limit: Duration, fut: F) -> Option<F::Output> {
+    let mut sleep = timer.sleep(limit);
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerSettings;
+    use crate::profile::BuildContext;
+    use crate::state::Profiles;
+    use crate::testutil::{TestDir, section};
+    use futures_lite::future::block_on;
+
+    #[test]
+    fn routing_table() {
+        let cases: &[(&str, Route<'_>)] = &[
+            ("/scep", Route::Scep(None)),
+            ("/scep/", Route::Scep(None)),
+            ("/scep/pkiclient.exe", Route::Scep(None)),
+            ("/scep/corp", Route::Scep(Some("corp"))),
+            ("/scep/corp/", Route::Scep(Some("corp"))),
+            ("/scep/corp/pkiclient.exe", Route::Scep(Some("corp"))),
+            ("/scep/iot-2/pkiclient.exe", Route::Scep(Some("iot-2"))),
+            ("/healthz", Route::Health),
+            ("/", Route::NotFound),
+            ("/scepx", Route::NotFound),
+            ("/scep//corp", Route::NotFound),
+            ("/scep/Corp", Route::NotFound),
+            ("/scep/corp/x", Route::NotFound),
+            ("/scep/corp/pkiclient.exe/pkiclient.exe", Route::NotFound),
+            ("/scep/a_b", Route::NotFound),
+            ("/healthz/", Route::NotFound),
+            ("/certsrv/mscep/mscep.dll", Route::NotFound),
+        ];
+        for (path, want) in cases {
+            assert_eq!(route(path), *want, "{path}");
+        }
+    }
+
+    struct Fixture {
+        _dir: TestDir,
+        svc: ScepService,
+    }
+
+    fn fixture(body_limit: usize) -> Fixture {
+        let dir = TestDir::new();
+        let mut ctx = BuildContext::new(None, dir.path(), dir.now());
+        let profiles =
+            vec![section(&dir, "corp").build(0, &mut ctx).unwrap(), section(&dir, "iot").build(1, &mut ctx).unwrap()];
+        let settings = ServerSettings { body_limit, ..ServerSettings::default() };
+        let state = Arc::new(ServiceState::new(settings, Profiles::new(profiles, "corp".into()).unwrap()));
+        Fixture { _dir: dir, svc: ScepService::new(state, None) }
+    }
+
+    fn call(svc: &ScepService, method: &str, uri: &str, body: &[u8]) -> http::Response<Full<Bytes>> {
+        let req =
+            http::Request::builder().method(method).uri(uri).body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        block_on(svc.handle(req))
+    }
+
+    fn body_text(r: http::Response<Full<Bytes>>) -> String {
+        let b = block_on(r.into_body().collect()).unwrap().to_bytes();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    /// The engine's answer for GetCACaps on a profile, whatever it is today.
+    fn engine_status(f: &Fixture) -> u16 {
+        let p = f.svc.state.profiles();
+        let req = Request { method: Method::Get, operation: "GetCACaps", message: Message::None };
+        block_on(drive(&p.get(None).unwrap().engine, &*p.get(None).unwrap().issuer, req, UnixTime::now)).status
+    }
+
+    #[test]
+    fn scep_routes_reach_the_engine() {
+        let f = fixture(1024);
+        let want = engine_status(&f);
+        for uri in [
+            "/scep?operation=GetCACaps",
+            "/scep/pkiclient.exe?operation=GetCACaps",
+            "/scep/corp?operation=GetCACaps",
+            "/scep/iot/pkiclient.exe?operation=GetCACaps",
+        ] {
+            let r = call(&f.svc, "GET", uri, b"");
+            assert_eq!(r.status().as_u16(), want, "{uri}");
+            assert!(r.headers().contains_key(CONTENT_TYPE), "{uri}");
+            let len: usize = r.headers()[CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
+            assert_eq!(len, body_text(r).len(), "{uri}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_and_profiles_are_404_with_a_reason() {
+        let f = fixture(1024);
+        for uri in ["/scep/nope?operation=GetCACaps", "/other", "/scep/BAD", "/"] {
+            let r = call(&f.svc, "GET", uri, b"");
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{uri}");
+            assert!(body_text(r).starts_with("not found"), "{uri}");
+        }
+    }
+
+    #[test]
+    fn methods() {
+        let f = fixture(1024);
+        for m in ["PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] {
+            let r = call(&f.svc, m, "/scep?operation=GetCACaps", b"");
+            assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{m}");
+            assert_eq!(r.headers()[ALLOW], "GET, POST");
+        }
+        assert_eq!(call(&f.svc, "GET", "/healthz", b"").status(), StatusCode::OK);
+        assert_eq!(body_text(call(&f.svc, "GET", "/healthz", b"")), "ok\n");
+        assert_eq!(call(&f.svc, "HEAD", "/healthz", b"").status(), StatusCode::OK);
+        assert_eq!(call(&f.svc, "POST", "/healthz", b"").status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn bad_query_is_400() {
+        let f = fixture(1024);
+        let r = call(&f.svc, "GET", "/scep?operation=GetCACaps&operation=GetCACert", b"");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(body_text(r).contains("operation"));
+    }
+
+    #[test]
+    fn post_body_over_the_limit_is_413() {
+        let f = fixture(1024);
+        let want = engine_status(&f);
+        // Within the limit (exactly at it): reaches the engine, any content type.
+        let r = call(&f.svc, "POST", "/scep?operation=PKIOperation", &[0x30; 1024]);
+        assert_ne!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(r.status().as_u16(), want);
+        // Over the limit, with and without a declared length.
+        let r = call(&f.svc, "POST", "/scep?operation=PKIOperation", &[0x30; 1025]);
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body_text(r).contains("1024"));
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/scep/corp?operation=PKIOperation")
+            .header(CONTENT_LENGTH, "999999")
+            .header(CONTENT_TYPE, "application/x-pki-message")
+            .body(Full::new(Bytes::from_static(b"short")))
+            .unwrap();
+        assert_eq!(block_on(f.svc.handle(req)).status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn post_with_any_content_type_reaches_the_engine() {
+        let f = fixture(4096);
+        let want = engine_status(&f);
+        for ct in [Some("application/x-pki-message"), Some("application/octet-stream"), None] {
+            let mut b = http::Request::builder().method("POST").uri("/scep?operation=PKIOperation");
+            if let Some(ct) = ct {
+                b = b.header(CONTENT_TYPE, ct);
+            }
+            let req = b.body(Full::new(Bytes::from_static(&[0x30, 0x00]))).unwrap();
+            assert_eq!(block_on(f.svc.handle(req)).status().as_u16(), want, "{ct:?}");
+        }
+    }
+
+    /// A timer whose sleeps end at once: the body read must time out when the
+    /// body never arrives.
+    #[derive(Clone)]
+    struct InstantTimer;
+    struct Done;
+    impl Future for Done {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<()> {
+            Poll::Ready(())
+        }
+    }
+    impl hyper::rt::Sleep for Done {}
+    impl Timer for InstantTimer {
+        fn sleep(&self, _: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(Done)
+        }
+        fn sleep_until(&self, _: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(Done)
+        }
+    }
+
+    /// A body that never yields a frame.
+    struct Stalled;
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn stalled_body_times_out_with_408() {
+        let f = fixture(1024);
+        let svc = ScepService::new(f.svc.state.clone(), Some(Arc::new(InstantTimer)));
+        let req = http::Request::builder().method("POST").uri("/scep?operation=PKIOperation").body(Stalled).unwrap();
+        assert_eq!(block_on(svc.handle(req)).status(), StatusCode::REQUEST_TIMEOUT);
+    }
+}

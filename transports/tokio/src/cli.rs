@@ -1,0 +1,57 @@
+//! Command line (every flag also from a `SCEPD_*` environment variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// scepd: a SCEP (RFC 8894) server.
+#[derive(Debug, Parser)]
+#[command(name = "scepd", version, about)]
+pub(crate) struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, default `info`).
+    #[arg(long, env = "SCEPD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve SCEP. Without --config: bootstrap a local CA and a `default` profile in the data dir.
+    Serve(ServeArgs),
+    /// Validate a configuration file (every profile, key and file) and exit.
+    CheckConfig(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "SCEPD_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory (overrides server.data_dir; default ./scepd-data).
+    #[arg(long, env = "SCEPD_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Listen address (overrides server.listen; default 127.0.0.1:8080; port 0 picks one).
+    #[arg(long, env = "SCEPD_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Static challenge password of the bootstrap `default` profile (without --config).
+    #[arg(long, env = "SCEPD_CHALLENGE_PASSWORD", hide_env_values = true)]
+    pub(crate) challenge_password: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "SCEPD_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
