@@ -43,12 +43,20 @@ pub struct LocalCa {
 /// # Errors
 /// When the CA cannot be created or opened.
 pub fn open_local_ca(data_dir: &Path, now: UnixTime) -> Result<LocalCa, ConfigError> {
-    // PLACEHOLDER (lead wires this at merge): create `data_dir` (0700), then
-    //   scep_issuers::local::bootstrap(data_dir, now) -> CA + RA files,
-    //   scep_issuers::local::LocalCa::new(LocalCaConfig { .. }) -> Arc<dyn Issuer>,
-    // and return LocalCa { issuer, ra_cert_path, ra_key_path }.
-    let _ = (data_dir, now);
-    Err(ConfigError("local CA not linked yet".into()))
+    create_private_dir(data_dir)?;
+    let opts = scep_issuers::BootstrapOptions { now, ..scep_issuers::BootstrapOptions::default() };
+    let files = scep_issuers::bootstrap(data_dir, &opts)
+        .map_err(|e| ConfigError(format!("data_dir {}: cannot bootstrap the local CA: {e}", data_dir.display())))?;
+    if files.ca_created {
+        tracing::info!(ca = %files.ca_cert.display(), "created a new local CA");
+    }
+    if files.ra_created {
+        tracing::info!(ra = %files.ra_cert.display(), "created a new RA certificate");
+    }
+    let config = scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, data_dir);
+    let ca = scep_issuers::LocalCa::open_at(config, now)
+        .map_err(|e| ConfigError(format!("local CA ({}): {e}", data_dir.display())))?;
+    Ok(LocalCa { issuer: Arc::new(ca), ra_cert_path: files.ra_cert, ra_key_path: files.ra_key })
 }
 
 /// The static challenge password of the bootstrap profile.
