@@ -138,6 +138,10 @@ pub struct ProfileConfig {
     pub max_message_size: usize,
     /// Randomness for nonces, IVs and content keys.
     pub rng: Arc<dyn RandomSource>,
+    /// Intune Connector challenge validation, when the profile enables it.
+    /// Challenges that do not look like a Connector JWS (gate 1) still go to
+    /// the static password.
+    pub intune: Option<crate::intune::IntuneValidator>,
 }
 
 /// A configuration that cannot be served.

@@ -112,6 +112,31 @@ pub struct Outcome {
     pub intune: Option<IntuneIdentity>,
 }
 
+impl Outcome {
+    /// The audit action name: `scep_<operation or message type>`, with
+    /// `_intune` appended when an Intune challenge was involved (as the
+    /// spec's audit trail names them: `scep_pkcsreq_intune`,
+    /// `scep_renewalreq_intune`).
+    pub fn action(&self) -> String {
+        let base = match (self.operation, self.message_type) {
+            (Some(Operation::PkiOperation), Some(t)) => match t {
+                MessageType::PKCS_REQ => "scep_pkcsreq",
+                MessageType::RENEWAL_REQ => "scep_renewalreq",
+                MessageType::CERT_POLL => "scep_certpoll",
+                MessageType::GET_CERT => "scep_getcert",
+                MessageType::GET_CRL => "scep_getcrl",
+                _ => "scep_pkioperation",
+            },
+            (Some(Operation::PkiOperation), None) => "scep_pkioperation",
+            (Some(Operation::GetCaCaps), _) => "scep_getcacaps",
+            (Some(Operation::GetCaCert), _) => "scep_getcacert",
+            (Some(Operation::GetNextCaCert), _) => "scep_getnextcacert",
+            (Some(Operation::Unknown) | None, _) => "scep_unknown",
+        };
+        if self.intune.is_some() { format!("{base}_intune") } else { base.to_string() }
+    }
+}
+
 /// Device identity from a validated (or rejected) Intune challenge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IntuneIdentity {

@@ -13,6 +13,7 @@ use crate::crypto::{ContentCipher, DigestAlg, PublicKeyRef};
 use crate::csr::CsrRef;
 use crate::engine::{Action, Engine, Message, Method, Operation, Outcome, PendingIssue, Request, Response};
 use crate::envelope;
+use crate::intune;
 use crate::issue::{Authorization, CertLookup, EnrollRequest, IssueOutcome, IssueRequest, PollRequest, RenewRequest};
 use crate::message::{self, PkiMessageRef};
 use crate::pkcs7;
@@ -55,8 +56,7 @@ pub(crate) struct Derived {
 /// Checks a configuration and precomputes the static answers.
 pub(crate) fn validate(config: &ProfileConfig) -> Result<Derived, ConfigError> {
     let err = |m: String| Err(ConfigError(format!("profile {:?}: {m}", config.name)));
-    if config.name.is_empty()
-        || !config.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    if config.name.is_empty() || !config.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
         return err("the name must be non-empty and use only a-z, 0-9 and '-'".into());
     }
@@ -84,7 +84,10 @@ pub(crate) fn validate(config: &ProfileConfig) -> Result<Derived, ConfigError> {
     let ra_is_ca = &config.ra.certificate == issuing_ca;
     let (ca_cert_body, ca_cert_content_type) = match config.ca_cert_shape {
         CaCertShape::CaOnly if !ra_is_ca => {
-            return err("ca-only GetCACert needs the RA to be the CA itself (clients encrypt to the one certificate they get)".into());
+            return err(
+                "ca-only GetCACert needs the RA to be the CA itself (clients encrypt to the one certificate they get)"
+                    .into(),
+            );
         }
         CaCertShape::CaOnly => (issuing_ca.clone(), CA_CERT),
         CaCertShape::RaAndChain if ra_is_ca && config.ca_chain.len() == 1 => (issuing_ca.clone(), CA_CERT),
@@ -105,7 +108,10 @@ fn capabilities(config: &ProfileConfig) -> String {
     let ciphers = &config.algorithms.ciphers;
     let digests = &config.algorithms.digests;
     let mut caps: Vec<&str> = Vec::new();
-    if ciphers.iter().any(|c| matches!(c, ContentCipher::Aes128Cbc | ContentCipher::Aes192Cbc | ContentCipher::Aes256Cbc)) {
+    if ciphers
+        .iter()
+        .any(|c| matches!(c, ContentCipher::Aes128Cbc | ContentCipher::Aes192Cbc | ContentCipher::Aes256Cbc))
+    {
         caps.push("AES");
     }
     if ciphers.contains(&ContentCipher::DesEde3Cbc) {
@@ -157,7 +163,11 @@ pub(crate) fn handle(engine: &Engine, request: Request<'_>, now: UnixTime) -> Ac
         }),
         Operation::GetNextCaCert => {
             outcome.label = "no_next_ca";
-            Action::Respond(plain(404, "no rollover CA certificate is configured (GetNextCACert not advertised)", outcome))
+            Action::Respond(plain(
+                404,
+                "no rollover CA certificate is configured (GetNextCACert not advertised)",
+                outcome,
+            ))
         }
         Operation::Unknown => {
             outcome.label = "unknown_operation";
@@ -227,7 +237,8 @@ fn pki_operation(engine: &Engine, bytes: &[u8], now: UnixTime, mut outcome: Outc
     outcome.transaction_id = Some(msg.transaction_id.to_string());
 
     // From here on the requester can be answered with a signed CertRep.
-    let reply_digest = msg.digest.filter(|d| config.algorithms.digests.contains(d)).unwrap_or(DigestAlg::Sha256).for_reply();
+    let reply_digest =
+        msg.digest.filter(|d| config.algorithms.digests.contains(d)).unwrap_or(DigestAlg::Sha256).for_reply();
     let mut reply = ReplyContext {
         transaction_id: msg.transaction_id.to_string(),
         recipient_nonce: msg.sender_nonce.to_vec(),
@@ -268,7 +279,11 @@ fn authorize(
         return Err(Failure::new(FailInfo::BAD_ALG, "bad_alg", "unsupported digest algorithm"));
     };
     if !config.algorithms.digests.contains(&digest) {
-        return Err(Failure::new(FailInfo::BAD_ALG, "bad_alg", format!("digest {} not allowed by this profile", digest.name())));
+        return Err(Failure::new(
+            FailInfo::BAD_ALG,
+            "bad_alg",
+            format!("digest {} not allowed by this profile", digest.name()),
+        ));
     }
     // RFC 8894 §3.2: the signature proves possession of the signer's key and
     // protects the attributes; nothing unsigned is trusted before this.
@@ -290,8 +305,9 @@ fn authorize(
     }
     let ra_cert = CertificateRef::parse(&config.ra.certificate)
         .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "internal_error", format!("RA certificate: {e}")))?;
-    let opened = envelope::open(&msg.content, &ra_cert, &config.ra.key, &config.algorithms.ciphers, config.rng.as_ref())
-        .map_err(|e| Failure::new(e.fail_info(), "decrypt_failed", format!("pkcsPKIEnvelope: {e}")))?;
+    let opened =
+        envelope::open(&msg.content, &ra_cert, &config.ra.key, &config.algorithms.ciphers, config.rng.as_ref())
+            .map_err(|e| Failure::new(e.fail_info(), "decrypt_failed", format!("pkcsPKIEnvelope: {e}")))?;
     reply.cipher = opened.cipher.for_reply();
     if !config.algorithms.ciphers.contains(&reply.cipher) {
         // E.g. DES allowed but 3DES not: answer in the request's own cipher.
@@ -302,8 +318,9 @@ fn authorize(
     match msg.message_type {
         MessageType::PKCS_REQ | MessageType::RENEWAL_REQ => enrol(engine, msg, &signer, &content, now, outcome),
         MessageType::CERT_POLL => {
-            let (issuer, subject) = message::parse_issuer_and_subject(&content)
-                .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "malformed_content", format!("IssuerAndSubject: {e}")))?;
+            let (issuer, subject) = message::parse_issuer_and_subject(&content).map_err(|e| {
+                Failure::new(FailInfo::BAD_REQUEST, "malformed_content", format!("IssuerAndSubject: {e}"))
+            })?;
             outcome.subject = Some(name_to_string(subject));
             Ok(IssueRequest::Poll(PollRequest {
                 profile: config.name.clone(),
@@ -313,10 +330,12 @@ fn authorize(
             }))
         }
         _ => {
-            let (issuer, serial) = message::parse_issuer_and_serial(&content)
-                .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "malformed_content", format!("IssuerAndSerialNumber: {e}")))?;
+            let (issuer, serial) = message::parse_issuer_and_serial(&content).map_err(|e| {
+                Failure::new(FailInfo::BAD_REQUEST, "malformed_content", format!("IssuerAndSerialNumber: {e}"))
+            })?;
             outcome.serial = Some(hex(serial));
-            let lookup = CertLookup { profile: config.name.clone(), issuer_der: issuer.to_vec(), serial: serial.to_vec() };
+            let lookup =
+                CertLookup { profile: config.name.clone(), issuer_der: issuer.to_vec(), serial: serial.to_vec() };
             Ok(if msg.message_type == MessageType::GET_CERT {
                 IssueRequest::GetCert(lookup)
             } else {
@@ -371,9 +390,18 @@ fn enrol(
     } else {
         None
     };
-    let authorization = match renewal_of {
-        Some(old) => Authorization::ExistingCertificate { serial: old.serial.to_vec() },
-        None => check_challenge(engine, &csr, now, outcome)?,
+    // A renewal authenticates by the existing certificate; its static challenge,
+    // if any, is ignored (the password may have rotated since). An Intune
+    // renewal still passes the same gates as a first enrolment.
+    let intune_challenge = match (&config.intune, &csr.challenge_password) {
+        (Some(v), Some(c)) if intune::looks_intune_shaped(c) => Some((v, c.as_str())),
+        _ => None,
+    };
+    let authorization = match (renewal_of, intune_challenge) {
+        (Some(_), Some((validator, challenge))) => check_intune(validator, challenge, &csr, &sans, now, outcome)?,
+        (Some(old), None) => Authorization::ExistingCertificate { serial: old.serial.to_vec() },
+        (None, _) => check_challenge(engine, &csr, &sans, now, outcome)?
+            .ok_or_else(|| Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "CSR carries no challenge password"))?,
     };
 
     check_key_policy(config, &csr)?;
@@ -418,20 +446,60 @@ fn enrol(
     Ok(IssueRequest::Enroll(request))
 }
 
-/// The challenge password gate (static; Intune when configured).
+/// The challenge password gate: an Intune Connector challenge when the
+/// profile enables Intune and the challenge has the JWS shape (gate 1 of
+/// docs/INTUNE.md), otherwise the profile's static password.
 fn check_challenge(
     engine: &Engine,
     csr: &CsrRef<'_>,
-    _now: UnixTime,
-    _outcome: &mut Outcome,
-) -> Result<Authorization, Failure> {
+    sans: &[SubjectAltName],
+    now: UnixTime,
+    outcome: &mut Outcome,
+) -> Result<Option<Authorization>, Failure> {
+    if let (Some(validator), Some(challenge)) = (&engine.config.intune, &csr.challenge_password) {
+        if intune::looks_intune_shaped(challenge) {
+            return check_intune(validator, challenge, csr, sans, now, outcome).map(Some);
+        }
+    }
     match &engine.config.challenge {
-        ChallengePolicy::DangerNone => Ok(Authorization::None),
+        ChallengePolicy::DangerNone => Ok(Some(Authorization::None)),
         ChallengePolicy::Static(expected) => match &csr.challenge_password {
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(Authorization::StaticChallenge),
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+                Ok(Some(Authorization::StaticChallenge))
+            }
             Some(_) => Err(Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "challenge password does not match")),
-            None => Err(Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "CSR carries no challenge password")),
+            None => Ok(None),
         },
+    }
+}
+
+/// Gates 2-9 of the Intune Connector challenge (docs/INTUNE.md), with the
+/// CSR's identity for the binding gate.
+fn check_intune(
+    validator: &intune::IntuneValidator,
+    challenge: &str,
+    csr: &CsrRef<'_>,
+    sans: &[SubjectAltName],
+    now: UnixTime,
+    outcome: &mut Outcome,
+) -> Result<Authorization, Failure> {
+    let common_names =
+        csr.common_names().map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "bad_csr", format!("subject: {e}")))?;
+    let pick = |f: fn(&SubjectAltName) -> Option<&String>| sans.iter().filter_map(f).cloned().collect::<Vec<_>>();
+    let dns = pick(|n| if let SubjectAltName::Dns(s) = n { Some(s) } else { None });
+    let emails = pick(|n| if let SubjectAltName::Email(s) = n { Some(s) } else { None });
+    let upns = pick(|n| if let SubjectAltName::Upn(s) = n { Some(s) } else { None });
+    let identity = intune::CsrIdentity { common_names: &common_names, dns: &dns, emails: &emails, upns: &upns };
+    match validator.validate(challenge, &identity, now) {
+        Ok(claims) => {
+            let id = claims.identity();
+            outcome.intune = Some(id.clone());
+            Ok(Authorization::Intune { subject: id.subject, issuer: id.issuer, nonce: id.nonce })
+        }
+        Err(rejection) => {
+            outcome.intune = rejection.identity.clone();
+            Err(Failure::new(rejection.fail_info, rejection.label.as_str(), rejection.detail))
+        }
     }
 }
 
@@ -445,10 +513,13 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn check_key_policy(config: &ProfileConfig, csr: &CsrRef<'_>) -> Result<(), Failure> {
     let keys = &config.keys;
-    let key = csr
-        .spki
-        .public_key()
-        .map_err(|_| Failure::new(FailInfo::BAD_ALG, "bad_key", format!("unsupported key algorithm {}", crate::oid::dotted(csr.spki.algorithm))))?;
+    let key = csr.spki.public_key().map_err(|_| {
+        Failure::new(
+            FailInfo::BAD_ALG,
+            "bad_key",
+            format!("unsupported key algorithm {}", crate::oid::dotted(csr.spki.algorithm)),
+        )
+    })?;
     let ok = match key {
         PublicKeyRef::Rsa(_) => keys.min_rsa_bits.is_some_and(|min| key.bits() >= min),
         PublicKeyRef::EcP256(_) => keys.allow_p256,
@@ -457,7 +528,11 @@ fn check_key_policy(config: &ProfileConfig, csr: &CsrRef<'_>) -> Result<(), Fail
     if ok {
         Ok(())
     } else {
-        Err(Failure::new(FailInfo::BAD_ALG, "bad_key", format!("key ({} bits) not allowed by this profile's key policy", key.bits())))
+        Err(Failure::new(
+            FailInfo::BAD_ALG,
+            "bad_key",
+            format!("key ({} bits) not allowed by this profile's key policy", key.bits()),
+        ))
     }
 }
 
@@ -503,7 +578,12 @@ impl Engine {
         cert.verify_signed_by(key).is_ok()
     }
 
-    fn certrep(&self, reply: &ReplyContext, status: certrep::CertRepStatus<'_>, now: UnixTime) -> Result<Vec<u8>, String> {
+    fn certrep(
+        &self,
+        reply: &ReplyContext,
+        status: certrep::CertRepStatus<'_>,
+        now: UnixTime,
+    ) -> Result<Vec<u8>, String> {
         let config = &self.config;
         let ra_cert = CertificateRef::parse(&config.ra.certificate).map_err(|e| format!("RA certificate: {e}"))?;
         let builder = certrep::CertRepBuilder {
@@ -530,7 +610,14 @@ impl Engine {
     }
 
     /// Turns the issuer's answer into the CertRep.
-    pub(crate) fn resume(&self, reply: ReplyContext, request: IssueRequest, mut outcome: Outcome, issued: IssueOutcome, now: UnixTime) -> Response {
+    pub(crate) fn resume(
+        &self,
+        reply: ReplyContext,
+        request: IssueRequest,
+        mut outcome: Outcome,
+        issued: IssueOutcome,
+        now: UnixTime,
+    ) -> Response {
         match issued {
             IssueOutcome::Issued { certificate, chain } => {
                 if let Ok(c) = CertificateRef::parse(&certificate) {
@@ -559,17 +646,20 @@ impl Engine {
     }
 
     fn success(&self, reply: ReplyContext, mut outcome: Outcome, content: &[u8], now: UnixTime) -> Response {
-        let sealed = CertificateRef::parse(&reply.recipient_cert)
-            .map_err(|e| e.to_string())
-            .and_then(|recipient| {
-                pkcs7::seal(content, &recipient, reply.cipher, self.config.rng.as_ref()).map_err(|e| e.to_string())
-            });
+        let sealed = CertificateRef::parse(&reply.recipient_cert).map_err(|e| e.to_string()).and_then(|recipient| {
+            pkcs7::seal(content, &recipient, reply.cipher, self.config.rng.as_ref()).map_err(|e| e.to_string())
+        });
         let envelope = match sealed {
             Ok(e) => e,
             // The requester's signer key cannot receive key transport (e.g. an
             // EC transient certificate): tell it with a signed failure.
             Err(e) => {
-                return self.failure(&reply, outcome, Failure::new(FailInfo::BAD_ALG, "bad_recipient", format!("cannot encrypt the reply: {e}")), now);
+                return self.failure(
+                    &reply,
+                    outcome,
+                    Failure::new(FailInfo::BAD_ALG, "bad_recipient", format!("cannot encrypt the reply: {e}")),
+                    now,
+                );
             }
         };
         outcome.pki_status = Some(PkiStatus::SUCCESS);
@@ -632,6 +722,7 @@ mod tests {
             signing_time_tolerance: None,
             max_message_size: 256 * 1024,
             rng: Arc::new(Fixed),
+            intune: None,
         }
     }
 
@@ -673,25 +764,32 @@ mod tests {
 
     #[test]
     fn capabilities_list_only_what_is_allowed() {
-        let caps = respond(engine().handle(
-            Request { method: Method::Get, operation: "GetCACaps", message: Message::None },
-            CAPTURE_TIME,
-        ));
+        let caps = respond(
+            engine()
+                .handle(Request { method: Method::Get, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME),
+        );
         let text = String::from_utf8(caps.body).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines, ["AES", "DES3", "POSTPKIOperation", "Renewal", "SHA-1", "SHA-256", "SHA-384", "SHA-512", "SCEPStandard"]);
+        assert_eq!(
+            lines,
+            ["AES", "DES3", "POSTPKIOperation", "Renewal", "SHA-1", "SHA-256", "SHA-384", "SHA-512", "SCEPStandard"]
+        );
         let mut c = config("x", vec![ContentCipher::DesEde3Cbc]);
         c.algorithms.digests = vec![DigestAlg::Sha256];
         c.renewal.enabled = false;
         let e = Engine::new(c).unwrap();
-        let caps = respond(e.handle(Request { method: Method::Get, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME));
+        let caps = respond(
+            e.handle(Request { method: Method::Get, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME),
+        );
         assert_eq!(caps.body, b"DES3\nPOSTPKIOperation\nSHA-256\n");
     }
 
     #[test]
     fn ca_cert_is_the_lone_certificate_when_ra_is_ca() {
         for message in [Message::None, Message::Query(""), Message::Query("anything")] {
-            let r = respond(engine().handle(Request { method: Method::Get, operation: "GetCACert", message }, CAPTURE_TIME));
+            let r = respond(
+                engine().handle(Request { method: Method::Get, operation: "GetCACert", message }, CAPTURE_TIME),
+            );
             assert_eq!((r.status, r.content_type), (200, CA_CERT));
             assert_eq!(r.body, ra_cert());
         }
@@ -700,15 +798,24 @@ mod tests {
     #[test]
     fn http_level_errors_before_the_transaction_is_known() {
         let e = engine();
-        let r = respond(e.handle(Request { method: Method::Get, operation: "Bogus", message: Message::None }, CAPTURE_TIME));
+        let r = respond(
+            e.handle(Request { method: Method::Get, operation: "Bogus", message: Message::None }, CAPTURE_TIME),
+        );
         assert_eq!((r.status, r.outcome.label), (400, "unknown_operation"));
-        let r = respond(e.handle(Request { method: Method::Other, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME));
+        let r = respond(
+            e.handle(Request { method: Method::Other, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME),
+        );
         assert_eq!(r.status, 405);
         let r = respond(e.handle(post(b"\x30\x03\x02\x01\x00"), CAPTURE_TIME));
         assert_eq!((r.status, r.outcome.label), (400, "malformed_request"));
-        let r = respond(e.handle(Request { method: Method::Get, operation: "PKIOperation", message: Message::Query("%%%") }, CAPTURE_TIME));
+        let r = respond(e.handle(
+            Request { method: Method::Get, operation: "PKIOperation", message: Message::Query("%%%") },
+            CAPTURE_TIME,
+        ));
         assert_eq!(r.status, 400);
-        let r = respond(e.handle(Request { method: Method::Post, operation: "PKIOperation", message: Message::None }, CAPTURE_TIME));
+        let r = respond(
+            e.handle(Request { method: Method::Post, operation: "PKIOperation", message: Message::None }, CAPTURE_TIME),
+        );
         assert_eq!(r.status, 400);
         let big = vec![0x30; 300 * 1024];
         let r = respond(e.handle(post(&big), CAPTURE_TIME));
@@ -743,7 +850,10 @@ mod tests {
         use base64::Engine as _;
         let body = read("certmonger-pkcsreq.der");
         let b64 = base64::engine::general_purpose::STANDARD.encode(&body).replace('+', "%2B").replace('/', "%2F");
-        let a = engine().handle(Request { method: Method::Get, operation: "PKIOperation", message: Message::Query(&b64) }, CAPTURE_TIME);
+        let a = engine().handle(
+            Request { method: Method::Get, operation: "PKIOperation", message: Message::Query(&b64) },
+            CAPTURE_TIME,
+        );
         assert!(matches!(a, Action::Issue(_)));
     }
 

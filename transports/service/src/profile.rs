@@ -271,6 +271,7 @@ impl ProfileSection {
             signing_time_tolerance,
             max_message_size,
             rng: Arc::new(SystemRandom),
+            intune: None,
         };
         let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
         Ok(Profile { engine, issuer })
