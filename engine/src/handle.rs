@@ -294,14 +294,14 @@ fn authorize(
         return Err(Failure::new(FailInfo::BAD_MESSAGE_CHECK, "bad_signature", "no signer certificate"));
     };
     reply.recipient_cert = signer.raw.to_vec();
-    if let (Some(tol), Some(t)) = (config.signing_time_tolerance, msg.signing_time) {
-        if (t.secs() - now.secs()).abs() > tol {
-            return Err(Failure::new(
-                FailInfo::BAD_TIME,
-                "bad_time",
-                format!("signingTime {} is more than {tol}s from now {}", t.to_rfc3339(), now.to_rfc3339()),
-            ));
-        }
+    if let (Some(tol), Some(t)) = (config.signing_time_tolerance, msg.signing_time)
+        && (t.secs() - now.secs()).abs() > tol
+    {
+        return Err(Failure::new(
+            FailInfo::BAD_TIME,
+            "bad_time",
+            format!("signingTime {} is more than {tol}s from now {}", t.to_rfc3339(), now.to_rfc3339()),
+        ));
     }
     let ra_cert = CertificateRef::parse(&config.ra.certificate)
         .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "internal_error", format!("RA certificate: {e}")))?;
@@ -456,10 +456,10 @@ fn check_challenge(
     now: UnixTime,
     outcome: &mut Outcome,
 ) -> Result<Option<Authorization>, Failure> {
-    if let (Some(validator), Some(challenge)) = (&engine.config.intune, &csr.challenge_password) {
-        if intune::looks_intune_shaped(challenge) {
-            return check_intune(validator, challenge, csr, sans, now, outcome).map(Some);
-        }
+    if let (Some(validator), Some(challenge)) = (&engine.config.intune, &csr.challenge_password)
+        && intune::looks_intune_shaped(challenge)
+    {
+        return check_intune(validator, challenge, csr, sans, now, outcome).map(Some);
     }
     match &engine.config.challenge {
         ChallengePolicy::DangerNone => Ok(Some(Authorization::None)),

@@ -224,7 +224,7 @@ pub fn directory_string(t: Tlv<'_>) -> Result<String, DecodeError> {
         }
         tag::TELETEX_STRING => Ok(t.contents.iter().map(|&b| char::from(b)).collect()),
         tag::BMP_STRING => {
-            if t.contents.len() % 2 != 0 {
+            if !t.contents.len().is_multiple_of(2) {
                 return Err(bad);
             }
             let units: Vec<u16> = t.contents.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
