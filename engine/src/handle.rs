@@ -294,6 +294,21 @@ fn authorize(
         return Err(Failure::new(FailInfo::BAD_MESSAGE_CHECK, "bad_signature", "no signer certificate"));
     };
     reply.recipient_cert = signer.raw.to_vec();
+    // RFC 8894 §2.3: a transient self-signed certificate must at least be what
+    // it claims to be. (Certificates issued by a CA are checked by the renewal
+    // path, which needs them to chain to ours.)
+    if signer.is_self_issued() {
+        let own_key = signer.spki.public_key().map_err(|_| {
+            Failure::new(FailInfo::BAD_ALG, "bad_signature", "signer certificate key type is not supported")
+        })?;
+        if signer.verify_signed_by(own_key).is_err() {
+            return Err(Failure::new(
+                FailInfo::BAD_MESSAGE_CHECK,
+                "bad_signature",
+                "the self-signed signer certificate's signature does not verify",
+            ));
+        }
+    }
     if let (Some(tol), Some(t)) = (config.signing_time_tolerance, msg.signing_time)
         && (t.secs() - now.secs()).abs() > tol
     {
@@ -888,6 +903,19 @@ mod tests {
         let r = respond(engine().handle(post(&body), CAPTURE_TIME));
         assert_eq!(cert_rep(&r, &req), (PkiStatus::FAILURE, Some(FailInfo::BAD_MESSAGE_CHECK), 0));
         assert_eq!(r.outcome.label, "bad_signature");
+    }
+
+    #[test]
+    fn forged_self_signed_signer_certificate_is_bad_message_check() {
+        let original = read("sscep-pkcsreq.der");
+        let req = PkiMessageRef::parse(&original).unwrap();
+        let signer_sig = req.signer.unwrap().signature;
+        let at = signer_sig.as_ptr() as usize - original.as_ptr() as usize + signer_sig.len() / 2;
+        let mut body = original.clone();
+        body[at] ^= 0x40;
+        let r = respond(engine().handle(post(&body), CAPTURE_TIME));
+        assert_eq!(cert_rep(&r, &req), (PkiStatus::FAILURE, Some(FailInfo::BAD_MESSAGE_CHECK), 0));
+        assert!(r.outcome.detail.unwrap().contains("self-signed"));
     }
 
     #[test]
