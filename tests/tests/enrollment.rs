@@ -289,6 +289,32 @@ fn renewal_cert_poll_get_cert_and_get_crl() {
     let csr = build_csr(&new_key, &no_challenge("renew-me", vec![SubjectAltName::Dns("evil.example".into())])).unwrap();
     assert_failure(&renew(MessageBody::RenewalReq(csr), "SAN change"), FailInfo::BAD_REQUEST, "SAN change");
 
+    // A client that keeps its key and derives the transactionID from it (RFC
+    // 8894 §3.2.1.1; certmonger, sscep): a resent first request gets the same
+    // certificate, and a renewal under the same transactionID a new one.
+    let keeper = DeviceKey::pregenerated(8).unwrap();
+    let keeper_spec = CsrSpec::new("keeps-its-key", Some(CHALLENGE));
+    let derived = MessageOptions::default();
+    assert!(derived.transaction_id.is_none());
+    let a = c.enroll(&keeper, &keeper_spec, &derived, PkiMethod::Post).unwrap();
+    let a_cert = check_issued(&server, &a, &keeper, &keeper_spec, "key-derived txid");
+    assert_eq!(a.request.transaction_id, keeper.transaction_id());
+    let resent = c.enroll(&keeper, &keeper_spec, &derived, PkiMethod::Get).unwrap();
+    assert_eq!(resent.issued().unwrap(), a_cert.as_slice(), "a resend is answered with the same certificate");
+    let req = build_pki_message(
+        &MessageBody::PkcsReq(build_csr(&keeper, &no_challenge("keeps-its-key", vec![])).unwrap()),
+        Signer { certificate: &a_cert, key: &keeper },
+        ca.recipient(),
+        &derived,
+    )
+    .unwrap();
+    assert_eq!(req.transaction_id, a.request.transaction_id);
+    let rep = c.transact(&req, &keeper, &ca, PkiMethod::Post).unwrap();
+    assert_eq!(rep.status, PkiStatus::SUCCESS, "{:?} {:?}", rep.fail_info, rep.fail_info_text);
+    let b_cert = CertificateRef::parse(rep.issued_certificate(&keeper).unwrap()).unwrap();
+    assert_ne!(b_cert.serial, CertificateRef::parse(&a_cert).unwrap().serial, "renewal under the same txid");
+    assert_eq!(b_cert.spki.raw, keeper.spki_der());
+
     // CertPoll with the first request's transactionID returns its certificate.
     let poll = build_pki_message(
         &MessageBody::cert_poll(ca.ca(), spec.subject.to_der()).unwrap(),
@@ -348,6 +374,12 @@ fn refused_requests_get_exact_fail_infos() {
 
     let r = pkcs_req(&c, &key, &CsrSpec::new("wrong-pw", Some("not-the-password")), &o());
     assert_failure(&r, FailInfo::BAD_REQUEST, "wrong challenge");
+    // OpenSSL's PKCS7_verify without external content (certmonger's check of a
+    // reply) accepts the FAILURE: its eContent is present and empty.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rep.der"), &r.raw).unwrap();
+    let (ok, text) = openssl(dir.path(), &["smime", "-verify", "-noverify", "-inform", "DER", "-in", "rep.der"]);
+    assert!(ok && text.contains("Verification successful"), "{text}");
     let r = pkcs_req(&c, &key, &CsrSpec::new("no-pw", None), &o());
     assert_failure(&r, FailInfo::BAD_REQUEST, "missing challenge");
 
