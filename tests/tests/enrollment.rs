@@ -517,3 +517,22 @@ fn http_level_errors_and_routes() {
         check_issued(&server, &e.unwrap(), &key, &spec, &url);
     }
 }
+
+#[test]
+fn fixture_reports_startup_failures_and_stops_the_server() {
+    // A configuration error is reported with scepd's own message.
+    let err = Scepd::start(ScepdOptions::with_config(
+        "[[profile]]\nname = \"x\"\nchallenge_password = \"p\"\nciphers = [\"rc2\"]\n",
+    ))
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("ciphers") && text.contains("rc2"), "{text}");
+
+    // Drop stops the process: the port no longer accepts connections.
+    let mut server = bootstrap_server();
+    assert!(server.is_running());
+    let port = server.port();
+    server.stop();
+    assert!(!server.is_running());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "scepd still listening after stop");
+}
