@@ -4,9 +4,12 @@
 //! A CertRep is a SignedData (RFC 5652 §5) signed by the RA key, carrying the
 //! SCEP signed attributes of RFC 8894 §3.2.1 and, on SUCCESS, the
 //! pkcsPKIEnvelope (the reply content sealed to the requester, §3.2.2). On
-//! FAILURE and PENDING the eContent is absent (§3.3.2): the messageDigest is
-//! then the digest of empty content, which is what OpenSSL (sscep, certmonger),
-//! Go pkcs7 (micromdm) and BouncyCastle (jscep) compute for absent content.
+//! FAILURE and PENDING the pkcsPKIEnvelope is omitted (§3.3.2) but the eContent
+//! is present and empty (an empty OCTET STRING, what Go pkcs7's
+//! `NewSignedData(nil)` in micromdm's scepserver writes): OpenSSL's `PKCS7_verify` without external data,
+//! which certmonger uses, refuses a reply whose eContent is absent ("no
+//! content"), so certmonger could never see a rejection. The messageDigest is
+//! the digest of the empty content.
 //!
 //! The whole message is written in one pass into a buffer of exactly its size.
 
@@ -152,9 +155,10 @@ impl CertRepBuilder<'_> {
         let digest = self.digest.for_reply();
         let content = match status {
             CertRepStatus::Success { envelope } => Some(envelope),
-            CertRepStatus::Failure(_) | CertRepStatus::Pending => None,
+            // Empty, not absent: see the module docs (certmonger interop).
+            CertRepStatus::Failure(_) | CertRepStatus::Pending => Some(&[][..]),
         };
-        // RFC 5652 §5.4: messageDigest covers the eContent octets; absent content digests as empty.
+        // RFC 5652 §5.4: messageDigest covers the eContent octets.
         let message_digest = digest.digest(content.unwrap_or_default());
         let attrs = signed_attributes(&SignedAttributes {
             message_digest: &message_digest,
@@ -375,7 +379,7 @@ fn sealed_reply(
     builder.build(CertRepStatus::Success { envelope: &envelope }, rng)
 }
 
-/// A FAILURE CertRep with `fail_info` (RFC 8894 §3.3.2): no content.
+/// A FAILURE CertRep with `fail_info` (RFC 8894 §3.3.2): no pkcsPKIEnvelope (empty eContent).
 ///
 /// # Errors
 /// [`CertRepError::Sign`] when the RA key fails to sign.
@@ -387,7 +391,7 @@ pub fn failure_reply(
     builder.build(CertRepStatus::Failure(fail_info), rng)
 }
 
-/// A PENDING CertRep (RFC 8894 §3.3.2): no content; the client polls with CertPoll.
+/// A PENDING CertRep (RFC 8894 §3.3.2): no pkcsPKIEnvelope (empty eContent); the client polls with CertPoll.
 ///
 /// # Errors
 /// [`CertRepError::Sign`] when the RA key fails to sign.
@@ -547,7 +551,7 @@ mod tests {
         let p = parse(&der, &b.ra_cert);
         assert_eq!(p.digest, DigestAlg::Sha256);
         assert_eq!(p.signature_oid, oid::SHA256_WITH_RSA);
-        assert_eq!(p.content, None, "FAILURE carries no eContent (RFC 8894 §3.3.2)");
+        assert_eq!(p.content, Some(&[][..]), "FAILURE carries no pkcsPKIEnvelope: an empty eContent");
         check_common(&p, &b.ra_cert, b"2", &fixed_nonce());
         assert_eq!(p.attr(oid::SCEP_FAIL_INFO).unwrap().expect_tag(tag::PRINTABLE_STRING).unwrap().contents, b"4");
         assert_eq!(p.attrs.len(), 9);
@@ -561,7 +565,7 @@ mod tests {
         let p = parse(&der, &b.ra_cert);
         assert_eq!(p.digest, DigestAlg::Sha512);
         assert_eq!(p.signature_oid, oid::SHA512_WITH_RSA);
-        assert_eq!(p.content, None);
+        assert_eq!(p.content, Some(&[][..]));
         check_common(&p, &b.ra_cert, b"3", &fixed_nonce());
         assert!(p.attr(oid::SCEP_FAIL_INFO).is_none(), "failInfo only on FAILURE");
         assert_eq!(p.attrs.len(), 8);
@@ -776,7 +780,7 @@ mod tests {
         ] {
             let path = dir.join(format!("{name}.der"));
             std::fs::write(&path, &der).unwrap();
-            // Absent eContent = detached signature over empty content.
+            // CMS view: the signature covers the (empty) content.
             let (ok, out, err) = openssl(&[
                 "cms",
                 "-verify",
@@ -792,7 +796,13 @@ mod tests {
             assert!(ok, "{name}: openssl cms -verify failed: {err}");
             assert!(out.is_empty());
             let text = cms_print(&path);
-            assert!(text.contains("eContent: <ABSENT>"), "{name}: eContent must be absent:\n{text}");
+            assert!(!text.contains("eContent: <ABSENT>"), "{name}: eContent must be present (empty):\n{text}");
+            // Regression: certmonger verifies with PKCS7_verify and no external
+            // content, which fails with "no content" when eContent is absent.
+            let (ok, out, err) =
+                openssl(&["smime", "-verify", "-noverify", "-inform", "DER", "-in", path.to_str().unwrap()]);
+            assert!(ok, "{name}: PKCS7_verify (openssl smime -verify) without -content failed: {err}");
+            assert!(out.is_empty(), "{name}: the content is empty");
             assert!(text.contains("version: 1"), "{text}");
             assert_eq!(printed_value(&text, "2.16.840.1.113733.1.9.2"), "PRINTABLESTRING:3", "{name} messageType");
             assert_eq!(

@@ -316,6 +316,27 @@ fn renewal_requires_a_valid_certificate_of_this_ca() {
     let rec = ca.lookup(&serial_of(&new)).unwrap().unwrap();
     assert_eq!(rec.renewal_of.as_deref(), Some(scep_issuers::x509_build::serial_hex(&serial_of(&old)).as_str()));
 
+    // Regression (certmonger `getcert resubmit`): a renewal that keeps the key
+    // reuses the key-derived transactionID of the certificate it renews. It is a
+    // new transaction, not a resend; resending that renewal gets the same answer.
+    let same_txid = issued(ca.handle_blocking(&renew("tx-old", serial_of(&old), issuer.clone()), t));
+    assert_ne!(serial_of(&same_txid), serial_of(&old));
+    assert_ne!(serial_of(&same_txid), serial_of(&new));
+    assert_eq!(issued(ca.handle_blocking(&renew("tx-old", serial_of(&old), issuer.clone()), t)), same_txid);
+    // ... and the next renewal, signed by the renewed certificate, under the same transactionID.
+    let next = issued(ca.handle_blocking(&renew("tx-old", serial_of(&same_txid), issuer.clone()), t));
+    assert_ne!(serial_of(&next), serial_of(&same_txid));
+    let poll = PollRequest {
+        profile: "default".into(),
+        transaction_id: "tx-old".into(),
+        issuer_der: issuer.clone(),
+        subject_der: req.0.clone(),
+    };
+    assert_eq!(issued(ca.handle_blocking(&IssueRequest::Poll(poll), t)), next, "CertPoll finds the newest");
+    // A plain PKCSReq under that transactionID is still not a resend of the renewal.
+    let (fi, _) = fail_info(ca.handle_blocking(&IssueRequest::Enroll(enroll("tx-old", &req, vec![])), t));
+    assert_eq!(fi, FailInfo::BAD_REQUEST);
+
     ca.revoke(&serial_of(&old), RevocationReason::Superseded, t).unwrap();
     let (fi, reason) = fail_info(ca.handle_blocking(&renew("r4", serial_of(&old), issuer.clone()), t));
     assert_eq!(fi, FailInfo::BAD_CERT_ID);

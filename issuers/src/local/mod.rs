@@ -317,14 +317,20 @@ impl Inner {
         match self.store.by_transaction(&self.ca_id, &e.profile, &e.transaction_id) {
             Ok(Some(prev)) => {
                 let same_key = CertificateRef::parse(&prev.der).is_ok_and(|c| c.spki.raw == e.spki_der.as_slice());
-                return if same_key && prev.renewal_of == renewal_of {
-                    self.issued(prev.der)
-                } else {
-                    rejected(
+                // A renewal of the very certificate this transactionID produced is a
+                // new transaction, not a resend: clients that keep their key and derive
+                // the transactionID from it (RFC 8894 §3.2.1.1; certmonger's
+                // `getcert resubmit`) renew under the same transactionID.
+                let renews_prev = renewal_of.as_deref() == Some(prev.serial_hex.as_str());
+                if !renews_prev {
+                    if same_key && prev.renewal_of == renewal_of {
+                        return self.issued(prev.der);
+                    }
+                    return rejected(
                         FailInfo::BAD_REQUEST,
                         format!("transactionID {} was already used for a different request", e.transaction_id),
-                    )
-                };
+                    );
+                }
             }
             Ok(None) => {}
             Err(err) => return db_rejected(&err),

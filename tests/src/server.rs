@@ -1,0 +1,373 @@
+//! The real `scepd` binary as a test fixture.
+//!
+//! [`Scepd::start`] runs `scepd serve` on `127.0.0.1:0` with its data
+//! directory in a fresh temporary directory (and, optionally, a TOML
+//! configuration file written next to it), waits a bounded time for the
+//! `scepd listening on http://…` line on stdout, and stops the process on drop
+//! (SIGTERM, then SIGKILL after a bound). stderr (the server's log) is kept in
+//! a file and included in every failure message.
+//!
+//! The binary is `$SCEPD_BIN` when set, else `<target>/<profile>/scepd` next
+//! to the running test executable (`target/debug/deps/…`). When that file is
+//! missing, or older than a source file of the crates it is built from, it is
+//! built once per process with `$CARGO build -p scepd --bin scepd`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long to wait for the listening line by default.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a SIGTERM'd server gets before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How to start a server.
+#[derive(Clone, Debug)]
+pub struct ScepdOptions {
+    /// TOML configuration text. It is written to `<tempdir>/scepd.toml`, so
+    /// relative paths in it resolve against the temporary directory, where
+    /// the data directory is `data/`. `None`: the bootstrap `default` profile.
+    pub config: Option<String>,
+    /// `--challenge-password` (bootstrap profile, without a configuration).
+    pub challenge_password: Option<String>,
+    /// Extra command-line arguments after `serve`.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Files to write into the temporary directory before starting (relative path, contents).
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// Bound on the wait for the listening line.
+    pub startup_timeout: Duration,
+}
+
+impl Default for ScepdOptions {
+    fn default() -> Self {
+        Self {
+            config: None,
+            challenge_password: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            files: Vec::new(),
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+        }
+    }
+}
+
+impl ScepdOptions {
+    /// The bootstrap `default` profile with a static challenge.
+    pub fn bootstrap(challenge: &str) -> Self {
+        Self { challenge_password: Some(challenge.to_string()), ..Self::default() }
+    }
+
+    /// A server configured by `toml` (see the module docs for paths).
+    pub fn with_config(toml: impl Into<String>) -> Self {
+        Self { config: Some(toml.into()), ..Self::default() }
+    }
+}
+
+/// Why a server could not be started.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ScepdError {
+    /// The binary could not be found or built.
+    Binary(String),
+    /// Local I/O (temp files, spawning).
+    Io(std::io::Error),
+    /// The server exited or did not print its listening line in time.
+    Startup {
+        /// What happened.
+        detail: String,
+        /// The server's stderr.
+        stderr: String,
+    },
+}
+
+impl std::fmt::Display for ScepdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Binary(m) => write!(f, "scepd binary: {m}"),
+            Self::Io(e) => write!(f, "I/O error: {e}"),
+            Self::Startup { detail, stderr } => write!(f, "scepd did not start: {detail}\n--- stderr ---\n{stderr}"),
+        }
+    }
+}
+
+impl std::error::Error for ScepdError {}
+
+impl From<std::io::Error> for ScepdError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// A running `scepd serve`. Stopped on drop.
+#[derive(Debug)]
+pub struct Scepd {
+    child: Child,
+    dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    base: String,
+    port: u16,
+}
+
+impl Scepd {
+    /// Starts a server as described by `opts` and waits for it to listen.
+    ///
+    /// # Errors
+    /// No binary, spawn failure, or no listening line within
+    /// `opts.startup_timeout` (the error holds stderr).
+    pub fn start(opts: ScepdOptions) -> Result<Self, ScepdError> {
+        let bin = scepd_binary()?;
+        let dir = tempfile::tempdir()?;
+        let data_dir = dir.path().join("data");
+        for (rel, contents) in &opts.files {
+            let path = dir.path().join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, contents)?;
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve").arg("--data-dir").arg(&data_dir).args(["--listen", "127.0.0.1:0"]);
+        if let Some(toml) = &opts.config {
+            let path = dir.path().join("scepd.toml");
+            std::fs::write(&path, toml)?;
+            cmd.arg("--config").arg(path);
+        }
+        if let Some(pw) = &opts.challenge_password {
+            cmd.args(["--challenge-password", pw]);
+        }
+        cmd.args(&opts.args);
+        // A clean environment for the knobs scepd reads, then the caller's.
+        for var in ["SCEPD_CONFIG", "SCEPD_DATA_DIR", "SCEPD_LISTEN", "SCEPD_CHALLENGE_PASSWORD", "SCEPD_LOG_FORMAT"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let stderr_path = dir.path().join("scepd.stderr");
+        cmd.current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path)?);
+        let mut child = cmd.spawn().map_err(|e| ScepdError::Binary(format!("cannot run {}: {e}", bin.display())))?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ScepdError::Binary("no stdout pipe".into()));
+        };
+        let (tx, rx) = mpsc::channel();
+        // Reads stdout to its end so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + opts.startup_timeout;
+        let fail = |mut child: Child, detail: String| {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(ScepdError::Startup { detail, stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default() })
+        };
+        let mut seen = Vec::new();
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("scepd listening on http://") {
+                        break addr.trim().to_string();
+                    }
+                    seen.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    return fail(child, format!("exited ({status}); stdout: {seen:?}"));
+                }
+            }
+            if Instant::now() >= deadline {
+                return fail(child, format!("no listening line within {:?}; stdout: {seen:?}", opts.startup_timeout));
+            }
+        };
+        let Some(port) = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()) else {
+            return fail(child, format!("unparsable listening address {addr:?}"));
+        };
+        Ok(Self { child, dir, data_dir, base: format!("http://{addr}"), port })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The default profile's URL, `http://127.0.0.1:PORT/scep`.
+    pub fn url(&self) -> String {
+        format!("{}/scep", self.base)
+    }
+
+    /// A named profile's URL, `http://127.0.0.1:PORT/scep/<name>`.
+    pub fn profile_url(&self, name: &str) -> String {
+        format!("{}/scep/{name}", self.base)
+    }
+
+    /// The data directory (`<tempdir>/data`: local CA, RA, database).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The temporary directory holding the configuration and the data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The local CA certificate PEM (`data/ca.pem`), empty if there is none.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("ca.pem")).unwrap_or_default()
+    }
+
+    /// The server's stderr (its log) so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("scepd.stderr")).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log, for assertion messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.stderr();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL after [`STOP_GRACE`].
+    pub fn stop(&mut self) {
+        if !self.is_running() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Scepd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `scepd` binary, located (and built when missing or stale) once per process.
+///
+/// # Errors
+/// When it cannot be found or built.
+pub fn scepd_binary() -> Result<PathBuf, ScepdError> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(locate_or_build).clone().map_err(ScepdError::Binary)
+}
+
+fn locate_or_build() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("SCEPD_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() { Ok(p) } else { Err(format!("SCEPD_BIN={} is not a file", p.display())) };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // target/<profile>/deps/<test> -> target/<profile>/scepd
+    let profile_dir = exe
+        .parent()
+        .filter(|d| d.file_name().is_some_and(|n| n == "deps"))
+        .and_then(Path::parent)
+        .or_else(|| exe.parent())
+        .ok_or_else(|| format!("cannot derive the target directory from {}", exe.display()))?;
+    let bin = profile_dir.join(format!("scepd{}", std::env::consts::EXE_SUFFIX));
+    if bin.is_file() && !is_stale(&bin) {
+        return Ok(bin);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "-p", "scepd", "--bin", "scepd"]).current_dir(workspace_root());
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        cmd.arg("--target-dir").arg(target_dir);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run {cargo:?} build: {e}"))?;
+    if !out.status.success() || !bin.is_file() {
+        return Err(format!(
+            "`cargo build -p scepd` failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(bin)
+}
+
+/// The workspace root (this crate is `<root>/tests`).
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// True when a source file of the crates `scepd` is built from is newer than `bin`.
+fn is_stale(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return true };
+    let root = workspace_root();
+    let newest = ["engine", "issuers", "transports"]
+        .iter()
+        .map(|d| newest_mtime(&root.join(d), 0))
+        .chain([root.join("Cargo.lock"), root.join("Cargo.toml")].iter().map(|p| mtime(p)))
+        .max()
+        .flatten();
+    newest.is_some_and(|n| n > built)
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+fn newest_mtime(dir: &Path, depth: u32) -> Option<SystemTime> {
+    if depth > 8 {
+        return None;
+    }
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let Ok(ft) = entry.file_type() else { continue };
+        let t = if ft.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target" || n == "tests") {
+                continue;
+            }
+            newest_mtime(&path, depth + 1)
+        } else if path.extension().is_some_and(|e| e == "rs") || path.file_name().is_some_and(|n| n == "Cargo.toml") {
+            mtime(&path)
+        } else {
+            None
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
