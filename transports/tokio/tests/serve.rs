@@ -183,8 +183,9 @@ fn serves_routes_reloads_and_stops_cleanly() {
     server.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     inflight.write_all(b"56789").unwrap();
-    let (status, _) = read_response(&mut inflight);
-    assert_eq!(status, caps, "the in-flight POST got the engine's answer");
+    let (status, body) = read_response(&mut inflight);
+    assert_eq!(status, 400, "the in-flight POST got the engine's answer");
+    assert!(body.contains("not a SCEP PKIMessage"));
 
     let status = server.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit status {status:?}");
