@@ -55,8 +55,7 @@ pub(crate) struct Derived {
 /// Checks a configuration and precomputes the static answers.
 pub(crate) fn validate(config: &ProfileConfig) -> Result<Derived, ConfigError> {
     let err = |m: String| Err(ConfigError(format!("profile {:?}: {m}", config.name)));
-    if config.name.is_empty()
-        || !config.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    if config.name.is_empty() || !config.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
         return err("the name must be non-empty and use only a-z, 0-9 and '-'".into());
     }
@@ -84,7 +83,10 @@ pub(crate) fn validate(config: &ProfileConfig) -> Result<Derived, ConfigError> {
     let ra_is_ca = &config.ra.certificate == issuing_ca;
     let (ca_cert_body, ca_cert_content_type) = match config.ca_cert_shape {
         CaCertShape::CaOnly if !ra_is_ca => {
-            return err("ca-only GetCACert needs the RA to be the CA itself (clients encrypt to the one certificate they get)".into());
+            return err(
+                "ca-only GetCACert needs the RA to be the CA itself (clients encrypt to the one certificate they get)"
+                    .into(),
+            );
         }
         CaCertShape::CaOnly => (issuing_ca.clone(), CA_CERT),
         CaCertShape::RaAndChain if ra_is_ca && config.ca_chain.len() == 1 => (issuing_ca.clone(), CA_CERT),
@@ -105,7 +107,10 @@ fn capabilities(config: &ProfileConfig) -> String {
     let ciphers = &config.algorithms.ciphers;
     let digests = &config.algorithms.digests;
     let mut caps: Vec<&str> = Vec::new();
-    if ciphers.iter().any(|c| matches!(c, ContentCipher::Aes128Cbc | ContentCipher::Aes192Cbc | ContentCipher::Aes256Cbc)) {
+    if ciphers
+        .iter()
+        .any(|c| matches!(c, ContentCipher::Aes128Cbc | ContentCipher::Aes192Cbc | ContentCipher::Aes256Cbc))
+    {
         caps.push("AES");
     }
     if ciphers.contains(&ContentCipher::DesEde3Cbc) {
@@ -157,7 +162,11 @@ pub(crate) fn handle(engine: &Engine, request: Request<'_>, now: UnixTime) -> Ac
         }),
         Operation::GetNextCaCert => {
             outcome.label = "no_next_ca";
-            Action::Respond(plain(404, "no rollover CA certificate is configured (GetNextCACert not advertised)", outcome))
+            Action::Respond(plain(
+                404,
+                "no rollover CA certificate is configured (GetNextCACert not advertised)",
+                outcome,
+            ))
         }
         Operation::Unknown => {
             outcome.label = "unknown_operation";
@@ -227,7 +236,8 @@ fn pki_operation(engine: &Engine, bytes: &[u8], now: UnixTime, mut outcome: Outc
     outcome.transaction_id = Some(msg.transaction_id.to_string());
 
     // From here on the requester can be answered with a signed CertRep.
-    let reply_digest = msg.digest.filter(|d| config.algorithms.digests.contains(d)).unwrap_or(DigestAlg::Sha256).for_reply();
+    let reply_digest =
+        msg.digest.filter(|d| config.algorithms.digests.contains(d)).unwrap_or(DigestAlg::Sha256).for_reply();
     let mut reply = ReplyContext {
         transaction_id: msg.transaction_id.to_string(),
         recipient_nonce: msg.sender_nonce.to_vec(),
@@ -268,7 +278,11 @@ fn authorize(
         return Err(Failure::new(FailInfo::BAD_ALG, "bad_alg", "unsupported digest algorithm"));
     };
     if !config.algorithms.digests.contains(&digest) {
-        return Err(Failure::new(FailInfo::BAD_ALG, "bad_alg", format!("digest {} not allowed by this profile", digest.name())));
+        return Err(Failure::new(
+            FailInfo::BAD_ALG,
+            "bad_alg",
+            format!("digest {} not allowed by this profile", digest.name()),
+        ));
     }
     // RFC 8894 §3.2: the signature proves possession of the signer's key and
     // protects the attributes; nothing unsigned is trusted before this.
@@ -290,8 +304,9 @@ fn authorize(
     }
     let ra_cert = CertificateRef::parse(&config.ra.certificate)
         .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "internal_error", format!("RA certificate: {e}")))?;
-    let opened = envelope::open(&msg.content, &ra_cert, &config.ra.key, &config.algorithms.ciphers, config.rng.as_ref())
-        .map_err(|e| Failure::new(e.fail_info(), "decrypt_failed", format!("pkcsPKIEnvelope: {e}")))?;
+    let opened =
+        envelope::open(&msg.content, &ra_cert, &config.ra.key, &config.algorithms.ciphers, config.rng.as_ref())
+            .map_err(|e| Failure::new(e.fail_info(), "decrypt_failed", format!("pkcsPKIEnvelope: {e}")))?;
     reply.cipher = opened.cipher.for_reply();
     if !config.algorithms.ciphers.contains(&reply.cipher) {
         // E.g. DES allowed but 3DES not: answer in the request's own cipher.
@@ -302,8 +317,9 @@ fn authorize(
     match msg.message_type {
         MessageType::PKCS_REQ | MessageType::RENEWAL_REQ => enrol(engine, msg, &signer, &content, now, outcome),
         MessageType::CERT_POLL => {
-            let (issuer, subject) = message::parse_issuer_and_subject(&content)
-                .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "malformed_content", format!("IssuerAndSubject: {e}")))?;
+            let (issuer, subject) = message::parse_issuer_and_subject(&content).map_err(|e| {
+                Failure::new(FailInfo::BAD_REQUEST, "malformed_content", format!("IssuerAndSubject: {e}"))
+            })?;
             outcome.subject = Some(name_to_string(subject));
             Ok(IssueRequest::Poll(PollRequest {
                 profile: config.name.clone(),
@@ -313,10 +329,12 @@ fn authorize(
             }))
         }
         _ => {
-            let (issuer, serial) = message::parse_issuer_and_serial(&content)
-                .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "malformed_content", format!("IssuerAndSerialNumber: {e}")))?;
+            let (issuer, serial) = message::parse_issuer_and_serial(&content).map_err(|e| {
+                Failure::new(FailInfo::BAD_REQUEST, "malformed_content", format!("IssuerAndSerialNumber: {e}"))
+            })?;
             outcome.serial = Some(hex(serial));
-            let lookup = CertLookup { profile: config.name.clone(), issuer_der: issuer.to_vec(), serial: serial.to_vec() };
+            let lookup =
+                CertLookup { profile: config.name.clone(), issuer_der: issuer.to_vec(), serial: serial.to_vec() };
             Ok(if msg.message_type == MessageType::GET_CERT {
                 IssueRequest::GetCert(lookup)
             } else {
@@ -387,6 +405,7 @@ fn enrol(
             format!("extended key usage {} is not allowed by this profile", crate::oid::dotted(bad)),
         ));
     }
+    check_san_policy(&config.sans, &sans)?;
 
     let mut policy = config.issuance.clone();
     if !ekus.is_empty() {
@@ -428,7 +447,9 @@ fn check_challenge(
     match &engine.config.challenge {
         ChallengePolicy::DangerNone => Ok(Authorization::None),
         ChallengePolicy::Static(expected) => match &csr.challenge_password {
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(Authorization::StaticChallenge),
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+                Ok(Authorization::StaticChallenge)
+            }
             Some(_) => Err(Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "challenge password does not match")),
             None => Err(Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "CSR carries no challenge password")),
         },
@@ -445,10 +466,13 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn check_key_policy(config: &ProfileConfig, csr: &CsrRef<'_>) -> Result<(), Failure> {
     let keys = &config.keys;
-    let key = csr
-        .spki
-        .public_key()
-        .map_err(|_| Failure::new(FailInfo::BAD_ALG, "bad_key", format!("unsupported key algorithm {}", crate::oid::dotted(csr.spki.algorithm))))?;
+    let key = csr.spki.public_key().map_err(|_| {
+        Failure::new(
+            FailInfo::BAD_ALG,
+            "bad_key",
+            format!("unsupported key algorithm {}", crate::oid::dotted(csr.spki.algorithm)),
+        )
+    })?;
     let ok = match key {
         PublicKeyRef::Rsa(_) => keys.min_rsa_bits.is_some_and(|min| key.bits() >= min),
         PublicKeyRef::EcP256(_) => keys.allow_p256,
@@ -457,8 +481,52 @@ fn check_key_policy(config: &ProfileConfig, csr: &CsrRef<'_>) -> Result<(), Fail
     if ok {
         Ok(())
     } else {
-        Err(Failure::new(FailInfo::BAD_ALG, "bad_key", format!("key ({} bits) not allowed by this profile's key policy", key.bits())))
+        Err(Failure::new(
+            FailInfo::BAD_ALG,
+            "bad_key",
+            format!("key ({} bits) not allowed by this profile's key policy", key.bits()),
+        ))
     }
+}
+
+/// The profile's subjectAltName rules (crypto policy; refused with badRequest).
+fn check_san_policy(policy: &crate::config::SanPolicy, sans: &[SubjectAltName]) -> Result<(), Failure> {
+    use crate::config::SanType;
+    for san in sans {
+        let kind = match san {
+            SubjectAltName::Dns(_) => SanType::Dns,
+            SubjectAltName::Email(_) => SanType::Email,
+            SubjectAltName::Upn(_) => SanType::Upn,
+            SubjectAltName::Uri(_) => SanType::Uri,
+            SubjectAltName::Ip(_) => SanType::Ip,
+            SubjectAltName::Other(_) => SanType::Other,
+        };
+        if policy.allowed_types.as_ref().is_some_and(|t| !t.contains(&kind)) {
+            return Err(Failure::new(
+                FailInfo::BAD_REQUEST,
+                "policy_violation",
+                format!("subjectAltName {san} ({kind:?}) is not allowed by this profile"),
+            ));
+        }
+        if let SubjectAltName::Dns(name) = san
+            && !policy.dns_suffixes.is_empty()
+            && !policy.dns_suffixes.iter().any(|s| dns_within(name, s))
+        {
+            return Err(Failure::new(
+                FailInfo::BAD_REQUEST,
+                "policy_violation",
+                format!("dNSName {name} is outside this profile's DNS suffixes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is `suffix` (leading dot ignored) or a name below it.
+fn dns_within(name: &str, suffix: &str) -> bool {
+    let base = suffix.strip_prefix('.').unwrap_or(suffix);
+    let (name, base) = (name.to_ascii_lowercase(), base.to_ascii_lowercase());
+    name == base || name.strip_suffix(&base).is_some_and(|head| head.ends_with('.'))
 }
 
 fn signer_sans(cert: &CertificateRef<'_>) -> Result<Vec<SubjectAltName>, Failure> {
@@ -503,7 +571,12 @@ impl Engine {
         cert.verify_signed_by(key).is_ok()
     }
 
-    fn certrep(&self, reply: &ReplyContext, status: certrep::CertRepStatus<'_>, now: UnixTime) -> Result<Vec<u8>, String> {
+    fn certrep(
+        &self,
+        reply: &ReplyContext,
+        status: certrep::CertRepStatus<'_>,
+        now: UnixTime,
+    ) -> Result<Vec<u8>, String> {
         let config = &self.config;
         let ra_cert = CertificateRef::parse(&config.ra.certificate).map_err(|e| format!("RA certificate: {e}"))?;
         let builder = certrep::CertRepBuilder {
@@ -530,7 +603,14 @@ impl Engine {
     }
 
     /// Turns the issuer's answer into the CertRep.
-    pub(crate) fn resume(&self, reply: ReplyContext, request: IssueRequest, mut outcome: Outcome, issued: IssueOutcome, now: UnixTime) -> Response {
+    pub(crate) fn resume(
+        &self,
+        reply: ReplyContext,
+        request: IssueRequest,
+        mut outcome: Outcome,
+        issued: IssueOutcome,
+        now: UnixTime,
+    ) -> Response {
         match issued {
             IssueOutcome::Issued { certificate, chain } => {
                 if let Ok(c) = CertificateRef::parse(&certificate) {
@@ -559,17 +639,20 @@ impl Engine {
     }
 
     fn success(&self, reply: ReplyContext, mut outcome: Outcome, content: &[u8], now: UnixTime) -> Response {
-        let sealed = CertificateRef::parse(&reply.recipient_cert)
-            .map_err(|e| e.to_string())
-            .and_then(|recipient| {
-                pkcs7::seal(content, &recipient, reply.cipher, self.config.rng.as_ref()).map_err(|e| e.to_string())
-            });
+        let sealed = CertificateRef::parse(&reply.recipient_cert).map_err(|e| e.to_string()).and_then(|recipient| {
+            pkcs7::seal(content, &recipient, reply.cipher, self.config.rng.as_ref()).map_err(|e| e.to_string())
+        });
         let envelope = match sealed {
             Ok(e) => e,
             // The requester's signer key cannot receive key transport (e.g. an
             // EC transient certificate): tell it with a signed failure.
             Err(e) => {
-                return self.failure(&reply, outcome, Failure::new(FailInfo::BAD_ALG, "bad_recipient", format!("cannot encrypt the reply: {e}")), now);
+                return self.failure(
+                    &reply,
+                    outcome,
+                    Failure::new(FailInfo::BAD_ALG, "bad_recipient", format!("cannot encrypt the reply: {e}")),
+                    now,
+                );
             }
         };
         outcome.pki_status = Some(PkiStatus::SUCCESS);
@@ -629,6 +712,7 @@ mod tests {
             renewal: RenewalPolicy::default(),
             issuance: IssuancePolicy::default(),
             allowed_ekus: vec![crate::oid::KP_CLIENT_AUTH.to_vec(), crate::oid::KP_SERVER_AUTH.to_vec()],
+            sans: crate::config::SanPolicy::default(),
             signing_time_tolerance: None,
             max_message_size: 256 * 1024,
             rng: Arc::new(Fixed),
@@ -673,25 +757,32 @@ mod tests {
 
     #[test]
     fn capabilities_list_only_what_is_allowed() {
-        let caps = respond(engine().handle(
-            Request { method: Method::Get, operation: "GetCACaps", message: Message::None },
-            CAPTURE_TIME,
-        ));
+        let caps = respond(
+            engine()
+                .handle(Request { method: Method::Get, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME),
+        );
         let text = String::from_utf8(caps.body).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines, ["AES", "DES3", "POSTPKIOperation", "Renewal", "SHA-1", "SHA-256", "SHA-384", "SHA-512", "SCEPStandard"]);
+        assert_eq!(
+            lines,
+            ["AES", "DES3", "POSTPKIOperation", "Renewal", "SHA-1", "SHA-256", "SHA-384", "SHA-512", "SCEPStandard"]
+        );
         let mut c = config("x", vec![ContentCipher::DesEde3Cbc]);
         c.algorithms.digests = vec![DigestAlg::Sha256];
         c.renewal.enabled = false;
         let e = Engine::new(c).unwrap();
-        let caps = respond(e.handle(Request { method: Method::Get, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME));
+        let caps = respond(
+            e.handle(Request { method: Method::Get, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME),
+        );
         assert_eq!(caps.body, b"DES3\nPOSTPKIOperation\nSHA-256\n");
     }
 
     #[test]
     fn ca_cert_is_the_lone_certificate_when_ra_is_ca() {
         for message in [Message::None, Message::Query(""), Message::Query("anything")] {
-            let r = respond(engine().handle(Request { method: Method::Get, operation: "GetCACert", message }, CAPTURE_TIME));
+            let r = respond(
+                engine().handle(Request { method: Method::Get, operation: "GetCACert", message }, CAPTURE_TIME),
+            );
             assert_eq!((r.status, r.content_type), (200, CA_CERT));
             assert_eq!(r.body, ra_cert());
         }
@@ -700,15 +791,24 @@ mod tests {
     #[test]
     fn http_level_errors_before_the_transaction_is_known() {
         let e = engine();
-        let r = respond(e.handle(Request { method: Method::Get, operation: "Bogus", message: Message::None }, CAPTURE_TIME));
+        let r = respond(
+            e.handle(Request { method: Method::Get, operation: "Bogus", message: Message::None }, CAPTURE_TIME),
+        );
         assert_eq!((r.status, r.outcome.label), (400, "unknown_operation"));
-        let r = respond(e.handle(Request { method: Method::Other, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME));
+        let r = respond(
+            e.handle(Request { method: Method::Other, operation: "GetCACaps", message: Message::None }, CAPTURE_TIME),
+        );
         assert_eq!(r.status, 405);
         let r = respond(e.handle(post(b"\x30\x03\x02\x01\x00"), CAPTURE_TIME));
         assert_eq!((r.status, r.outcome.label), (400, "malformed_request"));
-        let r = respond(e.handle(Request { method: Method::Get, operation: "PKIOperation", message: Message::Query("%%%") }, CAPTURE_TIME));
+        let r = respond(e.handle(
+            Request { method: Method::Get, operation: "PKIOperation", message: Message::Query("%%%") },
+            CAPTURE_TIME,
+        ));
         assert_eq!(r.status, 400);
-        let r = respond(e.handle(Request { method: Method::Post, operation: "PKIOperation", message: Message::None }, CAPTURE_TIME));
+        let r = respond(
+            e.handle(Request { method: Method::Post, operation: "PKIOperation", message: Message::None }, CAPTURE_TIME),
+        );
         assert_eq!(r.status, 400);
         let big = vec![0x30; 300 * 1024];
         let r = respond(e.handle(post(&big), CAPTURE_TIME));
@@ -743,7 +843,10 @@ mod tests {
         use base64::Engine as _;
         let body = read("certmonger-pkcsreq.der");
         let b64 = base64::engine::general_purpose::STANDARD.encode(&body).replace('+', "%2B").replace('/', "%2F");
-        let a = engine().handle(Request { method: Method::Get, operation: "PKIOperation", message: Message::Query(&b64) }, CAPTURE_TIME);
+        let a = engine().handle(
+            Request { method: Method::Get, operation: "PKIOperation", message: Message::Query(&b64) },
+            CAPTURE_TIME,
+        );
         assert!(matches!(a, Action::Issue(_)));
     }
 
@@ -805,6 +908,32 @@ mod tests {
         let r = respond(e.handle(post(&body), CAPTURE_TIME));
         assert_eq!(cert_rep(&r, &req), (PkiStatus::FAILURE, Some(FailInfo::BAD_ALG), 0));
         assert_eq!(r.outcome.label, "bad_key");
+    }
+
+    #[test]
+    fn san_rules_refuse_with_bad_request() {
+        // The real-client captures carry no SAN: a SAN-free profile still enrols them.
+        let mut c = config("secret123", all_ciphers());
+        c.sans = crate::config::SanPolicy { allowed_types: Some(vec![]), dns_suffixes: vec!["example.com".into()] };
+        let e = Engine::new(c).unwrap();
+        for client in CLIENTS {
+            let body = read(&format!("{client}-pkcsreq.der"));
+            assert!(matches!(e.handle(post(&body), CAPTURE_TIME), Action::Issue(_)), "{client}");
+        }
+        let only_dns =
+            crate::config::SanPolicy { allowed_types: Some(vec![crate::config::SanType::Dns]), dns_suffixes: vec![] };
+        let f = check_san_policy(&only_dns, &[SubjectAltName::Upn("u@corp".into())]).unwrap_err();
+        assert_eq!((f.fail_info, f.label), (FailInfo::BAD_REQUEST, "policy_violation"));
+        assert!(check_san_policy(&only_dns, &[SubjectAltName::Dns("a.b".into())]).is_ok());
+        assert!(dns_within("a.example.com", ".example.com"));
+        assert!(dns_within("Example.COM", ".example.com"));
+        assert!(dns_within("b.a.example.com", "example.com"));
+        assert!(!dns_within("badexample.com", ".example.com"));
+        assert!(!dns_within("example.com.evil", "example.com"));
+        let policy = crate::config::SanPolicy { allowed_types: None, dns_suffixes: vec![".corp.example".into()] };
+        assert!(check_san_policy(&policy, &[SubjectAltName::Dns("x.corp.example".into())]).is_ok());
+        assert!(check_san_policy(&policy, &[SubjectAltName::Dns("x.other.example".into())]).is_err());
+        assert!(check_san_policy(&policy, &[SubjectAltName::Email("a@b".into())]).is_ok());
     }
 
     #[test]

@@ -13,9 +13,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
+pub mod audit;
 pub mod bootstrap;
 pub mod config;
 pub mod drive;
+pub mod env;
+pub mod metrics;
+pub mod mtls;
 pub mod profile;
 pub mod query;
 pub mod refuse;
@@ -23,6 +28,8 @@ pub mod service;
 pub mod state;
 pub mod tls;
 
+#[cfg(test)]
+mod operator_tests;
 #[cfg(test)]
 mod testutil;
 
