@@ -409,9 +409,8 @@ async fn audit(state: &ServiceState, query: &str) -> http::Response<Full<Bytes>>
     let mut q = AuditQuery { limit: 100, ..AuditQuery::default() };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = match crate::query::percent_decode(v).map(std::borrow::Cow::into_owned) {
-            Some(v) => v,
-            None => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("{k}: bad percent-encoding")),
+        let Some(v) = crate::query::percent_decode(v).map(std::borrow::Cow::into_owned) else {
+            return error(StatusCode::BAD_REQUEST, "bad_request", &format!("{k}: bad percent-encoding"));
         };
         match k {
             "profile" if !v.is_empty() => q.profile = Some(v),

@@ -93,10 +93,15 @@ impl Applied {
     /// variable first: `VAR (profile[corp].key): why`.
     pub fn annotate(&self, e: ConfigError) -> ConfigError {
         for (key, var) in &self.origins {
-            if let Some(rest) = e.0.strip_prefix(key.as_str())
-                && rest.starts_with(':')
-            {
+            let Some(rest) = e.0.strip_prefix(key.as_str()) else { continue };
+            if rest.starts_with(':') {
                 return ConfigError(format!("{var} ({key}){rest}"));
+            }
+            // A sub-key of an entry from a variable: `api_key[0].key: why`.
+            if rest.starts_with('.')
+                && let Some((sub, why)) = rest.split_once(':')
+            {
+                return ConfigError(format!("{var} ({key}{sub}):{why}"));
             }
         }
         e
@@ -373,6 +378,8 @@ mod tests {
         // Not from a variable: unchanged.
         let e = applied.annotate(ConfigError("profile[corp].ciphers: x".into()));
         assert_eq!(e.0, "profile[corp].ciphers: x");
+        let e = applied.annotate(ConfigError("api_key[1].key: too short".into()));
+        assert_eq!(e.0, "CERTCTL_API_KEYS_NAMED (entry 2) (api_key[1].key): too short");
     }
 
     #[test]

@@ -262,6 +262,7 @@ impl ProfileSection {
                 list.clone()
             }
         };
+        refuse_unwired_intune(self).map_err(|(key, why)| err(key, why))?;
         let mtls = crate::mtls::MtlsPolicy::from_section(
             self.mtls_enabled,
             self.mtls_client_ca_trust_bundle_path.as_deref(),
@@ -353,6 +354,16 @@ impl ProfileSection {
         let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
         Ok(Profile { engine, issuer, mtls })
     }
+}
+
+/// Until the Intune validator is wired into profiles (engine `ProfileConfig::intune`),
+/// `intune_enabled = true` is refused rather than silently ignored.
+/// Integration point: replace with building the `IntuneValidator` from the `intune_*` keys.
+fn refuse_unwired_intune(s: &ProfileSection) -> Result<(), (&'static str, String)> {
+    if s.intune_enabled == Some(true) {
+        return Err(("intune_enabled", "Intune challenge validation is not available in this build".into()));
+    }
+    Ok(())
 }
 
 /// The issuer, its default RA files (cert, key) and its CA chain.
