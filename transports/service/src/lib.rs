@@ -4,7 +4,10 @@
 //! [`tls::server_config`] and serves [`ScepService`] with hyper. Everything
 //! else lives here: routing, query and body handling, the driving loop
 //! ([`drive()`]), configuration ([`config`], [`profile`]), first-run bootstrap
-//! ([`bootstrap`]) and the hot-swappable [`ServiceState`].
+//! ([`bootstrap`]) and the hot-swappable [`ServiceState`]; the operator plane:
+//! `CERTCTL_*` environment ([`env`]), the durable audit log ([`audit`]), the
+//! admin API ([`admin`]), Prometheus metrics ([`metrics`]) and the mTLS
+//! sibling route ([`mtls`]).
 //!
 //! Startup: [`ServiceState::load`] with [`StartOptions`]; print
 //! [`Started::generated_challenge`] once if set; serve
