@@ -82,6 +82,35 @@ impl Default for KeyPolicy {
     }
 }
 
+/// Which subjectAltNames a CSR may request (refused with failInfo badRequest,
+/// audit label `policy_violation`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SanPolicy {
+    /// Allowed GeneralName kinds (`None`: every kind). An empty list forbids SANs.
+    pub allowed_types: Option<Vec<SanType>>,
+    /// When not empty, every dNSName must equal one of these suffixes without
+    /// its leading dot, or end with it (`.example.com` allows `a.example.com`
+    /// and `example.com`). Compared ASCII case-insensitively.
+    pub dns_suffixes: Vec<String>,
+}
+
+/// A kind of subjectAltName (RFC 5280 §4.2.1.6 GeneralName).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SanType {
+    /// dNSName
+    Dns,
+    /// rfc822Name
+    Email,
+    /// otherName Microsoft UPN
+    Upn,
+    /// uniformResourceIdentifier
+    Uri,
+    /// iPAddress
+    Ip,
+    /// Any other GeneralName
+    Other,
+}
+
 /// Renewal rules (RenewalReq, and PKCSReq signed by an issued certificate).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RenewalPolicy {
@@ -131,6 +160,8 @@ pub struct ProfileConfig {
     /// Extended key usages a CSR may request (OID contents); a CSR asking for
     /// one outside this set is refused with badRequest. Empty allows none.
     pub allowed_ekus: Vec<Vec<u8>>,
+    /// subjectAltName rules for CSRs.
+    pub sans: SanPolicy,
     /// Maximum accepted difference between a request's signingTime and now, in
     /// seconds (failInfo badTime). `None` ignores signingTime.
     pub signing_time_tolerance: Option<i64>,

@@ -430,6 +430,7 @@ fn enrol(
             format!("extended key usage {} is not allowed by this profile", crate::oid::dotted(bad)),
         ));
     }
+    check_san_policy(&config.sans, &sans)?;
 
     let mut policy = config.issuance.clone();
     if !ekus.is_empty() {
@@ -549,6 +550,46 @@ fn check_key_policy(config: &ProfileConfig, csr: &CsrRef<'_>) -> Result<(), Fail
             format!("key ({} bits) not allowed by this profile's key policy", key.bits()),
         ))
     }
+}
+
+/// The profile's subjectAltName rules (crypto policy; refused with badRequest).
+fn check_san_policy(policy: &crate::config::SanPolicy, sans: &[SubjectAltName]) -> Result<(), Failure> {
+    use crate::config::SanType;
+    for san in sans {
+        let kind = match san {
+            SubjectAltName::Dns(_) => SanType::Dns,
+            SubjectAltName::Email(_) => SanType::Email,
+            SubjectAltName::Upn(_) => SanType::Upn,
+            SubjectAltName::Uri(_) => SanType::Uri,
+            SubjectAltName::Ip(_) => SanType::Ip,
+            SubjectAltName::Other(_) => SanType::Other,
+        };
+        if policy.allowed_types.as_ref().is_some_and(|t| !t.contains(&kind)) {
+            return Err(Failure::new(
+                FailInfo::BAD_REQUEST,
+                "policy_violation",
+                format!("subjectAltName {san} ({kind:?}) is not allowed by this profile"),
+            ));
+        }
+        if let SubjectAltName::Dns(name) = san
+            && !policy.dns_suffixes.is_empty()
+            && !policy.dns_suffixes.iter().any(|s| dns_within(name, s))
+        {
+            return Err(Failure::new(
+                FailInfo::BAD_REQUEST,
+                "policy_violation",
+                format!("dNSName {name} is outside this profile's DNS suffixes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is `suffix` (leading dot ignored) or a name below it.
+fn dns_within(name: &str, suffix: &str) -> bool {
+    let base = suffix.strip_prefix('.').unwrap_or(suffix);
+    let (name, base) = (name.to_ascii_lowercase(), base.to_ascii_lowercase());
+    name == base || name.strip_suffix(&base).is_some_and(|head| head.ends_with('.'))
 }
 
 fn signer_sans(cert: &CertificateRef<'_>) -> Result<Vec<SubjectAltName>, Failure> {
@@ -734,6 +775,7 @@ mod tests {
             renewal: RenewalPolicy::default(),
             issuance: IssuancePolicy::default(),
             allowed_ekus: vec![crate::oid::KP_CLIENT_AUTH.to_vec(), crate::oid::KP_SERVER_AUTH.to_vec()],
+            sans: crate::config::SanPolicy::default(),
             signing_time_tolerance: None,
             max_message_size: 256 * 1024,
             rng: Arc::new(Fixed),
@@ -943,6 +985,32 @@ mod tests {
         let r = respond(e.handle(post(&body), CAPTURE_TIME));
         assert_eq!(cert_rep(&r, &req), (PkiStatus::FAILURE, Some(FailInfo::BAD_ALG), 0));
         assert_eq!(r.outcome.label, "bad_key");
+    }
+
+    #[test]
+    fn san_rules_refuse_with_bad_request() {
+        // The real-client captures carry no SAN: a SAN-free profile still enrols them.
+        let mut c = config("secret123", all_ciphers());
+        c.sans = crate::config::SanPolicy { allowed_types: Some(vec![]), dns_suffixes: vec!["example.com".into()] };
+        let e = Engine::new(c).unwrap();
+        for client in CLIENTS {
+            let body = read(&format!("{client}-pkcsreq.der"));
+            assert!(matches!(e.handle(post(&body), CAPTURE_TIME), Action::Issue(_)), "{client}");
+        }
+        let only_dns =
+            crate::config::SanPolicy { allowed_types: Some(vec![crate::config::SanType::Dns]), dns_suffixes: vec![] };
+        let f = check_san_policy(&only_dns, &[SubjectAltName::Upn("u@corp".into())]).unwrap_err();
+        assert_eq!((f.fail_info, f.label), (FailInfo::BAD_REQUEST, "policy_violation"));
+        assert!(check_san_policy(&only_dns, &[SubjectAltName::Dns("a.b".into())]).is_ok());
+        assert!(dns_within("a.example.com", ".example.com"));
+        assert!(dns_within("Example.COM", ".example.com"));
+        assert!(dns_within("b.a.example.com", "example.com"));
+        assert!(!dns_within("badexample.com", ".example.com"));
+        assert!(!dns_within("example.com.evil", "example.com"));
+        let policy = crate::config::SanPolicy { allowed_types: None, dns_suffixes: vec![".corp.example".into()] };
+        assert!(check_san_policy(&policy, &[SubjectAltName::Dns("x.corp.example".into())]).is_ok());
+        assert!(check_san_policy(&policy, &[SubjectAltName::Dns("x.other.example".into())]).is_err());
+        assert!(check_san_policy(&policy, &[SubjectAltName::Email("a@b".into())]).is_ok());
     }
 
     #[test]

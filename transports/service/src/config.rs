@@ -16,6 +16,14 @@
 //! cert = "tls/cert.pem"              # certificate chain PEM, leaf first
 //! key = "tls/key.pem"                # private key PEM, mode 0600
 //!
+//! [audit]                            # see crate::audit
+//! retention_days = 365
+//!
+//! [[api_key]]                        # see crate::admin
+//! name = "ops"
+//! key = "..."
+//! role = "admin"
+//!
 //! [[profile]]                        # see crate::profile for every profile key
 //! name = "corp"
 //! challenge_password = "..."
@@ -32,6 +40,8 @@ use std::time::Duration;
 use scep_engine::config::ConfigError;
 use serde::Deserialize;
 
+use crate::admin::ApiKeySection;
+use crate::audit::{AuditSection, AuditSettings};
 use crate::profile::ProfileSection;
 
 /// Default listen address: loopback only; serving the network is an explicit choice.
@@ -61,6 +71,12 @@ pub struct ConfigFile {
     /// `[[profile]]` entries.
     #[serde(default, rename = "profile")]
     pub profiles: Vec<ProfileSection>,
+    /// `[audit]`
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// `[[api_key]]` entries (admin API).
+    #[serde(default, rename = "api_key")]
+    pub api_keys: Vec<ApiKeySection>,
 }
 
 /// The `[server]` table, as written (every key optional).
@@ -129,6 +145,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// The audit log (`[audit]`).
+    pub audit: AuditSettings,
 }
 
 impl Default for ServerSettings {
@@ -143,6 +161,7 @@ impl Default for ServerSettings {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -233,6 +252,7 @@ impl ServerSection {
                 10_000,
                 defaults.h2_max_concurrent_streams,
             )?,
+            audit: AuditSettings::default(),
         })
     }
 }

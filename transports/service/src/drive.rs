@@ -21,11 +21,27 @@ pub async fn drive<N>(engine: &Engine, issuer: &dyn Issuer, request: Request<'_>
 where
     N: Fn() -> UnixTime,
 {
-    match engine.handle(request, now()) {
+    drive_timed(engine, issuer, request, now).await.0
+}
+
+/// As [`drive()`], also returning the time spent in the issuer when it was
+/// asked (the issuance latency metric).
+pub async fn drive_timed<N>(
+    engine: &Engine,
+    issuer: &dyn Issuer,
+    request: Request<'_>,
+    now: N,
+) -> (Response, Option<std::time::Duration>)
+where
+    N: Fn() -> UnixTime,
+{
+    let response = match engine.handle(request, now()) {
         Action::Respond(response) => response,
         Action::Issue(pending) => {
+            let started = std::time::Instant::now();
             let outcome = issuer.handle(pending.request(), now()).await;
-            pending.resume(outcome, now())
+            let spent = started.elapsed();
+            return (pending.resume(outcome, now()), Some(spent));
         }
         // A future engine action this transport does not know: answer, never hang.
         _ => Response {
@@ -38,7 +54,8 @@ where
                 ..Outcome::default()
             },
         },
-    }
+    };
+    (response, None)
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 //! [`tls::server_config`] and serves [`ScepService`] with hyper. Everything
 //! else lives here: routing, query and body handling, the driving loop
 //! ([`drive()`]), configuration ([`config`], [`profile`]), first-run bootstrap
-//! ([`bootstrap`]) and the hot-swappable [`ServiceState`].
+//! ([`bootstrap`]) and the hot-swappable [`ServiceState`]; the operator plane:
+//! `CERTCTL_*` environment ([`env`]), the durable audit log ([`audit`]), the
+//! admin API ([`admin`]), Prometheus metrics ([`metrics`]) and the mTLS
+//! sibling route ([`mtls`]).
 //!
 //! Startup: [`ServiceState::load`] with [`StartOptions`]; print
 //! [`Started::generated_challenge`] once if set; serve
@@ -13,9 +16,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
+pub mod audit;
 pub mod bootstrap;
 pub mod config;
 pub mod drive;
+pub mod env;
+pub mod metrics;
+pub mod mtls;
 pub mod profile;
 pub mod query;
 pub mod refuse;
@@ -23,6 +31,8 @@ pub mod service;
 pub mod state;
 pub mod tls;
 
+#[cfg(test)]
+mod operator_tests;
 #[cfg(test)]
 mod testutil;
 

@@ -23,7 +23,16 @@
 //! allow_san_change = false           # renewed certificate may change SANs; default false
 //! signing_time_tolerance_secs = 3600 # max |signingTime - now|; default: signingTime not checked
 //! max_message_size = 262144          # largest PKIMessage in bytes, 1024..=16 MiB; default 256 KiB
+//! key_algorithms = ["rsa", "ec-p256", "ec-p384"]  # CSR key types accepted (badAlg otherwise); default all
+//! max_ttl_days = 90                  # cap on the issued validity: min(validity_days, max_ttl_days)
+//! san_types = ["dns", "email", "upn", "uri", "ip", "other"]  # SAN kinds a CSR may ask for; default all
+//! san_dns_suffixes = [".corp.example"]  # dNSNames must lie below one of these; default any
+//! mtls_enabled = false               # also serve /scep-mtls/<name>, requiring a client certificate
+//! mtls_client_ca_trust_bundle_path = "clients-ca.pem"  # CA bundle the client certificate must chain to
 //! ```
+//!
+//! `issuer = "iss-local"` is accepted as a synonym of `"local"` (the spec's issuer id).
+//! The `intune_*` keys are documented in `docs/configuration.md`.
 //!
 //! Every invalid value is an error naming `profile[<name>].<key>` and why.
 
@@ -32,6 +41,7 @@ use std::sync::Arc;
 
 use scep_engine::config::{
     AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, ProfileConfig, RaIdentity, RenewalPolicy,
+    SanPolicy, SanType,
 };
 use scep_engine::crypto::{ContentCipher, DigestAlg, RsaPrivateKey, SystemRandom};
 use scep_engine::issue::IssuancePolicy;
@@ -85,6 +95,30 @@ pub struct ProfileSection {
     pub signing_time_tolerance_secs: Option<i64>,
     /// `max_message_size`
     pub max_message_size: Option<i64>,
+    /// `key_algorithms`: `rsa`, `ec-p256`, `ec-p384`.
+    pub key_algorithms: Option<Vec<String>>,
+    /// `max_ttl_days`: cap on the issued validity.
+    pub max_ttl_days: Option<i64>,
+    /// `san_types`: allowed subjectAltName kinds.
+    pub san_types: Option<Vec<String>>,
+    /// `san_dns_suffixes`: allowed dNSName suffixes.
+    pub san_dns_suffixes: Option<Vec<String>>,
+    /// `mtls_enabled`: serve `/scep-mtls/<name>` (client certificate required).
+    pub mtls_enabled: Option<bool>,
+    /// `mtls_client_ca_trust_bundle_path`: PEM bundle of client CAs.
+    pub mtls_client_ca_trust_bundle_path: Option<PathBuf>,
+    /// `intune_enabled` (spec `INTUNE_ENABLED`).
+    pub intune_enabled: Option<bool>,
+    /// `intune_connector_cert_path` (spec `INTUNE_CONNECTOR_CERT_PATH`).
+    pub intune_connector_cert_path: Option<PathBuf>,
+    /// `intune_audience` (spec `INTUNE_AUDIENCE`).
+    pub intune_audience: Option<String>,
+    /// `intune_challenge_validity`, a duration such as `60m` (spec `INTUNE_CHALLENGE_VALIDITY`).
+    pub intune_challenge_validity: Option<String>,
+    /// `intune_clock_skew_tolerance`, a duration such as `60s` (spec `INTUNE_CLOCK_SKEW_TOLERANCE`).
+    pub intune_clock_skew_tolerance: Option<String>,
+    /// `intune_per_device_rate_limit_24h` (spec `INTUNE_PER_DEVICE_RATE_LIMIT_24H`).
+    pub intune_per_device_rate_limit_24h: Option<i64>,
 }
 
 /// A profile ready to serve: its engine and its issuer.
@@ -94,6 +128,8 @@ pub struct Profile {
     pub engine: Engine,
     /// The issuer that answers the engine's issue requests.
     pub issuer: Arc<dyn Issuer>,
+    /// The `/scep-mtls/<name>` client-certificate policy, when enabled.
+    pub mtls: Option<Arc<crate::mtls::MtlsPolicy>>,
 }
 
 impl std::fmt::Debug for Profile {
@@ -200,6 +236,42 @@ impl ProfileSection {
             }
         };
         let validity_days: i64 = int_in(&k("validity_days"), self.validity_days, 1, 3650, 365)?;
+        // Max TTL: the smaller of the profile's validity and its cap wins.
+        let validity_days = validity_days.min(int_in(&k("max_ttl_days"), self.max_ttl_days, 1, 3650, 3650)?);
+        let key_algorithms = match &self.key_algorithms {
+            None => vec![KeyAlg::Rsa, KeyAlg::P256, KeyAlg::P384],
+            Some(list) => parse_list(list, key_alg).map_err(|why| err("key_algorithms", why))?,
+        };
+        let san_types = match &self.san_types {
+            None => None,
+            Some(list) if list.is_empty() => Some(Vec::new()),
+            Some(list) => Some(parse_list(list, san_type).map_err(|why| err("san_types", why))?),
+        };
+        let dns_suffixes = match &self.san_dns_suffixes {
+            None => Vec::new(),
+            Some(list) => {
+                for s in list {
+                    let bare = s.strip_prefix('.').unwrap_or(s);
+                    if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                        return Err(err("san_dns_suffixes", format!("{s:?} is not a DNS suffix")));
+                    }
+                }
+                if list.is_empty() {
+                    return Err(err("san_dns_suffixes", "must list at least one suffix (or be left out)".into()));
+                }
+                list.clone()
+            }
+        };
+        refuse_unwired_intune(self).map_err(|(key, why)| err(key, why))?;
+        let mtls = crate::mtls::MtlsPolicy::from_section(
+            self.mtls_enabled,
+            self.mtls_client_ca_trust_bundle_path.as_deref(),
+            ctx.base,
+            ctx.now,
+            &k("mtls_enabled"),
+            &k("mtls_client_ca_trust_bundle_path"),
+        )?
+        .map(Arc::new);
         let min_rsa_bits: usize = int_in(&k("min_rsa_bits"), self.min_rsa_bits, 2048, 16384, 2048)?;
         let max_message_size: usize =
             int_in(&k("max_message_size"), self.max_message_size, 1024, 16 << 20, DEFAULT_MAX_MESSAGE_SIZE)?;
@@ -210,13 +282,15 @@ impl ProfileSection {
 
         // Issuer first: with issuer = "local" the RA and chain default to the local CA's.
         let (issuer, default_ra, default_chain): IssuerChoice = match self.issuer.as_deref() {
-            None | Some("local") => {
+            None | Some("local" | "iss-local") => {
                 let ca = ctx.local_ca()?;
                 let chain = ca.issuer.ca_chain();
                 (ca.issuer.clone(), Some((ca.ra_cert_path.clone(), ca.ra_key_path.clone())), chain)
             }
             Some("none") => (Arc::new(RefusingIssuer::new(format!("none-{name}"))), None, Vec::new()),
-            Some(other) => return Err(err("issuer", format!("{other:?} is not one of \"local\", \"none\""))),
+            Some(other) => {
+                return Err(err("issuer", format!("{other:?} is not one of \"local\" (or \"iss-local\"), \"none\"")));
+            }
         };
 
         let (ra_cert_path, ra_key_path) = match (&self.ra_cert, &self.ra_key, default_ra) {
@@ -257,7 +331,11 @@ impl ProfileSection {
             ca_cert_shape,
             challenge,
             algorithms: AlgorithmPolicy { ciphers, digests },
-            keys: KeyPolicy { min_rsa_bits: Some(min_rsa_bits), ..KeyPolicy::default() },
+            keys: KeyPolicy {
+                min_rsa_bits: key_algorithms.contains(&KeyAlg::Rsa).then_some(min_rsa_bits),
+                allow_p256: key_algorithms.contains(&KeyAlg::P256),
+                allow_p384: key_algorithms.contains(&KeyAlg::P384),
+            },
             renewal: RenewalPolicy {
                 enabled: self.renewal.unwrap_or(true),
                 allow_san_change: self.allow_san_change.unwrap_or(false),
@@ -268,14 +346,25 @@ impl ProfileSection {
                 ..Default::default()
             },
             allowed_ekus: ekus,
+            sans: SanPolicy { allowed_types: san_types, dns_suffixes },
             signing_time_tolerance,
             max_message_size,
             rng: Arc::new(SystemRandom),
             intune: None,
         };
         let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
-        Ok(Profile { engine, issuer })
+        Ok(Profile { engine, issuer, mtls })
     }
+}
+
+/// Until the Intune validator is wired into profiles (engine `ProfileConfig::intune`),
+/// `intune_enabled = true` is refused rather than silently ignored.
+/// Integration point: replace with building the `IntuneValidator` from the `intune_*` keys.
+fn refuse_unwired_intune(s: &ProfileSection) -> Result<(), (&'static str, String)> {
+    if s.intune_enabled == Some(true) {
+        return Err(("intune_enabled", "Intune challenge validation is not available in this build".into()));
+    }
+    Ok(())
 }
 
 /// The issuer, its default RA files (cert, key) and its CA chain.
@@ -305,6 +394,37 @@ fn cipher(s: &str) -> Result<ContentCipher, String> {
         "aes192" => ContentCipher::Aes192Cbc,
         "aes256" => ContentCipher::Aes256Cbc,
         other => return Err(format!("{other:?} is not one of \"des\", \"des3\", \"aes128\", \"aes192\", \"aes256\"")),
+    })
+}
+
+/// A CSR key type of `key_algorithms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyAlg {
+    Rsa,
+    P256,
+    P384,
+}
+
+fn key_alg(s: &str) -> Result<KeyAlg, String> {
+    Ok(match s {
+        "rsa" => KeyAlg::Rsa,
+        "ec-p256" => KeyAlg::P256,
+        "ec-p384" => KeyAlg::P384,
+        other => return Err(format!("{other:?} is not one of \"rsa\", \"ec-p256\", \"ec-p384\"")),
+    })
+}
+
+fn san_type(s: &str) -> Result<SanType, String> {
+    Ok(match s {
+        "dns" => SanType::Dns,
+        "email" => SanType::Email,
+        "upn" => SanType::Upn,
+        "uri" => SanType::Uri,
+        "ip" => SanType::Ip,
+        "other" => SanType::Other,
+        other => {
+            return Err(format!("{other:?} is not one of \"dns\", \"email\", \"upn\", \"uri\", \"ip\", \"other\""));
+        }
     })
 }
 
@@ -489,6 +609,28 @@ mod tests {
     }
 
     #[test]
+    fn crypto_policy_keys_reach_the_engine() {
+        let dir = TestDir::new();
+        let mut s = section(&dir, "p");
+        s.key_algorithms = Some(vec!["ec-p256".into()]);
+        s.validity_days = Some(365);
+        s.max_ttl_days = Some(90);
+        s.san_types = Some(vec!["dns".into()]);
+        s.san_dns_suffixes = Some(vec![".corp.example".into()]);
+        let p = s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        let c = p.engine.config();
+        assert_eq!(c.keys, KeyPolicy { min_rsa_bits: None, allow_p256: true, allow_p384: false });
+        assert_eq!(c.issuance.validity_secs, 90 * 86_400, "the smaller of validity and max TTL wins");
+        assert_eq!(c.sans.allowed_types, Some(vec![SanType::Dns]));
+        assert_eq!(c.sans.dns_suffixes, vec![".corp.example".to_string()]);
+        assert!(p.mtls.is_none());
+        // Defaults: every key type, no SAN restriction.
+        let p = section(&dir, "q").build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        assert_eq!(p.engine.config().keys, KeyPolicy::default());
+        assert_eq!(p.engine.config().sans, SanPolicy::default());
+    }
+
+    #[test]
     fn single_des_is_never_a_default() {
         let dir = TestDir::new();
         let p = section(&dir, "p").build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
@@ -529,6 +671,20 @@ mod tests {
             (|s| s.ra_cert = Some("/nonexistent/ra.pem".into()), "profile[p].ra_cert"),
             (|s| s.ca_chain = None, "profile[p].ca_chain"),
             (|s| s.ca_chain = Some("/nonexistent/chain.pem".into()), "profile[p].ca_chain"),
+            (|s| s.key_algorithms = Some(vec!["dsa".into()]), "profile[p].key_algorithms"),
+            (|s| s.key_algorithms = Some(vec![]), "profile[p].key_algorithms"),
+            (|s| s.max_ttl_days = Some(0), "profile[p].max_ttl_days"),
+            (|s| s.san_types = Some(vec!["x400".into()]), "profile[p].san_types"),
+            (|s| s.san_dns_suffixes = Some(vec!["bad suffix".into()]), "profile[p].san_dns_suffixes"),
+            (|s| s.mtls_enabled = Some(true), "profile[p].mtls_client_ca_trust_bundle_path"),
+            (|s| s.mtls_client_ca_trust_bundle_path = Some("x.pem".into()), "profile[p].mtls_enabled"),
+            (
+                |s| {
+                    s.mtls_enabled = Some(true);
+                    s.mtls_client_ca_trust_bundle_path = Some("/nonexistent/ca.pem".into());
+                },
+                "profile[p].mtls_client_ca_trust_bundle_path",
+            ),
         ];
         for (i, (edit, key)) in cases.iter().enumerate() {
             let mut s = section(&dir, "p");

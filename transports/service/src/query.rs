@@ -61,7 +61,7 @@ pub fn parse_query(query: &str) -> Result<ScepQuery<'_>, QueryError> {
 }
 
 /// Decodes `%XX` escapes and `+` (application/x-www-form-urlencoded).
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Some(Cow::Borrowed(s));
     }

@@ -6,7 +6,15 @@
 //! |---|---|
 //! | `/scep`, `/scep/pkiclient.exe` | the default profile |
 //! | `/scep/<profile>`, `/scep/<profile>/pkiclient.exe` | the named profile (`[a-z0-9-]`) |
+//! | `/scep-mtls/<profile>`, `/scep-mtls/<profile>/pkiclient.exe` | the same profile, client certificate required ([`crate::mtls`]) |
 //! | `/healthz` | `200 ok` (GET, HEAD) |
+//! | `/metrics` | Prometheus text ([`crate::metrics`]) |
+//! | `/api/v1/admin/...` | the admin API ([`crate::admin`]) |
+//!
+//! Every answer on a SCEP route is an audit event ([`crate::audit`]) and is
+//! counted in the metrics. The event is committed before the response is
+//! returned; when it cannot be, the answer is `503` (fail closed: no
+//! unaudited decision reaches a client).
 //!
 //! The `/pkiclient.exe` suffix is what Windows/NDES-style clients append to the
 //! configured URL. A trailing `/` is tolerated. SCEP routes accept GET and POST
@@ -31,7 +39,10 @@ use hyper::service::Service;
 use scep_engine::time::UnixTime;
 use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
 
-use crate::drive::drive;
+use crate::audit::AuditEvent;
+use crate::drive::drive_timed;
+use crate::metrics::Observation;
+use crate::mtls::ConnectionInfo;
 use crate::profile::is_valid_name;
 use crate::query::parse_query;
 use crate::state::ServiceState;
@@ -43,14 +54,30 @@ pub enum Route<'a> {
     Health,
     /// A SCEP endpoint: `None` is the default profile.
     Scep(Option<&'a str>),
+    /// The mTLS sibling of a profile's SCEP endpoint.
+    ScepMtls(&'a str),
+    /// `/metrics`
+    Metrics,
+    /// `/api/v1/admin/...`
+    Admin,
     /// Anything else (404).
     NotFound,
 }
 
 /// Maps a request path to a [`Route`].
 pub fn route(path: &str) -> Route<'_> {
-    if path == "/healthz" {
-        return Route::Health;
+    match path {
+        "/healthz" => return Route::Health,
+        "/metrics" => return Route::Metrics,
+        _ => {}
+    }
+    if path.starts_with("/api/v1/admin/") {
+        return Route::Admin;
+    }
+    if let Some(rest) = path.strip_prefix("/scep-mtls/") {
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let rest = rest.strip_suffix("/pkiclient.exe").unwrap_or(rest);
+        return if is_valid_name(rest) { Route::ScepMtls(rest) } else { Route::NotFound };
     }
     let Some(rest) = path.strip_prefix("/scep") else { return Route::NotFound };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -69,6 +96,7 @@ pub fn route(path: &str) -> Route<'_> {
 pub struct ScepService {
     state: Arc<ServiceState>,
     timer: Option<Arc<dyn Timer + Send + Sync>>,
+    connection: Option<Arc<ConnectionInfo>>,
 }
 
 impl std::fmt::Debug for ScepService {
@@ -82,7 +110,15 @@ impl ScepService {
     /// `TokioTimer`), POST bodies must arrive within
     /// [`crate::config::ServerSettings::body_read_timeout`] (else 408).
     pub fn new(state: Arc<ServiceState>, timer: Option<Arc<dyn Timer + Send + Sync>>) -> Self {
-        Self { state, timer }
+        Self { state, timer, connection: None }
+    }
+
+    /// This service for one connection: `info` (client address, TLS peer
+    /// certificates) is audited and checked by the mTLS routes. A
+    /// [`ConnectionInfo`] request extension, when present, takes precedence.
+    #[must_use]
+    pub fn with_connection(&self, info: ConnectionInfo) -> Self {
+        Self { connection: Some(Arc::new(info)), ..self.clone() }
     }
 
     /// Handles one HTTP request; always answers.
@@ -94,7 +130,50 @@ impl ScepService {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let (response, log) = self.answer(req).await;
+        match route(&path) {
+            Route::Metrics => return self.metrics(&method),
+            Route::Admin => return self.admin(req).await,
+            _ => {}
+        }
+        let connection =
+            req.extensions().get::<ConnectionInfo>().cloned().map(Arc::new).or_else(|| self.connection.clone());
+        let (mut response, log) = self.answer(req, connection.as_deref()).await;
+        if let Some(route_name) = log.route {
+            let now = UnixTime::now();
+            let outcome = &response.outcome;
+            let profile = if outcome.profile.is_empty() { log.profile.clone() } else { outcome.profile.clone() };
+            let profile = profile.as_str();
+            let action = crate::audit::action_name(outcome);
+            let mut event = AuditEvent::from_outcome(
+                outcome,
+                now,
+                response.status,
+                log.operation,
+                route_name,
+                connection.as_ref().and_then(|c| c.remote_addr).map(|a| a.to_string()),
+            );
+            event.profile = profile.to_string();
+            if let Some(audit) = self.state.audit()
+                && let Err(e) = audit.record(event).await
+            {
+                tracing::error!(target: "scepd::audit", error = %e, profile, "audit event not stored: answering 503");
+                self.state.metrics().audit_failure();
+                response = Response {
+                    status: 503,
+                    content_type: "text/plain; charset=utf-8",
+                    body: b"service unavailable: the audit log cannot record this request\n".to_vec(),
+                    outcome: Outcome { label: "audit_unavailable", ..Outcome::default() },
+                };
+            }
+            self.state.metrics().observe(&Observation {
+                profile,
+                operation: log.operation,
+                status: response.status,
+                action: &action,
+                outcome: if response.status == 503 { "audit_unavailable" } else { log.label },
+                issuance: log.issuance,
+            });
+        }
         tracing::info!(
             target: "scepd::request",
             method = %method,
@@ -110,40 +189,127 @@ impl ScepService {
         to_http(response)
     }
 
-    async fn answer<B>(&self, req: http::Request<B>) -> (Response, LogFields)
+    fn metrics(&self, method: &HttpMethod) -> http::Response<Full<Bytes>> {
+        if method != HttpMethod::GET && method != HttpMethod::HEAD {
+            return to_http(plain(405, "method_not_allowed", "method not allowed: use GET\n").0);
+        }
+        let text = self.state.metrics().render(&self.state, UnixTime::now());
+        let mut r = to_http(Response {
+            status: 200,
+            content_type: crate::metrics::CONTENT_TYPE,
+            body: text.into_bytes(),
+            outcome: Outcome::default(),
+        });
+        r.headers_mut().remove(ALLOW);
+        r
+    }
+
+    async fn admin<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
-        let profile_name = match route(parts.uri.path()) {
-            Route::NotFound => return plain(404, "not_found", "not found: use /scep or /scep/<profile>\n"),
+        let limit = crate::admin::max_body();
+        let collect = Limited::new(body, limit).collect();
+        let collected = match self.timer.as_deref() {
+            Some(t) => timeout(t, self.state.settings().body_read_timeout, collect).await,
+            None => Some(collect.await),
+        };
+        let body = match collected {
+            Some(Ok(c)) => c.to_bytes(),
+            Some(Err(_)) => {
+                return crate::admin::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "request body too large or unreadable",
+                );
+            }
+            None => return crate::admin::error(StatusCode::REQUEST_TIMEOUT, "body_timeout", "request body timed out"),
+        };
+        crate::admin::handle(
+            &self.state,
+            crate::admin::AdminRequest {
+                method: &parts.method,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                authorization: parts.headers.get(http::header::AUTHORIZATION),
+                body: &body,
+            },
+        )
+        .await
+    }
+
+    async fn answer<B>(&self, req: http::Request<B>, connection: Option<&ConnectionInfo>) -> (Response, LogFields)
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let (profile_name, mtls) = match route(parts.uri.path()) {
+            Route::NotFound | Route::Metrics | Route::Admin => {
+                return plain(404, "not_found", "not found: use /scep or /scep/<profile>\n");
+            }
             Route::Health => {
                 return match parts.method {
                     HttpMethod::GET | HttpMethod::HEAD => plain(200, "health", "ok\n"),
                     _ => plain(405, "method_not_allowed", "method not allowed\n"),
                 };
             }
-            Route::Scep(name) => name,
+            Route::Scep(name) => (name, false),
+            Route::ScepMtls(name) => (Some(name), true),
+        };
+        let route_name = if mtls { "scep-mtls" } else { "scep" };
+        // The operation, when the query names one, for audit and metrics of early answers.
+        let early_op = parse_query(parts.uri.query().unwrap_or("")).ok().map(|q| Operation::parse(&q.operation));
+        let scep = |(mut r, mut l): (Response, LogFields)| {
+            l.route = Some(route_name);
+            if let Some(op) = early_op {
+                r.outcome.operation.get_or_insert(op);
+                l.operation = op.name();
+            }
+            (r, l)
         };
         let method = match parts.method {
             HttpMethod::GET => Method::Get,
             HttpMethod::POST => Method::Post,
-            _ => return plain(405, "method_not_allowed", "method not allowed: use GET or POST\n"),
+            _ => return scep(plain(405, "method_not_allowed", "method not allowed: use GET or POST\n")),
         };
         let profiles = self.state.profiles();
         let Some(profile) = profiles.get(profile_name) else {
-            return plain(404, "unknown_profile", "not found: no such SCEP profile\n");
+            return scep(plain(404, "unknown_profile", "not found: no such SCEP profile\n"));
         };
         let profile_label = profile.engine.config().name.clone();
         let with_profile = |(r, mut l): (Response, LogFields)| {
             l.profile.clone_from(&profile_label);
-            (r, l)
+            scep((r, l))
         };
         let query = match parse_query(parts.uri.query().unwrap_or("")) {
             Ok(q) => q,
             Err(e) => return with_profile(plain(400, "bad_query", &format!("bad request: {e}\n"))),
         };
+        let operation = Operation::parse(&query.operation).name();
+        let with_op = |(r, mut l): (Response, LogFields)| {
+            l.operation = operation;
+            with_profile((r, l))
+        };
+        if mtls {
+            // The sibling route: a client certificate chaining to this profile's bundle.
+            let Some(policy) = &profile.mtls else {
+                return with_op(plain(404, "mtls_not_enabled", "not found: mTLS is not enabled for this profile\n"));
+            };
+            let empty: &[rustls_pki_types::CertificateDer<'static>] = &[];
+            let chain = connection.map_or(empty, |c| &c.peer_certificates[..]);
+            if let Err(why) = policy.verify(chain, UnixTime::now()) {
+                let (mut r, l) = with_op(plain(
+                    401,
+                    "mtls_unauthorized",
+                    "unauthorized: a client certificate issued by this profile's CA is required\n",
+                ));
+                r.outcome.detail = Some(why);
+                return (r, l);
+            }
+        }
 
         let body_bytes;
         let message = match method {
@@ -151,20 +317,20 @@ impl ScepService {
                 let limit = self.state.settings().body_limit;
                 let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                 if declared.is_some_and(|n| n > limit as u64) {
-                    return with_profile(too_large(limit));
+                    return with_op(too_large(limit));
                 }
                 let collect = Limited::new(body, limit).collect();
                 let collected = match self.timer.as_deref() {
                     Some(t) => match timeout(t, self.state.settings().body_read_timeout, collect).await {
                         Some(r) => r,
-                        None => return with_profile(plain(408, "body_timeout", "request body timed out\n")),
+                        None => return with_op(plain(408, "body_timeout", "request body timed out\n")),
                     },
                     None => collect.await,
                 };
                 body_bytes = match collected {
                     Ok(c) => c.to_bytes(),
-                    Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return with_profile(too_large(limit)),
-                    Err(_) => return with_profile(plain(400, "body_error", "bad request: body could not be read\n")),
+                    Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return with_op(too_large(limit)),
+                    Err(_) => return with_op(plain(400, "body_error", "bad request: body could not be read\n")),
                 };
                 if body_bytes.is_empty() { Message::None } else { Message::Body(&body_bytes) }
             }
@@ -172,12 +338,14 @@ impl ScepService {
         };
 
         let request = Request { method, operation: &query.operation, message };
-        let response = drive(&profile.engine, &*profile.issuer, request, UnixTime::now).await;
+        let (response, issuance) = drive_timed(&profile.engine, &*profile.issuer, request, UnixTime::now).await;
         let log = LogFields {
             profile: if response.outcome.profile.is_empty() { profile_label } else { response.outcome.profile.clone() },
-            operation: response.outcome.operation.unwrap_or_else(|| Operation::parse(&query.operation)).name(),
+            operation: response.outcome.operation.map_or(operation, Operation::name),
             label: response.outcome.label,
             transaction_id: response.outcome.transaction_id.clone(),
+            route: Some(route_name),
+            issuance,
         };
         (response, log)
     }
@@ -204,6 +372,10 @@ struct LogFields {
     operation: &'static str,
     label: &'static str,
     transaction_id: Option<String>,
+    /// `Some("scep" | "scep-mtls")` on a SCEP route: the answer is audited.
+    route: Option<&'static str>,
+    /// Time spent in the issuer, when asked.
+    issuance: Option<Duration>,
 }
 
 /// A transport-level answer (no engine involved).
@@ -214,7 +386,10 @@ fn plain(status: u16, label: &'static str, text: &str) -> (Response, LogFields) 
         body: text.as_bytes().to_vec(),
         outcome: Outcome { label, ..Outcome::default() },
     };
-    (response, LogFields { profile: String::new(), operation: "", label, transaction_id: None })
+    (
+        response,
+        LogFields { profile: String::new(), operation: "", label, transaction_id: None, route: None, issuance: None },
+    )
 }
 
 fn too_large(limit: usize) -> (Response, LogFields) {
@@ -317,7 +492,8 @@ mod tests {
     fn engine_status(f: &Fixture) -> u16 {
         let p = f.svc.state.profiles();
         let req = Request { method: Method::Get, operation: "GetCACaps", message: Message::None };
-        block_on(drive(&p.get(None).unwrap().engine, &*p.get(None).unwrap().issuer, req, UnixTime::now)).status
+        block_on(crate::drive::drive(&p.get(None).unwrap().engine, &*p.get(None).unwrap().issuer, req, UnixTime::now))
+            .status
     }
 
     #[test]

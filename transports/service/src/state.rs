@@ -9,8 +9,12 @@ use arc_swap::ArcSwap;
 use scep_engine::config::ConfigError;
 use scep_engine::time::UnixTime;
 
+use crate::admin::ApiKeys;
+use crate::audit::AuditLog;
 use crate::bootstrap::{self, Challenge};
-use crate::config::{self, ServerSettings};
+use crate::config::{self, ConfigFile, ServerSettings};
+use crate::env;
+use crate::metrics::Metrics;
 use crate::profile::{BuildContext, Profile, ProfileSection};
 
 /// Every served profile, by name, plus the one served at `/scep`. Immutable:
@@ -53,6 +57,13 @@ impl Profiles {
         &self.default
     }
 
+    /// Every profile, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
+        let mut v: Vec<&Profile> = self.by_name.values().collect();
+        v.sort_unstable_by(|a, b| a.engine.config().name.cmp(&b.engine.config().name));
+        v.into_iter()
+    }
+
     /// Profile names, sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
@@ -72,6 +83,9 @@ pub struct StartOptions {
     pub listen: Option<SocketAddr>,
     /// `--challenge-password`: the bootstrap profile's challenge (ignored with `--config`).
     pub challenge_password: Option<String>,
+    /// The `CERTCTL_*` variables to apply; `None` reads the process environment
+    /// ([`env::from_process`]).
+    pub env: Option<Vec<(String, String)>>,
 }
 
 /// What a successful [`ServiceState::load`] reports besides the state.
@@ -92,13 +106,54 @@ pub struct ServiceState {
     profiles: ArcSwap<Profiles>,
     /// Where the configuration came from; `None` for states built by [`ServiceState::new`].
     options: Option<StartOptions>,
+    api_keys: ArcSwap<ApiKeys>,
+    audit: Option<AuditLog>,
+    metrics: Metrics,
 }
 
 impl ServiceState {
     /// A state serving `profiles` with `settings` (for embedding and tests;
     /// it has no configuration source, so [`ServiceState::reload`] refuses).
+    /// No API keys, no audit log until [`ServiceState::with_api_keys`] /
+    /// [`ServiceState::with_audit`].
     pub fn new(settings: ServerSettings, profiles: Profiles) -> Self {
-        Self { settings, profiles: ArcSwap::from_pointee(profiles), options: None }
+        Self {
+            settings,
+            profiles: ArcSwap::from_pointee(profiles),
+            options: None,
+            api_keys: ArcSwap::from_pointee(ApiKeys::default()),
+            audit: None,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// This state with `keys` as its admin API keys.
+    #[must_use]
+    pub fn with_api_keys(self, keys: ApiKeys) -> Self {
+        self.api_keys.store(Arc::new(keys));
+        self
+    }
+
+    /// This state recording SCEP decisions in `audit`.
+    #[must_use]
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit log, when there is one.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// The admin API keys (a request keeps the set it loaded).
+    pub fn api_keys(&self) -> Arc<ApiKeys> {
+        self.api_keys.load_full()
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Loads the configuration named by `options` (or bootstraps without one).
@@ -106,7 +161,9 @@ impl ServiceState {
     /// # Errors
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
-        let (settings, profiles, challenge) = load_all(&options, UnixTime::now())?;
+        let Loaded { settings, profiles, challenge, api_keys } = load_all(&options, UnixTime::now())?;
+        let audit_file = settings.audit.file(&settings.data_dir);
+        let audit = AuditLog::open(&audit_file, settings.audit.retention_days)?;
         // Persist a generated challenge only once everything else has loaded.
         let generated_challenge = match challenge {
             Some(c) if c.generated => {
@@ -115,7 +172,14 @@ impl ServiceState {
             }
             _ => None,
         };
-        let state = Arc::new(Self { settings, profiles: ArcSwap::from_pointee(profiles), options: Some(options) });
+        let state = Arc::new(Self {
+            settings,
+            profiles: ArcSwap::from_pointee(profiles),
+            options: Some(options),
+            api_keys: ArcSwap::from_pointee(api_keys),
+            audit: Some(audit),
+            metrics: Metrics::default(),
+        });
         Ok(Started { state, generated_challenge })
     }
 
@@ -129,9 +193,11 @@ impl ServiceState {
         self.profiles.load_full()
     }
 
-    /// Re-reads the configuration and atomically swaps in the new profile set;
-    /// on any error the current set stays. Server settings (listen, TLS,
-    /// limits) are not reloaded: changes to them are logged and need a restart.
+    /// Re-reads the configuration (file and environment) and atomically swaps
+    /// in the new profile set and API keys; on any error the current ones stay.
+    /// Server settings (listen, TLS paths, limits, audit) are not reloaded:
+    /// changes to them are logged and need a restart. (The TLS certificate and
+    /// key *files* are re-read by [`crate::tls::ReloadableTls::reload`].)
     ///
     /// # Errors
     /// Why the new configuration was refused (the old one keeps serving).
@@ -140,7 +206,7 @@ impl ServiceState {
             .options
             .as_ref()
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
-        let (settings, profiles, challenge) = load_all(options, UnixTime::now())?;
+        let Loaded { settings, profiles, challenge, api_keys } = load_all(options, UnixTime::now())?;
         if challenge.is_some_and(|c| c.generated) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
         }
@@ -149,44 +215,78 @@ impl ServiceState {
         }
         let names = profiles.names().join(",");
         self.profiles.store(Arc::new(profiles));
+        self.api_keys.store(Arc::new(api_keys));
         tracing::info!(profiles = %names, "configuration reloaded");
         Ok(())
     }
 }
 
-type Loaded = (ServerSettings, Profiles, Option<Challenge>);
+/// One complete configuration load.
+struct Loaded {
+    settings: ServerSettings,
+    profiles: Profiles,
+    challenge: Option<Challenge>,
+    api_keys: ApiKeys,
+}
 
 fn load_all(options: &StartOptions, now: UnixTime) -> Result<Loaded, ConfigError> {
-    match &options.config {
-        Some(path) => {
-            if options.challenge_password.is_some() {
-                tracing::warn!("--challenge-password is ignored with --config: profiles set challenge_password");
-            }
-            let file = config::read(path)?;
-            let base = path.parent().filter(|p| !p.as_os_str().is_empty());
-            let mut settings = file.server.validate(base)?;
-            apply_overrides(&mut settings, options);
-            let mut ctx = BuildContext::new(base, &settings.data_dir, now);
-            let mut built = Vec::with_capacity(file.profiles.len());
-            for (i, section) in file.profiles.iter().enumerate() {
-                built.push(section.build(i, &mut ctx)?);
-            }
-            let default = match file.server.default_profile {
-                Some(name) => name,
-                None => first_name(&file.profiles)?,
-            };
-            Ok((settings, Profiles::new(built, default)?, None))
+    let vars = match &options.env {
+        Some(v) => v.clone(),
+        None => env::from_process(),
+    };
+    // The file (if any), then the environment on top of it.
+    let (mut file, base) = match &options.config {
+        Some(path) => (config::read(path)?, path.parent().filter(|p| !p.as_os_str().is_empty())),
+        None => (ConfigFile::default(), None),
+    };
+    let applied = env::apply(&mut file, &vars)?;
+    if options.config.is_none() && !applied.defines_profiles {
+        if !file.profiles.is_empty() {
+            return Err(ConfigError(
+                "CERTCTL_SCEP_PROFILE_* variables need CERTCTL_SCEP_PROFILES (or a --config file)".into(),
+            ));
         }
-        None => {
-            let mut settings = ServerSettings::default();
-            apply_overrides(&mut settings, options);
-            let challenge = Challenge::choose(&settings.data_dir, options.challenge_password.as_deref())?;
-            let section = bootstrap::default_profile_section(&challenge);
-            let profile = section.build(0, &mut BuildContext::new(None, &settings.data_dir, now))?;
-            let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
-            Ok((settings, profiles, Some(challenge)))
-        }
+        return bootstrap_load(options, now, file);
     }
+    if options.challenge_password.is_some() {
+        tracing::warn!("--challenge-password is ignored with a configuration: profiles set challenge_password");
+    }
+    build_file(options, now, &file, base).map_err(|e| applied.annotate(e))
+}
+
+fn build_file(
+    options: &StartOptions,
+    now: UnixTime,
+    file: &ConfigFile,
+    base: Option<&Path>,
+) -> Result<Loaded, ConfigError> {
+    let mut settings = file.server.validate(base)?;
+    settings.audit = file.audit.validate(base)?;
+    apply_overrides(&mut settings, options);
+    let api_keys = ApiKeys::from_sections(&file.api_keys)?;
+    let mut ctx = BuildContext::new(base, &settings.data_dir, now);
+    let mut built = Vec::with_capacity(file.profiles.len());
+    for (i, section) in file.profiles.iter().enumerate() {
+        built.push(section.build(i, &mut ctx)?);
+    }
+    let default = match &file.server.default_profile {
+        Some(name) => name.clone(),
+        None => first_name(&file.profiles)?,
+    };
+    Ok(Loaded { settings, profiles: Profiles::new(built, default)?, challenge: None, api_keys })
+}
+
+/// No configuration at all: the bootstrap `default` profile (API keys may
+/// still come from `CERTCTL_API_KEYS_NAMED`).
+fn bootstrap_load(options: &StartOptions, now: UnixTime, file: ConfigFile) -> Result<Loaded, ConfigError> {
+    let mut settings = ServerSettings::default();
+    apply_overrides(&mut settings, options);
+    let api_keys = ApiKeys::from_sections(&file.api_keys)?;
+    let challenge = Challenge::choose(&settings.data_dir, options.challenge_password.as_deref())?;
+    let section = bootstrap::default_profile_section(&challenge);
+    let profile = section.build(0, &mut BuildContext::new(None, &settings.data_dir, now))?;
+    let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
+    Ok(Loaded { settings, profiles, challenge: Some(challenge), api_keys })
 }
 
 fn first_name(sections: &[ProfileSection]) -> Result<String, ConfigError> {
@@ -203,15 +303,21 @@ fn apply_overrides(settings: &mut ServerSettings, options: &StartOptions) {
     }
 }
 
-/// Validates a configuration file completely (every profile built, every key
-/// and file checked) without serving it: `scepd check-config`.
+/// Validates a configuration (the file, if any, and the `CERTCTL_*`
+/// environment) completely, every profile built and every key and file
+/// checked, without serving it: `scepd check-config`. Without a file and
+/// without `CERTCTL_SCEP_PROFILES` there is nothing to check (an error).
 ///
 /// # Errors
 /// The first problem, named.
-pub fn check_config(path: &Path) -> Result<Vec<String>, ConfigError> {
-    let (_, profiles, _) =
-        load_all(&StartOptions { config: Some(path.to_path_buf()), ..StartOptions::default() }, UnixTime::now())?;
-    Ok(profiles.names().into_iter().map(str::to_string).collect())
+pub fn check_config(options: &StartOptions) -> Result<Vec<String>, ConfigError> {
+    let vars = options.env.clone().unwrap_or_else(env::from_process);
+    if options.config.is_none() && !vars.iter().any(|(k, _)| k == "CERTCTL_SCEP_PROFILES") {
+        return Err(ConfigError("nothing to check: give --config FILE or set CERTCTL_SCEP_PROFILES".into()));
+    }
+    let options = StartOptions { env: Some(vars), ..options.clone() };
+    let loaded = load_all(&options, UnixTime::now())?;
+    Ok(loaded.profiles.names().into_iter().map(str::to_string).collect())
 }
 
 #[cfg(test)]
@@ -222,7 +328,12 @@ mod tests {
     fn options(dir: &TestDir, config: &str) -> StartOptions {
         let path = dir.path().join("scepd.toml");
         std::fs::write(&path, config).unwrap();
-        StartOptions { config: Some(path), ..StartOptions::default() }
+        StartOptions {
+            config: Some(path),
+            data_dir: Some(dir.path().join("data")),
+            env: Some(Vec::new()),
+            ..StartOptions::default()
+        }
     }
 
     #[test]
@@ -298,7 +409,11 @@ mod tests {
     #[test]
     fn bootstrap_without_config_goes_through_the_local_ca_hook() {
         let dir = TestDir::new();
-        let r = ServiceState::load(StartOptions { data_dir: Some(dir.path().join("d")), ..Default::default() });
+        let r = ServiceState::load(StartOptions {
+            data_dir: Some(dir.path().join("d")),
+            env: Some(Vec::new()),
+            ..Default::default()
+        });
         match r {
             // Placeholder: the local CA is not linked yet; nothing must be persisted then.
             Err(e) => {
@@ -310,9 +425,12 @@ mod tests {
                 assert_eq!(started.state.profiles().default_name(), "default");
                 let pw = started.generated_challenge.unwrap();
                 assert!(pw.len() >= 24);
-                let again =
-                    ServiceState::load(StartOptions { data_dir: Some(dir.path().join("d")), ..Default::default() })
-                        .unwrap();
+                let again = ServiceState::load(StartOptions {
+                    data_dir: Some(dir.path().join("d")),
+                    env: Some(Vec::new()),
+                    ..Default::default()
+                })
+                .unwrap();
                 assert!(again.generated_challenge.is_none());
             }
         }
@@ -322,6 +440,6 @@ mod tests {
     fn check_config_lists_profiles() {
         let dir = TestDir::new();
         let opts = options(&dir, &dir.profile_toml("corp"));
-        assert_eq!(check_config(opts.config.as_deref().unwrap()).unwrap(), vec!["corp"]);
+        assert_eq!(check_config(&opts).unwrap(), vec!["corp"]);
     }
 }

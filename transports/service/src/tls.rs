@@ -1,4 +1,6 @@
-//! The rustls server configuration, shared by every runtime's TLS acceptor.
+//! The rustls server configuration, shared by every runtime's TLS acceptor,
+//! and its hot reload ([`ReloadableTls`]: SIGHUP re-reads the certificate and
+//! key files and the mTLS client CA hints).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,26 +10,78 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use scep_engine::config::ConfigError;
 
-use crate::config::TlsSettings;
-use crate::profile::check_key_file_permissions;
+use arc_swap::ArcSwap;
+use rustls::DistinguishedName;
 
-/// Builds the TLS server configuration: aws-lc-rs provider, TLS 1.2 and 1.3,
-/// ALPN `h2` then `http/1.1`, no client authentication (SCEP clients are
-/// anonymous at the TLS layer; RFC 8894 §2.6 authenticates in the messages).
+use crate::config::TlsSettings;
+use crate::mtls::{self, OptionalClientCert};
+use crate::profile::check_key_file_permissions;
+use crate::state::{Profiles, ServiceState};
+
+/// The current TLS configuration, swapped on reload; each new connection
+/// takes the configuration current when it arrives.
+#[derive(Debug)]
+pub struct ReloadableTls {
+    current: ArcSwap<ServerConfig>,
+}
+
+impl ReloadableTls {
+    /// Builds the first configuration from the state's TLS settings and
+    /// profiles; `None` when TLS is not configured.
+    ///
+    /// # Errors
+    /// As [`server_config`].
+    pub fn new(state: &ServiceState) -> Result<Option<Self>, ConfigError> {
+        let Some(tls) = &state.settings().tls else { return Ok(None) };
+        Ok(Some(Self { current: ArcSwap::new(server_config(tls, &state.profiles())?) }))
+    }
+
+    /// The configuration for a new connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the certificate and key files (after [`ServiceState::reload`],
+    /// so the mTLS hints follow the new profiles). On error the current
+    /// configuration stays.
+    ///
+    /// # Errors
+    /// As [`server_config`].
+    pub fn reload(&self, state: &ServiceState) -> Result<(), ConfigError> {
+        let Some(tls) = &state.settings().tls else { return Ok(()) };
+        self.current.store(server_config(tls, &state.profiles())?);
+        Ok(())
+    }
+}
+
+/// Builds the TLS server configuration: aws-lc-rs provider, TLS 1.2 and 1.3
+/// (Windows SCEP clients need 1.2), ALPN `h2` then `http/1.1`. Without mTLS
+/// profiles there is no client authentication (SCEP clients are anonymous at
+/// the TLS layer; RFC 8894 §2.6 authenticates in the messages). When a profile
+/// serves `/scep-mtls/<name>`, clients are asked for an optional certificate
+/// ([`OptionalClientCert`]), hinting the mTLS bundles' CA subjects.
 ///
 /// # Errors
 /// Naming `server.tls.cert` / `server.tls.key` and the file when unreadable,
 /// empty, mismatched or (key) readable by group or others.
-pub fn server_config(tls: &TlsSettings) -> Result<Arc<ServerConfig>, ConfigError> {
+pub fn server_config(tls: &TlsSettings, profiles: &Profiles) -> Result<Arc<ServerConfig>, ConfigError> {
     let certs = load_certs(&tls.cert)?;
     check_key_file_permissions(&tls.key, "server.tls.key")?;
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| ConfigError(format!("server.tls.key: {}: {e}", tls.key.display())))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(mtls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ConfigError(format!("server.tls: {e}")))?
-        .with_no_client_auth()
+        .map_err(|e| ConfigError(format!("server.tls: {e}")))?;
+    let mtls_hints: Option<Vec<DistinguishedName>> =
+        profiles.iter().filter_map(|p| p.mtls.as_ref()).map(|m| m.subjects().to_vec()).reduce(|mut a, b| {
+            a.extend(b);
+            a
+        });
+    let builder = match mtls_hints {
+        None => builder.with_no_client_auth(),
+        Some(hints) => builder.with_client_cert_verifier(Arc::new(OptionalClientCert::new(hints))),
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| ConfigError(format!("server.tls.key: {} does not fit the certificate: {e}", tls.key.display())))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -50,11 +104,23 @@ mod tests {
     use super::*;
     use crate::testutil::TestDir;
 
+    fn profiles(dir: &TestDir, mtls: bool) -> Profiles {
+        let mut s = crate::testutil::section(dir, "p");
+        if mtls {
+            s.mtls_enabled = Some(true);
+            s.mtls_client_ca_trust_bundle_path = Some(dir.path().join("chain.pem"));
+        }
+        let p = s.build(0, &mut crate::profile::BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        Profiles::new(vec![p], "p".into()).unwrap()
+    }
+
     #[test]
     fn builds_with_h2_and_http11() {
         let dir = TestDir::new();
         let tls = TlsSettings { cert: dir.path().join("ra.pem"), key: dir.path().join("ra.key") };
-        let c = server_config(&tls).unwrap();
+        // With an mTLS profile the listener asks for (and does not require) a certificate.
+        server_config(&tls, &profiles(&dir, true)).unwrap();
+        let c = server_config(&tls, &profiles(&dir, false)).unwrap();
         assert_eq!(c.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
 
@@ -62,14 +128,15 @@ mod tests {
     fn errors_name_the_key() {
         let dir = TestDir::new();
         let missing = TlsSettings { cert: dir.path().join("none.pem"), key: dir.path().join("ra.key") };
-        assert!(server_config(&missing).unwrap_err().0.starts_with("server.tls.cert"));
+        let p = profiles(&dir, false);
+        assert!(server_config(&missing, &p).unwrap_err().0.starts_with("server.tls.cert"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
             let key = dir.path().join("ra.key");
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
             let tls = TlsSettings { cert: dir.path().join("ra.pem"), key };
-            assert!(server_config(&tls).unwrap_err().0.starts_with("server.tls.key"));
+            assert!(server_config(&tls, &p).unwrap_err().0.starts_with("server.tls.key"));
         }
     }
 }

@@ -29,7 +29,7 @@ pub(crate) enum LogFormat {
 pub(crate) enum Command {
     /// Serve SCEP. Without --config: bootstrap a local CA and a `default` profile in the data dir.
     Serve(ServeArgs),
-    /// Validate a configuration file (every profile, key and file) and exit.
+    /// Validate the configuration (file and CERTCTL_* environment: every profile, key and file) and exit.
     CheckConfig(CheckArgs),
 }
 

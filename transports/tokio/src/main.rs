@@ -22,13 +22,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::CheckConfig(args) => {
-            let Some(path) = args.config else {
-                eprintln!("scepd: check-config needs --config FILE (or SCEPD_CONFIG)");
-                return ExitCode::from(2);
-            };
-            match scep_service::check_config(&path) {
+            let origin = args.config.as_ref().map_or_else(|| "environment".to_string(), |p| p.display().to_string());
+            let options = StartOptions { config: args.config, ..StartOptions::default() };
+            match scep_service::check_config(&options) {
                 Ok(names) => {
-                    println!("{}: OK (profiles: {})", path.display(), names.join(", "));
+                    println!("{origin}: OK (profiles: {})", names.join(", "));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -43,6 +41,7 @@ fn main() -> ExitCode {
                 data_dir: args.data_dir,
                 listen: args.listen,
                 challenge_password: args.challenge_password,
+                env: None,
             };
             match serve(options) {
                 Ok(()) => ExitCode::SUCCESS,

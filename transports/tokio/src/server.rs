@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use scep_service::mtls::ConnectionInfo;
+use scep_service::tls::ReloadableTls;
 use scep_service::{ScepService, ServiceState};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -23,10 +25,7 @@ const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 /// `server.shutdown_grace` and returns.
 pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
     let settings = state.settings().clone();
-    let tls = match &settings.tls {
-        Some(t) => Some(TlsAcceptor::from(scep_service::tls::server_config(t).map_err(|e| e.to_string())?)),
-        None => None,
-    };
+    let tls = ReloadableTls::new(&state).map_err(|e| e.to_string())?.map(Arc::new);
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
     let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
@@ -41,7 +40,7 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
     tracing::info!(%addr, scheme, profiles = %profiles.names().join(","), default = profiles.default_name(), "listening");
     drop(profiles);
 
-    tokio::spawn(reload_on_hangup(hangup, state.clone()));
+    tokio::spawn(reload_on_hangup(hangup, state.clone(), tls.clone()));
 
     let service = ScepService::new(state.clone(), Some(Arc::new(TokioTimer::new())));
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -83,14 +82,29 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
         let builder = builder.clone();
         let service = service.clone();
         let stop = stop_rx.clone();
-        let tls = tls.clone();
+        // Each connection takes the TLS configuration current when it arrives (SIGHUP swaps it).
+        let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.current()));
         let handshake_timeout = settings.header_read_timeout;
         connections.spawn(async move {
             let _permit = permit;
-            match tls {
-                None => serve_connection(builder, stream, service, stop).await,
+            match acceptor {
+                None => {
+                    let service =
+                        service.with_connection(ConnectionInfo { remote_addr: Some(peer), ..Default::default() });
+                    serve_connection(builder, stream, service, stop).await;
+                }
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve_connection(builder, tls_stream, service, stop).await,
+                    Ok(Ok(tls_stream)) => {
+                        let peer_certificates = tls_stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect::<Vec<_>>())
+                            .unwrap_or_default();
+                        let info =
+                            ConnectionInfo { remote_addr: Some(peer), peer_certificates: peer_certificates.into() };
+                        serve_connection(builder, tls_stream, service.with_connection(info), stop).await;
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -139,14 +153,34 @@ async fn serve_connection<I>(
     }
 }
 
-/// SIGHUP: re-read the configuration and swap the profiles (the old ones stay on error).
-async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, state: Arc<ServiceState>) {
+/// SIGHUP: re-read the configuration and swap the profiles (the old ones stay
+/// on error), then re-read the TLS certificate and key files (the old ones stay
+/// on error).
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    state: Arc<ServiceState>,
+    tls: Option<Arc<ReloadableTls>>,
+) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading configuration");
         let state = state.clone();
-        match tokio::task::spawn_blocking(move || state.reload()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "reload refused; the previous configuration keeps serving"),
+        let tls = tls.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let config = state.reload();
+            let tls = tls.map_or(Ok(()), |t| t.reload(&state));
+            (config, tls)
+        })
+        .await;
+        match result {
+            Ok((config, tls)) => {
+                if let Err(e) = config {
+                    tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
+                }
+                match tls {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "TLS reload refused; the previous certificate keeps serving"),
+                }
+            }
             Err(e) => tracing::error!(error = %e, "reload task failed; the previous configuration keeps serving"),
         }
     }

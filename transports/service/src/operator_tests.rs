@@ -1,0 +1,225 @@
+//! The operator plane through the service: admin API statuses per role and
+//! endpoint, audit events per SCEP answer, `/metrics` after a known sequence,
+//! the mTLS route without a certificate.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_lite::future::block_on;
+use http::StatusCode;
+use http_body_util::{BodyExt as _, Full};
+use serde_json::Value;
+
+use crate::ScepService;
+use crate::admin::{ApiKeySection, ApiKeys};
+use crate::audit::{AuditLog, AuditQuery};
+use crate::config::ServerSettings;
+use crate::mtls::ConnectionInfo;
+use crate::profile::BuildContext;
+use crate::state::{Profiles, ServiceState};
+use crate::testutil::{TestDir, section};
+
+const ADMIN: &str = "admin-key-0123456789";
+const READER: &str = "reader-key-0123456789";
+
+struct Fixture {
+    _dir: TestDir,
+    svc: ScepService,
+    audit: AuditLog,
+}
+
+fn fixture() -> Fixture {
+    let dir = TestDir::new();
+    let mut ctx = BuildContext::new(None, dir.path(), dir.now());
+    let mut iot = section(&dir, "iot");
+    iot.mtls_enabled = Some(true);
+    iot.mtls_client_ca_trust_bundle_path = Some(dir.path().join("chain.pem"));
+    // The RA certificate of the test vectors is valid 2026-11-25 .. 2036-11-25; real time is inside.
+    let profiles = vec![section(&dir, "corp").build(0, &mut ctx).unwrap(), iot.build(1, &mut ctx).unwrap()];
+    let keys = ApiKeys::from_sections(&[
+        ApiKeySection { name: Some("ops".into()), key: Some(ADMIN.into()), role: Some("admin".into()) },
+        ApiKeySection { name: Some("grafana".into()), key: Some(READER.into()), role: None },
+    ])
+    .unwrap();
+    let audit = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap();
+    let state = ServiceState::new(ServerSettings::default(), Profiles::new(profiles, "corp".into()).unwrap())
+        .with_api_keys(keys)
+        .with_audit(audit.clone());
+    Fixture { _dir: dir, svc: ScepService::new(Arc::new(state), None), audit }
+}
+
+fn call(svc: &ScepService, method: &str, uri: &str, key: Option<&str>, body: &str) -> (StatusCode, String) {
+    let mut b = http::Request::builder().method(method).uri(uri);
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    let r = block_on(svc.handle(b.body(Full::new(Bytes::from(body.to_string()))).unwrap()));
+    let status = r.status();
+    let body = block_on(r.into_body().collect()).unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+const ENDPOINTS: [(&str, &str, &str); 4] = [
+    ("GET", "/api/v1/admin/scep/profiles", ""),
+    ("GET", "/api/v1/admin/scep/intune/stats", ""),
+    ("POST", "/api/v1/admin/scep/intune/reload-trust", r#"{"path_id": "corp"}"#),
+    ("GET", "/api/v1/admin/scep/audit?limit=5", ""),
+];
+
+#[test]
+fn every_admin_endpoint_is_401_without_or_with_an_unknown_key_and_403_for_a_reader() {
+    let f = fixture();
+    for (method, uri, body) in ENDPOINTS {
+        for key in [None, Some("not-a-configured-key-at-all")] {
+            let (status, text) = call(&f.svc, method, uri, key, body);
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} {key:?}");
+            assert_eq!(json(&text)["error"], "unauthorized");
+            assert!(json(&text)["message"].is_string());
+        }
+        let (status, text) = call(&f.svc, method, uri, Some(READER), body);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+        assert_eq!(json(&text)["error"], "forbidden");
+    }
+}
+
+#[test]
+fn admin_endpoints_answer_an_admin_key() {
+    let f = fixture();
+    let (status, text) = call(&f.svc, "GET", "/api/v1/admin/scep/profiles", Some(ADMIN), "");
+    assert_eq!(status, StatusCode::OK);
+    let v = json(&text);
+    let profiles = v["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 2);
+    assert_eq!(profiles[0]["path_id"], "corp");
+    assert_eq!(profiles[0]["default"], true);
+    assert_eq!(profiles[0]["challenge_password_set"], true);
+    assert_eq!(profiles[0]["mtls"]["enabled"], false);
+    assert!(profiles[0]["ra_cert"]["days_to_expiry"].as_i64().unwrap() > 0);
+    assert_eq!(profiles[1]["mtls"]["enabled"], true);
+    assert_eq!(profiles[1]["mtls"]["url_path"], "/scep-mtls/iot");
+    assert!(profiles[0]["intune"].is_null());
+
+    let (status, text) = call(&f.svc, "GET", "/api/v1/admin/scep/intune/stats", Some(ADMIN), "");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&text)["profiles"][0]["enabled"], false);
+
+    // Intune is not wired into profiles on this branch: 409; unknown profile 404; bad body 400.
+    let reload = "/api/v1/admin/scep/intune/reload-trust";
+    let (status, text) = call(&f.svc, "POST", reload, Some(ADMIN), r#"{"path_id": "corp"}"#);
+    assert_eq!((status, json(&text)["error"].as_str().unwrap()), (StatusCode::CONFLICT, "intune_not_enabled"));
+    let (status, _) = call(&f.svc, "POST", reload, Some(ADMIN), r#"{"path_id": "nope"}"#);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, text) = call(&f.svc, "POST", reload, Some(ADMIN), "{}");
+    assert_eq!((status, json(&text)["error"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "bad_request"));
+
+    let (status, _) = call(&f.svc, "DELETE", "/api/v1/admin/scep/profiles", Some(ADMIN), "");
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = call(&f.svc, "GET", "/api/v1/admin/scep/nothing", Some(ADMIN), "");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for bad in ["limit=0", "limit=5000", "before_id=x", "colour=red", "profile=%zz"] {
+        let (status, _) = call(&f.svc, "GET", &format!("/api/v1/admin/scep/audit?{bad}"), Some(ADMIN), "");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
+#[test]
+fn every_scep_answer_is_audited_and_queryable() {
+    let f = fixture();
+    let info = ConnectionInfo { remote_addr: Some("192.0.2.7:5000".parse().unwrap()), ..Default::default() };
+    let svc = f.svc.with_connection(info);
+    assert_eq!(call(&svc, "GET", "/scep/corp?operation=GetCACaps", None, "").0, StatusCode::OK);
+    assert_eq!(call(&svc, "GET", "/scep/iot?operation=GetCACert", None, "").0, StatusCode::OK);
+    assert_eq!(call(&svc, "GET", "/scep/nope?operation=GetCACaps", None, "").0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&svc, "GET", "/scep-mtls/iot?operation=GetCACaps", None, "").0, StatusCode::UNAUTHORIZED);
+    // Not SCEP decisions: not audited.
+    call(&svc, "GET", "/healthz", None, "");
+    call(&svc, "GET", "/metrics", None, "");
+
+    let all = block_on(f.audit.query(AuditQuery { limit: 100, ..Default::default() })).unwrap();
+    assert_eq!(all.len(), 4, "{all:#?}");
+    let (mtls, unknown, cacert, caps) = (&all[0], &all[1], &all[2], &all[3]);
+    assert_eq!(
+        (caps.profile.as_str(), caps.action.as_str(), caps.outcome.as_str()),
+        ("corp", "scep_getcacaps", "success")
+    );
+    assert_eq!(caps.client_addr.as_deref(), Some("192.0.2.7:5000"));
+    assert_eq!(caps.http_status, 200);
+    assert_eq!((cacert.profile.as_str(), cacert.action.as_str()), ("iot", "scep_getcacert"));
+    assert_eq!((unknown.profile.as_str(), unknown.outcome.as_str(), unknown.http_status), ("", "unknown_profile", 404));
+    assert_eq!((mtls.route.as_str(), mtls.outcome.as_str(), mtls.http_status), ("scep-mtls", "mtls_unauthorized", 401));
+    assert!(mtls.detail.as_deref().unwrap().contains("no client certificate"));
+
+    // The query endpoint filters.
+    let (status, text) = call(&f.svc, "GET", "/api/v1/admin/scep/audit?profile=iot&limit=10", Some(ADMIN), "");
+    assert_eq!(status, StatusCode::OK);
+    let events = json(&text)["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["profile"] == "iot"));
+    let (_, text) = call(&f.svc, "GET", "/api/v1/admin/scep/audit?action=scep_getcacaps", Some(ADMIN), "");
+    assert_eq!(json(&text)["events"].as_array().unwrap().len(), 3, "corp, unknown profile, mTLS refusal");
+}
+
+#[test]
+fn mtls_route_needs_an_enabled_profile_and_a_certificate() {
+    let f = fixture();
+    // corp has no mTLS: the sibling route does not exist for it.
+    let (status, _) = call(&f.svc, "GET", "/scep-mtls/corp?operation=GetCACaps", None, "");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // iot has: without a certificate, 401; a certificate not issued under the bundle, 401.
+    let (status, _) = call(&f.svc, "GET", "/scep-mtls/iot/pkiclient.exe?operation=GetCACaps", None, "");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let foreign = scep_engine::pem::certificates(crate::testutil::RA_CERT).unwrap().remove(0);
+    let info = ConnectionInfo { remote_addr: None, peer_certificates: vec![foreign.into()].into() };
+    let (status, _) = call(&f.svc.with_connection(info), "GET", "/scep-mtls/iot?operation=GetCACaps", None, "");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn metrics_after_a_known_sequence() {
+    let f = fixture();
+    for _ in 0..3 {
+        call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "");
+    }
+    call(&f.svc, "GET", "/scep?operation=GetCACert", None, "");
+    call(&f.svc, "GET", "/scep/iot?operation=GetCACaps&operation=x", None, "");
+    call(&f.svc, "GET", "/scep/ghost?operation=GetCACaps", None, "");
+    let (status, text) = call(&f.svc, "GET", "/metrics", None, "");
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        r#"scepd_requests_total{profile="corp",operation="GetCACaps",status="200"} 3"#,
+        r#"scepd_requests_total{profile="corp",operation="GetCACert",status="200"} 1"#,
+        r#"scepd_requests_total{profile="iot",operation="",status="400"} 1"#,
+        r#"scepd_requests_total{profile="",operation="GetCACaps",status="404"} 1"#,
+        r#"scepd_scep_outcomes_total{profile="corp",action="scep_getcacaps",outcome="success"} 3"#,
+        r#"scepd_scep_outcomes_total{profile="",action="scep_getcacaps",outcome="unknown_profile"} 1"#,
+        "scepd_audit_write_failures_total 0",
+        "# TYPE scepd_issuance_duration_seconds histogram",
+        "# TYPE scepd_intune_challenges_total counter",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    let ra = text.lines().find(|l| l.starts_with(r#"scepd_ra_cert_expiry_seconds{profile="corp"}"#)).unwrap();
+    let secs: i64 = ra.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs > 0, "{ra}");
+    assert!(text.contains(r#"scepd_mtls_bundle_expiry_seconds{profile="iot"}"#));
+    assert!(text.contains(r#"scepd_ca_cert_expiry_seconds{profile="corp"}"#));
+}
+
+#[test]
+fn an_audit_log_that_cannot_commit_fails_closed_with_503() {
+    let f = fixture();
+    // Make the database read-only underneath the writer.
+    let conn = rusqlite::Connection::open(f.audit.path()).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+    let (status, body) = call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
+    assert!(text.lines().any(|l| l == "scepd_audit_write_failures_total 1"), "{text}");
+}

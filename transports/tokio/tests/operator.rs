@@ -1,0 +1,436 @@
+//! The operator plane over the real binary: configuration from the spec's
+//! environment variables, audit durability across `kill -9`, the admin API,
+//! TLS 1.2/1.3 with reload on SIGHUP and the mTLS sibling route (curl and
+//! openssl as the clients). Every wait is bounded.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scepd");
+const RA_CERT: &str = include_str!("../../../tests/vectors/real-clients/recipient-cert.pem");
+const RA_KEY: &str = include_str!("../../../tests/vectors/real-clients/recipient-key.pem");
+const WAIT: Duration = Duration::from_secs(30);
+const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
+
+fn write_key(path: &Path, pem: &str) {
+    std::fs::write(path, pem).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A temp directory holding the RA files.
+fn ra_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ra.pem"), RA_CERT).unwrap();
+    write_key(&dir.path().join("ra.key"), RA_KEY);
+    dir
+}
+
+/// The spec's variables for one profile issued by the built-in local CA
+/// (`iss-local`), as the spec's example has it, plus two API keys.
+fn spec_env(dir: &Path) -> Vec<(String, String)> {
+    let v = |k: &str, val: &str| (k.to_string(), val.to_string());
+    vec![
+        v("CERTCTL_SCEP_ENABLED", "true"),
+        v("CERTCTL_SCEP_PROFILES", "corp"),
+        v("CERTCTL_SCEP_PROFILE_CORP_ISSUER_ID", "iss-local"),
+        v("CERTCTL_SCEP_PROFILE_CORP_CHALLENGE_PASSWORD", "secret123"),
+        v("CERTCTL_SCEP_PROFILE_CORP_RA_CERT_PATH", &dir.join("ra.pem").display().to_string()),
+        v("CERTCTL_SCEP_PROFILE_CORP_RA_KEY_PATH", &dir.join("ra.key").display().to_string()),
+        v("CERTCTL_API_KEYS_NAMED", &format!("ops:{ADMIN_KEY}:admin,viewer:viewer-key-0123456789")),
+    ]
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(args: &[&str], env: &[(String, String)], dir: &Path) -> Self {
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").args(args).args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.join("data"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child =
+            cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let port = loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("scepd listening on ") {
+                        break addr.rsplit_once(':').unwrap().1.parse().unwrap();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+                    panic!("no listening line within {WAIT:?}; stderr:\n{log}");
+                }
+            }
+        };
+        Self { child, port }
+    }
+
+    fn request(&self, method: &str, target: &str, headers: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}Content-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
+    fn admin(&self, target: &str) -> serde_like::Json {
+        let (status, body) = self.request("GET", target, &format!("Authorization: Bearer {ADMIN_KEY}\r\n"));
+        assert_eq!(status, 200, "{target}: {body}");
+        serde_like::Json(body)
+    }
+
+    fn kill9(&mut self) {
+        let ok = Command::new("kill").arg("-KILL").arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal JSON peeking without a JSON dependency in this test crate.
+mod serde_like {
+    pub(crate) struct Json(pub(crate) String);
+    impl Json {
+        /// How many times `"key": value` occurs.
+        pub(crate) fn count(&self, needle: &str) -> usize {
+            self.0.matches(needle).count()
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_spec_environment_configures_a_server_with_no_file() {
+    let dir = ra_dir();
+    let env = spec_env(dir.path());
+    let (ok, stdout, stderr) =
+        run(Command::new(BIN).current_dir(dir.path()).arg("check-config").envs(env.iter().cloned()));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("environment: OK (profiles: corp)"), "{stdout}");
+
+    let server = Server::start(&[], &env, dir.path());
+    let (status, body) = server.request("GET", "/scep/corp?operation=GetCACaps", "");
+    assert_eq!(status, 200, "{body}");
+    // The admin API with the keys from CERTCTL_API_KEYS_NAMED.
+    let profiles = server.admin("/api/v1/admin/scep/profiles");
+    assert_eq!(profiles.count("\"path_id\": \"corp\""), 1, "{}", profiles.0);
+    let (status, _) =
+        server.request("GET", "/api/v1/admin/scep/profiles", "Authorization: Bearer viewer-key-0123456789\r\n");
+    assert_eq!(status, 403);
+    let (status, _) = server.request("GET", "/api/v1/admin/scep/profiles", "");
+    assert_eq!(status, 401);
+}
+
+/// One invalid value per kind of variable: check-config and serve both stop,
+/// naming the variable.
+#[test]
+fn each_invalid_variable_kind_stops_the_start_naming_it() {
+    let dir = ra_dir();
+    let ra = dir.path().join("ra.pem").display().to_string();
+    let cases: &[(&str, &str, &str)] = &[
+        ("CERTCTL_SCEP_ENABLED", "maybe", "CERTCTL_SCEP_ENABLED"),
+        ("CERTCTL_SCEP_PROFILES", "Corp", "CERTCTL_SCEP_PROFILES"),
+        ("CERTCTL_SCEP_PROFILE_CORP_ISSUER_ID", "iss-vault", "CERTCTL_SCEP_PROFILE_CORP_ISSUER_ID"),
+        ("CERTCTL_SCEP_PROFILE_CORP_CHALLENGE_PASSWORD", "", "CERTCTL_SCEP_PROFILE_CORP_CHALLENGE_PASSWORD"),
+        ("CERTCTL_SCEP_PROFILE_CORP_RA_CERT_PATH", "/nonexistent/ra.pem", "CERTCTL_SCEP_PROFILE_CORP_RA_CERT_PATH"),
+        ("CERTCTL_SCEP_PROFILE_CORP_RA_KEY_PATH", &ra, "CERTCTL_SCEP_PROFILE_CORP_RA_KEY_PATH"),
+        ("CERTCTL_SCEP_PROFILE_CORP_MTLS_ENABLED", "yes", "CERTCTL_SCEP_PROFILE_CORP_MTLS_ENABLED"),
+        (
+            "CERTCTL_SCEP_PROFILE_CORP_MTLS_CLIENT_CA_TRUST_BUNDLE_PATH",
+            "/nonexistent/ca.pem",
+            "CERTCTL_SCEP_PROFILE_CORP_MTLS_CLIENT_CA_TRUST_BUNDLE_PATH",
+        ),
+        (
+            "CERTCTL_SCEP_PROFILE_CORP_INTUNE_CHALLENGE_VALIDITY",
+            "an hour",
+            "CERTCTL_SCEP_PROFILE_CORP_INTUNE_CHALLENGE_VALIDITY",
+        ),
+        (
+            "CERTCTL_SCEP_PROFILE_CORP_INTUNE_PER_DEVICE_RATE_LIMIT_24H",
+            "three",
+            "CERTCTL_SCEP_PROFILE_CORP_INTUNE_PER_DEVICE_RATE_LIMIT_24H",
+        ),
+        ("CERTCTL_SCEP_PROFILE_CORP_CHALENGE_PASSWORD", "typo", "CERTCTL_SCEP_PROFILE_CORP_CHALENGE_PASSWORD"),
+        ("CERTCTL_SCEP_PROFILE_IOT_CHALLENGE_PASSWORD", "x", "CERTCTL_SCEP_PROFILE_IOT_CHALLENGE_PASSWORD"),
+        ("CERTCTL_API_KEYS_NAMED", "ops:short:admin", "CERTCTL_API_KEYS_NAMED"),
+    ];
+    for (var, value, named) in cases {
+        let mut env = spec_env(dir.path());
+        env.retain(|(k, _)| k != var);
+        env.push(((*var).to_string(), (*value).to_string()));
+        if var.ends_with("_MTLS_CLIENT_CA_TRUST_BUNDLE_PATH") {
+            env.push(("CERTCTL_SCEP_PROFILE_CORP_MTLS_ENABLED".into(), "true".into()));
+        }
+        let (ok, _, stderr) =
+            run(Command::new(BIN).current_dir(dir.path()).arg("check-config").envs(env.iter().cloned()));
+        assert!(!ok, "{var}={value:?} passed check-config");
+        assert!(stderr.contains(named), "{var}={value:?}: {stderr}");
+        let (ok, stdout, stderr) = run(Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .envs(env.iter().cloned()));
+        assert!(!ok && !stdout.contains("listening"), "{var}={value:?} served");
+        assert!(stderr.contains(named), "{var}={value:?}: {stderr}");
+    }
+    // An RA key readable by others is refused, naming the variable and the file.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path().join("ra.key"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (ok, _, stderr) = run(Command::new(BIN).current_dir(dir.path()).arg("check-config").envs(spec_env(dir.path())));
+    assert!(!ok);
+    assert!(stderr.contains("CERTCTL_SCEP_PROFILE_CORP_RA_KEY_PATH") && stderr.contains("chmod 600"), "{stderr}");
+}
+
+/// kill -9 in the middle of a load: every acknowledged answer has its event.
+#[test]
+fn audit_events_survive_kill_9_mid_load() {
+    let dir = ra_dir();
+    let env = spec_env(dir.path());
+    let mut server = Server::start(&[], &env, dir.path());
+    let port = server.port;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (acked, sent, stop) = (acked.clone(), sent.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return };
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let req = "GET /scep/corp?operation=GetCACaps HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                    if s.write_all(req.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut raw = Vec::new();
+                    let _ = s.read_to_end(&mut raw);
+                    if complete_200(&raw) {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    while acked.load(Ordering::SeqCst) < 300 {
+        assert!(Instant::now() < deadline, "load did not progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let (acked, sent) = (acked.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
+
+    // Restart on the same data directory and count through the admin API.
+    let server = Server::start(&[], &env, dir.path());
+    let mut events = 0;
+    let mut before = String::new();
+    loop {
+        let page = server.admin(&format!("/api/v1/admin/scep/audit?action=scep_getcacaps&limit=1000{before}"));
+        let n = page.count("\"action\": \"scep_getcacaps\"");
+        events += n;
+        if n < 1000 {
+            break;
+        }
+        let last_id = page.0.rsplit("\"id\": ").next().unwrap().split(',').next().unwrap().trim().to_string();
+        before = format!("&before_id={last_id}");
+    }
+    // Every acknowledged answer was audited before it was written; requests cut
+    // by the kill may have their event without their answer, never the reverse.
+    assert!(events >= acked, "events {events} < acknowledged {acked}");
+    assert!(events <= sent, "events {events} > sent {sent}");
+    assert!(events - acked <= 8 + 1, "more unacknowledged events ({}) than requests in flight", events - acked);
+}
+
+/// Acknowledged: a complete `200` response (the whole declared body arrived).
+fn complete_200(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
+    let len = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().ok()))
+        .flatten();
+    head.starts_with("HTTP/1.1 200") && len == Some(body.len())
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let (ok, _, err) = run(Command::new("openssl").current_dir(dir).args(args));
+    assert!(ok, "openssl {args:?}: {err}");
+}
+
+/// A CA (`name`-ca.pem/key) and a leaf (`leaf`.pem/key) it issues.
+fn ca_and_leaf(dir: &Path, ca: &str, leaf: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={leaf}"),
+            "-keyout",
+            &format!("{leaf}.key"),
+            "-out",
+            &format!("{leaf}.csr"),
+        ],
+    );
+    std::fs::write(dir.join(format!("{leaf}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{leaf}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-out",
+            &format!("{leaf}.pem"),
+            "-extfile",
+            &format!("{leaf}.ext"),
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.join(format!("{leaf}.key")), std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn curl(port: u16, dir: &Path, path: &str, extra: &[&str]) -> String {
+    let (_, out, _) = run(Command::new("curl")
+        .current_dir(dir)
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "--cacert", "server-ca.pem"])
+        .args(extra)
+        .arg(format!("https://localhost:{port}{path}")));
+    out
+}
+
+#[test]
+fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup() {
+    let dir = ra_dir();
+    let d = dir.path();
+    ca_and_leaf(d, "server-ca", "server", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n");
+    ca_and_leaf(d, "client-ca", "client", "extendedKeyUsage=clientAuth\n");
+    ca_and_leaf(d, "other-ca", "intruder", "extendedKeyUsage=clientAuth\n");
+    let mut env = spec_env(d);
+    env.push(("CERTCTL_SCEP_PROFILE_CORP_MTLS_ENABLED".into(), "true".into()));
+    env.push((
+        "CERTCTL_SCEP_PROFILE_CORP_MTLS_CLIENT_CA_TRUST_BUNDLE_PATH".into(),
+        d.join("client-ca.pem").display().to_string(),
+    ));
+    let config = d.join("scepd.toml");
+    std::fs::write(&config, "[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()], &env, d);
+    let port = server.port;
+    let caps = "/scep/corp?operation=GetCACaps";
+    let mtls = "/scep-mtls/corp?operation=GetCACaps";
+
+    // Anonymous SCEP over TLS 1.2 and 1.3 (Windows clients need 1.2).
+    assert_eq!(curl(port, d, caps, &["--tlsv1.2", "--tls-max", "1.2"]), "200");
+    assert_eq!(curl(port, d, caps, &["--tlsv1.3"]), "200");
+    // The mTLS sibling route: no certificate, a foreign CA's, this profile's CA's.
+    assert_eq!(curl(port, d, mtls, &[]), "401");
+    assert_eq!(curl(port, d, mtls, &["--cert", "intruder.pem", "--key", "intruder.key"]), "401");
+    assert_eq!(curl(port, d, mtls, &["--cert", "client.pem", "--key", "client.key"]), "200");
+    assert_eq!(curl(port, d, mtls, &["--tls-max", "1.2", "--cert", "client.pem", "--key", "client.key"]), "200");
+
+    // Rotate the server certificate files and SIGHUP: new connections get the new certificate.
+    let serial = || {
+        let (_, out, _) = run(Command::new("sh").current_dir(d).arg("-c").arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        )));
+        out
+    };
+    let before = serial();
+    assert!(before.starts_with("serial="), "{before:?}");
+    ca_and_leaf(d, "server-ca2", "server2", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n");
+    std::fs::copy(d.join("server2.pem"), d.join("server.pem")).unwrap();
+    std::fs::copy(d.join("server2.key"), d.join("server.key")).unwrap();
+    assert!(Command::new("kill").arg("-HUP").arg(server.child.id().to_string()).status().unwrap().success());
+    let deadline = Instant::now() + WAIT;
+    while serial() == before {
+        assert!(Instant::now() < deadline, "certificate not reloaded after SIGHUP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, expected, _) =
+        run(Command::new("openssl").current_dir(d).args(["x509", "-noout", "-serial", "-in", "server2.pem"]));
+    assert_eq!(serial(), expected);
+}
