@@ -16,6 +16,10 @@
 //! cert = "tls/cert.pem"              # certificate chain PEM, leaf first
 //! key = "tls/key.pem"                # private key PEM, mode 0600
 //!
+//! [[issuer]]                         # remote issuers by id: see crate::issuers, docs/issuers.md
+//! id = "iss-bao"
+//! type = "vault"
+//!
 //! [[profile]]                        # see crate::profile for every profile key
 //! name = "corp"
 //! challenge_password = "..."
@@ -61,6 +65,9 @@ pub struct ConfigFile {
     /// `[[profile]]` entries.
     #[serde(default, rename = "profile")]
     pub profiles: Vec<ProfileSection>,
+    /// `[[issuer]]` entries (remote issuers, referenced by profiles by id).
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<crate::issuers::IssuerSection>,
 }
 
 /// The `[server]` table, as written (every key optional).

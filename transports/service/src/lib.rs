@@ -16,6 +16,7 @@
 pub mod bootstrap;
 pub mod config;
 pub mod drive;
+pub mod issuers;
 pub mod profile;
 pub mod query;
 pub mod refuse;

@@ -166,7 +166,8 @@ fn load_all(options: &StartOptions, now: UnixTime) -> Result<Loaded, ConfigError
             let base = path.parent().filter(|p| !p.as_os_str().is_empty());
             let mut settings = file.server.validate(base)?;
             apply_overrides(&mut settings, options);
-            let mut ctx = BuildContext::new(base, &settings.data_dir, now);
+            let issuers = crate::issuers::build_issuers(&file.issuers, base)?;
+            let mut ctx = BuildContext::new(base, &settings.data_dir, now).with_issuers(issuers);
             let mut built = Vec::with_capacity(file.profiles.len());
             for (i, section) in file.profiles.iter().enumerate() {
                 built.push(section.build(i, &mut ctx)?);
