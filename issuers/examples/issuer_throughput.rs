@@ -101,7 +101,8 @@ fn main() {
     };
 
     let out = bootstrap(dir.path(), &scep_issuers::BootstrapOptions::default()).unwrap();
-    let local: Arc<dyn Issuer> = Arc::new(LocalCa::open(LocalCaConfig::new(&out.ca_cert, &out.ca_key, dir.path())).unwrap());
+    let local: Arc<dyn Issuer> =
+        Arc::new(LocalCa::open(LocalCaConfig::new(&out.ca_cert, &out.ca_key, dir.path())).unwrap());
     let report = |name: &str, (elapsed, failed): (Duration, usize)| {
         println!(
             "{name:<10} {n:>6} certificates, concurrency {concurrency:>3}: {:>8.1} certs/s ({:.2} ms each, {failed} failed)",
@@ -115,8 +116,14 @@ fn main() {
         (Ok(addr), Ok(token)) => {
             let token_file = dir.path().join("token");
             std::fs::write(&token_file, token).unwrap();
-            let issuer = VaultIssuer::connect(VaultConfig::new("iss-bao", addr, "pki", "devices", VaultAuth::TokenFile(token_file)))
-                .expect("OpenBao reachable");
+            let issuer = VaultIssuer::connect(VaultConfig::new(
+                "iss-bao",
+                addr,
+                "pki",
+                "devices",
+                VaultAuth::TokenFile(token_file),
+            ))
+            .expect("OpenBao reachable");
             report("OpenBao", run(Arc::new(issuer), &requests("bao"), concurrency));
         }
         _ => println!("OpenBao    skipped (set BAO_ADDR and BAO_TOKEN)"),

@@ -206,9 +206,9 @@ fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> 
 }
 
 /// Writes the request and reads until EOF, within `deadline`.
-fn exchange<S: Read + Write>(mut stream: S, request: &[u8], deadline: Instant) -> Result<Vec<u8>, TransportError>
+fn exchange<S>(mut stream: S, request: &[u8], deadline: Instant) -> Result<Vec<u8>, TransportError>
 where
-    S: StreamTimeouts,
+    S: Read + Write + StreamTimeouts,
 {
     let timeout_err = || TransportError::Timeout("no complete answer within the request timeout".into());
     let left = deadline.saturating_duration_since(Instant::now());

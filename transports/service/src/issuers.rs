@@ -99,7 +99,9 @@ impl IssuerSection {
     pub fn vault_config(&self, index: usize, base: Option<&Path>) -> Result<VaultConfig, ConfigError> {
         let id = self.id.as_deref().ok_or_else(|| ConfigError(format!("issuer[{index}].id: required")))?;
         if !is_valid_name(id) {
-            return Err(ConfigError(format!("issuer[{index}].id: {id:?} is not a valid id (1 to 63 of a-z, 0-9, '-')")));
+            return Err(ConfigError(format!(
+                "issuer[{index}].id: {id:?} is not a valid id (1 to 63 of a-z, 0-9, '-')"
+            )));
         }
         let k = |key: &str| format!("issuer[{id}].{key}");
         let err = |key: &str, why: &str| ConfigError(format!("{}: {why}", k(key)));
@@ -121,17 +123,20 @@ impl IssuerSection {
                 role_id_file: resolve(base, r),
                 secret_id_file: resolve(base, s),
             },
-            (None, None, Some(_), None) => return Err(err("approle_secret_id_file", "required with approle_role_id_file")),
-            (None, None, None, Some(_)) => return Err(err("approle_role_id_file", "required with approle_secret_id_file")),
+            (None, None, Some(_), None) => {
+                return Err(err("approle_secret_id_file", "required with approle_role_id_file"));
+            }
+            (None, None, None, Some(_)) => {
+                return Err(err("approle_role_id_file", "required with approle_secret_id_file"));
+            }
             (None, None, None, None) => {
                 return Err(err("token_file", "authentication required: token_file, token_env or approle_*_file"));
             }
             _ => return Err(err("token_file", "give exactly one of token_file, token_env, approle_*_file")),
         };
-        if let (Some(f), VaultAuth::TokenFile(_) | VaultAuth::AppRole { .. }) = (
-            self.token_file.as_ref().or(self.approle_secret_id_file.as_ref()),
-            &auth,
-        ) {
+        if let (Some(f), VaultAuth::TokenFile(_) | VaultAuth::AppRole { .. }) =
+            (self.token_file.as_ref().or(self.approle_secret_id_file.as_ref()), &auth)
+        {
             let key = if self.token_file.is_some() { "token_file" } else { "approle_secret_id_file" };
             crate::profile::check_key_file_permissions(&resolve(base, f), &k(key))?;
         }
@@ -144,7 +149,8 @@ impl IssuerSection {
         c.connect_timeout = secs("connect_timeout_secs", self.connect_timeout_secs, 300, 5)?;
         c.request_timeout = secs("request_timeout_secs", self.request_timeout_secs, 600, 30)?;
         c.max_retries = int_in(&k("max_retries"), self.max_retries, 0, 10, 2)?;
-        c.retry_backoff = Duration::from_millis(int_in(&k("retry_backoff_ms"), self.retry_backoff_ms, 10, 60_000, 200)?);
+        c.retry_backoff =
+            Duration::from_millis(int_in(&k("retry_backoff_ms"), self.retry_backoff_ms, 10, 60_000, 200)?);
         c.breaker_threshold = int_in(&k("breaker_threshold"), self.breaker_threshold, 1, 1000, 5)?;
         c.breaker_cooldown = secs("breaker_cooldown_secs", self.breaker_cooldown_secs, 3600, 5)?;
         c.preflight_timeout = secs("preflight_timeout_secs", self.preflight_timeout_secs, 300, 10)?;

@@ -232,7 +232,10 @@ impl ProfileSection {
                     let mut known: Vec<&str> = ctx.issuers.keys().map(String::as_str).collect();
                     known.sort_unstable();
                     known.splice(0..0, ["local", "none"]);
-                    return Err(err("issuer", format!("{id:?} is not one of {known:?} (define it in an [[issuer]] table)")));
+                    return Err(err(
+                        "issuer",
+                        format!("{id:?} is not one of {known:?} (define it in an [[issuer]] table)"),
+                    ));
                 }
             },
         };

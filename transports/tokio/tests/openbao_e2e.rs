@@ -106,6 +106,7 @@ impl Server {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
                     panic!("scepd did not start within {WAIT:?}; stderr:\n{log}");
                 }
@@ -129,10 +130,31 @@ fn enrollment_through_openbao_chains_to_its_root() {
 
     // The RA: an RSA key whose certificate OpenBao signs (so GetCACert's
     // RA + chain verifies for clients that check it).
-    openssl(d, &["req", "-new", "-nodes", "-newkey", "rsa:2048", "-keyout", "ra.key", "-subj", "/CN=scepd RA (OpenBao e2e)", "-out", "ra.csr"]);
+    openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "rsa:2048",
+            "-keyout",
+            "ra.key",
+            "-subj",
+            "/CN=scepd RA (OpenBao e2e)",
+            "-out",
+            "ra.csr",
+        ],
+    );
     std::fs::set_permissions(d.join("ra.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let ra_csr = std::fs::read_to_string(d.join("ra.csr")).unwrap();
-    let v = bao(&addr, &token, "POST", "/v1/pki/sign/devices", Some(json!({ "csr": ra_csr, "ttl": "24h", "format": "pem" })));
+    let v = bao(
+        &addr,
+        &token,
+        "POST",
+        "/v1/pki/sign/devices",
+        Some(json!({ "csr": ra_csr, "ttl": "24h", "format": "pem" })),
+    );
     std::fs::write(d.join("ra.pem"), v["data"]["certificate"].as_str().unwrap()).unwrap();
     let root = bao(&addr, &token, "GET", "/v1/pki/cert/ca", None)["data"]["certificate"].as_str().unwrap().to_string();
     std::fs::write(d.join("root.pem"), &root).unwrap();
@@ -165,10 +187,19 @@ fn enrollment_through_openbao_chains_to_its_root() {
     let out = openssl(d, &["verify", "-CAfile", "root.pem", "rust.pem"]);
     assert!(out.contains("rust.pem: OK"), "{out}");
     let text = openssl(d, &["x509", "-in", "rust.pem", "-noout", "-subject", "-issuer", "-ext", "extendedKeyUsage"]);
-    assert!(text.contains("e2e-rust-device") && text.contains("OpenBao") && text.contains("Client Authentication"), "{text}");
+    assert!(
+        text.contains("e2e-rust-device") && text.contains("OpenBao") && text.contains("Client Authentication"),
+        "{text}"
+    );
 
     // A real client: certmonger (AES-256, GET).
-    match scep_tests::real_clients::certmonger_enroll(&url, "secret123", "e2e-certmonger-device", None, Duration::from_secs(60)) {
+    match scep_tests::real_clients::certmonger_enroll(
+        &url,
+        "secret123",
+        "e2e-certmonger-device",
+        None,
+        Duration::from_secs(60),
+    ) {
         Ok(issued) => {
             std::fs::write(d.join("cm.pem"), &issued.pem).unwrap();
             let out = openssl(d, &["verify", "-CAfile", "root.pem", "cm.pem"]);
