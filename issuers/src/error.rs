@@ -46,6 +46,9 @@ pub enum IssuerError {
     AlreadyRevoked(String),
     /// An invalid configuration value (explained).
     Config(String),
+    /// A remote issuer (e.g. Vault) could not be reached or used at start-up
+    /// (the message names the issuer).
+    Unavailable(String),
 }
 
 impl IssuerError {
@@ -71,6 +74,7 @@ impl std::fmt::Display for IssuerError {
             Self::UnknownSerial(s) => write!(f, "no certificate with serial {s} was issued by this CA"),
             Self::AlreadyRevoked(s) => write!(f, "certificate {s} is already revoked"),
             Self::Config(e) => write!(f, "invalid issuer configuration: {e}"),
+            Self::Unavailable(e) => write!(f, "issuer unavailable: {e}"),
         }
     }
 }

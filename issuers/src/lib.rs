@@ -14,6 +14,7 @@
 pub mod crl;
 mod error;
 pub mod local;
+pub mod vault;
 pub mod x509_build;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ pub use local::bootstrap::{BootstrapOptions, BootstrapOutcome, CaKeyType, bootst
 pub use local::{LOCAL_ISSUER_ID, LocalCa, LocalCaConfig};
 pub use scep_engine::issue::{IssueOutcome, IssueRequest};
 use scep_engine::time::UnixTime;
+pub use vault::{VaultAuth, VaultConfig, VaultIssuer};
 
 /// A boxed, `Send` future, as issuers return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -23,6 +23,9 @@
 //! name = "ops"
 //! key = "..."
 //! role = "admin"
+//! [[issuer]]                         # remote issuers by id: see crate::issuers, docs/issuers.md
+//! id = "iss-bao"
+//! type = "vault"
 //!
 //! [[profile]]                        # see crate::profile for every profile key
 //! name = "corp"
@@ -77,6 +80,9 @@ pub struct ConfigFile {
     /// `[[api_key]]` entries (admin API).
     #[serde(default, rename = "api_key")]
     pub api_keys: Vec<ApiKeySection>,
+    /// `[[issuer]]` entries (remote issuers, referenced by profiles by id).
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<crate::issuers::IssuerSection>,
 }
 
 /// The `[server]` table, as written (every key optional).

@@ -22,6 +22,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod drive;
 pub mod env;
+pub mod issuers;
 pub mod metrics;
 pub mod mtls;
 pub mod profile;

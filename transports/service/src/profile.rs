@@ -4,8 +4,9 @@
 //! ```toml
 //! [[profile]]
 //! name = "corp"                      # required; [a-z0-9-], 1..=63 chars; URL /scep/corp
-//! issuer = "local"                   # "local" (default: the built-in CA in data_dir) or "none"
-//!                                    #   ("none": CA certs are served, every issuance is refused)
+//! issuer = "local"                   # "local" / "iss-local" (default: the built-in CA in data_dir),
+//!                                    #   "none" (CA certs are served, every issuance is refused), or
+//!                                    #   the id of an [[issuer]] (crate::issuers; needs ra_cert/ra_key)
 //! challenge_password = "..."         # static challenge; required unless danger_no_challenge = true
 //! danger_no_challenge = false        # true: anyone reaching the URL enrols (lab only)
 //! ra_cert = "ra.pem"                 # RA certificate PEM; default (issuer local): the bootstrap RA
@@ -148,12 +149,21 @@ pub struct BuildContext<'a> {
     pub now: UnixTime,
     /// The local CA, opened on first use and shared by every profile.
     local: Option<LocalCa>,
+    /// The `[[issuer]]` entries, by id.
+    issuers: crate::issuers::IssuerMap,
 }
 
 impl<'a> BuildContext<'a> {
     /// A context for one configuration load.
     pub fn new(base: Option<&'a Path>, data_dir: &'a Path, now: UnixTime) -> Self {
-        Self { base, data_dir, now, local: None }
+        Self { base, data_dir, now, local: None, issuers: crate::issuers::IssuerMap::new() }
+    }
+
+    /// Makes the `[[issuer]]` entries available to profiles by id.
+    #[must_use]
+    pub fn with_issuers(mut self, issuers: crate::issuers::IssuerMap) -> Self {
+        self.issuers = issuers;
+        self
     }
 
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
@@ -282,15 +292,24 @@ impl ProfileSection {
 
         // Issuer first: with issuer = "local" the RA and chain default to the local CA's.
         let (issuer, default_ra, default_chain): IssuerChoice = match self.issuer.as_deref() {
-            None | Some("local" | "iss-local") => {
+            None | Some("local" | scep_issuers::LOCAL_ISSUER_ID) => {
                 let ca = ctx.local_ca()?;
                 let chain = ca.issuer.ca_chain();
                 (ca.issuer.clone(), Some((ca.ra_cert_path.clone(), ca.ra_key_path.clone())), chain)
             }
             Some("none") => (Arc::new(RefusingIssuer::new(format!("none-{name}"))), None, Vec::new()),
-            Some(other) => {
-                return Err(err("issuer", format!("{other:?} is not one of \"local\" (or \"iss-local\"), \"none\"")));
-            }
+            Some(id) => match ctx.issuers.get(id) {
+                Some(issuer) => (issuer.clone(), None, issuer.ca_chain()),
+                None => {
+                    let mut known: Vec<&str> = ctx.issuers.keys().map(String::as_str).collect();
+                    known.sort_unstable();
+                    known.splice(0..0, ["local", "none"]);
+                    return Err(err(
+                        "issuer",
+                        format!("{id:?} is not one of {known:?} (define it in an [[issuer]] table)"),
+                    ));
+                }
+            },
         };
 
         let (ra_cert_path, ra_key_path) = match (&self.ra_cert, &self.ra_key, default_ra) {
@@ -298,7 +317,7 @@ impl ProfileSection {
             (Some(_), None, _) => return Err(err("ra_key", "required when ra_cert is set".into())),
             (None, Some(_), _) => return Err(err("ra_cert", "required when ra_key is set".into())),
             (None, None, Some(d)) => d,
-            (None, None, None) => return Err(err("ra_cert", "required when issuer = \"none\"".into())),
+            (None, None, None) => return Err(err("ra_cert", "required unless issuer = \"local\"".into())),
         };
         let ra = load_ra(&ra_cert_path, &ra_key_path, ctx.now, &k("ra_cert"), &k("ra_key"))?;
 

@@ -264,7 +264,8 @@ fn build_file(
     settings.audit = file.audit.validate(base)?;
     apply_overrides(&mut settings, options);
     let api_keys = ApiKeys::from_sections(&file.api_keys)?;
-    let mut ctx = BuildContext::new(base, &settings.data_dir, now);
+    let issuers = crate::issuers::build_issuers(&file.issuers, base)?;
+    let mut ctx = BuildContext::new(base, &settings.data_dir, now).with_issuers(issuers);
     let mut built = Vec::with_capacity(file.profiles.len());
     for (i, section) in file.profiles.iter().enumerate() {
         built.push(section.build(i, &mut ctx)?);

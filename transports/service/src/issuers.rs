@@ -1,0 +1,283 @@
+//! `[[issuer]]` entries: remote issuers defined by id, referenced by profiles
+//! (`issuer = "<id>"`). The built-in local CA is always there as `iss-local`
+//! (alias `local`) and needs no entry. See docs/issuers.md for the reference.
+//!
+//! ```toml
+//! [[issuer]]
+//! id = "iss-bao"                     # required; [a-z0-9-], 1..=63 chars; not "local", "iss-local", "none"
+//! type = "vault"                     # required; "vault" (HashiCorp Vault or OpenBao PKI)
+//! address = "https://vault:8200"     # required; http(s)://host[:port]
+//! mount = "pki"                      # PKI mount path; default "pki"
+//! role = "devices"                   # required; the role that signs device CSRs
+//! namespace = "team-a"               # X-Vault-Namespace; default none
+//! ca_bundle = "vault-ca.pem"         # CA certificates for https (required with https)
+//! token_file = "/run/scepd/token"    # auth: exactly one of token_file, token_env, approle_role_id_file
+//! token_env = "VAULT_TOKEN"          #   (the token itself is never written in this file)
+//! approle_role_id_file = "role-id"   # AppRole: with approle_secret_id_file
+//! approle_secret_id_file = "secret-id"
+//! approle_mount = "approle"          # default "approle"
+//! connect_timeout_secs = 5           # 1..=300; default 5
+//! request_timeout_secs = 30          # one HTTP exchange, 1..=600; default 30
+//! max_retries = 2                    # 0..=10; default 2
+//! retry_backoff_ms = 200             # first retry delay, doubling, 10..=60000; default 200
+//! breaker_threshold = 5              # consecutive failures opening the breaker, 1..=1000; default 5
+//! breaker_cooldown_secs = 5          # first cool-down (doubles up to 60 s), 1..=3600; default 5
+//! preflight_timeout_secs = 10        # start-up CA chain fetch bound, 1..=300; default 10
+//! ```
+//!
+//! Start-up refuses to boot, naming the issuer, when an issuer's CA chain
+//! cannot be fetched within `preflight_timeout_secs`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use scep_engine::config::ConfigError;
+use scep_issuers::{Issuer, VaultAuth, VaultConfig, VaultIssuer};
+use serde::Deserialize;
+
+use crate::config::{int_in, resolve};
+use crate::profile::is_valid_name;
+
+/// Issuer ids reserved for built-in issuers.
+pub const RESERVED_IDS: &[&str] = &["local", "iss-local", "none"];
+
+/// One `[[issuer]]` entry, as written (see the module docs).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSection {
+    /// `id`
+    pub id: Option<String>,
+    /// `type`: `vault`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// `address`
+    pub address: Option<String>,
+    /// `mount`
+    pub mount: Option<String>,
+    /// `role`
+    pub role: Option<String>,
+    /// `namespace`
+    pub namespace: Option<String>,
+    /// `ca_bundle`
+    pub ca_bundle: Option<PathBuf>,
+    /// `token_file`
+    pub token_file: Option<PathBuf>,
+    /// `token_env`
+    pub token_env: Option<String>,
+    /// `approle_role_id_file`
+    pub approle_role_id_file: Option<PathBuf>,
+    /// `approle_secret_id_file`
+    pub approle_secret_id_file: Option<PathBuf>,
+    /// `approle_mount`
+    pub approle_mount: Option<String>,
+    /// `connect_timeout_secs`
+    pub connect_timeout_secs: Option<i64>,
+    /// `request_timeout_secs`
+    pub request_timeout_secs: Option<i64>,
+    /// `max_retries`
+    pub max_retries: Option<i64>,
+    /// `retry_backoff_ms`
+    pub retry_backoff_ms: Option<i64>,
+    /// `breaker_threshold`
+    pub breaker_threshold: Option<i64>,
+    /// `breaker_cooldown_secs`
+    pub breaker_cooldown_secs: Option<i64>,
+    /// `preflight_timeout_secs`
+    pub preflight_timeout_secs: Option<i64>,
+}
+
+/// Configured remote issuers by id.
+pub type IssuerMap = HashMap<String, Arc<dyn Issuer>>;
+
+impl IssuerSection {
+    /// Validates this entry into a [`VaultConfig`] (no network).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `issuer[<id>].<key>`.
+    pub fn vault_config(&self, index: usize, base: Option<&Path>) -> Result<VaultConfig, ConfigError> {
+        let id = self.id.as_deref().ok_or_else(|| ConfigError(format!("issuer[{index}].id: required")))?;
+        if !is_valid_name(id) {
+            return Err(ConfigError(format!(
+                "issuer[{index}].id: {id:?} is not a valid id (1 to 63 of a-z, 0-9, '-')"
+            )));
+        }
+        let k = |key: &str| format!("issuer[{id}].{key}");
+        let err = |key: &str, why: &str| ConfigError(format!("{}: {why}", k(key)));
+        if RESERVED_IDS.contains(&id) {
+            return Err(err("id", "is reserved for a built-in issuer"));
+        }
+        match self.kind.as_deref() {
+            Some("vault") => {}
+            Some(other) => return Err(err("type", &format!("{other:?} is not one of \"vault\""))),
+            None => return Err(err("type", "required (\"vault\")")),
+        }
+        let address = self.address.clone().ok_or_else(|| err("address", "required"))?;
+        let role = self.role.clone().ok_or_else(|| err("role", "required"))?;
+        let auth = match (&self.token_file, &self.token_env, &self.approle_role_id_file, &self.approle_secret_id_file) {
+            (Some(f), None, None, None) => VaultAuth::TokenFile(resolve(base, f)),
+            (None, Some(v), None, None) if !v.is_empty() => VaultAuth::TokenEnv(v.clone()),
+            (None, None, Some(r), Some(s)) => VaultAuth::AppRole {
+                mount: self.approle_mount.clone().unwrap_or_else(|| "approle".into()),
+                role_id_file: resolve(base, r),
+                secret_id_file: resolve(base, s),
+            },
+            (None, None, Some(_), None) => {
+                return Err(err("approle_secret_id_file", "required with approle_role_id_file"));
+            }
+            (None, None, None, Some(_)) => {
+                return Err(err("approle_role_id_file", "required with approle_secret_id_file"));
+            }
+            (None, None, None, None) => {
+                return Err(err("token_file", "authentication required: token_file, token_env or approle_*_file"));
+            }
+            _ => return Err(err("token_file", "give exactly one of token_file, token_env, approle_*_file")),
+        };
+        if let (Some(f), VaultAuth::TokenFile(_) | VaultAuth::AppRole { .. }) =
+            (self.token_file.as_ref().or(self.approle_secret_id_file.as_ref()), &auth)
+        {
+            let key = if self.token_file.is_some() { "token_file" } else { "approle_secret_id_file" };
+            crate::profile::check_key_file_permissions(&resolve(base, f), &k(key))?;
+        }
+        let secs = |key: &str, v: Option<i64>, max: i64, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(int_in(&k(key), v, 1, max, default)?))
+        };
+        let mut c = VaultConfig::new(id, address, self.mount.clone().unwrap_or_else(|| "pki".into()), role, auth);
+        c.namespace.clone_from(&self.namespace);
+        c.ca_bundle = self.ca_bundle.as_deref().map(|p| resolve(base, p));
+        c.connect_timeout = secs("connect_timeout_secs", self.connect_timeout_secs, 300, 5)?;
+        c.request_timeout = secs("request_timeout_secs", self.request_timeout_secs, 600, 30)?;
+        c.max_retries = int_in(&k("max_retries"), self.max_retries, 0, 10, 2)?;
+        c.retry_backoff =
+            Duration::from_millis(int_in(&k("retry_backoff_ms"), self.retry_backoff_ms, 10, 60_000, 200)?);
+        c.breaker_threshold = int_in(&k("breaker_threshold"), self.breaker_threshold, 1, 1000, 5)?;
+        c.breaker_cooldown = secs("breaker_cooldown_secs", self.breaker_cooldown_secs, 3600, 5)?;
+        c.preflight_timeout = secs("preflight_timeout_secs", self.preflight_timeout_secs, 300, 10)?;
+        Ok(c)
+    }
+}
+
+/// Builds every `[[issuer]]`: validates, connects and runs the start-up
+/// preflight (CA chain fetch within its timeout).
+///
+/// # Errors
+/// The first invalid entry, or the first issuer whose preflight fails, named.
+pub fn build_issuers(sections: &[IssuerSection], base: Option<&Path>) -> Result<IssuerMap, ConfigError> {
+    let mut map = IssuerMap::with_capacity(sections.len());
+    for (i, s) in sections.iter().enumerate() {
+        let config = s.vault_config(i, base)?;
+        let id = config.id.clone();
+        if map.contains_key(&id) {
+            return Err(ConfigError(format!("issuer[{id}].id: defined more than once")));
+        }
+        let issuer = VaultIssuer::connect(config).map_err(|e| ConfigError(format!("issuer[{id}]: {e}")))?;
+        map.insert(id, Arc::new(issuer));
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(text: &str) -> IssuerSection {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t\n").unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let s = section(
+            r#"
+            id = "iss-bao"
+            type = "vault"
+            address = "https://vault:8200"
+            mount = "pki_int"
+            role = "devices"
+            namespace = "ns1"
+            ca_bundle = "ca.pem"
+            token_file = "token"
+            connect_timeout_secs = 2
+            request_timeout_secs = 3
+            max_retries = 4
+            retry_backoff_ms = 50
+            breaker_threshold = 6
+            breaker_cooldown_secs = 7
+            preflight_timeout_secs = 8
+            "#,
+        );
+        let c = s.vault_config(0, Some(dir.path())).unwrap();
+        assert_eq!((c.id.as_str(), c.mount.as_str(), c.role.as_str()), ("iss-bao", "pki_int", "devices"));
+        assert_eq!(c.auth, VaultAuth::TokenFile(token));
+        assert_eq!(c.ca_bundle, Some(dir.path().join("ca.pem")));
+        assert_eq!(c.namespace.as_deref(), Some("ns1"));
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.request_timeout, Duration::from_secs(3));
+        assert_eq!(c.max_retries, 4);
+        assert_eq!(c.retry_backoff, Duration::from_millis(50));
+        assert_eq!(c.breaker_threshold, 6);
+        assert_eq!(c.breaker_cooldown, Duration::from_secs(7));
+        assert_eq!(c.preflight_timeout, Duration::from_secs(8));
+        let e = section("id = \"a\"\ntype = \"vault\"\naddress = \"http://x\"\nrole = \"r\"\ntoken_env = \"T\"\n");
+        let c = e.vault_config(0, None).unwrap();
+        assert_eq!(c.auth, VaultAuth::TokenEnv("T".into()));
+        assert_eq!(c.mount, "pki");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let base = "type = \"vault\"\naddress = \"http://x\"\nrole = \"r\"\ntoken_env = \"T\"\n";
+        let cases: &[(&str, &str)] = &[
+            ("", "issuer[0].id"),
+            ("id = \"Bad\"\n", "issuer[0].id"),
+            ("id = \"iss-local\"\n", "issuer[iss-local].id"),
+            ("id = \"a\"\ntype = \"acme\"\n", "issuer[a].type"),
+            ("id = \"a\"\nmax_retries = 99\n", "issuer[a].max_retries"),
+            ("id = \"a\"\nrequest_timeout_secs = 0\n", "issuer[a].request_timeout_secs"),
+            ("id = \"a\"\ntoken_file = \"/nonexistent/token\"\n", "issuer[a].token_file"),
+        ];
+        for (extra, key) in cases {
+            // `type`/`token_file` given twice would be a TOML error: build by hand.
+            let mut s: IssuerSection = toml::from_str(base).unwrap();
+            let over: IssuerSection = toml::from_str(extra).unwrap();
+            s.id = over.id;
+            if over.kind.is_some() {
+                s.kind = over.kind;
+            }
+            if over.token_file.is_some() {
+                s.token_file = over.token_file;
+                if key.ends_with("token_file") {
+                    s.token_env = None;
+                }
+            }
+            s.max_retries = over.max_retries;
+            s.request_timeout_secs = over.request_timeout_secs;
+            let e = s.vault_config(0, None).expect_err(key);
+            assert!(e.0.starts_with(key), "{extra:?}: {e} does not name {key}");
+        }
+        let mut s: IssuerSection = toml::from_str(base).unwrap();
+        s.id = Some("a".into());
+        s.token_file = Some("t".into());
+        assert!(s.vault_config(0, None).unwrap_err().0.contains("exactly one"));
+        let e = toml::from_str::<IssuerSection>("id = \"a\"\ntoken = \"s.secret\"\n").unwrap_err();
+        assert!(e.to_string().contains("token"), "a token in the file is an unknown key: {e}");
+    }
+
+    #[test]
+    fn an_unreachable_issuer_refuses_to_boot_naming_it() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // token_env names any set variable: the preflight fails before authenticating.
+        let s: IssuerSection = toml::from_str(&format!(
+            "id = \"iss-down\"\ntype = \"vault\"\naddress = \"http://127.0.0.1:{port}\"\nrole = \"r\"\n\
+             token_env = \"PATH\"\npreflight_timeout_secs = 2\n"
+        ))
+        .unwrap();
+        let Err(e) = build_issuers(&[s], None) else { panic!("an unreachable issuer must refuse to boot") };
+        assert!(e.0.starts_with("issuer[iss-down]") && e.0.contains("unavailable"), "{e}");
+    }
+}
