@@ -110,6 +110,9 @@ pub struct Outcome {
     pub renewal_of: Option<String>,
     /// Intune claim fields, for Intune-authenticated requests.
     pub intune: Option<IntuneIdentity>,
+    /// The id of the issuer that answered, when one was asked (set by the
+    /// transport's driving loop, which is the one that knows it).
+    pub issuer: Option<String>,
 }
 
 impl Outcome {
@@ -133,7 +136,10 @@ impl Outcome {
             (Some(Operation::GetNextCaCert), _) => "scep_getnextcacert",
             (Some(Operation::Unknown) | None, _) => "scep_unknown",
         };
-        if self.intune.is_some() { format!("{base}_intune") } else { base.to_string() }
+        // Intune rejections before the claims are readable (e.g. `malformed`,
+        // `signature_invalid`) carry no identity, but their label says Intune.
+        let intune = self.intune.is_some() || crate::intune::Label::ALL.iter().any(|l| l.as_str() == self.label);
+        if intune { format!("{base}_intune") } else { base.to_string() }
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 use scep_engine::config::ConfigError;
-use scep_engine::{Operation, Outcome, UnixTime};
+use scep_engine::{Outcome, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{int_in, resolve};
@@ -134,6 +134,8 @@ pub struct AuditEvent {
     pub intune_issuer: Option<String>,
     /// Intune claim `nonce`.
     pub intune_nonce: Option<String>,
+    /// The id of the issuer that answered (`iss-local`, a Vault issuer id, ...).
+    pub issuer: Option<String>,
     /// The client address.
     pub client_addr: Option<String>,
     /// `scep` or `scep-mtls`.
@@ -144,26 +146,9 @@ pub struct AuditEvent {
 
 /// The audit action of an outcome: `scep_<operation or message type>`, plus
 /// `_intune` when an Intune challenge was involved (the spec's
-/// `scep_pkcsreq_intune` / `scep_renewalreq_intune`).
+/// `scep_pkcsreq_intune` / `scep_renewalreq_intune`); see [`Outcome::action`].
 pub fn action_name(o: &Outcome) -> String {
-    use scep_engine::MessageType;
-    let base = match (o.operation, o.message_type) {
-        (Some(Operation::PkiOperation), Some(t)) => match t {
-            MessageType::PKCS_REQ => "scep_pkcsreq",
-            MessageType::RENEWAL_REQ => "scep_renewalreq",
-            MessageType::CERT_POLL => "scep_certpoll",
-            MessageType::GET_CERT => "scep_getcert",
-            MessageType::GET_CRL => "scep_getcrl",
-            _ => "scep_pkioperation",
-        },
-        (Some(Operation::PkiOperation), None) => "scep_pkioperation",
-        (Some(Operation::GetCaCaps), _) => "scep_getcacaps",
-        (Some(Operation::GetCaCert), _) => "scep_getcacert",
-        (Some(Operation::GetNextCaCert), _) => "scep_getnextcacert",
-        (Some(Operation::Unknown) | None, _) => "scep_unknown",
-    };
-    let intune = o.intune.is_some() || scep_engine::intune::Label::ALL.iter().any(|l| l.as_str() == o.label);
-    if intune { format!("{base}_intune") } else { base.to_string() }
+    o.action()
 }
 
 impl AuditEvent {
@@ -196,6 +181,7 @@ impl AuditEvent {
             intune_subject: o.intune.as_ref().map(|i| i.subject.clone()),
             intune_issuer: o.intune.as_ref().map(|i| i.issuer.clone()),
             intune_nonce: o.intune.as_ref().map(|i| i.nonce.clone()),
+            issuer: o.issuer.clone(),
             client_addr,
             route: route.to_string(),
             detail: o.detail.clone(),
@@ -263,6 +249,7 @@ impl AuditLog {
         conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
+        migrate(&conn).map_err(fail)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -335,6 +322,7 @@ CREATE TABLE IF NOT EXISTS audit_events (
     intune_subject TEXT,
     intune_issuer TEXT,
     intune_nonce TEXT,
+    issuer TEXT,
     client_addr TEXT,
     route TEXT NOT NULL,
     detail TEXT
@@ -407,6 +395,19 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, retention_days: i64
     }
 }
 
+/// Brings a database written by an earlier scepd up to the current schema
+/// (columns are only ever added).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_issuer: bool =
+        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('audit_events') WHERE name = 'issuer'", [], |r| {
+            r.get::<_, i64>(0).map(|n| n > 0)
+        })?;
+    if !has_issuer {
+        conn.execute_batch("ALTER TABLE audit_events ADD COLUMN issuer TEXT")?;
+    }
+    Ok(())
+}
+
 type Pending = (Box<AuditEvent>, Sender<Result<i64, AuditError>>);
 
 fn insert_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Vec<i64>> {
@@ -416,8 +417,9 @@ fn insert_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Ve
         let mut stmt = tx.prepare_cached(
             "INSERT INTO audit_events (time, time_unix, profile, action, operation, message_type, transaction_id, \
              outcome, http_status, pki_status, fail_info, subject, subject_alt_names, serial, renewal_of, \
-             intune_subject, intune_issuer, intune_nonce, client_addr, route, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+             intune_subject, intune_issuer, intune_nonce, client_addr, route, detail, issuer) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+             ?22)",
         )?;
         for (e, _) in batch {
             let sans = serde_json::to_string(&e.subject_alt_names).unwrap_or_else(|_| "[]".into());
@@ -443,6 +445,7 @@ fn insert_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Ve
                 e.client_addr,
                 e.route,
                 e.detail,
+                e.issuer,
             ])?;
             ids.push(tx.last_insert_rowid());
         }
@@ -455,7 +458,7 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
     let mut stmt = conn.prepare_cached(
         "SELECT id, time, time_unix, profile, action, operation, message_type, transaction_id, outcome, \
          http_status, pki_status, fail_info, subject, subject_alt_names, serial, renewal_of, intune_subject, \
-         intune_issuer, intune_nonce, client_addr, route, detail FROM audit_events \
+         intune_issuer, intune_nonce, client_addr, route, detail, issuer FROM audit_events \
          WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR outcome = ?3) \
          AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5",
     )?;
@@ -485,6 +488,7 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
                 client_addr: r.get(19)?,
                 route: r.get(20)?,
                 detail: r.get(21)?,
+                issuer: r.get(22)?,
             })
         })?;
     rows.collect()

@@ -41,7 +41,9 @@ where
             let started = std::time::Instant::now();
             let outcome = issuer.handle(pending.request(), now()).await;
             let spent = started.elapsed();
-            return (pending.resume(outcome, now()), Some(spent));
+            let mut response = pending.resume(outcome, now());
+            response.outcome.issuer = Some(issuer.id().to_string());
+            return (response, Some(spent));
         }
         // A future engine action this transport does not know: answer, never hang.
         _ => Response {

@@ -67,6 +67,24 @@ fn private(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// GET an admin API path with the test's admin key; the JSON answer.
+fn admin_get(port: u16, path: &str) -> Value {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer e2e-admin-key-0123456789\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
 struct Server {
     child: Child,
     port: u16,
@@ -165,6 +183,7 @@ fn enrollment_through_openbao_chains_to_its_root() {
         &config,
         format!(
             "[server]\ndata_dir = \"data\"\n\n\
+             [[api_key]]\nname = \"ops\"\nkey = \"e2e-admin-key-0123456789\"\nrole = \"admin\"\n\n\
              [[issuer]]\nid = \"iss-bao\"\ntype = \"vault\"\naddress = \"{addr}\"\nmount = \"pki\"\nrole = \"devices\"\n\
              token_file = \"bao-token\"\nrequest_timeout_secs = 10\n\n\
              [[profile]]\nname = \"corp\"\nissuer = \"iss-bao\"\nchallenge_password = \"secret123\"\n\
@@ -211,7 +230,14 @@ fn enrollment_through_openbao_chains_to_its_root() {
         Err(e) => panic!("certmonger enrollment through OpenBao failed: {e}"),
     }
 
-    // The issuance is logged with the issuer id (the audit trail's source).
+    // The audit trail names the issuer of every issuance.
+    let audit = admin_get(server.port, "/api/v1/admin/scep/audit?profile=corp&action=scep_pkcsreq&limit=10");
+    let events = audit["events"].as_array().unwrap_or_else(|| panic!("audit answer: {audit}"));
+    let issued: Vec<&Value> = events.iter().filter(|e| e["outcome"] == "success").collect();
+    assert!(!issued.is_empty(), "{audit}");
+    assert!(issued.iter().all(|e| e["issuer"] == "iss-bao"), "{audit}");
+
+    // The issuance is logged with the issuer id too.
     drop(server);
     let log = std::fs::read_to_string(d.join("stderr.log")).unwrap();
     let issued_lines: Vec<&str> = log.lines().filter(|l| l.contains("certificate issued by Vault")).collect();
