@@ -9,13 +9,16 @@
 //! Startup: [`ServiceState::load`] with [`StartOptions`]; print
 //! [`Started::generated_challenge`] once if set; serve
 //! `ScepService::new(state, Some(timer))`; on SIGHUP call
-//! [`ServiceState::reload`].
+//! [`ServiceState::reload`]. The admin plane reads Intune counters and
+//! anchors with [`ServiceState::intune_stats`] and reloads anchors with
+//! [`ServiceState::reload_trust`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod bootstrap;
 pub mod config;
 pub mod drive;
+pub mod intune;
 pub mod profile;
 pub mod query;
 pub mod refuse;

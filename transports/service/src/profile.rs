@@ -23,10 +23,12 @@
 //! allow_san_change = false           # renewed certificate may change SANs; default false
 //! signing_time_tolerance_secs = 3600 # max |signingTime - now|; default: signingTime not checked
 //! max_message_size = 262144          # largest PKIMessage in bytes, 1024..=16 MiB; default 256 KiB
+//! intune_enabled = false             # Intune Connector challenges; intune_* keys: see crate::intune
 //! ```
 //!
 //! Every invalid value is an error naming `profile[<name>].<key>` and why.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ use scep_engine::config::{
     AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, ProfileConfig, RaIdentity, RenewalPolicy,
 };
 use scep_engine::crypto::{ContentCipher, DigestAlg, RsaPrivateKey, SystemRandom};
+use scep_engine::intune::IntuneValidator;
 use scep_engine::issue::IssuancePolicy;
 use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef};
 use scep_engine::{Engine, UnixTime, oid, pem};
@@ -42,6 +45,7 @@ use serde::Deserialize;
 
 use crate::bootstrap::{self, LocalCa};
 use crate::config::{int_in, resolve};
+use crate::intune::IntuneProfile;
 use crate::refuse::RefusingIssuer;
 
 /// Largest accepted PKIMessage by default (256 KiB).
@@ -85,6 +89,18 @@ pub struct ProfileSection {
     pub signing_time_tolerance_secs: Option<i64>,
     /// `max_message_size`
     pub max_message_size: Option<i64>,
+    /// `intune_enabled` (see [`crate::intune`] for the `intune_*` keys).
+    pub intune_enabled: Option<bool>,
+    /// `intune_connector_cert_path`: PEM bundle of the Connector signing certificates.
+    pub intune_connector_cert_path: Option<PathBuf>,
+    /// `intune_audience`
+    pub intune_audience: Option<String>,
+    /// `intune_challenge_validity`: duration, e.g. `"60m"`.
+    pub intune_challenge_validity: Option<String>,
+    /// `intune_clock_skew_tolerance`: duration, e.g. `"60s"`.
+    pub intune_clock_skew_tolerance: Option<String>,
+    /// `intune_per_device_rate_limit_24h` (0 disables).
+    pub intune_per_device_rate_limit_24h: Option<u32>,
 }
 
 /// A profile ready to serve: its engine and its issuer.
@@ -94,11 +110,18 @@ pub struct Profile {
     pub engine: Engine,
     /// The issuer that answers the engine's issue requests.
     pub issuer: Arc<dyn Issuer>,
+    /// The Intune setup, when `intune_enabled = true` (its validator is also
+    /// in the engine's configuration).
+    pub intune: Option<IntuneProfile>,
 }
 
 impl std::fmt::Debug for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Profile").field("name", &self.engine.config().name).field("issuer", &self.issuer.id()).finish()
+        f.debug_struct("Profile")
+            .field("name", &self.engine.config().name)
+            .field("issuer", &self.issuer.id())
+            .field("intune", &self.intune.is_some())
+            .finish()
     }
 }
 
@@ -112,12 +135,23 @@ pub struct BuildContext<'a> {
     pub now: UnixTime,
     /// The local CA, opened on first use and shared by every profile.
     local: Option<LocalCa>,
+    /// Intune validators of the configuration being replaced, by profile name
+    /// (their replay caches, rate limiters and counters carry over).
+    previous_intune: HashMap<String, IntuneValidator>,
 }
 
 impl<'a> BuildContext<'a> {
     /// A context for one configuration load.
     pub fn new(base: Option<&'a Path>, data_dir: &'a Path, now: UnixTime) -> Self {
-        Self { base, data_dir, now, local: None }
+        Self { base, data_dir, now, local: None, previous_intune: HashMap::new() }
+    }
+
+    /// Carries Intune state from the configuration being replaced (see
+    /// [`crate::intune::build`]).
+    #[must_use]
+    pub fn with_previous_intune(mut self, previous: HashMap<String, IntuneValidator>) -> Self {
+        self.previous_intune = previous;
+        self
     }
 
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
@@ -250,6 +284,8 @@ impl ProfileSection {
             None => default_chain,
         };
 
+        let intune = crate::intune::build(&name, self, ctx.base, ctx.now, ctx.previous_intune.get(&name))?;
+
         let config = ProfileConfig {
             name: name.clone(),
             ra,
@@ -271,10 +307,10 @@ impl ProfileSection {
             signing_time_tolerance,
             max_message_size,
             rng: Arc::new(SystemRandom),
-            intune: None,
+            intune: intune.as_ref().map(|i| i.validator.clone()),
         };
         let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
-        Ok(Profile { engine, issuer })
+        Ok(Profile { engine, issuer, intune })
     }
 }
 

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use scep_engine::config::ConfigError;
+use scep_engine::intune::IntuneValidator;
 use scep_engine::time::UnixTime;
 
 use crate::bootstrap::{self, Challenge};
 use crate::config::{self, ServerSettings};
+use crate::intune::ProfileIntuneStats;
 use crate::profile::{BuildContext, Profile, ProfileSection};
 
 /// Every served profile, by name, plus the one served at `/scep`. Immutable:
@@ -106,7 +108,7 @@ impl ServiceState {
     /// # Errors
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
-        let (settings, profiles, challenge) = load_all(&options, UnixTime::now())?;
+        let (settings, profiles, challenge) = load_all(&options, UnixTime::now(), HashMap::new())?;
         // Persist a generated challenge only once everything else has loaded.
         let generated_challenge = match challenge {
             Some(c) if c.generated => {
@@ -140,7 +142,8 @@ impl ServiceState {
             .options
             .as_ref()
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
-        let (settings, profiles, challenge) = load_all(options, UnixTime::now())?;
+        let previous = crate::intune::validators(&self.profiles.load());
+        let (settings, profiles, challenge) = load_all(options, UnixTime::now(), previous)?;
         if challenge.is_some_and(|c| c.generated) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
         }
@@ -152,11 +155,34 @@ impl ServiceState {
         tracing::info!(profiles = %names, "configuration reloaded");
         Ok(())
     }
+
+    /// Intune counters, anchors and settings of every Intune-enabled profile,
+    /// sorted by profile name (the admin plane's `intune/stats`).
+    pub fn intune_stats(&self) -> Vec<ProfileIntuneStats> {
+        crate::intune::stats(&self.profiles.load(), UnixTime::now())
+    }
+
+    /// Re-reads the Connector certificate bundle of `profile` (or of every
+    /// Intune profile for `None`) and swaps the anchors in: the admin plane's
+    /// SIGHUP-equivalent. Reads files: call it off the async executor.
+    ///
+    /// # Errors
+    /// Unknown profile, Intune not enabled, or a bundle failing the preflight
+    /// (named); the previous anchors then stay in force everywhere.
+    pub fn reload_trust(&self, profile: Option<&str>) -> Result<Vec<ProfileIntuneStats>, ConfigError> {
+        crate::intune::reload_trust(&self.profiles.load(), profile, UnixTime::now())
+    }
 }
 
 type Loaded = (ServerSettings, Profiles, Option<Challenge>);
 
-fn load_all(options: &StartOptions, now: UnixTime) -> Result<Loaded, ConfigError> {
+/// `previous`: Intune validators of the configuration being replaced (see
+/// [`crate::intune::build`]).
+fn load_all(
+    options: &StartOptions,
+    now: UnixTime,
+    previous: HashMap<String, IntuneValidator>,
+) -> Result<Loaded, ConfigError> {
     match &options.config {
         Some(path) => {
             if options.challenge_password.is_some() {
@@ -166,7 +192,7 @@ fn load_all(options: &StartOptions, now: UnixTime) -> Result<Loaded, ConfigError
             let base = path.parent().filter(|p| !p.as_os_str().is_empty());
             let mut settings = file.server.validate(base)?;
             apply_overrides(&mut settings, options);
-            let mut ctx = BuildContext::new(base, &settings.data_dir, now);
+            let mut ctx = BuildContext::new(base, &settings.data_dir, now).with_previous_intune(previous);
             let mut built = Vec::with_capacity(file.profiles.len());
             for (i, section) in file.profiles.iter().enumerate() {
                 built.push(section.build(i, &mut ctx)?);
@@ -209,8 +235,11 @@ fn apply_overrides(settings: &mut ServerSettings, options: &StartOptions) {
 /// # Errors
 /// The first problem, named.
 pub fn check_config(path: &Path) -> Result<Vec<String>, ConfigError> {
-    let (_, profiles, _) =
-        load_all(&StartOptions { config: Some(path.to_path_buf()), ..StartOptions::default() }, UnixTime::now())?;
+    let (_, profiles, _) = load_all(
+        &StartOptions { config: Some(path.to_path_buf()), ..StartOptions::default() },
+        UnixTime::now(),
+        HashMap::new(),
+    )?;
     Ok(profiles.names().into_iter().map(str::to_string).collect())
 }
 
