@@ -7,7 +7,10 @@
 //! - [`real_clients`]: drives third-party SCEP clients (certmonger, micromdm's
 //!   `scepclient`) and peer servers (micromdm's `scepserver`, only inside a
 //!   private network namespace).
+//! - [`intune_connector`]: a test Intune Certificate Connector (own key pair,
+//!   self-signed trust anchor, minted JWS challenges).
 
 pub mod client;
+pub mod intune_connector;
 pub mod real_clients;
 pub mod server;

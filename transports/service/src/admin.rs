@@ -173,35 +173,48 @@ pub enum ReloadTrustError {
 }
 
 impl ServiceState {
-    /// Per-profile Intune counters and trust anchors.
-    ///
-    /// Integration point: until the engine's Intune validator is wired into
-    /// the profiles, every profile reports `enabled: false`. Wiring: for a
-    /// profile whose `engine.config().intune` is `Some(v)`, report
-    /// `v.counters().snapshot()` and `v.anchors().load().summary()`.
-    pub fn intune_stats(&self) -> Vec<IntuneProfileStats> {
+    /// Per-profile Intune counters and trust anchors, one entry per profile
+    /// (`enabled: false` for profiles without Intune), in profile order.
+    pub fn admin_intune_stats(&self) -> Vec<IntuneProfileStats> {
+        let live = self.intune_stats();
         self.profiles()
             .iter()
-            .map(|p| IntuneProfileStats { path_id: p.engine.config().name.clone(), ..IntuneProfileStats::default() })
+            .map(|p| {
+                let name = p.engine.config().name.clone();
+                match live.iter().find(|s| s.profile == name) {
+                    Some(s) => IntuneProfileStats {
+                        path_id: name,
+                        enabled: true,
+                        counters: s.counters.clone(),
+                        trust_anchors: anchor_infos(&s.anchors),
+                    },
+                    None => IntuneProfileStats { path_id: name, ..IntuneProfileStats::default() },
+                }
+            })
             .collect()
     }
 
     /// Re-reads profile `path_id`'s Connector trust anchor file and swaps the
-    /// pool (the SIGHUP equivalent for one profile); the old pool stays on error.
-    ///
-    /// Integration point: until the Intune validator is wired into the
-    /// profiles, every existing profile answers [`ReloadTrustError::NotEnabled`].
-    /// Wiring: `v.anchors().reload(&pem_text, UnixTime::now())` with the
-    /// profile's `intune_connector_cert_path`.
+    /// pool (the SIGHUP equivalent for one profile); the old pool stays on
+    /// error. Reads one small file.
     ///
     /// # Errors
     /// See [`ReloadTrustError`].
-    pub fn reload_trust(&self, path_id: &str) -> Result<Vec<TrustAnchorInfo>, ReloadTrustError> {
-        match self.profiles().get(Some(path_id)) {
-            None => Err(ReloadTrustError::UnknownProfile),
-            Some(_) => Err(ReloadTrustError::NotEnabled),
+    pub fn admin_reload_trust(&self, path_id: &str) -> Result<Vec<TrustAnchorInfo>, ReloadTrustError> {
+        let profiles = self.profiles();
+        let Some(profile) = profiles.iter().find(|p| p.engine.config().name == path_id) else {
+            return Err(ReloadTrustError::UnknownProfile);
+        };
+        if profile.intune.is_none() {
+            return Err(ReloadTrustError::NotEnabled);
         }
+        let stats = self.reload_trust(Some(path_id)).map_err(|e| ReloadTrustError::Failed(e.0))?;
+        Ok(stats.iter().find(|s| s.profile == path_id).map(|s| anchor_infos(&s.anchors)).unwrap_or_default())
     }
+}
+
+fn anchor_infos(anchors: &[crate::intune::AnchorInfo]) -> Vec<TrustAnchorInfo> {
+    anchors.iter().map(|a| TrustAnchorInfo { subject: a.subject.clone(), not_after: a.not_after }).collect()
 }
 
 /// The parts of a request the admin API reads.
@@ -340,7 +353,7 @@ pub fn expiry_status(not_after: UnixTime, now: UnixTime) -> &'static str {
 /// The profiles endpoint's JSON.
 pub fn profiles_json(state: &ServiceState, now: UnixTime) -> Value {
     let profiles = state.profiles();
-    let stats = state.intune_stats();
+    let stats = state.admin_intune_stats();
     let list: Vec<Value> = profiles
         .iter()
         .map(|p| {
@@ -352,7 +365,7 @@ pub fn profiles_json(state: &ServiceState, now: UnixTime) -> Value {
 }
 
 fn intune_json(state: &ServiceState, now: UnixTime) -> Value {
-    let list: Vec<Value> = state.intune_stats().iter().map(|s| intune_profile_json(s, now)).collect();
+    let list: Vec<Value> = state.admin_intune_stats().iter().map(|s| intune_profile_json(s, now)).collect();
     json!({ "profiles": list })
 }
 
@@ -373,7 +386,7 @@ fn reload_trust(state: &ServiceState, body: &[u8], key: &str) -> http::Response<
             );
         }
     };
-    let result = state.reload_trust(&parsed.path_id);
+    let result = state.admin_reload_trust(&parsed.path_id);
     tracing::info!(target: "scepd::admin", key, profile = %parsed.path_id, ok = result.is_ok(), "Intune trust anchor reload");
     match result {
         Ok(anchors) => {

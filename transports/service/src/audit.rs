@@ -29,6 +29,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
+#[cfg(test)]
+use scep_engine::Operation;
 use scep_engine::config::ConfigError;
 use scep_engine::{Outcome, UnixTime};
 use serde::{Deserialize, Serialize};

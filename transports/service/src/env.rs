@@ -247,7 +247,7 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
         ("intune_challenge_validity", _) => section.intune_challenge_validity = Some(duration_text(var, value)?),
         ("intune_clock_skew_tolerance", _) => section.intune_clock_skew_tolerance = Some(duration_text(var, value)?),
         ("intune_per_device_rate_limit_24h", Kind::Int) => {
-            section.intune_per_device_rate_limit_24h = Some(value.trim().parse::<i64>().map_err(|_| {
+            section.intune_per_device_rate_limit_24h = Some(value.trim().parse::<u32>().map_err(|_| {
                 ConfigError(format!("{var}: {value:?} is not a whole number (e.g. 3; 0 disables the limit)"))
             })?);
         }

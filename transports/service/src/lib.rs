@@ -12,7 +12,9 @@
 //! Startup: [`ServiceState::load`] with [`StartOptions`]; print
 //! [`Started::generated_challenge`] once if set; serve
 //! `ScepService::new(state, Some(timer))`; on SIGHUP call
-//! [`ServiceState::reload`].
+//! [`ServiceState::reload`]. The admin plane reads Intune counters and
+//! anchors with [`ServiceState::intune_stats`] and reloads anchors with
+//! [`ServiceState::reload_trust`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -22,6 +24,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod drive;
 pub mod env;
+pub mod intune;
 pub mod issuers;
 pub mod metrics;
 pub mod mtls;

@@ -161,7 +161,7 @@ impl Metrics {
             let _ = writeln!(out, "scepd_audit_write_failures_total {}", m.audit_failures);
         }
 
-        let stats = state.intune_stats();
+        let stats = state.admin_intune_stats();
         header(
             &mut out,
             "scepd_intune_challenges_total",

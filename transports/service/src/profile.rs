@@ -30,6 +30,7 @@
 //! san_dns_suffixes = [".corp.example"]  # dNSNames must lie below one of these; default any
 //! mtls_enabled = false               # also serve /scep-mtls/<name>, requiring a client certificate
 //! mtls_client_ca_trust_bundle_path = "clients-ca.pem"  # CA bundle the client certificate must chain to
+//! intune_enabled = false             # Intune Connector challenges; intune_* keys: see crate::intune
 //! ```
 //!
 //! `issuer = "iss-local"` is accepted as a synonym of `"local"` (the spec's issuer id).
@@ -37,6 +38,7 @@
 //!
 //! Every invalid value is an error naming `profile[<name>].<key>` and why.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ use scep_engine::config::{
     SanPolicy, SanType,
 };
 use scep_engine::crypto::{ContentCipher, DigestAlg, RsaPrivateKey, SystemRandom};
+use scep_engine::intune::IntuneValidator;
 use scep_engine::issue::IssuancePolicy;
 use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef};
 use scep_engine::{Engine, UnixTime, oid, pem};
@@ -53,6 +56,7 @@ use serde::Deserialize;
 
 use crate::bootstrap::{self, LocalCa};
 use crate::config::{int_in, resolve};
+use crate::intune::IntuneProfile;
 use crate::refuse::RefusingIssuer;
 
 /// Largest accepted PKIMessage by default (256 KiB).
@@ -108,18 +112,18 @@ pub struct ProfileSection {
     pub mtls_enabled: Option<bool>,
     /// `mtls_client_ca_trust_bundle_path`: PEM bundle of client CAs.
     pub mtls_client_ca_trust_bundle_path: Option<PathBuf>,
-    /// `intune_enabled` (spec `INTUNE_ENABLED`).
+    /// `intune_enabled` (see [`crate::intune`] for the `intune_*` keys).
     pub intune_enabled: Option<bool>,
-    /// `intune_connector_cert_path` (spec `INTUNE_CONNECTOR_CERT_PATH`).
+    /// `intune_connector_cert_path`: PEM bundle of the Connector signing certificates.
     pub intune_connector_cert_path: Option<PathBuf>,
-    /// `intune_audience` (spec `INTUNE_AUDIENCE`).
+    /// `intune_audience`
     pub intune_audience: Option<String>,
-    /// `intune_challenge_validity`, a duration such as `60m` (spec `INTUNE_CHALLENGE_VALIDITY`).
+    /// `intune_challenge_validity`: duration, e.g. `"60m"`.
     pub intune_challenge_validity: Option<String>,
-    /// `intune_clock_skew_tolerance`, a duration such as `60s` (spec `INTUNE_CLOCK_SKEW_TOLERANCE`).
+    /// `intune_clock_skew_tolerance`: duration, e.g. `"60s"`.
     pub intune_clock_skew_tolerance: Option<String>,
-    /// `intune_per_device_rate_limit_24h` (spec `INTUNE_PER_DEVICE_RATE_LIMIT_24H`).
-    pub intune_per_device_rate_limit_24h: Option<i64>,
+    /// `intune_per_device_rate_limit_24h` (0 disables).
+    pub intune_per_device_rate_limit_24h: Option<u32>,
 }
 
 /// A profile ready to serve: its engine and its issuer.
@@ -131,11 +135,18 @@ pub struct Profile {
     pub issuer: Arc<dyn Issuer>,
     /// The `/scep-mtls/<name>` client-certificate policy, when enabled.
     pub mtls: Option<Arc<crate::mtls::MtlsPolicy>>,
+    /// The Intune setup, when `intune_enabled = true` (its validator is also
+    /// in the engine's configuration).
+    pub intune: Option<IntuneProfile>,
 }
 
 impl std::fmt::Debug for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Profile").field("name", &self.engine.config().name).field("issuer", &self.issuer.id()).finish()
+        f.debug_struct("Profile")
+            .field("name", &self.engine.config().name)
+            .field("issuer", &self.issuer.id())
+            .field("intune", &self.intune.is_some())
+            .finish()
     }
 }
 
@@ -151,18 +162,36 @@ pub struct BuildContext<'a> {
     local: Option<LocalCa>,
     /// The `[[issuer]]` entries, by id.
     issuers: crate::issuers::IssuerMap,
+    /// Intune validators of the configuration being replaced, by profile name
+    /// (their replay caches, rate limiters and counters carry over).
+    previous_intune: HashMap<String, IntuneValidator>,
 }
 
 impl<'a> BuildContext<'a> {
     /// A context for one configuration load.
     pub fn new(base: Option<&'a Path>, data_dir: &'a Path, now: UnixTime) -> Self {
-        Self { base, data_dir, now, local: None, issuers: crate::issuers::IssuerMap::new() }
+        Self {
+            base,
+            data_dir,
+            now,
+            local: None,
+            issuers: crate::issuers::IssuerMap::new(),
+            previous_intune: HashMap::new(),
+        }
     }
 
     /// Makes the `[[issuer]]` entries available to profiles by id.
     #[must_use]
     pub fn with_issuers(mut self, issuers: crate::issuers::IssuerMap) -> Self {
         self.issuers = issuers;
+        self
+    }
+
+    /// Carries Intune state from the configuration being replaced (see
+    /// [`crate::intune::build`]).
+    #[must_use]
+    pub fn with_previous_intune(mut self, previous: HashMap<String, IntuneValidator>) -> Self {
+        self.previous_intune = previous;
         self
     }
 
@@ -272,7 +301,6 @@ impl ProfileSection {
                 list.clone()
             }
         };
-        refuse_unwired_intune(self).map_err(|(key, why)| err(key, why))?;
         let mtls = crate::mtls::MtlsPolicy::from_section(
             self.mtls_enabled,
             self.mtls_client_ca_trust_bundle_path.as_deref(),
@@ -343,6 +371,8 @@ impl ProfileSection {
             None => default_chain,
         };
 
+        let intune = crate::intune::build(&name, self, ctx.base, ctx.now, ctx.previous_intune.get(&name))?;
+
         let config = ProfileConfig {
             name: name.clone(),
             ra,
@@ -369,21 +399,11 @@ impl ProfileSection {
             signing_time_tolerance,
             max_message_size,
             rng: Arc::new(SystemRandom),
-            intune: None,
+            intune: intune.as_ref().map(|i| i.validator.clone()),
         };
         let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
-        Ok(Profile { engine, issuer, mtls })
+        Ok(Profile { engine, issuer, mtls, intune })
     }
-}
-
-/// Until the Intune validator is wired into profiles (engine `ProfileConfig::intune`),
-/// `intune_enabled = true` is refused rather than silently ignored.
-/// Integration point: replace with building the `IntuneValidator` from the `intune_*` keys.
-fn refuse_unwired_intune(s: &ProfileSection) -> Result<(), (&'static str, String)> {
-    if s.intune_enabled == Some(true) {
-        return Err(("intune_enabled", "Intune challenge validation is not available in this build".into()));
-    }
-    Ok(())
 }
 
 /// The issuer, its default RA files (cert, key) and its CA chain.

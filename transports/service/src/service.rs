@@ -339,6 +339,7 @@ impl ScepService {
 
         let request = Request { method, operation: &query.operation, message };
         let (response, issuance) = drive_timed(&profile.engine, &*profile.issuer, request, UnixTime::now).await;
+        crate::intune::log_decision(&response.outcome, profile.intune.is_some());
         let log = LogFields {
             profile: if response.outcome.profile.is_empty() { profile_label } else { response.outcome.profile.clone() },
             operation: response.outcome.operation.map_or(operation, Operation::name),

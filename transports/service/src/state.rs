@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use scep_engine::config::ConfigError;
+use scep_engine::intune::IntuneValidator;
 use scep_engine::time::UnixTime;
 
 use crate::admin::ApiKeys;
@@ -14,6 +15,7 @@ use crate::audit::AuditLog;
 use crate::bootstrap::{self, Challenge};
 use crate::config::{self, ConfigFile, ServerSettings};
 use crate::env;
+use crate::intune::ProfileIntuneStats;
 use crate::metrics::Metrics;
 use crate::profile::{BuildContext, Profile, ProfileSection};
 
@@ -161,7 +163,7 @@ impl ServiceState {
     /// # Errors
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
-        let Loaded { settings, profiles, challenge, api_keys } = load_all(&options, UnixTime::now())?;
+        let Loaded { settings, profiles, challenge, api_keys } = load_all(&options, UnixTime::now(), HashMap::new())?;
         let audit_file = settings.audit.file(&settings.data_dir);
         let audit = AuditLog::open(&audit_file, settings.audit.retention_days)?;
         // Persist a generated challenge only once everything else has loaded.
@@ -206,7 +208,8 @@ impl ServiceState {
             .options
             .as_ref()
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
-        let Loaded { settings, profiles, challenge, api_keys } = load_all(options, UnixTime::now())?;
+        let previous = crate::intune::validators(&self.profiles.load());
+        let Loaded { settings, profiles, challenge, api_keys } = load_all(options, UnixTime::now(), previous)?;
         if challenge.is_some_and(|c| c.generated) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
         }
@@ -219,6 +222,23 @@ impl ServiceState {
         tracing::info!(profiles = %names, "configuration reloaded");
         Ok(())
     }
+
+    /// Intune counters, anchors and settings of every Intune-enabled profile,
+    /// sorted by profile name (the admin plane's `intune/stats`).
+    pub fn intune_stats(&self) -> Vec<ProfileIntuneStats> {
+        crate::intune::stats(&self.profiles.load(), UnixTime::now())
+    }
+
+    /// Re-reads the Connector certificate bundle of `profile` (or of every
+    /// Intune profile for `None`) and swaps the anchors in: the admin plane's
+    /// SIGHUP-equivalent. Reads files: call it off the async executor.
+    ///
+    /// # Errors
+    /// Unknown profile, Intune not enabled, or a bundle failing the preflight
+    /// (named); the previous anchors then stay in force everywhere.
+    pub fn reload_trust(&self, profile: Option<&str>) -> Result<Vec<ProfileIntuneStats>, ConfigError> {
+        crate::intune::reload_trust(&self.profiles.load(), profile, UnixTime::now())
+    }
 }
 
 /// One complete configuration load.
@@ -229,7 +249,13 @@ struct Loaded {
     api_keys: ApiKeys,
 }
 
-fn load_all(options: &StartOptions, now: UnixTime) -> Result<Loaded, ConfigError> {
+/// `previous`: Intune validators of the configuration being replaced (see
+/// [`crate::intune::build`]).
+fn load_all(
+    options: &StartOptions,
+    now: UnixTime,
+    previous: HashMap<String, IntuneValidator>,
+) -> Result<Loaded, ConfigError> {
     let vars = match &options.env {
         Some(v) => v.clone(),
         None => env::from_process(),
@@ -251,7 +277,7 @@ fn load_all(options: &StartOptions, now: UnixTime) -> Result<Loaded, ConfigError
     if options.challenge_password.is_some() {
         tracing::warn!("--challenge-password is ignored with a configuration: profiles set challenge_password");
     }
-    build_file(options, now, &file, base).map_err(|e| applied.annotate(e))
+    build_file(options, now, &file, base, previous).map_err(|e| applied.annotate(e))
 }
 
 fn build_file(
@@ -259,13 +285,14 @@ fn build_file(
     now: UnixTime,
     file: &ConfigFile,
     base: Option<&Path>,
+    previous: HashMap<String, IntuneValidator>,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = file.server.validate(base)?;
     settings.audit = file.audit.validate(base)?;
     apply_overrides(&mut settings, options);
     let api_keys = ApiKeys::from_sections(&file.api_keys)?;
     let issuers = crate::issuers::build_issuers(&file.issuers, base)?;
-    let mut ctx = BuildContext::new(base, &settings.data_dir, now).with_issuers(issuers);
+    let mut ctx = BuildContext::new(base, &settings.data_dir, now).with_issuers(issuers).with_previous_intune(previous);
     let mut built = Vec::with_capacity(file.profiles.len());
     for (i, section) in file.profiles.iter().enumerate() {
         built.push(section.build(i, &mut ctx)?);
@@ -317,7 +344,7 @@ pub fn check_config(options: &StartOptions) -> Result<Vec<String>, ConfigError> 
         return Err(ConfigError("nothing to check: give --config FILE or set CERTCTL_SCEP_PROFILES".into()));
     }
     let options = StartOptions { env: Some(vars), ..options.clone() };
-    let loaded = load_all(&options, UnixTime::now())?;
+    let loaded = load_all(&options, UnixTime::now(), HashMap::new())?;
     Ok(loaded.profiles.names().into_iter().map(str::to_string).collect())
 }
 

@@ -70,7 +70,7 @@ fn private(path: &Path, text: &str) {
 /// GET an admin API path with the test's admin key; the JSON answer.
 fn admin_get(port: u16, path: &str) -> Value {
     use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,

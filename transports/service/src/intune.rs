@@ -1,0 +1,661 @@
+//! Intune Connector challenges per profile: the `intune_*` profile keys, the
+//! start-up preflight, trust anchor reload (SIGHUP and admin), the counters
+//! the admin plane reads, and the structured log of every Intune decision.
+//!
+//! ```toml
+//! [[profile]]
+//! name = "corp"
+//! challenge_password = "..."                 # still required: non-JWS challenges use it
+//! intune_enabled = true                      # INTUNE_ENABLED; default false
+//! intune_connector_cert_path = "intune.pem"  # INTUNE_CONNECTOR_CERT_PATH: PEM bundle, one
+//!                                            #   certificate per Connector (HA); required when enabled
+//! intune_audience = "https://scep.example.com/scep/corp"  # INTUNE_AUDIENCE; unset skips gate 5
+//! intune_challenge_validity = "60m"          # INTUNE_CHALLENGE_VALIDITY (also the replay TTL); default 60m
+//! intune_clock_skew_tolerance = "60s"        # INTUNE_CLOCK_SKEW_TOLERANCE; < validity; default 60s
+//! intune_per_device_rate_limit_24h = 3       # INTUNE_PER_DEVICE_RATE_LIMIT_24H; 0 disables; default 3
+//! ```
+//!
+//! Durations are Go-style: one or more `<integer><unit>` with unit `h`, `m`
+//! or `s` (`"60m"`, `"3600s"`, `"1h30m"`). Every invalid value stops the
+//! start with an error naming `profile[<name>].<key>`; the preflight also
+//! refuses a bundle that is missing, unreadable, holds no certificate, holds an
+//! unparsable or expired certificate, or a key that cannot verify RS256/ES256.
+//!
+//! State that must survive a reload (SIGHUP re-reads the whole configuration):
+//! the replay cache (always: a reload must never reopen a replay window), the
+//! rate limiter (when the limit is unchanged) and the counters are carried from
+//! the previous profile of the same name into the new validator.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use scep_engine::config::ConfigError;
+use scep_engine::crypto::SystemRandom;
+use scep_engine::intune::{
+    AnchorKeyKind, IntuneSettings, IntuneValidator, Label, SharedPool, TrustAnchorPool, load_pool,
+};
+use scep_engine::time::UnixTime;
+use scep_engine::{IntuneIdentity, Outcome};
+
+use crate::config::resolve;
+use crate::profile::ProfileSection;
+use crate::state::Profiles;
+
+/// Trust anchors expiring within this many seconds are warned about at load.
+const EXPIRY_WARNING_SECS: i64 = 30 * 86_400;
+
+/// One profile's Intune setup: where its anchors come from and its validator
+/// (the same validator the engine's `ProfileConfig::intune` holds).
+#[derive(Clone, Debug)]
+pub struct IntuneProfile {
+    /// The Connector certificate bundle, resolved (re-read on reload).
+    pub bundle: PathBuf,
+    /// The validator: anchors, settings, replay cache, rate limiter, counters.
+    pub validator: IntuneValidator,
+}
+
+/// Parses a duration (`"60m"`, `"3600s"`, `"1h"`, `"1h30m"`) into seconds.
+///
+/// # Errors
+/// Naming `key` when the text is empty, has no unit, an unknown unit (only
+/// `h`, `m`, `s`), or overflows.
+pub fn parse_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError(format!("{key}: {text:?} is not a duration ({why}; e.g. \"60m\", \"3600s\", \"1h30m\")"))
+    };
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut total: i64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad("expected a number"));
+        }
+        let (number, tail) = rest.split_at(digits);
+        let value: i64 = number.parse().map_err(|_| bad("number too large"))?;
+        let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "h" => 3600,
+            "m" => 60,
+            "s" => 1,
+            "" => return Err(bad("a unit (h, m or s) is required")),
+            _ => return Err(bad("units are h, m and s")),
+        };
+        total = value.checked_mul(scale).and_then(|v| total.checked_add(v)).ok_or_else(|| bad("too large"))?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+/// Reads and checks one profile's Connector bundle (the preflight, also run
+/// by every reload).
+///
+/// # Errors
+/// `profile[<name>].intune_connector_cert_path: <file>: <why>` when the file
+/// is missing or unreadable, holds no certificate, or a certificate is
+/// unparsable, expired at `now`, or has an unusable key.
+pub fn load_bundle(profile: &str, path: &Path, now: UnixTime) -> Result<TrustAnchorPool, ConfigError> {
+    let key = format!("profile[{profile}].intune_connector_cert_path");
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))?;
+    let pool = load_pool(&text, now).map_err(|e| ConfigError(format!("{key}: {}: {e}", path.display())))?;
+    for a in pool.anchors() {
+        if a.not_after().secs() - now.secs() < EXPIRY_WARNING_SECS {
+            tracing::warn!(
+                profile,
+                file = %path.display(),
+                subject = a.subject(),
+                not_after = %a.not_after().to_rfc3339(),
+                "Intune trust anchor expires within 30 days: rotate the Connector certificate"
+            );
+        }
+    }
+    Ok(pool)
+}
+
+/// Builds the Intune setup of the profile `name` from its section, or `None`
+/// when Intune is disabled. `previous` is the same-named profile's validator
+/// from the configuration being replaced (its replay cache, counters and,
+/// when the limit is unchanged, rate limiter are carried over).
+///
+/// # Errors
+/// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
+pub fn build(
+    name: &str,
+    section: &ProfileSection,
+    base: Option<&Path>,
+    now: UnixTime,
+    previous: Option<&IntuneValidator>,
+) -> Result<Option<IntuneProfile>, ConfigError> {
+    let k = |key: &str| format!("profile[{name}].{key}");
+    let err = |key: &str, why: &str| ConfigError(format!("{}: {why}", k(key)));
+    let any_key = section.intune_connector_cert_path.is_some()
+        || section.intune_audience.is_some()
+        || section.intune_challenge_validity.is_some()
+        || section.intune_clock_skew_tolerance.is_some()
+        || section.intune_per_device_rate_limit_24h.is_some();
+    match section.intune_enabled {
+        Some(true) => {}
+        Some(false) => return Ok(None),
+        None if any_key => {
+            return Err(err("intune_enabled", "required (true or false) when other intune_* keys are set"));
+        }
+        None => return Ok(None),
+    }
+
+    let defaults = IntuneSettings::default();
+    let duration = |key: &str, v: &Option<String>, default: i64| match v {
+        None => Ok(default),
+        Some(text) => parse_duration(&k(key), text),
+    };
+    let settings = IntuneSettings {
+        audience: match &section.intune_audience {
+            Some(a) if a.trim().is_empty() => {
+                return Err(err("intune_audience", "is empty; remove the key to skip the audience check"));
+            }
+            other => other.clone(),
+        },
+        challenge_validity_secs: duration(
+            "intune_challenge_validity",
+            &section.intune_challenge_validity,
+            defaults.challenge_validity_secs,
+        )?,
+        clock_skew_tolerance_secs: duration(
+            "intune_clock_skew_tolerance",
+            &section.intune_clock_skew_tolerance,
+            defaults.clock_skew_tolerance_secs,
+        )?,
+        per_device_rate_limit_24h: section
+            .intune_per_device_rate_limit_24h
+            .unwrap_or(defaults.per_device_rate_limit_24h),
+        ..defaults
+    };
+    if settings.challenge_validity_secs <= 0 {
+        return Err(err("intune_challenge_validity", "must be positive (it is also the replay TTL)"));
+    }
+    if settings.clock_skew_tolerance_secs >= settings.challenge_validity_secs {
+        return Err(ConfigError(format!(
+            "{}: {}s must be less than {} ({}s)",
+            k("intune_clock_skew_tolerance"),
+            settings.clock_skew_tolerance_secs,
+            k("intune_challenge_validity"),
+            settings.challenge_validity_secs
+        )));
+    }
+
+    let path = section
+        .intune_connector_cert_path
+        .as_deref()
+        .ok_or_else(|| err("intune_connector_cert_path", "required when intune_enabled = true"))?;
+    let bundle = resolve(base, path);
+    let pool = load_bundle(name, &bundle, now)?;
+
+    let limit = settings.per_device_rate_limit_24h;
+    let validator = IntuneValidator::new(name, SharedPool::new(pool), settings, &SystemRandom)
+        .map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
+    let validator = match previous {
+        None => validator,
+        Some(old) => {
+            let v = validator.with_replay_cache(old.replay_cache().clone()).with_counters(old.counters().clone());
+            if old.rate_limiter().limit() == limit {
+                v.with_rate_limiter(old.rate_limiter().clone())
+            } else {
+                tracing::warn!(
+                    profile = name,
+                    old = old.rate_limiter().limit(),
+                    new = limit,
+                    "intune_per_device_rate_limit_24h changed: the per-device enrolment log starts afresh"
+                );
+                v
+            }
+        }
+    };
+    Ok(Some(IntuneProfile { bundle, validator }))
+}
+
+/// The validators of every Intune profile in `profiles`, by name (the
+/// `previous` argument of [`build`] during a reload).
+pub fn validators(profiles: &Profiles) -> HashMap<String, IntuneValidator> {
+    profiles
+        .names()
+        .into_iter()
+        .filter_map(|n| Some((n.to_string(), profiles.get(Some(n))?.intune.as_ref()?.validator.clone())))
+        .collect()
+}
+
+/// One trust anchor, as the admin plane lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnchorInfo {
+    /// Certificate subject (`CN=Microsoft Intune Certificate Connector`).
+    pub subject: String,
+    /// notBefore.
+    pub not_before: UnixTime,
+    /// notAfter (the expiry countdown).
+    pub not_after: UnixTime,
+    /// `"rsa"` (RS256) or `"ec-p256"` (ES256).
+    pub key: &'static str,
+}
+
+/// One Intune profile's live state for the admin plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileIntuneStats {
+    /// The profile name.
+    pub profile: String,
+    /// The Connector bundle file.
+    pub bundle: PathBuf,
+    /// The configured audience (`None`: gate 5 skipped).
+    pub audience: Option<String>,
+    /// Challenge validity (and replay TTL), seconds.
+    pub challenge_validity_secs: i64,
+    /// Clock skew tolerance, seconds.
+    pub clock_skew_tolerance_secs: i64,
+    /// Per-device limit per 24 h (0: disabled).
+    pub per_device_rate_limit_24h: u32,
+    /// `("success", n)` then every failure label in gate order with its count.
+    pub counters: Vec<(&'static str, u64)>,
+    /// The trust anchors currently in force, in bundle order.
+    pub anchors: Vec<AnchorInfo>,
+    /// Nonces currently held by the replay cache.
+    pub replay_entries: usize,
+}
+
+fn stats_of(name: &str, p: &IntuneProfile, now: UnixTime) -> ProfileIntuneStats {
+    let v = &p.validator;
+    let s = v.settings();
+    ProfileIntuneStats {
+        profile: name.to_string(),
+        bundle: p.bundle.clone(),
+        audience: s.audience.clone(),
+        challenge_validity_secs: s.challenge_validity_secs,
+        clock_skew_tolerance_secs: s.clock_skew_tolerance_secs,
+        per_device_rate_limit_24h: s.per_device_rate_limit_24h,
+        counters: v.counters().snapshot(),
+        anchors: v
+            .anchors()
+            .load()
+            .anchors()
+            .iter()
+            .map(|a| AnchorInfo {
+                subject: a.subject().to_string(),
+                not_before: a.not_before(),
+                not_after: a.not_after(),
+                key: match a.key_kind() {
+                    AnchorKeyKind::Rsa => "rsa",
+                    AnchorKeyKind::EcP256 => "ec-p256",
+                },
+            })
+            .collect(),
+        replay_entries: v.replay_cache().live_entries(now),
+    }
+}
+
+/// Stats of every Intune-enabled profile, sorted by name.
+pub fn stats(profiles: &Profiles, now: UnixTime) -> Vec<ProfileIntuneStats> {
+    profiles
+        .names()
+        .into_iter()
+        .filter_map(|n| Some(stats_of(n, profiles.get(Some(n))?.intune.as_ref()?, now)))
+        .collect()
+}
+
+/// Re-reads the Connector bundles of `only` (or of every Intune profile) and
+/// swaps the new anchors in. All selected bundles are loaded first; only when
+/// every one is valid are they all swapped (atomically per profile); otherwise
+/// nothing changes. Replay caches, rate limiters and counters are untouched.
+///
+/// # Errors
+/// An unknown profile, a profile without Intune, or the first bundle that
+/// fails the preflight (naming profile and file); the old anchors stay.
+pub fn reload_trust(
+    profiles: &Profiles,
+    only: Option<&str>,
+    now: UnixTime,
+) -> Result<Vec<ProfileIntuneStats>, ConfigError> {
+    let names: Vec<&str> = match only {
+        Some(n) => {
+            let p = profiles.get(Some(n)).ok_or_else(|| ConfigError(format!("no profile named {n:?}")))?;
+            if p.intune.is_none() {
+                return Err(ConfigError(format!("profile[{n}]: Intune is not enabled")));
+            }
+            vec![n]
+        }
+        None => {
+            profiles.names().into_iter().filter(|n| profiles.get(Some(n)).is_some_and(|p| p.intune.is_some())).collect()
+        }
+    };
+    let mut loaded = Vec::with_capacity(names.len());
+    for name in &names {
+        let Some(ip) = profiles.get(Some(name)).and_then(|p| p.intune.as_ref()) else { continue };
+        match load_bundle(name, &ip.bundle, now) {
+            Ok(pool) => loaded.push((*name, ip, pool)),
+            Err(e) => {
+                tracing::error!(profile = name, file = %ip.bundle.display(), error = %e,
+                    "Intune trust anchor reload refused; the previous anchors stay in force");
+                return Err(e);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(loaded.len());
+    for (name, ip, pool) in loaded {
+        let subjects: Vec<String> = pool.anchors().iter().map(|a| a.subject().to_string()).collect();
+        ip.validator.anchors().store(pool);
+        tracing::info!(profile = name, file = %ip.bundle.display(), anchors = ?subjects, "Intune trust anchors reloaded");
+        out.push(stats_of(name, ip, now));
+    }
+    Ok(out)
+}
+
+/// One Intune decision, as the audit trail records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntuneDecision<'a> {
+    /// `scep_pkcsreq_intune` / `scep_renewalreq_intune`.
+    pub action: String,
+    /// `success` or the failing gate's label (`replay`, `rate_limited`, ...).
+    pub label: &'static str,
+    /// The request's final outcome label (differs from `label` when the
+    /// challenge passed but issuance then failed).
+    pub outcome: &'static str,
+    /// Device `sub`, claim `iss`, `nonce`; `None` when the challenge was
+    /// refused before its signature was verified (unverified claims are not
+    /// identity).
+    pub identity: Option<&'a IntuneIdentity>,
+    /// The SCEP transactionID.
+    pub transaction_id: Option<&'a str>,
+    /// CSR-binding detail: on failure the gate's detail (for `claim_mismatch`
+    /// the dimension with expected and actual values); on success the bound
+    /// subject and SANs.
+    pub detail: String,
+}
+
+/// The Intune decision in `outcome`, if the request carried an Intune
+/// challenge: a gate label, or an identity set by a passed challenge.
+pub fn decision(outcome: &Outcome) -> Option<IntuneDecision<'_>> {
+    let rejected = Label::ALL.iter().find(|l| l.as_str() == outcome.label).map(|l| l.as_str());
+    if rejected.is_none() && outcome.intune.is_none() {
+        return None;
+    }
+    let mut action = outcome.action();
+    if !action.ends_with("_intune") {
+        action.push_str("_intune");
+    }
+    let detail = match rejected {
+        Some(_) => outcome.detail.clone().unwrap_or_default(),
+        None => format!(
+            "bound subject {:?} SANs [{}]",
+            outcome.subject.as_deref().unwrap_or(""),
+            outcome.subject_alt_names.join(", ")
+        ),
+    };
+    Some(IntuneDecision {
+        action,
+        label: rejected.unwrap_or("success"),
+        outcome: outcome.label,
+        identity: outcome.intune.as_ref(),
+        transaction_id: outcome.transaction_id.as_deref(),
+        detail,
+    })
+}
+
+/// Logs the Intune decision in `outcome` (if any) on target `scepd::intune`
+/// with fields profile, action, sub, iss, nonce, txid, label, outcome, detail.
+/// Only profiles with Intune enabled (`intune_enabled`) produce decisions.
+pub fn log_decision(outcome: &Outcome, intune_enabled: bool) {
+    if !intune_enabled {
+        return;
+    }
+    let Some(d) = decision(outcome) else { return };
+    let (sub, iss, nonce) = d.identity.map_or(("", "", ""), |i| (&*i.subject, &*i.issuer, &*i.nonce));
+    if d.label == "success" {
+        tracing::info!(target: "scepd::intune", profile = %outcome.profile, action = %d.action, sub, iss, nonce,
+            txid = d.transaction_id.unwrap_or(""), label = d.label, outcome = d.outcome, detail = %d.detail,
+            "intune decision");
+    } else {
+        tracing::warn!(target: "scepd::intune", profile = %outcome.profile, action = %d.action, sub, iss, nonce,
+            txid = d.transaction_id.unwrap_or(""), label = d.label, outcome = d.outcome, detail = %d.detail,
+            "intune decision");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use scep_engine::crypto::{EcPrivateKey, SigningKey};
+    use scep_issuers::x509_build::{Validity, common_name, self_signed_ca};
+
+    use super::*;
+    use crate::state::{ServiceState, StartOptions};
+    use crate::testutil::TestDir;
+
+    /// A self-signed P-256 Connector certificate PEM valid over [nb, na].
+    fn anchor_pem(cn: &str, nb: i64, na: i64) -> String {
+        let (_, der) = EcPrivateKey::generate().unwrap();
+        let key = SigningKey::from_der(&der).unwrap();
+        let validity = Validity { not_before: UnixTime::from_secs(nb), not_after: UnixTime::from_secs(na) };
+        let cert = self_signed_ca(&key, &common_name(cn), &[1], validity).unwrap();
+        scep_engine::pem::encode("CERTIFICATE", &cert)
+    }
+
+    fn now() -> UnixTime {
+        UnixTime::now()
+    }
+
+    fn valid_pem(cn: &str) -> String {
+        anchor_pem(cn, now().secs() - 86_400, now().secs() + 365 * 86_400)
+    }
+
+    /// A config with profile `corp` (Intune on, extra keys appended) and `plain`.
+    fn config(dir: &TestDir, intune: &str) -> StartOptions {
+        let cfg = format!(
+            "[server]\ndata_dir = \"data\"\n{}intune_enabled = true\nintune_connector_cert_path = \"intune.pem\"\n{intune}\n{}",
+            dir.profile_toml("corp"),
+            dir.profile_toml("plain")
+        );
+        let path = dir.path().join("scepd.toml");
+        std::fs::write(&path, cfg).unwrap();
+        StartOptions { config: Some(path), ..StartOptions::default() }
+    }
+
+    #[test]
+    fn durations_parse_go_style_and_errors_name_the_key() {
+        for (text, secs) in [("60m", 3600), ("3600s", 3600), ("1h", 3600), ("1h30m", 5400), ("0s", 0), ("90s", 90)] {
+            assert_eq!(parse_duration("k", text).unwrap(), secs, "{text}");
+        }
+        for text in ["", "60", "m", "5d", "1.5h", "-1s", "1h 2m", "99999999999999999999s", "9223372036854775807h"] {
+            let e = parse_duration("profile[p].intune_challenge_validity", text).unwrap_err();
+            assert!(e.0.starts_with("profile[p].intune_challenge_validity: "), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn loads_settings_and_anchors_and_reports_stats() {
+        let dir = TestDir::new();
+        std::fs::write(dir.path().join("intune.pem"), valid_pem("connector-a") + &valid_pem("connector-b")).unwrap();
+        let opts = config(
+            &dir,
+            "intune_audience = \"https://scep.example/scep/corp\"\nintune_challenge_validity = \"30m\"\n\
+             intune_clock_skew_tolerance = \"2m\"\nintune_per_device_rate_limit_24h = 5\n",
+        );
+        let state = ServiceState::load(opts).unwrap().state;
+        let stats = state.intune_stats();
+        assert_eq!(stats.len(), 1, "only corp has Intune");
+        let s = &stats[0];
+        assert_eq!(s.profile, "corp");
+        assert_eq!(s.bundle, dir.path().join("intune.pem"));
+        assert_eq!(s.audience.as_deref(), Some("https://scep.example/scep/corp"));
+        assert_eq!((s.challenge_validity_secs, s.clock_skew_tolerance_secs), (1800, 120));
+        assert_eq!(s.per_device_rate_limit_24h, 5);
+        let subjects: Vec<&str> = s.anchors.iter().map(|a| a.subject.as_str()).collect();
+        assert_eq!(subjects, ["CN=connector-a", "CN=connector-b"]);
+        assert!(s.anchors.iter().all(|a| a.key == "ec-p256"));
+        assert_eq!(s.counters.len(), 12);
+        assert_eq!(s.counters[0], ("success", 0));
+        assert!(s.counters.iter().any(|&(l, _)| l == "rate_limited"));
+        let p = state.profiles();
+        assert!(p.get(Some("corp")).unwrap().engine.config().intune.is_some());
+        assert!(p.get(Some("plain")).unwrap().intune.is_none());
+    }
+
+    #[test]
+    fn preflight_refuses_to_start_naming_profile_and_file_or_key() {
+        let dir = TestDir::new();
+        let file = dir.path().join("intune.pem");
+        let expired = anchor_pem("old-connector", now().secs() - 10 * 86_400, now().secs() - 86_400);
+        let cases: Vec<(Option<String>, &str, &str)> = vec![
+            (None, "", "cannot read"),
+            (Some("not a pem\n".into()), "", "no CERTIFICATE"),
+            (
+                Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into()),
+                "",
+                "not a valid certificate",
+            ),
+            (Some(valid_pem("ok") + &expired), "", "expired"),
+        ];
+        for (content, extra, why) in cases {
+            match &content {
+                Some(c) => std::fs::write(&file, c).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(&file);
+                }
+            }
+            let e = ServiceState::load(config(&dir, extra)).unwrap_err();
+            assert!(e.0.starts_with("profile[corp].intune_connector_cert_path: "), "{e}");
+            assert!(e.0.contains(&file.display().to_string()) && e.0.contains(why), "{why}: {e}");
+        }
+
+        std::fs::write(&file, valid_pem("ok")).unwrap();
+        let key_cases = [
+            ("intune_clock_skew_tolerance = \"60m\"\n", "profile[corp].intune_clock_skew_tolerance"),
+            ("intune_clock_skew_tolerance = \"2h\"\n", "profile[corp].intune_clock_skew_tolerance"),
+            ("intune_challenge_validity = \"0s\"\n", "profile[corp].intune_challenge_validity"),
+            ("intune_challenge_validity = \"60\"\n", "profile[corp].intune_challenge_validity"),
+            ("intune_clock_skew_tolerance = \"1 minute\"\n", "profile[corp].intune_clock_skew_tolerance"),
+            ("intune_audience = \"\"\n", "profile[corp].intune_audience"),
+            ("intune_per_device_rate_limit_24h = -1\n", "intune_per_device_rate_limit_24h"),
+            ("intune_per_device_rate_limit_24h = \"3\"\n", "intune_per_device_rate_limit_24h"),
+        ];
+        for (extra, key) in key_cases {
+            let e = ServiceState::load(config(&dir, extra)).unwrap_err();
+            assert!(e.0.contains(key), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn enabled_needs_a_bundle_and_keys_need_enabled() {
+        let dir = TestDir::new();
+        let mut s = crate::testutil::section(&dir, "p");
+        s.intune_enabled = Some(true);
+        let e = build("p", &s, None, now(), None).unwrap_err();
+        assert!(e.0.starts_with("profile[p].intune_connector_cert_path: required"), "{e}");
+        s.intune_enabled = None;
+        s.intune_audience = Some("x".into());
+        let e = build("p", &s, None, now(), None).unwrap_err();
+        assert!(e.0.starts_with("profile[p].intune_enabled"), "{e}");
+        s.intune_enabled = Some(false);
+        assert!(build("p", &s, None, now(), None).unwrap().is_none());
+    }
+
+    #[test]
+    fn config_reload_keeps_replay_cache_and_counters_and_refuses_a_bad_bundle() {
+        let dir = TestDir::new();
+        let file = dir.path().join("intune.pem");
+        std::fs::write(&file, valid_pem("connector-a")).unwrap();
+        let opts = config(&dir, "intune_per_device_rate_limit_24h = 2\n");
+        let cfg_path = opts.config.clone().unwrap();
+        let state = ServiceState::load(opts).unwrap().state;
+        let before = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+
+        std::fs::write(&file, valid_pem("connector-b")).unwrap();
+        state.reload().unwrap();
+        let after = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+        assert!(Arc::ptr_eq(before.replay_cache(), after.replay_cache()), "a reload must keep the replay cache");
+        assert!(Arc::ptr_eq(before.counters(), after.counters()));
+        assert!(Arc::ptr_eq(before.rate_limiter(), after.rate_limiter()));
+        assert_eq!(state.intune_stats()[0].anchors[0].subject, "CN=connector-b");
+        // The engine's validator is the same one the stats read.
+        let engine_v = state.profiles().get(Some("corp")).unwrap().engine.config().intune.clone().unwrap();
+        assert!(Arc::ptr_eq(engine_v.replay_cache(), after.replay_cache()));
+
+        // A changed limit gets a new limiter; the replay cache still carries over.
+        let text = std::fs::read_to_string(&cfg_path).unwrap().replace("= 2\n", "= 4\n");
+        std::fs::write(&cfg_path, text).unwrap();
+        state.reload().unwrap();
+        let changed = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+        assert!(Arc::ptr_eq(before.replay_cache(), changed.replay_cache()));
+        assert!(!Arc::ptr_eq(before.rate_limiter(), changed.rate_limiter()));
+        assert_eq!(changed.rate_limiter().limit(), 4);
+
+        // A bad bundle: reload refused, the old anchors serve on.
+        std::fs::write(&file, "garbage").unwrap();
+        let e = state.reload().unwrap_err();
+        assert!(e.0.starts_with("profile[corp].intune_connector_cert_path"), "{e}");
+        assert_eq!(state.intune_stats()[0].anchors[0].subject, "CN=connector-b");
+    }
+
+    #[test]
+    fn reload_trust_swaps_anchors_or_keeps_the_old_pool() {
+        let dir = TestDir::new();
+        let file = dir.path().join("intune.pem");
+        std::fs::write(&file, valid_pem("connector-a")).unwrap();
+        let state = ServiceState::load(config(&dir, "")).unwrap().state;
+        let replay = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+
+        std::fs::write(&file, valid_pem("connector-b") + &valid_pem("connector-c")).unwrap();
+        let out = state.reload_trust(Some("corp")).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].anchors.len(), 2);
+        assert_eq!(state.intune_stats()[0].anchors[0].subject, "CN=connector-b");
+        let now_v = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+        assert!(Arc::ptr_eq(replay.replay_cache(), now_v.replay_cache()));
+
+        let expired = anchor_pem("old", now().secs() - 10 * 86_400, now().secs() - 86_400);
+        for bad in ["garbage".to_string(), expired] {
+            std::fs::write(&file, bad).unwrap();
+            let e = state.reload_trust(None).unwrap_err();
+            assert!(e.0.starts_with("profile[corp].intune_connector_cert_path"), "{e}");
+            assert_eq!(state.intune_stats()[0].anchors.len(), 2, "old pool kept");
+        }
+        assert!(state.reload_trust(Some("plain")).unwrap_err().0.contains("not enabled"));
+        assert!(state.reload_trust(Some("nope")).unwrap_err().0.contains("no profile"));
+    }
+
+    #[test]
+    fn decisions_cover_rejections_before_and_after_the_signature() {
+        use scep_engine::Operation;
+        use scep_engine::codes::MessageType;
+        let base = Outcome {
+            profile: "corp".into(),
+            operation: Some(Operation::PkiOperation),
+            message_type: Some(MessageType::PKCS_REQ),
+            transaction_id: Some("tx".into()),
+            ..Outcome::default()
+        };
+        // Refused at the signature: no identity yet, still an Intune decision.
+        let sig = Outcome { label: "signature_invalid", detail: Some("no anchor".into()), ..base.clone() };
+        let d = decision(&sig).unwrap();
+        assert_eq!((d.action.as_str(), d.label, d.identity), ("scep_pkcsreq_intune", "signature_invalid", None));
+        assert_eq!(d.detail, "no anchor");
+        // Passed: identity set, label success, binding detail from the CSR.
+        let id = IntuneIdentity { subject: "dev".into(), issuer: "conn".into(), nonce: "n1".into() };
+        let ok = Outcome {
+            label: "success",
+            intune: Some(id.clone()),
+            subject: Some("CN=dev1".into()),
+            subject_alt_names: vec!["DNS:dev1".into()],
+            ..base.clone()
+        };
+        let d = decision(&ok).unwrap();
+        assert_eq!((d.label, d.identity, d.transaction_id), ("success", Some(&id), Some("tx")));
+        assert!(d.detail.contains("CN=dev1") && d.detail.contains("DNS:dev1"), "{}", d.detail);
+        // Passed the challenge, failed at the issuer: still the challenge's success.
+        let iss = Outcome { label: "issuer_rejected", intune: Some(id), ..base.clone() };
+        assert_eq!(decision(&iss).map(|d| (d.label, d.outcome)), Some(("success", "issuer_rejected")));
+        // Not Intune at all.
+        assert!(decision(&Outcome { label: "bad_challenge", ..base.clone() }).is_none());
+        assert!(decision(&Outcome { label: "success", ..base }).is_none());
+    }
+}
