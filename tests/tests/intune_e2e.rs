@@ -130,6 +130,27 @@ impl Drop for Scepd {
     }
 }
 
+/// The admin API key of the test configurations.
+const ADMIN_KEY: &str = "intune-e2e-admin-key-0123456789";
+
+/// GET an admin API path on `url`'s server with [`ADMIN_KEY`]; the JSON answer.
+fn admin_get(url: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read as _, Write as _};
+    let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut s = std::net::TcpStream::connect(authority).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    serde_json::from_str(body).unwrap()
+}
+
 /// A config dir with the Connector bundle `bundle` and profile `corp` (Intune,
 /// audience [`AUD`], `extra` keys appended).
 fn setup(bundle: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
@@ -139,7 +160,8 @@ fn setup(bundle: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "[server]\ndata_dir = \"data\"\n\n[[profile]]\nname = \"corp\"\nchallenge_password = \"static-secret\"\n\
+            "[server]\ndata_dir = \"data\"\n\n[[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
+             [[profile]]\nname = \"corp\"\nchallenge_password = \"static-secret\"\n\
              intune_enabled = true\nintune_connector_cert_path = \"intune.pem\"\nintune_audience = \"{AUD}\"\n{extra}\n"
         ),
     )
@@ -233,6 +255,19 @@ fn success_then_replay_then_rate_limited() {
         .map(|v| v["fields"]["outcome"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(outcomes, ["success", "replay", "success", "rate_limited", "success", "claim_mismatch"]);
+
+    // The per-profile counters, as the admin plane reads them.
+    let stats = admin_get(&url, "/api/v1/admin/scep/intune/stats");
+    let corp = &stats["profiles"].as_array().unwrap().iter().find(|p| p["path_id"] == "corp").unwrap()["counters"];
+    for (label, n) in [("success", 3), ("replay", 1), ("rate_limited", 1), ("claim_mismatch", 1), ("expired", 0)] {
+        assert_eq!(corp[label], n, "{label}: {stats}");
+    }
+    // And the durable audit trail holds every decision under the spec's action.
+    let audit = admin_get(&url, "/api/v1/admin/scep/audit?profile=corp&action=scep_pkcsreq_intune&limit=50");
+    let mut audited: Vec<&str> =
+        audit["events"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    audited.reverse();
+    assert_eq!(audited, ["success", "replay", "success", "rate_limited", "success", "claim_mismatch"], "{audit}");
 }
 
 #[test]
