@@ -134,11 +134,11 @@ impl Drop for Scepd {
 const ADMIN_KEY: &str = "intune-e2e-admin-key-0123456789";
 
 /// GET an admin API path on `url`'s server with [`ADMIN_KEY`]; the JSON answer.
-fn admin_get(url: &str, path: &str) -> serde_json::Value {
+fn admin_get(url: &str, path: &str) -> Value {
     use std::io::{Read as _, Write as _};
     let authority = url.trim_start_matches("http://").split('/').next().unwrap();
     let mut s = std::net::TcpStream::connect(authority).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
