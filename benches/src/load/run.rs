@@ -274,7 +274,7 @@ fn draw_progress(shared: &Shared<'_>, total: usize) {
         std::thread::sleep(Duration::from_millis(250));
         ticks += 1;
         // Not a terminal (CI logs): one line every 5 s instead of redraws.
-        if !tty && ticks % 20 != 0 {
+        if !tty && !ticks.is_multiple_of(20) {
             continue;
         }
         let done = shared.done.load(Ordering::Relaxed);
