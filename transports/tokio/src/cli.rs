@@ -47,6 +47,21 @@ pub(crate) struct ServeArgs {
     /// Static challenge password of the bootstrap `default` profile (without --config).
     #[arg(long, env = "SCEPD_CHALLENGE_PASSWORD", hide_env_values = true)]
     pub(crate) challenge_password: Option<String>,
+    /// Async runtime serving the connections (same service, same behaviour).
+    #[arg(long, env = "SCEPD_TRANSPORT", value_enum, default_value_t = Transport::Tokio)]
+    pub(crate) transport: Transport,
+    /// Executor threads of the smol transport (default: one per core).
+    #[arg(long, env = "SCEPD_SMOL_THREADS")]
+    pub(crate) smol_threads: Option<std::num::NonZeroUsize>,
+}
+
+/// The async runtime under the HTTP service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transport {
+    /// tokio (multi-threaded runtime), the default.
+    Tokio,
+    /// smol (async-executor, one thread per core).
+    Smol,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! scepd on tokio: `scepd serve` and `scepd check-config`.
+//! scepd: `scepd serve` (tokio by default, `--transport smol`) and `scepd check-config`.
 //!
 //! Logs go to stderr (`RUST_LOG` filter, `--log-format text|json`); stdout
 //! carries only the lines an operator or a script reads:
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use scep_service::{ServiceState, StartOptions};
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command, LogFormat, Transport};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -43,7 +43,11 @@ fn main() -> ExitCode {
                 challenge_password: args.challenge_password,
                 env: None,
             };
-            match serve(options) {
+            let transport = match args.transport {
+                Transport::Tokio => Runtime::Tokio,
+                Transport::Smol => Runtime::Smol(args.smol_threads.unwrap_or_else(scep_smol::default_threads)),
+            };
+            match serve(options, transport) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "scepd stopped");
@@ -55,7 +59,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(options: StartOptions) -> Result<(), String> {
+/// The runtime chosen with `--transport`.
+enum Runtime {
+    Tokio,
+    Smol(std::num::NonZeroUsize),
+}
+
+fn serve(options: StartOptions, runtime: Runtime) -> Result<(), String> {
     let started = ServiceState::load(options).map_err(|e| e.to_string())?;
     if let Some(pw) = &started.generated_challenge {
         let file = started.state.settings().data_dir.join(scep_service::bootstrap::CHALLENGE_FILE);
@@ -63,6 +73,9 @@ fn serve(options: StartOptions) -> Result<(), String> {
         println!("scepd challenge password (profile default, saved in {}): {pw}", file.display());
     }
     let _ = std::io::stdout().flush();
+    if let Runtime::Smol(threads) = runtime {
+        return scep_smol::run(started.state, threads);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

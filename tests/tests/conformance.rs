@@ -1,0 +1,398 @@
+//! The transport conformance suite: every end-to-end scenario runs against
+//! the real `scepd` binary on each transport (`--transport tokio` and
+//! `--transport smol`), so the two cannot drift apart. A scenario is written
+//! once, as `fn(&mut Scepd)`, and [`both!`] makes one test per transport.
+//!
+//! The binary is `target/<profile>/scepd`, next to this test's directory; it
+//! is built on first use with the same cargo (`cargo build -p scepd`), so a
+//! stale or missing binary is never tested by accident.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use scep_tests::client::{
+    CaCertificates, ContentCipher, CsrSpec, DeviceKey, DigestAlg, MessageBody, MessageOptions, PkiMethod, PkiStatus,
+    ScepClient, Signer, build_csr, build_pki_message, self_signed_certificate, verify_cert_rep,
+};
+
+const CHALLENGE: &str = "conformance-secret";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The transports `scepd serve --transport` offers.
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    Tokio,
+    Smol,
+}
+
+impl Transport {
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Tokio => "tokio",
+            Self::Smol => "smol",
+        }
+    }
+}
+
+/// `target/<profile>/scepd`, built once per test process.
+fn scepd_binary() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // current_exe = target/<profile>/deps/conformance-<hash>
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "scepd", "--bin", "scepd"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.arg("--target-dir").arg(target_dir);
+        }
+        let status = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().unwrap();
+        assert!(status.success(), "cargo build -p scepd failed");
+        let bin = profile_dir.join("scepd");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+}
+
+/// A running `scepd serve` in a fresh data dir (bootstrap: local CA, `default` profile).
+struct Scepd {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    transport: Transport,
+}
+
+impl Scepd {
+    fn start(transport: Transport) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut child = Command::new(scepd_binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--challenge-password", CHALLENGE, "--transport"])
+            .arg(transport.flag())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .env_remove("SCEPD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let port = loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("scepd listening on http://") {
+                        break addr.rsplit_once(':').unwrap().1.parse().unwrap();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                    panic!("{transport:?}: no listening line within {WAIT:?}; stderr:\n{log}");
+                }
+            }
+        };
+        Self { child, port, dir, transport }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/scep", self.port)
+    }
+
+    fn client(&self) -> ScepClient {
+        ScepClient::new(&self.url()).unwrap().with_timeout(Duration::from_secs(20))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?}: scepd did not exit within {limit:?}\n{}",
+                self.transport,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// One raw HTTP/1.1 request with `Connection: close`: (status, headers+body text).
+    fn raw(&self, head: &str, body: &[u8]) -> (u16, String) {
+        let mut s = self.connect();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        read_response(&mut s)
+    }
+}
+
+impl Drop for Scepd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+/// A PKCSReq for `key`, ready to send, with its self-signed signer.
+fn pkcs_req(
+    key: &DeviceKey,
+    cn: &str,
+    challenge: &str,
+    ca: &CaCertificates,
+    options: &MessageOptions,
+) -> scep_tests::client::PkiRequest {
+    let spec = CsrSpec::new(cn, Some(challenge));
+    let self_signed = self_signed_certificate(key, &spec.subject, 1).unwrap();
+    let csr = build_csr(key, &spec).unwrap();
+    build_pki_message(&MessageBody::PkcsReq(csr), Signer { certificate: &self_signed, key }, ca.recipient(), options)
+        .unwrap()
+}
+
+/// One test per transport for each scenario.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod tokio {
+            $( #[test] fn $name() { super::$name(&mut super::Scepd::start(super::Transport::Tokio)); } )*
+        }
+        mod smol {
+            $( #[test] fn $name() { super::$name(&mut super::Scepd::start(super::Transport::Smol)); } )*
+        }
+    };
+}
+
+both!(
+    get_ca_caps,
+    get_ca_cert,
+    pkcs_req_post_and_get_across_ciphers,
+    renewal,
+    wrong_challenge_fails,
+    http_errors,
+    sighup_survives,
+    sigterm_answers_in_flight_and_exits_0,
+);
+
+/// GetCACaps (RFC 8894 §3.5.2): what clients need to pick POST, AES and SHA-256.
+fn get_ca_caps(s: &mut Scepd) {
+    let caps = s.client().get_ca_caps().unwrap();
+    for cap in ["POSTPKIOperation", "AES", "SHA-256", "SCEPStandard", "Renewal"] {
+        assert!(caps.has(cap), "{:?}: {cap} missing from {:?}", s.transport, caps.capabilities);
+    }
+    let r = s.client().get("GetCACaps", None).unwrap();
+    assert!(r.content_type.unwrap().starts_with("text/plain"));
+}
+
+/// GetCACert (RFC 8894 §4.2): the CA (and RA when separate) as a degenerate PKCS#7.
+fn get_ca_cert(s: &mut Scepd) {
+    let ca = s.client().get_ca_cert().unwrap();
+    assert!(!ca.certificates.is_empty());
+    scep_engine::x509::CertificateRef::parse(ca.ca()).unwrap();
+    scep_engine::x509::CertificateRef::parse(ca.recipient()).unwrap();
+}
+
+/// PKCSReq over POST and GET with several cipher/digest choices; every
+/// CertRep verifies and carries a certificate for the request's key.
+fn pkcs_req_post_and_get_across_ciphers(s: &mut Scepd) {
+    let client = s.client();
+    let combos = [
+        (PkiMethod::Post, ContentCipher::Aes256Cbc, DigestAlg::Sha256),
+        (PkiMethod::Get, ContentCipher::Aes128Cbc, DigestAlg::Sha512),
+        (PkiMethod::Post, ContentCipher::DesEde3Cbc, DigestAlg::Sha1),
+    ];
+    for (i, (method, cipher, digest)) in combos.into_iter().enumerate() {
+        let key = DeviceKey::pregenerated(i).unwrap();
+        let options = MessageOptions { cipher, digest, ..MessageOptions::default() };
+        let cn = format!("conf-{i}");
+        let e = client.enroll(&key, &CsrSpec::new(cn.clone(), Some(CHALLENGE)), &options, method).unwrap();
+        assert_eq!(
+            e.reply.status,
+            PkiStatus::SUCCESS,
+            "{:?} {method:?} {cipher:?} {digest:?}: {:?}",
+            s.transport,
+            e.reply.fail_info_text
+        );
+        let cert = scep_engine::x509::CertificateRef::parse(e.issued().unwrap()).unwrap();
+        assert_eq!(cert.spki.raw, key.spki_der());
+        assert_eq!(cert.subject, scep_tests::client::SubjectName::cn(cn).to_der().as_slice());
+    }
+}
+
+/// RenewalReq (RFC 8894 §3.3.1.2) signed with the issued certificate.
+fn renewal(s: &mut Scepd) {
+    let client = s.client();
+    let key = DeviceKey::pregenerated(3).unwrap();
+    let e = client
+        .enroll(&key, &CsrSpec::new("conf-renew", Some(CHALLENGE)), &MessageOptions::default(), PkiMethod::Post)
+        .unwrap();
+    let issued = e.issued().unwrap().to_vec();
+    let new_key = DeviceKey::pregenerated(4).unwrap();
+    let csr = build_csr(&new_key, &CsrSpec::new("conf-renew", None)).unwrap();
+    let req = build_pki_message(
+        &MessageBody::RenewalReq(csr),
+        Signer { certificate: &issued, key: &key },
+        e.ca.recipient(),
+        &MessageOptions::default(),
+    )
+    .unwrap();
+    let rep = client.transact(&req, &key, &e.ca, PkiMethod::Post).unwrap();
+    assert_eq!(rep.status, PkiStatus::SUCCESS, "{:?}: {:?}", s.transport, rep.fail_info_text);
+    let renewed = scep_engine::x509::CertificateRef::parse(rep.issued_certificate(&new_key).unwrap()).unwrap();
+    assert_eq!(renewed.spki.raw, new_key.spki_der());
+}
+
+/// A wrong challenge is a signed CertRep FAILURE with a failInfo (RFC 8894 §3.3.2.2).
+fn wrong_challenge_fails(s: &mut Scepd) {
+    let key = DeviceKey::pregenerated(5).unwrap();
+    let e = s
+        .client()
+        .enroll(&key, &CsrSpec::new("conf-bad", Some("wrong")), &MessageOptions::default(), PkiMethod::Post)
+        .unwrap();
+    assert_eq!(e.reply.status, PkiStatus::FAILURE);
+    assert!(e.reply.fail_info.is_some());
+    assert!(e.issued().is_err());
+}
+
+/// 404 for unknown paths and profiles, 405 for other methods, 413 for
+/// oversized bodies (declared or streamed).
+fn http_errors(s: &mut Scepd) {
+    let get = |target: &str| s.raw(&format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), b"").0;
+    assert_eq!(get("/nope"), 404);
+    assert_eq!(get("/scep/no-such-profile?operation=GetCACaps"), 404);
+    assert_eq!(get("/healthz"), 200);
+    let (status, text) = s.raw("DELETE /scep HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"");
+    assert_eq!(status, 405);
+    assert!(text.to_ascii_lowercase().contains("allow:"), "405 without Allow: {text}");
+    let (status, _) = s.raw(
+        "POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 300000\r\n\r\n",
+        b"",
+    );
+    assert_eq!(status, 413);
+    // Chunked, no declared length: refused once the limit is crossed.
+    let mut stream = s.connect();
+    write!(stream, "POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = vec![b'A'; 64 * 1024];
+    for _ in 0..5 {
+        if write!(stream, "{:x}\r\n", chunk.len())
+            .and_then(|()| stream.write_all(&chunk))
+            .and_then(|()| stream.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head[9..12], b"413");
+}
+
+/// SIGHUP reloads (here: the bootstrap state) and the server keeps serving.
+fn sighup_survives(s: &mut Scepd) {
+    let before = s.client().get("GetCACaps", None).unwrap().body;
+    for _ in 0..3 {
+        s.signal("HUP");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = s.client().get("GetCACaps", None).unwrap();
+    assert_eq!(after.status, 200, "{:?}\n{}", s.transport, s.log());
+    assert_eq!(after.body, before);
+    assert!(s.log().contains("SIGHUP"), "{:?}: SIGHUP not logged\n{}", s.transport, s.log());
+    let key = DeviceKey::pregenerated(6).unwrap();
+    let e = s
+        .client()
+        .enroll(&key, &CsrSpec::new("conf-hup", Some(CHALLENGE)), &MessageOptions::default(), PkiMethod::Post)
+        .unwrap();
+    assert_eq!(e.reply.status, PkiStatus::SUCCESS);
+}
+
+/// SIGTERM: a PKCSReq whose body is still arriving is answered with a valid
+/// CertRep, then scepd exits 0.
+fn sigterm_answers_in_flight_and_exits_0(s: &mut Scepd) {
+    let ca = s.client().get_ca_cert().unwrap();
+    let key = DeviceKey::pregenerated(7).unwrap();
+    let req = pkcs_req(&key, "conf-term", CHALLENGE, &ca, &MessageOptions::default());
+    let mut stream = s.connect();
+    write!(
+        stream,
+        "POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-pki-message\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        req.der.len()
+    )
+    .unwrap();
+    let half = req.der.len() / 2;
+    stream.write_all(&req.der[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&req.der[half..]).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{:?}: {head}", s.transport);
+    let rep = verify_cert_rep(&raw[split + 4..], &req, &key, &ca.certificates).unwrap();
+    assert_eq!(rep.status, PkiStatus::SUCCESS);
+
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{:?}: exit {status:?}\n{}", s.transport, s.log());
+}
+
+/// The transports answer the non-cryptographic routes byte for byte alike.
+#[test]
+fn transports_answer_alike() {
+    let (t, m) = (Scepd::start(Transport::Tokio), Scepd::start(Transport::Smol));
+    for target in ["/scep?operation=GetCACaps", "/nope", "/healthz", "/scep?operation=Bogus"] {
+        let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let strip_date = |text: String| -> String {
+            text.lines().filter(|l| !l.to_ascii_lowercase().starts_with("date:")).collect::<Vec<_>>().join("\n")
+        };
+        let (a, b) = (t.raw(&head, b""), m.raw(&head, b""));
+        assert_eq!(a.0, b.0, "{target}");
+        assert_eq!(strip_date(a.1), strip_date(b.1), "{target}");
+    }
+}
