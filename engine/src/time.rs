@@ -45,6 +45,67 @@ impl UnixTime {
         format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
     }
 
+    /// Parses an RFC 3339 `date-time` (RFC 3339 §5.6): `2030-01-01T00:00:00Z`,
+    /// `2030-01-01t00:00:00.5+02:00`, `2030-01-01 00:00:00-05:30`. A
+    /// fractional second is truncated; a leap second (`:60`) counts as the
+    /// next second. `None` for anything else (including an offset-less time).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            let part = b.get(r)?;
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            std::str::from_utf8(part).ok()?.parse().ok()
+        };
+        let sep = |i: usize, c: u8| b.get(i) == Some(&c);
+        if !(sep(4, b'-')
+            && sep(7, b'-')
+            && matches!(b.get(10), Some(b'T' | b't' | b' '))
+            && sep(13, b':')
+            && sep(16, b':'))
+        {
+            return None;
+        }
+        let (year, month, day) = (i64::from(num(0..4)?), num(5..7)?, num(8..10)?);
+        let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let month_days = match month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        if !(1..=12).contains(&month) || !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        // time-secfrac = "." 1*DIGIT
+        let mut i = 19;
+        if sep(i, b'.') {
+            let digits = b.get(i + 1..)?.iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits == 0 {
+                return None;
+            }
+            i += 1 + digits;
+        }
+        // time-offset = "Z" / time-numoffset
+        let offset = match b.get(i..)? {
+            [b'Z' | b'z'] => 0,
+            [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+                let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                let secs = i64::from(h) * 3600 + i64::from(m) * 60;
+                if *sign == b'-' { -secs } else { secs }
+            }
+            _ => return None,
+        };
+        let days = days_from_civil(year, month, day);
+        let local = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
+        Some(Self(local - offset))
+    }
+
     /// Writes this time as UTCTime for years 1950–2049 and GeneralizedTime
     /// otherwise (RFC 5280 §4.1.2.5).
     pub fn write_asn1(self, w: &mut Writer) {
@@ -134,6 +195,41 @@ mod tests {
             assert_eq!(parse_asn1_time(parse_single(&v).unwrap()).unwrap(), UnixTime(secs));
         }
         assert_eq!(UnixTime(1_767_268_800).to_rfc3339(), "2026-01-01T12:00:00Z");
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        let t = |s: &str| UnixTime::parse_rfc3339(s).map(UnixTime::secs);
+        assert_eq!(t("2026-01-01T12:00:00Z"), Some(1_767_268_800));
+        assert_eq!(t("2026-01-01t12:00:00z"), Some(1_767_268_800));
+        assert_eq!(t("2026-01-01 12:00:00Z"), Some(1_767_268_800));
+        assert_eq!(t("2026-01-01T12:00:00.999Z"), Some(1_767_268_800), "fraction truncated");
+        assert_eq!(t("2026-01-01T14:00:00+02:00"), Some(1_767_268_800));
+        assert_eq!(t("2026-01-01T06:30:00-05:30"), Some(1_767_268_800));
+        assert_eq!(t("2024-02-29T00:00:00Z"), Some(1_709_164_800));
+        assert_eq!(t("2016-12-31T23:59:60Z"), Some(1_483_228_800), "leap second");
+        for round in [0i64, 951_782_400, 4_102_444_800] {
+            assert_eq!(t(&UnixTime(round).to_rfc3339()), Some(round));
+        }
+        for bad in [
+            "",
+            "2026-01-01",
+            "2026-01-01T12:00:00",
+            "2026-01-01T12:00Z",
+            "2026-13-01T12:00:00Z",
+            "2026-02-29T12:00:00Z",
+            "2026-04-31T12:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T12:00:00.Z",
+            "2026-01-01T12:00:00+0200",
+            "2026-01-01T12:00:00+24:00",
+            "2026-01-01T12:00:00Zjunk",
+            "2026-01-01X12:00:00Z",
+            "+026-01-01T12:00:00Z",
+            "1767268800",
+        ] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
     }
 
     #[test]

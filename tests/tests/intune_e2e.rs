@@ -262,8 +262,12 @@ fn success_then_replay_then_rate_limited() {
     for (label, n) in [("success", 3), ("replay", 1), ("rate_limited", 1), ("claim_mismatch", 1), ("expired", 0)] {
         assert_eq!(corp[label], n, "{label}: {stats}");
     }
+    // The live replay cache and rate limiter behind them (admitted challenges hold their nonce).
+    let corp_stats = stats["profiles"].as_array().unwrap().iter().find(|p| p["path_id"] == "corp").unwrap();
+    assert!(corp_stats["replay_cache_entries"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(corp_stats["rate_limit"]["devices_tracked"], 2, "device-guid-1 and -2: {stats}");
     // And the durable audit trail holds every decision under the spec's action.
-    let audit = admin_get(&url, "/api/v1/admin/scep/audit?profile=corp&action=scep_pkcsreq_intune&limit=50");
+    let audit = admin_get(&url, "/api/v1/admin/scep/events?profile=corp&action=scep_pkcsreq_intune&limit=50");
     let mut audited: Vec<&str> =
         audit["events"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
     audited.reverse();

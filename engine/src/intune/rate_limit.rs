@@ -118,6 +118,27 @@ impl RateLimiter {
         self.limit
     }
 
+    /// The sliding window, seconds.
+    pub const fn window_secs(&self) -> i64 {
+        self.window
+    }
+
+    /// How many devices the table can track at once (its bucket count; half
+    /// of it is the `devices` asked for at construction, rounded up).
+    pub fn capacity(&self) -> usize {
+        if self.limit == 0 { 0 } else { self.owners.len() }
+    }
+
+    /// Devices with at least one enrolment inside the window ending at `now`
+    /// (a racy snapshot for the admin plane; reads every bucket once).
+    pub fn tracked_devices(&self, now: UnixTime) -> usize {
+        if self.limit == 0 {
+            return 0;
+        }
+        let cutoff = now.secs().max(EMPTY_CELL + 1).saturating_sub(self.window);
+        (0..self.owners.len()).filter(|&b| self.owners[b].load(Ordering::Relaxed) != 0 && !self.idle(b, cutoff)).count()
+    }
+
     fn fingerprint(&self, scope: &str, sub: &str, iss: &str) -> (usize, u64) {
         let mut ctx = hmac::Context::with_key(&self.key);
         for part in [scope, sub, iss] {
@@ -259,6 +280,23 @@ mod tests {
         // exactly one window later the first slot is free again, only one
         r.check_and_record("p", "dev", "iss", t.plus(RATE_WINDOW_SECS)).unwrap();
         assert!(r.check_and_record("p", "dev", "iss", t.plus(RATE_WINDOW_SECS)).is_err());
+    }
+
+    #[test]
+    fn tracked_devices_counts_devices_inside_the_window() {
+        let r = RateLimiter::new(2, 100, 8, &Fixed(3));
+        assert_eq!((r.window_secs(), r.capacity()), (100, 16));
+        let t = UnixTime(10_000);
+        assert_eq!(r.tracked_devices(t), 0);
+        r.check_and_record("p", "a", "i", t).unwrap();
+        r.check_and_record("p", "a", "i", t.plus(1)).unwrap();
+        r.check_and_record("p", "b", "i", t.plus(50)).unwrap();
+        assert_eq!(r.tracked_devices(t.plus(50)), 2, "a device counts once");
+        assert_eq!(r.tracked_devices(t.plus(101)), 1, "a left the window");
+        assert_eq!(r.tracked_devices(t.plus(150)), 0);
+        let off = RateLimiter::new(0, 100, 8, &Fixed(3));
+        off.check_and_record("p", "a", "i", t).unwrap();
+        assert_eq!((off.tracked_devices(t), off.capacity()), (0, 0));
     }
 
     #[test]

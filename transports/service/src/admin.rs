@@ -2,13 +2,15 @@
 //!
 //! | method | path | answers |
 //! |---|---|---|
-//! | GET | `/api/v1/admin/scep/profiles` | every profile: URLs, RA certificate expiry, mTLS, challenge set, Intune block |
-//! | GET | `/api/v1/admin/scep/intune/stats` | per profile: Intune counters and trust anchors |
-//! | POST | `/api/v1/admin/scep/intune/reload-trust` | body `{"path_id": "corp"}`: re-read that profile's Connector trust anchors |
-//! | GET | `/api/v1/admin/scep/audit?profile=&action=&outcome=&limit=&before_id=` | audit events, newest first |
+//! | GET | `/api/v1/admin/scep/events?profile=&action=&outcome=&since=&limit=&before_id=` | audit events, newest first (`/audit`: alias) |
+//! | GET | `/api/v1/admin/scep/profiles` | every profile: URLs, RA certificate validity, mTLS, challenge set, Intune block |
+//! | GET | `/api/v1/admin/scep/intune/stats` | per profile: trust anchors, settings, rate limit, replay cache, counters |
+//! | POST | `/api/v1/admin/scep/intune/reload-trust` | body `{"path_id": "corp"}`: re-read that profile's Connector trust anchors; 200 / 400 / 404 / 409 / 500 (old pool kept) |
 //!
 //! Every endpoint requires an `admin` key: no key or an unknown key is 401,
 //! a non-admin (`reader`) key is 403. Errors are `{"error": code, "message": text}`.
+//! Durations are integer seconds (`*_secs`); times are RFC 3339 UTC;
+//! `days_to_expiry` is whole days, rounded down, negative once expired.
 //! Keys are compared in constant time (SHA-256 of the presented key against
 //! each configured key's digest, all compared) and never logged.
 //!
@@ -18,6 +20,8 @@
 //! key = "..."             # at least 16 characters, no whitespace
 //! role = "admin"          # "admin" or "reader"; default "reader"
 //! ```
+
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -31,6 +35,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::audit::{AuditQuery, MAX_QUERY_LIMIT};
+use crate::intune::ProfileIntuneStats;
 use crate::profile::Profile;
 use crate::state::ServiceState;
 
@@ -140,16 +145,55 @@ impl ApiKeys {
 }
 
 /// Intune state of one profile, for the stats endpoint and the metrics.
+/// Every field but `path_id` and `enabled` is empty / zero when `enabled` is false.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IntuneProfileStats {
     /// The profile name (`path_id` in the spec's API).
     pub path_id: String,
     /// Whether the profile validates Intune challenges.
     pub enabled: bool,
+    /// The Connector certificate bundle (`intune_connector_cert_path`), resolved.
+    pub trust_bundle_path: Option<PathBuf>,
+    /// The configured audience (`None`: the audience gate is skipped).
+    pub audience: Option<String>,
+    /// Challenge validity (also the replay TTL), seconds.
+    pub challenge_validity_secs: i64,
+    /// Clock skew tolerance, seconds.
+    pub clock_skew_tolerance_secs: i64,
+    /// Enrolments admitted per device per window (0: rate limit disabled).
+    pub per_device_rate_limit_24h: u32,
+    /// The rate limiter's window, seconds.
+    pub rate_limit_window_secs: i64,
+    /// Devices with an enrolment inside the current window.
+    pub rate_limit_devices_tracked: usize,
+    /// Devices the rate limiter can track at once.
+    pub rate_limit_capacity: usize,
+    /// Live nonces in the replay cache.
+    pub replay_cache_entries: usize,
     /// `("success", n)` then each rejection label with its count.
     pub counters: Vec<(&'static str, u64)>,
     /// The Connector trust anchors.
     pub trust_anchors: Vec<TrustAnchorInfo>,
+}
+
+impl From<&ProfileIntuneStats> for IntuneProfileStats {
+    fn from(s: &ProfileIntuneStats) -> Self {
+        Self {
+            path_id: s.profile.clone(),
+            enabled: true,
+            trust_bundle_path: Some(s.bundle.clone()),
+            audience: s.audience.clone(),
+            challenge_validity_secs: s.challenge_validity_secs,
+            clock_skew_tolerance_secs: s.clock_skew_tolerance_secs,
+            per_device_rate_limit_24h: s.per_device_rate_limit_24h,
+            rate_limit_window_secs: s.rate_limit_window_secs,
+            rate_limit_devices_tracked: s.rate_limit_devices_tracked,
+            rate_limit_capacity: s.rate_limit_capacity,
+            replay_cache_entries: s.replay_entries,
+            counters: s.counters.clone(),
+            trust_anchors: anchor_infos(&s.anchors),
+        }
+    }
 }
 
 /// One Connector signing certificate of a trust anchor pool.
@@ -157,8 +201,12 @@ pub struct IntuneProfileStats {
 pub struct TrustAnchorInfo {
     /// Subject, RFC 4514-like.
     pub subject: String,
+    /// `notBefore`.
+    pub not_before: UnixTime,
     /// `notAfter`.
     pub not_after: UnixTime,
+    /// `"rsa"` (RS256) or `"ec-p256"` (ES256).
+    pub key: &'static str,
 }
 
 /// Why a trust anchor reload was refused.
@@ -168,13 +216,13 @@ pub enum ReloadTrustError {
     UnknownProfile,
     /// The profile does not validate Intune challenges (409).
     NotEnabled,
-    /// The file could not be used; the old pool stays (422).
+    /// The file could not be used; the old pool is kept (500).
     Failed(String),
 }
 
 impl ServiceState {
-    /// Per-profile Intune counters and trust anchors, one entry per profile
-    /// (`enabled: false` for profiles without Intune), in profile order.
+    /// Per-profile Intune state, one entry per profile (`enabled: false` for
+    /// profiles without Intune), sorted by profile name.
     pub fn admin_intune_stats(&self) -> Vec<IntuneProfileStats> {
         let live = self.intune_stats();
         self.profiles()
@@ -182,12 +230,7 @@ impl ServiceState {
             .map(|p| {
                 let name = p.engine.config().name.clone();
                 match live.iter().find(|s| s.profile == name) {
-                    Some(s) => IntuneProfileStats {
-                        path_id: name,
-                        enabled: true,
-                        counters: s.counters.clone(),
-                        trust_anchors: anchor_infos(&s.anchors),
-                    },
+                    Some(s) => IntuneProfileStats::from(s),
                     None => IntuneProfileStats { path_id: name, ..IntuneProfileStats::default() },
                 }
             })
@@ -195,12 +238,14 @@ impl ServiceState {
     }
 
     /// Re-reads profile `path_id`'s Connector trust anchor file and swaps the
-    /// pool (the SIGHUP equivalent for one profile); the old pool stays on
+    /// pool (the SIGHUP equivalent for one profile); the old pool is kept on
     /// error. Reads one small file.
     ///
     /// # Errors
     /// See [`ReloadTrustError`].
     pub fn admin_reload_trust(&self, path_id: &str) -> Result<Vec<TrustAnchorInfo>, ReloadTrustError> {
+        // One snapshot for the checks and the reload: a concurrent SIGHUP
+        // cannot turn an unknown profile into a reload failure.
         let profiles = self.profiles();
         let Some(profile) = profiles.iter().find(|p| p.engine.config().name == path_id) else {
             return Err(ReloadTrustError::UnknownProfile);
@@ -208,13 +253,22 @@ impl ServiceState {
         if profile.intune.is_none() {
             return Err(ReloadTrustError::NotEnabled);
         }
-        let stats = self.reload_trust(Some(path_id)).map_err(|e| ReloadTrustError::Failed(e.0))?;
+        let stats = crate::intune::reload_trust(&profiles, Some(path_id), UnixTime::now())
+            .map_err(|e| ReloadTrustError::Failed(e.0))?;
         Ok(stats.iter().find(|s| s.profile == path_id).map(|s| anchor_infos(&s.anchors)).unwrap_or_default())
     }
 }
 
 fn anchor_infos(anchors: &[crate::intune::AnchorInfo]) -> Vec<TrustAnchorInfo> {
-    anchors.iter().map(|a| TrustAnchorInfo { subject: a.subject.clone(), not_after: a.not_after }).collect()
+    anchors
+        .iter()
+        .map(|a| TrustAnchorInfo {
+            subject: a.subject.clone(),
+            not_before: a.not_before,
+            not_after: a.not_after,
+            key: a.key,
+        })
+        .collect()
 }
 
 /// The parts of a request the admin API reads.
@@ -257,28 +311,38 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
     }
     tracing::info!(target: "scepd::admin", key = name, method = %req.method, path = req.path, "admin API");
     match (req.method, req.path) {
-        (&Method::GET, "/api/v1/admin/scep/profiles") => ok(profiles_json(state, UnixTime::now())),
-        (&Method::GET, "/api/v1/admin/scep/intune/stats") => ok(intune_json(state, UnixTime::now())),
-        (&Method::POST, "/api/v1/admin/scep/intune/reload-trust") => reload_trust(state, req.body, name),
-        (&Method::GET, "/api/v1/admin/scep/audit") => audit(state, req.query.unwrap_or("")).await,
-        (_, "/api/v1/admin/scep/profiles" | "/api/v1/admin/scep/intune/stats" | "/api/v1/admin/scep/audit")
-        | (_, "/api/v1/admin/scep/intune/reload-trust") => {
+        (&Method::GET, PROFILES) => ok(profiles_json(state, UnixTime::now())),
+        (&Method::GET, INTUNE_STATS) => ok(intune_json(state, UnixTime::now())),
+        (&Method::POST, RELOAD_TRUST) => reload_trust(state, req.body, name),
+        (&Method::GET, EVENTS | EVENTS_ALIAS) => events(state, req.query.unwrap_or("")).await,
+        (_, PROFILES | INTUNE_STATS | RELOAD_TRUST | EVENTS | EVENTS_ALIAS) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
     }
 }
 
+const PROFILES: &str = "/api/v1/admin/scep/profiles";
+const INTUNE_STATS: &str = "/api/v1/admin/scep/intune/stats";
+const RELOAD_TRUST: &str = "/api/v1/admin/scep/intune/reload-trust";
+const EVENTS: &str = "/api/v1/admin/scep/events";
+/// The earlier name of [`EVENTS`], kept as an alias.
+const EVENTS_ALIAS: &str = "/api/v1/admin/scep/audit";
+
+/// Whole days from `now` until `t`, rounded down (negative once past).
 fn days_to(t: UnixTime, now: UnixTime) -> i64 {
     (t.secs() - now.secs()).div_euclid(86_400)
 }
 
+/// `subject`, `not_before`, `not_after`, `days_to_expiry`, `expired`.
 fn cert_json(der: &[u8], now: UnixTime) -> Value {
     match CertificateRef::parse(der) {
         Ok(c) => json!({
             "subject": name_to_string(c.subject),
+            "not_before": c.not_before.to_rfc3339(),
             "not_after": c.not_after.to_rfc3339(),
             "days_to_expiry": days_to(c.not_after, now),
+            "expired": c.not_after < now,
         }),
         Err(_) => Value::Null,
     }
@@ -301,15 +365,16 @@ fn profile_json(p: &Profile, default: &str, stats: Option<&IntuneProfileStats>, 
         "mtls": match &p.mtls {
             Some(m) => json!({
                 "enabled": true,
-                "url_path": format!("/scep-mtls/{}", c.name),
                 "trust_bundle_path": m.bundle_path.display().to_string(),
+                "url_path": format!("/scep-mtls/{}", c.name),
                 "earliest_expiry": m.earliest_expiry.to_rfc3339(),
                 "days_to_expiry": days_to(m.earliest_expiry, now),
+                "expired": m.earliest_expiry < now,
             }),
-            None => json!({ "enabled": false }),
+            None => json!({ "enabled": false, "trust_bundle_path": null }),
         },
         "policy": {
-            "validity_days": c.issuance.validity_secs / 86_400,
+            "validity_secs": c.issuance.validity_secs,
             "min_rsa_bits": c.keys.min_rsa_bits,
             "allow_ec_p256": c.keys.allow_p256,
             "allow_ec_p384": c.keys.allow_p384,
@@ -320,19 +385,41 @@ fn profile_json(p: &Profile, default: &str, stats: Option<&IntuneProfileStats>, 
     })
 }
 
+fn anchor_json(a: &TrustAnchorInfo, now: UnixTime) -> Value {
+    json!({
+        "subject": a.subject,
+        "key": a.key,
+        "not_before": a.not_before.to_rfc3339(),
+        "not_after": a.not_after.to_rfc3339(),
+        "days_to_expiry": days_to(a.not_after, now),
+        "expired": a.not_after < now,
+        "status": expiry_status(a.not_after, now),
+    })
+}
+
+/// One profile's Intune block; `{"path_id", "enabled": false}` without Intune.
 fn intune_profile_json(s: &IntuneProfileStats, now: UnixTime) -> Value {
+    if !s.enabled {
+        return json!({ "path_id": s.path_id, "enabled": false });
+    }
     let counters: serde_json::Map<String, Value> =
         s.counters.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
     json!({
         "path_id": s.path_id,
-        "enabled": s.enabled,
+        "enabled": true,
+        "trust_bundle_path": s.trust_bundle_path.as_ref().map(|p| p.display().to_string()),
+        "audience": s.audience,
+        "challenge_validity_secs": s.challenge_validity_secs,
+        "clock_skew_tolerance_secs": s.clock_skew_tolerance_secs,
+        "rate_limit": {
+            "per_device_rate_limit_24h": s.per_device_rate_limit_24h,
+            "window_secs": s.rate_limit_window_secs,
+            "devices_tracked": s.rate_limit_devices_tracked,
+            "capacity": s.rate_limit_capacity,
+        },
+        "replay_cache_entries": s.replay_cache_entries,
         "counters": counters,
-        "trust_anchors": s.trust_anchors.iter().map(|a| json!({
-            "subject": a.subject,
-            "not_after": a.not_after.to_rfc3339(),
-            "days_to_expiry": days_to(a.not_after, now),
-            "status": expiry_status(a.not_after, now),
-        })).collect::<Vec<_>>(),
+        "trust_anchors": s.trust_anchors.iter().map(|a| anchor_json(a, now)).collect::<Vec<_>>(),
     })
 }
 
@@ -364,7 +451,8 @@ pub fn profiles_json(state: &ServiceState, now: UnixTime) -> Value {
     json!({ "profiles": list })
 }
 
-fn intune_json(state: &ServiceState, now: UnixTime) -> Value {
+/// The Intune stats endpoint's JSON.
+pub fn intune_json(state: &ServiceState, now: UnixTime) -> Value {
     let list: Vec<Value> = state.admin_intune_stats().iter().map(|s| intune_profile_json(s, now)).collect();
     json!({ "profiles": list })
 }
@@ -394,11 +482,7 @@ fn reload_trust(state: &ServiceState, body: &[u8], key: &str) -> http::Response<
             ok(json!({
                 "path_id": parsed.path_id,
                 "reloaded": true,
-                "trust_anchors": anchors.iter().map(|a| json!({
-                    "subject": a.subject,
-                    "not_after": a.not_after.to_rfc3339(),
-                    "days_to_expiry": days_to(a.not_after, now),
-                })).collect::<Vec<_>>(),
+                "trust_anchors": anchors.iter().map(|a| anchor_json(a, now)).collect::<Vec<_>>(),
             }))
         }
         Err(ReloadTrustError::UnknownProfile) => {
@@ -408,14 +492,26 @@ fn reload_trust(state: &ServiceState, body: &[u8], key: &str) -> http::Response<
             error(StatusCode::CONFLICT, "intune_not_enabled", "Intune is not enabled on this profile")
         }
         Err(ReloadTrustError::Failed(why)) => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::INTERNAL_SERVER_ERROR,
             "reload_failed",
-            &format!("trust anchors not reloaded, the previous pool stays: {why}"),
+            &format!("trust anchors not reloaded, the old pool is kept: {why}"),
         ),
     }
 }
 
-async fn audit(state: &ServiceState, query: &str) -> http::Response<Full<Bytes>> {
+/// `since`: Unix seconds (`1893456000`) or an RFC 3339 date-time. A `+` of an
+/// offset sent unencoded arrives as a space (form encoding) and is taken as `+`.
+fn parse_since(v: &str) -> Option<i64> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse().ok();
+    }
+    let fixed: String = v.char_indices().map(|(i, c)| if c == ' ' && i > 10 { '+' } else { c }).collect();
+    UnixTime::parse_rfc3339(&fixed).map(UnixTime::secs)
+}
+
+const EVENT_PARAMS: &str = "profile, action, outcome, since, limit, before_id";
+
+async fn events(state: &ServiceState, query: &str) -> http::Response<Full<Bytes>> {
     let Some(log) = state.audit() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "audit_disabled", "this server has no audit log");
     };
@@ -430,6 +526,16 @@ async fn audit(state: &ServiceState, query: &str) -> http::Response<Full<Bytes>>
             "action" if !v.is_empty() => q.action = Some(v),
             "outcome" if !v.is_empty() => q.outcome = Some(v),
             "profile" | "action" | "outcome" => {}
+            "since" => match parse_since(&v) {
+                Some(t) => q.since = Some(t),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "since: must be an RFC 3339 date-time (2030-01-01T00:00:00Z) or Unix seconds",
+                    );
+                }
+            },
             "limit" => match v.parse::<u32>() {
                 Ok(n) if (1..=MAX_QUERY_LIMIT).contains(&n) => q.limit = n,
                 _ => {
@@ -448,7 +554,7 @@ async fn audit(state: &ServiceState, query: &str) -> http::Response<Full<Bytes>>
                 return error(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    &format!("unknown parameter {other:?} (profile, action, outcome, limit, before_id)"),
+                    &format!("unknown parameter {other:?} ({EVENT_PARAMS})"),
                 );
             }
         }
@@ -521,6 +627,333 @@ mod tests {
             let e = ApiKeys::from_sections(&sections).unwrap_err();
             assert!(e.0.starts_with(key), "{e} does not name {key}");
             assert!(!e.0.contains(&long), "{e} quotes the key");
+        }
+    }
+
+    mod api {
+        use std::sync::Arc;
+
+        use futures_lite::future::block_on;
+        use scep_engine::crypto::{EcPrivateKey, SigningKey};
+        use scep_engine::intune::CsrIdentity;
+        use scep_issuers::x509_build::{Validity, common_name, self_signed_ca};
+
+        use super::super::*;
+        use crate::audit::AuditEvent;
+        use crate::state::StartOptions;
+        use crate::testutil::TestDir;
+
+        const ADMIN: &str = "admin-key-0123456789";
+
+        /// The eleven counters of the spec, then the engine's twelfth.
+        const COUNTERS: [&str; 12] = [
+            "success",
+            "malformed",
+            "signature_invalid",
+            "unknown_version",
+            "not_yet_valid",
+            "expired",
+            "wrong_audience",
+            "claim_mismatch",
+            "replay",
+            "rate_limited",
+            "compliance_failed",
+            "replay_cache_full",
+        ];
+
+        /// A self-signed P-256 Connector certificate PEM valid over [nb, na].
+        fn anchor_pem(cn: &str, nb: i64, na: i64) -> String {
+            let (_, der) = EcPrivateKey::generate().unwrap();
+            let key = SigningKey::from_der(&der).unwrap();
+            let validity = Validity { not_before: UnixTime::from_secs(nb), not_after: UnixTime::from_secs(na) };
+            let cert = self_signed_ca(&key, &common_name(cn), &[1], validity).unwrap();
+            scep_engine::pem::encode("CERTIFICATE", &cert)
+        }
+
+        fn valid_pem(cn: &str) -> String {
+            let now = UnixTime::now().secs();
+            anchor_pem(cn, now - 86_400, now + 365 * 86_400)
+        }
+
+        /// `corp`: Intune on (bundle `intune.pem`); `plain`: mTLS, no Intune. An admin key.
+        fn load(dir: &TestDir) -> Arc<ServiceState> {
+            std::fs::write(dir.path().join("intune.pem"), valid_pem("connector-a")).unwrap();
+            let cfg = format!(
+                "[server]\ndata_dir = \"data\"\n\
+                 [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN}\"\nrole = \"admin\"\n\
+                 {}intune_enabled = true\nintune_connector_cert_path = \"intune.pem\"\n\
+                 intune_audience = \"https://scep.example/scep/corp\"\nintune_challenge_validity = \"30m\"\n\
+                 intune_clock_skew_tolerance = \"2m\"\nintune_per_device_rate_limit_24h = 5\n\
+                 {}mtls_enabled = true\nmtls_client_ca_trust_bundle_path = \"chain.pem\"\n",
+                dir.profile_toml("corp"),
+                dir.profile_toml("plain"),
+            );
+            let path = dir.path().join("scepd.toml");
+            std::fs::write(&path, cfg).unwrap();
+            let options = StartOptions { config: Some(path), env: Some(Vec::new()), ..StartOptions::default() };
+            ServiceState::load(options).unwrap().state
+        }
+
+        fn call(state: &ServiceState, method: Method, target: &str, body: &str) -> (StatusCode, Value) {
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (target, None),
+            };
+            let auth = HeaderValue::from_str(&format!("Bearer {ADMIN}")).unwrap();
+            let req = AdminRequest { method: &method, path, query, authorization: Some(&auth), body: body.as_bytes() };
+            let r = block_on(handle(state, req));
+            assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+            let status = r.status();
+            let bytes = block_on(http_body_util::BodyExt::collect(r.into_body())).unwrap().to_bytes();
+            (status, serde_json::from_slice(&bytes).unwrap())
+        }
+
+        fn get(state: &ServiceState, target: &str) -> (StatusCode, Value) {
+            call(state, Method::GET, target, "")
+        }
+
+        /// A JSON error: exactly `error` and `message`.
+        fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
+            assert_eq!(got.0, status, "{}", got.1);
+            let obj = got.1.as_object().unwrap();
+            assert_eq!(obj.len(), 2, "{}", got.1);
+            assert_eq!(got.1["error"], code, "{}", got.1);
+            assert!(!got.1["message"].as_str().unwrap().is_empty());
+        }
+
+        fn event(profile: &str, action: &str, outcome: &str, at: i64) -> AuditEvent {
+            AuditEvent {
+                time: UnixTime::from_secs(at).to_rfc3339(),
+                time_unix: at,
+                profile: profile.into(),
+                action: action.into(),
+                operation: "PKIOperation".into(),
+                outcome: outcome.into(),
+                http_status: 200,
+                route: "scep".into(),
+                ..AuditEvent::default()
+            }
+        }
+
+        fn ids(v: &Value) -> Vec<i64> {
+            v["events"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect()
+        }
+
+        #[test]
+        fn events_filter_by_profile_action_outcome_and_since_newest_first() {
+            let dir = TestDir::new();
+            let state = load(&dir);
+            let log = state.audit().unwrap();
+            let t0 = UnixTime::now().secs() - 10_000;
+            let rec = |p: &str, a: &str, o: &str, at: i64| block_on(log.record(event(p, a, o, at))).unwrap();
+            let e1 = rec("corp", "scep_pkcsreq", "success", t0);
+            let e2 = rec("plain", "scep_getcacaps", "success", t0 + 1000);
+            let e3 = rec("corp", "scep_pkcsreq_intune", "replay", t0 + 2000);
+            let e4 = rec("corp", "scep_pkcsreq", "bad_challenge", t0 + 3000);
+
+            let t2 = UnixTime::from_secs(t0 + 2000);
+            let (y, mo, d, h, mi, sec) = t2.plus(2 * 3600).to_civil();
+            let plus_two = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}");
+            let cases: Vec<(String, Vec<i64>)> = vec![
+                (String::new(), vec![e4, e3, e2, e1]),
+                ("profile=corp".into(), vec![e4, e3, e1]),
+                ("profile=plain".into(), vec![e2]),
+                ("action=scep_pkcsreq".into(), vec![e4, e1]),
+                ("action=scep_pkcsreq_intune".into(), vec![e3]),
+                ("outcome=success".into(), vec![e2, e1]),
+                ("outcome=replay".into(), vec![e3]),
+                ("outcome=nothing".into(), vec![]),
+                (format!("since={}", t0 + 1000), vec![e4, e3, e2]),
+                (format!("since={}", t0 + 1001), vec![e4, e3]),
+                (format!("since={}", t2.to_rfc3339()), vec![e4, e3]),
+                (format!("since={}", t2.plus(1).to_rfc3339()), vec![e4]),
+                (format!("since={plus_two}%2B02:00"), vec![e4, e3]),
+                (format!("since={plus_two}+02:00"), vec![e4, e3]),
+                (format!("since={}", t0 + 3001), vec![]),
+                (format!("profile=corp&outcome=success&since={t0}"), vec![e1]),
+                ("profile=corp&action=scep_pkcsreq&limit=1".into(), vec![e4]),
+                (format!("profile=corp&action=scep_pkcsreq&limit=1&before_id={e4}"), vec![e1]),
+                ("limit=2".into(), vec![e4, e3]),
+                ("profile=&action=&outcome=".into(), vec![e4, e3, e2, e1]),
+            ];
+            for (query, want) in cases {
+                let (status, v) = get(&state, &format!("/api/v1/admin/scep/events?{query}"));
+                assert_eq!(status, StatusCode::OK, "{query}: {v}");
+                assert_eq!(ids(&v), want, "{query}");
+                // The earlier path answers the same.
+                assert_eq!(get(&state, &format!("/api/v1/admin/scep/audit?{query}")).1, v, "{query}");
+            }
+            let (_, v) = get(&state, "/api/v1/admin/scep/events?limit=1");
+            let e = &v["events"][0];
+            assert_eq!((e["profile"].as_str(), e["outcome"].as_str()), (Some("corp"), Some("bad_challenge")));
+            assert_eq!(e["time_unix"], t0 + 3000);
+
+            for bad in [
+                "since=",
+                "since=yesterday",
+                "since=2030-01-01",
+                "since=2030-01-01T00:00:00",
+                "since=-5",
+                "limit=0",
+                "limit=1001",
+                "limit=x",
+                "before_id=x",
+                "colour=red",
+                "profile=%zz",
+            ] {
+                assert_error(
+                    &get(&state, &format!("/api/v1/admin/scep/events?{bad}")),
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                );
+            }
+            assert_error(
+                &call(&state, Method::POST, "/api/v1/admin/scep/events", ""),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            );
+        }
+
+        #[test]
+        fn reload_trust_answers_200_400_404_409_and_500_keeping_the_old_pool() {
+            let dir = TestDir::new();
+            let state = load(&dir);
+            let reload = |body: &str| call(&state, Method::POST, "/api/v1/admin/scep/intune/reload-trust", body);
+            let subjects = |state: &ServiceState| -> Vec<String> {
+                state.admin_intune_stats()[0].trust_anchors.iter().map(|a| a.subject.clone()).collect()
+            };
+            assert_eq!(subjects(&state), ["CN=connector-a"]);
+
+            // 200: the new pool is in force and answered.
+            let bundle = dir.path().join("intune.pem");
+            std::fs::write(&bundle, valid_pem("connector-b") + &valid_pem("connector-c")).unwrap();
+            let (status, v) = reload(r#"{"path_id": "corp"}"#);
+            assert_eq!(status, StatusCode::OK, "{v}");
+            assert_eq!((v["path_id"].as_str(), v["reloaded"].as_bool()), (Some("corp"), Some(true)));
+            let answered: Vec<&str> =
+                v["trust_anchors"].as_array().unwrap().iter().map(|a| a["subject"].as_str().unwrap()).collect();
+            assert_eq!(answered, ["CN=connector-b", "CN=connector-c"]);
+            assert!(v["trust_anchors"][0]["days_to_expiry"].as_i64().unwrap() >= 364);
+            assert_eq!(subjects(&state), ["CN=connector-b", "CN=connector-c"]);
+
+            // 400: not {"path_id": "<string>"}.
+            for body in ["", "{}", "not json", r#"{"path_id": 1}"#, r#"{"path_id": "corp", "force": true}"#, "[]"] {
+                assert_error(&reload(body), StatusCode::BAD_REQUEST, "bad_request");
+            }
+            // 404, 409.
+            assert_error(&reload(r#"{"path_id": "nope"}"#), StatusCode::NOT_FOUND, "unknown_profile");
+            assert_error(&reload(r#"{"path_id": "plain"}"#), StatusCode::CONFLICT, "intune_not_enabled");
+
+            // 500: a corrupted, an expired or a missing bundle; the old pool is kept.
+            let now = UnixTime::now().secs();
+            let expired = anchor_pem("old", now - 10 * 86_400, now - 86_400);
+            let corrupt = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_string();
+            for bad in [Some(corrupt), Some("garbage".to_string()), Some(expired), None] {
+                match &bad {
+                    Some(text) => std::fs::write(&bundle, text).unwrap(),
+                    None => std::fs::remove_file(&bundle).unwrap(),
+                }
+                let got = reload(r#"{"path_id": "corp"}"#);
+                assert_error(&got, StatusCode::INTERNAL_SERVER_ERROR, "reload_failed");
+                let message = got.1["message"].as_str().unwrap();
+                assert!(message.contains("old pool is kept"), "{message}");
+                assert!(message.contains(&bundle.display().to_string()), "{message}");
+                assert_eq!(subjects(&state), ["CN=connector-b", "CN=connector-c"], "old pool kept after {bad:?}");
+            }
+            let (_, v) = get(&state, "/api/v1/admin/scep/intune/stats");
+            assert_eq!(v["profiles"][0]["trust_anchors"].as_array().unwrap().len(), 2);
+            assert_error(
+                &get(&state, "/api/v1/admin/scep/intune/reload-trust"),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            );
+        }
+
+        fn assert_cert(v: &Value, what: &str) {
+            assert!(v["subject"].as_str().is_some_and(|s| !s.is_empty()), "{what}: {v}");
+            let nb = UnixTime::parse_rfc3339(v["not_before"].as_str().unwrap()).unwrap();
+            let na = UnixTime::parse_rfc3339(v["not_after"].as_str().unwrap()).unwrap();
+            assert!(nb < na, "{what}: {v}");
+            let days = v["days_to_expiry"].as_i64().unwrap();
+            assert_eq!(days, (na.secs() - UnixTime::now().secs()).div_euclid(86_400), "{what}: {v}");
+            assert_eq!(v["expired"], false, "{what}: {v}");
+        }
+
+        #[test]
+        fn profiles_carry_ra_cert_mtls_challenge_and_the_intune_block() {
+            let dir = TestDir::new();
+            let state = load(&dir);
+            let (status, v) = get(&state, "/api/v1/admin/scep/profiles");
+            assert_eq!(status, StatusCode::OK);
+            let list = v["profiles"].as_array().unwrap();
+            let names: Vec<&str> = list.iter().map(|p| p["path_id"].as_str().unwrap()).collect();
+            assert_eq!(names, ["corp", "plain"]);
+            let (corp, plain) = (&list[0], &list[1]);
+            for p in list {
+                assert_cert(&p["ra_cert"], "ra_cert");
+                assert_cert(&p["ca_cert"], "ca_cert");
+                assert_eq!(p["challenge_password_set"], true);
+                assert_eq!(p["policy"]["validity_secs"], 365 * 86_400, "durations in seconds");
+            }
+            assert_eq!(corp["default"], true);
+            assert_eq!(corp["mtls"], json!({ "enabled": false, "trust_bundle_path": null }));
+            assert_eq!(plain["mtls"]["enabled"], true);
+            assert_eq!(plain["mtls"]["trust_bundle_path"], dir.path().join("chain.pem").display().to_string());
+            assert_eq!(plain["mtls"]["expired"], false);
+            assert!(plain["intune"].is_null());
+            // The profile's Intune block is the stats endpoint's entry.
+            let (_, stats) = get(&state, "/api/v1/admin/scep/intune/stats");
+            assert_eq!(corp["intune"]["path_id"], "corp");
+            assert_eq!(corp["intune"]["audience"], stats["profiles"][0]["audience"]);
+            assert_eq!(corp["intune"]["counters"], stats["profiles"][0]["counters"]);
+        }
+
+        #[test]
+        fn intune_stats_carry_anchors_settings_rate_limit_replay_cache_and_the_counters() {
+            let dir = TestDir::new();
+            let state = load(&dir);
+            // Some live state: one malformed challenge, one admitted device, one nonce.
+            let validator = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+            let none: [String; 0] = [];
+            let csr = CsrIdentity { common_names: &none, dns: &none, emails: &none, upns: &none };
+            let now = UnixTime::now();
+            assert!(validator.validate("not-a-jws", &csr, now).is_err());
+            validator.rate_limiter().check_and_record("corp", "device-1", "connector", now).unwrap();
+            validator.replay_cache().check_and_insert("corp", "nonce-1", now, now.plus(600)).unwrap();
+
+            let (status, v) = get(&state, "/api/v1/admin/scep/intune/stats");
+            assert_eq!(status, StatusCode::OK);
+            let list = v["profiles"].as_array().unwrap();
+            assert_eq!(list.len(), 2);
+            assert_eq!(list[1], json!({ "path_id": "plain", "enabled": false }));
+            let corp = &list[0];
+            assert_eq!((corp["path_id"].as_str(), corp["enabled"].as_bool()), (Some("corp"), Some(true)));
+            assert_eq!(corp["trust_bundle_path"], dir.path().join("intune.pem").display().to_string());
+            assert_eq!(corp["audience"], "https://scep.example/scep/corp");
+            assert_eq!(corp["challenge_validity_secs"], 1800);
+            assert_eq!(corp["clock_skew_tolerance_secs"], 120);
+            let rl = &corp["rate_limit"];
+            assert_eq!(rl["per_device_rate_limit_24h"], 5);
+            assert_eq!(rl["window_secs"], 86_400);
+            assert_eq!(rl["devices_tracked"], 1);
+            assert!(rl["capacity"].as_u64().unwrap() > 0);
+            assert_eq!(corp["replay_cache_entries"], 1);
+
+            let counters = corp["counters"].as_object().unwrap();
+            let mut keys: Vec<&str> = counters.keys().map(String::as_str).collect();
+            let mut want = COUNTERS.to_vec();
+            keys.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(keys, want);
+            assert_eq!(counters["malformed"], 1);
+            assert!(COUNTERS.iter().filter(|&&c| c != "malformed").all(|c| counters[*c] == 0), "{corp}");
+
+            let anchors = corp["trust_anchors"].as_array().unwrap();
+            assert_eq!(anchors.len(), 1);
+            assert_eq!(anchors[0]["subject"], "CN=connector-a");
+            assert_eq!(anchors[0]["key"], "ec-p256");
+            assert_eq!(anchors[0]["status"], "green");
+            assert_cert(&anchors[0], "trust anchor");
         }
     }
 

@@ -200,6 +200,8 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only this outcome label.
     pub outcome: Option<String>,
+    /// Only events at or after this time (`time_unix >= since`).
+    pub since: Option<i64>,
     /// Only events with an id below this (paging backwards).
     pub before_id: Option<i64>,
     /// At most this many (1..=[`MAX_QUERY_LIMIT`]).
@@ -462,37 +464,37 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
          http_status, pki_status, fail_info, subject, subject_alt_names, serial, renewal_of, intune_subject, \
          intune_issuer, intune_nonce, client_addr, route, detail, issuer FROM audit_events \
          WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR outcome = ?3) \
-         AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5",
+         AND (?4 IS NULL OR id < ?4) AND (?6 IS NULL OR time_unix >= ?6) ORDER BY id DESC LIMIT ?5",
     )?;
-    let rows =
-        stmt.query_map(params![q.profile, q.action, q.outcome, q.before_id, q.limit.clamp(1, MAX_QUERY_LIMIT)], |r| {
-            let sans: String = r.get(13)?;
-            Ok(AuditEvent {
-                id: r.get(0)?,
-                time: r.get(1)?,
-                time_unix: r.get(2)?,
-                profile: r.get(3)?,
-                action: r.get(4)?,
-                operation: r.get(5)?,
-                message_type: r.get(6)?,
-                transaction_id: r.get(7)?,
-                outcome: r.get(8)?,
-                http_status: r.get(9)?,
-                pki_status: r.get(10)?,
-                fail_info: r.get(11)?,
-                subject: r.get(12)?,
-                subject_alt_names: serde_json::from_str(&sans).unwrap_or_default(),
-                serial: r.get(14)?,
-                renewal_of: r.get(15)?,
-                intune_subject: r.get(16)?,
-                intune_issuer: r.get(17)?,
-                intune_nonce: r.get(18)?,
-                client_addr: r.get(19)?,
-                route: r.get(20)?,
-                detail: r.get(21)?,
-                issuer: r.get(22)?,
-            })
-        })?;
+    let limit = q.limit.clamp(1, MAX_QUERY_LIMIT);
+    let rows = stmt.query_map(params![q.profile, q.action, q.outcome, q.before_id, limit, q.since], |r| {
+        let sans: String = r.get(13)?;
+        Ok(AuditEvent {
+            id: r.get(0)?,
+            time: r.get(1)?,
+            time_unix: r.get(2)?,
+            profile: r.get(3)?,
+            action: r.get(4)?,
+            operation: r.get(5)?,
+            message_type: r.get(6)?,
+            transaction_id: r.get(7)?,
+            outcome: r.get(8)?,
+            http_status: r.get(9)?,
+            pki_status: r.get(10)?,
+            fail_info: r.get(11)?,
+            subject: r.get(12)?,
+            subject_alt_names: serde_json::from_str(&sans).unwrap_or_default(),
+            serial: r.get(14)?,
+            renewal_of: r.get(15)?,
+            intune_subject: r.get(16)?,
+            intune_issuer: r.get(17)?,
+            intune_nonce: r.get(18)?,
+            client_addr: r.get(19)?,
+            route: r.get(20)?,
+            detail: r.get(21)?,
+            issuer: r.get(22)?,
+        })
+    })?;
     rows.collect()
 }
 
@@ -606,6 +608,11 @@ mod tests {
         assert_eq!(newest.len(), 1);
         let older = block_on(log.query(AuditQuery { before_id: Some(newest[0].id), ..q })).unwrap();
         assert_eq!(older[0].profile, "corp");
+        let first = got[1].time_unix;
+        let q = AuditQuery { since: Some(first), ..all() };
+        assert_eq!(block_on(log.query(q)).unwrap().len(), 2, "since is inclusive");
+        let q = AuditQuery { since: Some(got[0].time_unix + 1), ..all() };
+        assert!(block_on(log.query(q)).unwrap().is_empty());
         let mode: String = Connection::open(&path).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
     }

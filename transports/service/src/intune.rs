@@ -255,6 +255,12 @@ pub struct ProfileIntuneStats {
     pub clock_skew_tolerance_secs: i64,
     /// Per-device limit per 24 h (0: disabled).
     pub per_device_rate_limit_24h: u32,
+    /// The rate limiter's sliding window, seconds.
+    pub rate_limit_window_secs: i64,
+    /// Devices with an enrolment inside the current window.
+    pub rate_limit_devices_tracked: usize,
+    /// Devices the rate limiter can track at once (0 when disabled).
+    pub rate_limit_capacity: usize,
     /// `("success", n)` then every failure label in gate order with its count.
     pub counters: Vec<(&'static str, u64)>,
     /// The trust anchors currently in force, in bundle order.
@@ -273,6 +279,9 @@ fn stats_of(name: &str, p: &IntuneProfile, now: UnixTime) -> ProfileIntuneStats 
         challenge_validity_secs: s.challenge_validity_secs,
         clock_skew_tolerance_secs: s.clock_skew_tolerance_secs,
         per_device_rate_limit_24h: s.per_device_rate_limit_24h,
+        rate_limit_window_secs: v.rate_limiter().window_secs(),
+        rate_limit_devices_tracked: v.rate_limiter().tracked_devices(now),
+        rate_limit_capacity: v.rate_limiter().capacity(),
         counters: v.counters().snapshot(),
         anchors: v
             .anchors()
@@ -489,6 +498,9 @@ mod tests {
         assert_eq!(s.audience.as_deref(), Some("https://scep.example/scep/corp"));
         assert_eq!((s.challenge_validity_secs, s.clock_skew_tolerance_secs), (1800, 120));
         assert_eq!(s.per_device_rate_limit_24h, 5);
+        assert_eq!((s.rate_limit_window_secs, s.rate_limit_devices_tracked), (86_400, 0));
+        assert!(s.rate_limit_capacity > 0);
+        assert_eq!(s.replay_entries, 0);
         let subjects: Vec<&str> = s.anchors.iter().map(|a| a.subject.as_str()).collect();
         assert_eq!(subjects, ["CN=connector-a", "CN=connector-b"]);
         assert!(s.anchors.iter().all(|a| a.key == "ec-p256"));

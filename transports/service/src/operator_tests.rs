@@ -63,10 +63,11 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-const ENDPOINTS: [(&str, &str, &str); 4] = [
+const ENDPOINTS: [(&str, &str, &str); 5] = [
     ("GET", "/api/v1/admin/scep/profiles", ""),
     ("GET", "/api/v1/admin/scep/intune/stats", ""),
     ("POST", "/api/v1/admin/scep/intune/reload-trust", r#"{"path_id": "corp"}"#),
+    ("GET", "/api/v1/admin/scep/events?limit=5", ""),
     ("GET", "/api/v1/admin/scep/audit?limit=5", ""),
 ];
 
@@ -105,7 +106,7 @@ fn admin_endpoints_answer_an_admin_key() {
 
     let (status, text) = call(&f.svc, "GET", "/api/v1/admin/scep/intune/stats", Some(ADMIN), "");
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(json(&text)["profiles"][0]["enabled"], false);
+    assert_eq!(json(&text)["profiles"][0], serde_json::json!({"path_id": "corp", "enabled": false}));
 
     // Intune is not wired into profiles on this branch: 409; unknown profile 404; bad body 400.
     let reload = "/api/v1/admin/scep/intune/reload-trust";
@@ -120,8 +121,8 @@ fn admin_endpoints_answer_an_admin_key() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     let (status, _) = call(&f.svc, "GET", "/api/v1/admin/scep/nothing", Some(ADMIN), "");
     assert_eq!(status, StatusCode::NOT_FOUND);
-    for bad in ["limit=0", "limit=5000", "before_id=x", "colour=red", "profile=%zz"] {
-        let (status, _) = call(&f.svc, "GET", &format!("/api/v1/admin/scep/audit?{bad}"), Some(ADMIN), "");
+    for bad in ["limit=0", "limit=5000", "before_id=x", "colour=red", "profile=%zz", "since=soon"] {
+        let (status, _) = call(&f.svc, "GET", &format!("/api/v1/admin/scep/events?{bad}"), Some(ADMIN), "");
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     }
 }
@@ -154,12 +155,12 @@ fn every_scep_answer_is_audited_and_queryable() {
     assert!(mtls.detail.as_deref().unwrap().contains("no client certificate"));
 
     // The query endpoint filters.
-    let (status, text) = call(&f.svc, "GET", "/api/v1/admin/scep/audit?profile=iot&limit=10", Some(ADMIN), "");
+    let (status, text) = call(&f.svc, "GET", "/api/v1/admin/scep/events?profile=iot&limit=10", Some(ADMIN), "");
     assert_eq!(status, StatusCode::OK);
     let events = json(&text)["events"].as_array().unwrap().clone();
     assert_eq!(events.len(), 2);
     assert!(events.iter().all(|e| e["profile"] == "iot"));
-    let (_, text) = call(&f.svc, "GET", "/api/v1/admin/scep/audit?action=scep_getcacaps", Some(ADMIN), "");
+    let (_, text) = call(&f.svc, "GET", "/api/v1/admin/scep/events?action=scep_getcacaps", Some(ADMIN), "");
     assert_eq!(json(&text)["events"].as_array().unwrap().len(), 3, "corp, unknown profile, mTLS refusal");
 }
 

@@ -231,7 +231,7 @@ fn enrollment_through_openbao_chains_to_its_root() {
     }
 
     // The audit trail names the issuer of every issuance.
-    let audit = admin_get(server.port, "/api/v1/admin/scep/audit?profile=corp&action=scep_pkcsreq&limit=10");
+    let audit = admin_get(server.port, "/api/v1/admin/scep/events?profile=corp&action=scep_pkcsreq&limit=10");
     let events = audit["events"].as_array().unwrap_or_else(|| panic!("audit answer: {audit}"));
     let issued: Vec<&Value> = events.iter().filter(|e| e["outcome"] == "success").collect();
     assert!(!issued.is_empty(), "{audit}");

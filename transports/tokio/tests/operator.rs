@@ -274,7 +274,7 @@ fn audit_events_survive_kill_9_mid_load() {
     let mut events = 0;
     let mut before = String::new();
     loop {
-        let page = server.admin(&format!("/api/v1/admin/scep/audit?action=scep_getcacaps&limit=1000{before}"));
+        let page = server.admin(&format!("/api/v1/admin/scep/events?action=scep_getcacaps&limit=1000{before}"));
         let n = page.count("\"action\": \"scep_getcacaps\"");
         events += n;
         if n < 1000 {
