@@ -35,7 +35,9 @@ for t in "${targets[@]}"; do
 done
 
 mkdir -p logs
-rm -f logs/*.failed
+# Failure markers of this invocation only (two run.sh may run side by side).
+failures=$(mktemp -d)
+trap 'rm -rf "$failures"' EXIT
 run_one() {
     local t=$1
     mkdir -p "corpus/$t" "artifacts/$t"
@@ -51,7 +53,7 @@ run_one() {
     else
         echo "fuzz: $t FAILED (log fuzz/logs/$t.log):"
         grep -E 'ERROR|panicked|SUMMARY|Test unit written' "logs/$t.log" | head -20
-        touch "logs/$t.failed"
+        touch "$failures/$t"
         return 1
     fi
 }
@@ -63,7 +65,7 @@ for t in "${targets[@]}"; do
     run_one "$t" &
 done
 wait || true
-if compgen -G "logs/*.failed" >/dev/null; then
+if compgen -G "$failures/*" >/dev/null; then
     echo "fuzz: at least one target failed" >&2
     exit 1
 fi

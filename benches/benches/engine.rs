@@ -254,7 +254,7 @@ fn certrep(c: &mut Criterion) {
 
 /// Times `iters` enrolments, each with a fresh transactionID so the CA really
 /// issues (and commits) a new certificate; message building is not timed.
-fn time_enrolments(p: &Pki, iters: u64, counter: &mut u64) -> Duration {
+fn time_enrolments(p: &Pki, iters: u64, counter: &mut u64, phases: &mut [Duration; 3]) -> Duration {
     let mut total = Duration::ZERO;
     let mut remaining = iters;
     while remaining > 0 {
@@ -268,10 +268,17 @@ fn time_enrolments(p: &Pki, iters: u64, counter: &mut u64) -> Duration {
         let start = Instant::now();
         for m in &messages {
             let now = UnixTime::now();
+            let t0 = Instant::now();
             let Action::Issue(pending) = p.engine.handle(post(m), now) else { panic!("enrolment refused") };
+            let t1 = Instant::now();
             let outcome = p.ca.handle_blocking(pending.request(), now);
+            let t2 = Instant::now();
             assert!(matches!(outcome, IssueOutcome::Issued { .. }), "{outcome:?}");
             let response = pending.resume(outcome, now);
+            let t3 = Instant::now();
+            phases[0] += t1 - t0;
+            phases[1] += t2 - t1;
+            phases[2] += t3 - t2;
             assert_eq!(response.outcome.label, "success");
             black_box(response);
         }
@@ -285,10 +292,21 @@ fn enrollment(c: &mut Criterion) {
     let p = Pki::new(CaKeyType::Rsa2048);
     let raw = Raw::new(&p);
     let mut counter = 0u64;
+    let mut phases = [Duration::ZERO; 3];
     let mut g = c.benchmark_group("enrollment");
     g.sample_size(20);
     g.bench_function("engine/pkcsreq_handle+localca_issue+resume", |b| {
-        b.iter_custom(|iters| time_enrolments(&p, iters, &mut counter))
+        b.iter_custom(|iters| time_enrolments(&p, iters, &mut counter, &mut phases))
+    });
+    // Where an enrolment's time goes: the same data-directory filesystem's
+    // cost of one durable append (what the store's synchronous=FULL commit pays).
+    let probe = p._dir.path().join("fsync-probe");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&probe).unwrap();
+    g.bench_function("raw/4k_append+fdatasync", |b| {
+        b.iter(|| {
+            std::io::Write::write_all(&mut file, &[0u8; 4096]).unwrap();
+            file.sync_data().unwrap();
+        })
     });
     g.bench_function("raw/2verify+decrypt+2sign+encrypt", |b| {
         b.iter(|| {
@@ -302,7 +320,15 @@ fn enrollment(c: &mut Criterion) {
     });
     g.finish();
     // The CA stores one row per issued certificate.
-    eprintln!("enrollment: {} certificates issued, store stats {:?}", counter, p.ca.store_stats());
+    let per = |d: Duration| d.as_secs_f64() * 1e3 / counter.max(1) as f64;
+    eprintln!(
+        "enrollment: {counter} certificates issued ({:?}); mean per enrolment: engine handle {:.3} ms, \
+         LocalCa issue (sign + SQLite commit) {:.3} ms, engine resume {:.3} ms",
+        p.ca.store_stats(),
+        per(phases[0]),
+        per(phases[1]),
+        per(phases[2])
+    );
 }
 
 // ------------------------------------------------------------------ Intune
