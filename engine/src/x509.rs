@@ -345,11 +345,16 @@ impl std::fmt::Display for SubjectAltName {
             Self::Dns(s) => write!(f, "DNS:{s}"),
             Self::Uri(s) => write!(f, "URI:{s}"),
             Self::Ip(b) if b.len() == 4 => write!(f, "IP:{}.{}.{}.{}", b[0], b[1], b[2], b[3]),
-            Self::Ip(b) => {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(&b[..16.min(b.len())]);
-                write!(f, "IP:{}", std::net::Ipv6Addr::from(a))
-            }
+            Self::Ip(b) => match <[u8; 16]>::try_from(b.as_slice()) {
+                Ok(a) => write!(f, "IP:{}", std::net::Ipv6Addr::from(a)),
+                // RFC 5280 §4.2.1.6 allows only 4 or 16 octets; a CSR may
+                // carry anything, and displaying it must not panic.
+                Err(_) => {
+                    f.write_str("IP:<invalid ")?;
+                    b.iter().try_for_each(|x| write!(f, "{x:02x}"))?;
+                    f.write_str(">")
+                }
+            },
             Self::Upn(s) => write!(f, "UPN:{s}"),
             Self::Other(_) => f.write_str("otherName:<unsupported>"),
         }
@@ -418,5 +423,20 @@ mod tests {
         ];
         let der = encode_subject_alt_names(&names);
         assert_eq!(parse_subject_alt_names(&der).unwrap(), names);
+    }
+
+    /// Found by the `csr` fuzz target: an iPAddress SAN of neither 4 nor 16
+    /// octets panicked in Display (copy_from_slice length mismatch), which the
+    /// engine runs on every CSR's SANs for the audit outcome.
+    #[test]
+    fn ip_san_of_any_length_displays() {
+        let sans = parse_subject_alt_names(&[0x30, 0x03, 0x87, 0x01, 0x0a]).unwrap();
+        assert_eq!(sans, [SubjectAltName::Ip(vec![0x0a])]);
+        assert_eq!(sans[0].to_string(), "IP:<invalid 0a>");
+        assert_eq!(SubjectAltName::Ip(vec![0xff; 17]).to_string(), format!("IP:<invalid {}>", "ff".repeat(17)));
+        assert_eq!(SubjectAltName::Ip(Vec::new()).to_string(), "IP:<invalid >");
+        let v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(SubjectAltName::Ip(v6.to_vec()).to_string(), "IP:2001:db8::1");
+        assert_eq!(SubjectAltName::Ip(vec![10, 0, 0, 1]).to_string(), "IP:10.0.0.1");
     }
 }

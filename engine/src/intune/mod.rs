@@ -574,3 +574,24 @@ impl IntuneValidator {
         Ok(validated)
     }
 }
+
+/// Entry points for the fuzz targets only (`--cfg fuzzing`, set by cargo-fuzz).
+/// Production never parses a claim set before its signature verifies; the
+/// fuzzer needs to, or it could not reach the claim parser at all.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{CsrIdentity, claims, gates};
+
+    /// Runs gate 3 (version dispatch and claim parsing) and gates 4–6 on an
+    /// unverified, already base64url-decoded payload; returns whether every
+    /// gate passed.
+    pub fn claims_and_gates(payload: &[u8], csr: &CsrIdentity<'_>, now: i64, audience: Option<&str>) -> bool {
+        let Ok(version) = claims::detect_version(payload) else { return false };
+        let Ok(c) = version.parse(payload) else { return false };
+        let _ = gates::last_acceptable(&c, 60, 3600);
+        gates::check_time(&c, now, 60, 3600).is_ok()
+            && gates::check_audience(&c, audience).is_ok()
+            && gates::check_binding(&c, csr).is_ok()
+    }
+}
