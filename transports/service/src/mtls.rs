@@ -45,6 +45,24 @@ pub struct ConnectionInfo {
     pub peer_certificates: Arc<[CertificateDer<'static>]>,
 }
 
+impl ConnectionInfo {
+    /// A plain-TCP connection from `remote_addr`.
+    pub fn plain(remote_addr: SocketAddr) -> Self {
+        Self { remote_addr: Some(remote_addr), peer_certificates: Arc::from(Vec::new()) }
+    }
+
+    /// A TLS connection from `remote_addr`, after the handshake: keeps the
+    /// client certificate chain it presented (if any) for the mTLS routes.
+    /// Both runtimes' accept loops call this, so they cannot drift apart.
+    pub fn tls(remote_addr: SocketAddr, connection: &rustls::ServerConnection) -> Self {
+        let peer_certificates: Vec<CertificateDer<'static>> = connection
+            .peer_certificates()
+            .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default();
+        Self { remote_addr: Some(remote_addr), peer_certificates: peer_certificates.into() }
+    }
+}
+
 /// One profile's mTLS policy: the client CA bundle and its verifier.
 pub struct MtlsPolicy {
     /// The bundle file (reported by the admin API).

@@ -142,20 +142,12 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
             let _permit = permit;
             match acceptor {
                 None => {
-                    let service =
-                        service.with_connection(ConnectionInfo { remote_addr: Some(peer), ..Default::default() });
+                    let service = service.with_connection(ConnectionInfo::plain(peer));
                     serve_connection(builder, stream, service, stop).await;
                 }
                 Some(acceptor) => match timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Some(Ok(tls_stream)) => {
-                        let peer_certificates = tls_stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect::<Vec<_>>())
-                            .unwrap_or_default();
-                        let info =
-                            ConnectionInfo { remote_addr: Some(peer), peer_certificates: peer_certificates.into() };
+                        let info = ConnectionInfo::tls(peer, tls_stream.get_ref().1);
                         serve_connection(builder, tls_stream, service.with_connection(info), stop).await;
                     }
                     Some(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
