@@ -9,19 +9,18 @@
 //! otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+mod common;
+
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{BIN, Server, WAIT};
 use scep_tests::client::{CsrSpec, DeviceKey, MessageOptions, PkiMethod, ScepClient};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_scepd");
-const WAIT: Duration = Duration::from_secs(30);
 
 fn openbao() -> Option<(String, String)> {
     match (std::env::var("BAO_ADDR"), std::env::var("BAO_TOKEN")) {
@@ -85,59 +84,8 @@ fn admin_get(port: u16, path: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(config: &Path, dir: &Path) -> Self {
-        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("scepd listening on http://") {
-                        let port = addr.rsplit_once(':').unwrap().1.parse().unwrap();
-                        return Self { child, port };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-                    panic!("scepd did not start within {WAIT:?}; stderr:\n{log}");
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(config: &Path, dir: &Path) -> Server {
+    Server::spawn(Command::new(BIN).args(["serve", "--config"]).arg(config), dir)
 }
 
 #[test]
@@ -191,7 +139,7 @@ fn enrollment_through_openbao_chains_to_its_root() {
         ),
     )
     .unwrap();
-    let server = Server::start(&config, d);
+    let server = start(&config, d);
     let url = format!("http://127.0.0.1:{}/scep/corp", server.port);
 
     // The Rust test client.

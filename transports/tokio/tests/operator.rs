@@ -4,18 +4,20 @@
 //! openssl as the clients). Every wait is bounded.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+mod common;
+
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scepd");
+use common::{BIN, Server, WAIT};
+
 const RA_CERT: &str = include_str!("../../../tests/vectors/real-clients/recipient-cert.pem");
 const RA_KEY: &str = include_str!("../../../tests/vectors/real-clients/recipient-key.pem");
-const WAIT: Duration = Duration::from_secs(30);
 const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
 
 fn write_key(path: &Path, pem: &str) {
@@ -47,47 +49,14 @@ fn spec_env(dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
 impl Server {
     fn start(args: &[&str], env: &[(String, String)], dir: &Path) -> Self {
-        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").args(args).args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.join("data"));
+        cmd.arg("serve").args(args).arg("--data-dir").arg(dir.join("data"));
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child =
-            cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let port = loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("scepd listening on ") {
-                        break addr.rsplit_once(':').unwrap().1.parse().unwrap();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-                    panic!("no listening line within {WAIT:?}; stderr:\n{log}");
-                }
-            }
-        };
-        Self { child, port }
+        Self::spawn(&mut cmd, dir)
     }
 
     fn request(&self, method: &str, target: &str, headers: &str) -> (u16, String) {
@@ -114,13 +83,6 @@ impl Server {
     fn kill9(&mut self) {
         let ok = Command::new("kill").arg("-KILL").arg(self.child.id().to_string()).status().unwrap();
         assert!(ok.success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

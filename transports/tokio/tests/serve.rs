@@ -2,17 +2,18 @@
 //! graceful shutdown, check-config. Every wait is bounded.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+mod common;
+
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus, Stdio};
+
+use common::{BIN, Server, WAIT};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scepd");
 const RA_CERT: &str = include_str!("../../../tests/vectors/real-clients/recipient-cert.pem");
 const RA_KEY: &str = include_str!("../../../tests/vectors/real-clients/recipient-key.pem");
-const WAIT: Duration = Duration::from_secs(30);
 
 fn profile(name: &str) -> String {
     format!(
@@ -34,51 +35,9 @@ fn setup(server: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, config)
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
 impl Server {
     fn start(config: &Path, dir: &Path) -> Self {
-        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let port = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("scepd listening on http://") {
-                        break addr.rsplit_once(':').unwrap().1.parse().unwrap();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-                    panic!("no listening line within {WAIT:?}; stderr:\n{log}");
-                }
-            }
-        };
-        Self { child, port }
+        Self::spawn(Command::new(BIN).args(["serve", "--config"]).arg(config), dir)
     }
 
     fn signal(&self, sig: &str) {
@@ -118,13 +77,6 @@ impl Server {
         .unwrap();
         s.write_all(body).unwrap();
         read_response(&mut s)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

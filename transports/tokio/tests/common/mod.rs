@@ -1,0 +1,69 @@
+//! Starting the real `scepd` binary in this package's tests.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_scepd");
+/// Longest wait for start-up (and other bounded waits of the tests).
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+
+/// A running scepd; killed and reaped on drop.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+}
+
+impl Server {
+    /// Runs `cmd` (`scepd serve ...`, arguments and environment already set)
+    /// on 127.0.0.1:0 with stderr in `<dir>/stderr.log`, and waits at most
+    /// [`WAIT`] for its `scepd listening on <scheme>://ADDR` line.
+    pub(crate) fn spawn(cmd: &mut Command, dir: &Path) -> Self {
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let mut child = cmd
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let port = loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("scepd listening on ") {
+                        break addr.rsplit_once(':').unwrap().1.parse().unwrap();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+                    panic!("scepd did not start within {WAIT:?}; stderr:\n{log}");
+                }
+            }
+        };
+        Self { child, port }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
