@@ -106,7 +106,7 @@ pub struct AuditEvent {
     pub time_unix: i64,
     /// The profile (empty when the path named none that exists).
     pub profile: String,
-    /// `scep_pkcsreq`, `scep_renewalreq_intune`, `scep_getcacaps`, ... (see [`action_name`]).
+    /// `scep_pkcsreq`, `scep_renewalreq_intune`, `scep_getcacaps`, ... (see [`Outcome::action`]).
     pub action: String,
     /// The SCEP operation (`GetCACaps`, `PKIOperation`, ...).
     pub operation: String,
@@ -146,13 +146,6 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
-/// The audit action of an outcome: `scep_<operation or message type>`, plus
-/// `_intune` when an Intune challenge was involved (the spec's
-/// `scep_pkcsreq_intune` / `scep_renewalreq_intune`); see [`Outcome::action`].
-pub fn action_name(o: &Outcome) -> String {
-    o.action()
-}
-
 impl AuditEvent {
     /// The event for one answered SCEP request.
     pub fn from_outcome(
@@ -168,7 +161,7 @@ impl AuditEvent {
             time: now.to_rfc3339(),
             time_unix: now.secs(),
             profile: o.profile.clone(),
-            action: action_name(o),
+            action: o.action(),
             operation: operation.to_string(),
             message_type: o.message_type.map(|t| t.name().map_or_else(|| format!("{}", t.0), str::to_string)),
             transaction_id: o.transaction_id.clone(),
@@ -673,13 +666,13 @@ mod tests {
     #[test]
     fn action_names() {
         let mut o = Outcome { operation: Some(Operation::PkiOperation), ..Outcome::default() };
-        assert_eq!(action_name(&o), "scep_pkioperation");
+        assert_eq!(o.action(), "scep_pkioperation");
         o.message_type = Some(scep_engine::MessageType::PKCS_REQ);
-        assert_eq!(action_name(&o), "scep_pkcsreq");
+        assert_eq!(o.action(), "scep_pkcsreq");
         o.label = "signature_invalid";
-        assert_eq!(action_name(&o), "scep_pkcsreq_intune");
+        assert_eq!(o.action(), "scep_pkcsreq_intune");
         let o = Outcome { operation: Some(Operation::GetCaCaps), label: "success", ..Outcome::default() };
-        assert_eq!(action_name(&o), "scep_getcacaps");
-        assert_eq!(action_name(&Outcome::default()), "scep_unknown");
+        assert_eq!(o.action(), "scep_getcacaps");
+        assert_eq!(Outcome::default().action(), "scep_unknown");
     }
 }

@@ -387,10 +387,8 @@ pub fn decision(outcome: &Outcome) -> Option<IntuneDecision<'_>> {
     if rejected.is_none() && outcome.intune.is_none() {
         return None;
     }
-    let mut action = outcome.action();
-    if !action.ends_with("_intune") {
-        action.push_str("_intune");
-    }
+    // `Outcome::action` appends `_intune` on exactly this condition.
+    let action = outcome.action();
     let detail = match rejected {
         Some(_) => outcome.detail.clone().unwrap_or_default(),
         None => format!(

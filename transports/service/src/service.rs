@@ -143,7 +143,7 @@ impl ScepService {
             let outcome = &response.outcome;
             let profile = if outcome.profile.is_empty() { log.profile.clone() } else { outcome.profile.clone() };
             let profile = profile.as_str();
-            let action = crate::audit::action_name(outcome);
+            let action = outcome.action();
             let mut event = AuditEvent::from_outcome(
                 outcome,
                 now,
