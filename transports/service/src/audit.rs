@@ -14,25 +14,42 @@
 //! they see every acknowledged event. Events older than `retention_days` are
 //! deleted at start and once an hour.
 //!
+//! ## Discovery operations
+//!
+//! GetCACaps, GetCACert and GetNextCACert (RFC 8894 §3.5.1, §4.2, §4.7) are
+//! anonymous, read-only and answered alike for every client: they decide
+//! nothing and grant nothing. By default (`discovery = "aggregate"`) their
+//! answers are tallied in memory ([`AuditLog::tally`]) and written once a
+//! second as one row per profile, operation, outcome, HTTP status, route and
+//! client IP, with `count` and `first_time`; the answer does not wait for the
+//! disk. A fleet polling GetCACaps then costs a handful of rows a second
+//! instead of one fsync-bound row per poll, which is what lets discovery run
+//! at wire speed. The tally is written on a clean stop; a crash or power loss
+//! loses at most the last second of discovery counts, never an enrollment
+//! decision. `discovery = "each"` audits them like every other request (one
+//! durable event per answer, committed before it is sent).
+//!
 //! ```toml
 //! [audit]
 //! path = "audit.db"        # default <data_dir>/audit.db; relative to the config file
 //! retention_days = 365     # 1..=36500; default 365
+//! discovery = "aggregate"  # or "each"; default "aggregate"
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
-#[cfg(test)]
-use scep_engine::Operation;
 use scep_engine::config::ConfigError;
-use scep_engine::{Outcome, UnixTime};
+use scep_engine::{Operation, Outcome, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{int_in, resolve};
@@ -46,6 +63,8 @@ pub const MAX_QUERY_LIMIT: u32 = 1000;
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 512;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often the discovery tally is written.
+pub const DISCOVERY_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// The `[audit]` table, as written.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -55,6 +74,26 @@ pub struct AuditSection {
     pub path: Option<PathBuf>,
     /// `retention_days`
     pub retention_days: Option<i64>,
+    /// `discovery`: `"aggregate"` or `"each"`.
+    pub discovery: Option<String>,
+}
+
+/// How the discovery operations (GetCACaps, GetCACert, GetNextCACert) are
+/// audited; see the [module documentation](self).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiscoveryAudit {
+    /// Tallied, written once a second as counted rows; answers do not wait.
+    #[default]
+    Aggregate,
+    /// One durable event per answer, committed before it is sent.
+    Each,
+}
+
+impl DiscoveryAudit {
+    /// Whether `operation` is a discovery operation.
+    pub fn covers(operation: Option<Operation>) -> bool {
+        matches!(operation, Some(Operation::GetCaCaps | Operation::GetCaCert | Operation::GetNextCaCert))
+    }
 }
 
 /// Validated audit settings.
@@ -64,11 +103,13 @@ pub struct AuditSettings {
     pub path: Option<PathBuf>,
     /// Events older than this many days are deleted.
     pub retention_days: i64,
+    /// How discovery answers are audited.
+    pub discovery: DiscoveryAudit,
 }
 
 impl Default for AuditSettings {
     fn default() -> Self {
-        Self { path: None, retention_days: DEFAULT_RETENTION_DAYS }
+        Self { path: None, retention_days: DEFAULT_RETENTION_DAYS, discovery: DiscoveryAudit::default() }
     }
 }
 
@@ -84,7 +125,14 @@ impl AuditSection {
             None => None,
         };
         let retention_days = int_in("audit.retention_days", self.retention_days, 1, 36_500, DEFAULT_RETENTION_DAYS)?;
-        Ok(AuditSettings { path, retention_days })
+        let discovery = match self.discovery.as_deref() {
+            None | Some("aggregate") => DiscoveryAudit::Aggregate,
+            Some("each") => DiscoveryAudit::Each,
+            Some(other) => {
+                return Err(ConfigError(format!("audit.discovery: `{other}` is neither \"aggregate\" nor \"each\"")));
+            }
+        };
+        Ok(AuditSettings { path, retention_days, discovery })
     }
 }
 
@@ -144,6 +192,11 @@ pub struct AuditEvent {
     pub route: String,
     /// Human detail (never sent to SCEP clients).
     pub detail: Option<String>,
+    /// How many answers this row stands for: 1, or the tally of a discovery
+    /// row (then `time` is the last and `first_time` the first of them).
+    pub count: u64,
+    /// The first answer of a tallied discovery row.
+    pub first_time: Option<String>,
 }
 
 impl AuditEvent {
@@ -180,6 +233,8 @@ impl AuditEvent {
             client_addr,
             route: route.to_string(),
             detail: o.detail.clone(),
+            count: 1,
+            first_time: None,
         }
     }
 }
@@ -215,15 +270,99 @@ impl std::error::Error for AuditError {}
 
 enum Command {
     Append(Box<AuditEvent>, Sender<Result<i64, AuditError>>),
+    Flush(Sender<Result<(), AuditError>>),
     Query(AuditQuery, Sender<Result<Vec<AuditEvent>, AuditError>>),
 }
 
 /// Handle to the audit database (cheap to clone; the writer thread stops when
-/// the last handle is dropped, after committing what was queued).
+/// the last handle is dropped, after committing what was queued and the
+/// discovery tally).
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     tx: mpsc::Sender<Command>,
     path: Arc<PathBuf>,
+    tally: Arc<DiscoveryTally>,
+    discovery: DiscoveryAudit,
+}
+
+/// One discovery answer, as [`AuditLog::tally`] counts it.
+#[derive(Clone, Copy, Debug)]
+pub struct DiscoveryAnswer<'a> {
+    /// The engine's outcome (profile, operation, label).
+    pub outcome: &'a Outcome,
+    /// The profile answered for (the outcome's, or the path's when the engine did not run).
+    pub profile: &'a str,
+    /// The operation name (`GetCACaps`, ...).
+    pub operation: &'static str,
+    /// The HTTP status answered.
+    pub http_status: u16,
+    /// `scep` or `scep-mtls`.
+    pub route: &'static str,
+    /// The client; tallied by IP address (the port changes per connection).
+    pub client: Option<SocketAddr>,
+    /// When it was answered.
+    pub now: UnixTime,
+}
+
+/// The fields that tell discovery rows apart within a profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TallyKey {
+    operation: &'static str,
+    outcome: &'static str,
+    http_status: u16,
+    route: &'static str,
+    client: Option<IpAddr>,
+}
+
+/// Discovery answers not yet written: per profile, per [`TallyKey`], the row
+/// to write (its first answer) with the running count and last time.
+#[derive(Debug, Default)]
+struct DiscoveryTally {
+    rows: Mutex<HashMap<String, HashMap<TallyKey, AuditEvent>>>,
+    /// Failed attempts to write the tally.
+    write_failures: AtomicU64,
+}
+
+impl DiscoveryTally {
+    fn add(&self, a: &DiscoveryAnswer<'_>) {
+        let key = TallyKey {
+            operation: a.operation,
+            outcome: a.outcome.label,
+            http_status: a.http_status,
+            route: a.route,
+            client: a.client.map(|c| c.ip()),
+        };
+        let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        let per_profile = match rows.get_mut(a.profile) {
+            Some(p) => p,
+            None => rows.entry(a.profile.to_string()).or_default(),
+        };
+        if let Some(row) = per_profile.get_mut(&key) {
+            row.count += 1;
+            if a.now.secs() != row.time_unix {
+                row.time_unix = a.now.secs();
+                row.time = a.now.to_rfc3339();
+            }
+            return;
+        }
+        let mut row = AuditEvent::from_outcome(
+            a.outcome,
+            a.now,
+            a.http_status,
+            a.operation,
+            a.route,
+            key.client.map(|ip| ip.to_string()),
+        );
+        row.profile = a.profile.to_string();
+        row.first_time = Some(row.time.clone());
+        per_profile.insert(key, row);
+    }
+
+    /// Takes every tallied row, leaving the tally empty.
+    fn take(&self) -> Vec<AuditEvent> {
+        let rows = std::mem::take(&mut *self.rows.lock().unwrap_or_else(PoisonError::into_inner));
+        rows.into_values().flat_map(HashMap::into_values).collect()
+    }
 }
 
 impl AuditLog {
@@ -255,16 +394,42 @@ impl AuditLog {
         }
         prune(&conn, retention_days).map_err(fail)?;
         let (tx, rx) = mpsc::channel();
+        let tally = Arc::new(DiscoveryTally::default());
+        let writer_tally = tally.clone();
         std::thread::Builder::new()
             .name("scepd-audit".into())
-            .spawn(move || writer(conn, rx, retention_days))
+            .spawn(move || writer(conn, rx, &writer_tally, retention_days))
             .map_err(|e| ConfigError(format!("audit: cannot start the writer thread: {e}")))?;
-        Ok(Self { tx, path: Arc::new(path.to_path_buf()) })
+        Ok(Self { tx, path: Arc::new(path.to_path_buf()), tally, discovery: DiscoveryAudit::default() })
+    }
+
+    /// This log auditing discovery answers as `mode` says.
+    #[must_use]
+    pub fn with_discovery(mut self, mode: DiscoveryAudit) -> Self {
+        self.discovery = mode;
+        self
+    }
+
+    /// How discovery answers are audited.
+    pub fn discovery(&self) -> DiscoveryAudit {
+        self.discovery
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Counts one discovery answer; the count is written within
+    /// [`DISCOVERY_FLUSH_EVERY`] (see the [module documentation](self)).
+    /// Never blocks on the disk.
+    pub fn tally(&self, answer: &DiscoveryAnswer<'_>) {
+        self.tally.add(answer);
+    }
+
+    /// Failed attempts to write the discovery tally so far (each is retried).
+    pub fn tally_write_failures(&self) -> u64 {
+        self.tally.write_failures.load(Ordering::Relaxed)
     }
 
     /// Stores `event`; resolves with its id once the commit is durable.
@@ -274,6 +439,23 @@ impl AuditLog {
     pub fn record(&self, event: AuditEvent) -> impl Future<Output = Result<i64, AuditError>> + Send + 'static {
         let (tx, rx) = oneshot();
         let sent = self.tx.send(Command::Append(Box::new(event), tx)).is_ok();
+        async move {
+            if !sent {
+                return Err(AuditError("audit writer stopped".into()));
+            }
+            rx.await.unwrap_or_else(|| Err(AuditError("audit writer stopped".into())))
+        }
+    }
+
+    /// Writes the discovery tally now; resolves once it is durable. The
+    /// transports call this when they stop, after the last request.
+    ///
+    /// # Errors
+    /// When the database refused the write (the tally is kept for a retry)
+    /// or the writer has stopped.
+    pub fn flush(&self) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
+        let (tx, rx) = oneshot();
+        let sent = self.tx.send(Command::Flush(tx)).is_ok();
         async move {
             if !sent {
                 return Err(AuditError("audit writer stopped".into()));
@@ -322,7 +504,9 @@ CREATE TABLE IF NOT EXISTS audit_events (
     issuer TEXT,
     client_addr TEXT,
     route TEXT NOT NULL,
-    detail TEXT
+    detail TEXT,
+    count INTEGER NOT NULL DEFAULT 1,
+    first_time TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_events_profile ON audit_events (profile, id);
 CREATE INDEX IF NOT EXISTS audit_events_action ON audit_events (action, id);
@@ -338,35 +522,51 @@ fn prune(conn: &Connection, retention_days: i64) -> rusqlite::Result<usize> {
     Ok(n)
 }
 
-/// The writer loop: commit everything queued in one transaction, then answer.
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, retention_days: i64) {
+/// Most tallied discovery rows kept for a retry while the database refuses
+/// writes (each stands for any number of answers).
+const MAX_UNWRITTEN_TALLY_ROWS: usize = 65_536;
+
+/// The writer loop: commit everything queued in one transaction, then answer;
+/// write the discovery tally every [`DISCOVERY_FLUSH_EVERY`] and on the way out.
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTally, retention_days: i64) {
     let mut last_prune = Instant::now();
+    let mut next_flush = Instant::now() + DISCOVERY_FLUSH_EVERY;
+    let mut unwritten = Vec::new();
     loop {
-        let first = match rx.recv_timeout(PRUNE_EVERY) {
-            Ok(c) => c,
-            Err(RecvTimeoutError::Timeout) => {
-                if let Err(e) = prune(&conn, retention_days) {
-                    tracing::error!(error = %e, "audit retention failed");
-                }
-                last_prune = Instant::now();
-                continue;
+        let received = rx.recv_timeout(next_flush.saturating_duration_since(Instant::now()));
+        if Instant::now() >= next_flush || matches!(received, Err(RecvTimeoutError::Disconnected)) {
+            // A failure is logged and counted; the rows stay for the next attempt.
+            let _ = flush_tally(&mut conn, tally, &mut unwritten);
+            next_flush = Instant::now() + DISCOVERY_FLUSH_EVERY;
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            if let Err(e) = prune(&conn, retention_days) {
+                tracing::error!(error = %e, "audit retention failed");
             }
+            last_prune = Instant::now();
+        }
+        let first = match received {
+            Ok(c) => c,
+            Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let mut appends = Vec::new();
         let mut queries = Vec::new();
+        let mut flushes = Vec::new();
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
                 Command::Append(e, done) => appends.push((e, done)),
                 Command::Query(q, done) => queries.push((q, done)),
+                Command::Flush(done) => flushes.push(done),
             }
             if appends.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
         if !appends.is_empty() {
-            match insert_batch(&mut conn, &appends) {
+            let events: Vec<&AuditEvent> = appends.iter().map(|(e, _)| &**e).collect();
+            match insert_batch(&mut conn, &events) {
                 Ok(ids) => {
                     for ((_, done), id) in appends.into_iter().zip(ids) {
                         done.send(Ok(id));
@@ -380,14 +580,46 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, retention_days: i64
                 }
             }
         }
+        if !queries.is_empty() || !flushes.is_empty() {
+            // Queries see the discovery answers counted so far.
+            let flushed = flush_tally(&mut conn, tally, &mut unwritten);
+            for done in flushes {
+                done.send(flushed.clone());
+            }
+        }
         for (q, done) in queries {
             done.send(select(&conn, &q).map_err(|e| AuditError(format!("audit query failed: {e}"))));
         }
-        if last_prune.elapsed() >= PRUNE_EVERY {
-            if let Err(e) = prune(&conn, retention_days) {
-                tracing::error!(error = %e, "audit retention failed");
+    }
+}
+
+/// Writes the discovery tally (and rows an earlier attempt could not write)
+/// in one transaction; on failure keeps them for the next attempt.
+fn flush_tally(
+    conn: &mut Connection,
+    tally: &DiscoveryTally,
+    unwritten: &mut Vec<AuditEvent>,
+) -> Result<(), AuditError> {
+    unwritten.extend(tally.take());
+    if unwritten.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<&AuditEvent> = unwritten.iter().collect();
+    match insert_batch(conn, &rows) {
+        Ok(_) => {
+            unwritten.clear();
+            Ok(())
+        }
+        Err(e) => {
+            tally.write_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, rows = unwritten.len(), "audit: discovery tally not written; retrying");
+            if unwritten.len() > MAX_UNWRITTEN_TALLY_ROWS {
+                let dropped = unwritten.len() - MAX_UNWRITTEN_TALLY_ROWS;
+                let answers: u64 = unwritten[..dropped].iter().map(|r| r.count).sum();
+                tracing::error!(rows = dropped, answers, "audit: oldest discovery tally rows dropped");
+                unwritten.drain(..dropped);
             }
-            last_prune = Instant::now();
+            Err(AuditError(format!("audit tally not written: {e}")))
         }
     }
 }
@@ -402,23 +634,31 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !has_issuer {
         conn.execute_batch("ALTER TABLE audit_events ADD COLUMN issuer TEXT")?;
     }
+    let has_count: bool =
+        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('audit_events') WHERE name = 'count'", [], |r| {
+            r.get::<_, i64>(0).map(|n| n > 0)
+        })?;
+    if !has_count {
+        conn.execute_batch(
+            "ALTER TABLE audit_events ADD COLUMN count INTEGER NOT NULL DEFAULT 1; \
+             ALTER TABLE audit_events ADD COLUMN first_time TEXT;",
+        )?;
+    }
     Ok(())
 }
 
-type Pending = (Box<AuditEvent>, Sender<Result<i64, AuditError>>);
-
-fn insert_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Vec<i64>> {
+fn insert_batch(conn: &mut Connection, batch: &[&AuditEvent]) -> rusqlite::Result<Vec<i64>> {
     let tx = conn.transaction()?;
     let mut ids = Vec::with_capacity(batch.len());
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO audit_events (time, time_unix, profile, action, operation, message_type, transaction_id, \
              outcome, http_status, pki_status, fail_info, subject, subject_alt_names, serial, renewal_of, \
-             intune_subject, intune_issuer, intune_nonce, client_addr, route, detail, issuer) \
+             intune_subject, intune_issuer, intune_nonce, client_addr, route, detail, issuer, count, first_time) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
-             ?22)",
+             ?22, ?23, ?24)",
         )?;
-        for (e, _) in batch {
+        for e in batch {
             let sans = serde_json::to_string(&e.subject_alt_names).unwrap_or_else(|_| "[]".into());
             stmt.execute(params![
                 e.time,
@@ -443,6 +683,9 @@ fn insert_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Ve
                 e.route,
                 e.detail,
                 e.issuer,
+                // Every row stands for at least one answer.
+                i64::try_from(e.count.max(1)).unwrap_or(i64::MAX),
+                e.first_time,
             ])?;
             ids.push(tx.last_insert_rowid());
         }
@@ -455,7 +698,7 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
     let mut stmt = conn.prepare_cached(
         "SELECT id, time, time_unix, profile, action, operation, message_type, transaction_id, outcome, \
          http_status, pki_status, fail_info, subject, subject_alt_names, serial, renewal_of, intune_subject, \
-         intune_issuer, intune_nonce, client_addr, route, detail, issuer FROM audit_events \
+         intune_issuer, intune_nonce, client_addr, route, detail, issuer, count, first_time FROM audit_events \
          WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR outcome = ?3) \
          AND (?4 IS NULL OR id < ?4) AND (?6 IS NULL OR time_unix >= ?6) ORDER BY id DESC LIMIT ?5",
     )?;
@@ -486,6 +729,8 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
             route: r.get(20)?,
             detail: r.get(21)?,
             issuer: r.get(22)?,
+            count: u64::try_from(r.get::<_, i64>(23)?).unwrap_or(1),
+            first_time: r.get(24)?,
         })
     })?;
     rows.collect()
@@ -649,6 +894,121 @@ mod tests {
         assert_eq!(block_on(log.query(all())).unwrap().len(), 1);
     }
 
+    fn caps_outcome() -> Outcome {
+        Outcome {
+            profile: "corp".into(),
+            operation: Some(Operation::GetCaCaps),
+            label: "success",
+            ..Outcome::default()
+        }
+    }
+
+    fn answer<'a>(outcome: &'a Outcome, client: &str, now: UnixTime) -> DiscoveryAnswer<'a> {
+        DiscoveryAnswer {
+            outcome,
+            profile: "corp",
+            operation: "GetCACaps",
+            http_status: 200,
+            route: "scep",
+            client: Some(client.parse().unwrap()),
+            now,
+        }
+    }
+
+    fn stored_total(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT COALESCE(SUM(count), 0) FROM audit_events", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn discovery_answers_are_tallied_per_client_ip_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap();
+        let outcome = caps_outcome();
+        let t0 = UnixTime::from_secs(UnixTime::now().secs() - 5);
+        for i in 0..1000u16 {
+            // Same IP, a new port per connection: one row.
+            log.tally(&answer(&outcome, &format!("192.0.2.1:{}", 1024 + i), t0));
+        }
+        for _ in 0..500 {
+            log.tally(&answer(&outcome, "[2001:db8::1]:443", UnixTime::from_secs(t0.secs() + 3)));
+        }
+        // A query sees what was tallied so far.
+        let mut rows = block_on(log.query(all())).unwrap();
+        rows.sort_by_key(|r| r.count);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0].count, rows[0].client_addr.as_deref()), (500, Some("2001:db8::1")));
+        assert_eq!((rows[1].count, rows[1].client_addr.as_deref()), (1000, Some("192.0.2.1")));
+        assert_eq!(rows[1].action, "scep_getcacaps");
+        assert_eq!(rows[1].first_time.as_deref(), Some(t0.to_rfc3339().as_str()));
+        assert_eq!(rows[1].time_unix, t0.secs());
+        // A later answer moves `time` on, `first_time` stays.
+        log.tally(&answer(&outcome, "192.0.2.1:9", UnixTime::from_secs(t0.secs() + 2)));
+        let newest = block_on(log.query(AuditQuery { limit: 1, ..all() })).unwrap();
+        assert_eq!(newest[0].count, 1, "a new tally window starts a new row");
+        assert_eq!(newest[0].time_unix, t0.secs() + 2);
+        // Single events read back with a count of 1 and no first_time.
+        block_on(log.record(event("corp", "scep_pkcsreq", "success"))).unwrap();
+        let newest = block_on(log.query(AuditQuery { limit: 1, ..all() })).unwrap();
+        assert_eq!((newest[0].count, newest[0].first_time.as_deref()), (1, None));
+    }
+
+    #[test]
+    fn the_tally_reaches_the_disk_on_its_own_and_on_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let log = AuditLog::open(&path, 30).unwrap();
+        let outcome = caps_outcome();
+        for _ in 0..10 {
+            log.tally(&answer(&outcome, "192.0.2.7:1", UnixTime::now()));
+        }
+        // Without a query or a stop: within the flush interval.
+        let deadline = Instant::now() + DISCOVERY_FLUSH_EVERY * 10;
+        while stored_total(&path) < 10 {
+            assert!(Instant::now() < deadline, "the tally was not written on its own");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Tallied just before the last handle goes: written as the writer stops.
+        for _ in 0..7 {
+            log.tally(&answer(&outcome, "192.0.2.7:1", UnixTime::now()));
+        }
+        drop(log);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stored_total(&path) < 17 {
+            assert!(Instant::now() < deadline, "the tally was not written at stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(stored_total(&path), 17);
+    }
+
+    #[test]
+    fn a_database_from_before_counted_rows_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            // The first release's table: no issuer, count or first_time.
+            conn.execute_batch(
+                "CREATE TABLE audit_events (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, \
+                 time_unix INTEGER NOT NULL, profile TEXT NOT NULL, action TEXT NOT NULL, operation TEXT NOT NULL, \
+                 message_type TEXT, transaction_id TEXT, outcome TEXT NOT NULL, http_status INTEGER NOT NULL, \
+                 pki_status TEXT, fail_info TEXT, subject TEXT, subject_alt_names TEXT NOT NULL, serial TEXT, \
+                 renewal_of TEXT, intune_subject TEXT, intune_issuer TEXT, intune_nonce TEXT, client_addr TEXT, \
+                 route TEXT NOT NULL, detail TEXT); \
+                 INSERT INTO audit_events (time, time_unix, profile, action, operation, outcome, http_status, \
+                 subject_alt_names, route) VALUES ('2030-01-01T00:00:00Z', 1893456000, 'corp', 'scep_pkcsreq', \
+                 'PKIOperation', 'success', 200, '[]', 'scep');",
+            )
+            .unwrap();
+        }
+        let log = AuditLog::open(&path, 36_500).unwrap();
+        let rows = block_on(log.query(all())).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].count, rows[0].issuer.as_deref(), rows[0].first_time.as_deref()), (1, None, None));
+    }
+
     #[test]
     fn settings_validate() {
         let s = AuditSection::default().validate(None).unwrap();
@@ -658,6 +1018,12 @@ mod tests {
         assert!(e.0.starts_with("audit.retention_days"), "{e}");
         let e = AuditSection { path: Some(PathBuf::new()), ..Default::default() }.validate(None).unwrap_err();
         assert!(e.0.starts_with("audit.path"), "{e}");
+        let each = AuditSection { discovery: Some("each".into()), ..Default::default() }.validate(None).unwrap();
+        assert_eq!(each.discovery, DiscoveryAudit::Each);
+        let agg = AuditSection { discovery: Some("aggregate".into()), ..Default::default() }.validate(None).unwrap();
+        assert_eq!(agg.discovery, DiscoveryAudit::Aggregate);
+        let e = AuditSection { discovery: Some("none".into()), ..Default::default() }.validate(None).unwrap_err();
+        assert!(e.0.starts_with("audit.discovery") && e.0.contains("none"), "{e}");
         let s =
             AuditSection { path: Some("a.db".into()), ..Default::default() }.validate(Some(Path::new("/etc"))).unwrap();
         assert_eq!(s.path, Some(PathBuf::from("/etc/a.db")));

@@ -7,6 +7,7 @@
 //! | `scepd_issuer_errors_total` | counter | `profile` (issuer refused or failed) |
 //! | `scepd_issuance_duration_seconds` | histogram | `profile` (time spent in the issuer) |
 //! | `scepd_audit_write_failures_total` | counter | — |
+//! | `scepd_audit_tally_write_failures_total` | counter | — (discovery tally writes that failed; retried) |
 //! | `scepd_intune_challenges_total` | counter | `profile`, `outcome` (`success`, `signature_invalid`, ...) |
 //! | `scepd_ra_cert_expiry_seconds` | gauge | `profile` (negative once expired) |
 //! | `scepd_ca_cert_expiry_seconds` | gauge | `profile` |
@@ -39,13 +40,28 @@ struct Histogram {
     sum: f64,
 }
 
+/// Counters keyed by label values, nested so that counting an existing series
+/// looks it up by `&str` and allocates nothing (the request path's cost).
+type Labels2<V> = BTreeMap<String, BTreeMap<String, V>>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    requests: BTreeMap<(String, String, u16), u64>,
-    outcomes: BTreeMap<(String, String, String), u64>,
+    /// profile → operation → status → count
+    requests: Labels2<BTreeMap<u16, u64>>,
+    /// profile → action → outcome → count
+    outcomes: Labels2<BTreeMap<String, u64>>,
     issuer_errors: BTreeMap<String, u64>,
     issuance: BTreeMap<String, Histogram>,
     audit_failures: u64,
+}
+
+/// The value under `key`, created on first use; an existing key costs a
+/// lookup by `&str` and no allocation.
+fn series<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 /// Counters and histograms updated by the service (one per process).
@@ -79,13 +95,13 @@ impl Metrics {
     /// Counts one answered SCEP request.
     pub fn observe(&self, o: &Observation<'_>) {
         let mut m = self.lock();
-        *m.requests.entry((o.profile.to_string(), o.operation.to_string(), o.status)).or_default() += 1;
-        *m.outcomes.entry((o.profile.to_string(), o.action.to_string(), o.outcome.to_string())).or_default() += 1;
+        *series(series(&mut m.requests, o.profile), o.operation).entry(o.status).or_default() += 1;
+        *series(series(series(&mut m.outcomes, o.profile), o.action), o.outcome) += 1;
         if o.outcome == "issuer_rejected" {
-            *m.issuer_errors.entry(o.profile.to_string()).or_default() += 1;
+            *series(&mut m.issuer_errors, o.profile) += 1;
         }
         if let Some(d) = o.issuance {
-            let h = m.issuance.entry(o.profile.to_string()).or_default();
+            let h = series(&mut m.issuance, o.profile);
             let secs = d.as_secs_f64();
             for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
                 if secs <= *bound {
@@ -113,13 +129,17 @@ impl Metrics {
                 "counter",
                 "SCEP requests answered, by profile, operation and HTTP status.",
             );
-            for ((p, op, status), n) in &m.requests {
-                let _ = writeln!(
-                    out,
-                    "scepd_requests_total{{profile=\"{}\",operation=\"{}\",status=\"{status}\"}} {n}",
-                    esc(p),
-                    esc(op)
-                );
+            for (p, ops) in &m.requests {
+                for (op, statuses) in ops {
+                    for (status, n) in statuses {
+                        let _ = writeln!(
+                            out,
+                            "scepd_requests_total{{profile=\"{}\",operation=\"{}\",status=\"{status}\"}} {n}",
+                            esc(p),
+                            esc(op)
+                        );
+                    }
+                }
             }
             header(
                 &mut out,
@@ -127,14 +147,18 @@ impl Metrics {
                 "counter",
                 "SCEP decisions, by profile, audit action and outcome label.",
             );
-            for ((p, action, outcome), n) in &m.outcomes {
-                let _ = writeln!(
-                    out,
-                    "scepd_scep_outcomes_total{{profile=\"{}\",action=\"{}\",outcome=\"{}\"}} {n}",
-                    esc(p),
-                    esc(action),
-                    esc(outcome)
-                );
+            for (p, actions) in &m.outcomes {
+                for (action, outcomes) in actions {
+                    for (outcome, n) in outcomes {
+                        let _ = writeln!(
+                            out,
+                            "scepd_scep_outcomes_total{{profile=\"{}\",action=\"{}\",outcome=\"{}\"}} {n}",
+                            esc(p),
+                            esc(action),
+                            esc(outcome)
+                        );
+                    }
+                }
             }
             header(&mut out, "scepd_issuer_errors_total", "counter", "Issuance requests the issuer refused or failed.");
             for (p, n) in &m.issuer_errors {
@@ -160,6 +184,14 @@ impl Metrics {
             );
             let _ = writeln!(out, "scepd_audit_write_failures_total {}", m.audit_failures);
         }
+        header(
+            &mut out,
+            "scepd_audit_tally_write_failures_total",
+            "counter",
+            "Failed attempts to write the discovery tally (kept and retried).",
+        );
+        let tally_failures = state.audit().map_or(0, crate::audit::AuditLog::tally_write_failures);
+        let _ = writeln!(out, "scepd_audit_tally_write_failures_total {tally_failures}");
 
         let stats = state.admin_intune_stats();
         header(

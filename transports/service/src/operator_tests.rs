@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::ScepService;
 use crate::admin::{ApiKeySection, ApiKeys};
-use crate::audit::{AuditLog, AuditQuery};
+use crate::audit::{AuditLog, AuditQuery, DiscoveryAudit};
 use crate::config::ServerSettings;
 use crate::mtls::ConnectionInfo;
 use crate::profile::BuildContext;
@@ -29,6 +29,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(DiscoveryAudit::Each)
+}
+
+fn fixture_with(discovery: DiscoveryAudit) -> Fixture {
     let dir = TestDir::new();
     let mut ctx = BuildContext::new(None, dir.path(), dir.now());
     let mut iot = section(&dir, "iot");
@@ -41,7 +45,7 @@ fn fixture() -> Fixture {
         ApiKeySection { name: Some("grafana".into()), key: Some(READER.into()), role: None },
     ])
     .unwrap();
-    let audit = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap();
+    let audit = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap().with_discovery(discovery);
     let state = ServiceState::new(ServerSettings::default(), Profiles::new(profiles, "corp".into()).unwrap())
         .with_api_keys(keys)
         .with_audit(audit.clone());
@@ -129,7 +133,7 @@ fn admin_endpoints_answer_an_admin_key() {
 
 #[test]
 fn every_scep_answer_is_audited_and_queryable() {
-    let f = fixture();
+    let f = fixture_with(DiscoveryAudit::Each);
     let info = ConnectionInfo { remote_addr: Some("192.0.2.7:5000".parse().unwrap()), ..Default::default() };
     let svc = f.svc.with_connection(info);
     assert_eq!(call(&svc, "GET", "/scep/corp?operation=GetCACaps", None, "").0, StatusCode::OK);
@@ -162,6 +166,47 @@ fn every_scep_answer_is_audited_and_queryable() {
     assert!(events.iter().all(|e| e["profile"] == "iot"));
     let (_, text) = call(&f.svc, "GET", "/api/v1/admin/scep/events?action=scep_getcacaps", Some(ADMIN), "");
     assert_eq!(json(&text)["events"].as_array().unwrap().len(), 3, "corp, unknown profile, mTLS refusal");
+}
+
+#[test]
+fn discovery_answers_are_tallied_and_decisions_stay_one_event_each() {
+    let f = fixture_with(DiscoveryAudit::Aggregate);
+    let info = ConnectionInfo { remote_addr: Some("192.0.2.7:5000".parse().unwrap()), ..Default::default() };
+    let svc = f.svc.with_connection(info);
+    for _ in 0..3 {
+        assert_eq!(call(&svc, "GET", "/scep/corp?operation=GetCACaps", None, "").0, StatusCode::OK);
+    }
+    assert_eq!(call(&svc, "GET", "/scep/iot?operation=GetCACert", None, "").0, StatusCode::OK);
+    assert_eq!(call(&svc, "GET", "/scep/nope?operation=GetCACaps", None, "").0, StatusCode::NOT_FOUND);
+    // A PKIOperation is a decision: its own durable event, whatever it carries.
+    for _ in 0..2 {
+        assert_eq!(call(&svc, "POST", "/scep/corp?operation=PKIOperation", None, "junk").0, StatusCode::BAD_REQUEST);
+    }
+
+    let all = block_on(f.audit.query(AuditQuery { limit: 100, ..Default::default() })).unwrap();
+    let find = |profile: &str, action: &str| -> Vec<&crate::audit::AuditEvent> {
+        all.iter().filter(|e| e.profile == profile && e.action == action).collect()
+    };
+    let caps = find("corp", "scep_getcacaps");
+    assert_eq!(caps.len(), 1, "{all:#?}");
+    assert_eq!((caps[0].count, caps[0].outcome.as_str(), caps[0].http_status), (3, "success", 200));
+    assert_eq!(caps[0].client_addr.as_deref(), Some("192.0.2.7"), "tallied by client IP");
+    assert!(caps[0].first_time.is_some());
+    let cacert = find("iot", "scep_getcacert");
+    assert_eq!((cacert.len(), cacert[0].count), (1, 1));
+    let unknown = find("", "scep_getcacaps");
+    assert_eq!((unknown.len(), unknown[0].outcome.as_str(), unknown[0].http_status), (1, "unknown_profile", 404));
+    let decisions = find("corp", "scep_pkioperation");
+    assert_eq!(decisions.len(), 2, "{all:#?}");
+    assert!(decisions.iter().all(|e| e.count == 1 && e.first_time.is_none() && e.http_status == 400));
+    assert_eq!(decisions[0].client_addr.as_deref(), Some("192.0.2.7:5000"));
+    assert_eq!(all.len(), 5);
+
+    // The admin API shows the counts.
+    let (_, text) = call(&f.svc, "GET", "/api/v1/admin/scep/events?action=scep_getcacaps", Some(ADMIN), "");
+    let events = json(&text)["events"].as_array().unwrap().clone();
+    let total: u64 = events.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 4, "{events:#?}");
 }
 
 #[test]
@@ -212,7 +257,7 @@ fn metrics_after_a_known_sequence() {
 
 #[test]
 fn an_audit_log_that_cannot_commit_fails_closed_with_503() {
-    let f = fixture();
+    let f = fixture_with(DiscoveryAudit::Each);
     // Make the database read-only underneath the writer.
     let conn = rusqlite::Connection::open(f.audit.path()).unwrap();
     conn.execute_batch(
@@ -221,6 +266,27 @@ fn an_audit_log_that_cannot_commit_fails_closed_with_503() {
     .unwrap();
     let (status, body) = call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
+    assert!(text.lines().any(|l| l == "scepd_audit_write_failures_total 1"), "{text}");
+}
+
+#[test]
+fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
+    let f = fixture_with(DiscoveryAudit::Aggregate);
+    let conn = rusqlite::Connection::open(f.audit.path()).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+    // Discovery does not wait for the disk; the tally is kept for a retry.
+    assert_eq!(call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "").0, StatusCode::OK);
+    let (status, body) = call(&f.svc, "POST", "/scep/corp?operation=PKIOperation", None, "junk");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // Once the disk takes writes again, the kept tally is written.
+    conn.execute_batch("DROP TRIGGER refuse").unwrap();
+    let all = block_on(f.audit.query(AuditQuery { limit: 10, ..Default::default() })).unwrap();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!((all[0].action.as_str(), all[0].count), ("scep_getcacaps", 1));
     let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
     assert!(text.lines().any(|l| l == "scepd_audit_write_failures_total 1"), "{text}");
 }

@@ -39,7 +39,7 @@ use hyper::service::Service;
 use scep_engine::time::UnixTime;
 use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, DiscoveryAnswer, DiscoveryAudit};
 use crate::drive::drive_timed;
 use crate::metrics::Observation;
 use crate::mtls::ConnectionInfo;
@@ -141,23 +141,55 @@ impl ScepService {
         if let Some(route_name) = log.route {
             let now = UnixTime::now();
             let outcome = &response.outcome;
-            let profile = if outcome.profile.is_empty() { log.profile.clone() } else { outcome.profile.clone() };
-            let profile = profile.as_str();
+            let profile = if outcome.profile.is_empty() { log.profile.as_str() } else { outcome.profile.as_str() };
             let action = outcome.action();
-            let mut event = AuditEvent::from_outcome(
-                outcome,
-                now,
-                response.status,
-                log.operation,
-                route_name,
-                connection.as_ref().and_then(|c| c.remote_addr).map(|a| a.to_string()),
-            );
-            event.profile = profile.to_string();
-            if let Some(audit) = self.state.audit()
-                && let Err(e) = audit.record(event).await
-            {
-                tracing::error!(target: "scepd::audit", error = %e, profile, "audit event not stored: answering 503");
-                self.state.metrics().audit_failure();
+            let client = connection.as_ref().and_then(|c| c.remote_addr);
+            let recorded = match self.state.audit() {
+                None => Ok(()),
+                Some(audit)
+                    if audit.discovery() == DiscoveryAudit::Aggregate && DiscoveryAudit::covers(outcome.operation) =>
+                {
+                    audit.tally(&DiscoveryAnswer {
+                        outcome,
+                        profile,
+                        operation: log.operation,
+                        http_status: response.status,
+                        route: route_name,
+                        client,
+                        now,
+                    });
+                    Ok(())
+                }
+                Some(audit) => {
+                    let mut event = AuditEvent::from_outcome(
+                        outcome,
+                        now,
+                        response.status,
+                        log.operation,
+                        route_name,
+                        client.map(|a| a.to_string()),
+                    );
+                    event.profile = profile.to_string();
+                    audit.record(event).await.map(drop)
+                }
+            };
+            let audit_failed = match &recorded {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::error!(target: "scepd::audit", error = %e, profile, "audit event not stored: answering 503");
+                    self.state.metrics().audit_failure();
+                    true
+                }
+            };
+            self.state.metrics().observe(&Observation {
+                profile,
+                operation: log.operation,
+                status: if audit_failed { 503 } else { response.status },
+                action: &action,
+                outcome: if audit_failed { "audit_unavailable" } else { log.label },
+                issuance: log.issuance,
+            });
+            if audit_failed {
                 response = Response {
                     status: 503,
                     content_type: "text/plain; charset=utf-8",
@@ -165,14 +197,6 @@ impl ScepService {
                     outcome: Outcome { label: "audit_unavailable", ..Outcome::default() },
                 };
             }
-            self.state.metrics().observe(&Observation {
-                profile,
-                operation: log.operation,
-                status: response.status,
-                action: &action,
-                outcome: if response.status == 503 { "audit_unavailable" } else { log.label },
-                issuance: log.issuance,
-            });
         }
         tracing::info!(
             target: "scepd::request",

@@ -165,7 +165,8 @@ impl ServiceState {
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
         let Loaded { settings, profiles, challenge, api_keys } = load_all(&options, UnixTime::now(), HashMap::new())?;
         let audit_file = settings.audit.file(&settings.data_dir);
-        let audit = AuditLog::open(&audit_file, settings.audit.retention_days)?;
+        let audit =
+            AuditLog::open(&audit_file, settings.audit.retention_days)?.with_discovery(settings.audit.discovery);
         // Persist a generated challenge only once everything else has loaded.
         let generated_challenge = match challenge {
             Some(c) if c.generated => {

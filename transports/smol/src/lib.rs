@@ -175,6 +175,11 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
         // The remaining connection tasks are dropped with the executor.
         tracing::warn!(aborted, "shutdown grace elapsed; closing remaining connections");
     }
+    if let Some(audit) = state.audit()
+        && let Err(e) = audit.flush().await
+    {
+        tracing::error!(error = %e, "the discovery audit tally could not be written at shutdown");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -115,6 +115,11 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
         tracing::warn!(aborted = connections.len(), "shutdown grace elapsed; closing remaining connections");
         connections.shutdown().await;
     }
+    if let Some(audit) = state.audit()
+        && let Err(e) = audit.flush().await
+    {
+        tracing::error!(error = %e, "the discovery audit tally could not be written at shutdown");
+    }
     tracing::info!("stopped");
     Ok(())
 }

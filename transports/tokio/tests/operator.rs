@@ -188,7 +188,8 @@ fn each_invalid_variable_kind_stops_the_start_naming_it() {
     assert!(stderr.contains("CERTCTL_SCEP_PROFILE_CORP_RA_KEY_PATH") && stderr.contains("chmod 600"), "{stderr}");
 }
 
-/// kill -9 in the middle of a load: every acknowledged answer has its event.
+/// kill -9 in the middle of a load of PKIOperation requests (decisions: each
+/// its own durable event): every acknowledged answer has its event.
 #[test]
 fn audit_events_survive_kill_9_mid_load() {
     let dir = ra_dir();
@@ -206,13 +207,15 @@ fn audit_events_survive_kill_9_mid_load() {
                     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return };
                     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                     sent.fetch_add(1, Ordering::SeqCst);
-                    let req = "GET /scep/corp?operation=GetCACaps HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                    // Not a PKIMessage: the engine refuses it (400), an audited decision.
+                    let req = "POST /scep/corp?operation=PKIOperation HTTP/1.1\r\nHost: x\r\n\
+                               Connection: close\r\nContent-Length: 4\r\n\r\njunk";
                     if s.write_all(req.as_bytes()).is_err() {
                         return;
                     }
                     let mut raw = Vec::new();
                     let _ = s.read_to_end(&mut raw);
-                    if complete_200(&raw) {
+                    if complete_answer(&raw, 400) {
                         acked.fetch_add(1, Ordering::SeqCst);
                     }
                 }
@@ -236,8 +239,8 @@ fn audit_events_survive_kill_9_mid_load() {
     let mut events = 0;
     let mut before = String::new();
     loop {
-        let page = server.admin(&format!("/api/v1/admin/scep/events?action=scep_getcacaps&limit=1000{before}"));
-        let n = page.count("\"action\": \"scep_getcacaps\"");
+        let page = server.admin(&format!("/api/v1/admin/scep/events?action=scep_pkioperation&limit=1000{before}"));
+        let n = page.count("\"action\": \"scep_pkioperation\"");
         events += n;
         if n < 1000 {
             break;
@@ -252,15 +255,63 @@ fn audit_events_survive_kill_9_mid_load() {
     assert!(events - acked <= 8 + 1, "more unacknowledged events ({}) than requests in flight", events - acked);
 }
 
-/// Acknowledged: a complete `200` response (the whole declared body arrived).
-fn complete_200(raw: &[u8]) -> bool {
+/// Discovery answers are tallied, not one event each: after a clean stop
+/// (SIGTERM) the stored counts add up to exactly the answers sent.
+#[test]
+fn discovery_tally_is_complete_after_sigterm() {
+    let dir = ra_dir();
+    let env = spec_env(dir.path());
+    let mut server = Server::start(&[], &env, dir.path());
+    let port = server.port;
+    let answered: usize = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                for _ in 0..50 {
+                    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let req = "GET /scep/corp?operation=GetCACaps HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                    s.write_all(req.as_bytes()).unwrap();
+                    let mut raw = Vec::new();
+                    let _ = s.read_to_end(&mut raw);
+                    ok += usize::from(complete_answer(&raw, 200));
+                }
+                ok
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .sum();
+    assert_eq!(answered, 200);
+    assert!(Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status().unwrap().success());
+    let deadline = Instant::now() + WAIT;
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "scepd did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let server = Server::start(&[], &env, dir.path());
+    let page = server.admin("/api/v1/admin/scep/events?action=scep_getcacaps&limit=1000");
+    let counts: usize = page
+        .0
+        .split("\"count\": ")
+        .skip(1)
+        .map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(counts, 200, "{}", page.0);
+    assert!(page.count("\"client_addr\": \"127.0.0.1\"") >= 1, "tallied by client IP: {}", page.0);
+}
+
+/// Acknowledged: a complete `status` response (the whole declared body arrived).
+fn complete_answer(raw: &[u8], status: u16) -> bool {
     let text = String::from_utf8_lossy(raw);
     let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
     let len = head
         .lines()
         .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().ok()))
         .flatten();
-    head.starts_with("HTTP/1.1 200") && len == Some(body.len())
+    head.starts_with(&format!("HTTP/1.1 {status} ")) && len == Some(body.len())
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
