@@ -7,6 +7,13 @@
 //! (SIGTERM, then SIGKILL after a bound). stderr (the server's log) is kept in
 //! a file and included in every failure message.
 //!
+//! A test can also signal the running server ([`Scepd::signal`]: SIGHUP
+//! reloads, SIGTERM drains and exits), wait for a log line
+//! ([`Scepd::wait_for_stderr`]) or for the exit ([`Scepd::wait_exit`]), and,
+//! when a start is refused, read the exit status and log from
+//! [`ScepdError::Startup`]. The transport (`--transport smol`), the log format
+//! (`--log-format json`) and the like are extra [`ScepdOptions::args`].
+//!
 //! The binary is `$SCEPD_BIN` when set, else `<target>/<profile>/scepd` next
 //! to the running test executable (`target/debug/deps/…`). When that file is
 //! missing, or older than a source file of the crates it is built from, it is
@@ -14,7 +21,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -82,6 +89,9 @@ pub enum ScepdError {
         detail: String,
         /// The server's stderr.
         stderr: String,
+        /// The exit status when the server exited by itself (a refused
+        /// start); `None` when it was killed after the startup timeout.
+        exit: Option<ExitStatus>,
     },
 }
 
@@ -90,7 +100,9 @@ impl std::fmt::Display for ScepdError {
         match self {
             Self::Binary(m) => write!(f, "scepd binary: {m}"),
             Self::Io(e) => write!(f, "I/O error: {e}"),
-            Self::Startup { detail, stderr } => write!(f, "scepd did not start: {detail}\n--- stderr ---\n{stderr}"),
+            Self::Startup { detail, stderr, .. } => {
+                write!(f, "scepd did not start: {detail}\n--- stderr ---\n{stderr}")
+            }
         }
     }
 }
@@ -169,10 +181,10 @@ impl Scepd {
             }
         });
         let deadline = Instant::now() + opts.startup_timeout;
-        let fail = |mut child: Child, detail: String| {
+        let fail = |mut child: Child, detail: String, exit: Option<ExitStatus>| {
             let _ = child.kill();
             let _ = child.wait();
-            Err(ScepdError::Startup { detail, stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default() })
+            Err(ScepdError::Startup { detail, stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(), exit })
         };
         let mut seen = Vec::new();
         let addr = loop {
@@ -185,16 +197,21 @@ impl Scepd {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    return fail(child, format!("exited ({status}); stdout: {seen:?}"));
+                    let exit = child.wait().ok();
+                    let status = exit.map(|s| s.to_string()).unwrap_or_default();
+                    return fail(child, format!("exited ({status}); stdout: {seen:?}"), exit);
                 }
             }
             if Instant::now() >= deadline {
-                return fail(child, format!("no listening line within {:?}; stdout: {seen:?}", opts.startup_timeout));
+                return fail(
+                    child,
+                    format!("no listening line within {:?}; stdout: {seen:?}", opts.startup_timeout),
+                    None,
+                );
             }
         };
         let Some(port) = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()) else {
-            return fail(child, format!("unparsable listening address {addr:?}"));
+            return fail(child, format!("unparsable listening address {addr:?}"), None);
         };
         Ok(Self { child, dir, data_dir, base: format!("http://{addr}"), port })
     }
@@ -246,9 +263,58 @@ impl Scepd {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Polls the log (stderr) until `pred` holds for the whole log so far or
+    /// `timeout` passes; true when it held.
+    pub fn wait_for_stderr(&self, timeout: Duration, mut pred: impl FnMut(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.stderr()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` to the server (with `kill(1)`). It does not wait for
+    /// the effect: see [`Scepd::wait_for_stderr`] and [`Scepd::wait_exit`].
+    ///
+    /// # Errors
+    /// When `kill` cannot run or fails (e.g. the process is gone).
+    pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        let status = Command::new("kill")
+            .arg(signal.flag())
+            .arg(self.child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill {} {}: {status}", signal.flag(), self.child.id())))
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its status,
+    /// or `None` while it still runs (it is not stopped here).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the server: SIGTERM, then SIGKILL after [`STOP_GRACE`].
@@ -256,21 +322,32 @@ impl Scepd {
         if !self.is_running() {
             return;
         }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let _ = self.signal(Signal::Term);
+        if self.wait_exit(STOP_GRACE).is_some() {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A signal [`Scepd::signal`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Signal {
+    /// SIGHUP: scepd reloads its configuration.
+    Hup,
+    /// SIGTERM: scepd answers in-flight requests, then exits 0.
+    Term,
+}
+
+impl Signal {
+    /// The `kill(1)` flag.
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Hup => "-HUP",
+            Self::Term => "-TERM",
+        }
     }
 }
 

@@ -1,25 +1,21 @@
 //! The transport conformance suite: every end-to-end scenario runs against
 //! the real `scepd` binary on each transport (`--transport tokio` and
 //! `--transport smol`), so the two cannot drift apart. A scenario is written
-//! once, as `fn(&mut Scepd)`, and [`both!`] makes one test per transport.
+//! once, as `fn(&mut Server)`, and [`both!`] makes one test per transport.
 //!
-//! The binary is `target/<profile>/scepd`, next to this test's directory; it
-//! is built on first use with the same cargo (`cargo build -p scepd`), so a
-//! stale or missing binary is never tested by accident.
+//! The server is the shared fixture [`scep_tests::server::Scepd`] (bootstrap
+//! profile, `127.0.0.1:0`, fresh data dir, built from source when stale).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use scep_tests::client::{
     CaCertificates, ContentCipher, CsrSpec, DeviceKey, DigestAlg, MessageBody, MessageOptions, PkiMethod, PkiStatus,
     ScepClient, Signer, build_csr, build_pki_message, self_signed_certificate, verify_cert_rep,
 };
+use scep_tests::server::{Scepd, ScepdOptions, Signal};
 
 const CHALLENGE: &str = "conformance-secret";
 const WAIT: Duration = Duration::from_secs(60);
@@ -40,116 +36,33 @@ impl Transport {
     }
 }
 
-/// `target/<profile>/scepd`, built once per test process.
-fn scepd_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // current_exe = target/<profile>/deps/conformance-<hash>
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "scepd", "--bin", "scepd"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        if let Some(target_dir) = profile_dir.parent() {
-            cmd.arg("--target-dir").arg(target_dir);
-        }
-        let status = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().unwrap();
-        assert!(status.success(), "cargo build -p scepd failed");
-        let bin = profile_dir.join("scepd");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-}
-
-/// A running `scepd serve` in a fresh data dir (bootstrap: local CA, `default` profile).
-struct Scepd {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
+/// A bootstrap `scepd serve --transport <transport>` (local CA, `default` profile).
+struct Server {
+    scepd: Scepd,
     transport: Transport,
 }
 
-impl Scepd {
+impl Server {
     fn start(transport: Transport) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let mut child = Command::new(scepd_binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--challenge-password", CHALLENGE, "--transport"])
-            .arg(transport.flag())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "info")
-            .env_remove("SCEPD_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let port = loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("scepd listening on http://") {
-                        break addr.rsplit_once(':').unwrap().1.parse().unwrap();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-                    panic!("{transport:?}: no listening line within {WAIT:?}; stderr:\n{log}");
-                }
-            }
+        let opts = ScepdOptions {
+            args: vec!["--transport".into(), transport.flag().into()],
+            startup_timeout: WAIT,
+            ..ScepdOptions::bootstrap(CHALLENGE)
         };
-        Self { child, port, dir, transport }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/scep", self.port)
+        let scepd = Scepd::start(opts).unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+        Self { scepd, transport }
     }
 
     fn client(&self) -> ScepClient {
-        ScepClient::new(&self.url()).unwrap().with_timeout(Duration::from_secs(20))
+        ScepClient::new(&self.scepd.url()).unwrap().with_timeout(Duration::from_secs(20))
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(ok.success());
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{:?}: scepd did not exit within {limit:?}\n{}",
-                self.transport,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.scepd.stderr()
     }
 
     fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let s = TcpStream::connect(("127.0.0.1", self.scepd.port())).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
         s
@@ -161,13 +74,6 @@ impl Scepd {
         s.write_all(head.as_bytes()).unwrap();
         s.write_all(body).unwrap();
         read_response(&mut s)
-    }
-}
-
-impl Drop for Scepd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -198,10 +104,10 @@ fn pkcs_req(
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod tokio {
-            $( #[test] fn $name() { super::$name(&mut super::Scepd::start(super::Transport::Tokio)); } )*
+            $( #[test] fn $name() { super::$name(&mut super::Server::start(super::Transport::Tokio)); } )*
         }
         mod smol {
-            $( #[test] fn $name() { super::$name(&mut super::Scepd::start(super::Transport::Smol)); } )*
+            $( #[test] fn $name() { super::$name(&mut super::Server::start(super::Transport::Smol)); } )*
         }
     };
 }
@@ -218,7 +124,7 @@ both!(
 );
 
 /// GetCACaps (RFC 8894 §3.5.2): what clients need to pick POST, AES and SHA-256.
-fn get_ca_caps(s: &mut Scepd) {
+fn get_ca_caps(s: &mut Server) {
     let caps = s.client().get_ca_caps().unwrap();
     for cap in ["POSTPKIOperation", "AES", "SHA-256", "SCEPStandard", "Renewal"] {
         assert!(caps.has(cap), "{:?}: {cap} missing from {:?}", s.transport, caps.capabilities);
@@ -228,7 +134,7 @@ fn get_ca_caps(s: &mut Scepd) {
 }
 
 /// GetCACert (RFC 8894 §4.2): the CA (and RA when separate) as a degenerate PKCS#7.
-fn get_ca_cert(s: &mut Scepd) {
+fn get_ca_cert(s: &mut Server) {
     let ca = s.client().get_ca_cert().unwrap();
     assert!(!ca.certificates.is_empty());
     scep_engine::x509::CertificateRef::parse(ca.ca()).unwrap();
@@ -237,7 +143,7 @@ fn get_ca_cert(s: &mut Scepd) {
 
 /// PKCSReq over POST and GET with several cipher/digest choices; every
 /// CertRep verifies and carries a certificate for the request's key.
-fn pkcs_req_post_and_get_across_ciphers(s: &mut Scepd) {
+fn pkcs_req_post_and_get_across_ciphers(s: &mut Server) {
     let client = s.client();
     let combos = [
         (PkiMethod::Post, ContentCipher::Aes256Cbc, DigestAlg::Sha256),
@@ -263,7 +169,7 @@ fn pkcs_req_post_and_get_across_ciphers(s: &mut Scepd) {
 }
 
 /// RenewalReq (RFC 8894 §3.3.1.2) signed with the issued certificate.
-fn renewal(s: &mut Scepd) {
+fn renewal(s: &mut Server) {
     let client = s.client();
     let key = DeviceKey::pregenerated(3).unwrap();
     let e = client
@@ -286,7 +192,7 @@ fn renewal(s: &mut Scepd) {
 }
 
 /// A wrong challenge is a signed CertRep FAILURE with a failInfo (RFC 8894 §3.3.2.2).
-fn wrong_challenge_fails(s: &mut Scepd) {
+fn wrong_challenge_fails(s: &mut Server) {
     let key = DeviceKey::pregenerated(5).unwrap();
     let e = s
         .client()
@@ -299,7 +205,7 @@ fn wrong_challenge_fails(s: &mut Scepd) {
 
 /// 404 for unknown paths and profiles, 405 for other methods, 413 for
 /// oversized bodies (declared or streamed).
-fn http_errors(s: &mut Scepd) {
+fn http_errors(s: &mut Server) {
     let get = |target: &str| s.raw(&format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), b"").0;
     assert_eq!(get("/nope"), 404);
     assert_eq!(get("/scep/no-such-profile?operation=GetCACaps"), 404);
@@ -333,10 +239,10 @@ fn http_errors(s: &mut Scepd) {
 }
 
 /// SIGHUP reloads (here: the bootstrap state) and the server keeps serving.
-fn sighup_survives(s: &mut Scepd) {
+fn sighup_survives(s: &mut Server) {
     let before = s.client().get("GetCACaps", None).unwrap().body;
     for _ in 0..3 {
-        s.signal("HUP");
+        s.scepd.signal(Signal::Hup).unwrap();
         std::thread::sleep(Duration::from_millis(200));
     }
     let after = s.client().get("GetCACaps", None).unwrap();
@@ -353,7 +259,7 @@ fn sighup_survives(s: &mut Scepd) {
 
 /// SIGTERM: a PKCSReq whose body is still arriving is answered with a valid
 /// CertRep, then scepd exits 0.
-fn sigterm_answers_in_flight_and_exits_0(s: &mut Scepd) {
+fn sigterm_answers_in_flight_and_exits_0(s: &mut Server) {
     let ca = s.client().get_ca_cert().unwrap();
     let key = DeviceKey::pregenerated(7).unwrap();
     let req = pkcs_req(&key, "conf-term", CHALLENGE, &ca, &MessageOptions::default());
@@ -367,7 +273,7 @@ fn sigterm_answers_in_flight_and_exits_0(s: &mut Scepd) {
     let half = req.der.len() / 2;
     stream.write_all(&req.der[..half]).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    s.signal("TERM");
+    s.scepd.signal(Signal::Term).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     stream.write_all(&req.der[half..]).unwrap();
     let mut raw = Vec::new();
@@ -378,14 +284,18 @@ fn sigterm_answers_in_flight_and_exits_0(s: &mut Scepd) {
     let rep = verify_cert_rep(&raw[split + 4..], &req, &key, &ca.certificates).unwrap();
     assert_eq!(rep.status, PkiStatus::SUCCESS);
 
-    let status = s.wait_exit(Duration::from_secs(20));
+    let limit = Duration::from_secs(20);
+    let status = s
+        .scepd
+        .wait_exit(limit)
+        .unwrap_or_else(|| panic!("{:?}: scepd did not exit within {limit:?}\n{}", s.transport, s.log()));
     assert!(status.success(), "{:?}: exit {status:?}\n{}", s.transport, s.log());
 }
 
 /// The transports answer the non-cryptographic routes byte for byte alike.
 #[test]
 fn transports_answer_alike() {
-    let (t, m) = (Scepd::start(Transport::Tokio), Scepd::start(Transport::Smol));
+    let (t, m) = (Server::start(Transport::Tokio), Server::start(Transport::Smol));
     for target in ["/scep?operation=GetCACaps", "/nope", "/healthz", "/scep?operation=Bogus"] {
         let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let strip_date = |text: String| -> String {

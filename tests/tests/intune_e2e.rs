@@ -12,122 +12,58 @@
 //! - a real client (micromdm `scepclient`, certmonger) enrolling with a minted
 //!   challenge as its challenge password.
 //!
-//! The binary is `target/<profile>/scepd`: build it first (`cargo build -p scepd`).
+//! The server is the shared fixture [`scep_tests::server::Scepd`]
+//! (`127.0.0.1:0`, the configuration and Connector bundle in its temporary
+//! directory, JSON logs).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use scep_tests::client::{
     CertRep, CsrSpec, DeviceKey, FailInfo, MessageOptions, PkiMethod, PkiStatus, ScepClient, SubjectAltName,
 };
 use scep_tests::intune_connector::{Claims, Connector, JwsAlg};
+use scep_tests::server::{Scepd, ScepdError, ScepdOptions, Signal};
 use serde_json::Value;
 
 const AUD: &str = "https://scep.example.test/scep/corp";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `target/<profile>/scepd`, next to this test's `deps/` directory.
-fn scepd_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("scepd");
-    assert!(bin.is_file(), "{} not found: build it first with `cargo build -p scepd`", bin.display());
-    bin
+/// Starts `scepd --log-format json serve` as configured by `opts` (see [`setup`]).
+fn start(mut opts: ScepdOptions) -> Scepd {
+    opts.args.extend(["--log-format".to_string(), "json".to_string()]);
+    opts.startup_timeout = WAIT;
+    Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A running `scepd serve` with JSON logs on `dir/stderr.log`. Killed on drop.
-struct Scepd {
-    child: Child,
-    port: u16,
-    log: PathBuf,
+/// The JSON log lines logged so far.
+fn log_lines(server: &Scepd) -> Vec<Value> {
+    json_lines(&server.stderr())
 }
 
-impl Scepd {
-    fn start(config: &Path, dir: &Path) -> Self {
-        let log = dir.join("stderr.log");
-        let mut child = Command::new(scepd_bin())
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let port = loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("scepd listening on http://") {
-                        break addr.rsplit_once(':').unwrap().1.parse().unwrap();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("scepd did not start; stderr:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-                }
-            }
-        };
-        Self { child, port, log }
-    }
+fn json_lines(log: &str) -> Vec<Value> {
+    log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
 
-    fn url(&self, profile: &str) -> String {
-        format!("http://127.0.0.1:{}/scep/{profile}", self.port)
-    }
+/// The `scepd::intune` decision lines logged so far.
+fn decisions(server: &Scepd) -> Vec<Value> {
+    log_lines(server).into_iter().filter(|v| v["target"] == "scepd::intune").map(|v| v["fields"].clone()).collect()
+}
 
-    fn log_lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// The `scepd::intune` decision lines logged so far.
-    fn decisions(&self) -> Vec<Value> {
-        self.log_lines().into_iter().filter(|v| v["target"] == "scepd::intune").map(|v| v["fields"].clone()).collect()
-    }
-
-    /// Waits until `pred` holds for the log lines.
-    fn wait_log(&self, what: &str, pred: impl Fn(&[Value]) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if pred(&self.log_lines()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no {what} in the log within {WAIT:?}:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
-    }
-
-    /// Sends SIGHUP and waits for the reload's outcome line (`message`).
-    fn hangup(&self, message: &str) {
-        let before = self.log_lines().iter().filter(|v| v["fields"]["message"] == message).count();
-        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        self.wait_log(message, |lines| lines.iter().filter(|v| v["fields"]["message"] == message).count() > before);
+/// Waits until `pred` holds for the log lines.
+fn wait_log(server: &Scepd, what: &str, pred: impl Fn(&[Value]) -> bool) {
+    if !server.wait_for_stderr(WAIT, |log| pred(&json_lines(log))) {
+        panic!("no {what} in the log within {WAIT:?}:\n{}", server.stderr());
     }
 }
 
-impl Drop for Scepd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Sends SIGHUP and waits for the reload's outcome line (`message`).
+fn hangup(server: &Scepd, message: &str) {
+    let count = |lines: &[Value]| lines.iter().filter(|v| v["fields"]["message"] == message).count();
+    let before = count(&log_lines(server));
+    server.signal(Signal::Hup).unwrap();
+    wait_log(server, message, |lines| count(lines) > before);
 }
 
 /// The admin API key of the test configurations.
@@ -151,22 +87,21 @@ fn admin_get(url: &str, path: &str) -> Value {
     serde_json::from_str(body).unwrap()
 }
 
-/// A config dir with the Connector bundle `bundle` and profile `corp` (Intune,
-/// audience [`AUD`], `extra` keys appended).
-fn setup(bundle: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("intune.pem"), bundle).unwrap();
-    let config = dir.path().join("scepd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\ndata_dir = \"data\"\n\n[[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
+/// The file name of the Connector bundle, next to the configuration.
+const BUNDLE: &str = "intune.pem";
+
+/// A configuration with the Connector bundle `bundle` (in [`BUNDLE`], none
+/// when `None`) and profile `corp` (Intune, audience [`AUD`], `extra` keys appended).
+fn setup(bundle: Option<&str>, extra: &str) -> ScepdOptions {
+    let mut opts = ScepdOptions::with_config(format!(
+        "[server]\ndata_dir = \"data\"\n\n[[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
              [[profile]]\nname = \"corp\"\nchallenge_password = \"static-secret\"\n\
-             intune_enabled = true\nintune_connector_cert_path = \"intune.pem\"\nintune_audience = \"{AUD}\"\n{extra}\n"
-        ),
-    )
-    .unwrap();
-    (dir, config)
+             intune_enabled = true\nintune_connector_cert_path = \"{BUNDLE}\"\nintune_audience = \"{AUD}\"\n{extra}\n"
+    ));
+    if let Some(bundle) = bundle {
+        opts.files.push((PathBuf::from(BUNDLE), bundle.as_bytes().to_vec()));
+    }
+    opts
 }
 
 /// A device `sub` enrolling as `cn` (CN and the one DNS SAN) with `challenge`.
@@ -196,10 +131,9 @@ fn assert_success(rep: &CertRep) {
 fn success_then_replay_then_rate_limited() {
     let es = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
     let rs = Connector::generate(JwsAlg::Rs256, "Microsoft Intune Certificate Connector 2").unwrap();
-    let (dir, config) =
-        setup(&(es.certificate_pem() + &rs.certificate_pem()), "intune_per_device_rate_limit_24h = 2\n");
-    let server = Scepd::start(&config, dir.path());
-    let url = server.url("corp");
+    let server =
+        start(setup(Some(&(es.certificate_pem() + &rs.certificate_pem())), "intune_per_device_rate_limit_24h = 2\n"));
+    let url = server.profile_url("corp");
     let cn = "dev1.example.com";
 
     // 1. ES256 (raw r||s): issued.
@@ -229,8 +163,8 @@ fn success_then_replay_then_rate_limited() {
     assert_failure(&rep, FailInfo::BAD_REQUEST);
 
     // The decision log: one line per decision, with the counter label and identity.
-    server.wait_log("six intune decisions", |l| l.iter().filter(|v| v["target"] == "scepd::intune").count() >= 6);
-    let d = server.decisions();
+    wait_log(&server, "six intune decisions", |l| l.iter().filter(|v| v["target"] == "scepd::intune").count() >= 6);
+    let d = decisions(&server);
     let labels: Vec<&str> = d.iter().map(|f| f["label"].as_str().unwrap()).collect();
     assert_eq!(labels, ["success", "replay", "success", "rate_limited", "success", "claim_mismatch"], "{d:#?}");
     for f in &d {
@@ -248,8 +182,7 @@ fn success_then_replay_then_rate_limited() {
     assert!(d[3]["detail"].as_str().unwrap().contains("device-guid-1"), "{}", d[3]["detail"]);
     assert!(d[5]["detail"].as_str().unwrap().contains("other.example.com"), "{}", d[5]["detail"]);
     // The per-request line carries the same label (the counters' key).
-    let outcomes: Vec<String> = server
-        .log_lines()
+    let outcomes: Vec<String> = log_lines(&server)
         .iter()
         .filter(|v| v["target"] == "scepd::request" && v["fields"]["operation"] == "PKIOperation")
         .map(|v| v["fields"]["outcome"].as_str().unwrap_or("").to_string())
@@ -278,10 +211,9 @@ fn success_then_replay_then_rate_limited() {
 fn sighup_rotates_the_connector_certificate_and_a_bad_file_keeps_the_pool() {
     let a = Connector::generate(JwsAlg::Es256, "connector-a").unwrap();
     let b = Connector::generate(JwsAlg::Rs256, "connector-b").unwrap();
-    let (dir, config) = setup(&a.certificate_pem(), "");
-    let server = Scepd::start(&config, dir.path());
-    let url = server.url("corp");
-    let bundle = dir.path().join("intune.pem");
+    let server = start(setup(Some(&a.certificate_pem()), ""));
+    let url = server.profile_url("corp");
+    let bundle = server.dir().join(BUNDLE);
     let mut n = 0;
     let mut try_with = |c: &Connector| {
         n += 1;
@@ -293,56 +225,40 @@ fn sighup_rotates_the_connector_certificate_and_a_bad_file_keeps_the_pool() {
     assert_failure(&try_with(&b), FailInfo::BAD_MESSAGE_CHECK);
 
     std::fs::write(&bundle, b.certificate_pem()).unwrap();
-    server.hangup("configuration reloaded");
+    hangup(&server, "configuration reloaded");
     assert_success(&try_with(&b));
     assert_failure(&try_with(&a), FailInfo::BAD_MESSAGE_CHECK);
 
     std::fs::write(&bundle, "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n").unwrap();
-    server.hangup("reload refused; the previous configuration keeps serving");
+    hangup(&server, "reload refused; the previous configuration keeps serving");
     assert_success(&try_with(&b));
     assert_failure(&try_with(&a), FailInfo::BAD_MESSAGE_CHECK);
 
-    let refused = server
-        .log_lines()
+    let refused = log_lines(&server)
         .into_iter()
         .find(|v| v["fields"]["message"] == "reload refused; the previous configuration keeps serving")
         .unwrap();
     let why = refused["fields"]["error"].as_str().unwrap();
     assert!(why.contains("profile[corp].intune_connector_cert_path") && why.contains("intune.pem"), "{why}");
 
-    let labels: Vec<String> = server.decisions().iter().map(|f| f["label"].as_str().unwrap().to_string()).collect();
+    let labels: Vec<String> = decisions(&server).iter().map(|f| f["label"].as_str().unwrap().to_string()).collect();
     assert_eq!(
         labels,
         ["success", "signature_invalid", "success", "signature_invalid", "success", "signature_invalid"]
     );
 }
 
-/// Runs `scepd serve` expecting it to refuse to start; returns its stderr.
-fn refused_start(config: &Path) -> String {
-    let mut child = Command::new(scepd_bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+/// Runs `scepd serve` expecting it to refuse to start (exit non-zero); returns its stderr.
+fn refused_start(opts: ScepdOptions) -> String {
+    match Scepd::start(ScepdOptions { startup_timeout: WAIT, ..opts }) {
+        Ok(_) => panic!("scepd started with an invalid Intune configuration"),
+        Err(ScepdError::Startup { stderr, exit, detail }) => {
+            let exit = exit.unwrap_or_else(|| panic!("scepd did not exit by itself: {detail}\n{stderr}"));
+            assert!(!exit.success(), "{stderr}");
+            stderr
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("scepd started with an invalid Intune configuration");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(!status.success(), "{err}");
-    err
+        Err(e) => panic!("{e}"),
+    }
 }
 
 #[test]
@@ -358,27 +274,24 @@ fn preflight_refuses_to_start_naming_profile_and_file() {
     .unwrap();
 
     // Missing bundle.
-    let (dir, config) = setup("", "");
-    std::fs::remove_file(dir.path().join("intune.pem")).unwrap();
-    let err = refused_start(&config);
+    let err = refused_start(setup(None, ""));
     assert!(err.contains("profile[corp].intune_connector_cert_path") && err.contains("intune.pem"), "{err}");
     assert!(err.contains("cannot read"), "{err}");
 
     // A bundle holding an expired Connector certificate (next to a valid one).
-    let (_dir, config) = setup(&(valid.certificate_pem() + &expired.certificate_pem()), "");
-    let err = refused_start(&config);
+    let err = refused_start(setup(Some(&(valid.certificate_pem() + &expired.certificate_pem())), ""));
     assert!(err.contains("profile[corp].intune_connector_cert_path") && err.contains("intune.pem"), "{err}");
     assert!(err.contains("expired") && err.contains("expired-connector"), "{err}");
 
     // No certificate at all.
-    let (_dir, config) = setup("just text\n", "");
-    let err = refused_start(&config);
+    let err = refused_start(setup(Some("just text\n"), ""));
     assert!(err.contains("profile[corp].intune_connector_cert_path") && err.contains("no CERTIFICATE"), "{err}");
 
     // Tolerance >= validity.
-    let (_dir, config) =
-        setup(&valid.certificate_pem(), "intune_challenge_validity = \"5m\"\nintune_clock_skew_tolerance = \"300s\"\n");
-    let err = refused_start(&config);
+    let err = refused_start(setup(
+        Some(&valid.certificate_pem()),
+        "intune_challenge_validity = \"5m\"\nintune_clock_skew_tolerance = \"300s\"\n",
+    ));
     assert!(err.contains("profile[corp].intune_clock_skew_tolerance"), "{err}");
 }
 
@@ -387,9 +300,9 @@ fn real_clients_enrol_with_a_minted_challenge() {
     use scep_tests::real_clients::{certmonger_enroll, find_tool, scepclient_enroll};
     let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
     // scepclient encrypts with single DES: this profile opts in.
-    let (dir, config) = setup(&connector.certificate_pem(), "ciphers = [\"des\", \"des3\", \"aes128\", \"aes256\"]\n");
-    let server = Scepd::start(&config, dir.path());
-    let url = server.url("corp");
+    let server =
+        start(setup(Some(&connector.certificate_pem()), "ciphers = [\"des\", \"des3\", \"aes128\", \"aes256\"]\n"));
+    let url = server.profile_url("corp");
     let mut ran = 0;
 
     if find_tool("scepclient").is_some() {
@@ -412,7 +325,7 @@ fn real_clients_enrol_with_a_minted_challenge() {
         eprintln!("SKIP certmonger: not installed");
     }
 
-    let labels: Vec<String> = server.decisions().iter().map(|f| f["label"].as_str().unwrap().to_string()).collect();
+    let labels: Vec<String> = decisions(&server).iter().map(|f| f["label"].as_str().unwrap().to_string()).collect();
     assert_eq!(labels.len(), ran, "{labels:?}");
     assert!(labels.iter().all(|l| l == "success"), "{labels:?}");
 }
