@@ -120,26 +120,36 @@ impl Outcome {
     /// `_intune` appended when an Intune challenge was involved (as the
     /// spec's audit trail names them: `scep_pkcsreq_intune`,
     /// `scep_renewalreq_intune`).
-    pub fn action(&self) -> String {
-        let base = match (self.operation, self.message_type) {
-            (Some(Operation::PkiOperation), Some(t)) => match t {
-                MessageType::PKCS_REQ => "scep_pkcsreq",
-                MessageType::RENEWAL_REQ => "scep_renewalreq",
-                MessageType::CERT_POLL => "scep_certpoll",
-                MessageType::GET_CERT => "scep_getcert",
-                MessageType::GET_CRL => "scep_getcrl",
-                _ => "scep_pkioperation",
-            },
-            (Some(Operation::PkiOperation), None) => "scep_pkioperation",
-            (Some(Operation::GetCaCaps), _) => "scep_getcacaps",
-            (Some(Operation::GetCaCert), _) => "scep_getcacert",
-            (Some(Operation::GetNextCaCert), _) => "scep_getnextcacert",
-            (Some(Operation::Unknown) | None, _) => "scep_unknown",
-        };
+    pub fn action(&self) -> &'static str {
         // Intune rejections before the claims are readable (e.g. `malformed`,
         // `signature_invalid`) carry no identity, but their label says Intune.
         let intune = self.intune.is_some() || crate::intune::Label::ALL.iter().any(|l| l.as_str() == self.label);
-        if intune { format!("{base}_intune") } else { base.to_string() }
+        match (self.operation, self.message_type, intune) {
+            (Some(Operation::PkiOperation), Some(t), _) => match (t, intune) {
+                (MessageType::PKCS_REQ, false) => "scep_pkcsreq",
+                (MessageType::PKCS_REQ, true) => "scep_pkcsreq_intune",
+                (MessageType::RENEWAL_REQ, false) => "scep_renewalreq",
+                (MessageType::RENEWAL_REQ, true) => "scep_renewalreq_intune",
+                (MessageType::CERT_POLL, false) => "scep_certpoll",
+                (MessageType::CERT_POLL, true) => "scep_certpoll_intune",
+                (MessageType::GET_CERT, false) => "scep_getcert",
+                (MessageType::GET_CERT, true) => "scep_getcert_intune",
+                (MessageType::GET_CRL, false) => "scep_getcrl",
+                (MessageType::GET_CRL, true) => "scep_getcrl_intune",
+                (_, false) => "scep_pkioperation",
+                (_, true) => "scep_pkioperation_intune",
+            },
+            (Some(Operation::PkiOperation), None, false) => "scep_pkioperation",
+            (Some(Operation::PkiOperation), None, true) => "scep_pkioperation_intune",
+            (Some(Operation::GetCaCaps), _, false) => "scep_getcacaps",
+            (Some(Operation::GetCaCaps), _, true) => "scep_getcacaps_intune",
+            (Some(Operation::GetCaCert), _, false) => "scep_getcacert",
+            (Some(Operation::GetCaCert), _, true) => "scep_getcacert_intune",
+            (Some(Operation::GetNextCaCert), _, false) => "scep_getnextcacert",
+            (Some(Operation::GetNextCaCert), _, true) => "scep_getnextcacert_intune",
+            (Some(Operation::Unknown) | None, _, false) => "scep_unknown",
+            (Some(Operation::Unknown) | None, _, true) => "scep_unknown_intune",
+        }
     }
 }
 

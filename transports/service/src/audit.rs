@@ -214,7 +214,7 @@ impl AuditEvent {
             time: now.to_rfc3339(),
             time_unix: now.secs(),
             profile: o.profile.clone(),
-            action: o.action(),
+            action: o.action().to_string(),
             operation: operation.to_string(),
             message_type: o.message_type.map(|t| t.name().map_or_else(|| format!("{}", t.0), str::to_string)),
             transaction_id: o.transaction_id.clone(),

@@ -362,7 +362,7 @@ pub fn reload_trust(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IntuneDecision<'a> {
     /// `scep_pkcsreq_intune` / `scep_renewalreq_intune`.
-    pub action: String,
+    pub action: &'static str,
     /// `success` or the failing gate's label (`replay`, `rate_limited`, ...).
     pub label: &'static str,
     /// The request's final outcome label (differs from `label` when the
@@ -647,7 +647,7 @@ mod tests {
         // Refused at the signature: no identity yet, still an Intune decision.
         let sig = Outcome { label: "signature_invalid", detail: Some("no anchor".into()), ..base.clone() };
         let d = decision(&sig).unwrap();
-        assert_eq!((d.action.as_str(), d.label, d.identity), ("scep_pkcsreq_intune", "signature_invalid", None));
+        assert_eq!((d.action, d.label, d.identity), ("scep_pkcsreq_intune", "signature_invalid", None));
         assert_eq!(d.detail, "no anchor");
         // Passed: identity set, label success, binding detail from the CSR.
         let id = IntuneIdentity { subject: "dev".into(), issuer: "conn".into(), nonce: "n1".into() };

@@ -129,8 +129,10 @@ impl ScepService {
     {
         let start = Instant::now();
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        match route(&path) {
+        // `Uri` clones share its bytes: no copy of the path.
+        let uri = req.uri().clone();
+        let path = uri.path();
+        match route(path) {
             Route::Metrics => return self.metrics(&method),
             Route::Admin => return self.admin(req).await,
             _ => {}
@@ -185,7 +187,7 @@ impl ScepService {
                 profile,
                 operation: log.operation,
                 status: if audit_failed { 503 } else { response.status },
-                action: &action,
+                action,
                 outcome: if audit_failed { "audit_unavailable" } else { log.label },
                 issuance: log.issuance,
             });
@@ -198,18 +200,31 @@ impl ScepService {
                 };
             }
         }
-        tracing::info!(
-            target: "scepd::request",
-            method = %method,
-            path = %path,
-            profile = %log.profile,
-            operation = log.operation,
-            status = response.status,
-            outcome = log.label,
-            txid = log.transaction_id.as_deref().unwrap_or(""),
-            latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
+        // Discovery answers are counted (metrics, audit tally) rather than
+        // logged one by one at `info`: a polling fleet would drown the log.
+        let level_info = !DiscoveryAudit::covers(response.outcome.operation) || response.status >= 400;
+        let latency_us = || u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        macro_rules! request_log {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "scepd::request",
+                    method = %method,
+                    path = %path,
+                    profile = %log.profile,
+                    operation = log.operation,
+                    status = response.status,
+                    outcome = log.label,
+                    txid = log.transaction_id.as_deref().unwrap_or(""),
+                    latency_us = latency_us(),
+                    "request"
+                )
+            };
+        }
+        if level_info {
+            request_log!(info);
+        } else {
+            request_log!(debug);
+        }
         to_http(response)
     }
 
@@ -427,16 +442,23 @@ fn to_http(r: Response) -> http::Response<Full<Bytes>> {
     let mut out = http::Response::new(Full::new(Bytes::from(r.body)));
     *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = out.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_str(r.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
+    h.insert(CONTENT_TYPE, static_header_value(r.content_type));
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if r.status == 405 {
         h.insert(ALLOW, HeaderValue::from_static("GET, POST"));
     }
     out
+}
+
+/// `value` as a header without copying it; never panics (a value that is not
+/// visible ASCII, which no engine constant is, becomes `application/octet-stream`).
+fn static_header_value(value: &'static str) -> HeaderValue {
+    if value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        HeaderValue::from_static(value)
+    } else {
+        HeaderValue::from_static("application/octet-stream")
+    }
 }
 
 /// Runs `fut` for at most `limit`; `None` when the time ran out.
