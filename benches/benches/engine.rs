@@ -2,37 +2,51 @@
 //! aws-lc-rs operations it is made of. Figures and ratios: docs/benchmarks.md.
 //!
 //! `cargo bench -p scep-bench --bench engine -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p scep-bench --bench engine -- enrollment` (prints the ratios)
 //!
 //! Groups (each `engine/...` next to its `raw/...` counterpart):
 //! - `pkimessage`: parse; verify vs one RSA-2048 PKCS#1 v1.5 SHA-256 verify;
 //! - `envelope`: open (AES-256) vs RSA-2048 decrypt + AES-256-CBC decrypt;
 //! - `certrep`: success_reply vs RSA sign + RSA encrypt;
-//! - `enrollment`: PKCSReq handle + LocalCa issuance + resume vs the sum of
-//!   its six raw operations (2 verify, 1 decrypt, 2 sign, 1 encrypt);
+//! - `enrollment`: a PKCSReq end to end, three ways, each next to the raw
+//!   operations it performs (3 verify, 1 decrypt, 2 sign, 1 encrypt, AES both
+//!   ways, digests; see [`EnrolmentOps`]):
+//!   - `engine/...`: handle → the CA's sign (`LocalCa::sign_enrollment`) →
+//!     resume, one at a time, no database (the issue-5 target);
+//!   - `durable_serial/...`: handle → `LocalCa::handle_blocking` (sign + durable
+//!     commit) → resume, one at a time: an fsync per enrolment;
+//!   - `concurrent_2threads/...`: 32 enrolments in flight on a 2-worker tokio
+//!     runtime through `Issuer::handle` (group commit), wall time per
+//!     enrolment, vs the raw operations on 2 threads;
 //! - `intune`: IntuneValidator::validate (RS256, ES256) vs the raw verify.
 
 #![allow(clippy::unwrap_used)] // a benchmark fixture that cannot be built is a setup bug
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{self, KeyPair as _, UnparsedPublicKey};
-use aws_lc_rs::{cipher, rsa};
+use aws_lc_rs::{cipher, digest, rsa};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use scep_engine::certrep::{CertRepBuilder, success_reply};
 use scep_engine::config::{
     AlgorithmPolicy, CaCertShape, ChallengePolicy, KeyPolicy, ProfileConfig, RaIdentity, RenewalPolicy,
 };
 use scep_engine::crypto::{ContentCipher, DigestAlg, RandomSource, RsaPrivateKey, SystemRandom};
+use scep_engine::csr::CsrRef;
 use scep_engine::intune::{CsrIdentity, IntuneSettings, IntuneValidator, SharedPool};
 use scep_engine::issue::IssuancePolicy;
 use scep_engine::message::PkiMessageRef;
 use scep_engine::x509::CertificateRef;
-use scep_engine::{Action, Engine, IssueOutcome, Message, Method, Request, UnixTime, envelope, pem};
-use scep_issuers::{BootstrapOptions, CaKeyType, LocalCa, LocalCaConfig, bootstrap};
+use scep_engine::{
+    Action, Engine, IssueOutcome, IssueRequest, Message, Method, Request, UnixTime, envelope, pem, pkcs7,
+};
+use scep_issuers::local::store::StoreStats;
+use scep_issuers::{BootstrapOptions, CaKeyType, Issuer, LocalCa, LocalCaConfig, bootstrap};
 use scep_tests::client::{
     CsrSpec, DeviceKey, MessageBody, MessageOptions, Signer, SubjectName, build_csr, build_pki_message,
     self_signed_certificate,
@@ -122,8 +136,6 @@ struct Raw {
     /// A request-signature-sized message and its signature by the device.
     signed: Vec<u8>,
     device_signature: Vec<u8>,
-    /// A TBSCertificate-sized message.
-    tbs: Vec<u8>,
 }
 
 impl Raw {
@@ -150,7 +162,6 @@ impl Raw {
         let ciphertext = ContentCipher::Aes256Cbc.encrypt(&content_key, &iv, &p.csr).unwrap();
         let signed = vec![0x5a; 180]; // a SCEP signedAttrs SET is ~150-200 bytes
         let device_signature = p.device.sign(DigestAlg::Sha256, &signed).unwrap();
-        let tbs = vec![0xa5; 700]; // an issued TBSCertificate
         Self {
             ra_sign,
             ra_decrypt,
@@ -163,7 +174,6 @@ impl Raw {
             ciphertext,
             signed,
             device_signature,
-            tbs,
         }
     }
 
@@ -254,82 +264,333 @@ fn certrep(c: &mut Criterion) {
     g.finish();
 }
 
-/// Times `iters` enrolments, each with a fresh transactionID so the CA really
-/// issues (and commits) a new certificate; message building is not timed.
-fn time_enrolments(p: &Pki, iters: u64, counter: &mut u64, phases: &mut [Duration; 3]) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut remaining = iters;
-    while remaining > 0 {
-        let batch = remaining.min(64);
-        let messages: Vec<Vec<u8>> = (0..batch)
+/// The raw aws-lc-rs operations of one PKCSReq enrolment (RSA-2048 device,
+/// RA and CA; AES-256-CBC; SHA-256), counted off the code path, with inputs
+/// of the sizes the real messages have:
+///
+/// - `Engine::handle`: `PkiMessageRef::verify` (SHA-256 messageDigest of the
+///   envelope + RSA verify of signedAttrs); the self-signed signer
+///   certificate's RSA verify (RFC 8894 §2.3); `envelope::open` (RSA decrypt
+///   of the content key + AES-256-CBC decrypt of the CSR); the CSR's RSA
+///   verify;
+/// - `LocalCa::sign_enrollment`: SHA-1 of the device key (subjectKeyIdentifier)
+///   + the CA's RSA sign of the TBSCertificate;
+/// - `PendingIssue::resume`: `pkcs7::seal` (parse the device's SPKI + RSA
+///   encrypt of the content key + AES-256-CBC encrypt of the certs-only
+///   reply); the CertRep's SHA-256 messageDigest + the RA's RSA sign.
+///
+/// Not counted: random draws (content key, IV, serial, nonce) and DER work.
+struct EnrolmentOps {
+    raw: Raw,
+    /// (message, device signature) for the three verifies.
+    verifies: [(Vec<u8>, Vec<u8>); 3],
+    request_content: Vec<u8>,
+    tbs: Vec<u8>,
+    reply_content: Vec<u8>,
+    reply_envelope: Vec<u8>,
+    certrep_attrs: Vec<u8>,
+}
+
+impl EnrolmentOps {
+    fn new(p: &Pki) -> Self {
+        let raw = Raw::new(p);
+        let der = p.pkcs_req("bench-sizes".into());
+        let msg = PkiMessageRef::parse(&der).unwrap();
+        let signer_tbs_len = CertificateRef::parse(&p.device_cert).unwrap().tbs.len();
+        let csr_info_len = CsrRef::parse(&p.csr).unwrap().info.len();
+        let signed = |len: usize| {
+            let m = vec![0x5a; len];
+            let s = p.device.sign(DigestAlg::Sha256, &m).unwrap();
+            (m, s)
+        };
+        let verifies = [signed(msg.signed_attrs_raw.len()), signed(signer_tbs_len), signed(csr_info_len)];
+        // A real certificate for this device, to size the TBS and the reply.
+        let Action::Issue(pending) = p.engine.handle(post(&der), UnixTime::now()) else { panic!("enrolment refused") };
+        let IssueRequest::Enroll(e) = pending.request() else { panic!("not an enrolment") };
+        let cert = p.ca.sign_enrollment(e, UnixTime::now()).unwrap().der;
+        let tbs = vec![0xa5; CertificateRef::parse(&cert).unwrap().tbs.len()];
+        let chain = p.ca.ca_chain();
+        let mut certs: Vec<&[u8]> = vec![&cert];
+        certs.extend(chain.iter().map(Vec::as_slice));
+        let reply_content = pkcs7::certs_only(&certs, &[]);
+        // The sealed reply: the ciphertext plus ~450 bytes of RecipientInfo.
+        let reply_envelope = vec![0x3c; reply_content.len() + 16 + 450];
+        Self {
+            certrep_attrs: vec![0x5a; msg.signed_attrs_raw.len()],
+            request_content: msg.content.to_vec(),
+            raw,
+            verifies,
+            tbs,
+            reply_content,
+            reply_envelope,
+        }
+    }
+
+    fn verify(&self, (message, sig): &(Vec<u8>, Vec<u8>)) {
+        UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &self.raw.device_spki)
+            .verify(message, sig)
+            .unwrap();
+    }
+
+    /// Parses the device key (it differs per request) and wraps the content
+    /// key; AES-256-CBC encrypts the certs-only reply.
+    fn seal(&self) -> (Vec<u8>, Vec<u8>) {
+        let key =
+            rsa::Pkcs1PublicEncryptingKey::new(rsa::PublicEncryptingKey::from_der(&self.raw.device_spki).unwrap())
+                .unwrap();
+        let mut wrapped = vec![0u8; key.ciphertext_size()];
+        let n = key.encrypt(&self.raw.content_key, &mut wrapped).unwrap().len();
+        wrapped.truncate(n);
+        let unbound = cipher::UnboundCipherKey::new(&cipher::AES_256, &self.raw.content_key).unwrap();
+        let ek = cipher::PaddedBlockEncryptingKey::cbc_pkcs7(unbound).unwrap();
+        let mut buf = self.reply_content.clone();
+        ek.less_safe_encrypt(&mut buf, cipher::EncryptionContext::Iv128(self.raw.iv.into())).unwrap();
+        (wrapped, buf)
+    }
+
+    /// One enrolment's worth of raw operations.
+    fn run(&self) {
+        let raw = &self.raw;
+        // Engine::handle
+        black_box(digest::digest(&digest::SHA256, &self.request_content));
+        self.verify(&self.verifies[0]); // request signature
+        self.verify(&self.verifies[1]); // self-signed signer certificate
+        black_box(raw.decrypt_envelope());
+        self.verify(&self.verifies[2]); // CSR signature
+        // LocalCa::sign_enrollment
+        black_box(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &raw.device_spki));
+        black_box(raw.sign(&raw.ca_sign, &self.tbs));
+        // PendingIssue::resume
+        black_box(self.seal());
+        black_box(digest::digest(&digest::SHA256, &self.reply_envelope));
+        black_box(raw.sign(&raw.ra_sign, &self.certrep_attrs));
+    }
+}
+
+/// Fresh PKCSReqs, each with its own transactionID (so the CA really issues
+/// and commits a new certificate), built on two threads before a clock starts.
+fn fresh_requests(p: &Pki, n: u64, counter: &AtomicU64) -> Vec<Vec<u8>> {
+    let build = |k: u64| -> Vec<Vec<u8>> {
+        (0..k)
             .map(|_| {
-                *counter += 1;
-                p.pkcs_req(format!("bench-enrol-{}-{counter}", std::process::id()))
+                let id = counter.fetch_add(1, Ordering::Relaxed);
+                p.pkcs_req(format!("bench-enrol-{}-{id}", std::process::id()))
+            })
+            .collect()
+    };
+    std::thread::scope(|s| {
+        let half = s.spawn(|| build(n / 2));
+        let mut out = build(n - n / 2);
+        out.extend(half.join().unwrap());
+        out
+    })
+}
+
+/// Running means of the timed iterations of one benchmark, for the printed
+/// ratios (criterion's own estimates are the figures to quote).
+#[derive(Default)]
+struct Mean(Duration, u64);
+
+impl Mean {
+    fn add(&mut self, d: Duration, iters: u64) -> Duration {
+        self.0 += d;
+        self.1 += iters;
+        d
+    }
+
+    fn ms(&self) -> f64 {
+        self.0.as_secs_f64() * 1e3 / self.1.max(1) as f64
+    }
+}
+
+/// One at a time, in the engine: `Engine::handle` → the CA's certificate
+/// construction and signature (`LocalCa::sign_enrollment`, the part of
+/// `handle_blocking` before the store) → `PendingIssue::resume`.
+fn time_engine(p: &Pki, messages: &[Vec<u8>], iters: u64) -> Duration {
+    let chain = p.ca.ca_chain();
+    let start = Instant::now();
+    for m in messages.iter().cycle().take(iters as usize) {
+        let now = UnixTime::now();
+        let Action::Issue(pending) = p.engine.handle(post(m), now) else { panic!("enrolment refused") };
+        let IssueRequest::Enroll(e) = pending.request() else { panic!("not an enrolment") };
+        let signed = p.ca.sign_enrollment(e, now).unwrap();
+        // As handle_blocking answers: the certificate and a copy of the chain.
+        let outcome = IssueOutcome::Issued { certificate: signed.der, chain: chain.clone() };
+        let response = pending.resume(outcome, now);
+        assert_eq!(response.outcome.label, "success");
+        black_box(response);
+    }
+    start.elapsed()
+}
+
+/// One at a time, durable: `Engine::handle` → `LocalCa::handle_blocking`
+/// (sign + SQLite commit, an fsync each) → `PendingIssue::resume`.
+fn time_durable_serial(p: &Pki, iters: u64, counter: &AtomicU64, phases: &mut [Duration; 3]) -> Duration {
+    let messages = fresh_requests(p, iters, counter);
+    let start = Instant::now();
+    for m in &messages {
+        let now = UnixTime::now();
+        let t0 = Instant::now();
+        let Action::Issue(pending) = p.engine.handle(post(m), now) else { panic!("enrolment refused") };
+        let t1 = Instant::now();
+        let outcome = p.ca.handle_blocking(pending.request(), now);
+        let t2 = Instant::now();
+        assert!(matches!(outcome, IssueOutcome::Issued { .. }), "{outcome:?}");
+        let response = pending.resume(outcome, now);
+        let t3 = Instant::now();
+        phases[0] += t1 - t0;
+        phases[1] += t2 - t1;
+        phases[2] += t3 - t2;
+        assert_eq!(response.outcome.label, "success");
+        black_box(response);
+    }
+    start.elapsed()
+}
+
+/// Enrolments in flight at once in the concurrent benchmark.
+const IN_FLIGHT: usize = 32;
+
+/// Concurrent and durable, as scepd serves on a 2-core host: a 2-worker tokio
+/// runtime runs `IN_FLIGHT` tasks, each taking the next request through
+/// `Engine::handle` → `Issuer::handle` (the local CA's sign + commit on the
+/// `blocking` pool; the store's writer groups concurrent commits into one
+/// fsync) → `PendingIssue::resume` (the loop of scep-service's `drive`).
+/// Returns the wall time of all `iters`.
+fn time_durable_concurrent(rt: &tokio::runtime::Runtime, p: &Pki, iters: u64, counter: &AtomicU64) -> Duration {
+    let messages = Arc::new(fresh_requests(p, iters, counter));
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| {
+                let (messages, next) = (Arc::clone(&messages), Arc::clone(&next));
+                let (engine, ca) = (p.engine.clone(), p.ca.clone());
+                tokio::spawn(async move {
+                    while let Some(m) = messages.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let Action::Issue(pending) = engine.handle(post(m), UnixTime::now()) else {
+                            panic!("enrolment refused")
+                        };
+                        let outcome = Issuer::handle(&ca, pending.request(), UnixTime::now()).await;
+                        assert!(matches!(outcome, IssueOutcome::Issued { .. }), "{outcome:?}");
+                        let response = pending.resume(outcome, UnixTime::now());
+                        assert_eq!(response.outcome.label, "success");
+                        black_box(response);
+                    }
+                })
             })
             .collect();
-        let start = Instant::now();
-        for m in &messages {
-            let now = UnixTime::now();
-            let t0 = Instant::now();
-            let Action::Issue(pending) = p.engine.handle(post(m), now) else { panic!("enrolment refused") };
-            let t1 = Instant::now();
-            let outcome = p.ca.handle_blocking(pending.request(), now);
-            let t2 = Instant::now();
-            assert!(matches!(outcome, IssueOutcome::Issued { .. }), "{outcome:?}");
-            let response = pending.resume(outcome, now);
-            let t3 = Instant::now();
-            phases[0] += t1 - t0;
-            phases[1] += t2 - t1;
-            phases[2] += t3 - t2;
-            assert_eq!(response.outcome.label, "success");
-            black_box(response);
+        for t in tasks {
+            t.await.unwrap();
         }
-        total += start.elapsed();
-        remaining -= batch;
-    }
-    total
+    });
+    start.elapsed()
+}
+
+/// [`time_engine`] split over two OS threads (no database); wall time. Tells
+/// the store's share of the concurrent figure from the engine's own scaling.
+fn time_engine_concurrent(p: &Pki, messages: &[Vec<u8>], iters: u64) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let other = s.spawn(|| time_engine(p, messages, iters / 2));
+        time_engine(p, messages, iters - iters / 2);
+        other.join().unwrap();
+    });
+    start.elapsed()
+}
+
+/// The raw operations of `iters` enrolments split over two OS threads; wall time.
+fn time_raw_concurrent(ops: &EnrolmentOps, iters: u64) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let other = s.spawn(|| (0..iters / 2).for_each(|_| ops.run()));
+        (0..iters - iters / 2).for_each(|_| ops.run());
+        other.join().unwrap();
+    });
+    start.elapsed()
 }
 
 fn enrollment(c: &mut Criterion) {
     let p = Pki::new(CaKeyType::Rsa2048);
-    let raw = Raw::new(&p);
-    let mut counter = 0u64;
+    let ops = EnrolmentOps::new(&p);
+    let counter = AtomicU64::new(0);
+    let pool: Vec<Vec<u8>> = fresh_requests(&p, 64, &counter);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let (mut engine, mut raw, mut serial) = (Mean::default(), Mean::default(), Mean::default());
+    let (mut conc, mut conc_engine, mut raw2) = (Mean::default(), Mean::default(), Mean::default());
     let mut phases = [Duration::ZERO; 3];
     let mut g = c.benchmark_group("enrollment");
-    g.sample_size(20);
-    g.bench_function("engine/pkcsreq_handle+localca_issue+resume", |b| {
-        b.iter_custom(|iters| time_enrolments(&p, iters, &mut counter, &mut phases))
+    g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_secs(2));
+
+    // 1. In the engine (the issue-5 target): no database, one at a time.
+    g.bench_function("engine/handle+ca_sign+resume", |b| {
+        b.iter_custom(|iters| engine.add(time_engine(&p, &pool, iters), iters))
     });
-    // Where an enrolment's time goes: the same data-directory filesystem's
-    // cost of one durable append (what the store's synchronous=FULL commit pays).
+    g.bench_function("engine/raw_3verify+decrypt+2sign+encrypt", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            (0..iters).for_each(|_| ops.run());
+            raw.add(start.elapsed(), iters)
+        })
+    });
+
+    // 2. With the durable store, one at a time: an fsync per enrolment.
+    let before = p.ca.store_stats();
+    g.bench_function("durable_serial/handle+localca_issue+resume", |b| {
+        b.iter_custom(|iters| serial.add(time_durable_serial(&p, iters, &counter, &mut phases), iters))
+    });
+    let serial_stats = (p.ca.store_stats(), before);
+    // The data directory filesystem's cost of one durable append.
     let probe = p._dir.path().join("fsync-probe");
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&probe).unwrap();
-    g.bench_function("raw/4k_append+fdatasync", |b| {
+    g.bench_function("durable_serial/raw_4k_append+fdatasync", |b| {
         b.iter(|| {
             std::io::Write::write_all(&mut file, &[0u8; 4096]).unwrap();
             file.sync_data().unwrap();
         })
     });
-    g.bench_function("raw/2verify+decrypt+2sign+encrypt", |b| {
-        b.iter(|| {
-            raw.verify(); // request signature
-            raw.verify(); // CSR signature
-            black_box(raw.decrypt_envelope());
-            black_box(raw.sign(&raw.ca_sign, &raw.tbs)); // the certificate
-            black_box(raw.sign(&raw.ra_sign, &raw.signed)); // the CertRep
-            black_box(raw.encrypt()); // the reply's content key
-        })
+
+    // 3. With the durable store, 32 in flight on 2 threads (group commit).
+    let before = p.ca.store_stats();
+    g.bench_function(format!("concurrent_2threads/{IN_FLIGHT}_in_flight_handle+localca_issue+resume"), |b| {
+        b.iter_custom(|iters| conc.add(time_durable_concurrent(&rt, &p, iters, &counter), iters))
+    });
+    let conc_stats = (p.ca.store_stats(), before);
+    g.bench_function("concurrent_2threads/raw_3verify+decrypt+2sign+encrypt", |b| {
+        b.iter_custom(|iters| raw2.add(time_raw_concurrent(&ops, iters), iters))
+    });
+    g.bench_function("concurrent_2threads/engine_no_store_handle+ca_sign+resume", |b| {
+        b.iter_custom(|iters| conc_engine.add(time_engine_concurrent(&p, &pool, iters), iters))
     });
     g.finish();
-    // The CA stores one row per issued certificate.
-    let per = |d: Duration| d.as_secs_f64() * 1e3 / counter.max(1) as f64;
+
+    let batch = |(after, before): (StoreStats, StoreStats)| {
+        (after.operations - before.operations) as f64 / (after.commits - before.commits).max(1) as f64
+    };
+    let per = |d: Duration| d.as_secs_f64() * 1e3 / serial.1.max(1) as f64;
     eprintln!(
-        "enrollment: {counter} certificates issued ({:?}); mean per enrolment: engine handle {:.3} ms, \
-         LocalCa issue (sign + SQLite commit) {:.3} ms, engine resume {:.3} ms",
-        p.ca.store_stats(),
+        "enrollment (running means over all timed iterations, warm-up included; quote criterion's estimates):\n\
+         \x20 in the engine:        {:.3} ms vs raw {:.3} ms  => ratio {:.2}x\n\
+         \x20 durable, serial:      {:.3} ms vs raw {:.3} ms  => ratio {:.2}x (mean commit batch {:.2}; \
+         per enrolment: handle {:.3} ms, LocalCa sign+commit {:.3} ms, resume {:.3} ms)\n\
+         \x20 durable, {IN_FLIGHT} in flight on 2 threads: {:.3} ms/enrolment (wall) vs raw on 2 threads \
+         {:.3} ms/set => ratio {:.2}x (mean commit batch {:.2})\n\
+         \x20 same on 2 threads without the store: {:.3} ms/enrolment => ratio {:.2}x",
+        engine.ms(),
+        raw.ms(),
+        engine.ms() / raw.ms(),
+        serial.ms(),
+        raw.ms(),
+        serial.ms() / raw.ms(),
+        batch(serial_stats),
         per(phases[0]),
         per(phases[1]),
-        per(phases[2])
+        per(phases[2]),
+        conc.ms(),
+        raw2.ms(),
+        conc.ms() / raw2.ms(),
+        batch(conc_stats),
+        conc_engine.ms(),
+        conc_engine.ms() / raw2.ms(),
     );
 }
 

@@ -242,6 +242,43 @@ impl RandomSource for Scripted {
 }
 
 #[test]
+fn sign_enrollment_signs_without_recording() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, ca) = setup(dir, CaKeyType::Rsa2048);
+    let req = csr(dir, "dev", RSA, "/CN=signed-only");
+    let request = enroll("tx-signed", &req, Vec::new());
+
+    let signed = ca.sign_enrollment(&request, now()).unwrap();
+    let parsed = CertificateRef::parse(&signed.der).unwrap();
+    assert_eq!(parsed.serial, signed.serial.as_slice());
+    assert_eq!((parsed.not_before, parsed.not_after), (signed.not_before, signed.not_after));
+    assert_eq!(parsed.spki.raw, req.1.as_slice());
+    write_pem(dir, "signed.pem", &signed.der);
+    assert!(openssl(dir, &["verify", "-CAfile", "ca.pem", "signed.pem"]).contains("signed.pem: OK"));
+    // Nothing was recorded: not by serial, not by transaction.
+    assert!(ca.lookup(&signed.serial).unwrap().is_none());
+    let poll = PollRequest {
+        profile: "default".into(),
+        transaction_id: "tx-signed".into(),
+        issuer_der: Vec::new(),
+        subject_der: Vec::new(),
+    };
+    assert_eq!(fail_info(ca.handle_blocking(&IssueRequest::Poll(poll), now())).0, FailInfo::BAD_CERT_ID);
+    assert_eq!(ca.store_stats().operations, 0, "no write reached the database");
+
+    // A fresh serial every time; the enrolment path signs the same way and records.
+    assert_ne!(ca.sign_enrollment(&request, now()).unwrap().serial, signed.serial);
+    let cert = issued(ca.handle_blocking(&IssueRequest::Enroll(request.clone()), now()));
+    assert!(ca.lookup(&serial_of(&cert)).unwrap().is_some());
+
+    // An unusable request is a build error, not a panic.
+    let mut empty = request;
+    empty.subject_der = vec![0x30, 0x00];
+    assert!(matches!(ca.sign_enrollment(&empty, now()), Err(IssuerError::Build(_))));
+}
+
+#[test]
 fn serial_collision_draws_a_new_serial() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

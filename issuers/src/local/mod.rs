@@ -26,7 +26,7 @@ use scep_engine::x509::{CertificateRef, name_to_string};
 
 use crate::crl::{CrlParams, RevocationReason, build_crl};
 use crate::error::IssuerError;
-use crate::x509_build::{CaSigner, EndEntityParams, random_serial, serial_hex};
+use crate::x509_build::{BuildError, CaSigner, EndEntityParams, random_serial, serial_hex};
 use crate::{BoxFuture, Issuer};
 use store::{CertStatus, NewCertificate, Store, StoreError, StoredCertificate};
 
@@ -124,6 +124,20 @@ pub(crate) fn load_ca(
         );
     }
     Ok((signer, certs.collect()))
+}
+
+/// An end-entity certificate the CA has built and signed but not yet
+/// recorded: the output of [`LocalCa::sign_enrollment`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCertificate {
+    /// The serial number (big-endian, positive).
+    pub serial: Vec<u8>,
+    /// The certificate DER.
+    pub der: Vec<u8>,
+    /// Its notBefore.
+    pub not_before: UnixTime,
+    /// Its notAfter.
+    pub not_after: UnixTime,
 }
 
 /// The current CRL and when it was made.
@@ -245,6 +259,26 @@ impl LocalCa {
         self.inner.handle(request, now)
     }
 
+    /// The CA's half of an enrolment before the database: builds the
+    /// end-entity certificate `request` asks for (RFC 5280 profile of
+    /// [`crate::x509_build::CaSigner::issue_end_entity`]) under a fresh random
+    /// serial and signs it with the CA key. Nothing is recorded.
+    ///
+    /// [`LocalCa::handle_blocking`] runs this for every PKCSReq and RenewalReq
+    /// (after its resend and renewal checks), then commits the certificate
+    /// durably and draws another serial on a collision. A certificate from
+    /// here must not be handed to a client without that record: renewal,
+    /// revocation, polling and GetCert depend on it. Serving goes through
+    /// [`LocalCa::handle_blocking`] or [`Issuer::handle`]; this entry point
+    /// exists to measure or test the signing step on its own.
+    ///
+    /// # Errors
+    /// [`IssuerError::Build`] when the request cannot make a valid certificate
+    /// (e.g. empty subject without subjectAltName) or signing fails.
+    pub fn sign_enrollment(&self, request: &EnrollRequest, now: UnixTime) -> Result<SignedCertificate, IssuerError> {
+        self.inner.sign_enrollment(request, now).map_err(IssuerError::Build)
+    }
+
     /// Revokes a certificate this CA issued (admin plane). The next GetCRL
     /// serves a new CRL listing it. Blocks until the revocation is committed;
     /// async callers should wrap it in `blocking::unblock`.
@@ -336,33 +370,20 @@ impl Inner {
             Err(err) => return db_rejected(&err),
         }
         for _ in 0..MAX_SERIAL_ATTEMPTS {
-            let serial = random_serial(self.random.as_ref());
-            let params = EndEntityParams {
-                serial: &serial,
-                subject_der: &e.subject_der,
-                spki_der: &e.spki_der,
-                subject_alt_names: &e.subject_alt_names,
-                policy: &e.policy,
-                now,
-            };
-            let der = match self.ca.issue_end_entity(&params) {
-                Ok(der) => der,
+            let signed = match self.sign_enrollment(e, now) {
+                Ok(signed) => signed,
                 Err(err) => return rejected(FailInfo::BAD_REQUEST, format!("cannot issue the certificate: {err}")),
-            };
-            let (not_before, not_after) = match CertificateRef::parse(&der) {
-                Ok(c) => (c.not_before, c.not_after),
-                Err(err) => return rejected(FailInfo::BAD_REQUEST, format!("issued certificate unreadable: {err}")),
             };
             let record = NewCertificate {
                 ca_id: self.ca_id.clone(),
-                serial_hex: serial_hex(&serial),
+                serial_hex: serial_hex(&signed.serial),
                 profile: e.profile.clone(),
                 transaction_id: e.transaction_id.clone(),
                 subject: name_to_string(&e.subject_der),
                 sans: e.subject_alt_names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                not_before,
-                not_after,
-                der: der.clone(),
+                not_before: signed.not_before,
+                not_after: signed.not_after,
+                der: signed.der.clone(),
                 issued_at: now,
                 renewal_of: renewal_of.clone(),
             };
@@ -370,7 +391,7 @@ impl Inner {
             match self.store.insert(record) {
                 Ok(()) => {
                     tracing::debug!(issuer = %self.id, serial = %serial_hex, tx = %e.transaction_id, "certificate issued");
-                    return self.issued(der);
+                    return self.issued(signed.der);
                 }
                 Err(StoreError::DuplicateSerial) => {
                     tracing::warn!(issuer = %self.id, serial = %serial_hex, "serial collision, drawing another");
@@ -379,6 +400,25 @@ impl Inner {
             }
         }
         rejected(FailInfo::BAD_REQUEST, "local CA database error: no free serial number after several draws")
+    }
+
+    /// Builds and signs the certificate for `e` under a fresh random serial
+    /// (see [`LocalCa::sign_enrollment`]).
+    fn sign_enrollment(&self, e: &EnrollRequest, now: UnixTime) -> Result<SignedCertificate, BuildError> {
+        let serial = random_serial(self.random.as_ref());
+        let params = EndEntityParams {
+            serial: &serial,
+            subject_der: &e.subject_der,
+            spki_der: &e.spki_der,
+            subject_alt_names: &e.subject_alt_names,
+            policy: &e.policy,
+            now,
+        };
+        let der = self.ca.issue_end_entity(&params)?;
+        let (not_before, not_after) = CertificateRef::parse(&der)
+            .map(|c| (c.not_before, c.not_after))
+            .map_err(|error| BuildError::Malformed { what: "issued certificate", error })?;
+        Ok(SignedCertificate { serial, der, not_before, not_after })
     }
 
     /// Renewal: only of a valid, unexpired certificate this CA issued.
