@@ -37,13 +37,18 @@ where
 {
     let response = match engine.handle(request, now()) {
         Action::Respond(response) => response,
+        // Boxed: only enrollments carry the issuer's state, so the futures of
+        // the many quick answers (discovery, refusals) stay small.
         Action::Issue(pending) => {
-            let started = std::time::Instant::now();
-            let outcome = issuer.handle(pending.request(), now()).await;
-            let spent = started.elapsed();
-            let mut response = pending.resume(outcome, now());
-            response.outcome.issuer = Some(issuer.id().to_string());
-            return (response, Some(spent));
+            return Box::pin(async move {
+                let started = std::time::Instant::now();
+                let outcome = issuer.handle(pending.request(), now()).await;
+                let spent = started.elapsed();
+                let mut response = pending.resume(outcome, now());
+                response.outcome.issuer = Some(issuer.id().to_string());
+                (response, Some(spent))
+            })
+            .await;
         }
         // A future engine action this transport does not know: answer, never hang.
         _ => Response {

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod audit;
 pub mod bootstrap;
 pub mod config;
+pub mod discovery;
 pub mod drive;
 pub mod env;
 pub mod intune;

@@ -56,6 +56,7 @@ use serde::Deserialize;
 
 use crate::bootstrap::{self, LocalCa};
 use crate::config::{int_in, resolve};
+use crate::discovery::DiscoveryAnswers;
 use crate::intune::IntuneProfile;
 use crate::refuse::RefusingIssuer;
 
@@ -138,6 +139,8 @@ pub struct Profile {
     /// The Intune setup, when `intune_enabled = true` (its validator is also
     /// in the engine's configuration).
     pub intune: Option<IntuneProfile>,
+    /// The engine's GetCACaps and GetCACert answers, kept for every request.
+    pub discovery: DiscoveryAnswers,
 }
 
 impl std::fmt::Debug for Profile {
@@ -402,7 +405,8 @@ impl ProfileSection {
             intune: intune.as_ref().map(|i| i.validator.clone()),
         };
         let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
-        Ok(Profile { engine, issuer, mtls, intune })
+        let discovery = DiscoveryAnswers::new(&engine, ctx.now)?;
+        Ok(Profile { engine, issuer, mtls, intune, discovery })
     }
 }
 

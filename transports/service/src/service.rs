@@ -121,12 +121,72 @@ impl ScepService {
         Self { connection: Some(Arc::new(info)), ..self.clone() }
     }
 
+    /// Answers a discovery GET (GetCACaps, GetCACert on `/scep/...`) at once
+    /// from the profile's kept answers ([`crate::discovery`]), counting it in
+    /// the metrics and the audit tally; `None` for every other request (and
+    /// when discovery is audited one durable event at a time, which must be
+    /// awaited). Nothing here waits, so the caller needs no request future.
+    pub fn answer_discovery_now<B>(&self, req: &http::Request<B>) -> Option<http::Response<Full<Bytes>>> {
+        if req.method() != HttpMethod::GET {
+            return None;
+        }
+        let Route::Scep(name) = route(req.uri().path()) else { return None };
+        let audit = self.state.audit();
+        if audit.is_some_and(|a| a.discovery() != DiscoveryAudit::Aggregate) {
+            return None;
+        }
+        let operation = Operation::parse(&parse_query(req.uri().query().unwrap_or("")).ok()?.operation);
+        let profiles = self.state.profiles();
+        let ready = profiles.get(name)?.discovery.get(operation)?;
+        let start = tracing::enabled!(target: "scepd::request", tracing::Level::DEBUG).then(Instant::now);
+        let outcome = &ready.outcome;
+        if let Some(audit) = audit {
+            let client =
+                req.extensions().get::<ConnectionInfo>().or(self.connection.as_deref()).and_then(|c| c.remote_addr);
+            audit.tally(&DiscoveryAnswer {
+                outcome,
+                profile: &outcome.profile,
+                operation: operation.name(),
+                http_status: ready.status,
+                route: "scep",
+                client,
+                now: UnixTime::now(),
+            });
+        }
+        self.state.metrics().observe(&Observation {
+            profile: &outcome.profile,
+            operation: operation.name(),
+            status: ready.status,
+            action: outcome.action(),
+            outcome: outcome.label,
+            issuance: None,
+        });
+        if let Some(start) = start {
+            tracing::debug!(
+                target: "scepd::request",
+                method = "GET",
+                path = req.uri().path(),
+                profile = %outcome.profile,
+                operation = operation.name(),
+                status = ready.status,
+                outcome = outcome.label,
+                txid = "",
+                latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "request"
+            );
+        }
+        Some(http_response(ready.status, ready.content_type, ready.body.clone()))
+    }
+
     /// Handles one HTTP request; always answers.
     pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if let Some(response) = self.answer_discovery_now(&req) {
+            return response;
+        }
         let start = Instant::now();
         let method = req.method().clone();
         // `Uri` clones share its bytes: no copy of the path.
@@ -134,7 +194,8 @@ impl ScepService {
         let path = uri.path();
         match route(path) {
             Route::Metrics => return self.metrics(&method),
-            Route::Admin => return self.admin(req).await,
+            // Boxed, as the POST body below: rare paths keep the common future small.
+            Route::Admin => return Box::pin(self.admin(req)).await,
             _ => {}
         }
         let connection =
@@ -353,23 +414,9 @@ impl ScepService {
         let body_bytes;
         let message = match method {
             Method::Post => {
-                let limit = self.state.settings().body_limit;
-                let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                if declared.is_some_and(|n| n > limit as u64) {
-                    return with_op(too_large(limit));
-                }
-                let collect = Limited::new(body, limit).collect();
-                let collected = match self.timer.as_deref() {
-                    Some(t) => match timeout(t, self.state.settings().body_read_timeout, collect).await {
-                        Some(r) => r,
-                        None => return with_op(plain(408, "body_timeout", "request body timed out\n")),
-                    },
-                    None => collect.await,
-                };
-                body_bytes = match collected {
-                    Ok(c) => c.to_bytes(),
-                    Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return with_op(too_large(limit)),
-                    Err(_) => return with_op(plain(400, "body_error", "bad request: body could not be read\n")),
+                body_bytes = match Box::pin(self.read_body(&parts.headers, body)).await {
+                    Ok(b) => b,
+                    Err(early) => return with_op(early),
                 };
                 if body_bytes.is_empty() { Message::None } else { Message::Body(&body_bytes) }
             }
@@ -391,6 +438,34 @@ impl ScepService {
     }
 }
 
+impl ScepService {
+    /// Reads a POST body within the size limit (413) and the body timeout (408).
+    async fn read_body<B>(&self, headers: &http::HeaderMap, body: B) -> Result<Bytes, (Response, LogFields)>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limit = self.state.settings().body_limit;
+        let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+        let collect = Limited::new(body, limit).collect();
+        let collected = match self.timer.as_deref() {
+            Some(t) => match timeout(t, self.state.settings().body_read_timeout, collect).await {
+                Some(r) => r,
+                None => return Err(plain(408, "body_timeout", "request body timed out\n")),
+            },
+            None => collect.await,
+        };
+        match collected {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
+            Err(_) => Err(plain(400, "body_error", "bad request: body could not be read\n")),
+        }
+    }
+}
+
 impl<B> Service<http::Request<B>> for ScepService
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -401,6 +476,9 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: http::Request<B>) -> Self::Future {
+        if let Some(response) = self.answer_discovery_now(&req) {
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         let this = self.clone();
         Box::pin(async move { Ok(this.handle(req).await) })
     }
@@ -438,14 +516,20 @@ fn too_large(limit: usize) -> (Response, LogFields) {
 
 /// Writes an engine [`Response`] as HTTP: status, Content-Type, Content-Length.
 fn to_http(r: Response) -> http::Response<Full<Bytes>> {
-    let len = r.body.len();
-    let mut out = http::Response::new(Full::new(Bytes::from(r.body)));
-    *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    http_response(r.status, r.content_type, Bytes::from(r.body))
+}
+
+/// An HTTP answer: status, Content-Type, Content-Length, `Cache-Control:
+/// no-store`, and `Allow` on 405.
+fn http_response(status: u16, content_type: &'static str, body: Bytes) -> http::Response<Full<Bytes>> {
+    let len = body.len();
+    let mut out = http::Response::new(Full::new(body));
+    *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = out.headers_mut();
-    h.insert(CONTENT_TYPE, static_header_value(r.content_type));
+    h.insert(CONTENT_TYPE, static_header_value(content_type));
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if r.status == 405 {
+    if status == 405 {
         h.insert(ALLOW, HeaderValue::from_static("GET, POST"));
     }
     out

@@ -100,7 +100,12 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
 
     let service = ScepService::new(state.clone(), Some(Arc::new(SmolTimer::new())));
     let mut builder: Builder = auto::Builder::new(SmolExecutor::new(ex.clone()));
-    builder.http1().timer(SmolTimer::new()).header_read_timeout(settings.header_read_timeout).max_buf_size(MAX_H1_BUF);
+    builder
+        .http1()
+        .writev(false)
+        .timer(SmolTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(MAX_H1_BUF);
     builder
         .http2()
         .timer(SmolTimer::new())

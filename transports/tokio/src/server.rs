@@ -44,7 +44,12 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
 
     let service = ScepService::new(state.clone(), Some(Arc::new(TokioTimer::new())));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout).max_buf_size(MAX_H1_BUF);
+    builder
+        .http1()
+        .writev(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(MAX_H1_BUF);
     builder
         .http2()
         .timer(TokioTimer::new())
