@@ -11,10 +11,14 @@
 //! | `/metrics` | Prometheus text ([`crate::metrics`]) |
 //! | `/api/v1/admin/...` | the admin API ([`crate::admin`]) |
 //!
-//! Every answer on a SCEP route is an audit event ([`crate::audit`]) and is
-//! counted in the metrics. The event is committed before the response is
-//! returned; when it cannot be, the answer is `503` (fail closed: no
-//! unaudited decision reaches a client).
+//! Every answer on a SCEP route is audited ([`crate::audit`]) and counted in
+//! the metrics. A decision (every PKIOperation, every refusal) is one event,
+//! committed before the response is returned; when it cannot be, the answer is
+//! `503` (fail closed: no unaudited decision reaches a client). Discovery
+//! answers (GetCACaps, GetCACert, GetNextCACert) go to the audit tally unless
+//! `[audit] discovery = "each"`; a discovery GET is then answered at once from
+//! the profile's kept answers ([`crate::discovery`],
+//! [`ScepService::answer_discovery_now`]), without a request future.
 //!
 //! The `/pkiclient.exe` suffix is what Windows/NDES-style clients append to the
 //! configured URL. A trailing `/` is tolerated. SCEP routes accept GET and POST
