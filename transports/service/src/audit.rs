@@ -314,29 +314,47 @@ struct TallyKey {
     client: Option<IpAddr>,
 }
 
+/// Most distinct rows one tally window holds. Past it, answers to client
+/// addresses not yet in the window are counted in one row per (profile,
+/// operation, outcome, status, route) without a client address, so a flood
+/// from many source addresses (an IPv6 prefix) costs bounded memory and
+/// writes, and every answer is still counted.
+const MAX_TALLY_ROWS: usize = 16_384;
+
+/// Tallied rows, per profile, per [`TallyKey`].
+#[derive(Debug, Default)]
+struct TallyRows {
+    by_profile: HashMap<String, HashMap<TallyKey, AuditEvent>>,
+    len: usize,
+}
+
 /// Discovery answers not yet written: per profile, per [`TallyKey`], the row
 /// to write (its first answer) with the running count and last time.
 #[derive(Debug, Default)]
 struct DiscoveryTally {
-    rows: Mutex<HashMap<String, HashMap<TallyKey, AuditEvent>>>,
+    rows: Mutex<TallyRows>,
     /// Failed attempts to write the tally.
     write_failures: AtomicU64,
 }
 
 impl DiscoveryTally {
     fn add(&self, a: &DiscoveryAnswer<'_>) {
-        let key = TallyKey {
+        let mut key = TallyKey {
             operation: a.operation,
             outcome: a.outcome.label,
             http_status: a.http_status,
             route: a.route,
             client: a.client.map(|c| c.ip()),
         };
-        let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
-        let per_profile = match rows.get_mut(a.profile) {
+        let mut guard = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        let TallyRows { by_profile, len } = &mut *guard;
+        let per_profile = match by_profile.get_mut(a.profile) {
             Some(p) => p,
-            None => rows.entry(a.profile.to_string()).or_default(),
+            None => by_profile.entry(a.profile.to_string()).or_default(),
         };
+        if *len >= MAX_TALLY_ROWS && !per_profile.contains_key(&key) {
+            key.client = None;
+        }
         if let Some(row) = per_profile.get_mut(&key) {
             row.count += 1;
             if a.now.secs() != row.time_unix {
@@ -355,13 +373,17 @@ impl DiscoveryTally {
         );
         row.profile = a.profile.to_string();
         row.first_time = Some(row.time.clone());
+        if key.client.is_none() && a.client.is_some() {
+            row.detail = Some(format!("client addresses past the tally limit of {MAX_TALLY_ROWS} rows"));
+        }
         per_profile.insert(key, row);
+        *len += 1;
     }
 
     /// Takes every tallied row, leaving the tally empty.
     fn take(&self) -> Vec<AuditEvent> {
         let rows = std::mem::take(&mut *self.rows.lock().unwrap_or_else(PoisonError::into_inner));
-        rows.into_values().flat_map(HashMap::into_values).collect()
+        rows.by_profile.into_values().flat_map(HashMap::into_values).collect()
     }
 }
 
@@ -953,6 +975,31 @@ mod tests {
         block_on(log.record(event("corp", "scep_pkcsreq", "success"))).unwrap();
         let newest = block_on(log.query(AuditQuery { limit: 1, ..all() })).unwrap();
         assert_eq!((newest[0].count, newest[0].first_time.as_deref()), (1, None));
+    }
+
+    #[test]
+    fn a_flood_from_many_addresses_is_counted_in_bounded_rows() {
+        // The tally alone (no writer thread, so no flush can split the window).
+        let tally = DiscoveryTally::default();
+        let outcome = caps_outcome();
+        let now = UnixTime::now();
+        let flood = MAX_TALLY_ROWS + 5_000;
+        for i in 0..flood {
+            let [a, b, c, d] = u32::try_from(i).unwrap().to_be_bytes();
+            tally.add(&answer(&outcome, &format!("[2001:db8::{a:x}{b:02x}:{c:x}{d:02x}]:1"), now));
+        }
+        // An address already in the window keeps its own row past the limit.
+        tally.add(&answer(&outcome, "[2001:db8::0:0]:2", now));
+        let rows = tally.take();
+        assert_eq!(rows.len(), MAX_TALLY_ROWS + 1);
+        let unattributed: Vec<_> = rows.iter().filter(|r| r.client_addr.is_none()).collect();
+        assert_eq!(unattributed.len(), 1, "one row for the overflow");
+        assert_eq!(unattributed[0].count, 5_000);
+        assert!(unattributed[0].detail.as_deref().unwrap().contains("tally limit"));
+        let first = rows.iter().find(|r| r.client_addr.as_deref() == Some("2001:db8::")).unwrap();
+        assert_eq!(first.count, 2);
+        assert_eq!(rows.iter().map(|r| r.count).sum::<u64>(), u64::try_from(flood).unwrap() + 1, "all counted");
+        assert!(tally.take().is_empty(), "a new window starts empty");
     }
 
     #[test]
