@@ -14,6 +14,7 @@
 pub mod crl;
 mod error;
 pub mod local;
+pub mod oneshot;
 pub mod vault;
 pub mod x509_build;
 

@@ -28,7 +28,8 @@ use crate::crl::{CrlParams, RevocationReason, build_crl};
 use crate::error::IssuerError;
 use crate::x509_build::{BuildError, CaSigner, EndEntityParams, random_serial, serial_hex};
 use crate::{BoxFuture, Issuer};
-use store::{CertStatus, NewCertificate, Store, StoreError, StoredCertificate};
+use futures_lite::future::block_on;
+use store::{CertStatus, NewCertificate, Recorded, Store, StoreError, StoredCertificate};
 
 /// The conventional id of the local CA issuer.
 pub const LOCAL_ISSUER_ID: &str = "iss-local";
@@ -331,7 +332,7 @@ impl LocalCa {
 impl Inner {
     fn handle(&self, request: &IssueRequest, now: UnixTime) -> IssueOutcome {
         match request {
-            IssueRequest::Enroll(e) => self.enroll(e, None, now),
+            IssueRequest::Enroll(e) => block_on(self.enroll(e, None, now)),
             IssueRequest::Renew(r) => self.renew(r, now),
             IssueRequest::Poll(p) => self.poll(p),
             IssueRequest::GetCert(l) => self.get_cert(l),
@@ -345,30 +346,14 @@ impl Inner {
     }
 
     /// RFC 8894 §3.3.1: issue, record, answer.
-    fn enroll(&self, e: &EnrollRequest, renewal_of: Option<String>, now: UnixTime) -> IssueOutcome {
-        // A resent request (same transactionID, same key: the client lost our
-        // CertRep) gets the certificate already issued, not a second one.
-        match self.store.by_transaction(&self.ca_id, &e.profile, &e.transaction_id) {
-            Ok(Some(prev)) => {
-                let same_key = CertificateRef::parse(&prev.der).is_ok_and(|c| c.spki.raw == e.spki_der.as_slice());
-                // A renewal of the very certificate this transactionID produced is a
-                // new transaction, not a resend: clients that keep their key and derive
-                // the transactionID from it (RFC 8894 §3.2.1.1; certmonger's
-                // `getcert resubmit`) renew under the same transactionID.
-                let renews_prev = renewal_of.as_deref() == Some(prev.serial_hex.as_str());
-                if !renews_prev {
-                    if same_key && prev.renewal_of == renewal_of {
-                        return self.issued(prev.der);
-                    }
-                    return rejected(
-                        FailInfo::BAD_REQUEST,
-                        format!("transactionID {} was already used for a different request", e.transaction_id),
-                    );
-                }
-            }
-            Ok(None) => {}
-            Err(err) => return db_rejected(&err),
-        }
+    ///
+    /// The certificate is signed first, then recorded by the store's writer,
+    /// which also checks the transactionID in the same transaction: a resent
+    /// request (same transactionID, same key: the client lost our CertRep)
+    /// gets the certificate already issued, not a second one, and the fresh
+    /// signature is discarded unrecorded (it never leaves this function).
+    /// Waiting for the commit holds no thread.
+    async fn enroll(&self, e: &EnrollRequest, renewal_of: Option<String>, now: UnixTime) -> IssueOutcome {
         for _ in 0..MAX_SERIAL_ATTEMPTS {
             let signed = match self.sign_enrollment(e, now) {
                 Ok(signed) => signed,
@@ -388,10 +373,26 @@ impl Inner {
                 renewal_of: renewal_of.clone(),
             };
             let serial_hex = record.serial_hex.clone();
-            match self.store.insert(record) {
-                Ok(()) => {
+            match self.store.record_enrollment(record).await {
+                Ok(Recorded::Inserted) => {
                     tracing::debug!(issuer = %self.id, serial = %serial_hex, tx = %e.transaction_id, "certificate issued");
                     return self.issued(signed.der);
+                }
+                // The transactionID already has a certificate that this request
+                // does not renew. A renewal of the very certificate a
+                // transactionID produced is a new transaction (the store
+                // inserts it): clients that keep their key and derive the
+                // transactionID from it (RFC 8894 §3.2.1.1; certmonger's
+                // `getcert resubmit`) renew under the same transactionID.
+                Ok(Recorded::Existing(prev)) => {
+                    let same_key = CertificateRef::parse(&prev.der).is_ok_and(|c| c.spki.raw == e.spki_der.as_slice());
+                    if same_key && prev.renewal_of == renewal_of {
+                        return self.issued(prev.der);
+                    }
+                    return rejected(
+                        FailInfo::BAD_REQUEST,
+                        format!("transactionID {} was already used for a different request", e.transaction_id),
+                    );
                 }
                 Err(StoreError::DuplicateSerial) => {
                     tracing::warn!(issuer = %self.id, serial = %serial_hex, "serial collision, drawing another");
@@ -441,7 +442,7 @@ impl Inner {
                 format!("certificate {hex} expired at {}", old.not_after.to_rfc3339()),
             );
         }
-        self.enroll(&r.enroll, Some(hex), now)
+        block_on(self.enroll(&r.enroll, Some(hex), now))
     }
 
     /// CertPoll (RFC 8894 §3.3.2): the local CA never leaves a request
@@ -520,6 +521,11 @@ impl Issuer for LocalCa {
     }
 
     fn handle<'a>(&'a self, request: &'a IssueRequest, now: UnixTime) -> BoxFuture<'a, IssueOutcome> {
+        // An enrolment (the hot path) signs on the calling task and waits for
+        // its commit without a thread: no hop to the blocking pool.
+        if let IssueRequest::Enroll(e) = request {
+            return Box::pin(self.inner.enroll(e, None, now));
+        }
         let inner = Arc::clone(&self.inner);
         // COPY: the request crosses onto the blocking pool, which needs 'static.
         let request = request.clone();

@@ -16,7 +16,9 @@
 //! polling, renewal and CRL checks) use their own connections from a small
 //! pool and never wait for the writer (WAL readers see the last commit).
 //!
-//! Every method here blocks; async callers run them on the `blocking` pool.
+//! Every method here blocks, except [`Store::record_enrollment`], whose answer
+//! is a future (enrolments, the hot path, wait for their commit without
+//! holding a thread); async callers run the others on the `blocking` pool.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +28,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use crate::oneshot;
 use scep_engine::time::UnixTime;
 
 use crate::crl::{RevocationReason, RevokedEntry};
@@ -166,16 +170,44 @@ pub struct StoredCertificate {
     pub status: CertStatus,
 }
 
-type Reply<T> = SyncSender<Result<T, StoreError>>;
+/// How the writer answers one operation: to a thread blocked on a
+/// rendezvous-free `sync_channel(1)` (the writer's send never blocks), or to
+/// a future.
+enum Reply<T> {
+    Blocking(SyncSender<Result<T, StoreError>>),
+    Async(oneshot::Sender<Result<T, StoreError>>),
+}
 
-/// A one-shot reply channel: a rendezvous-free `sync_channel(1)`, so the
-/// writer's send never blocks.
-fn oneshot<T>() -> (Reply<T>, Receiver<Result<T, StoreError>>) {
-    mpsc::sync_channel(1)
+impl<T> Reply<T> {
+    /// Answers; a caller that went away (dropped its receiver) needs no answer.
+    fn send(self, result: Result<T, StoreError>) {
+        match self {
+            Self::Blocking(tx) => drop(tx.send(result)),
+            Self::Async(tx) => tx.send(result),
+        }
+    }
+}
+
+/// A blocking reply channel.
+fn blocking_reply<T>() -> (Reply<T>, Receiver<Result<T, StoreError>>) {
+    let (tx, rx) = mpsc::sync_channel(1);
+    (Reply::Blocking(tx), rx)
+}
+
+/// What [`Store::record_enrollment`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The certificate is committed.
+    Inserted,
+    /// Nothing was written: the profile's transactionID already has this
+    /// (latest) certificate, and it is not the one being renewed. The caller
+    /// decides whether the request is a resend of it or a conflict.
+    Existing(StoredCertificate),
 }
 
 enum WriteOp {
     Insert(Box<NewCertificate>, Reply<()>),
+    Enroll(Box<NewCertificate>, Reply<Recorded>),
     Revoke { ca_id: String, serial_hex: String, at: UnixTime, reason: RevocationReason, reply: Reply<()> },
     NextCrlNumber { ca_id: String, reply: Reply<u64> },
 }
@@ -184,6 +216,7 @@ enum WriteOp {
 enum Done {
     Unit(Reply<()>, Result<(), StoreError>),
     Number(Reply<u64>, Result<u64, StoreError>),
+    Enrolled(Reply<Recorded>, Result<Recorded, StoreError>),
 }
 
 impl Done {
@@ -193,24 +226,35 @@ impl Done {
         let err = match self {
             Self::Unit(_, r) => r.as_ref().err(),
             Self::Number(_, r) => r.as_ref().err(),
+            Self::Enrolled(_, r) => r.as_ref().err(),
         };
         matches!(err, Some(StoreError::Database(_) | StoreError::Closed))
     }
 
     /// Answers the caller with the operation's own result (after a commit).
     fn finish(self) {
-        // A caller that went away (dropped its receiver) needs no answer.
         match self {
-            Self::Unit(reply, r) => drop(reply.send(r)),
-            Self::Number(reply, r) => drop(reply.send(r)),
+            Self::Unit(reply, r) => reply.send(r),
+            Self::Number(reply, r) => reply.send(r),
+            Self::Enrolled(reply, r) => reply.send(r),
+        }
+    }
+
+    /// The operation's own error, if it failed.
+    fn error(&self) -> Option<&StoreError> {
+        match self {
+            Self::Unit(_, r) => r.as_ref().err(),
+            Self::Number(_, r) => r.as_ref().err(),
+            Self::Enrolled(_, r) => r.as_ref().err(),
         }
     }
 
     /// Answers the caller with the batch's failure.
     fn fail(self, e: &StoreError) {
         match self {
-            Self::Unit(reply, _) => drop(reply.send(Err(e.clone()))),
-            Self::Number(reply, _) => drop(reply.send(Err(e.clone()))),
+            Self::Unit(reply, _) => reply.send(Err(e.clone())),
+            Self::Number(reply, _) => reply.send(Err(e.clone())),
+            Self::Enrolled(reply, _) => reply.send(Err(e.clone())),
         }
     }
 
@@ -219,6 +263,7 @@ impl Done {
         match op {
             WriteOp::Insert(_, reply) | WriteOp::Revoke { reply, .. } => Self::Unit(reply, Err(StoreError::Closed)),
             WriteOp::NextCrlNumber { reply, .. } => Self::Number(reply, Err(StoreError::Closed)),
+            WriteOp::Enroll(_, reply) => Self::Enrolled(reply, Err(StoreError::Closed)),
         }
     }
 }
@@ -333,9 +378,37 @@ impl Store {
     }
 
     fn send<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot();
+        let (reply, answer) = blocking_reply();
         self.writer.as_ref().ok_or(StoreError::Closed)?.send(make(reply)).map_err(|_| StoreError::Closed)?;
         answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a newly issued certificate for an enrolment, unless its
+    /// profile's transactionID already has a certificate other than the one
+    /// `cert.renewal_of` renews (then nothing is written and that certificate
+    /// comes back: a resend or a conflict, RFC 8894 §3.2.1.1). The check and
+    /// the insert run in the writer's transaction, so two concurrent requests
+    /// with one transactionID cannot both insert. Resolves once committed;
+    /// waiting holds no thread.
+    ///
+    /// # Errors
+    /// [`StoreError::DuplicateSerial`] when the serial is taken (draw
+    /// another), or a database error.
+    pub fn record_enrollment(
+        &self,
+        cert: NewCertificate,
+    ) -> impl Future<Output = Result<Recorded, StoreError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = match &self.writer {
+            Some(w) => w.send(WriteOp::Enroll(Box::new(cert), Reply::Async(reply))).is_ok(),
+            None => false,
+        };
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        }
     }
 
     /// Records a newly issued certificate; returns once it is committed.
@@ -521,10 +594,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, stats: &WriterStats)
     for op in ops.by_ref() {
         let d = apply(&tx, op);
         if d.is_fatal() {
-            fatal = Some(match &d {
-                Done::Unit(_, Err(e)) | Done::Number(_, Err(e)) => e.clone(),
-                _ => StoreError::Closed,
-            });
+            fatal = Some(d.error().cloned().unwrap_or(StoreError::Closed));
             done.push(d);
             break;
         }
@@ -550,43 +620,65 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, stats: &WriterStats)
     }
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, op: WriteOp) -> Done {
-    match op {
-        WriteOp::Insert(c, reply) => {
-            let r = tx
-                .prepare_cached(
-                    "INSERT INTO certificates (serial, ca_id, profile, transaction_id, subject, sans, not_before, \
+/// Inserts one certificate row; a taken serial is [`StoreError::DuplicateSerial`].
+fn insert(tx: &rusqlite::Transaction<'_>, c: &NewCertificate) -> Result<(), StoreError> {
+    let r = tx
+        .prepare_cached(
+            "INSERT INTO certificates (serial, ca_id, profile, transaction_id, subject, sans, not_before, \
                      not_after, der, issued_at, renewal_of, status) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'valid')",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        c.serial_hex,
-                        c.ca_id,
-                        c.profile,
-                        c.transaction_id,
-                        c.subject,
-                        c.sans,
-                        c.not_before.0,
-                        c.not_after.0,
-                        c.der,
-                        c.issued_at.0,
-                        c.renewal_of,
-                    ])
-                });
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                c.serial_hex,
+                c.ca_id,
+                c.profile,
+                c.transaction_id,
+                c.subject,
+                c.sans,
+                c.not_before.0,
+                c.not_after.0,
+                c.der,
+                c.issued_at.0,
+                c.renewal_of,
+            ])
+        });
+    match r {
+        Ok(_) => Ok(()),
+        // A failed constraint only undoes its own statement (SQLite's
+        // default ABORT resolution): the batch carries on.
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == ErrorCode::ConstraintViolation
+                && e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Err(StoreError::DuplicateSerial)
+        }
+        Err(e) => Err(db(e)),
+    }
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: WriteOp) -> Done {
+    match op {
+        WriteOp::Insert(c, reply) => Done::Unit(reply, insert(tx, &c)),
+        WriteOp::Enroll(c, reply) => {
+            let r = (|| {
+                let previous = tx
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM certificates WHERE ca_id = ?1 AND profile = ?2 AND transaction_id = ?3 \
+                         ORDER BY issued_at DESC, rowid DESC LIMIT 1"
+                    ))?
+                    .query_row(params![c.ca_id, c.profile, c.transaction_id], stored_from_row)
+                    .optional()?;
+                Ok(previous)
+            })();
             let r = match r {
-                Ok(_) => Ok(()),
-                // A failed constraint only undoes its own statement (SQLite's
-                // default ABORT resolution): the batch carries on.
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == ErrorCode::ConstraintViolation
-                        && e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-                {
-                    Err(StoreError::DuplicateSerial)
+                Ok(Some(prev)) if c.renewal_of.as_deref() != Some(prev.serial_hex.as_str()) => {
+                    Ok(Recorded::Existing(prev))
                 }
+                Ok(_) => insert(tx, &c).map(|()| Recorded::Inserted),
                 Err(e) => Err(db(e)),
             };
-            Done::Unit(reply, r)
+            Done::Enrolled(reply, r)
         }
         WriteOp::Revoke { ca_id, serial_hex, at, reason, reply } => {
             let r = (|| {
@@ -625,6 +717,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: WriteOp) -> Done {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_lite::future::block_on;
 
     fn record(serial: &str, txid: &str) -> NewCertificate {
         NewCertificate {
@@ -707,11 +800,11 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let mut answers = Vec::new();
         for (serial, txid) in [("01", "a"), ("02", "b"), ("01", "c")] {
-            let (reply, answer) = oneshot();
+            let (reply, answer) = blocking_reply();
             tx.send(WriteOp::Insert(Box::new(record(serial, txid)), reply)).unwrap();
             answers.push(answer);
         }
-        let (reply, number) = oneshot();
+        let (reply, number) = blocking_reply();
         tx.send(WriteOp::NextCrlNumber { ca_id: "ca1".into(), reply }).unwrap();
         drop(tx);
         let stats = WriterStats::default();
@@ -724,6 +817,43 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.count("ca1").unwrap(), 2, "the duplicate did not undo the rest of the batch");
         assert_eq!(store.by_transaction("ca1", "p", "a").unwrap().unwrap().serial_hex, "01");
+    }
+
+    #[test]
+    fn an_enrolment_is_recorded_once_per_transaction_even_within_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        drop(Store::open(&path).unwrap());
+        // Two requests with one transactionID queued into the same batch: the
+        // second sees the first's row (same transaction), so only one inserts.
+        let (tx, rx) = mpsc::channel();
+        let (r1, a1) = oneshot::channel();
+        let (r2, a2) = oneshot::channel();
+        tx.send(WriteOp::Enroll(Box::new(record("01", "t")), Reply::Async(r1))).unwrap();
+        tx.send(WriteOp::Enroll(Box::new(record("02", "t")), Reply::Async(r2))).unwrap();
+        drop(tx);
+        run_writer(Connection::open(&path).unwrap(), &rx, &WriterStats::default());
+        assert_eq!(block_on(a1).unwrap(), Ok(Recorded::Inserted));
+        match block_on(a2).unwrap() {
+            Ok(Recorded::Existing(prev)) => assert_eq!(prev.serial_hex, "01"),
+            other => panic!("{other:?}"),
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.count("ca1").unwrap(), 1);
+        // A renewal of the transaction's own certificate is a new record.
+        let mut renewal = record("03", "t");
+        renewal.renewal_of = Some("01".into());
+        assert_eq!(block_on(store.record_enrollment(renewal)), Ok(Recorded::Inserted));
+        // Renewing something else under that transactionID is not.
+        let mut other = record("04", "t");
+        other.renewal_of = Some("ff".into());
+        match block_on(store.record_enrollment(other)) {
+            Ok(Recorded::Existing(prev)) => assert_eq!(prev.serial_hex, "03", "the latest of the transaction"),
+            other => panic!("{other:?}"),
+        }
+        // A taken serial under a new transactionID.
+        assert_eq!(block_on(store.record_enrollment(record("01", "u"))), Err(StoreError::DuplicateSerial));
+        assert_eq!(store.count("ca1").unwrap(), 2);
     }
 
     #[test]

@@ -40,16 +40,15 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 use scep_engine::config::ConfigError;
 use scep_engine::{Operation, Outcome, UnixTime};
+use scep_issuers::oneshot;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{int_in, resolve};
@@ -269,9 +268,9 @@ impl std::fmt::Display for AuditError {
 impl std::error::Error for AuditError {}
 
 enum Command {
-    Append(Box<AuditEvent>, Sender<Result<i64, AuditError>>),
-    Flush(Sender<Result<(), AuditError>>),
-    Query(AuditQuery, Sender<Result<Vec<AuditEvent>, AuditError>>),
+    Append(Box<AuditEvent>, oneshot::Sender<Result<i64, AuditError>>),
+    Flush(oneshot::Sender<Result<(), AuditError>>),
+    Query(AuditQuery, oneshot::Sender<Result<Vec<AuditEvent>, AuditError>>),
 }
 
 /// Handle to the audit database (cheap to clone; the writer thread stops when
@@ -459,7 +458,7 @@ impl AuditLog {
     /// # Errors
     /// When the database refused the write or the writer has stopped.
     pub fn record(&self, event: AuditEvent) -> impl Future<Output = Result<i64, AuditError>> + Send + 'static {
-        let (tx, rx) = oneshot();
+        let (tx, rx) = oneshot::channel();
         let sent = self.tx.send(Command::Append(Box::new(event), tx)).is_ok();
         async move {
             if !sent {
@@ -476,7 +475,7 @@ impl AuditLog {
     /// When the database refused the write (the tally is kept for a retry)
     /// or the writer has stopped.
     pub fn flush(&self) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
-        let (tx, rx) = oneshot();
+        let (tx, rx) = oneshot::channel();
         let sent = self.tx.send(Command::Flush(tx)).is_ok();
         async move {
             if !sent {
@@ -491,7 +490,7 @@ impl AuditLog {
     /// # Errors
     /// When the database cannot be read or the writer has stopped.
     pub fn query(&self, q: AuditQuery) -> impl Future<Output = Result<Vec<AuditEvent>, AuditError>> + Send + 'static {
-        let (tx, rx) = oneshot();
+        let (tx, rx) = oneshot::channel();
         let sent = self.tx.send(Command::Query(q, tx)).is_ok();
         async move {
             if !sent {
@@ -756,66 +755,6 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
         })
     })?;
     rows.collect()
-}
-
-/// A one-value channel that works on any executor (the service is
-/// runtime-agnostic).
-struct Slot<T> {
-    value: Option<T>,
-    waker: Option<Waker>,
-    closed: bool,
-}
-
-struct Sender<T>(Arc<Mutex<Slot<T>>>);
-struct Receiver<T>(Arc<Mutex<Slot<T>>>);
-
-fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
-    let slot = Arc::new(Mutex::new(Slot { value: None, waker: None, closed: false }));
-    (Sender(slot.clone()), Receiver(slot))
-}
-
-impl<T> Sender<T> {
-    fn send(self, value: T) {
-        let waker = {
-            let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            s.value = Some(value);
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-        // Drop runs next and marks the slot closed; the value is already there.
-    }
-}
-
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        let waker = {
-            let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            s.closed = true;
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-impl<T> Future for Receiver<T> {
-    /// `None` when the sender went away without a value.
-    type Output = Option<T>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(v) = s.value.take() {
-            return Poll::Ready(Some(v));
-        }
-        if s.closed {
-            return Poll::Ready(None);
-        }
-        s.waker = Some(cx.waker().clone());
-        Poll::Pending
-    }
 }
 
 #[cfg(test)]
