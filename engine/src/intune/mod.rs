@@ -28,6 +28,7 @@ mod claims;
 mod gates;
 mod json;
 mod jws;
+mod keyed_hash;
 mod rate_limit;
 mod replay;
 #[cfg(test)]

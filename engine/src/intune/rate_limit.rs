@@ -29,8 +29,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use aws_lc_rs::hmac;
-
+use super::keyed_hash::KeyedHash;
 use crate::crypto::RandomSource;
 use crate::time::UnixTime;
 
@@ -80,7 +79,7 @@ pub struct RateLimiter {
     cells: Box<[AtomicI64]>,
     mask: usize,
     neighbourhood: usize,
-    key: hmac::Key,
+    key: KeyedHash,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -109,7 +108,7 @@ impl RateLimiter {
             cells: (0..buckets * ring).map(|_| AtomicI64::new(EMPTY_CELL)).collect(),
             mask: buckets - 1,
             neighbourhood: buckets.min(NEIGHBOURHOOD),
-            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            key: KeyedHash::new(&key),
         }
     }
 
@@ -140,19 +139,9 @@ impl RateLimiter {
     }
 
     fn fingerprint(&self, scope: &str, sub: &str, iss: &str) -> (usize, u64) {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        for part in [scope, sub, iss] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part.as_bytes());
-        }
-        let tag = ctx.sign();
-        let d = tag.as_ref();
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&d[..8]);
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&d[8..16]);
-        let owner = u64::from_be_bytes(b) & !TENTATIVE;
-        ((u64::from_be_bytes(a) as usize) & self.mask, if owner == 0 { 2 } else { owner })
+        let [bucket, owner] = self.key.hash(&[scope, sub, iss]);
+        let owner = owner & !TENTATIVE;
+        ((bucket as usize) & self.mask, if owner == 0 { 2 } else { owner })
     }
 
     fn ring(&self, bucket: usize) -> &[AtomicI64] {

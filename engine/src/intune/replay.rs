@@ -3,11 +3,12 @@
 //! A fixed table of slots, open addressing with linear probing inside a
 //! bounded neighbourhood. No mutex, no allocation after construction.
 //!
-//! **Keys.** A nonce is identified by HMAC-SHA256 under a per-cache random key
-//! (from the profile's [`RandomSource`]) over (scope, nonce), so an attacker
-//! cannot aim nonces at one neighbourhood or at a fingerprint. The digest gives
-//! the home slot (bits 0..64), a 30-bit tag (bits 64..94) and a 64-bit
-//! extension (bits 96..160). A match needs tag and extension equal, within
+//! **Keys.** A nonce is identified by a keyed PRF (two SipHash-2-4 values,
+//! [`super::keyed_hash`]) under a per-cache random key (from the profile's
+//! [`RandomSource`]) over (scope, nonce), so an attacker cannot aim nonces at
+//! one neighbourhood or at a fingerprint. The first value gives the home slot
+//! (its low bits, at most 34 for any table that fits in memory) and a 30-bit
+//! tag (its bits 34..64); the second, independent one the 64-bit extension. A match needs tag and extension equal, within
 //! the home neighbourhood. A fingerprint collision can only make a fresh nonce
 //! look like a replay (fail closed); a replay always has the same fingerprint,
 //! so it is never let through.
@@ -43,8 +44,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aws_lc_rs::hmac;
-
+use super::keyed_hash::KeyedHash;
 use crate::crypto::RandomSource;
 use crate::time::UnixTime;
 
@@ -97,7 +97,7 @@ pub struct ReplayCache {
     slots: Box<[Slot]>,
     mask: usize,
     neighbourhood: usize,
-    key: hmac::Key,
+    key: KeyedHash,
     capacity: usize,
 }
 
@@ -135,13 +135,7 @@ impl ReplayCache {
         let mut key = [0u8; 32];
         rng.fill(&mut key);
         let slots: Box<[Slot]> = (0..len).map(|_| Slot::default()).collect();
-        Self {
-            mask: len - 1,
-            neighbourhood: len.min(NEIGHBOURHOOD),
-            slots,
-            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
-            capacity,
-        }
+        Self { mask: len - 1, neighbourhood: len.min(NEIGHBOURHOOD), slots, key: KeyedHash::new(&key), capacity }
     }
 
     /// The number of live entries the cache is sized for.
@@ -155,18 +149,8 @@ impl ReplayCache {
     }
 
     fn fingerprint(&self, scope: &str, nonce: &str) -> Fingerprint {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(&(scope.len() as u64).to_be_bytes());
-        ctx.update(scope.as_bytes());
-        ctx.update(nonce.as_bytes());
-        let tag = ctx.sign();
-        let d = tag.as_ref();
-        let word = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&d[i..i + 8]);
-            u64::from_be_bytes(b)
-        };
-        Fingerprint { home: (word(0) as usize) & self.mask, tag: word(8) & TAG_MASK, ext: word(12) }
+        let [first, second] = self.key.hash(&[scope, nonce]);
+        Fingerprint { home: (first as usize) & self.mask, tag: (first >> 34) & TAG_MASK, ext: second }
     }
 
     /// Compares a slot whose `meta` was read as `m` (live, our tag) with `fp`.
