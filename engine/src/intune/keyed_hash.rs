@@ -91,11 +91,13 @@ impl SipHash24 {
         self.v[0] ^= m;
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    fn write(&mut self, mut bytes: &[u8]) {
         self.length = self.length.wrapping_add(bytes.len() as u64);
-        for &b in bytes {
-            self.tail |= u64::from(b) << (8 * self.ntail);
+        // Complete a pending partial word first.
+        while self.ntail != 0 && !bytes.is_empty() {
+            self.tail |= u64::from(bytes[0]) << (8 * self.ntail);
             self.ntail += 1;
+            bytes = &bytes[1..];
             if self.ntail == 8 {
                 let m = self.tail;
                 self.compress(m);
@@ -103,6 +105,21 @@ impl SipHash24 {
                 self.ntail = 0;
             }
         }
+        if bytes.is_empty() {
+            return;
+        }
+        // Whole words straight from the input (the partial word is empty here).
+        let mut words = bytes.chunks_exact(8);
+        for word in words.by_ref() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.compress(u64::from_le_bytes(w));
+        }
+        // Keep the rest (fewer than 8 bytes).
+        for (i, &b) in words.remainder().iter().enumerate() {
+            self.tail |= u64::from(b) << (8 * i);
+        }
+        self.ntail = u32::try_from(words.remainder().len()).unwrap_or(0);
     }
 
     fn finish(mut self) -> u64 {
