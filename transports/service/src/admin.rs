@@ -21,8 +21,6 @@
 //! role = "admin"          # "admin" or "reader"; default "reader"
 //! ```
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, StatusCode};
@@ -35,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::audit::{AuditQuery, MAX_QUERY_LIMIT};
-use crate::intune::ProfileIntuneStats;
+use crate::intune::{AnchorInfo, ProfileIntuneStats};
 use crate::profile::Profile;
 use crate::state::ServiceState;
 
@@ -144,71 +142,6 @@ impl ApiKeys {
     }
 }
 
-/// Intune state of one profile, for the stats endpoint and the metrics.
-/// Every field but `path_id` and `enabled` is empty / zero when `enabled` is false.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IntuneProfileStats {
-    /// The profile name (`path_id` in the spec's API).
-    pub path_id: String,
-    /// Whether the profile validates Intune challenges.
-    pub enabled: bool,
-    /// The Connector certificate bundle (`intune_connector_cert_path`), resolved.
-    pub trust_bundle_path: Option<PathBuf>,
-    /// The configured audience (`None`: the audience gate is skipped).
-    pub audience: Option<String>,
-    /// Challenge validity (also the replay TTL), seconds.
-    pub challenge_validity_secs: i64,
-    /// Clock skew tolerance, seconds.
-    pub clock_skew_tolerance_secs: i64,
-    /// Enrolments admitted per device per window (0: rate limit disabled).
-    pub per_device_rate_limit_24h: u32,
-    /// The rate limiter's window, seconds.
-    pub rate_limit_window_secs: i64,
-    /// Devices with an enrolment inside the current window.
-    pub rate_limit_devices_tracked: usize,
-    /// Devices the rate limiter can track at once.
-    pub rate_limit_capacity: usize,
-    /// Live nonces in the replay cache.
-    pub replay_cache_entries: usize,
-    /// `("success", n)` then each rejection label with its count.
-    pub counters: Vec<(&'static str, u64)>,
-    /// The Connector trust anchors.
-    pub trust_anchors: Vec<TrustAnchorInfo>,
-}
-
-impl From<&ProfileIntuneStats> for IntuneProfileStats {
-    fn from(s: &ProfileIntuneStats) -> Self {
-        Self {
-            path_id: s.profile.clone(),
-            enabled: true,
-            trust_bundle_path: Some(s.bundle.clone()),
-            audience: s.audience.clone(),
-            challenge_validity_secs: s.challenge_validity_secs,
-            clock_skew_tolerance_secs: s.clock_skew_tolerance_secs,
-            per_device_rate_limit_24h: s.per_device_rate_limit_24h,
-            rate_limit_window_secs: s.rate_limit_window_secs,
-            rate_limit_devices_tracked: s.rate_limit_devices_tracked,
-            rate_limit_capacity: s.rate_limit_capacity,
-            replay_cache_entries: s.replay_entries,
-            counters: s.counters.clone(),
-            trust_anchors: anchor_infos(&s.anchors),
-        }
-    }
-}
-
-/// One Connector signing certificate of a trust anchor pool.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TrustAnchorInfo {
-    /// Subject, RFC 4514-like.
-    pub subject: String,
-    /// `notBefore`.
-    pub not_before: UnixTime,
-    /// `notAfter`.
-    pub not_after: UnixTime,
-    /// `"rsa"` (RS256) or `"ec-p256"` (ES256).
-    pub key: &'static str,
-}
-
 /// Why a trust anchor reload was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReloadTrustError {
@@ -221,29 +154,13 @@ pub enum ReloadTrustError {
 }
 
 impl ServiceState {
-    /// Per-profile Intune state, one entry per profile (`enabled: false` for
-    /// profiles without Intune), sorted by profile name.
-    pub fn admin_intune_stats(&self) -> Vec<IntuneProfileStats> {
-        let live = self.intune_stats();
-        self.profiles()
-            .iter()
-            .map(|p| {
-                let name = p.engine.config().name.clone();
-                match live.iter().find(|s| s.profile == name) {
-                    Some(s) => IntuneProfileStats::from(s),
-                    None => IntuneProfileStats { path_id: name, ..IntuneProfileStats::default() },
-                }
-            })
-            .collect()
-    }
-
     /// Re-reads profile `path_id`'s Connector trust anchor file and swaps the
     /// pool (the SIGHUP equivalent for one profile); the old pool is kept on
     /// error. Reads one small file.
     ///
     /// # Errors
     /// See [`ReloadTrustError`].
-    pub fn admin_reload_trust(&self, path_id: &str) -> Result<Vec<TrustAnchorInfo>, ReloadTrustError> {
+    pub fn admin_reload_trust(&self, path_id: &str) -> Result<Vec<AnchorInfo>, ReloadTrustError> {
         // One snapshot for the checks and the reload: a concurrent SIGHUP
         // cannot turn an unknown profile into a reload failure.
         let profiles = self.profiles();
@@ -255,20 +172,8 @@ impl ServiceState {
         }
         let stats = crate::intune::reload_trust(&profiles, Some(path_id), UnixTime::now())
             .map_err(|e| ReloadTrustError::Failed(e.0))?;
-        Ok(stats.iter().find(|s| s.profile == path_id).map(|s| anchor_infos(&s.anchors)).unwrap_or_default())
+        Ok(stats.into_iter().find(|s| s.profile == path_id).map(|s| s.anchors).unwrap_or_default())
     }
-}
-
-fn anchor_infos(anchors: &[crate::intune::AnchorInfo]) -> Vec<TrustAnchorInfo> {
-    anchors
-        .iter()
-        .map(|a| TrustAnchorInfo {
-            subject: a.subject.clone(),
-            not_before: a.not_before,
-            not_after: a.not_after,
-            key: a.key,
-        })
-        .collect()
 }
 
 /// The parts of a request the admin API reads.
@@ -348,12 +253,9 @@ fn cert_json(der: &[u8], now: UnixTime) -> Value {
     }
 }
 
-fn profile_json(p: &Profile, default: &str, stats: Option<&IntuneProfileStats>, now: UnixTime) -> Value {
+fn profile_json(p: &Profile, default: &str, stats: Option<&ProfileIntuneStats>, now: UnixTime) -> Value {
     let c = p.engine.config();
-    let intune = match stats {
-        Some(s) if s.enabled => intune_profile_json(s, now),
-        _ => Value::Null,
-    };
+    let intune = stats.map_or(Value::Null, |s| intune_profile_json(s, now));
     json!({
         "path_id": c.name,
         "url_path": format!("/scep/{}", c.name),
@@ -385,7 +287,7 @@ fn profile_json(p: &Profile, default: &str, stats: Option<&IntuneProfileStats>, 
     })
 }
 
-fn anchor_json(a: &TrustAnchorInfo, now: UnixTime) -> Value {
+fn anchor_json(a: &AnchorInfo, now: UnixTime) -> Value {
     json!({
         "subject": a.subject,
         "key": a.key,
@@ -397,17 +299,14 @@ fn anchor_json(a: &TrustAnchorInfo, now: UnixTime) -> Value {
     })
 }
 
-/// One profile's Intune block; `{"path_id", "enabled": false}` without Intune.
-fn intune_profile_json(s: &IntuneProfileStats, now: UnixTime) -> Value {
-    if !s.enabled {
-        return json!({ "path_id": s.path_id, "enabled": false });
-    }
+/// One Intune profile's block.
+fn intune_profile_json(s: &ProfileIntuneStats, now: UnixTime) -> Value {
     let counters: serde_json::Map<String, Value> =
         s.counters.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
     json!({
-        "path_id": s.path_id,
+        "path_id": s.profile,
         "enabled": true,
-        "trust_bundle_path": s.trust_bundle_path.as_ref().map(|p| p.display().to_string()),
+        "trust_bundle_path": s.bundle.display().to_string(),
         "audience": s.audience,
         "challenge_validity_secs": s.challenge_validity_secs,
         "clock_skew_tolerance_secs": s.clock_skew_tolerance_secs,
@@ -417,9 +316,9 @@ fn intune_profile_json(s: &IntuneProfileStats, now: UnixTime) -> Value {
             "devices_tracked": s.rate_limit_devices_tracked,
             "capacity": s.rate_limit_capacity,
         },
-        "replay_cache_entries": s.replay_cache_entries,
+        "replay_cache_entries": s.replay_entries,
         "counters": counters,
-        "trust_anchors": s.trust_anchors.iter().map(|a| anchor_json(a, now)).collect::<Vec<_>>(),
+        "trust_anchors": s.anchors.iter().map(|a| anchor_json(a, now)).collect::<Vec<_>>(),
     })
 }
 
@@ -440,20 +339,32 @@ pub fn expiry_status(not_after: UnixTime, now: UnixTime) -> &'static str {
 /// The profiles endpoint's JSON.
 pub fn profiles_json(state: &ServiceState, now: UnixTime) -> Value {
     let profiles = state.profiles();
-    let stats = state.admin_intune_stats();
+    let stats = state.intune_stats();
     let list: Vec<Value> = profiles
         .iter()
         .map(|p| {
-            let s = stats.iter().find(|s| s.path_id == p.engine.config().name);
+            let s = stats.iter().find(|s| s.profile == p.engine.config().name);
             profile_json(p, profiles.default_name(), s, now)
         })
         .collect();
     json!({ "profiles": list })
 }
 
-/// The Intune stats endpoint's JSON.
+/// The Intune stats endpoint's JSON: every profile, sorted by name;
+/// `{"path_id", "enabled": false}` for a profile without Intune.
 pub fn intune_json(state: &ServiceState, now: UnixTime) -> Value {
-    let list: Vec<Value> = state.admin_intune_stats().iter().map(|s| intune_profile_json(s, now)).collect();
+    let stats = state.intune_stats();
+    let list: Vec<Value> = state
+        .profiles()
+        .iter()
+        .map(|p| {
+            let name = &p.engine.config().name;
+            stats
+                .iter()
+                .find(|s| &s.profile == name)
+                .map_or_else(|| json!({ "path_id": name, "enabled": false }), |s| intune_profile_json(s, now))
+        })
+        .collect();
     json!({ "profiles": list })
 }
 
@@ -820,7 +731,7 @@ mod tests {
             let state = load(&dir);
             let reload = |body: &str| call(&state, Method::POST, "/api/v1/admin/scep/intune/reload-trust", body);
             let subjects = |state: &ServiceState| -> Vec<String> {
-                state.admin_intune_stats()[0].trust_anchors.iter().map(|a| a.subject.clone()).collect()
+                state.intune_stats()[0].anchors.iter().map(|a| a.subject.clone()).collect()
             };
             assert_eq!(subjects(&state), ["CN=connector-a"]);
 

@@ -193,19 +193,19 @@ impl Metrics {
         let tally_failures = state.audit().map_or(0, crate::audit::AuditLog::tally_write_failures);
         let _ = writeln!(out, "scepd_audit_tally_write_failures_total {tally_failures}");
 
-        let stats = state.admin_intune_stats();
+        let stats = state.intune_stats();
         header(
             &mut out,
             "scepd_intune_challenges_total",
             "counter",
             "Intune challenge decisions, by profile and outcome.",
         );
-        for s in stats.iter().filter(|s| s.enabled) {
+        for s in &stats {
             for (label, n) in &s.counters {
                 let _ = writeln!(
                     out,
                     "scepd_intune_challenges_total{{profile=\"{}\",outcome=\"{}\"}} {n}",
-                    esc(&s.path_id),
+                    esc(&s.profile),
                     esc(label)
                 );
             }
@@ -217,11 +217,11 @@ impl Metrics {
             "Seconds until each Intune Connector trust anchor expires.",
         );
         for s in &stats {
-            for a in &s.trust_anchors {
+            for a in &s.anchors {
                 let _ = writeln!(
                     out,
                     "scepd_intune_trust_anchor_expiry_seconds{{profile=\"{}\",subject=\"{}\"}} {}",
-                    esc(&s.path_id),
+                    esc(&s.profile),
                     esc(&a.subject),
                     a.not_after.secs() - now.secs()
                 );
