@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use scep_engine::csr::CsrRef;
 use scep_engine::issue::{Authorization, EnrollRequest, IssuancePolicy, IssueOutcome, IssueRequest};
 use scep_engine::time::UnixTime;
-use scep_engine::wire::parse_single;
 use scep_issuers::{Issuer, LocalCa, LocalCaConfig, VaultAuth, VaultConfig, VaultIssuer, bootstrap};
 
 fn csr(dir: &Path, i: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
@@ -34,12 +34,8 @@ fn csr(dir: &Path, i: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         .expect("openssl");
     assert!(st.status.success());
     let der = std::fs::read(&out).unwrap();
-    let req = parse_single(&der).unwrap();
-    let info = req.reader().read().unwrap();
-    let mut r = info.reader();
-    r.read().unwrap();
-    let subject = r.read().unwrap().raw.to_vec();
-    let spki = r.read().unwrap().raw.to_vec();
+    let csr = CsrRef::parse(&der).unwrap();
+    let (subject, spki) = (csr.subject.to_vec(), csr.spki.raw.to_vec());
     (der, subject, spki)
 }
 

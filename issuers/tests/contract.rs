@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use scep_engine::FailInfo;
+use scep_engine::csr::CsrRef;
 use scep_engine::issue::{
     Authorization, CertLookup, EnrollRequest, IssuancePolicy, IssueOutcome, IssueRequest, PollRequest, RenewRequest,
 };
@@ -55,12 +56,8 @@ fn make_csr(dir: &Path, cn: &str) -> Csr {
         .expect("openssl is installed");
     assert!(st.status.success(), "openssl req: {}", String::from_utf8_lossy(&st.stderr));
     let der = std::fs::read(&out).unwrap();
-    let req = parse_single(&der).unwrap();
-    let info = req.reader().read().unwrap();
-    let mut r = info.reader();
-    r.read().unwrap();
-    let subject = r.read().unwrap().raw.to_vec();
-    let spki = r.read().unwrap().raw.to_vec();
+    let csr = CsrRef::parse(&der).unwrap();
+    let (subject, spki) = (csr.subject.to_vec(), csr.spki.raw.to_vec());
     Csr { der, subject, spki }
 }
 
