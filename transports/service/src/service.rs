@@ -188,9 +188,18 @@ impl ScepService {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let Some(response) = self.answer_discovery_now(&req) {
-            return response;
+        match self.answer_discovery_now(&req) {
+            Some(response) => response,
+            None => self.handle_awaiting(req).await,
         }
+    }
+
+    /// Every request [`Self::answer_discovery_now`] does not answer.
+    async fn handle_awaiting<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let start = Instant::now();
         let method = req.method().clone();
         // `Uri` clones share its bytes: no copy of the path.
@@ -484,7 +493,7 @@ where
             return Box::pin(std::future::ready(Ok(response)));
         }
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
+        Box::pin(async move { Ok(this.handle_awaiting(req).await) })
     }
 }
 
