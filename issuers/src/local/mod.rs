@@ -265,9 +265,10 @@ impl LocalCa {
     /// [`crate::x509_build::CaSigner::issue_end_entity`]) under a fresh random
     /// serial and signs it with the CA key. Nothing is recorded.
     ///
-    /// [`LocalCa::handle_blocking`] runs this for every PKCSReq and RenewalReq
-    /// (after its resend and renewal checks), then commits the certificate
-    /// durably and draws another serial on a collision. A certificate from
+    /// Every PKCSReq and RenewalReq runs this (renewals after their checks),
+    /// then has the store record the certificate durably, with the
+    /// transactionID resend check in the same transaction, and draws another
+    /// serial on a collision. A certificate from
     /// here must not be handed to a client without that record: renewal,
     /// revocation, polling and GetCert depend on it. Serving goes through
     /// [`LocalCa::handle_blocking`] or [`Issuer::handle`]; this entry point

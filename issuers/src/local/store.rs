@@ -206,7 +206,6 @@ pub enum Recorded {
 }
 
 enum WriteOp {
-    Insert(Box<NewCertificate>, Reply<()>),
     Enroll(Box<NewCertificate>, Reply<Recorded>),
     Revoke { ca_id: String, serial_hex: String, at: UnixTime, reason: RevocationReason, reply: Reply<()> },
     NextCrlNumber { ca_id: String, reply: Reply<u64> },
@@ -261,7 +260,7 @@ impl Done {
     /// An operation that was not applied (an earlier one failed the batch).
     fn skipped(op: WriteOp) -> Self {
         match op {
-            WriteOp::Insert(_, reply) | WriteOp::Revoke { reply, .. } => Self::Unit(reply, Err(StoreError::Closed)),
+            WriteOp::Revoke { reply, .. } => Self::Unit(reply, Err(StoreError::Closed)),
             WriteOp::NextCrlNumber { reply, .. } => Self::Number(reply, Err(StoreError::Closed)),
             WriteOp::Enroll(_, reply) => Self::Enrolled(reply, Err(StoreError::Closed)),
         }
@@ -409,15 +408,6 @@ impl Store {
             }
             answer.await.unwrap_or(Err(StoreError::Closed))
         }
-    }
-
-    /// Records a newly issued certificate; returns once it is committed.
-    ///
-    /// # Errors
-    /// [`StoreError::DuplicateSerial`] when the serial is taken (draw
-    /// another), or a database error.
-    pub fn insert(&self, cert: NewCertificate) -> Result<(), StoreError> {
-        self.send(|reply| WriteOp::Insert(Box::new(cert), reply))
     }
 
     /// Marks a valid certificate revoked; returns once committed.
@@ -659,7 +649,6 @@ fn insert(tx: &rusqlite::Transaction<'_>, c: &NewCertificate) -> Result<(), Stor
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: WriteOp) -> Done {
     match op {
-        WriteOp::Insert(c, reply) => Done::Unit(reply, insert(tx, &c)),
         WriteOp::Enroll(c, reply) => {
             let r = (|| {
                 let previous = tx
@@ -739,8 +728,9 @@ mod tests {
     fn insert_lookup_revoke_and_crl_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
-        store.insert(record("0a", "t1")).unwrap();
-        assert_eq!(store.insert(record("0a", "t2")), Err(StoreError::DuplicateSerial));
+        let insert = |c| block_on(store.record_enrollment(c)).map(drop);
+        insert(record("0a", "t1")).unwrap();
+        assert_eq!(insert(record("0a", "t2")), Err(StoreError::DuplicateSerial));
         assert_eq!(store.count("ca1").unwrap(), 1);
         assert_eq!(store.count("ca2").unwrap(), 0);
         let got = store.certificate("ca1", "0a").unwrap().unwrap();
@@ -783,7 +773,8 @@ mod tests {
                 let store = &store;
                 s.spawn(move || {
                     for i in 0..50 {
-                        store.insert(record(&format!("{t:02x}{i:02x}"), "t")).unwrap();
+                        let serial = format!("{t:02x}{i:02x}");
+                        assert_eq!(block_on(store.record_enrollment(record(&serial, &serial))), Ok(Recorded::Inserted));
                     }
                 });
             }
@@ -801,7 +792,7 @@ mod tests {
         let mut answers = Vec::new();
         for (serial, txid) in [("01", "a"), ("02", "b"), ("01", "c")] {
             let (reply, answer) = blocking_reply();
-            tx.send(WriteOp::Insert(Box::new(record(serial, txid)), reply)).unwrap();
+            tx.send(WriteOp::Enroll(Box::new(record(serial, txid)), reply)).unwrap();
             answers.push(answer);
         }
         let (reply, number) = blocking_reply();
@@ -811,7 +802,7 @@ mod tests {
         run_writer(Connection::open(&path).unwrap(), &rx, &stats);
         assert_eq!(stats.commits.load(Ordering::Relaxed), 1, "one transaction for the batch");
         assert_eq!(stats.operations.load(Ordering::Relaxed), 4);
-        let results: Vec<_> = answers.iter().map(|a| a.recv().unwrap()).collect();
+        let results: Vec<_> = answers.iter().map(|a| a.recv().unwrap().map(drop)).collect();
         assert_eq!(results, [Ok(()), Ok(()), Err(StoreError::DuplicateSerial)]);
         assert_eq!(number.recv().unwrap(), Ok(1));
         let store = Store::open(&path).unwrap();
