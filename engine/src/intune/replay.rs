@@ -8,10 +8,11 @@
 //! [`RandomSource`]) over (scope, nonce), so an attacker cannot aim nonces at
 //! one neighbourhood or at a fingerprint. The first value gives the home slot
 //! (its low bits, at most 34 for any table that fits in memory) and a 30-bit
-//! tag (its bits 34..64); the second, independent one the 64-bit extension. A match needs tag and extension equal, within
-//! the home neighbourhood. A fingerprint collision can only make a fresh nonce
-//! look like a replay (fail closed); a replay always has the same fingerprint,
-//! so it is never let through.
+//! tag (its bits 34..64); the second, independent one the 64-bit extension.
+//! A match needs tag and extension equal, within the home neighbourhood. A
+//! fingerprint collision can only make a fresh nonce look like a replay (fail
+//! closed); a replay always has the same fingerprint, so it is never let
+//! through.
 //!
 //! **Slot.** `meta: AtomicU64 = COMPLETE(1) | tag(30) | expiry(33 bits of Unix
 //! seconds)` and `ext: AtomicU64`. An entry is live while `expiry > now`.
