@@ -2,7 +2,8 @@
 //! smol's executor and reactor, `smol-hyper` adapters and `futures-rustls`.
 //!
 //! Only the runtime glue lives here: the accept loop, the TLS acceptor, the
-//! signal handling and the graceful shutdown. Routing, limits, configuration
+//! signal handling, the graceful shutdown, and a TCP stream that tracks read
+//! readiness (`stream.rs`). Routing, limits, configuration
 //! and reload are [`scep_service`]'s, so both transports answer identically
 //! (the conformance suite in `tests/tests/conformance.rs` runs every scenario
 //! against both).
@@ -10,6 +11,8 @@
 //! Entry point: [`run`], which blocks until SIGTERM or SIGINT.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod stream;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -29,6 +32,8 @@ use smol::lock::Semaphore;
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer};
 use smol_hyper::rt::{FuturesIo, SmolExecutor, SmolTimer};
+
+use crate::stream::Stream;
 
 /// Largest HTTP/1 read buffer (request line + headers) per connection.
 const MAX_H1_BUF: usize = 64 * 1024;
@@ -137,6 +142,7 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream = Stream::new(stream);
         let builder = builder.clone();
         let service = service.clone();
         let stop = stop_rx.clone();

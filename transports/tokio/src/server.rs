@@ -169,7 +169,7 @@ async fn reload_on_hangup(
         let tls = tls.clone();
         let result = tokio::task::spawn_blocking(move || {
             let config = state.reload();
-            let tls = tls.map_or(Ok(()), |t| t.reload(&state));
+            let tls = tls.map(|t| t.reload(&state));
             (config, tls)
         })
         .await;
@@ -179,8 +179,11 @@ async fn reload_on_hangup(
                     tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
                 }
                 match tls {
-                    Ok(()) => tracing::info!("TLS certificate reloaded"),
-                    Err(e) => tracing::error!(error = %e, "TLS reload refused; the previous certificate keeps serving"),
+                    None => {}
+                    Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "TLS reload refused; the previous certificate keeps serving");
+                    }
                 }
             }
             Err(e) => tracing::error!(error = %e, "reload task failed; the previous configuration keeps serving"),

@@ -397,7 +397,17 @@ fn curl(port: u16, dir: &Path, path: &str, extra: &[&str]) -> String {
 }
 
 #[test]
-fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup() {
+fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup_tokio() {
+    tls_12_and_13_mtls_route_and_certificate_reload_on_sighup("tokio");
+}
+
+/// The smol transport reads through its own readiness-tracking stream, under TLS too.
+#[test]
+fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup_smol() {
+    tls_12_and_13_mtls_route_and_certificate_reload_on_sighup("smol");
+}
+
+fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(transport: &str) {
     let dir = ra_dir();
     let d = dir.path();
     ca_and_leaf(d, "server-ca", "server", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n");
@@ -411,7 +421,7 @@ fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup() {
     ));
     let config = d.join("scepd.toml");
     std::fs::write(&config, "[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n").unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()], &env, d);
+    let server = Server::start(&["--config", config.to_str().unwrap(), "--transport", transport], &env, d);
     let port = server.port;
     let caps = "/scep/corp?operation=GetCACaps";
     let mtls = "/scep-mtls/corp?operation=GetCACaps";

@@ -1,0 +1,150 @@
+//! A TCP stream for the smol transport that does not ask the kernel for bytes
+//! it knows are not there yet.
+//!
+//! `smol::net::TcpStream` reads first and waits for readiness only when the
+//! read fails with `WouldBlock`, on every poll. hyper polls a keep-alive
+//! connection's read side after each response, and again whenever the
+//! connection task wakes for another reason, so most of those reads fail:
+//! about three `recvfrom` calls per request where one carries data.
+//!
+//! [`Stream`] keeps what the last read said. A read that returned fewer bytes
+//! than asked for emptied the receive buffer, so the next read first waits for
+//! the reactor to report the socket readable (tokio's `TcpStream` does the
+//! same). Registering interest in a socket that is already readable reports
+//! it at once, so no data is ever left waiting. Writes are unchanged: try,
+//! then wait for writability on `WouldBlock`.
+
+use std::io::{self, Read as _, Write as _};
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use smol::Async;
+
+/// An accepted TCP connection, read with readiness tracking (see the module doc).
+pub(crate) struct Stream {
+    io: Arc<Async<std::net::TcpStream>>,
+    /// The last read emptied the receive buffer: wait for readiness before the next.
+    drained: bool,
+}
+
+impl Stream {
+    /// Takes over an accepted connection.
+    pub(crate) fn new(stream: smol::net::TcpStream) -> Self {
+        Self { io: stream.into(), drained: false }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        loop {
+            if self.drained {
+                ready!(self.io.poll_readable(cx))?;
+                self.drained = false;
+            }
+            match self.io.get_ref().read(buf) {
+                Ok(n) => {
+                    // Short (or end of stream): nothing more is buffered right now.
+                    self.drained = n < buf.len();
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            match self.io.get_ref().write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.io.poll_writable(cx))?,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.io.get_ref().write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.io.poll_writable(cx))?,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    /// TCP has no user-space buffer to flush.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.io.get_ref().shutdown(Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A pair of connected streams over loopback: (ours, the peer's).
+    async fn pair() -> (Stream, smol::net::TcpStream) {
+        let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (peer, accepted) = futures_lite::future::zip(smol::net::TcpStream::connect(addr), listener.accept()).await;
+        (Stream::new(accepted.unwrap().0), peer.unwrap())
+    }
+
+    #[test]
+    fn data_arriving_after_a_short_read_is_read() {
+        smol::block_on(async {
+            let (mut ours, mut peer) = pair().await;
+            let mut buf = [0u8; 64];
+            peer.write_all(b"first").await.unwrap();
+            assert_eq!(ours.read(&mut buf).await.unwrap(), 5);
+            assert!(ours.drained, "a short read marks the buffer empty");
+            // Sent while `ours` is not waiting: the readiness wait must still see it.
+            peer.write_all(b"second").await.unwrap();
+            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+            assert_eq!(ours.read(&mut buf).await.unwrap(), 6);
+            assert_eq!(&buf[..6], b"second");
+        });
+    }
+
+    #[test]
+    fn a_full_read_leaves_the_rest_for_the_next_read() {
+        smol::block_on(async {
+            let (mut ours, mut peer) = pair().await;
+            peer.write_all(b"0123456789").await.unwrap();
+            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+            let mut four = [0u8; 4];
+            ours.read_exact(&mut four).await.unwrap();
+            assert!(!ours.drained, "a full read may have left bytes behind");
+            let mut rest = Vec::new();
+            drop(peer);
+            ours.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"456789");
+        });
+    }
+
+    #[test]
+    fn writes_reach_the_peer_and_close_ends_the_stream() {
+        smol::block_on(async {
+            let (mut ours, mut peer) = pair().await;
+            ours.write_all(b"reply").await.unwrap();
+            ours.close().await.unwrap();
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"reply");
+        });
+    }
+}
