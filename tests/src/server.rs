@@ -11,8 +11,9 @@
 //! reloads, SIGTERM drains and exits), wait for a log line
 //! ([`Scepd::wait_for_stderr`]) or for the exit ([`Scepd::wait_exit`]), and,
 //! when a start is refused, read the exit status and log from
-//! [`ScepdError::Startup`]. The transport (`--transport smol`), the log format
-//! (`--log-format json`) and the like are extra [`ScepdOptions::args`].
+//! [`ScepdError::Startup`]. The transport is chosen with [`ScepdOptions::on`];
+//! the log format (`--log-format json`) and the like are extra
+//! [`ScepdOptions::args`].
 //!
 //! The binary is `$SCEPD_BIN` when set, else `<target>/<profile>/scepd` next
 //! to the running test executable (`target/debug/deps/…`). When that file is
@@ -72,6 +73,35 @@ impl ScepdOptions {
     /// A server configured by `toml` (see the module docs for paths).
     pub fn with_config(toml: impl Into<String>) -> Self {
         Self { config: Some(toml.into()), ..Self::default() }
+    }
+}
+
+/// The transports `scepd serve --transport` offers. End-to-end scenarios run
+/// on each, so that the two cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `--transport tokio`, the default.
+    Tokio,
+    /// `--transport smol`.
+    Smol,
+}
+
+impl Transport {
+    /// The `--transport` value.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Tokio => "tokio",
+            Self::Smol => "smol",
+        }
+    }
+}
+
+impl ScepdOptions {
+    /// These options, served by `transport`.
+    #[must_use]
+    pub fn on(mut self, transport: Transport) -> Self {
+        self.args.extend(["--transport".to_string(), transport.flag().to_string()]);
+        self
     }
 }
 

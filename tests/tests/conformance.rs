@@ -15,26 +15,10 @@ use scep_tests::client::{
     CaCertificates, ContentCipher, CsrSpec, DeviceKey, DigestAlg, MessageBody, MessageOptions, PkiMethod, PkiStatus,
     ScepClient, Signer, build_csr, build_pki_message, self_signed_certificate, verify_cert_rep,
 };
-use scep_tests::server::{Scepd, ScepdOptions, Signal};
+use scep_tests::server::{Scepd, ScepdOptions, Signal, Transport};
 
 const CHALLENGE: &str = "conformance-secret";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The transports `scepd serve --transport` offers.
-#[derive(Clone, Copy, Debug)]
-enum Transport {
-    Tokio,
-    Smol,
-}
-
-impl Transport {
-    fn flag(self) -> &'static str {
-        match self {
-            Self::Tokio => "tokio",
-            Self::Smol => "smol",
-        }
-    }
-}
 
 /// A bootstrap `scepd serve --transport <transport>` (local CA, `default` profile).
 struct Server {
@@ -44,11 +28,7 @@ struct Server {
 
 impl Server {
     fn start(transport: Transport) -> Self {
-        let opts = ScepdOptions {
-            args: vec!["--transport".into(), transport.flag().into()],
-            startup_timeout: WAIT,
-            ..ScepdOptions::bootstrap(CHALLENGE)
-        };
+        let opts = ScepdOptions { startup_timeout: WAIT, ..ScepdOptions::bootstrap(CHALLENGE).on(transport) };
         let scepd = Scepd::start(opts).unwrap_or_else(|e| panic!("{transport:?}: {e}"));
         Self { scepd, transport }
     }

@@ -24,7 +24,7 @@ use scep_tests::client::{
     CertRep, CsrSpec, DeviceKey, FailInfo, MessageOptions, PkiMethod, PkiStatus, ScepClient, SubjectAltName,
 };
 use scep_tests::intune_connector::{Claims, Connector, JwsAlg};
-use scep_tests::server::{Scepd, ScepdError, ScepdOptions, Signal};
+use scep_tests::server::{Scepd, ScepdError, ScepdOptions, Signal, Transport};
 use serde_json::Value;
 
 const AUD: &str = "https://scep.example.test/scep/corp";
@@ -296,12 +296,21 @@ fn preflight_refuses_to_start_naming_profile_and_file() {
 }
 
 #[test]
-fn real_clients_enrol_with_a_minted_challenge() {
+fn real_clients_enrol_with_a_minted_challenge_on_tokio() {
+    real_clients_enrol_with_a_minted_challenge(Transport::Tokio);
+}
+
+#[test]
+fn real_clients_enrol_with_a_minted_challenge_on_smol() {
+    real_clients_enrol_with_a_minted_challenge(Transport::Smol);
+}
+
+fn real_clients_enrol_with_a_minted_challenge(transport: Transport) {
     use scep_tests::real_clients::{certmonger_enroll, find_tool, scepclient_enroll};
     let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
     // scepclient encrypts with single DES: this profile opts in.
-    let server =
-        start(setup(Some(&connector.certificate_pem()), "ciphers = [\"des\", \"des3\", \"aes128\", \"aes256\"]\n"));
+    let ciphers = "ciphers = [\"des\", \"des3\", \"aes128\", \"aes256\"]\n";
+    let server = start(setup(Some(&connector.certificate_pem()), ciphers).on(transport));
     let url = server.profile_url("corp");
     let mut ran = 0;
 

@@ -6,7 +6,8 @@
 //! - micromdm's `scepclient` (single DES, SHA-1) on a profile that opts into DES.
 //!
 //! Each issued certificate must chain, by `openssl verify`, to the CA from
-//! GetCACert. Every tool run is bounded; failures carry the tools' logs and
+//! GetCACert. Every scenario runs on both transports (`--transport tokio` and
+//! `smol`). Every tool run is bounded; failures carry the tools' logs and
 //! scepd's log.
 #![allow(clippy::unwrap_used)]
 
@@ -18,7 +19,7 @@ use common::*;
 use scep_engine::x509::CertificateRef;
 use scep_tests::client::ScepClient;
 use scep_tests::real_clients::{Certmonger, RealClientError, find_tool, scepclient_enroll};
-use scep_tests::server::{Scepd, ScepdOptions};
+use scep_tests::server::{Scepd, ScepdOptions, Transport};
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -37,11 +38,20 @@ fn skip(tool: &str) -> bool {
 }
 
 #[test]
-fn certmonger_enrolls_and_renews() {
+fn certmonger_enrolls_and_renews_on_tokio() {
+    certmonger_enrolls_and_renews(Transport::Tokio);
+}
+
+#[test]
+fn certmonger_enrolls_and_renews_on_smol() {
+    certmonger_enrolls_and_renews(Transport::Smol);
+}
+
+fn certmonger_enrolls_and_renews(transport: Transport) {
     if skip("certmonger") || skip("getcert") {
         return;
     }
-    let server = Scepd::start(ScepdOptions::bootstrap(CHALLENGE)).unwrap_or_else(|e| panic!("{e}"));
+    let server = Scepd::start(ScepdOptions::bootstrap(CHALLENGE).on(transport)).unwrap_or_else(|e| panic!("{e}"));
     let ca = ca_from_get_ca_cert(&server.url());
     let daemon = Certmonger::start().unwrap_or_else(|e| panic!("{e}"));
     let fail =
@@ -90,7 +100,16 @@ fn certmonger_enrolls_and_renews() {
 }
 
 #[test]
-fn micromdm_scepclient_enrolls_with_single_des() {
+fn micromdm_scepclient_enrolls_with_single_des_on_tokio() {
+    micromdm_scepclient_enrolls_with_single_des(Transport::Tokio);
+}
+
+#[test]
+fn micromdm_scepclient_enrolls_with_single_des_on_smol() {
+    micromdm_scepclient_enrolls_with_single_des(Transport::Smol);
+}
+
+fn micromdm_scepclient_enrolls_with_single_des(transport: Transport) {
     if skip("scepclient") {
         return;
     }
@@ -104,7 +123,7 @@ ciphers = ["des", "des3", "aes128", "aes192", "aes256"]
 name = "no-des"
 challenge_password = "secret123"
 "#;
-    let server = Scepd::start(ScepdOptions::with_config(config)).unwrap_or_else(|e| panic!("{e}"));
+    let server = Scepd::start(ScepdOptions::with_config(config).on(transport)).unwrap_or_else(|e| panic!("{e}"));
     let url = server.profile_url("mdm");
     let ca = ca_from_get_ca_cert(&url);
     let got = scepclient_enroll(&url, CHALLENGE, "mdm-device", TOOL_TIMEOUT)

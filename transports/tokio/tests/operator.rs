@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{BIN, Server, WAIT};
+use scep_tests::server::Transport;
 
 const RA_CERT: &str = include_str!("../../../tests/vectors/real-clients/recipient-cert.pem");
 const RA_KEY: &str = include_str!("../../../tests/vectors/real-clients/recipient-key.pem");
@@ -397,17 +398,17 @@ fn curl(port: u16, dir: &Path, path: &str, extra: &[&str]) -> String {
 }
 
 #[test]
-fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup_tokio() {
-    tls_12_and_13_mtls_route_and_certificate_reload_on_sighup("tokio");
+fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup_on_tokio() {
+    tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(Transport::Tokio);
 }
 
 /// The smol transport reads through its own readiness-tracking stream, under TLS too.
 #[test]
-fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup_smol() {
-    tls_12_and_13_mtls_route_and_certificate_reload_on_sighup("smol");
+fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup_on_smol() {
+    tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(Transport::Smol);
 }
 
-fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(transport: &str) {
+fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(transport: Transport) {
     let dir = ra_dir();
     let d = dir.path();
     ca_and_leaf(d, "server-ca", "server", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n");
@@ -421,7 +422,7 @@ fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(transport: &str) {
     ));
     let config = d.join("scepd.toml");
     std::fs::write(&config, "[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n").unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap(), "--transport", transport], &env, d);
+    let server = Server::start(&["--config", config.to_str().unwrap(), "--transport", transport.flag()], &env, d);
     let port = server.port;
     let caps = "/scep/corp?operation=GetCACaps";
     let mtls = "/scep-mtls/corp?operation=GetCACaps";
