@@ -96,6 +96,31 @@ impl Transport {
     }
 }
 
+/// One `#[test]` per transport for each scenario `fn(Transport)` named:
+/// `<scenario>::tokio` and `<scenario>::smol`.
+///
+/// ```ignore
+/// fn enrols(transport: Transport) { /* start scepd with `.on(transport)` */ }
+/// scep_tests::on_each_transport!(enrols);
+/// ```
+#[macro_export]
+macro_rules! on_each_transport {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn tokio() {
+                    super::$scenario($crate::server::Transport::Tokio);
+                }
+                #[test]
+                fn smol() {
+                    super::$scenario($crate::server::Transport::Smol);
+                }
+            }
+        )*
+    };
+}
+
 impl ScepdOptions {
     /// These options, served by `transport`.
     #[must_use]

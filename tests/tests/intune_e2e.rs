@@ -295,15 +295,7 @@ fn preflight_refuses_to_start_naming_profile_and_file() {
     assert!(err.contains("profile[corp].intune_clock_skew_tolerance"), "{err}");
 }
 
-#[test]
-fn real_clients_enrol_with_a_minted_challenge_on_tokio() {
-    real_clients_enrol_with_a_minted_challenge(Transport::Tokio);
-}
-
-#[test]
-fn real_clients_enrol_with_a_minted_challenge_on_smol() {
-    real_clients_enrol_with_a_minted_challenge(Transport::Smol);
-}
+scep_tests::on_each_transport!(real_clients_enrol_with_a_minted_challenge);
 
 fn real_clients_enrol_with_a_minted_challenge(transport: Transport) {
     use scep_tests::real_clients::{certmonger_enroll, find_tool, scepclient_enroll};

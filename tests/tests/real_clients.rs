@@ -37,15 +37,7 @@ fn skip(tool: &str) -> bool {
     false
 }
 
-#[test]
-fn certmonger_enrolls_and_renews_on_tokio() {
-    certmonger_enrolls_and_renews(Transport::Tokio);
-}
-
-#[test]
-fn certmonger_enrolls_and_renews_on_smol() {
-    certmonger_enrolls_and_renews(Transport::Smol);
-}
+scep_tests::on_each_transport!(certmonger_enrolls_and_renews, micromdm_scepclient_enrolls_with_single_des);
 
 fn certmonger_enrolls_and_renews(transport: Transport) {
     if skip("certmonger") || skip("getcert") {
@@ -97,16 +89,6 @@ fn certmonger_enrolls_and_renews(transport: Transport) {
     let err = daemon.request("scepd", "cm-bad", "wrong", TOOL_TIMEOUT).expect_err("wrong challenge must fail");
     let list = daemon.getcert(&["list", "-i", "req-cm-bad"], Duration::from_secs(10)).unwrap().output;
     assert!(list.contains("status: CA_REJECTED"), "{err}\n{list}\n--- scepd log ---\n{}", server.log_tail(5));
-}
-
-#[test]
-fn micromdm_scepclient_enrolls_with_single_des_on_tokio() {
-    micromdm_scepclient_enrolls_with_single_des(Transport::Tokio);
-}
-
-#[test]
-fn micromdm_scepclient_enrolls_with_single_des_on_smol() {
-    micromdm_scepclient_enrolls_with_single_des(Transport::Smol);
 }
 
 fn micromdm_scepclient_enrolls_with_single_des(transport: Transport) {

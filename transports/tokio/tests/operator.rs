@@ -397,16 +397,8 @@ fn curl(port: u16, dir: &Path, path: &str, extra: &[&str]) -> String {
     out
 }
 
-#[test]
-fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup_on_tokio() {
-    tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(Transport::Tokio);
-}
-
-/// The smol transport reads through its own readiness-tracking stream, under TLS too.
-#[test]
-fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup_on_smol() {
-    tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(Transport::Smol);
-}
+// On smol too: it reads through its own readiness-tracking stream, under TLS as well.
+scep_tests::on_each_transport!(tls_12_and_13_mtls_route_and_certificate_reload_on_sighup);
 
 fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(transport: Transport) {
     let dir = ra_dir();
