@@ -317,6 +317,7 @@ fn intune_profile_json(s: &ProfileIntuneStats, now: UnixTime) -> Value {
             "capacity": s.rate_limit_capacity,
         },
         "replay_cache_entries": s.replay_entries,
+        "replay_cache_capacity": s.replay_capacity,
         "counters": counters,
         "trust_anchors": s.anchors.iter().map(|a| anchor_json(a, now)).collect::<Vec<_>>(),
     })
@@ -849,6 +850,7 @@ mod tests {
             assert_eq!(rl["devices_tracked"], 1);
             assert!(rl["capacity"].as_u64().unwrap() > 0);
             assert_eq!(corp["replay_cache_entries"], 1);
+            assert_eq!(corp["replay_cache_capacity"], 100_000);
 
             let counters = corp["counters"].as_object().unwrap();
             let mut keys: Vec<&str> = counters.keys().map(String::as_str).collect();

@@ -66,6 +66,9 @@ const PROFILE_KEYS: &[(&str, &str, Kind)] = &[
     ("INTUNE_CHALLENGE_VALIDITY", "intune_challenge_validity", Kind::Text),
     ("INTUNE_CLOCK_SKEW_TOLERANCE", "intune_clock_skew_tolerance", Kind::Text),
     ("INTUNE_PER_DEVICE_RATE_LIMIT_24H", "intune_per_device_rate_limit_24h", Kind::Int),
+    // scepd's own (not in the certctl spec): sizes of the Intune replay cache and rate limiter.
+    ("INTUNE_REPLAY_CAPACITY", "intune_replay_capacity", Kind::Int),
+    ("INTUNE_RATE_LIMIT_DEVICES", "intune_rate_limit_devices", Kind::Int),
 ];
 
 /// The `CERTCTL_*` variables of this process, sorted by name.
@@ -251,9 +254,18 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
                 ConfigError(format!("{var}: {value:?} is not a whole number (e.g. 3; 0 disables the limit)"))
             })?);
         }
+        ("intune_replay_capacity", Kind::Int) => section.intune_replay_capacity = Some(whole_number(var, value)?),
+        ("intune_rate_limit_devices", Kind::Int) => {
+            section.intune_rate_limit_devices = Some(whole_number(var, value)?);
+        }
         _ => return Err(ConfigError(format!("{var}: internal error: no mapping for key {key}"))),
     }
     Ok(())
+}
+
+/// A whole number (its range is checked with the key it sets).
+fn whole_number(var: &str, value: &str) -> Result<i64, ConfigError> {
+    value.trim().parse::<i64>().map_err(|_| ConfigError(format!("{var}: {value:?} is not a whole number")))
 }
 
 /// Go's `strconv.ParseBool`.
@@ -347,6 +359,8 @@ mod tests {
                 ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_CHALLENGE_VALIDITY", "60m"),
                 ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_CLOCK_SKEW_TOLERANCE", "60s"),
                 ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_PER_DEVICE_RATE_LIMIT_24H", "3"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_REPLAY_CAPACITY", "250000"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_RATE_LIMIT_DEVICES", " 300000 "),
                 ("CERTCTL_SCEP_PROFILE_IOT_CHALLENGE_PASSWORD", "iot-pw"),
                 ("CERTCTL_API_KEYS_NAMED", "ops:k1:admin,grafana:k2"),
                 ("CERTCTL_SERVER_PORT", "8443"),
@@ -368,6 +382,7 @@ mod tests {
         assert_eq!(corp.intune_challenge_validity.as_deref(), Some("60m"));
         assert_eq!(corp.intune_clock_skew_tolerance.as_deref(), Some("60s"));
         assert_eq!(corp.intune_per_device_rate_limit_24h, Some(3));
+        assert_eq!((corp.intune_replay_capacity, corp.intune_rate_limit_devices), (Some(250_000), Some(300_000)));
         assert_eq!(file.profiles[1].challenge_password.as_deref(), Some("iot-pw"));
         assert_eq!(file.api_keys.len(), 2);
         assert_eq!(file.api_keys[0].role.as_deref(), Some("admin"));

@@ -13,7 +13,18 @@
 //! intune_challenge_validity = "60m"          # INTUNE_CHALLENGE_VALIDITY (also the replay TTL); default 60m
 //! intune_clock_skew_tolerance = "60s"        # INTUNE_CLOCK_SKEW_TOLERANCE; < validity; default 60s
 //! intune_per_device_rate_limit_24h = 3       # INTUNE_PER_DEVICE_RATE_LIMIT_24H; 0 disables; default 3
+//! intune_replay_capacity = 100000            # INTUNE_REPLAY_CAPACITY: live nonces held (challenges
+//!                                            #   issued within one validity); default 100,000
+//! intune_rate_limit_devices = 100000         # INTUNE_RATE_LIMIT_DEVICES: devices tracked within
+//!                                            #   24 h; default 100,000
 //! ```
+//!
+//! Both caches are fixed tables sized at start (about 32 bytes per replay
+//! entry, and `16 + 16 × limit` bytes per device) that never evict a live
+//! entry: when full they refuse (`replay_cache_full`, `rate_limited`), so size
+//! them for the fleet. A running replay cache cannot be resized without
+//! forgetting nonces, so a changed `intune_replay_capacity` is refused on
+//! reload and takes a restart.
 //!
 //! Durations are Go-style: one or more `<integer><unit>` with unit `h`, `m`
 //! or `s` (`"60m"`, `"3600s"`, `"1h30m"`). Every invalid value stops the
@@ -37,9 +48,13 @@ use scep_engine::intune::{
 use scep_engine::time::UnixTime;
 use scep_engine::{IntuneIdentity, Outcome};
 
-use crate::config::resolve;
+use crate::config::{int_in, resolve};
 use crate::profile::ProfileSection;
 use crate::state::Profiles;
+
+/// Upper bound of `intune_replay_capacity` and `intune_rate_limit_devices`
+/// (ten million: a few hundred MiB per table).
+const MAX_TABLE_ENTRIES: i64 = 10_000_000;
 
 /// Trust anchors expiring within this many seconds are warned about at load.
 const EXPIRY_WARNING_SECS: i64 = 30 * 86_400;
@@ -137,7 +152,9 @@ pub fn build(
         || section.intune_audience.is_some()
         || section.intune_challenge_validity.is_some()
         || section.intune_clock_skew_tolerance.is_some()
-        || section.intune_per_device_rate_limit_24h.is_some();
+        || section.intune_per_device_rate_limit_24h.is_some()
+        || section.intune_replay_capacity.is_some()
+        || section.intune_rate_limit_devices.is_some();
     match section.intune_enabled {
         Some(true) => {}
         Some(false) => return Ok(None),
@@ -172,7 +189,20 @@ pub fn build(
         per_device_rate_limit_24h: section
             .intune_per_device_rate_limit_24h
             .unwrap_or(defaults.per_device_rate_limit_24h),
-        ..defaults
+        replay_capacity: int_in(
+            &k("intune_replay_capacity"),
+            section.intune_replay_capacity,
+            1,
+            MAX_TABLE_ENTRIES,
+            defaults.replay_capacity,
+        )?,
+        rate_limit_devices: int_in(
+            &k("intune_rate_limit_devices"),
+            section.intune_rate_limit_devices,
+            1,
+            MAX_TABLE_ENTRIES,
+            defaults.rate_limit_devices,
+        )?,
     };
     if settings.challenge_validity_secs <= 0 {
         return Err(err("intune_challenge_validity", "must be positive (it is also the replay TTL)"));
@@ -200,15 +230,26 @@ pub fn build(
     let validator = match previous {
         None => validator,
         Some(old) => {
+            let (was, asked) = (old.replay_cache().capacity(), validator.replay_cache().capacity());
+            if was != asked {
+                return Err(ConfigError(format!(
+                    "{}: changed from {was} to {asked}; the running replay cache cannot be resized without \
+                     forgetting the nonces it holds: restart scepd to apply it",
+                    k("intune_replay_capacity")
+                )));
+            }
+            let same_limiter = old.rate_limiter().limit() == limit
+                && old.rate_limiter().capacity() == validator.rate_limiter().capacity();
             let v = validator.with_replay_cache(old.replay_cache().clone()).with_counters(old.counters().clone());
-            if old.rate_limiter().limit() == limit {
+            if same_limiter {
                 v.with_rate_limiter(old.rate_limiter().clone())
             } else {
                 tracing::warn!(
                     profile = name,
-                    old = old.rate_limiter().limit(),
-                    new = limit,
-                    "intune_per_device_rate_limit_24h changed: the per-device enrolment log starts afresh"
+                    old_limit = old.rate_limiter().limit(),
+                    new_limit = limit,
+                    "intune_per_device_rate_limit_24h or intune_rate_limit_devices changed: \
+                     the per-device enrolment log starts afresh"
                 );
                 v
             }
@@ -267,6 +308,8 @@ pub struct ProfileIntuneStats {
     pub anchors: Vec<AnchorInfo>,
     /// Nonces currently held by the replay cache.
     pub replay_entries: usize,
+    /// Live nonces the replay cache is sized for (`intune_replay_capacity`).
+    pub replay_capacity: usize,
 }
 
 fn stats_of(name: &str, p: &IntuneProfile, now: UnixTime) -> ProfileIntuneStats {
@@ -299,6 +342,7 @@ fn stats_of(name: &str, p: &IntuneProfile, now: UnixTime) -> ProfileIntuneStats 
             })
             .collect(),
         replay_entries: v.replay_cache().live_entries(now),
+        replay_capacity: v.replay_cache().capacity(),
     }
 }
 
@@ -547,6 +591,10 @@ mod tests {
             ("intune_audience = \"\"\n", "profile[corp].intune_audience"),
             ("intune_per_device_rate_limit_24h = -1\n", "intune_per_device_rate_limit_24h"),
             ("intune_per_device_rate_limit_24h = \"3\"\n", "intune_per_device_rate_limit_24h"),
+            ("intune_replay_capacity = 0\n", "profile[corp].intune_replay_capacity: 0 is out of range"),
+            ("intune_replay_capacity = 10000001\n", "profile[corp].intune_replay_capacity"),
+            ("intune_rate_limit_devices = -5\n", "profile[corp].intune_rate_limit_devices: -5 is out of range"),
+            ("intune_rate_limit_devices = \"many\"\n", "intune_rate_limit_devices"),
         ];
         for (extra, key) in key_cases {
             let e = ServiceState::load(config(&dir, extra)).unwrap_err();
@@ -604,6 +652,42 @@ mod tests {
         let e = state.reload().unwrap_err();
         assert!(e.0.starts_with("profile[corp].intune_connector_cert_path"), "{e}");
         assert_eq!(state.intune_stats()[0].anchors[0].subject, "CN=connector-b");
+    }
+
+    /// The replay cache and rate limiter are sized by their keys; a running
+    /// replay cache is never resized (that would forget nonces), so a reload
+    /// that changes its size is refused, while a new limiter size starts a
+    /// new log.
+    #[test]
+    fn cache_sizes_come_from_their_keys_and_a_replay_resize_needs_a_restart() {
+        let dir = TestDir::new();
+        std::fs::write(dir.path().join("intune.pem"), valid_pem("connector-a")).unwrap();
+        let opts = config(&dir, "intune_replay_capacity = 500\nintune_rate_limit_devices = 300\n");
+        let cfg_path = opts.config.clone().unwrap();
+        let state = ServiceState::load(opts).unwrap().state;
+        let s = &state.intune_stats()[0];
+        assert_eq!(s.replay_capacity, 500);
+        assert_eq!(s.rate_limit_capacity, 1024, "buckets: twice the devices, to a power of two");
+        let before = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+
+        let text = std::fs::read_to_string(&cfg_path).unwrap();
+        std::fs::write(&cfg_path, text.replace("intune_rate_limit_devices = 300", "intune_rate_limit_devices = 5000"))
+            .unwrap();
+        state.reload().unwrap();
+        let after = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+        assert!(Arc::ptr_eq(before.replay_cache(), after.replay_cache()));
+        assert!(!Arc::ptr_eq(before.rate_limiter(), after.rate_limiter()));
+        assert_eq!(state.intune_stats()[0].rate_limit_capacity, 16_384);
+
+        let text = std::fs::read_to_string(&cfg_path).unwrap();
+        std::fs::write(&cfg_path, text.replace("intune_replay_capacity = 500", "intune_replay_capacity = 900"))
+            .unwrap();
+        let e = state.reload().unwrap_err();
+        assert!(e.0.starts_with("profile[corp].intune_replay_capacity: changed from 500 to 900"), "{e}");
+        assert!(e.0.contains("restart"), "{e}");
+        let kept = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+        assert!(Arc::ptr_eq(before.replay_cache(), kept.replay_cache()), "the refused reload keeps the cache");
+        assert_eq!(state.intune_stats()[0].replay_capacity, 500);
     }
 
     #[test]

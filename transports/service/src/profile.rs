@@ -125,6 +125,10 @@ pub struct ProfileSection {
     pub intune_clock_skew_tolerance: Option<String>,
     /// `intune_per_device_rate_limit_24h` (0 disables).
     pub intune_per_device_rate_limit_24h: Option<u32>,
+    /// `intune_replay_capacity`: live nonces the replay cache holds.
+    pub intune_replay_capacity: Option<i64>,
+    /// `intune_rate_limit_devices`: devices the rate limiter tracks at once.
+    pub intune_rate_limit_devices: Option<i64>,
 }
 
 /// A profile ready to serve: its engine and its issuer.

@@ -334,8 +334,10 @@ fn apply_overrides(settings: &mut ServerSettings, options: &StartOptions) {
 
 /// Validates a configuration (the file, if any, and the `CERTCTL_*`
 /// environment) completely, every profile built and every key and file
-/// checked, without serving it: `scepd check-config`. Without a file and
-/// without `CERTCTL_SCEP_PROFILES` there is nothing to check (an error).
+/// checked, the `[server.tls]` certificate and key included, without serving
+/// it: `scepd check-config`. Without a file and without
+/// `CERTCTL_SCEP_PROFILES` there is nothing to check (an error). The audit
+/// database is opened only by `scepd serve`.
 ///
 /// # Errors
 /// The first problem, named.
@@ -346,6 +348,9 @@ pub fn check_config(options: &StartOptions) -> Result<Vec<String>, ConfigError> 
     }
     let options = StartOptions { env: Some(vars), ..options.clone() };
     let loaded = load_all(&options, UnixTime::now(), HashMap::new())?;
+    if let Some(tls) = &loaded.settings.tls {
+        crate::tls::server_config(tls, &loaded.profiles)?;
+    }
     Ok(loaded.profiles.names().into_iter().map(str::to_string).collect())
 }
 
@@ -470,5 +475,25 @@ mod tests {
         let dir = TestDir::new();
         let opts = options(&dir, &dir.profile_toml("corp"));
         assert_eq!(check_config(&opts).unwrap(), vec!["corp"]);
+    }
+
+    /// check-config reads the TLS files as `serve` would, so a bad key is
+    /// found before the restart, not by it.
+    #[test]
+    fn check_config_checks_the_tls_files() {
+        let dir = TestDir::new();
+        std::fs::copy(dir.path().join("ra.key"), dir.path().join("tls.key")).unwrap();
+        let tls =
+            |cert: &str| format!("[server.tls]\ncert = \"{cert}\"\nkey = \"tls.key\"\n{}", dir.profile_toml("corp"));
+        assert_eq!(check_config(&options(&dir, &tls("ra.pem"))).unwrap(), vec!["corp"]);
+        let err = check_config(&options(&dir, &tls("missing.pem"))).unwrap_err();
+        assert!(err.0.starts_with("server.tls.cert"), "{err}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir.path().join("tls.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = check_config(&options(&dir, &tls("ra.pem"))).unwrap_err();
+            assert!(err.0.starts_with("server.tls.key"), "{err}");
+        }
     }
 }
