@@ -19,8 +19,8 @@
 //!                                            #   24 h; default 100,000
 //! ```
 //!
-//! Both caches are fixed tables sized at start (about 32 bytes per replay
-//! entry, and `16 + 16 × limit` bytes per device) that never evict a live
+//! Both caches are fixed tables sized at start (32-64 bytes per replay
+//! entry, `16 + 16 × limit` to twice that per device) that never evict a live
 //! entry: when full they refuse (`replay_cache_full`, `rate_limited`), so size
 //! them for the fleet. A running replay cache cannot be resized without
 //! forgetting nonces, so a changed `intune_replay_capacity` is refused on
