@@ -71,6 +71,11 @@ const ADMIN_KEY: &str = "intune-e2e-admin-key-0123456789";
 
 /// GET an admin API path on `url`'s server with [`ADMIN_KEY`]; the JSON answer.
 fn admin_get(url: &str, path: &str) -> Value {
+    serde_json::from_str(&authorized_get(url, path)).unwrap()
+}
+
+/// GET `path` on `url`'s server with [`ADMIN_KEY`]; the body of the 200 answer.
+fn authorized_get(url: &str, path: &str) -> String {
     use std::io::{Read as _, Write as _};
     let authority = url.trim_start_matches("http://").split('/').next().unwrap();
     let mut s = std::net::TcpStream::connect(authority).unwrap();
@@ -84,7 +89,7 @@ fn admin_get(url: &str, path: &str) -> Value {
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
-    serde_json::from_str(body).unwrap()
+    body.to_string()
 }
 
 /// The file name of the Connector bundle, next to the configuration.
@@ -199,6 +204,17 @@ fn success_then_replay_then_rate_limited() {
     let corp_stats = stats["profiles"].as_array().unwrap().iter().find(|p| p["path_id"] == "corp").unwrap();
     assert!(corp_stats["replay_cache_entries"].as_u64().unwrap() >= 3, "{stats}");
     assert_eq!(corp_stats["rate_limit"]["devices_tracked"], 2, "device-guid-1 and -2: {stats}");
+    assert_eq!(corp_stats["replay_cache_capacity"], 100_000, "the default: {stats}");
+    // The same fill levels as Prometheus gauges, for alerting before either table is full.
+    let metrics = authorized_get(&url, "/metrics");
+    for line in [
+        format!("scepd_intune_replay_cache_entries{{profile=\"corp\"}} {}", corp_stats["replay_cache_entries"]),
+        "scepd_intune_replay_cache_capacity{profile=\"corp\"} 100000".to_string(),
+        "scepd_intune_rate_limit_devices_tracked{profile=\"corp\"} 2".to_string(),
+        "scepd_intune_rate_limit_devices_capacity{profile=\"corp\"} 100000".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
     // And the durable audit trail holds every decision under the spec's action.
     let audit = admin_get(&url, "/api/v1/admin/scep/events?profile=corp&action=scep_pkcsreq_intune&limit=50");
     let mut audited: Vec<&str> =

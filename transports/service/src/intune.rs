@@ -300,8 +300,10 @@ pub struct ProfileIntuneStats {
     pub rate_limit_window_secs: i64,
     /// Devices with an enrolment inside the current window.
     pub rate_limit_devices_tracked: usize,
-    /// Devices the rate limiter can track at once (0 when disabled).
+    /// Buckets of the rate limiter (0 when disabled): twice the configured devices, to a power of two.
     pub rate_limit_capacity: usize,
+    /// Devices the rate limiter is sized for (`intune_rate_limit_devices`).
+    pub rate_limit_devices: usize,
     /// `("success", n)` then every failure label in gate order with its count.
     pub counters: Vec<(&'static str, u64)>,
     /// The trust anchors currently in force, in bundle order.
@@ -325,6 +327,7 @@ fn stats_of(name: &str, p: &IntuneProfile, now: UnixTime) -> ProfileIntuneStats 
         rate_limit_window_secs: v.rate_limiter().window_secs(),
         rate_limit_devices_tracked: v.rate_limiter().tracked_devices(now),
         rate_limit_capacity: v.rate_limiter().capacity(),
+        rate_limit_devices: s.rate_limit_devices,
         counters: v.counters().snapshot(),
         anchors: v
             .anchors()

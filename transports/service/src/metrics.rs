@@ -13,6 +13,10 @@
 //! | `scepd_ca_cert_expiry_seconds` | gauge | `profile` |
 //! | `scepd_mtls_bundle_expiry_seconds` | gauge | `profile` (earliest CA of the bundle) |
 //! | `scepd_intune_trust_anchor_expiry_seconds` | gauge | `profile`, `subject` |
+//! | `scepd_intune_replay_cache_entries` | gauge | `profile` (live nonces) |
+//! | `scepd_intune_replay_cache_capacity` | gauge | `profile` (`intune_replay_capacity`) |
+//! | `scepd_intune_rate_limit_devices_tracked` | gauge | `profile` (devices with an enrolment in 24 h) |
+//! | `scepd_intune_rate_limit_devices_capacity` | gauge | `profile` (`intune_rate_limit_devices`; 0 when off) |
 //!
 //! `profile` is empty for requests naming no existing profile (so a scanner
 //! cannot grow the label set).
@@ -26,6 +30,9 @@ use scep_engine::UnixTime;
 use scep_engine::x509::CertificateRef;
 
 use crate::state::ServiceState;
+
+/// Reads one per-profile Intune gauge from the profile's stats.
+type IntuneGauge = fn(&crate::intune::ProfileIntuneStats) -> usize;
 
 /// Upper bounds of the issuance latency buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -225,6 +232,32 @@ impl Metrics {
                     esc(&a.subject),
                     a.not_after.secs() - now.secs()
                 );
+            }
+        }
+
+        // Both tables fail closed when full: alert on these before they are.
+        let per_profile: [(&str, &str, IntuneGauge); 4] = [
+            ("scepd_intune_replay_cache_entries", "Live nonces in each Intune replay cache.", |s| s.replay_entries),
+            (
+                "scepd_intune_replay_cache_capacity",
+                "Live nonces each Intune replay cache is sized for (intune_replay_capacity).",
+                |s| s.replay_capacity,
+            ),
+            (
+                "scepd_intune_rate_limit_devices_tracked",
+                "Devices with an Intune enrolment inside the rate limit window.",
+                |s| s.rate_limit_devices_tracked,
+            ),
+            (
+                "scepd_intune_rate_limit_devices_capacity",
+                "Devices each Intune rate limiter is sized for (intune_rate_limit_devices; 0 when off).",
+                |s| if s.per_device_rate_limit_24h == 0 { 0 } else { s.rate_limit_devices },
+            ),
+        ];
+        for (name, help, value) in per_profile {
+            header(&mut out, name, "gauge", help);
+            for s in &stats {
+                let _ = writeln!(out, "{name}{{profile=\"{}\"}} {}", esc(&s.profile), value(s));
             }
         }
 
