@@ -53,7 +53,7 @@ use crate::profile::ProfileSection;
 use crate::state::Profiles;
 
 /// Upper bound of `intune_replay_capacity` and `intune_rate_limit_devices`
-/// (ten million: a few hundred MiB per table).
+/// (ten million: 0.5 to 1 GiB per table).
 const MAX_TABLE_ENTRIES: i64 = 10_000_000;
 
 /// Trust anchors expiring within this many seconds are warned about at load.
