@@ -101,6 +101,7 @@ both!(
     http_errors,
     sighup_survives,
     sigterm_answers_in_flight_and_exits_0,
+    http2_cleartext_enrolment,
 );
 
 /// GetCACaps (RFC 8894 §3.5.2): what clients need to pick POST, AES and SHA-256.
@@ -181,6 +182,45 @@ fn wrong_challenge_fails(s: &mut Server) {
     assert_eq!(e.reply.status, PkiStatus::FAILURE);
     assert!(e.reply.fail_info.is_some());
     assert!(e.issued().is_err());
+}
+
+/// HTTP/2 with prior knowledge (h2c), from curl (nghttp2): GetCACaps, and a
+/// PKCSReq POSTed over h2 whose CertRep verifies and carries the device key.
+fn http2_cleartext_enrolment(s: &mut Server) {
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: curl is not installed; .ci/run installs it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = s.scepd.url();
+    let curl = |query: &str, body: Option<&[u8]>| -> (String, Vec<u8>) {
+        let out = dir.path().join("response");
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "--http2-prior-knowledge", "--max-time", "20", "-w", "%{http_code} %{http_version}", "-o"])
+            .arg(&out);
+        if let Some(body) = body {
+            let file = dir.path().join("request");
+            std::fs::write(&file, body).unwrap();
+            cmd.args(["-H", "Content-Type: application/x-pki-message", "--data-binary"])
+                .arg(format!("@{}", file.display()));
+        }
+        let run = cmd.arg(format!("{base}?{query}")).output().unwrap();
+        (String::from_utf8_lossy(&run.stdout).into_owned(), std::fs::read(&out).unwrap_or_default())
+    };
+
+    let (status, caps) = curl("operation=GetCACaps", None);
+    assert_eq!(status, "200 2", "{:?}: {}", s.transport, s.log());
+    assert!(String::from_utf8_lossy(&caps).contains("POSTPKIOperation"));
+
+    let ca = s.client().get_ca_cert().unwrap();
+    let key = DeviceKey::pregenerated(6).unwrap();
+    let req = pkcs_req(&key, "conf-h2", CHALLENGE, &ca, &MessageOptions::default());
+    let (status, reply) = curl("operation=PKIOperation", Some(&req.der));
+    assert_eq!(status, "200 2", "{:?}: {}", s.transport, s.log());
+    let rep = verify_cert_rep(&reply, &req, &key, &ca.certificates).unwrap();
+    assert_eq!(rep.status, PkiStatus::SUCCESS, "{:?}: {:?}", s.transport, rep.fail_info_text);
+    let issued = scep_engine::x509::CertificateRef::parse(rep.issued_certificate(&key).unwrap()).unwrap();
+    assert_eq!(issued.spki.raw, key.spki_der());
 }
 
 /// 404 for unknown paths and profiles, 405 for other methods, 413 for

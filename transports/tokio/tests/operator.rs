@@ -422,6 +422,13 @@ fn tls_12_and_13_mtls_route_and_certificate_reload_on_sighup(transport: Transpor
     // Anonymous SCEP over TLS 1.2 and 1.3 (Windows clients need 1.2).
     assert_eq!(curl(port, d, caps, &["--tlsv1.2", "--tls-max", "1.2"]), "200");
     assert_eq!(curl(port, d, caps, &["--tlsv1.3"]), "200");
+    // ALPN offers h2 first: a client that speaks it gets HTTP/2 over TLS.
+    let (_, version, _) = run(Command::new("curl")
+        .current_dir(d)
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_version}", "--max-time", "10", "--cacert", "server-ca.pem"])
+        .arg("--http2")
+        .arg(format!("https://localhost:{port}{caps}")));
+    assert_eq!(version, "2", "{transport:?}");
     // The mTLS sibling route: no certificate, a foreign CA's, this profile's CA's.
     assert_eq!(curl(port, d, mtls, &[]), "401");
     assert_eq!(curl(port, d, mtls, &["--cert", "intruder.pem", "--key", "intruder.key"]), "401");
