@@ -387,6 +387,40 @@ impl DiscoveryTally {
 }
 
 impl AuditLog {
+    /// Checks, for `scepd check-config`, that `serve` will be able to open the
+    /// audit database at `path`, without creating or changing anything: an
+    /// existing file must be an scepd audit database that this process may
+    /// write (a write lock is taken and released); a missing one needs its
+    /// directory, or the nearest existing ancestor, to be a directory.
+    ///
+    /// # Errors
+    /// Naming `audit.path` and the file.
+    pub fn check(path: &Path) -> Result<(), ConfigError> {
+        let fail = |e: &dyn std::fmt::Display| ConfigError(format!("audit.path: {}: {e}", path.display()));
+        if !path.exists() {
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+                if d.exists() {
+                    return if d.is_dir() { Ok(()) } else { Err(fail(&format!("{} is not a directory", d.display()))) };
+                }
+                dir = d.parent();
+            }
+            return Ok(());
+        }
+        let conn =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| fail(&e))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| fail(&e))?;
+        if tables != 1 {
+            return Err(fail(&"not an scepd audit database (no audit_events table)"));
+        }
+        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| fail(&e))
+    }
+
     /// Opens (creating if needed) the database at `path`, applies the schema
     /// and retention, and starts the writer thread.
     ///

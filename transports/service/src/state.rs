@@ -334,10 +334,10 @@ fn apply_overrides(settings: &mut ServerSettings, options: &StartOptions) {
 
 /// Validates a configuration (the file, if any, and the `CERTCTL_*`
 /// environment) completely, every profile built and every key and file
-/// checked, the `[server.tls]` certificate and key included, without serving
-/// it: `scepd check-config`. Without a file and without
-/// `CERTCTL_SCEP_PROFILES` there is nothing to check (an error). The audit
-/// database is opened only by `scepd serve`.
+/// checked, the `[server.tls]` certificate and key and the audit database
+/// ([`AuditLog::check`]: nothing is created) included, without serving it:
+/// `scepd check-config`. Without a file and without `CERTCTL_SCEP_PROFILES`
+/// there is nothing to check (an error).
 ///
 /// # Errors
 /// The first problem, named.
@@ -351,6 +351,7 @@ pub fn check_config(options: &StartOptions) -> Result<Vec<String>, ConfigError> 
     if let Some(tls) = &loaded.settings.tls {
         crate::tls::server_config(tls, &loaded.profiles)?;
     }
+    AuditLog::check(&loaded.settings.audit.file(&loaded.settings.data_dir))?;
     Ok(loaded.profiles.names().into_iter().map(str::to_string).collect())
 }
 
@@ -475,6 +476,27 @@ mod tests {
         let dir = TestDir::new();
         let opts = options(&dir, &dir.profile_toml("corp"));
         assert_eq!(check_config(&opts).unwrap(), vec!["corp"]);
+    }
+
+    /// check-config opens an existing audit database as `serve` would, and
+    /// creates nothing.
+    #[test]
+    fn check_config_checks_the_audit_database() {
+        let dir = TestDir::new();
+        let cfg = format!("[audit]\npath = \"logs/audit.db\"\n{}", dir.profile_toml("corp"));
+        let db = dir.path().join("logs").join("audit.db");
+        check_config(&options(&dir, &cfg)).unwrap();
+        assert!(!db.exists() && !db.parent().unwrap().exists(), "check-config must not create the database");
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        std::fs::write(&db, b"not a database at all, just text").unwrap();
+        let err = check_config(&options(&dir, &cfg)).unwrap_err();
+        assert!(err.0.starts_with("audit.path: ") && err.0.contains("audit.db"), "{err}");
+        std::fs::remove_file(&db).unwrap();
+        drop(AuditLog::open(&db, 30).unwrap());
+        check_config(&options(&dir, &cfg)).unwrap();
+        std::fs::remove_file(&db).unwrap();
+        std::fs::create_dir(&db).unwrap();
+        assert!(check_config(&options(&dir, &cfg)).unwrap_err().0.starts_with("audit.path: "));
     }
 
     /// check-config reads the TLS files as `serve` would, so a bad key is
