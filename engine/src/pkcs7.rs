@@ -3,8 +3,8 @@
 //! a reply to the requester (RFC 8894 §3.2.2, RFC 5652 §6).
 //!
 //! Every structure is written in one pass into a buffer of exactly the right
-//! size: lengths are computed up front ([`tlv_len`]) and headers written with
-//! [`header`], so no nested value is ever moved to make room for its length.
+//! size: lengths are computed up front (`tlv_len`) and headers written with
+//! `header`, so no nested value is ever moved to make room for its length.
 //! Output is strict DER, with one deliberate exception documented on
 //! [`certs_only`].
 

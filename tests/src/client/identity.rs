@@ -98,7 +98,7 @@ impl DeviceKey {
     }
 
     /// Signs `message` with RSA PKCS#1 v1.5 and `digest`. SHA-1, which aws-lc-rs
-    /// does not sign with, is done by [`super::rsa_sha1`] from the key's
+    /// does not sign with, is done by `rsa_sha1` from the key's
     /// private components.
     ///
     /// # Errors

@@ -5,7 +5,7 @@
 //! else lives here: routing, query and body handling, the driving loop
 //! ([`drive()`]), configuration ([`config`], [`profile`]), first-run bootstrap
 //! ([`bootstrap`]) and the hot-swappable [`ServiceState`]; the operator plane:
-//! `CERTCTL_*` environment ([`env`]), the durable audit log ([`audit`]), the
+//! `CERTCTL_*` environment ([`env`](mod@env)), the durable audit log ([`audit`]), the
 //! admin API ([`admin`]), Prometheus metrics ([`metrics`]) and the mTLS
 //! sibling route ([`mtls`]).
 //!
