@@ -412,6 +412,43 @@ impl IntuneValidator {
         })
     }
 
+    /// The validator that replaces `previous` on a configuration reload: it
+    /// takes over `previous`'s replay cache and counters, and its rate
+    /// limiter when `keep_rate_limiter` (else a fresh one for the new
+    /// settings), and allocates nothing it takes over, so a reload never
+    /// holds two copies of large tables. No compliance check, as [`Self::new`].
+    ///
+    /// # Errors
+    /// [`IntuneConfigError`] from [`IntuneSettings::validate`].
+    pub fn succeeding(
+        previous: &Self,
+        anchors: SharedPool,
+        settings: IntuneSettings,
+        keep_rate_limiter: bool,
+        rng: &dyn RandomSource,
+    ) -> Result<Self, IntuneConfigError> {
+        settings.validate()?;
+        let rate = if keep_rate_limiter {
+            previous.rate.clone()
+        } else {
+            Arc::new(RateLimiter::new(
+                settings.per_device_rate_limit_24h,
+                RATE_WINDOW_SECS,
+                settings.rate_limit_devices,
+                rng,
+            ))
+        };
+        Ok(Self {
+            profile: previous.profile.clone(),
+            anchors,
+            settings,
+            replay: previous.replay.clone(),
+            rate,
+            compliance: Arc::new(NoComplianceCheck),
+            counters: previous.counters.clone(),
+        })
+    }
+
     /// Sets the gate-9 compliance check.
     #[must_use]
     pub fn with_compliance(mut self, check: Arc<dyn ComplianceCheck>) -> Self {

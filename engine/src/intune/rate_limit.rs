@@ -93,6 +93,17 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
+    /// The bytes [`RateLimiter::new`] allocates for `limit` and `devices`
+    /// (saturating): twice `devices` buckets rounded up to a power of two,
+    /// each an owner word and `limit` timestamp cells.
+    pub fn table_bytes(limit: u32, devices: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        let buckets = devices.max(1).saturating_mul(2).checked_next_power_of_two().unwrap_or(usize::MAX);
+        buckets.saturating_mul(8).saturating_mul(1 + limit as usize)
+    }
+
     /// A limiter admitting `limit` enrolments per device per `window_secs`
     /// (`limit` 0 disables it), tracking up to `devices` devices (2 × devices
     /// buckets, rounded up to a power of two), keyed by 32 bytes from `rng`.
@@ -248,6 +259,18 @@ mod tests {
         fn fill(&self, buf: &mut [u8]) {
             buf.fill(self.0);
         }
+    }
+
+    #[test]
+    fn table_bytes_is_what_new_allocates() {
+        for (limit, devices) in [(3, 300), (1, 1), (10, 100_000)] {
+            let r = RateLimiter::new(limit, RATE_WINDOW_SECS, devices, &Fixed(1));
+            let allocated = r.owners.len() * 8 + r.cells.len() * 8;
+            assert_eq!(RateLimiter::table_bytes(limit, devices), allocated, "{limit} x {devices}");
+        }
+        assert_eq!(RateLimiter::table_bytes(0, 100_000), 0, "a disabled limiter allocates no table");
+        assert_eq!(RateLimiter::table_bytes(3, 100_000), 262_144 * 32);
+        assert_eq!(RateLimiter::table_bytes(u32::MAX, usize::MAX), usize::MAX, "saturates");
     }
 
     #[test]

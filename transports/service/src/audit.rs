@@ -389,18 +389,20 @@ impl DiscoveryTally {
 impl AuditLog {
     /// Checks, for `scepd check-config`, that `serve` will be able to open the
     /// audit database at `path`, without creating or changing anything: an
-    /// existing file must be an scepd audit database that this process may
-    /// write (a write lock is taken and released); a missing one needs its
-    /// directory, or the nearest existing ancestor, to be a directory.
+    /// existing file must be an scepd audit database (or an empty one) that
+    /// this process may write (a write lock is taken and released); a missing
+    /// one needs its directory, or the nearest existing ancestor, to be a
+    /// directory.
     ///
     /// # Errors
     /// Naming `audit.path` and the file.
     pub fn check(path: &Path) -> Result<(), ConfigError> {
         let fail = |e: &dyn std::fmt::Display| ConfigError(format!("audit.path: {}: {e}", path.display()));
-        if !path.exists() {
+        // `try_exists`, not `exists`: a directory we may not search is an error, not a missing file.
+        if !path.try_exists().map_err(|e| fail(&e))? {
             let mut dir = path.parent();
             while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
-                if d.exists() {
+                if d.try_exists().map_err(|e| fail(&e))? {
                     return if d.is_dir() { Ok(()) } else { Err(fail(&format!("{} is not a directory", d.display()))) };
                 }
                 dir = d.parent();
@@ -410,12 +412,15 @@ impl AuditLog {
         let conn =
             Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| fail(&e))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
-        let tables: i64 = conn
-            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'", [], |r| {
-                r.get(0)
-            })
+        // An empty database (e.g. a file pre-created for its owner) is one `serve` initialises.
+        let (tables, ours): (i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE name = 'audit_events') FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(|e| fail(&e))?;
-        if tables != 1 {
+        if tables > 0 && ours != 1 {
             return Err(fail(&"not an scepd audit database (no audit_events table)"));
         }
         conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| fail(&e))

@@ -12,7 +12,7 @@
 //! intune_audience = "https://scep.example.com/scep/corp"  # INTUNE_AUDIENCE; unset skips gate 5
 //! intune_challenge_validity = "60m"          # INTUNE_CHALLENGE_VALIDITY (also the replay TTL); default 60m
 //! intune_clock_skew_tolerance = "60s"        # INTUNE_CLOCK_SKEW_TOLERANCE; < validity; default 60s
-//! intune_per_device_rate_limit_24h = 3       # INTUNE_PER_DEVICE_RATE_LIMIT_24H; 0 disables; default 3
+//! intune_per_device_rate_limit_24h = 3       # INTUNE_PER_DEVICE_RATE_LIMIT_24H; 0 disables; 0..=1000; default 3
 //! intune_replay_capacity = 100000            # INTUNE_REPLAY_CAPACITY: live nonces held (challenges
 //!                                            #   issued within one validity); default 100,000
 //! intune_rate_limit_devices = 100000         # INTUNE_RATE_LIMIT_DEVICES: devices tracked within
@@ -22,7 +22,9 @@
 //! Both caches are fixed tables sized at start (32-64 bytes per replay
 //! entry, `16 + 16 × limit` to twice that per device) that never evict a live
 //! entry: when full they refuse (`replay_cache_full`, `rate_limited`), so size
-//! them for the fleet. A running replay cache cannot be resized without
+//! them for the fleet (a rate limiter table over 2 GiB is refused). A
+//! reload decides what it carries over before allocating anything, so it
+//! never holds two copies of a table. A running replay cache cannot be resized without
 //! forgetting nonces, so a changed `intune_replay_capacity` is refused on
 //! reload and takes a restart.
 //!
@@ -43,7 +45,7 @@ use std::path::{Path, PathBuf};
 use scep_engine::config::ConfigError;
 use scep_engine::crypto::SystemRandom;
 use scep_engine::intune::{
-    AnchorKeyKind, IntuneSettings, IntuneValidator, Label, SharedPool, TrustAnchorPool, load_pool,
+    AnchorKeyKind, IntuneSettings, IntuneValidator, Label, RateLimiter, SharedPool, TrustAnchorPool, load_pool,
 };
 use scep_engine::time::UnixTime;
 use scep_engine::{IntuneIdentity, Outcome};
@@ -53,8 +55,13 @@ use crate::profile::ProfileSection;
 use crate::state::Profiles;
 
 /// Upper bound of `intune_replay_capacity` and `intune_rate_limit_devices`
-/// (ten million: 0.5 to 1 GiB per table).
+/// (the replay cache at ten million entries is 256 to 512 MiB).
 const MAX_TABLE_ENTRIES: i64 = 10_000_000;
+/// Upper bound of `intune_per_device_rate_limit_24h` (each unit is one
+/// timestamp cell per tracked device).
+const MAX_RATE_LIMIT: u32 = 1_000;
+/// Largest rate limiter table a configuration may ask for.
+const MAX_TABLE_BYTES: usize = 2 << 30;
 
 /// Trust anchors expiring within this many seconds are warned about at load.
 const EXPIRY_WARNING_SECS: i64 = 30 * 86_400;
@@ -225,12 +232,31 @@ pub fn build(
     let pool = load_bundle(name, &bundle, now)?;
 
     let limit = settings.per_device_rate_limit_24h;
-    let validator = IntuneValidator::new(name, SharedPool::new(pool), settings, &SystemRandom)
-        .map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
+    if limit > MAX_RATE_LIMIT {
+        return Err(err(
+            "intune_per_device_rate_limit_24h",
+            &format!("{limit} is out of range (allowed 0..={MAX_RATE_LIMIT})"),
+        ));
+    }
+    let limiter_bytes = RateLimiter::table_bytes(limit, settings.rate_limit_devices);
+    if limiter_bytes > MAX_TABLE_BYTES {
+        return Err(ConfigError(format!(
+            "{}: {} devices at {} enrolments per 24 h would need a {} MiB rate limiter (at most {} MiB): \
+             lower it or {}",
+            k("intune_rate_limit_devices"),
+            settings.rate_limit_devices,
+            limit,
+            limiter_bytes >> 20,
+            MAX_TABLE_BYTES >> 20,
+            k("intune_per_device_rate_limit_24h")
+        )));
+    }
+    let anchors = SharedPool::new(pool);
     let validator = match previous {
-        None => validator,
+        None => IntuneValidator::new(name, anchors, settings, &SystemRandom),
         Some(old) => {
-            let (was, asked) = (old.replay_cache().capacity(), validator.replay_cache().capacity());
+            // Decided before anything is allocated: a reload must not hold two copies of the tables.
+            let (was, asked) = (old.replay_cache().capacity(), settings.replay_capacity);
             if was != asked {
                 return Err(ConfigError(format!(
                     "{}: changed from {was} to {asked}; the running replay cache cannot be resized without \
@@ -238,23 +264,23 @@ pub fn build(
                     k("intune_replay_capacity")
                 )));
             }
-            let same_limiter = old.rate_limiter().limit() == limit
-                && old.rate_limiter().capacity() == validator.rate_limiter().capacity();
-            let v = validator.with_replay_cache(old.replay_cache().clone()).with_counters(old.counters().clone());
-            if same_limiter {
-                v.with_rate_limiter(old.rate_limiter().clone())
-            } else {
+            let keep_limiter = old.settings().per_device_rate_limit_24h == limit
+                && old.settings().rate_limit_devices == settings.rate_limit_devices;
+            if !keep_limiter {
                 tracing::warn!(
                     profile = name,
-                    old_limit = old.rate_limiter().limit(),
+                    old_limit = old.settings().per_device_rate_limit_24h,
                     new_limit = limit,
+                    old_devices = old.settings().rate_limit_devices,
+                    new_devices = settings.rate_limit_devices,
                     "intune_per_device_rate_limit_24h or intune_rate_limit_devices changed: \
                      the per-device enrolment log starts afresh"
                 );
-                v
             }
+            IntuneValidator::succeeding(old, anchors, settings, keep_limiter, &SystemRandom)
         }
-    };
+    }
+    .map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
     Ok(Some(IntuneProfile { bundle, validator }))
 }
 
@@ -598,6 +624,14 @@ mod tests {
             ("intune_replay_capacity = 10000001\n", "profile[corp].intune_replay_capacity"),
             ("intune_rate_limit_devices = -5\n", "profile[corp].intune_rate_limit_devices: -5 is out of range"),
             ("intune_rate_limit_devices = \"many\"\n", "intune_rate_limit_devices"),
+            (
+                "intune_per_device_rate_limit_24h = 1001\n",
+                "profile[corp].intune_per_device_rate_limit_24h: 1001 is out of range",
+            ),
+            (
+                "intune_per_device_rate_limit_24h = 100\nintune_rate_limit_devices = 10000000\n",
+                "profile[corp].intune_rate_limit_devices: 10000000 devices at 100 enrolments per 24 h would need",
+            ),
         ];
         for (extra, key) in key_cases {
             let e = ServiceState::load(config(&dir, extra)).unwrap_err();
@@ -681,6 +715,15 @@ mod tests {
         assert!(Arc::ptr_eq(before.replay_cache(), after.replay_cache()));
         assert!(!Arc::ptr_eq(before.rate_limiter(), after.rate_limiter()));
         assert_eq!(state.intune_stats()[0].rate_limit_capacity, 16_384);
+        // A size that rounds to the same table is still a new setting, so a new log.
+        let text = std::fs::read_to_string(&cfg_path).unwrap();
+        std::fs::write(&cfg_path, text.replace("intune_rate_limit_devices = 5000", "intune_rate_limit_devices = 6000"))
+            .unwrap();
+        state.reload().unwrap();
+        let resized = state.profiles().get(Some("corp")).unwrap().intune.clone().unwrap().validator;
+        assert!(!Arc::ptr_eq(after.rate_limiter(), resized.rate_limiter()));
+        assert_eq!(resized.settings().rate_limit_devices, 6000);
+        assert!(Arc::ptr_eq(before.replay_cache(), resized.replay_cache()));
 
         let text = std::fs::read_to_string(&cfg_path).unwrap();
         std::fs::write(&cfg_path, text.replace("intune_replay_capacity = 500", "intune_replay_capacity = 900"))

@@ -495,6 +495,12 @@ mod tests {
         drop(AuditLog::open(&db, 30).unwrap());
         check_config(&options(&dir, &cfg)).unwrap();
         std::fs::remove_file(&db).unwrap();
+        std::fs::write(&db, b"").unwrap();
+        check_config(&options(&dir, &cfg)).expect("an empty file is a database serve initialises");
+        rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE other (x)").unwrap();
+        let err = check_config(&options(&dir, &cfg)).unwrap_err();
+        assert!(err.0.contains("not an scepd audit database"), "{err}");
+        std::fs::remove_file(&db).unwrap();
         std::fs::create_dir(&db).unwrap();
         assert!(check_config(&options(&dir, &cfg)).unwrap_err().0.starts_with("audit.path: "));
     }

@@ -9,9 +9,10 @@
 //!
 //! [`Stream`] keeps what the last read said. A read that returned fewer bytes
 //! than asked for emptied the receive buffer, so the next read first waits for
-//! the reactor to report the socket readable (tokio's `TcpStream` does the
-//! same). Registering interest in a socket that is already readable reports
-//! it at once, so no data is ever left waiting. Writes are unchanged: try,
+//! the reactor to report the socket readable, as tokio's `TcpStream` also
+//! skips that read. Unlike tokio's edge-triggered readiness, async-io re-arms
+//! interest with one `epoll_ctl` per wait; re-arming a socket that is already
+//! readable reports it at once, so no data is ever left waiting. Writes are unchanged: try,
 //! then wait for writability on `WouldBlock`.
 
 use std::io::{self, Read as _, Write as _};
@@ -112,10 +113,15 @@ mod tests {
             peer.write_all(b"first").await.unwrap();
             assert_eq!(ours.read(&mut buf).await.unwrap(), 5);
             assert!(ours.drained, "a short read marks the buffer empty");
-            // Sent while `ours` is not waiting: the readiness wait must still see it.
+            // Sent while `ours` is not waiting: the readiness wait must still see it
+            // (a lost wake-up would hang here, so it is bounded).
             peer.write_all(b"second").await.unwrap();
             smol::Timer::after(std::time::Duration::from_millis(20)).await;
-            assert_eq!(ours.read(&mut buf).await.unwrap(), 6);
+            let read = futures_lite::future::or(async { Some(ours.read(&mut buf).await.unwrap()) }, async {
+                smol::Timer::after(std::time::Duration::from_secs(10)).await;
+                None
+            });
+            assert_eq!(read.await, Some(6), "the second read must be woken");
             assert_eq!(&buf[..6], b"second");
         });
     }
