@@ -353,6 +353,11 @@ impl IntuneSettings {
         }
         Ok(())
     }
+
+    /// A fresh rate limiter sized and limited by these settings.
+    fn rate_limiter(&self, rng: &dyn RandomSource) -> RateLimiter {
+        RateLimiter::new(self.per_device_rate_limit_24h, RATE_WINDOW_SECS, self.rate_limit_devices, rng)
+    }
 }
 
 /// One profile's Intune challenge validator. Cheap to clone; clones share the
@@ -395,12 +400,7 @@ impl IntuneValidator {
     ) -> Result<Self, IntuneConfigError> {
         settings.validate()?;
         let replay = Arc::new(ReplayCache::new(settings.replay_capacity, rng));
-        let rate = Arc::new(RateLimiter::new(
-            settings.per_device_rate_limit_24h,
-            RATE_WINDOW_SECS,
-            settings.rate_limit_devices,
-            rng,
-        ));
+        let rate = Arc::new(settings.rate_limiter(rng));
         Ok(Self {
             profile: profile.into(),
             anchors,
@@ -428,16 +428,7 @@ impl IntuneValidator {
         rng: &dyn RandomSource,
     ) -> Result<Self, IntuneConfigError> {
         settings.validate()?;
-        let rate = if keep_rate_limiter {
-            previous.rate.clone()
-        } else {
-            Arc::new(RateLimiter::new(
-                settings.per_device_rate_limit_24h,
-                RATE_WINDOW_SECS,
-                settings.rate_limit_devices,
-                rng,
-            ))
-        };
+        let rate = if keep_rate_limiter { previous.rate.clone() } else { Arc::new(settings.rate_limiter(rng)) };
         Ok(Self {
             profile: previous.profile.clone(),
             anchors,

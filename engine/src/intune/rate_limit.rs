@@ -100,15 +100,19 @@ impl RateLimiter {
         if limit == 0 {
             return 0;
         }
-        let buckets = devices.max(1).saturating_mul(2).checked_next_power_of_two().unwrap_or(usize::MAX);
-        buckets.saturating_mul(8).saturating_mul(1 + limit as usize)
+        Self::buckets(limit, devices).saturating_mul(8).saturating_mul(1 + limit as usize)
+    }
+
+    /// Buckets of a table for `devices` (one when disabled: nothing to track).
+    fn buckets(limit: u32, devices: usize) -> usize {
+        if limit == 0 { 1 } else { devices.max(1).saturating_mul(2).checked_next_power_of_two().unwrap_or(usize::MAX) }
     }
 
     /// A limiter admitting `limit` enrolments per device per `window_secs`
     /// (`limit` 0 disables it), tracking up to `devices` devices (2 × devices
     /// buckets, rounded up to a power of two), keyed by 32 bytes from `rng`.
     pub fn new(limit: u32, window_secs: i64, devices: usize, rng: &dyn RandomSource) -> Self {
-        let buckets = if limit == 0 { 1 } else { devices.max(1).saturating_mul(2).next_power_of_two() };
+        let buckets = Self::buckets(limit, devices);
         let ring = limit as usize;
         let mut key = [0u8; 32];
         rng.fill(&mut key);

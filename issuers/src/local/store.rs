@@ -456,14 +456,7 @@ impl Store {
         profile: &str,
         transaction_id: &str,
     ) -> Result<Option<StoredCertificate>, StoreError> {
-        self.readers.with(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM certificates WHERE ca_id = ?1 AND profile = ?2 AND transaction_id = ?3 \
-                 ORDER BY issued_at DESC, rowid DESC LIMIT 1"
-            ))?
-            .query_row(params![ca_id, profile, transaction_id], stored_from_row)
-            .optional()
-        })
+        self.readers.with(|c| latest_of_transaction(c, ca_id, profile, transaction_id))
     }
 
     /// Every certificate of CA `ca_id` that is revoked, oldest revocation first.
@@ -610,6 +603,22 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, stats: &WriterStats)
     }
 }
 
+/// The latest certificate CA `ca_id` issued for a profile's transaction
+/// (readers and the writer's enrolment check ask the same question).
+fn latest_of_transaction(
+    conn: &Connection,
+    ca_id: &str,
+    profile: &str,
+    transaction_id: &str,
+) -> rusqlite::Result<Option<StoredCertificate>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM certificates WHERE ca_id = ?1 AND profile = ?2 AND transaction_id = ?3 \
+         ORDER BY issued_at DESC, rowid DESC LIMIT 1"
+    ))?
+    .query_row(params![ca_id, profile, transaction_id], stored_from_row)
+    .optional()
+}
+
 /// Inserts one certificate row; a taken serial is [`StoreError::DuplicateSerial`].
 fn insert(tx: &rusqlite::Transaction<'_>, c: &NewCertificate) -> Result<(), StoreError> {
     let r = tx
@@ -650,17 +659,7 @@ fn insert(tx: &rusqlite::Transaction<'_>, c: &NewCertificate) -> Result<(), Stor
 fn apply(tx: &rusqlite::Transaction<'_>, op: WriteOp) -> Done {
     match op {
         WriteOp::Enroll(c, reply) => {
-            let r = (|| {
-                let previous = tx
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM certificates WHERE ca_id = ?1 AND profile = ?2 AND transaction_id = ?3 \
-                         ORDER BY issued_at DESC, rowid DESC LIMIT 1"
-                    ))?
-                    .query_row(params![c.ca_id, c.profile, c.transaction_id], stored_from_row)
-                    .optional()?;
-                Ok(previous)
-            })();
-            let r = match r {
+            let r = match latest_of_transaction(tx, &c.ca_id, &c.profile, &c.transaction_id) {
                 Ok(Some(prev)) if c.renewal_of.as_deref() != Some(prev.serial_hex.as_str()) => {
                     Ok(Recorded::Existing(prev))
                 }

@@ -255,15 +255,22 @@ fn metrics_after_a_known_sequence() {
     assert!(text.contains(r#"scepd_ca_cert_expiry_seconds{profile="corp"}"#));
 }
 
-#[test]
-fn an_audit_log_that_cannot_commit_fails_closed_with_503() {
-    let f = fixture_with(DiscoveryAudit::Each);
-    // Make the database read-only underneath the writer.
-    let conn = rusqlite::Connection::open(f.audit.path()).unwrap();
+/// Makes the audit database refuse every insert underneath its writer, as a
+/// full disk would; drop the trigger `refuse` on the returned connection to
+/// let writes through again.
+fn refuse_audit_inserts(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
         "CREATE TRIGGER refuse BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
     )
     .unwrap();
+    conn
+}
+
+#[test]
+fn an_audit_log_that_cannot_commit_fails_closed_with_503() {
+    let f = fixture_with(DiscoveryAudit::Each);
+    refuse_audit_inserts(f.audit.path());
     let (status, body) = call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
@@ -273,11 +280,7 @@ fn an_audit_log_that_cannot_commit_fails_closed_with_503() {
 #[test]
 fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
     let f = fixture_with(DiscoveryAudit::Aggregate);
-    let conn = rusqlite::Connection::open(f.audit.path()).unwrap();
-    conn.execute_batch(
-        "CREATE TRIGGER refuse BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-    )
-    .unwrap();
+    let conn = refuse_audit_inserts(f.audit.path());
     // Discovery does not wait for the disk; the tally is kept for a retry.
     assert_eq!(call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "").0, StatusCode::OK);
     let (status, body) = call(&f.svc, "POST", "/scep/corp?operation=PKIOperation", None, "junk");

@@ -224,6 +224,34 @@ impl ServiceState {
         Ok(())
     }
 
+    /// SIGHUP, as both transports answer it: re-reads the configuration
+    /// ([`Self::reload`]), then the TLS certificate and key when TLS is on
+    /// ([`crate::tls::ReloadableTls::reload`]); whatever is refused keeps its
+    /// previous version in force. Logs every outcome. Reads files: call it off
+    /// the async executor.
+    pub fn reload_on_hangup(&self, tls: Option<&crate::tls::ReloadableTls>) {
+        tracing::info!("SIGHUP: reloading configuration");
+        if let Err(e) = self.reload() {
+            tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
+        }
+        match tls.map(|t| t.reload(self)) {
+            None => {}
+            Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+            Some(Err(e)) => tracing::error!(error = %e, "TLS reload refused; the previous certificate keeps serving"),
+        }
+    }
+
+    /// Writes what the audit log still holds in memory (the discovery tally).
+    /// Both transports call this after their last connection has closed; a
+    /// failure is logged.
+    pub async fn flush_audit(&self) {
+        if let Some(audit) = self.audit()
+            && let Err(e) = audit.flush().await
+        {
+            tracing::error!(error = %e, "the discovery audit tally could not be written at shutdown");
+        }
+    }
+
     /// Intune counters, anchors and settings of every Intune-enabled profile,
     /// sorted by profile name (the admin plane's `intune/stats`).
     pub fn intune_stats(&self) -> Vec<ProfileIntuneStats> {

@@ -186,11 +186,7 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
         // The remaining connection tasks are dropped with the executor.
         tracing::warn!(aborted, "shutdown grace elapsed; closing remaining connections");
     }
-    if let Some(audit) = state.audit()
-        && let Err(e) = audit.flush().await
-    {
-        tracing::error!(error = %e, "the discovery audit tally could not be written at shutdown");
-    }
+    state.flush_audit().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -220,9 +216,8 @@ where
     }
 }
 
-/// SIGHUP: re-read the configuration and swap the profiles (the old ones stay
-/// on error), then the TLS certificate and key (likewise). SIGTERM/SIGINT:
-/// close `stop`, which starts the shutdown.
+/// SIGHUP: [`ServiceState::reload_on_hangup`], off the executor threads.
+/// SIGTERM/SIGINT: close `stop`, which starts the shutdown.
 async fn watch_signals(
     mut signals: Signals,
     state: Arc<ServiceState>,
@@ -232,25 +227,9 @@ async fn watch_signals(
     while let Some(signal) = signals.next().await {
         match signal {
             Ok(Signal::Hup) => {
-                tracing::info!("SIGHUP: reloading configuration");
                 let state = state.clone();
                 let tls = tls.clone();
-                let (config, tls) = smol::unblock(move || {
-                    let config = state.reload();
-                    let tls = tls.map(|t| t.reload(&state));
-                    (config, tls)
-                })
-                .await;
-                if let Err(e) = config {
-                    tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
-                }
-                match tls {
-                    Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "TLS reload refused; the previous certificate keeps serving");
-                    }
-                    None => {}
-                }
+                smol::unblock(move || state.reload_on_hangup(tls.as_deref())).await;
             }
             Ok(other) => {
                 tracing::info!(signal = ?other, "stopping");

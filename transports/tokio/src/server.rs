@@ -120,11 +120,7 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
         tracing::warn!(aborted = connections.len(), "shutdown grace elapsed; closing remaining connections");
         connections.shutdown().await;
     }
-    if let Some(audit) = state.audit()
-        && let Err(e) = audit.flush().await
-    {
-        tracing::error!(error = %e, "the discovery audit tally could not be written at shutdown");
-    }
+    state.flush_audit().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -155,38 +151,17 @@ async fn serve_connection<I>(
     }
 }
 
-/// SIGHUP: re-read the configuration and swap the profiles (the old ones stay
-/// on error), then re-read the TLS certificate and key files (the old ones stay
-/// on error).
+/// SIGHUP: [`ServiceState::reload_on_hangup`] on the blocking pool, once per signal.
 async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     state: Arc<ServiceState>,
     tls: Option<Arc<ReloadableTls>>,
 ) {
     while hangup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading configuration");
         let state = state.clone();
         let tls = tls.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let config = state.reload();
-            let tls = tls.map(|t| t.reload(&state));
-            (config, tls)
-        })
-        .await;
-        match result {
-            Ok((config, tls)) => {
-                if let Err(e) = config {
-                    tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
-                }
-                match tls {
-                    None => {}
-                    Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "TLS reload refused; the previous certificate keeps serving");
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "reload task failed; the previous configuration keeps serving"),
+        if let Err(e) = tokio::task::spawn_blocking(move || state.reload_on_hangup(tls.as_deref())).await {
+            tracing::error!(error = %e, "reload task failed; the previous configuration keeps serving");
         }
     }
 }
