@@ -2,10 +2,16 @@
 //!
 //! | method | path | answers |
 //! |---|---|---|
-//! | GET | `/api/v1/admin/scep/events?profile=&action=&outcome=&since=&limit=&before_id=` | audit events, newest first (`/audit`: alias) |
+//! | GET | `/api/v1/admin/scep/events?profile=&action=&outcome=&exclude_outcome=&since=&limit=&before_id=` | audit events, newest first (`/audit`: alias) |
 //! | GET | `/api/v1/admin/scep/profiles` | every profile: URLs, RA certificate validity, mTLS, challenge set, Intune block |
 //! | GET | `/api/v1/admin/scep/intune/stats` | per profile: trust anchors, settings, rate limit, replay cache, counters |
 //! | POST | `/api/v1/admin/scep/intune/reload-trust` | body `{"path_id": "corp"}`: re-read that profile's Connector trust anchors; 200 / 400 / 404 / 409 / 500 (old pool kept) |
+//!
+//! `profile`, `action` and `outcome` of the events query take one value or a
+//! comma-separated list (any of them matches); `exclude_outcome` (same form)
+//! leaves out events with any of its outcomes. At most 32 values, no empty
+//! item. The recent Intune failures are one query:
+//! `?action=scep_pkcsreq_intune,scep_renewalreq_intune&exclude_outcome=success&limit=50`.
 //!
 //! Every endpoint requires an `admin` key: no key or an unknown key is 401,
 //! a non-admin (`reader`) key is 403. Errors are `{"error": code, "message": text}`.
@@ -32,7 +38,7 @@ use scep_engine::x509::{CertificateRef, name_to_string};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::audit::{AuditQuery, MAX_QUERY_LIMIT};
+use crate::audit::{AuditQuery, MAX_FILTER_VALUES, MAX_QUERY_LIMIT};
 use crate::intune::{AnchorInfo, ProfileIntuneStats};
 use crate::profile::Profile;
 use crate::state::ServiceState;
@@ -239,7 +245,7 @@ fn days_to(t: UnixTime, now: UnixTime) -> i64 {
     (t.secs() - now.secs()).div_euclid(86_400)
 }
 
-/// `subject`, `not_before`, `not_after`, `days_to_expiry`, `expired`.
+/// `subject`, `not_before`, `not_after`, `days_to_expiry`, `expired`, `status` ([`expiry_status`]).
 fn cert_json(der: &[u8], now: UnixTime) -> Value {
     match CertificateRef::parse(der) {
         Ok(c) => json!({
@@ -248,6 +254,7 @@ fn cert_json(der: &[u8], now: UnixTime) -> Value {
             "not_after": c.not_after.to_rfc3339(),
             "days_to_expiry": days_to(c.not_after, now),
             "expired": c.not_after < now,
+            "status": expiry_status(c.not_after, now),
         }),
         Err(_) => Value::Null,
     }
@@ -272,6 +279,7 @@ fn profile_json(p: &Profile, default: &str, stats: Option<&ProfileIntuneStats>, 
                 "earliest_expiry": m.earliest_expiry.to_rfc3339(),
                 "days_to_expiry": days_to(m.earliest_expiry, now),
                 "expired": m.earliest_expiry < now,
+                "status": expiry_status(m.earliest_expiry, now),
             }),
             None => json!({ "enabled": false, "trust_bundle_path": null }),
         },
@@ -421,7 +429,24 @@ fn parse_since(v: &str) -> Option<i64> {
     UnixTime::parse_rfc3339(&fixed).map(UnixTime::secs)
 }
 
-const EVENT_PARAMS: &str = "profile, action, outcome, since, limit, before_id";
+const EVENT_PARAMS: &str = "profile, action, outcome, exclude_outcome, since, limit, before_id";
+
+/// A list filter: one value or a comma-separated list (values never contain
+/// commas). Empty is no filter; an empty item (`a,,b`, `a,`) or more than
+/// [`MAX_FILTER_VALUES`] items is refused, naming the parameter.
+fn parse_list(name: &str, v: &str) -> Result<Vec<String>, String> {
+    if v.is_empty() {
+        return Ok(Vec::new());
+    }
+    let items: Vec<String> = v.split(',').map(str::to_owned).collect();
+    if items.iter().any(String::is_empty) {
+        return Err(format!("{name}: empty item in the comma-separated list"));
+    }
+    if items.len() > MAX_FILTER_VALUES {
+        return Err(format!("{name}: at most {MAX_FILTER_VALUES} comma-separated values"));
+    }
+    Ok(items)
+}
 
 async fn events(state: &ServiceState, query: &str) -> http::Response<Full<Bytes>> {
     let Some(log) = state.audit() else {
@@ -434,10 +459,18 @@ async fn events(state: &ServiceState, query: &str) -> http::Response<Full<Bytes>
             return error(StatusCode::BAD_REQUEST, "bad_request", &format!("{k}: bad percent-encoding"));
         };
         match k {
-            "profile" if !v.is_empty() => q.profile = Some(v),
-            "action" if !v.is_empty() => q.action = Some(v),
-            "outcome" if !v.is_empty() => q.outcome = Some(v),
-            "profile" | "action" | "outcome" => {}
+            "profile" | "action" | "outcome" | "exclude_outcome" => {
+                let list = match parse_list(k, &v) {
+                    Ok(list) => list,
+                    Err(why) => return error(StatusCode::BAD_REQUEST, "bad_request", &why),
+                };
+                match k {
+                    "profile" => q.profile = list,
+                    "action" => q.action = list,
+                    "outcome" => q.outcome = list,
+                    _ => q.exclude_outcome = list,
+                }
+            }
             "since" => match parse_since(&v) {
                 Some(t) => q.since = Some(t),
                 None => {
@@ -652,7 +685,7 @@ mod tests {
         }
 
         #[test]
-        fn events_filter_by_profile_action_outcome_and_since_newest_first() {
+        fn events_filter_by_profile_action_outcome_lists_exclude_outcome_and_since_newest_first() {
             let dir = TestDir::new();
             let state = load(&dir);
             let log = state.audit().unwrap();
@@ -662,31 +695,59 @@ mod tests {
             let e2 = rec("plain", "scep_getcacaps", "success", t0 + 1000);
             let e3 = rec("corp", "scep_pkcsreq_intune", "replay", t0 + 2000);
             let e4 = rec("corp", "scep_pkcsreq", "bad_challenge", t0 + 3000);
+            let e5 = rec("corp", "scep_renewalreq_intune", "success", t0 + 4000);
+            let e6 = rec("corp", "scep_renewalreq_intune", "signature_invalid", t0 + 5000);
+            let e7 = rec("plain", "scep_pkcsreq_intune", "success", t0 + 6000);
 
             let t2 = UnixTime::from_secs(t0 + 2000);
             let (y, mo, d, h, mi, sec) = t2.plus(2 * 3600).to_civil();
             let plus_two = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}");
             let cases: Vec<(String, Vec<i64>)> = vec![
-                (String::new(), vec![e4, e3, e2, e1]),
-                ("profile=corp".into(), vec![e4, e3, e1]),
-                ("profile=plain".into(), vec![e2]),
+                (String::new(), vec![e7, e6, e5, e4, e3, e2, e1]),
+                ("profile=corp".into(), vec![e6, e5, e4, e3, e1]),
+                ("profile=plain".into(), vec![e7, e2]),
+                ("profile=plain,nope".into(), vec![e7, e2]),
                 ("action=scep_pkcsreq".into(), vec![e4, e1]),
-                ("action=scep_pkcsreq_intune".into(), vec![e3]),
-                ("outcome=success".into(), vec![e2, e1]),
+                ("action=scep_pkcsreq_intune".into(), vec![e7, e3]),
+                ("outcome=success".into(), vec![e7, e5, e2, e1]),
                 ("outcome=replay".into(), vec![e3]),
                 ("outcome=nothing".into(), vec![]),
-                (format!("since={}", t0 + 1000), vec![e4, e3, e2]),
-                (format!("since={}", t0 + 1001), vec![e4, e3]),
-                (format!("since={}", t2.to_rfc3339()), vec![e4, e3]),
-                (format!("since={}", t2.plus(1).to_rfc3339()), vec![e4]),
-                (format!("since={plus_two}%2B02:00"), vec![e4, e3]),
-                (format!("since={plus_two}+02:00"), vec![e4, e3]),
-                (format!("since={}", t0 + 3001), vec![]),
-                (format!("profile=corp&outcome=success&since={t0}"), vec![e1]),
+                // Lists: any of the values.
+                ("action=scep_pkcsreq_intune,scep_renewalreq_intune".into(), vec![e7, e6, e5, e3]),
+                ("action=scep_pkcsreq_intune%2Cscep_getcacaps".into(), vec![e7, e3, e2]),
+                ("outcome=replay,bad_challenge,nothing".into(), vec![e4, e3]),
+                ("profile=corp&outcome=success,signature_invalid".into(), vec![e6, e5, e1]),
+                // exclude_outcome: single and list, and with outcome.
+                ("exclude_outcome=success".into(), vec![e6, e4, e3]),
+                ("exclude_outcome=success,replay".into(), vec![e6, e4]),
+                ("exclude_outcome=nothing".into(), vec![e7, e6, e5, e4, e3, e2, e1]),
+                ("outcome=success,replay&exclude_outcome=success".into(), vec![e3]),
+                ("profile=plain&exclude_outcome=success".into(), vec![]),
+                // Given twice, the last value counts.
+                ("action=scep_pkcsreq&action=scep_pkcsreq_intune".into(), vec![e7, e3]),
+                ("exclude_outcome=success&exclude_outcome=".into(), vec![e7, e6, e5, e4, e3, e2, e1]),
+                // The GUI's recent Intune failures, one query.
+                (
+                    "action=scep_pkcsreq_intune,scep_renewalreq_intune&exclude_outcome=success&limit=50".into(),
+                    vec![e6, e3],
+                ),
+                ("action=scep_pkcsreq_intune,scep_renewalreq_intune&exclude_outcome=success&limit=1".into(), vec![e6]),
+                (
+                    format!("action=scep_pkcsreq_intune,scep_renewalreq_intune&exclude_outcome=success&before_id={e6}"),
+                    vec![e3],
+                ),
+                (format!("since={}", t0 + 1000), vec![e7, e6, e5, e4, e3, e2]),
+                (format!("since={}", t0 + 1001), vec![e7, e6, e5, e4, e3]),
+                (format!("since={}", t2.to_rfc3339()), vec![e7, e6, e5, e4, e3]),
+                (format!("since={}", t2.plus(1).to_rfc3339()), vec![e7, e6, e5, e4]),
+                (format!("since={plus_two}%2B02:00"), vec![e7, e6, e5, e4, e3]),
+                (format!("since={plus_two}+02:00"), vec![e7, e6, e5, e4, e3]),
+                (format!("since={}", t0 + 6001), vec![]),
+                (format!("profile=corp&outcome=success&since={t0}"), vec![e5, e1]),
                 ("profile=corp&action=scep_pkcsreq&limit=1".into(), vec![e4]),
                 (format!("profile=corp&action=scep_pkcsreq&limit=1&before_id={e4}"), vec![e1]),
-                ("limit=2".into(), vec![e4, e3]),
-                ("profile=&action=&outcome=".into(), vec![e4, e3, e2, e1]),
+                ("limit=2".into(), vec![e7, e6]),
+                ("profile=&action=&outcome=&exclude_outcome=".into(), vec![e7, e6, e5, e4, e3, e2, e1]),
             ];
             for (query, want) in cases {
                 let (status, v) = get(&state, &format!("/api/v1/admin/scep/events?{query}"));
@@ -697,8 +758,8 @@ mod tests {
             }
             let (_, v) = get(&state, "/api/v1/admin/scep/events?limit=1");
             let e = &v["events"][0];
-            assert_eq!((e["profile"].as_str(), e["outcome"].as_str()), (Some("corp"), Some("bad_challenge")));
-            assert_eq!(e["time_unix"], t0 + 3000);
+            assert_eq!((e["profile"].as_str(), e["outcome"].as_str()), (Some("plain"), Some("success")));
+            assert_eq!(e["time_unix"], t0 + 6000);
 
             for bad in [
                 "since=",
@@ -711,6 +772,7 @@ mod tests {
                 "limit=x",
                 "before_id=x",
                 "colour=red",
+                "exclude=success",
                 "profile=%zz",
             ] {
                 assert_error(
@@ -719,6 +781,28 @@ mod tests {
                     "bad_request",
                 );
             }
+            // A list with an empty item or too many values: 400 naming the parameter.
+            let many = |n: usize| (0..n).map(|i| format!("o{i}")).collect::<Vec<_>>().join(",");
+            for (param, bad) in [
+                ("action", "action=scep_pkcsreq,,scep_pkcsreq_intune".to_string()),
+                ("action", "action=scep_pkcsreq_intune,".into()),
+                ("profile", "profile=,corp".into()),
+                ("outcome", "outcome=,".into()),
+                ("exclude_outcome", "exclude_outcome=success,%2C".into()),
+                ("exclude_outcome", format!("exclude_outcome={}", many(MAX_FILTER_VALUES + 1))),
+                ("outcome", format!("outcome={}", many(MAX_FILTER_VALUES + 1))),
+            ] {
+                let got = get(&state, &format!("/api/v1/admin/scep/events?{bad}"));
+                assert_error(&got, StatusCode::BAD_REQUEST, "bad_request");
+                let message = got.1["message"].as_str().unwrap();
+                assert!(message.starts_with(&format!("{param}: ")), "{bad}: {message}");
+            }
+            let (status, v) =
+                get(&state, &format!("/api/v1/admin/scep/events?exclude_outcome={}", many(MAX_FILTER_VALUES)));
+            assert_eq!(status, StatusCode::OK, "{v}");
+            assert_eq!(ids(&v), [e7, e6, e5, e4, e3, e2, e1], "32 values are accepted");
+            let unknown = get(&state, "/api/v1/admin/scep/events?exclude=success");
+            assert!(unknown.1["message"].as_str().unwrap().contains("exclude_outcome"), "{}", unknown.1);
             assert_error(
                 &call(&state, Method::POST, "/api/v1/admin/scep/events", ""),
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -789,6 +873,7 @@ mod tests {
             let days = v["days_to_expiry"].as_i64().unwrap();
             assert_eq!(days, (na.secs() - UnixTime::now().secs()).div_euclid(86_400), "{what}: {v}");
             assert_eq!(v["expired"], false, "{what}: {v}");
+            assert_eq!(v["status"], expiry_status(na, UnixTime::now()), "{what}: {v}");
         }
 
         #[test]
@@ -812,6 +897,8 @@ mod tests {
             assert_eq!(plain["mtls"]["enabled"], true);
             assert_eq!(plain["mtls"]["trust_bundle_path"], dir.path().join("chain.pem").display().to_string());
             assert_eq!(plain["mtls"]["expired"], false);
+            let earliest = UnixTime::parse_rfc3339(plain["mtls"]["earliest_expiry"].as_str().unwrap()).unwrap();
+            assert_eq!(plain["mtls"]["status"], expiry_status(earliest, UnixTime::now()));
             assert!(plain["intune"].is_null());
             // The profile's Intune block is the stats endpoint's entry.
             let (_, stats) = get(&state, "/api/v1/admin/scep/intune/stats");

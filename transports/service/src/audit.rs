@@ -59,6 +59,8 @@ pub const DEFAULT_FILE: &str = "audit.db";
 pub const DEFAULT_RETENTION_DAYS: i64 = 365;
 /// Most events one query returns.
 pub const MAX_QUERY_LIMIT: u32 = 1000;
+/// Most values the admin API accepts in one list filter of [`AuditQuery`].
+pub const MAX_FILTER_VALUES: usize = 32;
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 512;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -238,15 +240,18 @@ impl AuditEvent {
     }
 }
 
-/// Filters of [`AuditLog::query`].
+/// Filters of [`AuditLog::query`], combined with AND. A list matches an
+/// event that has any of its values (exact match); an empty list is no filter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditQuery {
-    /// Only this profile.
-    pub profile: Option<String>,
-    /// Only this action.
-    pub action: Option<String>,
-    /// Only this outcome label.
-    pub outcome: Option<String>,
+    /// Only these profiles.
+    pub profile: Vec<String>,
+    /// Only these actions.
+    pub action: Vec<String>,
+    /// Only these outcome labels.
+    pub outcome: Vec<String>,
+    /// None of these outcome labels.
+    pub exclude_outcome: Vec<String>,
     /// Only events at or after this time (`time_unix >= since`).
     pub since: Option<i64>,
     /// Only events with an id below this (paging backwards).
@@ -754,16 +759,31 @@ fn insert_batch(conn: &mut Connection, batch: &[&AuditEvent]) -> rusqlite::Resul
     Ok(ids)
 }
 
+/// A list filter as the JSON array `json_each` reads; `None` (no filter) when empty.
+fn json_list(values: &[String]) -> Option<String> {
+    if values.is_empty() {
+        return None;
+    }
+    // A list of strings always serializes.
+    Some(serde_json::to_string(values).unwrap_or_else(|_| "[]".into()))
+}
+
 fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, time, time_unix, profile, action, operation, message_type, transaction_id, outcome, \
          http_status, pki_status, fail_info, subject, subject_alt_names, serial, renewal_of, intune_subject, \
          intune_issuer, intune_nonce, client_addr, route, detail, issuer, count, first_time FROM audit_events \
-         WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR outcome = ?3) \
+         WHERE (?1 IS NULL OR profile IN (SELECT value FROM json_each(?1))) \
+         AND (?2 IS NULL OR action IN (SELECT value FROM json_each(?2))) \
+         AND (?3 IS NULL OR outcome IN (SELECT value FROM json_each(?3))) \
+         AND (?7 IS NULL OR outcome NOT IN (SELECT value FROM json_each(?7))) \
          AND (?4 IS NULL OR id < ?4) AND (?6 IS NULL OR time_unix >= ?6) ORDER BY id DESC LIMIT ?5",
     )?;
     let limit = q.limit.clamp(1, MAX_QUERY_LIMIT);
-    let rows = stmt.query_map(params![q.profile, q.action, q.outcome, q.before_id, limit, q.since], |r| {
+    let (profile, action) = (json_list(&q.profile), json_list(&q.action));
+    let (outcome, exclude_outcome) = (json_list(&q.outcome), json_list(&q.exclude_outcome));
+    let args = params![profile, action, outcome, q.before_id, limit, q.since, exclude_outcome];
+    let rows = stmt.query_map(args, |r| {
         let sans: String = r.get(13)?;
         Ok(AuditEvent {
             id: r.get(0)?,
@@ -835,11 +855,11 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].profile, "iot", "newest first");
         assert_eq!(got[1].subject_alt_names, vec!["DNS:a.example".to_string()]);
-        let q = AuditQuery { profile: Some("corp".into()), ..all() };
+        let q = AuditQuery { profile: vec!["corp".into()], ..all() };
         assert_eq!(block_on(log.query(q)).unwrap().len(), 1);
-        let q = AuditQuery { action: Some("scep_pkcsreq_intune".into()), ..all() };
+        let q = AuditQuery { action: vec!["scep_pkcsreq_intune".into()], ..all() };
         assert_eq!(block_on(log.query(q)).unwrap()[0].outcome, "replay");
-        let q = AuditQuery { outcome: Some("nope".into()), ..all() };
+        let q = AuditQuery { outcome: vec!["nope".into()], ..all() };
         assert!(block_on(log.query(q)).unwrap().is_empty());
         let q = AuditQuery { limit: 1, ..all() };
         let newest = block_on(log.query(q.clone())).unwrap();
@@ -853,6 +873,47 @@ mod tests {
         assert!(block_on(log.query(q)).unwrap().is_empty());
         let mode: String = Connection::open(&path).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn list_filters_match_any_value_and_exclude_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap();
+        let rec = |p: &str, a: &str, o: &str| block_on(log.record(event(p, a, o))).unwrap();
+        let e1 = rec("corp", "scep_pkcsreq_intune", "success");
+        let e2 = rec("corp", "scep_pkcsreq_intune", "signature_invalid");
+        let e3 = rec("iot", "scep_renewalreq_intune", "replay");
+        let e4 = rec("corp", "scep_pkcsreq", "bad_challenge");
+        let e5 = rec("iot", "scep_renewalreq_intune", "success");
+        let e6 = rec("plain", "scep_getcacaps", "success");
+        let e7 = rec("corp", "scep_pkcsreq_intune", "claim_mismatch");
+        let list = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        let ids = |q: AuditQuery| block_on(log.query(q)).unwrap().iter().map(|e| e.id).collect::<Vec<_>>();
+        let intune = list(&["scep_pkcsreq_intune", "scep_renewalreq_intune"]);
+
+        assert_eq!(ids(AuditQuery { action: intune.clone(), ..all() }), [e7, e5, e3, e2, e1]);
+        assert_eq!(ids(AuditQuery { profile: list(&["iot", "plain"]), ..all() }), [e6, e5, e3]);
+        assert_eq!(ids(AuditQuery { outcome: list(&["replay", "bad_challenge", "nope"]), ..all() }), [e4, e3]);
+        assert_eq!(ids(AuditQuery { exclude_outcome: list(&["success"]), ..all() }), [e7, e4, e3, e2]);
+        assert_eq!(ids(AuditQuery { exclude_outcome: list(&["success", "replay"]), ..all() }), [e7, e4, e2]);
+        // The GUI's "recent Intune failures": both Intune actions, not success, newest first.
+        let failures = AuditQuery { action: intune.clone(), exclude_outcome: list(&["success"]), ..all() };
+        assert_eq!(ids(failures.clone()), [e7, e3, e2]);
+        assert_eq!(ids(AuditQuery { limit: 2, ..failures.clone() }), [e7, e3]);
+        assert_eq!(ids(AuditQuery { limit: 2, before_id: Some(e3), ..failures.clone() }), [e2]);
+        assert_eq!(ids(AuditQuery { profile: list(&["iot"]), ..failures.clone() }), [e3]);
+        // Lists combine with AND; an outcome both wanted and excluded matches nothing.
+        let q = AuditQuery { outcome: list(&["success", "replay"]), exclude_outcome: list(&["success"]), ..all() };
+        assert_eq!(ids(q), [e3]);
+        assert!(
+            ids(AuditQuery { outcome: list(&["success"]), exclude_outcome: list(&["success"]), ..all() }).is_empty()
+        );
+        // A value is matched whole: no prefix, no pattern, no JSON injection.
+        assert!(ids(AuditQuery { action: list(&["scep_pkcsreq%"]), ..all() }).is_empty());
+        assert!(ids(AuditQuery { action: list(&["scep_pkcsreq\"", "x"]), ..all() }).is_empty());
+        assert_eq!(ids(AuditQuery { action: list(&["scep_pkcsreq"]), ..all() }), [e4]);
+        // Excluding nothing that exists leaves everything.
+        assert_eq!(ids(AuditQuery { exclude_outcome: list(&["nope"]), ..all() }), [e7, e6, e5, e4, e3, e2, e1]);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! ([`drive()`]), configuration ([`config`], [`profile`]), first-run bootstrap
 //! ([`bootstrap`]) and the hot-swappable [`ServiceState`]; the operator plane:
 //! `CERTCTL_*` environment ([`env`](mod@env)), the durable audit log ([`audit`]), the
-//! admin API ([`admin`]), Prometheus metrics ([`metrics`]) and the mTLS
-//! sibling route ([`mtls`]).
+//! admin API ([`admin`]) and its web GUI ([`ui`]), Prometheus metrics
+//! ([`metrics`]) and the mTLS sibling route ([`mtls`]).
 //!
 //! Startup: [`ServiceState::load`] with [`StartOptions`]; print
 //! [`Started::generated_challenge`] once if set; serve
@@ -35,6 +35,7 @@ pub mod refuse;
 pub mod service;
 pub mod state;
 pub mod tls;
+pub mod ui;
 
 #[cfg(test)]
 mod operator_tests;

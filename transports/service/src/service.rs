@@ -10,6 +10,7 @@
 //! | `/healthz` | `200 ok` (GET, HEAD) |
 //! | `/metrics` | Prometheus text ([`crate::metrics`]) |
 //! | `/api/v1/admin/...` | the admin API ([`crate::admin`]) |
+//! | `/ui/...` | the admin web GUI ([`crate::ui`]) |
 //!
 //! Every answer on a SCEP route is audited ([`crate::audit`]) and counted in
 //! the metrics. A decision (every PKIOperation, every refusal) is one event,
@@ -64,6 +65,8 @@ pub enum Route<'a> {
     Metrics,
     /// `/api/v1/admin/...`
     Admin,
+    /// `/ui`, `/ui/...`: the admin web GUI ([`crate::ui`]).
+    Ui,
     /// Anything else (404).
     NotFound,
 }
@@ -77,6 +80,9 @@ pub fn route(path: &str) -> Route<'_> {
     }
     if path.starts_with("/api/v1/admin/") {
         return Route::Admin;
+    }
+    if path == crate::ui::PREFIX || path.starts_with("/ui/") {
+        return Route::Ui;
     }
     if let Some(rest) = path.strip_prefix("/scep-mtls/") {
         let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -209,6 +215,7 @@ impl ScepService {
             Route::Metrics => return self.metrics(&method),
             // Boxed, as the POST body below: rare paths keep the common future small.
             Route::Admin => return Box::pin(self.admin(req)).await,
+            Route::Ui => return crate::ui::handle(&method, path),
             _ => {}
         }
         let connection =
@@ -360,7 +367,7 @@ impl ScepService {
     {
         let (parts, body) = req.into_parts();
         let (profile_name, mtls) = match route(parts.uri.path()) {
-            Route::NotFound | Route::Metrics | Route::Admin => {
+            Route::NotFound | Route::Metrics | Route::Admin | Route::Ui => {
                 return plain(404, "not_found", "not found: use /scep or /scep/<profile>\n");
             }
             Route::Health => {
@@ -591,6 +598,10 @@ mod tests {
             ("/scep/corp/pkiclient.exe", Route::Scep(Some("corp"))),
             ("/scep/iot-2/pkiclient.exe", Route::Scep(Some("iot-2"))),
             ("/healthz", Route::Health),
+            ("/ui", Route::Ui),
+            ("/ui/scep", Route::Ui),
+            ("/ui/assets/scepd.js", Route::Ui),
+            ("/uix", Route::NotFound),
             ("/", Route::NotFound),
             ("/scepx", Route::NotFound),
             ("/scep//corp", Route::NotFound),

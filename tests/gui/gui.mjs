@@ -1,0 +1,268 @@
+// Browser test of scepd's admin GUI (/ui/scep): playwright-core drives Debian's chromium
+// against a running scepd. tests/tests/gui.rs starts the server, makes the enrolments this
+// script expects, and runs it with:
+//
+//   SCEPD_URL     http://127.0.0.1:<port>
+//   ADMIN_KEY     an admin API key; READER_KEY a reader key
+//   BUNDLE_PATH   the Intune profile's Connector bundle (corrupted, then restored, here)
+//   HOSTILE_CN    a subject CN made of HTML that must be shown as text
+//   SCREENSHOTS   optional: a directory for one screenshot per tab
+//
+// Exit status 0 when every check passed; the first failure is printed with the page's state.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+};
+const URL_BASE = env('SCEPD_URL');
+const ADMIN_KEY = env('ADMIN_KEY');
+const READER_KEY = env('READER_KEY');
+const BUNDLE_PATH = env('BUNDLE_PATH');
+const HOSTILE_CN = env('HOSTILE_CN');
+const SCREENSHOTS = process.env.SCREENSHOTS;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const TIMEOUT_MS = 15_000;
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+  timeout: 60_000,
+});
+
+// Uncaught exceptions and policy violations fail the test; 401/403/500 answers the test
+// provokes on purpose are logged by chromium as "Failed to load resource" and are expected.
+const problems = [];
+let step = 'start';
+const check = async (name, fn) => {
+  step = name;
+  await fn();
+  console.log(`ok - ${name}`);
+};
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  context.setDefaultTimeout(TIMEOUT_MS);
+  const page = await context.newPage();
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    const text = m.text();
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of (401|403|500)/.test(text)) {
+      problems.push(`console error: ${text}`);
+    }
+  });
+  // Fake timers, so the 30 s / 60 s polling can be checked without waiting for it.
+  await page.clock.install();
+  const visible = (sel) => page.locator(sel).waitFor({ state: 'visible' });
+  const hidden = (sel) => page.locator(sel).waitFor({ state: 'hidden' });
+  const shot = async (name) => {
+    if (SCREENSHOTS) await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
+  };
+  const signIn = async (key) => {
+    await page.fill('#api-key', key);
+    await page.click('#sign-in-form button[type=submit]');
+  };
+
+  await check('/ui/ redirects to the page, which asks for a key and carries the security headers', async () => {
+    const res = await page.goto(`${URL_BASE}/ui/`);
+    assert.equal(new URL(page.url()).pathname, '/ui/scep');
+    assert.equal(res.status(), 200);
+    const h = res.headers();
+    assert.match(h['content-security-policy'], /default-src 'none'; script-src 'self'/);
+    assert.equal(h['x-frame-options'], 'DENY');
+    assert.equal(h['x-content-type-options'], 'nosniff');
+    await visible('#sign-in');
+    assert.equal(await page.isHidden('#app'), true);
+  });
+
+  await check('an unknown key is refused and the sign-in form says so', async () => {
+    await signIn('not-a-configured-key-0000');
+    await visible('#sign-in-error');
+    assert.match(await page.textContent('#sign-in-error'), /not accepted/);
+    assert.equal(await page.isHidden('#app'), true);
+  });
+
+  await check('a reader key hides the page and asks for an admin key', async () => {
+    await signIn(READER_KEY);
+    await visible('#forbidden');
+    assert.match(await page.textContent('#forbidden-message'), /admin role/);
+    assert.equal(await page.isHidden('#app'), true);
+    await page.click('#forbidden-sign-out');
+    await visible('#sign-in');
+  });
+
+  await check('Profiles tab: one card per profile with RA expiry, mTLS, Intune and challenge badges', async () => {
+    await signIn(ADMIN_KEY);
+    await visible('#view-profiles [data-profile="corp"]');
+    assert.equal(await page.getAttribute('#tab-profiles', 'aria-current'), 'page');
+    const names = await page.$$eval('#profile-cards [data-profile]', (cards) => cards.map((c) => c.dataset.profile));
+    assert.deepEqual(names, ['corp', 'plain']);
+    const corp = page.locator('#profile-cards [data-profile="corp"]');
+    const corpText = await corp.textContent();
+    assert.match(corpText, /Intune enabled/);
+    assert.match(corpText, /challenge password set/);
+    assert.match(corpText, new RegExp(`${URL_BASE}/scep/corp`));
+    assert.match(corpText, /CN=scepd RA/);
+    assert.equal(await corp.locator('.badge.green', { hasText: 'days left' }).count(), 2, 'RA and CA expiry badges');
+    const plain = await page.locator('#profile-cards [data-profile="plain"]').textContent();
+    assert.match(plain, /Intune disabled/);
+    assert.equal(await page.locator('#profile-cards [data-profile="plain"] a.nav').count(), 0);
+    await shot('profiles');
+  });
+
+  await check('"View Intune details" opens the Intune tab filtered to the profile', async () => {
+    await page.click('#profile-cards [data-profile="corp"] a.nav');
+    await visible('#intune-cards [data-profile="corp"] [data-counter="success"]');
+    const url = new URL(page.url());
+    assert.equal(url.searchParams.get('tab'), 'intune');
+    assert.equal(url.searchParams.get('profile'), 'corp');
+    assert.equal(await page.getAttribute('#tab-intune', 'aria-current'), 'page');
+    assert.equal(await page.locator('#intune-cards [data-profile]').count(), 1);
+    assert.match(await page.textContent('#intune-filter'), /Showing profile corp/);
+  });
+
+  const counter = async (label) =>
+    Number((await page.textContent(`#intune-cards [data-profile="corp"] [data-counter="${label}"] .n`)).replace(/,/g, ''));
+
+  await check('Intune tab: counters in the spec order, anchors with expiry badges, table usage', async () => {
+    const order = await page.$$eval('#intune-cards [data-profile="corp"] [data-counter]', (cs) => cs.map((c) => c.dataset.counter));
+    assert.deepEqual(order, ['success', 'malformed', 'signature_invalid', 'unknown_version', 'not_yet_valid', 'expired',
+      'wrong_audience', 'claim_mismatch', 'replay', 'rate_limited', 'compliance_failed', 'replay_cache_full']);
+    assert.equal(await counter('success'), 2);
+    assert.equal(await counter('replay'), 1);
+    assert.equal(await counter('claim_mismatch'), 1);
+    assert.equal(await counter('expired'), 0);
+    assert.match(await page.getAttribute('#intune-cards [data-counter="replay"]', 'class'), /failing/);
+    const card = await page.textContent('#intune-cards [data-profile="corp"]');
+    assert.match(card, /Microsoft Intune Certificate Connector/);
+    assert.match(card, /ES256/);
+    assert.match(card, /https:\/\/scep\.example\.test\/scep\/corp/);
+    assert.match(card, /3 per device per 1 d/);
+    assert.match(card, /2 of 100,000 nonces/);
+    assert.equal(await page.locator('#intune-cards .anchors .badge.green').count(), 1);
+  });
+
+  await check('Intune tab: the recent failures table lists refused requests only, newest first', async () => {
+    const outcomes = await page.$$eval('#failures tbody tr', (rows) => rows.map((r) => r.cells[3].textContent));
+    assert.deepEqual(outcomes, ['claim_mismatch', 'replay']);
+    const ids = await page.$$eval('#failures tbody tr', (rows) => rows.map((r) => Number(r.dataset.id)));
+    assert.ok(ids[0] > ids[1], `newest first: ${ids}`);
+    const replay = await page.$$eval('#failures tbody tr', (rows) => [...rows[1].cells].map((c) => c.textContent));
+    assert.equal(replay[2], 'PKCSReq');
+    assert.equal(replay[4], 'device-guid-1');
+    assert.equal(replay[6], 'connector-installation-1');
+    await shot('intune');
+  });
+
+  await check('counters are polled every 30 s and the failures table every 60 s', async () => {
+    const stats = page.waitForRequest((r) => r.url().endsWith('/api/v1/admin/scep/intune/stats'));
+    await page.clock.fastForward(30_500);
+    await stats;
+    const events = page.waitForRequest((r) => r.url().includes('/api/v1/admin/scep/events?') &&
+      r.url().includes('exclude_outcome=success'));
+    await page.clock.fastForward(30_500);
+    await events;
+  });
+
+  await check('trust anchor reload: confirmed in a modal, then the anchors are re-read', async () => {
+    await page.click('#intune-cards [data-profile="corp"] button.reload');
+    await visible('#reload-dialog');
+    assert.match(await page.textContent('#reload-text'), /profile corp/);
+    await page.click('#reload-cancel');
+    await hidden('#reload-dialog');
+    await page.click('#intune-cards [data-profile="corp"] button.reload');
+    await page.click('#reload-confirm');
+    await hidden('#reload-dialog');
+    await visible('#toast');
+    assert.match(await page.textContent('#toast'), /Reloaded the trust anchors of corp: 1 certificate in force/);
+  });
+
+  await check('a failed reload keeps the modal open with the reason, and a retry after the fix succeeds', async () => {
+    const good = fs.readFileSync(BUNDLE_PATH);
+    fs.writeFileSync(BUNDLE_PATH, 'this is not a certificate\n');
+    try {
+      await page.click('#intune-cards [data-profile="corp"] button.reload');
+      await page.click('#reload-confirm');
+      await visible('#reload-error');
+      assert.match(await page.textContent('#reload-error'), /kept/);
+      assert.equal(await page.isVisible('#reload-dialog'), true);
+      assert.equal(await page.isEnabled('#reload-confirm'), true);
+    } finally {
+      fs.writeFileSync(BUNDLE_PATH, good);
+    }
+    await page.click('#reload-confirm');
+    await hidden('#reload-dialog');
+    assert.match(await page.textContent('#toast'), /1 certificate in force/);
+    assert.equal(await counter('success'), 2, 'counters survive the reload');
+  });
+
+  await check('/ui/scep/intune deep-links to the Intune tab, every profile', async () => {
+    await page.goto(`${URL_BASE}/ui/scep/intune`);
+    await visible('#intune-cards [data-profile="plain"]');
+    assert.equal(await page.getAttribute('#tab-intune', 'aria-current'), 'page');
+    assert.match(await page.textContent('#intune-cards [data-profile="plain"]'), /Intune disabled/);
+    assert.equal(await page.isHidden('#intune-filter'), true);
+  });
+
+  await check('Recent Activity: every audit event, hostile subjects shown as text', async () => {
+    await page.click('#tab-activity');
+    await page.locator('#activity tbody tr[data-id]').first().waitFor();
+    const actions = await page.$$eval('#activity tbody tr[data-id]', (rows) => rows.map((r) => r.cells[2].textContent));
+    assert.ok(actions.includes('scep_pkcsreq'), `${actions}`);
+    assert.ok(actions.includes('scep_pkcsreq_intune'), `${actions}`);
+    const subjects = await page.$$eval('#activity tbody tr[data-id]', (rows) => rows.map((r) => r.cells[7].textContent));
+    assert.ok(subjects.includes(`CN=${HOSTILE_CN}`), `hostile subject shown as text: ${subjects}`);
+    assert.equal(await page.locator('#activity img, #activity b, #activity script').count(), 0);
+    assert.equal(await page.evaluate(() => window.__scepdXss), undefined);
+    await shot('activity');
+  });
+
+  await check('Recent Activity: filters go to the API and into the address, details expand', async () => {
+    await page.fill('#f-outcome', 'replay');
+    await page.click('#activity-form button[type=submit]');
+    await page.waitForURL(/outcome=replay/);
+    await page.waitForFunction(() => [...document.querySelectorAll('#activity tbody tr[data-id]')]
+      .every((r) => r.cells[3].textContent === 'replay'));
+    const rows = page.locator('#activity tbody tr[data-id]');
+    assert.equal(await rows.count(), 1);
+    await rows.first().locator('button').click();
+    const details = await page.textContent('#activity tbody tr.details pre');
+    assert.equal(JSON.parse(details).outcome, 'replay');
+    assert.equal(JSON.parse(details).intune_subject, 'device-guid-1');
+    await page.selectOption('#f-profile', 'plain');
+    await page.fill('#f-outcome', '');
+    await page.selectOption('#f-limit', '50');
+    await page.click('#activity-form button[type=submit]');
+    await page.waitForURL((u) => u.searchParams.get('profile') === 'plain' && u.searchParams.get('limit') === '50');
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('#activity tbody tr[data-id]')];
+      return rows.length > 0 && rows.every((r) => r.cells[1].textContent === 'plain');
+    });
+    await page.goBack();
+    await page.waitForURL(/outcome=replay/);
+    assert.equal(await page.inputValue('#f-outcome'), 'replay');
+  });
+
+  await check('sign out forgets the key', async () => {
+    await page.click('#sign-out');
+    await visible('#sign-in');
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    await page.reload();
+    await visible('#sign-in');
+  });
+
+  assert.deepEqual(problems, [], 'no script errors or policy violations');
+  console.log('all GUI checks passed');
+} catch (err) {
+  console.error(`not ok - ${step}\n${err.stack || err}`);
+  if (problems.length) console.error(`page problems:\n${problems.join('\n')}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,142 @@
+//! The admin web GUI (`/ui/scep`) in a real browser: Debian's chromium, driven
+//! by playwright-core (`tests/gui/gui.mjs`), against the real `scepd` binary on
+//! each transport.
+//!
+//! The server has an Intune profile `corp` (an ES256 test Connector) and a
+//! static-challenge profile `plain`, an admin and a reader API key. Before the
+//! browser starts, devices enrol: two Intune successes, one replayed
+//! challenge, one CSR that differs from its claims, and on `plain` a device
+//! whose CN is HTML. The script then checks sign-in (unknown key, reader key,
+//! admin key), the three tabs against these events, the 30 s / 60 s polling
+//! (fake timers), the trust anchor reload modal (success, a corrupted bundle
+//! keeping the modal open with the reason, the retry), the activity filters,
+//! sign-out, and that the page raised no script error and no
+//! Content-Security-Policy violation.
+//!
+//! Needs `/usr/bin/chromium` (Debian `chromium`) and `npm ci --prefix tests/gui`;
+//! `.ci/run` installs both. Without them the test fails and says so.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use scep_tests::client::{
+    CertRep, CsrSpec, DeviceKey, MessageOptions, PkiMethod, PkiStatus, ScepClient, SubjectAltName,
+};
+use scep_tests::intune_connector::{Claims, Connector, JwsAlg};
+use scep_tests::server::{Scepd, ScepdOptions, Transport};
+
+const ADMIN_KEY: &str = "gui-test-admin-key-0123456789";
+const READER_KEY: &str = "gui-test-reader-key-0123456789";
+const AUD: &str = "https://scep.example.test/scep/corp";
+const BUNDLE: &str = "intune.pem";
+/// A subject CN that is markup; the page must show it as text.
+const HOSTILE_CN: &str = "<img src=x onerror=\"window.__scepdXss=1\"><b>dev</b>";
+/// Bound on the whole browser run.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn gui_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("gui")
+}
+
+fn enroll(url: &str, cn: &str, dns: Option<&str>, challenge: &str) -> CertRep {
+    let key = DeviceKey::generate().unwrap();
+    let mut spec = CsrSpec::new(cn, Some(challenge));
+    spec.subject_alt_names = dns.map(|d| vec![SubjectAltName::Dns(d.into())]).unwrap_or_default();
+    ScepClient::new(url).unwrap().enroll(&key, &spec, &MessageOptions::default(), PkiMethod::Post).unwrap().reply
+}
+
+fn claims(sub: &str, cn: &str) -> Claims {
+    Claims::new("connector-installation-1", sub, cn).audience(AUD).dns(&[cn])
+}
+
+fn admin_gui_in_chromium(transport: Transport) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists() && gui_dir().join("node_modules/playwright-core").exists(),
+        "the GUI test needs {chromium} (apt-get install chromium) and playwright-core \
+         (npm ci --prefix tests/gui); `bash .ci/run` installs both"
+    );
+    let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
+    let mut opts = ScepdOptions::with_config(format!(
+        "[server]\ndata_dir = \"data\"\n\n\
+         [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
+         [[api_key]]\nname = \"viewer\"\nkey = \"{READER_KEY}\"\nrole = \"reader\"\n\n\
+         [[profile]]\nname = \"corp\"\nchallenge_password = \"corp-static-secret\"\n\
+         intune_enabled = true\nintune_connector_cert_path = \"{BUNDLE}\"\nintune_audience = \"{AUD}\"\n\n\
+         [[profile]]\nname = \"plain\"\nchallenge_password = \"plain-secret\"\n"
+    ))
+    .on(transport);
+    opts.files.push((PathBuf::from(BUNDLE), connector.certificate_pem().into_bytes()));
+    let server = Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"));
+
+    // The events the page is checked against.
+    let corp = server.profile_url("corp");
+    let cn = "dev1.example.com";
+    let first = connector.mint(&claims("device-guid-1", cn));
+    let ok = |rep: CertRep| assert_eq!(rep.status, PkiStatus::SUCCESS, "{:?} {:?}", rep.fail_info, rep.fail_info_text);
+    let refused = |rep: CertRep| assert_eq!(rep.status, PkiStatus::FAILURE);
+    ok(enroll(&corp, cn, Some(cn), &first));
+    refused(enroll(&corp, cn, Some(cn), &first)); // replay
+    let other = "dev3.example.com";
+    refused(enroll(&corp, other, Some(other), &connector.mint(&claims("device-guid-3", "elsewhere.example.com"))));
+    ok(enroll(
+        &corp,
+        "dev2.example.com",
+        Some("dev2.example.com"),
+        &connector.mint(&claims("device-guid-2", "dev2.example.com")),
+    ));
+    ok(enroll(&server.profile_url("plain"), HOSTILE_CN, None, "plain-secret"));
+
+    let mut node = Command::new("node")
+        .arg(gui_dir().join("gui.mjs"))
+        .current_dir(gui_dir())
+        .env("SCEPD_URL", server.base_url().trim_end_matches('/'))
+        .env("ADMIN_KEY", ADMIN_KEY)
+        .env("READER_KEY", READER_KEY)
+        .env("BUNDLE_PATH", server.dir().join(BUNDLE))
+        .env("HOSTILE_CN", HOSTILE_CN)
+        .env("CHROMIUM", &chromium)
+        // GUI_SCREENSHOTS=<dir>: one screenshot per tab (docs/gui.md's pictures).
+        .envs(std::env::var_os("GUI_SCREENSHOTS").map(|dir| ("SCREENSHOTS", dir)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node (the GUI test needs Node.js): {e}"));
+    let mut stdout = node.stdout.take().unwrap();
+    let mut stderr = node.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + BROWSER_TIMEOUT;
+    let status = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = node.kill();
+            let _ = node.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    let report =
+        format!("--- gui.mjs stdout ---\n{out}\n--- stderr ---\n{err}\n--- scepd ---\n{}", server.log_tail(40));
+    match status {
+        None => panic!("the browser test did not finish within {BROWSER_TIMEOUT:?}\n{report}"),
+        Some(s) => assert!(s.success() && out.contains("all GUI checks passed"), "GUI checks failed ({s})\n{report}"),
+    }
+    println!("{out}");
+}
+
+scep_tests::on_each_transport!(admin_gui_in_chromium);

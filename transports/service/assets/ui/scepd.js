@@ -1,0 +1,545 @@
+// scepd admin GUI: SCEP Administration (Profiles, Intune Monitoring, Recent Activity).
+//
+// Everything shown comes from the admin API (/api/v1/admin/scep/..., docs/admin-api.md),
+// read with the admin key the operator signs in with. The page is built with DOM calls and
+// text nodes only: no HTML is ever parsed from data (the Content-Security-Policy forbids
+// inline script, and ui.rs's tests forbid HTML sinks in this file).
+'use strict';
+
+(() => {
+  const API = '/api/v1/admin/scep';
+  const HOME = '/ui/scep';
+  const KEY_STORE = 'scepd.adminKey';
+  const TABS = ['profiles', 'intune', 'activity'];
+  // The spec's polling periods for the Intune Monitoring tab.
+  const STATS_EVERY_MS = 30_000;
+  const FAILURES_EVERY_MS = 60_000;
+  const FAILURE_ACTIONS = 'scep_pkcsreq_intune,scep_renewalreq_intune';
+  const FAILURES_SHOWN = 50;
+
+  // The counters in the spec's order: success first, then the failure modes.
+  const COUNTERS = [
+    ['success', 'Challenges accepted.'],
+    ['malformed', 'Challenge bytes that do not parse: often a proxy mangling the request.'],
+    ['signature_invalid', 'Not signed by a trust anchor in force: reload the anchors after a Connector rotation.'],
+    ['unknown_version', 'A Connector challenge version this server does not understand.'],
+    ['not_yet_valid', "Issued in the future: this server's clock is behind the Connector's (NTP)."],
+    ['expired', "Past its validity: clock skew, or the Connector's certificate expired."],
+    ['wrong_audience', 'intune_audience does not match the URL the Connector calls.'],
+    ['claim_mismatch', "The CSR's subject or SANs differ from the challenge's claims."],
+    ['replay', 'A challenge presented a second time.'],
+    ['rate_limited', 'A device over intune_per_device_rate_limit_24h.'],
+    ['compliance_failed', 'Refused by the compliance check.'],
+    ['replay_cache_full', 'No free slot in the replay cache: raise intune_replay_capacity.'],
+  ];
+
+  const $ = (id) => document.getElementById(id);
+
+  /** An element with attributes and children; strings become text nodes, never HTML. */
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') e.className = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const c of children.flat(Infinity)) {
+      if (c === null || c === undefined || c === false) continue;
+      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return e;
+  }
+
+  function badge(text, cls) {
+    return el('span', { class: cls ? `badge ${cls}` : 'badge' }, text);
+  }
+
+  /** A certificate's expiry badge; `status` is the API's (green, amber, red, expired). */
+  function expiryBadge(c) {
+    if (c.expired || c.status === 'expired') return badge('EXPIRED', 'expired');
+    const days = c.days_to_expiry;
+    return badge(`${days} ${days === 1 ? 'day' : 'days'} left`, c.status);
+  }
+
+  function row(term, ...value) {
+    return [el('dt', {}, term), el('dd', {}, ...value)];
+  }
+
+  function duration(secs) {
+    if (secs % 86400 === 0) return `${secs / 86400} d`;
+    if (secs % 3600 === 0) return `${secs / 3600} h`;
+    if (secs % 60 === 0) return `${secs / 60} min`;
+    return `${secs} s`;
+  }
+
+  function meter(used, capacity) {
+    const pct = capacity > 0 ? Math.min(100, (100 * used) / capacity) : 0;
+    const bar = el('span');
+    bar.style.width = `${pct}%`; // CSSOM, not a style attribute: allowed by the policy.
+    return el('div', { class: pct >= 80 ? 'meter high' : 'meter', title: `${pct.toFixed(1)}% full` }, bar);
+  }
+
+  function empty(node) {
+    node.replaceChildren();
+    return node;
+  }
+
+  // ---- The admin API -------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(path, init = {}) {
+    const key = sessionStorage.getItem(KEY_STORE);
+    if (!key) throw new ApiError(401, 'unauthorized', 'Sign in with an admin API key.');
+    const headers = { Authorization: `Bearer ${key}`, Accept: 'application/json' };
+    if (init.body !== undefined) headers['Content-Type'] = 'application/json';
+    let res;
+    try {
+      res = await fetch(path, { ...init, headers, cache: 'no-store', credentials: 'omit', redirect: 'error' });
+    } catch (e) {
+      throw new ApiError(0, 'network', `scepd did not answer (${e.message}).`);
+    }
+    let body = null;
+    try {
+      body = await res.json();
+    } catch {
+      // Not JSON: described by the status below.
+    }
+    if (!res.ok) {
+      throw new ApiError(res.status, body?.error ?? `http_${res.status}`, body?.message ?? `HTTP ${res.status}`);
+    }
+    return body;
+  }
+
+  // ---- Screens: sign-in, forbidden, the app --------------------------------------------
+
+  let generation = 0; // Bumped on every render: answers for an older view are dropped.
+  let timers = [];
+
+  function stopTimers() {
+    timers.forEach(clearInterval);
+    timers = [];
+  }
+
+  function showOnly(id) {
+    for (const s of ['sign-in', 'forbidden', 'app']) $(s).hidden = s !== id;
+    $('session').hidden = id === 'sign-in';
+  }
+
+  function signOut(message) {
+    generation++;
+    stopTimers();
+    sessionStorage.removeItem(KEY_STORE);
+    if ($('reload-dialog').open) $('reload-dialog').close();
+    showOnly('sign-in');
+    $('sign-in-error').hidden = !message;
+    $('sign-in-error').textContent = message || '';
+    $('api-key').value = '';
+    $('api-key').focus();
+  }
+
+  function showError(message) {
+    $('error').textContent = message;
+    $('error').hidden = false;
+  }
+
+  function toast(message) {
+    $('toast').textContent = message;
+    $('toast').hidden = false;
+    setTimeout(() => {
+      if ($('toast').textContent === message) $('toast').hidden = true;
+    }, 8000);
+  }
+
+  /** Routes an API failure: 401 signs out, 403 hides the page, anything else is shown. */
+  function failed(err) {
+    if (err.status === 401) {
+      signOut(`The key was not accepted: ${err.message}`);
+    } else if (err.status === 403) {
+      generation++;
+      stopTimers();
+      $('forbidden-message').textContent = `${err.message} SCEP Administration needs a key with the admin role.`;
+      showOnly('forbidden');
+    } else {
+      showError(err.message);
+    }
+  }
+
+  function stamp() {
+    $('updated').textContent = `Updated ${new Date().toISOString().slice(11, 19)} UTC`;
+  }
+
+  // ---- Routing: /ui/scep?tab=..., /ui/scep/intune ---------------------------------------
+
+  function currentView() {
+    const url = new URL(location.href);
+    let tab = url.searchParams.get('tab');
+    if (!tab) tab = url.pathname.replace(/\/$/, '').endsWith('/intune') ? 'intune' : 'profiles';
+    if (!TABS.includes(tab)) tab = 'profiles';
+    return { tab, params: url.searchParams };
+  }
+
+  function navigate(search) {
+    history.pushState(null, '', HOME + search);
+    render();
+  }
+
+  async function render() {
+    const mine = ++generation;
+    stopTimers();
+    const { tab, params } = currentView();
+    showOnly('app');
+    for (const t of TABS) {
+      if (t === tab) $(`tab-${t}`).setAttribute('aria-current', 'page');
+      else $(`tab-${t}`).removeAttribute('aria-current');
+      $(`view-${t}`).hidden = t !== tab;
+    }
+    $('error').hidden = true;
+    const views = { profiles: loadProfiles, intune: loadIntune, activity: loadActivity };
+    await views[tab](params, mine);
+    if (mine !== generation) return;
+    if (tab === 'intune') {
+      timers.push(setInterval(() => loadStats(params, generation), STATS_EVERY_MS));
+      timers.push(setInterval(() => loadFailures(params, generation), FAILURES_EVERY_MS));
+    }
+  }
+
+  /** Runs `load`, drops its answer if the view changed meanwhile, reports failures. */
+  async function fetching(mine, path, show) {
+    try {
+      const body = await api(path);
+      if (mine !== generation) return;
+      show(body);
+      stamp();
+    } catch (err) {
+      if (mine === generation) failed(err);
+    }
+  }
+
+  // ---- Profiles -------------------------------------------------------------------------
+
+  function certSummary(c) {
+    if (!c) return badge('unreadable', 'red');
+    return [c.subject, el('br'), `expires ${c.not_after} `, expiryBadge(c)];
+  }
+
+  function mtlsSummary(m) {
+    if (!m || !m.enabled) return badge('off');
+    return [
+      badge('on', 'on'), ' ', el('code', {}, m.url_path), el('br'),
+      'trust bundle ', el('code', {}, m.trust_bundle_path),
+      m.earliest_expiry ? [el('br'), `earliest expiry ${m.earliest_expiry} `, expiryBadge(m)] : null,
+    ];
+  }
+
+  function policySummary(p) {
+    const parts = [`validity ${duration(p.validity_secs)}`, `RSA ≥ ${p.min_rsa_bits} bits`];
+    const ec = [p.allow_ec_p256 && 'P-256', p.allow_ec_p384 && 'P-384'].filter(Boolean);
+    parts.push(ec.length ? `EC ${ec.join(', ')}` : 'no EC keys');
+    parts.push(p.renewal ? 'renewal allowed' : 'no renewal');
+    return parts.join(' · ');
+  }
+
+  function profileCard(p) {
+    const intune = p.intune && p.intune.enabled;
+    return el('article', { class: 'card', 'data-profile': p.path_id },
+      el('header', {},
+        el('h3', {}, p.path_id),
+        p.default ? badge('default', 'on') : null,
+        intune ? badge('Intune enabled', 'on') : badge('Intune disabled'),
+        p.challenge_password_set ? badge('challenge password set', 'on') : badge('no challenge password')),
+      el('dl', {},
+        row('SCEP URL', el('code', {}, location.origin + p.url_path)),
+        row('Issuer', p.issuer_id),
+        row('RA certificate', certSummary(p.ra_cert)),
+        row('CA certificate', certSummary(p.ca_cert)),
+        row('mTLS route', mtlsSummary(p.mtls)),
+        row('Policy', policySummary(p.policy))),
+      intune ? el('div', { class: 'footer' },
+        el('a', { href: `${HOME}?tab=intune&profile=${encodeURIComponent(p.path_id)}`, class: 'nav' },
+          'View Intune details →')) : null);
+  }
+
+  let knownProfiles = [];
+
+  function loadProfiles(_params, mine) {
+    return fetching(mine, `${API}/profiles`, (body) => {
+      knownProfiles = body.profiles.map((p) => p.path_id);
+      empty($('profile-cards')).append(...body.profiles.map(profileCard));
+    });
+  }
+
+  // ---- Intune Monitoring ----------------------------------------------------------------
+
+  function anchorItem(a) {
+    return el('li', {}, expiryBadge(a), el('span', {}, a.subject), el('span', { class: 'muted' },
+      `${a.key === 'rsa' ? 'RS256' : 'ES256'} · until ${a.not_after}`));
+  }
+
+  function counterGrid(counters) {
+    return el('div', { class: 'counters' }, COUNTERS.map(([label, hint]) => {
+      const n = counters[label] ?? 0;
+      const cls = label === 'success' ? 'counter success' : n > 0 ? 'counter failing' : 'counter';
+      return el('div', { class: cls, title: hint, 'data-counter': label },
+        el('div', { class: 'n' }, n.toLocaleString('en-US')), el('div', { class: 'label' }, label));
+    }));
+  }
+
+  function intuneCard(s) {
+    if (!s.enabled) {
+      return el('article', { class: 'card', 'data-profile': s.path_id },
+        el('header', {}, el('h3', {}, s.path_id), badge('Intune disabled')),
+        el('p', { class: 'muted' }, 'This profile validates no Intune challenges.'));
+    }
+    const anchors = [...s.trust_anchors].sort((a, b) => a.days_to_expiry - b.days_to_expiry);
+    const rl = s.rate_limit;
+    return el('article', { class: 'card', 'data-profile': s.path_id },
+      el('header', {}, el('h3', {}, s.path_id), badge('Intune enabled', 'on'),
+        anchors.length ? [el('span', { class: 'muted' }, 'trust anchors'), expiryBadge(anchors[0])] : badge('no anchors', 'red')),
+      el('dl', {},
+        row('Trust anchors', el('ul', { class: 'anchors' }, anchors.map(anchorItem))),
+        row('Connector bundle', el('code', {}, s.trust_bundle_path)),
+        row('Audience', s.audience ? el('code', {}, s.audience) : el('span', { class: 'muted' }, 'not checked')),
+        row('Challenge validity', `${duration(s.challenge_validity_secs)} (clock skew ±${duration(s.clock_skew_tolerance_secs)})`),
+        row('Rate limit', rl.per_device_rate_limit_24h > 0
+          ? [`${rl.per_device_rate_limit_24h} per device per ${duration(rl.window_secs)}; `,
+            `${rl.devices_tracked.toLocaleString('en-US')} devices tracked of ${rl.capacity.toLocaleString('en-US')}`,
+            meter(rl.devices_tracked, rl.capacity)]
+          : 'off'),
+        row('Replay cache', [`${s.replay_cache_entries.toLocaleString('en-US')} of ${s.replay_cache_capacity.toLocaleString('en-US')} nonces`,
+          meter(s.replay_cache_entries, s.replay_cache_capacity)])),
+      counterGrid(s.counters),
+      el('div', { class: 'footer' },
+        el('button', { type: 'button', class: 'secondary reload', onclick: () => openReload(s) }, 'Reload trust anchors')));
+  }
+
+  function profileFilter(params) {
+    const p = params.get('profile');
+    return p && /^[a-z0-9-]{1,64}$/.test(p) ? p : null;
+  }
+
+  function loadStats(params, mine) {
+    const only = profileFilter(params);
+    return fetching(mine, `${API}/intune/stats`, (body) => {
+      const shown = body.profiles.filter((p) => !only || p.path_id === only);
+      const filter = $('intune-filter');
+      filter.hidden = !only;
+      if (only) {
+        empty(filter).append(`Showing profile ${only}. `,
+          el('a', { href: `${HOME}?tab=intune`, class: 'nav' }, 'Show every profile'));
+      }
+      empty($('intune-cards')).append(...shown.map(intuneCard));
+      if (!shown.length) $('intune-cards').append(el('p', { class: 'muted' }, only ? `No profile named ${only}.` : 'No profiles.'));
+    });
+  }
+
+  function loadFailures(params, mine) {
+    const q = new URLSearchParams({ action: FAILURE_ACTIONS, exclude_outcome: 'success', limit: String(FAILURES_SHOWN) });
+    const only = profileFilter(params);
+    if (only) q.set('profile', only);
+    return fetching(mine, `${API}/events?${q}`, (body) => {
+      const rows = body.events.map((e) => el('tr', { 'data-id': e.id },
+        el('td', { class: 'time' }, e.time),
+        el('td', {}, e.profile),
+        el('td', {}, e.message_type ?? e.action),
+        el('td', {}, badge(e.outcome, 'red')),
+        el('td', { class: 'mono' }, e.intune_subject ?? ''),
+        el('td', {}, e.subject ?? ''),
+        el('td', { class: 'mono' }, e.intune_issuer ?? ''),
+        el('td', { class: 'mono' }, e.client_addr ?? ''),
+        el('td', {}, e.detail ?? '')));
+      empty($('failures').tBodies[0]).append(...rows);
+      $('failures').hidden = !rows.length;
+      $('failures-empty').hidden = rows.length > 0;
+    });
+  }
+
+  function loadIntune(params, mine) {
+    return Promise.all([loadStats(params, mine), loadFailures(params, mine)]);
+  }
+
+  // The trust anchor reload: confirm in a modal; a failed reload keeps the modal open with the
+  // server's reason (the old anchors stay in force), so the operator can fix the file and retry.
+  let reloading = null;
+
+  function openReload(s) {
+    reloading = s.path_id;
+    $('reload-text').textContent =
+      `Re-read ${s.trust_bundle_path} and replace the Connector trust anchors of profile ${s.path_id}?`;
+    $('reload-error').hidden = true;
+    $('reload-confirm').disabled = false;
+    $('reload-dialog').showModal();
+  }
+
+  async function confirmReload(event) {
+    event.preventDefault();
+    const id = reloading;
+    $('reload-confirm').disabled = true;
+    $('reload-error').hidden = true;
+    try {
+      const body = await api(`${API}/intune/reload-trust`, { method: 'POST', body: JSON.stringify({ path_id: id }) });
+      $('reload-dialog').close();
+      const n = body.trust_anchors.length;
+      toast(`Reloaded the trust anchors of ${id}: ${n} ${n === 1 ? 'certificate' : 'certificates'} in force.`);
+      const { params } = currentView();
+      await loadStats(params, generation);
+    } catch (err) {
+      if (err.status === 401 || err.status === 403) {
+        $('reload-dialog').close();
+        failed(err);
+        return;
+      }
+      $('reload-error').textContent = `${err.message}`;
+      $('reload-error').hidden = false;
+      $('reload-confirm').disabled = false;
+    }
+  }
+
+  // ---- Recent Activity ------------------------------------------------------------------
+
+  const ACTIVITY_FILTERS = ['profile', 'action', 'outcome', 'since', 'limit'];
+
+  /** datetime-local (read as UTC) to RFC 3339, and back. */
+  function toRfc3339(local) {
+    return local.length === 16 ? `${local}:00Z` : `${local}Z`;
+  }
+  function fromRfc3339(t) {
+    return t.replace(/Z$/, '');
+  }
+
+  function fillActivityForm(params) {
+    const profile = $('f-profile');
+    const chosen = params.get('profile') ?? '';
+    const names = [...new Set([...knownProfiles, chosen].filter(Boolean))].sort();
+    empty(profile).append(el('option', { value: '' }, 'any'), ...names.map((n) => el('option', { value: n }, n)));
+    profile.value = chosen;
+    $('f-action').value = params.get('action') ?? '';
+    $('f-outcome').value = params.get('outcome') ?? '';
+    const since = params.get('since');
+    $('f-since').value = since && /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?Z$/.test(since) ? fromRfc3339(since) : '';
+    $('f-limit').value = ['50', '100', '500', '1000'].includes(params.get('limit')) ? params.get('limit') : '100';
+  }
+
+  function activityRows(events) {
+    const rows = [];
+    for (const e of events) {
+      const ok = e.outcome === 'success';
+      const details = el('tr', { class: 'details', hidden: true },
+        el('td', { colspan: 12 }, el('pre', {}, JSON.stringify(e, null, 2))));
+      const toggle = el('button', {
+        type: 'button', class: 'link', 'aria-expanded': 'false',
+        onclick: () => {
+          details.hidden = !details.hidden;
+          toggle.setAttribute('aria-expanded', String(!details.hidden));
+          toggle.textContent = details.hidden ? 'details' : 'hide';
+        },
+      }, 'details');
+      rows.push(el('tr', { 'data-id': e.id },
+        el('td', { class: 'time' }, e.time),
+        el('td', {}, e.profile),
+        el('td', {}, e.action),
+        el('td', {}, badge(e.outcome, ok ? 'green' : 'red')),
+        el('td', {}, e.http_status),
+        el('td', {}, e.pki_status ?? ''),
+        el('td', {}, e.fail_info ?? ''),
+        el('td', {}, e.subject ?? ''),
+        el('td', { class: 'mono' }, e.serial ?? ''),
+        el('td', { class: 'mono' }, e.client_addr ?? ''),
+        el('td', {}, e.count > 1 ? `×${e.count}` : '1'),
+        el('td', {}, toggle)), details);
+    }
+    return rows;
+  }
+
+  async function loadActivity(params, mine) {
+    if (!knownProfiles.length) {
+      try {
+        knownProfiles = (await api(`${API}/profiles`)).profiles.map((p) => p.path_id);
+      } catch (err) {
+        if (mine === generation) failed(err);
+        return;
+      }
+    }
+    if (mine !== generation) return;
+    fillActivityForm(params);
+    const q = new URLSearchParams();
+    for (const k of [...ACTIVITY_FILTERS, 'before_id']) {
+      const v = params.get(k);
+      if (v) q.set(k, v);
+    }
+    await fetching(mine, `${API}/events?${q}`, (body) => {
+      const events = body.events;
+      empty($('activity').tBodies[0]).append(...activityRows(events));
+      $('activity').hidden = !events.length;
+      $('activity-empty').hidden = events.length > 0;
+      const limit = Number(q.get('limit') ?? 100);
+      $('older').hidden = events.length < limit;
+      $('older').dataset.before = events.length ? String(events[events.length - 1].id) : '';
+      $('newer').hidden = !q.has('before_id');
+    });
+  }
+
+  function activitySearch(values) {
+    const q = new URLSearchParams({ tab: 'activity' });
+    for (const [k, v] of Object.entries(values)) if (v) q.set(k, v);
+    return `?${q}`;
+  }
+
+  function formValues() {
+    const since = $('f-since').value;
+    return {
+      profile: $('f-profile').value,
+      action: $('f-action').value.trim(),
+      outcome: $('f-outcome').value.trim(),
+      since: since ? toRfc3339(since) : '',
+      limit: $('f-limit').value === '100' ? '' : $('f-limit').value,
+    };
+  }
+
+  // ---- Wiring ---------------------------------------------------------------------------
+
+  function start() {
+    $('sign-in-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      sessionStorage.setItem(KEY_STORE, $('api-key').value.trim());
+      $('api-key').value = '';
+      render();
+    });
+    for (const b of ['sign-out', 'forbidden-sign-out']) $(b).addEventListener('click', () => signOut());
+    $('refresh').addEventListener('click', () => render());
+    // In-app links (tabs, "View Intune details", filters) switch views without a reload.
+    document.addEventListener('click', (event) => {
+      const a = event.target.closest('a.nav, nav.tabs a');
+      if (!a || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+      event.preventDefault();
+      navigate(new URL(a.href).search);
+    });
+    window.addEventListener('popstate', () => render());
+    $('activity-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      navigate(activitySearch(formValues()));
+    });
+    $('activity-reset').addEventListener('click', (event) => {
+      event.preventDefault();
+      navigate('?tab=activity');
+    });
+    $('older').addEventListener('click', () => {
+      navigate(activitySearch({ ...formValues(), before_id: $('older').dataset.before }));
+    });
+    $('newer').addEventListener('click', () => navigate(activitySearch(formValues())));
+    $('reload-form').addEventListener('submit', confirmReload);
+    $('reload-cancel').addEventListener('click', () => $('reload-dialog').close());
+
+    if (sessionStorage.getItem(KEY_STORE)) render();
+    else signOut();
+  }
+
+  start();
+})();
