@@ -88,6 +88,13 @@ try {
     assert.equal(await page.isHidden('#app'), true);
   });
 
+  await check('a key that cannot be a header is refused before it is sent', async () => {
+    await signIn('ключ-ключ-ключ-ключ');
+    await visible('#sign-in-error');
+    assert.match(await page.textContent('#sign-in-error'), /visible ASCII/);
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  });
+
   await check('a reader key hides the page and asks for an admin key', async () => {
     await signIn(READER_KEY);
     await visible('#forbidden');
@@ -151,6 +158,11 @@ try {
   await check('Intune tab: the recent failures table lists refused requests only, newest first', async () => {
     const outcomes = await page.$$eval('#failures tbody tr', (rows) => rows.map((r) => r.cells[3].textContent));
     assert.deepEqual(outcomes, ['claim_mismatch', 'replay']);
+    // The refused CSR's CN is markup: shown as text in the subject and the detail.
+    const mismatch = await page.$$eval('#failures tbody tr', (rows) => [...rows[0].cells].map((c) => c.textContent));
+    assert.equal(mismatch[5], `CN=${HOSTILE_CN}`);
+    assert.ok(mismatch[8].includes('<img src=x onerror=') && mismatch[8].includes('<b>dev</b>'), mismatch[8]);
+    assert.equal(await page.locator('#failures img, #failures b, #failures script').count(), 0);
     const ids = await page.$$eval('#failures tbody tr', (rows) => rows.map((r) => Number(r.dataset.id)));
     assert.ok(ids[0] > ids[1], `newest first: ${ids}`);
     const replay = await page.$$eval('#failures tbody tr', (rows) => [...rows[1].cells].map((c) => c.textContent));
@@ -160,14 +172,33 @@ try {
     await shot('intune');
   });
 
-  await check('counters are polled every 30 s and the failures table every 60 s', async () => {
-    const stats = page.waitForRequest((r) => r.url().endsWith('/api/v1/admin/scep/intune/stats'));
-    await page.clock.fastForward(30_500);
+  await check('counters are polled every 30 s and the failures table every 60 s, on that tab only', async () => {
+    const seen = { stats: 0, failures: 0 };
+    const count = (r) => {
+      if (r.url().endsWith('/api/v1/admin/scep/intune/stats')) seen.stats++;
+      if (r.url().includes('/api/v1/admin/scep/events?') && r.url().includes('exclude_outcome=success')) seen.failures++;
+    };
+    page.on('request', count);
+    // Each poll is awaited through its answer, so the counts below are settled.
+    const polled = (what) => page.waitForResponse((r) => r.url().includes(what));
+    let stats = polled('/intune/stats');
+    await page.clock.runFor(30_500);
     await stats;
-    const events = page.waitForRequest((r) => r.url().includes('/api/v1/admin/scep/events?') &&
-      r.url().includes('exclude_outcome=success'));
-    await page.clock.fastForward(30_500);
-    await events;
+    assert.deepEqual(seen, { stats: 1, failures: 0 }, 'after 30 s');
+    stats = polled('/intune/stats');
+    const failures = polled('exclude_outcome=success');
+    await page.clock.runFor(30_000);
+    await Promise.all([stats, failures]);
+    assert.deepEqual(seen, { stats: 2, failures: 1 }, 'after 60 s');
+    // Leaving the tab stops both.
+    await page.click('#tab-profiles');
+    await visible('#profile-cards [data-profile="corp"]');
+    await page.clock.runFor(125_000);
+    await page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 0)));
+    assert.deepEqual(seen, { stats: 2, failures: 1 }, 'no Intune polling on the Profiles tab');
+    page.off('request', count);
+    await page.goBack();
+    await visible('#intune-cards [data-profile="corp"] button.reload');
   });
 
   await check('trust anchor reload: confirmed in a modal, then the anchors are re-read', async () => {
@@ -177,10 +208,13 @@ try {
     await page.click('#reload-cancel');
     await hidden('#reload-dialog');
     await page.click('#intune-cards [data-profile="corp"] button.reload');
+    const reloaded = page.waitForResponse((r) => r.url().endsWith('/intune/reload-trust'));
     await page.click('#reload-confirm');
+    assert.equal((await reloaded).status(), 200);
     await hidden('#reload-dialog');
     await visible('#toast');
     assert.match(await page.textContent('#toast'), /Reloaded the trust anchors of corp: 1 certificate in force/);
+    await page.evaluate(() => { document.getElementById('toast').hidden = true; });
   });
 
   await check('a failed reload keeps the modal open with the reason, and a retry after the fix succeeds', async () => {
@@ -196,10 +230,17 @@ try {
     } finally {
       fs.writeFileSync(BUNDLE_PATH, good);
     }
+    const reloaded = page.waitForResponse((r) => r.url().endsWith('/intune/reload-trust'));
+    const restats = page.waitForResponse((r) => r.url().endsWith('/intune/stats'));
     await page.click('#reload-confirm');
+    assert.equal((await reloaded).status(), 200);
     await hidden('#reload-dialog');
+    await visible('#toast');
     assert.match(await page.textContent('#toast'), /1 certificate in force/);
+    await restats;
+    await page.waitForFunction(() => document.querySelector('#intune-cards [data-counter="success"]') !== null);
     assert.equal(await counter('success'), 2, 'counters survive the reload');
+    assert.equal(await counter('replay'), 1, 'counters survive the reload');
   });
 
   await check('/ui/scep/intune deep-links to the Intune tab, every profile', async () => {
@@ -227,8 +268,10 @@ try {
     await page.fill('#f-outcome', 'replay');
     await page.click('#activity-form button[type=submit]');
     await page.waitForURL(/outcome=replay/);
-    await page.waitForFunction(() => [...document.querySelectorAll('#activity tbody tr[data-id]')]
-      .every((r) => r.cells[3].textContent === 'replay'));
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('#activity tbody tr[data-id]')];
+      return rows.length > 0 && rows.every((r) => r.cells[3].textContent === 'replay');
+    });
     const rows = page.locator('#activity tbody tr[data-id]');
     assert.equal(await rows.count(), 1);
     await rows.first().locator('button').click();
@@ -249,12 +292,44 @@ try {
     assert.equal(await page.inputValue('#f-outcome'), 'replay');
   });
 
-  await check('sign out forgets the key', async () => {
+  await check('Recent Activity: paging keeps the applied filters and page size', async () => {
+    await page.goto(`${URL_BASE}/ui/scep?tab=activity&limit=2`);
+    await page.locator('#activity tbody tr[data-id]').first().waitFor();
+    const ids = () => page.$$eval('#activity tbody tr[data-id]', (rows) => rows.map((r) => Number(r.dataset.id)));
+    const first = await ids();
+    assert.equal(first.length, 2);
+    await page.fill('#f-outcome', 'typed-but-not-applied');
+    await page.click('#older');
+    await page.waitForURL((u) => u.searchParams.get('before_id') === String(first[1]));
+    const url = new URL(page.url());
+    assert.equal(url.searchParams.get('limit'), '2');
+    assert.equal(url.searchParams.get('outcome'), null);
+    await page.waitForFunction((below) => {
+      const rows = [...document.querySelectorAll('#activity tbody tr[data-id]')];
+      return rows.length === 2 && rows.every((r) => Number(r.dataset.id) < below);
+    }, first[1]);
+    await page.click('#newer');
+    await page.waitForURL((u) => !u.searchParams.has('before_id') && u.searchParams.get('limit') === '2');
+    await page.waitForFunction((want) => {
+      const rows = [...document.querySelectorAll('#activity tbody tr[data-id]')];
+      return rows.length === 2 && Number(rows[0].dataset.id) === want;
+    }, first[0]);
+  });
+
+  await check('sign out forgets the key, and the next key sees none of what the last one saw', async () => {
     await page.click('#sign-out');
     await visible('#sign-in');
     assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    assert.equal(await page.locator('#profile-cards > *, #intune-cards > *, #activity tbody tr, #failures tbody tr').count(), 0);
+    await page.goBack(); // history without a key stays on the sign-in form
+    await visible('#sign-in');
+    assert.equal(await page.isHidden('#sign-in-error'), true);
     await page.reload();
     await visible('#sign-in');
+    await signIn(READER_KEY);
+    await visible('#forbidden');
+    assert.equal(await page.isHidden('#app'), true);
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a refused key is not kept');
   });
 
   assert.deepEqual(problems, [], 'no script errors or policy violations');

@@ -5,12 +5,15 @@
 //! The server has an Intune profile `corp` (an ES256 test Connector) and a
 //! static-challenge profile `plain`, an admin and a reader API key. Before the
 //! browser starts, devices enrol: two Intune successes, one replayed
-//! challenge, one CSR that differs from its claims, and on `plain` a device
-//! whose CN is HTML. The script then checks sign-in (unknown key, reader key,
-//! admin key), the three tabs against these events, the 30 s / 60 s polling
-//! (fake timers), the trust anchor reload modal (success, a corrupted bundle
-//! keeping the modal open with the reason, the retry), the activity filters,
-//! sign-out, and that the page raised no script error and no
+//! challenge, one CSR whose CN (markup) differs from its claims, and on
+//! `plain` a device whose CN is markup too. The script then checks sign-in
+//! (an unknown key, a key that cannot be a header, a reader key, the admin
+//! key), the three tabs against these events (hostile subjects shown as
+//! text), the 30 s / 60 s polling and that it stops off the tab (fake
+//! timers), the trust anchor reload modal (success, a corrupted bundle
+//! keeping the modal open with the reason, the retry), the activity filters
+//! and paging, sign-out (a reader key signing in next sees nothing of what
+//! the admin saw), and that the page raised no script error and no
 //! Content-Security-Policy violation.
 //!
 //! Needs `/usr/bin/chromium` (Debian `chromium`) and `npm ci --prefix tests/gui`;
@@ -80,8 +83,8 @@ fn admin_gui_in_chromium(transport: Transport) {
     let refused = |rep: CertRep| assert_eq!(rep.status, PkiStatus::FAILURE);
     ok(enroll(&corp, cn, Some(cn), &first));
     refused(enroll(&corp, cn, Some(cn), &first)); // replay
-    let other = "dev3.example.com";
-    refused(enroll(&corp, other, Some(other), &connector.mint(&claims("device-guid-3", "elsewhere.example.com"))));
+    // Claims for one device, a CSR whose CN is markup: claim_mismatch, shown in the failures table.
+    refused(enroll(&corp, HOSTILE_CN, None, &connector.mint(&claims("device-guid-3", "elsewhere.example.com"))));
     ok(enroll(
         &corp,
         "dev2.example.com",
@@ -99,8 +102,12 @@ fn admin_gui_in_chromium(transport: Transport) {
         .env("BUNDLE_PATH", server.dir().join(BUNDLE))
         .env("HOSTILE_CN", HOSTILE_CN)
         .env("CHROMIUM", &chromium)
-        // GUI_SCREENSHOTS=<dir>: one screenshot per tab (docs/gui.md's pictures).
-        .envs(std::env::var_os("GUI_SCREENSHOTS").map(|dir| ("SCREENSHOTS", dir)))
+        // GUI_SCREENSHOTS=<dir>: one screenshot per tab in <dir>/<transport> (docs/gui.md's pictures).
+        .envs(std::env::var_os("GUI_SCREENSHOTS").map(|dir| {
+            let dir = PathBuf::from(dir).join(transport.flag());
+            std::fs::create_dir_all(&dir).unwrap();
+            ("SCREENSHOTS", dir)
+        }))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -28,7 +28,7 @@
 //! ```
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS};
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use scep_engine::UnixTime;
@@ -531,6 +531,7 @@ fn respond(status: StatusCode, v: &Value) -> http::Response<Full<Bytes>> {
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     r
 }
 
@@ -648,6 +649,7 @@ mod tests {
             let req = AdminRequest { method: &method, path, query, authorization: Some(&auth), body: body.as_bytes() };
             let r = block_on(handle(state, req));
             assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+            assert_eq!(r.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
             let status = r.status();
             let bytes = block_on(http_body_util::BodyExt::collect(r.into_body())).unwrap().to_bytes();
             (status, serde_json::from_slice(&bytes).unwrap())

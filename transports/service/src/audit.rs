@@ -768,21 +768,41 @@ fn json_list(values: &[String]) -> Option<String> {
     Some(serde_json::to_string(values).unwrap_or_else(|_| "[]".into()))
 }
 
+/// The events `q` selects, newest first. The `WHERE` clause names only the
+/// filters `q` sets, so SQLite can use the `(profile, id)` / `(action, id)`
+/// indexes (a `?1 IS NULL OR ...` form scans the table); at most 2^6 statement
+/// shapes, each prepared once and cached.
 fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>> {
-    let mut stmt = conn.prepare_cached(
+    use rusqlite::types::Value as Sql;
+    let mut sql = String::from(
         "SELECT id, time, time_unix, profile, action, operation, message_type, transaction_id, outcome, \
          http_status, pki_status, fail_info, subject, subject_alt_names, serial, renewal_of, intune_subject, \
          intune_issuer, intune_nonce, client_addr, route, detail, issuer, count, first_time FROM audit_events \
-         WHERE (?1 IS NULL OR profile IN (SELECT value FROM json_each(?1))) \
-         AND (?2 IS NULL OR action IN (SELECT value FROM json_each(?2))) \
-         AND (?3 IS NULL OR outcome IN (SELECT value FROM json_each(?3))) \
-         AND (?7 IS NULL OR outcome NOT IN (SELECT value FROM json_each(?7))) \
-         AND (?4 IS NULL OR id < ?4) AND (?6 IS NULL OR time_unix >= ?6) ORDER BY id DESC LIMIT ?5",
-    )?;
-    let limit = q.limit.clamp(1, MAX_QUERY_LIMIT);
-    let (profile, action) = (json_list(&q.profile), json_list(&q.action));
-    let (outcome, exclude_outcome) = (json_list(&q.outcome), json_list(&q.exclude_outcome));
-    let args = params![profile, action, outcome, q.before_id, limit, q.since, exclude_outcome];
+         WHERE 1",
+    );
+    let mut args: Vec<Sql> = Vec::new();
+    let lists = [
+        ("profile IN", &q.profile),
+        ("action IN", &q.action),
+        ("outcome IN", &q.outcome),
+        ("outcome NOT IN", &q.exclude_outcome),
+    ];
+    for (test, values) in lists {
+        if let Some(json) = json_list(values) {
+            args.push(Sql::Text(json));
+            sql.push_str(&format!(" AND {test} (SELECT value FROM json_each(?{}))", args.len()));
+        }
+    }
+    for (test, value) in [("id <", q.before_id), ("time_unix >=", q.since)] {
+        if let Some(v) = value {
+            args.push(Sql::Integer(v));
+            sql.push_str(&format!(" AND {test} ?{}", args.len()));
+        }
+    }
+    args.push(Sql::Integer(i64::from(q.limit.clamp(1, MAX_QUERY_LIMIT))));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let args = rusqlite::params_from_iter(args);
     let rows = stmt.query_map(args, |r| {
         let sans: String = r.get(13)?;
         Ok(AuditEvent {

@@ -11,6 +11,7 @@
 //! shutdown_grace_secs = 30           # in-flight requests get this long on SIGTERM; default 30
 //! max_connections = 1024             # concurrent connections; default 1024
 //! h2_max_concurrent_streams = 100    # per HTTP/2 connection; default 100
+//! gui = true                         # the admin web GUI at /ui/scep (crate::ui); default true
 //!
 //! [server.tls]                       # optional; plain HTTP without it
 //! cert = "tls/cert.pem"              # certificate chain PEM, leaf first
@@ -107,6 +108,8 @@ pub struct ServerSection {
     pub max_connections: Option<i64>,
     /// `h2_max_concurrent_streams`
     pub h2_max_concurrent_streams: Option<i64>,
+    /// `gui`: serve the admin web GUI.
+    pub gui: Option<bool>,
     /// `[server.tls]`
     pub tls: Option<TlsSection>,
 }
@@ -151,6 +154,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// Whether `/ui/` serves the admin web GUI ([`crate::ui`]); `404` when not.
+    pub gui: bool,
     /// The audit log (`[audit]`).
     pub audit: AuditSettings,
 }
@@ -167,6 +172,7 @@ impl Default for ServerSettings {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
+            gui: true,
             audit: AuditSettings::default(),
         }
     }
@@ -258,6 +264,7 @@ impl ServerSection {
                 10_000,
                 defaults.h2_max_concurrent_streams,
             )?,
+            gui: self.gui.unwrap_or(defaults.gui),
             audit: AuditSettings::default(),
         })
     }
@@ -313,6 +320,7 @@ mod tests {
             shutdown_grace_secs = 7
             max_connections = 8
             h2_max_concurrent_streams = 9
+            gui = false
             [server.tls]
             cert = "c.pem"
             key = "k.pem"
@@ -327,6 +335,8 @@ mod tests {
         assert_eq!(s.shutdown_grace, Duration::from_secs(7));
         assert_eq!(s.max_connections, 8);
         assert_eq!(s.h2_max_concurrent_streams, 9);
+        assert!(!s.gui);
+        assert!(ServerSettings::default().gui, "the GUI is on by default");
         assert_eq!(s.tls.unwrap().key, PathBuf::from("k.pem"));
     }
 

@@ -215,7 +215,8 @@ impl ScepService {
             Route::Metrics => return self.metrics(&method),
             // Boxed, as the POST body below: rare paths keep the common future small.
             Route::Admin => return Box::pin(self.admin(req)).await,
-            Route::Ui => return crate::ui::handle(&method, path),
+            Route::Ui if self.state.settings().gui => return crate::ui::handle(&method, path),
+            Route::Ui => return crate::ui::turned_off(),
             _ => {}
         }
         let connection =
@@ -623,11 +624,14 @@ mod tests {
     }
 
     fn fixture(body_limit: usize) -> Fixture {
+        fixture_with(ServerSettings { body_limit, ..ServerSettings::default() })
+    }
+
+    fn fixture_with(settings: ServerSettings) -> Fixture {
         let dir = TestDir::new();
         let mut ctx = BuildContext::new(None, dir.path(), dir.now());
         let profiles =
             vec![section(&dir, "corp").build(0, &mut ctx).unwrap(), section(&dir, "iot").build(1, &mut ctx).unwrap()];
-        let settings = ServerSettings { body_limit, ..ServerSettings::default() };
         let state = Arc::new(ServiceState::new(settings, Profiles::new(profiles, "corp".into()).unwrap()));
         Fixture { _dir: dir, svc: ScepService::new(state, None) }
     }
@@ -677,6 +681,24 @@ mod tests {
             assert_eq!(r.status(), StatusCode::NOT_FOUND, "{uri}");
             assert!(body_text(r).starts_with("not found"), "{uri}");
         }
+    }
+
+    #[test]
+    fn the_gui_is_served_unless_turned_off() {
+        let on = fixture(1024);
+        let r = call(&on.svc, "GET", "/ui/scep?tab=intune", b"");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().contains_key(http::header::CONTENT_SECURITY_POLICY));
+        assert!(body_text(r).contains("SCEP Administration"));
+        let off = fixture_with(ServerSettings { gui: false, ..ServerSettings::default() });
+        for uri in ["/ui/scep", "/ui/assets/scepd.js", "/ui/"] {
+            let r = call(&off.svc, "GET", uri, b"");
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{uri}");
+            assert!(body_text(r).contains("server.gui = false"), "{uri}");
+        }
+        // The admin API does not depend on it.
+        let r = call(&off.svc, "GET", "/api/v1/admin/scep/profiles", b"");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[test]

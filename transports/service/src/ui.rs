@@ -26,6 +26,9 @@
 //! framing), `X-Content-Type-Options: nosniff` and `Referrer-Policy:
 //! no-referrer`. The script builds the page with DOM calls and `textContent`,
 //! never by parsing HTML from data. GET and HEAD only (`405` otherwise).
+//!
+//! `[server] gui = false` turns the page off (`404` under `/ui/`); the admin
+//! API is unaffected.
 
 use bytes::Bytes;
 use http::header::{
@@ -41,8 +44,12 @@ pub const PREFIX: &str = "/ui";
 pub const HOME: &str = "/ui/scep";
 
 /// The policy on every GUI answer: this origin only, nothing inline, no framing.
+/// Trusted Types (`trusted-types 'none'`) make the browser itself refuse any
+/// HTML sink (`innerHTML`...) in the script; `form-action 'none'`: a form
+/// submitted without the script (it would put the key in the address) goes nowhere.
 pub const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
+     require-trusted-types-for 'script'; trusted-types 'none'";
 
 /// One file of the GUI, compiled in.
 #[derive(Debug, PartialEq, Eq)]
@@ -98,6 +105,11 @@ pub fn handle(method: &Method, path: &str) -> http::Response<Full<Bytes>> {
         UiRoute::Asset(asset) => respond(StatusCode::OK, asset.content_type, Bytes::from_static(asset.body)),
         UiRoute::NotFound => text(StatusCode::NOT_FOUND, "not found: the GUI is at /ui/scep\n"),
     }
+}
+
+/// The answer under [`PREFIX`] when `[server] gui = false`.
+pub fn turned_off() -> http::Response<Full<Bytes>> {
+    text(StatusCode::NOT_FOUND, "not found: the admin GUI is turned off (server.gui = false)\n")
 }
 
 fn text(status: StatusCode, body: &'static str) -> http::Response<Full<Bytes>> {

@@ -122,6 +122,8 @@
 
   let generation = 0; // Bumped on every render: answers for an older view are dropped.
   let timers = [];
+  let errorFrom = null; // The request whose failure the banner shows.
+  let knownProfiles = []; // Profile names, for the activity filter.
 
   function stopTimers() {
     timers.forEach(clearInterval);
@@ -133,11 +135,21 @@
     $('session').hidden = id === 'sign-in';
   }
 
-  function signOut(message) {
+  /** Forgets everything the last key was shown, so the next key never sees it. */
+  function forget() {
     generation++;
     stopTimers();
     sessionStorage.removeItem(KEY_STORE);
     if ($('reload-dialog').open) $('reload-dialog').close();
+    for (const id of ['profile-cards', 'intune-cards']) empty($(id));
+    for (const id of ['failures', 'activity']) empty($(id).tBodies[0]);
+    knownProfiles = [];
+    errorFrom = null;
+    for (const id of ['error', 'toast']) $(id).hidden = true;
+  }
+
+  function signOut(message) {
+    forget();
     showOnly('sign-in');
     $('sign-in-error').hidden = !message;
     $('sign-in-error').textContent = message || '';
@@ -145,7 +157,8 @@
     $('api-key').focus();
   }
 
-  function showError(message) {
+  function showError(message, from) {
+    errorFrom = from;
     $('error').textContent = message;
     $('error').hidden = false;
   }
@@ -158,17 +171,19 @@
     }, 8000);
   }
 
-  /** Routes an API failure: 401 signs out, 403 hides the page, anything else is shown. */
-  function failed(err) {
+  /**
+   * Routes an API failure: 401 signs out, 403 forgets the key and hides the page, anything
+   * else is shown in the banner (`from` names the request, so its next success clears it).
+   */
+  function failed(err, from) {
     if (err.status === 401) {
       signOut(`The key was not accepted: ${err.message}`);
     } else if (err.status === 403) {
-      generation++;
-      stopTimers();
+      forget();
       $('forbidden-message').textContent = `${err.message} SCEP Administration needs a key with the admin role.`;
       showOnly('forbidden');
     } else {
-      showError(err.message);
+      showError(err.message, from);
     }
   }
 
@@ -195,13 +210,15 @@
     const mine = ++generation;
     stopTimers();
     const { tab, params } = currentView();
-    showOnly('app');
+    // The app is shown by the first answer the API gives this key (see `fetching`), never
+    // before: a key the server refuses sees nothing of it.
     for (const t of TABS) {
       if (t === tab) $(`tab-${t}`).setAttribute('aria-current', 'page');
       else $(`tab-${t}`).removeAttribute('aria-current');
       $(`view-${t}`).hidden = t !== tab;
     }
     $('error').hidden = true;
+    errorFrom = null;
     const views = { profiles: loadProfiles, intune: loadIntune, activity: loadActivity };
     await views[tab](params, mine);
     if (mine !== generation) return;
@@ -211,15 +228,26 @@
     }
   }
 
-  /** Runs `load`, drops its answer if the view changed meanwhile, reports failures. */
-  async function fetching(mine, path, show) {
+  /**
+   * GETs `path` and shows the answer with `show`, unless the view changed meanwhile. On a
+   * failure, `clear` (when given) empties what would otherwise show stale data.
+   */
+  async function fetching(mine, path, show, clear) {
+    const from = path.split('?')[0];
     try {
       const body = await api(path);
       if (mine !== generation) return;
+      if ($('app').hidden) showOnly('app');
       show(body);
+      if (errorFrom === from) {
+        errorFrom = null;
+        $('error').hidden = true;
+      }
       stamp();
     } catch (err) {
-      if (mine === generation) failed(err);
+      if (mine !== generation) return;
+      if (clear && err.status !== 401 && err.status !== 403) clear(err);
+      failed(err, from);
     }
   }
 
@@ -267,13 +295,11 @@
           'View Intune details →')) : null);
   }
 
-  let knownProfiles = [];
-
   function loadProfiles(_params, mine) {
     return fetching(mine, `${API}/profiles`, (body) => {
       knownProfiles = body.profiles.map((p) => p.path_id);
       empty($('profile-cards')).append(...body.profiles.map(profileCard));
-    });
+    }, () => empty($('profile-cards')));
   }
 
   // ---- Intune Monitoring ----------------------------------------------------------------
@@ -284,10 +310,13 @@
   }
 
   function counterGrid(counters) {
-    return el('div', { class: 'counters' }, COUNTERS.map(([label, hint]) => {
+    // A label this page does not know yet (a newer server) is shown after the known ones.
+    const known = new Set(COUNTERS.map(([label]) => label));
+    const extra = Object.keys(counters).filter((label) => !known.has(label)).sort().map((label) => [label, '']);
+    return el('div', { class: 'counters' }, [...COUNTERS, ...extra].map(([label, hint]) => {
       const n = counters[label] ?? 0;
       const cls = label === 'success' ? 'counter success' : n > 0 ? 'counter failing' : 'counter';
-      return el('div', { class: cls, title: hint, 'data-counter': label },
+      return el('div', { class: cls, title: hint || null, 'data-counter': label },
         el('div', { class: 'n' }, n.toLocaleString('en-US')), el('div', { class: 'label' }, label));
     }));
   }
@@ -337,7 +366,7 @@
       }
       empty($('intune-cards')).append(...shown.map(intuneCard));
       if (!shown.length) $('intune-cards').append(el('p', { class: 'muted' }, only ? `No profile named ${only}.` : 'No profiles.'));
-    });
+    }, () => empty($('intune-cards')));
   }
 
   function loadFailures(params, mine) {
@@ -357,7 +386,13 @@
         el('td', {}, e.detail ?? '')));
       empty($('failures').tBodies[0]).append(...rows);
       $('failures').hidden = !rows.length;
+      $('failures-empty').textContent = 'No refused Intune requests in the audit log.';
       $('failures-empty').hidden = rows.length > 0;
+    }, (err) => {
+      empty($('failures').tBodies[0]);
+      $('failures').hidden = true;
+      $('failures-empty').textContent = `The audit log cannot be read: ${err.message}`;
+      $('failures-empty').hidden = false;
     });
   }
 
@@ -374,31 +409,40 @@
     $('reload-text').textContent =
       `Re-read ${s.trust_bundle_path} and replace the Connector trust anchors of profile ${s.path_id}?`;
     $('reload-error').hidden = true;
-    $('reload-confirm').disabled = false;
+    setReloadBusy(false);
     $('reload-dialog').showModal();
+  }
+
+  let reloadBusy = false;
+
+  function setReloadBusy(busy) {
+    reloadBusy = busy;
+    $('reload-confirm').disabled = busy;
+    $('reload-cancel').disabled = busy;
   }
 
   async function confirmReload(event) {
     event.preventDefault();
+    if (reloadBusy) return;
     const id = reloading;
-    $('reload-confirm').disabled = true;
+    setReloadBusy(true);
     $('reload-error').hidden = true;
     try {
       const body = await api(`${API}/intune/reload-trust`, { method: 'POST', body: JSON.stringify({ path_id: id }) });
+      setReloadBusy(false);
       $('reload-dialog').close();
       const n = body.trust_anchors.length;
       toast(`Reloaded the trust anchors of ${id}: ${n} ${n === 1 ? 'certificate' : 'certificates'} in force.`);
       const { params } = currentView();
       await loadStats(params, generation);
     } catch (err) {
+      setReloadBusy(false);
       if (err.status === 401 || err.status === 403) {
-        $('reload-dialog').close();
         failed(err);
         return;
       }
       $('reload-error').textContent = `${err.message}`;
       $('reload-error').hidden = false;
-      $('reload-confirm').disabled = false;
     }
   }
 
@@ -483,6 +527,9 @@
       $('older').hidden = events.length < limit;
       $('older').dataset.before = events.length ? String(events[events.length - 1].id) : '';
       $('newer').hidden = !q.has('before_id');
+    }, () => {
+      empty($('activity').tBodies[0]);
+      $('older').hidden = true;
     });
   }
 
@@ -492,12 +539,17 @@
     return `?${q}`;
   }
 
+  /** `a, b` as the API's list form `a,b`. */
+  function list(text) {
+    return text.split(',').map((v) => v.trim()).filter(Boolean).join(',');
+  }
+
   function formValues() {
     const since = $('f-since').value;
     return {
       profile: $('f-profile').value,
-      action: $('f-action').value.trim(),
-      outcome: $('f-outcome').value.trim(),
+      action: list($('f-action').value),
+      outcome: list($('f-outcome').value),
       since: since ? toRfc3339(since) : '',
       limit: $('f-limit').value === '100' ? '' : $('f-limit').value,
     };
@@ -508,8 +560,15 @@
   function start() {
     $('sign-in-form').addEventListener('submit', (event) => {
       event.preventDefault();
-      sessionStorage.setItem(KEY_STORE, $('api-key').value.trim());
+      const key = $('api-key').value.trim();
+      // API keys are visible ASCII (docs/configuration.md); anything else cannot be a header.
+      if (!/^[\x21-\x7e]+$/.test(key)) {
+        signOut('An API key is made of visible ASCII characters, without spaces.');
+        return;
+      }
+      sessionStorage.setItem(KEY_STORE, key);
       $('api-key').value = '';
+      $('sign-in-error').hidden = true;
       render();
     });
     for (const b of ['sign-out', 'forbidden-sign-out']) $(b).addEventListener('click', () => signOut());
@@ -521,7 +580,10 @@
       event.preventDefault();
       navigate(new URL(a.href).search);
     });
-    window.addEventListener('popstate', () => render());
+    window.addEventListener('popstate', () => {
+      if (sessionStorage.getItem(KEY_STORE)) render();
+      else signOut();
+    });
     $('activity-form').addEventListener('submit', (event) => {
       event.preventDefault();
       navigate(activitySearch(formValues()));
@@ -530,12 +592,22 @@
       event.preventDefault();
       navigate('?tab=activity');
     });
-    $('older').addEventListener('click', () => {
-      navigate(activitySearch({ ...formValues(), before_id: $('older').dataset.before }));
-    });
-    $('newer').addEventListener('click', () => navigate(activitySearch(formValues())));
+    // Paging keeps the filters that were applied (the address), not what the form holds now.
+    const page = (before) => {
+      const q = new URLSearchParams(currentView().params);
+      q.set('tab', 'activity');
+      if (before) q.set('before_id', before);
+      else q.delete('before_id');
+      navigate(`?${q}`);
+    };
+    $('older').addEventListener('click', () => page($('older').dataset.before));
+    $('newer').addEventListener('click', () => page(null));
     $('reload-form').addEventListener('submit', confirmReload);
     $('reload-cancel').addEventListener('click', () => $('reload-dialog').close());
+    // Escape must not hide a reload in flight: its outcome is shown in the dialog.
+    $('reload-dialog').addEventListener('cancel', (event) => {
+      if (reloadBusy) event.preventDefault();
+    });
 
     if (sessionStorage.getItem(KEY_STORE)) render();
     else signOut();
