@@ -101,6 +101,7 @@ both!(
     http_errors,
     sighup_survives,
     sigterm_answers_in_flight_and_exits_0,
+    sigterm_closes_idle_keep_alive_connections,
     http2_cleartext_enrolment,
 );
 
@@ -312,6 +313,73 @@ fn sigterm_answers_in_flight_and_exits_0(s: &mut Server) {
     assert!(status.success(), "{:?}: exit {status:?}\n{}", s.transport, s.log());
 }
 
+/// One response from a keep-alive connection (read up to its `content-length`): (status, head, body).
+fn read_one(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8(raw).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no content-length in {head}"));
+    let mut body = vec![0; length];
+    s.read_exact(&mut body).unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), head, body)
+}
+
+/// SIGTERM closes keep-alive connections that wait for their next request at
+/// once (not after `shutdown_grace`), and scepd exits 0.
+fn sigterm_closes_idle_keep_alive_connections(s: &mut Server) {
+    let mut idle = s.connect();
+    write!(idle, "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_one(&mut idle).0, 200);
+    s.scepd.signal(Signal::Term).unwrap();
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{:?}: {rest:?}", s.transport);
+    let limit = Duration::from_secs(10); // shutdown_grace is 30 s
+    let status = s
+        .scepd
+        .wait_exit(limit)
+        .unwrap_or_else(|| panic!("{:?}: scepd did not exit within {limit:?}\n{}", s.transport, s.log()));
+    assert!(status.success(), "{:?}: exit {status:?}\n{}", s.transport, s.log());
+}
+
+/// A request head that does not complete within `header_read_timeout_secs`
+/// closes the connection (slowloris), on the first request of a connection and
+/// on a keep-alive one; complete requests before it are answered.
+#[test]
+fn slow_request_heads_are_cut_off_on_both_transports() {
+    for transport in [Transport::Tokio, Transport::Smol] {
+        let config = format!(
+            "[server]\ndata_dir = \"data\"\nheader_read_timeout_secs = 1\n\n\
+             [[profile]]\nname = \"corp\"\nchallenge_password = \"{CHALLENGE}\"\n"
+        );
+        let opts = ScepdOptions { startup_timeout: WAIT, ..ScepdOptions::with_config(config).on(transport) };
+        let scepd = Scepd::start(opts).unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+        let server = Server { scepd, transport };
+        for keep_alive_first in [false, true] {
+            let mut s = server.connect();
+            if keep_alive_first {
+                write!(s, "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                assert_eq!(read_one(&mut s).0, 200, "{transport:?}");
+            }
+            let started = std::time::Instant::now();
+            s.write_all(b"GET /scep?operation=GetCA").unwrap();
+            let mut rest = Vec::new();
+            // EOF (or a reset) well before the 20 s read timeout of `connect`.
+            let _ = s.read_to_end(&mut rest);
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(10), "{transport:?}: connection open for {took:?}");
+            assert!(!rest.starts_with(b"HTTP/1.1 200"), "{transport:?}: {rest:?}");
+        }
+    }
+}
+
 /// The transports answer the non-cryptographic routes byte for byte alike.
 #[test]
 fn transports_answer_alike() {
@@ -325,4 +393,26 @@ fn transports_answer_alike() {
         assert_eq!(a.0, b.0, "{target}");
         assert_eq!(strip_date(a.1), strip_date(b.1), "{target}");
     }
+    // Pipelined on one keep-alive connection: both answer the two discovery
+    // GETs on the fast path (scep_service::fast_path) and hand the connection
+    // to hyper at /healthz, which serves the rest.
+    let pipelined = "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /scep/default/pkiclient.exe?operation=GetCACaps&message=x HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let without_dates = |raw: String| -> String {
+        raw.split("\r\n").filter(|l| !l.starts_with("date: ")).collect::<Vec<_>>().join("\r\n")
+    };
+    let (a, b) = (t.raw(pipelined, b""), m.raw(pipelined, b""));
+    let answers: Vec<&str> = a.1.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 4, "{}", a.1);
+    // The fast path's bytes are hyper's: the first GetCACaps (fast path) and
+    // the last (hyper, after the hand-off) differ only in `connection: close`.
+    assert_eq!(
+        without_dates(answers[0].to_string()),
+        without_dates(answers[3].replace("connection: close\r\n", "")),
+        "{}",
+        a.1
+    );
+    assert_eq!(without_dates(a.1), without_dates(b.1));
 }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod discovery;
 pub mod drive;
 pub mod env;
+pub mod fast_path;
 pub mod intune;
 pub mod issuers;
 pub mod metrics;

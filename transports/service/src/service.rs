@@ -140,19 +140,34 @@ impl ScepService {
         if req.method() != HttpMethod::GET {
             return None;
         }
-        let Route::Scep(name) = route(req.uri().path()) else { return None };
+        let client =
+            req.extensions().get::<ConnectionInfo>().or(self.connection.as_deref()).and_then(|c| c.remote_addr);
+        let (status, content_type, body) =
+            self.discovery_answer(req.uri().path(), req.uri().query().unwrap_or(""), client)?;
+        Some(http_response(status, content_type, body))
+    }
+
+    /// [`Self::answer_discovery_now`] for a GET of `path?query` from `client`,
+    /// without an `http::Request` (the transports' HTTP/1.1 fast path,
+    /// [`crate::fast_path`]): the kept answer's status, content type and body,
+    /// counted in the metrics and the audit tally.
+    pub fn discovery_answer(
+        &self,
+        path: &str,
+        query: &str,
+        client: Option<std::net::SocketAddr>,
+    ) -> Option<(u16, &'static str, Bytes)> {
+        let Route::Scep(name) = route(path) else { return None };
         let audit = self.state.audit();
         if audit.is_some_and(|a| a.discovery() != DiscoveryAudit::Aggregate) {
             return None;
         }
-        let operation = Operation::parse(&parse_query(req.uri().query().unwrap_or("")).ok()?.operation);
+        let operation = Operation::parse(&parse_query(query).ok()?.operation);
         let profiles = self.state.profiles();
         let ready = profiles.get(name)?.discovery.get(operation)?;
         let start = tracing::enabled!(target: "scepd::request", tracing::Level::DEBUG).then(Instant::now);
         let outcome = &ready.outcome;
         if let Some(audit) = audit {
-            let client =
-                req.extensions().get::<ConnectionInfo>().or(self.connection.as_deref()).and_then(|c| c.remote_addr);
             audit.tally(&DiscoveryAnswer {
                 outcome,
                 profile: &outcome.profile,
@@ -175,7 +190,7 @@ impl ScepService {
             tracing::debug!(
                 target: "scepd::request",
                 method = "GET",
-                path = req.uri().path(),
+                path,
                 profile = %outcome.profile,
                 operation = operation.name(),
                 status = ready.status,
@@ -185,7 +200,17 @@ impl ScepService {
                 "request"
             );
         }
-        Some(http_response(ready.status, ready.content_type, ready.body.clone()))
+        Some((ready.status, ready.content_type, ready.body.clone()))
+    }
+
+    /// The shared state this service answers from.
+    pub fn state(&self) -> &Arc<ServiceState> {
+        &self.state
+    }
+
+    /// The client address of this service's connection, when known.
+    pub fn client_addr(&self) -> Option<std::net::SocketAddr> {
+        self.connection.as_deref().and_then(|c| c.remote_addr)
     }
 
     /// Handles one HTTP request; always answers.

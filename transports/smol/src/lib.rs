@@ -2,8 +2,10 @@
 //! smol's executor and reactor, `smol-hyper` adapters and `futures-rustls`.
 //!
 //! Only the runtime glue lives here: the accept loop, the TLS acceptor, the
-//! signal handling, the graceful shutdown, and a TCP stream that tracks read
-//! readiness (`stream.rs`). Routing, limits, configuration
+//! signal handling, the graceful shutdown, a TCP stream that tracks read
+//! readiness (`stream.rs`), and the connection loop that answers HTTP/1.1
+//! discovery GETs on [`scep_service::fast_path`] before handing the
+//! connection to hyper (as the tokio transport does). Routing, limits, configuration
 //! and reload are [`scep_service`]'s, so both transports answer identically
 //! (the conformance suite in `tests/tests/conformance.rs` runs every scenario
 //! against both).
@@ -17,13 +19,16 @@ mod stream;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_signal::{Signal, Signals};
-use futures_lite::{AsyncRead, AsyncWrite, StreamExt as _, future};
+use futures_lite::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, StreamExt as _, future};
 use futures_rustls::TlsAcceptor;
 use hyper_util::server::conn::auto;
+use scep_service::fast_path::Http1Step;
 use scep_service::mtls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
 use scep_service::{ScepService, ServiceState};
@@ -148,18 +153,21 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
         let stop = stop_rx.clone();
         // Each connection takes the TLS configuration current when it arrives (SIGHUP swaps it).
         let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.current()));
-        let handshake_timeout = settings.header_read_timeout;
+        let header_timeout = settings.header_read_timeout;
         ex.spawn(async move {
             let _permit = permit;
             match acceptor {
                 None => {
                     let service = service.with_connection(ConnectionInfo::plain(peer));
-                    serve_connection(builder, stream, service, stop).await;
+                    serve_connection(builder, stream, service, stop, header_timeout, true).await;
                 }
-                Some(acceptor) => match timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Some(acceptor) => match timeout(header_timeout, acceptor.accept(stream)).await {
                     Some(Ok(tls_stream)) => {
                         let info = ConnectionInfo::tls(peer, tls_stream.get_ref().1);
-                        serve_connection(builder, tls_stream, service.with_connection(info), stop).await;
+                        // ALPN chose HTTP/2: hyper from the first byte.
+                        let http1 = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
+                        let service = service.with_connection(info);
+                        serve_connection(builder, tls_stream, service, stop, header_timeout, http1).await;
                     }
                     Some(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     None => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -191,9 +199,132 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
     Ok(())
 }
 
-/// Serves one connection (HTTP/1.1 or h2, auto-detected); on shutdown, stops
-/// taking new requests on it and lets the current ones finish.
-async fn serve_connection<I>(builder: Builder, io: I, service: ScepService, stop: Receiver<()>)
+/// Serves one connection: HTTP/1.1 discovery GETs on the fast path
+/// ([`answer_fast`]), then, from the first request it does not answer (and
+/// from the start when `http1` is false), hyper (HTTP/1.1 or h2, auto-detected).
+async fn serve_connection<I>(
+    builder: Builder,
+    mut io: I,
+    service: ScepService,
+    stop: Receiver<()>,
+    header_timeout: Duration,
+    http1: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let unanswered = if http1 {
+        match answer_fast(&mut io, &service, &stop, header_timeout).await {
+            Some(rest) => rest,
+            None => return,
+        }
+    } else {
+        Vec::new()
+    };
+    serve_hyper(builder, Prefixed::new(unanswered, io), service, stop).await;
+}
+
+/// First read of a connection's buffer; it grows for larger heads up to
+/// [`scep_service::fast_path::MAX_HEAD`].
+const FAST_READ_BUF: usize = 4096;
+
+/// What ended one wait of [`answer_fast`].
+enum Wake {
+    Read(std::io::Result<usize>),
+    Timer,
+    Stop,
+}
+
+/// Answers the connection's HTTP/1.1 discovery GETs
+/// ([`ScepService::answer_http1`]) until a request needs hyper: then returns
+/// the bytes not answered yet (hyper serves them and the rest). `None`: the
+/// connection is over (closed by the client, an I/O error, no complete request
+/// head within `header_timeout` as hyper's `header_read_timeout`, or shutdown
+/// while idle). The tokio transport's loop is the same.
+async fn answer_fast<I>(
+    io: &mut I,
+    service: &ScepService,
+    stop: &Receiver<()>,
+    header_timeout: Duration,
+) -> Option<Vec<u8>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = vec![0; FAST_READ_BUF];
+    let mut filled = 0;
+    let mut out = Vec::new();
+    let stopped = stop.recv();
+    futures_lite::pin!(stopped);
+    // One timer per connection, re-armed lazily: a request only moves the
+    // deadline, and the timer, when it fires early, is set to the new one.
+    let mut deadline = Instant::now() + header_timeout;
+    let mut timer = Timer::at(deadline);
+    loop {
+        let mut answered = 0;
+        loop {
+            match service.answer_http1(&buf[answered..filled], &mut out) {
+                Http1Step::Answered(n) => answered += n,
+                Http1Step::Incomplete => break,
+                Http1Step::HandOff => {
+                    if !out.is_empty() {
+                        write_all(io, &out).await.ok()?;
+                    }
+                    buf.truncate(filled);
+                    buf.drain(..answered);
+                    return Some(buf);
+                }
+            }
+        }
+        if answered > 0 {
+            buf.copy_within(answered..filled, 0);
+            filled -= answered;
+            write_all(io, &out).await.ok()?;
+            out.clear();
+            deadline = Instant::now() + header_timeout;
+        }
+        if filled == buf.len() {
+            buf.resize(filled + FAST_READ_BUF, 0);
+        }
+        let idle = filled == 0;
+        let wake = future::or(async { Wake::Read(io.read(&mut buf[filled..]).await) }, async {
+            future::or(
+                async {
+                    (&mut timer).await;
+                    Wake::Timer
+                },
+                async {
+                    if idle {
+                        let _ = stopped.as_mut().await;
+                        Wake::Stop
+                    } else {
+                        future::pending().await
+                    }
+                },
+            )
+            .await
+        })
+        .await;
+        match wake {
+            Wake::Read(Ok(0) | Err(_)) | Wake::Stop => return None,
+            Wake::Read(Ok(n)) => filled += n,
+            Wake::Timer => {
+                if Instant::now() >= deadline {
+                    tracing::debug!("no complete request head within header_read_timeout: closing");
+                    return None;
+                }
+                timer.set_at(deadline);
+            }
+        }
+    }
+}
+
+async fn write_all<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// Serves the rest of a connection with hyper (HTTP/1.1 or h2, auto-detected);
+/// on shutdown, stops taking new requests on it and lets the current ones finish.
+async fn serve_hyper<I>(builder: Builder, io: I, service: ScepService, stop: Receiver<()>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -213,6 +344,60 @@ where
                 tracing::debug!(error = %e, "connection ended with an error during shutdown");
             }
         }
+    }
+}
+
+/// A connection whose first bytes were already read by [`answer_fast`]:
+/// reads return those first, then the stream's.
+struct Prefixed<I> {
+    prefix: Vec<u8>,
+    read: usize,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    fn new(prefix: Vec<u8>, inner: I) -> Self {
+        Self { prefix, read: 0, inner }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if this.read < this.prefix.len() {
+            let rest = &this.prefix[this.read..];
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            this.read += n;
+            if this.read == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.read = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 

@@ -1,19 +1,27 @@
 //! The tokio accept loop: TLS, HTTP/1.1 + h2, limits, signals, graceful shutdown.
+//!
+//! Each connection starts on the HTTP/1.1 discovery fast path
+//! ([`scep_service::fast_path`]) and moves to hyper at the first request the
+//! fast path does not answer (at once for TLS connections that chose h2).
 
 use std::io::Write as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use scep_service::fast_path::Http1Step;
 use scep_service::mtls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
 use scep_service::{ScepService, ServiceState};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 /// Largest HTTP/1 read buffer (request line + headers) per connection.
@@ -89,18 +97,21 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
         let stop = stop_rx.clone();
         // Each connection takes the TLS configuration current when it arrives (SIGHUP swaps it).
         let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.current()));
-        let handshake_timeout = settings.header_read_timeout;
+        let header_timeout = settings.header_read_timeout;
         connections.spawn(async move {
             let _permit = permit;
             match acceptor {
                 None => {
                     let service = service.with_connection(ConnectionInfo::plain(peer));
-                    serve_connection(builder, stream, service, stop).await;
+                    serve_connection(builder, stream, service, stop, header_timeout, true).await;
                 }
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
                         let info = ConnectionInfo::tls(peer, tls_stream.get_ref().1);
-                        serve_connection(builder, tls_stream, service.with_connection(info), stop).await;
+                        // ALPN chose HTTP/2: hyper from the first byte.
+                        let http1 = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
+                        let service = service.with_connection(info);
+                        serve_connection(builder, tls_stream, service, stop, header_timeout, http1).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -125,9 +136,109 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
     Ok(())
 }
 
-/// Serves one connection (HTTP/1.1 or h2, auto-detected); on shutdown, stops
-/// taking new requests on it and lets the current ones finish.
+/// Serves one connection: HTTP/1.1 discovery GETs on the fast path
+/// ([`answer_fast`]), then, from the first request it does not answer (and
+/// from the start when `http1` is false), hyper (HTTP/1.1 or h2, auto-detected).
 async fn serve_connection<I>(
+    builder: auto::Builder<TokioExecutor>,
+    mut io: I,
+    service: ScepService,
+    mut stop: watch::Receiver<()>,
+    header_timeout: Duration,
+    http1: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let unanswered = if http1 {
+        match answer_fast(&mut io, &service, &mut stop, header_timeout).await {
+            Some(rest) => rest,
+            None => return,
+        }
+    } else {
+        Vec::new()
+    };
+    serve_hyper(builder, Prefixed::new(unanswered, io), service, stop).await;
+}
+
+/// First read of a connection's buffer; it grows for larger heads up to
+/// [`scep_service::fast_path::MAX_HEAD`].
+const FAST_READ_BUF: usize = 4096;
+
+/// Answers the connection's HTTP/1.1 discovery GETs
+/// ([`ScepService::answer_http1`]) until a request needs hyper: then returns
+/// the bytes not answered yet (hyper serves them and the rest). `None`: the
+/// connection is over (closed by the client, an I/O error, no complete request
+/// head within `header_timeout` as hyper's `header_read_timeout`, or shutdown
+/// while idle).
+async fn answer_fast<I>(
+    io: &mut I,
+    service: &ScepService,
+    stop: &mut watch::Receiver<()>,
+    header_timeout: Duration,
+) -> Option<Vec<u8>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = Vec::with_capacity(FAST_READ_BUF);
+    let mut out = Vec::new();
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    // One timer per connection, re-armed lazily: a request only moves the
+    // deadline, and the timer, when it fires early, is set to the new one.
+    let mut deadline = Instant::now() + header_timeout;
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
+    loop {
+        let mut answered = 0;
+        loop {
+            match service.answer_http1(&buf[answered..], &mut out) {
+                Http1Step::Answered(n) => answered += n,
+                Http1Step::Incomplete => break,
+                Http1Step::HandOff => {
+                    if !out.is_empty() {
+                        write_all(io, &out).await.ok()?;
+                    }
+                    buf.drain(..answered);
+                    return Some(buf);
+                }
+            }
+        }
+        if answered > 0 {
+            buf.drain(..answered);
+            write_all(io, &out).await.ok()?;
+            out.clear();
+            deadline = Instant::now() + header_timeout;
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(FAST_READ_BUF);
+        }
+        let idle = buf.is_empty();
+        tokio::select! {
+            biased;
+            read = io.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+            () = &mut timer => {
+                if Instant::now() >= deadline {
+                    tracing::debug!("no complete request head within header_read_timeout: closing");
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
+            _ = &mut stopped, if idle => return None,
+        }
+    }
+}
+
+async fn write_all<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// Serves the rest of a connection with hyper (HTTP/1.1 or h2, auto-detected);
+/// on shutdown, stops taking new requests on it and lets the current ones finish.
+async fn serve_hyper<I>(
     builder: auto::Builder<TokioExecutor>,
     io: I,
     service: ScepService,
@@ -148,6 +259,68 @@ async fn serve_connection<I>(
     }
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "connection ended with an error during shutdown");
+    }
+}
+
+/// A connection whose first bytes were already read by [`answer_fast`]:
+/// reads return those first, then the stream's.
+struct Prefixed<I> {
+    prefix: Vec<u8>,
+    read: usize,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    fn new(prefix: Vec<u8>, inner: I) -> Self {
+        Self { prefix, read: 0, inner }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.read < this.prefix.len() {
+            let rest = &this.prefix[this.read..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.read += n;
+            if this.read == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.read = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
