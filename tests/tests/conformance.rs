@@ -102,6 +102,7 @@ both!(
     sighup_survives,
     sigterm_answers_in_flight_and_exits_0,
     sigterm_closes_idle_keep_alive_connections,
+    sigterm_finishes_request_heads_under_way,
     http2_cleartext_enrolment,
 );
 
@@ -338,10 +339,44 @@ fn sigterm_closes_idle_keep_alive_connections(s: &mut Server) {
     write!(idle, "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(read_one(&mut idle).0, 200);
     s.scepd.signal(Signal::Term).unwrap();
+    let started = std::time::Instant::now();
     let mut rest = Vec::new();
     idle.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{:?}: {rest:?}", s.transport);
+    // At once, not when the 10 s header_read_timeout would close it anyway.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{:?}: the idle connection stayed open {took:?}", s.transport);
     let limit = Duration::from_secs(10); // shutdown_grace is 30 s
+    let status = s
+        .scepd
+        .wait_exit(limit)
+        .unwrap_or_else(|| panic!("{:?}: scepd did not exit within {limit:?}\n{}", s.transport, s.log()));
+    assert!(status.success(), "{:?}: exit {status:?}\n{}", s.transport, s.log());
+}
+
+/// SIGTERM while request heads are arriving: each is answered, with
+/// `connection: close`, and then the connection ends; scepd exits 0. One is a
+/// discovery GET (the fast path's), one is not (hyper's).
+fn sigterm_finishes_request_heads_under_way(s: &mut Server) {
+    let heads = ["GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: x\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\n"];
+    let mut streams: Vec<TcpStream> = heads
+        .iter()
+        .map(|head| {
+            let mut stream = s.connect();
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    s.scepd.signal(Signal::Term).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for (stream, head) in streams.iter_mut().zip(heads) {
+        stream.write_all(b"\r\n").unwrap();
+        let (status, text) = read_response(stream);
+        assert_eq!(status, 200, "{:?} {head:?}: {text}", s.transport);
+        assert!(text.contains("connection: close\r\n"), "{:?} {head:?}: {text}", s.transport);
+    }
+    let limit = Duration::from_secs(20);
     let status = s
         .scepd
         .wait_exit(limit)

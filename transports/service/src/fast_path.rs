@@ -12,17 +12,32 @@
 //! `cache-control`, `date`), counted in the metrics and the audit tally like
 //! every other answer. Anything else — another method or path, a body,
 //! `Expect`, `Upgrade`, `Connection` other than `keep-alive`, HTTP/1.0, an
-//! HTTP/2 preface, a head that does not parse or is larger than
-//! [`MAX_HEAD`] — is [`Http1Step::HandOff`]: the transport gives the
-//! connection, with every byte not yet answered, to hyper, which then serves
-//! it to the end. Answers are written in request order, so pipelined requests
-//! keep their order across the hand-off.
+//! HTTP/2 preface, a target with a character outside RFC 3986's path and
+//! query characters (hyper's URI parser decides those), a head that does not
+//! parse or is larger than [`MAX_HEAD`] — is [`Http1Step::HandOff`]: the
+//! transport gives the connection, with every byte not yet answered
+//! ([`Prefixed`]), to hyper, which then serves it to the end. Answers are
+//! written in request order, so pipelined requests keep their order across
+//! the hand-off.
+//!
+//! [`FastConnection`] is the per-connection state (read buffer, answers to
+//! write) a transport drives: it reads, calls [`FastConnection::answer`],
+//! writes what it is given, and hands off when told; the transport adds only
+//! the socket, the header-read timer and the shutdown signal.
+//!
+//! One difference with hyper remains: a request head that grows past
+//! [`MAX_HEAD`] before it is complete is handed to hyper, which starts its
+//! own `header_read_timeout`, so such a head may take up to twice that
+//! timeout.
 
 use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::StatusCode;
+use hyper::rt::{Read, ReadBufCursor, Write};
 
 use crate::service::ScepService;
 
@@ -31,6 +46,12 @@ pub const MAX_HEADERS: usize = 32;
 /// Largest request head the fast path waits for (more: hand-off, and hyper
 /// applies its own limit).
 pub const MAX_HEAD: usize = 8 * 1024;
+/// The read buffer's first size, and each growth step (up to [`MAX_HEAD`] plus one step).
+pub const READ_STEP: usize = 4096;
+/// Answers are written once they reach this size, before more are built: a
+/// pipelining client cannot make the server hold more than about this much
+/// per connection (hyper writes one answer at a time).
+pub const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 /// What [`ScepService::answer_http1`] did with the front of the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +79,11 @@ impl ScepService {
         if req.method != Some("GET") || req.version != Some(1) || !plain_request(req.headers) {
             return Http1Step::HandOff;
         }
-        // Origin form only (RFC 9112 §3.2.1); absolute form goes to hyper.
-        let Some(target) = req.path.filter(|t| t.starts_with('/')) else { return Http1Step::HandOff };
+        // Origin form only (RFC 9112 §3.2.1), of RFC 3986 characters only;
+        // anything else (absolute form, `#`, `"`, `<`...) is hyper's to judge.
+        let Some(target) = req.path.filter(|t| t.starts_with('/') && t.bytes().all(is_target_char)) else {
+            return Http1Step::HandOff;
+        };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let Some((status, content_type, body)) = self.discovery_answer(path, query, self.client_addr()) else {
             return Http1Step::HandOff;
@@ -67,6 +91,12 @@ impl ScepService {
         write_response(out, status, content_type, &body);
         Http1Step::Answered(consumed)
     }
+}
+
+/// RFC 3986 §3.3/§3.4: unreserved, percent (`%`), sub-delims, `:`, `@`,
+/// `/` and `?`.
+fn is_target_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/?".contains(&b)
 }
 
 /// No body, no expectation, no protocol change, the connection kept open.
@@ -92,18 +122,168 @@ fn write_response(out: &mut Vec<u8>, status: u16, content_type: &str, body: &Byt
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(code.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(code.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(code.canonical_reason().unwrap_or("<none>").as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: ");
     out.extend_from_slice(content_type.as_bytes());
     out.extend_from_slice(b"\r\ncontent-length: ");
     out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    if status == 405 {
-        out.extend_from_slice(b"\r\nallow: GET, POST");
-    }
     out.extend_from_slice(b"\r\ncache-control: no-store\r\ndate: ");
     with_http_date(|date| out.extend_from_slice(date));
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
+}
+
+/// What a transport does next for a [`FastConnection`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Write [`FastConnection::output`], then call [`FastConnection::written`].
+    Write,
+    /// Read into [`FastConnection::read_buf`], then call [`FastConnection::filled`].
+    Read,
+    /// Write [`FastConnection::output`] if not empty, then give hyper the
+    /// connection behind [`FastConnection::into_unanswered`] ([`Prefixed`]).
+    HandOff,
+}
+
+/// The fast path's state for one connection: the bytes read and not yet
+/// answered, and the answers not yet written. Sans-IO: the transport owns the
+/// socket, the timer and the shutdown signal.
+#[derive(Debug, Default)]
+pub struct FastConnection {
+    buf: Vec<u8>,
+    filled: usize,
+    out: Vec<u8>,
+}
+
+impl FastConnection {
+    /// A connection with nothing read yet.
+    pub fn new() -> Self {
+        Self { buf: vec![0; READ_STEP], filled: 0, out: Vec::new() }
+    }
+
+    /// Answers the complete fast-path requests buffered, in order, until the
+    /// answers reach [`WRITE_HIGH_WATER`], a request needs hyper, or the
+    /// buffer ends with a partial head.
+    pub fn answer(&mut self, service: &ScepService) -> Next {
+        let mut answered = 0;
+        let next = loop {
+            if self.out.len() >= WRITE_HIGH_WATER {
+                break Next::Write;
+            }
+            match service.answer_http1(&self.buf[answered..self.filled], &mut self.out) {
+                Http1Step::Answered(n) => answered += n,
+                Http1Step::Incomplete => break if self.out.is_empty() { Next::Read } else { Next::Write },
+                Http1Step::HandOff => break Next::HandOff,
+            }
+        };
+        self.buf.copy_within(answered..self.filled, 0);
+        self.filled -= answered;
+        next
+    }
+
+    /// The answers to write.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// The answers were written: forget them (and a buffer grown past
+    /// [`WRITE_HIGH_WATER`], so an idle connection holds little).
+    pub fn written(&mut self) {
+        if self.out.capacity() > WRITE_HIGH_WATER {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+    }
+
+    /// Where the next read goes (never empty: it grows by [`READ_STEP`]).
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        if self.filled == self.buf.len() {
+            self.buf.resize(self.filled + READ_STEP, 0);
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    /// `n` bytes were read into [`Self::read_buf`].
+    pub fn filled(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.buf.len());
+    }
+
+    /// Nothing of a next request has arrived.
+    pub fn is_idle(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// The bytes read and not answered, for hyper.
+    pub fn into_unanswered(mut self) -> Vec<u8> {
+        self.buf.truncate(self.filled);
+        self.buf
+    }
+}
+
+/// A connection whose first bytes were already read by the fast path: reads
+/// return those first, then the connection's (hyper's I/O traits, so one
+/// wrapper serves both transports' streams).
+#[derive(Debug)]
+pub struct Prefixed<I> {
+    prefix: Vec<u8>,
+    read: usize,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    /// `inner`, whose reads start with `prefix`.
+    pub fn new(prefix: Vec<u8>, inner: I) -> Self {
+        Self { prefix, read: 0, inner }
+    }
+}
+
+impl<I: Read + Unpin> Read for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.read < this.prefix.len() {
+            let rest = &this.prefix[this.read..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.read += n;
+            if this.read == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.read = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: Write + Unpin> Write for Prefixed<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
 }
 
 /// An IMF-fixdate is 29 bytes (RFC 9110 §5.6.7).
@@ -136,7 +316,11 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    use futures_lite::future::block_on;
+
+    use crate::audit::{AuditLog, AuditQuery};
     use crate::config::ServerSettings;
+    use crate::mtls::ConnectionInfo;
     use crate::profile::BuildContext;
     use crate::state::{Profiles, ServiceState};
     use crate::testutil::{TestDir, section};
@@ -155,7 +339,7 @@ mod tests {
         let headers =
             r.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap().to_string())).collect();
         let status = r.status().as_u16();
-        let body = futures_lite::future::block_on(http_body_util::BodyExt::collect(r.into_body())).unwrap().to_bytes();
+        let body = block_on(http_body_util::BodyExt::collect(r.into_body())).unwrap().to_bytes();
         (status, headers, body)
     }
 
@@ -227,6 +411,11 @@ mod tests {
             "GET /ui/scep HTTP/1.1\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "GET /scep?operation=GetCACaps HTTP/1.1\r\nBad Header\r\n\r\n",
+            // Targets hyper's URI parser refuses (400) or cuts (`#`): hyper decides.
+            "GET /scep?operation=GetCACaps&x=<a> HTTP/1.1\r\n\r\n",
+            "GET /scep?operation=GetCACaps&x=\" HTTP/1.1\r\n\r\n",
+            "GET /scep?x=#&operation=GetCACert HTTP/1.1\r\n\r\n",
+            "GET /scep?operation=GetCACaps&x={} HTTP/1.1\r\n\r\n",
         ];
         for case in cases {
             let mut out = Vec::new();
@@ -242,9 +431,15 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_counted_like_every_other() {
+    fn answers_are_counted_and_tallied_with_the_client_like_every_other() {
         let dir = TestDir::new();
-        let svc = service(&dir);
+        let mut ctx = BuildContext::new(None, dir.path(), dir.now());
+        let profiles = vec![section(&dir, "corp").build(0, &mut ctx).unwrap()];
+        let audit = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap();
+        let state = ServiceState::new(ServerSettings::default(), Profiles::new(profiles, "corp".into()).unwrap())
+            .with_audit(audit.clone());
+        let client: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let svc = ScepService::new(Arc::new(state), None).with_connection(ConnectionInfo::plain(client));
         let request = b"GET /scep?operation=GetCACaps HTTP/1.1\r\n\r\n";
         for _ in 0..3 {
             assert_eq!(svc.answer_http1(request, &mut Vec::new()), Http1Step::Answered(request.len()));
@@ -255,5 +450,133 @@ mod tests {
             .find(|l| l.starts_with("scepd_requests_total{") && l.contains("GetCACaps"))
             .unwrap_or_else(|| panic!("{text}"));
         assert!(line.ends_with(" 3"), "{line}");
+        block_on(audit.flush()).unwrap();
+        let events = block_on(audit.query(AuditQuery { limit: 10, ..AuditQuery::default() })).unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].action, "scep_getcacaps");
+        assert_eq!(events[0].count, 3);
+        assert_eq!(events[0].client_addr.as_deref(), Some("192.0.2.7"), "the tally's client is the connection's");
+    }
+
+    const CACAPS: &[u8] = b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n";
+
+    /// Feeds `bytes` to `conn` as reads of at most `chunk` bytes.
+    fn feed(conn: &mut FastConnection, mut bytes: &[u8], chunk: usize) {
+        while !bytes.is_empty() {
+            let room = conn.read_buf();
+            let n = room.len().min(chunk).min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            conn.filled(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    #[test]
+    fn a_connection_answers_in_order_and_bounds_what_it_holds() {
+        let dir = TestDir::new();
+        let svc = service(&dir);
+        let mut conn = FastConnection::new();
+        assert_eq!(conn.answer(&svc), Next::Read);
+        assert!(conn.is_idle());
+        // A request arriving in pieces.
+        feed(&mut conn, &CACAPS[..10], 10);
+        assert_eq!(conn.answer(&svc), Next::Read);
+        assert!(!conn.is_idle());
+        feed(&mut conn, &CACAPS[10..], 7);
+        assert_eq!(conn.answer(&svc), Next::Write);
+        let one = conn.output().len();
+        assert!(conn.output().starts_with(b"HTTP/1.1 200 OK\r\n"));
+        conn.written();
+        assert!(conn.is_idle());
+        // Thousands pipelined: written in batches of about WRITE_HIGH_WATER.
+        let many = CACAPS.repeat(3000);
+        let mut sent = &many[..];
+        let mut answers = 0;
+        let mut rounds = 0;
+        while !sent.is_empty() || !conn.is_idle() {
+            rounds += 1;
+            assert!(rounds < 10_000);
+            let room = conn.read_buf().len();
+            let n = room.min(sent.len());
+            feed(&mut conn, &sent[..n], n);
+            sent = &sent[n..];
+            loop {
+                match conn.answer(&svc) {
+                    Next::Write => {
+                        assert!(conn.output().len() < WRITE_HIGH_WATER + one, "{}", conn.output().len());
+                        answers += conn.output().len() / one;
+                        conn.written();
+                    }
+                    Next::Read => break,
+                    Next::HandOff => panic!("hand-off"),
+                }
+            }
+        }
+        assert_eq!(answers, 3000);
+        assert!(conn.out.capacity() <= WRITE_HIGH_WATER + one);
+        assert!(conn.buf.len() <= MAX_HEAD + READ_STEP);
+    }
+
+    #[test]
+    fn a_connection_hands_off_everything_not_answered() {
+        let dir = TestDir::new();
+        let svc = service(&dir);
+        let post = b"POST /scep?operation=PKIOperation HTTP/1.1\r\nContent-Length: 2\r\n\r\nab";
+        let mut conn = FastConnection::new();
+        feed(&mut conn, &[CACAPS, CACAPS, post, CACAPS].concat(), 1000);
+        assert_eq!(conn.answer(&svc), Next::HandOff);
+        assert_eq!(conn.output().len(), 2 * (conn.output().len() / 2), "two answers before the hand-off");
+        assert!(!conn.output().is_empty());
+        assert_eq!(conn.into_unanswered(), [post, CACAPS].concat());
+        // A head that never ends is handed off (hyper answers 431) instead of growing.
+        let mut conn = FastConnection::new();
+        let endless = [&CACAPS[..CACAPS.len() - 2], b"X-A: ", &b"b".repeat(4 * MAX_HEAD)[..]].concat();
+        let mut rest = &endless[..];
+        let next = loop {
+            let room = conn.read_buf().len();
+            let n = room.min(rest.len());
+            feed(&mut conn, &rest[..n], n);
+            rest = &rest[n..];
+            match conn.answer(&svc) {
+                Next::Read => assert!(!rest.is_empty(), "ran out of input"),
+                other => break other,
+            }
+        };
+        assert_eq!(next, Next::HandOff);
+        let held = conn.into_unanswered();
+        assert!(held.len() >= MAX_HEAD && held.len() <= MAX_HEAD + READ_STEP, "{}", held.len());
+        assert_eq!(&endless[..held.len()], &held[..]);
+    }
+
+    #[test]
+    fn prefixed_reads_the_prefix_then_the_stream() {
+        use hyper::rt::ReadBuf;
+        struct Rest(&'static [u8]);
+        impl Read for Rest {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                mut buf: ReadBufCursor<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                let n = self.0.len().min(buf.remaining());
+                buf.put_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Poll::Ready(Ok(()))
+            }
+        }
+        let mut io = Prefixed::new(b"GET / HT".to_vec(), Rest(b"TP/1.1\r\n\r\n"));
+        let mut got = Vec::new();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        loop {
+            let mut storage = [std::mem::MaybeUninit::uninit(); 3];
+            let mut buf = ReadBuf::uninit(&mut storage);
+            assert!(Pin::new(&mut io).poll_read(&mut cx, buf.unfilled()).is_ready());
+            if buf.filled().is_empty() {
+                break;
+            }
+            got.extend_from_slice(buf.filled());
+        }
+        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
     }
 }

@@ -151,7 +151,7 @@ impl ScepService {
     /// without an `http::Request` (the transports' HTTP/1.1 fast path,
     /// [`crate::fast_path`]): the kept answer's status, content type and body,
     /// counted in the metrics and the audit tally.
-    pub fn discovery_answer(
+    pub(crate) fn discovery_answer(
         &self,
         path: &str,
         query: &str,
@@ -204,12 +204,13 @@ impl ScepService {
     }
 
     /// The shared state this service answers from.
-    pub fn state(&self) -> &Arc<ServiceState> {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> &Arc<ServiceState> {
         &self.state
     }
 
     /// The client address of this service's connection, when known.
-    pub fn client_addr(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn client_addr(&self) -> Option<std::net::SocketAddr> {
         self.connection.as_deref().and_then(|c| c.remote_addr)
     }
 

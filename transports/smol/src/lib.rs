@@ -19,16 +19,14 @@ mod stream;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_signal::{Signal, Signals};
 use futures_lite::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, StreamExt as _, future};
 use futures_rustls::TlsAcceptor;
 use hyper_util::server::conn::auto;
-use scep_service::fast_path::Http1Step;
+use scep_service::fast_path::{FastConnection, Next, Prefixed};
 use scep_service::mtls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
 use scep_service::{ScepService, ServiceState};
@@ -165,9 +163,9 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
                     Some(Ok(tls_stream)) => {
                         let info = ConnectionInfo::tls(peer, tls_stream.get_ref().1);
                         // ALPN chose HTTP/2: hyper from the first byte.
-                        let http1 = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
+                        let fast_path = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
                         let service = service.with_connection(info);
-                        serve_connection(builder, tls_stream, service, stop, header_timeout, http1).await;
+                        serve_connection(builder, tls_stream, service, stop, header_timeout, fast_path).await;
                     }
                     Some(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     None => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -200,32 +198,27 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
 }
 
 /// Serves one connection: HTTP/1.1 discovery GETs on the fast path
-/// ([`answer_fast`]), then, from the first request it does not answer (and
-/// from the start when `http1` is false), hyper (HTTP/1.1 or h2, auto-detected).
+/// ([`answer_fast`]) when `fast_path`, then, from the first request it does
+/// not answer, hyper (HTTP/1.1 or h2, auto-detected).
 async fn serve_connection<I>(
     builder: Builder,
     mut io: I,
     service: ScepService,
     stop: Receiver<()>,
     header_timeout: Duration,
-    http1: bool,
+    fast_path: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let unanswered = if http1 {
+    let mut unanswered = Vec::new();
+    if fast_path {
         match answer_fast(&mut io, &service, &stop, header_timeout).await {
-            Some(rest) => rest,
+            Some(rest) => unanswered = rest,
             None => return,
         }
-    } else {
-        Vec::new()
-    };
-    serve_hyper(builder, Prefixed::new(unanswered, io), service, stop).await;
+    }
+    serve_hyper(builder, Prefixed::new(unanswered, FuturesIo::new(io)), service, stop).await;
 }
-
-/// First read of a connection's buffer; it grows for larger heads up to
-/// [`scep_service::fast_path::MAX_HEAD`].
-const FAST_READ_BUF: usize = 4096;
 
 /// What ended one wait of [`answer_fast`].
 enum Wake {
@@ -234,12 +227,18 @@ enum Wake {
     Stop,
 }
 
-/// Answers the connection's HTTP/1.1 discovery GETs
-/// ([`ScepService::answer_http1`]) until a request needs hyper: then returns
-/// the bytes not answered yet (hyper serves them and the rest). `None`: the
-/// connection is over (closed by the client, an I/O error, no complete request
-/// head within `header_timeout` as hyper's `header_read_timeout`, or shutdown
-/// while idle). The tokio transport's loop is the same.
+/// Answers written between two yields to the executor: smol has no
+/// cooperative budget, and a client that keeps pipelining would otherwise
+/// hold a thread.
+const WRITES_PER_YIELD: u32 = 16;
+
+/// Drives a [`FastConnection`] over `io` until a request needs hyper: then
+/// returns the bytes not answered yet (hyper serves them and the rest).
+/// `None`: the connection is over (closed by the client, an I/O error, no
+/// complete request head within `header_timeout` as hyper's
+/// `header_read_timeout`, or shutdown while idle). At shutdown with a request
+/// under way, hyper gets it, finishes it and closes the connection. The tokio
+/// transport's loop is the same.
 async fn answer_fast<I>(
     io: &mut I,
     service: &ScepService,
@@ -249,63 +248,47 @@ async fn answer_fast<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = vec![0; FAST_READ_BUF];
-    let mut filled = 0;
-    let mut out = Vec::new();
+    let mut conn = FastConnection::new();
+    // `stop` is closed at shutdown: `recv` then completes at once, every time.
     let stopped = stop.recv();
     futures_lite::pin!(stopped);
     // One timer per connection, re-armed lazily: a request only moves the
     // deadline, and the timer, when it fires early, is set to the new one.
     let mut deadline = Instant::now() + header_timeout;
     let mut timer = Timer::at(deadline);
+    let mut writes = 0u32;
     loop {
-        let mut answered = 0;
-        loop {
-            match service.answer_http1(&buf[answered..filled], &mut out) {
-                Http1Step::Answered(n) => answered += n,
-                Http1Step::Incomplete => break,
-                Http1Step::HandOff => {
-                    if !out.is_empty() {
-                        write_all(io, &out).await.ok()?;
-                    }
-                    buf.truncate(filled);
-                    buf.drain(..answered);
-                    return Some(buf);
+        match conn.answer(service) {
+            Next::Write => {
+                write_all(io, conn.output()).await.ok()?;
+                conn.written();
+                deadline = Instant::now() + header_timeout;
+                writes = writes.wrapping_add(1);
+                if writes.is_multiple_of(WRITES_PER_YIELD) {
+                    future::yield_now().await;
                 }
+                continue;
             }
+            Next::HandOff => {
+                if !conn.output().is_empty() {
+                    write_all(io, conn.output()).await.ok()?;
+                }
+                return Some(conn.into_unanswered());
+            }
+            Next::Read => {}
         }
-        if answered > 0 {
-            buf.copy_within(answered..filled, 0);
-            filled -= answered;
-            write_all(io, &out).await.ok()?;
-            out.clear();
-            deadline = Instant::now() + header_timeout;
-        }
-        if filled == buf.len() {
-            buf.resize(filled + FAST_READ_BUF, 0);
-        }
-        let idle = filled == 0;
-        let wake = future::or(async { Wake::Read(io.read(&mut buf[filled..]).await) }, async {
-            future::or(
-                async {
-                    (&mut timer).await;
-                    Wake::Timer
-                },
-                async {
-                    if idle {
-                        let _ = stopped.as_mut().await;
-                        Wake::Stop
-                    } else {
-                        future::pending().await
-                    }
-                },
-            )
-            .await
-        })
-        .await;
-        match wake {
-            Wake::Read(Ok(0) | Err(_)) | Wake::Stop => return None,
-            Wake::Read(Ok(n)) => filled += n,
+        let read = async { Wake::Read(io.read(conn.read_buf()).await) };
+        let fired = async {
+            (&mut timer).await;
+            Wake::Timer
+        };
+        let stopping = async {
+            let _ = stopped.as_mut().await;
+            Wake::Stop
+        };
+        match future::or(read, future::or(fired, stopping)).await {
+            Wake::Read(Ok(0) | Err(_)) => return None,
+            Wake::Read(Ok(n)) => conn.filled(n),
             Wake::Timer => {
                 if Instant::now() >= deadline {
                     tracing::debug!("no complete request head within header_read_timeout: closing");
@@ -313,6 +296,7 @@ where
                 }
                 timer.set_at(deadline);
             }
+            Wake::Stop => return if conn.is_idle() { None } else { Some(conn.into_unanswered()) },
         }
     }
 }
@@ -326,10 +310,13 @@ async fn write_all<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> std::io::
 /// on shutdown, stops taking new requests on it and lets the current ones finish.
 async fn serve_hyper<I>(builder: Builder, io: I, service: ScepService, stop: Receiver<()>)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection(FuturesIo::new(io), service);
+    let conn = builder.serve_connection(io, service);
     futures_lite::pin!(conn);
+    // The connection first (`or` polls its first future first): bytes already
+    // read (a request handed over at shutdown) get it past protocol detection
+    // before the shutdown is seen.
     let first = future::or(async { Some(conn.as_mut().await) }, async {
         let _ = stop.recv().await;
         None
@@ -344,60 +331,6 @@ where
                 tracing::debug!(error = %e, "connection ended with an error during shutdown");
             }
         }
-    }
-}
-
-/// A connection whose first bytes were already read by [`answer_fast`]:
-/// reads return those first, then the stream's.
-struct Prefixed<I> {
-    prefix: Vec<u8>,
-    read: usize,
-    inner: I,
-}
-
-impl<I> Prefixed<I> {
-    fn new(prefix: Vec<u8>, inner: I) -> Self {
-        Self { prefix, read: 0, inner }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        if this.read < this.prefix.len() {
-            let rest = &this.prefix[this.read..];
-            let n = rest.len().min(buf.len());
-            buf[..n].copy_from_slice(&rest[..n]);
-            this.read += n;
-            if this.read == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.read = 0;
-            }
-            return Poll::Ready(Ok(n));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 

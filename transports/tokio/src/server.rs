@@ -5,14 +5,12 @@
 //! fast path does not answer (at once for TLS connections that chose h2).
 
 use std::io::Write as _;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use scep_service::fast_path::Http1Step;
+use scep_service::fast_path::{FastConnection, Next, Prefixed};
 use scep_service::mtls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
 use scep_service::{ScepService, ServiceState};
@@ -65,7 +63,7 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
         .max_header_list_size(MAX_H2_HEADER_LIST);
 
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let (stop_tx, stop_rx) = watch::channel(());
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     loop {
         // Wait for a connection slot first: beyond the limit, clients queue in the backlog.
@@ -109,9 +107,9 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
                     Ok(Ok(tls_stream)) => {
                         let info = ConnectionInfo::tls(peer, tls_stream.get_ref().1);
                         // ALPN chose HTTP/2: hyper from the first byte.
-                        let http1 = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
+                        let fast_path = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
                         let service = service.with_connection(info);
-                        serve_connection(builder, tls_stream, service, stop, header_timeout, http1).await;
+                        serve_connection(builder, tls_stream, service, stop, header_timeout, fast_path).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -125,7 +123,7 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
     drop(listener);
     let grace = settings.shutdown_grace;
     tracing::info!(in_flight = connections.len(), grace_secs = grace.as_secs(), "shutting down");
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(aborted = connections.len(), "shutdown grace elapsed; closing remaining connections");
@@ -137,51 +135,49 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
 }
 
 /// Serves one connection: HTTP/1.1 discovery GETs on the fast path
-/// ([`answer_fast`]), then, from the first request it does not answer (and
-/// from the start when `http1` is false), hyper (HTTP/1.1 or h2, auto-detected).
+/// ([`answer_fast`]) when `fast_path`, then, from the first request it does
+/// not answer, hyper (HTTP/1.1 or h2, auto-detected).
 async fn serve_connection<I>(
     builder: auto::Builder<TokioExecutor>,
     mut io: I,
     service: ScepService,
-    mut stop: watch::Receiver<()>,
+    stop: watch::Receiver<bool>,
     header_timeout: Duration,
-    http1: bool,
+    fast_path: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let unanswered = if http1 {
-        match answer_fast(&mut io, &service, &mut stop, header_timeout).await {
-            Some(rest) => rest,
+    let mut unanswered = Vec::new();
+    if fast_path {
+        match answer_fast(&mut io, &service, &stop, header_timeout).await {
+            Some(rest) => unanswered = rest,
             None => return,
         }
-    } else {
-        Vec::new()
-    };
-    serve_hyper(builder, Prefixed::new(unanswered, io), service, stop).await;
+    }
+    serve_hyper(builder, Prefixed::new(unanswered, TokioIo::new(io)), service, stop).await;
 }
 
-/// First read of a connection's buffer; it grows for larger heads up to
-/// [`scep_service::fast_path::MAX_HEAD`].
-const FAST_READ_BUF: usize = 4096;
-
-/// Answers the connection's HTTP/1.1 discovery GETs
-/// ([`ScepService::answer_http1`]) until a request needs hyper: then returns
-/// the bytes not answered yet (hyper serves them and the rest). `None`: the
-/// connection is over (closed by the client, an I/O error, no complete request
-/// head within `header_timeout` as hyper's `header_read_timeout`, or shutdown
-/// while idle).
+/// Drives a [`FastConnection`] over `io` until a request needs hyper: then
+/// returns the bytes not answered yet (hyper serves them and the rest).
+/// `None`: the connection is over (closed by the client, an I/O error, no
+/// complete request head within `header_timeout` as hyper's
+/// `header_read_timeout`, or shutdown while idle). At shutdown with a request
+/// under way, hyper gets it, finishes it and closes the connection. The smol
+/// transport's loop is the same.
 async fn answer_fast<I>(
     io: &mut I,
     service: &ScepService,
-    stop: &mut watch::Receiver<()>,
+    stop: &watch::Receiver<bool>,
     header_timeout: Duration,
 ) -> Option<Vec<u8>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = Vec::with_capacity(FAST_READ_BUF);
-    let mut out = Vec::new();
-    let stopped = stop.changed();
+    let mut conn = FastConnection::new();
+    let mut stop = stop.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|&stopping| stopping).await;
+    };
     tokio::pin!(stopped);
     // One timer per connection, re-armed lazily: a request only moves the
     // deadline, and the timer, when it fires early, is set to the new one.
@@ -189,35 +185,26 @@ where
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     loop {
-        let mut answered = 0;
-        loop {
-            match service.answer_http1(&buf[answered..], &mut out) {
-                Http1Step::Answered(n) => answered += n,
-                Http1Step::Incomplete => break,
-                Http1Step::HandOff => {
-                    if !out.is_empty() {
-                        write_all(io, &out).await.ok()?;
-                    }
-                    buf.drain(..answered);
-                    return Some(buf);
-                }
+        match conn.answer(service) {
+            Next::Write => {
+                write_all(io, conn.output()).await.ok()?;
+                conn.written();
+                deadline = Instant::now() + header_timeout;
+                continue;
             }
+            Next::HandOff => {
+                if !conn.output().is_empty() {
+                    write_all(io, conn.output()).await.ok()?;
+                }
+                return Some(conn.into_unanswered());
+            }
+            Next::Read => {}
         }
-        if answered > 0 {
-            buf.drain(..answered);
-            write_all(io, &out).await.ok()?;
-            out.clear();
-            deadline = Instant::now() + header_timeout;
-        }
-        if buf.len() == buf.capacity() {
-            buf.reserve(FAST_READ_BUF);
-        }
-        let idle = buf.is_empty();
         tokio::select! {
             biased;
-            read = io.read_buf(&mut buf) => match read {
+            read = io.read(conn.read_buf()) => match read {
                 Ok(0) | Err(_) => return None,
-                Ok(_) => {}
+                Ok(n) => conn.filled(n),
             },
             () = &mut timer => {
                 if Instant::now() >= deadline {
@@ -226,7 +213,7 @@ where
                 }
                 timer.as_mut().reset(deadline);
             }
-            _ = &mut stopped, if idle => return None,
+            () = &mut stopped => return if conn.is_idle() { None } else { Some(conn.into_unanswered()) },
         }
     }
 }
@@ -242,85 +229,26 @@ async fn serve_hyper<I>(
     builder: auto::Builder<TokioExecutor>,
     io: I,
     service: ScepService,
-    mut stop: watch::Receiver<()>,
+    mut stop: watch::Receiver<bool>,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
+        // The connection first: bytes already read (a request handed over at
+        // shutdown) get it past protocol detection before the shutdown is seen.
+        biased;
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             return;
         }
-        _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+        _ = stop.wait_for(|&stopping| stopping) => conn.as_mut().graceful_shutdown(),
     }
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "connection ended with an error during shutdown");
-    }
-}
-
-/// A connection whose first bytes were already read by [`answer_fast`]:
-/// reads return those first, then the stream's.
-struct Prefixed<I> {
-    prefix: Vec<u8>,
-    read: usize,
-    inner: I,
-}
-
-impl<I> Prefixed<I> {
-    fn new(prefix: Vec<u8>, inner: I) -> Self {
-        Self { prefix, read: 0, inner }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        if this.read < this.prefix.len() {
-            let rest = &this.prefix[this.read..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.read += n;
-            if this.read == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.read = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
