@@ -6,8 +6,9 @@
 //! `Uri`, a service future, the header-read timer re-armed per request) is
 //! most of scepd's own CPU. A transport that wants to can therefore parse the
 //! front of an HTTP/1.1 connection itself with [`ScepService::answer_http1`]:
-//! a plain GET of a discovery operation on `/scep...` (RFC 9112 §3, with no
-//! body and nothing that changes the connection) is answered here, byte for
+//! a plain GET of GetCACaps or GetCACert on `/scep...` (RFC 9112 §3, with no
+//! body and nothing that changes the connection; and only with `[audit]
+//! discovery = "aggregate"`, the default) is answered here, byte for
 //! byte as hyper would (status line, `content-type`, `content-length`,
 //! `cache-control`, `date`), counted in the metrics and the audit tally like
 //! every other answer. Anything else — another method or path, a body,
@@ -25,10 +26,10 @@
 //! writes what it is given, and hands off when told; the transport adds only
 //! the socket, the header-read timer and the shutdown signal.
 //!
-//! One difference with hyper remains: a request head that grows past
-//! [`MAX_HEAD`] before it is complete is handed to hyper, which starts its
-//! own `header_read_timeout`, so such a head may take up to twice that
-//! timeout.
+//! One difference with hyper remains: a request head handed to hyper before
+//! it is complete (past [`MAX_HEAD`], more than [`MAX_HEADERS`] fields, or
+//! unparsable) gets hyper's own `header_read_timeout` as well, so it may take
+//! up to twice that timeout.
 
 use std::cell::RefCell;
 use std::pin::Pin;

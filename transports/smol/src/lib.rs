@@ -238,7 +238,7 @@ const WRITES_PER_YIELD: u32 = 16;
 /// complete request head within `header_timeout` as hyper's
 /// `header_read_timeout`, or shutdown while idle). At shutdown with a request
 /// under way, hyper gets it, finishes it and closes the connection. The tokio
-/// transport's loop is the same.
+/// transport's loop is the same, without the yields.
 async fn answer_fast<I>(
     io: &mut I,
     service: &ScepService,

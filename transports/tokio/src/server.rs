@@ -163,7 +163,8 @@ async fn serve_connection<I>(
 /// complete request head within `header_timeout` as hyper's
 /// `header_read_timeout`, or shutdown while idle). At shutdown with a request
 /// under way, hyper gets it, finishes it and closes the connection. The smol
-/// transport's loop is the same.
+/// transport's loop is the same, and also yields every 16 writes (smol has
+/// no cooperative budget).
 async fn answer_fast<I>(
     io: &mut I,
     service: &ScepService,

@@ -561,7 +561,7 @@
     $('sign-in-form').addEventListener('submit', (event) => {
       event.preventDefault();
       const key = $('api-key').value.trim();
-      // API keys are visible ASCII (docs/configuration.md); anything else cannot be a header.
+      // Only visible ASCII can be sent as a header value here (docs/gui.md, "Signing in").
       if (!/^[\x21-\x7e]+$/.test(key)) {
         signOut('An API key is made of visible ASCII characters, without spaces.');
         return;
