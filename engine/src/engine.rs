@@ -100,7 +100,8 @@ pub struct Outcome {
     pub label: &'static str,
     /// Human detail for the audit log (never sent to the client).
     pub detail: Option<String>,
-    /// The requested or issued subject, RFC 4514-like.
+    /// The requested or issued subject as an RFC 4514 string
+    /// ([`crate::x509::name_to_string`]: escaped, one value cannot pose as more RDNs).
     pub subject: Option<String>,
     /// Requested or issued SANs, displayed.
     pub subject_alt_names: Vec<String>,

@@ -256,16 +256,21 @@ pub fn name_attribute_strings(name_der: &[u8], attr_oid: &[u8]) -> Result<Vec<St
     Ok(out)
 }
 
-/// Renders a Name (full TLV) as an RFC 4514-like string (`CN=a,O=b`) for logs,
-/// audit records and error messages. Unknown attribute types print dotted.
+/// Renders a Name (full TLV) as an RFC 4514 string (`CN=a,O=b`) for logs,
+/// audit records and error messages: RDNs last to first, the attributes of a
+/// multi-valued RDN joined by `+`, values escaped (§2.4) so that a value
+/// cannot pose as more RDNs (`CN=a\,O=b` is one CN). Control characters are
+/// escaped as `\XX` too, so a subject cannot break a log line. Unknown
+/// attribute types print dotted; a value that is not a string prints `#…`.
 pub fn name_to_string(name_der: &[u8]) -> String {
     fn render(name_der: &[u8]) -> Result<String, DecodeError> {
         let name = parse_single(name_der)?.expect_tag(tag::SEQUENCE)?;
-        let mut parts = Vec::new();
+        let mut rdn_strings = Vec::new();
         let mut rdns = name.reader();
         while !rdns.is_empty() {
             let rdn = rdns.expect(tag::SET)?;
             let mut atvs = rdn.reader();
+            let mut parts = Vec::new();
             while !atvs.is_empty() {
                 let atv = atvs.expect(tag::SEQUENCE)?;
                 let mut ar = atv.reader();
@@ -280,14 +285,37 @@ pub fn name_to_string(name_der: &[u8]) -> String {
                     [0x55, 0x04, 0x05] => "serialNumber".to_string(),
                     other => oid::dotted(other),
                 };
-                let value = directory_string(ar.read()?).unwrap_or_else(|_| "#…".to_string());
+                let value =
+                    directory_string(ar.read()?).map_or_else(|_| "#…".to_string(), |v| escape_attribute_value(&v));
                 parts.push(format!("{label}={value}"));
             }
+            rdn_strings.push(parts.join("+"));
         }
-        parts.reverse();
-        Ok(parts.join(","))
+        rdn_strings.reverse();
+        Ok(rdn_strings.join(","))
     }
     render(name_der).unwrap_or_else(|e| format!("<malformed name: {e}>"))
+}
+
+/// RFC 4514 §2.4: `"`, `+`, `,`, `;`, `<`, `>` and `\` escaped with a
+/// backslash anywhere, `#` and space at the start and space at the end; NUL
+/// and other control characters as `\XX` (hex of their UTF-8 byte).
+fn escape_attribute_value(value: &str) -> String {
+    let last = value.chars().count().saturating_sub(1);
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            c if c.is_ascii_control() => out.push_str(&format!("\\{:02X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// One subjectAltName GeneralName (RFC 5280 §4.2.1.6) of the kinds scepd uses.
@@ -411,6 +439,44 @@ pub fn encode_subject_alt_names(names: &[SubjectAltName]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Name of RDNs, each a list of (attribute OID contents, UTF8String value).
+    fn name_der(rdns: &[&[(&[u8], &str)]]) -> Vec<u8> {
+        fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
+            assert!(contents.len() < 128);
+            [&[tag, u8::try_from(contents.len()).unwrap()][..], contents].concat()
+        }
+        let rdns: Vec<u8> = rdns
+            .iter()
+            .flat_map(|atvs| {
+                let atvs: Vec<u8> = atvs
+                    .iter()
+                    .flat_map(|(oid, v)| tlv(0x30, &[tlv(0x06, oid), tlv(0x0c, v.as_bytes())].concat()))
+                    .collect();
+                tlv(0x31, &atvs)
+            })
+            .collect();
+        tlv(0x30, &rdns)
+    }
+
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    const O: &[u8] = &[0x55, 0x04, 0x0a];
+    const OU: &[u8] = &[0x55, 0x04, 0x0b];
+
+    #[test]
+    fn names_render_as_rfc_4514_strings() {
+        assert_eq!(name_to_string(&name_der(&[&[(O, "Corp")], &[(CN, "dev1")]])), "CN=dev1,O=Corp");
+        // A value cannot pose as another RDN, nor hide a multi-valued one.
+        assert_eq!(name_to_string(&name_der(&[&[(CN, "evil,O=Corp")]])), "CN=evil\\,O=Corp");
+        assert_eq!(name_to_string(&name_der(&[&[(CN, "a+OU=b")]])), "CN=a\\+OU=b");
+        assert_eq!(name_to_string(&name_der(&[&[(CN, "a"), (OU, "b")]])), "CN=a+OU=b");
+        assert_eq!(name_to_string(&name_der(&[&[(CN, "<img src=\"x\">;\\")]])), "CN=\\<img src=\\\"x\\\"\\>\\;\\\\");
+        assert_eq!(name_to_string(&name_der(&[&[(CN, "#tag ")]])), "CN=\\#tag\\ ");
+        assert_eq!(name_to_string(&name_der(&[&[(CN, " a#b c")]])), "CN=\\ a#b c");
+        assert_eq!(name_to_string(&name_der(&[&[(CN, "line\nbreak\0")]])), "CN=line\\0Abreak\\00");
+        assert_eq!(name_to_string(&name_der(&[&[(CN, "é ü")]])), "CN=é ü");
+        assert_eq!(name_to_string(&name_der(&[&[(CN, "")]])), "CN=");
+    }
 
     #[test]
     fn san_round_trip() {

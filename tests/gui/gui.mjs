@@ -27,6 +27,8 @@ const HOSTILE_CN = env('HOSTILE_CN');
 const SCREENSHOTS = process.env.SCREENSHOTS;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT_MS = 15_000;
+/** A value as scepd renders it in a subject (RFC 4514 §2.4 escaping). */
+const rfc4514 = (value) => value.replace(/["+,;<>\\]/g, (c) => `\\${c}`);
 
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
@@ -160,7 +162,7 @@ try {
     assert.deepEqual(outcomes, ['claim_mismatch', 'replay']);
     // The refused CSR's CN is markup: shown as text in the subject and the detail.
     const mismatch = await page.$$eval('#failures tbody tr', (rows) => [...rows[0].cells].map((c) => c.textContent));
-    assert.equal(mismatch[5], `CN=${HOSTILE_CN}`);
+    assert.equal(mismatch[5], `CN=${rfc4514(HOSTILE_CN)}`);
     assert.ok(mismatch[8].includes('<img src=x onerror=') && mismatch[8].includes('<b>dev</b>'), mismatch[8]);
     assert.equal(await page.locator('#failures img, #failures b, #failures script').count(), 0);
     const ids = await page.$$eval('#failures tbody tr', (rows) => rows.map((r) => Number(r.dataset.id)));
@@ -258,7 +260,7 @@ try {
     assert.ok(actions.includes('scep_pkcsreq'), `${actions}`);
     assert.ok(actions.includes('scep_pkcsreq_intune'), `${actions}`);
     const subjects = await page.$$eval('#activity tbody tr[data-id]', (rows) => rows.map((r) => r.cells[7].textContent));
-    assert.ok(subjects.includes(`CN=${HOSTILE_CN}`), `hostile subject shown as text: ${subjects}`);
+    assert.ok(subjects.includes(`CN=${rfc4514(HOSTILE_CN)}`), `hostile subject shown as text: ${subjects}`);
     assert.equal(await page.locator('#activity img, #activity b, #activity script').count(), 0);
     assert.equal(await page.evaluate(() => window.__scepdXss), undefined);
     await shot('activity');

@@ -40,7 +40,7 @@ impl TrustAnchor {
         &self.der
     }
 
-    /// The subject, RFC 4514-like (`CN=Microsoft Intune Certificate Connector`).
+    /// The subject, RFC 4514 (`CN=Microsoft Intune Certificate Connector`).
     pub fn subject(&self) -> &str {
         &self.subject
     }
