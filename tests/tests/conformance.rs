@@ -48,6 +48,15 @@ impl Server {
         s
     }
 
+    /// scepd exits with status 0 within `limit`.
+    fn assert_exits_0(&mut self, limit: Duration) {
+        let status = self
+            .scepd
+            .wait_exit(limit)
+            .unwrap_or_else(|| panic!("{:?}: scepd did not exit within {limit:?}\n{}", self.transport, self.log()));
+        assert!(status.success(), "{:?}: exit {status:?}\n{}", self.transport, self.log());
+    }
+
     /// One raw HTTP/1.1 request with `Connection: close`: (status, headers+body text).
     fn raw(&self, head: &str, body: &[u8]) -> (u16, String) {
         let mut s = self.connect();
@@ -306,12 +315,7 @@ fn sigterm_answers_in_flight_and_exits_0(s: &mut Server) {
     let rep = verify_cert_rep(&raw[split + 4..], &req, &key, &ca.certificates).unwrap();
     assert_eq!(rep.status, PkiStatus::SUCCESS);
 
-    let limit = Duration::from_secs(20);
-    let status = s
-        .scepd
-        .wait_exit(limit)
-        .unwrap_or_else(|| panic!("{:?}: scepd did not exit within {limit:?}\n{}", s.transport, s.log()));
-    assert!(status.success(), "{:?}: exit {status:?}\n{}", s.transport, s.log());
+    s.assert_exits_0(Duration::from_secs(20));
 }
 
 /// One response from a keep-alive connection (read up to its `content-length`): (status, head, body).
@@ -346,12 +350,7 @@ fn sigterm_closes_idle_keep_alive_connections(s: &mut Server) {
     // At once, not when the 10 s header_read_timeout would close it anyway.
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "{:?}: the idle connection stayed open {took:?}", s.transport);
-    let limit = Duration::from_secs(10); // shutdown_grace is 30 s
-    let status = s
-        .scepd
-        .wait_exit(limit)
-        .unwrap_or_else(|| panic!("{:?}: scepd did not exit within {limit:?}\n{}", s.transport, s.log()));
-    assert!(status.success(), "{:?}: exit {status:?}\n{}", s.transport, s.log());
+    s.assert_exits_0(Duration::from_secs(10)); // shutdown_grace is 30 s
 }
 
 /// SIGTERM while request heads are arriving: each is answered, with
@@ -376,12 +375,7 @@ fn sigterm_finishes_request_heads_under_way(s: &mut Server) {
         assert_eq!(status, 200, "{:?} {head:?}: {text}", s.transport);
         assert!(text.contains("connection: close\r\n"), "{:?} {head:?}: {text}", s.transport);
     }
-    let limit = Duration::from_secs(20);
-    let status = s
-        .scepd
-        .wait_exit(limit)
-        .unwrap_or_else(|| panic!("{:?}: scepd did not exit within {limit:?}\n{}", s.transport, s.log()));
-    assert!(status.success(), "{:?}: exit {status:?}\n{}", s.transport, s.log());
+    s.assert_exits_0(Duration::from_secs(20));
 }
 
 /// A request head that does not complete within `header_read_timeout_secs`

@@ -20,15 +20,15 @@
 //! `.ci/run` installs both. Without them the test fails and says so.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use scep_tests::client::{
     CertRep, CsrSpec, DeviceKey, MessageOptions, PkiMethod, PkiStatus, ScepClient, SubjectAltName,
 };
 use scep_tests::intune_connector::{Claims, Connector, JwsAlg};
+use scep_tests::real_clients::{RealClientError, run_bounded};
 use scep_tests::server::{Scepd, ScepdOptions, Transport};
 
 const ADMIN_KEY: &str = "gui-test-admin-key-0123456789";
@@ -93,8 +93,8 @@ fn admin_gui_in_chromium(transport: Transport) {
     ));
     ok(enroll(&server.profile_url("plain"), HOSTILE_CN, None, "plain-secret"));
 
-    let mut node = Command::new("node")
-        .arg(gui_dir().join("gui.mjs"))
+    let mut node = Command::new("node");
+    node.arg(gui_dir().join("gui.mjs"))
         .current_dir(gui_dir())
         .env("SCEPD_URL", server.base_url().trim_end_matches('/'))
         .env("ADMIN_KEY", ADMIN_KEY)
@@ -107,43 +107,19 @@ fn admin_gui_in_chromium(transport: Transport) {
             let dir = PathBuf::from(dir).join(transport.flag());
             std::fs::create_dir_all(&dir).unwrap();
             ("SCREENSHOTS", dir)
-        }))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node (the GUI test needs Node.js): {e}"));
-    let mut stdout = node.stdout.take().unwrap();
-    let mut stderr = node.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + BROWSER_TIMEOUT;
-    let status = loop {
-        if let Some(status) = node.try_wait().unwrap() {
-            break Some(status);
+        }));
+    let report = |output: &str| format!("--- gui.mjs ---\n{output}\n--- scepd ---\n{}", server.log_tail(40));
+    match run_bounded("node", &mut node, server.dir(), BROWSER_TIMEOUT) {
+        Ok(run) => {
+            let passed = run.status.success() && run.output.contains("all GUI checks passed");
+            assert!(passed, "GUI checks failed ({})\n{}", run.status, report(&run.output));
+            println!("{}", run.output);
         }
-        if Instant::now() >= deadline {
-            let _ = node.kill();
-            let _ = node.wait();
-            break None;
+        Err(RealClientError::Timeout { output, .. }) => {
+            panic!("the browser test did not finish within {BROWSER_TIMEOUT:?}\n{}", report(&output))
         }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    let report =
-        format!("--- gui.mjs stdout ---\n{out}\n--- stderr ---\n{err}\n--- scepd ---\n{}", server.log_tail(40));
-    match status {
-        None => panic!("the browser test did not finish within {BROWSER_TIMEOUT:?}\n{report}"),
-        Some(s) => assert!(s.success() && out.contains("all GUI checks passed"), "GUI checks failed ({s})\n{report}"),
+        Err(e) => panic!("cannot run node (the GUI test needs Node.js): {e}"),
     }
-    println!("{out}");
 }
 
 scep_tests::on_each_transport!(admin_gui_in_chromium);

@@ -177,8 +177,10 @@ impl FastConnection {
                 Http1Step::HandOff => break Next::HandOff,
             }
         };
-        self.buf.copy_within(answered..self.filled, 0);
-        self.filled -= answered;
+        if answered > 0 {
+            self.buf.copy_within(answered..self.filled, 0);
+            self.filled -= answered;
+        }
         next
     }
 
