@@ -1,50 +1,52 @@
 //! The scepd HTTP service, shared by every runtime.
 //!
 //! A transport (tokio, smol) accepts connections, terminates TLS with
-//! [`tls::server_config`] and serves [`ScepService`] with hyper. Everything
-//! else lives here: routing, query and body handling, the driving loop
-//! ([`drive()`]), configuration ([`config`], [`profile`]), first-run bootstrap
-//! ([`bootstrap`]) and the hot-swappable [`ServiceState`]; the operator plane:
-//! `CERTCTL_*` environment ([`env`](mod@env)), the durable audit log ([`audit`]), the
-//! admin API ([`admin`]) and its web GUI ([`ui`]), Prometheus metrics
-//! ([`metrics`]) and the mTLS sibling route ([`mtls`]).
+//! [`ReloadableTls`] and serves [`ScepService`] with hyper. Everything else
+//! lives here, one folder per concern (dependencies point down this list;
+//! the unit test `layout` checks there is no circle):
+//!
+//! | folder | what | may import |
+//! |---|---|---|
+//! | [`wiring`] | settings → running parts: `ServiceState::load`/`reload`, [`check_config`], profiles, issuers, local CA, bootstrap, TLS | everything below |
+//! | [`http`] | routing, [`ScepService`], [`drive()`], the fast path | `operator`, `state`, `store`, `intune`, `tls`, `settings`, `query` |
+//! | [`operator`] | admin API, web GUI, metrics exposition | `state`, `store`, `intune`, `settings`, `query` |
+//! | [`state`] | [`ServiceState`], [`Profiles`], API keys, metrics counters | `store`, `intune`, `tls`, `settings` |
+//! | [`tls`] | [`ReloadableTls`], mTLS client-certificate policy, [`ConnectionInfo`] | `settings` |
+//! | [`intune`] | Intune trust anchors and decisions | `settings` |
+//! | [`store`] | the durable audit log | `settings` |
+//! | [`query`] | URL query decoding | nothing |
+//! | [`settings`] | what the operator wrote: TOML, `CERTCTL_*`, start options | nothing |
 //!
 //! Startup: [`ServiceState::load`] with [`StartOptions`]; print
 //! [`Started::generated_challenge`] once if set; serve
 //! `ScepService::new(state, Some(timer))`; on SIGHUP call
-//! [`ServiceState::reload`]. The admin plane reads Intune counters and
-//! anchors with [`ServiceState::intune_stats`] and reloads anchors with
+//! [`ServiceState::reload_on_hangup`]. The admin plane reads Intune counters
+//! and anchors with [`ServiceState::intune_stats`] and reloads anchors with
 //! [`ServiceState::reload_trust`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod admin;
-pub mod audit;
-pub mod bootstrap;
-pub mod config;
-pub mod discovery;
-pub mod drive;
-pub mod env;
-pub mod fast_path;
+pub mod http;
 pub mod intune;
-pub mod issuers;
-pub mod metrics;
-pub mod mtls;
-pub mod profile;
+pub mod operator;
 pub mod query;
-pub mod refuse;
-pub mod service;
+pub mod settings;
 pub mod state;
+pub mod store;
 pub mod tls;
-pub mod ui;
+pub mod wiring;
 
+#[cfg(test)]
+mod layout;
 #[cfg(test)]
 mod operator_tests;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{ServerSettings, TlsSettings};
-pub use drive::drive;
-pub use profile::Profile;
-pub use service::{Route, ScepService, route};
-pub use state::{Profiles, ServiceState, StartOptions, Started, check_config};
+pub use http::drive::drive;
+pub use http::service::{Route, ScepService, route};
+pub use settings::start::StartOptions;
+pub use settings::{ServerSettings, TlsSettings};
+pub use state::{Profile, Profiles, ServiceState, Started};
+pub use tls::{ConnectionInfo, ReloadableTls};
+pub use wiring::check_config;

@@ -11,11 +11,13 @@ use http_body_util::{BodyExt as _, Full};
 use serde_json::Value;
 
 use crate::ScepService;
-use crate::admin::{ApiKeySection, ApiKeys};
-use crate::audit::{AuditLog, AuditQuery, DiscoveryAudit};
-use crate::config::ServerSettings;
-use crate::mtls::ConnectionInfo;
-use crate::profile::BuildContext;
+use crate::settings::api_keys::ApiKeySection;
+use crate::state::api_keys::ApiKeys;
+use crate::settings::audit::DiscoveryAudit;
+use crate::store::audit::{AuditLog, AuditQuery};
+use crate::settings::ServerSettings;
+use crate::tls::ConnectionInfo;
+use crate::wiring::profile::BuildContext;
 use crate::state::{Profiles, ServiceState};
 use crate::testutil::{TestDir, section};
 
@@ -184,7 +186,7 @@ fn discovery_answers_are_tallied_and_decisions_stay_one_event_each() {
     }
 
     let all = block_on(f.audit.query(AuditQuery { limit: 100, ..Default::default() })).unwrap();
-    let find = |profile: &str, action: &str| -> Vec<&crate::audit::AuditEvent> {
+    let find = |profile: &str, action: &str| -> Vec<&crate::store::audit::AuditEvent> {
         all.iter().filter(|e| e.profile == profile && e.action == action).collect()
     };
     let caps = find("corp", "scep_getcacaps");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use scep_engine::time::UnixTime;
 
-use crate::profile::ProfileSection;
+use crate::settings::profile::ProfileSection;
 
 pub(crate) const RA_CERT: &str = include_str!("../../../tests/vectors/real-clients/recipient-cert.pem");
 pub(crate) const RA_KEY: &str = include_str!("../../../tests/vectors/real-clients/recipient-key.pem");

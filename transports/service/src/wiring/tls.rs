@@ -1,29 +1,20 @@
-//! The rustls server configuration, shared by every runtime's TLS acceptor,
-//! and its hot reload ([`ReloadableTls`]: SIGHUP re-reads the certificate and
-//! key files and the mTLS client CA hints).
+//! TLS wiring: reads the `[server.tls]` certificate and key into the rustls
+//! configuration ([`server_config`]) and builds and reloads the transports'
+//! [`ReloadableTls`].
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::{DistinguishedName, ServerConfig};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use scep_engine::config::ConfigError;
 
-use arc_swap::ArcSwap;
-use rustls::DistinguishedName;
-
-use crate::config::TlsSettings;
-use crate::mtls::{self, OptionalClientCert};
-use crate::profile::check_key_file_permissions;
+use crate::settings::TlsSettings;
 use crate::state::{Profiles, ServiceState};
-
-/// The current TLS configuration, swapped on reload; each new connection
-/// takes the configuration current when it arrives.
-#[derive(Debug)]
-pub struct ReloadableTls {
-    current: ArcSwap<ServerConfig>,
-}
+use crate::tls::ReloadableTls;
+use crate::tls::client_auth::{self, OptionalClientCert};
+use crate::wiring::files::check_key_file_permissions;
 
 impl ReloadableTls {
     /// Builds the first configuration from the state's TLS settings and
@@ -33,12 +24,7 @@ impl ReloadableTls {
     /// As [`server_config`].
     pub fn new(state: &ServiceState) -> Result<Option<Self>, ConfigError> {
         let Some(tls) = &state.settings().tls else { return Ok(None) };
-        Ok(Some(Self { current: ArcSwap::new(server_config(tls, &state.profiles())?) }))
-    }
-
-    /// The configuration for a new connection.
-    pub fn current(&self) -> Arc<ServerConfig> {
-        self.current.load_full()
+        Ok(Some(Self::with_config(server_config(tls, &state.profiles())?)))
     }
 
     /// Re-reads the certificate and key files (after [`ServiceState::reload`],
@@ -49,7 +35,7 @@ impl ReloadableTls {
     /// As [`server_config`].
     pub fn reload(&self, state: &ServiceState) -> Result<(), ConfigError> {
         let Some(tls) = &state.settings().tls else { return Ok(()) };
-        self.current.store(server_config(tls, &state.profiles())?);
+        self.swap(server_config(tls, &state.profiles())?);
         Ok(())
     }
 }
@@ -69,7 +55,7 @@ pub fn server_config(tls: &TlsSettings, profiles: &Profiles) -> Result<Arc<Serve
     check_key_file_permissions(&tls.key, "server.tls.key")?;
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| ConfigError(format!("server.tls.key: {}: {e}", tls.key.display())))?;
-    let builder = ServerConfig::builder_with_provider(mtls::provider())
+    let builder = ServerConfig::builder_with_provider(client_auth::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ConfigError(format!("server.tls: {e}")))?;
     let mtls_hints: Option<Vec<DistinguishedName>> =
@@ -110,7 +96,7 @@ mod tests {
             s.mtls_enabled = Some(true);
             s.mtls_client_ca_trust_bundle_path = Some(dir.path().join("chain.pem"));
         }
-        let p = s.build(0, &mut crate::profile::BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        let p = s.build(0, &mut crate::wiring::profile::BuildContext::new(None, dir.path(), dir.now())).unwrap();
         Profiles::new(vec![p], "p".into()).unwrap()
     }
 

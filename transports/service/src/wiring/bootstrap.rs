@@ -17,7 +17,8 @@ use scep_engine::config::ConfigError;
 use scep_engine::time::UnixTime;
 use scep_issuers::Issuer;
 
-use crate::profile::ProfileSection;
+use crate::settings::profile::ProfileSection;
+use crate::wiring::files::check_key_file_permissions;
 
 /// Name of the profile served when there is no configuration file.
 pub const DEFAULT_PROFILE: &str = "default";
@@ -92,7 +93,7 @@ impl Challenge {
         let path = data_dir.join(CHALLENGE_FILE);
         match std::fs::metadata(&path) {
             Ok(_) => {
-                crate::profile::check_key_file_permissions(&path, "challenge password")?;
+                check_key_file_permissions(&path, "challenge password")?;
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| ConfigError(format!("challenge password: cannot read {}: {e}", path.display())))?;
                 let password = text.trim_end_matches(['\r', '\n']).to_string();

@@ -32,121 +32,21 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE, X_CONTENT_TYPE
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use scep_engine::UnixTime;
-use scep_engine::config::{ChallengePolicy, ConfigError};
-use scep_engine::crypto::DigestAlg;
+use scep_engine::config::ChallengePolicy;
 use scep_engine::x509::{CertificateRef, name_to_string};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::audit::{AuditQuery, MAX_FILTER_VALUES, MAX_QUERY_LIMIT};
+use crate::store::audit::{AuditQuery, MAX_FILTER_VALUES, MAX_QUERY_LIMIT};
 use crate::intune::{AnchorInfo, ProfileIntuneStats};
-use crate::profile::Profile;
+use crate::state::Profile;
+use crate::settings::api_keys::Role;
 use crate::state::ServiceState;
 
 /// Shortest accepted API key.
 pub const MIN_KEY_LEN: usize = 16;
 /// Largest accepted admin request body.
 const MAX_BODY: usize = 16 * 1024;
-
-/// One `[[api_key]]` entry, as written.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeySection {
-    /// `name`
-    pub name: Option<String>,
-    /// `key`
-    pub key: Option<String>,
-    /// `role`: `admin` or `reader`.
-    pub role: Option<String>,
-}
-
-/// What a key may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Every admin endpoint.
-    Admin,
-    /// Authenticated, but no admin endpoint (403).
-    Reader,
-}
-
-struct ApiKey {
-    name: String,
-    digest: Vec<u8>,
-    role: Role,
-}
-
-/// The configured API keys (replaced on reload).
-#[derive(Default)]
-pub struct ApiKeys {
-    keys: Vec<ApiKey>,
-}
-
-impl std::fmt::Debug for ApiKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.keys.iter().map(|k| (&k.name, k.role))).finish()
-    }
-}
-
-impl ApiKeys {
-    /// Validates the `[[api_key]]` entries.
-    ///
-    /// # Errors
-    /// Naming `api_key[<index>].<key>`, without ever quoting a key.
-    pub fn from_sections(sections: &[ApiKeySection]) -> Result<Self, ConfigError> {
-        let mut keys: Vec<ApiKey> = Vec::with_capacity(sections.len());
-        for (i, s) in sections.iter().enumerate() {
-            let err = |k: &str, why: &str| ConfigError(format!("api_key[{i}].{k}: {why}"));
-            let name = s.name.as_deref().ok_or_else(|| err("name", "required"))?;
-            if !(1..=64).contains(&name.len())
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-            {
-                return Err(err("name", "must be 1 to 64 of A-Z, a-z, 0-9, '.', '_', '-'"));
-            }
-            let key = s.key.as_deref().ok_or_else(|| err("key", "required"))?;
-            if key.len() < MIN_KEY_LEN || key.chars().any(char::is_whitespace) {
-                return Err(err("key", &format!("must be at least {MIN_KEY_LEN} characters without whitespace")));
-            }
-            let role = match s.role.as_deref() {
-                None | Some("reader") => Role::Reader,
-                Some("admin") => Role::Admin,
-                Some(_) => return Err(err("role", "must be \"admin\" or \"reader\"")),
-            };
-            let digest = DigestAlg::Sha256.digest(key.as_bytes());
-            if keys.iter().any(|k| k.name == name) {
-                return Err(err("name", "defined more than once"));
-            }
-            if keys.iter().any(|k| k.digest == digest) {
-                return Err(err("key", "the same key is configured twice"));
-            }
-            keys.push(ApiKey { name: name.to_string(), digest, role });
-        }
-        Ok(Self { keys })
-    }
-
-    /// How many keys are configured.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether no key is configured (the admin API then answers 401).
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The key's name and role, comparing against every key in constant time.
-    pub fn authenticate(&self, presented: &str) -> Option<(&str, Role)> {
-        let digest = DigestAlg::Sha256.digest(presented.as_bytes());
-        let mut found = None;
-        for k in &self.keys {
-            // No early exit: every configured key is compared.
-            let same = aws_lc_rs::constant_time::verify_slices_are_equal(&k.digest, &digest).is_ok();
-            if same && found.is_none() {
-                found = Some((k.name.as_str(), k.role));
-            }
-        }
-        found
-    }
-}
 
 /// Why a trust anchor reload was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,7 +76,7 @@ impl ServiceState {
         if profile.intune.is_none() {
             return Err(ReloadTrustError::NotEnabled);
         }
-        let stats = crate::intune::reload_trust(&profiles, Some(path_id), UnixTime::now())
+        let stats = profiles.reload_intune_trust(Some(path_id), UnixTime::now())
             .map_err(|e| ReloadTrustError::Failed(e.0))?;
         Ok(stats.into_iter().find(|s| s.profile == path_id).map(|s| s.anchors).unwrap_or_default())
     }
@@ -538,6 +438,8 @@ fn respond(status: StatusCode, v: &Value) -> http::Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::api_keys::ApiKeySection;
+    use crate::state::api_keys::ApiKeys;
 
     fn section(name: &str, key: &str, role: Option<&str>) -> ApiKeySection {
         ApiKeySection { name: Some(name.into()), key: Some(key.into()), role: role.map(Into::into) }
@@ -585,8 +487,8 @@ mod tests {
         use scep_issuers::x509_build::{Validity, common_name, self_signed_ca};
 
         use super::super::*;
-        use crate::audit::AuditEvent;
-        use crate::state::StartOptions;
+        use crate::store::audit::AuditEvent;
+        use crate::settings::start::StartOptions;
         use crate::testutil::TestDir;
 
         const ADMIN: &str = "admin-key-0123456789";

@@ -70,7 +70,7 @@ mod tests {
     use super::*;
     use scep_engine::{Message, Method};
 
-    use crate::profile::BuildContext;
+    use crate::wiring::profile::BuildContext;
     use crate::testutil::{TestDir, section};
 
     #[test]

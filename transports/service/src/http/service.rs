@@ -6,19 +6,19 @@
 //! |---|---|
 //! | `/scep`, `/scep/pkiclient.exe` | the default profile |
 //! | `/scep/<profile>`, `/scep/<profile>/pkiclient.exe` | the named profile (`[a-z0-9-]`) |
-//! | `/scep-mtls/<profile>`, `/scep-mtls/<profile>/pkiclient.exe` | the same profile, client certificate required ([`crate::mtls`]) |
+//! | `/scep-mtls/<profile>`, `/scep-mtls/<profile>/pkiclient.exe` | the same profile, client certificate required ([`crate::tls::client_auth`]) |
 //! | `/healthz` | `200 ok` (GET, HEAD) |
-//! | `/metrics` | Prometheus text ([`crate::metrics`]) |
-//! | `/api/v1/admin/...` | the admin API ([`crate::admin`]) |
-//! | `/ui/...` | the admin web GUI ([`crate::ui`]) |
+//! | `/metrics` | Prometheus text ([`crate::operator::metrics`]) |
+//! | `/api/v1/admin/...` | the admin API ([`crate::operator::admin`]) |
+//! | `/ui/...` | the admin web GUI ([`crate::operator::ui`]) |
 //!
-//! Every answer on a SCEP route is audited ([`crate::audit`]) and counted in
+//! Every answer on a SCEP route is audited ([`crate::store::audit`]) and counted in
 //! the metrics. A decision (every PKIOperation, every refusal) is one event,
 //! committed before the response is returned; when it cannot be, the answer is
 //! `503` (fail closed: no unaudited decision reaches a client). Discovery
 //! answers (GetCACaps, GetCACert, GetNextCACert) go to the audit tally unless
 //! `[audit] discovery = "each"`; a discovery GET is then answered at once from
-//! the profile's kept answers ([`crate::discovery`],
+//! the profile's kept answers ([`crate::state::discovery`],
 //! [`ScepService::answer_discovery_now`]), without a request future.
 //!
 //! The `/pkiclient.exe` suffix is what Windows/NDES-style clients append to the
@@ -44,11 +44,12 @@ use hyper::service::Service;
 use scep_engine::time::UnixTime;
 use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
 
-use crate::audit::{AuditEvent, DiscoveryAnswer, DiscoveryAudit};
-use crate::drive::drive_timed;
-use crate::metrics::Observation;
-use crate::mtls::ConnectionInfo;
-use crate::profile::is_valid_name;
+use crate::settings::audit::DiscoveryAudit;
+use crate::store::audit::{AuditEvent, DiscoveryAnswer};
+use crate::http::drive::drive_timed;
+use crate::state::metrics::Observation;
+use crate::tls::ConnectionInfo;
+use crate::settings::profile::is_valid_name;
 use crate::query::parse_query;
 use crate::state::ServiceState;
 
@@ -65,7 +66,7 @@ pub enum Route<'a> {
     Metrics,
     /// `/api/v1/admin/...`
     Admin,
-    /// `/ui`, `/ui/...`: the admin web GUI ([`crate::ui`]).
+    /// `/ui`, `/ui/...`: the admin web GUI ([`crate::operator::ui`]).
     Ui,
     /// Anything else (404).
     NotFound,
@@ -81,7 +82,7 @@ pub fn route(path: &str) -> Route<'_> {
     if path.starts_with("/api/v1/admin/") {
         return Route::Admin;
     }
-    if path == crate::ui::PREFIX || path.starts_with("/ui/") {
+    if path == crate::operator::ui::PREFIX || path.starts_with("/ui/") {
         return Route::Ui;
     }
     if let Some(rest) = path.strip_prefix("/scep-mtls/") {
@@ -118,7 +119,7 @@ impl std::fmt::Debug for ScepService {
 impl ScepService {
     /// A service over `state`. With a `timer` (the runtime's, e.g. hyper-util's
     /// `TokioTimer`), POST bodies must arrive within
-    /// [`crate::config::ServerSettings::body_read_timeout`] (else 408).
+    /// [`crate::settings::ServerSettings::body_read_timeout`] (else 408).
     pub fn new(state: Arc<ServiceState>, timer: Option<Arc<dyn Timer + Send + Sync>>) -> Self {
         Self { state, timer, connection: None }
     }
@@ -132,7 +133,7 @@ impl ScepService {
     }
 
     /// Answers a discovery GET (GetCACaps, GetCACert on `/scep/...`) at once
-    /// from the profile's kept answers ([`crate::discovery`]), counting it in
+    /// from the profile's kept answers ([`crate::state::discovery`]), counting it in
     /// the metrics and the audit tally; `None` for every other request (and
     /// when discovery is audited one durable event at a time, which must be
     /// awaited). Nothing here waits, so the caller needs no request future.
@@ -149,7 +150,7 @@ impl ScepService {
 
     /// [`Self::answer_discovery_now`] for a GET of `path?query` from `client`,
     /// without an `http::Request` (the transports' HTTP/1.1 fast path,
-    /// [`crate::fast_path`]): the kept answer's status, content type and body,
+    /// [`crate::http::fast_path`]): the kept answer's status, content type and body,
     /// counted in the metrics and the audit tally.
     pub(crate) fn discovery_answer(
         &self,
@@ -241,8 +242,8 @@ impl ScepService {
             Route::Metrics => return self.metrics(&method),
             // Boxed, as the POST body below: rare paths keep the common future small.
             Route::Admin => return Box::pin(self.admin(req)).await,
-            Route::Ui if self.state.settings().gui => return crate::ui::handle(&method, path),
-            Route::Ui => return crate::ui::turned_off(),
+            Route::Ui if self.state.settings().gui => return crate::operator::ui::handle(&method, path),
+            Route::Ui => return crate::operator::ui::turned_off(),
             _ => {}
         }
         let connection =
@@ -340,10 +341,10 @@ impl ScepService {
         if method != HttpMethod::GET && method != HttpMethod::HEAD {
             return to_http(plain(405, "method_not_allowed", "method not allowed: use GET\n").0);
         }
-        let text = self.state.metrics().render(&self.state, UnixTime::now());
+        let text = crate::operator::metrics::render(&self.state, UnixTime::now());
         let mut r = to_http(Response {
             status: 200,
-            content_type: crate::metrics::CONTENT_TYPE,
+            content_type: crate::operator::metrics::CONTENT_TYPE,
             body: text.into_bytes(),
             outcome: Outcome::default(),
         });
@@ -357,7 +358,7 @@ impl ScepService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
-        let limit = crate::admin::max_body();
+        let limit = crate::operator::admin::max_body();
         let collect = Limited::new(body, limit).collect();
         let collected = match self.timer.as_deref() {
             Some(t) => timeout(t, self.state.settings().body_read_timeout, collect).await,
@@ -366,17 +367,17 @@ impl ScepService {
         let body = match collected {
             Some(Ok(c)) => c.to_bytes(),
             Some(Err(_)) => {
-                return crate::admin::error(
+                return crate::operator::admin::error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
                     "request body too large or unreadable",
                 );
             }
-            None => return crate::admin::error(StatusCode::REQUEST_TIMEOUT, "body_timeout", "request body timed out"),
+            None => return crate::operator::admin::error(StatusCode::REQUEST_TIMEOUT, "body_timeout", "request body timed out"),
         };
-        crate::admin::handle(
+        crate::operator::admin::handle(
             &self.state,
-            crate::admin::AdminRequest {
+            crate::operator::admin::AdminRequest {
                 method: &parts.method,
                 path: parts.uri.path(),
                 query: parts.uri.query(),
@@ -608,8 +609,8 @@ async fn timeout<F: Future>(timer: &(dyn Timer + Send + Sync), limit: Duration, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServerSettings;
-    use crate::profile::BuildContext;
+    use crate::settings::ServerSettings;
+    use crate::wiring::profile::BuildContext;
     use crate::state::Profiles;
     use crate::testutil::{TestDir, section};
     use futures_lite::future::block_on;
@@ -677,7 +678,7 @@ mod tests {
     fn engine_status(f: &Fixture) -> u16 {
         let p = f.svc.state.profiles();
         let req = Request { method: Method::Get, operation: "GetCACaps", message: Message::None };
-        block_on(crate::drive::drive(&p.get(None).unwrap().engine, &*p.get(None).unwrap().issuer, req, UnixTime::now))
+        block_on(crate::http::drive::drive(&p.get(None).unwrap().engine, &*p.get(None).unwrap().issuer, req, UnixTime::now))
             .status
     }
 

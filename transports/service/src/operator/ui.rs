@@ -13,7 +13,7 @@
 //! page lives under `/ui/` with the same tabs and deep links.
 //!
 //! Everything here is static and public, compiled into the binary: the page
-//! holds no data. The script asks the admin API ([`crate::admin`]) for it with
+//! holds no data. The script asks the admin API (`crate::operator::admin`) for it with
 //! the admin key the operator signs in with, sent as `Authorization: Bearer`
 //! and kept in the tab's `sessionStorage`. The API decides: no key or an
 //! unknown key is `401` (the page asks for a key), a `reader` key is `403` (the
@@ -60,11 +60,11 @@ pub struct Asset {
     pub body: &'static [u8],
 }
 
-const PAGE: Asset = Asset { content_type: "text/html; charset=utf-8", body: include_bytes!("../assets/ui/index.html") };
+const PAGE: Asset = Asset { content_type: "text/html; charset=utf-8", body: include_bytes!("../../assets/ui/index.html") };
 const SCRIPT: Asset =
-    Asset { content_type: "text/javascript; charset=utf-8", body: include_bytes!("../assets/ui/scepd.js") };
-const STYLE: Asset = Asset { content_type: "text/css; charset=utf-8", body: include_bytes!("../assets/ui/scepd.css") };
-const ICON: Asset = Asset { content_type: "image/svg+xml", body: include_bytes!("../assets/ui/favicon.svg") };
+    Asset { content_type: "text/javascript; charset=utf-8", body: include_bytes!("../../assets/ui/scepd.js") };
+const STYLE: Asset = Asset { content_type: "text/css; charset=utf-8", body: include_bytes!("../../assets/ui/scepd.css") };
+const ICON: Asset = Asset { content_type: "image/svg+xml", body: include_bytes!("../../assets/ui/favicon.svg") };
 
 /// What a path under [`PREFIX`] leads to.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The HTTP/1.1 fast path for discovery GETs, sans-IO.
 //!
 //! A fleet polls GetCACaps and GetCACert far more often than it enrols, and
-//! their answers are kept ready per profile ([`crate::discovery`]). For those
+//! their answers are kept ready per profile ([`crate::state::discovery`]). For those
 //! requests hyper's per-request work (a `Request` with its `HeaderMap` and
 //! `Uri`, a service future, the header-read timer re-armed per request) is
 //! most of scepd's own CPU. A transport that wants to can therefore parse the
@@ -40,7 +40,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use hyper::rt::{Read, ReadBufCursor, Write};
 
-use crate::service::ScepService;
+use crate::http::service::ScepService;
 
 /// Most header fields a fast-path request may have (more: hand-off).
 pub const MAX_HEADERS: usize = 32;
@@ -321,10 +321,10 @@ mod tests {
 
     use futures_lite::future::block_on;
 
-    use crate::audit::{AuditLog, AuditQuery};
-    use crate::config::ServerSettings;
-    use crate::mtls::ConnectionInfo;
-    use crate::profile::BuildContext;
+    use crate::store::audit::{AuditLog, AuditQuery};
+    use crate::settings::ServerSettings;
+    use crate::tls::ConnectionInfo;
+    use crate::wiring::profile::BuildContext;
     use crate::state::{Profiles, ServiceState};
     use crate::testutil::{TestDir, section};
 
@@ -447,7 +447,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(svc.answer_http1(request, &mut Vec::new()), Http1Step::Answered(request.len()));
         }
-        let text = svc.state().metrics().render(svc.state(), scep_engine::UnixTime::now());
+        let text = crate::operator::metrics::render(svc.state(), scep_engine::UnixTime::now());
         let line = text
             .lines()
             .find(|l| l.starts_with("scepd_requests_total{") && l.contains("GetCACaps"))

@@ -75,7 +75,7 @@ impl DiscoveryAnswers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::BuildContext;
+    use crate::wiring::profile::BuildContext;
     use crate::testutil::{TestDir, section};
 
     /// The kept answers are the engine's live answers, byte for byte, for any

@@ -1,8 +1,27 @@
-//! The service state: server settings plus the hot-swappable profile set.
+//! Wiring: turns settings into the running parts, in one place.
+//!
+//! [`ServiceState::load`], [`ServiceState::reload`] and [`check_config`] read
+//! the configuration (`crate::settings`: file, `CERTCTL_*` environment,
+//! start options) and build from it each profile's engine, issuer and RA
+//! ([`profile`]), the remote issuers ([`issuers`]), the local CA and the
+//! first-run data directory ([`bootstrap`]), the Intune trust anchors
+//! (`crate::intune::build`), the mTLS policies and the TLS configuration
+//! ([`tls`]), the audit log (`crate::store`) and the admin API keys. This is
+//! the only module that knows every part.
+//!
+//! May import every other folder except `http` and `operator` (which serve
+//! what is wired here); nothing but the crate root imports `wiring`, apart
+//! from the start-up constants transports read ([`bootstrap::CHALLENGE_FILE`]).
+
+pub mod bootstrap;
+pub mod files;
+pub mod issuers;
+pub mod profile;
+pub mod refuse;
+pub mod tls;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -10,154 +29,18 @@ use scep_engine::config::ConfigError;
 use scep_engine::intune::IntuneValidator;
 use scep_engine::time::UnixTime;
 
-use crate::admin::ApiKeys;
-use crate::audit::AuditLog;
-use crate::bootstrap::{self, Challenge};
-use crate::config::{self, ConfigFile, ServerSettings};
-use crate::env;
-use crate::intune::ProfileIntuneStats;
-use crate::metrics::Metrics;
-use crate::profile::{BuildContext, Profile, ProfileSection};
-
-/// Every served profile, by name, plus the one served at `/scep`. Immutable:
-/// a reload builds a new set and swaps it in.
-#[derive(Debug)]
-pub struct Profiles {
-    by_name: HashMap<String, Profile>,
-    default: String,
-}
-
-impl Profiles {
-    /// Builds a set. `default` must name one of `profiles`.
-    ///
-    /// # Errors
-    /// On duplicate names, an empty set or an unknown default.
-    pub fn new(profiles: Vec<Profile>, default: String) -> Result<Self, ConfigError> {
-        let mut by_name = HashMap::with_capacity(profiles.len());
-        for p in profiles {
-            let name = p.engine.config().name.clone();
-            if by_name.insert(name.clone(), p).is_some() {
-                return Err(ConfigError(format!("profile[{name}].name: defined more than once")));
-            }
-        }
-        if by_name.is_empty() {
-            return Err(ConfigError("profile: at least one [[profile]] is required".into()));
-        }
-        if !by_name.contains_key(&default) {
-            return Err(ConfigError(format!("server.default_profile: no profile named {default:?}")));
-        }
-        Ok(Self { by_name, default })
-    }
-
-    /// The profile `name`, or the default profile for `None`.
-    pub fn get(&self, name: Option<&str>) -> Option<&Profile> {
-        self.by_name.get(name.unwrap_or(&self.default))
-    }
-
-    /// The default profile's name.
-    pub fn default_name(&self) -> &str {
-        &self.default
-    }
-
-    /// Every profile, sorted by name.
-    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
-        let mut v: Vec<&Profile> = self.by_name.values().collect();
-        v.sort_unstable_by(|a, b| a.engine.config().name.cmp(&b.engine.config().name));
-        v.into_iter()
-    }
-
-    /// Profile names, sorted.
-    pub fn names(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
-        v.sort_unstable();
-        v
-    }
-}
-
-/// How `scepd serve` was started (command line / environment).
-#[derive(Clone, Debug, Default)]
-pub struct StartOptions {
-    /// `--config`: the TOML file. Without it, bootstrap mode (see [`crate::bootstrap`]).
-    pub config: Option<PathBuf>,
-    /// `--data-dir`: overrides `server.data_dir`.
-    pub data_dir: Option<PathBuf>,
-    /// `--listen`: overrides `server.listen`.
-    pub listen: Option<SocketAddr>,
-    /// `--challenge-password`: the bootstrap profile's challenge (ignored with `--config`).
-    pub challenge_password: Option<String>,
-    /// The `CERTCTL_*` variables to apply; `None` reads the process environment
-    /// ([`env::from_process`]).
-    pub env: Option<Vec<(String, String)>>,
-}
-
-/// What a successful [`ServiceState::load`] reports besides the state.
-#[derive(Debug)]
-pub struct Started {
-    /// The state to serve.
-    pub state: Arc<ServiceState>,
-    /// A challenge password generated (and persisted) by this run: print it
-    /// once. `None` on every later run.
-    pub generated_challenge: Option<String>,
-}
-
-/// Everything a transport needs to serve: settings (fixed until restart) and
-/// the profile set (atomically replaced by [`ServiceState::reload`]).
-#[derive(Debug)]
-pub struct ServiceState {
-    settings: ServerSettings,
-    profiles: ArcSwap<Profiles>,
-    /// Where the configuration came from; `None` for states built by [`ServiceState::new`].
-    options: Option<StartOptions>,
-    api_keys: ArcSwap<ApiKeys>,
-    audit: Option<AuditLog>,
-    metrics: Metrics,
-}
+use crate::settings::profile::ProfileSection;
+use crate::settings::start::StartOptions;
+use crate::settings::{self, ConfigFile, ServerSettings, env};
+use crate::state::api_keys::ApiKeys;
+use crate::state::metrics::Metrics;
+use crate::state::{Profiles, ServiceState, Started};
+use crate::store::audit::AuditLog;
+use crate::tls::ReloadableTls;
+use bootstrap::Challenge;
+use profile::BuildContext;
 
 impl ServiceState {
-    /// A state serving `profiles` with `settings` (for embedding and tests;
-    /// it has no configuration source, so [`ServiceState::reload`] refuses).
-    /// No API keys, no audit log until [`ServiceState::with_api_keys`] /
-    /// [`ServiceState::with_audit`].
-    pub fn new(settings: ServerSettings, profiles: Profiles) -> Self {
-        Self {
-            settings,
-            profiles: ArcSwap::from_pointee(profiles),
-            options: None,
-            api_keys: ArcSwap::from_pointee(ApiKeys::default()),
-            audit: None,
-            metrics: Metrics::default(),
-        }
-    }
-
-    /// This state with `keys` as its admin API keys.
-    #[must_use]
-    pub fn with_api_keys(self, keys: ApiKeys) -> Self {
-        self.api_keys.store(Arc::new(keys));
-        self
-    }
-
-    /// This state recording SCEP decisions in `audit`.
-    #[must_use]
-    pub fn with_audit(mut self, audit: AuditLog) -> Self {
-        self.audit = Some(audit);
-        self
-    }
-
-    /// The audit log, when there is one.
-    pub fn audit(&self) -> Option<&AuditLog> {
-        self.audit.as_ref()
-    }
-
-    /// The admin API keys (a request keeps the set it loaded).
-    pub fn api_keys(&self) -> Arc<ApiKeys> {
-        self.api_keys.load_full()
-    }
-
-    /// The process's metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     /// Loads the configuration named by `options` (or bootstraps without one).
     ///
     /// # Errors
@@ -186,21 +69,11 @@ impl ServiceState {
         Ok(Started { state, generated_challenge })
     }
 
-    /// Server settings.
-    pub fn settings(&self) -> &ServerSettings {
-        &self.settings
-    }
-
-    /// The current profile set (a request keeps the snapshot it loaded).
-    pub fn profiles(&self) -> Arc<Profiles> {
-        self.profiles.load_full()
-    }
-
     /// Re-reads the configuration (file and environment) and atomically swaps
     /// in the new profile set and API keys; on any error the current ones stay.
     /// Server settings (listen, TLS paths, limits, audit) are not reloaded:
     /// changes to them are logged and need a restart. (The TLS certificate and
-    /// key *files* are re-read by [`crate::tls::ReloadableTls::reload`].)
+    /// key *files* are re-read by [`ReloadableTls::reload`].)
     ///
     /// # Errors
     /// Why the new configuration was refused (the old one keeps serving).
@@ -209,7 +82,7 @@ impl ServiceState {
             .options
             .as_ref()
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
-        let previous = crate::intune::validators(&self.profiles.load());
+        let previous = self.profiles.load().intune_validators();
         let Loaded { settings, profiles, challenge, api_keys } = load_all(options, UnixTime::now(), previous)?;
         if challenge.is_some_and(|c| c.generated) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
@@ -226,10 +99,10 @@ impl ServiceState {
 
     /// SIGHUP, as both transports answer it: re-reads the configuration
     /// ([`Self::reload`]), then the TLS certificate and key when TLS is on
-    /// ([`crate::tls::ReloadableTls::reload`]); whatever is refused keeps its
+    /// ([`ReloadableTls::reload`]); whatever is refused keeps its
     /// previous version in force. Logs every outcome. Reads files: call it off
     /// the async executor.
-    pub fn reload_on_hangup(&self, tls: Option<&crate::tls::ReloadableTls>) {
+    pub fn reload_on_hangup(&self, tls: Option<&ReloadableTls>) {
         tracing::info!("SIGHUP: reloading configuration");
         if let Err(e) = self.reload() {
             tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
@@ -241,33 +114,6 @@ impl ServiceState {
         }
     }
 
-    /// Writes what the audit log still holds in memory (the discovery tally).
-    /// Both transports call this after their last connection has closed; a
-    /// failure is logged.
-    pub async fn flush_audit(&self) {
-        if let Some(audit) = self.audit()
-            && let Err(e) = audit.flush().await
-        {
-            tracing::error!(error = %e, "the discovery audit tally could not be written at shutdown");
-        }
-    }
-
-    /// Intune counters, anchors and settings of every Intune-enabled profile,
-    /// sorted by profile name (the admin plane's `intune/stats`).
-    pub fn intune_stats(&self) -> Vec<ProfileIntuneStats> {
-        crate::intune::stats(&self.profiles.load(), UnixTime::now())
-    }
-
-    /// Re-reads the Connector certificate bundle of `profile` (or of every
-    /// Intune profile for `None`) and swaps the anchors in: the admin plane's
-    /// SIGHUP-equivalent. Reads files: call it off the async executor.
-    ///
-    /// # Errors
-    /// Unknown profile, Intune not enabled, or a bundle failing the preflight
-    /// (named); the previous anchors then stay in force everywhere.
-    pub fn reload_trust(&self, profile: Option<&str>) -> Result<Vec<ProfileIntuneStats>, ConfigError> {
-        crate::intune::reload_trust(&self.profiles.load(), profile, UnixTime::now())
-    }
 }
 
 /// One complete configuration load.
@@ -291,7 +137,7 @@ fn load_all(
     };
     // The file (if any), then the environment on top of it.
     let (mut file, base) = match &options.config {
-        Some(path) => (config::read(path)?, path.parent().filter(|p| !p.as_os_str().is_empty())),
+        Some(path) => (settings::read(path)?, path.parent().filter(|p| !p.as_os_str().is_empty())),
         None => (ConfigFile::default(), None),
     };
     let applied = env::apply(&mut file, &vars)?;
@@ -320,7 +166,7 @@ fn build_file(
     settings.audit = file.audit.validate(base)?;
     apply_overrides(&mut settings, options);
     let api_keys = ApiKeys::from_sections(&file.api_keys)?;
-    let issuers = crate::issuers::build_issuers(&file.issuers, base)?;
+    let issuers = issuers::build_issuers(&file.issuers, base)?;
     let mut ctx = BuildContext::new(base, &settings.data_dir, now).with_issuers(issuers).with_previous_intune(previous);
     let mut built = Vec::with_capacity(file.profiles.len());
     for (i, section) in file.profiles.iter().enumerate() {
@@ -377,7 +223,7 @@ pub fn check_config(options: &StartOptions) -> Result<Vec<String>, ConfigError> 
     let options = StartOptions { env: Some(vars), ..options.clone() };
     let loaded = load_all(&options, UnixTime::now(), HashMap::new())?;
     if let Some(tls) = &loaded.settings.tls {
-        crate::tls::server_config(tls, &loaded.profiles)?;
+        tls::server_config(tls, &loaded.profiles)?;
     }
     AuditLog::check(&loaded.settings.audit.file(&loaded.settings.data_dir))?;
     Ok(loaded.profiles.names().into_iter().map(str::to_string).collect())
@@ -386,7 +232,10 @@ pub fn check_config(options: &StartOptions) -> Result<Vec<String>, ConfigError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Profiles;
+    use crate::store::audit::AuditLog;
     use crate::testutil::TestDir;
+    use profile::BuildContext;
 
     fn options(dir: &TestDir, config: &str) -> StartOptions {
         let path = dir.path().join("scepd.toml");

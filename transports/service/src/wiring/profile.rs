@@ -1,42 +1,7 @@
-//! `[[profile]]` entries: the one place where configuration becomes a
-//! [`ProfileConfig`] (and an issuer).
-//!
-//! ```toml
-//! [[profile]]
-//! name = "corp"                      # required; [a-z0-9-], 1..=63 chars; URL /scep/corp
-//! issuer = "local"                   # "local" / "iss-local" (default: the built-in CA in data_dir),
-//!                                    #   "none" (CA certs are served, every issuance is refused), or
-//!                                    #   the id of an [[issuer]] (crate::issuers; needs ra_cert/ra_key)
-//! challenge_password = "..."         # static challenge; required unless danger_no_challenge = true
-//! danger_no_challenge = false        # true: anyone reaching the URL enrols (lab only)
-//! ra_cert = "ra.pem"                 # RA certificate PEM; default (issuer local): the bootstrap RA
-//! ra_key = "ra.key"                  # RA RSA key PEM, mode 0600; given together with ra_cert
-//! ca_chain = "chain.pem"             # CA chain PEM, issuing CA first; default: the issuer's chain
-//!                                    #   (required with issuer = "none")
-//! ca_chain_shape = "ra-and-chain"    # or "ca-only" (GetCACert answer shape, RFC 8894 §4.2.1)
-//! ciphers = ["des3", "aes128", "aes192", "aes256"]   # default; "des" only by explicit opt-in
-//! digests = ["sha1", "sha256", "sha384", "sha512"]   # default
-//! validity_days = 365                # issued certificate validity, 1..=3650; default 365
-//! ekus = ["client-auth"]             # EKUs issued and allowed in CSRs: client-auth, server-auth,
-//!                                    #   code-signing, email-protection or a dotted OID; default client-auth
-//! min_rsa_bits = 2048                # smallest CSR RSA key, 2048..=16384; default 2048
-//! renewal = true                     # renewal by an issued certificate; default true
-//! allow_san_change = false           # renewed certificate may change SANs; default false
-//! signing_time_tolerance_secs = 3600 # max |signingTime - now|; default: signingTime not checked
-//! max_message_size = 262144          # largest PKIMessage in bytes, 1024..=16 MiB; default 256 KiB
-//! key_algorithms = ["rsa", "ec-p256", "ec-p384"]  # CSR key types accepted (badAlg otherwise); default all
-//! max_ttl_days = 90                  # cap on the issued validity: min(validity_days, max_ttl_days)
-//! san_types = ["dns", "email", "upn", "uri", "ip", "other"]  # SAN kinds a CSR may ask for; default all
-//! san_dns_suffixes = [".corp.example"]  # dNSNames must lie below one of these; default any
-//! mtls_enabled = false               # also serve /scep-mtls/<name>, requiring a client certificate
-//! mtls_client_ca_trust_bundle_path = "clients-ca.pem"  # CA bundle the client certificate must chain to
-//! intune_enabled = false             # Intune Connector challenges; intune_* keys: see crate::intune
-//! ```
-//!
-//! `issuer = "iss-local"` is accepted as a synonym of `"local"` (the spec's issuer id).
-//! The `intune_*` keys are documented in `docs/configuration.md`.
-//!
-//! Every invalid value is an error naming `profile[<name>].<key>` and why.
+//! Profile wiring: turns a `[[profile]]` entry into a running [`Profile`]:
+//! the one place where configuration becomes a [`ProfileConfig`] and an
+//! engine, with its issuer (the local CA, a remote `[[issuer]]`, or none), RA
+//! identity, CA chain, mTLS policy and Intune setup.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,118 +9,27 @@ use std::sync::Arc;
 
 use scep_engine::config::{
     AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, ProfileConfig, RaIdentity, RenewalPolicy,
-    SanPolicy, SanType,
+    SanPolicy,
 };
-use scep_engine::crypto::{ContentCipher, DigestAlg, RsaPrivateKey, SystemRandom};
+use scep_engine::crypto::{RsaPrivateKey, SystemRandom};
 use scep_engine::intune::IntuneValidator;
 use scep_engine::issue::IssuancePolicy;
 use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef};
-use scep_engine::{Engine, UnixTime, oid, pem};
+use scep_engine::{Engine, UnixTime, pem};
 use scep_issuers::Issuer;
-use serde::Deserialize;
 
-use crate::bootstrap::{self, LocalCa};
-use crate::config::{int_in, resolve};
-use crate::discovery::DiscoveryAnswers;
-use crate::intune::IntuneProfile;
-use crate::refuse::RefusingIssuer;
-
-/// Largest accepted PKIMessage by default (256 KiB).
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 * 1024;
-
-/// One `[[profile]]` entry, as written (every key optional; see the module docs).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProfileSection {
-    /// `name`
-    pub name: Option<String>,
-    /// `issuer`: `local` or `none`.
-    pub issuer: Option<String>,
-    /// `challenge_password`
-    pub challenge_password: Option<String>,
-    /// `danger_no_challenge`
-    pub danger_no_challenge: Option<bool>,
-    /// `ra_cert`
-    pub ra_cert: Option<PathBuf>,
-    /// `ra_key`
-    pub ra_key: Option<PathBuf>,
-    /// `ca_chain`
-    pub ca_chain: Option<PathBuf>,
-    /// `ca_chain_shape`: `ra-and-chain` or `ca-only`.
-    pub ca_chain_shape: Option<String>,
-    /// `ciphers`
-    pub ciphers: Option<Vec<String>>,
-    /// `digests`
-    pub digests: Option<Vec<String>>,
-    /// `validity_days`
-    pub validity_days: Option<i64>,
-    /// `ekus`
-    pub ekus: Option<Vec<String>>,
-    /// `min_rsa_bits`
-    pub min_rsa_bits: Option<i64>,
-    /// `renewal`
-    pub renewal: Option<bool>,
-    /// `allow_san_change`
-    pub allow_san_change: Option<bool>,
-    /// `signing_time_tolerance_secs`
-    pub signing_time_tolerance_secs: Option<i64>,
-    /// `max_message_size`
-    pub max_message_size: Option<i64>,
-    /// `key_algorithms`: `rsa`, `ec-p256`, `ec-p384`.
-    pub key_algorithms: Option<Vec<String>>,
-    /// `max_ttl_days`: cap on the issued validity.
-    pub max_ttl_days: Option<i64>,
-    /// `san_types`: allowed subjectAltName kinds.
-    pub san_types: Option<Vec<String>>,
-    /// `san_dns_suffixes`: allowed dNSName suffixes.
-    pub san_dns_suffixes: Option<Vec<String>>,
-    /// `mtls_enabled`: serve `/scep-mtls/<name>` (client certificate required).
-    pub mtls_enabled: Option<bool>,
-    /// `mtls_client_ca_trust_bundle_path`: PEM bundle of client CAs.
-    pub mtls_client_ca_trust_bundle_path: Option<PathBuf>,
-    /// `intune_enabled` (see [`crate::intune`] for the `intune_*` keys).
-    pub intune_enabled: Option<bool>,
-    /// `intune_connector_cert_path`: PEM bundle of the Connector signing certificates.
-    pub intune_connector_cert_path: Option<PathBuf>,
-    /// `intune_audience`
-    pub intune_audience: Option<String>,
-    /// `intune_challenge_validity`: duration, e.g. `"60m"`.
-    pub intune_challenge_validity: Option<String>,
-    /// `intune_clock_skew_tolerance`: duration, e.g. `"60s"`.
-    pub intune_clock_skew_tolerance: Option<String>,
-    /// `intune_per_device_rate_limit_24h` (0 disables).
-    pub intune_per_device_rate_limit_24h: Option<u32>,
-    /// `intune_replay_capacity`: live nonces the replay cache holds.
-    pub intune_replay_capacity: Option<i64>,
-    /// `intune_rate_limit_devices`: devices the rate limiter tracks at once.
-    pub intune_rate_limit_devices: Option<i64>,
-}
-
-/// A profile ready to serve: its engine and its issuer.
-#[derive(Clone)]
-pub struct Profile {
-    /// The engine (the profile's configuration snapshot).
-    pub engine: Engine,
-    /// The issuer that answers the engine's issue requests.
-    pub issuer: Arc<dyn Issuer>,
-    /// The `/scep-mtls/<name>` client-certificate policy, when enabled.
-    pub mtls: Option<Arc<crate::mtls::MtlsPolicy>>,
-    /// The Intune setup, when `intune_enabled = true` (its validator is also
-    /// in the engine's configuration).
-    pub intune: Option<IntuneProfile>,
-    /// The engine's GetCACaps and GetCACert answers, kept for every request.
-    pub discovery: DiscoveryAnswers,
-}
-
-impl std::fmt::Debug for Profile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Profile")
-            .field("name", &self.engine.config().name)
-            .field("issuer", &self.issuer.id())
-            .field("intune", &self.intune.is_some())
-            .finish()
-    }
-}
+use crate::intune;
+use crate::settings::profile::{
+    DEFAULT_MAX_MESSAGE_SIZE, KeyAlg, ProfileSection, cipher, digest, eku, key_alg, parse_list, san_type,
+};
+use crate::settings::{int_in, resolve};
+use crate::state::Profile;
+use crate::state::discovery::DiscoveryAnswers;
+use crate::tls::client_auth::MtlsPolicy;
+use crate::wiring::bootstrap::{self, LocalCa};
+use crate::wiring::files::{read_private_key, read_text};
+use crate::wiring::issuers::IssuerMap;
+use crate::wiring::refuse::RefusingIssuer;
 
 /// Shared inputs while building the profiles of one configuration.
 pub struct BuildContext<'a> {
@@ -168,7 +42,7 @@ pub struct BuildContext<'a> {
     /// The local CA, opened on first use and shared by every profile.
     local: Option<LocalCa>,
     /// The `[[issuer]]` entries, by id.
-    issuers: crate::issuers::IssuerMap,
+    issuers: IssuerMap,
     /// Intune validators of the configuration being replaced, by profile name
     /// (their replay caches, rate limiters and counters carry over).
     previous_intune: HashMap<String, IntuneValidator>,
@@ -182,20 +56,20 @@ impl<'a> BuildContext<'a> {
             data_dir,
             now,
             local: None,
-            issuers: crate::issuers::IssuerMap::new(),
+            issuers: IssuerMap::new(),
             previous_intune: HashMap::new(),
         }
     }
 
     /// Makes the `[[issuer]]` entries available to profiles by id.
     #[must_use]
-    pub fn with_issuers(mut self, issuers: crate::issuers::IssuerMap) -> Self {
+    pub fn with_issuers(mut self, issuers: IssuerMap) -> Self {
         self.issuers = issuers;
         self
     }
 
     /// Carries Intune state from the configuration being replaced (see
-    /// [`crate::intune::build`]).
+    /// [`intune::build`]).
     #[must_use]
     pub fn with_previous_intune(mut self, previous: HashMap<String, IntuneValidator>) -> Self {
         self.previous_intune = previous;
@@ -210,26 +84,7 @@ impl<'a> BuildContext<'a> {
     }
 }
 
-/// Whether `name` is a valid profile name: `[a-z0-9-]{1,63}`.
-pub fn is_valid_name(name: &str) -> bool {
-    (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 impl ProfileSection {
-    /// The profile name after validation, for `index` (0-based) in the file.
-    ///
-    /// # Errors
-    /// When absent or not `[a-z0-9-]{1,63}`.
-    pub fn validated_name(&self, index: usize) -> Result<&str, ConfigError> {
-        let name = self.name.as_deref().ok_or_else(|| ConfigError(format!("profile[{index}].name: required")))?;
-        if !is_valid_name(name) {
-            return Err(ConfigError(format!(
-                "profile[{index}].name: {name:?} is not a valid profile name (1 to 63 of a-z, 0-9, '-')"
-            )));
-        }
-        Ok(name)
-    }
-
     /// Converts this entry into a [`Profile`]: reads the RA and chain files,
     /// validates every key, builds the engine and picks the issuer.
     ///
@@ -308,15 +163,10 @@ impl ProfileSection {
                 list.clone()
             }
         };
-        let mtls = crate::mtls::MtlsPolicy::from_section(
-            self.mtls_enabled,
-            self.mtls_client_ca_trust_bundle_path.as_deref(),
-            ctx.base,
-            ctx.now,
-            &k("mtls_enabled"),
-            &k("mtls_client_ca_trust_bundle_path"),
-        )?
-        .map(Arc::new);
+        let mtls = match self.mtls_settings(&name, ctx.base)? {
+            Some(settings) => Some(Arc::new(MtlsPolicy::load(&settings, ctx.now)?)),
+            None => None,
+        };
         let min_rsa_bits: usize = int_in(&k("min_rsa_bits"), self.min_rsa_bits, 2048, 16384, 2048)?;
         let max_message_size: usize =
             int_in(&k("max_message_size"), self.max_message_size, 1024, 16 << 20, DEFAULT_MAX_MESSAGE_SIZE)?;
@@ -378,7 +228,10 @@ impl ProfileSection {
             None => default_chain,
         };
 
-        let intune = crate::intune::build(&name, self, ctx.base, ctx.now, ctx.previous_intune.get(&name))?;
+        let intune = match self.intune_settings(&name, ctx.base)? {
+            Some(settings) => Some(intune::build(&name, &settings, ctx.now, ctx.previous_intune.get(&name))?),
+            None => None,
+        };
 
         let config = ProfileConfig {
             name: name.clone(),
@@ -416,153 +269,6 @@ impl ProfileSection {
 
 /// The issuer, its default RA files (cert, key) and its CA chain.
 type IssuerChoice = (Arc<dyn Issuer>, Option<(PathBuf, PathBuf)>, Vec<Vec<u8>>);
-
-/// Parses a non-empty list of names.
-fn parse_list<T: PartialEq>(list: &[String], one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
-    if list.is_empty() {
-        return Err("must list at least one value".into());
-    }
-    let mut out = Vec::with_capacity(list.len());
-    for s in list {
-        let v = one(s)?;
-        if !out.contains(&v) {
-            out.push(v);
-        }
-    }
-    Ok(out)
-}
-
-fn cipher(s: &str) -> Result<ContentCipher, String> {
-    Ok(match s {
-        // Single DES is broken; it is accepted only because it is named here explicitly.
-        "des" => ContentCipher::DesCbc,
-        "des3" => ContentCipher::DesEde3Cbc,
-        "aes128" => ContentCipher::Aes128Cbc,
-        "aes192" => ContentCipher::Aes192Cbc,
-        "aes256" => ContentCipher::Aes256Cbc,
-        other => return Err(format!("{other:?} is not one of \"des\", \"des3\", \"aes128\", \"aes192\", \"aes256\"")),
-    })
-}
-
-/// A CSR key type of `key_algorithms`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeyAlg {
-    Rsa,
-    P256,
-    P384,
-}
-
-fn key_alg(s: &str) -> Result<KeyAlg, String> {
-    Ok(match s {
-        "rsa" => KeyAlg::Rsa,
-        "ec-p256" => KeyAlg::P256,
-        "ec-p384" => KeyAlg::P384,
-        other => return Err(format!("{other:?} is not one of \"rsa\", \"ec-p256\", \"ec-p384\"")),
-    })
-}
-
-fn san_type(s: &str) -> Result<SanType, String> {
-    Ok(match s {
-        "dns" => SanType::Dns,
-        "email" => SanType::Email,
-        "upn" => SanType::Upn,
-        "uri" => SanType::Uri,
-        "ip" => SanType::Ip,
-        "other" => SanType::Other,
-        other => {
-            return Err(format!("{other:?} is not one of \"dns\", \"email\", \"upn\", \"uri\", \"ip\", \"other\""));
-        }
-    })
-}
-
-fn digest(s: &str) -> Result<DigestAlg, String> {
-    Ok(match s {
-        "sha1" => DigestAlg::Sha1,
-        "sha256" => DigestAlg::Sha256,
-        "sha384" => DigestAlg::Sha384,
-        "sha512" => DigestAlg::Sha512,
-        other => return Err(format!("{other:?} is not one of \"sha1\", \"sha256\", \"sha384\", \"sha512\"")),
-    })
-}
-
-/// An EKU by name or dotted OID, as OID contents bytes.
-fn eku(s: &str) -> Result<Vec<u8>, String> {
-    Ok(match s {
-        "client-auth" => oid::KP_CLIENT_AUTH.to_vec(),
-        "server-auth" => oid::KP_SERVER_AUTH.to_vec(),
-        "code-signing" => oid::KP_CODE_SIGNING.to_vec(),
-        "email-protection" => oid::KP_EMAIL_PROTECTION.to_vec(),
-        other => dotted_oid(other).ok_or_else(|| {
-            format!(
-                "{other:?} is neither a known EKU (client-auth, server-auth, code-signing, email-protection) \
-                 nor a dotted OID"
-            )
-        })?,
-    })
-}
-
-/// Encodes a dotted OID (X.690 §8.19) into its DER contents bytes.
-fn dotted_oid(s: &str) -> Option<Vec<u8>> {
-    let arcs: Vec<u64> = s.split('.').map(|a| a.parse().ok()).collect::<Option<_>>()?;
-    let (&first, &second) = (arcs.first()?, arcs.get(1)?);
-    if first > 2 || (first < 2 && second >= 40) {
-        return None;
-    }
-    let mut out = Vec::new();
-    let mut push = |mut v: u64| {
-        let mut tmp = vec![(v & 0x7f) as u8];
-        v >>= 7;
-        while v > 0 {
-            tmp.push((v & 0x7f) as u8 | 0x80);
-            v >>= 7;
-        }
-        out.extend(tmp.iter().rev());
-    };
-    push(first.checked_mul(40)?.checked_add(second)?);
-    for &a in &arcs[2..] {
-        push(a);
-    }
-    Some(out)
-}
-
-fn read_text(path: &Path, key: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))
-}
-
-/// Refuses a private key file that group or others may access (Unix modes).
-///
-/// # Errors
-/// Naming `key` and the file when its mode has any group/other bit, or when it
-/// cannot be inspected.
-pub fn check_key_file_permissions(path: &Path, key: &str) -> Result<(), ConfigError> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(ConfigError(format!(
-                "{key}: private key file {} is accessible by group or others (mode {mode:04o}); \
-                 run chmod 600 on it",
-                path.display()
-            )));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
-    Ok(())
-}
-
-/// Reads a private key PEM file after checking its permissions.
-///
-/// # Errors
-/// As [`check_key_file_permissions`], or when the file holds no key.
-pub fn read_private_key(path: &Path, key: &str) -> Result<Vec<u8>, ConfigError> {
-    check_key_file_permissions(path, key)?;
-    let text = read_text(path, key)?;
-    pem::private_key(&text).map_err(|e| ConfigError(format!("{key}: {}: {e}", path.display())))
-}
 
 /// Loads and checks the RA identity (RFC 8894 §2.1): an RSA key matching an
 /// unexpired certificate.
@@ -609,27 +315,9 @@ fn load_ra(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scep_engine::config::SanType;
+    use scep_engine::crypto::{ContentCipher, DigestAlg};
     use crate::testutil::{TestDir, section};
-
-    #[test]
-    fn names() {
-        for ok in ["default", "corp", "iot-2", "a", &"x".repeat(63)] {
-            assert!(is_valid_name(ok), "{ok}");
-        }
-        for bad in ["", "Corp", "pkiclient.exe", "a_b", "a/b", "é", &"x".repeat(64)] {
-            assert!(!is_valid_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn dotted_oids_encode_as_der() {
-        assert_eq!(dotted_oid("1.3.6.1.5.5.7.3.2").unwrap(), oid::KP_CLIENT_AUTH);
-        assert_eq!(dotted_oid("1.3.6.1.4.1.311.20.2.3").unwrap(), oid::MS_UPN);
-        assert_eq!(dotted_oid("2.999.1").unwrap(), vec![0x88, 0x37, 0x01]);
-        for bad in ["", "1", "3.1", "1.40", "1.2.x", "1..2"] {
-            assert!(dotted_oid(bad).is_none(), "{bad}");
-        }
-    }
 
     #[test]
     fn a_full_profile_builds() {

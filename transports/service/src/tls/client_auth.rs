@@ -17,9 +17,12 @@
 //! The transport hands the peer certificates to the service as a
 //! [`ConnectionInfo`] (per connection, see
 //! [`crate::ScepService::with_connection`], or as a request extension).
+//!
+//! The `mtls_*` keys are read by `crate::settings::profile`; the route itself
+//! is served by `crate::http::service`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +36,7 @@ use scep_engine::config::ConfigError;
 use scep_engine::x509::CertificateRef;
 use scep_engine::{UnixTime, pem};
 
-use crate::config::resolve;
+use crate::settings::profile::MtlsSettings;
 
 /// What the transport knows about the connection a request came on.
 #[derive(Clone, Debug, Default)]
@@ -80,31 +83,15 @@ impl std::fmt::Debug for MtlsPolicy {
 }
 
 impl MtlsPolicy {
-    /// Builds the policy from the profile keys `mtls_enabled` and
-    /// `mtls_client_ca_trust_bundle_path`; `None` when mTLS is off.
+    /// Builds the policy of one profile from its validated `mtls_*` settings:
+    /// reads the client CA bundle.
     ///
     /// # Errors
-    /// Naming the key: a bundle without `mtls_enabled = true` (or the reverse),
-    /// an unreadable or empty bundle, a certificate that does not parse or has
-    /// expired.
-    pub fn from_section(
-        enabled: Option<bool>,
-        bundle: Option<&Path>,
-        base: Option<&Path>,
-        now: UnixTime,
-        enabled_key: &str,
-        bundle_key: &str,
-    ) -> Result<Option<Self>, ConfigError> {
-        let path = match (enabled.unwrap_or(false), bundle) {
-            (false, None) => return Ok(None),
-            (false, Some(_)) => {
-                return Err(ConfigError(format!(
-                    "{enabled_key}: must be true when {bundle_key} is set (or remove the bundle)"
-                )));
-            }
-            (true, None) => return Err(ConfigError(format!("{bundle_key}: required when mtls_enabled = true"))),
-            (true, Some(p)) => resolve(base, p),
-        };
+    /// Naming the bundle key: an unreadable or empty bundle, a certificate
+    /// that does not parse, has expired or is no usable CA.
+    pub fn load(settings: &MtlsSettings, now: UnixTime) -> Result<Self, ConfigError> {
+        let path = settings.bundle_path.clone();
+        let bundle_key = settings.bundle_key.as_str();
         let text = std::fs::read_to_string(&path)
             .map_err(|e| ConfigError(format!("{bundle_key}: cannot read {}: {e}", path.display())))?;
         let ders =
@@ -135,7 +122,7 @@ impl MtlsPolicy {
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| ConfigError(format!("{bundle_key}: {}: {e}", path.display())))?;
-        Ok(Some(Self { bundle_path: path, earliest_expiry: earliest_expiry.unwrap_or(now), subjects, verifier }))
+        Ok(Self { bundle_path: path, earliest_expiry: earliest_expiry.unwrap_or(now), subjects, verifier })
     }
 
     /// Checks that `chain` (leaf first, as presented in the handshake) chains
@@ -232,17 +219,21 @@ mod tests {
     use super::*;
     use crate::testutil::TestDir;
 
+    fn bundle(path: PathBuf) -> MtlsSettings {
+        MtlsSettings { bundle_path: path, bundle_key: "b".into() }
+    }
+
     fn policy(dir: &TestDir) -> MtlsPolicy {
-        MtlsPolicy::from_section(Some(true), Some(&dir.path().join("chain.pem")), None, dir.now(), "e", "b")
-            .unwrap()
-            .unwrap()
+        MtlsPolicy::load(&bundle(dir.path().join("chain.pem")), dir.now()).unwrap()
     }
 
     #[test]
     fn off_unless_enabled_with_a_bundle() {
         let dir = TestDir::new();
-        assert!(MtlsPolicy::from_section(None, None, None, dir.now(), "e", "b").unwrap().is_none());
-        assert!(MtlsPolicy::from_section(Some(false), None, None, dir.now(), "e", "b").unwrap().is_none());
+        let off = crate::settings::profile::ProfileSection::default();
+        assert!(off.mtls_settings("p", None).unwrap().is_none());
+        let off = crate::settings::profile::ProfileSection { mtls_enabled: Some(false), ..off };
+        assert!(off.mtls_settings("p", None).unwrap().is_none());
         let p = policy(&dir);
         assert_eq!(p.subjects().len(), 1);
         assert_eq!(p.bundle_path, dir.path().join("chain.pem"));
@@ -252,12 +243,10 @@ mod tests {
     fn expired_or_empty_bundles_are_refused() {
         let dir = TestDir::new();
         let later = UnixTime::from_secs(2_200_000_000);
-        let e = MtlsPolicy::from_section(Some(true), Some(&dir.path().join("chain.pem")), None, later, "e", "b")
-            .unwrap_err();
+        let e = MtlsPolicy::load(&bundle(dir.path().join("chain.pem")), later).unwrap_err();
         assert!(e.0.starts_with("b:") && e.0.contains("expired"), "{e}");
         std::fs::write(dir.path().join("empty.pem"), "").unwrap();
-        let e = MtlsPolicy::from_section(Some(true), Some(&dir.path().join("empty.pem")), None, dir.now(), "e", "b")
-            .unwrap_err();
+        let e = MtlsPolicy::load(&bundle(dir.path().join("empty.pem")), dir.now()).unwrap_err();
         assert!(e.0.contains("no CERTIFICATE"), "{e}");
     }
 

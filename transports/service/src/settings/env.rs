@@ -31,9 +31,9 @@ use std::path::PathBuf;
 
 use scep_engine::config::ConfigError;
 
-use crate::admin::ApiKeySection;
-use crate::config::ConfigFile;
-use crate::profile::{ProfileSection, is_valid_name};
+use super::api_keys::ApiKeySection;
+use super::ConfigFile;
+use super::profile::{ProfileSection, is_valid_name};
 
 /// Prefix of every variable this module reads.
 pub const PREFIX: &str = "CERTCTL_";
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn env_overrides_the_file_key_by_key() {
-        let mut file = crate::config::parse(
+        let mut file = super::super::parse(
             "[[profile]]\nname = \"corp\"\nchallenge_password = \"from-file\"\nvalidity_days = 30\n",
             Path::new("t.toml"),
         )

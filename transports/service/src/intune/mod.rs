@@ -1,5 +1,5 @@
-//! Intune Connector challenges per profile: the `intune_*` profile keys, the
-//! start-up preflight, trust anchor reload (SIGHUP and admin), the counters
+//! Intune Connector challenges per profile: the trust anchors today (the
+//! Microsoft API client later). What lives here: the start-up preflight, trust anchor reload (SIGHUP and admin), the counters
 //! the admin plane reads, and the structured log of every Intune decision.
 //!
 //! ```toml
@@ -28,6 +28,9 @@
 //! forgetting nonces, so a changed `intune_replay_capacity` is refused on
 //! reload and takes a restart.
 //!
+//! The `intune_*` keys are read by `crate::settings::profile`
+//! ([`IntuneProfileSettings`]); this folder imports only `crate::settings`.
+//!
 //! Durations are Go-style: one or more `<integer><unit>` with unit `h`, `m`
 //! or `s` (`"60m"`, `"3600s"`, `"1h30m"`). Every invalid value stops the
 //! start with an error naming `profile[<name>].<key>`; the preflight also
@@ -45,23 +48,13 @@ use std::path::{Path, PathBuf};
 use scep_engine::config::ConfigError;
 use scep_engine::crypto::SystemRandom;
 use scep_engine::intune::{
-    AnchorKeyKind, IntuneSettings, IntuneValidator, Label, RateLimiter, SharedPool, TrustAnchorPool, load_pool,
+    AnchorKeyKind, IntuneValidator, Label, SharedPool, TrustAnchorPool, load_pool,
 };
 use scep_engine::time::UnixTime;
 use scep_engine::{IntuneIdentity, Outcome};
 
-use crate::config::{int_in, resolve};
-use crate::profile::ProfileSection;
-use crate::state::Profiles;
+use crate::settings::profile::IntuneProfileSettings;
 
-/// Upper bound of `intune_replay_capacity` and `intune_rate_limit_devices`
-/// (the replay cache at ten million entries is 256 to 512 MiB).
-const MAX_TABLE_ENTRIES: i64 = 10_000_000;
-/// Upper bound of `intune_per_device_rate_limit_24h` (each unit is one
-/// timestamp cell per tracked device).
-const MAX_RATE_LIMIT: u32 = 1_000;
-/// Largest rate limiter table a configuration may ask for.
-const MAX_TABLE_BYTES: usize = 2 << 30;
 
 /// Trust anchors expiring within this many seconds are warned about at load.
 const EXPIRY_WARNING_SECS: i64 = 30 * 86_400;
@@ -74,43 +67,6 @@ pub struct IntuneProfile {
     pub bundle: PathBuf,
     /// The validator: anchors, settings, replay cache, rate limiter, counters.
     pub validator: IntuneValidator,
-}
-
-/// Parses a duration (`"60m"`, `"3600s"`, `"1h"`, `"1h30m"`) into seconds.
-///
-/// # Errors
-/// Naming `key` when the text is empty, has no unit, an unknown unit (only
-/// `h`, `m`, `s`), or overflows.
-pub fn parse_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
-    let bad = |why: &str| {
-        ConfigError(format!("{key}: {text:?} is not a duration ({why}; e.g. \"60m\", \"3600s\", \"1h30m\")"))
-    };
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(bad("empty"));
-    }
-    let mut total: i64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad("expected a number"));
-        }
-        let (number, tail) = rest.split_at(digits);
-        let value: i64 = number.parse().map_err(|_| bad("number too large"))?;
-        let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "h" => 3600,
-            "m" => 60,
-            "s" => 1,
-            "" => return Err(bad("a unit (h, m or s) is required")),
-            _ => return Err(bad("units are h, m and s")),
-        };
-        total = value.checked_mul(scale).and_then(|v| total.checked_add(v)).ok_or_else(|| bad("too large"))?;
-        rest = tail;
-    }
-    Ok(total)
 }
 
 /// Reads and checks one profile's Connector bundle (the preflight, also run
@@ -139,118 +95,25 @@ pub fn load_bundle(profile: &str, path: &Path, now: UnixTime) -> Result<TrustAnc
     Ok(pool)
 }
 
-/// Builds the Intune setup of the profile `name` from its section, or `None`
-/// when Intune is disabled. `previous` is the same-named profile's validator
-/// from the configuration being replaced (its replay cache, counters and,
-/// when the limit is unchanged, rate limiter are carried over).
+/// Builds the Intune setup of the profile `name` from its validated
+/// settings (reading the Connector bundle: the preflight). `previous` is the
+/// same-named profile's validator from the configuration being replaced (its
+/// replay cache, counters and, when the limit is unchanged, rate limiter are
+/// carried over).
 ///
 /// # Errors
 /// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
 pub fn build(
     name: &str,
-    section: &ProfileSection,
-    base: Option<&Path>,
+    intune: &IntuneProfileSettings,
     now: UnixTime,
     previous: Option<&IntuneValidator>,
-) -> Result<Option<IntuneProfile>, ConfigError> {
+) -> Result<IntuneProfile, ConfigError> {
     let k = |key: &str| format!("profile[{name}].{key}");
-    let err = |key: &str, why: &str| ConfigError(format!("{}: {why}", k(key)));
-    let any_key = section.intune_connector_cert_path.is_some()
-        || section.intune_audience.is_some()
-        || section.intune_challenge_validity.is_some()
-        || section.intune_clock_skew_tolerance.is_some()
-        || section.intune_per_device_rate_limit_24h.is_some()
-        || section.intune_replay_capacity.is_some()
-        || section.intune_rate_limit_devices.is_some();
-    match section.intune_enabled {
-        Some(true) => {}
-        Some(false) => return Ok(None),
-        None if any_key => {
-            return Err(err("intune_enabled", "required (true or false) when other intune_* keys are set"));
-        }
-        None => return Ok(None),
-    }
-
-    let defaults = IntuneSettings::default();
-    let duration = |key: &str, v: &Option<String>, default: i64| match v {
-        None => Ok(default),
-        Some(text) => parse_duration(&k(key), text),
-    };
-    let settings = IntuneSettings {
-        audience: match &section.intune_audience {
-            Some(a) if a.trim().is_empty() => {
-                return Err(err("intune_audience", "is empty; remove the key to skip the audience check"));
-            }
-            other => other.clone(),
-        },
-        challenge_validity_secs: duration(
-            "intune_challenge_validity",
-            &section.intune_challenge_validity,
-            defaults.challenge_validity_secs,
-        )?,
-        clock_skew_tolerance_secs: duration(
-            "intune_clock_skew_tolerance",
-            &section.intune_clock_skew_tolerance,
-            defaults.clock_skew_tolerance_secs,
-        )?,
-        per_device_rate_limit_24h: section
-            .intune_per_device_rate_limit_24h
-            .unwrap_or(defaults.per_device_rate_limit_24h),
-        replay_capacity: int_in(
-            &k("intune_replay_capacity"),
-            section.intune_replay_capacity,
-            1,
-            MAX_TABLE_ENTRIES,
-            defaults.replay_capacity,
-        )?,
-        rate_limit_devices: int_in(
-            &k("intune_rate_limit_devices"),
-            section.intune_rate_limit_devices,
-            1,
-            MAX_TABLE_ENTRIES,
-            defaults.rate_limit_devices,
-        )?,
-    };
-    if settings.challenge_validity_secs <= 0 {
-        return Err(err("intune_challenge_validity", "must be positive (it is also the replay TTL)"));
-    }
-    if settings.clock_skew_tolerance_secs >= settings.challenge_validity_secs {
-        return Err(ConfigError(format!(
-            "{}: {}s must be less than {} ({}s)",
-            k("intune_clock_skew_tolerance"),
-            settings.clock_skew_tolerance_secs,
-            k("intune_challenge_validity"),
-            settings.challenge_validity_secs
-        )));
-    }
-
-    let path = section
-        .intune_connector_cert_path
-        .as_deref()
-        .ok_or_else(|| err("intune_connector_cert_path", "required when intune_enabled = true"))?;
-    let bundle = resolve(base, path);
+    let bundle = intune.connector_cert_path.clone();
     let pool = load_bundle(name, &bundle, now)?;
-
+    let settings = intune.validator.clone();
     let limit = settings.per_device_rate_limit_24h;
-    if limit > MAX_RATE_LIMIT {
-        return Err(err(
-            "intune_per_device_rate_limit_24h",
-            &format!("{limit} is out of range (allowed 0..={MAX_RATE_LIMIT})"),
-        ));
-    }
-    let limiter_bytes = RateLimiter::table_bytes(limit, settings.rate_limit_devices);
-    if limiter_bytes > MAX_TABLE_BYTES {
-        return Err(ConfigError(format!(
-            "{}: {} devices at {} enrolments per 24 h would need a {} MiB rate limiter (at most {} MiB): \
-             lower it or {}",
-            k("intune_rate_limit_devices"),
-            settings.rate_limit_devices,
-            limit,
-            limiter_bytes >> 20,
-            MAX_TABLE_BYTES >> 20,
-            k("intune_per_device_rate_limit_24h")
-        )));
-    }
     let anchors = SharedPool::new(pool);
     let validator = match previous {
         None => IntuneValidator::new(name, anchors, settings, &SystemRandom),
@@ -281,17 +144,13 @@ pub fn build(
         }
     }
     .map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
-    Ok(Some(IntuneProfile { bundle, validator }))
+    Ok(IntuneProfile { bundle, validator })
 }
 
-/// The validators of every Intune profile in `profiles`, by name (the
+/// The validators of `profiles` (each Intune profile by name), by name (the
 /// `previous` argument of [`build`] during a reload).
-pub fn validators(profiles: &Profiles) -> HashMap<String, IntuneValidator> {
-    profiles
-        .names()
-        .into_iter()
-        .filter_map(|n| Some((n.to_string(), profiles.get(Some(n))?.intune.as_ref()?.validator.clone())))
-        .collect()
+pub fn validators<'a>(profiles: impl IntoIterator<Item = (&'a str, &'a IntuneProfile)>) -> HashMap<String, IntuneValidator> {
+    profiles.into_iter().map(|(n, p)| (n.to_string(), p.validator.clone())).collect()
 }
 
 /// One trust anchor, as the admin plane lists it.
@@ -375,45 +234,27 @@ fn stats_of(name: &str, p: &IntuneProfile, now: UnixTime) -> ProfileIntuneStats 
     }
 }
 
-/// Stats of every Intune-enabled profile, sorted by name.
-pub fn stats(profiles: &Profiles, now: UnixTime) -> Vec<ProfileIntuneStats> {
-    profiles
-        .names()
-        .into_iter()
-        .filter_map(|n| Some(stats_of(n, profiles.get(Some(n))?.intune.as_ref()?, now)))
-        .collect()
+/// Stats of `profiles` (each Intune profile by name), in the order given.
+pub fn stats<'a>(profiles: impl IntoIterator<Item = (&'a str, &'a IntuneProfile)>, now: UnixTime) -> Vec<ProfileIntuneStats> {
+    profiles.into_iter().map(|(n, p)| stats_of(n, p, now)).collect()
 }
 
-/// Re-reads the Connector bundles of `only` (or of every Intune profile) and
-/// swaps the new anchors in. All selected bundles are loaded first; only when
-/// every one is valid are they all swapped (atomically per profile); otherwise
-/// nothing changes. Replay caches, rate limiters and counters are untouched.
+/// Re-reads the Connector bundles of the `selected` profiles and swaps the
+/// new anchors in. All selected bundles are loaded first; only when every one
+/// is valid are they all swapped (atomically per profile); otherwise nothing
+/// changes. Replay caches, rate limiters and counters are untouched.
 ///
 /// # Errors
-/// An unknown profile, a profile without Intune, or the first bundle that
-/// fails the preflight (naming profile and file); the old anchors stay.
-pub fn reload_trust(
-    profiles: &Profiles,
-    only: Option<&str>,
+/// The first bundle that fails the preflight (naming profile and file); the
+/// old anchors stay.
+pub fn reload_trust<'a>(
+    selected: Vec<(&'a str, &'a IntuneProfile)>,
     now: UnixTime,
 ) -> Result<Vec<ProfileIntuneStats>, ConfigError> {
-    let names: Vec<&str> = match only {
-        Some(n) => {
-            let p = profiles.get(Some(n)).ok_or_else(|| ConfigError(format!("no profile named {n:?}")))?;
-            if p.intune.is_none() {
-                return Err(ConfigError(format!("profile[{n}]: Intune is not enabled")));
-            }
-            vec![n]
-        }
-        None => {
-            profiles.names().into_iter().filter(|n| profiles.get(Some(n)).is_some_and(|p| p.intune.is_some())).collect()
-        }
-    };
-    let mut loaded = Vec::with_capacity(names.len());
-    for name in &names {
-        let Some(ip) = profiles.get(Some(name)).and_then(|p| p.intune.as_ref()) else { continue };
+    let mut loaded = Vec::with_capacity(selected.len());
+    for (name, ip) in selected {
         match load_bundle(name, &ip.bundle, now) {
-            Ok(pool) => loaded.push((*name, ip, pool)),
+            Ok(pool) => loaded.push((name, ip, pool)),
             Err(e) => {
                 tracing::error!(profile = name, file = %ip.bundle.display(), error = %e,
                     "Intune trust anchor reload refused; the previous anchors stay in force");
@@ -508,7 +349,8 @@ mod tests {
     use scep_issuers::x509_build::{Validity, common_name, self_signed_ca};
 
     use super::*;
-    use crate::state::{ServiceState, StartOptions};
+    use crate::settings::start::StartOptions;
+    use crate::state::ServiceState;
     use crate::testutil::TestDir;
 
     /// A self-signed P-256 Connector certificate PEM valid over [nb, na].
@@ -538,17 +380,6 @@ mod tests {
         let path = dir.path().join("scepd.toml");
         std::fs::write(&path, cfg).unwrap();
         StartOptions { config: Some(path), ..StartOptions::default() }
-    }
-
-    #[test]
-    fn durations_parse_go_style_and_errors_name_the_key() {
-        for (text, secs) in [("60m", 3600), ("3600s", 3600), ("1h", 3600), ("1h30m", 5400), ("0s", 0), ("90s", 90)] {
-            assert_eq!(parse_duration("k", text).unwrap(), secs, "{text}");
-        }
-        for text in ["", "60", "m", "5d", "1.5h", "-1s", "1h 2m", "99999999999999999999s", "9223372036854775807h"] {
-            let e = parse_duration("profile[p].intune_challenge_validity", text).unwrap_err();
-            assert!(e.0.starts_with("profile[p].intune_challenge_validity: "), "{text}: {e}");
-        }
     }
 
     #[test]
@@ -637,21 +468,6 @@ mod tests {
             let e = ServiceState::load(config(&dir, extra)).unwrap_err();
             assert!(e.0.contains(key), "{extra}: {e}");
         }
-    }
-
-    #[test]
-    fn enabled_needs_a_bundle_and_keys_need_enabled() {
-        let dir = TestDir::new();
-        let mut s = crate::testutil::section(&dir, "p");
-        s.intune_enabled = Some(true);
-        let e = build("p", &s, None, now(), None).unwrap_err();
-        assert!(e.0.starts_with("profile[p].intune_connector_cert_path: required"), "{e}");
-        s.intune_enabled = None;
-        s.intune_audience = Some("x".into());
-        let e = build("p", &s, None, now(), None).unwrap_err();
-        assert!(e.0.starts_with("profile[p].intune_enabled"), "{e}");
-        s.intune_enabled = Some(false);
-        assert!(build("p", &s, None, now(), None).unwrap().is_none());
     }
 
     #[test]

@@ -1,4 +1,17 @@
-//! The scepd configuration file (TOML) and the server settings derived from it.
+//! Settings: what the operator wrote, parsed and validated into plain types.
+//!
+//! This folder is a leaf: it imports nothing else from the crate (only std,
+//! serde, toml and plain value types of scep-engine / scep-issuers). It reads
+//! the configuration file (TOML, this module), the `CERTCTL_*` environment
+//! ([`env`](mod@env)) and the command-line start options ([`start`]); every
+//! error names the key or variable. Turning settings into running parts is
+//! `crate::wiring`'s job.
+//!
+//! - [`mod@self`]: the file, the `[server]` table and the parsing helpers.
+//! - [`profile`]: `[[profile]]` entries.
+//! - [`audit`]: `[audit]`.
+//! - [`api_keys`]: `[[api_key]]`.
+//! - [`issuers`]: `[[issuer]]`.
 //!
 //! ```toml
 //! [server]
@@ -11,24 +24,24 @@
 //! shutdown_grace_secs = 30           # in-flight requests get this long on SIGTERM; default 30
 //! max_connections = 1024             # concurrent connections; default 1024
 //! h2_max_concurrent_streams = 100    # per HTTP/2 connection; default 100
-//! gui = true                         # the admin web GUI at /ui/scep (crate::ui); default true
+//! gui = true                         # the admin web GUI at /ui/scep (crate::operator::ui); default true
 //!
 //! [server.tls]                       # optional; plain HTTP without it
 //! cert = "tls/cert.pem"              # certificate chain PEM, leaf first
 //! key = "tls/key.pem"                # private key PEM, mode 0600
 //!
-//! [audit]                            # see crate::audit
+//! [audit]                            # see settings::audit
 //! retention_days = 365
 //!
-//! [[api_key]]                        # see crate::admin
+//! [[api_key]]                        # see settings::api_keys
 //! name = "ops"
 //! key = "..."
 //! role = "admin"
-//! [[issuer]]                         # remote issuers by id: see crate::issuers, docs/issuers.md
+//! [[issuer]]                         # remote issuers by id: see settings::issuers, docs/issuers.md
 //! id = "iss-bao"
 //! type = "vault"
 //!
-//! [[profile]]                        # see crate::profile for every profile key
+//! [[profile]]                        # see settings::profile for every profile key
 //! name = "corp"
 //! challenge_password = "..."
 //! ```
@@ -44,9 +57,17 @@ use std::time::Duration;
 use scep_engine::config::ConfigError;
 use serde::Deserialize;
 
-use crate::admin::ApiKeySection;
-use crate::audit::{AuditSection, AuditSettings};
-use crate::profile::ProfileSection;
+pub mod api_keys;
+pub mod audit;
+pub mod env;
+pub mod issuers;
+pub mod profile;
+pub mod start;
+
+use api_keys::ApiKeySection;
+use audit::{AuditSection, AuditSettings};
+use issuers::IssuerSection;
+use profile::ProfileSection;
 
 /// Default listen address: loopback only; serving the network is an explicit choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -83,7 +104,7 @@ pub struct ConfigFile {
     pub api_keys: Vec<ApiKeySection>,
     /// `[[issuer]]` entries (remote issuers, referenced by profiles by id).
     #[serde(default, rename = "issuer")]
-    pub issuers: Vec<crate::issuers::IssuerSection>,
+    pub issuers: Vec<IssuerSection>,
 }
 
 /// The `[server]` table, as written (every key optional).
@@ -154,7 +175,7 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
-    /// Whether `/ui/` serves the admin web GUI ([`crate::ui`]); `404` when not.
+    /// Whether `/ui/` serves the admin web GUI (`crate::operator::ui`); `404` when not.
     pub gui: bool,
     /// The audit log (`[audit]`).
     pub audit: AuditSettings,
@@ -271,7 +292,10 @@ impl ServerSection {
 }
 
 /// An optional integer key that must lie in `[min, max]`.
-pub(crate) fn int_in<T: TryFrom<i64> + Copy>(
+///
+/// # Errors
+/// Naming `key` when `value` is out of range or does not fit `T`.
+pub fn int_in<T: TryFrom<i64> + Copy>(
     key: &str,
     value: Option<i64>,
     min: i64,

@@ -1,0 +1,157 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format 0.0.4).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `scepd_requests_total` | counter | `profile`, `operation`, `status` (HTTP) |
+//! | `scepd_scep_outcomes_total` | counter | `profile`, `action`, `outcome` (audit label) |
+//! | `scepd_issuer_errors_total` | counter | `profile` (issuer refused or failed) |
+//! | `scepd_issuance_duration_seconds` | histogram | `profile` (time spent in the issuer) |
+//! | `scepd_audit_write_failures_total` | counter | — |
+//! | `scepd_audit_tally_write_failures_total` | counter | — (discovery tally writes that failed; retried) |
+//! | `scepd_intune_challenges_total` | counter | `profile`, `outcome` (`success`, `signature_invalid`, ...) |
+//! | `scepd_ra_cert_expiry_seconds` | gauge | `profile` (negative once expired) |
+//! | `scepd_ca_cert_expiry_seconds` | gauge | `profile` |
+//! | `scepd_mtls_bundle_expiry_seconds` | gauge | `profile` (earliest CA of the bundle) |
+//! | `scepd_intune_trust_anchor_expiry_seconds` | gauge | `profile`, `subject` |
+//! | `scepd_intune_replay_cache_entries` | gauge | `profile` (live nonces) |
+//! | `scepd_intune_replay_cache_capacity` | gauge | `profile` (`intune_replay_capacity`) |
+//! | `scepd_intune_rate_limit_devices_tracked` | gauge | `profile` (devices with an enrolment in 24 h) |
+//! | `scepd_intune_rate_limit_devices_capacity` | gauge | `profile` (`intune_rate_limit_devices`; 0 when off) |
+//!
+//! `profile` is empty for requests naming no existing profile (so a scanner
+//! cannot grow the label set).
+
+use std::fmt::Write as _;
+
+use scep_engine::UnixTime;
+use scep_engine::x509::CertificateRef;
+
+use crate::intune::ProfileIntuneStats;
+use crate::state::ServiceState;
+use crate::state::metrics::{esc, header};
+use crate::store::audit::AuditLog;
+
+/// Reads one per-profile Intune gauge from the profile's stats.
+type IntuneGauge = fn(&ProfileIntuneStats) -> usize;
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition text: the counters plus gauges read from `state` at `now`.
+pub fn render(state: &ServiceState, now: UnixTime) -> String {
+    let mut out = String::with_capacity(4096);
+    state.metrics().render_counters(&mut out);
+    header(
+        &mut out,
+        "scepd_audit_tally_write_failures_total",
+        "counter",
+        "Failed attempts to write the discovery tally (kept and retried).",
+    );
+    let tally_failures = state.audit().map_or(0, AuditLog::tally_write_failures);
+    let _ = writeln!(out, "scepd_audit_tally_write_failures_total {tally_failures}");
+
+    let stats = state.intune_stats();
+    header(
+        &mut out,
+        "scepd_intune_challenges_total",
+        "counter",
+        "Intune challenge decisions, by profile and outcome.",
+    );
+    for s in &stats {
+        for (label, n) in &s.counters {
+            let _ = writeln!(
+                out,
+                "scepd_intune_challenges_total{{profile=\"{}\",outcome=\"{}\"}} {n}",
+                esc(&s.profile),
+                esc(label)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "scepd_intune_trust_anchor_expiry_seconds",
+        "gauge",
+        "Seconds until each Intune Connector trust anchor expires.",
+    );
+    for s in &stats {
+        for a in &s.anchors {
+            let _ = writeln!(
+                out,
+                "scepd_intune_trust_anchor_expiry_seconds{{profile=\"{}\",subject=\"{}\"}} {}",
+                esc(&s.profile),
+                esc(&a.subject),
+                a.not_after.secs() - now.secs()
+            );
+        }
+    }
+
+    // Both tables fail closed when full: alert on these before they are.
+    let per_profile: [(&str, &str, IntuneGauge); 4] = [
+        ("scepd_intune_replay_cache_entries", "Live nonces in each Intune replay cache.", |s| s.replay_entries),
+        (
+            "scepd_intune_replay_cache_capacity",
+            "Live nonces each Intune replay cache is sized for (intune_replay_capacity).",
+            |s| s.replay_capacity,
+        ),
+        (
+            "scepd_intune_rate_limit_devices_tracked",
+            "Devices with an Intune enrolment inside the rate limit window.",
+            |s| s.rate_limit_devices_tracked,
+        ),
+        (
+            "scepd_intune_rate_limit_devices_capacity",
+            "Devices each Intune rate limiter is sized for (intune_rate_limit_devices; 0 when off).",
+            |s| if s.per_device_rate_limit_24h == 0 { 0 } else { s.rate_limit_devices },
+        ),
+    ];
+    for (name, help, value) in per_profile {
+        header(&mut out, name, "gauge", help);
+        for s in &stats {
+            let _ = writeln!(out, "{name}{{profile=\"{}\"}} {}", esc(&s.profile), value(s));
+        }
+    }
+
+    let profiles = state.profiles();
+    let expiry = |der: &[u8]| CertificateRef::parse(der).ok().map(|c| c.not_after.secs() - now.secs());
+    header(
+        &mut out,
+        "scepd_ra_cert_expiry_seconds",
+        "gauge",
+        "Seconds until each profile's RA certificate expires.",
+    );
+    for p in profiles.iter() {
+        let c = p.engine.config();
+        if let Some(s) = expiry(&c.ra.certificate) {
+            let _ = writeln!(out, "scepd_ra_cert_expiry_seconds{{profile=\"{}\"}} {s}", esc(&c.name));
+        }
+    }
+    header(
+        &mut out,
+        "scepd_ca_cert_expiry_seconds",
+        "gauge",
+        "Seconds until each profile's issuing CA certificate expires.",
+    );
+    for p in profiles.iter() {
+        let c = p.engine.config();
+        if let Some(s) = c.ca_chain.first().and_then(|d| expiry(d)) {
+            let _ = writeln!(out, "scepd_ca_cert_expiry_seconds{{profile=\"{}\"}} {s}", esc(&c.name));
+        }
+    }
+    header(
+        &mut out,
+        "scepd_mtls_bundle_expiry_seconds",
+        "gauge",
+        "Seconds until the earliest CA of each mTLS client bundle expires.",
+    );
+    for p in profiles.iter() {
+        if let Some(m) = &p.mtls {
+            let _ = writeln!(
+                out,
+                "scepd_mtls_bundle_expiry_seconds{{profile=\"{}\"}} {}",
+                esc(&p.engine.config().name),
+                m.earliest_expiry.secs() - now.secs()
+            );
+        }
+    }
+    out
+}

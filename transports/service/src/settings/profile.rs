@@ -1,0 +1,515 @@
+//! `[[profile]]` entries, as written, and the parsers of their values
+//! (`crate::wiring::profile` turns an entry into a running profile).
+//!
+//! ```toml
+//! [[profile]]
+//! name = "corp"                      # required; [a-z0-9-], 1..=63 chars; URL /scep/corp
+//! issuer = "local"                   # "local" / "iss-local" (default: the built-in CA in data_dir),
+//!                                    #   "none" (CA certs are served, every issuance is refused), or
+//!                                    #   the id of an [[issuer]] (settings::issuers; needs ra_cert/ra_key)
+//! challenge_password = "..."         # static challenge; required unless danger_no_challenge = true
+//! danger_no_challenge = false        # true: anyone reaching the URL enrols (lab only)
+//! ra_cert = "ra.pem"                 # RA certificate PEM; default (issuer local): the bootstrap RA
+//! ra_key = "ra.key"                  # RA RSA key PEM, mode 0600; given together with ra_cert
+//! ca_chain = "chain.pem"             # CA chain PEM, issuing CA first; default: the issuer's chain
+//!                                    #   (required with issuer = "none")
+//! ca_chain_shape = "ra-and-chain"    # or "ca-only" (GetCACert answer shape, RFC 8894 §4.2.1)
+//! ciphers = ["des3", "aes128", "aes192", "aes256"]   # default; "des" only by explicit opt-in
+//! digests = ["sha1", "sha256", "sha384", "sha512"]   # default
+//! validity_days = 365                # issued certificate validity, 1..=3650; default 365
+//! ekus = ["client-auth"]             # EKUs issued and allowed in CSRs: client-auth, server-auth,
+//!                                    #   code-signing, email-protection or a dotted OID; default client-auth
+//! min_rsa_bits = 2048                # smallest CSR RSA key, 2048..=16384; default 2048
+//! renewal = true                     # renewal by an issued certificate; default true
+//! allow_san_change = false           # renewed certificate may change SANs; default false
+//! signing_time_tolerance_secs = 3600 # max |signingTime - now|; default: signingTime not checked
+//! max_message_size = 262144          # largest PKIMessage in bytes, 1024..=16 MiB; default 256 KiB
+//! key_algorithms = ["rsa", "ec-p256", "ec-p384"]  # CSR key types accepted (badAlg otherwise); default all
+//! max_ttl_days = 90                  # cap on the issued validity: min(validity_days, max_ttl_days)
+//! san_types = ["dns", "email", "upn", "uri", "ip", "other"]  # SAN kinds a CSR may ask for; default all
+//! san_dns_suffixes = [".corp.example"]  # dNSNames must lie below one of these; default any
+//! mtls_enabled = false               # also serve /scep-mtls/<name>, requiring a client certificate
+//! mtls_client_ca_trust_bundle_path = "clients-ca.pem"  # CA bundle the client certificate must chain to
+//! intune_enabled = false             # Intune Connector challenges; intune_* keys: see crate::intune
+//! ```
+//!
+//! `issuer = "iss-local"` is accepted as a synonym of `"local"` (the spec's issuer id).
+//! The `intune_*` keys are documented in `docs/configuration.md`.
+//!
+//! Every invalid value is an error naming `profile[<name>].<key>` and why.
+
+
+use std::path::{Path, PathBuf};
+
+use scep_engine::config::{ConfigError, SanType};
+use scep_engine::crypto::{ContentCipher, DigestAlg};
+use scep_engine::intune::{IntuneSettings, RateLimiter};
+use scep_engine::oid;
+use serde::Deserialize;
+
+use super::{int_in, resolve};
+
+/// Upper bound of `intune_replay_capacity` and `intune_rate_limit_devices`
+/// (the replay cache at ten million entries is 256 to 512 MiB).
+const MAX_TABLE_ENTRIES: i64 = 10_000_000;
+/// Upper bound of `intune_per_device_rate_limit_24h` (each unit is one
+/// timestamp cell per tracked device).
+const MAX_RATE_LIMIT: u32 = 1_000;
+/// Largest rate limiter table a configuration may ask for.
+const MAX_TABLE_BYTES: usize = 2 << 30;
+
+/// Largest accepted PKIMessage by default (256 KiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 * 1024;
+
+/// One `[[profile]]` entry, as written (every key optional; see the module docs).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSection {
+    /// `name`
+    pub name: Option<String>,
+    /// `issuer`: `local` or `none`.
+    pub issuer: Option<String>,
+    /// `challenge_password`
+    pub challenge_password: Option<String>,
+    /// `danger_no_challenge`
+    pub danger_no_challenge: Option<bool>,
+    /// `ra_cert`
+    pub ra_cert: Option<PathBuf>,
+    /// `ra_key`
+    pub ra_key: Option<PathBuf>,
+    /// `ca_chain`
+    pub ca_chain: Option<PathBuf>,
+    /// `ca_chain_shape`: `ra-and-chain` or `ca-only`.
+    pub ca_chain_shape: Option<String>,
+    /// `ciphers`
+    pub ciphers: Option<Vec<String>>,
+    /// `digests`
+    pub digests: Option<Vec<String>>,
+    /// `validity_days`
+    pub validity_days: Option<i64>,
+    /// `ekus`
+    pub ekus: Option<Vec<String>>,
+    /// `min_rsa_bits`
+    pub min_rsa_bits: Option<i64>,
+    /// `renewal`
+    pub renewal: Option<bool>,
+    /// `allow_san_change`
+    pub allow_san_change: Option<bool>,
+    /// `signing_time_tolerance_secs`
+    pub signing_time_tolerance_secs: Option<i64>,
+    /// `max_message_size`
+    pub max_message_size: Option<i64>,
+    /// `key_algorithms`: `rsa`, `ec-p256`, `ec-p384`.
+    pub key_algorithms: Option<Vec<String>>,
+    /// `max_ttl_days`: cap on the issued validity.
+    pub max_ttl_days: Option<i64>,
+    /// `san_types`: allowed subjectAltName kinds.
+    pub san_types: Option<Vec<String>>,
+    /// `san_dns_suffixes`: allowed dNSName suffixes.
+    pub san_dns_suffixes: Option<Vec<String>>,
+    /// `mtls_enabled`: serve `/scep-mtls/<name>` (client certificate required).
+    pub mtls_enabled: Option<bool>,
+    /// `mtls_client_ca_trust_bundle_path`: PEM bundle of client CAs.
+    pub mtls_client_ca_trust_bundle_path: Option<PathBuf>,
+    /// `intune_enabled` (see `crate::intune` for the `intune_*` keys).
+    pub intune_enabled: Option<bool>,
+    /// `intune_connector_cert_path`: PEM bundle of the Connector signing certificates.
+    pub intune_connector_cert_path: Option<PathBuf>,
+    /// `intune_audience`
+    pub intune_audience: Option<String>,
+    /// `intune_challenge_validity`: duration, e.g. `"60m"`.
+    pub intune_challenge_validity: Option<String>,
+    /// `intune_clock_skew_tolerance`: duration, e.g. `"60s"`.
+    pub intune_clock_skew_tolerance: Option<String>,
+    /// `intune_per_device_rate_limit_24h` (0 disables).
+    pub intune_per_device_rate_limit_24h: Option<u32>,
+    /// `intune_replay_capacity`: live nonces the replay cache holds.
+    pub intune_replay_capacity: Option<i64>,
+    /// `intune_rate_limit_devices`: devices the rate limiter tracks at once.
+    pub intune_rate_limit_devices: Option<i64>,
+}
+
+/// Whether `name` is a valid profile name: `[a-z0-9-]{1,63}`.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A profile's `mtls_*` keys, validated: serve `/scep-mtls/<name>`, requiring
+/// a client certificate that chains to the bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MtlsSettings {
+    /// The client CA bundle (PEM), resolved against the configuration file.
+    pub bundle_path: PathBuf,
+    /// The key that named it (`profile[<name>].mtls_client_ca_trust_bundle_path`), for errors.
+    pub bundle_key: String,
+}
+
+/// A profile's `intune_*` keys, validated (see `crate::intune`).
+#[derive(Clone, Debug)]
+pub struct IntuneProfileSettings {
+    /// The Connector certificate bundle, resolved against the configuration file.
+    pub connector_cert_path: PathBuf,
+    /// The validator's settings.
+    pub validator: IntuneSettings,
+}
+
+impl ProfileSection {
+    /// The profile name after validation, for `index` (0-based) in the file.
+    ///
+    /// # Errors
+    /// When absent or not `[a-z0-9-]{1,63}`.
+    pub fn validated_name(&self, index: usize) -> Result<&str, ConfigError> {
+        let name = self.name.as_deref().ok_or_else(|| ConfigError(format!("profile[{index}].name: required")))?;
+        if !is_valid_name(name) {
+            return Err(ConfigError(format!(
+                "profile[{index}].name: {name:?} is not a valid profile name (1 to 63 of a-z, 0-9, '-')"
+            )));
+        }
+        Ok(name)
+    }
+
+
+    /// The `mtls_enabled` / `mtls_client_ca_trust_bundle_path` keys of the
+    /// profile `name`; `None` when mTLS is off. Relative paths resolve against
+    /// `base`.
+    ///
+    /// # Errors
+    /// A bundle without `mtls_enabled = true`, or `mtls_enabled = true`
+    /// without a bundle, naming the key.
+    pub fn mtls_settings(&self, name: &str, base: Option<&Path>) -> Result<Option<MtlsSettings>, ConfigError> {
+        let enabled_key = format!("profile[{name}].mtls_enabled");
+        let bundle_key = format!("profile[{name}].mtls_client_ca_trust_bundle_path");
+        let bundle_path = match (self.mtls_enabled.unwrap_or(false), self.mtls_client_ca_trust_bundle_path.as_deref()) {
+            (false, None) => return Ok(None),
+            (false, Some(_)) => {
+                return Err(ConfigError(format!(
+                    "{enabled_key}: must be true when {bundle_key} is set (or remove the bundle)"
+                )));
+            }
+            (true, None) => return Err(ConfigError(format!("{bundle_key}: required when mtls_enabled = true"))),
+            (true, Some(p)) => resolve(base, p),
+        };
+        Ok(Some(MtlsSettings { bundle_path, bundle_key }))
+    }
+
+    /// The `intune_*` keys of the profile `name`; `None` when Intune is
+    /// disabled. Relative paths resolve against `base`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
+    pub fn intune_settings(&self, name: &str, base: Option<&Path>) -> Result<Option<IntuneProfileSettings>, ConfigError> {
+        let k = |key: &str| format!("profile[{name}].{key}");
+        let err = |key: &str, why: &str| ConfigError(format!("{}: {why}", k(key)));
+        let any_key = self.intune_connector_cert_path.is_some()
+            || self.intune_audience.is_some()
+            || self.intune_challenge_validity.is_some()
+            || self.intune_clock_skew_tolerance.is_some()
+            || self.intune_per_device_rate_limit_24h.is_some()
+            || self.intune_replay_capacity.is_some()
+            || self.intune_rate_limit_devices.is_some();
+        match self.intune_enabled {
+            Some(true) => {}
+            Some(false) => return Ok(None),
+            None if any_key => {
+                return Err(err("intune_enabled", "required (true or false) when other intune_* keys are set"));
+            }
+            None => return Ok(None),
+        }
+
+        let defaults = IntuneSettings::default();
+        let duration = |key: &str, v: &Option<String>, default: i64| match v {
+            None => Ok(default),
+            Some(text) => parse_duration(&k(key), text),
+        };
+        let settings = IntuneSettings {
+            audience: match &self.intune_audience {
+                Some(a) if a.trim().is_empty() => {
+                    return Err(err("intune_audience", "is empty; remove the key to skip the audience check"));
+                }
+                other => other.clone(),
+            },
+            challenge_validity_secs: duration(
+                "intune_challenge_validity",
+                &self.intune_challenge_validity,
+                defaults.challenge_validity_secs,
+            )?,
+            clock_skew_tolerance_secs: duration(
+                "intune_clock_skew_tolerance",
+                &self.intune_clock_skew_tolerance,
+                defaults.clock_skew_tolerance_secs,
+            )?,
+            per_device_rate_limit_24h: self
+                .intune_per_device_rate_limit_24h
+                .unwrap_or(defaults.per_device_rate_limit_24h),
+            replay_capacity: int_in(
+                &k("intune_replay_capacity"),
+                self.intune_replay_capacity,
+                1,
+                MAX_TABLE_ENTRIES,
+                defaults.replay_capacity,
+            )?,
+            rate_limit_devices: int_in(
+                &k("intune_rate_limit_devices"),
+                self.intune_rate_limit_devices,
+                1,
+                MAX_TABLE_ENTRIES,
+                defaults.rate_limit_devices,
+            )?,
+        };
+        if settings.challenge_validity_secs <= 0 {
+            return Err(err("intune_challenge_validity", "must be positive (it is also the replay TTL)"));
+        }
+        if settings.clock_skew_tolerance_secs >= settings.challenge_validity_secs {
+            return Err(ConfigError(format!(
+                "{}: {}s must be less than {} ({}s)",
+                k("intune_clock_skew_tolerance"),
+                settings.clock_skew_tolerance_secs,
+                k("intune_challenge_validity"),
+                settings.challenge_validity_secs
+            )));
+        }
+
+        let path = self
+            .intune_connector_cert_path
+            .as_deref()
+            .ok_or_else(|| err("intune_connector_cert_path", "required when intune_enabled = true"))?;
+        let connector_cert_path = resolve(base, path);
+
+        let limit = settings.per_device_rate_limit_24h;
+        if limit > MAX_RATE_LIMIT {
+            return Err(err(
+                "intune_per_device_rate_limit_24h",
+                &format!("{limit} is out of range (allowed 0..={MAX_RATE_LIMIT})"),
+            ));
+        }
+        let limiter_bytes = RateLimiter::table_bytes(limit, settings.rate_limit_devices);
+        if limiter_bytes > MAX_TABLE_BYTES {
+            return Err(ConfigError(format!(
+                "{}: {} devices at {} enrolments per 24 h would need a {} MiB rate limiter (at most {} MiB): \
+                 lower it or {}",
+                k("intune_rate_limit_devices"),
+                settings.rate_limit_devices,
+                limit,
+                limiter_bytes >> 20,
+                MAX_TABLE_BYTES >> 20,
+                k("intune_per_device_rate_limit_24h")
+            )));
+        }
+        Ok(Some(IntuneProfileSettings { connector_cert_path, validator: settings }))
+    }
+}
+
+/// Parses a non-empty list of names.
+pub fn parse_list<T: PartialEq>(list: &[String], one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    if list.is_empty() {
+        return Err("must list at least one value".into());
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for s in list {
+        let v = one(s)?;
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// A content cipher of `ciphers`.
+///
+/// # Errors
+/// An unknown name, listing the known ones.
+pub fn cipher(s: &str) -> Result<ContentCipher, String> {
+    Ok(match s {
+        // Single DES is broken; it is accepted only because it is named here explicitly.
+        "des" => ContentCipher::DesCbc,
+        "des3" => ContentCipher::DesEde3Cbc,
+        "aes128" => ContentCipher::Aes128Cbc,
+        "aes192" => ContentCipher::Aes192Cbc,
+        "aes256" => ContentCipher::Aes256Cbc,
+        other => return Err(format!("{other:?} is not one of \"des\", \"des3\", \"aes128\", \"aes192\", \"aes256\"")),
+    })
+}
+
+/// A CSR key type of `key_algorithms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlg {
+    /// `rsa`
+    Rsa,
+    /// `ec-p256`
+    P256,
+    /// `ec-p384`
+    P384,
+}
+
+/// A CSR key type of `key_algorithms`.
+///
+/// # Errors
+/// An unknown name, listing the known ones.
+pub fn key_alg(s: &str) -> Result<KeyAlg, String> {
+    Ok(match s {
+        "rsa" => KeyAlg::Rsa,
+        "ec-p256" => KeyAlg::P256,
+        "ec-p384" => KeyAlg::P384,
+        other => return Err(format!("{other:?} is not one of \"rsa\", \"ec-p256\", \"ec-p384\"")),
+    })
+}
+
+/// A subjectAltName kind of `san_types`.
+///
+/// # Errors
+/// An unknown name, listing the known ones.
+pub fn san_type(s: &str) -> Result<SanType, String> {
+    Ok(match s {
+        "dns" => SanType::Dns,
+        "email" => SanType::Email,
+        "upn" => SanType::Upn,
+        "uri" => SanType::Uri,
+        "ip" => SanType::Ip,
+        "other" => SanType::Other,
+        other => {
+            return Err(format!("{other:?} is not one of \"dns\", \"email\", \"upn\", \"uri\", \"ip\", \"other\""));
+        }
+    })
+}
+
+/// A message digest of `digests`.
+///
+/// # Errors
+/// An unknown name, listing the known ones.
+pub fn digest(s: &str) -> Result<DigestAlg, String> {
+    Ok(match s {
+        "sha1" => DigestAlg::Sha1,
+        "sha256" => DigestAlg::Sha256,
+        "sha384" => DigestAlg::Sha384,
+        "sha512" => DigestAlg::Sha512,
+        other => return Err(format!("{other:?} is not one of \"sha1\", \"sha256\", \"sha384\", \"sha512\"")),
+    })
+}
+
+/// An EKU by name or dotted OID, as OID contents bytes.
+pub fn eku(s: &str) -> Result<Vec<u8>, String> {
+    Ok(match s {
+        "client-auth" => oid::KP_CLIENT_AUTH.to_vec(),
+        "server-auth" => oid::KP_SERVER_AUTH.to_vec(),
+        "code-signing" => oid::KP_CODE_SIGNING.to_vec(),
+        "email-protection" => oid::KP_EMAIL_PROTECTION.to_vec(),
+        other => dotted_oid(other).ok_or_else(|| {
+            format!(
+                "{other:?} is neither a known EKU (client-auth, server-auth, code-signing, email-protection) \
+                 nor a dotted OID"
+            )
+        })?,
+    })
+}
+
+/// Encodes a dotted OID (X.690 §8.19) into its DER contents bytes.
+pub fn dotted_oid(s: &str) -> Option<Vec<u8>> {
+    let arcs: Vec<u64> = s.split('.').map(|a| a.parse().ok()).collect::<Option<_>>()?;
+    let (&first, &second) = (arcs.first()?, arcs.get(1)?);
+    if first > 2 || (first < 2 && second >= 40) {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut push = |mut v: u64| {
+        let mut tmp = vec![(v & 0x7f) as u8];
+        v >>= 7;
+        while v > 0 {
+            tmp.push((v & 0x7f) as u8 | 0x80);
+            v >>= 7;
+        }
+        out.extend(tmp.iter().rev());
+    };
+    push(first.checked_mul(40)?.checked_add(second)?);
+    for &a in &arcs[2..] {
+        push(a);
+    }
+    Some(out)
+}
+
+/// Parses a duration (`"60m"`, `"3600s"`, `"1h"`, `"1h30m"`) into seconds.
+///
+/// # Errors
+/// Naming `key` when the text is empty, has no unit, an unknown unit (only
+/// `h`, `m`, `s`), or overflows.
+pub fn parse_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError(format!("{key}: {text:?} is not a duration ({why}; e.g. \"60m\", \"3600s\", \"1h30m\")"))
+    };
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut total: i64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad("expected a number"));
+        }
+        let (number, tail) = rest.split_at(digits);
+        let value: i64 = number.parse().map_err(|_| bad("number too large"))?;
+        let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "h" => 3600,
+            "m" => 60,
+            "s" => 1,
+            "" => return Err(bad("a unit (h, m or s) is required")),
+            _ => return Err(bad("units are h, m and s")),
+        };
+        total = value.checked_mul(scale).and_then(|v| total.checked_add(v)).ok_or_else(|| bad("too large"))?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["default", "corp", "iot-2", "a", &"x".repeat(63)] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "Corp", "pkiclient.exe", "a_b", "a/b", "é", &"x".repeat(64)] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dotted_oids_encode_as_der() {
+        assert_eq!(dotted_oid("1.3.6.1.5.5.7.3.2").unwrap(), oid::KP_CLIENT_AUTH);
+        assert_eq!(dotted_oid("1.3.6.1.4.1.311.20.2.3").unwrap(), oid::MS_UPN);
+        assert_eq!(dotted_oid("2.999.1").unwrap(), vec![0x88, 0x37, 0x01]);
+        for bad in ["", "1", "3.1", "1.40", "1.2.x", "1..2"] {
+            assert!(dotted_oid(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_go_style_and_errors_name_the_key() {
+        for (text, secs) in [("60m", 3600), ("3600s", 3600), ("1h", 3600), ("1h30m", 5400), ("0s", 0), ("90s", 90)] {
+            assert_eq!(parse_duration("k", text).unwrap(), secs, "{text}");
+        }
+        for text in ["", "60", "m", "5d", "1.5h", "-1s", "1h 2m", "99999999999999999999s", "9223372036854775807h"] {
+            let e = parse_duration("profile[p].intune_challenge_validity", text).unwrap_err();
+            assert!(e.0.starts_with("profile[p].intune_challenge_validity: "), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn enabled_needs_a_bundle_and_keys_need_enabled() {
+        let mut s = ProfileSection { name: Some("p".into()), ..ProfileSection::default() };
+        s.intune_enabled = Some(true);
+        let e = s.intune_settings("p", None).unwrap_err();
+        assert!(e.0.starts_with("profile[p].intune_connector_cert_path: required"), "{e}");
+        s.intune_enabled = None;
+        s.intune_audience = Some("x".into());
+        let e = s.intune_settings("p", None).unwrap_err();
+        assert!(e.0.starts_with("profile[p].intune_enabled"), "{e}");
+        s.intune_enabled = Some(false);
+        assert!(s.intune_settings("p", None).unwrap().is_none());
+    }
+}

@@ -1,0 +1,139 @@
+//! The running state: server settings, the hot-swappable profile set, the
+//! admin API keys, the audit log and the metrics, as a transport serves them.
+//!
+//! What lives here: [`ServiceState`] ([`mod@self`]), the running profiles
+//! ([`profiles`]: [`Profile`], [`Profiles`]), each profile's kept discovery
+//! answers ([`discovery`]), the admin API key set ([`api_keys`]) and the
+//! metrics counters ([`metrics`]). The state is a container: it is built,
+//! reloaded and checked by `crate::wiring` (`ServiceState::load`, `reload`,
+//! `check_config`), which sits above it.
+//!
+//! May import: `settings`, `store`, `intune`, `tls` (the mTLS policy). Never
+//! `http`, `operator` or `wiring`.
+
+pub mod api_keys;
+pub mod discovery;
+pub mod metrics;
+pub mod profiles;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use scep_engine::config::ConfigError;
+use scep_engine::time::UnixTime;
+
+use crate::intune::ProfileIntuneStats;
+use crate::settings::ServerSettings;
+use crate::settings::start::StartOptions;
+use crate::store::audit::AuditLog;
+use api_keys::ApiKeys;
+use metrics::Metrics;
+pub use profiles::{Profile, Profiles};
+
+/// What a successful [`ServiceState::load`] reports besides the state.
+#[derive(Debug)]
+pub struct Started {
+    /// The state to serve.
+    pub state: Arc<ServiceState>,
+    /// A challenge password generated (and persisted) by this run: print it
+    /// once. `None` on every later run.
+    pub generated_challenge: Option<String>,
+}
+
+/// Everything a transport needs to serve: settings (fixed until restart) and
+/// the profile set (atomically replaced by [`ServiceState::reload`]).
+#[derive(Debug)]
+pub struct ServiceState {
+    pub(crate) settings: ServerSettings,
+    pub(crate) profiles: ArcSwap<Profiles>,
+    /// Where the configuration came from; `None` for states built by [`ServiceState::new`].
+    pub(crate) options: Option<StartOptions>,
+    pub(crate) api_keys: ArcSwap<ApiKeys>,
+    pub(crate) audit: Option<AuditLog>,
+    pub(crate) metrics: Metrics,
+}
+
+impl ServiceState {
+    /// A state serving `profiles` with `settings` (for embedding and tests;
+    /// it has no configuration source, so [`ServiceState::reload`] refuses).
+    /// No API keys, no audit log until [`ServiceState::with_api_keys`] /
+    /// [`ServiceState::with_audit`].
+    pub fn new(settings: ServerSettings, profiles: Profiles) -> Self {
+        Self {
+            settings,
+            profiles: ArcSwap::from_pointee(profiles),
+            options: None,
+            api_keys: ArcSwap::from_pointee(ApiKeys::default()),
+            audit: None,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// This state with `keys` as its admin API keys.
+    #[must_use]
+    pub fn with_api_keys(self, keys: ApiKeys) -> Self {
+        self.api_keys.store(Arc::new(keys));
+        self
+    }
+
+    /// This state recording SCEP decisions in `audit`.
+    #[must_use]
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit log, when there is one.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// The admin API keys (a request keeps the set it loaded).
+    pub fn api_keys(&self) -> Arc<ApiKeys> {
+        self.api_keys.load_full()
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Server settings.
+    pub fn settings(&self) -> &ServerSettings {
+        &self.settings
+    }
+
+    /// The current profile set (a request keeps the snapshot it loaded).
+    pub fn profiles(&self) -> Arc<Profiles> {
+        self.profiles.load_full()
+    }
+
+    /// Writes what the audit log still holds in memory (the discovery tally).
+    /// Both transports call this after their last connection has closed; a
+    /// failure is logged.
+    pub async fn flush_audit(&self) {
+        if let Some(audit) = self.audit()
+            && let Err(e) = audit.flush().await
+        {
+            tracing::error!(error = %e, "the discovery audit tally could not be written at shutdown");
+        }
+    }
+
+    /// Intune counters, anchors and settings of every Intune-enabled profile,
+    /// sorted by profile name (the admin plane's `intune/stats`).
+    pub fn intune_stats(&self) -> Vec<ProfileIntuneStats> {
+        self.profiles.load().intune_stats(UnixTime::now())
+    }
+
+    /// Re-reads the Connector certificate bundle of `profile` (or of every
+    /// Intune profile for `None`) and swaps the anchors in: the admin plane's
+    /// SIGHUP-equivalent. Reads files: call it off the async executor.
+    ///
+    /// # Errors
+    /// Unknown profile, Intune not enabled, or a bundle failing the preflight
+    /// (named); the previous anchors then stay in force everywhere.
+    pub fn reload_trust(&self, profile: Option<&str>) -> Result<Vec<ProfileIntuneStats>, ConfigError> {
+        self.profiles.load().reload_intune_trust(profile, UnixTime::now())
+    }
+}
+
