@@ -423,7 +423,7 @@ fn transports_answer_alike() {
         assert_eq!(strip_date(a.1), strip_date(b.1), "{target}");
     }
     // Pipelined on one keep-alive connection: both answer the two discovery
-    // GETs on the fast path (scep_service::fast_path) and hand the connection
+    // GETs on the fast path (scep_service::http::fast_path) and hand the connection
     // to hyper at /healthz, which serves the rest.
     let pipelined = "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: x\r\n\r\n\
          GET /scep/default/pkiclient.exe?operation=GetCACaps&message=x HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n\

@@ -151,8 +151,7 @@ fn graphs(sources: &[Source]) -> (Graph, Graph) {
         files.entry(from.clone()).or_default();
         for path in crate_paths(&production_code(&source.text)) {
             // The longest prefix that is a source file is the module imported.
-            let Some(target) = (1..=path.len()).rev().map(|n| path[..n].to_vec()).find(|p| modules.contains(p))
-            else {
+            let Some(target) = (1..=path.len()).rev().map(|n| path[..n].to_vec()).find(|p| modules.contains(p)) else {
                 continue;
             };
             if target[0] != *top {

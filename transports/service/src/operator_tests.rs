@@ -11,15 +11,15 @@ use http_body_util::{BodyExt as _, Full};
 use serde_json::Value;
 
 use crate::ScepService;
-use crate::settings::api_keys::ApiKeySection;
-use crate::state::api_keys::ApiKeys;
-use crate::settings::audit::DiscoveryAudit;
-use crate::store::audit::{AuditLog, AuditQuery};
 use crate::settings::ServerSettings;
+use crate::settings::api_keys::ApiKeySection;
+use crate::settings::audit::DiscoveryAudit;
+use crate::state::api_keys::ApiKeys;
+use crate::state::{Profiles, ServiceState};
+use crate::store::audit::{AuditLog, AuditQuery};
+use crate::testutil::{TestDir, section};
 use crate::tls::ConnectionInfo;
 use crate::wiring::profile::BuildContext;
-use crate::state::{Profiles, ServiceState};
-use crate::testutil::{TestDir, section};
 
 const ADMIN: &str = "admin-key-0123456789";
 const READER: &str = "reader-key-0123456789";

@@ -4,7 +4,7 @@
 //! Only the runtime glue lives here: the accept loop, the TLS acceptor, the
 //! signal handling, the graceful shutdown, a TCP stream that tracks read
 //! readiness (`stream.rs`), and the connection loop that answers HTTP/1.1
-//! discovery GETs on [`scep_service::fast_path`] before handing the
+//! discovery GETs on [`scep_service::http::fast_path`] before handing the
 //! connection to hyper (as the tokio transport does). Routing, limits, configuration
 //! and reload are [`scep_service`]'s, so both transports answer identically
 //! (the conformance suite in `tests/tests/conformance.rs` runs every scenario
@@ -26,8 +26,8 @@ use async_signal::{Signal, Signals};
 use futures_lite::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, StreamExt as _, future};
 use futures_rustls::TlsAcceptor;
 use hyper_util::server::conn::auto;
-use scep_service::fast_path::{FastConnection, Next, Prefixed};
-use scep_service::mtls::ConnectionInfo;
+use scep_service::http::fast_path::{FastConnection, Next, Prefixed};
+use scep_service::tls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
 use scep_service::{ScepService, ServiceState};
 use smol::channel::{Receiver, Sender};

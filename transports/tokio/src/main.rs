@@ -68,7 +68,7 @@ enum Runtime {
 fn serve(options: StartOptions, runtime: Runtime) -> Result<(), String> {
     let started = ServiceState::load(options).map_err(|e| e.to_string())?;
     if let Some(pw) = &started.generated_challenge {
-        let file = started.state.settings().data_dir.join(scep_service::bootstrap::CHALLENGE_FILE);
+        let file = started.state.settings().data_dir.join(scep_service::wiring::bootstrap::CHALLENGE_FILE);
         // Shown once, on the run that created it; later runs read it from the file.
         println!("scepd challenge password (profile default, saved in {}): {pw}", file.display());
     }

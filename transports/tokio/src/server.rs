@@ -1,7 +1,7 @@
 //! The tokio accept loop: TLS, HTTP/1.1 + h2, limits, signals, graceful shutdown.
 //!
 //! Each connection starts on the HTTP/1.1 discovery fast path
-//! ([`scep_service::fast_path`]) and moves to hyper at the first request the
+//! ([`scep_service::http::fast_path`]) and moves to hyper at the first request the
 //! fast path does not answer (at once for TLS connections that chose h2).
 
 use std::io::Write as _;
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use scep_service::fast_path::{FastConnection, Next, Prefixed};
-use scep_service::mtls::ConnectionInfo;
+use scep_service::http::fast_path::{FastConnection, Next, Prefixed};
+use scep_service::tls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
 use scep_service::{ScepService, ServiceState};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};

@@ -70,8 +70,8 @@ mod tests {
     use super::*;
     use scep_engine::{Message, Method};
 
-    use crate::wiring::profile::BuildContext;
     use crate::testutil::{TestDir, section};
+    use crate::wiring::profile::BuildContext;
 
     #[test]
     fn a_respond_action_is_the_answer() {

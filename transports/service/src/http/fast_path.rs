@@ -321,12 +321,12 @@ mod tests {
 
     use futures_lite::future::block_on;
 
-    use crate::store::audit::{AuditLog, AuditQuery};
     use crate::settings::ServerSettings;
+    use crate::state::{Profiles, ServiceState};
+    use crate::store::audit::{AuditLog, AuditQuery};
+    use crate::testutil::{TestDir, section};
     use crate::tls::ConnectionInfo;
     use crate::wiring::profile::BuildContext;
-    use crate::state::{Profiles, ServiceState};
-    use crate::testutil::{TestDir, section};
 
     fn service(dir: &TestDir) -> ScepService {
         let mut ctx = BuildContext::new(None, dir.path(), dir.now());

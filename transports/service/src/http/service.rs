@@ -44,14 +44,14 @@ use hyper::service::Service;
 use scep_engine::time::UnixTime;
 use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
 
-use crate::settings::audit::DiscoveryAudit;
-use crate::store::audit::{AuditEvent, DiscoveryAnswer};
 use crate::http::drive::drive_timed;
-use crate::state::metrics::Observation;
-use crate::tls::ConnectionInfo;
-use crate::settings::profile::is_valid_name;
 use crate::query::parse_query;
+use crate::settings::audit::DiscoveryAudit;
+use crate::settings::profile::is_valid_name;
 use crate::state::ServiceState;
+use crate::state::metrics::Observation;
+use crate::store::audit::{AuditEvent, DiscoveryAnswer};
+use crate::tls::ConnectionInfo;
 
 /// Where a request path leads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -373,7 +373,13 @@ impl ScepService {
                     "request body too large or unreadable",
                 );
             }
-            None => return crate::operator::admin::error(StatusCode::REQUEST_TIMEOUT, "body_timeout", "request body timed out"),
+            None => {
+                return crate::operator::admin::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "request body timed out",
+                );
+            }
         };
         crate::operator::admin::handle(
             &self.state,
@@ -610,9 +616,9 @@ async fn timeout<F: Future>(timer: &(dyn Timer + Send + Sync), limit: Duration, 
 mod tests {
     use super::*;
     use crate::settings::ServerSettings;
-    use crate::wiring::profile::BuildContext;
     use crate::state::Profiles;
     use crate::testutil::{TestDir, section};
+    use crate::wiring::profile::BuildContext;
     use futures_lite::future::block_on;
 
     #[test]
@@ -678,8 +684,13 @@ mod tests {
     fn engine_status(f: &Fixture) -> u16 {
         let p = f.svc.state.profiles();
         let req = Request { method: Method::Get, operation: "GetCACaps", message: Message::None };
-        block_on(crate::http::drive::drive(&p.get(None).unwrap().engine, &*p.get(None).unwrap().issuer, req, UnixTime::now))
-            .status
+        block_on(crate::http::drive::drive(
+            &p.get(None).unwrap().engine,
+            &*p.get(None).unwrap().issuer,
+            req,
+            UnixTime::now,
+        ))
+        .status
     }
 
     #[test]

@@ -47,14 +47,11 @@ use std::path::{Path, PathBuf};
 
 use scep_engine::config::ConfigError;
 use scep_engine::crypto::SystemRandom;
-use scep_engine::intune::{
-    AnchorKeyKind, IntuneValidator, Label, SharedPool, TrustAnchorPool, load_pool,
-};
+use scep_engine::intune::{AnchorKeyKind, IntuneValidator, Label, SharedPool, TrustAnchorPool, load_pool};
 use scep_engine::time::UnixTime;
 use scep_engine::{IntuneIdentity, Outcome};
 
 use crate::settings::profile::IntuneProfileSettings;
-
 
 /// Trust anchors expiring within this many seconds are warned about at load.
 const EXPIRY_WARNING_SECS: i64 = 30 * 86_400;
@@ -149,7 +146,9 @@ pub fn build(
 
 /// The validators of `profiles` (each Intune profile by name), by name (the
 /// `previous` argument of [`build`] during a reload).
-pub fn validators<'a>(profiles: impl IntoIterator<Item = (&'a str, &'a IntuneProfile)>) -> HashMap<String, IntuneValidator> {
+pub fn validators<'a>(
+    profiles: impl IntoIterator<Item = (&'a str, &'a IntuneProfile)>,
+) -> HashMap<String, IntuneValidator> {
     profiles.into_iter().map(|(n, p)| (n.to_string(), p.validator.clone())).collect()
 }
 
@@ -235,7 +234,10 @@ fn stats_of(name: &str, p: &IntuneProfile, now: UnixTime) -> ProfileIntuneStats 
 }
 
 /// Stats of `profiles` (each Intune profile by name), in the order given.
-pub fn stats<'a>(profiles: impl IntoIterator<Item = (&'a str, &'a IntuneProfile)>, now: UnixTime) -> Vec<ProfileIntuneStats> {
+pub fn stats<'a>(
+    profiles: impl IntoIterator<Item = (&'a str, &'a IntuneProfile)>,
+    now: UnixTime,
+) -> Vec<ProfileIntuneStats> {
     profiles.into_iter().map(|(n, p)| stats_of(n, p, now)).collect()
 }
 

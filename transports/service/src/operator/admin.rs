@@ -37,11 +37,11 @@ use scep_engine::x509::{CertificateRef, name_to_string};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::store::audit::{AuditQuery, MAX_FILTER_VALUES, MAX_QUERY_LIMIT};
 use crate::intune::{AnchorInfo, ProfileIntuneStats};
-use crate::state::Profile;
 use crate::settings::api_keys::Role;
+use crate::state::Profile;
 use crate::state::ServiceState;
+use crate::store::audit::{AuditQuery, MAX_FILTER_VALUES, MAX_QUERY_LIMIT};
 
 /// Shortest accepted API key.
 pub const MIN_KEY_LEN: usize = 16;
@@ -76,8 +76,8 @@ impl ServiceState {
         if profile.intune.is_none() {
             return Err(ReloadTrustError::NotEnabled);
         }
-        let stats = profiles.reload_intune_trust(Some(path_id), UnixTime::now())
-            .map_err(|e| ReloadTrustError::Failed(e.0))?;
+        let stats =
+            profiles.reload_intune_trust(Some(path_id), UnixTime::now()).map_err(|e| ReloadTrustError::Failed(e.0))?;
         Ok(stats.into_iter().find(|s| s.profile == path_id).map(|s| s.anchors).unwrap_or_default())
     }
 }
@@ -487,8 +487,8 @@ mod tests {
         use scep_issuers::x509_build::{Validity, common_name, self_signed_ca};
 
         use super::super::*;
-        use crate::store::audit::AuditEvent;
         use crate::settings::start::StartOptions;
+        use crate::store::audit::AuditEvent;
         use crate::testutil::TestDir;
 
         const ADMIN: &str = "admin-key-0123456789";

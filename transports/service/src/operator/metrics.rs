@@ -51,12 +51,7 @@ pub fn render(state: &ServiceState, now: UnixTime) -> String {
     let _ = writeln!(out, "scepd_audit_tally_write_failures_total {tally_failures}");
 
     let stats = state.intune_stats();
-    header(
-        &mut out,
-        "scepd_intune_challenges_total",
-        "counter",
-        "Intune challenge decisions, by profile and outcome.",
-    );
+    header(&mut out, "scepd_intune_challenges_total", "counter", "Intune challenge decisions, by profile and outcome.");
     for s in &stats {
         for (label, n) in &s.counters {
             let _ = writeln!(
@@ -113,12 +108,7 @@ pub fn render(state: &ServiceState, now: UnixTime) -> String {
 
     let profiles = state.profiles();
     let expiry = |der: &[u8]| CertificateRef::parse(der).ok().map(|c| c.not_after.secs() - now.secs());
-    header(
-        &mut out,
-        "scepd_ra_cert_expiry_seconds",
-        "gauge",
-        "Seconds until each profile's RA certificate expires.",
-    );
+    header(&mut out, "scepd_ra_cert_expiry_seconds", "gauge", "Seconds until each profile's RA certificate expires.");
     for p in profiles.iter() {
         let c = p.engine.config();
         if let Some(s) = expiry(&c.ra.certificate) {

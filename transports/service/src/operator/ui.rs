@@ -60,10 +60,12 @@ pub struct Asset {
     pub body: &'static [u8],
 }
 
-const PAGE: Asset = Asset { content_type: "text/html; charset=utf-8", body: include_bytes!("../../assets/ui/index.html") };
+const PAGE: Asset =
+    Asset { content_type: "text/html; charset=utf-8", body: include_bytes!("../../assets/ui/index.html") };
 const SCRIPT: Asset =
     Asset { content_type: "text/javascript; charset=utf-8", body: include_bytes!("../../assets/ui/scepd.js") };
-const STYLE: Asset = Asset { content_type: "text/css; charset=utf-8", body: include_bytes!("../../assets/ui/scepd.css") };
+const STYLE: Asset =
+    Asset { content_type: "text/css; charset=utf-8", body: include_bytes!("../../assets/ui/scepd.css") };
 const ICON: Asset = Asset { content_type: "image/svg+xml", body: include_bytes!("../../assets/ui/favicon.svg") };
 
 /// What a path under [`PREFIX`] leads to.

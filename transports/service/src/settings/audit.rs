@@ -20,7 +20,6 @@ use super::{int_in, resolve};
 pub const DEFAULT_FILE: &str = "audit.db";
 /// Default retention.
 pub const DEFAULT_RETENTION_DAYS: i64 = 365;
-/// Most events one query returns.
 
 /// The `[audit]` table, as written.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -98,7 +97,6 @@ impl AuditSettings {
         self.path.clone().unwrap_or_else(|| data_dir.join(DEFAULT_FILE))
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -31,8 +31,8 @@ use std::path::PathBuf;
 
 use scep_engine::config::ConfigError;
 
-use super::api_keys::ApiKeySection;
 use super::ConfigFile;
+use super::api_keys::ApiKeySection;
 use super::profile::{ProfileSection, is_valid_name};
 
 /// Prefix of every variable this module reads.

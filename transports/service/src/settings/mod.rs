@@ -7,11 +7,13 @@
 //! error names the key or variable. Turning settings into running parts is
 //! `crate::wiring`'s job.
 //!
-//! - [`mod@self`]: the file, the `[server]` table and the parsing helpers.
-//! - [`profile`]: `[[profile]]` entries.
-//! - [`audit`]: `[audit]`.
-//! - [`api_keys`]: `[[api_key]]`.
-//! - [`issuers`]: `[[issuer]]`.
+//! | module | reads |
+//! |---|---|
+//! | this one | the file, the `[server]` table, the parsing helpers |
+//! | [`profile`] | `[[profile]]` entries |
+//! | [`audit`] | `[audit]` |
+//! | [`api_keys`] | `[[api_key]]` |
+//! | [`issuers`] | `[[issuer]]` |
 //!
 //! ```toml
 //! [server]

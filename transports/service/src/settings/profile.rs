@@ -38,7 +38,6 @@
 //!
 //! Every invalid value is an error naming `profile[<name>].<key>` and why.
 
-
 use std::path::{Path, PathBuf};
 
 use scep_engine::config::{ConfigError, SanType};
@@ -168,7 +167,6 @@ impl ProfileSection {
         Ok(name)
     }
 
-
     /// The `mtls_enabled` / `mtls_client_ca_trust_bundle_path` keys of the
     /// profile `name`; `None` when mTLS is off. Relative paths resolve against
     /// `base`.
@@ -197,7 +195,11 @@ impl ProfileSection {
     ///
     /// # Errors
     /// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
-    pub fn intune_settings(&self, name: &str, base: Option<&Path>) -> Result<Option<IntuneProfileSettings>, ConfigError> {
+    pub fn intune_settings(
+        &self,
+        name: &str,
+        base: Option<&Path>,
+    ) -> Result<Option<IntuneProfileSettings>, ConfigError> {
         let k = |key: &str| format!("profile[{name}].{key}");
         let err = |key: &str, why: &str| ConfigError(format!("{}: {why}", k(key)));
         let any_key = self.intune_connector_cert_path.is_some()
@@ -462,7 +464,6 @@ pub fn parse_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
     }
     Ok(total)
 }
-
 
 #[cfg(test)]
 mod tests {

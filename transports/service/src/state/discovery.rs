@@ -75,8 +75,8 @@ impl DiscoveryAnswers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wiring::profile::BuildContext;
     use crate::testutil::{TestDir, section};
+    use crate::wiring::profile::BuildContext;
 
     /// The kept answers are the engine's live answers, byte for byte, for any
     /// `message` and at any time.

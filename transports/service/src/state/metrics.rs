@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-
 /// Upper bounds of the issuance latency buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -153,12 +152,7 @@ impl Metrics {
                 let _ = writeln!(out, "scepd_issuance_duration_seconds_sum{{profile=\"{p}\"}} {}", h.sum);
                 let _ = writeln!(out, "scepd_issuance_duration_seconds_count{{profile=\"{p}\"}} {}", h.count);
             }
-            header(
-                out,
-                "scepd_audit_write_failures_total",
-                "counter",
-                "Audit events that could not be committed.",
-            );
+            header(out, "scepd_audit_write_failures_total", "counter", "Audit events that could not be committed.");
             let _ = writeln!(out, "scepd_audit_write_failures_total {}", m.audit_failures);
         }
     }

@@ -136,4 +136,3 @@ impl ServiceState {
         self.profiles.load().reload_intune_trust(profile, UnixTime::now())
     }
 }
-

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use scep_engine::Engine;
 use scep_engine::config::ConfigError;
 use scep_engine::intune::IntuneValidator;
 use scep_engine::time::UnixTime;
-use scep_engine::Engine;
 use scep_issuers::Issuer;
 
 use crate::intune::{self, IntuneProfile, ProfileIntuneStats};
@@ -117,7 +117,11 @@ impl Profiles {
     /// # Errors
     /// An unknown profile, a profile without Intune, or the first bundle that
     /// fails the preflight (naming profile and file); the old anchors stay.
-    pub fn reload_intune_trust(&self, only: Option<&str>, now: UnixTime) -> Result<Vec<ProfileIntuneStats>, ConfigError> {
+    pub fn reload_intune_trust(
+        &self,
+        only: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Vec<ProfileIntuneStats>, ConfigError> {
         let selected = match only {
             Some(n) => {
                 let p = self.get(Some(n)).ok_or_else(|| ConfigError(format!("no profile named {n:?}")))?;

@@ -754,8 +754,8 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scep_engine::Operation;
     use futures_lite::future::block_on;
+    use scep_engine::Operation;
 
     fn event(profile: &str, action: &str, outcome: &str) -> AuditEvent {
         AuditEvent {
@@ -1030,7 +1030,6 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].count, rows[0].issuer.as_deref(), rows[0].first_time.as_deref()), (1, None, None));
     }
-
 
     #[test]
     fn action_names() {

@@ -113,7 +113,6 @@ impl ServiceState {
             Some(Err(e)) => tracing::error!(error = %e, "TLS reload refused; the previous certificate keeps serving"),
         }
     }
-
 }
 
 /// One complete configuration load.

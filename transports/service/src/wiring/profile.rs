@@ -51,14 +51,7 @@ pub struct BuildContext<'a> {
 impl<'a> BuildContext<'a> {
     /// A context for one configuration load.
     pub fn new(base: Option<&'a Path>, data_dir: &'a Path, now: UnixTime) -> Self {
-        Self {
-            base,
-            data_dir,
-            now,
-            local: None,
-            issuers: IssuerMap::new(),
-            previous_intune: HashMap::new(),
-        }
+        Self { base, data_dir, now, local: None, issuers: IssuerMap::new(), previous_intune: HashMap::new() }
     }
 
     /// Makes the `[[issuer]]` entries available to profiles by id.
@@ -315,9 +308,9 @@ fn load_ra(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{TestDir, section};
     use scep_engine::config::SanType;
     use scep_engine::crypto::{ContentCipher, DigestAlg};
-    use crate::testutil::{TestDir, section};
 
     #[test]
     fn a_full_profile_builds() {
