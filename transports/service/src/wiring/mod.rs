@@ -164,7 +164,7 @@ fn build_file(
     let mut settings = file.server.validate(base)?;
     settings.audit = file.audit.validate(base)?;
     apply_overrides(&mut settings, options);
-    let api_keys = ApiKeys::from_sections(&file.api_keys)?;
+    let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
     let issuers = issuers::build_issuers(&file.issuers, base)?;
     let mut ctx = BuildContext::new(base, &settings.data_dir, now).with_issuers(issuers).with_previous_intune(previous);
     let mut built = Vec::with_capacity(file.profiles.len());
@@ -183,7 +183,7 @@ fn build_file(
 fn bootstrap_load(options: &StartOptions, now: UnixTime, file: ConfigFile) -> Result<Loaded, ConfigError> {
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
-    let api_keys = ApiKeys::from_sections(&file.api_keys)?;
+    let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
     let challenge = Challenge::choose(&settings.data_dir, options.challenge_password.as_deref())?;
     let section = bootstrap::default_profile_section(&challenge);
     let profile = section.build(0, &mut BuildContext::new(None, &settings.data_dir, now))?;
