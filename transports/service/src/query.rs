@@ -1,4 +1,8 @@
-//! The SCEP query string (RFC 8894 §4.1): `operation=<op>[&message=<msg>]`.
+//! The SCEP query string (RFC 8894 §4.1): `operation=<op>[&message=<msg>]`,
+//! and the percent-decoding the admin API shares.
+//!
+//! A leaf at the crate root, below `http` and `operator`: imports nothing
+//! from the crate.
 
 use std::borrow::Cow;
 

@@ -40,9 +40,12 @@
 
 use std::path::{Path, PathBuf};
 
-use scep_engine::config::{ConfigError, SanType};
+use scep_engine::config::{
+    AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, RenewalPolicy, SanPolicy, SanType,
+};
 use scep_engine::crypto::{ContentCipher, DigestAlg};
 use scep_engine::intune::{IntuneSettings, RateLimiter};
+use scep_engine::issue::IssuancePolicy;
 use scep_engine::oid;
 use serde::Deserialize;
 
@@ -152,7 +155,198 @@ pub struct IntuneProfileSettings {
     pub validator: IntuneSettings,
 }
 
+/// Which issuer a profile names (`issuer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IssuerRef {
+    /// `local` / `iss-local` (the default): the built-in CA in the data directory.
+    Local,
+    /// `none`: CA certificates are served, every issuance is refused.
+    None,
+    /// The id of an `[[issuer]]` entry.
+    Named(String),
+}
+
+/// A `[[profile]]` entry, validated: every key that needs no file, no issuer
+/// and no clock (`crate::wiring::profile` reads the files and builds the engine).
+#[derive(Clone)]
+pub struct ProfileSettings {
+    /// `name`
+    pub name: String,
+    /// `issuer`
+    pub issuer: IssuerRef,
+    /// `challenge_password` / `danger_no_challenge`
+    pub challenge: ChallengePolicy,
+    /// `ra_cert`, `ra_key` (resolved); `None`: the issuer's default RA.
+    pub ra_files: Option<(PathBuf, PathBuf)>,
+    /// `ca_chain` (resolved); `None`: the issuer's chain.
+    pub ca_chain: Option<PathBuf>,
+    /// `ca_chain_shape`
+    pub ca_cert_shape: CaCertShape,
+    /// `ciphers`, `digests`
+    pub algorithms: AlgorithmPolicy,
+    /// `key_algorithms`, `min_rsa_bits`
+    pub keys: KeyPolicy,
+    /// `renewal`, `allow_san_change`
+    pub renewal: RenewalPolicy,
+    /// `validity_days` capped by `max_ttl_days`
+    pub validity_days: i64,
+    /// `ekus`, as OID contents bytes (issued and allowed in CSRs)
+    pub ekus: Vec<Vec<u8>>,
+    /// `san_types`, `san_dns_suffixes`
+    pub sans: SanPolicy,
+    /// `signing_time_tolerance_secs`
+    pub signing_time_tolerance: Option<i64>,
+    /// `max_message_size`
+    pub max_message_size: usize,
+    /// `mtls_*`
+    pub mtls: Option<MtlsSettings>,
+    /// `intune_*`
+    pub intune: Option<IntuneProfileSettings>,
+}
+
+impl std::fmt::Debug for ProfileSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The challenge password is a secret: never printed.
+        f.debug_struct("ProfileSettings")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("ra_files", &self.ra_files)
+            .field("ca_chain", &self.ca_chain)
+            .field("mtls", &self.mtls)
+            .field("intune", &self.intune.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ProfileSection {
+    /// Validates this entry (every key that needs no file, no issuer and no
+    /// clock) into [`ProfileSettings`]. `index` (0-based) names the entry
+    /// until its name is known; relative paths resolve against `base`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `profile[<name>].<key>` and the reason.
+    pub fn validate(&self, index: usize, base: Option<&Path>) -> Result<ProfileSettings, ConfigError> {
+        let name = self.validated_name(index)?.to_string();
+        let k = |key: &str| format!("profile[{name}].{key}");
+        let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
+
+        let challenge = match (&self.challenge_password, self.danger_no_challenge.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err(err("danger_no_challenge", "cannot be true while challenge_password is set".into()));
+            }
+            (Some(p), false) if p.is_empty() => return Err(err("challenge_password", "must not be empty".into())),
+            (Some(p), false) => ChallengePolicy::Static(p.clone()),
+            (None, true) => ChallengePolicy::DangerNone,
+            (None, false) => {
+                return Err(err(
+                    "challenge_password",
+                    "required (or set danger_no_challenge = true for lab use)".into(),
+                ));
+            }
+        };
+
+        let ca_cert_shape = match self.ca_chain_shape.as_deref() {
+            None | Some("ra-and-chain") => CaCertShape::RaAndChain,
+            Some("ca-only") => CaCertShape::CaOnly,
+            Some(other) => {
+                return Err(err("ca_chain_shape", format!("{other:?} is not one of \"ra-and-chain\", \"ca-only\"")));
+            }
+        };
+
+        let ciphers = match &self.ciphers {
+            None => AlgorithmPolicy::default().ciphers,
+            Some(list) => parse_list(list, cipher).map_err(|why| err("ciphers", why))?,
+        };
+        let digests = match &self.digests {
+            None => AlgorithmPolicy::default().digests,
+            Some(list) => parse_list(list, digest).map_err(|why| err("digests", why))?,
+        };
+        let ekus = match &self.ekus {
+            None => IssuancePolicy::default().ekus,
+            Some(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for s in list {
+                    out.push(eku(s).map_err(|why| err("ekus", why))?);
+                }
+                out
+            }
+        };
+        let validity_days: i64 = int_in(&k("validity_days"), self.validity_days, 1, 3650, 365)?;
+        // Max TTL: the smaller of the profile's validity and its cap wins.
+        let validity_days = validity_days.min(int_in(&k("max_ttl_days"), self.max_ttl_days, 1, 3650, 3650)?);
+        let key_algorithms = match &self.key_algorithms {
+            None => vec![KeyAlg::Rsa, KeyAlg::P256, KeyAlg::P384],
+            Some(list) => parse_list(list, key_alg).map_err(|why| err("key_algorithms", why))?,
+        };
+        let san_types = match &self.san_types {
+            None => None,
+            Some(list) if list.is_empty() => Some(Vec::new()),
+            Some(list) => Some(parse_list(list, san_type).map_err(|why| err("san_types", why))?),
+        };
+        let dns_suffixes = match &self.san_dns_suffixes {
+            None => Vec::new(),
+            Some(list) => {
+                for s in list {
+                    let bare = s.strip_prefix('.').unwrap_or(s);
+                    if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                        return Err(err("san_dns_suffixes", format!("{s:?} is not a DNS suffix")));
+                    }
+                }
+                if list.is_empty() {
+                    return Err(err("san_dns_suffixes", "must list at least one suffix (or be left out)".into()));
+                }
+                list.clone()
+            }
+        };
+        let mtls = self.mtls_settings(&name, base)?;
+        let min_rsa_bits: usize = int_in(&k("min_rsa_bits"), self.min_rsa_bits, 2048, 16384, 2048)?;
+        let max_message_size: usize =
+            int_in(&k("max_message_size"), self.max_message_size, 1024, 16 << 20, DEFAULT_MAX_MESSAGE_SIZE)?;
+        let signing_time_tolerance = match self.signing_time_tolerance_secs {
+            None => None,
+            Some(v) => Some(int_in::<i64>(&k("signing_time_tolerance_secs"), Some(v), 1, 30 * 86_400, 0)?),
+        };
+
+        let issuer = match self.issuer.as_deref() {
+            None | Some("local" | scep_issuers::LOCAL_ISSUER_ID) => IssuerRef::Local,
+            Some("none") => IssuerRef::None,
+            Some(id) => IssuerRef::Named(id.to_string()),
+        };
+        let ra_files = match (&self.ra_cert, &self.ra_key) {
+            (Some(c), Some(kp)) => Some((resolve(base, c), resolve(base, kp))),
+            (Some(_), None) => return Err(err("ra_key", "required when ra_cert is set".into())),
+            (None, Some(_)) => return Err(err("ra_cert", "required when ra_key is set".into())),
+            (None, None) => None,
+        };
+        let ca_chain = self.ca_chain.as_deref().map(|p| resolve(base, p));
+        let intune = self.intune_settings(&name, base)?;
+        Ok(ProfileSettings {
+            challenge,
+            ca_cert_shape,
+            algorithms: AlgorithmPolicy { ciphers, digests },
+            keys: KeyPolicy {
+                min_rsa_bits: key_algorithms.contains(&KeyAlg::Rsa).then_some(min_rsa_bits),
+                allow_p256: key_algorithms.contains(&KeyAlg::P256),
+                allow_p384: key_algorithms.contains(&KeyAlg::P384),
+            },
+            renewal: RenewalPolicy {
+                enabled: self.renewal.unwrap_or(true),
+                allow_san_change: self.allow_san_change.unwrap_or(false),
+            },
+            validity_days,
+            ekus,
+            sans: SanPolicy { allowed_types: san_types, dns_suffixes },
+            signing_time_tolerance,
+            max_message_size,
+            issuer,
+            ra_files,
+            ca_chain,
+            mtls,
+            intune,
+            name,
+        })
+    }
+
     /// The profile name after validation, for `index` (0-based) in the file.
     ///
     /// # Errors
@@ -302,7 +496,7 @@ impl ProfileSection {
 }
 
 /// Parses a non-empty list of names.
-pub fn parse_list<T: PartialEq>(list: &[String], one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+fn parse_list<T: PartialEq>(list: &[String], one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
     if list.is_empty() {
         return Err("must list at least one value".into());
     }
@@ -320,7 +514,7 @@ pub fn parse_list<T: PartialEq>(list: &[String], one: impl Fn(&str) -> Result<T,
 ///
 /// # Errors
 /// An unknown name, listing the known ones.
-pub fn cipher(s: &str) -> Result<ContentCipher, String> {
+fn cipher(s: &str) -> Result<ContentCipher, String> {
     Ok(match s {
         // Single DES is broken; it is accepted only because it is named here explicitly.
         "des" => ContentCipher::DesCbc,
@@ -334,7 +528,7 @@ pub fn cipher(s: &str) -> Result<ContentCipher, String> {
 
 /// A CSR key type of `key_algorithms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyAlg {
+enum KeyAlg {
     /// `rsa`
     Rsa,
     /// `ec-p256`
@@ -347,7 +541,7 @@ pub enum KeyAlg {
 ///
 /// # Errors
 /// An unknown name, listing the known ones.
-pub fn key_alg(s: &str) -> Result<KeyAlg, String> {
+fn key_alg(s: &str) -> Result<KeyAlg, String> {
     Ok(match s {
         "rsa" => KeyAlg::Rsa,
         "ec-p256" => KeyAlg::P256,
@@ -360,7 +554,7 @@ pub fn key_alg(s: &str) -> Result<KeyAlg, String> {
 ///
 /// # Errors
 /// An unknown name, listing the known ones.
-pub fn san_type(s: &str) -> Result<SanType, String> {
+fn san_type(s: &str) -> Result<SanType, String> {
     Ok(match s {
         "dns" => SanType::Dns,
         "email" => SanType::Email,
@@ -378,7 +572,7 @@ pub fn san_type(s: &str) -> Result<SanType, String> {
 ///
 /// # Errors
 /// An unknown name, listing the known ones.
-pub fn digest(s: &str) -> Result<DigestAlg, String> {
+fn digest(s: &str) -> Result<DigestAlg, String> {
     Ok(match s {
         "sha1" => DigestAlg::Sha1,
         "sha256" => DigestAlg::Sha256,
@@ -389,7 +583,7 @@ pub fn digest(s: &str) -> Result<DigestAlg, String> {
 }
 
 /// An EKU by name or dotted OID, as OID contents bytes.
-pub fn eku(s: &str) -> Result<Vec<u8>, String> {
+fn eku(s: &str) -> Result<Vec<u8>, String> {
     Ok(match s {
         "client-auth" => oid::KP_CLIENT_AUTH.to_vec(),
         "server-auth" => oid::KP_SERVER_AUTH.to_vec(),
@@ -405,7 +599,7 @@ pub fn eku(s: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Encodes a dotted OID (X.690 §8.19) into its DER contents bytes.
-pub fn dotted_oid(s: &str) -> Option<Vec<u8>> {
+fn dotted_oid(s: &str) -> Option<Vec<u8>> {
     let arcs: Vec<u64> = s.split('.').map(|a| a.parse().ok()).collect::<Option<_>>()?;
     let (&first, &second) = (arcs.first()?, arcs.get(1)?);
     if first > 2 || (first < 2 && second >= 40) {

@@ -7,10 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use scep_engine::config::{
-    AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, ProfileConfig, RaIdentity, RenewalPolicy,
-    SanPolicy,
-};
+use scep_engine::config::{ConfigError, ProfileConfig, RaIdentity};
 use scep_engine::crypto::{RsaPrivateKey, SystemRandom};
 use scep_engine::intune::IntuneValidator;
 use scep_engine::issue::IssuancePolicy;
@@ -19,10 +16,7 @@ use scep_engine::{Engine, UnixTime, pem};
 use scep_issuers::Issuer;
 
 use crate::intune;
-use crate::settings::profile::{
-    DEFAULT_MAX_MESSAGE_SIZE, KeyAlg, ProfileSection, cipher, digest, eku, key_alg, parse_list, san_type,
-};
-use crate::settings::{int_in, resolve};
+use crate::settings::profile::{IssuerRef, ProfileSection, ProfileSettings};
 use crate::state::Profile;
 use crate::state::discovery::DiscoveryAnswers;
 use crate::tls::client_auth::MtlsPolicy;
@@ -78,186 +72,110 @@ impl<'a> BuildContext<'a> {
 }
 
 impl ProfileSection {
-    /// Converts this entry into a [`Profile`]: reads the RA and chain files,
-    /// validates every key, builds the engine and picks the issuer.
+    /// Converts this entry into a [`Profile`]: validates it
+    /// ([`ProfileSection::validate`]) and builds it ([`build`]).
     ///
     /// # Errors
     /// A [`ConfigError`] naming `profile[<name>].<key>` and the reason.
     pub fn build(&self, index: usize, ctx: &mut BuildContext<'_>) -> Result<Profile, ConfigError> {
-        let name = self.validated_name(index)?.to_string();
-        let k = |key: &str| format!("profile[{name}].{key}");
-        let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
+        build(&self.validate(index, ctx.base)?, ctx)
+    }
+}
 
-        let challenge = match (&self.challenge_password, self.danger_no_challenge.unwrap_or(false)) {
-            (Some(_), true) => {
-                return Err(err("danger_no_challenge", "cannot be true while challenge_password is set".into()));
-            }
-            (Some(p), false) if p.is_empty() => return Err(err("challenge_password", "must not be empty".into())),
-            (Some(p), false) => ChallengePolicy::Static(p.clone()),
-            (None, true) => ChallengePolicy::DangerNone,
-            (None, false) => {
+/// Builds a running [`Profile`] from its settings: reads the mTLS bundle,
+/// picks the issuer (opening the local CA on first use), reads the RA and
+/// chain files, builds the Intune setup and the engine.
+///
+/// # Errors
+/// A [`ConfigError`] naming `profile[<name>].<key>` and the reason.
+pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<Profile, ConfigError> {
+    let name = settings.name.clone();
+    let k = |key: &str| format!("profile[{name}].{key}");
+    let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
+
+    let mtls = match &settings.mtls {
+        Some(m) => Some(Arc::new(MtlsPolicy::load(m, ctx.now)?)),
+        None => None,
+    };
+
+    // Issuer first: with issuer = "local" the RA and chain default to the local CA's.
+    let (issuer, default_ra, default_chain): IssuerChoice = match &settings.issuer {
+        IssuerRef::Local => {
+            let ca = ctx.local_ca()?;
+            let chain = ca.issuer.ca_chain();
+            (ca.issuer.clone(), Some((ca.ra_cert_path.clone(), ca.ra_key_path.clone())), chain)
+        }
+        IssuerRef::None => (Arc::new(RefusingIssuer::new(format!("none-{name}"))), None, Vec::new()),
+        IssuerRef::Named(id) => match ctx.issuers.get(id) {
+            Some(issuer) => (issuer.clone(), None, issuer.ca_chain()),
+            None => {
+                let mut known: Vec<&str> = ctx.issuers.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                known.splice(0..0, ["local", "none"]);
                 return Err(err(
-                    "challenge_password",
-                    "required (or set danger_no_challenge = true for lab use)".into(),
+                    "issuer",
+                    format!("{id:?} is not one of {known:?} (define it in an [[issuer]] table)"),
                 ));
             }
-        };
+        },
+    };
 
-        let ca_cert_shape = match self.ca_chain_shape.as_deref() {
-            None | Some("ra-and-chain") => CaCertShape::RaAndChain,
-            Some("ca-only") => CaCertShape::CaOnly,
-            Some(other) => {
-                return Err(err("ca_chain_shape", format!("{other:?} is not one of \"ra-and-chain\", \"ca-only\"")));
+    let (ra_cert_path, ra_key_path) = match (&settings.ra_files, default_ra) {
+        (Some(files), _) => files.clone(),
+        (None, Some(d)) => d,
+        (None, None) => return Err(err("ra_cert", "required unless issuer = \"local\"".into())),
+    };
+    let ra = load_ra(&ra_cert_path, &ra_key_path, ctx.now, &k("ra_cert"), &k("ra_key"))?;
+
+    let ca_chain = match &settings.ca_chain {
+        Some(path) => {
+            let text = read_text(path, &k("ca_chain"))?;
+            let chain = pem::certificates(&text).map_err(|e| err("ca_chain", format!("{}: {e}", path.display())))?;
+            for (i, der) in chain.iter().enumerate() {
+                CertificateRef::parse(der).map_err(|e| {
+                    err("ca_chain", format!("{}: certificate #{} is not X.509: {e}", path.display(), i + 1))
+                })?;
             }
-        };
-
-        let ciphers = match &self.ciphers {
-            None => AlgorithmPolicy::default().ciphers,
-            Some(list) => parse_list(list, cipher).map_err(|why| err("ciphers", why))?,
-        };
-        let digests = match &self.digests {
-            None => AlgorithmPolicy::default().digests,
-            Some(list) => parse_list(list, digest).map_err(|why| err("digests", why))?,
-        };
-        let ekus = match &self.ekus {
-            None => IssuancePolicy::default().ekus,
-            Some(list) => {
-                let mut out = Vec::with_capacity(list.len());
-                for s in list {
-                    out.push(eku(s).map_err(|why| err("ekus", why))?);
-                }
-                out
+            if chain.is_empty() {
+                return Err(err("ca_chain", format!("{}: no CERTIFICATE block", path.display())));
             }
-        };
-        let validity_days: i64 = int_in(&k("validity_days"), self.validity_days, 1, 3650, 365)?;
-        // Max TTL: the smaller of the profile's validity and its cap wins.
-        let validity_days = validity_days.min(int_in(&k("max_ttl_days"), self.max_ttl_days, 1, 3650, 3650)?);
-        let key_algorithms = match &self.key_algorithms {
-            None => vec![KeyAlg::Rsa, KeyAlg::P256, KeyAlg::P384],
-            Some(list) => parse_list(list, key_alg).map_err(|why| err("key_algorithms", why))?,
-        };
-        let san_types = match &self.san_types {
-            None => None,
-            Some(list) if list.is_empty() => Some(Vec::new()),
-            Some(list) => Some(parse_list(list, san_type).map_err(|why| err("san_types", why))?),
-        };
-        let dns_suffixes = match &self.san_dns_suffixes {
-            None => Vec::new(),
-            Some(list) => {
-                for s in list {
-                    let bare = s.strip_prefix('.').unwrap_or(s);
-                    if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
-                        return Err(err("san_dns_suffixes", format!("{s:?} is not a DNS suffix")));
-                    }
-                }
-                if list.is_empty() {
-                    return Err(err("san_dns_suffixes", "must list at least one suffix (or be left out)".into()));
-                }
-                list.clone()
-            }
-        };
-        let mtls = match self.mtls_settings(&name, ctx.base)? {
-            Some(settings) => Some(Arc::new(MtlsPolicy::load(&settings, ctx.now)?)),
-            None => None,
-        };
-        let min_rsa_bits: usize = int_in(&k("min_rsa_bits"), self.min_rsa_bits, 2048, 16384, 2048)?;
-        let max_message_size: usize =
-            int_in(&k("max_message_size"), self.max_message_size, 1024, 16 << 20, DEFAULT_MAX_MESSAGE_SIZE)?;
-        let signing_time_tolerance = match self.signing_time_tolerance_secs {
-            None => None,
-            Some(v) => Some(int_in::<i64>(&k("signing_time_tolerance_secs"), Some(v), 1, 30 * 86_400, 0)?),
-        };
+            chain
+        }
+        None if default_chain.is_empty() => {
+            return Err(err("ca_chain", "required: the issuer provides no CA chain".into()));
+        }
+        None => default_chain,
+    };
 
-        // Issuer first: with issuer = "local" the RA and chain default to the local CA's.
-        let (issuer, default_ra, default_chain): IssuerChoice = match self.issuer.as_deref() {
-            None | Some("local" | scep_issuers::LOCAL_ISSUER_ID) => {
-                let ca = ctx.local_ca()?;
-                let chain = ca.issuer.ca_chain();
-                (ca.issuer.clone(), Some((ca.ra_cert_path.clone(), ca.ra_key_path.clone())), chain)
-            }
-            Some("none") => (Arc::new(RefusingIssuer::new(format!("none-{name}"))), None, Vec::new()),
-            Some(id) => match ctx.issuers.get(id) {
-                Some(issuer) => (issuer.clone(), None, issuer.ca_chain()),
-                None => {
-                    let mut known: Vec<&str> = ctx.issuers.keys().map(String::as_str).collect();
-                    known.sort_unstable();
-                    known.splice(0..0, ["local", "none"]);
-                    return Err(err(
-                        "issuer",
-                        format!("{id:?} is not one of {known:?} (define it in an [[issuer]] table)"),
-                    ));
-                }
-            },
-        };
+    let intune = match &settings.intune {
+        Some(i) => Some(intune::build(&name, i, ctx.now, ctx.previous_intune.get(&name))?),
+        None => None,
+    };
 
-        let (ra_cert_path, ra_key_path) = match (&self.ra_cert, &self.ra_key, default_ra) {
-            (Some(c), Some(kp), _) => (resolve(ctx.base, c), resolve(ctx.base, kp)),
-            (Some(_), None, _) => return Err(err("ra_key", "required when ra_cert is set".into())),
-            (None, Some(_), _) => return Err(err("ra_cert", "required when ra_key is set".into())),
-            (None, None, Some(d)) => d,
-            (None, None, None) => return Err(err("ra_cert", "required unless issuer = \"local\"".into())),
-        };
-        let ra = load_ra(&ra_cert_path, &ra_key_path, ctx.now, &k("ra_cert"), &k("ra_key"))?;
-
-        let ca_chain = match &self.ca_chain {
-            Some(p) => {
-                let path = resolve(ctx.base, p);
-                let text = read_text(&path, &k("ca_chain"))?;
-                let chain =
-                    pem::certificates(&text).map_err(|e| err("ca_chain", format!("{}: {e}", path.display())))?;
-                for (i, der) in chain.iter().enumerate() {
-                    CertificateRef::parse(der).map_err(|e| {
-                        err("ca_chain", format!("{}: certificate #{} is not X.509: {e}", path.display(), i + 1))
-                    })?;
-                }
-                if chain.is_empty() {
-                    return Err(err("ca_chain", format!("{}: no CERTIFICATE block", path.display())));
-                }
-                chain
-            }
-            None if default_chain.is_empty() => {
-                return Err(err("ca_chain", "required: the issuer provides no CA chain".into()));
-            }
-            None => default_chain,
-        };
-
-        let intune = match self.intune_settings(&name, ctx.base)? {
-            Some(settings) => Some(intune::build(&name, &settings, ctx.now, ctx.previous_intune.get(&name))?),
-            None => None,
-        };
-
-        let config = ProfileConfig {
-            name: name.clone(),
-            ra,
-            ca_chain,
-            ca_cert_shape,
-            challenge,
-            algorithms: AlgorithmPolicy { ciphers, digests },
-            keys: KeyPolicy {
-                min_rsa_bits: key_algorithms.contains(&KeyAlg::Rsa).then_some(min_rsa_bits),
-                allow_p256: key_algorithms.contains(&KeyAlg::P256),
-                allow_p384: key_algorithms.contains(&KeyAlg::P384),
-            },
-            renewal: RenewalPolicy {
-                enabled: self.renewal.unwrap_or(true),
-                allow_san_change: self.allow_san_change.unwrap_or(false),
-            },
-            issuance: IssuancePolicy {
-                validity_secs: validity_days * 86_400,
-                ekus: ekus.clone(),
-                ..Default::default()
-            },
-            allowed_ekus: ekus,
-            sans: SanPolicy { allowed_types: san_types, dns_suffixes },
-            signing_time_tolerance,
-            max_message_size,
-            rng: Arc::new(SystemRandom),
-            intune: intune.as_ref().map(|i| i.validator.clone()),
-        };
-        let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
-        let discovery = DiscoveryAnswers::new(&engine, ctx.now)?;
-        Ok(Profile { engine, issuer, mtls, intune, discovery })
-    }
+    let config = ProfileConfig {
+        name: name.clone(),
+        ra,
+        ca_chain,
+        ca_cert_shape: settings.ca_cert_shape,
+        challenge: settings.challenge.clone(),
+        algorithms: settings.algorithms.clone(),
+        keys: settings.keys.clone(),
+        renewal: settings.renewal.clone(),
+        issuance: IssuancePolicy {
+            validity_secs: settings.validity_days * 86_400,
+            ekus: settings.ekus.clone(),
+            ..Default::default()
+        },
+        allowed_ekus: settings.ekus.clone(),
+        sans: settings.sans.clone(),
+        signing_time_tolerance: settings.signing_time_tolerance,
+        max_message_size: settings.max_message_size,
+        rng: Arc::new(SystemRandom),
+        intune: intune.as_ref().map(|i| i.validator.clone()),
+    };
+    let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
+    let discovery = DiscoveryAnswers::new(&engine, ctx.now)?;
+    Ok(Profile { engine, issuer, mtls, intune, discovery })
 }
 
 /// The issuer, its default RA files (cert, key) and its CA chain.
@@ -309,7 +227,7 @@ fn load_ra(
 mod tests {
     use super::*;
     use crate::testutil::{TestDir, section};
-    use scep_engine::config::SanType;
+    use scep_engine::config::{CaCertShape, KeyPolicy, SanPolicy, SanType};
     use scep_engine::crypto::{ContentCipher, DigestAlg};
 
     #[test]
