@@ -19,13 +19,9 @@
 //! `days_to_expiry` is whole days, rounded down, negative once expired.
 //! Keys are compared in constant time (SHA-256 of the presented key against
 //! each configured key's digest, all compared) and never logged.
-//!
-//! ```toml
-//! [[api_key]]
-//! name = "ops"            # [A-Za-z0-9._-]{1,64}, unique; logged on use
-//! key = "..."             # at least 16 characters, no whitespace
-//! role = "admin"          # "admin" or "reader"; default "reader"
-//! ```
+//! The keys are configured in `[[api_key]]` tables or `CERTCTL_API_KEYS_NAMED`
+//! ([`crate::settings::api_keys`]); the running set is
+//! [`crate::state::api_keys::ApiKeys`].
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS};
@@ -43,8 +39,6 @@ use crate::state::Profile;
 use crate::state::ServiceState;
 use crate::store::audit::{AuditQuery, MAX_FILTER_VALUES, MAX_QUERY_LIMIT};
 
-/// Shortest accepted API key.
-pub const MIN_KEY_LEN: usize = 16;
 /// Largest accepted admin request body.
 const MAX_BODY: usize = 16 * 1024;
 

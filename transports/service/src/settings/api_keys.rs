@@ -2,9 +2,9 @@
 //!
 //! ```toml
 //! [[api_key]]
-//! name = "ops"          # 1 to 64 of A-Z, a-z, 0-9, '.', '_', '-'
-//! key = "..."           # at least 16 characters, no whitespace
-//! role = "admin"        # or "reader" (default)
+//! name = "ops"            # [A-Za-z0-9._-]{1,64}, unique; logged on use
+//! key = "..."             # at least 16 characters, no whitespace
+//! role = "admin"          # "admin" or "reader"; default "reader"
 //! ```
 //!
 //! Errors name `api_key[<index>].<key>` and never quote a key.
