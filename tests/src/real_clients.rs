@@ -206,7 +206,7 @@ pub fn scepclient_enroll(url: &str, challenge: &str, cn: &str, timeout: Duration
     if !run.status.success() || !cert.is_file() {
         return Err(RealClientError::Failed {
             tool: "scepclient".into(),
-            detail: format!("exit {}, certificate written: {}", run.status, cert.is_file()),
+            detail: format!("{}, certificate written: {}", run.status, cert.is_file()),
             output: run.output,
         });
     }
@@ -314,7 +314,7 @@ impl Certmonger {
         if run.status.success() {
             Ok(())
         } else {
-            Err(self.failure("getcert add-scep-ca", format!("exit {}", run.status), run.output))
+            Err(self.failure("getcert add-scep-ca", run.status.to_string(), run.output))
         }
     }
 
@@ -347,7 +347,7 @@ impl Certmonger {
         let list = self.getcert(&["list", "-i", &id], Duration::from_secs(10)).map(|r| r.output).unwrap_or_default();
         Err(self.failure(
             "getcert request",
-            format!("exit {}, no certificate written", run.status),
+            format!("{}, no certificate written", run.status),
             format!("{}\n{list}", run.output),
         ))
     }
@@ -488,7 +488,7 @@ pub fn pyscep_enroll(url: &str, challenge: &str, cn: &str, timeout: Duration) ->
     if !run.status.success() || !cert.is_file() {
         return Err(RealClientError::Failed {
             tool: "PyScep".into(),
-            detail: format!("exit {}, certificate written: {}", run.status, cert.is_file()),
+            detail: format!("{}, certificate written: {}", run.status, cert.is_file()),
             output: run.output,
         });
     }
@@ -513,7 +513,7 @@ pub fn scepreq_enroll(url: &str, challenge: &str, cn: &str, timeout: Duration) -
     if !run.status.success() || !cert.is_file() {
         return Err(RealClientError::Failed {
             tool: "scepreq".into(),
-            detail: format!("exit {}, certificate written: {}", run.status, cert.is_file()),
+            detail: format!("{}, certificate written: {}", run.status, cert.is_file()),
             output: run.output,
         });
     }
@@ -589,7 +589,7 @@ pub fn strongswan_scepca(url: &str, dir: &Path, timeout: Duration) -> Result<Str
         )));
     }
     if !run.status.success() {
-        return Err(fail(format!("exit {}", run.status), &run.output));
+        return Err(fail(run.status.to_string(), &run.output));
     }
     let mut written: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -651,7 +651,7 @@ pub fn strongswan_enroll(url: &str, challenge: &str, cn: &str, timeout: Duration
     if !run.status.success() || !run.stdout.contains("PRIVATE KEY") {
         return Err(RealClientError::Failed {
             tool: "pki --gen".into(),
-            detail: format!("exit {}", run.status),
+            detail: run.status.to_string(),
             output: run.output,
         });
     }
@@ -682,7 +682,7 @@ pub fn strongswan_enroll(url: &str, challenge: &str, cn: &str, timeout: Duration
     if !run.status.success() || !run.stdout.contains("BEGIN CERTIFICATE") {
         return Err(RealClientError::Failed {
             tool: "pki --scep".into(),
-            detail: format!("exit {}, no certificate on stdout", run.status),
+            detail: format!("{}, no certificate on stdout", run.status),
             output: format!("{choice}{}", run.output),
         });
     }
@@ -783,7 +783,7 @@ impl PeerScepServer {
         if !run.status.success() {
             return Err(RealClientError::Failed {
                 tool: "scepserver ca -init".into(),
-                detail: format!("exit {}", run.status),
+                detail: run.status.to_string(),
                 output: run.output,
             });
         }
@@ -991,6 +991,55 @@ mod tests {
                 peer.log()
             );
         });
+    }
+
+    /// A client that is not installed is an error that names it and says how
+    /// to install it (the suite fails with it instead of skipping).
+    #[test]
+    fn a_missing_client_is_reported_with_its_install_command() {
+        let err = require_tool("scep-tests-no-such-client").unwrap_err();
+        assert!(
+            matches!(&err, RealClientError::MissingTool(m) if m.contains("scep-tests-no-such-client") && m.contains("install it with")),
+            "{err}"
+        );
+        let err = require_tool("pki").map(|_| ()).map_err(|e| e.to_string());
+        if let Err(text) = err {
+            assert!(text.contains("apt-get install strongswan-pki libstrongswan-extra-plugins"), "{text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let missing = [PythonRequirement {
+            module: "scep_tests_no_such_module",
+            distribution: "scep-tests-no-such-dist",
+            version: "9.9.9",
+        }];
+        let err = require_python("nothing", &missing, dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, RealClientError::MissingTool(m)
+                if m.contains("python3 -m pip install scep-tests-no-such-dist==9.9.9") && m.contains("found: None")),
+            "{err}"
+        );
+    }
+
+    /// oscrypto 1.3.0 loads through `tests/clients/oscrypto_openssl3.py` and
+    /// reads the same libcrypto version as the `openssl` command (3.0.19 has a
+    /// two-digit patch number, which the unfixed pattern cannot match).
+    #[test]
+    fn oscrypto_loads_with_the_version_pattern_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let python = require_python("PyScep", PYSCEP_REQUIREMENTS, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let mut cmd = Command::new(python);
+        cmd.env("PYTHONPATH", client_script("")).env("PYTHONDONTWRITEBYTECODE", "1").arg("-c").arg(
+            "import oscrypto_openssl3\nfrom oscrypto._openssl import _libcrypto as l\n\
+                 print('.'.join(str(p) for p in l.libcrypto_version_info))",
+        );
+        let run = run_bounded("python3 oscrypto", &mut cmd, dir.path(), Duration::from_secs(60)).unwrap();
+        assert!(run.status.success(), "{}", run.output);
+        let mut openssl = Command::new(require_tool("openssl").unwrap());
+        openssl.arg("version");
+        let version = run_bounded("openssl version", &mut openssl, dir.path(), Duration::from_secs(30)).unwrap();
+        let expected = version.stdout.split_whitespace().nth(1).unwrap_or_default().to_string();
+        assert!(!expected.is_empty(), "{}", version.output);
+        assert_eq!(run.stdout.trim(), expected.trim_end_matches(char::is_alphabetic), "{}", run.output);
     }
 
     #[test]
