@@ -608,28 +608,40 @@ pub fn strongswan_scepca(url: &str, dir: &Path, timeout: Duration) -> Result<Str
             .ok_or_else(|| fail(format!("{} holds no certificate", path.display()), &run.output))?;
         certificates.push((path.clone(), der));
     }
+    choose_strongswan_files(written, &certificates).map_err(|detail| fail(detail, &run.output))
+}
+
+/// The operator's reading of what `pki --scepca` wrote (`(file, DER)` in
+/// name order): CA certificates (basicConstraints cA) go to `--cacert`; among
+/// the others, `--cacert-enc` is one with keyEncipherment and without
+/// digitalSignature, else one with keyEncipherment or no keyUsage, else the
+/// last CA; `--cacert-sig` likewise with digitalSignature.
+fn choose_strongswan_files(
+    written: Vec<PathBuf>,
+    certificates: &[(PathBuf, Vec<u8>)],
+) -> std::result::Result<StrongswanCaFiles, String> {
     let mut ca = Vec::new();
     let mut ra = Vec::new();
-    for (path, der) in &certificates {
-        let cert = scep_engine::x509::CertificateRef::parse(der)
-            .map_err(|e| fail(format!("{}: {e:?}", path.display()), &run.output))?;
+    for (path, der) in certificates {
+        let cert = scep_engine::x509::CertificateRef::parse(der).map_err(|e| format!("{}: {e:?}", path.display()))?;
         if is_ca_certificate(&cert) {
             ca.push(path.clone());
         } else {
             ra.push((path.clone(), signature_and_encipherment_bits(&cert)));
         }
     }
-    let pick = |want_enc: bool| {
-        let exact = ra.iter().find(
-            |(_, ku)| matches!(ku, Some((sig, enc)) if (*enc && !*sig && want_enc) || (*sig && !*enc && !want_enc)),
-        );
-        let any = ra.iter().find(|(_, ku)| matches!(ku, Some((sig, enc)) if if want_enc { *enc } else { *sig }));
-        exact.or(any).map(|(p, _)| p.clone()).or_else(|| ca.last().cloned())
+    // (digitalSignature, keyEncipherment) of the purpose wanted, and of the other one.
+    let pick = |wanted: fn((bool, bool)) -> (bool, bool)| {
+        let only = ra.iter().find(|(_, ku)| ku.map(wanted) == Some((true, false)));
+        let also = ra.iter().find(|(_, ku)| ku.is_none_or(|k| wanted(k).0));
+        only.or(also).map(|(p, _)| p.clone()).or_else(|| ca.last().cloned())
     };
-    let (Some(encryption), Some(signature)) = (pick(true), pick(false)) else {
-        return Err(fail(format!("no usable certificate among {written:?}"), &run.output));
-    };
-    Ok(StrongswanCaFiles { written, encryption, signature, ca })
+    let encryption = pick(|(sig, enc)| (enc, sig));
+    let signature = pick(|(sig, enc)| (sig, enc));
+    match (encryption, signature) {
+        (Some(encryption), Some(signature)) => Ok(StrongswanCaFiles { written, encryption, signature, ca }),
+        _ => Err(format!("no usable certificate among {written:?}")),
+    }
 }
 
 /// Enrols with strongSwan's `pki`, as its man pages do: `pki --gen` (RSA-2048),
@@ -1040,6 +1052,65 @@ mod tests {
         let expected = version.stdout.split_whitespace().nth(1).unwrap_or_default().to_string();
         assert!(!expected.is_empty(), "{}", version.output);
         assert_eq!(run.stdout.trim(), expected.trim_end_matches(char::is_alphabetic), "{}", run.output);
+    }
+
+    /// A self-signed certificate made by `openssl req -x509` with these extensions.
+    fn openssl_certificate(dir: &Path, name: &str, extensions: &[&str]) -> (PathBuf, Vec<u8>) {
+        let path = dir.join(format!("{name}.pem"));
+        let mut cmd = Command::new(require_tool("openssl").unwrap_or_else(|e| panic!("{e}")));
+        cmd.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+            .arg("-keyout")
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(&path);
+        for ext in extensions {
+            cmd.args(["-addext", ext]);
+        }
+        let run = run_bounded("openssl req", &mut cmd, dir, Duration::from_secs(60)).unwrap();
+        assert!(run.status.success(), "{}", run.output);
+        let der = scep_engine::pem::certificates(&std::fs::read_to_string(&path).unwrap()).unwrap().remove(0);
+        (path, der)
+    }
+
+    /// The files handed to `pki --scep` for each RA arrangement: one RA with
+    /// both key usages; NDES's signing + encryption pair (in either order);
+    /// the CA alone.
+    #[test]
+    fn strongswan_gets_the_ra_certificates_by_key_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = openssl_certificate(
+            dir.path(),
+            "ca",
+            &["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"],
+        );
+        let both = openssl_certificate(
+            dir.path(),
+            "ra-both",
+            &["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment"],
+        );
+        let sig = openssl_certificate(
+            dir.path(),
+            "ra-sig",
+            &["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature"],
+        );
+        let enc = openssl_certificate(
+            dir.path(),
+            "ra-enc",
+            &["basicConstraints=critical,CA:FALSE", "keyUsage=critical,keyEncipherment"],
+        );
+        let choose = |certs: Vec<(PathBuf, Vec<u8>)>| {
+            choose_strongswan_files(certs.iter().map(|(p, _)| p.clone()).collect(), &certs).unwrap()
+        };
+        let one = choose(vec![ca.clone(), both.clone()]);
+        assert_eq!((one.encryption, one.signature, one.ca), (both.0.clone(), both.0.clone(), vec![ca.0.clone()]));
+        for pair in [vec![sig.clone(), enc.clone(), ca.clone()], vec![ca.clone(), enc.clone(), sig.clone()]] {
+            let two = choose(pair);
+            assert_eq!((two.encryption, two.signature, two.ca), (enc.0.clone(), sig.0.clone(), vec![ca.0.clone()]));
+        }
+        let alone = choose(vec![ca.clone()]);
+        assert_eq!((alone.encryption, alone.signature), (ca.0.clone(), ca.0.clone()));
+        let err = choose_strongswan_files(Vec::new(), &[]).unwrap_err();
+        assert!(err.contains("no usable certificate"), "{err}");
     }
 
     #[test]
