@@ -9,6 +9,7 @@
 //!   issued certificate);
 //! - strongSwan `pki --scepca` + `pki --scep` (5.9.8 on Debian 12);
 //! - PyScep 0.0.14 and scepreq 0.1.1 (PyPI), through `tests/clients/`;
+//!   scepreq also at NDES's URL, `/certsrv/mscep/mscep.dll`;
 //! - micromdm's `scepclient` (single DES, SHA-1) on a DES profile.
 //!
 //! Each issued certificate must chain, by `openssl verify`, to the CA from
@@ -51,16 +52,19 @@ fn assert_enrolled(client: &str, got: &IssuedCertificate, cn: &str, ca: &[u8]) {
 }
 
 /// Starts scepd on the bootstrap profile (static challenge) and enrols one
-/// client with `enroll(url, challenge, cn)`; checks the result.
+/// client with `enroll(url, challenge, cn)` at `path` (`/scep`, or one of
+/// NDES's paths); checks the result.
 fn enrols_on_bootstrap_defaults(
     transport: Transport,
     client: &str,
+    path: &str,
     enroll: impl FnOnce(&str, &str, &str) -> Result<IssuedCertificate, RealClientError>,
 ) {
     let server = Scepd::start(ScepdOptions::bootstrap(CHALLENGE).on(transport)).unwrap_or_else(|e| panic!("{e}"));
     let ca = ca_from_get_ca_cert(&server.url());
     let cn = format!("{}-{}", client.to_ascii_lowercase().replace(' ', "-"), transport.flag());
-    let got = enroll(&server.url(), CHALLENGE, &cn)
+    let url = format!("{}{path}", server.base_url());
+    let got = enroll(&url, CHALLENGE, &cn)
         .unwrap_or_else(|e| panic!("{client} did not enrol: {e}\n--- scepd log ---\n{}", server.log_tail(40)));
     assert_enrolled(client, &got, &cn, &ca);
 }
@@ -71,13 +75,14 @@ scep_tests::on_each_transport!(
     strongswan_pki_enrolls,
     pyscep_enrolls,
     scepreq_enrolls,
+    scepreq_enrolls_at_the_ndes_url,
 );
 
 /// strongSwan 5.9.8's `pki --scepca` + `pki --scep` with the RA certificates
 /// chosen by keyUsage (`real_clients::strongswan_scepca`). It keeps the issued
 /// certificate only when the CertRep's SignerInfo says `rsaEncryption`.
 fn strongswan_pki_enrolls(transport: Transport) {
-    enrols_on_bootstrap_defaults(transport, "strongSwan pki", |url, pw, cn| {
+    enrols_on_bootstrap_defaults(transport, "strongSwan pki", "/scep", |url, pw, cn| {
         strongswan_enroll(url, pw, cn, TOOL_TIMEOUT)
     });
 }
@@ -86,13 +91,24 @@ fn strongswan_pki_enrolls(transport: Transport) {
 /// keyEncipherment and without digitalSignature (else the CA), asks for
 /// serverAuth + clientAuth.
 fn pyscep_enrolls(transport: Transport) {
-    enrols_on_bootstrap_defaults(transport, "PyScep", |url, pw, cn| pyscep_enroll(url, pw, cn, TOOL_TIMEOUT));
+    enrols_on_bootstrap_defaults(transport, "PyScep", "/scep", |url, pw, cn| pyscep_enroll(url, pw, cn, TOOL_TIMEOUT));
 }
 
 /// scepreq 0.1.1's command line on its defaults (EKU clientAuth); picks its
 /// encryption certificate as PyScep does.
 fn scepreq_enrolls(transport: Transport) {
-    enrols_on_bootstrap_defaults(transport, "scepreq", |url, pw, cn| scepreq_enroll(url, pw, cn, TOOL_TIMEOUT));
+    enrols_on_bootstrap_defaults(transport, "scepreq", "/scep", |url, pw, cn| {
+        scepreq_enroll(url, pw, cn, TOOL_TIMEOUT)
+    });
+}
+
+/// scepreq (an "AD CS SCEP request tool", whose help shows
+/// `https://server/certsrv/mscep/mscep.dll`) at NDES's URL, which the
+/// bootstrap's default profile serves so that an NDES client keeps its URL.
+fn scepreq_enrolls_at_the_ndes_url(transport: Transport) {
+    enrols_on_bootstrap_defaults(transport, "scepreq NDES", "/certsrv/mscep/mscep.dll", |url, pw, cn| {
+        scepreq_enroll(url, pw, cn, TOOL_TIMEOUT)
+    });
 }
 
 fn certmonger_enrolls_and_renews(transport: Transport) {
