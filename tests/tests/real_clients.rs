@@ -76,6 +76,7 @@ scep_tests::on_each_transport!(
     pyscep_enrolls,
     scepreq_enrolls,
     scepreq_enrolls_at_the_ndes_url,
+    scepreq_enrolls_where_the_ca_is_the_ra,
 );
 
 /// strongSwan 5.9.8's `pki --scepca` + `pki --scep` with the RA certificates
@@ -109,6 +110,41 @@ fn scepreq_enrolls_at_the_ndes_url(transport: Transport) {
     enrols_on_bootstrap_defaults(transport, "scepreq NDES", "/certsrv/mscep/mscep.dll", |url, pw, cn| {
         scepreq_enroll(url, pw, cn, TOOL_TIMEOUT)
     });
+}
+
+/// Where the CA is also the RA (`ra_cert`/`ra_key` = the local CA's pair,
+/// `ca_chain_shape = "ca-only"`), scepreq, which then encrypts to the CA
+/// certificate, enrols: the arrangement under which the Python clients work
+/// against a server that has no encryption-only RA certificate.
+fn scepreq_enrolls_where_the_ca_is_the_ra(transport: Transport) {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A local CA made by scepd itself, reused by a second server whose profile uses it as RA.
+    let mut first = Scepd::start(ScepdOptions::bootstrap(CHALLENGE).on(transport)).unwrap_or_else(|e| panic!("{e}"));
+    let data: Vec<(std::path::PathBuf, Vec<u8>)> = ["ca.pem", "ca.key", "ra.pem", "ra.key"]
+        .into_iter()
+        .map(|f| (std::path::Path::new("data").join(f), std::fs::read(first.data_dir().join(f)).unwrap()))
+        .collect();
+    first.stop();
+    let keys = tempfile::tempdir().unwrap();
+    let (ra_cert, ra_key) = (keys.path().join("ra-is-ca.pem"), keys.path().join("ra-is-ca.key"));
+    std::fs::write(&ra_cert, &data[0].1).unwrap();
+    std::fs::write(&ra_key, &data[1].1).unwrap();
+    std::fs::set_permissions(&ra_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = format!(
+        "[[profile]]\nname = \"ca-is-ra\"\nchallenge_password = \"{CHALLENGE}\"\nra_cert = {:?}\nra_key = {:?}\n\
+         ca_chain_shape = \"ca-only\"\n",
+        ra_cert.display().to_string(),
+        ra_key.display().to_string()
+    );
+    let mut options = ScepdOptions::with_config(config).on(transport);
+    options.files = data;
+    let server = Scepd::start(options).unwrap_or_else(|e| panic!("{e}"));
+    let url = server.profile_url("ca-is-ra");
+    let ca = ScepClient::new(&url).unwrap().get_ca_cert().unwrap();
+    assert_eq!(ca.certificates.len(), 1, "GetCACert answers the CA alone");
+    let got = scepreq_enroll(&url, CHALLENGE, "scepreq-ca-is-ra", TOOL_TIMEOUT)
+        .unwrap_or_else(|e| panic!("scepreq did not enrol: {e}\n--- scepd log ---\n{}", server.log_tail(40)));
+    assert_enrolled("scepreq", &got, "scepreq-ca-is-ra", ca.ca());
 }
 
 fn certmonger_enrolls_and_renews(transport: Transport) {
