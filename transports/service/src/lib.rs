@@ -22,6 +22,7 @@ pub mod admin;
 pub mod audit;
 pub mod bootstrap;
 pub mod config;
+pub mod connections;
 pub mod discovery;
 pub mod drive;
 pub mod env;

@@ -17,18 +17,21 @@
 //! | `scepd_intune_replay_cache_capacity` | gauge | `profile` (`intune_replay_capacity`) |
 //! | `scepd_intune_rate_limit_devices_tracked` | gauge | `profile` (devices with an enrolment in 24 h) |
 //! | `scepd_intune_rate_limit_devices_capacity` | gauge | `profile` (`intune_rate_limit_devices`; 0 when off) |
+//! | `scepd_connections_refused_total` | counter | `reason` (`global`, `per_client`, `per_network`: see [`crate::connections`]) |
+//! | `scepd_connections_closed_total` | counter | `reason` (`tls_handshake_timeout`, `request_timeout`, `write_timeout`, `hyper_timeout`) |
 //!
 //! `profile` is empty for requests naming no existing profile (so a scanner
 //! cannot grow the label set).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use scep_engine::UnixTime;
 use scep_engine::x509::CertificateRef;
 
+use crate::connections::{Closed, ConnectionCounters, Refusal};
 use crate::state::ServiceState;
 
 /// Reads one per-profile Intune gauge from the profile's stats.
@@ -75,6 +78,7 @@ fn series<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mu
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    connections: Arc<ConnectionCounters>,
 }
 
 /// One answered SCEP request, as the metrics see it.
@@ -118,6 +122,12 @@ impl Metrics {
             h.count += 1;
             h.sum += secs;
         }
+    }
+
+    /// The connection counters the transports update (refusals at accept,
+    /// connections closed by a timeout); shared, so a connection can hold them.
+    pub fn connections(&self) -> &Arc<ConnectionCounters> {
+        &self.connections
     }
 
     /// Counts an audit write that failed (the request was answered 503).
@@ -199,6 +209,26 @@ impl Metrics {
         );
         let tally_failures = state.audit().map_or(0, crate::audit::AuditLog::tally_write_failures);
         let _ = writeln!(out, "scepd_audit_tally_write_failures_total {tally_failures}");
+        header(
+            &mut out,
+            "scepd_connections_refused_total",
+            "counter",
+            "Connections closed at accept, before TLS, by the limit they were over.",
+        );
+        for why in Refusal::ALL {
+            let n = self.connections.refused_total(why);
+            let _ = writeln!(out, "scepd_connections_refused_total{{reason=\"{}\"}} {n}", why.label());
+        }
+        header(
+            &mut out,
+            "scepd_connections_closed_total",
+            "counter",
+            "Connections the server closed on its own, by the timeout that fired.",
+        );
+        for why in Closed::ALL {
+            let n = self.connections.closed_total(why);
+            let _ = writeln!(out, "scepd_connections_closed_total{{reason=\"{}\"}} {n}", why.label());
+        }
 
         let stats = state.intune_stats();
         header(
