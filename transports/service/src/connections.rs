@@ -353,10 +353,8 @@ mod tests {
     #[test]
     fn a_network_share_counts_every_address_in_its_24_or_64() {
         let limits = ClientLimits::new(2, Some(3));
-        let held: Vec<_> = ["198.51.100.1", "198.51.100.2", "198.51.100.2"]
-            .iter()
-            .map(|a| limits.admit(ip(a)).unwrap())
-            .collect();
+        let held: Vec<_> =
+            ["198.51.100.1", "198.51.100.2", "198.51.100.2"].iter().map(|a| limits.admit(ip(a)).unwrap()).collect();
         assert_eq!(limits.admit(ip("198.51.100.200")).unwrap_err(), Refusal::PerNetwork);
         // A refusal by network gives the address place back.
         assert_eq!(limits.open_from(ip("198.51.100.200")), 0);

@@ -278,12 +278,7 @@ const WRITES_PER_YIELD: u32 = 16;
 /// `header_read_timeout`, or shutdown while idle). At shutdown with a request
 /// under way, hyper gets it, finishes it and closes the connection. The tokio
 /// transport's loop is the same, without the yields.
-async fn answer_fast<I>(
-    io: &mut I,
-    service: &ScepService,
-    stop: &Receiver<()>,
-    rules: &Rules,
-) -> Option<Vec<u8>>
+async fn answer_fast<I>(io: &mut I, service: &ScepService, stop: &Receiver<()>, rules: &Rules) -> Option<Vec<u8>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {

@@ -70,7 +70,10 @@ impl Stream {
             self.armed = false;
             self.counters.closed(Closed::WriteTimeout);
             tracing::debug!("a write made no progress within write_timeout: closing");
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "write_timeout: the client does not read")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write_timeout: the client does not read",
+            )));
         }
         Poll::Pending
     }

@@ -86,10 +86,7 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
 
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let clients = ClientLimits::new(settings.max_connections_per_client, settings.max_connections_per_network);
-    let rules = Rules {
-        header_timeout: settings.header_read_timeout,
-        counters: state.metrics().connections().clone(),
-    };
+    let rules = Rules { header_timeout: settings.header_read_timeout, counters: state.metrics().connections().clone() };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     loop {
