@@ -173,7 +173,7 @@ enum H2Attack {
 }
 
 impl H2Attack {
-    const ALL: [H2Attack; 5] =
+    const ALL: [Self; 5] =
         [Self::Nothing, Self::PartialPreface, Self::Preface, Self::PrefaceSettings, Self::UnfinishedHeaders];
 
     fn bytes(self) -> Vec<u8> {
@@ -455,6 +455,7 @@ fn pipeliner_closed(s: &mut TcpStream) -> bool {
         return true;
     }
     match s.write(b"G") {
+        Ok(0) => true,
         Ok(_) => false,
         Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
     }
@@ -533,13 +534,12 @@ fn one_client_cannot_take_the_connection_budget(transport: Transport) {
     // Fill the rest of max_connections (24 - 4 - 6 = 14) from other networks, then one more
     // (after the legitimate client's closed connections have given their slots back).
     std::thread::sleep(Duration::from_millis(300));
-    let fill: Vec<TcpStream> =
-        (0..14u8).map(|i| connect_from(ip(127, 0, 2 + i / 4, 2 + i % 4), port, false)).collect();
+    let fill: Vec<TcpStream> = (0..14u8).map(|i| connect_from(ip(127, 0, 2 + i / 4, 2 + i % 4), port, false)).collect();
     assert!(!fill.iter().any(|s| is_closed(s, Duration::from_millis(100))), "the fill is within every share");
     let started = Instant::now();
-    let mut over = connect_from(ip(127, 0, 9, 2), port, false);
+    let over = connect_from(ip(127, 0, 9, 2), port, false);
     assert!(
-        is_closed(&mut over, Duration::from_secs(1)),
+        is_closed(&over, Duration::from_secs(1)),
         "{transport:?}: at max_connections a new connection must be refused at once, not queued"
     );
     assert!(started.elapsed() < LEGIT_BOUND);

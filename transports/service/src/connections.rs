@@ -49,7 +49,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Refusal; 3] = [Refusal::Global, Refusal::PerClient, Refusal::PerNetwork];
+    pub const ALL: [Self; 3] = [Self::Global, Self::PerClient, Self::PerNetwork];
 
     /// The `reason` label.
     pub fn label(self) -> &'static str {
@@ -80,8 +80,8 @@ pub enum Closed {
 
 impl Closed {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Closed; 4] =
-        [Closed::TlsHandshakeTimeout, Closed::RequestTimeout, Closed::WriteTimeout, Closed::HyperTimeout];
+    pub const ALL: [Self; 4] =
+        [Self::TlsHandshakeTimeout, Self::RequestTimeout, Self::WriteTimeout, Self::HyperTimeout];
 
     /// The `reason` label.
     pub fn label(self) -> &'static str {

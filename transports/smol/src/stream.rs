@@ -168,7 +168,7 @@ mod tests {
                     }
                 },
                 async {
-                    smol::Timer::after(Duration::from_secs(30)).await;
+                    Timer::after(Duration::from_secs(30)).await;
                     None
                 },
             )
@@ -194,7 +194,7 @@ mod tests {
                         break;
                     }
                     total += n;
-                    smol::Timer::after(Duration::from_millis(20)).await;
+                    Timer::after(Duration::from_millis(20)).await;
                 }
                 total
             });
@@ -219,9 +219,9 @@ mod tests {
             // Sent while `ours` is not waiting: the readiness wait must still see it
             // (a lost wake-up would hang here, so it is bounded).
             peer.write_all(b"second").await.unwrap();
-            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+            Timer::after(Duration::from_millis(20)).await;
             let read = futures_lite::future::or(async { Some(ours.read(&mut buf).await.unwrap()) }, async {
-                smol::Timer::after(std::time::Duration::from_secs(10)).await;
+                Timer::after(Duration::from_secs(10)).await;
                 None
             });
             assert_eq!(read.await, Some(6), "the second read must be woken");
@@ -234,7 +234,7 @@ mod tests {
         smol::block_on(async {
             let (mut ours, mut peer) = pair().await;
             peer.write_all(b"0123456789").await.unwrap();
-            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+            Timer::after(Duration::from_millis(20)).await;
             let mut four = [0u8; 4];
             ours.read_exact(&mut four).await.unwrap();
             assert!(!ours.drained, "a full read may have left bytes behind");
