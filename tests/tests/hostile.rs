@@ -218,11 +218,17 @@ fn h2c_connections_without_a_request_are_closed(transport: Transport) {
         }
     }
     assert_legit_answered(&server, None, "h2c attack");
+    // Still open half-way through its timeout: the close is the timeout's, not a refusal.
+    let probe_opened = Instant::now();
+    let mut probe = connect_from(ip(127, 0, 0, 9), port, false);
+    probe.write_all(&H2Attack::PrefaceSettings.bytes()).expect("attack bytes");
     std::thread::sleep(REQUEST_TIMEOUT / 2);
     assert_legit_answered(&server, None, "h2c attack");
-    // Still open half-way through the timeout: the close is the timeout's, not a refusal.
-    let (variant, first) = &mut attackers[H2_SOCKETS_PER_VARIANT * 3];
-    assert!(!is_closed(first, Duration::from_millis(10)), "{variant:?} closed before its timeout");
+    assert!(
+        probe_opened.elapsed() >= REQUEST_TIMEOUT || !is_closed(&probe, Duration::from_millis(10)),
+        "{transport:?}: an h2c connection was closed before header_read_timeout"
+    );
+    attackers.push((H2Attack::PrefaceSettings, probe));
 
     let deadline = opened + 2 * REQUEST_TIMEOUT + SLACK;
     for (variant, s) in &mut attackers {

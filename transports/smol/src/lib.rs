@@ -15,8 +15,8 @@
 //! accept, before TLS (refused connections are closed and counted); the TLS
 //! handshake, a fast-path request head, and a hyper connection with no request
 //! in the service, each within `header_read_timeout`; the write timeout in
-//! [`stream`](crate::stream); hyper's HTTP/1 header timer and HTTP/2 keep-alive
-//! PINGs.
+//! the TCP stream (`stream.rs`); hyper's HTTP/1 header timer and HTTP/2
+//! keep-alive PINGs.
 //!
 //! Entry point: [`run`], which blocks until SIGTERM or SIGINT.
 #![forbid(unsafe_code)]
