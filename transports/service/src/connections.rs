@@ -302,6 +302,7 @@ impl<S> TrackedService<S> {
 impl<S, R> hyper::service::Service<R> for TrackedService<S>
 where
     S: hyper::service::Service<R>,
+    S::Future: Unpin,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -309,22 +310,23 @@ where
 
     fn call(&self, req: R) -> Self::Future {
         let in_flight = self.activity.enter();
-        Tracked { inner: Box::pin(self.inner.call(req)), _in_flight: in_flight }
+        Tracked { inner: self.inner.call(req), _in_flight: in_flight }
     }
 }
 
 /// A [`TrackedService`] request: counted until it completes or is dropped.
+/// (The service's future is already boxed, so no second allocation.)
 #[derive(Debug)]
 pub struct Tracked<F> {
-    inner: Pin<Box<F>>,
+    inner: F,
     _in_flight: InFlight,
 }
 
-impl<F: Future> Future for Tracked<F> {
+impl<F: Future + Unpin> Future for Tracked<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.inner.as_mut().poll(cx)
+        Pin::new(&mut self.inner).poll(cx)
     }
 }
 
@@ -382,6 +384,33 @@ mod tests {
         drop(second);
         let after = activity.deadline(idle).unwrap();
         assert!(after > first, "the deadline restarts when the last request leaves");
+    }
+
+    /// A request counts from `call` until its future completes or is dropped.
+    #[test]
+    fn a_tracked_service_counts_its_requests() {
+        #[derive(Clone)]
+        struct Echo;
+        impl hyper::service::Service<u32> for Echo {
+            type Response = u32;
+            type Error = std::convert::Infallible;
+            type Future = std::future::Ready<Result<u32, Self::Error>>;
+            fn call(&self, req: u32) -> Self::Future {
+                std::future::ready(Ok(req))
+            }
+        }
+        use hyper::service::Service as _;
+        let activity = RequestActivity::new();
+        let service = TrackedService::new(Echo, activity.clone());
+        let idle = Duration::from_secs(1);
+        let mut call = service.call(7);
+        assert_eq!(activity.deadline(idle), None, "a request is inside");
+        let waker = std::task::Waker::noop();
+        let polled = Pin::new(&mut call).poll(&mut Context::from_waker(waker));
+        assert!(matches!(polled, Poll::Ready(Ok(7))));
+        assert_eq!(activity.deadline(idle), None, "still counted until the future is dropped");
+        drop(call);
+        assert!(activity.deadline(idle).is_some());
     }
 
     #[test]
