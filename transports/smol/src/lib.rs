@@ -51,6 +51,9 @@ use crate::stream::Stream;
 const MAX_H1_BUF: usize = 64 * 1024;
 /// Largest HTTP/2 header list per request.
 const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+/// How long a connection closed for having no request may take to close
+/// gracefully (GOAWAY flushed, PING acknowledged) before it is dropped.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// The executor every task runs on (smol-hyper's executor needs it behind an `Arc`).
 type Exec = Arc<Executor<'static>>;
@@ -355,8 +358,9 @@ enum HyperWake<T> {
 /// hyper has no deadline for a connection on which no request arrives (HTTP/2
 /// before or between requests, or its protocol detection): when no request
 /// has been inside the service for `header_read_timeout`, the connection is
-/// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes another
-/// `header_read_timeout`. The tokio transport does the same.
+/// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes longer
+/// than [`GOAWAY_GRACE`] (hyper's HTTP/2 graceful close waits for a PING
+/// acknowledgement a hostile peer never sends). The tokio transport does the same.
 async fn serve_hyper<I>(builder: Builder, io: I, service: ScepService, stop: Receiver<()>, rules: &Rules)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -410,7 +414,7 @@ where
                         tracing::debug!("no request within header_read_timeout: closing");
                         closing = true;
                         conn.as_mut().graceful_shutdown();
-                        timer.set_after(idle);
+                        timer.set_after(GOAWAY_GRACE.min(idle));
                     }
                     Some(deadline) => timer.set_at(deadline),
                     None => timer.set_after(idle),

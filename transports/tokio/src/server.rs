@@ -18,8 +18,8 @@
 //!   and ours, which hyper lacks: a connection with no request inside the
 //!   service for `header_read_timeout` (a partial HTTP/2 preface, a preface with
 //!   nothing after it, a header block that never ends, an idle HTTP/2
-//!   connection) is shut down gracefully and dropped if that takes another
-//!   `header_read_timeout`.
+//!   connection) is shut down gracefully and dropped if that takes more than
+//!   a second.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -46,6 +46,9 @@ use crate::timed_stream::TimedStream;
 const MAX_H1_BUF: usize = 64 * 1024;
 /// Largest HTTP/2 header list per request.
 const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+/// How long a connection closed for having no request may take to close
+/// gracefully (GOAWAY flushed, PING acknowledged) before it is dropped.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish within
 /// `server.shutdown_grace` and returns.
@@ -281,8 +284,9 @@ async fn write_all<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> std::io::
 /// hyper has no deadline for a connection on which no request arrives (HTTP/2
 /// before or between requests, or its protocol detection): when no request
 /// has been inside the service for `header_read_timeout`, the connection is
-/// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes another
-/// `header_read_timeout`.
+/// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes longer
+/// than [`GOAWAY_GRACE`] (hyper's HTTP/2 graceful close waits for a PING
+/// acknowledgement a hostile peer never sends).
 async fn serve_hyper<I>(
     builder: auto::Builder<TokioExecutor>,
     io: I,
@@ -330,7 +334,7 @@ async fn serve_hyper<I>(
                         tracing::debug!("no request within header_read_timeout: closing");
                         closing = true;
                         conn.as_mut().graceful_shutdown();
-                        timer.as_mut().reset(Instant::now() + idle);
+                        timer.as_mut().reset(Instant::now() + GOAWAY_GRACE.min(idle));
                     }
                     Some(deadline) => timer.as_mut().reset(deadline.into()),
                     None => timer.as_mut().reset(Instant::now() + idle),
