@@ -3,7 +3,7 @@
 //! [`Scepd::start`] runs `scepd serve` on `127.0.0.1:0` with its data
 //! directory in a fresh temporary directory (and, optionally, a TOML
 //! configuration file written next to it), waits a bounded time for the
-//! `scepd listening on http://…` line on stdout, and stops the process on drop
+//! `scepd listening on http://…` (or `https://…`) line on stdout, and stops the process on drop
 //! (SIGTERM, then SIGKILL after a bound). stderr (the server's log) is kept in
 //! a file and included in every failure message.
 //!
@@ -242,11 +242,14 @@ impl Scepd {
             Err(ScepdError::Startup { detail, stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(), exit })
         };
         let mut seen = Vec::new();
-        let addr = loop {
+        let (scheme, addr) = loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("scepd listening on http://") {
-                        break addr.trim().to_string();
+                    if let Some(rest) = line.strip_prefix("scepd listening on ")
+                        && let Some((scheme, addr)) = rest.split_once("://")
+                        && (scheme == "http" || scheme == "https")
+                    {
+                        break (scheme.to_string(), addr.trim().to_string());
                     }
                     seen.push(line);
                 }
@@ -268,10 +271,10 @@ impl Scepd {
         let Some(port) = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()) else {
             return fail(child, format!("unparsable listening address {addr:?}"), None);
         };
-        Ok(Self { child, dir, data_dir, base: format!("http://{addr}"), port })
+        Ok(Self { child, dir, data_dir, base: format!("{scheme}://{addr}"), port })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when the configuration has `[server.tls]`).
     pub fn base_url(&self) -> &str {
         &self.base
     }

@@ -10,6 +10,14 @@
 //! (the conformance suite in `tests/tests/conformance.rs` runs every scenario
 //! against both).
 //!
+//! The limits on hostile clients are the tokio transport's, in the same
+//! places: the client's share ([`ClientLimits`]) and `max_connections` at
+//! accept, before TLS (refused connections are closed and counted); the TLS
+//! handshake, a fast-path request head, and a hyper connection with no request
+//! in the service, each within `header_read_timeout`; the write timeout in
+//! the TCP stream (`stream.rs`); hyper's HTTP/1 header timer and HTTP/2
+//! keep-alive PINGs.
+//!
 //! Entry point: [`run`], which blocks until SIGTERM or SIGINT.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -27,6 +35,9 @@ use futures_lite::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
 use futures_rustls::TlsAcceptor;
 use hyper_util::server::conn::auto;
 use scep_service::http::fast_path::{FastConnection, Next, Prefixed};
+use scep_service::state::connections::{
+    ClientLimits, Closed, ConnectionCounters, Refusal, RequestActivity, TrackedService,
+};
 use scep_service::tls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
 use scep_service::{ScepService, ServiceState};
@@ -42,6 +53,9 @@ use crate::stream::Stream;
 const MAX_H1_BUF: usize = 64 * 1024;
 /// Largest HTTP/2 header list per request.
 const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+/// How long a connection closed for having no request may take to close
+/// gracefully (GOAWAY flushed, PING acknowledged) before it is dropped.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// The executor every task runs on (smol-hyper's executor needs it behind an `Arc`).
 type Exec = Arc<Executor<'static>>;
@@ -118,17 +132,14 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
         .http2()
         .timer(SmolTimer::new())
         .max_concurrent_streams(settings.h2_max_concurrent_streams)
-        .max_header_list_size(MAX_H2_HEADER_LIST);
+        .max_header_list_size(MAX_H2_HEADER_LIST)
+        .keep_alive_interval(settings.h2_keep_alive_interval)
+        .keep_alive_timeout(settings.h2_keep_alive_timeout);
 
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let clients = ClientLimits::new(settings.max_connections_per_client, settings.max_connections_per_network);
+    let rules = Rules { header_timeout: settings.header_read_timeout, counters: state.metrics().connections().clone() };
     loop {
-        // Wait for a connection slot first: beyond the limit, clients queue in the backlog.
-        let permit = future::or(async { Some(slots.acquire_arc().await) }, async {
-            let _ = stop_rx.recv().await;
-            None
-        })
-        .await;
-        let Some(permit) = permit else { break };
         let event = future::or(async { Event::Accepted(listener.accept().await) }, async {
             let _ = stop_rx.recv().await;
             Event::Stop
@@ -144,31 +155,48 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
                 continue;
             }
         };
+        // The client's share first (so a client over it is counted as such
+        // even when the server is full), then the global limit. Refused: closed
+        // now, before any TLS work, so nobody waits in the listen backlog.
+        let client_permit = match clients.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                refuse(&rules.counters, why, peer);
+                continue;
+            }
+        };
+        let Some(permit) = slots.try_acquire_arc() else {
+            refuse(&rules.counters, Refusal::Global, peer);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let stream = Stream::new(stream);
+        let stream = Stream::new(stream, settings.write_timeout, rules.counters.clone());
         let builder = builder.clone();
         let service = service.clone();
         let stop = stop_rx.clone();
         // Each connection takes the TLS configuration current when it arrives (SIGHUP swaps it).
         let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.current()));
-        let header_timeout = settings.header_read_timeout;
+        let rules = rules.clone();
         ex.spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, client_permit);
             match acceptor {
                 None => {
                     let service = service.with_connection(ConnectionInfo::plain(peer));
-                    serve_connection(builder, stream, service, stop, header_timeout, true).await;
+                    serve_connection(builder, stream, service, stop, &rules, true).await;
                 }
-                Some(acceptor) => match timeout(header_timeout, acceptor.accept(stream)).await {
+                Some(acceptor) => match timeout(rules.header_timeout, acceptor.accept(stream)).await {
                     Some(Ok(tls_stream)) => {
                         let info = ConnectionInfo::tls(peer, tls_stream.get_ref().1);
                         // ALPN chose HTTP/2: hyper from the first byte.
                         let fast_path = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
                         let service = service.with_connection(info);
-                        serve_connection(builder, tls_stream, service, stop, header_timeout, fast_path).await;
+                        serve_connection(builder, tls_stream, service, stop, &rules, fast_path).await;
                     }
                     Some(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    None => tracing::debug!(%peer, "TLS handshake timed out"),
+                    None => {
+                        rules.counters.closed(Closed::TlsHandshakeTimeout);
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
                 },
             }
         })
@@ -197,6 +225,22 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
     Ok(())
 }
 
+/// The per-connection timeouts and where their closes are counted.
+#[derive(Clone)]
+struct Rules {
+    /// `header_read_timeout`: a request head on the fast path, the TLS
+    /// handshake, and the longest a hyper connection may go without a request.
+    header_timeout: Duration,
+    counters: Arc<ConnectionCounters>,
+}
+
+/// Counts and logs a connection refused at accept (it is closed when dropped).
+fn refuse(counters: &ConnectionCounters, why: Refusal, peer: SocketAddr) {
+    counters.refused(why);
+    // debug: an attack must not flood the log; the metric is the signal.
+    tracing::debug!(%peer, reason = why.label(), "connection refused at accept");
+}
+
 /// Serves one connection: HTTP/1.1 discovery GETs on the fast path
 /// ([`answer_fast`]) when `fast_path`, then, from the first request it does
 /// not answer, hyper (HTTP/1.1 or h2, auto-detected).
@@ -205,19 +249,19 @@ async fn serve_connection<I>(
     mut io: I,
     service: ScepService,
     stop: Receiver<()>,
-    header_timeout: Duration,
+    rules: &Rules,
     fast_path: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut unanswered = Vec::new();
     if fast_path {
-        match answer_fast(&mut io, &service, &stop, header_timeout).await {
+        match answer_fast(&mut io, &service, &stop, rules).await {
             Some(rest) => unanswered = rest,
             None => return,
         }
     }
-    serve_hyper(builder, Prefixed::new(unanswered, FuturesIo::new(io)), service, stop).await;
+    serve_hyper(builder, Prefixed::new(unanswered, FuturesIo::new(io)), service, stop, rules).await;
 }
 
 /// What ended one wait of [`answer_fast`].
@@ -239,15 +283,11 @@ const WRITES_PER_YIELD: u32 = 16;
 /// `header_read_timeout`, or shutdown while idle). At shutdown with a request
 /// under way, hyper gets it, finishes it and closes the connection. The tokio
 /// transport's loop is the same, without the yields.
-async fn answer_fast<I>(
-    io: &mut I,
-    service: &ScepService,
-    stop: &Receiver<()>,
-    header_timeout: Duration,
-) -> Option<Vec<u8>>
+async fn answer_fast<I>(io: &mut I, service: &ScepService, stop: &Receiver<()>, rules: &Rules) -> Option<Vec<u8>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let header_timeout = rules.header_timeout;
     let mut conn = FastConnection::new();
     // `stop` is closed at shutdown: `recv` then completes at once, every time.
     let stopped = stop.recv();
@@ -291,6 +331,7 @@ where
             Wake::Read(Ok(n)) => conn.filled(n),
             Wake::Timer => {
                 if Instant::now() >= deadline {
+                    rules.counters.closed(Closed::RequestTimeout);
                     tracing::debug!("no complete request head within header_read_timeout: closing");
                     return None;
                 }
@@ -306,29 +347,80 @@ async fn write_all<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> std::io::
     io.flush().await
 }
 
+/// What ended one wait of [`serve_hyper`].
+enum HyperWake<T> {
+    Done(T),
+    Timer,
+    Stop,
+}
+
 /// Serves the rest of a connection with hyper (HTTP/1.1 or h2, auto-detected);
 /// on shutdown, stops taking new requests on it and lets the current ones finish.
-async fn serve_hyper<I>(builder: Builder, io: I, service: ScepService, stop: Receiver<()>)
+///
+/// hyper has no deadline for a connection on which no request arrives (HTTP/2
+/// before or between requests, or its protocol detection): when no request
+/// has been inside the service for `header_read_timeout`, the connection is
+/// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes longer
+/// than [`GOAWAY_GRACE`] (hyper's HTTP/2 graceful close waits for a PING
+/// acknowledgement a hostile peer never sends). The tokio transport does the same.
+async fn serve_hyper<I>(builder: Builder, io: I, service: ScepService, stop: Receiver<()>, rules: &Rules)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection(io, service);
+    let idle = rules.header_timeout;
+    let activity = RequestActivity::new();
+    let conn = builder.serve_connection(io, TrackedService::new(service, activity.clone()));
     futures_lite::pin!(conn);
-    // The connection first (`or` polls its first future first): bytes already
-    // read (a request handed over at shutdown) get it past protocol detection
-    // before the shutdown is seen.
-    let first = future::or(async { Some(conn.as_mut().await) }, async {
-        let _ = stop.recv().await;
-        None
-    })
-    .await;
-    match first {
-        Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
-        Some(Ok(())) => {}
-        None => {
-            conn.as_mut().graceful_shutdown();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error during shutdown");
+    let mut timer = Timer::after(idle);
+    let mut stopping = false;
+    let mut closing = false;
+    loop {
+        // The connection first (`or` polls its first future first): bytes already
+        // read (a request handed over at shutdown) get it past protocol detection
+        // before the shutdown is seen.
+        let done = async { HyperWake::Done(conn.as_mut().await) };
+        let fired = async {
+            (&mut timer).await;
+            HyperWake::Timer
+        };
+        let stopped = async {
+            if stopping {
+                future::pending::<()>().await;
+            }
+            let _ = stop.recv().await;
+            HyperWake::Stop
+        };
+        match future::or(done, future::or(fired, stopped)).await {
+            HyperWake::Done(r) => {
+                if let Err(e) = r {
+                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                        rules.counters.closed(Closed::HyperTimeout);
+                    }
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            HyperWake::Stop => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            HyperWake::Timer => {
+                if closing {
+                    tracing::debug!("graceful close after the request deadline took too long: dropping");
+                    return;
+                }
+                // Re-armed lazily: requests only move the deadline.
+                match activity.deadline(idle) {
+                    Some(deadline) if Instant::now() >= deadline => {
+                        rules.counters.closed(Closed::RequestTimeout);
+                        tracing::debug!("no request within header_read_timeout: closing");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        timer.set_after(GOAWAY_GRACE.min(idle));
+                    }
+                    Some(deadline) => timer.set_at(deadline),
+                    None => timer.set_after(idle),
+                }
             }
         }
     }

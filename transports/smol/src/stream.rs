@@ -12,29 +12,70 @@
 //! the reactor to report the socket readable, as tokio's `TcpStream` also
 //! skips that read. Unlike tokio's edge-triggered readiness, async-io re-arms
 //! interest with one `epoll_ctl` per wait; re-arming a socket that is already
-//! readable reports it at once, so no data is ever left waiting. Writes are unchanged: try,
+//! readable reports it at once, so no data is ever left waiting. Writes: try,
 //! then wait for writability on `WouldBlock`.
+//!
+//! Writes have a timeout: a client that pipelines requests and never reads
+//! would otherwise hold its connection forever once the socket buffers are
+//! full. The timer is armed when a write first has to wait for writability and
+//! disarmed by the next write the socket accepts; when it fires, the write
+//! fails with [`io::ErrorKind::TimedOut`] and the connection ends (counted as
+//! `scepd_connections_closed_total{reason="write_timeout"}`). The stream sits
+//! under TLS, the fast path and hyper alike, so every write is covered.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite};
-use smol::Async;
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
+use scep_service::state::connections::{Closed, ConnectionCounters};
+use smol::{Async, Timer};
 
 /// An accepted TCP connection, read with readiness tracking (see the module doc).
 pub(crate) struct Stream {
     io: Arc<Async<std::net::TcpStream>>,
     /// The last read emptied the receive buffer: wait for readiness before the next.
     drained: bool,
+    write_timeout: Duration,
+    /// Runs while a write waits for writability (`armed`).
+    write_timer: Timer,
+    armed: bool,
+    counters: Arc<ConnectionCounters>,
 }
 
 impl Stream {
-    /// Takes over an accepted connection.
-    pub(crate) fn new(stream: smol::net::TcpStream) -> Self {
-        Self { io: stream.into(), drained: false }
+    /// Takes over an accepted connection; a write that makes no progress for
+    /// `write_timeout` fails, and is counted in `counters`.
+    pub(crate) fn new(
+        stream: smol::net::TcpStream,
+        write_timeout: Duration,
+        counters: Arc<ConnectionCounters>,
+    ) -> Self {
+        Self { io: stream.into(), drained: false, write_timeout, write_timer: Timer::never(), armed: false, counters }
+    }
+
+    /// Waits for writability, within the write timeout.
+    fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.io.poll_writable(cx)?.is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        if !self.armed {
+            self.write_timer.set_after(self.write_timeout);
+            self.armed = true;
+        }
+        if self.write_timer.poll(cx).is_ready() {
+            self.armed = false;
+            self.counters.closed(Closed::WriteTimeout);
+            tracing::debug!("a write made no progress within write_timeout: closing");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write_timeout: the client does not read",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -59,24 +100,30 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         loop {
             match self.io.get_ref().write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.io.poll_writable(cx))?,
-                result => return Poll::Ready(result),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.poll_writable(cx))?,
+                result => {
+                    self.armed = false;
+                    return Poll::Ready(result);
+                }
             }
         }
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         loop {
             match self.io.get_ref().write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.io.poll_writable(cx))?,
-                result => return Poll::Ready(result),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.poll_writable(cx))?,
+                result => {
+                    self.armed = false;
+                    return Poll::Ready(result);
+                }
             }
         }
     }
@@ -102,7 +149,63 @@ mod tests {
         let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (peer, accepted) = futures_lite::future::zip(smol::net::TcpStream::connect(addr), listener.accept()).await;
-        (Stream::new(accepted.unwrap().0), peer.unwrap())
+        (Stream::new(accepted.unwrap().0, Duration::from_secs(30), Arc::default()), peer.unwrap())
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_fails_the_write_after_the_timeout() {
+        smol::block_on(async {
+            let (mut ours, _peer) = pair().await;
+            ours.write_timeout = Duration::from_millis(300);
+            let chunk = vec![0u8; 64 * 1024];
+            let started = std::time::Instant::now();
+            let ended = futures_lite::future::or(
+                async {
+                    loop {
+                        if let Err(e) = ours.write_all(&chunk).await {
+                            return Some(e);
+                        }
+                    }
+                },
+                async {
+                    Timer::after(Duration::from_secs(30)).await;
+                    None
+                },
+            )
+            .await
+            .expect("the write timeout must end the writes");
+            assert_eq!(ended.kind(), io::ErrorKind::TimedOut);
+            assert!(started.elapsed() >= Duration::from_millis(300));
+            assert_eq!(ours.counters.closed_total(Closed::WriteTimeout), 1);
+        });
+    }
+
+    #[test]
+    fn a_peer_that_reads_keeps_the_connection() {
+        smol::block_on(async {
+            let (mut ours, mut peer) = pair().await;
+            ours.write_timeout = Duration::from_secs(2);
+            let reader = smol::spawn(async move {
+                let mut sink = vec![0u8; 64 * 1024];
+                let mut total = 0usize;
+                // Slower than the writer, with pauses shorter than the timeout.
+                while let Ok(n) = peer.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                    Timer::after(Duration::from_millis(20)).await;
+                }
+                total
+            });
+            let chunk = vec![1u8; 256 * 1024];
+            for _ in 0..16 {
+                ours.write_all(&chunk).await.expect("a reading peer is never timed out");
+            }
+            ours.close().await.unwrap();
+            drop(ours);
+            assert_eq!(reader.await, 16 * 256 * 1024);
+        });
     }
 
     #[test]
@@ -116,9 +219,9 @@ mod tests {
             // Sent while `ours` is not waiting: the readiness wait must still see it
             // (a lost wake-up would hang here, so it is bounded).
             peer.write_all(b"second").await.unwrap();
-            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+            Timer::after(Duration::from_millis(20)).await;
             let read = futures_lite::future::or(async { Some(ours.read(&mut buf).await.unwrap()) }, async {
-                smol::Timer::after(std::time::Duration::from_secs(10)).await;
+                Timer::after(Duration::from_secs(10)).await;
                 None
             });
             assert_eq!(read.await, Some(6), "the second read must be woken");
@@ -131,7 +234,7 @@ mod tests {
         smol::block_on(async {
             let (mut ours, mut peer) = pair().await;
             peer.write_all(b"0123456789").await.unwrap();
-            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+            Timer::after(Duration::from_millis(20)).await;
             let mut four = [0u8; 4];
             ours.read_exact(&mut four).await.unwrap();
             assert!(!ours.drained, "a full read may have left bytes behind");

@@ -8,6 +8,7 @@
 
 mod cli;
 mod server;
+mod timed_stream;
 
 use std::io::Write as _;
 use std::process::ExitCode;

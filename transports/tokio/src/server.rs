@@ -3,6 +3,23 @@
 //! Each connection starts on the HTTP/1.1 discovery fast path
 //! ([`scep_service::http::fast_path`]) and moves to hyper at the first request the
 //! fast path does not answer (at once for TLS connections that chose h2).
+//!
+//! Limits on hostile clients, in the order a connection meets them:
+//! - at accept, before TLS: the client's share
+//!   ([`ClientLimits`]: `max_connections_per_client`, `max_connections_per_network`)
+//!   and `max_connections`; over either, the connection is closed at once and
+//!   counted (`scepd_connections_refused_total{reason}`), so a client over its
+//!   share never makes the others wait in the listen backlog;
+//! - the TLS handshake within `header_read_timeout`;
+//! - every write: no progress for `write_timeout` closes ([`TimedStream`]);
+//! - on the fast path, a complete request head within `header_read_timeout`;
+//! - in hyper: HTTP/1 `header_read_timeout` and HTTP/2 keep-alive PINGs
+//!   (`h2_keep_alive_interval`, `h2_keep_alive_timeout`), hyper's own timers;
+//!   and ours, which hyper lacks: a connection with no request inside the
+//!   service for `header_read_timeout` (a partial HTTP/2 preface, a preface with
+//!   nothing after it, a header block that never ends, an idle HTTP/2
+//!   connection) is shut down gracefully and dropped if that takes more than
+//!   a second.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -11,6 +28,9 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use scep_service::http::fast_path::{FastConnection, Next, Prefixed};
+use scep_service::state::connections::{
+    ClientLimits, Closed, ConnectionCounters, Refusal, RequestActivity, TrackedService,
+};
 use scep_service::tls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
 use scep_service::{ScepService, ServiceState};
@@ -22,10 +42,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::timed_stream::TimedStream;
+
 /// Largest HTTP/1 read buffer (request line + headers) per connection.
 const MAX_H1_BUF: usize = 64 * 1024;
 /// Largest HTTP/2 header list per request.
 const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+/// How long a connection closed for having no request may take to close
+/// gracefully (GOAWAY flushed, PING acknowledged) before it is dropped.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish within
 /// `server.shutdown_grace` and returns.
@@ -60,21 +85,16 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.h2_max_concurrent_streams)
-        .max_header_list_size(MAX_H2_HEADER_LIST);
+        .max_header_list_size(MAX_H2_HEADER_LIST)
+        .keep_alive_interval(settings.h2_keep_alive_interval)
+        .keep_alive_timeout(settings.h2_keep_alive_timeout);
 
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let clients = ClientLimits::new(settings.max_connections_per_client, settings.max_connections_per_network);
+    let rules = Rules { header_timeout: settings.header_read_timeout, counters: state.metrics().connections().clone() };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     loop {
-        // Wait for a connection slot first: beyond the limit, clients queue in the backlog.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -89,30 +109,48 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
             _ = interrupt.recv() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
+        // The client's share first (so a client over it is counted as such
+        // even when the server is full), then the global limit. Refused: closed
+        // now, before any TLS work.
+        let client_permit = match clients.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                refuse(&rules.counters, why, peer);
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refuse(&rules.counters, Refusal::Global, peer);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let stream = TimedStream::new(stream, settings.write_timeout, rules.counters.clone());
         let builder = builder.clone();
         let service = service.clone();
         let stop = stop_rx.clone();
         // Each connection takes the TLS configuration current when it arrives (SIGHUP swaps it).
         let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.current()));
-        let header_timeout = settings.header_read_timeout;
+        let rules = rules.clone();
         connections.spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, client_permit);
             match acceptor {
                 None => {
                     let service = service.with_connection(ConnectionInfo::plain(peer));
-                    serve_connection(builder, stream, service, stop, header_timeout, true).await;
+                    serve_connection(builder, stream, service, stop, &rules, true).await;
                 }
-                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Some(acceptor) => match tokio::time::timeout(rules.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
                         let info = ConnectionInfo::tls(peer, tls_stream.get_ref().1);
                         // ALPN chose HTTP/2: hyper from the first byte.
                         let fast_path = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
                         let service = service.with_connection(info);
-                        serve_connection(builder, tls_stream, service, stop, header_timeout, fast_path).await;
+                        serve_connection(builder, tls_stream, service, stop, &rules, fast_path).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Err(_) => {
+                        rules.counters.closed(Closed::TlsHandshakeTimeout);
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
                 },
             }
         });
@@ -134,6 +172,22 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
     Ok(())
 }
 
+/// The per-connection timeouts and where their closes are counted.
+#[derive(Clone)]
+struct Rules {
+    /// `header_read_timeout`: a request head on the fast path, the TLS
+    /// handshake, and the longest a hyper connection may go without a request.
+    header_timeout: Duration,
+    counters: Arc<ConnectionCounters>,
+}
+
+/// Counts and logs a connection refused at accept (it is closed when dropped).
+fn refuse(counters: &ConnectionCounters, why: Refusal, peer: std::net::SocketAddr) {
+    counters.refused(why);
+    // debug: an attack must not flood the log; the metric is the signal.
+    tracing::debug!(%peer, reason = why.label(), "connection refused at accept");
+}
+
 /// Serves one connection: HTTP/1.1 discovery GETs on the fast path
 /// ([`answer_fast`]) when `fast_path`, then, from the first request it does
 /// not answer, hyper (HTTP/1.1 or h2, auto-detected).
@@ -142,19 +196,19 @@ async fn serve_connection<I>(
     mut io: I,
     service: ScepService,
     stop: watch::Receiver<bool>,
-    header_timeout: Duration,
+    rules: &Rules,
     fast_path: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut unanswered = Vec::new();
     if fast_path {
-        match answer_fast(&mut io, &service, &stop, header_timeout).await {
+        match answer_fast(&mut io, &service, &stop, rules).await {
             Some(rest) => unanswered = rest,
             None => return,
         }
     }
-    serve_hyper(builder, Prefixed::new(unanswered, TokioIo::new(io)), service, stop).await;
+    serve_hyper(builder, Prefixed::new(unanswered, TokioIo::new(io)), service, stop, rules).await;
 }
 
 /// Drives a [`FastConnection`] over `io` until a request needs hyper: then
@@ -169,11 +223,12 @@ async fn answer_fast<I>(
     io: &mut I,
     service: &ScepService,
     stop: &watch::Receiver<bool>,
-    header_timeout: Duration,
+    rules: &Rules,
 ) -> Option<Vec<u8>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let header_timeout = rules.header_timeout;
     let mut conn = FastConnection::new();
     let mut stop = stop.clone();
     let stopped = async move {
@@ -209,6 +264,7 @@ where
             },
             () = &mut timer => {
                 if Instant::now() >= deadline {
+                    rules.counters.closed(Closed::RequestTimeout);
                     tracing::debug!("no complete request head within header_read_timeout: closing");
                     return None;
                 }
@@ -226,30 +282,67 @@ async fn write_all<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> std::io::
 
 /// Serves the rest of a connection with hyper (HTTP/1.1 or h2, auto-detected);
 /// on shutdown, stops taking new requests on it and lets the current ones finish.
+///
+/// hyper has no deadline for a connection on which no request arrives (HTTP/2
+/// before or between requests, or its protocol detection): when no request
+/// has been inside the service for `header_read_timeout`, the connection is
+/// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes longer
+/// than [`GOAWAY_GRACE`] (hyper's HTTP/2 graceful close waits for a PING
+/// acknowledgement a hostile peer never sends).
 async fn serve_hyper<I>(
     builder: auto::Builder<TokioExecutor>,
     io: I,
     service: ScepService,
     mut stop: watch::Receiver<bool>,
+    rules: &Rules,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection(io, service);
+    let idle = rules.header_timeout;
+    let activity = RequestActivity::new();
+    let conn = builder.serve_connection(io, TrackedService::new(service, activity.clone()));
     tokio::pin!(conn);
-    tokio::select! {
-        // The connection first: bytes already read (a request handed over at
-        // shutdown) get it past protocol detection before the shutdown is seen.
-        biased;
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "connection ended with an error");
+    let timer = tokio::time::sleep_until(Instant::now() + idle);
+    tokio::pin!(timer);
+    let mut stopping = false;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            // The connection first: bytes already read (a request handed over at
+            // shutdown) get it past protocol detection before the shutdown is seen.
+            biased;
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                        rules.counters.closed(Closed::HyperTimeout);
+                    }
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
             }
-            return;
+            _ = stop.wait_for(|&stopping| stopping), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = &mut timer => {
+                if closing {
+                    tracing::debug!("graceful close after the request deadline took too long: dropping");
+                    return;
+                }
+                // Re-armed lazily: requests only move the deadline.
+                match activity.deadline(idle) {
+                    Some(deadline) if Instant::now() >= deadline.into() => {
+                        rules.counters.closed(Closed::RequestTimeout);
+                        tracing::debug!("no request within header_read_timeout: closing");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        timer.as_mut().reset(Instant::now() + GOAWAY_GRACE.min(idle));
+                    }
+                    Some(deadline) => timer.as_mut().reset(deadline.into()),
+                    None => timer.as_mut().reset(Instant::now() + idle),
+                }
+            }
         }
-        _ = stop.wait_for(|&stopping| stopping) => conn.as_mut().graceful_shutdown(),
-    }
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "connection ended with an error during shutdown");
     }
 }
 

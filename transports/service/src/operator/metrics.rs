@@ -8,6 +8,8 @@
 //! | `scepd_issuance_duration_seconds` | histogram | `profile` (time spent in the issuer) |
 //! | `scepd_audit_write_failures_total` | counter | — |
 //! | `scepd_audit_tally_write_failures_total` | counter | — (discovery tally writes that failed; retried) |
+//! | `scepd_connections_refused_total` | counter | `reason` (`global`, `per_client`, `per_network`: see [`crate::state::connections`]) |
+//! | `scepd_connections_closed_total` | counter | `reason` (`tls_handshake_timeout`, `request_timeout`, `write_timeout`, `hyper_timeout`) |
 //! | `scepd_intune_challenges_total` | counter | `profile`, `outcome` (`success`, `signature_invalid`, ...) |
 //! | `scepd_ra_cert_expiry_seconds` | gauge | `profile` (negative once expired) |
 //! | `scepd_ca_cert_expiry_seconds` | gauge | `profile` |
@@ -28,6 +30,7 @@ use scep_engine::x509::CertificateRef;
 
 use crate::intune::ProfileIntuneStats;
 use crate::state::ServiceState;
+use crate::state::connections::{Closed, Refusal};
 use crate::state::metrics::{esc, header};
 use crate::store::audit::AuditLog;
 
@@ -49,6 +52,27 @@ pub fn render(state: &ServiceState, now: UnixTime) -> String {
     );
     let tally_failures = state.audit().map_or(0, AuditLog::tally_write_failures);
     let _ = writeln!(out, "scepd_audit_tally_write_failures_total {tally_failures}");
+    header(
+        &mut out,
+        "scepd_connections_refused_total",
+        "counter",
+        "Connections closed at accept, before TLS, by the limit they were over.",
+    );
+    let connections = state.metrics().connections();
+    for why in Refusal::ALL {
+        let n = connections.refused_total(why);
+        let _ = writeln!(out, "scepd_connections_refused_total{{reason=\"{}\"}} {n}", why.label());
+    }
+    header(
+        &mut out,
+        "scepd_connections_closed_total",
+        "counter",
+        "Connections the server closed on its own, by the timeout that fired.",
+    );
+    for why in Closed::ALL {
+        let n = connections.closed_total(why);
+        let _ = writeln!(out, "scepd_connections_closed_total{{reason=\"{}\"}} {n}", why.label());
+    }
 
     let stats = state.intune_stats();
     header(&mut out, "scepd_intune_challenges_total", "counter", "Intune challenge decisions, by profile and outcome.");

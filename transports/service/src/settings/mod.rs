@@ -25,6 +25,11 @@
 //! body_read_timeout_secs = 30        # default 30
 //! shutdown_grace_secs = 30           # in-flight requests get this long on SIGTERM; default 30
 //! max_connections = 1024             # concurrent connections; default 1024
+//! max_connections_per_client = 64    # per client address; default max_connections / 16 (at least 1)
+//! max_connections_per_network = 256  # per IPv4 /24 or IPv6 /64; default: no network limit
+//! write_timeout_secs = 30            # a write with no progress this long closes; default 30
+//! h2_keep_alive_interval_secs = 20   # HTTP/2 PING after this long without frames; default 20
+//! h2_keep_alive_timeout_secs = 20    # ... and close if unanswered this long; default 20
 //! h2_max_concurrent_streams = 100    # per HTTP/2 connection; default 100
 //! gui = true                         # the admin web GUI at /ui/scep (crate::operator::ui); default true
 //!
@@ -87,6 +92,14 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default limit on concurrent HTTP/2 streams per connection.
 pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
+/// The default per-client connection limit is `max_connections` divided by this (at least 1).
+pub const DEFAULT_PER_CLIENT_DIVISOR: usize = 16;
+/// Default time a write may make no progress before the connection is closed.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default HTTP/2 keep-alive PING interval.
+pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// Default wait for an HTTP/2 keep-alive PING's acknowledgement.
+pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The whole configuration file, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +142,16 @@ pub struct ServerSection {
     pub shutdown_grace_secs: Option<i64>,
     /// `max_connections`
     pub max_connections: Option<i64>,
+    /// `max_connections_per_client`
+    pub max_connections_per_client: Option<i64>,
+    /// `max_connections_per_network`
+    pub max_connections_per_network: Option<i64>,
+    /// `write_timeout_secs`
+    pub write_timeout_secs: Option<i64>,
+    /// `h2_keep_alive_interval_secs`
+    pub h2_keep_alive_interval_secs: Option<i64>,
+    /// `h2_keep_alive_timeout_secs`
+    pub h2_keep_alive_timeout_secs: Option<i64>,
     /// `h2_max_concurrent_streams`
     pub h2_max_concurrent_streams: Option<i64>,
     /// `gui`: serve the admin web GUI.
@@ -173,8 +196,20 @@ pub struct ServerSettings {
     pub body_read_timeout: Duration,
     /// Bound on in-flight requests at shutdown.
     pub shutdown_grace: Duration,
-    /// Concurrent connection limit.
+    /// Concurrent connection limit; beyond it a new connection is closed at
+    /// accept (`scepd_connections_refused_total{reason="global"}`).
     pub max_connections: usize,
+    /// Concurrent connections one client address may hold
+    /// ([`crate::connections::ClientLimits`]).
+    pub max_connections_per_client: usize,
+    /// Concurrent connections one IPv4 /24 or IPv6 /64 may hold; `None`: no network limit.
+    pub max_connections_per_network: Option<usize>,
+    /// A write that makes no progress this long closes the connection (a client that does not read).
+    pub write_timeout: Duration,
+    /// HTTP/2: a PING is sent after this long without a frame from the client.
+    pub h2_keep_alive_interval: Duration,
+    /// HTTP/2: the connection is closed when a PING is not acknowledged within this.
+    pub h2_keep_alive_timeout: Duration,
     /// Concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
     /// Whether `/ui/` serves the admin web GUI (`crate::operator::ui`); `404` when not.
@@ -194,6 +229,11 @@ impl Default for ServerSettings {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS / DEFAULT_PER_CLIENT_DIVISOR,
+            max_connections_per_network: None,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            h2_keep_alive_interval: DEFAULT_H2_KEEP_ALIVE_INTERVAL,
+            h2_keep_alive_timeout: DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
             gui: true,
             audit: AuditSettings::default(),
@@ -257,6 +297,28 @@ impl ServerSection {
                 Some(TlsSettings { cert: resolve(base, cert), key: resolve(base, key) })
             }
         };
+        let max_connections: usize =
+            int_in("server.max_connections", self.max_connections, 1, 1_000_000, defaults.max_connections)?;
+        let max = i64::try_from(max_connections).unwrap_or(i64::MAX);
+        let share_key = |key: &str, value: Option<i64>| match value {
+            Some(v) if v > max => Err(ConfigError(format!(
+                "{key}: {v} is more than server.max_connections ({max_connections}), so it would limit nothing"
+            ))),
+            _ => Ok(()),
+        };
+        share_key("server.max_connections_per_client", self.max_connections_per_client)?;
+        share_key("server.max_connections_per_network", self.max_connections_per_network)?;
+        let max_connections_per_client = int_in(
+            "server.max_connections_per_client",
+            self.max_connections_per_client,
+            1,
+            1_000_000,
+            (max_connections / DEFAULT_PER_CLIENT_DIVISOR).max(1),
+        )?;
+        let max_connections_per_network = match self.max_connections_per_network {
+            None => None,
+            Some(v) => Some(int_in("server.max_connections_per_network", Some(v), 1, 1_000_000, 0usize)?),
+        };
         Ok(ServerSettings {
             listen,
             data_dir,
@@ -273,12 +335,19 @@ impl ServerSection {
                 defaults.body_read_timeout,
             )?,
             shutdown_grace: secs_in("server.shutdown_grace_secs", self.shutdown_grace_secs, defaults.shutdown_grace)?,
-            max_connections: int_in(
-                "server.max_connections",
-                self.max_connections,
-                1,
-                1_000_000,
-                defaults.max_connections,
+            max_connections,
+            max_connections_per_client,
+            max_connections_per_network,
+            write_timeout: secs_in("server.write_timeout_secs", self.write_timeout_secs, defaults.write_timeout)?,
+            h2_keep_alive_interval: secs_in(
+                "server.h2_keep_alive_interval_secs",
+                self.h2_keep_alive_interval_secs,
+                defaults.h2_keep_alive_interval,
+            )?,
+            h2_keep_alive_timeout: secs_in(
+                "server.h2_keep_alive_timeout_secs",
+                self.h2_keep_alive_timeout_secs,
+                defaults.h2_keep_alive_timeout,
             )?,
             h2_max_concurrent_streams: int_in(
                 "server.h2_max_concurrent_streams",
@@ -345,6 +414,11 @@ mod tests {
             body_read_timeout_secs = 6
             shutdown_grace_secs = 7
             max_connections = 8
+            max_connections_per_client = 3
+            max_connections_per_network = 5
+            write_timeout_secs = 11
+            h2_keep_alive_interval_secs = 12
+            h2_keep_alive_timeout_secs = 13
             h2_max_concurrent_streams = 9
             gui = false
             [server.tls]
@@ -360,10 +434,23 @@ mod tests {
         assert_eq!(s.body_read_timeout, Duration::from_secs(6));
         assert_eq!(s.shutdown_grace, Duration::from_secs(7));
         assert_eq!(s.max_connections, 8);
+        assert_eq!(s.max_connections_per_client, 3);
+        assert_eq!(s.max_connections_per_network, Some(5));
+        assert_eq!(s.write_timeout, Duration::from_secs(11));
+        assert_eq!(s.h2_keep_alive_interval, Duration::from_secs(12));
+        assert_eq!(s.h2_keep_alive_timeout, Duration::from_secs(13));
         assert_eq!(s.h2_max_concurrent_streams, 9);
         assert!(!s.gui);
         assert!(ServerSettings::default().gui, "the GUI is on by default");
         assert_eq!(s.tls.unwrap().key, PathBuf::from("k.pem"));
+    }
+
+    #[test]
+    fn the_per_client_share_defaults_to_a_sixteenth_of_max_connections() {
+        assert_eq!(ServerSettings::default().max_connections_per_client, 64);
+        assert_eq!(server("[server]\nmax_connections = 100").unwrap().max_connections_per_client, 6);
+        assert_eq!(server("[server]\nmax_connections = 4").unwrap().max_connections_per_client, 1);
+        assert_eq!(ServerSettings::default().max_connections_per_network, None);
     }
 
     #[test]
@@ -385,6 +472,13 @@ mod tests {
             ("[server]\nshutdown_grace_secs = 0", "server.shutdown_grace_secs"),
             ("[server]\nmax_connections = 0", "server.max_connections"),
             ("[server]\nh2_max_concurrent_streams = 0", "server.h2_max_concurrent_streams"),
+            ("[server]\nmax_connections_per_client = 0", "server.max_connections_per_client"),
+            ("[server]\nmax_connections = 10\nmax_connections_per_client = 11", "server.max_connections_per_client"),
+            ("[server]\nmax_connections_per_network = 0", "server.max_connections_per_network"),
+            ("[server]\nmax_connections = 10\nmax_connections_per_network = 11", "server.max_connections_per_network"),
+            ("[server]\nwrite_timeout_secs = 0", "server.write_timeout_secs"),
+            ("[server]\nh2_keep_alive_interval_secs = 0", "server.h2_keep_alive_interval_secs"),
+            ("[server]\nh2_keep_alive_timeout_secs = 3601", "server.h2_keep_alive_timeout_secs"),
             ("[server]\ndata_dir = \"\"", "server.data_dir"),
             ("[server.tls]\ncert = \"c.pem\"", "server.tls.key"),
             ("[server.tls]\nkey = \"k.pem\"", "server.tls.cert"),

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use super::connections::ConnectionCounters;
 
 /// Upper bounds of the issuance latency buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -44,6 +46,7 @@ fn series<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mu
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    connections: Arc<ConnectionCounters>,
 }
 
 /// One answered SCEP request, as the metrics see it.
@@ -66,6 +69,12 @@ pub struct Observation<'a> {
 impl Metrics {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection counters the transports update (refusals at accept,
+    /// connections closed by a timeout); shared, so a connection can hold them.
+    pub fn connections(&self) -> &Arc<ConnectionCounters> {
+        &self.connections
     }
 
     /// Counts one answered SCEP request.

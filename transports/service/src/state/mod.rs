@@ -12,6 +12,7 @@
 //! `http`, `operator` or `wiring`.
 
 pub mod api_keys;
+pub mod connections;
 pub mod discovery;
 pub mod metrics;
 pub mod profiles;
