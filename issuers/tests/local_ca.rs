@@ -196,7 +196,7 @@ fn sid_extension_is_copied_only_when_the_engine_passes_it_and_the_sid_uri_is_car
             assert_eq!(parse_sid_extension(value), Ok(sid));
         }
         let (_, san) = parsed.extension(oid::SUBJECT_ALT_NAME).unwrap().unwrap();
-        assert_eq!(scep_engine::x509::parse_subject_alt_names(san).unwrap(), [uri.clone()]);
+        assert_eq!(scep_engine::x509::parse_subject_alt_names(san).unwrap(), std::slice::from_ref(&uri));
         write_pem(dir, "sid.pem", &cert);
         let text = openssl(dir, &["x509", "-in", "sid.pem", "-noout", "-text"]);
         assert!(text.contains(&format!("URI:{SID_URI_PREFIX}{sid}")), "{text}");
