@@ -265,8 +265,9 @@ impl Engine {
     ///   RecipientInfo each); the engine uses the first RecipientInfo that
     ///   names an RA certificate and ignores the one naming the CA.
     /// - strongSwan's `pki --scepca` writes the RA certificates, in this order,
-    ///   to `<caout>-ra-1` and `-ra-2`; `pki --scep` takes them as
-    ///   `--cacert-sig` and `--cacert-enc`.
+    ///   to `<caout>-ra.der` and `<caout>-ra-2.der`; `pki --scep` is given them
+    ///   as `--cacert-sig` and `--cacert-enc` (5.9.x verifies a reply only
+    ///   when it is signed as `rsaEncryption`, which its own requests use).
     ///
     /// Every RA certificate's key must be RSA (it receives CMS key transport,
     /// RFC 8894 §3.2.2); none may repeat another published certificate.
