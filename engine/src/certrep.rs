@@ -64,19 +64,20 @@ impl CertRepStatus<'_> {
 /// How the CertRep's SignerInfo names its signature algorithm (RFC 5652 §5.3
 /// `signatureAlgorithm`). Both name the same PKCS #1 v1.5 signature with the
 /// SignerInfo's digestAlgorithm: RFC 3370 §3.2 defines `rsaEncryption` for CMS
-/// and RFC 5754 §3.2 adds `sha*WithRSAEncryption`. Clients differ in which one
-/// they accept, so the reply mirrors the form of the request (RFC 8894 §3:
-/// the server answers in what the client used).
+/// (which every implementation must accept) and allows
+/// `sha*WithRSAEncryption` (RFC 5754 §3.2), which not every client accepts.
+/// Which one a reply uses is the profile's
+/// [`crate::config::ReplySignaturePolicy`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SignatureForm {
     /// `rsaEncryption` (`1.2.840.113549.1.1.1`), the digest given by the
     /// SignerInfo's digestAlgorithm. What sscep, certmonger, PyScep and
-    /// scepreq send, and the only form strongSwan's `pki --scep` (5.9.x)
-    /// verifies.
+    /// scepreq send, what NDES writes, and the only form strongSwan's
+    /// `pki --scep` (5.9.x) verifies.
+    #[default]
     RsaEncryption,
     /// `sha256WithRSAEncryption` and its SHA-384/512 siblings, matching the
-    /// digestAlgorithm. What jscep and micromdm's scepclient send.
-    #[default]
+    /// digestAlgorithm. What jscep, micromdm's scepclient and strongSwan send.
     DigestWithRsa,
 }
 
@@ -152,8 +153,8 @@ pub struct CertRepBuilder<'a> {
     /// The request's digest; the reply uses [`DigestAlg::for_reply`] of it for
     /// digestAlgorithm, messageDigest and the signature.
     pub digest: DigestAlg,
-    /// How the SignerInfo names the signature algorithm: the request's form
-    /// ([`SignatureForm::of_request`]).
+    /// How the SignerInfo names the signature algorithm (see
+    /// [`crate::config::ReplySignaturePolicy`]).
     pub signature_form: SignatureForm,
     /// The request's transactionID, echoed (RFC 8894 §3.2.1.1).
     pub transaction_id: &'a str,

@@ -21,6 +21,37 @@ pub enum CaCertShape {
     CaOnly,
 }
 
+/// How CertReps name their signature algorithm (RFC 5652 §5.3
+/// `signatureAlgorithm`); see [`crate::certrep::SignatureForm`].
+///
+/// RFC 3370 §3.2: CMS implementations that support RSA signatures MUST accept
+/// `rsaEncryption` and MAY accept the `sha*WithRSAEncryption` identifiers. So
+/// `rsaEncryption` is the one form every conforming client verifies; it is
+/// also what NDES writes, and the only form strongSwan's `pki --scep` 5.9
+/// verifies, although strongSwan itself *sends* `sha256WithRSAEncryption`: a
+/// reply that mirrored its request would be thrown away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplySignaturePolicy {
+    /// Always `rsaEncryption` (the default).
+    #[default]
+    RsaEncryption,
+    /// The form the request's SignerInfo used: `rsaEncryption` for an
+    /// `rsaEncryption` request (sscep, certmonger, PyScep, scepreq),
+    /// `sha*WithRSAEncryption` otherwise (jscep, micromdm, strongSwan).
+    MirrorRequest,
+}
+
+impl ReplySignaturePolicy {
+    /// The form of the reply to a request whose SignerInfo signatureAlgorithm
+    /// OID contents are `request_signature_oid`.
+    pub fn form_for(self, request_signature_oid: &[u8]) -> crate::certrep::SignatureForm {
+        match self {
+            Self::RsaEncryption => crate::certrep::SignatureForm::RsaEncryption,
+            Self::MirrorRequest => crate::certrep::SignatureForm::of_request(request_signature_oid),
+        }
+    }
+}
+
 /// How a profile authenticates enrolments.
 #[derive(Clone, Default)]
 pub enum ChallengePolicy {

@@ -225,6 +225,7 @@ impl PendingIssue {
 pub struct Engine {
     pub(crate) config: Arc<ProfileConfig>,
     pub(crate) derived: Arc<crate::handle::Derived>,
+    pub(crate) reply_signature: crate::config::ReplySignaturePolicy,
 }
 
 impl Engine {
@@ -281,7 +282,25 @@ impl Engine {
         encryption_ras: Vec<crate::config::RaIdentity>,
     ) -> Result<Self, ConfigError> {
         let derived = crate::handle::validate(&config, encryption_ras)?;
-        Ok(Self { config: Arc::new(config), derived: Arc::new(derived) })
+        Ok(Self {
+            config: Arc::new(config),
+            derived: Arc::new(derived),
+            reply_signature: crate::config::ReplySignaturePolicy::default(),
+        })
+    }
+
+    /// This engine with CertReps naming their signature algorithm as `policy`
+    /// says (default: [`ReplySignaturePolicy::RsaEncryption`](crate::config::ReplySignaturePolicy::RsaEncryption),
+    /// the form every client accepts).
+    #[must_use]
+    pub fn with_reply_signature(mut self, policy: crate::config::ReplySignaturePolicy) -> Self {
+        self.reply_signature = policy;
+        self
+    }
+
+    /// How this engine names CertRep signature algorithms.
+    pub fn reply_signature(&self) -> crate::config::ReplySignaturePolicy {
+        self.reply_signature
     }
 
     /// The encryption RA certificates published beside the signing RA

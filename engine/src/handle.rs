@@ -38,7 +38,8 @@ pub(crate) struct ReplyContext {
     recipient_nonce: Vec<u8>,
     /// Digest to sign the CertRep with.
     digest: DigestAlg,
-    /// How to name the CertRep's signature algorithm: as the request did.
+    /// How to name the CertRep's signature algorithm (the profile's
+    /// [`crate::config::ReplySignaturePolicy`] applied to the request).
     signature_form: certrep::SignatureForm,
     /// Cipher to encrypt the reply with.
     cipher: ContentCipher,
@@ -85,18 +86,6 @@ pub(crate) fn validate(config: &ProfileConfig, encryption_ras: Vec<RaIdentity>) 
     if ra.spki.raw != config.ra.key.spki_der() {
         return err("RA certificate and RA private key do not match".into());
     }
-    // The signing RA signs every CertRep: a certificate whose keyUsage forbids
-    // that would have its replies refused by clients (RFC 5280 §4.2.1.3).
-    match key_usage_bit(&ra, KU_DIGITAL_SIGNATURE) {
-        Ok(None | Some(true)) => {}
-        Ok(Some(false)) => {
-            return err(
-                "the (signing) RA certificate's keyUsage lacks digitalSignature, so its CertReps would not verify"
-                    .into(),
-            );
-        }
-        Err(e) => return err(format!("RA certificate keyUsage does not parse: {e}")),
-    }
     let Some(issuing_ca) = config.ca_chain.first() else {
         return err("the CA chain is empty".into());
     };
@@ -112,6 +101,23 @@ pub(crate) fn validate(config: &ProfileConfig, encryption_ras: Vec<RaIdentity>) 
         return err("no digest is allowed".into());
     }
     let ra_is_ca = &config.ra.certificate == issuing_ca;
+    // A separate (signing) RA signs every CertRep: a certificate whose keyUsage
+    // forbids that would have its replies refused (RFC 5280 §4.2.1.3). A CA
+    // acting as its own RA (RFC 8894 §2.1) is left as it is: CA certificates
+    // commonly carry only keyCertSign and cRLSign, and deployed clients accept
+    // its replies.
+    if !ra_is_ca {
+        match key_usage_bit(&ra, KU_DIGITAL_SIGNATURE) {
+            Ok(None | Some(true)) => {}
+            Ok(Some(false)) => {
+                return err(
+                    "the (signing) RA certificate's keyUsage lacks digitalSignature, so its CertReps would not verify"
+                        .into(),
+                );
+            }
+            Err(e) => return err(format!("RA certificate keyUsage does not parse: {e}")),
+        }
+    }
     for (i, enc) in encryption_ras.iter().enumerate() {
         let cert = match CertificateRef::parse(&enc.certificate) {
             Ok(c) => c,
@@ -298,7 +304,7 @@ fn pki_operation(engine: &Engine, bytes: &[u8], now: UnixTime, mut outcome: Outc
         transaction_id: msg.transaction_id.to_string(),
         recipient_nonce: msg.sender_nonce.to_vec(),
         digest: reply_digest,
-        signature_form: certrep::SignatureForm::of_request(msg.signature_alg_oid),
+        signature_form: engine.reply_signature.form_for(msg.signature_alg_oid),
         cipher: ContentCipher::Aes256Cbc,
         recipient_cert: Vec::new(),
     };
@@ -863,7 +869,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::{AlgorithmPolicy, KeyPolicy, RaIdentity, RenewalPolicy};
+    use crate::config::{AlgorithmPolicy, KeyPolicy, RaIdentity, RenewalPolicy, ReplySignaturePolicy};
     use crate::crypto::{RandomSource, RsaPrivateKey};
     use crate::issue::IssuancePolicy;
 
@@ -1394,46 +1400,60 @@ mod tests {
         assert!(Engine::new(c).unwrap_err().0.contains("digitalSignature"));
     }
 
-    /// The signatureAlgorithm the CertRep must carry for a request.
-    fn expected_reply_signature(req: &PkiMessageRef<'_>) -> &'static [u8] {
-        if req.signature_alg_oid == crate::oid::RSA_ENCRYPTION {
-            crate::oid::RSA_ENCRYPTION
-        } else {
+    /// The signatureAlgorithm a CertRep carries for a request under `policy`.
+    fn expected_reply_signature(policy: ReplySignaturePolicy, req: &PkiMessageRef<'_>) -> &'static [u8] {
+        if policy == ReplySignaturePolicy::MirrorRequest && req.signature_alg_oid != crate::oid::RSA_ENCRYPTION {
             req.digest.unwrap().for_reply().rsa_signature_oid()
+        } else {
+            crate::oid::RSA_ENCRYPTION
         }
     }
 
     #[test]
-    fn reply_signature_algorithm_mirrors_the_request_form() {
-        // What each client sends (RFC 5652 §5.3 signatureAlgorithm), and so what it gets back.
-        let expected: [(&str, &[u8]); 6] = [
+    fn reply_signature_algorithm_follows_the_profile_policy() {
+        // What each client sends (RFC 5652 §5.3 signatureAlgorithm), and so what
+        // a mirroring profile answers; by default every reply is rsaEncryption.
+        let sent: [(&str, &[u8]); 6] = [
             ("sscep", crate::oid::RSA_ENCRYPTION),
             ("certmonger", crate::oid::RSA_ENCRYPTION),
             ("pyscep", crate::oid::RSA_ENCRYPTION),
             ("scepreq", crate::oid::RSA_ENCRYPTION),
             ("jscep", crate::oid::SHA256_WITH_RSA),
-            // sha1WithRSAEncryption: the reply's digest is raised to SHA-256.
-            ("scepclient", crate::oid::SHA256_WITH_RSA),
+            ("scepclient", crate::oid::SHA1_WITH_RSA),
         ];
-        let wrong_password = Engine::new(config("not-the-password", all_ciphers())).unwrap();
-        for (client, oid) in expected {
-            let body = read(&format!("{client}-pkcsreq.der"));
-            let req = PkiMessageRef::parse(&body).unwrap();
-            assert_eq!(expected_reply_signature(&req), oid, "{client}");
-            // SUCCESS
-            let r = enrol_capture(&engine(), client, &ra_cert());
-            let rep = PkiMessageRef::parse(&r.body).unwrap();
-            assert_eq!(rep.signature_alg_oid, oid, "{client}: SUCCESS");
-            assert_eq!(rep.digest, Some(req.digest.unwrap().for_reply()), "{client}");
-            // FAILURE (wrong challenge) and the issuer's PENDING
-            let r = respond(wrong_password.handle(post(&body), CAPTURE_TIME));
-            let rep = PkiMessageRef::parse(&r.body).unwrap();
-            rep.verify().unwrap();
-            assert_eq!((rep.pki_status, rep.signature_alg_oid), (Some(PkiStatus::FAILURE), oid), "{client}: FAILURE");
-            let Action::Issue(p) = engine().handle(post(&body), CAPTURE_TIME) else { panic!("{client}") };
-            let r = p.resume(IssueOutcome::Pending, CAPTURE_TIME);
-            assert_eq!(PkiMessageRef::parse(&r.body).unwrap().signature_alg_oid, oid, "{client}: PENDING");
+        for policy in [ReplySignaturePolicy::RsaEncryption, ReplySignaturePolicy::MirrorRequest] {
+            assert_eq!(engine().with_reply_signature(policy).reply_signature(), policy);
+            let wrong_password =
+                Engine::new(config("not-the-password", all_ciphers())).unwrap().with_reply_signature(policy);
+            for (client, sent_oid) in sent {
+                let body = read(&format!("{client}-pkcsreq.der"));
+                let req = PkiMessageRef::parse(&body).unwrap();
+                assert_eq!(req.signature_alg_oid, sent_oid, "{client}");
+                let oid = expected_reply_signature(policy, &req);
+                let e = engine().with_reply_signature(policy);
+                // SUCCESS
+                let r = enrol_capture(&e, client, &ra_cert());
+                let rep = PkiMessageRef::parse(&r.body).unwrap();
+                assert_eq!(rep.signature_alg_oid, oid, "{policy:?} {client}: SUCCESS");
+                assert_eq!(rep.digest, Some(req.digest.unwrap().for_reply()), "{client}");
+                // FAILURE (wrong challenge) and the issuer's PENDING
+                let r = respond(wrong_password.handle(post(&body), CAPTURE_TIME));
+                let rep = PkiMessageRef::parse(&r.body).unwrap();
+                rep.verify().unwrap();
+                assert_eq!((rep.pki_status, rep.signature_alg_oid), (Some(PkiStatus::FAILURE), oid), "{client}");
+                let Action::Issue(p) = e.handle(post(&body), CAPTURE_TIME) else { panic!("{client}") };
+                let r = p.resume(IssueOutcome::Pending, CAPTURE_TIME);
+                assert_eq!(PkiMessageRef::parse(&r.body).unwrap().signature_alg_oid, oid, "{client}: PENDING");
+            }
         }
+        // The mirror really differs: jscep's sha256WithRSAEncryption comes back as such.
+        let jscep = read("jscep-pkcsreq.der");
+        let req = PkiMessageRef::parse(&jscep).unwrap();
+        assert_eq!(expected_reply_signature(ReplySignaturePolicy::MirrorRequest, &req), crate::oid::SHA256_WITH_RSA);
+        // scepclient's sha1WithRSAEncryption: the reply's digest is raised to SHA-256.
+        let scepclient = read("scepclient-pkcsreq.der");
+        let req = PkiMessageRef::parse(&scepclient).unwrap();
+        assert_eq!(expected_reply_signature(ReplySignaturePolicy::MirrorRequest, &req), crate::oid::SHA256_WITH_RSA);
     }
 
     /// Runs openssl; the test fails when it is not installed.
@@ -1459,15 +1479,18 @@ mod tests {
             let signer = signing.certificate.clone();
             (ndes_engine_with_challenge("not-the-password", signing, recipient_ra()), signer)
         };
-        // certmonger and sscep send rsaEncryption, jscep sha256WithRSAEncryption.
-        for client in ["certmonger", "sscep", "jscep"] {
+        // certmonger and sscep send rsaEncryption, jscep sha256WithRSAEncryption;
+        // replies in both forms (default and mirrored) verify.
+        let policies = [ReplySignaturePolicy::RsaEncryption, ReplySignaturePolicy::MirrorRequest];
+        for (policy, client) in policies.into_iter().flat_map(|p| ["certmonger", "sscep", "jscep"].map(|c| (p, c))) {
             let body = read(&format!("{client}-pkcsreq.der"));
             let req = PkiMessageRef::parse(&body).unwrap();
-            let success = enrol_capture(&ndes, client, &sig_der).body;
-            let failure = respond(wrong_password.0.handle(post(&body), CAPTURE_TIME)).body;
+            let success = enrol_capture(&ndes.clone().with_reply_signature(policy), client, &sig_der).body;
+            let failure =
+                respond(wrong_password.0.clone().with_reply_signature(policy).handle(post(&body), CAPTURE_TIME)).body;
             for (what, der, signer) in [("success", &success, &sig_der), ("failure", &failure, &wrong_password.1)] {
                 let rep = PkiMessageRef::parse(der).unwrap();
-                assert_eq!(rep.signature_alg_oid, expected_reply_signature(&req), "{client} {what}");
+                assert_eq!(rep.signature_alg_oid, expected_reply_signature(policy, &req), "{client} {what}");
                 assert_eq!(rep.signer.unwrap().raw, signer.as_slice());
                 let path = dir.join(format!("{client}-{what}.der"));
                 std::fs::write(&path, der).unwrap();

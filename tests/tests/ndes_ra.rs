@@ -6,8 +6,8 @@
 //!
 //! What it proves: every RA certificate a profile publishes receives requests
 //! (in both arrangements), the CA's certificate does not when the CA is not the
-//! RA (badMessageCheck), replies are signed by the signing RA in the signature
-//! form the request used, and Intune's strong-mapping SID reaches the
+//! RA (badMessageCheck), replies are signed by the signing RA, as rsaEncryption
+//! by default or in the request's form when the profile mirrors, and Intune's strong-mapping SID reaches the
 //! certificate as a SAN URI always and as the SID extension only when the
 //! profile trusts it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use scep_engine::config::{
-    AlgorithmPolicy, CaCertShape, ChallengePolicy, KeyPolicy, ProfileConfig, RaIdentity, RenewalPolicy, SanPolicy,
+    AlgorithmPolicy, CaCertShape, ChallengePolicy, KeyPolicy, ProfileConfig, RaIdentity, RenewalPolicy,
+    ReplySignaturePolicy, SanPolicy,
 };
 use scep_engine::crypto::{RsaPrivateKey, SystemRandom};
 use scep_engine::issue::IssuancePolicy;
@@ -158,15 +159,18 @@ impl Pki {
     }
 }
 
-fn forms() -> [(MessageOptions, &'static [u8]); 2] {
+/// The two request forms and the reply's signatureAlgorithm under the
+/// default policy (always rsaEncryption, RFC 3370 §3.2) and the mirroring one.
+fn forms() -> [(MessageOptions, &'static [u8], &'static [u8]); 2] {
     [
-        // certmonger, sscep, PyScep, scepreq, strongSwan: rsaEncryption.
+        // certmonger, sscep, PyScep, scepreq: rsaEncryption.
         (
             MessageOptions { signature_oid: SignatureOid::RsaEncryption, ..MessageOptions::default() },
             oid::RSA_ENCRYPTION,
+            oid::RSA_ENCRYPTION,
         ),
-        // jscep: sha256WithRSAEncryption.
-        (MessageOptions::default(), oid::SHA256_WITH_RSA),
+        // jscep, micromdm, strongSwan: sha256WithRSAEncryption.
+        (MessageOptions::default(), oid::RSA_ENCRYPTION, oid::SHA256_WITH_RSA),
     ]
 }
 
@@ -194,14 +198,18 @@ fn ndes_pair_from_bootstrap_publishes_both_and_each_receives_requests() {
     // A client choosing by key usage (PyScep, scepreq, jscep) encrypts to the
     // encryption RA and verifies replies with the signing RA.
     assert_eq!((ca.recipient_index, ca.signing_ra_index(), ca.ca_index), (1, Some(0), 2));
+    let mirroring = engine.clone().with_reply_signature(ReplySignaturePolicy::MirrorRequest);
     for index in [0, 1] {
         let ca = ca.clone().encrypting_to(index).unwrap();
-        for (options, reply_oid) in forms() {
-            let (key, rep, outcome) = pki.enrol(&engine, &ca, &CsrSpec::new("ndes-device", Some(CHALLENGE)), &options);
-            assert_issued_by_ca(&rep, &key, ca.ca());
-            assert_eq!(outcome.label, "success");
-            assert_eq!(rep.signer_certificate, signing, "CertReps are signed by the signing RA");
-            assert_eq!(rep.signature_oid, reply_oid, "the reply uses the request's signature form");
+        for (options, default_oid, mirrored_oid) in forms() {
+            for (engine, reply_oid) in [(&engine, default_oid), (&mirroring, mirrored_oid)] {
+                let spec = CsrSpec::new("ndes-device", Some(CHALLENGE));
+                let (key, rep, outcome) = pki.enrol(engine, &ca, &spec, &options);
+                assert_issued_by_ca(&rep, &key, ca.ca());
+                assert_eq!(outcome.label, "success");
+                assert_eq!(rep.signer_certificate, signing, "CertReps are signed by the signing RA");
+                assert_eq!(rep.signature_oid, reply_oid, "the reply's signatureAlgorithm follows the policy");
+            }
         }
     }
 }
@@ -213,11 +221,14 @@ fn requests_to_the_ca_are_refused_with_bad_message_check_in_both_arrangements() 
         let ca = pki.get_ca_cert(&engine);
         let ca_index = ca.ca_index;
         let to_ca = ca.encrypting_to(ca_index).unwrap();
-        for (options, reply_oid) in forms() {
-            let (_, rep, outcome) = pki.enrol(&engine, &to_ca, &CsrSpec::new("to-ca", Some(CHALLENGE)), &options);
-            assert_eq!((rep.status, rep.fail_info), (PkiStatus::FAILURE, Some(FailInfo::BAD_MESSAGE_CHECK)));
-            assert_eq!(outcome.label, "unknown_recipient");
-            assert_eq!(rep.signature_oid, reply_oid, "failures mirror the request's form too");
+        let mirroring = engine.clone().with_reply_signature(ReplySignaturePolicy::MirrorRequest);
+        for (options, default_oid, mirrored_oid) in forms() {
+            for (engine, reply_oid) in [(&engine, default_oid), (&mirroring, mirrored_oid)] {
+                let (_, rep, outcome) = pki.enrol(engine, &to_ca, &CsrSpec::new("to-ca", Some(CHALLENGE)), &options);
+                assert_eq!((rep.status, rep.fail_info), (PkiStatus::FAILURE, Some(FailInfo::BAD_MESSAGE_CHECK)));
+                assert_eq!(outcome.label, "unknown_recipient");
+                assert_eq!(rep.signature_oid, reply_oid, "failures follow the reply signature policy too");
+            }
         }
     }
 }
@@ -230,7 +241,7 @@ fn single_ra_from_bootstrap_still_enrols() {
     let ra = pem::certificates(&std::fs::read_to_string(&pki.single.0).unwrap()).unwrap().remove(0);
     assert_eq!(ca.certificates, [ra.clone(), pki.ca.ca_chain()[0].clone()]);
     assert_eq!((ca.recipient_index, ca.signing_ra_index()), (0, Some(0)));
-    for (options, reply_oid) in forms() {
+    for (options, reply_oid, _) in forms() {
         let (key, rep, _) = pki.enrol(&engine, &ca, &CsrSpec::new("single-device", Some(CHALLENGE)), &options);
         assert_issued_by_ca(&rep, &key, ca.ca());
         assert_eq!((rep.signer_certificate.as_slice(), rep.signature_oid.as_slice()), (ra.as_slice(), reply_oid));
