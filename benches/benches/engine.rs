@@ -248,6 +248,7 @@ fn certrep(c: &mut Criterion) {
         ra_cert,
         ra_key: &ra_key,
         digest: DigestAlg::Sha256,
+        signature_form: scep_engine::certrep::SignatureForm::DigestWithRsa,
         transaction_id: "bench-certrep",
         recipient_nonce: &nonce,
         signing_time: UnixTime::now(),

@@ -61,6 +61,43 @@ impl CertRepStatus<'_> {
     }
 }
 
+/// How the CertRep's SignerInfo names its signature algorithm (RFC 5652 §5.3
+/// `signatureAlgorithm`). Both name the same PKCS #1 v1.5 signature with the
+/// SignerInfo's digestAlgorithm: RFC 3370 §3.2 defines `rsaEncryption` for CMS
+/// (which every implementation must accept) and allows
+/// `sha*WithRSAEncryption` (RFC 5754 §3.2), which not every client accepts.
+/// Which one a reply uses is the profile's
+/// [`crate::config::ReplySignaturePolicy`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SignatureForm {
+    /// `rsaEncryption` (`1.2.840.113549.1.1.1`), the digest given by the
+    /// SignerInfo's digestAlgorithm. What sscep, certmonger, PyScep and
+    /// scepreq send, what NDES writes, and the only form strongSwan's
+    /// `pki --scep` (5.9.x) verifies.
+    #[default]
+    RsaEncryption,
+    /// `sha256WithRSAEncryption` and its SHA-384/512 siblings, matching the
+    /// digestAlgorithm. What jscep, micromdm's scepclient and strongSwan send.
+    DigestWithRsa,
+}
+
+impl SignatureForm {
+    /// The form a request's SignerInfo used, from its signatureAlgorithm OID
+    /// contents: `rsaEncryption` gives [`Self::RsaEncryption`], anything else
+    /// [`Self::DigestWithRsa`].
+    pub fn of_request(signature_alg_oid: &[u8]) -> Self {
+        if signature_alg_oid == oid::RSA_ENCRYPTION { Self::RsaEncryption } else { Self::DigestWithRsa }
+    }
+
+    /// The signatureAlgorithm OID contents for a signature made with `digest`.
+    pub const fn oid(self, digest: DigestAlg) -> &'static [u8] {
+        match self {
+            Self::RsaEncryption => oid::RSA_ENCRYPTION,
+            Self::DigestWithRsa => digest.rsa_signature_oid(),
+        }
+    }
+}
+
 /// Why a CertRep could not be built. None of these is caused by the client's
 /// bytes: they mean a broken RA key or an unusable requester certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,8 +151,11 @@ pub struct CertRepBuilder<'a> {
     /// The RA private key matching `ra_cert` (checked at configuration time).
     pub ra_key: &'a RsaPrivateKey,
     /// The request's digest; the reply uses [`DigestAlg::for_reply`] of it for
-    /// digestAlgorithm, messageDigest and the sha*WithRSAEncryption signature.
+    /// digestAlgorithm, messageDigest and the signature.
     pub digest: DigestAlg,
+    /// How the SignerInfo names the signature algorithm (see
+    /// [`crate::config::ReplySignaturePolicy`]).
+    pub signature_form: SignatureForm,
     /// The request's transactionID, echoed (RFC 8894 §3.2.1.1).
     pub transaction_id: &'a str,
     /// The request's senderNonce, echoed as recipientNonce (RFC 8894 §3.2.1.5).
@@ -143,7 +183,7 @@ impl CertRepBuilder<'_> {
     /// digestAlgorithms `{digest}`, encapContentInfo `id-data` with the envelope
     /// as eContent on SUCCESS only, certificates `[0]` = the RA certificate, one
     /// SignerInfo version 1 (sid issuerAndSerialNumber) with DER-sorted signed
-    /// attributes and a sha*WithRSAEncryption signature.
+    /// attributes and a PKCS #1 v1.5 signature named as `signature_form` says.
     ///
     /// # Errors
     /// [`CertRepError::Sign`] when the RA key fails to sign.
@@ -176,7 +216,7 @@ impl CertRepBuilder<'_> {
     /// Writes the SignedData ContentInfo around the signed attributes and signature.
     fn write(&self, digest: DigestAlg, content: Option<&[u8]>, attrs: &[u8], signature: &[u8]) -> Vec<u8> {
         let ra = &self.ra_cert;
-        let signature_oid = digest.rsa_signature_oid();
+        let signature_oid = self.signature_form.oid(digest);
         // RFC 5754 §2: SHA-2 AlgorithmIdentifiers are generated with absent parameters.
         let digest_alg_len = algorithm_identifier_len(digest.oid(), false);
         let encap_contents = tlv_len(oid::DATA.len()) + content.map_or(0, |c| tlv_len(tlv_len(c.len())));
@@ -418,6 +458,7 @@ mod tests {
             ra_cert: CertificateRef::parse(cert).unwrap(),
             ra_key: key,
             digest,
+            signature_form: SignatureForm::DigestWithRsa,
             transaction_id: TID,
             recipient_nonce: &REQUEST_NONCE,
             signing_time: NOW,

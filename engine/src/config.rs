@@ -21,6 +21,37 @@ pub enum CaCertShape {
     CaOnly,
 }
 
+/// How CertReps name their signature algorithm (RFC 5652 §5.3
+/// `signatureAlgorithm`); see [`crate::certrep::SignatureForm`].
+///
+/// RFC 3370 §3.2: CMS implementations that support RSA signatures MUST accept
+/// `rsaEncryption` and MAY accept the `sha*WithRSAEncryption` identifiers. So
+/// `rsaEncryption` is the one form every conforming client verifies; it is
+/// also what NDES writes, and the only form strongSwan's `pki --scep` 5.9
+/// verifies, although strongSwan itself *sends* `sha256WithRSAEncryption`: a
+/// reply that mirrored its request would be thrown away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplySignaturePolicy {
+    /// Always `rsaEncryption` (the default).
+    #[default]
+    RsaEncryption,
+    /// The form the request's SignerInfo used: `rsaEncryption` for an
+    /// `rsaEncryption` request (sscep, certmonger, PyScep, scepreq),
+    /// `sha*WithRSAEncryption` otherwise (jscep, micromdm, strongSwan).
+    MirrorRequest,
+}
+
+impl ReplySignaturePolicy {
+    /// The form of the reply to a request whose SignerInfo signatureAlgorithm
+    /// OID contents are `request_signature_oid`.
+    pub fn form_for(self, request_signature_oid: &[u8]) -> crate::certrep::SignatureForm {
+        match self {
+            Self::RsaEncryption => crate::certrep::SignatureForm::RsaEncryption,
+            Self::MirrorRequest => crate::certrep::SignatureForm::of_request(request_signature_oid),
+        }
+    }
+}
+
 /// How a profile authenticates enrolments.
 #[derive(Clone, Default)]
 pub enum ChallengePolicy {
@@ -126,8 +157,26 @@ impl Default for RenewalPolicy {
     }
 }
 
-/// The RA (or CA acting as RA): the identity that decrypts requests and signs
-/// CertReps (RFC 8894 §2.1).
+/// One RA certificate and its key (RFC 8894 §2.1).
+///
+/// A profile publishes its RA certificates in GetCACert in one of two
+/// arrangements:
+///
+/// - **single RA** (or the CA acting as RA): [`ProfileConfig::ra`] alone, one
+///   certificate with keyUsage digitalSignature and keyEncipherment that both
+///   signs CertReps and receives request envelopes. Build the engine with
+///   [`crate::Engine::new`].
+/// - **NDES**: a *signing* RA certificate ([`ProfileConfig::ra`], keyUsage
+///   digitalSignature only) and an *encryption* RA certificate (keyUsage
+///   keyEncipherment only), as Microsoft NDES publishes them. Build the engine
+///   with [`crate::Engine::with_encryption_ras`].
+///
+/// Whatever the arrangement, a request may be encrypted to any RA certificate
+/// the profile publishes: the engine decrypts with the key of the certificate
+/// the RecipientInfo names (RFC 5652 §6.2.1). The CA key is never used to
+/// decrypt unless the CA certificate is itself the RA. CertReps are always
+/// signed by [`ProfileConfig::ra`]. The order in which the certificates are
+/// published, and why, is described at [`crate::Engine::with_encryption_ras`].
 #[derive(Debug)]
 pub struct RaIdentity {
     /// RA certificate DER.
@@ -141,7 +190,9 @@ pub struct RaIdentity {
 pub struct ProfileConfig {
     /// Profile name: `[a-z0-9-]+`, the URL segment of `/scep/<name>`.
     pub name: String,
-    /// The RA identity.
+    /// The signing RA: signs every CertRep and also decrypts requests
+    /// encrypted to its certificate. In the NDES arrangement the encryption RA
+    /// certificates are given to [`crate::Engine::with_encryption_ras`].
     pub ra: RaIdentity,
     /// The CA chain, issuing CA first, then up to the root (DER).
     pub ca_chain: Vec<Vec<u8>>,

@@ -225,6 +225,7 @@ impl PendingIssue {
 pub struct Engine {
     pub(crate) config: Arc<ProfileConfig>,
     pub(crate) derived: Arc<crate::handle::Derived>,
+    pub(crate) reply_signature: crate::config::ReplySignaturePolicy,
 }
 
 impl Engine {
@@ -234,8 +235,78 @@ impl Engine {
     /// [`ConfigError`] naming the problem (e.g. RA certificate and key do not
     /// match, empty CA chain, invalid profile name).
     pub fn new(config: ProfileConfig) -> Result<Self, ConfigError> {
-        let derived = crate::handle::validate(&config)?;
-        Ok(Self { config: Arc::new(config), derived: Arc::new(derived) })
+        Self::with_encryption_ras(config, Vec::new())
+    }
+
+    /// Validates `config` and builds an engine for the NDES RA arrangement (see
+    /// [`RaIdentity`](crate::config::RaIdentity)): `config.ra` is the signing
+    /// RA (keyUsage digitalSignature), `encryption_ras` the encryption RA
+    /// certificates (keyUsage keyEncipherment, normally one). With an empty
+    /// `encryption_ras` this is [`Engine::new`].
+    ///
+    /// GetCACert (RFC 8894 §4.2.1.2) then publishes, in this order:
+    /// **signing RA, encryption RA(s), issuing CA, ..., root** (the signing RA
+    /// is left out when it is the CA itself, which is then published with the
+    /// chain). The order lets every client we know enrol without options:
+    ///
+    /// - sscep writes the certificates to `ca.crt-0`, `-1`, ... and, given
+    ///   `-c ca.crt-0`, encrypts to that one: the signing RA, which the engine
+    ///   decrypts with its own key; the reply is signed by the same
+    ///   certificate. Given `-c ca.crt` (its "guess" mode) it picks the
+    ///   digitalSignature and keyEncipherment certificates itself.
+    /// - PyScep and scepreq encrypt to the first non-CA certificate with
+    ///   keyEncipherment and without digitalSignature (else the CA, which is
+    ///   why the single arrangement fails for them when the CA is not the RA)
+    ///   and verify the reply with the first non-CA one with
+    ///   digitalSignature: the encryption and the signing RA.
+    /// - jscep's `DefaultCertStoreInspector` selects by key usage the same way.
+    /// - certmonger takes the end-entity certificate, preferring one with
+    ///   keyEncipherment (`CM_PKCS7_LEAF_PREFER_ENCRYPT`): the encryption RA.
+    /// - micromdm's scepclient encrypts to every certificate it got (one
+    ///   RecipientInfo each); the engine uses the first RecipientInfo that
+    ///   names an RA certificate and ignores the one naming the CA.
+    /// - strongSwan's `pki --scepca` writes the RA certificates, in this order,
+    ///   to `<caout>-ra.der` and `<caout>-ra-2.der`; `pki --scep` is given them
+    ///   as `--cacert-sig` and `--cacert-enc` (5.9.x verifies a reply only
+    ///   when it is signed as `rsaEncryption`, which its own requests use).
+    ///
+    /// Every RA certificate's key must be RSA (it receives CMS key transport,
+    /// RFC 8894 §3.2.2); none may repeat another published certificate.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the problem: an encryption RA certificate that
+    /// does not parse or does not match its key, one equal to the signing RA
+    /// or a CA certificate, or `ca-only` GetCACert (which cannot publish them).
+    pub fn with_encryption_ras(
+        config: ProfileConfig,
+        encryption_ras: Vec<crate::config::RaIdentity>,
+    ) -> Result<Self, ConfigError> {
+        let derived = crate::handle::validate(&config, encryption_ras)?;
+        Ok(Self {
+            config: Arc::new(config),
+            derived: Arc::new(derived),
+            reply_signature: crate::config::ReplySignaturePolicy::default(),
+        })
+    }
+
+    /// This engine with CertReps naming their signature algorithm as `policy`
+    /// says (default: [`ReplySignaturePolicy::RsaEncryption`](crate::config::ReplySignaturePolicy::RsaEncryption),
+    /// the form every client accepts).
+    #[must_use]
+    pub fn with_reply_signature(mut self, policy: crate::config::ReplySignaturePolicy) -> Self {
+        self.reply_signature = policy;
+        self
+    }
+
+    /// How this engine names CertRep signature algorithms.
+    pub fn reply_signature(&self) -> crate::config::ReplySignaturePolicy {
+        self.reply_signature
+    }
+
+    /// The encryption RA certificates published beside the signing RA
+    /// (empty in the single-RA arrangement), in GetCACert order.
+    pub fn encryption_ras(&self) -> &[crate::config::RaIdentity] {
+        &self.derived.encryption_ras
     }
 
     /// The configuration snapshot.

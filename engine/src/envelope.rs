@@ -21,6 +21,19 @@ pub struct Opened {
     pub content: Vec<u8>,
     /// The content-encryption algorithm the client used (mirror it in the reply).
     pub cipher: ContentCipher,
+    /// Which of the recipients given to [`open_for`] the envelope was opened
+    /// with (an index into that slice; always 0 for [`open`]).
+    pub recipient: usize,
+}
+
+/// A certificate the server publishes and can receive envelopes for, with its
+/// key (RFC 5652 §6.2.1: the RecipientInfo names the certificate).
+#[derive(Clone, Copy, Debug)]
+pub struct Recipient<'a> {
+    /// The published certificate.
+    pub certificate: CertificateRef<'a>,
+    /// Its private key.
+    pub key: &'a RsaPrivateKey,
 }
 
 /// Why an envelope could not be opened.
@@ -30,8 +43,10 @@ pub enum EnvelopeError {
     /// Broken BER/DER, a wrong content type, a missing IV or ciphertext.
     /// failInfo `badRequest`.
     Malformed(DecodeError),
-    /// No KeyTransRecipientInfo for the RA (and not exactly one to fall back
-    /// on). failInfo `badRequest`.
+    /// No KeyTransRecipientInfo names a certificate the server can decrypt
+    /// for (e.g. the request was encrypted to the CA certificate while the CA
+    /// is not the RA). failInfo `badMessageCheck`, like a failed decryption:
+    /// the server cannot read the request.
     NoRecipient,
     /// The key-encryption algorithm is not rsaEncryption (e.g. RSAES-OAEP).
     /// failInfo `badAlg`.
@@ -50,9 +65,9 @@ impl EnvelopeError {
     /// The CertRep failInfo for this error (RFC 8894 §3.2.1.4).
     pub const fn fail_info(&self) -> FailInfo {
         match self {
-            Self::Malformed(_) | Self::NoRecipient => FailInfo::BAD_REQUEST,
+            Self::Malformed(_) => FailInfo::BAD_REQUEST,
             Self::UnsupportedKeyEncryption | Self::UnsupportedCipher | Self::CipherNotAllowed(_) => FailInfo::BAD_ALG,
-            Self::DecryptFailed => FailInfo::BAD_MESSAGE_CHECK,
+            Self::NoRecipient | Self::DecryptFailed => FailInfo::BAD_MESSAGE_CHECK,
         }
     }
 }
@@ -67,7 +82,7 @@ impl std::fmt::Display for EnvelopeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Malformed(e) => write!(f, "malformed envelope: {e}"),
-            Self::NoRecipient => f.write_str("no recipient info for the RA certificate"),
+            Self::NoRecipient => f.write_str("no RecipientInfo names an RA certificate of this profile"),
             Self::UnsupportedKeyEncryption => f.write_str("unsupported key-encryption algorithm"),
             Self::UnsupportedCipher => f.write_str("unsupported content-encryption algorithm"),
             Self::CipherNotAllowed(c) => write!(f, "content encryption {} not allowed", c.name()),
@@ -87,11 +102,8 @@ struct KeyTrans<'a> {
 
 /// Opens a pkcsPKIEnvelope addressed to the RA (RFC 8894 §3.2.2, RFC 5652 §6).
 ///
-/// `envelope` is the ContentInfo(envelopedData), DER or BER. The
-/// KeyTransRecipientInfo whose rid names `ra_cert` is used; if none matches and
-/// there is exactly one, that one is tried anyway (some clients name the CA).
-/// `allowed` lists the content ciphers the profile accepts. `rng` supplies the
-/// implicit-rejection key.
+/// The one-recipient form of [`open_for`]: the envelope must carry a
+/// KeyTransRecipientInfo naming `ra_cert`.
 ///
 /// # Errors
 /// See [`EnvelopeError`]; [`EnvelopeError::fail_info`] gives the failInfo.
@@ -102,33 +114,37 @@ pub fn open(
     allowed: &[ContentCipher],
     rng: &dyn RandomSource,
 ) -> Result<Opened, EnvelopeError> {
-    // RFC 5652 §3 ContentInfo
-    let ci = parse_single(envelope)?.expect_tag(tag::SEQUENCE)?;
-    let mut r = ci.reader();
-    let ct = r.expect(tag::OID)?;
-    if ct.contents != oid::ENVELOPED_DATA {
-        return Err(EnvelopeError::Malformed(DecodeError::new(crate::wire::DecodeErrorKind::InvalidValue, ct.offset)));
-    }
-    let explicit = r.expect(tag::context_constructed(0))?;
-    r.finish()?;
-    let mut er = explicit.reader();
-    let ed = er.expect(tag::SEQUENCE)?;
-    er.finish()?;
+    open_for(envelope, &[Recipient { certificate: *ra_cert, key: ra_key }], allowed, rng)
+}
 
-    // RFC 5652 §6.1 EnvelopedData
-    let mut r = ed.reader();
-    r.expect(tag::INTEGER)?; // version
-    r.optional(tag::context_constructed(0))?; // originatorInfo
-    let recipients = key_trans_recipients(r.expect(tag::SET)?)?;
-    let eci = r.expect(tag::SEQUENCE)?;
-    r.optional(tag::context_constructed(1))?; // unprotectedAttrs
-    r.finish()?;
-
-    let chosen = match recipients.iter().find(|k| k.rid.matches(ra_cert)) {
-        Some(k) => k,
-        None if recipients.len() == 1 => &recipients[0],
-        None => return Err(EnvelopeError::NoRecipient),
+/// Opens a pkcsPKIEnvelope addressed to any of `recipients` (RFC 8894 §3.2.2,
+/// RFC 5652 §6).
+///
+/// `envelope` is the ContentInfo(envelopedData), DER or BER. The first
+/// KeyTransRecipientInfo whose rid (issuerAndSerialNumber or
+/// subjectKeyIdentifier, RFC 5652 §6.2.1) names one of `recipients` is
+/// decrypted with that recipient's key; RecipientInfos naming other
+/// certificates (a client may encrypt to every certificate GetCACert gave it,
+/// the CA's included) are ignored. When none names a recipient the envelope is
+/// refused ([`EnvelopeError::NoRecipient`]) without trying any key. `allowed`
+/// lists the content ciphers the profile accepts. `rng` supplies the
+/// implicit-rejection key.
+///
+/// # Errors
+/// See [`EnvelopeError`]; [`EnvelopeError::fail_info`] gives the failInfo.
+pub fn open_for(
+    envelope: &[u8],
+    recipients: &[Recipient<'_>],
+    allowed: &[ContentCipher],
+    rng: &dyn RandomSource,
+) -> Result<Opened, EnvelopeError> {
+    let (infos, eci) = enveloped_data(envelope)?;
+    let Some((chosen, recipient)) =
+        infos.iter().find_map(|k| recipients.iter().position(|r| k.rid.matches(&r.certificate)).map(|i| (k, i)))
+    else {
+        return Err(EnvelopeError::NoRecipient);
     };
+    let ra_key = recipients[recipient].key;
     // RFC 8894 §3.2.2 / RFC 5652 §6.2.1: RSA PKCS#1 v1.5 key transport.
     if chosen.key_encryption_alg != oid::RSA_ENCRYPTION {
         return Err(EnvelopeError::UnsupportedKeyEncryption);
@@ -163,7 +179,53 @@ pub fn open(
     let mut buf = encrypted.implicit_octets()?.into_owned();
     let n = cipher.decrypt(&key, iv, &mut buf).map_err(|_| EnvelopeError::DecryptFailed)?;
     buf.truncate(n);
-    Ok(Opened { content: buf, cipher })
+    Ok(Opened { content: buf, cipher, recipient })
+}
+
+/// Splits a ContentInfo(envelopedData) into its KeyTransRecipientInfos and
+/// its EncryptedContentInfo (RFC 5652 §3, §6.1).
+fn enveloped_data(envelope: &[u8]) -> Result<(Vec<KeyTrans<'_>>, Tlv<'_>), EnvelopeError> {
+    // RFC 5652 §3 ContentInfo
+    let ci = parse_single(envelope)?.expect_tag(tag::SEQUENCE)?;
+    let mut r = ci.reader();
+    let ct = r.expect(tag::OID)?;
+    if ct.contents != oid::ENVELOPED_DATA {
+        return Err(EnvelopeError::Malformed(DecodeError::new(crate::wire::DecodeErrorKind::InvalidValue, ct.offset)));
+    }
+    let explicit = r.expect(tag::context_constructed(0))?;
+    r.finish()?;
+    let mut er = explicit.reader();
+    let ed = er.expect(tag::SEQUENCE)?;
+    er.finish()?;
+
+    // RFC 5652 §6.1 EnvelopedData
+    let mut r = ed.reader();
+    r.expect(tag::INTEGER)?; // version
+    r.optional(tag::context_constructed(0))?; // originatorInfo
+    let recipients = key_trans_recipients(r.expect(tag::SET)?)?;
+    let eci = r.expect(tag::SEQUENCE)?;
+    r.optional(tag::context_constructed(1))?; // unprotectedAttrs
+    r.finish()?;
+    Ok((recipients, eci))
+}
+
+/// The certificates an envelope's KeyTransRecipientInfos name, for telling an
+/// operator whom a request was encrypted to: `issuer <name>, serial <hex>` or
+/// `subjectKeyIdentifier <hex>`, in the envelope's order.
+///
+/// # Errors
+/// When the envelope does not parse.
+pub fn recipient_names(envelope: &[u8]) -> Result<Vec<String>, EnvelopeError> {
+    let (infos, _) = enveloped_data(envelope)?;
+    Ok(infos
+        .iter()
+        .map(|k| match k.rid {
+            CertIdRef::IssuerAndSerial { issuer, serial } => {
+                format!("issuer {}, serial {}", crate::x509::name_to_string(issuer), crate::handle::hex(serial))
+            }
+            CertIdRef::SubjectKeyId(ski) => format!("subjectKeyIdentifier {}", crate::handle::hex(ski)),
+        })
+        .collect())
 }
 
 /// The KeyTransRecipientInfos of a RecipientInfos SET (other kinds are skipped).
@@ -337,10 +399,25 @@ pub(crate) mod tests {
         let ktri = ed.reader().nth_tlv(1).reader().read().unwrap();
         let rid = CertIdRef::from_tlv(ktri.reader().nth_tlv(1)).unwrap();
         assert!(rid.matches(&cert));
-        // A certificate the rid does not name: the single KTRI is still tried.
+        // A certificate the rid does not name is never tried, even with the
+        // right key and a lone RecipientInfo: the request was not meant for it.
         let signer = m.signer.unwrap();
         assert!(!rid.matches(&signer));
-        assert!(open(&m.content, &signer, &ra.key, &ALL, &FixedRng).is_ok());
+        let e = open(&m.content, &signer, &ra.key, &ALL, &FixedRng).unwrap_err();
+        assert_eq!((e, e.fail_info()), (EnvelopeError::NoRecipient, FailInfo::BAD_MESSAGE_CHECK));
+        // Among several recipients, the one the rid names is used and reported.
+        let (other_key, _) = RsaPrivateKey::generate(2048).unwrap();
+        let both = [Recipient { certificate: signer, key: &other_key }, Recipient { certificate: cert, key: &ra.key }];
+        let opened = open_for(&m.content, &both, &ALL, &FixedRng).unwrap();
+        assert_eq!((opened.recipient, opened.content), (1, open_capture("sscep").content));
+        assert_eq!(
+            recipient_names(&m.content).unwrap(),
+            [format!(
+                "issuer {}, serial {}",
+                crate::x509::name_to_string(cert.issuer),
+                crate::handle::hex(cert.serial)
+            )]
+        );
     }
 
     #[test]
@@ -436,14 +513,19 @@ pub(crate) mod tests {
         // BER, chunked ciphertext, the matching KTRI picked among several.
         assert_eq!(open_with(&[stranger.clone(), real.clone()]), Ok(expected.clone()));
         assert_eq!(open_with(&[real.clone(), other.clone()]), Ok(expected.clone()));
-        // A single non-matching KTRI is tried anyway (clients that name the CA).
-        assert_eq!(open_with(std::slice::from_ref(&stranger)), Ok(expected));
-        // Several, none matching: no recipient.
+        // A single non-matching KTRI is not tried (it names someone else).
+        assert_eq!(open_with(std::slice::from_ref(&stranger)), Err(EnvelopeError::NoRecipient));
+        // Several, none matching: no recipient, badMessageCheck like a failed decryption.
         let e = open_with(&[stranger.clone(), other]).unwrap_err();
         assert_eq!(e, EnvelopeError::NoRecipient);
-        assert_eq!(e.fail_info(), FailInfo::BAD_REQUEST);
-        // RSAES-OAEP key transport is refused as an algorithm problem.
-        let oaep = ski_ktri(real, b"stranger", &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07]);
+        assert_eq!(e.fail_info(), FailInfo::BAD_MESSAGE_CHECK);
+        // A KTRI naming the certificate by subjectKeyIdentifier (RFC 5652 §6.2.1) is used.
+        let Ok(Some((_, ski_ext))) = cert.extension(oid::SUBJECT_KEY_IDENTIFIER) else { panic!("no SKI") };
+        let ski = parse_single(ski_ext).unwrap().contents;
+        let by_ski = ski_ktri(real, ski, oid::RSA_ENCRYPTION);
+        assert_eq!(open_with(&[stranger.clone(), by_ski]), Ok(expected));
+        // RSAES-OAEP key transport to the RA is refused as an algorithm problem.
+        let oaep = ski_ktri(real, ski, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07]);
         let e = open_with(&[oaep]).unwrap_err();
         assert_eq!(e, EnvelopeError::UnsupportedKeyEncryption);
         assert_eq!(e.fail_info(), FailInfo::BAD_ALG);

@@ -8,7 +8,7 @@
 
 use crate::certrep;
 use crate::codes::{FailInfo, MessageType, PkiStatus};
-use crate::config::{CaCertShape, ChallengePolicy, ConfigError, ProfileConfig};
+use crate::config::{CaCertShape, ChallengePolicy, ConfigError, ProfileConfig, RaIdentity};
 use crate::crypto::{ContentCipher, DigestAlg, PublicKeyRef};
 use crate::csr::CsrRef;
 use crate::engine::{Action, Engine, Message, Method, Operation, Outcome, PendingIssue, Request, Response};
@@ -38,6 +38,9 @@ pub(crate) struct ReplyContext {
     recipient_nonce: Vec<u8>,
     /// Digest to sign the CertRep with.
     digest: DigestAlg,
+    /// How to name the CertRep's signature algorithm (the profile's
+    /// [`crate::config::ReplySignaturePolicy`] applied to the request).
+    signature_form: certrep::SignatureForm,
     /// Cipher to encrypt the reply with.
     cipher: ContentCipher,
     /// The certificate that signed the request: the reply is encrypted to it
@@ -45,16 +48,32 @@ pub(crate) struct ReplyContext {
     recipient_cert: Vec<u8>,
 }
 
-/// Precomputed answers that depend only on the configuration.
+/// Precomputed answers that depend only on the configuration, and the
+/// encryption RAs of the NDES arrangement.
 #[derive(Debug)]
 pub(crate) struct Derived {
     caps: String,
     ca_cert_body: Vec<u8>,
     ca_cert_content_type: &'static str,
+    /// The encryption RA certificates published after the signing RA.
+    pub(crate) encryption_ras: Vec<RaIdentity>,
+}
+
+/// keyUsage digitalSignature (RFC 5280 §4.2.1.3, bit 0).
+const KU_DIGITAL_SIGNATURE: u8 = 0;
+
+/// Whether `cert`'s keyUsage allows bit `bit` (`None`: no keyUsage extension,
+/// so every usage is allowed).
+fn key_usage_bit(cert: &CertificateRef<'_>, bit: u8) -> Result<Option<bool>, crate::wire::DecodeError> {
+    let Some((_, value)) = cert.extension(crate::oid::KEY_USAGE)? else { return Ok(None) };
+    let bits = crate::wire::parse_single(value)?.expect_tag(crate::wire::tag::BIT_STRING)?;
+    // contents: unused-bits octet, then the named bits, most significant first.
+    let octet = bits.contents.get(1 + usize::from(bit / 8)).copied().unwrap_or(0);
+    Ok(Some(octet & (0x80 >> (bit % 8)) != 0))
 }
 
 /// Checks a configuration and precomputes the static answers.
-pub(crate) fn validate(config: &ProfileConfig) -> Result<Derived, ConfigError> {
+pub(crate) fn validate(config: &ProfileConfig, encryption_ras: Vec<RaIdentity>) -> Result<Derived, ConfigError> {
     let err = |m: String| Err(ConfigError(format!("profile {:?}: {m}", config.name)));
     if config.name.is_empty() || !config.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
@@ -82,6 +101,43 @@ pub(crate) fn validate(config: &ProfileConfig) -> Result<Derived, ConfigError> {
         return err("no digest is allowed".into());
     }
     let ra_is_ca = &config.ra.certificate == issuing_ca;
+    // A separate (signing) RA signs every CertRep: a certificate whose keyUsage
+    // forbids that would have its replies refused (RFC 5280 §4.2.1.3). A CA
+    // acting as its own RA (RFC 8894 §2.1) is left as it is: CA certificates
+    // commonly carry only keyCertSign and cRLSign, and deployed clients accept
+    // its replies.
+    if !ra_is_ca {
+        match key_usage_bit(&ra, KU_DIGITAL_SIGNATURE) {
+            Ok(None | Some(true)) => {}
+            Ok(Some(false)) => {
+                return err(
+                    "the (signing) RA certificate's keyUsage lacks digitalSignature, so its CertReps would not verify"
+                        .into(),
+                );
+            }
+            Err(e) => return err(format!("RA certificate keyUsage does not parse: {e}")),
+        }
+    }
+    for (i, enc) in encryption_ras.iter().enumerate() {
+        let cert = match CertificateRef::parse(&enc.certificate) {
+            Ok(c) => c,
+            Err(e) => return err(format!("encryption RA certificate #{i} does not parse: {e}")),
+        };
+        if cert.spki.raw != enc.key.spki_der() {
+            return err(format!("encryption RA certificate #{i} and its private key do not match"));
+        }
+        let repeated = enc.certificate == config.ra.certificate
+            || config.ca_chain.contains(&enc.certificate)
+            || encryption_ras[..i].iter().any(|other| other.certificate == enc.certificate);
+        if repeated {
+            return err(format!(
+                "encryption RA certificate #{i} is already published (as the signing RA, a CA or another encryption RA)"
+            ));
+        }
+    }
+    if !encryption_ras.is_empty() && config.ca_cert_shape == CaCertShape::CaOnly {
+        return err("ca-only GetCACert cannot publish encryption RA certificates; use the RA-and-chain shape".into());
+    }
     let (ca_cert_body, ca_cert_content_type) = match config.ca_cert_shape {
         CaCertShape::CaOnly if !ra_is_ca => {
             return err(
@@ -90,17 +146,22 @@ pub(crate) fn validate(config: &ProfileConfig) -> Result<Derived, ConfigError> {
             );
         }
         CaCertShape::CaOnly => (issuing_ca.clone(), CA_CERT),
-        CaCertShape::RaAndChain if ra_is_ca && config.ca_chain.len() == 1 => (issuing_ca.clone(), CA_CERT),
+        CaCertShape::RaAndChain if ra_is_ca && config.ca_chain.len() == 1 && encryption_ras.is_empty() => {
+            (issuing_ca.clone(), CA_CERT)
+        }
         CaCertShape::RaAndChain => {
-            let mut certs: Vec<&[u8]> = Vec::with_capacity(config.ca_chain.len() + 1);
+            // Signing RA, encryption RA(s), issuing CA, ..., root: why this
+            // order is documented at Engine::with_encryption_ras.
+            let mut certs: Vec<&[u8]> = Vec::with_capacity(config.ca_chain.len() + 1 + encryption_ras.len());
             if !ra_is_ca {
                 certs.push(&config.ra.certificate);
             }
+            certs.extend(encryption_ras.iter().map(|r| r.certificate.as_slice()));
             certs.extend(config.ca_chain.iter().map(Vec::as_slice));
             (pkcs7::certs_only(&certs, &[]), CA_RA_CERT)
         }
     };
-    Ok(Derived { caps: capabilities(config), ca_cert_body, ca_cert_content_type })
+    Ok(Derived { caps: capabilities(config), ca_cert_body, ca_cert_content_type, encryption_ras })
 }
 
 /// The GetCACaps answer (RFC 8894 §3.5.2): only what is implemented and allowed.
@@ -243,6 +304,7 @@ fn pki_operation(engine: &Engine, bytes: &[u8], now: UnixTime, mut outcome: Outc
         transaction_id: msg.transaction_id.to_string(),
         recipient_nonce: msg.sender_nonce.to_vec(),
         digest: reply_digest,
+        signature_form: engine.reply_signature.form_for(msg.signature_alg_oid),
         cipher: ContentCipher::Aes256Cbc,
         recipient_cert: Vec::new(),
     };
@@ -318,11 +380,7 @@ fn authorize(
             format!("signingTime {} is more than {tol}s from now {}", t.to_rfc3339(), now.to_rfc3339()),
         ));
     }
-    let ra_cert = CertificateRef::parse(&config.ra.certificate)
-        .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "internal_error", format!("RA certificate: {e}")))?;
-    let opened =
-        envelope::open(&msg.content, &ra_cert, &config.ra.key, &config.algorithms.ciphers, config.rng.as_ref())
-            .map_err(|e| Failure::new(e.fail_info(), "decrypt_failed", format!("pkcsPKIEnvelope: {e}")))?;
+    let opened = engine.open_envelope(&msg.content)?;
     reply.cipher = opened.cipher.for_reply();
     if !config.algorithms.ciphers.contains(&reply.cipher) {
         // E.g. DES allowed but 3DES not: answer in the request's own cipher.
@@ -431,6 +489,7 @@ fn enrol(
         ));
     }
     check_san_policy(&config.sans, &sans)?;
+    let sid_extension = requested_sid_extension(config, &csr, outcome)?;
 
     let mut policy = config.issuance.clone();
     if !ekus.is_empty() {
@@ -446,6 +505,7 @@ fn enrol(
         requested_ekus: ekus.iter().map(|e| e.to_vec()).collect(),
         policy,
         authorization,
+        sid_extension,
     };
 
     // Renewal (RFC 8894 §3.3.1.2): a request signed by a certificate this CA
@@ -571,6 +631,17 @@ fn check_san_policy(policy: &crate::config::SanPolicy, sans: &[SubjectAltName]) 
                 format!("subjectAltName {san} ({kind:?}) is not allowed by this profile"),
             ));
         }
+        // KB5014754 strong mapping: a SID URI must carry a well-formed SID.
+        if let SubjectAltName::Uri(uri) = san
+            && let Some(sid) = crate::strong_mapping::sid_of_uri(uri)
+            && !crate::strong_mapping::is_security_identifier(sid)
+        {
+            return Err(Failure::new(
+                FailInfo::BAD_REQUEST,
+                "bad_csr",
+                format!("subjectAltName {san}: {sid:?} is not a security identifier (S-1-...)"),
+            ));
+        }
         if let SubjectAltName::Dns(name) = san
             && !policy.dns_suffixes.is_empty()
             && !policy.dns_suffixes.iter().any(|s| dns_within(name, s))
@@ -583,6 +654,32 @@ fn check_san_policy(policy: &crate::config::SanPolicy, sans: &[SubjectAltName]) 
         }
     }
     Ok(())
+}
+
+/// The SID extension (KB5014754) to copy into the certificate: the CSR's
+/// requested one when the profile trusts it and it is well-formed (else
+/// badRequest), `None` when the CSR asks for none or the profile does not trust
+/// it (then the drop is noted in the outcome's detail for the audit log).
+fn requested_sid_extension(
+    config: &ProfileConfig,
+    csr: &CsrRef<'_>,
+    outcome: &mut Outcome,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let requested = csr
+        .extension(crate::oid::MS_NTDS_CA_SECURITY_EXT)
+        .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "bad_csr", format!("extensionRequest: {e}")))?;
+    let Some((_, value)) = requested else { return Ok(None) };
+    if !config.issuance.trust_requested_sid {
+        outcome.detail = Some(
+            "the CSR's SID extension (1.3.6.1.4.1.311.25.2) was not copied: this profile does not trust requested SIDs"
+                .into(),
+        );
+        return Ok(None);
+    }
+    crate::strong_mapping::parse_sid_extension(value).map_err(|e| {
+        Failure::new(FailInfo::BAD_REQUEST, "bad_csr", format!("SID extension (1.3.6.1.4.1.311.25.2): {e}"))
+    })?;
+    Ok(Some(value.to_vec()))
 }
 
 /// Whether `name` is `suffix` (leading dot ignored) or a name below it.
@@ -621,6 +718,39 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 impl Engine {
+    /// Opens a request's pkcsPKIEnvelope with the key of whichever published
+    /// RA certificate its RecipientInfo names (RFC 5652 §6.2.1): the signing RA
+    /// or an encryption RA. The CA's key is not among them (unless the CA is
+    /// the signing RA), so a request encrypted to a CA that is not the RA is
+    /// refused with badMessageCheck, label `unknown_recipient`.
+    fn open_envelope(&self, content: &[u8]) -> Result<envelope::Opened, Failure> {
+        let config = &self.config;
+        let internal = |e: crate::wire::DecodeError| {
+            Failure::new(FailInfo::BAD_REQUEST, "internal_error", format!("RA certificate: {e}"))
+        };
+        let mut recipients = Vec::with_capacity(1 + self.derived.encryption_ras.len());
+        for ra in std::iter::once(&config.ra).chain(&self.derived.encryption_ras) {
+            recipients.push(envelope::Recipient {
+                certificate: CertificateRef::parse(&ra.certificate).map_err(internal)?,
+                key: &ra.key,
+            });
+        }
+        envelope::open_for(content, &recipients, &config.algorithms.ciphers, config.rng.as_ref()).map_err(|e| match e {
+            envelope::EnvelopeError::NoRecipient => {
+                let named = envelope::recipient_names(content).map(|n| n.join("; ")).unwrap_or_default();
+                Failure::new(
+                    e.fail_info(),
+                    "unknown_recipient",
+                    format!(
+                        "pkcsPKIEnvelope is encrypted to [{named}], none of which is an RA certificate of this \
+                         profile (a CA certificate's key is never used to decrypt unless the CA is the RA)"
+                    ),
+                )
+            }
+            _ => Failure::new(e.fail_info(), "decrypt_failed", format!("pkcsPKIEnvelope: {e}")),
+        })
+    }
+
     /// True when `cert` was issued by this profile's issuing CA (signature
     /// verifies with the CA key) and is valid at `now`. Revocation is the
     /// issuer's to check (it refuses renewal of a revoked serial).
@@ -646,6 +776,7 @@ impl Engine {
             ra_cert,
             ra_key: &config.ra.key,
             digest: reply.digest,
+            signature_form: reply.signature_form,
             transaction_id: &reply.transaction_id,
             recipient_nonce: &reply.recipient_nonce,
             signing_time: now,
@@ -738,7 +869,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::{AlgorithmPolicy, KeyPolicy, RaIdentity, RenewalPolicy};
+    use crate::config::{AlgorithmPolicy, KeyPolicy, RaIdentity, RenewalPolicy, ReplySignaturePolicy};
     use crate::crypto::{RandomSource, RsaPrivateKey};
     use crate::issue::IssuancePolicy;
 
@@ -1039,6 +1170,351 @@ mod tests {
         let (other, _) = RsaPrivateKey::generate(2048).unwrap();
         c.ra.key = other;
         assert!(Engine::new(c).unwrap_err().0.contains("do not match"));
+    }
+
+    // -----------------------------------------------------------------------
+    // RA arrangements (single, NDES) and the reply's signature form
+    // -----------------------------------------------------------------------
+
+    /// keyUsage digitalSignature only (NDES's signing RA): BIT STRING 07 80.
+    const KU_SIGNING: &[u8] = &[0x03, 0x02, 0x07, 0x80];
+    /// keyUsage keyEncipherment only (NDES's encryption RA): BIT STRING 05 20.
+    const KU_ENCRYPTION: &[u8] = &[0x03, 0x02, 0x05, 0x20];
+
+    /// An RA certificate (CA:FALSE, the given keyUsage, a subjectKeyIdentifier)
+    /// for a fresh RSA key, issued by the captures' recipient certificate acting
+    /// as the CA (its key signs), so that OpenSSL can verify the chain.
+    fn issued_ra(cn: &str, serial: u64, key_usage: &[u8]) -> RaIdentity {
+        use crate::wire::{Writer, tag};
+        let ca_der = ra_cert();
+        let ca = CertificateRef::parse(&ca_der).unwrap();
+        let ca_key = RsaPrivateKey::from_der(
+            &crate::pem::private_key(&String::from_utf8(read("recipient-key.pem")).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let (key, _) = RsaPrivateKey::generate(2048).unwrap();
+        let spki = crate::x509::SubjectPublicKeyInfoRef::parse(key.spki_der()).unwrap();
+        let extension = |w: &mut Writer, ext: &[u8], critical: bool, value: &[u8]| {
+            w.sequence(|w| {
+                w.oid(ext);
+                if critical {
+                    w.boolean(true);
+                }
+                w.octet_string(value);
+            });
+        };
+        let mut tbs = Writer::new();
+        tbs.sequence(|w| {
+            w.nested(tag::context_constructed(0), |w| {
+                w.small_uint(2);
+            });
+            w.small_uint(serial);
+            w.sequence(|w| {
+                w.oid(crate::oid::SHA256_WITH_RSA).null();
+            });
+            w.raw(ca.subject);
+            w.sequence(|w| {
+                CAPTURE_TIME.plus(-86_400).write_asn1(w);
+                CAPTURE_TIME.plus(365 * 86_400).write_asn1(w);
+            });
+            w.sequence(|w| {
+                w.set(|w| {
+                    w.sequence(|w| {
+                        w.oid(crate::oid::COMMON_NAME).utf8_string(cn);
+                    });
+                });
+            });
+            w.raw(key.spki_der());
+            w.nested(tag::context_constructed(3), |w| {
+                w.sequence(|w| {
+                    extension(w, crate::oid::BASIC_CONSTRAINTS, true, &[0x30, 0x00]);
+                    extension(w, crate::oid::KEY_USAGE, true, key_usage);
+                    let ski = crate::wire::encode_tlv(tag::OCTET_STRING, &DigestAlg::Sha1.digest(spki.key));
+                    extension(w, crate::oid::SUBJECT_KEY_IDENTIFIER, false, &ski);
+                });
+            });
+        });
+        let tbs = tbs.into_vec();
+        let signature = ca_key.sign(DigestAlg::Sha256, &tbs).unwrap();
+        let mut w = Writer::new();
+        w.sequence(|w| {
+            w.raw(&tbs);
+            w.sequence(|w| {
+                w.oid(crate::oid::SHA256_WITH_RSA).null();
+            });
+            w.bit_string(&signature);
+        });
+        RaIdentity { certificate: w.into_vec(), key }
+    }
+
+    /// The captures' recipient key as an RA identity.
+    fn recipient_ra() -> RaIdentity {
+        let key = crate::pem::private_key(&String::from_utf8(read("recipient-key.pem")).unwrap()).unwrap();
+        RaIdentity { certificate: ra_cert(), key: RsaPrivateKey::from_der(&key).unwrap() }
+    }
+
+    /// An NDES-arranged engine: `signing` signs, `encryption` is published
+    /// beside it. The CA is the captures' recipient certificate, which issued
+    /// the RA certificates, except when that certificate is the encryption RA
+    /// (a CA certificate cannot also be published as an encryption RA): then a
+    /// stand-in certificate plays the CA (the engine does not check the chain).
+    fn ndes_engine(signing: RaIdentity, encryption: RaIdentity) -> Engine {
+        ndes_engine_with_challenge("secret123", signing, encryption)
+    }
+
+    fn ndes_engine_with_challenge(challenge: &str, signing: RaIdentity, encryption: RaIdentity) -> Engine {
+        let mut c = config(challenge, all_ciphers());
+        if encryption.certificate == ra_cert() {
+            c.ca_chain = vec![issued_ra("stand-in CA", 0x99, &[0x03, 0x02, 0x01, 0x06]).certificate];
+        }
+        c.ra = signing;
+        Engine::with_encryption_ras(c, vec![encryption]).unwrap()
+    }
+
+    fn get_ca_cert(e: &Engine) -> Response {
+        respond(e.handle(Request { method: Method::Get, operation: "GetCACert", message: Message::None }, CAPTURE_TIME))
+    }
+
+    /// Enrols `client`'s capture and returns the SUCCESS CertRep after checking
+    /// it is signed by `signer`.
+    fn enrol_capture(e: &Engine, client: &str, signer: &[u8]) -> Response {
+        let body = read(&format!("{client}-pkcsreq.der"));
+        let pending = match e.handle(post(&body), CAPTURE_TIME) {
+            Action::Issue(p) => p,
+            Action::Respond(r) => panic!("{client}: {:?}", r.outcome),
+        };
+        let r = pending.resume(IssueOutcome::Issued { certificate: ra_cert(), chain: vec![] }, CAPTURE_TIME);
+        let rep = PkiMessageRef::parse(&r.body).unwrap();
+        rep.verify().unwrap();
+        assert_eq!(rep.pki_status, Some(PkiStatus::SUCCESS), "{client}: {:?}", r.outcome);
+        assert_eq!(rep.signer.unwrap().raw, signer, "{client}: the CertRep is signed by the signing RA");
+        r
+    }
+
+    #[test]
+    fn ndes_arrangement_publishes_signing_ra_then_encryption_ra_then_the_chain() {
+        let signing = issued_ra("scepd RA signing", 0x51, KU_SIGNING);
+        let encryption = issued_ra("scepd RA encryption", 0x52, KU_ENCRYPTION);
+        let (sig_der, enc_der) = (signing.certificate.clone(), encryption.certificate.clone());
+        let e = ndes_engine(signing, encryption);
+        assert_eq!(e.encryption_ras().len(), 1);
+        let r = get_ca_cert(&e);
+        assert_eq!((r.status, r.content_type), (200, CA_RA_CERT));
+        assert_eq!(r.body, pkcs7::certs_only(&[&sig_der, &enc_der, &ra_cert()], &[]));
+        // The single arrangement is unchanged: RA, then the chain.
+        let mut c = config("secret123", all_ciphers());
+        c.ra = issued_ra("scepd RA", 0x53, &[0x03, 0x02, 0x05, 0xa0]);
+        let single_ra = c.ra.certificate.clone();
+        let r = get_ca_cert(&Engine::new(c).unwrap());
+        assert_eq!(r.body, pkcs7::certs_only(&[&single_ra, &ra_cert()], &[]));
+        // The CA as the signing RA, with an encryption RA: the CA is published once.
+        let mut c = config("secret123", all_ciphers());
+        c.ra = recipient_ra();
+        let enc = issued_ra("scepd RA encryption", 0x54, KU_ENCRYPTION);
+        let enc_der = enc.certificate.clone();
+        let r = get_ca_cert(&Engine::with_encryption_ras(c, vec![enc]).unwrap());
+        assert_eq!((r.content_type, r.body), (CA_RA_CERT, pkcs7::certs_only(&[&enc_der, &ra_cert()], &[])));
+    }
+
+    #[test]
+    fn requests_encrypted_to_the_encryption_ra_decrypt_and_enrol() {
+        // The captures are encrypted to the recipient certificate: here it is
+        // the encryption RA. Replies come from the signing RA.
+        let signing = issued_ra("scepd RA signing", 0x61, KU_SIGNING);
+        let sig_der = signing.certificate.clone();
+        let e = ndes_engine(signing, recipient_ra());
+        for client in CLIENTS {
+            let r = enrol_capture(&e, client, &sig_der);
+            assert_eq!(r.outcome.label, "success");
+        }
+    }
+
+    #[test]
+    fn requests_encrypted_to_the_signing_ra_decrypt_and_enrol() {
+        // sscep encrypts to ca.crt-0, the signing RA: its key decrypts too.
+        let e = ndes_engine(recipient_ra(), issued_ra("scepd RA encryption", 0x71, KU_ENCRYPTION));
+        for client in CLIENTS {
+            enrol_capture(&e, client, &ra_cert());
+        }
+    }
+
+    #[test]
+    fn requests_encrypted_to_the_ca_or_an_unknown_certificate_are_bad_message_check() {
+        // The captures' recipient is the CA; neither RA is: the CA key is never tried.
+        let signing = issued_ra("scepd RA signing", 0x81, KU_SIGNING);
+        let sig_der = signing.certificate.clone();
+        let ndes = ndes_engine(signing, issued_ra("scepd RA encryption", 0x82, KU_ENCRYPTION));
+        let mut c = config("secret123", all_ciphers());
+        c.ra = issued_ra("scepd RA", 0x83, &[0x03, 0x02, 0x05, 0xa0]);
+        let single_der = c.ra.certificate.clone();
+        let single = Engine::new(c).unwrap();
+        let ca = CertificateRef::parse(&ra_cert()).unwrap().subject.to_vec();
+        for (e, signer) in [(&ndes, &sig_der), (&single, &single_der)] {
+            for client in CLIENTS {
+                let body = read(&format!("{client}-pkcsreq.der"));
+                let req = PkiMessageRef::parse(&body).unwrap();
+                let r = respond(e.handle(post(&body), CAPTURE_TIME));
+                let rep = PkiMessageRef::parse(&r.body).unwrap();
+                rep.verify().unwrap();
+                assert_eq!(rep.signer.unwrap().raw, signer.as_slice());
+                assert_eq!(rep.recipient_nonce, Some(req.sender_nonce));
+                assert_eq!(
+                    (rep.pki_status, rep.fail_info),
+                    (Some(PkiStatus::FAILURE), Some(FailInfo::BAD_MESSAGE_CHECK))
+                );
+                assert_eq!(r.outcome.label, "unknown_recipient", "{client}");
+                let detail = r.outcome.detail.unwrap();
+                assert!(detail.contains(&name_to_string(&ca)), "{client}: {detail}");
+            }
+        }
+    }
+
+    #[test]
+    fn encryption_ra_configuration_errors_are_named() {
+        let ndes_config = || {
+            let mut c = config("x", all_ciphers());
+            c.ra = issued_ra("scepd RA signing", 0x91, KU_SIGNING);
+            c
+        };
+        let same_as_signer = {
+            let c = ndes_config();
+            let copy = RaIdentity {
+                certificate: c.ra.certificate.clone(),
+                key: RsaPrivateKey::from_der(&[]).unwrap_or_else(|_| issued_ra("x", 1, KU_SIGNING).key),
+            };
+            Engine::with_encryption_ras(c, vec![copy]).unwrap_err()
+        };
+        assert!(same_as_signer.0.contains("do not match") || same_as_signer.0.contains("already published"));
+        let the_ca = Engine::with_encryption_ras(ndes_config(), vec![recipient_ra()]);
+        assert!(the_ca.unwrap_err().0.contains("already published"));
+        let enc = issued_ra("scepd RA encryption", 0x92, KU_ENCRYPTION);
+        let (other_key, _) = RsaPrivateKey::generate(2048).unwrap();
+        let mismatched = RaIdentity { certificate: enc.certificate.clone(), key: other_key };
+        assert!(Engine::with_encryption_ras(ndes_config(), vec![mismatched]).unwrap_err().0.contains("do not match"));
+        let mut ca_only = ndes_config();
+        ca_only.ca_cert_shape = CaCertShape::CaOnly;
+        assert!(Engine::with_encryption_ras(ca_only, vec![enc]).unwrap_err().0.contains("ca-only"));
+        // A signing RA whose keyUsage forbids signatures cannot sign CertReps.
+        let mut c = config("x", all_ciphers());
+        c.ra = issued_ra("scepd RA encryption", 0x93, KU_ENCRYPTION);
+        assert!(Engine::new(c).unwrap_err().0.contains("digitalSignature"));
+    }
+
+    /// The signatureAlgorithm a CertRep carries for a request under `policy`.
+    fn expected_reply_signature(policy: ReplySignaturePolicy, req: &PkiMessageRef<'_>) -> &'static [u8] {
+        if policy == ReplySignaturePolicy::MirrorRequest && req.signature_alg_oid != crate::oid::RSA_ENCRYPTION {
+            req.digest.unwrap().for_reply().rsa_signature_oid()
+        } else {
+            crate::oid::RSA_ENCRYPTION
+        }
+    }
+
+    #[test]
+    fn reply_signature_algorithm_follows_the_profile_policy() {
+        // What each client sends (RFC 5652 §5.3 signatureAlgorithm), and so what
+        // a mirroring profile answers; by default every reply is rsaEncryption.
+        let sent: [(&str, &[u8]); 6] = [
+            ("sscep", crate::oid::RSA_ENCRYPTION),
+            ("certmonger", crate::oid::RSA_ENCRYPTION),
+            ("pyscep", crate::oid::RSA_ENCRYPTION),
+            ("scepreq", crate::oid::RSA_ENCRYPTION),
+            ("jscep", crate::oid::SHA256_WITH_RSA),
+            ("scepclient", crate::oid::SHA1_WITH_RSA),
+        ];
+        for policy in [ReplySignaturePolicy::RsaEncryption, ReplySignaturePolicy::MirrorRequest] {
+            assert_eq!(engine().with_reply_signature(policy).reply_signature(), policy);
+            let wrong_password =
+                Engine::new(config("not-the-password", all_ciphers())).unwrap().with_reply_signature(policy);
+            for (client, sent_oid) in sent {
+                let body = read(&format!("{client}-pkcsreq.der"));
+                let req = PkiMessageRef::parse(&body).unwrap();
+                assert_eq!(req.signature_alg_oid, sent_oid, "{client}");
+                let oid = expected_reply_signature(policy, &req);
+                let e = engine().with_reply_signature(policy);
+                // SUCCESS
+                let r = enrol_capture(&e, client, &ra_cert());
+                let rep = PkiMessageRef::parse(&r.body).unwrap();
+                assert_eq!(rep.signature_alg_oid, oid, "{policy:?} {client}: SUCCESS");
+                assert_eq!(rep.digest, Some(req.digest.unwrap().for_reply()), "{client}");
+                // FAILURE (wrong challenge) and the issuer's PENDING
+                let r = respond(wrong_password.handle(post(&body), CAPTURE_TIME));
+                let rep = PkiMessageRef::parse(&r.body).unwrap();
+                rep.verify().unwrap();
+                assert_eq!((rep.pki_status, rep.signature_alg_oid), (Some(PkiStatus::FAILURE), oid), "{client}");
+                let Action::Issue(p) = e.handle(post(&body), CAPTURE_TIME) else { panic!("{client}") };
+                let r = p.resume(IssueOutcome::Pending, CAPTURE_TIME);
+                assert_eq!(PkiMessageRef::parse(&r.body).unwrap().signature_alg_oid, oid, "{client}: PENDING");
+            }
+        }
+        // The mirror really differs: jscep's sha256WithRSAEncryption comes back as such.
+        let jscep = read("jscep-pkcsreq.der");
+        let req = PkiMessageRef::parse(&jscep).unwrap();
+        assert_eq!(expected_reply_signature(ReplySignaturePolicy::MirrorRequest, &req), crate::oid::SHA256_WITH_RSA);
+        // scepclient's sha1WithRSAEncryption: the reply's digest is raised to SHA-256.
+        let scepclient = read("scepclient-pkcsreq.der");
+        let req = PkiMessageRef::parse(&scepclient).unwrap();
+        assert_eq!(expected_reply_signature(ReplySignaturePolicy::MirrorRequest, &req), crate::oid::SHA256_WITH_RSA);
+    }
+
+    /// Runs openssl; the test fails when it is not installed.
+    fn openssl(args: &[&str]) -> (bool, Vec<u8>, String) {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("this test needs the openssl CLI (apt-get install openssl): {e}"));
+        (o.status.success(), o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+
+    #[test]
+    fn replies_in_either_signature_form_verify_with_openssl_through_the_chain() {
+        let dir = std::env::temp_dir().join(format!("scep-engine-reply-form-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_pem = format!("{VECTORS}recipient-cert.pem");
+        let signing = issued_ra("scepd RA signing", 0xa1, KU_SIGNING);
+        let sig_der = signing.certificate.clone();
+        let ndes = ndes_engine(signing, recipient_ra());
+        let wrong_password = {
+            let signing = issued_ra("scepd RA signing", 0xa2, KU_SIGNING);
+            let signer = signing.certificate.clone();
+            (ndes_engine_with_challenge("not-the-password", signing, recipient_ra()), signer)
+        };
+        // certmonger and sscep send rsaEncryption, jscep sha256WithRSAEncryption;
+        // replies in both forms (default and mirrored) verify.
+        let policies = [ReplySignaturePolicy::RsaEncryption, ReplySignaturePolicy::MirrorRequest];
+        for (policy, client) in policies.into_iter().flat_map(|p| ["certmonger", "sscep", "jscep"].map(|c| (p, c))) {
+            let body = read(&format!("{client}-pkcsreq.der"));
+            let req = PkiMessageRef::parse(&body).unwrap();
+            let success = enrol_capture(&ndes.clone().with_reply_signature(policy), client, &sig_der).body;
+            let failure =
+                respond(wrong_password.0.clone().with_reply_signature(policy).handle(post(&body), CAPTURE_TIME)).body;
+            for (what, der, signer) in [("success", &success, &sig_der), ("failure", &failure, &wrong_password.1)] {
+                let rep = PkiMessageRef::parse(der).unwrap();
+                assert_eq!(rep.signature_alg_oid, expected_reply_signature(policy, &req), "{client} {what}");
+                assert_eq!(rep.signer.unwrap().raw, signer.as_slice());
+                let path = dir.join(format!("{client}-{what}.der"));
+                std::fs::write(&path, der).unwrap();
+                let path = path.to_str().unwrap();
+                // Signature and the RA's chain to the CA, as PKCS7_verify (sscep,
+                // certmonger) and CMS_verify check them.
+                let (ok, content, err) =
+                    openssl(&["smime", "-verify", "-inform", "DER", "-binary", "-CAfile", &ca_pem, "-in", path]);
+                assert!(ok, "{client} {what}: openssl smime -verify: {err}");
+                assert_eq!(Some(&content[..]), Some(&rep.content[..]), "{client} {what}");
+                let (ok, _, err) =
+                    openssl(&["cms", "-verify", "-inform", "DER", "-binary", "-CAfile", &ca_pem, "-in", path]);
+                assert!(ok, "{client} {what}: openssl cms -verify: {err}");
+                // The check can fail: a flipped signature bit does not verify.
+                let mut tampered = der.clone();
+                let n = tampered.len();
+                tampered[n - 5] ^= 1;
+                let bad = dir.join(format!("{client}-{what}-tampered.der"));
+                std::fs::write(&bad, &tampered).unwrap();
+                let bad = bad.to_str().unwrap();
+                assert!(!openssl(&["cms", "-verify", "-inform", "DER", "-binary", "-CAfile", &ca_pem, "-in", bad]).0);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     proptest::proptest! {

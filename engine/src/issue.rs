@@ -49,6 +49,14 @@ pub struct EnrollRequest {
     pub policy: IssuancePolicy,
     /// What authenticated the request, for the issuer's records and audit.
     pub authorization: Authorization,
+    /// The value (DER) of the SID extension the CSR requested
+    /// (`1.3.6.1.4.1.311.25.2`, KB5014754 strong certificate mapping), to be
+    /// copied into the certificate as a non-critical extension. The engine sets
+    /// it only when the profile's [`IssuancePolicy::trust_requested_sid`] is on
+    /// and the value is well-formed; otherwise it is `None` and issuers must not
+    /// add the extension. An issuer that cannot add it must refuse the request
+    /// rather than drop it.
+    pub sid_extension: Option<Vec<u8>>,
 }
 
 /// How an issued certificate must look: validity and usages from the profile.
@@ -66,6 +74,16 @@ pub struct IssuancePolicy {
     pub digital_signature: bool,
     /// keyUsage bits: keyEncipherment (RSA keys only).
     pub key_encipherment: bool,
+    /// Whether a SID extension (`1.3.6.1.4.1.311.25.2`, Microsoft's
+    /// `szOID_NTDS_CA_SECURITY_EXT`) requested in the CSR is copied into the
+    /// certificate. Off by default: the SID names an Active Directory account
+    /// and domain controllers map a certificate carrying it to that account
+    /// (KB5014754), so a device that may put any SID in its CSR could log on
+    /// as anyone. Turn it on only for a profile whose requests are vetted (e.g.
+    /// an Intune profile whose Connector challenge binds the request). The
+    /// SAN URI form `tag:microsoft.com,2022-09-14:sid:<SID>` is a
+    /// subjectAltName and follows the profile's SAN policy instead.
+    pub trust_requested_sid: bool,
 }
 
 impl Default for IssuancePolicy {
@@ -76,6 +94,7 @@ impl Default for IssuancePolicy {
             ekus: vec![crate::oid::KP_CLIENT_AUTH.to_vec()],
             digital_signature: true,
             key_encipherment: true,
+            trust_requested_sid: false,
         }
     }
 }

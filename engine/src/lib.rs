@@ -25,6 +25,7 @@ pub mod message;
 pub mod oid;
 pub mod pem;
 pub mod pkcs7;
+pub mod strong_mapping;
 pub mod time;
 pub mod wire;
 pub mod x509;

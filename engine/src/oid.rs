@@ -104,6 +104,12 @@ pub const KP_EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x0
 pub const KP_OCSP_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x09];
 /// Microsoft UPN otherName: `1.3.6.1.4.1.311.20.2.3`
 pub const MS_UPN: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x14, 0x02, 0x03];
+/// Microsoft NTDS CA security extension (the "SID extension" of KB5014754,
+/// `szOID_NTDS_CA_SECURITY_EXT`): `1.3.6.1.4.1.311.25.2`
+pub const MS_NTDS_CA_SECURITY_EXT: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x19, 0x02];
+/// The otherName type inside it that carries the SID string
+/// (`szOID_NTDS_OBJECTSID`): `1.3.6.1.4.1.311.25.2.1`
+pub const MS_NTDS_OBJECTSID: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x19, 0x02, 0x01];
 
 /// Renders DER OID contents in dotted form, for logs and error messages.
 pub fn dotted(contents: &[u8]) -> String {
@@ -132,6 +138,8 @@ mod tests {
     fn dotted_round_trip() {
         assert_eq!(super::dotted(super::SHA256), "2.16.840.1.101.3.4.2.1");
         assert_eq!(super::dotted(super::MS_UPN), "1.3.6.1.4.1.311.20.2.3");
+        assert_eq!(super::dotted(super::MS_NTDS_CA_SECURITY_EXT), "1.3.6.1.4.1.311.25.2");
+        assert_eq!(super::dotted(super::MS_NTDS_OBJECTSID), "1.3.6.1.4.1.311.25.2.1");
         assert_eq!(super::dotted(super::SCEP_MESSAGE_TYPE), "2.16.840.1.113733.1.9.2");
     }
 }

@@ -91,6 +91,7 @@ fn main() {
                     requested_ekus: Vec::new(),
                     policy: IssuancePolicy { validity_secs: 86_400, ..IssuancePolicy::default() },
                     authorization: Authorization::StaticChallenge,
+                    sid_extension: None,
                 })
             })
             .collect()

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use error::IssuerError;
-pub use local::bootstrap::{BootstrapOptions, BootstrapOutcome, CaKeyType, bootstrap};
+pub use local::bootstrap::{BootstrapOptions, BootstrapOutcome, CaKeyType, NdesRaFiles, bootstrap};
 pub use local::{LOCAL_ISSUER_ID, LocalCa, LocalCaConfig, SignedCertificate};
 pub use scep_engine::issue::{IssueOutcome, IssueRequest};
 use scep_engine::time::UnixTime;

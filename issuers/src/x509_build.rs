@@ -342,6 +342,35 @@ pub struct EndEntityParams<'a> {
     pub policy: &'a IssuancePolicy,
     /// The issuance time.
     pub now: UnixTime,
+    /// The SID extension value (`1.3.6.1.4.1.311.25.2`, KB5014754) to add,
+    /// non-critical: only what the engine passed in
+    /// [`scep_engine::IssueRequest`]'s `EnrollRequest::sid_extension`, i.e. a
+    /// well-formed value requested by the CSR on a profile that trusts it.
+    pub sid_extension: Option<&'a [u8]>,
+}
+
+/// What an RA certificate is for (RFC 8894 §2.1), which sets its keyUsage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaUsage {
+    /// One RA certificate that signs CertReps and receives envelopes:
+    /// digitalSignature and keyEncipherment.
+    SigningAndEncryption,
+    /// NDES's signing RA (its "Exchange Enrollment Agent (Offline request)"
+    /// template): digitalSignature only.
+    Signing,
+    /// NDES's encryption RA (its "CEP Encryption" template): keyEncipherment only.
+    Encryption,
+}
+
+impl RaUsage {
+    /// The keyUsage bits (RFC 5280 §4.2.1.3).
+    const fn key_usage_bits(self) -> &'static [u8] {
+        match self {
+            Self::SigningAndEncryption => &[KU_DIGITAL_SIGNATURE, KU_KEY_ENCIPHERMENT],
+            Self::Signing => &[KU_DIGITAL_SIGNATURE],
+            Self::Encryption => &[KU_KEY_ENCIPHERMENT],
+        }
+    }
 }
 
 /// A CA able to sign: its key, its certificate and what is derived from it.
@@ -366,7 +395,7 @@ impl std::fmt::Debug for CaSigner {
 }
 
 /// True when bit `bit` of a keyUsage BIT STRING (extnValue contents) is set.
-fn key_usage_bit(ext_value: &[u8], bit: u8) -> Result<bool, DecodeError> {
+pub(crate) fn key_usage_bit(ext_value: &[u8], bit: u8) -> Result<bool, DecodeError> {
     let t = parse_single(ext_value)?.expect_tag(tag::BIT_STRING)?;
     Ok(t.contents.get(1 + usize::from(bit / 8)).is_some_and(|o| o & (0x80 >> (bit % 8)) != 0))
 }
@@ -530,6 +559,10 @@ impl CaSigner {
         }
         extensions.push(subject_key_identifier(&DigestAlg::Sha1.digest(spki.key)));
         extensions.push(authority_key_identifier(&self.key_id));
+        if let Some(value) = p.sid_extension {
+            // KB5014754: the SID extension is non-critical.
+            extensions.push(Extension { oid: oid::MS_NTDS_CA_SECURITY_EXT, critical: false, value: value.to_vec() });
+        }
         sign_certificate(
             &self.key,
             &Tbs {
@@ -543,16 +576,39 @@ impl CaSigner {
         )
     }
 
-    /// Issues the SCEP RA certificate (RFC 8894 §2.1: the RA signs CertReps
-    /// and receives envelopes, so it needs digitalSignature and
-    /// keyEncipherment): basicConstraints CA:FALSE (critical), keyUsage
-    /// digitalSignature + keyEncipherment (critical), no extKeyUsage, SKI and
-    /// AKI. The validity is cut at the CA's notAfter.
+    /// Issues the single SCEP RA certificate (RFC 8894 §2.1: the RA signs
+    /// CertReps and receives envelopes, so it needs digitalSignature and
+    /// keyEncipherment): [`CaSigner::issue_ra_for`] with
+    /// [`RaUsage::SigningAndEncryption`].
     ///
     /// # Errors
     /// On malformed inputs, an empty validity or a signing failure.
     pub fn issue_ra(
         &self,
+        subject_der: &[u8],
+        spki_der: &[u8],
+        serial: &[u8],
+        validity: Validity,
+    ) -> Result<Vec<u8>, BuildError> {
+        self.issue_ra_for(RaUsage::SigningAndEncryption, subject_der, spki_der, serial, validity)
+    }
+
+    /// Issues an RA certificate for `usage`: basicConstraints CA:FALSE
+    /// (critical), keyUsage as [`RaUsage`] says (critical), SKI and AKI. The
+    /// validity is cut at the CA's notAfter.
+    ///
+    /// No extKeyUsage, also for the NDES pair: NDES's templates give both its
+    /// RA certificates the Certificate Request Agent EKU
+    /// (`1.3.6.1.4.1.311.20.2.1`), but OpenSSL's `PKCS7_verify` checks the
+    /// signer of a CertRep for the S/MIME signing purpose, which refuses a
+    /// certificate whose EKU lacks emailProtection: certmonger verifies
+    /// replies that way and would refuse them. No SCEP client looks for that EKU.
+    ///
+    /// # Errors
+    /// On malformed inputs, an empty validity or a signing failure.
+    pub fn issue_ra_for(
+        &self,
+        usage: RaUsage,
         subject_der: &[u8],
         spki_der: &[u8],
         serial: &[u8],
@@ -564,7 +620,7 @@ impl CaSigner {
         let validity = Validity { not_before: validity.not_before, not_after: validity.not_after.min(self.not_after) };
         check_validity(validity)?;
         let mut extensions = vec![basic_constraints(false, None)];
-        extensions.extend(key_usage(&[KU_DIGITAL_SIGNATURE, KU_KEY_ENCIPHERMENT]));
+        extensions.extend(key_usage(usage.key_usage_bits()));
         extensions.push(subject_key_identifier(&key_id));
         extensions.push(authority_key_identifier(&self.key_id));
         sign_certificate(
@@ -656,6 +712,7 @@ mod tests {
             subject_alt_names: &sans,
             policy: &policy,
             now,
+            sid_extension: None,
         };
         let der = ca.issue_end_entity(&p).unwrap();
         let cert = CertificateRef::parse(&der).unwrap();
@@ -683,6 +740,64 @@ mod tests {
         assert!(ca.issue_end_entity(&EndEntityParams { spki_der: &[0x30, 0x01], ..p }).is_err());
         assert!(ca.issue_end_entity(&EndEntityParams { subject_der: &[0x31, 0x00], ..p }).is_err());
         assert!(ca.issue_end_entity(&EndEntityParams { serial: &[0, 0], ..p }).is_err());
+        // No SID extension unless one is passed in.
+        assert_eq!(find_extension(exts, oid::MS_NTDS_CA_SECURITY_EXT).unwrap(), None);
+    }
+
+    #[test]
+    fn sid_extension_and_sid_uri_are_carried() {
+        use scep_engine::strong_mapping::{SID_URI_PREFIX, parse_sid_extension, sid_extension_value};
+        let ca = ec_ca();
+        let (ee_key, _) = EcPrivateKey::generate().unwrap();
+        let sid = "S-1-5-21-3623811015-3361044348-30300820-1013";
+        let sans = [SubjectAltName::Uri(format!("{SID_URI_PREFIX}{sid}"))];
+        let value = sid_extension_value(sid);
+        let policy = IssuancePolicy::default();
+        let p = EndEntityParams {
+            serial: &[0x43],
+            subject_der: &common_name("device"),
+            spki_der: ee_key.spki_der(),
+            subject_alt_names: &sans,
+            policy: &policy,
+            now: UnixTime(1_800_000_000),
+            sid_extension: Some(&value),
+        };
+        let der = ca.issue_end_entity(&p).unwrap();
+        let cert = CertificateRef::parse(&der).unwrap();
+        let exts = cert.extensions.unwrap();
+        let (critical, carried) = find_extension(exts, oid::MS_NTDS_CA_SECURITY_EXT).unwrap().unwrap();
+        assert!(!critical);
+        assert_eq!(parse_sid_extension(carried), Ok(sid));
+        let (_, san) = find_extension(exts, oid::SUBJECT_ALT_NAME).unwrap().unwrap();
+        assert_eq!(scep_engine::x509::parse_subject_alt_names(san).unwrap(), sans);
+    }
+
+    #[test]
+    fn ra_certificates_carry_the_key_usage_of_their_role() {
+        let ca = ec_ca();
+        let (rsa, _) = RsaPrivateKey::generate(2048).unwrap();
+        let validity = Validity { not_before: UnixTime(1_700_000_000), not_after: UnixTime(1_800_000_000) };
+        for (usage, ku) in [
+            (RaUsage::SigningAndEncryption, &[0x03, 0x02, 0x05, 0xa0][..]),
+            (RaUsage::Signing, &[0x03, 0x02, 0x07, 0x80][..]),
+            (RaUsage::Encryption, &[0x03, 0x02, 0x05, 0x20][..]),
+        ] {
+            let der = ca.issue_ra_for(usage, &common_name("RA"), rsa.spki_der(), &[9], validity).unwrap();
+            let cert = CertificateRef::parse(&der).unwrap();
+            let exts = cert.extensions.unwrap();
+            assert_eq!(find_extension(exts, oid::KEY_USAGE).unwrap(), Some((true, ku)), "{usage:?}");
+            assert_eq!(find_extension(exts, oid::EXT_KEY_USAGE).unwrap(), None, "{usage:?}");
+            assert_eq!(find_extension(exts, oid::BASIC_CONSTRAINTS).unwrap(), Some((true, &[0x30, 0x00][..])));
+            cert.verify_signed_by(CertificateRef::parse(ca.certificate()).unwrap().spki.public_key().unwrap()).unwrap();
+        }
+        // issue_ra is the single-RA form (ECDSA signatures differ run to run: compare the extensions).
+        let single = ca.issue_ra(&common_name("RA"), rsa.spki_der(), &[9], validity).unwrap();
+        let both =
+            ca.issue_ra_for(RaUsage::SigningAndEncryption, &common_name("RA"), rsa.spki_der(), &[9], validity).unwrap();
+        assert_eq!(
+            CertificateRef::parse(&single).unwrap().extensions,
+            CertificateRef::parse(&both).unwrap().extensions
+        );
     }
 
     #[test]

@@ -82,6 +82,7 @@ fn enroll_req(csr: &Csr, policy: IssuancePolicy, sans: Vec<SubjectAltName>) -> E
         requested_ekus: Vec::new(),
         policy,
         authorization: Authorization::StaticChallenge,
+        sid_extension: None,
     }
 }
 
@@ -180,6 +181,28 @@ pub fn run_contract(issuer: &dyn Issuer, tmp: &Path) {
         }
         other => panic!("{id}: EKU mismatch answered {other:?}"),
     }
+
+    // A trusted SID extension (KB5014754) is carried, or refused naming it:
+    // never a certificate that silently drops what the profile asked to copy.
+    let sid = "S-1-5-21-1004336348-1177238915-682003330-512";
+    let with_sid = EnrollRequest {
+        sid_extension: Some(scep_engine::strong_mapping::sid_extension_value(sid)),
+        ..enroll_req(&make_csr(tmp, "sid-device"), policy.clone(), vec![])
+    };
+    match handle(issuer, &IssueRequest::Enroll(with_sid)) {
+        IssueOutcome::Issued { certificate, .. } => {
+            let c = CertificateRef::parse(&certificate).unwrap();
+            let (_, v) = c.extension(oid::MS_NTDS_CA_SECURITY_EXT).unwrap().expect("the SID extension");
+            assert_eq!(scep_engine::strong_mapping::parse_sid_extension(v), Ok(sid), "{id}");
+        }
+        IssueOutcome::Rejected { fail_info, reason } => {
+            assert_eq!(fail_info, FailInfo::BAD_REQUEST);
+            assert!(reason.contains("1.3.6.1.4.1.311.25.2"), "{id}: the refusal names the SID extension: {reason}");
+        }
+        other => panic!("{id}: a trusted SID extension answered {other:?}"),
+    }
+    // Without one, no certificate carries it.
+    assert_eq!(cert.extension(oid::MS_NTDS_CA_SECURITY_EXT).unwrap(), None, "{id}");
 
     // Retransmission (RFC 8894 §3.3.1): the same transaction gets the same certificate.
     let again = expect_issued(handle(issuer, &IssueRequest::Enroll(e.clone())), "retransmission").0;

@@ -15,6 +15,7 @@ use scep_engine::crypto::RandomSource;
 use scep_engine::issue::{
     Authorization, CertLookup, EnrollRequest, IssuancePolicy, IssueOutcome, IssueRequest, PollRequest, RenewRequest,
 };
+use scep_engine::oid;
 use scep_engine::pem;
 use scep_engine::time::UnixTime;
 use scep_engine::wire::parse_single;
@@ -61,6 +62,7 @@ fn enroll(txid: &str, (subject, spki): &(Vec<u8>, Vec<u8>), sans: Vec<SubjectAlt
         requested_ekus: Vec::new(),
         policy: IssuancePolicy::default(),
         authorization: Authorization::StaticChallenge,
+        sid_extension: None,
     }
 }
 
@@ -151,6 +153,55 @@ fn rsa_ca_issues_certificates_openssl_verifies() {
     let ra_pub = openssl(dir, &["x509", "-in", "ra.pem", "-noout", "-pubkey"]);
     let key_pub = openssl(dir, &["pkey", "-in", "ra.key", "-pubout"]);
     assert_eq!(ra_pub, key_pub);
+}
+
+#[test]
+fn ndes_ra_pair_verifies_with_openssl_and_has_the_usages_of_its_role() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (boot, _ca) = setup(dir, CaKeyType::Rsa2048);
+    let ndes = boot.ndes.unwrap();
+    for (file, usage) in [(&ndes.signing_cert, "Digital Signature\n"), (&ndes.encryption_cert, "Key Encipherment\n")] {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(openssl(dir, &["verify", "-CAfile", "ca.pem", name]).contains(&format!("{name}: OK")));
+        let text = openssl(dir, &["x509", "-in", name, "-noout", "-text"]);
+        assert!(text.contains(&format!("X509v3 Key Usage: critical\n                {usage}")), "{name}:\n{text}");
+        assert!(text.contains("CA:FALSE") && !text.contains("Extended Key Usage"), "{name}:\n{text}");
+        assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
+    }
+}
+
+#[test]
+fn sid_extension_is_copied_only_when_the_engine_passes_it_and_the_sid_uri_is_carried() {
+    use scep_engine::strong_mapping::{SID_URI_PREFIX, parse_sid_extension, sid_extension_value};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, ca) = setup(dir, CaKeyType::Rsa2048);
+    let req = csr(dir, "intune", RSA, "/CN=intune-device");
+    let sid = "S-1-5-21-3623811015-3361044348-30300820-1013";
+    let uri = SubjectAltName::Uri(format!("{SID_URI_PREFIX}{sid}"));
+    let plain = enroll("tx-sid-1", &req, vec![uri.clone()]);
+    let trusted = EnrollRequest {
+        transaction_id: "tx-sid-2".into(),
+        sid_extension: Some(sid_extension_value(sid)),
+        ..plain.clone()
+    };
+    for (e, expect_extension) in [(plain, false), (trusted, true)] {
+        let cert = issued(block_on(ca.handle(&IssueRequest::Enroll(e), now())));
+        let parsed = CertificateRef::parse(&cert).unwrap();
+        let ext = parsed.extension(oid::MS_NTDS_CA_SECURITY_EXT).unwrap();
+        assert_eq!(ext.is_some(), expect_extension);
+        if let Some((critical, value)) = ext {
+            assert!(!critical);
+            assert_eq!(parse_sid_extension(value), Ok(sid));
+        }
+        let (_, san) = parsed.extension(oid::SUBJECT_ALT_NAME).unwrap().unwrap();
+        assert_eq!(scep_engine::x509::parse_subject_alt_names(san).unwrap(), std::slice::from_ref(&uri));
+        write_pem(dir, "sid.pem", &cert);
+        let text = openssl(dir, &["x509", "-in", "sid.pem", "-noout", "-text"]);
+        assert!(text.contains(&format!("URI:{SID_URI_PREFIX}{sid}")), "{text}");
+        assert_eq!(text.contains("1.3.6.1.4.1.311.25.2"), expect_extension, "{text}");
+    }
 }
 
 #[test]
@@ -449,7 +500,8 @@ fn bootstrap_is_idempotent_and_keys_are_private() {
     let first = bootstrap(&dir, &BootstrapOptions::default()).unwrap();
     assert!(first.ca_created && first.ra_created);
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
-    for key in [&first.ca_key, &first.ra_key] {
+    let ndes = first.ndes.clone().unwrap();
+    for key in [&first.ca_key, &first.ra_key, &ndes.signing_key, &ndes.encryption_key] {
         assert_eq!(std::fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600, "{}", key.display());
     }
     let ca_pem = std::fs::read(&first.ca_cert).unwrap();
@@ -459,11 +511,28 @@ fn bootstrap_is_idempotent_and_keys_are_private() {
     assert!(!second.ca_created && !second.ra_created);
     assert_eq!(std::fs::read(&second.ca_cert).unwrap(), ca_pem, "same CA");
     assert_eq!(std::fs::read(&second.ca_key).unwrap(), ca_key);
-    // Nothing but the four files (no temporaries or markers left behind).
+    assert_eq!(
+        second.ndes,
+        Some(scep_issuers::NdesRaFiles { signing_created: false, encryption_created: false, ..ndes })
+    );
+    // Nothing but the CA, the single RA and the NDES RA pair (no temporaries
+    // or markers left behind).
     let mut names: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
-    assert_eq!(names, ["ca.key", "ca.pem", "ra.key", "ra.pem"]);
+    assert_eq!(
+        names,
+        [
+            "ca.key",
+            "ca.pem",
+            "ra-encryption.key",
+            "ra-encryption.pem",
+            "ra-signing.key",
+            "ra-signing.pem",
+            "ra.key",
+            "ra.pem"
+        ]
+    );
     // An expired CA is reported, naming the file.
     let far = BootstrapOptions { now: UnixTime::now().plus(20 * 365 * 86_400), ..Default::default() };
     let err = bootstrap(&dir, &far).unwrap_err();

@@ -196,6 +196,14 @@ fn ber_requests_signature_oids_and_issued_certificate_contents() {
             let options = MessageOptions { signature_oid, ..opts(ContentCipher::Aes256Cbc, digest) };
             let e = c.enroll(&key, &spec, &options, PkiMethod::Post).unwrap();
             check_issued(&server, &e, &key, &spec, &format!("{signature_oid:?}/{digest:?}"));
+            // Replies are signed as rsaEncryption whatever the request used: the
+            // form RFC 3370 §3.2 makes every verifier accept, and the only one
+            // strongSwan 5.9 verifies (it sends sha256WithRSAEncryption itself).
+            assert_eq!(
+                e.reply.signature_oid,
+                oid::RSA_ENCRYPTION,
+                "{signature_oid:?}/{digest:?}: reply signatureAlgorithm"
+            );
         }
     }
 

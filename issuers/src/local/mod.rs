@@ -415,6 +415,7 @@ impl Inner {
             subject_alt_names: &e.subject_alt_names,
             policy: &e.policy,
             now,
+            sid_extension: e.sid_extension.as_deref(),
         };
         let der = self.ca.issue_end_entity(&params)?;
         let (not_before, not_after) = CertificateRef::parse(&der)

@@ -475,6 +475,12 @@ impl Inner {
         if e.policy.validity_secs <= 0 {
             return Err(format!("validity {}s is not positive", e.policy.validity_secs));
         }
+        if e.sid_extension.is_some() {
+            // Refused rather than dropped: the profile asked for it to be carried.
+            return Err("the profile trusts the CSR's SID extension (1.3.6.1.4.1.311.25.2), which Vault's sign API \
+                        cannot add; turn trust_requested_sid off for this profile or use the local CA"
+                .into());
+        }
         let cn = name_attribute_strings(&e.subject_der, oid::COMMON_NAME)
             .map_err(|err| format!("subject is not a valid Name: {err}"))?
             .into_iter()

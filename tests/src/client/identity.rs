@@ -206,6 +206,10 @@ pub struct CsrSpec {
     pub extended_key_usage: Vec<Vec<u8>>,
     /// The digest of the CSR's own signature (SHA-256 unless set).
     pub signature_digest: DigestAlg,
+    /// Further extensions for the extensionRequest, non-critical, after the
+    /// above: (extnID OID contents, extnValue DER). E.g. the SID extension
+    /// `1.3.6.1.4.1.311.25.2` an Intune-like client may ask for.
+    pub other_extensions: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl CsrSpec {
@@ -217,6 +221,7 @@ impl CsrSpec {
             subject_alt_names: Vec::new(),
             extended_key_usage: Vec::new(),
             signature_digest: DigestAlg::Sha256,
+            other_extensions: Vec::new(),
         }
     }
 }
@@ -254,7 +259,7 @@ pub fn build_csr(key: &DeviceKey, spec: &CsrSpec) -> Result<Vec<u8>> {
         });
         attributes.push(a.into_vec());
     }
-    let mut extensions = Vec::new();
+    let mut extensions: Vec<(&[u8], Vec<u8>)> = Vec::new();
     if !spec.subject_alt_names.is_empty() {
         extensions.push((oid::SUBJECT_ALT_NAME, encode_subject_alt_names(&spec.subject_alt_names)));
     }
@@ -267,6 +272,7 @@ pub fn build_csr(key: &DeviceKey, spec: &CsrSpec) -> Result<Vec<u8>> {
         });
         extensions.push((oid::EXT_KEY_USAGE, e.into_vec()));
     }
+    extensions.extend(spec.other_extensions.iter().map(|(o, v)| (o.as_slice(), v.clone())));
     if !extensions.is_empty() {
         // RFC 2985 §5.4.2 extensionRequest: SET { Extensions }.
         let mut a = Writer::new();

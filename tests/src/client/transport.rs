@@ -68,6 +68,33 @@ impl CaCertificates {
         &self.certificates[self.recipient_index]
     }
 
+    /// The same certificates with requests encrypted to `certificates[index]`
+    /// instead, e.g. another RA certificate of the NDES arrangement, or the
+    /// CA to check that the server refuses it. Clients differ in which one
+    /// they pick (see `scep_engine::Engine::with_encryption_ras`).
+    ///
+    /// # Errors
+    /// When `index` is out of range.
+    pub fn encrypting_to(mut self, index: usize) -> Result<Self> {
+        if index >= self.certificates.len() {
+            return Err(ClientError::protocol(format!(
+                "GetCACert gave {} certificates, there is no #{index}",
+                self.certificates.len()
+            )));
+        }
+        self.recipient_index = index;
+        Ok(self)
+    }
+
+    /// The index of the first certificate that is not a CA and whose keyUsage
+    /// (when present) has digitalSignature: the RA that should sign CertReps,
+    /// as PyScep and jscep pick it.
+    pub fn signing_ra_index(&self) -> Option<usize> {
+        self.certificates
+            .iter()
+            .position(|c| CertificateRef::parse(c).is_ok_and(|c| !is_ca(&c) && key_usage_allows(&c, 0).unwrap_or(true)))
+    }
+
     /// The CA certificate.
     pub fn ca(&self) -> &[u8] {
         &self.certificates[self.ca_index]
@@ -127,6 +154,14 @@ fn is_ca(c: &CertificateRef<'_>) -> bool {
 }
 
 /// keyUsage has keyEncipherment (bit 2, RFC 5280 §4.2.1.3).
+/// Whether keyUsage bit `bit` is set (RFC 5280 §4.2.1.3); `None` when the
+/// certificate has no (readable) keyUsage extension.
+fn key_usage_allows(c: &CertificateRef<'_>, bit: u8) -> Option<bool> {
+    let Ok(Some((_, value))) = c.extension(oid::KEY_USAGE) else { return None };
+    let t = parse_single(value).ok().filter(|t| t.tag == tag::BIT_STRING)?;
+    Some(t.contents.get(1 + usize::from(bit / 8)).is_some_and(|b| b & (0x80 >> (bit % 8)) != 0))
+}
+
 fn has_key_encipherment(c: &CertificateRef<'_>) -> bool {
     let Ok(Some((_, value))) = c.extension(oid::KEY_USAGE) else { return false };
     parse_single(value)
