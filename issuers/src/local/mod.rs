@@ -86,7 +86,7 @@ impl LocalCaConfig {
 
 /// Reads a file as text, naming it in the error.
 pub(crate) fn read_text(path: &Path) -> Result<String, IssuerError> {
-    std::fs::read_to_string(path).map_err(|e| IssuerError::io(path, e))
+    crate::config_file::read_to_string(path).map_err(|e| IssuerError::io(path, e))
 }
 
 /// All certificates of a PEM file (at least one).

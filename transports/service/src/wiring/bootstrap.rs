@@ -94,7 +94,7 @@ impl Challenge {
         match std::fs::metadata(&path) {
             Ok(_) => {
                 check_key_file_permissions(&path, "challenge password")?;
-                let text = std::fs::read_to_string(&path)
+                let text = scep_issuers::config_file::read_to_string(&path)
                     .map_err(|e| ConfigError(format!("challenge password: cannot read {}: {e}", path.display())))?;
                 let password = text.trim_end_matches(['\r', '\n']).to_string();
                 if password.is_empty() {

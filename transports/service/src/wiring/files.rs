@@ -11,7 +11,8 @@ use scep_engine::pem;
 /// # Errors
 /// Naming `key` and the file when it cannot be read.
 pub fn read_text(path: &Path, key: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))
+    scep_issuers::config_file::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))
 }
 
 /// Refuses a private key file that group or others may access (Unix modes).
