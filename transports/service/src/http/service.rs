@@ -357,6 +357,12 @@ impl ScepService {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let client = req
+            .extensions()
+            .get::<ConnectionInfo>()
+            .or(self.connection.as_deref())
+            .and_then(|c| c.remote_addr)
+            .map(|a| a.ip());
         let (parts, body) = req.into_parts();
         let limit = crate::operator::admin::max_body();
         let collect = Limited::new(body, limit).collect();
@@ -389,6 +395,7 @@ impl ScepService {
                 query: parts.uri.query(),
                 authorization: parts.headers.get(http::header::AUTHORIZATION),
                 body: &body,
+                client,
             },
         )
         .await

@@ -8,6 +8,9 @@
 //! | `scepd_issuance_duration_seconds` | histogram | `profile` (time spent in the issuer) |
 //! | `scepd_audit_write_failures_total` | counter | — |
 //! | `scepd_audit_tally_write_failures_total` | counter | — (discovery tally writes that failed; retried) |
+//! | `scepd_admin_auth_failures_total` | counter | — (admin API requests with an unknown key) |
+//! | `scepd_admin_auth_refused_total` | counter | — (admin API requests answered 429: too many failures from the address) |
+//! | `scepd_admin_auth_tracked_clients` | gauge | — (addresses with failures in their window; bounded) |
 //! | `scepd_intune_challenges_total` | counter | `profile`, `outcome` (`success`, `signature_invalid`, ...) |
 //! | `scepd_ra_cert_expiry_seconds` | gauge | `profile` (negative once expired) |
 //! | `scepd_ca_cert_expiry_seconds` | gauge | `profile` |
@@ -49,6 +52,24 @@ pub fn render(state: &ServiceState, now: UnixTime) -> String {
     );
     let tally_failures = state.audit().map_or(0, AuditLog::tally_write_failures);
     let _ = writeln!(out, "scepd_audit_tally_write_failures_total {tally_failures}");
+
+    let limit = state.auth_limit();
+    header(&mut out, "scepd_admin_auth_failures_total", "counter", "Admin API requests with an unknown API key.");
+    let _ = writeln!(out, "scepd_admin_auth_failures_total {}", limit.failures());
+    header(
+        &mut out,
+        "scepd_admin_auth_refused_total",
+        "counter",
+        "Admin API requests refused (429) after too many failed authentications from their address.",
+    );
+    let _ = writeln!(out, "scepd_admin_auth_refused_total {}", limit.refused());
+    header(
+        &mut out,
+        "scepd_admin_auth_tracked_clients",
+        "gauge",
+        "Client addresses with failed admin authentications in their window.",
+    );
+    let _ = writeln!(out, "scepd_admin_auth_tracked_clients {}", limit.tracked());
 
     let stats = state.intune_stats();
     header(&mut out, "scepd_intune_challenges_total", "counter", "Intune challenge decisions, by profile and outcome.");

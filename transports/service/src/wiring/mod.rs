@@ -65,6 +65,7 @@ impl ServiceState {
             api_keys: ArcSwap::from_pointee(api_keys),
             audit: Some(audit),
             metrics: Metrics::default(),
+            auth_limit: crate::state::auth_limit::AuthFailureLimit::default(),
         });
         Ok(Started { state, generated_challenge })
     }
