@@ -65,6 +65,16 @@ fn call(svc: &ScepService, method: &str, uri: &str, key: Option<&str>, body: &st
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A real client's PKCSReq, encrypted to the fixture's RA (`RA_CERT`): the
+/// engine answers it with a signed CertRep, a decision.
+const CERTMONGER_PKCSREQ: &[u8] = include_bytes!("../../../tests/vectors/real-clients/certmonger-pkcsreq.der");
+
+/// POSTs `body` to `uri` on `svc`; the status.
+fn post_bytes(svc: &ScepService, uri: &str, body: &'static [u8]) -> StatusCode {
+    let req = http::Request::builder().method("POST").uri(uri).body(Full::new(Bytes::from_static(body))).unwrap();
+    block_on(svc.handle(req)).status()
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -180,8 +190,12 @@ fn discovery_answers_are_tallied_and_decisions_stay_one_event_each() {
     }
     assert_eq!(call(&svc, "GET", "/scep/iot?operation=GetCACert", None, "").0, StatusCode::OK);
     assert_eq!(call(&svc, "GET", "/scep/nope?operation=GetCACaps", None, "").0, StatusCode::NOT_FOUND);
-    // A PKIOperation is a decision: its own durable event, whatever it carries.
+    // A PKIOperation answered with a CertRep is a decision: its own durable event.
     for _ in 0..2 {
+        assert_eq!(post_bytes(&svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ), StatusCode::OK);
+    }
+    // A refusal before attribution (HTTP 400, no transactionID) is tallied (issue 13 item 6e).
+    for _ in 0..3 {
         assert_eq!(call(&svc, "POST", "/scep/corp?operation=PKIOperation", None, "junk").0, StatusCode::BAD_REQUEST);
     }
 
@@ -198,11 +212,17 @@ fn discovery_answers_are_tallied_and_decisions_stay_one_event_each() {
     assert_eq!((cacert.len(), cacert[0].count), (1, 1));
     let unknown = find("", "scep_getcacaps");
     assert_eq!((unknown.len(), unknown[0].outcome.as_str(), unknown[0].http_status), (1, "unknown_profile", 404));
-    let decisions = find("corp", "scep_pkioperation");
+    let decisions: Vec<_> =
+        all.iter().filter(|e| e.profile == "corp" && e.http_status == 200 && e.action != "scep_getcacaps").collect();
     assert_eq!(decisions.len(), 2, "{all:#?}");
-    assert!(decisions.iter().all(|e| e.count == 1 && e.first_time.is_none() && e.http_status == 400));
+    assert!(decisions.iter().all(|e| e.count == 1 && e.first_time.is_none() && e.transaction_id.is_some()));
     assert_eq!(decisions[0].client_addr.as_deref(), Some("192.0.2.7:5000"));
-    assert_eq!(all.len(), 5);
+    let refusals = find("corp", "scep_pkioperation");
+    assert_eq!(refusals.len(), 1, "{all:#?}");
+    assert_eq!((refusals[0].count, refusals[0].http_status), (3, 400));
+    assert!(refusals[0].first_time.is_some() && refusals[0].transaction_id.is_none());
+    assert_eq!(refusals[0].client_addr.as_deref(), Some("192.0.2.7"), "tallied by client IP");
+    assert_eq!(all.len(), 6);
 
     // The admin API shows the counts.
     let (_, text) = call(&f.svc, "GET", "/api/v1/admin/scep/events?action=scep_getcacaps", Some(ADMIN), "");
@@ -285,8 +305,8 @@ fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
     let conn = refuse_audit_inserts(f.audit.path());
     // Discovery does not wait for the disk; the tally is kept for a retry.
     assert_eq!(call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "").0, StatusCode::OK);
-    let (status, body) = call(&f.svc, "POST", "/scep/corp?operation=PKIOperation", None, "junk");
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let status = post_bytes(&f.svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     // Once the disk takes writes again, the kept tally is written.
     conn.execute_batch("DROP TRIGGER refuse").unwrap();
     let all = block_on(f.audit.query(AuditQuery { limit: 10, ..Default::default() })).unwrap();

@@ -29,6 +29,15 @@
 //! decision. `discovery = "each"` audits them like every other request (one
 //! durable event per answer, committed before it is sent).
 //!
+//! ## Refusals before attribution
+//!
+//! An HTTP 4xx answered before the request's transactionID is known (a
+//! malformed PKIMessage, an unknown profile, a wrong method: RFC 8894 §3.3.2.2
+//! CertRep FAILUREs need a transactionID and senderNonce) decides nothing that
+//! could issue. In `aggregate` mode it goes through the same tally, keyed by
+//! its outcome label and client IP, so a single hostile client costs one row
+//! a second, not one row per request. Every CertRep stays its own event.
+//!
 //! The `[audit]` settings are read by `crate::settings::audit`; the log is
 //! opened by `crate::wiring`.
 
@@ -204,7 +213,8 @@ pub struct AuditLog {
     discovery: DiscoveryAudit,
 }
 
-/// One discovery answer, as [`AuditLog::tally`] counts it.
+/// One discovery answer (or HTTP 4xx refusal before attribution), as
+/// [`AuditLog::tally`] counts it.
 #[derive(Clone, Copy, Debug)]
 pub struct DiscoveryAnswer<'a> {
     /// The engine's outcome (profile, operation, label).
