@@ -315,6 +315,17 @@ impl LocalCa {
             .map_err(|e| IssuerError::Database(e.to_string()))
     }
 
+    /// The certificates this CA recorded at or after `since`, oldest first, at
+    /// most `limit`. Blocks on the database. The service reconciles them with
+    /// its audit log at start-up: a certificate recorded just before a crash
+    /// may have no audit event.
+    ///
+    /// # Errors
+    /// [`IssuerError::Database`].
+    pub fn issued_since(&self, since: UnixTime, limit: usize) -> Result<Vec<StoredCertificate>, IssuerError> {
+        self.inner.store.issued_since(&self.inner.ca_id, since, limit).map_err(|e| IssuerError::Database(e.to_string()))
+    }
+
     /// Database writer counters (commits, operations), for metrics.
     pub fn store_stats(&self) -> store::StoreStats {
         self.inner.store.stats()

@@ -315,3 +315,54 @@ fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
     let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
     assert!(text.lines().any(|l| l == "scepd_audit_write_failures_total 1"), "{text}");
 }
+
+/// Issue 13 item 6d: the local CA records a certificate before its audit event
+/// is committed; a crash in between left a certificate the trail did not
+/// mention. The next start records it as `issued_not_delivered`, once.
+#[test]
+fn a_certificate_recorded_without_its_audit_event_is_reconciled_at_the_next_start() {
+    use crate::settings::start::StartOptions;
+    let dir = TestDir::new();
+    let path = dir.path().join("scepd.toml");
+    std::fs::write(
+        &path,
+        "[server]\ndata_dir = \"data\"\n[[profile]]\nname = \"corp\"\nissuer = \"local\"\n\
+         challenge_password = \"secret123\"\nra_cert = \"ra.pem\"\nra_key = \"ra.key\"\n",
+    )
+    .unwrap();
+    let options = StartOptions { config: Some(path), env: Some(Vec::new()), ..StartOptions::default() };
+    let events = |state: &ServiceState| {
+        block_on(state.audit().unwrap().query(AuditQuery { limit: 100, ..Default::default() })).unwrap()
+    };
+
+    let state = ServiceState::load(options.clone()).unwrap().state;
+    let svc = ScepService::new(state.clone(), None);
+    assert_eq!(post_bytes(&svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ), StatusCode::OK);
+    let all = events(&state);
+    let issued = all.iter().find(|e| e.outcome == "success").unwrap_or_else(|| panic!("not issued: {all:#?}"));
+    let (serial, txid) = (issued.serial.clone().unwrap(), issued.transaction_id.clone().unwrap());
+    drop((svc, state));
+
+    // The crash window: the certificate is in the CA store, its event is not.
+    let conn = rusqlite::Connection::open(dir.path().join("data/audit.db")).unwrap();
+    assert_eq!(conn.execute("DELETE FROM audit_events WHERE serial = ?1", [&serial]).unwrap(), 1);
+    drop(conn);
+
+    let state = ServiceState::load(options.clone()).unwrap().state;
+    let all = events(&state);
+    let reconciled: Vec<_> = all.iter().filter(|e| e.outcome == "issued_not_delivered").collect();
+    assert_eq!(reconciled.len(), 1, "{all:#?}");
+    let e = reconciled[0];
+    assert_eq!(e.serial.as_deref().map(|s| s.trim_start_matches("00")), Some(serial.trim_start_matches("00")));
+    assert_eq!(
+        (e.profile.as_str(), e.action.as_str(), e.transaction_id.as_deref(), e.http_status),
+        ("corp", "scep_pkcsreq", Some(txid.as_str()), 0)
+    );
+    assert_eq!(e.issuer.as_deref(), Some(scep_issuers::LOCAL_ISSUER_ID));
+    assert!(e.subject.is_some() && e.detail.as_deref().unwrap().contains("never sent"), "{e:#?}");
+    drop(state);
+
+    // Explained once: the next start adds nothing.
+    let state = ServiceState::load(options).unwrap().state;
+    assert_eq!(events(&state).iter().filter(|e| e.outcome == "issued_not_delivered").count(), 1);
+}
