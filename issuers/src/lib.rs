@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod config_file;
 pub mod crl;
 mod error;
 pub mod local;

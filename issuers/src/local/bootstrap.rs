@@ -439,7 +439,7 @@ fn install(dir: &Path, files: &[(&str, &[u8], bool)]) -> Result<(), IssuerError>
 /// Completes or undoes a bootstrap that was interrupted (see the module docs).
 fn recover_interrupted(dir: &Path) -> Result<(), IssuerError> {
     let marker = dir.join(PENDING_MARKER);
-    let listing = match std::fs::read_to_string(&marker) {
+    let listing = match crate::config_file::read_to_string(&marker) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(IssuerError::io(&marker, e)),

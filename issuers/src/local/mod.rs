@@ -86,7 +86,7 @@ impl LocalCaConfig {
 
 /// Reads a file as text, naming it in the error.
 pub(crate) fn read_text(path: &Path) -> Result<String, IssuerError> {
-    std::fs::read_to_string(path).map_err(|e| IssuerError::io(path, e))
+    crate::config_file::read_to_string(path).map_err(|e| IssuerError::io(path, e))
 }
 
 /// All certificates of a PEM file (at least one).
@@ -313,6 +313,17 @@ impl LocalCa {
             .store
             .certificate(&self.inner.ca_id, &serial_hex(serial))
             .map_err(|e| IssuerError::Database(e.to_string()))
+    }
+
+    /// The certificates this CA recorded at or after `since`, oldest first, at
+    /// most `limit`. Blocks on the database. The service reconciles them with
+    /// its audit log at start-up: a certificate recorded just before a crash
+    /// may have no audit event.
+    ///
+    /// # Errors
+    /// [`IssuerError::Database`].
+    pub fn issued_since(&self, since: UnixTime, limit: usize) -> Result<Vec<StoredCertificate>, IssuerError> {
+        self.inner.store.issued_since(&self.inner.ca_id, since, limit).map_err(|e| IssuerError::Database(e.to_string()))
     }
 
     /// Database writer counters (commits, operations), for metrics.

@@ -459,6 +459,28 @@ impl Store {
         self.readers.with(|c| latest_of_transaction(c, ca_id, profile, transaction_id))
     }
 
+    /// The certificates CA `ca_id` recorded at or after `since`, oldest first,
+    /// at most `limit` (start-up reconciliation with the audit log).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn issued_since(
+        &self,
+        ca_id: &str,
+        since: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<StoredCertificate>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.readers.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM certificates WHERE ca_id = ?1 AND issued_at >= ?2 \
+                 ORDER BY issued_at, serial LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![ca_id, since.0, limit], stored_from_row)?;
+            rows.collect()
+        })
+    }
+
     /// Every certificate of CA `ca_id` that is revoked, oldest revocation first.
     ///
     /// # Errors

@@ -231,7 +231,7 @@ fn file_stamp(path: &Path) -> Option<(Option<SystemTime>, u64)> {
 
 /// A secret file's contents, trimmed; must not be empty.
 fn read_secret(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = crate::config_file::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let t = text.trim();
     if t.is_empty() {
         return Err(format!("{} is empty", path.display()));

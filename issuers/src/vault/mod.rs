@@ -232,7 +232,7 @@ impl VaultIssuer {
         let roots = match &config.ca_bundle {
             None => Vec::new(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| IssuerError::io(path, e))?;
+                let text = crate::config_file::read_to_string(path).map_err(|e| IssuerError::io(path, e))?;
                 let certs = pem::certificates(&text).map_err(|e| IssuerError::invalid_file(path, e.to_string()))?;
                 if certs.is_empty() {
                     return Err(IssuerError::invalid_file(path, "no CERTIFICATE block found"));

@@ -65,6 +65,16 @@ fn call(svc: &ScepService, method: &str, uri: &str, key: Option<&str>, body: &st
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A real client's PKCSReq, encrypted to the fixture's RA (`RA_CERT`): the
+/// engine answers it with a signed CertRep, a decision.
+const CERTMONGER_PKCSREQ: &[u8] = include_bytes!("../../../tests/vectors/real-clients/certmonger-pkcsreq.der");
+
+/// POSTs `body` to `uri` on `svc`; the status.
+fn post_bytes(svc: &ScepService, uri: &str, body: &'static [u8]) -> StatusCode {
+    let req = http::Request::builder().method("POST").uri(uri).body(Full::new(Bytes::from_static(body))).unwrap();
+    block_on(svc.handle(req)).status()
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -180,8 +190,12 @@ fn discovery_answers_are_tallied_and_decisions_stay_one_event_each() {
     }
     assert_eq!(call(&svc, "GET", "/scep/iot?operation=GetCACert", None, "").0, StatusCode::OK);
     assert_eq!(call(&svc, "GET", "/scep/nope?operation=GetCACaps", None, "").0, StatusCode::NOT_FOUND);
-    // A PKIOperation is a decision: its own durable event, whatever it carries.
+    // A PKIOperation answered with a CertRep is a decision: its own durable event.
     for _ in 0..2 {
+        assert_eq!(post_bytes(&svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ), StatusCode::OK);
+    }
+    // A refusal before attribution (HTTP 400, no transactionID) is tallied (issue 13 item 6e).
+    for _ in 0..3 {
         assert_eq!(call(&svc, "POST", "/scep/corp?operation=PKIOperation", None, "junk").0, StatusCode::BAD_REQUEST);
     }
 
@@ -198,11 +212,17 @@ fn discovery_answers_are_tallied_and_decisions_stay_one_event_each() {
     assert_eq!((cacert.len(), cacert[0].count), (1, 1));
     let unknown = find("", "scep_getcacaps");
     assert_eq!((unknown.len(), unknown[0].outcome.as_str(), unknown[0].http_status), (1, "unknown_profile", 404));
-    let decisions = find("corp", "scep_pkioperation");
+    let decisions: Vec<_> =
+        all.iter().filter(|e| e.profile == "corp" && e.http_status == 200 && e.action != "scep_getcacaps").collect();
     assert_eq!(decisions.len(), 2, "{all:#?}");
-    assert!(decisions.iter().all(|e| e.count == 1 && e.first_time.is_none() && e.http_status == 400));
+    assert!(decisions.iter().all(|e| e.count == 1 && e.first_time.is_none() && e.transaction_id.is_some()));
     assert_eq!(decisions[0].client_addr.as_deref(), Some("192.0.2.7:5000"));
-    assert_eq!(all.len(), 5);
+    let refusals = find("corp", "scep_pkioperation");
+    assert_eq!(refusals.len(), 1, "{all:#?}");
+    assert_eq!((refusals[0].count, refusals[0].http_status), (3, 400));
+    assert!(refusals[0].first_time.is_some() && refusals[0].transaction_id.is_none());
+    assert_eq!(refusals[0].client_addr.as_deref(), Some("192.0.2.7"), "tallied by client IP");
+    assert_eq!(all.len(), 6);
 
     // The admin API shows the counts.
     let (_, text) = call(&f.svc, "GET", "/api/v1/admin/scep/events?action=scep_getcacaps", Some(ADMIN), "");
@@ -285,8 +305,8 @@ fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
     let conn = refuse_audit_inserts(f.audit.path());
     // Discovery does not wait for the disk; the tally is kept for a retry.
     assert_eq!(call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "").0, StatusCode::OK);
-    let (status, body) = call(&f.svc, "POST", "/scep/corp?operation=PKIOperation", None, "junk");
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let status = post_bytes(&f.svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     // Once the disk takes writes again, the kept tally is written.
     conn.execute_batch("DROP TRIGGER refuse").unwrap();
     let all = block_on(f.audit.query(AuditQuery { limit: 10, ..Default::default() })).unwrap();
@@ -294,4 +314,55 @@ fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
     assert_eq!((all[0].action.as_str(), all[0].count), ("scep_getcacaps", 1));
     let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
     assert!(text.lines().any(|l| l == "scepd_audit_write_failures_total 1"), "{text}");
+}
+
+/// Issue 13 item 6d: the local CA records a certificate before its audit event
+/// is committed; a crash in between left a certificate the trail did not
+/// mention. The next start records it as `issued_not_delivered`, once.
+#[test]
+fn a_certificate_recorded_without_its_audit_event_is_reconciled_at_the_next_start() {
+    use crate::settings::start::StartOptions;
+    let dir = TestDir::new();
+    let path = dir.path().join("scepd.toml");
+    std::fs::write(
+        &path,
+        "[server]\ndata_dir = \"data\"\n[[profile]]\nname = \"corp\"\nissuer = \"local\"\n\
+         challenge_password = \"secret123\"\nra_cert = \"ra.pem\"\nra_key = \"ra.key\"\n",
+    )
+    .unwrap();
+    let options = StartOptions { config: Some(path), env: Some(Vec::new()), ..StartOptions::default() };
+    let events = |state: &ServiceState| {
+        block_on(state.audit().unwrap().query(AuditQuery { limit: 100, ..Default::default() })).unwrap()
+    };
+
+    let state = ServiceState::load(options.clone()).unwrap().state;
+    let svc = ScepService::new(state.clone(), None);
+    assert_eq!(post_bytes(&svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ), StatusCode::OK);
+    let all = events(&state);
+    let issued = all.iter().find(|e| e.outcome == "success").unwrap_or_else(|| panic!("not issued: {all:#?}"));
+    let (serial, txid) = (issued.serial.clone().unwrap(), issued.transaction_id.clone().unwrap());
+    drop((svc, state));
+
+    // The crash window: the certificate is in the CA store, its event is not.
+    let conn = rusqlite::Connection::open(dir.path().join("data/audit.db")).unwrap();
+    assert_eq!(conn.execute("DELETE FROM audit_events WHERE serial = ?1", [&serial]).unwrap(), 1);
+    drop(conn);
+
+    let state = ServiceState::load(options.clone()).unwrap().state;
+    let all = events(&state);
+    let reconciled: Vec<_> = all.iter().filter(|e| e.outcome == "issued_not_delivered").collect();
+    assert_eq!(reconciled.len(), 1, "{all:#?}");
+    let e = reconciled[0];
+    assert_eq!(e.serial.as_deref().map(|s| s.trim_start_matches("00")), Some(serial.trim_start_matches("00")));
+    assert_eq!(
+        (e.profile.as_str(), e.action.as_str(), e.transaction_id.as_deref(), e.http_status),
+        ("corp", "scep_pkcsreq", Some(txid.as_str()), 0)
+    );
+    assert_eq!(e.issuer.as_deref(), Some(scep_issuers::LOCAL_ISSUER_ID));
+    assert!(e.subject.is_some() && e.detail.as_deref().unwrap().contains("never sent"), "{e:#?}");
+    drop(state);
+
+    // Explained once: the next start adds nothing.
+    let state = ServiceState::load(options).unwrap().state;
+    assert_eq!(events(&state).iter().filter(|e| e.outcome == "issued_not_delivered").count(), 1);
 }

@@ -13,11 +13,12 @@
 //! | `/ui/...` | the admin web GUI ([`crate::operator::ui`]) |
 //!
 //! Every answer on a SCEP route is audited ([`crate::store::audit`]) and counted in
-//! the metrics. A decision (every PKIOperation, every refusal) is one event,
-//! committed before the response is returned; when it cannot be, the answer is
-//! `503` (fail closed: no unaudited decision reaches a client). Discovery
-//! answers (GetCACaps, GetCACert, GetNextCACert) go to the audit tally unless
-//! `[audit] discovery = "each"`; a discovery GET is then answered at once from
+//! the metrics. A decision (every PKIOperation answered with a CertRep) is one
+//! event, committed before the response is returned; when it cannot be, the
+//! answer is `503` (fail closed: no unaudited decision reaches a client).
+//! Discovery answers (GetCACaps, GetCACert, GetNextCACert) and HTTP 4xx
+//! refusals made before a request could be attributed (no transactionID) go to
+//! the audit tally unless `[audit] discovery = "each"`; a discovery GET is then answered at once from
 //! the profile's kept answers ([`crate::state::discovery`],
 //! [`ScepService::answer_discovery_now`]), without a request future.
 //!
@@ -258,7 +259,9 @@ impl ScepService {
             let recorded = match self.state.audit() {
                 None => Ok(()),
                 Some(audit)
-                    if audit.discovery() == DiscoveryAudit::Aggregate && DiscoveryAudit::covers(outcome.operation) =>
+                    if audit.discovery() == DiscoveryAudit::Aggregate
+                        && (DiscoveryAudit::covers(outcome.operation)
+                            || is_unattributed_refusal(response.status, outcome)) =>
                 {
                     audit.tally(&DiscoveryAnswer {
                         outcome,
@@ -357,6 +360,12 @@ impl ScepService {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let client = req
+            .extensions()
+            .get::<ConnectionInfo>()
+            .or(self.connection.as_deref())
+            .and_then(|c| c.remote_addr)
+            .map(|a| a.ip());
         let (parts, body) = req.into_parts();
         let limit = crate::operator::admin::max_body();
         let collect = Limited::new(body, limit).collect();
@@ -389,6 +398,7 @@ impl ScepService {
                 query: parts.uri.query(),
                 authorization: parts.headers.get(http::header::AUTHORIZATION),
                 body: &body,
+                client,
             },
         )
         .await
@@ -551,6 +561,18 @@ struct LogFields {
 }
 
 /// A transport-level answer (no engine involved).
+/// Whether an answer is a refusal made before the request could be attributed
+/// (an HTTP 4xx: no transactionID known, so no signed CertRep): a malformed
+/// PKIMessage, an unknown profile, a wrong method. These decide nothing that
+/// could issue, so they are tallied per (profile, operation, label, status,
+/// route, client IP) and written once a second like discovery answers, not
+/// committed one by one (issue 13: one client's bad requests grew the audit
+/// database by about 1,900 rows a second). Every CertRep, SUCCESS or FAILURE,
+/// is still its own durable event, committed before the answer.
+fn is_unattributed_refusal(status: u16, outcome: &Outcome) -> bool {
+    (400..500).contains(&status) && outcome.transaction_id.is_none()
+}
+
 fn plain(status: u16, label: &'static str, text: &str) -> (Response, LogFields) {
     let response = Response {
         status,

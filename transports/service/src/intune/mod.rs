@@ -75,7 +75,7 @@ pub struct IntuneProfile {
 /// unparsable, expired at `now`, or has an unusable key.
 pub fn load_bundle(profile: &str, path: &Path, now: UnixTime) -> Result<TrustAnchorPool, ConfigError> {
     let key = format!("profile[{profile}].intune_connector_cert_path");
-    let text = std::fs::read_to_string(path)
+    let text = scep_issuers::config_file::read_to_string(path)
         .map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))?;
     let pool = load_pool(&text, now).map_err(|e| ConfigError(format!("{key}: {}: {e}", path.display())))?;
     for a in pool.anchors() {

@@ -14,7 +14,12 @@
 //! `?action=scep_pkcsreq_intune,scep_renewalreq_intune&exclude_outcome=success&limit=50`.
 //!
 //! Every endpoint requires an `admin` key: no key or an unknown key is 401,
-//! a non-admin (`reader`) key is 403. Errors are `{"error": code, "message": text}`.
+//! a non-admin (`reader`) key is 403. After
+//! [`crate::state::auth_limit::MAX_FAILURES`] unknown keys from one client
+//! address (IPv6: its /64) within [`crate::state::auth_limit::WINDOW`], that
+//! address is answered 429 `too_many_failures` with `Retry-After` (seconds)
+//! until the window ends, without its keys being compared; other addresses are
+//! unaffected ([`crate::state::auth_limit`]). Errors are `{"error": code, "message": text}`.
 //! Durations are integer seconds (`*_secs`); times are RFC 3339 UTC;
 //! `days_to_expiry` is whole days, rounded down, negative once expired.
 //! Keys are compared in constant time (SHA-256 of the presented key against
@@ -24,7 +29,9 @@
 //! [`crate::state::api_keys::ApiKeys`].
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS};
+use std::time::Instant;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS};
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use scep_engine::UnixTime;
@@ -88,6 +95,9 @@ pub struct AdminRequest<'a> {
     pub authorization: Option<&'a HeaderValue>,
     /// Body (read by the caller, at most [`max_body`] bytes).
     pub body: &'a [u8],
+    /// The client's address, when known: failed authentications are limited
+    /// per address.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// Largest admin request body the caller should read.
@@ -106,8 +116,13 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
     let Some(token) = token else {
         return unauthorized("missing Bearer API key (Authorization: Bearer <key>)");
     };
+    let limit = state.auth_limit();
+    if let Err(retry_after) = limit.check(req.client, Instant::now()) {
+        return too_many_failures(retry_after);
+    }
     let Some((name, role)) = keys.authenticate(token) else {
-        tracing::warn!(target: "scepd::admin", path = req.path, "admin API: unknown API key");
+        limit.record_failure(req.client, Instant::now());
+        tracing::warn!(target: "scepd::admin", client = ?req.client, path = req.path, "admin API: unknown API key");
         return unauthorized("unknown API key");
     };
     if role != Role::Admin {
@@ -414,6 +429,19 @@ fn unauthorized(message: &str) -> http::Response<Full<Bytes>> {
     r
 }
 
+/// 429 for a client that used up its failed authentications: `Retry-After`
+/// in whole seconds (rounded up).
+fn too_many_failures(retry_after: std::time::Duration) -> http::Response<Full<Bytes>> {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        &format!("too many failed authentications from this address; retry after {secs} s"),
+    );
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
 /// A JSON error `{"error": code, "message": text}`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> http::Response<Full<Bytes>> {
     respond(status, &json!({ "error": code, "message": message }))
@@ -542,7 +570,14 @@ mod tests {
                 None => (target, None),
             };
             let auth = HeaderValue::from_str(&format!("Bearer {ADMIN}")).unwrap();
-            let req = AdminRequest { method: &method, path, query, authorization: Some(&auth), body: body.as_bytes() };
+            let req = AdminRequest {
+                method: &method,
+                path,
+                query,
+                authorization: Some(&auth),
+                body: body.as_bytes(),
+                client: None,
+            };
             let r = block_on(handle(state, req));
             assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
             assert_eq!(r.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
@@ -706,6 +741,42 @@ mod tests {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
             );
+        }
+
+        /// Issue 13 item 6c: key guessing from one address is cut off with 429
+        /// and Retry-After while a correct key from another address is served.
+        #[test]
+        fn failed_authentications_are_limited_per_address_and_spare_other_addresses() {
+            use crate::state::auth_limit::MAX_FAILURES;
+            let dir = TestDir::new();
+            let state = load(&dir);
+            let attempt = |client: &str, key: &str| {
+                let auth = HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
+                let req = AdminRequest {
+                    method: &Method::GET,
+                    path: PROFILES,
+                    query: None,
+                    authorization: Some(&auth),
+                    body: b"",
+                    client: Some(client.parse().unwrap()),
+                };
+                block_on(handle(&state, req))
+            };
+            for i in 0..MAX_FAILURES {
+                assert_eq!(attempt("127.0.0.2", &format!("guess-{i:016}")).status(), StatusCode::UNAUTHORIZED);
+            }
+            let refused = attempt("127.0.0.2", "guess-the-next-one-000");
+            assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+            let retry: u64 = refused.headers()[RETRY_AFTER].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+            // Refused before its key is compared: even the right key waits.
+            assert_eq!(attempt("127.0.0.2", ADMIN).status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(attempt("127.0.0.1", ADMIN).status(), StatusCode::OK);
+            let limit = state.auth_limit();
+            assert_eq!((limit.failures(), limit.refused(), limit.tracked()), (u64::from(MAX_FAILURES), 2, 1));
+            let metrics = crate::operator::metrics::render(&state, UnixTime::now());
+            assert!(metrics.contains("\nscepd_admin_auth_failures_total 10\n"), "{metrics}");
+            assert!(metrics.contains("\nscepd_admin_auth_refused_total 2\n"), "{metrics}");
         }
 
         #[test]

@@ -10,6 +10,9 @@
 //! | `scepd_audit_tally_write_failures_total` | counter | — (discovery tally writes that failed; retried) |
 //! | `scepd_connections_refused_total` | counter | `reason` (`global`, `per_client`, `per_network`: see [`crate::state::connections`]) |
 //! | `scepd_connections_closed_total` | counter | `reason` (`tls_handshake_timeout`, `request_timeout`, `write_timeout`, `hyper_timeout`) |
+//! | `scepd_admin_auth_failures_total` | counter | — (admin API requests with an unknown key) |
+//! | `scepd_admin_auth_refused_total` | counter | — (admin API requests answered 429: too many failures from the address) |
+//! | `scepd_admin_auth_tracked_clients` | gauge | — (addresses with failures in their window; bounded) |
 //! | `scepd_intune_challenges_total` | counter | `profile`, `outcome` (`success`, `signature_invalid`, ...) |
 //! | `scepd_ra_cert_expiry_seconds` | gauge | `profile` (negative once expired) |
 //! | `scepd_ca_cert_expiry_seconds` | gauge | `profile` |
@@ -73,6 +76,24 @@ pub fn render(state: &ServiceState, now: UnixTime) -> String {
         let n = connections.closed_total(why);
         let _ = writeln!(out, "scepd_connections_closed_total{{reason=\"{}\"}} {n}", why.label());
     }
+
+    let limit = state.auth_limit();
+    header(&mut out, "scepd_admin_auth_failures_total", "counter", "Admin API requests with an unknown API key.");
+    let _ = writeln!(out, "scepd_admin_auth_failures_total {}", limit.failures());
+    header(
+        &mut out,
+        "scepd_admin_auth_refused_total",
+        "counter",
+        "Admin API requests refused (429) after too many failed authentications from their address.",
+    );
+    let _ = writeln!(out, "scepd_admin_auth_refused_total {}", limit.refused());
+    header(
+        &mut out,
+        "scepd_admin_auth_tracked_clients",
+        "gauge",
+        "Client addresses with failed admin authentications in their window.",
+    );
+    let _ = writeln!(out, "scepd_admin_auth_tracked_clients {}", limit.tracked());
 
     let stats = state.intune_stats();
     header(&mut out, "scepd_intune_challenges_total", "counter", "Intune challenge decisions, by profile and outcome.");

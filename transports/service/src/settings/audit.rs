@@ -33,7 +33,8 @@ pub struct AuditSection {
     pub discovery: Option<String>,
 }
 
-/// How the discovery operations (GetCACaps, GetCACert, GetNextCACert) are
+/// How the discovery operations (GetCACaps, GetCACert, GetNextCACert) and
+/// the HTTP 4xx refusals made before a request can be attributed are
 /// audited; see `crate::store::audit`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DiscoveryAudit {

@@ -13,7 +13,7 @@
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_ENABLED` | `mtls_enabled` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_CLIENT_CA_TRUST_BUNDLE_PATH` | `mtls_client_ca_trust_bundle_path` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_INTUNE_ENABLED` (and the other `INTUNE_*`) | `intune_enabled`, ... |
-//! | `CERTCTL_API_KEYS_NAMED=name:key[:admin],...` | `[[api_key]]` (replaces the file's list) |
+//! | `CERTCTL_API_KEYS_NAMED=name:key[:admin\|:reader],...` | `[[api_key]]` (replaces the file's list; any other third field is refused) |
 //!
 //! `<NAME>` is the profile name upper-cased (`corp` → `CORP`); the URL uses
 //! the lower-case name (`/scep/corp`). Booleans are parsed as Go's
@@ -318,9 +318,18 @@ fn parse_api_keys(list: &str) -> Result<Vec<ApiKeySection>, ConfigError> {
         let entry = entry.trim();
         let bad = |why: &str| ConfigError(format!("{API_KEYS}: entry {}: {why}", i + 1));
         let (name, rest) = entry.split_once(':').ok_or_else(|| bad("expected name:key or name:key:admin"))?;
-        let (key, role) = match rest.strip_suffix(":admin") {
-            Some(k) => (k, "admin"),
+        // A third field is a role, exactly as `[[api_key]] role` spells it; it is
+        // never taken as part of the key (`ops:KEY:Admin` would otherwise make a
+        // reader whose key ends in ":Admin"). The field is not quoted: it might be
+        // key material.
+        let (key, role) = match rest.split_once(':') {
             None => (rest, "reader"),
+            Some((key, "admin")) => (key, "admin"),
+            Some((key, "reader")) => (key, "reader"),
+            Some(_) => {
+                return Err(bad("the field after the key must be the role \"admin\" or \"reader\" (lower case); \
+                     a key cannot contain ':' here (use [[api_key]] in the configuration file)"));
+            }
         };
         if name.is_empty() || key.is_empty() {
             return Err(bad("expected name:key or name:key:admin (name and key must not be empty)"));
@@ -473,6 +482,32 @@ mod tests {
             let e = apply(&mut ConfigFile::default(), &vars(list)).expect_err(var);
             assert!(e.0.starts_with(var), "{list:?}: {e} does not start with {var}");
         }
+    }
+
+    /// Issue 13 item 6b: a third field that is not exactly `admin` or `reader`
+    /// was silently appended to the key of a reader.
+    #[test]
+    fn an_unknown_role_in_api_keys_named_is_refused_not_appended_to_the_key() {
+        let key = "0123456789abcdefXYZ";
+        for value in [
+            format!("ops:{key}:Admin"),
+            format!("ops:{key}:root"),
+            format!("ops:{key}:"),
+            format!("ops:{key}:admin:admin"),
+            format!("good:{key}:admin,ops:{key}x:ADMIN"),
+        ] {
+            let e = apply(&mut ConfigFile::default(), &vars(&[("CERTCTL_API_KEYS_NAMED", &value)])).expect_err(&value);
+            assert!(e.0.starts_with("CERTCTL_API_KEYS_NAMED: entry "), "{value}: {e}");
+            assert!(e.0.contains("must be the role \"admin\" or \"reader\""), "{value}: {e}");
+            assert!(!e.0.contains(key), "the error quotes the key: {e}");
+        }
+        let mut file = ConfigFile::default();
+        apply(&mut file, &vars(&[("CERTCTL_API_KEYS_NAMED", &format!("a:{key}:admin,b:{key}b:reader,c:{key}c"))]))
+            .unwrap();
+        let got: Vec<(&str, &str)> =
+            file.api_keys.iter().map(|k| (k.key.as_deref().unwrap(), k.role.as_deref().unwrap())).collect();
+        let (b, c) = (format!("{key}b"), format!("{key}c"));
+        assert_eq!(got, [(key, "admin"), (b.as_str(), "reader"), (c.as_str(), "reader")]);
     }
 
     #[test]

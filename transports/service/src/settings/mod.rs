@@ -255,7 +255,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<ConfigFile, ConfigError> {
 /// # Errors
 /// When the file cannot be read, or as [`parse`].
 pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let text = scep_issuers::config_file::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
     parse(&text, path)
 }

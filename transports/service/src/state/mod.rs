@@ -3,7 +3,8 @@
 //!
 //! What lives here: [`ServiceState`] ([`mod@self`]), the running profiles
 //! ([`profiles`]: [`Profile`], [`Profiles`]), each profile's kept discovery
-//! answers ([`discovery`]), the admin API key set ([`api_keys`]) and the
+//! answers ([`discovery`]), the admin API key set ([`api_keys`]), the limiter of
+//! failed admin authentications per client address ([`auth_limit`]) and the
 //! metrics counters ([`metrics`]). The state is a container: it is built,
 //! reloaded and checked by `crate::wiring` (`ServiceState::load`, `reload`,
 //! `check_config`), which sits above it.
@@ -12,6 +13,7 @@
 //! `http`, `operator` or `wiring`.
 
 pub mod api_keys;
+pub mod auth_limit;
 pub mod connections;
 pub mod discovery;
 pub mod metrics;
@@ -28,6 +30,7 @@ use crate::settings::ServerSettings;
 use crate::settings::start::StartOptions;
 use crate::store::audit::AuditLog;
 use api_keys::ApiKeys;
+use auth_limit::AuthFailureLimit;
 use metrics::Metrics;
 pub use profiles::{Profile, Profiles};
 
@@ -52,6 +55,7 @@ pub struct ServiceState {
     pub(crate) api_keys: ArcSwap<ApiKeys>,
     pub(crate) audit: Option<AuditLog>,
     pub(crate) metrics: Metrics,
+    pub(crate) auth_limit: AuthFailureLimit,
 }
 
 impl ServiceState {
@@ -67,6 +71,7 @@ impl ServiceState {
             api_keys: ArcSwap::from_pointee(ApiKeys::default()),
             audit: None,
             metrics: Metrics::default(),
+            auth_limit: AuthFailureLimit::default(),
         }
     }
 
@@ -92,6 +97,11 @@ impl ServiceState {
     /// The admin API keys (a request keeps the set it loaded).
     pub fn api_keys(&self) -> Arc<ApiKeys> {
         self.api_keys.load_full()
+    }
+
+    /// The limiter of failed admin API authentications per client address.
+    pub fn auth_limit(&self) -> &AuthFailureLimit {
+        &self.auth_limit
     }
 
     /// The process's metrics.

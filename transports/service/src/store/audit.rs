@@ -29,6 +29,15 @@
 //! decision. `discovery = "each"` audits them like every other request (one
 //! durable event per answer, committed before it is sent).
 //!
+//! ## Refusals before attribution
+//!
+//! An HTTP 4xx answered before the request's transactionID is known (a
+//! malformed PKIMessage, an unknown profile, a wrong method: RFC 8894 §3.3.2.2
+//! CertRep FAILUREs need a transactionID and senderNonce) decides nothing that
+//! could issue. In `aggregate` mode it goes through the same tally, keyed by
+//! its outcome label and client IP, so a single hostile client costs one row
+//! a second, not one row per request. Every CertRep stays its own event.
+//!
 //! The `[audit]` settings are read by `crate::settings::audit`; the log is
 //! opened by `crate::wiring`.
 
@@ -204,7 +213,8 @@ pub struct AuditLog {
     discovery: DiscoveryAudit,
 }
 
-/// One discovery answer, as [`AuditLog::tally`] counts it.
+/// One discovery answer (or HTTP 4xx refusal before attribution), as
+/// [`AuditLog::tally`] counts it.
 #[derive(Clone, Copy, Debug)]
 pub struct DiscoveryAnswer<'a> {
     /// The engine's outcome (profile, operation, label).
@@ -457,6 +467,143 @@ impl AuditLog {
             }
             rx.await.unwrap_or_else(|| Err(AuditError("audit writer stopped".into())))
         }
+    }
+}
+
+/// How far before the newest audited issuance start-up reconciliation looks
+/// for certificates without an event (covers events committed out of order
+/// by concurrent requests and clock steps).
+const RECONCILE_SLACK_SECS: i64 = 3600;
+/// Most certificates one start-up reconciliation examines.
+const RECONCILE_MAX_CERTIFICATES: usize = 100_000;
+
+/// The outcome label of a certificate the local CA recorded whose enrolment
+/// answer was never audited.
+pub const ISSUED_NOT_DELIVERED: &str = "issued_not_delivered";
+
+/// A serial as lowercase hex without leading zero bytes (the engine writes the
+/// INTEGER's content octets, the CA store the magnitude).
+fn serial_key(serial: &str) -> String {
+    let lower = serial.to_ascii_lowercase();
+    let trimmed = lower.trim_start_matches("00");
+    if trimmed.is_empty() { "00".to_string() } else { trimmed.to_string() }
+}
+
+/// Start-up reconciliation of the local CA's store with the audit log at
+/// `path` (before the service answers anything).
+///
+/// The local CA records a certificate in its store before the service commits
+/// the enrolment's audit event and writes the answer (audit before answer). A
+/// crash between the two (`kill -9`, power loss) leaves a certificate the
+/// trail does not mention; the client never got it (its answer is written
+/// only after the event). This finds every certificate recorded since shortly
+/// before the newest audited issuance (within the retention period) whose
+/// serial no event names, and records for each an event with outcome
+/// [`ISSUED_NOT_DELIVERED`] (action `scep_pkcsreq`, or `scep_renewalreq` for a
+/// renewal; the certificate's transactionID, subject, serial and issue time;
+/// HTTP status 0: nothing was answered). So every certificate in the CA store
+/// is explained by the trail. Returns how many events were added.
+///
+/// # Errors
+/// Naming `audit.path` (or the local CA) when a database cannot be read or
+/// written: the start stops rather than serve with an unexplained certificate.
+pub fn record_undelivered(
+    path: &Path,
+    ca: &scep_issuers::LocalCa,
+    now: UnixTime,
+    retention_days: i64,
+) -> Result<usize, ConfigError> {
+    let fail = |e: rusqlite::Error| ConfigError(format!("audit.path: {}: reconciliation: {e}", path.display()));
+    let mut conn = Connection::open(path).map_err(fail)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+    let newest: Option<i64> = conn
+        .query_row("SELECT MAX(time_unix) FROM audit_events WHERE serial IS NOT NULL", [], |r| r.get(0))
+        .map_err(fail)?;
+    let retained = now.secs().saturating_sub(retention_days.saturating_mul(86_400));
+    let since = newest.map_or(retained, |t| t.saturating_sub(RECONCILE_SLACK_SECS).max(retained));
+    let certificates = ca
+        .issued_since(UnixTime::from_secs(since), RECONCILE_MAX_CERTIFICATES)
+        .map_err(|e| ConfigError(format!("local CA: reconciliation with the audit log: {e}")))?;
+    if certificates.is_empty() {
+        return Ok(0);
+    }
+    if certificates.len() == RECONCILE_MAX_CERTIFICATES {
+        tracing::warn!(
+            examined = RECONCILE_MAX_CERTIFICATES,
+            "audit reconciliation examined its maximum of certificates; the rest are checked at the next start"
+        );
+    }
+    let audited: std::collections::HashSet<String> = {
+        let mut stmt = conn
+            .prepare("SELECT serial FROM audit_events WHERE serial IS NOT NULL AND time_unix >= ?1")
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map(params![since.saturating_sub(RECONCILE_SLACK_SECS)], |r| r.get::<_, String>(0))
+            .map_err(fail)?;
+        rows.map(|r| r.map(|s| serial_key(&s))).collect::<Result<_, _>>().map_err(fail)?
+    };
+    let missing: Vec<AuditEvent> = certificates
+        .iter()
+        .filter(|c| !audited.contains(&serial_key(&c.serial_hex)))
+        .map(|c| undelivered_event(c, ca, now))
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    for e in &missing {
+        tracing::warn!(
+            target: "scepd::audit",
+            profile = %e.profile,
+            serial = e.serial.as_deref().unwrap_or(""),
+            txid = e.transaction_id.as_deref().unwrap_or(""),
+            "certificate issued but never delivered (no audit event; the process stopped before answering): recorded"
+        );
+    }
+    let batch: Vec<&AuditEvent> = missing.iter().collect();
+    insert_batch(&mut conn, &batch).map_err(fail)?;
+    Ok(missing.len())
+}
+
+/// The [`ISSUED_NOT_DELIVERED`] event of a stored certificate.
+fn undelivered_event(
+    c: &scep_issuers::local::store::StoredCertificate,
+    ca: &scep_issuers::LocalCa,
+    now: UnixTime,
+) -> AuditEvent {
+    let subject = scep_engine::x509::CertificateRef::parse(&c.der)
+        .ok()
+        .map(|cert| scep_engine::x509::name_to_string(cert.subject));
+    AuditEvent {
+        id: 0,
+        time: c.issued_at.to_rfc3339(),
+        time_unix: c.issued_at.secs(),
+        profile: c.profile.clone(),
+        action: if c.renewal_of.is_some() { "scep_renewalreq" } else { "scep_pkcsreq" }.to_string(),
+        operation: "PKIOperation".to_string(),
+        message_type: None,
+        transaction_id: Some(c.transaction_id.clone()),
+        outcome: ISSUED_NOT_DELIVERED.to_string(),
+        http_status: 0,
+        pki_status: None,
+        fail_info: None,
+        subject,
+        subject_alt_names: Vec::new(),
+        serial: Some(c.serial_hex.clone()),
+        renewal_of: c.renewal_of.clone(),
+        intune_subject: None,
+        intune_issuer: None,
+        intune_nonce: None,
+        issuer: Some(scep_issuers::Issuer::id(ca).to_string()),
+        client_addr: None,
+        route: String::new(),
+        detail: Some(format!(
+            "the local CA recorded this certificate at {} but its enrolment answer was never audited, so it \
+             was never sent (the process stopped in between); found at start-up at {}",
+            c.issued_at.to_rfc3339(),
+            now.to_rfc3339()
+        )),
+        count: 1,
+        first_time: None,
     }
 }
 

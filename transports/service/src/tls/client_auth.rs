@@ -92,7 +92,7 @@ impl MtlsPolicy {
     pub fn load(settings: &MtlsSettings, now: UnixTime) -> Result<Self, ConfigError> {
         let path = settings.bundle_path.clone();
         let bundle_key = settings.bundle_key.as_str();
-        let text = std::fs::read_to_string(&path)
+        let text = scep_issuers::config_file::read_to_string(&path)
             .map_err(|e| ConfigError(format!("{bundle_key}: cannot read {}: {e}", path.display())))?;
         let ders =
             pem::certificates(&text).map_err(|e| ConfigError(format!("{bundle_key}: {}: {e}", path.display())))?;

@@ -31,6 +31,8 @@ pub const CHALLENGE_FILE: &str = "challenge-password";
 pub struct LocalCa {
     /// The issuer (shared by every `issuer = "local"` profile).
     pub issuer: Arc<dyn Issuer>,
+    /// The same CA, concretely (start-up reconciliation with the audit log).
+    pub ca: Arc<scep_issuers::LocalCa>,
     /// RA certificate PEM file.
     pub ra_cert_path: PathBuf,
     /// RA private key PEM file (mode 0600).
@@ -57,7 +59,8 @@ pub fn open_local_ca(data_dir: &Path, now: UnixTime) -> Result<LocalCa, ConfigEr
     let config = scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, data_dir);
     let ca = scep_issuers::LocalCa::open_at(config, now)
         .map_err(|e| ConfigError(format!("local CA ({}): {e}", data_dir.display())))?;
-    Ok(LocalCa { issuer: Arc::new(ca), ra_cert_path: files.ra_cert, ra_key_path: files.ra_key })
+    let ca = Arc::new(ca);
+    Ok(LocalCa { issuer: ca.clone(), ca, ra_cert_path: files.ra_cert, ra_key_path: files.ra_key })
 }
 
 /// The static challenge password of the bootstrap profile.
@@ -94,7 +97,7 @@ impl Challenge {
         match std::fs::metadata(&path) {
             Ok(_) => {
                 check_key_file_permissions(&path, "challenge password")?;
-                let text = std::fs::read_to_string(&path)
+                let text = scep_issuers::config_file::read_to_string(&path)
                     .map_err(|e| ConfigError(format!("challenge password: cannot read {}: {e}", path.display())))?;
                 let password = text.trim_end_matches(['\r', '\n']).to_string();
                 if password.is_empty() {

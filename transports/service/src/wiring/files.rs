@@ -1,5 +1,8 @@
 //! Reading key and certificate files the configuration names: a private key
-//! file must not be readable by group or others.
+//! file must not be readable by group or others. Every read goes through
+//! [`scep_issuers::config_file::read_to_string`]: regular files only, at most
+//! [`scep_issuers::config_file::MAX_CONFIG_FILE_BYTES`] (a path such as
+//! `/dev/urandom` is refused at start, naming the setting).
 
 use std::path::Path;
 
@@ -9,9 +12,11 @@ use scep_engine::pem;
 /// Reads the text file `path`, which the key `key` names.
 ///
 /// # Errors
-/// Naming `key` and the file when it cannot be read.
+/// Naming `key` and the file when it cannot be read, is not a regular file,
+/// is larger than the bound or is not UTF-8.
 pub fn read_text(path: &Path, key: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))
+    scep_issuers::config_file::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))
 }
 
 /// Refuses a private key file that group or others may access (Unix modes).

@@ -46,10 +46,14 @@ impl ServiceState {
     /// # Errors
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
-        let Loaded { settings, profiles, challenge, api_keys } = load_all(&options, UnixTime::now(), HashMap::new())?;
+        let Loaded { settings, profiles, challenge, api_keys, local_ca } =
+            load_all(&options, UnixTime::now(), HashMap::new())?;
         let audit_file = settings.audit.file(&settings.data_dir);
         let audit =
             AuditLog::open(&audit_file, settings.audit.retention_days)?.with_discovery(settings.audit.discovery);
+        if let Some(ca) = &local_ca {
+            crate::store::audit::record_undelivered(&audit_file, ca, UnixTime::now(), settings.audit.retention_days)?;
+        }
         // Persist a generated challenge only once everything else has loaded.
         let generated_challenge = match challenge {
             Some(c) if c.generated => {
@@ -65,6 +69,7 @@ impl ServiceState {
             api_keys: ArcSwap::from_pointee(api_keys),
             audit: Some(audit),
             metrics: Metrics::default(),
+            auth_limit: crate::state::auth_limit::AuthFailureLimit::default(),
         });
         Ok(Started { state, generated_challenge })
     }
@@ -83,7 +88,7 @@ impl ServiceState {
             .as_ref()
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
         let previous = self.profiles.load().intune_validators();
-        let Loaded { settings, profiles, challenge, api_keys } = load_all(options, UnixTime::now(), previous)?;
+        let Loaded { settings, profiles, challenge, api_keys, .. } = load_all(options, UnixTime::now(), previous)?;
         if challenge.is_some_and(|c| c.generated) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
         }
@@ -121,6 +126,8 @@ struct Loaded {
     profiles: Profiles,
     challenge: Option<Challenge>,
     api_keys: ApiKeys,
+    /// The local CA, when a profile issues through it.
+    local_ca: Option<Arc<scep_issuers::LocalCa>>,
 }
 
 /// `previous`: Intune validators of the configuration being replaced (see
@@ -175,7 +182,8 @@ fn build_file(
         Some(name) => name.clone(),
         None => first_name(&file.profiles)?,
     };
-    Ok(Loaded { settings, profiles: Profiles::new(built, default)?, challenge: None, api_keys })
+    let local_ca = ctx.opened_local_ca();
+    Ok(Loaded { settings, profiles: Profiles::new(built, default)?, challenge: None, api_keys, local_ca })
 }
 
 /// No configuration at all: the bootstrap `default` profile (API keys may
@@ -186,9 +194,11 @@ fn bootstrap_load(options: &StartOptions, now: UnixTime, file: ConfigFile) -> Re
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
     let challenge = Challenge::choose(&settings.data_dir, options.challenge_password.as_deref())?;
     let section = bootstrap::default_profile_section(&challenge);
-    let profile = section.build(0, &mut BuildContext::new(None, &settings.data_dir, now))?;
+    let mut ctx = BuildContext::new(None, &settings.data_dir, now);
+    let profile = section.build(0, &mut ctx)?;
     let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
-    Ok(Loaded { settings, profiles, challenge: Some(challenge), api_keys })
+    let local_ca = ctx.opened_local_ca();
+    Ok(Loaded { settings, profiles, challenge: Some(challenge), api_keys, local_ca })
 }
 
 fn first_name(sections: &[ProfileSection]) -> Result<String, ConfigError> {

@@ -63,6 +63,11 @@ impl<'a> BuildContext<'a> {
         self
     }
 
+    /// The local CA, when a profile of this load opened it.
+    pub fn opened_local_ca(&self) -> Option<Arc<scep_issuers::LocalCa>> {
+        self.local.as_ref().map(|l| l.ca.clone())
+    }
+
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
         if self.local.is_none() {
             self.local = Some(bootstrap::open_local_ca(self.data_dir, self.now)?);

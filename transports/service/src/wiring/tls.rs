@@ -14,7 +14,7 @@ use crate::settings::TlsSettings;
 use crate::state::{Profiles, ServiceState};
 use crate::tls::ReloadableTls;
 use crate::tls::client_auth::{self, OptionalClientCert};
-use crate::wiring::files::check_key_file_permissions;
+use crate::wiring::files::{check_key_file_permissions, read_text};
 
 impl ReloadableTls {
     /// Builds the first configuration from the state's TLS settings and
@@ -53,7 +53,8 @@ impl ReloadableTls {
 pub fn server_config(tls: &TlsSettings, profiles: &Profiles) -> Result<Arc<ServerConfig>, ConfigError> {
     let certs = load_certs(&tls.cert)?;
     check_key_file_permissions(&tls.key, "server.tls.key")?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
+    let key_text = read_text(&tls.key, "server.tls.key")?;
+    let key = PrivateKeyDer::from_pem_slice(key_text.as_bytes())
         .map_err(|e| ConfigError(format!("server.tls.key: {}: {e}", tls.key.display())))?;
     let builder = ServerConfig::builder_with_provider(client_auth::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -75,8 +76,8 @@ pub fn server_config(tls: &TlsSettings, profiles: &Profiles) -> Result<Arc<Serve
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| ConfigError(format!("server.tls.cert: {}: {e}", path.display())))?
+    let text = read_text(path, "server.tls.cert")?;
+    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError(format!("server.tls.cert: {}: {e}", path.display())))?;
     if certs.is_empty() {
