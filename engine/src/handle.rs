@@ -382,7 +382,14 @@ fn enrol(
     outcome.subject_alt_names = sans.iter().map(ToString::to_string).collect();
     // Authenticate before applying policy, so an unauthenticated client learns
     // nothing about the profile's policy and the audit label names the real cause.
-    let renewal_of = if config.renewal.enabled && engine.issued_by_our_ca(signer, now) {
+    //
+    // Renewal by certificate (RFC 8894 §3.3.1.2) needs a certificate of our CA,
+    // valid now, on a profile that allows it, within the renewal window. What
+    // the certificate alone cannot tell (issued on this profile, not renewed
+    // before) the issuer checks against its records.
+    let ours = engine.issued_by_our_ca(signer, now);
+    let not_renewable = if ours { renewal_refusal(config, signer, now) } else { None };
+    let renewal_of = if ours && not_renewable.is_none() {
         if signer.subject != csr.subject {
             return Err(Failure::new(
                 FailInfo::BAD_REQUEST,
@@ -407,16 +414,31 @@ fn enrol(
     };
     // A renewal authenticates by the existing certificate; its static challenge,
     // if any, is ignored (the password may have rotated since). An Intune
-    // renewal still passes the same gates as a first enrolment.
+    // renewal with a challenge still passes the same gates as a first
+    // enrolment; one without (only when the operator allows it) counts
+    // against the device's rate limit and is audited as an Intune action.
+    // A certificate that may not renew here enrols with a challenge like
+    // any other requester.
     let intune_challenge = match (&config.intune, &csr.challenge_password) {
         (Some(v), Some(c)) if intune::looks_intune_shaped(c) => Some((v, c.as_str())),
         _ => None,
     };
     let authorization = match (renewal_of, intune_challenge) {
         (Some(_), Some((validator, challenge))) => check_intune(validator, challenge, &csr, &sans, now, outcome)?,
-        (Some(old), None) => Authorization::ExistingCertificate { serial: old.serial.to_vec() },
-        (None, _) => check_challenge(engine, &csr, &sans, now, outcome)?
-            .ok_or_else(|| Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "CSR carries no challenge password"))?,
+        (Some(old), None) => {
+            if let Some(validator) = &config.intune {
+                outcome.intune_renewal = true;
+                validator
+                    .admit_certificate_renewal(&name_to_string(old.subject), now)
+                    .map_err(|r| Failure::new(r.fail_info, r.label.as_str(), r.detail))?;
+            }
+            Authorization::ExistingCertificate { serial: old.serial.to_vec() }
+        }
+        (None, _) => check_challenge(engine, &csr, &sans, now, outcome)?.ok_or_else(|| {
+            not_renewable.unwrap_or_else(|| {
+                Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "CSR carries no challenge password")
+            })
+        })?,
     };
 
     check_key_policy(config, &csr)?;
@@ -460,6 +482,44 @@ fn enrol(
         }));
     }
     Ok(IssueRequest::Enroll(request))
+}
+
+/// Why a certificate of our CA, valid now, may not renew on this profile
+/// (`None`: it may, subject to the issuer's records). A request it signs
+/// without a challenge is refused with this; with a challenge it enrols.
+fn renewal_refusal(config: &ProfileConfig, signer: &CertificateRef<'_>, now: UnixTime) -> Option<Failure> {
+    let policy = &config.renewal;
+    if !policy.enabled {
+        return Some(Failure::new(
+            FailInfo::BAD_REQUEST,
+            "renewal_disabled",
+            "renewal by certificate is disabled on this profile (renewal = false): enrol with a challenge",
+        ));
+    }
+    if config.intune.is_some() && !policy.on_intune_profile {
+        return Some(Failure::new(
+            FailInfo::BAD_REQUEST,
+            "renewal_disabled",
+            "this Intune profile renews with a fresh Intune challenge, not by certificate \
+             (intune_renewal_by_certificate = false)",
+        ));
+    }
+    if let Some(window) = policy.window_secs
+        && signer.not_after.secs().saturating_sub(now.secs()) > window
+    {
+        return Some(Failure::new(
+            FailInfo::BAD_REQUEST,
+            "renewal_outside_window",
+            format!(
+                "certificate {} expires at {}, more than {} days from now (renewal_window_days): \
+                 renew later or enrol with a challenge",
+                hex(signer.serial),
+                signer.not_after.to_rfc3339(),
+                window / 86_400
+            ),
+        ));
+    }
+    None
 }
 
 /// The challenge password gate: an Intune Connector challenge when the
@@ -697,6 +757,9 @@ impl Engine {
             }
             IssueOutcome::Rejected { fail_info, reason } => {
                 self.failure(&reply, outcome, Failure { fail_info, label: "issuer_rejected", detail: reason }, now)
+            }
+            IssueOutcome::RejectedAs { fail_info, label, reason } => {
+                self.failure(&reply, outcome, Failure { fail_info, label, detail: reason }, now)
             }
         }
     }

@@ -494,6 +494,36 @@ impl IntuneValidator {
         &self.counters
     }
 
+    /// Counts a renewal by certificate (no challenge, so no claims) against
+    /// the per-device rate limit (gate 8's limiter). Without claims the device
+    /// is keyed by the renewed certificate's subject: a renewal keeps the
+    /// subject, so every renewal of one certificate chain lands in one log.
+    /// The key is prefixed so it cannot meet a claim-keyed (`sub`, `iss`) log.
+    ///
+    /// # Errors
+    /// The [`Rejection`] (label `rate_limited`), counted like gate 8's.
+    pub fn admit_certificate_renewal(&self, certificate_subject: &str, now: UnixTime) -> Result<(), Rejection> {
+        let result = self
+            .rate
+            .check_and_record(&self.profile, certificate_subject, "scepd:certificate-renewal", now)
+            .map_err(|e| {
+                let detail = match e {
+                    RateLimitError::Limited { limit, retry_at } => format!(
+                        "certificate {certificate_subject:?} reached {limit} enrolments and renewals in 24h; \
+                         next allowed at {}",
+                        retry_at.to_rfc3339()
+                    ),
+                    RateLimitError::Full => "rate limiter device table full".to_string(),
+                    RateLimitError::Contended => "rate limiter contended; refused to stay safe".to_string(),
+                };
+                Rejection::new(Label::RateLimited, detail, None)
+            });
+        if let Err(r) = &result {
+            self.counters.rejected[r.label.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
     /// Runs gates 2–9 on `challenge` (the CSR's challengePassword) against the
     /// CSR identity `csr` at `now`, and counts the decision.
     ///
