@@ -1104,6 +1104,65 @@ mod tests {
         assert!(Engine::new(c).unwrap_err().0.contains("do not match"));
     }
 
+    fn intune_validator(limit: u32) -> intune::IntuneValidator {
+        let settings = intune::IntuneSettings { per_device_rate_limit_24h: limit, ..intune::IntuneSettings::default() };
+        let pool = intune::SharedPool::new(intune::TrustAnchorPool::default());
+        intune::IntuneValidator::new("default", pool, settings, &Fixed).unwrap()
+    }
+
+    /// Issue 13 item 4: a certificate renews only within the renewal window
+    /// before its notAfter; outside it, it must enrol with a challenge.
+    #[test]
+    fn renewal_window_is_measured_from_the_certificate_expiry() {
+        let der = ra_cert();
+        let signer = CertificateRef::parse(&der).unwrap();
+        let expiry = signer.not_after;
+        let mut c = config("x", all_ciphers());
+        // Unset: any time while valid.
+        assert!(renewal_refusal(&c, &signer, expiry.plus(-3000 * 86_400)).is_none());
+        c.renewal.window_secs = Some(30 * 86_400);
+        let early = renewal_refusal(&c, &signer, expiry.plus(-30 * 86_400 - 1)).unwrap();
+        assert_eq!((early.fail_info, early.label), (FailInfo::BAD_REQUEST, "renewal_outside_window"));
+        assert!(early.detail.contains("30 days") && early.detail.contains(&hex(signer.serial)), "{}", early.detail);
+        assert!(renewal_refusal(&c, &signer, expiry.plus(-30 * 86_400)).is_none(), "the window's first second");
+        assert!(renewal_refusal(&c, &signer, expiry.plus(-1)).is_none());
+        c.renewal.enabled = false;
+        let off = renewal_refusal(&c, &signer, expiry.plus(-1)).unwrap();
+        assert_eq!(off.label, "renewal_disabled");
+    }
+
+    /// On an Intune profile renewal by certificate is off unless the operator
+    /// turns it on.
+    #[test]
+    fn intune_profiles_renew_by_certificate_only_when_allowed() {
+        let der = ra_cert();
+        let signer = CertificateRef::parse(&der).unwrap();
+        let now = signer.not_after.plus(-86_400);
+        let mut c = config("x", all_ciphers());
+        c.intune = Some(intune_validator(3));
+        let refused = renewal_refusal(&c, &signer, now).unwrap();
+        assert_eq!(refused.label, "renewal_disabled");
+        assert!(refused.detail.contains("intune_renewal_by_certificate"), "{}", refused.detail);
+        c.renewal.on_intune_profile = true;
+        assert!(renewal_refusal(&c, &signer, now).is_none());
+    }
+
+    /// Renewals by certificate on an Intune profile count against the
+    /// device's rate limit (gate 8's limiter) and are counted as decisions.
+    #[test]
+    fn certificate_renewals_count_against_the_rate_limit() {
+        let v = intune_validator(2);
+        let t = CAPTURE_TIME;
+        v.admit_certificate_renewal("CN=dev-1", t).unwrap();
+        v.admit_certificate_renewal("CN=dev-1", t.plus(1)).unwrap();
+        let r = v.admit_certificate_renewal("CN=dev-1", t.plus(2)).unwrap_err();
+        assert_eq!((r.label, r.fail_info), (intune::Label::RateLimited, FailInfo::BAD_REQUEST));
+        assert_eq!(v.counters().get(intune::Label::RateLimited), 1);
+        v.admit_certificate_renewal("CN=dev-2", t.plus(2)).unwrap();
+        // The window slides: a day later the device may renew again.
+        v.admit_certificate_renewal("CN=dev-1", t.plus(intune::RATE_WINDOW_SECS + 1)).unwrap();
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
         #[test]

@@ -300,13 +300,22 @@ pub struct IntuneDecision<'a> {
 /// challenge: a gate label, or an identity set by a passed challenge.
 pub fn decision(outcome: &Outcome) -> Option<IntuneDecision<'_>> {
     let rejected = Label::ALL.iter().find(|l| l.as_str() == outcome.label).map(|l| l.as_str());
-    if rejected.is_none() && outcome.intune.is_none() {
+    if rejected.is_none() && outcome.intune.is_none() && !outcome.intune_renewal {
         return None;
     }
     // `Outcome::action` appends `_intune` on exactly this condition.
     let action = outcome.action();
     let detail = match rejected {
         Some(_) => outcome.detail.clone().unwrap_or_default(),
+        None if outcome.intune.is_none() => match &outcome.detail {
+            // Refused by the issuer (e.g. `renewal_superseded`): its reason.
+            Some(d) => d.clone(),
+            None => format!(
+                "renewal by certificate {} (intune_renewal_by_certificate = true), subject {:?}",
+                outcome.renewal_of.as_deref().unwrap_or(""),
+                outcome.subject.as_deref().unwrap_or("")
+            ),
+        },
         None => format!(
             "bound subject {:?} SANs [{}]",
             outcome.subject.as_deref().unwrap_or(""),
