@@ -412,6 +412,34 @@ impl IntuneValidator {
         })
     }
 
+    /// A validator for `profile` whose replay cache is `replay`, shared with
+    /// other profiles (e.g. one cache for the whole process): nonces are
+    /// keyed by the anchor that signed them, so a challenge accepted on one
+    /// profile is a replay on every other profile that trusts the same
+    /// anchor. Fresh rate limiter and counters; no compliance check.
+    ///
+    /// # Errors
+    /// [`IntuneConfigError`] from [`IntuneSettings::validate`].
+    pub fn with_shared_replay(
+        profile: &str,
+        anchors: SharedPool,
+        settings: IntuneSettings,
+        replay: Arc<ReplayCache>,
+        rng: &dyn RandomSource,
+    ) -> Result<Self, IntuneConfigError> {
+        settings.validate()?;
+        let rate = Arc::new(settings.rate_limiter(rng));
+        Ok(Self {
+            profile: profile.into(),
+            anchors,
+            settings,
+            replay,
+            rate,
+            compliance: Arc::new(NoComplianceCheck),
+            counters: Arc::new(IntuneCounters::default()),
+        })
+    }
+
     /// The validator that replaces `previous` on a configuration reload: it
     /// takes over `previous`'s replay cache and counters, and its rate
     /// limiter when `keep_rate_limiter` (else a fresh one for the new
@@ -583,7 +611,11 @@ impl IntuneValidator {
         // least until the time gate can no longer accept this challenge.
         let last = gates::last_acceptable(&claims, tol, validity);
         let expires = UnixTime(now.secs().saturating_add(validity).max(last.saturating_add(1)));
-        self.replay.check_and_insert(&self.profile, &claims.nonce, now, expires).map_err(|e| match e {
+        // Scoped by the anchor that signed the challenge, not the profile: a
+        // cache shared by several profiles then makes the nonce single-use
+        // across every profile that trusts that anchor (issue 13).
+        let scope = pool.anchors().get(jws.anchor).map_or("anchor:unknown", TrustAnchor::replay_scope);
+        self.replay.check_and_insert(scope, &claims.nonce, now, expires).map_err(|e| match e {
             ReplayError::Replay => reject(Label::Replay, format!("nonce {:?} was already used", claims.nonce)),
             ReplayError::Full => reject(
                 Label::ReplayCacheFull,
