@@ -37,6 +37,11 @@
 //! refuses a bundle that is missing, unreadable, holds no certificate, holds an
 //! unparsable or expired certificate, or a key that cannot verify RS256/ES256.
 //!
+//! One replay cache serves every Intune profile of the process, keyed by the
+//! Connector key that signed each challenge (so a challenge is single-use
+//! across all profiles trusting that Connector, issue 13), sized for the sum
+//! of the profiles' `intune_replay_capacity` ([`shared_replay_cache`]).
+//!
 //! State that must survive a reload (SIGHUP re-reads the whole configuration):
 //! the replay cache (always: a reload must never reopen a replay window), the
 //! rate limiter (when the limit is unchanged) and the counters are carried from
@@ -44,10 +49,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use scep_engine::config::ConfigError;
 use scep_engine::crypto::SystemRandom;
-use scep_engine::intune::{AnchorKeyKind, IntuneValidator, Label, SharedPool, TrustAnchorPool, load_pool};
+use scep_engine::intune::{AnchorKeyKind, IntuneValidator, Label, ReplayCache, SharedPool, TrustAnchorPool, load_pool};
 use scep_engine::time::UnixTime;
 use scep_engine::{IntuneIdentity, Outcome};
 
@@ -92,11 +98,53 @@ pub fn load_bundle(profile: &str, path: &Path, now: UnixTime) -> Result<TrustAnc
     Ok(pool)
 }
 
+/// The one replay cache every Intune profile of the process shares (issue
+/// 13): challenges are keyed by the anchor that signed them, so a nonce is
+/// single-use across every profile that trusts that anchor, whatever the
+/// audience setting. It is sized for the sum of the profiles'
+/// `intune_replay_capacity` (the same memory as one cache per profile).
+/// `profiles` are (name, settings) of the Intune profiles being built;
+/// `previous` any validator of the configuration being replaced: its cache
+/// (the running shared one) is carried over, never forgotten. A running
+/// cache cannot grow without forgetting nonces, so a configuration whose
+/// profiles together ask for more is refused (restart to apply it); asking
+/// for less keeps the running cache.
+///
+/// # Errors
+/// `profile[<names>].intune_replay_capacity: ...` when the sum grew on reload.
+pub fn shared_replay_cache<'a>(
+    profiles: impl IntoIterator<Item = (&'a str, &'a IntuneProfileSettings)>,
+    previous: Option<&IntuneValidator>,
+) -> Result<Option<Arc<ReplayCache>>, ConfigError> {
+    let mut names = Vec::new();
+    let mut total: usize = 0;
+    for (name, settings) in profiles {
+        names.push(name);
+        total = total.saturating_add(settings.validator.replay_capacity);
+    }
+    if names.is_empty() {
+        return Ok(previous.map(|v| Arc::clone(v.replay_cache())));
+    }
+    match previous {
+        Some(old) if total > old.replay_cache().capacity() => Err(ConfigError(format!(
+            "profile[{}].intune_replay_capacity: the Intune profiles together need a replay cache of {total} \
+             live nonces, the running one (shared by every Intune profile) holds {}; it cannot grow without \
+             forgetting the nonces it holds: restart scepd to apply it",
+            names.join(","),
+            old.replay_cache().capacity()
+        ))),
+        Some(old) => Ok(Some(Arc::clone(old.replay_cache()))),
+        None => Ok(Some(Arc::new(ReplayCache::new(total, &SystemRandom)))),
+    }
+}
+
 /// Builds the Intune setup of the profile `name` from its validated
 /// settings (reading the Connector bundle: the preflight). `previous` is the
 /// same-named profile's validator from the configuration being replaced (its
-/// replay cache, counters and, when the limit is unchanged, rate limiter are
-/// carried over).
+/// counters and, when the limit is unchanged, rate limiter are carried
+/// over). `replay` is the process-wide replay cache
+/// ([`shared_replay_cache`]); `None` gives the profile a cache of its own
+/// (builds of a single profile).
 ///
 /// # Errors
 /// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
@@ -105,6 +153,7 @@ pub fn build(
     intune: &IntuneProfileSettings,
     now: UnixTime,
     previous: Option<&IntuneValidator>,
+    replay: Option<&Arc<ReplayCache>>,
 ) -> Result<IntuneProfile, ConfigError> {
     let k = |key: &str| format!("profile[{name}].{key}");
     let bundle = intune.connector_cert_path.clone();
@@ -112,11 +161,14 @@ pub fn build(
     let settings = intune.validator.clone();
     let limit = settings.per_device_rate_limit_24h;
     let anchors = SharedPool::new(pool);
-    let validator = match previous {
-        None => IntuneValidator::new(name, anchors, settings, &SystemRandom),
-        Some(old) => {
+    let validator = match (previous, replay) {
+        (None, None) => IntuneValidator::new(name, anchors, settings, &SystemRandom),
+        (None, Some(shared)) => {
+            IntuneValidator::with_shared_replay(name, anchors, settings, Arc::clone(shared), &SystemRandom)
+        }
+        (Some(old), _) => {
             // Decided before anything is allocated: a reload must not hold two copies of the tables.
-            let (was, asked) = (old.replay_cache().capacity(), settings.replay_capacity);
+            let (was, asked) = (old.settings().replay_capacity, settings.replay_capacity);
             if was != asked {
                 return Err(ConfigError(format!(
                     "{}: changed from {was} to {asked}; the running replay cache cannot be resized without \
@@ -137,7 +189,10 @@ pub fn build(
                      the per-device enrolment log starts afresh"
                 );
             }
-            IntuneValidator::succeeding(old, anchors, settings, keep_limiter, &SystemRandom)
+            IntuneValidator::succeeding(old, anchors, settings, keep_limiter, &SystemRandom).map(|v| match replay {
+                Some(shared) => v.with_replay_cache(Arc::clone(shared)),
+                None => v,
+            })
         }
     }
     .map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
