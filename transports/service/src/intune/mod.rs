@@ -104,24 +104,36 @@ pub fn load_bundle(profile: &str, path: &Path, now: UnixTime) -> Result<TrustAnc
 /// audience setting. It is sized for the sum of the profiles'
 /// `intune_replay_capacity` (the same memory as one cache per profile).
 /// `profiles` are (name, settings) of the Intune profiles being built;
-/// `previous` any validator of the configuration being replaced: its cache
-/// (the running shared one) is carried over, never forgotten. A running
-/// cache cannot grow without forgetting nonces, so a configuration whose
-/// profiles together ask for more is refused (restart to apply it); asking
-/// for less keeps the running cache.
+/// `previous` the validators of the configuration being replaced, by name:
+/// their cache (the running shared one) is carried over, never forgotten. A
+/// running cache cannot be resized without forgetting nonces, so a changed
+/// `intune_replay_capacity`, or new profiles that together ask for more than
+/// it holds, are refused (restart to apply them); asking for less keeps the
+/// running cache.
 ///
 /// # Errors
-/// `profile[<names>].intune_replay_capacity: ...` when the sum grew on reload.
+/// `profile[<name>].intune_replay_capacity: ...` naming the profile(s).
 pub fn shared_replay_cache<'a>(
     profiles: impl IntoIterator<Item = (&'a str, &'a IntuneProfileSettings)>,
-    previous: Option<&IntuneValidator>,
+    previous: &HashMap<String, IntuneValidator>,
 ) -> Result<Option<Arc<ReplayCache>>, ConfigError> {
     let mut names = Vec::new();
     let mut total: usize = 0;
     for (name, settings) in profiles {
+        let asked = settings.validator.replay_capacity;
+        if let Some(old) = previous.get(name)
+            && old.settings().replay_capacity != asked
+        {
+            return Err(ConfigError(format!(
+                "profile[{name}].intune_replay_capacity: changed from {} to {asked}; the running replay cache \
+                 cannot be resized without forgetting the nonces it holds: restart scepd to apply it",
+                old.settings().replay_capacity
+            )));
+        }
         names.push(name);
-        total = total.saturating_add(settings.validator.replay_capacity);
+        total = total.saturating_add(asked);
     }
+    let previous = previous.values().next();
     if names.is_empty() {
         return Ok(previous.map(|v| Arc::clone(v.replay_cache())));
     }

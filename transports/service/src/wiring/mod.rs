@@ -172,7 +172,7 @@ fn build_file(
         file.profiles.iter().enumerate().map(|(i, s)| s.validate(i, base)).collect::<Result<Vec<_>, _>>()?;
     let replay = crate::intune::shared_replay_cache(
         validated.iter().filter_map(|p| p.intune.as_ref().map(|i| (p.name.as_str(), i))),
-        previous.values().next(),
+        &previous,
     )?;
     let mut ctx = BuildContext::new(base, &settings.data_dir, now)
         .with_issuers(issuers)
