@@ -589,6 +589,46 @@ mod tests {
     /// replay cache is never resized (that would forget nonces), so a reload
     /// that changes its size is refused, while a new limiter size starts a
     /// new log.
+    /// Issue 13 item 5: every Intune profile shares one replay cache sized
+    /// for all of them; a reload carries it, and refuses to grow it.
+    #[test]
+    fn intune_profiles_share_one_replay_cache_across_reloads() {
+        let dir = TestDir::new();
+        std::fs::write(dir.path().join("intune.pem"), valid_pem("connector-a")).unwrap();
+        let intune = "intune_enabled = true\nintune_connector_cert_path = \"intune.pem\"\nintune_replay_capacity = 300\n";
+        let write = |profiles: &[&str]| {
+            let mut cfg = String::from("[server]\ndata_dir = \"data\"\n");
+            for p in profiles {
+                cfg.push_str(&dir.profile_toml(p));
+                cfg.push_str(intune);
+            }
+            let path = dir.path().join("scepd.toml");
+            std::fs::write(&path, cfg).unwrap();
+            StartOptions { config: Some(path), ..StartOptions::default() }
+        };
+        let state = ServiceState::load(write(&["corp", "lab"])).unwrap().state;
+        let validator = |name: &str| state.profiles().get(Some(name)).unwrap().intune.clone().unwrap().validator;
+        let (corp, lab) = (validator("corp"), validator("lab"));
+        assert!(Arc::ptr_eq(corp.replay_cache(), lab.replay_cache()), "one cache for both profiles");
+        assert_eq!(corp.replay_cache().capacity(), 600, "sized for the sum");
+        // A nonce spent through one profile's cache is spent for the other.
+        let now = UnixTime::now();
+        corp.replay_cache().check_and_insert("anchor:x", "n-1", now, now.plus(600)).unwrap();
+        assert!(lab.replay_cache().check_and_insert("anchor:x", "n-1", now, now.plus(600)).is_err());
+
+        // Dropping a profile keeps the running cache (and its nonces).
+        state.reload().unwrap();
+        write(&["corp"]);
+        state.reload().unwrap();
+        assert!(Arc::ptr_eq(corp.replay_cache(), validator("corp").replay_cache()));
+        // Growing past the running cache needs a restart: refused, nothing changes.
+        write(&["corp", "lab", "lab2"]);
+        let e = state.reload().unwrap_err();
+        assert!(e.0.starts_with("profile[corp,lab,lab2].intune_replay_capacity") && e.0.contains("restart"), "{e}");
+        assert!(state.profiles().get(Some("lab2")).is_none());
+        assert!(Arc::ptr_eq(corp.replay_cache(), validator("corp").replay_cache()));
+    }
+
     #[test]
     fn cache_sizes_come_from_their_keys_and_a_replay_resize_needs_a_restart() {
         let dir = TestDir::new();
