@@ -70,19 +70,21 @@ fn enrol(url: &str, cn: &str, challenge: &str) -> (Enrollment, DeviceKey) {
 /// A request for `cn` (a new key) signed by `old` (certificate, key) to
 /// `url`: a RenewalReq, or a PKCSReq carrying `challenge` when `pkcs_req`.
 /// The reply and the new key.
-fn signed_by(url: &str, cn: &str, old: (&[u8], &DeviceKey), pkcs_req: bool, challenge: Option<&str>) -> (CertRep, DeviceKey) {
+fn signed_by(
+    url: &str,
+    cn: &str,
+    old: (&[u8], &DeviceKey),
+    pkcs_req: bool,
+    challenge: Option<&str>,
+) -> (CertRep, DeviceKey) {
     let client = ScepClient::new(url).unwrap();
     let ca = client.get_ca_cert().unwrap();
     let new_key = DeviceKey::generate().unwrap();
     let csr = build_csr(&new_key, &spec(cn, challenge)).unwrap();
     let body = if pkcs_req { MessageBody::PkcsReq(csr) } else { MessageBody::RenewalReq(csr) };
-    let request = build_pki_message(
-        &body,
-        Signer { certificate: old.0, key: old.1 },
-        ca.recipient(),
-        &MessageOptions::default(),
-    )
-    .unwrap();
+    let request =
+        build_pki_message(&body, Signer { certificate: old.0, key: old.1 }, ca.recipient(), &MessageOptions::default())
+            .unwrap();
     let rep = client.transact(&request, old.1, &ca, PkiMethod::Post).unwrap();
     (rep, new_key)
 }
@@ -105,8 +107,11 @@ fn admin_get(server: &Scepd, path: &str) -> Value {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
@@ -199,7 +204,11 @@ fn renewal_stays_on_its_profile_and_happens_once(transport: Transport) {
     );
     assert_eq!(
         audited(&server, "windowed"),
-        pairs(&[("scep_pkcsreq", "success"), ("scep_renewalreq", "renewal_outside_window"), ("scep_pkcsreq", "success")]),
+        pairs(&[
+            ("scep_pkcsreq", "success"),
+            ("scep_renewalreq", "renewal_outside_window"),
+            ("scep_pkcsreq", "success")
+        ]),
     );
 }
 

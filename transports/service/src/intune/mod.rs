@@ -595,7 +595,8 @@ mod tests {
     fn intune_profiles_share_one_replay_cache_across_reloads() {
         let dir = TestDir::new();
         std::fs::write(dir.path().join("intune.pem"), valid_pem("connector-a")).unwrap();
-        let intune = "intune_enabled = true\nintune_connector_cert_path = \"intune.pem\"\nintune_replay_capacity = 300\n";
+        let intune =
+            "intune_enabled = true\nintune_connector_cert_path = \"intune.pem\"\nintune_replay_capacity = 300\n";
         let write = |profiles: &[&str]| {
             let mut cfg = String::from("[server]\ndata_dir = \"data\"\n");
             for p in profiles {
