@@ -896,15 +896,64 @@ mod tests {
         renewal.renewal_of = Some("01".into());
         assert_eq!(block_on(store.record_enrollment(renewal)), Ok(Recorded::Inserted));
         // Renewing something else under that transactionID is not.
+        assert_eq!(block_on(store.record_enrollment(record("05", "v"))), Ok(Recorded::Inserted));
         let mut other = record("04", "t");
-        other.renewal_of = Some("ff".into());
+        other.renewal_of = Some("05".into());
         match block_on(store.record_enrollment(other)) {
             Ok(Recorded::Existing(prev)) => assert_eq!(prev.serial_hex, "03", "the latest of the transaction"),
             other => panic!("{other:?}"),
         }
+        // A renewal of an unknown certificate records nothing.
+        let mut unknown = record("06", "w");
+        unknown.renewal_of = Some("ff".into());
+        assert_eq!(block_on(store.record_enrollment(unknown)), Err(StoreError::NotFound));
         // A taken serial under a new transactionID.
         assert_eq!(block_on(store.record_enrollment(record("01", "u"))), Err(StoreError::DuplicateSerial));
+        assert_eq!(store.count("ca1").unwrap(), 3);
+    }
+
+    /// Issue 13: the writer checks a renewal's profile, revocation and
+    /// once-only rule in its transaction; two renewals of one certificate
+    /// queued into one batch: the first inserts, the second is superseded,
+    /// and a resend of the first (same transactionID) gets its certificate.
+    #[test]
+    fn a_certificate_renews_once_on_its_own_profile_even_within_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(block_on(store.record_enrollment(record("01", "t"))), Ok(Recorded::Inserted));
+        let renewal = |serial: &str, txid: &str, profile: &str| {
+            let mut r = record(serial, txid);
+            r.profile = profile.into();
+            r.renewal_of = Some("01".into());
+            r
+        };
+        assert_eq!(
+            block_on(store.record_enrollment(renewal("02", "r", "other"))),
+            Err(StoreError::OtherProfile { issued_on: "p".into() })
+        );
+        drop(store);
+        let (tx, rx) = mpsc::channel();
+        let (r1, a1) = oneshot::channel();
+        let (r2, a2) = oneshot::channel();
+        let (r3, a3) = oneshot::channel();
+        tx.send(WriteOp::Enroll(Box::new(renewal("02", "r1", "p")), Reply::Async(r1))).unwrap();
+        tx.send(WriteOp::Enroll(Box::new(renewal("03", "r2", "p")), Reply::Async(r2))).unwrap();
+        tx.send(WriteOp::Enroll(Box::new(renewal("04", "r1", "p")), Reply::Async(r3))).unwrap();
+        drop(tx);
+        run_writer(Connection::open(&path).unwrap(), &rx, &WriterStats::default());
+        assert_eq!(block_on(a1).unwrap(), Ok(Recorded::Inserted));
+        assert_eq!(block_on(a2).unwrap(), Err(StoreError::Superseded { by: "02".into() }));
+        match block_on(a3).unwrap() {
+            Ok(Recorded::Existing(prev)) => assert_eq!(prev.serial_hex, "02", "a resend of the winner"),
+            other => panic!("{other:?}"),
+        }
+        let store = Store::open(&path).unwrap();
         assert_eq!(store.count("ca1").unwrap(), 2);
+        store.revoke("ca1", "02", UnixTime(30), RevocationReason::KeyCompromise).unwrap();
+        let mut next = record("05", "r5");
+        next.renewal_of = Some("02".into());
+        assert_eq!(block_on(store.record_enrollment(next)), Err(StoreError::AlreadyRevoked));
     }
 
     #[test]
