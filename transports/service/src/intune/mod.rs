@@ -17,6 +17,9 @@
 //!                                            #   issued within one validity); default 100,000
 //! intune_rate_limit_devices = 100000         # INTUNE_RATE_LIMIT_DEVICES: devices tracked within
 //!                                            #   24 h; default 100,000
+//! intune_renewal_by_certificate = false      # INTUNE_RENEWAL_BY_CERTIFICATE: renewal signed by a
+//!                                            #   certificate of this profile, no challenge (counted
+//!                                            #   against the rate limit, audited `*_intune`); default false
 //! ```
 //!
 //! Both caches are fixed tables sized at start (32-64 bytes per replay
