@@ -149,11 +149,20 @@ pub struct RenewalPolicy {
     pub enabled: bool,
     /// Whether the renewed certificate may carry different SANs.
     pub allow_san_change: bool,
+    /// How long before its notAfter a certificate may be renewed, in seconds
+    /// (`renewal_window_days`). `None`: at any time while it is valid. A
+    /// certificate that expires later must enrol with a challenge.
+    pub window_secs: Option<i64>,
+    /// Whether an Intune-enabled profile accepts renewal by certificate
+    /// (`intune_renewal_by_certificate`). Off by default: Intune renews with
+    /// a fresh challenge. When on, each such renewal counts against the
+    /// device's rate limit and is audited as an Intune action.
+    pub on_intune_profile: bool,
 }
 
 impl Default for RenewalPolicy {
     fn default() -> Self {
-        Self { enabled: true, allow_san_change: false }
+        Self { enabled: true, allow_san_change: false, window_secs: None, on_intune_profile: false }
     }
 }
 

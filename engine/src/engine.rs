@@ -111,6 +111,9 @@ pub struct Outcome {
     pub renewal_of: Option<String>,
     /// Intune claim fields, for Intune-authenticated requests.
     pub intune: Option<IntuneIdentity>,
+    /// A renewal by certificate on an Intune-enabled profile (no challenge,
+    /// so no claims): audited as an Intune action all the same.
+    pub intune_renewal: bool,
     /// The id of the issuer that answered, when one was asked (set by the
     /// transport's driving loop, which is the one that knows it).
     pub issuer: Option<String>,
@@ -124,7 +127,9 @@ impl Outcome {
     pub fn action(&self) -> &'static str {
         // Intune rejections before the claims are readable (e.g. `malformed`,
         // `signature_invalid`) carry no identity, but their label says Intune.
-        let intune = self.intune.is_some() || crate::intune::Label::ALL.iter().any(|l| l.as_str() == self.label);
+        let intune = self.intune.is_some()
+            || self.intune_renewal
+            || crate::intune::Label::ALL.iter().any(|l| l.as_str() == self.label);
         match (self.operation, self.message_type, intune) {
             (Some(Operation::PkiOperation), Some(t), _) => match (t, intune) {
                 (MessageType::PKCS_REQ, false) => "scep_pkcsreq",

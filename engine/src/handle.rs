@@ -440,7 +440,14 @@ fn enrol(
     outcome.subject_alt_names = sans.iter().map(ToString::to_string).collect();
     // Authenticate before applying policy, so an unauthenticated client learns
     // nothing about the profile's policy and the audit label names the real cause.
-    let renewal_of = if config.renewal.enabled && engine.issued_by_our_ca(signer, now) {
+    //
+    // Renewal by certificate (RFC 8894 §3.3.1.2) needs a certificate of our CA,
+    // valid now, on a profile that allows it, within the renewal window. What
+    // the certificate alone cannot tell (issued on this profile, not renewed
+    // before) the issuer checks against its records.
+    let ours = engine.issued_by_our_ca(signer, now);
+    let not_renewable = if ours { renewal_refusal(config, signer, now) } else { None };
+    let renewal_of = if ours && not_renewable.is_none() {
         if signer.subject != csr.subject {
             return Err(Failure::new(
                 FailInfo::BAD_REQUEST,
@@ -465,16 +472,31 @@ fn enrol(
     };
     // A renewal authenticates by the existing certificate; its static challenge,
     // if any, is ignored (the password may have rotated since). An Intune
-    // renewal still passes the same gates as a first enrolment.
+    // renewal with a challenge still passes the same gates as a first
+    // enrolment; one without (only when the operator allows it) counts
+    // against the device's rate limit and is audited as an Intune action.
+    // A certificate that may not renew here enrols with a challenge like
+    // any other requester.
     let intune_challenge = match (&config.intune, &csr.challenge_password) {
         (Some(v), Some(c)) if intune::looks_intune_shaped(c) => Some((v, c.as_str())),
         _ => None,
     };
     let authorization = match (renewal_of, intune_challenge) {
         (Some(_), Some((validator, challenge))) => check_intune(validator, challenge, &csr, &sans, now, outcome)?,
-        (Some(old), None) => Authorization::ExistingCertificate { serial: old.serial.to_vec() },
-        (None, _) => check_challenge(engine, &csr, &sans, now, outcome)?
-            .ok_or_else(|| Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "CSR carries no challenge password"))?,
+        (Some(old), None) => {
+            if let Some(validator) = &config.intune {
+                outcome.intune_renewal = true;
+                validator
+                    .admit_certificate_renewal(&name_to_string(old.subject), now)
+                    .map_err(|r| Failure::new(r.fail_info, r.label.as_str(), r.detail))?;
+            }
+            Authorization::ExistingCertificate { serial: old.serial.to_vec() }
+        }
+        (None, _) => check_challenge(engine, &csr, &sans, now, outcome)?.ok_or_else(|| {
+            not_renewable.unwrap_or_else(|| {
+                Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "CSR carries no challenge password")
+            })
+        })?,
     };
 
     check_key_policy(config, &csr)?;
@@ -520,6 +542,44 @@ fn enrol(
         }));
     }
     Ok(IssueRequest::Enroll(request))
+}
+
+/// Why a certificate of our CA, valid now, may not renew on this profile
+/// (`None`: it may, subject to the issuer's records). A request it signs
+/// without a challenge is refused with this; with a challenge it enrols.
+fn renewal_refusal(config: &ProfileConfig, signer: &CertificateRef<'_>, now: UnixTime) -> Option<Failure> {
+    let policy = &config.renewal;
+    if !policy.enabled {
+        return Some(Failure::new(
+            FailInfo::BAD_REQUEST,
+            "renewal_disabled",
+            "renewal by certificate is disabled on this profile (renewal = false): enrol with a challenge",
+        ));
+    }
+    if config.intune.is_some() && !policy.on_intune_profile {
+        return Some(Failure::new(
+            FailInfo::BAD_REQUEST,
+            "renewal_disabled",
+            "this Intune profile renews with a fresh Intune challenge, not by certificate \
+             (intune_renewal_by_certificate = false)",
+        ));
+    }
+    if let Some(window) = policy.window_secs
+        && signer.not_after.secs().saturating_sub(now.secs()) > window
+    {
+        return Some(Failure::new(
+            FailInfo::BAD_REQUEST,
+            "renewal_outside_window",
+            format!(
+                "certificate {} expires at {}, more than {} days from now (renewal_window_days): \
+                 renew later or enrol with a challenge",
+                hex(signer.serial),
+                signer.not_after.to_rfc3339(),
+                window / 86_400
+            ),
+        ));
+    }
+    None
 }
 
 /// The challenge password gate: an Intune Connector challenge when the
@@ -828,6 +888,9 @@ impl Engine {
             }
             IssueOutcome::Rejected { fail_info, reason } => {
                 self.failure(&reply, outcome, Failure { fail_info, label: "issuer_rejected", detail: reason }, now)
+            }
+            IssueOutcome::RejectedAs { fail_info, label, reason } => {
+                self.failure(&reply, outcome, Failure { fail_info, label, detail: reason }, now)
             }
         }
     }
@@ -1515,6 +1578,65 @@ mod tests {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn intune_validator(limit: u32) -> intune::IntuneValidator {
+        let settings = intune::IntuneSettings { per_device_rate_limit_24h: limit, ..intune::IntuneSettings::default() };
+        let pool = intune::SharedPool::new(intune::TrustAnchorPool::default());
+        intune::IntuneValidator::new("default", pool, settings, &Fixed).unwrap()
+    }
+
+    /// Issue 13 item 4: a certificate renews only within the renewal window
+    /// before its notAfter; outside it, it must enrol with a challenge.
+    #[test]
+    fn renewal_window_is_measured_from_the_certificate_expiry() {
+        let der = ra_cert();
+        let signer = CertificateRef::parse(&der).unwrap();
+        let expiry = signer.not_after;
+        let mut c = config("x", all_ciphers());
+        // Unset: any time while valid.
+        assert!(renewal_refusal(&c, &signer, expiry.plus(-3000 * 86_400)).is_none());
+        c.renewal.window_secs = Some(30 * 86_400);
+        let early = renewal_refusal(&c, &signer, expiry.plus(-30 * 86_400 - 1)).unwrap();
+        assert_eq!((early.fail_info, early.label), (FailInfo::BAD_REQUEST, "renewal_outside_window"));
+        assert!(early.detail.contains("30 days") && early.detail.contains(&hex(signer.serial)), "{}", early.detail);
+        assert!(renewal_refusal(&c, &signer, expiry.plus(-30 * 86_400)).is_none(), "the window's first second");
+        assert!(renewal_refusal(&c, &signer, expiry.plus(-1)).is_none());
+        c.renewal.enabled = false;
+        let off = renewal_refusal(&c, &signer, expiry.plus(-1)).unwrap();
+        assert_eq!(off.label, "renewal_disabled");
+    }
+
+    /// On an Intune profile renewal by certificate is off unless the operator
+    /// turns it on.
+    #[test]
+    fn intune_profiles_renew_by_certificate_only_when_allowed() {
+        let der = ra_cert();
+        let signer = CertificateRef::parse(&der).unwrap();
+        let now = signer.not_after.plus(-86_400);
+        let mut c = config("x", all_ciphers());
+        c.intune = Some(intune_validator(3));
+        let refused = renewal_refusal(&c, &signer, now).unwrap();
+        assert_eq!(refused.label, "renewal_disabled");
+        assert!(refused.detail.contains("intune_renewal_by_certificate"), "{}", refused.detail);
+        c.renewal.on_intune_profile = true;
+        assert!(renewal_refusal(&c, &signer, now).is_none());
+    }
+
+    /// Renewals by certificate on an Intune profile count against the
+    /// device's rate limit (gate 8's limiter) and are counted as decisions.
+    #[test]
+    fn certificate_renewals_count_against_the_rate_limit() {
+        let v = intune_validator(2);
+        let t = CAPTURE_TIME;
+        v.admit_certificate_renewal("CN=dev-1", t).unwrap();
+        v.admit_certificate_renewal("CN=dev-1", t.plus(1)).unwrap();
+        let r = v.admit_certificate_renewal("CN=dev-1", t.plus(2)).unwrap_err();
+        assert_eq!((r.label, r.fail_info), (intune::Label::RateLimited, FailInfo::BAD_REQUEST));
+        assert_eq!(v.counters().get(intune::Label::RateLimited), 1);
+        v.admit_certificate_renewal("CN=dev-2", t.plus(2)).unwrap();
+        // The window slides: a day later the device may renew again.
+        v.admit_certificate_renewal("CN=dev-1", t.plus(intune::RATE_WINDOW_SECS + 1)).unwrap();
     }
 
     proptest::proptest! {

@@ -181,4 +181,14 @@ pub enum IssueOutcome {
         /// Why, for the audit log (never sent to the client).
         reason: String,
     },
+    /// Refused for a reason with its own stable label (metrics, audit), e.g.
+    /// a renewal the issuer's records forbid: becomes a CertRep FAILURE.
+    RejectedAs {
+        /// The failInfo for the CertRep.
+        fail_info: FailInfo,
+        /// The outcome label ([`crate::Outcome::label`]), e.g. `renewal_superseded`.
+        label: &'static str,
+        /// Why, for the audit log (never sent to the client).
+        reason: String,
+    },
 }

@@ -89,6 +89,13 @@ fn fail_info(outcome: IssueOutcome) -> (FailInfo, String) {
     }
 }
 
+fn refused_as(outcome: IssueOutcome) -> (FailInfo, &'static str, String) {
+    match outcome {
+        IssueOutcome::RejectedAs { fail_info, label, reason } => (fail_info, label, reason),
+        other => panic!("expected a labelled refusal, got {other:?}"),
+    }
+}
+
 fn write_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, pem::encode("CERTIFICATE", der)).unwrap();
@@ -399,18 +406,17 @@ fn renewal_requires_a_valid_certificate_of_this_ca() {
     let (fi, _) = fail_info(ca.handle_blocking(&renew("r2", serial_of(&old), req.0.clone()), t));
     assert_eq!(fi, FailInfo::BAD_CERT_ID, "another issuer");
 
-    let new = issued(ca.handle_blocking(&renew("r3", serial_of(&old), issuer.clone()), t));
-    assert_ne!(serial_of(&new), serial_of(&old));
-    let rec = ca.lookup(&serial_of(&new)).unwrap().unwrap();
-    assert_eq!(rec.renewal_of.as_deref(), Some(scep_issuers::x509_build::serial_hex(&serial_of(&old)).as_str()));
-
     // Regression (certmonger `getcert resubmit`): a renewal that keeps the key
     // reuses the key-derived transactionID of the certificate it renews. It is a
     // new transaction, not a resend; resending that renewal gets the same answer.
     let same_txid = issued(ca.handle_blocking(&renew("tx-old", serial_of(&old), issuer.clone()), t));
     assert_ne!(serial_of(&same_txid), serial_of(&old));
-    assert_ne!(serial_of(&same_txid), serial_of(&new));
+    let rec = ca.lookup(&serial_of(&same_txid)).unwrap().unwrap();
+    assert_eq!(rec.renewal_of.as_deref(), Some(scep_issuers::x509_build::serial_hex(&serial_of(&old)).as_str()));
     assert_eq!(issued(ca.handle_blocking(&renew("tx-old", serial_of(&old), issuer.clone()), t)), same_txid);
+    // Each certificate renews once: another renewal of `old` is refused.
+    let (fi, label, reason) = refused_as(ca.handle_blocking(&renew("r3", serial_of(&old), issuer.clone()), t));
+    assert_eq!((fi, label), (FailInfo::BAD_CERT_ID, "renewal_superseded"), "{reason}");
     // ... and the next renewal, signed by the renewed certificate, under the same transactionID.
     let next = issued(ca.handle_blocking(&renew("tx-old", serial_of(&same_txid), issuer.clone()), t));
     assert_ne!(serial_of(&next), serial_of(&same_txid));
@@ -425,8 +431,8 @@ fn renewal_requires_a_valid_certificate_of_this_ca() {
     let (fi, _) = fail_info(ca.handle_blocking(&IssueRequest::Enroll(enroll("tx-old", &req, vec![])), t));
     assert_eq!(fi, FailInfo::BAD_REQUEST);
 
-    ca.revoke(&serial_of(&old), RevocationReason::Superseded, t).unwrap();
-    let (fi, reason) = fail_info(ca.handle_blocking(&renew("r4", serial_of(&old), issuer.clone()), t));
+    ca.revoke(&serial_of(&next), RevocationReason::Superseded, t).unwrap();
+    let (fi, reason) = fail_info(ca.handle_blocking(&renew("r4", serial_of(&next), issuer.clone()), t));
     assert_eq!(fi, FailInfo::BAD_CERT_ID);
     assert!(reason.contains("revoked"), "{reason}");
 
@@ -617,5 +623,69 @@ fn an_openssl_made_ca_opens_and_issues() {
         let ski = ca_text.lines().nth(1).unwrap().trim().to_string();
         let text = openssl(dir, &["x509", "-in", &file, "-noout", "-ext", "authorityKeyIdentifier"]);
         assert!(text.contains(&ski), "{name}: {ski} not in {text}");
+    }
+}
+
+/// Issue 13 item 4: profiles sharing the local CA share its records, so a
+/// certificate issued on one profile must not renew on another.
+#[test]
+fn renewal_requires_a_certificate_of_the_same_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, ca) = setup(dir, CaKeyType::EcP256);
+    let issuer = ca.signer().subject().to_vec();
+    let req = csr(dir, "dev", EC, "/CN=profile-hopper");
+    let t = now();
+    let old = issued(ca.handle_blocking(&IssueRequest::Enroll(enroll("tx-static", &req, vec![])), t));
+    let renew_on = |profile: &str, txid: &str| {
+        let mut e = enroll(txid, &req, vec![]);
+        e.profile = profile.into();
+        IssueRequest::Renew(RenewRequest { enroll: e, old_serial: serial_of(&old), old_issuer: issuer.clone() })
+    };
+    let (fi, label, reason) = refused_as(ca.handle_blocking(&renew_on("intune", "r1"), t));
+    assert_eq!((fi, label), (FailInfo::BAD_CERT_ID, "renewal_other_profile"));
+    assert!(reason.contains("\"default\"") && reason.contains("\"intune\""), "{reason}");
+    // The refusal consumed nothing: the same profile still renews it, once.
+    issued(ca.handle_blocking(&renew_on("default", "r2"), t));
+    let (_, label, _) = refused_as(ca.handle_blocking(&renew_on("default", "r3"), t));
+    assert_eq!(label, "renewal_superseded");
+}
+
+/// Two renewals of one certificate racing each other: the store decides
+/// inside its writer's transaction, so exactly one wins.
+#[test]
+fn concurrent_renewals_of_one_certificate_exactly_one_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, ca) = setup(dir, CaKeyType::EcP256);
+    let issuer = ca.signer().subject().to_vec();
+    let req = csr(dir, "dev", EC, "/CN=racer");
+    let t = now();
+    for round in 0..8 {
+        let old = issued(ca.handle_blocking(&IssueRequest::Enroll(enroll(&format!("tx-{round}"), &req, vec![])), t));
+        let barrier = std::sync::Barrier::new(4);
+        let outcomes: Vec<IssueOutcome> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let (ca, barrier, issuer, old, req) = (&ca, &barrier, &issuer, &old, &req);
+                    s.spawn(move || {
+                        let request = IssueRequest::Renew(RenewRequest {
+                            enroll: enroll(&format!("race-{round}-{i}"), req, vec![]),
+                            old_serial: serial_of(old),
+                            old_issuer: issuer.clone(),
+                        });
+                        barrier.wait();
+                        ca.handle_blocking(&request, t)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won = outcomes.iter().filter(|o| matches!(o, IssueOutcome::Issued { .. })).count();
+        let superseded = outcomes
+            .iter()
+            .filter(|o| matches!(o, IssueOutcome::RejectedAs { label: "renewal_superseded", .. }))
+            .count();
+        assert_eq!((won, superseded), (1, 3), "round {round}: {outcomes:?}");
     }
 }

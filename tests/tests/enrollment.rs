@@ -281,10 +281,20 @@ fn renewal_cert_poll_get_cert_and_get_crl() {
     assert_eq!(sans(&renewed), same_sans);
     assert_signed_by(&renewed_der, ca.ca());
 
-    // certmonger-style: a PKCSReq signed by the issued certificate is a renewal too.
+    // Each certificate renews once (issue 13): the issued certificate is now superseded.
     let other_key = DeviceKey::pregenerated(4).unwrap();
     let csr = build_csr(&other_key, &no_challenge("renew-me", same_sans.clone())).unwrap();
-    let rep = renew(MessageBody::PkcsReq(csr), "PKCSReq renewal");
+    assert_failure(&renew(MessageBody::PkcsReq(csr.clone()), "superseded"), FailInfo::BAD_CERT_ID, "superseded");
+
+    // certmonger-style: a PKCSReq signed by the (renewed) certificate is a renewal too.
+    let req = build_pki_message(
+        &MessageBody::PkcsReq(csr),
+        Signer { certificate: &renewed_der, key: &new_key },
+        ca.recipient(),
+        &opts(ContentCipher::Aes128Cbc, DigestAlg::Sha256),
+    )
+    .unwrap();
+    let rep = c.transact(&req, &new_key, &ca, PkiMethod::Post).unwrap();
     assert_eq!(rep.status, PkiStatus::SUCCESS, "{:?} {:?}", rep.fail_info, rep.fail_info_text);
     let again = CertificateRef::parse(rep.issued_certificate(&other_key).unwrap()).unwrap();
     assert_eq!((again.subject, again.spki.raw), (issued_ref.subject, other_key.spki_der()));

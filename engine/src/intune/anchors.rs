@@ -32,6 +32,9 @@ pub struct TrustAnchor {
     kind: AnchorKeyKind,
     /// PKCS#1 RSAPublicKey DER (RSA) or the SEC1 point (P-256).
     key: Vec<u8>,
+    /// `anchor:<hex SHA-256 of key>`: the replay cache scope of the nonces
+    /// this anchor signs.
+    replay_scope: String,
 }
 
 impl TrustAnchor {
@@ -63,6 +66,15 @@ impl TrustAnchor {
     /// The raw public key: PKCS#1 RSAPublicKey DER for RSA, the SEC1 point for P-256.
     pub fn public_key(&self) -> &[u8] {
         &self.key
+    }
+
+    /// The replay cache scope of the challenges this anchor signs:
+    /// `anchor:` and the hex SHA-256 of its public key. Keyed by the key, not
+    /// the profile, so a nonce is single-use across every profile that
+    /// trusts the anchor (and a Connector certificate renewed with the same
+    /// key keeps its scope).
+    pub fn replay_scope(&self) -> &str {
+        &self.replay_scope
     }
 }
 
@@ -169,7 +181,8 @@ impl TrustAnchorPool {
                 _ => return Err(unsupported()),
             };
             let (not_before, not_after) = (cert.not_before, cert.not_after);
-            anchors.push(TrustAnchor { der, subject, not_before, not_after, kind, key });
+            let replay_scope = format!("anchor:{}", crate::handle::hex(&crate::crypto::DigestAlg::Sha256.digest(&key)));
+            anchors.push(TrustAnchor { der, subject, not_before, not_after, kind, key, replay_scope });
         }
         Ok(Self { anchors })
     }

@@ -412,6 +412,34 @@ impl IntuneValidator {
         })
     }
 
+    /// A validator for `profile` whose replay cache is `replay`, shared with
+    /// other profiles (e.g. one cache for the whole process): nonces are
+    /// keyed by the anchor that signed them, so a challenge accepted on one
+    /// profile is a replay on every other profile that trusts the same
+    /// anchor. Fresh rate limiter and counters; no compliance check.
+    ///
+    /// # Errors
+    /// [`IntuneConfigError`] from [`IntuneSettings::validate`].
+    pub fn with_shared_replay(
+        profile: &str,
+        anchors: SharedPool,
+        settings: IntuneSettings,
+        replay: Arc<ReplayCache>,
+        rng: &dyn RandomSource,
+    ) -> Result<Self, IntuneConfigError> {
+        settings.validate()?;
+        let rate = Arc::new(settings.rate_limiter(rng));
+        Ok(Self {
+            profile: profile.into(),
+            anchors,
+            settings,
+            replay,
+            rate,
+            compliance: Arc::new(NoComplianceCheck),
+            counters: Arc::new(IntuneCounters::default()),
+        })
+    }
+
     /// The validator that replaces `previous` on a configuration reload: it
     /// takes over `previous`'s replay cache and counters, and its rate
     /// limiter when `keep_rate_limiter` (else a fresh one for the new
@@ -494,6 +522,36 @@ impl IntuneValidator {
         &self.counters
     }
 
+    /// Counts a renewal by certificate (no challenge, so no claims) against
+    /// the per-device rate limit (gate 8's limiter). Without claims the device
+    /// is keyed by the renewed certificate's subject: a renewal keeps the
+    /// subject, so every renewal of one certificate chain lands in one log.
+    /// The key is prefixed so it cannot meet a claim-keyed (`sub`, `iss`) log.
+    ///
+    /// # Errors
+    /// The [`Rejection`] (label `rate_limited`), counted like gate 8's.
+    pub fn admit_certificate_renewal(&self, certificate_subject: &str, now: UnixTime) -> Result<(), Rejection> {
+        let result = self
+            .rate
+            .check_and_record(&self.profile, certificate_subject, "scepd:certificate-renewal", now)
+            .map_err(|e| {
+                let detail = match e {
+                    RateLimitError::Limited { limit, retry_at } => format!(
+                        "certificate {certificate_subject:?} reached {limit} enrolments and renewals in 24h; \
+                         next allowed at {}",
+                        retry_at.to_rfc3339()
+                    ),
+                    RateLimitError::Full => "rate limiter device table full".to_string(),
+                    RateLimitError::Contended => "rate limiter contended; refused to stay safe".to_string(),
+                };
+                Rejection::new(Label::RateLimited, detail, None)
+            });
+        if let Err(r) = &result {
+            self.counters.rejected[r.label.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
     /// Runs gates 2–9 on `challenge` (the CSR's challengePassword) against the
     /// CSR identity `csr` at `now`, and counts the decision.
     ///
@@ -553,7 +611,11 @@ impl IntuneValidator {
         // least until the time gate can no longer accept this challenge.
         let last = gates::last_acceptable(&claims, tol, validity);
         let expires = UnixTime(now.secs().saturating_add(validity).max(last.saturating_add(1)));
-        self.replay.check_and_insert(&self.profile, &claims.nonce, now, expires).map_err(|e| match e {
+        // Scoped by the anchor that signed the challenge, not the profile: a
+        // cache shared by several profiles then makes the nonce single-use
+        // across every profile that trusts that anchor (issue 13).
+        let scope = pool.anchors().get(jws.anchor).map_or("anchor:unknown", TrustAnchor::replay_scope);
+        self.replay.check_and_insert(scope, &claims.nonce, now, expires).map_err(|e| match e {
             ReplayError::Replay => reject(Label::Replay, format!("nonce {:?} was already used", claims.nonce)),
             ReplayError::Full => reject(
                 Label::ReplayCacheFull,

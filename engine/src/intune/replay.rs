@@ -49,7 +49,8 @@ use super::keyed_hash::KeyedHash;
 use crate::crypto::RandomSource;
 use crate::time::UnixTime;
 
-/// Default number of live entries per profile.
+/// Default number of live entries per profile (the service's shared cache
+/// holds the sum over its Intune profiles).
 pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 
 /// Largest neighbourhood scanned per insert.
@@ -178,7 +179,8 @@ impl ReplayCache {
         if ext == fp.ext { Probe::Match } else { Probe::NoMatch }
     }
 
-    /// Records `nonce` (in `scope`, e.g. the profile name) as used until
+    /// Records `nonce` (in `scope`: the validator passes the signing anchor's
+    /// [`super::TrustAnchor::replay_scope`]) as used until
     /// `expires_at`, unless it is already live: one atomic check-and-insert.
     ///
     /// # Errors

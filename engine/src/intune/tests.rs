@@ -788,3 +788,28 @@ mod prop {
         }
     }
 }
+
+/// Issue 13 item 5: profiles sharing one replay cache (the service shares
+/// one per process) spend a nonce once across all of them when they trust
+/// the same anchor; the same nonce signed by another anchor is its own.
+#[test]
+fn a_shared_replay_cache_spends_a_nonce_once_across_profiles() {
+    let a = Connector::es_raw();
+    let b = Connector::rsa();
+    let shared = Arc::new(ReplayCache::new(1_000, &rng()));
+    let on = |profile: &str, pem: &str| {
+        let pool = SharedPool::from_pem(pem, NOW).unwrap();
+        IntuneValidator::with_shared_replay(profile, pool, settings(None), Arc::clone(&shared), &rng()).unwrap()
+    };
+    let (corp, lab) = (on("corp", &a.pem), on("lab", &a.pem));
+    let challenge = a.mint(&claims(&[("nonce", Some("\"one-nonce\""))]));
+    corp.validate(&challenge, &csr().id(), NOW).unwrap();
+    let r = lab.validate(&challenge, &csr().id(), NOW).unwrap_err();
+    assert_eq!((r.label, r.fail_info), (Label::Replay, FailInfo::BAD_MESSAGE_CHECK));
+    // Another Connector's challenge with the same nonce value is not a replay.
+    let other = on("other", &b.pem);
+    other.validate(&b.mint(&claims(&[("nonce", Some("\"one-nonce\""))])), &csr().id(), NOW).unwrap();
+    // Without sharing (separate caches), the second profile would have accepted it.
+    let alone = validator(&a.pem, settings(None));
+    alone.validate(&challenge, &csr().id(), NOW).unwrap();
+}

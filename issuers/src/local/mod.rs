@@ -179,6 +179,11 @@ fn rejected(fail_info: FailInfo, reason: impl Into<String>) -> IssueOutcome {
     IssueOutcome::Rejected { fail_info, reason: reason.into() }
 }
 
+/// A renewal the records forbid: badCertId (RFC 8894 §3.3.2.2) under its own label.
+fn refused(label: &'static str, reason: String) -> IssueOutcome {
+    IssueOutcome::RejectedAs { fail_info: FailInfo::BAD_CERT_ID, label, reason }
+}
+
 fn db_rejected(e: &StoreError) -> IssueOutcome {
     // StoreError's Display says "database error: ..." for real failures.
     rejected(FailInfo::BAD_REQUEST, format!("local CA database error: {e}"))
@@ -409,6 +414,35 @@ impl Inner {
                 Err(StoreError::DuplicateSerial) => {
                     tracing::warn!(issuer = %self.id, serial = %serial_hex, "serial collision, drawing another");
                 }
+                Err(StoreError::Superseded { by }) => {
+                    return refused(
+                        "renewal_superseded",
+                        format!(
+                            "certificate {} was already renewed (by {by}); each certificate renews once: \
+                             renew with the newest certificate or enrol with a challenge",
+                            renewal_of.as_deref().unwrap_or_default()
+                        ),
+                    );
+                }
+                Err(StoreError::OtherProfile { issued_on }) => {
+                    return refused(
+                        "renewal_other_profile",
+                        format!(
+                            "certificate {} was issued on profile {issued_on:?}, not {:?}: a certificate renews \
+                             only on its own profile",
+                            renewal_of.as_deref().unwrap_or_default(),
+                            e.profile
+                        ),
+                    );
+                }
+                Err(StoreError::NotFound) => {
+                    let old = renewal_of.as_deref().unwrap_or_default();
+                    return rejected(FailInfo::BAD_CERT_ID, format!("no certificate {old} was issued by this CA"));
+                }
+                Err(StoreError::AlreadyRevoked) => {
+                    let old = renewal_of.as_deref().unwrap_or_default();
+                    return rejected(FailInfo::BAD_CERT_ID, format!("certificate {old} is revoked"));
+                }
                 Err(err) => return db_rejected(&err),
             }
         }
@@ -435,7 +469,12 @@ impl Inner {
         Ok(SignedCertificate { serial, der, not_before, not_after })
     }
 
-    /// Renewal: only of a valid, unexpired certificate this CA issued.
+    /// Renewal: only of a valid, unexpired certificate this CA issued on the
+    /// same profile, and only once (then it is superseded). Profiles sharing
+    /// this CA share its records, so the profile is compared, not assumed.
+    /// The reads below answer the common refusals early; the store repeats
+    /// the profile, revocation and once-only checks inside the writer's
+    /// transaction, so concurrent renewals of one certificate cannot both win.
     fn renew(&self, r: &RenewRequest, now: UnixTime) -> IssueOutcome {
         if r.old_issuer != self.ca.subject() {
             return rejected(FailInfo::BAD_CERT_ID, "the certificate to renew was not issued by this CA");
@@ -448,6 +487,16 @@ impl Inner {
         };
         if let CertStatus::Revoked { reason, .. } = old.status {
             return rejected(FailInfo::BAD_CERT_ID, format!("certificate {hex} is revoked ({reason})"));
+        }
+        if old.profile != r.enroll.profile {
+            return refused(
+                "renewal_other_profile",
+                format!(
+                    "certificate {hex} was issued on profile {:?}, not {:?}: a certificate renews only on its \
+                     own profile",
+                    old.profile, r.enroll.profile
+                ),
+            );
         }
         if old.not_after < now {
             return rejected(

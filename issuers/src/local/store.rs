@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS certificates (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS certificates_by_transaction ON certificates (ca_id, profile, transaction_id);
 CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (ca_id) WHERE status = 'revoked';
+CREATE INDEX IF NOT EXISTS certificates_by_renewal_of ON certificates (ca_id, renewal_of) WHERE renewal_of IS NOT NULL;
 CREATE TABLE IF NOT EXISTS crl_number (
     ca_id  TEXT PRIMARY KEY NOT NULL,
     value  INTEGER NOT NULL
@@ -84,6 +85,17 @@ pub enum StoreError {
     NotFound,
     /// The certificate is already revoked.
     AlreadyRevoked,
+    /// A renewal of a certificate that was already renewed (each certificate
+    /// renews once, then it is superseded).
+    Superseded {
+        /// Serial (hex) of the certificate that renewed it.
+        by: String,
+    },
+    /// A renewal on another profile than the one the certificate was issued on.
+    OtherProfile {
+        /// The profile the certificate was issued on.
+        issued_on: String,
+    },
     /// SQLite failed (message).
     Database(String),
     /// The writer thread is gone.
@@ -96,6 +108,8 @@ impl std::fmt::Display for StoreError {
             Self::DuplicateSerial => f.write_str("duplicate serial number"),
             Self::NotFound => f.write_str("no such certificate"),
             Self::AlreadyRevoked => f.write_str("certificate already revoked"),
+            Self::Superseded { by } => write!(f, "certificate already renewed (superseded by {by})"),
+            Self::OtherProfile { issued_on } => write!(f, "certificate was issued on profile {issued_on:?}"),
             Self::Database(e) => write!(f, "database error: {e}"),
             Self::Closed => f.write_str("database error: the writer thread has stopped"),
         }
@@ -390,9 +404,18 @@ impl Store {
     /// with one transactionID cannot both insert. Resolves once committed;
     /// waiting holds no thread.
     ///
+    /// A renewal (`cert.renewal_of` set) is checked in the same transaction:
+    /// the renewed certificate must be recorded by this CA on the same
+    /// profile and valid (not revoked), and not renewed before. So two
+    /// concurrent renewals of one certificate cannot both insert; a resend of
+    /// the one that won (same transactionID) gets its certificate back as
+    /// [`Recorded::Existing`].
+    ///
     /// # Errors
     /// [`StoreError::DuplicateSerial`] when the serial is taken (draw
-    /// another), or a database error.
+    /// another); for a renewal [`StoreError::NotFound`],
+    /// [`StoreError::AlreadyRevoked`], [`StoreError::OtherProfile`] or
+    /// [`StoreError::Superseded`]; or a database error.
     pub fn record_enrollment(
         &self,
         cert: NewCertificate,
@@ -641,6 +664,39 @@ fn latest_of_transaction(
     .optional()
 }
 
+/// The renewal rules, inside the writer's transaction (see
+/// [`Store::record_enrollment`]). `Ok(Ok(None))`: not a renewal, or one that
+/// may insert; `Ok(Ok(Some(c)))`: the renewal under this transactionID that
+/// already won (a resend); `Ok(Err(_))`: refused.
+fn check_renewal(
+    tx: &rusqlite::Transaction<'_>,
+    c: &NewCertificate,
+) -> rusqlite::Result<Result<Option<StoredCertificate>, StoreError>> {
+    let Some(old_serial) = c.renewal_of.as_deref() else { return Ok(Ok(None)) };
+    let old = tx
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM certificates WHERE serial = ?1 AND ca_id = ?2"))?
+        .query_row(params![old_serial, c.ca_id], stored_from_row)
+        .optional()?;
+    let Some(old) = old else { return Ok(Err(StoreError::NotFound)) };
+    if old.profile != c.profile {
+        return Ok(Err(StoreError::OtherProfile { issued_on: old.profile }));
+    }
+    if matches!(old.status, CertStatus::Revoked { .. }) {
+        return Ok(Err(StoreError::AlreadyRevoked));
+    }
+    let successor = tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM certificates WHERE ca_id = ?1 AND renewal_of = ?2 ORDER BY rowid LIMIT 1"
+        ))?
+        .query_row(params![c.ca_id, old_serial], stored_from_row)
+        .optional()?;
+    Ok(match successor {
+        None => Ok(None),
+        Some(s) if s.transaction_id == c.transaction_id && s.profile == c.profile => Ok(Some(s)),
+        Some(s) => Err(StoreError::Superseded { by: s.serial_hex }),
+    })
+}
+
 /// Inserts one certificate row; a taken serial is [`StoreError::DuplicateSerial`].
 fn insert(tx: &rusqlite::Transaction<'_>, c: &NewCertificate) -> Result<(), StoreError> {
     let r = tx
@@ -681,11 +737,16 @@ fn insert(tx: &rusqlite::Transaction<'_>, c: &NewCertificate) -> Result<(), Stor
 fn apply(tx: &rusqlite::Transaction<'_>, op: WriteOp) -> Done {
     match op {
         WriteOp::Enroll(c, reply) => {
-            let r = match latest_of_transaction(tx, &c.ca_id, &c.profile, &c.transaction_id) {
-                Ok(Some(prev)) if c.renewal_of.as_deref() != Some(prev.serial_hex.as_str()) => {
-                    Ok(Recorded::Existing(prev))
-                }
-                Ok(_) => insert(tx, &c).map(|()| Recorded::Inserted),
+            let r = match check_renewal(tx, &c) {
+                Ok(Ok(None)) => match latest_of_transaction(tx, &c.ca_id, &c.profile, &c.transaction_id) {
+                    Ok(Some(prev)) if c.renewal_of.as_deref() != Some(prev.serial_hex.as_str()) => {
+                        Ok(Recorded::Existing(prev))
+                    }
+                    Ok(_) => insert(tx, &c).map(|()| Recorded::Inserted),
+                    Err(e) => Err(db(e)),
+                },
+                Ok(Ok(Some(resent))) => Ok(Recorded::Existing(resent)),
+                Ok(Err(refused)) => Err(refused),
                 Err(e) => Err(db(e)),
             };
             Done::Enrolled(reply, r)
@@ -857,15 +918,64 @@ mod tests {
         renewal.renewal_of = Some("01".into());
         assert_eq!(block_on(store.record_enrollment(renewal)), Ok(Recorded::Inserted));
         // Renewing something else under that transactionID is not.
+        assert_eq!(block_on(store.record_enrollment(record("05", "v"))), Ok(Recorded::Inserted));
         let mut other = record("04", "t");
-        other.renewal_of = Some("ff".into());
+        other.renewal_of = Some("05".into());
         match block_on(store.record_enrollment(other)) {
             Ok(Recorded::Existing(prev)) => assert_eq!(prev.serial_hex, "03", "the latest of the transaction"),
             other => panic!("{other:?}"),
         }
+        // A renewal of an unknown certificate records nothing.
+        let mut unknown = record("06", "w");
+        unknown.renewal_of = Some("ff".into());
+        assert_eq!(block_on(store.record_enrollment(unknown)), Err(StoreError::NotFound));
         // A taken serial under a new transactionID.
         assert_eq!(block_on(store.record_enrollment(record("01", "u"))), Err(StoreError::DuplicateSerial));
+        assert_eq!(store.count("ca1").unwrap(), 3);
+    }
+
+    /// Issue 13: the writer checks a renewal's profile, revocation and
+    /// once-only rule in its transaction; two renewals of one certificate
+    /// queued into one batch: the first inserts, the second is superseded,
+    /// and a resend of the first (same transactionID) gets its certificate.
+    #[test]
+    fn a_certificate_renews_once_on_its_own_profile_even_within_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(block_on(store.record_enrollment(record("01", "t"))), Ok(Recorded::Inserted));
+        let renewal = |serial: &str, txid: &str, profile: &str| {
+            let mut r = record(serial, txid);
+            r.profile = profile.into();
+            r.renewal_of = Some("01".into());
+            r
+        };
+        assert_eq!(
+            block_on(store.record_enrollment(renewal("02", "r", "other"))),
+            Err(StoreError::OtherProfile { issued_on: "p".into() })
+        );
+        drop(store);
+        let (tx, rx) = mpsc::channel();
+        let (r1, a1) = oneshot::channel();
+        let (r2, a2) = oneshot::channel();
+        let (r3, a3) = oneshot::channel();
+        tx.send(WriteOp::Enroll(Box::new(renewal("02", "r1", "p")), Reply::Async(r1))).unwrap();
+        tx.send(WriteOp::Enroll(Box::new(renewal("03", "r2", "p")), Reply::Async(r2))).unwrap();
+        tx.send(WriteOp::Enroll(Box::new(renewal("04", "r1", "p")), Reply::Async(r3))).unwrap();
+        drop(tx);
+        run_writer(Connection::open(&path).unwrap(), &rx, &WriterStats::default());
+        assert_eq!(block_on(a1).unwrap(), Ok(Recorded::Inserted));
+        assert_eq!(block_on(a2).unwrap(), Err(StoreError::Superseded { by: "02".into() }));
+        match block_on(a3).unwrap() {
+            Ok(Recorded::Existing(prev)) => assert_eq!(prev.serial_hex, "02", "a resend of the winner"),
+            other => panic!("{other:?}"),
+        }
+        let store = Store::open(&path).unwrap();
         assert_eq!(store.count("ca1").unwrap(), 2);
+        store.revoke("ca1", "02", UnixTime(30), RevocationReason::KeyCompromise).unwrap();
+        let mut next = record("05", "r5");
+        next.renewal_of = Some("02".into());
+        assert_eq!(block_on(store.record_enrollment(next)), Err(StoreError::AlreadyRevoked));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! | SCEP request (RFC 8894)       | Vault API                                         |
 //! |-------------------------------|---------------------------------------------------|
 //! | PKCSReq (§3.3.1)              | `POST /v1/<mount>/sign/<role>`                    |
-//! | RenewalReq                    | `GET /v1/<mount>/cert/<serial>` (must exist, not revoked), then sign |
+//! | RenewalReq                    | `GET /v1/<mount>/cert/<serial>` (must exist, not revoked, unexpired), then refused: `renewal_unverifiable` (Vault cannot say on which profile a certificate was issued, nor whether it was already renewed) |
 //! | CertPoll (§3.3.2)             | none: Vault signs synchronously; a request answered in the last hour is returned again, any other is badCertId |
 //! | GetCert (§3.3.3)              | `GET /v1/<mount>/cert/<serial>`                   |
 //! | GetCRL                        | `GET /v1/<mount>/crl` (DER)                       |
@@ -21,7 +21,8 @@
 //! validity not longer than the profile's); a certificate that does not match is revoked at once and the
 //! request refused, naming the role setting to fix.
 //!
-//! Every failure is an [`IssueOutcome::Rejected`]: 4xx answers carry Vault's
+//! Every failure is an [`IssueOutcome::Rejected`] (the refused renewal an
+//! [`IssueOutcome::RejectedAs`]): 4xx answers carry Vault's
 //! `errors[]`, unreachable/5xx/timeouts say `issuer unavailable: ...`; every
 //! reason starts with `issuer <id>:` so audit events name the issuer.
 
@@ -625,7 +626,19 @@ impl Inner {
             Ok(c) if c.not_after < now => {
                 self.reject(FailInfo::BAD_CERT_ID, format!("certificate {hex} expired at {}", c.not_after.to_rfc3339()))
             }
-            Ok(_) => self.enroll(&r.enroll, now),
+            // Vault's record of a certificate says nothing of the SCEP profile it
+            // was issued on nor whether it was already renewed, so the two rules
+            // a renewal must meet cannot be checked: refuse rather than allow.
+            Ok(_) => IssueOutcome::RejectedAs {
+                fail_info: FailInfo::BAD_CERT_ID,
+                label: "renewal_unverifiable",
+                reason: format!(
+                    "issuer {}: certificate {hex} cannot be renewed by certificate: Vault does not record the \
+                     profile a certificate was issued on nor whether it was renewed; enrol with a challenge \
+                     (or set renewal = false on the profile)",
+                    self.id
+                ),
+            },
             Err(e) => self.reject(FailInfo::BAD_REQUEST, format!("Vault returned an unreadable certificate: {e}")),
         }
     }

@@ -17,6 +17,9 @@
 //!                                            #   issued within one validity); default 100,000
 //! intune_rate_limit_devices = 100000         # INTUNE_RATE_LIMIT_DEVICES: devices tracked within
 //!                                            #   24 h; default 100,000
+//! intune_renewal_by_certificate = false      # INTUNE_RENEWAL_BY_CERTIFICATE: renewal signed by a
+//!                                            #   certificate of this profile, no challenge (counted
+//!                                            #   against the rate limit, audited `*_intune`); default false
 //! ```
 //!
 //! Both caches are fixed tables sized at start (32-64 bytes per replay
@@ -37,6 +40,11 @@
 //! refuses a bundle that is missing, unreadable, holds no certificate, holds an
 //! unparsable or expired certificate, or a key that cannot verify RS256/ES256.
 //!
+//! One replay cache serves every Intune profile of the process, keyed by the
+//! Connector key that signed each challenge (so a challenge is single-use
+//! across all profiles trusting that Connector, issue 13), sized for the sum
+//! of the profiles' `intune_replay_capacity` ([`shared_replay_cache`]).
+//!
 //! State that must survive a reload (SIGHUP re-reads the whole configuration):
 //! the replay cache (always: a reload must never reopen a replay window), the
 //! rate limiter (when the limit is unchanged) and the counters are carried from
@@ -44,10 +52,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use scep_engine::config::ConfigError;
 use scep_engine::crypto::SystemRandom;
-use scep_engine::intune::{AnchorKeyKind, IntuneValidator, Label, SharedPool, TrustAnchorPool, load_pool};
+use scep_engine::intune::{AnchorKeyKind, IntuneValidator, Label, ReplayCache, SharedPool, TrustAnchorPool, load_pool};
 use scep_engine::time::UnixTime;
 use scep_engine::{IntuneIdentity, Outcome};
 
@@ -92,11 +101,65 @@ pub fn load_bundle(profile: &str, path: &Path, now: UnixTime) -> Result<TrustAnc
     Ok(pool)
 }
 
+/// The one replay cache every Intune profile of the process shares (issue
+/// 13): challenges are keyed by the anchor that signed them, so a nonce is
+/// single-use across every profile that trusts that anchor, whatever the
+/// audience setting. It is sized for the sum of the profiles'
+/// `intune_replay_capacity` (the same memory as one cache per profile).
+/// `profiles` are (name, settings) of the Intune profiles being built;
+/// `previous` the validators of the configuration being replaced, by name:
+/// their cache (the running shared one) is carried over, never forgotten. A
+/// running cache cannot be resized without forgetting nonces, so a changed
+/// `intune_replay_capacity`, or new profiles that together ask for more than
+/// it holds, are refused (restart to apply them); asking for less keeps the
+/// running cache.
+///
+/// # Errors
+/// `profile[<name>].intune_replay_capacity: ...` naming the profile(s).
+pub fn shared_replay_cache<'a>(
+    profiles: impl IntoIterator<Item = (&'a str, &'a IntuneProfileSettings)>,
+    previous: &HashMap<String, IntuneValidator>,
+) -> Result<Option<Arc<ReplayCache>>, ConfigError> {
+    let mut names = Vec::new();
+    let mut total: usize = 0;
+    for (name, settings) in profiles {
+        let asked = settings.validator.replay_capacity;
+        if let Some(old) = previous.get(name)
+            && old.settings().replay_capacity != asked
+        {
+            return Err(ConfigError(format!(
+                "profile[{name}].intune_replay_capacity: changed from {} to {asked}; the running replay cache \
+                 cannot be resized without forgetting the nonces it holds: restart scepd to apply it",
+                old.settings().replay_capacity
+            )));
+        }
+        names.push(name);
+        total = total.saturating_add(asked);
+    }
+    let previous = previous.values().next();
+    if names.is_empty() {
+        return Ok(previous.map(|v| Arc::clone(v.replay_cache())));
+    }
+    match previous {
+        Some(old) if total > old.replay_cache().capacity() => Err(ConfigError(format!(
+            "profile[{}].intune_replay_capacity: the Intune profiles together need a replay cache of {total} \
+             live nonces, the running one (shared by every Intune profile) holds {}; it cannot grow without \
+             forgetting the nonces it holds: restart scepd to apply it",
+            names.join(","),
+            old.replay_cache().capacity()
+        ))),
+        Some(old) => Ok(Some(Arc::clone(old.replay_cache()))),
+        None => Ok(Some(Arc::new(ReplayCache::new(total, &SystemRandom)))),
+    }
+}
+
 /// Builds the Intune setup of the profile `name` from its validated
 /// settings (reading the Connector bundle: the preflight). `previous` is the
 /// same-named profile's validator from the configuration being replaced (its
-/// replay cache, counters and, when the limit is unchanged, rate limiter are
-/// carried over).
+/// counters and, when the limit is unchanged, rate limiter are carried
+/// over). `replay` is the process-wide replay cache
+/// ([`shared_replay_cache`]); `None` gives the profile a cache of its own
+/// (builds of a single profile).
 ///
 /// # Errors
 /// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
@@ -105,6 +168,7 @@ pub fn build(
     intune: &IntuneProfileSettings,
     now: UnixTime,
     previous: Option<&IntuneValidator>,
+    replay: Option<&Arc<ReplayCache>>,
 ) -> Result<IntuneProfile, ConfigError> {
     let k = |key: &str| format!("profile[{name}].{key}");
     let bundle = intune.connector_cert_path.clone();
@@ -112,11 +176,14 @@ pub fn build(
     let settings = intune.validator.clone();
     let limit = settings.per_device_rate_limit_24h;
     let anchors = SharedPool::new(pool);
-    let validator = match previous {
-        None => IntuneValidator::new(name, anchors, settings, &SystemRandom),
-        Some(old) => {
+    let validator = match (previous, replay) {
+        (None, None) => IntuneValidator::new(name, anchors, settings, &SystemRandom),
+        (None, Some(shared)) => {
+            IntuneValidator::with_shared_replay(name, anchors, settings, Arc::clone(shared), &SystemRandom)
+        }
+        (Some(old), _) => {
             // Decided before anything is allocated: a reload must not hold two copies of the tables.
-            let (was, asked) = (old.replay_cache().capacity(), settings.replay_capacity);
+            let (was, asked) = (old.settings().replay_capacity, settings.replay_capacity);
             if was != asked {
                 return Err(ConfigError(format!(
                     "{}: changed from {was} to {asked}; the running replay cache cannot be resized without \
@@ -137,7 +204,10 @@ pub fn build(
                      the per-device enrolment log starts afresh"
                 );
             }
-            IntuneValidator::succeeding(old, anchors, settings, keep_limiter, &SystemRandom)
+            IntuneValidator::succeeding(old, anchors, settings, keep_limiter, &SystemRandom).map(|v| match replay {
+                Some(shared) => v.with_replay_cache(Arc::clone(shared)),
+                None => v,
+            })
         }
     }
     .map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
@@ -300,13 +370,22 @@ pub struct IntuneDecision<'a> {
 /// challenge: a gate label, or an identity set by a passed challenge.
 pub fn decision(outcome: &Outcome) -> Option<IntuneDecision<'_>> {
     let rejected = Label::ALL.iter().find(|l| l.as_str() == outcome.label).map(|l| l.as_str());
-    if rejected.is_none() && outcome.intune.is_none() {
+    if rejected.is_none() && outcome.intune.is_none() && !outcome.intune_renewal {
         return None;
     }
     // `Outcome::action` appends `_intune` on exactly this condition.
     let action = outcome.action();
     let detail = match rejected {
         Some(_) => outcome.detail.clone().unwrap_or_default(),
+        None if outcome.intune.is_none() => match &outcome.detail {
+            // Refused by the issuer (e.g. `renewal_superseded`): its reason.
+            Some(d) => d.clone(),
+            None => format!(
+                "renewal by certificate {} (intune_renewal_by_certificate = true), subject {:?}",
+                outcome.renewal_of.as_deref().unwrap_or(""),
+                outcome.subject.as_deref().unwrap_or("")
+            ),
+        },
         None => format!(
             "bound subject {:?} SANs [{}]",
             outcome.subject.as_deref().unwrap_or(""),
@@ -513,6 +592,47 @@ mod tests {
     /// replay cache is never resized (that would forget nonces), so a reload
     /// that changes its size is refused, while a new limiter size starts a
     /// new log.
+    /// Issue 13 item 5: every Intune profile shares one replay cache sized
+    /// for all of them; a reload carries it, and refuses to grow it.
+    #[test]
+    fn intune_profiles_share_one_replay_cache_across_reloads() {
+        let dir = TestDir::new();
+        std::fs::write(dir.path().join("intune.pem"), valid_pem("connector-a")).unwrap();
+        let intune =
+            "intune_enabled = true\nintune_connector_cert_path = \"intune.pem\"\nintune_replay_capacity = 300\n";
+        let write = |profiles: &[&str]| {
+            let mut cfg = String::from("[server]\ndata_dir = \"data\"\n");
+            for p in profiles {
+                cfg.push_str(&dir.profile_toml(p));
+                cfg.push_str(intune);
+            }
+            let path = dir.path().join("scepd.toml");
+            std::fs::write(&path, cfg).unwrap();
+            StartOptions { config: Some(path), ..StartOptions::default() }
+        };
+        let state = ServiceState::load(write(&["corp", "lab"])).unwrap().state;
+        let validator = |name: &str| state.profiles().get(Some(name)).unwrap().intune.clone().unwrap().validator;
+        let (corp, lab) = (validator("corp"), validator("lab"));
+        assert!(Arc::ptr_eq(corp.replay_cache(), lab.replay_cache()), "one cache for both profiles");
+        assert_eq!(corp.replay_cache().capacity(), 600, "sized for the sum");
+        // A nonce spent through one profile's cache is spent for the other.
+        let now = UnixTime::now();
+        corp.replay_cache().check_and_insert("anchor:x", "n-1", now, now.plus(600)).unwrap();
+        assert!(lab.replay_cache().check_and_insert("anchor:x", "n-1", now, now.plus(600)).is_err());
+
+        // Dropping a profile keeps the running cache (and its nonces).
+        state.reload().unwrap();
+        write(&["corp"]);
+        state.reload().unwrap();
+        assert!(Arc::ptr_eq(corp.replay_cache(), validator("corp").replay_cache()));
+        // Growing past the running cache needs a restart: refused, nothing changes.
+        write(&["corp", "lab", "lab2"]);
+        let e = state.reload().unwrap_err();
+        assert!(e.0.starts_with("profile[corp,lab,lab2].intune_replay_capacity") && e.0.contains("restart"), "{e}");
+        assert!(state.profiles().get(Some("lab2")).is_none());
+        assert!(Arc::ptr_eq(corp.replay_cache(), validator("corp").replay_cache()));
+    }
+
     #[test]
     fn cache_sizes_come_from_their_keys_and_a_replay_resize_needs_a_restart() {
         let dir = TestDir::new();

@@ -13,7 +13,9 @@
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_ENABLED` | `mtls_enabled` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_CLIENT_CA_TRUST_BUNDLE_PATH` | `mtls_client_ca_trust_bundle_path` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_INTUNE_ENABLED` (and the other `INTUNE_*`) | `intune_enabled`, ... |
-//! | `CERTCTL_API_KEYS_NAMED=name:key[:admin\|:reader],...` | `[[api_key]]` (replaces the file's list; any other third field is refused) |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_RENEWAL_WINDOW_DAYS` | `renewal_window_days` |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_INTUNE_RENEWAL_BY_CERTIFICATE` | `intune_renewal_by_certificate` |
+//! //! | `CERTCTL_API_KEYS_NAMED=name:key[:admin\|:reader],...` | `[[api_key]]` (replaces the file's list; any other third field is refused) |
 //!
 //! `<NAME>` is the profile name upper-cased (`corp` → `CORP`); the URL uses
 //! the lower-case name (`/scep/corp`). Booleans are parsed as Go's
@@ -69,6 +71,9 @@ const PROFILE_KEYS: &[(&str, &str, Kind)] = &[
     // scepd's own (not in the certctl spec): sizes of the Intune replay cache and rate limiter.
     ("INTUNE_REPLAY_CAPACITY", "intune_replay_capacity", Kind::Int),
     ("INTUNE_RATE_LIMIT_DEVICES", "intune_rate_limit_devices", Kind::Int),
+    // scepd's own: renewal by certificate (issue 13).
+    ("INTUNE_RENEWAL_BY_CERTIFICATE", "intune_renewal_by_certificate", Kind::Bool),
+    ("RENEWAL_WINDOW_DAYS", "renewal_window_days", Kind::Int),
 ];
 
 /// The `CERTCTL_*` variables of this process, sorted by name.

@@ -22,6 +22,8 @@
 //! min_rsa_bits = 2048                # smallest CSR RSA key, 2048..=16384; default 2048
 //! renewal = true                     # renewal by an issued certificate; default true
 //! allow_san_change = false           # renewed certificate may change SANs; default false
+//! renewal_window_days = 30           # renewal by certificate only this close to its expiry, 1..=3650;
+//!                                    #   default: any time while it is valid
 //! signing_time_tolerance_secs = 3600 # max |signingTime - now|; default: signingTime not checked
 //! max_message_size = 262144          # largest PKIMessage in bytes, 1024..=16 MiB; default 256 KiB
 //! key_algorithms = ["rsa", "ec-p256", "ec-p384"]  # CSR key types accepted (badAlg otherwise); default all
@@ -97,6 +99,9 @@ pub struct ProfileSection {
     pub renewal: Option<bool>,
     /// `allow_san_change`
     pub allow_san_change: Option<bool>,
+    /// `renewal_window_days`: renewal by certificate only within this many
+    /// days before its expiry (unset: any time while it is valid).
+    pub renewal_window_days: Option<i64>,
     /// `signing_time_tolerance_secs`
     pub signing_time_tolerance_secs: Option<i64>,
     /// `max_message_size`
@@ -129,6 +134,9 @@ pub struct ProfileSection {
     pub intune_replay_capacity: Option<i64>,
     /// `intune_rate_limit_devices`: devices the rate limiter tracks at once.
     pub intune_rate_limit_devices: Option<i64>,
+    /// `intune_renewal_by_certificate`: an Intune profile accepts renewal by
+    /// certificate (default false: Intune renews with a fresh challenge).
+    pub intune_renewal_by_certificate: Option<bool>,
 }
 
 /// Whether `name` is a valid profile name: `[a-z0-9-]{1,63}`.
@@ -332,6 +340,11 @@ impl ProfileSection {
             renewal: RenewalPolicy {
                 enabled: self.renewal.unwrap_or(true),
                 allow_san_change: self.allow_san_change.unwrap_or(false),
+                window_secs: match self.renewal_window_days {
+                    None => None,
+                    Some(days) => Some(int_in(&k("renewal_window_days"), Some(days), 1, 3650, 3650)? * 86_400),
+                },
+                on_intune_profile: self.intune_renewal_by_certificate.unwrap_or(false),
             },
             validity_days,
             ekus,
@@ -402,7 +415,8 @@ impl ProfileSection {
             || self.intune_clock_skew_tolerance.is_some()
             || self.intune_per_device_rate_limit_24h.is_some()
             || self.intune_replay_capacity.is_some()
-            || self.intune_rate_limit_devices.is_some();
+            || self.intune_rate_limit_devices.is_some()
+            || self.intune_renewal_by_certificate.is_some();
         match self.intune_enabled {
             Some(true) => {}
             Some(false) => return Ok(None),

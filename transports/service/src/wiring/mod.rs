@@ -173,10 +173,21 @@ fn build_file(
     apply_overrides(&mut settings, options);
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
     let issuers = issuers::build_issuers(&file.issuers, base)?;
-    let mut ctx = BuildContext::new(base, &settings.data_dir, now).with_issuers(issuers).with_previous_intune(previous);
-    let mut built = Vec::with_capacity(file.profiles.len());
-    for (i, section) in file.profiles.iter().enumerate() {
-        built.push(section.build(i, &mut ctx)?);
+    // Every profile is validated first: the Intune profiles share one replay
+    // cache sized for all of them.
+    let validated =
+        file.profiles.iter().enumerate().map(|(i, s)| s.validate(i, base)).collect::<Result<Vec<_>, _>>()?;
+    let replay = crate::intune::shared_replay_cache(
+        validated.iter().filter_map(|p| p.intune.as_ref().map(|i| (p.name.as_str(), i))),
+        &previous,
+    )?;
+    let mut ctx = BuildContext::new(base, &settings.data_dir, now)
+        .with_issuers(issuers)
+        .with_previous_intune(previous)
+        .with_replay_cache(replay);
+    let mut built = Vec::with_capacity(validated.len());
+    for profile in &validated {
+        built.push(profile::build(profile, &mut ctx)?);
     }
     let default = match &file.server.default_profile {
         Some(name) => name.clone(),

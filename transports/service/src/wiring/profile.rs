@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use scep_engine::config::{ConfigError, ProfileConfig, RaIdentity};
 use scep_engine::crypto::{RsaPrivateKey, SystemRandom};
-use scep_engine::intune::IntuneValidator;
+use scep_engine::intune::{IntuneValidator, ReplayCache};
 use scep_engine::issue::IssuancePolicy;
 use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef};
 use scep_engine::{Engine, UnixTime, pem};
@@ -40,12 +40,22 @@ pub struct BuildContext<'a> {
     /// Intune validators of the configuration being replaced, by profile name
     /// (their replay caches, rate limiters and counters carry over).
     previous_intune: HashMap<String, IntuneValidator>,
+    /// The replay cache every Intune profile shares ([`intune::shared_replay_cache`]).
+    replay: Option<Arc<ReplayCache>>,
 }
 
 impl<'a> BuildContext<'a> {
     /// A context for one configuration load.
     pub fn new(base: Option<&'a Path>, data_dir: &'a Path, now: UnixTime) -> Self {
-        Self { base, data_dir, now, local: None, issuers: IssuerMap::new(), previous_intune: HashMap::new() }
+        Self {
+            base,
+            data_dir,
+            now,
+            local: None,
+            issuers: IssuerMap::new(),
+            previous_intune: HashMap::new(),
+            replay: None,
+        }
     }
 
     /// Makes the `[[issuer]]` entries available to profiles by id.
@@ -66,6 +76,15 @@ impl<'a> BuildContext<'a> {
     /// The local CA, when a profile of this load opened it.
     pub fn opened_local_ca(&self) -> Option<Arc<scep_issuers::LocalCa>> {
         self.local.as_ref().map(|l| l.ca.clone())
+    }
+
+    /// The replay cache shared by every Intune profile built with this
+    /// context (see [`intune::shared_replay_cache`]). Without one, each
+    /// Intune profile gets a cache of its own.
+    #[must_use]
+    pub fn with_replay_cache(mut self, replay: Option<Arc<ReplayCache>>) -> Self {
+        self.replay = replay;
+        self
     }
 
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
@@ -153,7 +172,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
     };
 
     let intune = match &settings.intune {
-        Some(i) => Some(intune::build(&name, i, ctx.now, ctx.previous_intune.get(&name))?),
+        Some(i) => Some(intune::build(&name, i, ctx.now, ctx.previous_intune.get(&name), ctx.replay.as_ref())?),
         None => None,
     };
 
