@@ -26,6 +26,7 @@ use crate::intune::ProfileIntuneStats;
 use crate::settings::ServerSettings;
 use crate::settings::start::StartOptions;
 use crate::store::audit::AuditLog;
+use crate::store::challenges::ChallengeStore;
 use api_keys::ApiKeys;
 use metrics::Metrics;
 pub use profiles::{Profile, Profiles};
@@ -51,6 +52,8 @@ pub struct ServiceState {
     pub(crate) api_keys: ArcSwap<ApiKeys>,
     pub(crate) audit: Option<AuditLog>,
     pub(crate) metrics: Metrics,
+    /// The one-time challenge store (every state `load` builds has one).
+    pub(crate) challenges: Option<Arc<dyn ChallengeStore>>,
 }
 
 impl ServiceState {
@@ -66,6 +69,7 @@ impl ServiceState {
             api_keys: ArcSwap::from_pointee(ApiKeys::default()),
             audit: None,
             metrics: Metrics::default(),
+            challenges: None,
         }
     }
 
@@ -81,6 +85,19 @@ impl ServiceState {
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// This state keeping one-time challenges in `store` (without one, a
+    /// one-time profile refuses every enrolment that needs a challenge).
+    #[must_use]
+    pub fn with_challenges(mut self, store: Arc<dyn ChallengeStore>) -> Self {
+        self.challenges = Some(store);
+        self
+    }
+
+    /// The one-time challenge store, when there is one.
+    pub fn challenges(&self) -> Option<&Arc<dyn ChallengeStore>> {
+        self.challenges.as_ref()
     }
 
     /// The audit log, when there is one.
