@@ -239,7 +239,13 @@ impl PendingIssue {
     /// `fail_info` (RFC 8894 §3.3.2.2), signed by the RA, with `label` and
     /// `detail` in the outcome (e.g. a one-time challenge that was already
     /// used: badRequest, `challenge_used`).
-    pub fn refuse(self, fail_info: FailInfo, label: &'static str, detail: impl Into<String>, now: UnixTime) -> Response {
+    pub fn refuse(
+        self,
+        fail_info: FailInfo,
+        label: &'static str,
+        detail: impl Into<String>,
+        now: UnixTime,
+    ) -> Response {
         self.engine.refuse(&self.reply, self.outcome, fail_info, label, detail.into(), now)
     }
 

@@ -397,8 +397,12 @@ async fn mint_challenge(state: &ServiceState, body: &[u8], key: &str) -> http::R
     };
     let binding = ChallengeBinding { common_name, subject_alt_names };
     let now = UnixTime::now();
-    let request =
-        MintRequest { profile: parsed.profile.clone(), binding: binding.clone(), ttl_secs, created_by: key.to_string() };
+    let request = MintRequest {
+        profile: parsed.profile.clone(),
+        binding: binding.clone(),
+        ttl_secs,
+        created_by: key.to_string(),
+    };
     let minted = match store.mint(request, now).await {
         Ok(m) => m,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.0),
@@ -444,7 +448,11 @@ async fn list_challenges(state: &ServiceState, query: &str) -> http::Response<Fu
             ("profile", Some(v)) if !v.is_empty() => profile = Some(v.into_owned()),
             ("profile", _) => return error(StatusCode::BAD_REQUEST, "bad_request", "profile: must be a profile name"),
             (other, _) => {
-                return error(StatusCode::BAD_REQUEST, "bad_request", &format!("unknown parameter {other:?} (profile)"));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("unknown parameter {other:?} (profile)"),
+                );
             }
         }
     }

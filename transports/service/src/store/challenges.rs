@@ -513,7 +513,10 @@ fn consume(
     }
     if expires_at <= now.secs() {
         if expired_reported.is_none() {
-            tx.execute("UPDATE one_time_challenges SET expired_reported_at = ?2 WHERE id = ?1", params![id, now.secs()])?;
+            tx.execute(
+                "UPDATE one_time_challenges SET expired_reported_at = ?2 WHERE id = ?1",
+                params![id, now.secs()],
+            )?;
             tx.commit()?;
             on_expired(&ExpiredChallenge { id, profile, created_by });
         }
@@ -605,10 +608,9 @@ mod tests {
     }
 
     fn mint(store: &SqliteChallenges, profile: &str, binding: ChallengeBinding, ttl: i64, now: UnixTime) -> Minted {
-        block_on(store.mint(
-            MintRequest { profile: profile.into(), binding, ttl_secs: ttl, created_by: "ops".into() },
-            now,
-        ))
+        block_on(
+            store.mint(MintRequest { profile: profile.into(), binding, ttl_secs: ttl, created_by: "ops".into() }, now),
+        )
         .unwrap()
     }
 
@@ -635,7 +637,8 @@ mod tests {
         drop(store);
         std::thread::sleep(Duration::from_millis(50));
         let conn = Connection::open(SqliteChallenges::file(dir.path())).unwrap();
-        let stored: Vec<u8> = conn.query_row("SELECT secret_sha256 FROM one_time_challenges", [], |r| r.get(0)).unwrap();
+        let stored: Vec<u8> =
+            conn.query_row("SELECT secret_sha256 FROM one_time_challenges", [], |r| r.get(0)).unwrap();
         assert_eq!(stored, secret_digest(&m.challenge));
         let bytes = std::fs::read(SqliteChallenges::file(dir.path())).unwrap_or_default();
         let wal = std::fs::read(dir.path().join("challenges.sqlite-wal")).unwrap_or_default();
@@ -650,9 +653,10 @@ mod tests {
         let (store, _) = open(&dir);
         let m = mint(&store, "corp", ChallengeBinding::default(), 60, T0);
         let listed = block_on(store.outstanding(None, T0)).unwrap();
-        assert_eq!(listed.iter().map(|c| (c.id, c.profile.as_str(), c.created_by.as_str())).collect::<Vec<_>>(), [(
-            m.id, "corp", "ops"
-        )]);
+        assert_eq!(
+            listed.iter().map(|c| (c.id, c.profile.as_str(), c.created_by.as_str())).collect::<Vec<_>>(),
+            [(m.id, "corp", "ops")]
+        );
         let consume = |profile: &str, secret: &str| block_on(store.consume(present(profile, secret, "d", &[]), T0));
         assert_eq!(consume("other", &m.challenge).unwrap(), Consumption::Refused(Refusal::Unknown));
         assert_eq!(consume("corp", "0123").unwrap(), Consumption::Refused(Refusal::Unknown));
@@ -696,9 +700,8 @@ mod tests {
         };
         let m = mint(&store, "corp", binding.clone(), 60, T0);
         assert_eq!(block_on(store.outstanding(None, T0)).unwrap()[0].binding, binding);
-        let try_with = |cn: &str, sans: &[&str]| {
-            block_on(store.consume(present("corp", &m.challenge, cn, sans), T0)).unwrap()
-        };
+        let try_with =
+            |cn: &str, sans: &[&str]| block_on(store.consume(present("corp", &m.challenge, cn, sans), T0)).unwrap();
         for (cn, sans) in [
             ("device-2", &["DNS:device-1.corp.example", "IP:192.0.2.1"][..]),
             ("device-1", &["DNS:device-1.corp.example"][..]),
@@ -710,9 +713,10 @@ mod tests {
                 "{cn} {sans:?}"
             );
         }
-        assert_eq!(try_with("device-1", &["IP:192.0.2.1", "DNS:DEVICE-1.corp.example"]), Consumption::Consumed {
-            id: m.id
-        });
+        assert_eq!(
+            try_with("device-1", &["IP:192.0.2.1", "DNS:DEVICE-1.corp.example"]),
+            Consumption::Consumed { id: m.id }
+        );
         for bad in ["device-1", "dns:", "x400:abc", "IP:300.1.1.1"] {
             assert!(ChallengeBinding::normalize_san(bad).is_err(), "{bad}");
         }
@@ -736,7 +740,11 @@ mod tests {
         let results: Vec<Consumption> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         let wins = results.iter().filter(|r| matches!(r, Consumption::Consumed { .. })).count();
         assert_eq!(wins, 1, "{results:?}");
-        assert!(results.iter().all(|r| matches!(r, Consumption::Consumed { .. } | Consumption::Refused(Refusal::Used { .. }))));
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Consumption::Consumed { .. } | Consumption::Refused(Refusal::Used { .. })))
+        );
     }
 
     #[test]
@@ -747,9 +755,10 @@ mod tests {
         let used = mint(&store, "corp", ChallengeBinding::default(), 3600, now);
         let kept = mint(&store, "corp", ChallengeBinding::default(), 3600, now);
         let lapsing = mint(&store, "corp", ChallengeBinding::default(), 1, UnixTime(now.secs() - 5));
-        assert_eq!(block_on(store.consume(present("corp", &used.challenge, "d", &[]), now)).unwrap(), Consumption::Consumed {
-            id: used.id
-        });
+        assert_eq!(
+            block_on(store.consume(present("corp", &used.challenge, "d", &[]), now)).unwrap(),
+            Consumption::Consumed { id: used.id }
+        );
         drop(store);
         let (store, seen) = open(&dir);
         assert_eq!(seen.lock().unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), [lapsing.id]);
@@ -757,8 +766,9 @@ mod tests {
             block_on(store.consume(present("corp", &used.challenge, "d", &[]), now)).unwrap(),
             Consumption::Refused(Refusal::Used { id: used.id })
         );
-        assert_eq!(block_on(store.consume(present("corp", &kept.challenge, "d", &[]), now)).unwrap(), Consumption::Consumed {
-            id: kept.id
-        });
+        assert_eq!(
+            block_on(store.consume(present("corp", &kept.challenge, "d", &[]), now)).unwrap(),
+            Consumption::Consumed { id: kept.id }
+        );
     }
 }

@@ -92,7 +92,8 @@ impl ServiceState {
         self.metrics.challenge(&expired.profile, ChallengeEvent::Expired);
         tracing::info!(target: "scepd::challenges", profile = %expired.profile, id = expired.id, "one-time challenge expired unused");
         if let Some(audit) = &self.audit {
-            let detail = format!("one-time challenge #{} (minted by API key {}) expired unused", expired.id, expired.created_by);
+            let detail =
+                format!("one-time challenge #{} (minted by API key {}) expired unused", expired.id, expired.created_by);
             // Sent to the writer now; the commit is not waited for (no request waits on it).
             drop(audit.record(AuditEvent::challenge(
                 &expired.profile,
