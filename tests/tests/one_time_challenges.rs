@@ -24,7 +24,8 @@ use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
 use scep_tests::client::{
-    CertRep, CsrSpec, DeviceKey, FailInfo, MessageOptions, PkiMethod, PkiStatus, ScepClient, SubjectAltName,
+    CertRep, CsrSpec, DeviceKey, FailInfo, MessageBody, MessageOptions, PkiMethod, PkiStatus, ScepClient, Signer,
+    SubjectAltName, build_csr, build_pki_message,
 };
 use scep_tests::server::{Scepd, ScepdOptions, Transport};
 use serde_json::{Value, json};
@@ -158,7 +159,9 @@ fn use_reuse_unknown_and_the_admin_api(transport: Transport) {
 
     // Use, then reuse by another device.
     let first = DeviceKey::generate().unwrap();
-    assert_issued(&enroll(&server, &first, "otp-device-1", &[], &secret(&minted)), &first, &server);
+    let reply = enroll(&server, &first, "otp-device-1", &[], &secret(&minted));
+    assert_issued(&reply, &first, &server);
+    let issued = reply.issued_certificate(&first).unwrap().to_vec();
     let second = DeviceKey::generate().unwrap();
     assert_refused(&enroll(&server, &second, "otp-device-2", &[], &secret(&minted)));
     let used = events(&server, "challenge_used");
@@ -167,6 +170,7 @@ fn use_reuse_unknown_and_the_admin_api(transport: Transport) {
     let success = events(&server, "success");
     assert_eq!(success.len(), 1, "{success:?}");
     assert!(success[0]["detail"].as_str().unwrap().contains(&format!("#{} used", minted["id"])), "{success:?}");
+    assert!(!success[0].to_string().contains(&secret(&minted)), "the audit log shows the secret");
     // A used challenge is no longer outstanding.
     let (_, list) = admin(&server, "GET", "/api/v1/admin/scep/challenges", None, ADMIN_KEY);
     assert_eq!(list["challenges"], json!([]), "{list}");
@@ -199,6 +203,21 @@ fn use_reuse_unknown_and_the_admin_api(transport: Transport) {
     }
     let (status, v) = post(json!({ "profile": "otp" }), READER_KEY);
     assert_eq!(status, 403, "a reader key cannot mint: {v}");
+
+    // Renewal by the issued certificate needs no challenge on a one-time profile either.
+    let client = ScepClient::new(&server.profile_url("otp")).unwrap();
+    let ca = client.get_ca_cert().unwrap();
+    let new_key = DeviceKey::generate().unwrap();
+    let csr = build_csr(&new_key, &CsrSpec::new("otp-device-1", None)).unwrap();
+    let req = build_pki_message(
+        &MessageBody::RenewalReq(csr),
+        Signer { certificate: &issued, key: &first },
+        ca.recipient(),
+        &MessageOptions::default(),
+    )
+    .unwrap();
+    let rep = client.transact(&req, &first, &ca, PkiMethod::Post).unwrap();
+    assert_issued(&rep, &new_key, &server);
 
     assert_eq!(challenge_metric(&server, "minted"), 1);
     assert_eq!(challenge_metric(&server, "used"), 1);
