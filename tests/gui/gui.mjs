@@ -38,7 +38,7 @@ const browser = await chromium.launch({
   timeout: 60_000,
 });
 
-// Uncaught exceptions and policy violations fail the test; 401/403/500 answers the test
+// Uncaught exceptions and policy violations fail the test; 400/401/403/500 answers the test
 // provokes on purpose are logged by chromium as "Failed to load resource" and are expected.
 const problems = [];
 let step = 'start';
@@ -55,7 +55,7 @@ try {
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     const text = m.text();
-    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of (401|403|500)/.test(text)) {
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of (400|401|403|500)/.test(text)) {
       problems.push(`console error: ${text}`);
     }
   });
