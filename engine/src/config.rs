@@ -57,6 +57,14 @@ impl ReplySignaturePolicy {
 pub enum ChallengePolicy {
     /// A static shared password (compared in constant time).
     Static(String),
+    /// Single-use challenges minted by the operator (NDES's default mode). The
+    /// engine cannot check them (they live in a durable store): it authorises
+    /// everything else and hands the presented challenge to the transport in
+    /// [`crate::issue::Authorization::OneTimeChallenge`], which consumes it
+    /// before asking the issuer, or refuses with
+    /// [`crate::PendingIssue::refuse`]. Renewal by an existing certificate
+    /// needs no challenge.
+    OneTime,
     /// No challenge at all: anyone who can reach the URL enrols. Only for lab
     /// use; the name says so.
     #[default]
@@ -67,6 +75,7 @@ impl std::fmt::Debug for ChallengePolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Static(_) => f.write_str("Static(<redacted>)"),
+            Self::OneTime => f.write_str("OneTime"),
             Self::DangerNone => f.write_str("DangerNone"),
         }
     }

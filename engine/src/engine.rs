@@ -218,6 +218,42 @@ impl PendingIssue {
         &self.outcome
     }
 
+    /// The one-time challenge this request presented, when the transport must
+    /// consume it before asking the issuer
+    /// ([`crate::issue::Authorization::OneTimeChallenge`]).
+    pub fn one_time_challenge(&self) -> Option<&crate::issue::EnrollRequest> {
+        match &self.request {
+            IssueRequest::Enroll(e) | IssueRequest::Renew(crate::issue::RenewRequest { enroll: e, .. })
+                if matches!(e.authorization, crate::issue::Authorization::OneTimeChallenge { .. }) =>
+            {
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+
+    /// This request with `detail` for the audit log (e.g. which one-time
+    /// challenge it consumed); an issuer refusal replaces it.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.outcome.detail = Some(detail.into());
+        self
+    }
+
+    /// Refuses the request without asking the issuer: a CertRep FAILURE with
+    /// `fail_info` (RFC 8894 §3.3.2.2), signed by the RA, with `label` and
+    /// `detail` in the outcome (e.g. a one-time challenge that was already
+    /// used: badRequest, `challenge_used`).
+    pub fn refuse(
+        self,
+        fail_info: FailInfo,
+        label: &'static str,
+        detail: impl Into<String>,
+        now: UnixTime,
+    ) -> Response {
+        self.resume(IssueOutcome::RejectedAs { fail_info, label, reason: detail.into() }, now)
+    }
+
     /// Builds the CertRep for the issuer's answer.
     pub fn resume(self, outcome: IssueOutcome, now: UnixTime) -> Response {
         self.engine.resume(self.reply, self.request, self.outcome, outcome, now)

@@ -606,6 +606,17 @@ fn check_challenge(
             Some(_) => Err(Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "challenge password does not match")),
             None => Ok(None),
         },
+        // Checked and consumed by the transport (a durable store), after the
+        // rest of the request is authorised.
+        ChallengePolicy::OneTime => match &csr.challenge_password {
+            Some(given) => Ok(Some(Authorization::OneTimeChallenge {
+                challenge: crate::issue::ChallengeSecret::new(given.clone()),
+                common_names: csr
+                    .common_names()
+                    .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "bad_csr", format!("subject: {e}")))?,
+            })),
+            None => Ok(None),
+        },
     }
 }
 
@@ -1117,6 +1128,32 @@ mod tests {
             let r = respond(e.handle(post(&body), CAPTURE_TIME));
             assert_eq!(cert_rep(&r, &req), (PkiStatus::FAILURE, Some(FailInfo::BAD_REQUEST), 0), "{client}");
             assert_eq!(r.outcome.label, "bad_challenge");
+        }
+    }
+
+    #[test]
+    fn one_time_challenges_are_handed_to_the_transport_which_can_refuse_with_a_signed_failure() {
+        let mut c = config("unused", all_ciphers());
+        c.challenge = ChallengePolicy::OneTime;
+        let e = Engine::new(c).unwrap();
+        for client in CLIENTS {
+            let body = read(&format!("{client}-pkcsreq.der"));
+            let req = PkiMessageRef::parse(&body).unwrap();
+            let pending = match e.handle(post(&body), CAPTURE_TIME) {
+                Action::Issue(p) => p,
+                Action::Respond(r) => panic!("{client}: {:?}", r.outcome),
+            };
+            let enrol = pending.one_time_challenge().expect("a one-time challenge to consume");
+            let Authorization::OneTimeChallenge { challenge, common_names } = &enrol.authorization else {
+                panic!("{client}: {:?}", enrol.authorization)
+            };
+            // What the client put in its CSR, for the store to check; never in Debug.
+            assert_eq!(challenge.expose(), "secret123", "{client}");
+            assert_eq!(common_names, &[format!("peers-{client}-1795574366")], "{client}");
+            assert!(!format!("{pending:?}").contains("secret123"), "{client}: the secret leaks into Debug");
+            let r = pending.refuse(FailInfo::BAD_REQUEST, "challenge_used", "already used", CAPTURE_TIME);
+            assert_eq!(cert_rep(&r, &req), (PkiStatus::FAILURE, Some(FailInfo::BAD_REQUEST), 0), "{client}");
+            assert_eq!((r.outcome.label, r.outcome.detail.as_deref()), ("challenge_used", Some("already used")));
         }
     }
 

@@ -114,6 +114,17 @@ pub enum Authorization {
         /// Claim `nonce`.
         nonce: String,
     },
+    /// A one-time challenge was presented on a profile in one-time mode. The
+    /// engine has checked everything else; the transport must consume the
+    /// challenge (and check its binding) before asking the issuer, and refuse
+    /// with [`crate::PendingIssue::refuse`] when that fails.
+    OneTimeChallenge {
+        /// The presented challenge (redacted in `Debug`).
+        challenge: ChallengeSecret,
+        /// The CSR subject's commonName values, for a challenge bound to one
+        /// (the SANs are in [`EnrollRequest::subject_alt_names`]).
+        common_names: Vec<String>,
+    },
     /// Signed by a certificate this CA issued (renewal without challenge).
     ExistingCertificate {
         /// Serial of the authenticating certificate (magnitude bytes).
@@ -121,6 +132,29 @@ pub enum Authorization {
     },
     /// The profile requires no challenge (explicitly configured open enrolment).
     None,
+}
+
+/// A challenge password as presented by a client: a secret, so its `Debug`
+/// output is redacted and it is never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChallengeSecret(String);
+
+impl ChallengeSecret {
+    /// Wraps a presented challenge.
+    pub fn new(challenge: impl Into<String>) -> Self {
+        Self(challenge.into())
+    }
+
+    /// The secret itself, for the store that checks it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ChallengeSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChallengeSecret(<redacted>)")
+    }
 }
 
 /// A renewal: a new certificate for the same subject, linked to the old one.

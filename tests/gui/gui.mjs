@@ -38,7 +38,7 @@ const browser = await chromium.launch({
   timeout: 60_000,
 });
 
-// Uncaught exceptions and policy violations fail the test; 401/403/500 answers the test
+// Uncaught exceptions and policy violations fail the test; 400/401/403/500 answers the test
 // provokes on purpose are logged by chromium as "Failed to load resource" and are expected.
 const problems = [];
 let step = 'start';
@@ -55,7 +55,7 @@ try {
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     const text = m.text();
-    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of (401|403|500)/.test(text)) {
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of (400|401|403|500)/.test(text)) {
       problems.push(`console error: ${text}`);
     }
   });
@@ -111,7 +111,7 @@ try {
     await visible('#view-profiles [data-profile="corp"]');
     assert.equal(await page.getAttribute('#tab-profiles', 'aria-current'), 'page');
     const names = await page.$$eval('#profile-cards [data-profile]', (cards) => cards.map((c) => c.dataset.profile));
-    assert.deepEqual(names, ['corp', 'plain']);
+    assert.deepEqual(names, ['corp', 'otp', 'plain']);
     const corp = page.locator('#profile-cards [data-profile="corp"]');
     const corpText = await corp.textContent();
     assert.match(corpText, /Intune enabled/);
@@ -122,7 +122,54 @@ try {
     const plain = await page.locator('#profile-cards [data-profile="plain"]').textContent();
     assert.match(plain, /Intune disabled/);
     assert.equal(await page.locator('#profile-cards [data-profile="plain"] a.nav').count(), 0);
+    assert.equal(await page.locator('#profile-cards [data-profile="plain"] button.new-challenge').count(), 0);
+    assert.match(await page.locator('#profile-cards [data-profile="otp"]').textContent(), /one-time challenges/);
     await shot('profiles');
+  });
+
+  await check('"New challenge" on a one-time profile mints one and shows it once, as text', async () => {
+    await page.click('#profile-cards [data-profile="otp"] button.new-challenge');
+    await visible('#challenge-dialog');
+    assert.match(await page.textContent('#challenge-profile-text'), /profile otp/);
+    await page.fill('#challenge-ttl', '5');
+    await page.fill('#challenge-cn', 'gui-device');
+    const minted = page.waitForResponse((r) => r.url().endsWith('/api/v1/admin/scep/challenges'));
+    await page.click('#challenge-mint');
+    const answer = await minted;
+    assert.equal(answer.status(), 201);
+    const body = await answer.json();
+    await visible('#challenge-result');
+    const shown = await page.textContent('#challenge-value');
+    assert.match(shown, /^[0-9A-F]{32}$/);
+    assert.equal(shown, body.challenge);
+    assert.match(await page.textContent('#challenge-expires'), /^\d{4}-\d\d-\d\dT/);
+    assert.equal(await page.isVisible('#challenge-copy'), true);
+    await shot('new-challenge');
+    await page.click('#challenge-cancel');
+    await hidden('#challenge-dialog');
+    assert.equal(await page.textContent('#challenge-value'), '', 'closing forgets the challenge');
+    // The server lists it as outstanding, bound to the CN, for 5 minutes, minted by the key "ops".
+    const list = await page.evaluate(async ([base, key]) => {
+      const r = await fetch(`${base}/api/v1/admin/scep/challenges?profile=otp`, { headers: { Authorization: `Bearer ${key}` } });
+      return r.json();
+    }, [URL_BASE, ADMIN_KEY]);
+    assert.equal(list.challenges.length, 1);
+    assert.equal(list.challenges[0].binding.common_name, 'gui-device');
+    assert.equal(list.challenges[0].created_by, 'ops');
+    assert.equal(JSON.stringify(list).includes(shown), false, 'the list never shows the secret');
+    const ttl = (Date.parse(list.challenges[0].expires_at) - Date.parse(list.challenges[0].created_at)) / 1000;
+    assert.equal(ttl, 300);
+  });
+
+  await check('a refused mint (bad binding) is shown in the dialog, which stays open', async () => {
+    await page.click('#profile-cards [data-profile="otp"] button.new-challenge');
+    await page.fill('#challenge-sans', 'x400:nope');
+    await page.click('#challenge-mint');
+    await visible('#challenge-error');
+    assert.match(await page.textContent('#challenge-error'), /subject_alt_names/);
+    assert.equal(await page.isVisible('#challenge-result'), false);
+    await page.click('#challenge-cancel');
+    await hidden('#challenge-dialog');
   });
 
   await check('"View Intune details" opens the Intune tab filtered to the profile', async () => {

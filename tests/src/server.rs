@@ -49,6 +49,9 @@ pub struct ScepdOptions {
     pub files: Vec<(PathBuf, Vec<u8>)>,
     /// Bound on the wait for the listening line.
     pub startup_timeout: Duration,
+    /// `--data-dir`: `None` is `<tempdir>/data`; a stopped server's
+    /// [`Scepd::data_dir`] restarts on its state.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ScepdOptions {
@@ -60,6 +63,7 @@ impl Default for ScepdOptions {
             env: Vec::new(),
             files: Vec::new(),
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            data_dir: None,
         }
     }
 }
@@ -189,7 +193,7 @@ impl Scepd {
     pub fn start(opts: ScepdOptions) -> Result<Self, ScepdError> {
         let bin = scepd_binary()?;
         let dir = tempfile::tempdir()?;
-        let data_dir = dir.path().join("data");
+        let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.path().join("data"));
         for (rel, contents) in &opts.files {
             let path = dir.path().join(rel);
             if let Some(parent) = path.parent() {

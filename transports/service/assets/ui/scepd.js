@@ -282,7 +282,8 @@
         el('h3', {}, p.path_id),
         p.default ? badge('default', 'on') : null,
         intune ? badge('Intune enabled', 'on') : badge('Intune disabled'),
-        p.challenge_password_set ? badge('challenge password set', 'on') : badge('no challenge password')),
+        p.challenge_mode === 'one-time' ? badge('one-time challenges', 'on')
+          : p.challenge_password_set ? badge('challenge password set', 'on') : badge('no challenge password')),
       el('dl', {},
         row('SCEP URL', el('code', {}, location.origin + p.url_path)),
         row('Issuer', p.issuer_id),
@@ -290,9 +291,84 @@
         row('CA certificate', certSummary(p.ca_cert)),
         row('mTLS route', mtlsSummary(p.mtls)),
         row('Policy', policySummary(p.policy))),
-      intune ? el('div', { class: 'footer' },
-        el('a', { href: `${HOME}?tab=intune&profile=${encodeURIComponent(p.path_id)}`, class: 'nav' },
-          'View Intune details →')) : null);
+      intune || p.challenge_mode === 'one-time' ? el('div', { class: 'footer' },
+        p.challenge_mode === 'one-time'
+          ? el('button', { type: 'button', class: 'new-challenge', onclick: () => openChallenge(p.path_id) },
+            'New challenge') : null,
+        intune ? el('a', { href: `${HOME}?tab=intune&profile=${encodeURIComponent(p.path_id)}`, class: 'nav' },
+          'View Intune details →') : null) : null);
+  }
+
+  // One-time challenges: a small form, then the minted challenge shown once with a copy button.
+  let challengeProfile = null;
+  let challengeBusy = false;
+
+  function openChallenge(profile) {
+    challengeProfile = profile;
+    $('challenge-profile-text').textContent = `A challenge that enrols one device on profile ${profile}, once.`;
+    $('challenge-inputs').hidden = false;
+    $('challenge-result').hidden = true;
+    $('challenge-error').hidden = true;
+    $('challenge-value').textContent = '';
+    $('challenge-mint').hidden = false;
+    $('challenge-ttl').value = '60';
+    $('challenge-cn').value = '';
+    $('challenge-sans').value = '';
+    $('challenge-dialog').showModal();
+  }
+
+  async function mintChallenge(event) {
+    event.preventDefault();
+    if (challengeBusy) return;
+    const minutes = Number($('challenge-ttl').value);
+    if (!Number.isInteger(minutes) || minutes < 1 || minutes > 10080) {
+      $('challenge-error').textContent = 'Valid for: a whole number of minutes from 1 to 10080 (7 days).';
+      $('challenge-error').hidden = false;
+      return;
+    }
+    const body = { profile: challengeProfile, ttl_secs: minutes * 60 };
+    const cn = $('challenge-cn').value.trim();
+    if (cn) body.common_name = cn;
+    const sans = $('challenge-sans').value.split(',').map((s) => s.trim()).filter(Boolean);
+    if (sans.length) body.subject_alt_names = sans;
+    challengeBusy = true;
+    $('challenge-mint').disabled = true;
+    $('challenge-error').hidden = true;
+    try {
+      const minted = await api(`${API}/challenges`, { method: 'POST', body: JSON.stringify(body) });
+      $('challenge-value').textContent = minted.challenge;
+      $('challenge-expires').textContent = minted.expires_at;
+      $('challenge-inputs').hidden = true;
+      $('challenge-mint').hidden = true;
+      $('challenge-result').hidden = false;
+    } catch (err) {
+      if (err.status === 401 || err.status === 403) {
+        $('challenge-dialog').close();
+        failed(err);
+        return;
+      }
+      $('challenge-error').textContent = err.message;
+      $('challenge-error').hidden = false;
+    } finally {
+      challengeBusy = false;
+      $('challenge-mint').disabled = false;
+    }
+  }
+
+  async function copyChallenge() {
+    const value = $('challenge-value').textContent;
+    try {
+      await navigator.clipboard.writeText(value);
+      toast('Challenge copied.');
+    } catch {
+      // No clipboard permission (e.g. plain HTTP): select it for Ctrl+C.
+      const range = document.createRange();
+      range.selectNodeContents($('challenge-value'));
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      toast('Press Ctrl+C to copy the selected challenge.');
+    }
   }
 
   function loadProfiles(_params, mine) {
@@ -607,6 +683,14 @@
     // Escape must not hide a reload in flight: its outcome is shown in the dialog.
     $('reload-dialog').addEventListener('cancel', (event) => {
       if (reloadBusy) event.preventDefault();
+    });
+
+    $('challenge-form').addEventListener('submit', mintChallenge);
+    $('challenge-copy').addEventListener('click', copyChallenge);
+    // Closing forgets the challenge: it is shown once.
+    $('challenge-cancel').addEventListener('click', () => $('challenge-dialog').close());
+    $('challenge-dialog').addEventListener('close', () => {
+      $('challenge-value').textContent = '';
     });
 
     if (sessionStorage.getItem(KEY_STORE)) render();

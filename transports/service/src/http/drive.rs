@@ -9,10 +9,30 @@
 //!
 //! [`PendingIssue::resume`](scep_engine::PendingIssue::resume) consumes the
 //! pending request, so every request gets exactly one answer.
+//!
+//! On a profile with one-time challenges the engine hands the presented
+//! challenge over ([`Authorization::OneTimeChallenge`]); it is consumed in the
+//! [`ChallengeStore`] *before* the issuer is asked, so a refused challenge
+//! issues nothing (signed CertRep FAILURE badRequest, RFC 8894 §3.3.2.2,
+//! labelled `challenge_unknown`, `challenge_used`, `challenge_expired` or
+//! `challenge_binding_mismatch`).
 
+use scep_engine::issue::{Authorization, EnrollRequest};
 use scep_engine::time::UnixTime;
-use scep_engine::{Action, Engine, Outcome, Request, Response};
+use scep_engine::{Action, Engine, FailInfo, Outcome, PendingIssue, Request, Response};
 use scep_issuers::Issuer;
+
+use crate::state::metrics::{ChallengeEvent, Metrics};
+use crate::store::challenges::{ChallengeStore, Consumption, Presentation};
+
+/// Where one-time challenges are consumed and counted.
+#[derive(Clone, Copy)]
+pub struct OneTimeChallenges<'a> {
+    /// The durable store.
+    pub store: &'a dyn ChallengeStore,
+    /// The metrics (`scepd_challenges_total`).
+    pub metrics: &'a Metrics,
+}
 
 /// Handles one request with `engine`, asking `issuer` when the engine needs a
 /// certificate, and returns the single response to write. `now` is read once
@@ -21,14 +41,16 @@ pub async fn drive<N>(engine: &Engine, issuer: &dyn Issuer, request: Request<'_>
 where
     N: Fn() -> UnixTime,
 {
-    drive_timed(engine, issuer, request, now).await.0
+    drive_timed(engine, issuer, None, request, now).await.0
 }
 
-/// As [`drive()`], also returning the time spent in the issuer when it was
-/// asked (the issuance latency metric).
+/// As [`drive()`], consuming one-time challenges in `challenges` (without a
+/// store, a request presenting one is refused), and also returning the time
+/// spent in the issuer when it was asked (the issuance latency metric).
 pub async fn drive_timed<N>(
     engine: &Engine,
     issuer: &dyn Issuer,
+    challenges: Option<OneTimeChallenges<'_>>,
     request: Request<'_>,
     now: N,
 ) -> (Response, Option<std::time::Duration>)
@@ -41,6 +63,16 @@ where
         // the many quick answers (discovery, refusals) stay small.
         Action::Issue(pending) => {
             return Box::pin(async move {
+                let pending = match pending.one_time_challenge() {
+                    None => pending,
+                    Some(enrol) => {
+                        let presented = presentation(enrol);
+                        match consume(pending, presented, challenges, now()).await {
+                            Ok(pending) => pending,
+                            Err(refused) => return (refused, None),
+                        }
+                    }
+                };
                 let started = std::time::Instant::now();
                 let outcome = issuer.handle(pending.request(), now()).await;
                 let spent = started.elapsed();
@@ -63,6 +95,59 @@ where
         },
     };
     (response, None)
+}
+
+fn presentation(enrol: &EnrollRequest) -> Option<Presentation> {
+    let Authorization::OneTimeChallenge { challenge, common_names } = &enrol.authorization else {
+        return None;
+    };
+    Some(Presentation {
+        profile: enrol.profile.clone(),
+        challenge: challenge.clone(),
+        common_names: common_names.clone(),
+        subject_alt_names: enrol.subject_alt_names.iter().map(ToString::to_string).collect(),
+        transaction_id: enrol.transaction_id.clone(),
+    })
+}
+
+/// Consumes the presented one-time challenge: `Ok` with the request to issue,
+/// or `Err` with the signed refusal.
+async fn consume(
+    pending: PendingIssue,
+    presented: Option<Presentation>,
+    challenges: Option<OneTimeChallenges<'_>>,
+    now: UnixTime,
+) -> Result<PendingIssue, Response> {
+    let (Some(presented), Some(challenges)) = (presented, challenges) else {
+        tracing::error!(profile = %pending.outcome().profile, "one-time challenge presented but no challenge store is configured");
+        return Err(pending.refuse(
+            FailInfo::BAD_REQUEST,
+            "challenge_store_unavailable",
+            "one-time challenges need the challenge store, which this service does not have",
+            now,
+        ));
+    };
+    let profile = presented.profile.clone();
+    match challenges.store.consume(presented, now).await {
+        Ok(Consumption::Consumed { id }) => {
+            challenges.metrics.challenge(&profile, ChallengeEvent::Used);
+            tracing::info!(target: "scepd::challenges", profile, id, "one-time challenge used");
+            Ok(pending.with_detail(format!("one-time challenge #{id} used")))
+        }
+        Ok(Consumption::Refused(refusal)) => {
+            challenges.metrics.challenge(&profile, ChallengeEvent::Refused);
+            Err(pending.refuse(FailInfo::BAD_REQUEST, refusal.label(), refusal.detail(), now))
+        }
+        Err(e) => {
+            tracing::error!(target: "scepd::challenges", profile, error = %e, "one-time challenge store failed: refusing");
+            Err(pending.refuse(
+                FailInfo::BAD_REQUEST,
+                "challenge_store_unavailable",
+                format!("the one-time challenge store failed: {e}"),
+                now,
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ use hyper::service::Service;
 use scep_engine::time::UnixTime;
 use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
 
-use crate::http::drive::drive_timed;
+use crate::http::drive::{OneTimeChallenges, drive_timed};
 use crate::query::parse_query;
 use crate::settings::audit::DiscoveryAudit;
 use crate::settings::profile::is_valid_name;
@@ -488,7 +488,12 @@ impl ScepService {
         };
 
         let request = Request { method, operation: &query.operation, message };
-        let (response, issuance) = drive_timed(&profile.engine, &*profile.issuer, request, UnixTime::now).await;
+        let challenges = self
+            .state
+            .challenges()
+            .map(|store| OneTimeChallenges { store: store.as_ref(), metrics: self.state.metrics() });
+        let (response, issuance) =
+            drive_timed(&profile.engine, &*profile.issuer, challenges, request, UnixTime::now).await;
         crate::intune::log_decision(&response.outcome, profile.intune.is_some());
         let log = LogFields {
             profile: if response.outcome.profile.is_empty() { profile_label } else { response.outcome.profile.clone() },

@@ -6,6 +6,8 @@
 //! | GET | `/api/v1/admin/scep/profiles` | every profile: URLs, RA certificate validity, mTLS, challenge set, Intune block |
 //! | GET | `/api/v1/admin/scep/intune/stats` | per profile: trust anchors, settings, rate limit, replay cache, counters |
 //! | POST | `/api/v1/admin/scep/intune/reload-trust` | body `{"path_id": "corp"}`: re-read that profile's Connector trust anchors; 200 / 400 / 404 / 409 / 500 (old pool kept) |
+//! | POST | `/api/v1/admin/scep/challenges` | body `{"profile": "corp", "ttl_secs": 3600, "common_name": "dev-1", "subject_alt_names": ["DNS:dev-1.corp.example"]}` (all but `profile` optional): mint a one-time challenge on a `challenge_mode = "one-time"` profile; 201 `{"id", "profile", "challenge", "expires_at", ...}` (the only time the challenge is shown) / 400 |
+//! | GET | `/api/v1/admin/scep/challenges?profile=` | outstanding (unused, unexpired) one-time challenges: id, profile, binding, created, expires, minting key; never the challenge. A `reader` key may list |
 //!
 //! `profile`, `action` and `outcome` of the events query take one value or a
 //! comma-separated list (any of them matches); `exclude_outcome` (same form)
@@ -13,8 +15,8 @@
 //! item. The recent Intune failures are one query:
 //! `?action=scep_pkcsreq_intune,scep_renewalreq_intune&exclude_outcome=success&limit=50`.
 //!
-//! Every endpoint requires an `admin` key: no key or an unknown key is 401,
-//! a non-admin (`reader`) key is 403. After
+//! Every endpoint but the challenge list requires an `admin` key: no key or
+//! an unknown key is 401, a non-admin (`reader`) key is 403. After
 //! [`crate::state::auth_limit::MAX_FAILURES`] unknown keys from one client
 //! address (IPv6: its /64) within [`crate::state::auth_limit::WINDOW`], that
 //! address is answered 429 `too_many_failures` with `Retry-After` (seconds)
@@ -44,7 +46,11 @@ use crate::intune::{AnchorInfo, ProfileIntuneStats};
 use crate::settings::api_keys::Role;
 use crate::state::Profile;
 use crate::state::ServiceState;
-use crate::store::audit::{AuditQuery, MAX_FILTER_VALUES, MAX_QUERY_LIMIT};
+use crate::state::metrics::ChallengeEvent;
+use crate::store::audit::{AuditEvent, AuditQuery, MAX_FILTER_VALUES, MAX_QUERY_LIMIT};
+use crate::store::challenges::{
+    ChallengeBinding, DEFAULT_TTL_SECS, MAX_BOUND_SANS, MAX_TTL_SECS, MIN_TTL_SECS, MintRequest, OutstandingChallenge,
+};
 
 /// Largest accepted admin request body.
 const MAX_BODY: usize = 16 * 1024;
@@ -125,7 +131,8 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         tracing::warn!(target: "scepd::admin", client = ?req.client, path = req.path, "admin API: unknown API key");
         return unauthorized("unknown API key");
     };
-    if role != Role::Admin {
+    let reader_may = req.method == Method::GET && req.path == CHALLENGES;
+    if role != Role::Admin && !reader_may {
         tracing::warn!(target: "scepd::admin", key = name, path = req.path, "admin API: key is not admin");
         return error(StatusCode::FORBIDDEN, "forbidden", "this endpoint requires an admin API key");
     }
@@ -135,7 +142,9 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         (&Method::GET, INTUNE_STATS) => ok(intune_json(state, UnixTime::now())),
         (&Method::POST, RELOAD_TRUST) => reload_trust(state, req.body, name),
         (&Method::GET, EVENTS | EVENTS_ALIAS) => events(state, req.query.unwrap_or("")).await,
-        (_, PROFILES | INTUNE_STATS | RELOAD_TRUST | EVENTS | EVENTS_ALIAS) => {
+        (&Method::POST, CHALLENGES) => mint_challenge(state, req.body, name).await,
+        (&Method::GET, CHALLENGES) => list_challenges(state, req.query.unwrap_or("")).await,
+        (_, PROFILES | INTUNE_STATS | RELOAD_TRUST | EVENTS | EVENTS_ALIAS | CHALLENGES) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
@@ -146,6 +155,7 @@ const PROFILES: &str = "/api/v1/admin/scep/profiles";
 const INTUNE_STATS: &str = "/api/v1/admin/scep/intune/stats";
 const RELOAD_TRUST: &str = "/api/v1/admin/scep/intune/reload-trust";
 const EVENTS: &str = "/api/v1/admin/scep/events";
+const CHALLENGES: &str = "/api/v1/admin/scep/challenges";
 /// The earlier name of [`EVENTS`], kept as an alias.
 const EVENTS_ALIAS: &str = "/api/v1/admin/scep/audit";
 
@@ -178,6 +188,7 @@ fn profile_json(p: &Profile, default: &str, stats: Option<&ProfileIntuneStats>, 
         "default": c.name == default,
         "issuer_id": p.issuer.id(),
         "challenge_password_set": matches!(c.challenge, ChallengePolicy::Static(_)),
+        "challenge_mode": if matches!(c.challenge, ChallengePolicy::OneTime) { "one-time" } else { "static" },
         "ra_cert": cert_json(&c.ra.certificate, now),
         "ca_cert": c.ca_chain.first().map_or(Value::Null, |d| cert_json(d, now)),
         "mtls": match &p.mtls {
@@ -325,6 +336,147 @@ fn reload_trust(state: &ServiceState, body: &[u8], key: &str) -> http::Response<
             "reload_failed",
             &format!("trust anchors not reloaded, the old pool is kept: {why}"),
         ),
+    }
+}
+
+/// The body of `POST /api/v1/admin/scep/challenges`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintBody {
+    profile: String,
+    ttl_secs: Option<i64>,
+    common_name: Option<String>,
+    subject_alt_names: Option<Vec<String>>,
+}
+
+fn challenge_json(c: &OutstandingChallenge) -> Value {
+    json!({
+        "id": c.id,
+        "profile": c.profile,
+        "binding": c.binding,
+        "created_at": c.created_at.to_rfc3339(),
+        "expires_at": c.expires_at.to_rfc3339(),
+        "created_by": c.created_by,
+    })
+}
+
+/// Mints a one-time challenge (admin key); audited as `challenge_minted`
+/// naming the key, counted as `minted`.
+async fn mint_challenge(state: &ServiceState, body: &[u8], key: &str) -> http::Response<Full<Bytes>> {
+    let bad = |message: &str| error(StatusCode::BAD_REQUEST, "bad_request", message);
+    let parsed: MintBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return bad(&format!(
+                "body must be {{\"profile\": \"<name>\"}} with optional \"ttl_secs\", \"common_name\", \"subject_alt_names\": {e}"
+            ));
+        }
+    };
+    let profiles = state.profiles();
+    let Some(profile) = profiles.iter().find(|p| p.engine.config().name == parsed.profile) else {
+        return error(StatusCode::BAD_REQUEST, "unknown_profile", &format!("no SCEP profile {:?}", parsed.profile));
+    };
+    if !matches!(profile.engine.config().challenge, ChallengePolicy::OneTime) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_one_time",
+            &format!("profile {:?} does not use one-time challenges (challenge_mode = \"one-time\")", parsed.profile),
+        );
+    }
+    let ttl_secs = parsed.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
+    if !(MIN_TTL_SECS..=MAX_TTL_SECS).contains(&ttl_secs) {
+        return bad(&format!("ttl_secs: must be from {MIN_TTL_SECS} to {MAX_TTL_SECS} (7 days)"));
+    }
+    let common_name = match parsed.common_name {
+        Some(cn) if cn.is_empty() || cn.len() > 256 || cn.chars().any(char::is_control) => {
+            return bad("common_name: must be 1 to 256 characters, no control characters");
+        }
+        cn => cn,
+    };
+    let sans = parsed.subject_alt_names.unwrap_or_default();
+    if sans.len() > MAX_BOUND_SANS {
+        return bad(&format!("subject_alt_names: at most {MAX_BOUND_SANS}"));
+    }
+    let mut subject_alt_names = Vec::with_capacity(sans.len());
+    for san in &sans {
+        if san.len() > 1024 || san.chars().any(char::is_control) {
+            return bad("subject_alt_names: each at most 1024 characters, no control characters");
+        }
+        match ChallengeBinding::normalize_san(san) {
+            Ok(n) => subject_alt_names.push(n),
+            Err(why) => return bad(&format!("subject_alt_names: {why}")),
+        }
+    }
+    let Some(store) = state.challenges() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "this server has no challenge store");
+    };
+    let binding = ChallengeBinding { common_name, subject_alt_names };
+    let now = UnixTime::now();
+    let request = MintRequest {
+        profile: parsed.profile.clone(),
+        binding: binding.clone(),
+        ttl_secs,
+        created_by: key.to_string(),
+    };
+    let minted = match store.mint(request, now).await {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.0),
+    };
+    state.metrics().challenge(&parsed.profile, ChallengeEvent::Minted);
+    tracing::info!(target: "scepd::admin", key, profile = %parsed.profile, id = minted.id, ttl_secs, "one-time challenge minted");
+    if let Some(audit) = state.audit() {
+        let detail = format!(
+            "one-time challenge #{} minted by API key {key}, expires {}, binding {}",
+            minted.id,
+            minted.expires_at.to_rfc3339(),
+            serde_json::to_string(&binding).unwrap_or_default()
+        );
+        let event = AuditEvent::challenge(&parsed.profile, "challenge_minted", "admin", 201, detail, now);
+        if let Err(e) = audit.record(event).await {
+            // Fail closed like SCEP answers: an unaudited challenge is never handed out.
+            // It stays unusable only until it expires; nobody knows its secret.
+            tracing::error!(target: "scepd::audit", error = %e, "audit event not stored: challenge withheld");
+            state.metrics().audit_failure();
+            return error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the audit log cannot record this");
+        }
+    }
+    respond(
+        StatusCode::CREATED,
+        &json!({
+            "id": minted.id,
+            "profile": parsed.profile,
+            "challenge": minted.challenge,
+            "expires_at": minted.expires_at.to_rfc3339(),
+            "expires_at_unix": minted.expires_at.secs(),
+            "ttl_secs": ttl_secs,
+            "binding": binding,
+        }),
+    )
+}
+
+/// Outstanding one-time challenges (`?profile=` filters), never the secrets.
+async fn list_challenges(state: &ServiceState, query: &str) -> http::Response<Full<Bytes>> {
+    let mut profile = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match (k, crate::query::percent_decode(v)) {
+            ("profile", Some(v)) if !v.is_empty() => profile = Some(v.into_owned()),
+            ("profile", _) => return error(StatusCode::BAD_REQUEST, "bad_request", "profile: must be a profile name"),
+            (other, _) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("unknown parameter {other:?} (profile)"),
+                );
+            }
+        }
+    }
+    let Some(store) = state.challenges() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "this server has no challenge store");
+    };
+    match store.outstanding(profile, UnixTime::now()).await {
+        Ok(list) => ok(json!({ "challenges": list.iter().map(challenge_json).collect::<Vec<_>>() })),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.0),
     }
 }
 

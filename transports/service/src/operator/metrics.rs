@@ -5,6 +5,7 @@
 //! | `scepd_requests_total` | counter | `profile`, `operation`, `status` (HTTP) |
 //! | `scepd_scep_outcomes_total` | counter | `profile`, `action`, `outcome` (audit label) |
 //! | `scepd_issuer_errors_total` | counter | `profile` (issuer refused or failed) |
+//! | `scepd_challenges_total` | counter | `profile`, `event` (`minted`, `used`, `expired`, `refused`: one-time challenges) |
 //! | `scepd_issuance_duration_seconds` | histogram | `profile` (time spent in the issuer) |
 //! | `scepd_audit_write_failures_total` | counter | — |
 //! | `scepd_audit_tally_write_failures_total` | counter | — (discovery tally writes that failed; retried) |

@@ -9,6 +9,7 @@
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_ISSUER_ID` | `issuer` (`iss-local` = the built-in local CA) |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_PROFILE_ID` | `certificate_profile` (reserved: see below) |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_CHALLENGE_PASSWORD` | `challenge_password` |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_CHALLENGE_MODE` | `challenge_mode` (`static` or `one-time`) |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_RA_CERT_PATH` / `_RA_KEY_PATH` | `ra_cert` / `ra_key` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_ENABLED` | `mtls_enabled` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_CLIENT_CA_TRUST_BUNDLE_PATH` | `mtls_client_ca_trust_bundle_path` |
@@ -58,6 +59,7 @@ const PROFILE_KEYS: &[(&str, &str, Kind)] = &[
     ("ISSUER_ID", "issuer", Kind::Text),
     ("PROFILE_ID", "certificate_profile", Kind::Text),
     ("CHALLENGE_PASSWORD", "challenge_password", Kind::Text),
+    ("CHALLENGE_MODE", "challenge_mode", Kind::Text),
     ("RA_CERT_PATH", "ra_cert", Kind::Path),
     ("RA_KEY_PATH", "ra_key", Kind::Path),
     ("MTLS_ENABLED", "mtls_enabled", Kind::Bool),
@@ -245,6 +247,7 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
             tracing::info!(variable = %var, value, "certificate profile id noted; scepd applies the [[profile]]'s own crypto policy keys");
         }
         ("challenge_password", _) => section.challenge_password = Some(text()),
+        ("challenge_mode", _) => section.challenge_mode = Some(text()),
         ("ra_cert", _) => section.ra_cert = Some(path()?),
         ("ra_key", _) => section.ra_key = Some(path()?),
         ("mtls_enabled", _) => section.mtls_enabled = Some(parse_bool(var, value)?),
@@ -409,6 +412,21 @@ mod tests {
         assert_eq!(e.0, "profile[corp].ciphers: x");
         let e = applied.annotate(ConfigError("api_key[1].key: too short".into()));
         assert_eq!(e.0, "CERTCTL_API_KEYS_NAMED (entry 2) (api_key[1].key): too short");
+    }
+
+    #[test]
+    fn challenge_mode_comes_from_its_variable_and_a_bad_value_names_it() {
+        let mut file = super::super::parse("", Path::new("t.toml")).unwrap();
+        let applied = apply(
+            &mut file,
+            &vars(&[("CERTCTL_SCEP_PROFILES", "corp"), ("CERTCTL_SCEP_PROFILE_CORP_CHALLENGE_MODE", "one-time")]),
+        )
+        .unwrap();
+        assert_eq!(file.profiles[0].challenge_mode.as_deref(), Some("one-time"));
+        assert!(file.profiles[0].validate(0, None).is_ok(), "one-time needs no challenge password");
+        file.profiles[0].challenge_mode = Some("once".into());
+        let e = applied.annotate(file.profiles[0].validate(0, None).unwrap_err());
+        assert!(e.0.starts_with("CERTCTL_SCEP_PROFILE_CORP_CHALLENGE_MODE (profile[corp].challenge_mode):"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! issuer = "local"                   # "local" / "iss-local" (default: the built-in CA in data_dir),
 //!                                    #   "none" (CA certs are served, every issuance is refused), or
 //!                                    #   the id of an [[issuer]] (settings::issuers; needs ra_cert/ra_key)
-//! challenge_password = "..."         # static challenge; required unless danger_no_challenge = true
+//! challenge_mode = "static"          # or "one-time": single-use challenges minted through the admin API
+//!                                    #   (POST /api/v1/admin/scep/challenges); no challenge_password then
+//! challenge_password = "..."         # static challenge; required in static mode unless danger_no_challenge = true
 //! danger_no_challenge = false        # true: anyone reaching the URL enrols (lab only)
 //! ra_cert = "ra.pem"                 # RA certificate PEM; default (issuer local): the bootstrap RA
 //! ra_key = "ra.key"                  # RA RSA key PEM, mode 0600; given together with ra_cert
@@ -73,6 +75,8 @@ pub struct ProfileSection {
     pub name: Option<String>,
     /// `issuer`: `local` or `none`.
     pub issuer: Option<String>,
+    /// `challenge_mode`: `static` (default) or `one-time`.
+    pub challenge_mode: Option<String>,
     /// `challenge_password`
     pub challenge_password: Option<String>,
     /// `danger_no_challenge`
@@ -182,7 +186,7 @@ pub struct ProfileSettings {
     pub name: String,
     /// `issuer`
     pub issuer: IssuerRef,
-    /// `challenge_password` / `danger_no_challenge`
+    /// `challenge_mode`, `challenge_password` / `danger_no_challenge`
     pub challenge: ChallengePolicy,
     /// `ra_cert`, `ra_key` (resolved); `None`: the issuer's default RA.
     pub ra_files: Option<(PathBuf, PathBuf)>,
@@ -238,17 +242,37 @@ impl ProfileSection {
         let k = |key: &str| format!("profile[{name}].{key}");
         let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
 
-        let challenge = match (&self.challenge_password, self.danger_no_challenge.unwrap_or(false)) {
-            (Some(_), true) => {
-                return Err(err("danger_no_challenge", "cannot be true while challenge_password is set".into()));
+        let one_time = match self.challenge_mode.as_deref() {
+            None | Some("static") => false,
+            Some("one-time") => true,
+            Some(other) => {
+                return Err(err("challenge_mode", format!("{other:?} is not one of \"static\", \"one-time\"")));
             }
-            (Some(p), false) if p.is_empty() => return Err(err("challenge_password", "must not be empty".into())),
-            (Some(p), false) => ChallengePolicy::Static(p.clone()),
-            (None, true) => ChallengePolicy::DangerNone,
-            (None, false) => {
+        };
+        let challenge = match (&self.challenge_password, self.danger_no_challenge.unwrap_or(false), one_time) {
+            (Some(_), _, true) => {
                 return Err(err(
                     "challenge_password",
-                    "required (or set danger_no_challenge = true for lab use)".into(),
+                    "must not be set when challenge_mode = \"one-time\" (challenges are minted through the admin API)"
+                        .into(),
+                ));
+            }
+            (None, true, true) => {
+                return Err(err("danger_no_challenge", "cannot be true when challenge_mode = \"one-time\"".into()));
+            }
+            (None, false, true) => ChallengePolicy::OneTime,
+            (Some(_), true, false) => {
+                return Err(err("danger_no_challenge", "cannot be true while challenge_password is set".into()));
+            }
+            (Some(p), false, false) if p.is_empty() => {
+                return Err(err("challenge_password", "must not be empty".into()));
+            }
+            (Some(p), false, false) => ChallengePolicy::Static(p.clone()),
+            (None, true, false) => ChallengePolicy::DangerNone,
+            (None, false, false) => {
+                return Err(err(
+                    "challenge_password",
+                    "required (or set challenge_mode = \"one-time\", or danger_no_challenge = true for lab use)".into(),
                 ));
             }
         };

@@ -31,6 +31,33 @@ struct Inner {
     issuer_errors: BTreeMap<String, u64>,
     issuance: BTreeMap<String, Histogram>,
     audit_failures: u64,
+    /// profile → event → count (one-time challenges)
+    challenges: Labels2<u64>,
+}
+
+/// What happened to a one-time challenge (`scepd_challenges_total{event}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChallengeEvent {
+    /// Minted through the admin API.
+    Minted,
+    /// Consumed by an enrolment.
+    Used,
+    /// Reached its expiry unused.
+    Expired,
+    /// Presented and refused (unknown, used, expired, binding mismatch).
+    Refused,
+}
+
+impl ChallengeEvent {
+    /// The `event` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Minted => "minted",
+            Self::Used => "used",
+            Self::Expired => "expired",
+            Self::Refused => "refused",
+        }
+    }
 }
 
 /// The value under `key`, created on first use; an existing key costs a
@@ -103,6 +130,11 @@ impl Metrics {
         self.lock().audit_failures += 1;
     }
 
+    /// Counts one event of a one-time challenge of `profile`.
+    pub fn challenge(&self, profile: &str, event: ChallengeEvent) {
+        *series(series(&mut self.lock().challenges, profile), event.as_str()) += 1;
+    }
+
     /// Appends the counters and histograms in the exposition format
     /// (`crate::operator::metrics` adds the gauges read from the state).
     pub fn render_counters(&self, out: &mut String) {
@@ -160,6 +192,17 @@ impl Metrics {
                     writeln!(out, "scepd_issuance_duration_seconds_bucket{{profile=\"{p}\",le=\"+Inf\"}} {}", h.count);
                 let _ = writeln!(out, "scepd_issuance_duration_seconds_sum{{profile=\"{p}\"}} {}", h.sum);
                 let _ = writeln!(out, "scepd_issuance_duration_seconds_count{{profile=\"{p}\"}} {}", h.count);
+            }
+            header(
+                out,
+                "scepd_challenges_total",
+                "counter",
+                "One-time challenges, by profile and event (minted, used, expired, refused).",
+            );
+            for (p, events) in &m.challenges {
+                for (event, n) in events {
+                    let _ = writeln!(out, "scepd_challenges_total{{profile=\"{}\",event=\"{event}\"}} {n}", esc(p));
+                }
             }
             header(out, "scepd_audit_write_failures_total", "counter", "Audit events that could not be committed.");
             let _ = writeln!(out, "scepd_audit_write_failures_total {}", m.audit_failures);

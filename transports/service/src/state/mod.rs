@@ -29,6 +29,7 @@ use crate::intune::ProfileIntuneStats;
 use crate::settings::ServerSettings;
 use crate::settings::start::StartOptions;
 use crate::store::audit::AuditLog;
+use crate::store::challenges::ChallengeStore;
 use api_keys::ApiKeys;
 use auth_limit::AuthFailureLimit;
 use metrics::Metrics;
@@ -56,6 +57,8 @@ pub struct ServiceState {
     pub(crate) audit: Option<AuditLog>,
     pub(crate) metrics: Metrics,
     pub(crate) auth_limit: AuthFailureLimit,
+    /// The one-time challenge store (every state `load` builds has one).
+    pub(crate) challenges: Option<Arc<dyn ChallengeStore>>,
 }
 
 impl ServiceState {
@@ -72,6 +75,7 @@ impl ServiceState {
             audit: None,
             metrics: Metrics::default(),
             auth_limit: AuthFailureLimit::default(),
+            challenges: None,
         }
     }
 
@@ -87,6 +91,19 @@ impl ServiceState {
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// This state keeping one-time challenges in `store` (without one, a
+    /// one-time profile refuses every enrolment that needs a challenge).
+    #[must_use]
+    pub fn with_challenges(mut self, store: Arc<dyn ChallengeStore>) -> Self {
+        self.challenges = Some(store);
+        self
+    }
+
+    /// The one-time challenge store, when there is one.
+    pub fn challenges(&self) -> Option<&Arc<dyn ChallengeStore>> {
+        self.challenges.as_ref()
     }
 
     /// The audit log, when there is one.

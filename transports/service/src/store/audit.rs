@@ -164,6 +164,35 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// An event about a one-time challenge that is not a SCEP answer:
+    /// `challenge_minted` (admin API, `http_status` 201) or
+    /// `challenge_expired` (found expired unused, `http_status` 0: no
+    /// request). `route` is `admin` or `store`.
+    pub fn challenge(
+        profile: &str,
+        action: &'static str,
+        route: &'static str,
+        http_status: u16,
+        detail: String,
+        now: UnixTime,
+    ) -> Self {
+        Self {
+            time: now.to_rfc3339(),
+            time_unix: now.secs(),
+            profile: profile.to_string(),
+            action: action.to_string(),
+            operation: "one-time-challenge".into(),
+            outcome: action.trim_start_matches("challenge_").to_string(),
+            http_status,
+            route: route.to_string(),
+            detail: Some(detail),
+            count: 1,
+            ..Self::default()
+        }
+    }
+}
+
 /// Filters of [`AuditLog::query`], combined with AND. A list matches an
 /// event that has any of its values (exact match); an empty list is no filter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -22,7 +22,7 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use arc_swap::ArcSwap;
 use scep_engine::config::ConfigError;
@@ -33,9 +33,10 @@ use crate::settings::profile::ProfileSection;
 use crate::settings::start::StartOptions;
 use crate::settings::{self, ConfigFile, ServerSettings, env};
 use crate::state::api_keys::ApiKeys;
-use crate::state::metrics::Metrics;
+use crate::state::metrics::{ChallengeEvent, Metrics};
 use crate::state::{Profiles, ServiceState, Started};
-use crate::store::audit::AuditLog;
+use crate::store::audit::{AuditEvent, AuditLog};
+use crate::store::challenges::{ExpiredChallenge, SqliteChallenges};
 use crate::tls::ReloadableTls;
 use bootstrap::Challenge;
 use profile::BuildContext;
@@ -62,6 +63,18 @@ impl ServiceState {
             }
             _ => None,
         };
+        // The store reports challenges that expired unused to the state built
+        // below (audit and metrics); the ones found at start are reported once it exists.
+        let owner: Arc<OnceLock<Weak<Self>>> = Arc::new(OnceLock::new());
+        let pending: Arc<Mutex<Vec<ExpiredChallenge>>> = Arc::default();
+        let (report_to, queue) = (owner.clone(), pending.clone());
+        let challenges = SqliteChallenges::open(
+            &SqliteChallenges::file(&settings.data_dir),
+            Box::new(move |expired| match report_to.get().and_then(Weak::upgrade) {
+                Some(state) => state.challenge_expired(expired),
+                None => queue.lock().unwrap_or_else(PoisonError::into_inner).push(expired.clone()),
+            }),
+        )?;
         let state = Arc::new(Self {
             settings,
             profiles: ArcSwap::from_pointee(profiles),
@@ -70,8 +83,32 @@ impl ServiceState {
             audit: Some(audit),
             metrics: Metrics::default(),
             auth_limit: crate::state::auth_limit::AuthFailureLimit::default(),
+            challenges: Some(Arc::new(challenges)),
         });
+        let _ = owner.set(Arc::downgrade(&state));
+        for expired in std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner)) {
+            state.challenge_expired(&expired);
+        }
         Ok(Started { state, generated_challenge })
+    }
+
+    /// Audits and counts a one-time challenge that expired unused.
+    fn challenge_expired(&self, expired: &ExpiredChallenge) {
+        self.metrics.challenge(&expired.profile, ChallengeEvent::Expired);
+        tracing::info!(target: "scepd::challenges", profile = %expired.profile, id = expired.id, "one-time challenge expired unused");
+        if let Some(audit) = &self.audit {
+            let detail =
+                format!("one-time challenge #{} (minted by API key {}) expired unused", expired.id, expired.created_by);
+            // Sent to the writer now; the commit is not waited for (no request waits on it).
+            drop(audit.record(AuditEvent::challenge(
+                &expired.profile,
+                "challenge_expired",
+                "store",
+                0,
+                detail,
+                UnixTime::now(),
+            )));
+        }
     }
 
     /// Re-reads the configuration (file and environment) and atomically swaps

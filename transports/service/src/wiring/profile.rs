@@ -307,6 +307,20 @@ mod tests {
         assert!(!p.engine.config().algorithms.ciphers.contains(&ContentCipher::DesCbc));
     }
 
+    #[test]
+    fn a_one_time_profile_needs_no_challenge_password() {
+        let dir = TestDir::new();
+        let mut s = section(&dir, "p");
+        s.challenge_password = None;
+        s.challenge_mode = Some("one-time".into());
+        let p = s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        assert!(matches!(p.engine.config().challenge, scep_engine::config::ChallengePolicy::OneTime));
+        s.challenge_mode = Some("static".into());
+        s.challenge_password = Some("pw".into());
+        let p = s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
+        assert!(matches!(p.engine.config().challenge, scep_engine::config::ChallengePolicy::Static(_)));
+    }
+
     /// Each invalid profile value names its key.
     #[test]
     fn invalid_values_name_the_key() {
@@ -319,6 +333,16 @@ mod tests {
             (|s| s.challenge_password = None, "profile[p].challenge_password"),
             (|s| s.challenge_password = Some(String::new()), "profile[p].challenge_password"),
             (|s| s.danger_no_challenge = Some(true), "profile[p].danger_no_challenge"),
+            (|s| s.challenge_mode = Some("sometimes".into()), "profile[p].challenge_mode"),
+            (|s| s.challenge_mode = Some("one-time".into()), "profile[p].challenge_password"),
+            (
+                |s| {
+                    s.challenge_mode = Some("one-time".into());
+                    s.challenge_password = None;
+                    s.danger_no_challenge = Some(true);
+                },
+                "profile[p].danger_no_challenge",
+            ),
             (|s| s.ca_chain_shape = Some("chain".into()), "profile[p].ca_chain_shape"),
             (|s| s.ciphers = Some(vec!["rc2".into()]), "profile[p].ciphers"),
             (|s| s.ciphers = Some(vec![]), "profile[p].ciphers"),
