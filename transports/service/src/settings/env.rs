@@ -10,6 +10,10 @@
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_PROFILE_ID` | `certificate_profile` (reserved: see below) |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_CHALLENGE_PASSWORD` | `challenge_password` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_RA_CERT_PATH` / `_RA_KEY_PATH` | `ra_cert` / `ra_key` |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_RA_ENCRYPTION_CERT_PATH` / `_RA_ENCRYPTION_KEY_PATH` | `ra_encryption_cert` / `ra_encryption_key` |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_REPLY_SIGNATURE` | `reply_signature` (`rsa-encryption`, `mirror`) |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_TRUST_REQUESTED_SID` | `trust_requested_sid` |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_URL_ALIASES=/a,/b` | `url_aliases` (comma-separated) |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_ENABLED` | `mtls_enabled` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_CLIENT_CA_TRUST_BUNDLE_PATH` | `mtls_client_ca_trust_bundle_path` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_INTUNE_ENABLED` (and the other `INTUNE_*`) | `intune_enabled`, ... |
@@ -58,6 +62,12 @@ const PROFILE_KEYS: &[(&str, &str, Kind)] = &[
     ("CHALLENGE_PASSWORD", "challenge_password", Kind::Text),
     ("RA_CERT_PATH", "ra_cert", Kind::Path),
     ("RA_KEY_PATH", "ra_key", Kind::Path),
+    // scepd's own (not in the certctl spec): the NDES RA arrangement, reply form, SID trust, URL aliases.
+    ("RA_ENCRYPTION_CERT_PATH", "ra_encryption_cert", Kind::Path),
+    ("RA_ENCRYPTION_KEY_PATH", "ra_encryption_key", Kind::Path),
+    ("REPLY_SIGNATURE", "reply_signature", Kind::Text),
+    ("TRUST_REQUESTED_SID", "trust_requested_sid", Kind::Bool),
+    ("URL_ALIASES", "url_aliases", Kind::Text),
     ("MTLS_ENABLED", "mtls_enabled", Kind::Bool),
     ("MTLS_CLIENT_CA_TRUST_BUNDLE_PATH", "mtls_client_ca_trust_bundle_path", Kind::Path),
     ("INTUNE_ENABLED", "intune_enabled", Kind::Bool),
@@ -242,6 +252,13 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
         ("challenge_password", _) => section.challenge_password = Some(text()),
         ("ra_cert", _) => section.ra_cert = Some(path()?),
         ("ra_key", _) => section.ra_key = Some(path()?),
+        ("ra_encryption_cert", _) => section.ra_encryption_cert = Some(path()?),
+        ("ra_encryption_key", _) => section.ra_encryption_key = Some(path()?),
+        ("reply_signature", _) => section.reply_signature = Some(text()),
+        ("trust_requested_sid", _) => section.trust_requested_sid = Some(parse_bool(var, value)?),
+        ("url_aliases", _) => {
+            section.url_aliases = Some(value.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect());
+        }
         ("mtls_enabled", _) => section.mtls_enabled = Some(parse_bool(var, value)?),
         ("mtls_client_ca_trust_bundle_path", _) => section.mtls_client_ca_trust_bundle_path = Some(path()?),
         ("intune_enabled", _) => section.intune_enabled = Some(parse_bool(var, value)?),

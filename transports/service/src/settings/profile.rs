@@ -11,6 +11,13 @@
 //! danger_no_challenge = false        # true: anyone reaching the URL enrols (lab only)
 //! ra_cert = "ra.pem"                 # RA certificate PEM; default (issuer local): the bootstrap RA
 //! ra_key = "ra.key"                  # RA RSA key PEM, mode 0600; given together with ra_cert
+//! ra_encryption_cert = "ra-enc.pem"  # NDES arrangement: an encryption RA certificate (keyEncipherment)
+//! ra_encryption_key = "ra-enc.key"   #   and its RSA key (0600); then ra_cert is the signing RA. Default:
+//!                                    #   none (one RA signs and decrypts), except the bootstrap profile
+//! reply_signature = "rsa-encryption" # CertRep signatureAlgorithm: "rsa-encryption" (default) or "mirror"
+//! trust_requested_sid = false        # copy a CSR's SID extension (1.3.6.1.4.1.311.25.2); default false
+//! url_aliases = ["/certsrv/mscep/mscep.dll"]  # extra paths serving this profile (+ "/pkiclient.exe");
+//!                                    #   default: the default profile gets NDES's path unless claimed
 //! ca_chain = "chain.pem"             # CA chain PEM, issuing CA first; default: the issuer's chain
 //!                                    #   (required with issuer = "none")
 //! ca_chain_shape = "ra-and-chain"    # or "ca-only" (GetCACert answer shape, RFC 8894 §4.2.1)
@@ -41,7 +48,8 @@
 use std::path::{Path, PathBuf};
 
 use scep_engine::config::{
-    AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, RenewalPolicy, SanPolicy, SanType,
+    AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, RenewalPolicy, ReplySignaturePolicy,
+    SanPolicy, SanType,
 };
 use scep_engine::crypto::{ContentCipher, DigestAlg};
 use scep_engine::intune::{IntuneSettings, RateLimiter};
@@ -79,6 +87,21 @@ pub struct ProfileSection {
     pub ra_cert: Option<PathBuf>,
     /// `ra_key`
     pub ra_key: Option<PathBuf>,
+    /// `ra_encryption_cert`: the NDES arrangement's encryption RA certificate.
+    pub ra_encryption_cert: Option<PathBuf>,
+    /// `ra_encryption_key`: its RSA key.
+    pub ra_encryption_key: Option<PathBuf>,
+    /// `reply_signature`: `rsa-encryption` or `mirror`.
+    pub reply_signature: Option<String>,
+    /// `trust_requested_sid`
+    pub trust_requested_sid: Option<bool>,
+    /// `url_aliases`: extra absolute paths that serve this profile.
+    pub url_aliases: Option<Vec<String>>,
+    /// Not a TOML key: set only on the bootstrap profile, which uses the
+    /// local CA's NDES RA pair (signing RA + encryption RA) when it sets no
+    /// RA files itself.
+    #[serde(skip)]
+    pub bootstrap_ndes_ra: bool,
     /// `ca_chain`
     pub ca_chain: Option<PathBuf>,
     /// `ca_chain_shape`: `ra-and-chain` or `ca-only`.
@@ -178,6 +201,23 @@ pub struct ProfileSettings {
     pub challenge: ChallengePolicy,
     /// `ra_cert`, `ra_key` (resolved); `None`: the issuer's default RA.
     pub ra_files: Option<(PathBuf, PathBuf)>,
+    /// `ra_encryption_cert`, `ra_encryption_key` (resolved): the NDES
+    /// arrangement's encryption RA; `None`: one RA signs and decrypts (or, on
+    /// the bootstrap profile, the local CA's NDES pair: see
+    /// [`ProfileSettings::bootstrap_ndes_ra`]).
+    pub ra_encryption_files: Option<(PathBuf, PathBuf)>,
+    /// The bootstrap profile: with no RA files of its own it uses the local
+    /// CA's NDES RA pair (`ra-signing.*`, `ra-encryption.*`).
+    pub bootstrap_ndes_ra: bool,
+    /// `reply_signature`
+    pub reply_signature: ReplySignaturePolicy,
+    /// `trust_requested_sid`
+    pub trust_requested_sid: bool,
+    /// `url_aliases`, validated (absolute, RFC 3986 path characters, no
+    /// trailing `/`, not under scepd's own routes); the default profile's
+    /// `/certsrv/mscep/mscep.dll` is added by `crate::wiring` when no profile
+    /// claims it and this profile does not set the key (`None`).
+    pub url_aliases: Option<Vec<String>>,
     /// `ca_chain` (resolved); `None`: the issuer's chain.
     pub ca_chain: Option<PathBuf>,
     /// `ca_chain_shape`
@@ -211,6 +251,8 @@ impl std::fmt::Debug for ProfileSettings {
             .field("name", &self.name)
             .field("issuer", &self.issuer)
             .field("ra_files", &self.ra_files)
+            .field("ra_encryption_files", &self.ra_encryption_files)
+            .field("url_aliases", &self.url_aliases)
             .field("ca_chain", &self.ca_chain)
             .field("mtls", &self.mtls)
             .field("intune", &self.intune.is_some())
@@ -318,6 +360,37 @@ impl ProfileSection {
             (None, Some(_)) => return Err(err("ra_cert", "required when ra_key is set".into())),
             (None, None) => None,
         };
+        let ra_encryption_files = match (&self.ra_encryption_cert, &self.ra_encryption_key) {
+            (Some(c), Some(kp)) => Some((resolve(base, c), resolve(base, kp))),
+            (Some(_), None) => {
+                return Err(err("ra_encryption_key", "required when ra_encryption_cert is set".into()));
+            }
+            (None, Some(_)) => {
+                return Err(err("ra_encryption_cert", "required when ra_encryption_key is set".into()));
+            }
+            (None, None) => None,
+        };
+        let reply_signature = match self.reply_signature.as_deref() {
+            None | Some("rsa-encryption") => ReplySignaturePolicy::RsaEncryption,
+            Some("mirror") => ReplySignaturePolicy::MirrorRequest,
+            Some(other) => {
+                return Err(err("reply_signature", format!("{other:?} is not one of \"rsa-encryption\", \"mirror\"")));
+            }
+        };
+        let url_aliases = match &self.url_aliases {
+            None => None,
+            Some(list) => {
+                let mut out: Vec<String> = Vec::with_capacity(list.len());
+                for alias in list {
+                    let normal = url_alias(alias).map_err(|why| err("url_aliases", why))?;
+                    if out.contains(&normal) {
+                        return Err(err("url_aliases", format!("{alias:?} is listed twice")));
+                    }
+                    out.push(normal);
+                }
+                Some(out)
+            }
+        };
         let ca_chain = self.ca_chain.as_deref().map(|p| resolve(base, p));
         let intune = self.intune_settings(&name, base)?;
         Ok(ProfileSettings {
@@ -340,6 +413,11 @@ impl ProfileSection {
             max_message_size,
             issuer,
             ra_files,
+            ra_encryption_files,
+            bootstrap_ndes_ra: self.bootstrap_ndes_ra,
+            reply_signature,
+            trust_requested_sid: self.trust_requested_sid.unwrap_or(false),
+            url_aliases,
             ca_chain,
             mtls,
             intune,
@@ -493,6 +571,67 @@ impl ProfileSection {
         }
         Ok(Some(IntuneProfileSettings { connector_cert_path, validator: settings }))
     }
+}
+
+/// NDES's enrolment URL path, served by the default profile unless a profile
+/// claims it in `url_aliases`.
+pub const NDES_PATH: &str = "/certsrv/mscep/mscep.dll";
+
+/// Path prefixes scepd routes itself; an alias may not equal one or lie below it.
+const RESERVED_PATHS: &[&str] = &["/scep", "/scep-mtls", "/api", "/ui", "/metrics", "/healthz"];
+
+/// Validates one `url_aliases` entry and returns it without a trailing `/`:
+/// an absolute path (RFC 3986 §3.3 `path-absolute`: segments of unreserved,
+/// percent-encoded, sub-delims, `:` and `@` characters; no query, fragment,
+/// empty, `.` or `..` segment), not ending in `/pkiclient.exe` (that suffix
+/// is always served) and not equal to or below one of scepd's own routes
+/// (`/scep`, `/scep-mtls`, `/api`, `/ui`, `/metrics`, `/healthz`).
+///
+/// # Errors
+/// Why the alias is refused.
+pub fn url_alias(alias: &str) -> Result<String, String> {
+    let trimmed = alias.strip_suffix('/').unwrap_or(alias);
+    let Some(rest) = trimmed.strip_prefix('/') else {
+        return Err(format!("{alias:?} is not an absolute path (it must start with '/')"));
+    };
+    if rest.is_empty() {
+        return Err(format!("{alias:?}: the root path cannot be an alias"));
+    }
+    for segment in rest.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(format!("{alias:?} has an empty, '.' or '..' segment"));
+        }
+        let bytes = segment.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'%' {
+                let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return Err(format!("{alias:?} has a '%' not followed by two hex digits"));
+                }
+                i += 3;
+                continue;
+            }
+            let allowed = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+            if !allowed {
+                return Err(format!(
+                    "{alias:?} has {:?}, which is not an RFC 3986 path character (percent-encode it)",
+                    char::from(b)
+                ));
+            }
+            i += 1;
+        }
+    }
+    if trimmed.ends_with("/pkiclient.exe") {
+        return Err(format!("{alias:?}: leave out \"/pkiclient.exe\" (it is served below every alias)"));
+    }
+    for reserved in RESERVED_PATHS {
+        if trimmed == *reserved || trimmed.strip_prefix(reserved).is_some_and(|r| r.starts_with('/')) {
+            return Err(format!("{alias:?} collides with scepd's own route {reserved}"));
+        }
+    }
+    Ok(trimmed.to_string())
 }
 
 /// Parses a non-empty list of names.

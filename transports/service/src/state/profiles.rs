@@ -11,6 +11,7 @@ use scep_engine::time::UnixTime;
 use scep_issuers::Issuer;
 
 use crate::intune::{self, IntuneProfile, ProfileIntuneStats};
+use crate::settings::profile::NDES_PATH;
 use crate::state::discovery::DiscoveryAnswers;
 use crate::tls::client_auth::MtlsPolicy;
 
@@ -28,6 +29,11 @@ pub struct Profile {
     pub intune: Option<IntuneProfile>,
     /// The engine's GetCACaps and GetCACert answers, kept for every request.
     pub discovery: DiscoveryAnswers,
+    /// Extra paths that serve this profile (`url_aliases`, validated, without
+    /// a trailing `/`; `/pkiclient.exe` below each is served too); `None`: the
+    /// key is not set, so the default profile gets NDES's path when no profile
+    /// claims it ([`Profiles::aliases`] lists what is served).
+    pub url_aliases: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Profile {
@@ -46,6 +52,9 @@ impl std::fmt::Debug for Profile {
 pub struct Profiles {
     by_name: HashMap<String, Profile>,
     default: String,
+    /// (alias path, profile name), sorted by path: every profile's
+    /// `url_aliases`, plus NDES's path for the default profile when unclaimed.
+    aliases: Vec<(String, String)>,
 }
 
 impl Profiles {
@@ -64,10 +73,54 @@ impl Profiles {
         if by_name.is_empty() {
             return Err(ConfigError("profile: at least one [[profile]] is required".into()));
         }
-        if !by_name.contains_key(&default) {
+        let Some(default_profile) = by_name.get(&default) else {
             return Err(ConfigError(format!("server.default_profile: no profile named {default:?}")));
+        };
+        let default_takes_ndes_path = default_profile.url_aliases.is_none();
+        let mut aliases: Vec<(String, String)> = Vec::new();
+        let mut names: Vec<&String> = by_name.keys().collect();
+        names.sort_unstable();
+        for name in names {
+            for alias in by_name[name].url_aliases.iter().flatten() {
+                // Paths are matched ignoring ASCII case (as IIS, and so NDES, does).
+                if let Some((_, other)) = aliases.iter().find(|(a, _)| a.eq_ignore_ascii_case(alias)) {
+                    return Err(ConfigError(format!(
+                        "profile[{name}].url_aliases: {alias:?} is already an alias of profile {other:?}"
+                    )));
+                }
+                aliases.push((alias.clone(), name.clone()));
+            }
         }
-        Ok(Self { by_name, default })
+        if default_takes_ndes_path && !aliases.iter().any(|(a, _)| a.eq_ignore_ascii_case(NDES_PATH)) {
+            aliases.push((NDES_PATH.to_string(), default.clone()));
+        }
+        aliases.sort_unstable();
+        Ok(Self { by_name, default, aliases })
+    }
+
+    /// The profile a `url_aliases` path serves: `path` is one alias, with an
+    /// optional `/pkiclient.exe` and an optional trailing `/`, compared
+    /// ignoring ASCII case.
+    pub fn by_alias(&self, path: &str) -> Option<&Profile> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        let base = match path.len().checked_sub("/pkiclient.exe".len()) {
+            Some(cut) if path.is_char_boundary(cut) && path[cut..].eq_ignore_ascii_case("/pkiclient.exe") => {
+                &path[..cut]
+            }
+            _ => path,
+        };
+        let (_, name) = self.aliases.iter().find(|(alias, _)| alias.eq_ignore_ascii_case(base))?;
+        self.by_name.get(name)
+    }
+
+    /// Every alias path served, with the profile it serves, sorted by path.
+    pub fn aliases(&self) -> &[(String, String)] {
+        &self.aliases
+    }
+
+    /// The alias paths that serve the profile `name`, sorted.
+    pub fn aliases_of(&self, name: &str) -> Vec<&str> {
+        self.aliases.iter().filter(|(_, n)| n == name).map(|(a, _)| a.as_str()).collect()
     }
 
     /// The profile `name`, or the default profile for `None`.

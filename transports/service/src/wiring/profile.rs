@@ -103,7 +103,11 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         IssuerRef::Local => {
             let ca = ctx.local_ca()?;
             let chain = ca.issuer.ca_chain();
-            (ca.issuer.clone(), Some((ca.ra_cert_path.clone(), ca.ra_key_path.clone())), chain)
+            let ra = match (&ca.ndes, settings.bootstrap_ndes_ra) {
+                (Some(pair), true) => DefaultRa::NdesPair(pair.clone()),
+                _ => DefaultRa::Single(ca.ra_cert_path.clone(), ca.ra_key_path.clone()),
+            };
+            (ca.issuer.clone(), Some(ra), chain)
         }
         IssuerRef::None => (Arc::new(RefusingIssuer::new(format!("none-{name}"))), None, Vec::new()),
         IssuerRef::Named(id) => match ctx.issuers.get(id) {
@@ -120,12 +124,35 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         },
     };
 
-    let (ra_cert_path, ra_key_path) = match (&settings.ra_files, default_ra) {
-        (Some(files), _) => files.clone(),
-        (None, Some(d)) => d,
+    // The RA arrangement: the profile's own files, else the issuer's default
+    // (the local CA's single RA, or its NDES pair for the bootstrap profile).
+    let (ra, encryption_ras) = match (&settings.ra_files, default_ra) {
+        (Some((cert, key)), _) => (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"))?, Vec::new()),
+        (None, Some(DefaultRa::Single(cert, key))) => {
+            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"))?, Vec::new())
+        }
+        (None, Some(DefaultRa::NdesPair(pair))) if settings.ra_encryption_files.is_none() => {
+            let signing = load_ra(&pair.signing_cert, &pair.signing_key, ctx.now, &k("ra_cert"), &k("ra_key"))?;
+            let encryption = load_ra(
+                &pair.encryption_cert,
+                &pair.encryption_key,
+                ctx.now,
+                &k("ra_encryption_cert"),
+                &k("ra_encryption_key"),
+            )?;
+            (signing, vec![encryption])
+        }
+        (None, Some(DefaultRa::NdesPair(_))) => {
+            return Err(err("ra_cert", "required when ra_encryption_cert is set (the signing RA)".into()));
+        }
         (None, None) => return Err(err("ra_cert", "required unless issuer = \"local\"".into())),
     };
-    let ra = load_ra(&ra_cert_path, &ra_key_path, ctx.now, &k("ra_cert"), &k("ra_key"))?;
+    let encryption_ras = match &settings.ra_encryption_files {
+        Some((cert, key)) => {
+            vec![load_ra(cert, key, ctx.now, &k("ra_encryption_cert"), &k("ra_encryption_key"))?]
+        }
+        None => encryption_ras,
+    };
 
     let ca_chain = match &settings.ca_chain {
         Some(path) => {
@@ -164,6 +191,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         issuance: IssuancePolicy {
             validity_secs: settings.validity_days * 86_400,
             ekus: settings.ekus.clone(),
+            trust_requested_sid: settings.trust_requested_sid,
             ..Default::default()
         },
         allowed_ekus: settings.ekus.clone(),
@@ -173,13 +201,23 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         rng: Arc::new(SystemRandom),
         intune: intune.as_ref().map(|i| i.validator.clone()),
     };
-    let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
+    let engine = Engine::with_encryption_ras(config, encryption_ras)
+        .map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?
+        .with_reply_signature(settings.reply_signature);
     let discovery = DiscoveryAnswers::new(&engine, ctx.now)?;
-    Ok(Profile { engine, issuer, mtls, intune, discovery })
+    Ok(Profile { engine, issuer, mtls, intune, discovery, url_aliases: settings.url_aliases.clone() })
 }
 
-/// The issuer, its default RA files (cert, key) and its CA chain.
-type IssuerChoice = (Arc<dyn Issuer>, Option<(PathBuf, PathBuf)>, Vec<Vec<u8>>);
+/// The RA files an issuer provides when a profile names none.
+enum DefaultRa {
+    /// One RA certificate that signs CertReps and receives envelopes (cert, key).
+    Single(PathBuf, PathBuf),
+    /// The local CA's NDES pair (signing RA, encryption RA): the bootstrap profile's.
+    NdesPair(scep_issuers::NdesRaFiles),
+}
+
+/// The issuer, its default RA files and its CA chain.
+type IssuerChoice = (Arc<dyn Issuer>, Option<DefaultRa>, Vec<Vec<u8>>);
 
 /// Loads and checks the RA identity (RFC 8894 §2.1): an RSA key matching an
 /// unexpired certificate.
