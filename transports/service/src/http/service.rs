@@ -723,6 +723,35 @@ mod tests {
         }
     }
 
+    /// NDES's path (the default profile's by default) reaches the engine on
+    /// every method hyper serves, POST included; a path beside it is 404.
+    #[test]
+    fn ndes_path_reaches_the_default_profile() {
+        let f = fixture(1024);
+        let want = engine_status(&f);
+        for uri in [
+            "/certsrv/mscep/mscep.dll?operation=GetCACaps",
+            "/certsrv/mscep/mscep.dll/pkiclient.exe?operation=GetCACaps",
+        ] {
+            let r = call(&f.svc, "GET", uri, b"");
+            assert_eq!(r.status().as_u16(), want, "{uri}");
+        }
+        let direct = body_text(call(&f.svc, "POST", "/scep/corp?operation=PKIOperation", b"\x30\x03\x02\x01\x00"));
+        let aliased = call(
+            &f.svc,
+            "POST",
+            "/certsrv/mscep/mscep.dll/pkiclient.exe?operation=PKIOperation",
+            b"\x30\x03\x02\x01\x00",
+        );
+        assert_ne!(aliased.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body_text(aliased), direct, "the alias is answered by the default profile's engine");
+        let r = call(&f.svc, "PUT", "/certsrv/mscep/mscep.dll", b"");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        for uri in ["/certsrv/mscep/other.dll?operation=GetCACaps", "/certsrv?operation=GetCACaps"] {
+            assert_eq!(call(&f.svc, "GET", uri, b"").status(), StatusCode::NOT_FOUND, "{uri}");
+        }
+    }
+
     #[test]
     fn unknown_paths_and_profiles_are_404_with_a_reason() {
         let f = fixture(1024);

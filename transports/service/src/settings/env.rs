@@ -257,7 +257,8 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
         ("reply_signature", _) => section.reply_signature = Some(text()),
         ("trust_requested_sid", _) => section.trust_requested_sid = Some(parse_bool(var, value)?),
         ("url_aliases", _) => {
-            section.url_aliases = Some(value.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect());
+            section.url_aliases =
+                Some(value.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect());
         }
         ("mtls_enabled", _) => section.mtls_enabled = Some(parse_bool(var, value)?),
         ("mtls_client_ca_trust_bundle_path", _) => section.mtls_client_ca_trust_bundle_path = Some(path()?),

@@ -813,6 +813,91 @@ mod tests {
     }
 
     #[test]
+    fn url_aliases_are_absolute_rfc3986_paths_outside_scepd_routes() {
+        for (ok, want) in [
+            ("/certsrv/mscep/mscep.dll", "/certsrv/mscep/mscep.dll"),
+            ("/enroll/", "/enroll"),
+            ("/a%20b/c~d_e.f-g!$&'()*+,;=:@", "/a%20b/c~d_e.f-g!$&'()*+,;=:@"),
+            ("/scepx", "/scepx"),
+            ("/apis", "/apis"),
+        ] {
+            assert_eq!(url_alias(ok).as_deref(), Ok(want), "{ok}");
+        }
+        for bad in [
+            "",
+            "/",
+            "certsrv",
+            "//x",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/a b",
+            "/a?b",
+            "/a#b",
+            "/a%2",
+            "/a%zz",
+            "/é",
+            "/x/pkiclient.exe",
+            "/scep",
+            "/scep/x",
+            "/scep-mtls/corp",
+            "/api",
+            "/api/v1/admin/x",
+            "/ui",
+            "/ui/scep",
+            "/metrics",
+            "/healthz",
+            "/healthz/",
+        ] {
+            assert!(url_alias(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn ndes_ra_pair_reply_signature_and_aliases_are_validated_naming_the_key() {
+        let base = ProfileSection {
+            name: Some("p".into()),
+            challenge_password: Some("pw".into()),
+            ..ProfileSection::default()
+        };
+        let s = base.validate(0, None).unwrap();
+        assert_eq!(
+            (s.ra_encryption_files, s.reply_signature, s.trust_requested_sid, s.url_aliases),
+            (None, ReplySignaturePolicy::RsaEncryption, false, None),
+            "defaults"
+        );
+        let s = ProfileSection {
+            ra_encryption_cert: Some("enc.pem".into()),
+            ra_encryption_key: Some("enc.key".into()),
+            reply_signature: Some("mirror".into()),
+            trust_requested_sid: Some(true),
+            url_aliases: Some(vec!["/certsrv/mscep/mscep.dll/".into()]),
+            ..base.clone()
+        }
+        .validate(0, Some(Path::new("/etc/scepd")))
+        .unwrap();
+        assert_eq!(s.ra_encryption_files, Some(("/etc/scepd/enc.pem".into(), "/etc/scepd/enc.key".into())));
+        assert_eq!(s.reply_signature, ReplySignaturePolicy::MirrorRequest);
+        assert!(s.trust_requested_sid);
+        assert_eq!(s.url_aliases, Some(vec![NDES_PATH.to_string()]));
+        type Edit = fn(&mut ProfileSection);
+        let cases: &[(Edit, &str)] = &[
+            (|s| s.ra_encryption_cert = Some("enc.pem".into()), "profile[p].ra_encryption_key: required"),
+            (|s| s.ra_encryption_key = Some("enc.key".into()), "profile[p].ra_encryption_cert: required"),
+            (|s| s.reply_signature = Some("sha256".into()), "profile[p].reply_signature: "),
+            (|s| s.url_aliases = Some(vec!["relative".into()]), "profile[p].url_aliases: "),
+            (|s| s.url_aliases = Some(vec!["/scep/x".into()]), "profile[p].url_aliases: "),
+            (|s| s.url_aliases = Some(vec!["/a".into(), "/a/".into()]), "profile[p].url_aliases: "),
+        ];
+        for (edit, want) in cases {
+            let mut s = base.clone();
+            edit(&mut s);
+            let e = s.validate(0, None).unwrap_err();
+            assert!(e.0.starts_with(want), "{e} does not start with {want}");
+        }
+    }
+
+    #[test]
     fn dotted_oids_encode_as_der() {
         assert_eq!(dotted_oid("1.3.6.1.5.5.7.3.2").unwrap(), oid::KP_CLIENT_AUTH);
         assert_eq!(dotted_oid("1.3.6.1.4.1.311.20.2.3").unwrap(), oid::MS_UPN);

@@ -188,3 +188,60 @@ impl Profiles {
         intune::reload_trust(selected, now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{TestDir, section};
+    use crate::wiring::profile::BuildContext;
+
+    fn build(dir: &TestDir, edits: &[(&str, Option<Vec<&str>>)], default: &str) -> Result<Profiles, ConfigError> {
+        let mut ctx = BuildContext::new(None, dir.path(), dir.now());
+        let mut out = Vec::new();
+        for (i, (name, aliases)) in edits.iter().enumerate() {
+            let mut s = section(dir, name);
+            s.url_aliases = aliases.as_ref().map(|a| a.iter().map(|x| (*x).to_string()).collect());
+            out.push(s.build(i, &mut ctx)?);
+        }
+        Profiles::new(out, default.into())
+    }
+
+    fn served(p: &Profiles, path: &str) -> Option<String> {
+        p.by_alias(path).map(|p| p.engine.config().name.clone())
+    }
+
+    #[test]
+    fn the_default_profile_gets_ndes_path_unless_claimed_or_opted_out() {
+        let dir = TestDir::new();
+        let p = build(&dir, &[("corp", None), ("iot", None)], "iot").unwrap();
+        assert_eq!(p.aliases(), &[(NDES_PATH.to_string(), "iot".to_string())]);
+        for path in [
+            NDES_PATH,
+            "/certsrv/mscep/mscep.dll/",
+            "/certsrv/mscep/mscep.dll/pkiclient.exe",
+            "/CERTSRV/MSCEP/MSCEP.DLL",
+        ] {
+            assert_eq!(served(&p, path).as_deref(), Some("iot"), "{path}");
+        }
+        for path in ["/certsrv/mscep", "/certsrv/mscep/mscep.dll/x", "/certsrv/mscep/mscep.dllx", "/pkiclient.exe", ""]
+        {
+            assert_eq!(served(&p, path), None, "{path}");
+        }
+        // Claimed by another profile: that one serves it.
+        let p =
+            build(&dir, &[("corp", Some(vec!["/certsrv/mscep/mscep.dll", "/enroll"])), ("iot", None)], "iot").unwrap();
+        assert_eq!(served(&p, NDES_PATH).as_deref(), Some("corp"));
+        assert_eq!(served(&p, "/enroll/pkiclient.exe").as_deref(), Some("corp"));
+        assert_eq!(p.aliases_of("iot"), Vec::<&str>::new());
+        // An explicit empty list on the default profile opts out.
+        let p = build(&dir, &[("corp", Some(vec![]))], "corp").unwrap();
+        assert!(p.aliases().is_empty() && served(&p, NDES_PATH).is_none());
+    }
+
+    #[test]
+    fn an_alias_claimed_twice_is_refused_naming_the_key() {
+        let dir = TestDir::new();
+        let e = build(&dir, &[("a", Some(vec!["/enroll"])), ("b", Some(vec!["/ENROLL/"]))], "a").unwrap_err();
+        assert!(e.0.starts_with("profile[b].url_aliases: ") && e.0.contains("profile \"a\""), "{e}");
+    }
+}

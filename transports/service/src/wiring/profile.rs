@@ -314,6 +314,66 @@ mod tests {
         assert_eq!(p.engine.config().sans, SanPolicy::default());
     }
 
+    /// The bootstrap profile publishes the local CA's NDES pair; an explicit
+    /// `issuer = "local"` profile keeps the single RA unless it names an
+    /// encryption RA, and then publishes it; the reply form and SID trust
+    /// reach the engine.
+    #[test]
+    fn ra_arrangements_reach_the_engine() {
+        let dir = TestDir::new();
+        let data = dir.path().join("data");
+        let now = UnixTime::now();
+        let mut ctx = BuildContext::new(None, &data, now);
+        let challenge = bootstrap::Challenge { password: "pw".into(), generated: false };
+        let boot = bootstrap::default_profile_section(&challenge).build(0, &mut ctx).unwrap();
+        let read =
+            |name: &str| pem::certificates(&std::fs::read_to_string(data.join(name)).unwrap()).unwrap().remove(0);
+        assert_eq!(boot.engine.config().ra.certificate, read("ra-signing.pem"));
+        let enc: Vec<&[u8]> = boot.engine.encryption_ras().iter().map(|r| r.certificate.as_slice()).collect();
+        assert_eq!(enc, vec![read("ra-encryption.pem").as_slice()]);
+        assert_eq!(
+            boot.engine.config().allowed_ekus,
+            vec![scep_engine::oid::KP_CLIENT_AUTH.to_vec(), scep_engine::oid::KP_SERVER_AUTH.to_vec()]
+        );
+        assert_eq!(boot.engine.reply_signature(), scep_engine::config::ReplySignaturePolicy::RsaEncryption);
+
+        let local = ProfileSection {
+            name: Some("corp".into()),
+            issuer: Some("local".into()),
+            challenge_password: Some("pw".into()),
+            ..ProfileSection::default()
+        };
+        let single = local.build(1, &mut ctx).unwrap();
+        assert_eq!(single.engine.config().ra.certificate, read("ra.pem"));
+        assert!(single.engine.encryption_ras().is_empty());
+        assert_eq!(single.engine.config().allowed_ekus, vec![scep_engine::oid::KP_CLIENT_AUTH.to_vec()]);
+
+        let pair = ProfileSection {
+            ra_cert: Some(data.join("ra-signing.pem")),
+            ra_key: Some(data.join("ra-signing.key")),
+            ra_encryption_cert: Some(data.join("ra-encryption.pem")),
+            ra_encryption_key: Some(data.join("ra-encryption.key")),
+            reply_signature: Some("mirror".into()),
+            trust_requested_sid: Some(true),
+            ..local.clone()
+        }
+        .build(2, &mut ctx)
+        .unwrap();
+        assert_eq!(pair.engine.encryption_ras().len(), 1);
+        assert_eq!(pair.engine.reply_signature(), scep_engine::config::ReplySignaturePolicy::MirrorRequest);
+        assert!(pair.engine.config().issuance.trust_requested_sid);
+
+        // The encryption RA's key must match its certificate, and the error names the key.
+        let e = ProfileSection {
+            ra_encryption_cert: Some(data.join("ra-encryption.pem")),
+            ra_encryption_key: Some(data.join("ra-signing.key")),
+            ..local
+        }
+        .build(3, &mut ctx)
+        .unwrap_err();
+        assert!(e.0.starts_with("profile[corp].ra_encryption_key") && e.0.contains("does not match"), "{e}");
+    }
+
     #[test]
     fn single_des_is_never_a_default() {
         let dir = TestDir::new();
