@@ -99,9 +99,10 @@ pub struct ProfileSection {
     pub url_aliases: Option<Vec<String>>,
     /// Not a TOML key: set only on the bootstrap profile, which uses the
     /// local CA's NDES RA pair (signing RA + encryption RA) when it sets no
-    /// RA files itself.
+    /// RA files itself, and issues client-auth alone to a CSR that asks for
+    /// no EKU (whatever else `ekus` allows).
     #[serde(skip)]
-    pub bootstrap_ndes_ra: bool,
+    pub bootstrap: bool,
     /// `ca_chain`
     pub ca_chain: Option<PathBuf>,
     /// `ca_chain_shape`: `ra-and-chain` or `ca-only`.
@@ -204,11 +205,15 @@ pub struct ProfileSettings {
     /// `ra_encryption_cert`, `ra_encryption_key` (resolved): the NDES
     /// arrangement's encryption RA; `None`: one RA signs and decrypts (or, on
     /// the bootstrap profile, the local CA's NDES pair: see
-    /// [`ProfileSettings::bootstrap_ndes_ra`]).
+    /// [`ProfileSettings::bootstrap`]).
     pub ra_encryption_files: Option<(PathBuf, PathBuf)>,
     /// The bootstrap profile: with no RA files of its own it uses the local
     /// CA's NDES RA pair (`ra-signing.*`, `ra-encryption.*`).
-    pub bootstrap_ndes_ra: bool,
+    pub bootstrap: bool,
+    /// EKUs issued to a CSR that asks for none: `ekus`, except on the
+    /// bootstrap profile (client-auth only: it allows server-auth for the
+    /// clients that ask for it, but does not hand it out unasked).
+    pub issued_ekus: Vec<Vec<u8>>,
     /// `reply_signature`
     pub reply_signature: ReplySignaturePolicy,
     /// `trust_requested_sid`
@@ -391,6 +396,7 @@ impl ProfileSection {
                 Some(out)
             }
         };
+        let issued_ekus = if self.bootstrap { vec![oid::KP_CLIENT_AUTH.to_vec()] } else { ekus.clone() };
         let ca_chain = self.ca_chain.as_deref().map(|p| resolve(base, p));
         let intune = self.intune_settings(&name, base)?;
         Ok(ProfileSettings {
@@ -414,7 +420,8 @@ impl ProfileSection {
             issuer,
             ra_files,
             ra_encryption_files,
-            bootstrap_ndes_ra: self.bootstrap_ndes_ra,
+            bootstrap: self.bootstrap,
+            issued_ekus,
             reply_signature,
             trust_requested_sid: self.trust_requested_sid.unwrap_or(false),
             url_aliases,

@@ -162,15 +162,16 @@ fn generate() -> Result<String, ConfigError> {
 /// The `[[profile]]` entry the bootstrap serves: `default`, local issuer, the
 /// local CA's NDES RA pair (signing RA + encryption RA, so that clients which
 /// choose the certificate to encrypt to by key usage enrol too), a static
-/// challenge, EKUs client-auth and server-auth (what real enrolment clients
-/// ask for: PyScep puts both in its CSR), every other key at its default.
+/// challenge, EKUs client-auth and server-auth allowed (what real enrolment
+/// clients ask for: PyScep puts both in its CSR; a CSR asking for no EKU gets
+/// client-auth), every other key at its default.
 pub fn default_profile_section(challenge: &Challenge) -> ProfileSection {
     ProfileSection {
         name: Some(DEFAULT_PROFILE.into()),
         issuer: Some("local".into()),
         challenge_password: Some(challenge.password.clone()),
         ekus: Some(vec!["client-auth".into(), "server-auth".into()]),
-        bootstrap_ndes_ra: true,
+        bootstrap: true,
         ..ProfileSection::default()
     }
 }

@@ -103,7 +103,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         IssuerRef::Local => {
             let ca = ctx.local_ca()?;
             let chain = ca.issuer.ca_chain();
-            let ra = match (&ca.ndes, settings.bootstrap_ndes_ra) {
+            let ra = match (&ca.ndes, settings.bootstrap) {
                 (Some(pair), true) => DefaultRa::NdesPair(pair.clone()),
                 _ => DefaultRa::Single(ca.ra_cert_path.clone(), ca.ra_key_path.clone()),
             };
@@ -190,7 +190,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         renewal: settings.renewal.clone(),
         issuance: IssuancePolicy {
             validity_secs: settings.validity_days * 86_400,
-            ekus: settings.ekus.clone(),
+            ekus: settings.issued_ekus.clone(),
             trust_requested_sid: settings.trust_requested_sid,
             ..Default::default()
         },
@@ -335,6 +335,8 @@ mod tests {
             boot.engine.config().allowed_ekus,
             vec![scep_engine::oid::KP_CLIENT_AUTH.to_vec(), scep_engine::oid::KP_SERVER_AUTH.to_vec()]
         );
+        // Issued unasked: client-auth only.
+        assert_eq!(boot.engine.config().issuance.ekus, vec![scep_engine::oid::KP_CLIENT_AUTH.to_vec()]);
         assert_eq!(boot.engine.reply_signature(), scep_engine::config::ReplySignaturePolicy::RsaEncryption);
 
         let local = ProfileSection {
