@@ -811,6 +811,16 @@ mod tests {
                 assert_eq!(p["policy"]["validity_secs"], 365 * 86_400, "durations in seconds");
             }
             assert_eq!(corp["default"], true);
+            // One RA each (no encryption RA given); the default profile serves NDES's URL.
+            for p in list {
+                assert_eq!(p["ra"]["arrangement"], "single");
+                assert_eq!(p["ra"]["signing"], p["ra_cert"]);
+                assert_eq!(p["ra"]["encryption"], json!([]));
+                assert_eq!(p["ra"]["reply_signature"], "rsa-encryption");
+                assert_eq!(p["policy"]["trust_requested_sid"], false);
+            }
+            assert_eq!(corp["url_aliases"], json!(["/certsrv/mscep/mscep.dll"]));
+            assert_eq!(plain["url_aliases"], json!([]));
             assert_eq!(corp["mtls"], json!({ "enabled": false, "trust_bundle_path": null }));
             assert_eq!(plain["mtls"]["enabled"], true);
             assert_eq!(plain["mtls"]["trust_bundle_path"], dir.path().join("chain.pem").display().to_string());

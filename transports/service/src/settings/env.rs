@@ -450,6 +450,48 @@ mod tests {
         assert_eq!(pw("iot-2").as_deref(), Some("b"));
     }
 
+    /// scepd's own per-profile variables: the NDES RA pair, the reply form,
+    /// SID trust and URL aliases; an invalid value names the variable.
+    #[test]
+    fn ndes_variables_map_onto_their_keys() {
+        let mut file = ConfigFile::default();
+        let applied = apply(
+            &mut file,
+            &vars(&[
+                ("CERTCTL_SCEP_PROFILES", "corp"),
+                ("CERTCTL_SCEP_PROFILE_CORP_RA_ENCRYPTION_CERT_PATH", "/etc/scepd/enc.pem"),
+                ("CERTCTL_SCEP_PROFILE_CORP_RA_ENCRYPTION_KEY_PATH", "/etc/scepd/enc.key"),
+                ("CERTCTL_SCEP_PROFILE_CORP_REPLY_SIGNATURE", "mirror"),
+                ("CERTCTL_SCEP_PROFILE_CORP_TRUST_REQUESTED_SID", "true"),
+                ("CERTCTL_SCEP_PROFILE_CORP_URL_ALIASES", "/certsrv/mscep/mscep.dll, /enroll"),
+            ]),
+        )
+        .unwrap();
+        let p = &file.profiles[0];
+        assert_eq!(p.ra_encryption_cert.as_deref(), Some(Path::new("/etc/scepd/enc.pem")));
+        assert_eq!(p.ra_encryption_key.as_deref(), Some(Path::new("/etc/scepd/enc.key")));
+        assert_eq!(p.reply_signature.as_deref(), Some("mirror"));
+        assert_eq!(p.trust_requested_sid, Some(true));
+        assert_eq!(p.url_aliases, Some(vec!["/certsrv/mscep/mscep.dll".to_string(), "/enroll".to_string()]));
+        let e = applied.annotate(
+            ProfileSection {
+                url_aliases: Some(vec!["/scep/x".into()]),
+                challenge_password: Some("pw".into()),
+                ..p.clone()
+            }
+            .validate(0, None)
+            .unwrap_err(),
+        );
+        assert!(e.0.starts_with("CERTCTL_SCEP_PROFILE_CORP_URL_ALIASES (profile[corp].url_aliases): "), "{e}");
+        let mut file = ConfigFile::default();
+        let e = apply(
+            &mut file,
+            &vars(&[("CERTCTL_SCEP_PROFILES", "corp"), ("CERTCTL_SCEP_PROFILE_CORP_TRUST_REQUESTED_SID", "yes")]),
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("CERTCTL_SCEP_PROFILE_CORP_TRUST_REQUESTED_SID: "), "{e}");
+    }
+
     /// One case per kind of invalid variable; each error names the variable.
     #[test]
     fn invalid_variables_are_named() {
