@@ -119,8 +119,17 @@ try {
     assert.match(corpText, new RegExp(`${URL_BASE}/scep/corp`));
     assert.match(corpText, /CN=scepd RA/);
     assert.equal(await corp.locator('.badge.green', { hasText: 'days left' }).count(), 2, 'RA and CA expiry badges');
-    const plain = await page.locator('#profile-cards [data-profile="plain"]').textContent();
+    // corp is the default profile, so it also serves NDES's URL.
+    assert.match(corpText, new RegExp(`URL aliases${URL_BASE}/certsrv/mscep/mscep\\.dll`));
+    assert.doesNotMatch(corpText, /Encryption RA certificate/);
+    const plainCard = page.locator('#profile-cards [data-profile="plain"]');
+    const plain = await plainCard.textContent();
     assert.match(plain, /Intune disabled/);
+    // NDES's RA arrangement: the signing and the encryption RA certificate, each with its expiry.
+    assert.match(plain, /Signing RA certificateCN=scepd RA signing/);
+    assert.match(plain, /Encryption RA certificateCN=scepd RA encryption/);
+    assert.doesNotMatch(plain, /URL aliases/);
+    assert.equal(await plainCard.locator('.badge.green', { hasText: 'days left' }).count(), 3, 'two RAs and the CA');
     assert.equal(await page.locator('#profile-cards [data-profile="plain"] a.nav').count(), 0);
     assert.equal(await page.locator('#profile-cards [data-profile="plain"] button.new-challenge').count(), 0);
     assert.match(await page.locator('#profile-cards [data-profile="otp"]').textContent(), /one-time challenges/);

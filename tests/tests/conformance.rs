@@ -12,8 +12,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use scep_tests::client::{
-    CaCertificates, ContentCipher, CsrSpec, DeviceKey, DigestAlg, MessageBody, MessageOptions, PkiMethod, PkiStatus,
-    ScepClient, Signer, build_csr, build_pki_message, self_signed_certificate, verify_cert_rep,
+    CaCertificates, ContentCipher, CsrSpec, DeviceKey, DigestAlg, FailInfo, MessageBody, MessageOptions, PkiMethod,
+    PkiStatus, ScepClient, Signer, build_csr, build_pki_message, self_signed_certificate, verify_cert_rep,
 };
 use scep_tests::server::{Scepd, ScepdOptions, Signal, Transport};
 
@@ -113,6 +113,7 @@ both!(
     sigterm_closes_idle_keep_alive_connections,
     sigterm_finishes_request_heads_under_way,
     http2_cleartext_enrolment,
+    ndes_url_serves_the_default_profile_and_its_ra_pair,
 );
 
 /// GetCACaps (RFC 8894 §3.5.2): what clients need to pick POST, AES and SHA-256.
@@ -232,6 +233,129 @@ fn http2_cleartext_enrolment(s: &mut Server) {
     assert_eq!(rep.status, PkiStatus::SUCCESS, "{:?}: {:?}", s.transport, rep.fail_info_text);
     let issued = scep_engine::x509::CertificateRef::parse(rep.issued_certificate(&key).unwrap()).unwrap();
     assert_eq!(issued.spki.raw, key.spki_der());
+}
+
+/// NDES's URL (`/certsrv/mscep/mscep.dll`, with `/pkiclient.exe`, any ASCII
+/// case) serves the bootstrap profile: the same GetCACaps and GetCACert
+/// (signing RA, encryption RA, CA), on the fast path and through hyper
+/// alike, and PKCSReqs encrypted to either RA certificate enrol; one
+/// encrypted to the CA is refused with badMessageCheck (`unknown_recipient`).
+fn ndes_url_serves_the_default_profile_and_its_ra_pair(s: &mut Server) {
+    let t = s.transport;
+    let base = s.scepd.base_url().to_string();
+    let reference = s.client();
+    let (caps, certs) = (reference.get_ca_caps().unwrap(), reference.get_ca_cert().unwrap());
+    assert_eq!(certs.certificates.len(), 3, "{t:?}: signing RA, encryption RA, CA");
+    assert_eq!((certs.recipient_index, certs.ca_index), (1, 2), "{t:?}: encrypt to the encryption RA");
+    for path in ["/certsrv/mscep/mscep.dll", "/certsrv/mscep/mscep.dll/pkiclient.exe", "/CertSrv/mscep/MSCEP.DLL/"] {
+        let client = ScepClient::new(&format!("{base}{path}")).unwrap().with_timeout(Duration::from_secs(20));
+        assert_eq!(client.get_ca_caps().unwrap(), caps, "{t:?} {path}");
+        assert_eq!(client.get_ca_cert().unwrap(), certs, "{t:?} {path}");
+    }
+
+    // Enrolment at the alias, encrypted to each published certificate in turn.
+    let client = ScepClient::new(&format!("{base}/certsrv/mscep/mscep.dll/pkiclient.exe"))
+        .unwrap()
+        .with_timeout(Duration::from_secs(20));
+    for (index, want) in [(0, PkiStatus::SUCCESS), (1, PkiStatus::SUCCESS), (2, PkiStatus::FAILURE)] {
+        let to = certs.clone().encrypting_to(index).unwrap();
+        let key = DeviceKey::pregenerated(7 + index).unwrap();
+        let req = pkcs_req(&key, &format!("ndes-{index}"), CHALLENGE, &to, &MessageOptions::default());
+        let rep = client.transact(&req, &key, &to, PkiMethod::Post).unwrap();
+        assert_eq!(rep.status, want, "{t:?}: encrypted to certificate #{index}: {:?}", rep.fail_info_text);
+        if want == PkiStatus::SUCCESS {
+            let issued = scep_engine::x509::CertificateRef::parse(rep.issued_certificate(&key).unwrap()).unwrap();
+            assert_eq!(issued.spki.raw, key.spki_der());
+        } else {
+            assert_eq!(rep.fail_info, Some(FailInfo::BAD_MESSAGE_CHECK), "{t:?}");
+        }
+    }
+    assert!(s.log().contains("outcome=\"unknown_recipient\""), "{t:?}: {}", s.log());
+
+    // One keep-alive connection: the alias on the fast path, then hyper
+    // (after the hand-off at /healthz) answers the alias with the same bytes.
+    let pipelined = "GET /certsrv/mscep/mscep.dll?operation=GetCACaps HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /certsrv/mscep/mscep.dll?operation=GetCACaps HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (_, text) = s.raw(pipelined, b"");
+    let answers: Vec<String> = text
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|a| {
+            a.split("\r\n")
+                .filter(|l| !l.starts_with("date: ") && *l != "connection: close")
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        })
+        .collect();
+    assert_eq!(answers.len(), 3, "{t:?}: {text}");
+    assert!(answers[0].starts_with("200 "), "{t:?}: {text}");
+    assert_eq!(answers[0], answers[2], "{t:?}: fast path and hyper differ");
+    // Beside the alias: 404.
+    let get = |target: &str| s.raw(&format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), b"").0;
+    assert_eq!(get("/certsrv/mscep/other.dll?operation=GetCACaps"), 404, "{t:?}");
+    assert_eq!(get("/certsrv/mscep/mscep.dll/x?operation=GetCACaps"), 404, "{t:?}");
+}
+
+/// An explicit profile on the local CA keeps its single RA and its own EKU
+/// policy: it is served at its `url_aliases` (and, as the default profile
+/// with no alias of its own would not be, NDES's path goes to the profile
+/// that claims it), a CSR asking for an EKU it does not allow is refused
+/// with badRequest and the audit event names the EKU. Both transports.
+#[test]
+fn explicit_profiles_keep_a_single_ra_and_serve_their_aliases() {
+    const ADMIN_KEY: &str = "conformance-admin-key";
+    for transport in [Transport::Tokio, Transport::Smol] {
+        let config = format!(
+            "[[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
+             [[profile]]\nname = \"corp\"\nchallenge_password = \"{CHALLENGE}\"\nurl_aliases = [\"/enroll/corp\"]\n\n\
+             [[profile]]\nname = \"intune\"\nchallenge_password = \"{CHALLENGE}\"\n\
+             url_aliases = [\"/certsrv/mscep/mscep.dll\"]\nekus = [\"client-auth\", \"server-auth\"]\n"
+        );
+        let opts = ScepdOptions { startup_timeout: WAIT, ..ScepdOptions::with_config(config).on(transport) };
+        let scepd = Scepd::start(opts).unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+        let at = |path: &str| {
+            ScepClient::new(&format!("{}{path}", scepd.base_url())).unwrap().with_timeout(Duration::from_secs(20))
+        };
+        let corp = at("/enroll/corp/pkiclient.exe").get_ca_cert().unwrap();
+        assert_eq!(corp, at("/scep/corp").get_ca_cert().unwrap(), "{transport:?}");
+        assert_eq!(corp.certificates.len(), 2, "{transport:?}: one RA and the CA");
+        // NDES's path belongs to the profile that claims it, not to the default (corp).
+        let intune = at("/certsrv/mscep/mscep.dll").get_ca_caps().unwrap();
+        assert_eq!(intune, at("/scep/intune").get_ca_caps().unwrap(), "{transport:?}");
+
+        let server_auth = || {
+            let mut spec = CsrSpec::new("both-ekus", Some(CHALLENGE));
+            spec.extended_key_usage =
+                vec![scep_engine::oid::KP_CLIENT_AUTH.to_vec(), scep_engine::oid::KP_SERVER_AUTH.to_vec()];
+            spec
+        };
+        let key = DeviceKey::pregenerated(10).unwrap();
+        let refused =
+            at("/enroll/corp").enroll(&key, &server_auth(), &MessageOptions::default(), PkiMethod::Post).unwrap();
+        assert_eq!(refused.reply.status, PkiStatus::FAILURE, "{transport:?}");
+        assert_eq!(refused.reply.fail_info, Some(FailInfo::BAD_REQUEST), "{transport:?}");
+        let allowed = at("/certsrv/mscep/mscep.dll/pkiclient.exe")
+            .enroll(&key, &server_auth(), &MessageOptions::default(), PkiMethod::Post)
+            .unwrap();
+        assert_eq!(allowed.reply.status, PkiStatus::SUCCESS, "{transport:?}: {:?}", allowed.reply.fail_info_text);
+
+        let mut stream = TcpStream::connect(("127.0.0.1", scepd.port())).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            stream,
+            "GET /api/v1/admin/scep/events?profile=corp&outcome=policy_violation HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let (status, text) = read_response(&mut stream);
+        assert_eq!(status, 200, "{transport:?}: {text}");
+        let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let events = body["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{transport:?}: {body}");
+        let detail = events[0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("1.3.6.1.5.5.7.3.1") && detail.contains("not allowed"), "{transport:?}: {detail}");
+    }
 }
 
 /// 404 for unknown paths and profiles, 405 for other methods, 413 for
@@ -413,7 +537,15 @@ fn slow_request_heads_are_cut_off_on_both_transports() {
 #[test]
 fn transports_answer_alike() {
     let (t, m) = (Server::start(Transport::Tokio), Server::start(Transport::Smol));
-    for target in ["/scep?operation=GetCACaps", "/nope", "/healthz", "/scep?operation=Bogus"] {
+    for target in [
+        "/scep?operation=GetCACaps",
+        "/nope",
+        "/healthz",
+        "/scep?operation=Bogus",
+        "/certsrv/mscep/mscep.dll/pkiclient.exe?operation=GetCACaps",
+        "/CERTSRV/mscep/mscep.dll?operation=GetCACaps",
+        "/certsrv/mscep/nope.dll?operation=GetCACaps",
+    ] {
         let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let strip_date = |text: String| -> String {
             text.lines().filter(|l| !l.to_ascii_lowercase().starts_with("date:")).collect::<Vec<_>>().join("\n")

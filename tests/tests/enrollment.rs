@@ -83,7 +83,9 @@ fn check_issued(server: &Scepd, e: &Enrollment, key: &DeviceKey, spec: &CsrSpec,
     assert_eq!(r.transaction_id, e.request.transaction_id, "{label}");
     assert_eq!(r.recipient_nonce, e.request.sender_nonce, "{label}");
     assert_ne!(r.sender_nonce, e.request.sender_nonce, "{label}: the server must send its own nonce");
-    assert_eq!(r.signer_certificate, e.ca.recipient(), "{label}: CertRep must be signed by the RA");
+    // GetCACert lists the signing RA first (the only RA, or NDES's signing RA
+    // beside the encryption RA requests are encrypted to).
+    assert_eq!(r.signer_certificate, e.ca.certificates[0], "{label}: CertRep must be signed by the signing RA");
     assert_eq!(r.digest, e.request.options.digest.for_reply(), "{label}: reply digest");
     assert_eq!(r.content_cipher, Some(e.request.options.cipher.for_reply()), "{label}: reply cipher");
     let cert = CertificateRef::parse(&cert_der).unwrap();
@@ -127,8 +129,9 @@ fn get_ca_caps_and_get_ca_cert_on_the_bootstrap_profile() {
 
     let ca = c.get_ca_cert().unwrap();
     assert_eq!(ca.content_type, "application/x-x509-ca-ra-cert");
-    assert_eq!(ca.certificates.len(), 2, "RA then CA");
+    assert_eq!(ca.certificates.len(), 3, "signing RA, encryption RA, then CA (NDES's arrangement)");
     assert!(ca.has_ra());
+    assert_eq!(ca.recipient_index, 1, "requests are encrypted to the encryption RA");
     let ca_pem_der = scep_engine::pem::certificates(&server.ca_pem()).unwrap();
     assert_eq!(ca_pem_der, vec![ca.ca().to_vec()], "GetCACert's CA is data/ca.pem");
     let ca_cert = CertificateRef::parse(ca.ca()).unwrap();
@@ -401,10 +404,10 @@ fn refused_requests_get_exact_fail_infos() {
     let r = pkcs_req(&c, &key, &CsrSpec::new("no-pw", None), &o());
     assert_failure(&r, FailInfo::BAD_REQUEST, "missing challenge");
 
-    // The profile issues clientAuth only: a CSR asking for serverAuth is refused.
-    let mut spec = CsrSpec::new("wants-server-auth", Some(CHALLENGE));
-    spec.extended_key_usage = vec![oid::KP_SERVER_AUTH.to_vec()];
-    assert_failure(&pkcs_req(&c, &key, &spec, &o()), FailInfo::BAD_REQUEST, "serverAuth EKU");
+    // The bootstrap profile allows clientAuth and serverAuth: a CSR asking for codeSigning is refused.
+    let mut spec = CsrSpec::new("wants-code-signing", Some(CHALLENGE));
+    spec.extended_key_usage = vec![oid::KP_SERVER_AUTH.to_vec(), oid::KP_CODE_SIGNING.to_vec()];
+    assert_failure(&pkcs_req(&c, &key, &spec, &o()), FailInfo::BAD_REQUEST, "codeSigning EKU");
 
     // A corrupted SignerInfo signature (the last bytes of a DER PKIMessage).
     let ca = c.get_ca_cert().unwrap();

@@ -69,7 +69,9 @@ fn admin_gui_in_chromium(transport: Transport) {
          [[api_key]]\nname = \"viewer\"\nkey = \"{READER_KEY}\"\nrole = \"reader\"\n\n\
          [[profile]]\nname = \"corp\"\nchallenge_password = \"corp-static-secret\"\n\
          intune_enabled = true\nintune_connector_cert_path = \"{BUNDLE}\"\nintune_audience = \"{AUD}\"\n\n\
-         [[profile]]\nname = \"plain\"\nchallenge_password = \"plain-secret\"\n\n\
+         [[profile]]\nname = \"plain\"\nchallenge_password = \"plain-secret\"\n\
+         ra_cert = \"data/ra-signing.pem\"\nra_key = \"data/ra-signing.key\"\n\
+         ra_encryption_cert = \"data/ra-encryption.pem\"\nra_encryption_key = \"data/ra-encryption.key\"\n\n\
          [[profile]]\nname = \"otp\"\nchallenge_mode = \"one-time\"\n"
     ))
     .on(transport);

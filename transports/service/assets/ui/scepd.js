@@ -275,6 +275,16 @@
     return parts.join(' · ');
   }
 
+  // The RA certificates: one RA, or NDES's pair (signing RA + encryption RA).
+  function raRows(p) {
+    const ra = p.ra;
+    if (!ra || ra.arrangement !== 'ndes-pair') return [row('RA certificate', certSummary(p.ra_cert))];
+    return [
+      row('Signing RA certificate', certSummary(ra.signing)),
+      ...ra.encryption.map((c) => row('Encryption RA certificate', certSummary(c))),
+    ];
+  }
+
   function profileCard(p) {
     const intune = p.intune && p.intune.enabled;
     return el('article', { class: 'card', 'data-profile': p.path_id },
@@ -286,8 +296,11 @@
           : p.challenge_password_set ? badge('challenge password set', 'on') : badge('no challenge password')),
       el('dl', {},
         row('SCEP URL', el('code', {}, location.origin + p.url_path)),
+        (p.url_aliases && p.url_aliases.length)
+          ? row('URL aliases', p.url_aliases.flatMap((a, i) => [i ? el('br') : null, el('code', {}, location.origin + a)]))
+          : null,
         row('Issuer', p.issuer_id),
-        row('RA certificate', certSummary(p.ra_cert)),
+        ...raRows(p),
         row('CA certificate', certSummary(p.ca_cert)),
         row('mTLS route', mtlsSummary(p.mtls)),
         row('Policy', policySummary(p.policy))),

@@ -377,6 +377,47 @@ mod tests {
         }
     }
 
+    /// `url_aliases` and NDES's default path are answered on the fast path
+    /// exactly as hyper answers them, from the profile the alias names.
+    #[test]
+    fn aliases_are_answered_as_hyper_answers_them() {
+        let dir = TestDir::new();
+        let mut ctx = BuildContext::new(None, dir.path(), dir.now());
+        let mut iot = section(&dir, "iot");
+        iot.url_aliases = Some(vec!["/iot/enroll".into()]);
+        iot.ciphers = Some(vec!["aes256".into()]);
+        let profiles = vec![section(&dir, "corp").build(0, &mut ctx).unwrap(), iot.build(1, &mut ctx).unwrap()];
+        let state = ServiceState::new(ServerSettings::default(), Profiles::new(profiles, "corp".into()).unwrap());
+        let svc = ScepService::new(Arc::new(state), None);
+        let caps = |target: &str| {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let mut out = Vec::new();
+            assert_eq!(svc.answer_http1(request.as_bytes(), &mut out), Http1Step::Answered(request.len()), "{target}");
+            let (status, _, body) = parse_response(&out);
+            let (want_status, _, want_body) = hyper_view(&svc, target);
+            assert_eq!((status, body), (want_status, &want_body[..]), "{target}");
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+        let corp = caps("/scep/corp?operation=GetCACaps");
+        let iot = caps("/scep/iot?operation=GetCACaps");
+        assert_ne!(corp, iot, "the two profiles must be told apart by their capabilities");
+        for target in [
+            "/certsrv/mscep/mscep.dll?operation=GetCACaps",
+            "/certsrv/mscep/mscep.dll/pkiclient.exe?operation=GetCACaps",
+            "/CertSrv/mscep/MSCEP.DLL/?operation=GetCACaps",
+        ] {
+            assert_eq!(caps(target), corp, "{target}");
+        }
+        for target in ["/iot/enroll?operation=GetCACaps", "/iot/enroll/pkiclient.exe?operation=GetCACaps"] {
+            assert_eq!(caps(target), iot, "{target}");
+        }
+        // Not an alias: handed to hyper, which answers 404.
+        for target in ["/iot/enroll/x?operation=GetCACaps", "/certsrv/mscep?operation=GetCACaps"] {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(svc.answer_http1(request.as_bytes(), &mut Vec::new()), Http1Step::HandOff, "{target}");
+        }
+    }
+
     #[test]
     fn pipelined_requests_are_answered_in_order() {
         let dir = TestDir::new();

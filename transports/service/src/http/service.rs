@@ -7,6 +7,7 @@
 //! | `/scep`, `/scep/pkiclient.exe` | the default profile |
 //! | `/scep/<profile>`, `/scep/<profile>/pkiclient.exe` | the named profile (`[a-z0-9-]`) |
 //! | `/scep-mtls/<profile>`, `/scep-mtls/<profile>/pkiclient.exe` | the same profile, client certificate required ([`crate::tls::client_auth`]) |
+//! | a profile's `url_aliases` (+ `/pkiclient.exe`), NDES's `/certsrv/mscep/mscep.dll` | that profile; NDES's path: the default profile unless a profile claims it ([`crate::state::Profiles::by_alias`]) |
 //! | `/healthz` | `200 ok` (GET, HEAD) |
 //! | `/metrics` | Prometheus text ([`crate::operator::metrics`]) |
 //! | `/api/v1/admin/...` | the admin API ([`crate::operator::admin`]) |
@@ -159,14 +160,21 @@ impl ScepService {
         query: &str,
         client: Option<std::net::SocketAddr>,
     ) -> Option<(u16, &'static str, Bytes)> {
-        let Route::Scep(name) = route(path) else { return None };
+        let target = route(path);
+        if !matches!(target, Route::Scep(_) | Route::NotFound) {
+            return None;
+        }
         let audit = self.state.audit();
         if audit.is_some_and(|a| a.discovery() != DiscoveryAudit::Aggregate) {
             return None;
         }
         let operation = Operation::parse(&parse_query(query).ok()?.operation);
         let profiles = self.state.profiles();
-        let ready = profiles.get(name)?.discovery.get(operation)?;
+        let profile = match target {
+            Route::Scep(name) => profiles.get(name)?,
+            _ => profiles.by_alias(path)?,
+        };
+        let ready = profile.discovery.get(operation)?;
         let start = tracing::enabled!(target: "scepd::request", tracing::Level::DEBUG).then(Instant::now);
         let outcome = &ready.outcome;
         if let Some(audit) = audit {
@@ -410,8 +418,13 @@ impl ScepService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
+        let profiles = self.state.profiles();
         let (profile_name, mtls) = match route(parts.uri.path()) {
-            Route::NotFound | Route::Metrics | Route::Admin | Route::Ui => {
+            Route::NotFound => match profiles.by_alias(parts.uri.path()) {
+                Some(p) => (Some(p.engine.config().name.as_str()), false),
+                None => return plain(404, "not_found", "not found: use /scep or /scep/<profile>\n"),
+            },
+            Route::Metrics | Route::Admin | Route::Ui => {
                 return plain(404, "not_found", "not found: use /scep or /scep/<profile>\n");
             }
             Route::Health => {
@@ -439,7 +452,6 @@ impl ScepService {
             HttpMethod::POST => Method::Post,
             _ => return scep(plain(405, "method_not_allowed", "method not allowed: use GET or POST\n")),
         };
-        let profiles = self.state.profiles();
         let Some(profile) = profiles.get(profile_name) else {
             return scep(plain(404, "unknown_profile", "not found: no such SCEP profile\n"));
         };
@@ -735,6 +747,35 @@ mod tests {
             assert!(r.headers().contains_key(CONTENT_TYPE), "{uri}");
             let len: usize = r.headers()[CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
             assert_eq!(len, body_text(r).len(), "{uri}");
+        }
+    }
+
+    /// NDES's path (the default profile's by default) reaches the engine on
+    /// every method hyper serves, POST included; a path beside it is 404.
+    #[test]
+    fn ndes_path_reaches_the_default_profile() {
+        let f = fixture(1024);
+        let want = engine_status(&f);
+        for uri in [
+            "/certsrv/mscep/mscep.dll?operation=GetCACaps",
+            "/certsrv/mscep/mscep.dll/pkiclient.exe?operation=GetCACaps",
+        ] {
+            let r = call(&f.svc, "GET", uri, b"");
+            assert_eq!(r.status().as_u16(), want, "{uri}");
+        }
+        let direct = body_text(call(&f.svc, "POST", "/scep/corp?operation=PKIOperation", b"\x30\x03\x02\x01\x00"));
+        let aliased = call(
+            &f.svc,
+            "POST",
+            "/certsrv/mscep/mscep.dll/pkiclient.exe?operation=PKIOperation",
+            b"\x30\x03\x02\x01\x00",
+        );
+        assert_ne!(aliased.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body_text(aliased), direct, "the alias is answered by the default profile's engine");
+        let r = call(&f.svc, "PUT", "/certsrv/mscep/mscep.dll", b"");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        for uri in ["/certsrv/mscep/other.dll?operation=GetCACaps", "/certsrv?operation=GetCACaps"] {
+            assert_eq!(call(&f.svc, "GET", uri, b"").status(), StatusCode::NOT_FOUND, "{uri}");
         }
     }
 

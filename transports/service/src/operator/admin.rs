@@ -37,7 +37,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE, X
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use scep_engine::UnixTime;
-use scep_engine::config::ChallengePolicy;
+use scep_engine::config::{ChallengePolicy, ReplySignaturePolicy};
 use scep_engine::x509::{CertificateRef, name_to_string};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -179,17 +179,35 @@ fn cert_json(der: &[u8], now: UnixTime) -> Value {
     }
 }
 
-fn profile_json(p: &Profile, default: &str, stats: Option<&ProfileIntuneStats>, now: UnixTime) -> Value {
+fn profile_json(
+    p: &Profile,
+    default: &str,
+    aliases: &[&str],
+    stats: Option<&ProfileIntuneStats>,
+    now: UnixTime,
+) -> Value {
     let c = p.engine.config();
     let intune = stats.map_or(Value::Null, |s| intune_profile_json(s, now));
+    let encryption: Vec<Value> = p.engine.encryption_ras().iter().map(|ra| cert_json(&ra.certificate, now)).collect();
     json!({
         "path_id": c.name,
         "url_path": format!("/scep/{}", c.name),
+        "url_aliases": aliases,
         "default": c.name == default,
         "issuer_id": p.issuer.id(),
         "challenge_password_set": matches!(c.challenge, ChallengePolicy::Static(_)),
         "challenge_mode": if matches!(c.challenge, ChallengePolicy::OneTime) { "one-time" } else { "static" },
+        // The signing RA (it also decrypts requests encrypted to it).
         "ra_cert": cert_json(&c.ra.certificate, now),
+        "ra": {
+            "arrangement": if encryption.is_empty() { "single" } else { "ndes-pair" },
+            "signing": cert_json(&c.ra.certificate, now),
+            "encryption": encryption,
+            "reply_signature": match p.engine.reply_signature() {
+                ReplySignaturePolicy::RsaEncryption => "rsa-encryption",
+                ReplySignaturePolicy::MirrorRequest => "mirror",
+            },
+        },
         "ca_cert": c.ca_chain.first().map_or(Value::Null, |d| cert_json(d, now)),
         "mtls": match &p.mtls {
             Some(m) => json!({
@@ -210,6 +228,7 @@ fn profile_json(p: &Profile, default: &str, stats: Option<&ProfileIntuneStats>, 
             "allow_ec_p384": c.keys.allow_p384,
             "allowed_ekus": c.allowed_ekus.iter().map(|e| scep_engine::oid::dotted(e)).collect::<Vec<_>>(),
             "renewal": c.renewal.enabled,
+            "trust_requested_sid": c.issuance.trust_requested_sid,
         },
         "intune": intune,
     })
@@ -273,7 +292,8 @@ pub fn profiles_json(state: &ServiceState, now: UnixTime) -> Value {
         .iter()
         .map(|p| {
             let s = stats.iter().find(|s| s.profile == p.engine.config().name);
-            profile_json(p, profiles.default_name(), s, now)
+            let name = p.engine.config().name.as_str();
+            profile_json(p, profiles.default_name(), &profiles.aliases_of(name), s, now)
         })
         .collect();
     json!({ "profiles": list })
@@ -1014,6 +1034,16 @@ mod tests {
                 assert_eq!(p["policy"]["validity_secs"], 365 * 86_400, "durations in seconds");
             }
             assert_eq!(corp["default"], true);
+            // One RA each (no encryption RA given); the default profile serves NDES's URL.
+            for p in list {
+                assert_eq!(p["ra"]["arrangement"], "single");
+                assert_eq!(p["ra"]["signing"], p["ra_cert"]);
+                assert_eq!(p["ra"]["encryption"], json!([]));
+                assert_eq!(p["ra"]["reply_signature"], "rsa-encryption");
+                assert_eq!(p["policy"]["trust_requested_sid"], false);
+            }
+            assert_eq!(corp["url_aliases"], json!(["/certsrv/mscep/mscep.dll"]));
+            assert_eq!(plain["url_aliases"], json!([]));
             assert_eq!(corp["mtls"], json!({ "enabled": false, "trust_bundle_path": null }));
             assert_eq!(plain["mtls"]["enabled"], true);
             assert_eq!(plain["mtls"]["trust_bundle_path"], dir.path().join("chain.pem").display().to_string());

@@ -11,6 +11,10 @@
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_CHALLENGE_PASSWORD` | `challenge_password` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_CHALLENGE_MODE` | `challenge_mode` (`static` or `one-time`) |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_RA_CERT_PATH` / `_RA_KEY_PATH` | `ra_cert` / `ra_key` |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_RA_ENCRYPTION_CERT_PATH` / `_RA_ENCRYPTION_KEY_PATH` | `ra_encryption_cert` / `ra_encryption_key` |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_REPLY_SIGNATURE` | `reply_signature` (`rsa-encryption`, `mirror`) |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_TRUST_REQUESTED_SID` | `trust_requested_sid` |
+//! | `CERTCTL_SCEP_PROFILE_<NAME>_URL_ALIASES=/a,/b` | `url_aliases` (comma-separated) |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_ENABLED` | `mtls_enabled` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_MTLS_CLIENT_CA_TRUST_BUNDLE_PATH` | `mtls_client_ca_trust_bundle_path` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_INTUNE_ENABLED` (and the other `INTUNE_*`) | `intune_enabled`, ... |
@@ -62,6 +66,12 @@ const PROFILE_KEYS: &[(&str, &str, Kind)] = &[
     ("CHALLENGE_MODE", "challenge_mode", Kind::Text),
     ("RA_CERT_PATH", "ra_cert", Kind::Path),
     ("RA_KEY_PATH", "ra_key", Kind::Path),
+    // scepd's own (not in the certctl spec): the NDES RA arrangement, reply form, SID trust, URL aliases.
+    ("RA_ENCRYPTION_CERT_PATH", "ra_encryption_cert", Kind::Path),
+    ("RA_ENCRYPTION_KEY_PATH", "ra_encryption_key", Kind::Path),
+    ("REPLY_SIGNATURE", "reply_signature", Kind::Text),
+    ("TRUST_REQUESTED_SID", "trust_requested_sid", Kind::Bool),
+    ("URL_ALIASES", "url_aliases", Kind::Text),
     ("MTLS_ENABLED", "mtls_enabled", Kind::Bool),
     ("MTLS_CLIENT_CA_TRUST_BUNDLE_PATH", "mtls_client_ca_trust_bundle_path", Kind::Path),
     ("INTUNE_ENABLED", "intune_enabled", Kind::Bool),
@@ -250,6 +260,14 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
         ("challenge_mode", _) => section.challenge_mode = Some(text()),
         ("ra_cert", _) => section.ra_cert = Some(path()?),
         ("ra_key", _) => section.ra_key = Some(path()?),
+        ("ra_encryption_cert", _) => section.ra_encryption_cert = Some(path()?),
+        ("ra_encryption_key", _) => section.ra_encryption_key = Some(path()?),
+        ("reply_signature", _) => section.reply_signature = Some(text()),
+        ("trust_requested_sid", _) => section.trust_requested_sid = Some(parse_bool(var, value)?),
+        ("url_aliases", _) => {
+            section.url_aliases =
+                Some(value.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect());
+        }
         ("mtls_enabled", _) => section.mtls_enabled = Some(parse_bool(var, value)?),
         ("mtls_client_ca_trust_bundle_path", _) => section.mtls_client_ca_trust_bundle_path = Some(path()?),
         ("intune_enabled", _) => section.intune_enabled = Some(parse_bool(var, value)?),
@@ -462,6 +480,48 @@ mod tests {
             |n: &str| file.profiles.iter().find(|p| p.name.as_deref() == Some(n)).unwrap().challenge_password.clone();
         assert_eq!(pw("iot").as_deref(), Some("a"));
         assert_eq!(pw("iot-2").as_deref(), Some("b"));
+    }
+
+    /// scepd's own per-profile variables: the NDES RA pair, the reply form,
+    /// SID trust and URL aliases; an invalid value names the variable.
+    #[test]
+    fn ndes_variables_map_onto_their_keys() {
+        let mut file = ConfigFile::default();
+        let applied = apply(
+            &mut file,
+            &vars(&[
+                ("CERTCTL_SCEP_PROFILES", "corp"),
+                ("CERTCTL_SCEP_PROFILE_CORP_RA_ENCRYPTION_CERT_PATH", "/etc/scepd/enc.pem"),
+                ("CERTCTL_SCEP_PROFILE_CORP_RA_ENCRYPTION_KEY_PATH", "/etc/scepd/enc.key"),
+                ("CERTCTL_SCEP_PROFILE_CORP_REPLY_SIGNATURE", "mirror"),
+                ("CERTCTL_SCEP_PROFILE_CORP_TRUST_REQUESTED_SID", "true"),
+                ("CERTCTL_SCEP_PROFILE_CORP_URL_ALIASES", "/certsrv/mscep/mscep.dll, /enroll"),
+            ]),
+        )
+        .unwrap();
+        let p = &file.profiles[0];
+        assert_eq!(p.ra_encryption_cert.as_deref(), Some(Path::new("/etc/scepd/enc.pem")));
+        assert_eq!(p.ra_encryption_key.as_deref(), Some(Path::new("/etc/scepd/enc.key")));
+        assert_eq!(p.reply_signature.as_deref(), Some("mirror"));
+        assert_eq!(p.trust_requested_sid, Some(true));
+        assert_eq!(p.url_aliases, Some(vec!["/certsrv/mscep/mscep.dll".to_string(), "/enroll".to_string()]));
+        let e = applied.annotate(
+            ProfileSection {
+                url_aliases: Some(vec!["/scep/x".into()]),
+                challenge_password: Some("pw".into()),
+                ..p.clone()
+            }
+            .validate(0, None)
+            .unwrap_err(),
+        );
+        assert!(e.0.starts_with("CERTCTL_SCEP_PROFILE_CORP_URL_ALIASES (profile[corp].url_aliases): "), "{e}");
+        let mut file = ConfigFile::default();
+        let e = apply(
+            &mut file,
+            &vars(&[("CERTCTL_SCEP_PROFILES", "corp"), ("CERTCTL_SCEP_PROFILE_CORP_TRUST_REQUESTED_SID", "yes")]),
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("CERTCTL_SCEP_PROFILE_CORP_TRUST_REQUESTED_SID: "), "{e}");
     }
 
     /// One case per kind of invalid variable; each error names the variable.

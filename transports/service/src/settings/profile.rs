@@ -13,6 +13,13 @@
 //! danger_no_challenge = false        # true: anyone reaching the URL enrols (lab only)
 //! ra_cert = "ra.pem"                 # RA certificate PEM; default (issuer local): the bootstrap RA
 //! ra_key = "ra.key"                  # RA RSA key PEM, mode 0600; given together with ra_cert
+//! ra_encryption_cert = "ra-enc.pem"  # NDES arrangement: an encryption RA certificate (keyEncipherment)
+//! ra_encryption_key = "ra-enc.key"   #   and its RSA key (0600); then ra_cert is the signing RA. Default:
+//!                                    #   none (one RA signs and decrypts), except the bootstrap profile
+//! reply_signature = "rsa-encryption" # CertRep signatureAlgorithm: "rsa-encryption" (default) or "mirror"
+//! trust_requested_sid = false        # copy a CSR's SID extension (1.3.6.1.4.1.311.25.2); default false
+//! url_aliases = ["/certsrv/mscep/mscep.dll"]  # extra paths serving this profile (+ "/pkiclient.exe");
+//!                                    #   default: the default profile gets NDES's path unless claimed
 //! ca_chain = "chain.pem"             # CA chain PEM, issuing CA first; default: the issuer's chain
 //!                                    #   (required with issuer = "none")
 //! ca_chain_shape = "ra-and-chain"    # or "ca-only" (GetCACert answer shape, RFC 8894 §4.2.1)
@@ -45,7 +52,8 @@
 use std::path::{Path, PathBuf};
 
 use scep_engine::config::{
-    AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, RenewalPolicy, SanPolicy, SanType,
+    AlgorithmPolicy, CaCertShape, ChallengePolicy, ConfigError, KeyPolicy, RenewalPolicy, ReplySignaturePolicy,
+    SanPolicy, SanType,
 };
 use scep_engine::crypto::{ContentCipher, DigestAlg};
 use scep_engine::intune::{IntuneSettings, RateLimiter};
@@ -85,6 +93,22 @@ pub struct ProfileSection {
     pub ra_cert: Option<PathBuf>,
     /// `ra_key`
     pub ra_key: Option<PathBuf>,
+    /// `ra_encryption_cert`: the NDES arrangement's encryption RA certificate.
+    pub ra_encryption_cert: Option<PathBuf>,
+    /// `ra_encryption_key`: its RSA key.
+    pub ra_encryption_key: Option<PathBuf>,
+    /// `reply_signature`: `rsa-encryption` or `mirror`.
+    pub reply_signature: Option<String>,
+    /// `trust_requested_sid`
+    pub trust_requested_sid: Option<bool>,
+    /// `url_aliases`: extra absolute paths that serve this profile.
+    pub url_aliases: Option<Vec<String>>,
+    /// Not a TOML key: set only on the bootstrap profile, which uses the
+    /// local CA's NDES RA pair (signing RA + encryption RA) when it sets no
+    /// RA files itself, and issues client-auth alone to a CSR that asks for
+    /// no EKU (whatever else `ekus` allows).
+    #[serde(skip)]
+    pub bootstrap: bool,
     /// `ca_chain`
     pub ca_chain: Option<PathBuf>,
     /// `ca_chain_shape`: `ra-and-chain` or `ca-only`.
@@ -190,6 +214,27 @@ pub struct ProfileSettings {
     pub challenge: ChallengePolicy,
     /// `ra_cert`, `ra_key` (resolved); `None`: the issuer's default RA.
     pub ra_files: Option<(PathBuf, PathBuf)>,
+    /// `ra_encryption_cert`, `ra_encryption_key` (resolved): the NDES
+    /// arrangement's encryption RA; `None`: one RA signs and decrypts (or, on
+    /// the bootstrap profile, the local CA's NDES pair: see
+    /// [`ProfileSettings::bootstrap`]).
+    pub ra_encryption_files: Option<(PathBuf, PathBuf)>,
+    /// The bootstrap profile: with no RA files of its own it uses the local
+    /// CA's NDES RA pair (`ra-signing.*`, `ra-encryption.*`).
+    pub bootstrap: bool,
+    /// EKUs issued to a CSR that asks for none: `ekus`, except on the
+    /// bootstrap profile (client-auth only: it allows server-auth for the
+    /// clients that ask for it, but does not hand it out unasked).
+    pub issued_ekus: Vec<Vec<u8>>,
+    /// `reply_signature`
+    pub reply_signature: ReplySignaturePolicy,
+    /// `trust_requested_sid`
+    pub trust_requested_sid: bool,
+    /// `url_aliases`, validated (absolute, RFC 3986 path characters, no
+    /// trailing `/`, not under scepd's own routes); the default profile's
+    /// `/certsrv/mscep/mscep.dll` is added by `crate::wiring` when no profile
+    /// claims it and this profile does not set the key (`None`).
+    pub url_aliases: Option<Vec<String>>,
     /// `ca_chain` (resolved); `None`: the issuer's chain.
     pub ca_chain: Option<PathBuf>,
     /// `ca_chain_shape`
@@ -223,6 +268,8 @@ impl std::fmt::Debug for ProfileSettings {
             .field("name", &self.name)
             .field("issuer", &self.issuer)
             .field("ra_files", &self.ra_files)
+            .field("ra_encryption_files", &self.ra_encryption_files)
+            .field("url_aliases", &self.url_aliases)
             .field("ca_chain", &self.ca_chain)
             .field("mtls", &self.mtls)
             .field("intune", &self.intune.is_some())
@@ -350,6 +397,38 @@ impl ProfileSection {
             (None, Some(_)) => return Err(err("ra_cert", "required when ra_key is set".into())),
             (None, None) => None,
         };
+        let ra_encryption_files = match (&self.ra_encryption_cert, &self.ra_encryption_key) {
+            (Some(c), Some(kp)) => Some((resolve(base, c), resolve(base, kp))),
+            (Some(_), None) => {
+                return Err(err("ra_encryption_key", "required when ra_encryption_cert is set".into()));
+            }
+            (None, Some(_)) => {
+                return Err(err("ra_encryption_cert", "required when ra_encryption_key is set".into()));
+            }
+            (None, None) => None,
+        };
+        let reply_signature = match self.reply_signature.as_deref() {
+            None | Some("rsa-encryption") => ReplySignaturePolicy::RsaEncryption,
+            Some("mirror") => ReplySignaturePolicy::MirrorRequest,
+            Some(other) => {
+                return Err(err("reply_signature", format!("{other:?} is not one of \"rsa-encryption\", \"mirror\"")));
+            }
+        };
+        let url_aliases = match &self.url_aliases {
+            None => None,
+            Some(list) => {
+                let mut out: Vec<String> = Vec::with_capacity(list.len());
+                for alias in list {
+                    let normal = url_alias(alias).map_err(|why| err("url_aliases", why))?;
+                    if out.contains(&normal) {
+                        return Err(err("url_aliases", format!("{alias:?} is listed twice")));
+                    }
+                    out.push(normal);
+                }
+                Some(out)
+            }
+        };
+        let issued_ekus = if self.bootstrap { vec![oid::KP_CLIENT_AUTH.to_vec()] } else { ekus.clone() };
         let ca_chain = self.ca_chain.as_deref().map(|p| resolve(base, p));
         let intune = self.intune_settings(&name, base)?;
         Ok(ProfileSettings {
@@ -377,6 +456,12 @@ impl ProfileSection {
             max_message_size,
             issuer,
             ra_files,
+            ra_encryption_files,
+            bootstrap: self.bootstrap,
+            issued_ekus,
+            reply_signature,
+            trust_requested_sid: self.trust_requested_sid.unwrap_or(false),
+            url_aliases,
             ca_chain,
             mtls,
             intune,
@@ -531,6 +616,67 @@ impl ProfileSection {
         }
         Ok(Some(IntuneProfileSettings { connector_cert_path, validator: settings }))
     }
+}
+
+/// NDES's enrolment URL path, served by the default profile unless a profile
+/// claims it in `url_aliases`.
+pub const NDES_PATH: &str = "/certsrv/mscep/mscep.dll";
+
+/// Path prefixes scepd routes itself; an alias may not equal one or lie below it.
+const RESERVED_PATHS: &[&str] = &["/scep", "/scep-mtls", "/api", "/ui", "/metrics", "/healthz"];
+
+/// Validates one `url_aliases` entry and returns it without a trailing `/`:
+/// an absolute path (RFC 3986 §3.3 `path-absolute`: segments of unreserved,
+/// percent-encoded, sub-delims, `:` and `@` characters; no query, fragment,
+/// empty, `.` or `..` segment), not ending in `/pkiclient.exe` (that suffix
+/// is always served) and not equal to or below one of scepd's own routes
+/// (`/scep`, `/scep-mtls`, `/api`, `/ui`, `/metrics`, `/healthz`).
+///
+/// # Errors
+/// Why the alias is refused.
+pub fn url_alias(alias: &str) -> Result<String, String> {
+    let trimmed = alias.strip_suffix('/').unwrap_or(alias);
+    let Some(rest) = trimmed.strip_prefix('/') else {
+        return Err(format!("{alias:?} is not an absolute path (it must start with '/')"));
+    };
+    if rest.is_empty() {
+        return Err(format!("{alias:?}: the root path cannot be an alias"));
+    }
+    for segment in rest.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(format!("{alias:?} has an empty, '.' or '..' segment"));
+        }
+        let bytes = segment.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'%' {
+                let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return Err(format!("{alias:?} has a '%' not followed by two hex digits"));
+                }
+                i += 3;
+                continue;
+            }
+            let allowed = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+            if !allowed {
+                return Err(format!(
+                    "{alias:?} has {:?}, which is not an RFC 3986 path character (percent-encode it)",
+                    char::from(b)
+                ));
+            }
+            i += 1;
+        }
+    }
+    if trimmed.ends_with("/pkiclient.exe") {
+        return Err(format!("{alias:?}: leave out \"/pkiclient.exe\" (it is served below every alias)"));
+    }
+    for reserved in RESERVED_PATHS {
+        if trimmed == *reserved || trimmed.strip_prefix(reserved).is_some_and(|r| r.starts_with('/')) {
+            return Err(format!("{alias:?} collides with scepd's own route {reserved}"));
+        }
+    }
+    Ok(trimmed.to_string())
 }
 
 /// Parses a non-empty list of names.
@@ -708,6 +854,91 @@ mod tests {
         }
         for bad in ["", "Corp", "pkiclient.exe", "a_b", "a/b", "é", &"x".repeat(64)] {
             assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn url_aliases_are_absolute_rfc3986_paths_outside_scepd_routes() {
+        for (ok, want) in [
+            ("/certsrv/mscep/mscep.dll", "/certsrv/mscep/mscep.dll"),
+            ("/enroll/", "/enroll"),
+            ("/a%20b/c~d_e.f-g!$&'()*+,;=:@", "/a%20b/c~d_e.f-g!$&'()*+,;=:@"),
+            ("/scepx", "/scepx"),
+            ("/apis", "/apis"),
+        ] {
+            assert_eq!(url_alias(ok).as_deref(), Ok(want), "{ok}");
+        }
+        for bad in [
+            "",
+            "/",
+            "certsrv",
+            "//x",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/a b",
+            "/a?b",
+            "/a#b",
+            "/a%2",
+            "/a%zz",
+            "/é",
+            "/x/pkiclient.exe",
+            "/scep",
+            "/scep/x",
+            "/scep-mtls/corp",
+            "/api",
+            "/api/v1/admin/x",
+            "/ui",
+            "/ui/scep",
+            "/metrics",
+            "/healthz",
+            "/healthz/",
+        ] {
+            assert!(url_alias(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn ndes_ra_pair_reply_signature_and_aliases_are_validated_naming_the_key() {
+        let base = ProfileSection {
+            name: Some("p".into()),
+            challenge_password: Some("pw".into()),
+            ..ProfileSection::default()
+        };
+        let s = base.validate(0, None).unwrap();
+        assert_eq!(
+            (s.ra_encryption_files, s.reply_signature, s.trust_requested_sid, s.url_aliases),
+            (None, ReplySignaturePolicy::RsaEncryption, false, None),
+            "defaults"
+        );
+        let s = ProfileSection {
+            ra_encryption_cert: Some("enc.pem".into()),
+            ra_encryption_key: Some("enc.key".into()),
+            reply_signature: Some("mirror".into()),
+            trust_requested_sid: Some(true),
+            url_aliases: Some(vec!["/certsrv/mscep/mscep.dll/".into()]),
+            ..base.clone()
+        }
+        .validate(0, Some(Path::new("/etc/scepd")))
+        .unwrap();
+        assert_eq!(s.ra_encryption_files, Some(("/etc/scepd/enc.pem".into(), "/etc/scepd/enc.key".into())));
+        assert_eq!(s.reply_signature, ReplySignaturePolicy::MirrorRequest);
+        assert!(s.trust_requested_sid);
+        assert_eq!(s.url_aliases, Some(vec![NDES_PATH.to_string()]));
+        type Edit = fn(&mut ProfileSection);
+        let cases: &[(Edit, &str)] = &[
+            (|s| s.ra_encryption_cert = Some("enc.pem".into()), "profile[p].ra_encryption_key: required"),
+            (|s| s.ra_encryption_key = Some("enc.key".into()), "profile[p].ra_encryption_cert: required"),
+            (|s| s.reply_signature = Some("sha256".into()), "profile[p].reply_signature: "),
+            (|s| s.url_aliases = Some(vec!["relative".into()]), "profile[p].url_aliases: "),
+            (|s| s.url_aliases = Some(vec!["/scep/x".into()]), "profile[p].url_aliases: "),
+            (|s| s.url_aliases = Some(vec!["/a".into(), "/a/".into()]), "profile[p].url_aliases: "),
+        ];
+        for (edit, want) in cases {
+            let mut s = base.clone();
+            edit(&mut s);
+            let e = s.validate(0, None).unwrap_err();
+            assert!(e.0.starts_with(want), "{e} does not start with {want}");
         }
     }
 

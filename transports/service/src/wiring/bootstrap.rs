@@ -37,6 +37,9 @@ pub struct LocalCa {
     pub ra_cert_path: PathBuf,
     /// RA private key PEM file (mode 0600).
     pub ra_key_path: PathBuf,
+    /// The NDES RA pair (`ra-signing.*`, `ra-encryption.*`) the bootstrap
+    /// profile publishes.
+    pub ndes: Option<scep_issuers::NdesRaFiles>,
 }
 
 /// Opens the local CA in `data_dir`, creating the CA and RA on first use.
@@ -56,11 +59,19 @@ pub fn open_local_ca(data_dir: &Path, now: UnixTime) -> Result<LocalCa, ConfigEr
     if files.ra_created {
         tracing::info!(ra = %files.ra_cert.display(), "created a new RA certificate");
     }
+    if let Some(pair) = &files.ndes {
+        if pair.signing_created {
+            tracing::info!(ra = %pair.signing_cert.display(), "created a new signing RA certificate (NDES arrangement)");
+        }
+        if pair.encryption_created {
+            tracing::info!(ra = %pair.encryption_cert.display(), "created a new encryption RA certificate (NDES arrangement)");
+        }
+    }
     let config = scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, data_dir);
     let ca = scep_issuers::LocalCa::open_at(config, now)
         .map_err(|e| ConfigError(format!("local CA ({}): {e}", data_dir.display())))?;
     let ca = Arc::new(ca);
-    Ok(LocalCa { issuer: ca.clone(), ca, ra_cert_path: files.ra_cert, ra_key_path: files.ra_key })
+    Ok(LocalCa { issuer: ca.clone(), ca, ra_cert_path: files.ra_cert, ra_key_path: files.ra_key, ndes: files.ndes })
 }
 
 /// The static challenge password of the bootstrap profile.
@@ -152,12 +163,18 @@ fn generate() -> Result<String, ConfigError> {
 }
 
 /// The `[[profile]]` entry the bootstrap serves: `default`, local issuer, the
-/// bootstrap RA, a static challenge, every other key at its default.
+/// local CA's NDES RA pair (signing RA + encryption RA, so that clients which
+/// choose the certificate to encrypt to by key usage enrol too), a static
+/// challenge, EKUs client-auth and server-auth allowed (what real enrolment
+/// clients ask for: PyScep puts both in its CSR; a CSR asking for no EKU gets
+/// client-auth), every other key at its default.
 pub fn default_profile_section(challenge: &Challenge) -> ProfileSection {
     ProfileSection {
         name: Some(DEFAULT_PROFILE.into()),
         issuer: Some("local".into()),
         challenge_password: Some(challenge.password.clone()),
+        ekus: Some(vec!["client-auth".into(), "server-auth".into()]),
+        bootstrap: true,
         ..ProfileSection::default()
     }
 }

@@ -127,7 +127,11 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         IssuerRef::Local => {
             let ca = ctx.local_ca()?;
             let chain = ca.issuer.ca_chain();
-            (ca.issuer.clone(), Some((ca.ra_cert_path.clone(), ca.ra_key_path.clone())), chain)
+            let ra = match (&ca.ndes, settings.bootstrap) {
+                (Some(pair), true) => DefaultRa::NdesPair(pair.clone()),
+                _ => DefaultRa::Single(ca.ra_cert_path.clone(), ca.ra_key_path.clone()),
+            };
+            (ca.issuer.clone(), Some(ra), chain)
         }
         IssuerRef::None => (Arc::new(RefusingIssuer::new(format!("none-{name}"))), None, Vec::new()),
         IssuerRef::Named(id) => match ctx.issuers.get(id) {
@@ -144,12 +148,35 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         },
     };
 
-    let (ra_cert_path, ra_key_path) = match (&settings.ra_files, default_ra) {
-        (Some(files), _) => files.clone(),
-        (None, Some(d)) => d,
+    // The RA arrangement: the profile's own files, else the issuer's default
+    // (the local CA's single RA, or its NDES pair for the bootstrap profile).
+    let (ra, encryption_ras) = match (&settings.ra_files, default_ra) {
+        (Some((cert, key)), _) => (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"))?, Vec::new()),
+        (None, Some(DefaultRa::Single(cert, key))) => {
+            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"))?, Vec::new())
+        }
+        (None, Some(DefaultRa::NdesPair(pair))) if settings.ra_encryption_files.is_none() => {
+            let signing = load_ra(&pair.signing_cert, &pair.signing_key, ctx.now, &k("ra_cert"), &k("ra_key"))?;
+            let encryption = load_ra(
+                &pair.encryption_cert,
+                &pair.encryption_key,
+                ctx.now,
+                &k("ra_encryption_cert"),
+                &k("ra_encryption_key"),
+            )?;
+            (signing, vec![encryption])
+        }
+        (None, Some(DefaultRa::NdesPair(_))) => {
+            return Err(err("ra_cert", "required when ra_encryption_cert is set (the signing RA)".into()));
+        }
         (None, None) => return Err(err("ra_cert", "required unless issuer = \"local\"".into())),
     };
-    let ra = load_ra(&ra_cert_path, &ra_key_path, ctx.now, &k("ra_cert"), &k("ra_key"))?;
+    let encryption_ras = match &settings.ra_encryption_files {
+        Some((cert, key)) => {
+            vec![load_ra(cert, key, ctx.now, &k("ra_encryption_cert"), &k("ra_encryption_key"))?]
+        }
+        None => encryption_ras,
+    };
 
     let ca_chain = match &settings.ca_chain {
         Some(path) => {
@@ -187,7 +214,8 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         renewal: settings.renewal.clone(),
         issuance: IssuancePolicy {
             validity_secs: settings.validity_days * 86_400,
-            ekus: settings.ekus.clone(),
+            ekus: settings.issued_ekus.clone(),
+            trust_requested_sid: settings.trust_requested_sid,
             ..Default::default()
         },
         allowed_ekus: settings.ekus.clone(),
@@ -197,13 +225,23 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         rng: Arc::new(SystemRandom),
         intune: intune.as_ref().map(|i| i.validator.clone()),
     };
-    let engine = Engine::new(config).map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?;
+    let engine = Engine::with_encryption_ras(config, encryption_ras)
+        .map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?
+        .with_reply_signature(settings.reply_signature);
     let discovery = DiscoveryAnswers::new(&engine, ctx.now)?;
-    Ok(Profile { engine, issuer, mtls, intune, discovery })
+    Ok(Profile { engine, issuer, mtls, intune, discovery, url_aliases: settings.url_aliases.clone() })
 }
 
-/// The issuer, its default RA files (cert, key) and its CA chain.
-type IssuerChoice = (Arc<dyn Issuer>, Option<(PathBuf, PathBuf)>, Vec<Vec<u8>>);
+/// The RA files an issuer provides when a profile names none.
+enum DefaultRa {
+    /// One RA certificate that signs CertReps and receives envelopes (cert, key).
+    Single(PathBuf, PathBuf),
+    /// The local CA's NDES pair (signing RA, encryption RA): the bootstrap profile's.
+    NdesPair(scep_issuers::NdesRaFiles),
+}
+
+/// The issuer, its default RA files and its CA chain.
+type IssuerChoice = (Arc<dyn Issuer>, Option<DefaultRa>, Vec<Vec<u8>>);
 
 /// Loads and checks the RA identity (RFC 8894 §2.1): an RSA key matching an
 /// unexpired certificate.
@@ -298,6 +336,68 @@ mod tests {
         let p = section(&dir, "q").build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap();
         assert_eq!(p.engine.config().keys, KeyPolicy::default());
         assert_eq!(p.engine.config().sans, SanPolicy::default());
+    }
+
+    /// The bootstrap profile publishes the local CA's NDES pair; an explicit
+    /// `issuer = "local"` profile keeps the single RA unless it names an
+    /// encryption RA, and then publishes it; the reply form and SID trust
+    /// reach the engine.
+    #[test]
+    fn ra_arrangements_reach_the_engine() {
+        let dir = TestDir::new();
+        let data = dir.path().join("data");
+        let now = UnixTime::now();
+        let mut ctx = BuildContext::new(None, &data, now);
+        let challenge = bootstrap::Challenge { password: "pw".into(), generated: false };
+        let boot = bootstrap::default_profile_section(&challenge).build(0, &mut ctx).unwrap();
+        let read =
+            |name: &str| pem::certificates(&std::fs::read_to_string(data.join(name)).unwrap()).unwrap().remove(0);
+        assert_eq!(boot.engine.config().ra.certificate, read("ra-signing.pem"));
+        let enc: Vec<&[u8]> = boot.engine.encryption_ras().iter().map(|r| r.certificate.as_slice()).collect();
+        assert_eq!(enc, vec![read("ra-encryption.pem").as_slice()]);
+        assert_eq!(
+            boot.engine.config().allowed_ekus,
+            vec![scep_engine::oid::KP_CLIENT_AUTH.to_vec(), scep_engine::oid::KP_SERVER_AUTH.to_vec()]
+        );
+        // Issued unasked: client-auth only.
+        assert_eq!(boot.engine.config().issuance.ekus, vec![scep_engine::oid::KP_CLIENT_AUTH.to_vec()]);
+        assert_eq!(boot.engine.reply_signature(), scep_engine::config::ReplySignaturePolicy::RsaEncryption);
+
+        let local = ProfileSection {
+            name: Some("corp".into()),
+            issuer: Some("local".into()),
+            challenge_password: Some("pw".into()),
+            ..ProfileSection::default()
+        };
+        let single = local.build(1, &mut ctx).unwrap();
+        assert_eq!(single.engine.config().ra.certificate, read("ra.pem"));
+        assert!(single.engine.encryption_ras().is_empty());
+        assert_eq!(single.engine.config().allowed_ekus, vec![scep_engine::oid::KP_CLIENT_AUTH.to_vec()]);
+
+        let pair = ProfileSection {
+            ra_cert: Some(data.join("ra-signing.pem")),
+            ra_key: Some(data.join("ra-signing.key")),
+            ra_encryption_cert: Some(data.join("ra-encryption.pem")),
+            ra_encryption_key: Some(data.join("ra-encryption.key")),
+            reply_signature: Some("mirror".into()),
+            trust_requested_sid: Some(true),
+            ..local.clone()
+        }
+        .build(2, &mut ctx)
+        .unwrap();
+        assert_eq!(pair.engine.encryption_ras().len(), 1);
+        assert_eq!(pair.engine.reply_signature(), scep_engine::config::ReplySignaturePolicy::MirrorRequest);
+        assert!(pair.engine.config().issuance.trust_requested_sid);
+
+        // The encryption RA's key must match its certificate, and the error names the key.
+        let e = ProfileSection {
+            ra_encryption_cert: Some(data.join("ra-encryption.pem")),
+            ra_encryption_key: Some(data.join("ra-signing.key")),
+            ..local
+        }
+        .build(3, &mut ctx)
+        .unwrap_err();
+        assert!(e.0.starts_with("profile[corp].ra_encryption_key") && e.0.contains("does not match"), "{e}");
     }
 
     #[test]
