@@ -21,6 +21,7 @@ use crate::state::Profile;
 use crate::state::discovery::DiscoveryAnswers;
 use crate::tls::client_auth::MtlsPolicy;
 use crate::wiring::bootstrap::{self, LocalCa};
+use crate::wiring::check::DryRun;
 use crate::wiring::files::{read_private_key, read_text};
 use crate::wiring::issuers::IssuerMap;
 use crate::wiring::refuse::RefusingIssuer;
@@ -40,12 +41,30 @@ pub struct BuildContext<'a> {
     /// Intune validators of the configuration being replaced, by profile name
     /// (their replay caches, rate limiters and counters carry over).
     previous_intune: HashMap<String, IntuneValidator>,
+    /// `check-config`: nothing is written to the data directory ([`DryRun`]).
+    dry_run: Option<&'a mut DryRun>,
 }
 
 impl<'a> BuildContext<'a> {
     /// A context for one configuration load.
     pub fn new(base: Option<&'a Path>, data_dir: &'a Path, now: UnixTime) -> Self {
-        Self { base, data_dir, now, local: None, issuers: IssuerMap::new(), previous_intune: HashMap::new() }
+        Self {
+            base,
+            data_dir,
+            now,
+            local: None,
+            issuers: IssuerMap::new(),
+            previous_intune: HashMap::new(),
+            dry_run: None,
+        }
+    }
+
+    /// For `check-config`: the local CA is checked without writing to the
+    /// data directory; what `serve` would create is recorded in `dry_run`.
+    #[must_use]
+    pub fn with_dry_run(mut self, dry_run: &'a mut DryRun) -> Self {
+        self.dry_run = Some(dry_run);
+        self
     }
 
     /// Makes the `[[issuer]]` entries available to profiles by id.
@@ -65,7 +84,10 @@ impl<'a> BuildContext<'a> {
 
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
         if self.local.is_none() {
-            self.local = Some(bootstrap::open_local_ca(self.data_dir, self.now)?);
+            self.local = Some(match self.dry_run.as_deref_mut() {
+                Some(dry_run) => dry_run.open_local_ca(self.data_dir, self.now)?,
+                None => bootstrap::open_local_ca(self.data_dir, self.now)?,
+            });
         }
         self.local.as_ref().ok_or_else(|| ConfigError("local CA unavailable".into()))
     }
