@@ -199,7 +199,7 @@ fn wrong_challenge_fails(s: &mut Server) {
 /// PKCSReq POSTed over h2 whose CertRep verifies and carries the device key.
 fn http2_cleartext_enrolment(s: &mut Server) {
     if std::process::Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: curl is not installed; .ci/run installs it");
+        scep_tests::missing_tool("http2_cleartext_enrolment", "curl", "apt-get install curl");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
