@@ -247,6 +247,12 @@ fn metrics_after_a_known_sequence() {
         "scepd_audit_write_failures_total 0",
         "# TYPE scepd_issuance_duration_seconds histogram",
         "# TYPE scepd_intune_challenges_total counter",
+        concat!("scepd_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1"),
+        // Every configured profile has its issuer series from the start, at zero.
+        r#"scepd_issuer_errors_total{profile="corp"} 0"#,
+        r#"scepd_issuer_errors_total{profile="iot"} 0"#,
+        r#"scepd_issuance_duration_seconds_count{profile="iot"} 0"#,
+        r#"scepd_issuance_duration_seconds_bucket{profile="corp",le="+Inf"} 0"#,
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
