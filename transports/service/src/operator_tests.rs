@@ -301,3 +301,35 @@ fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
     let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
     assert!(text.lines().any(|l| l == "scepd_audit_write_failures_total 1"), "{text}");
 }
+
+/// RFC 9110: HEAD on an admin GET endpoint answers as GET (hyper sends no
+/// body), and a 405 names the allowed methods in `Allow` (§15.5.6).
+#[test]
+fn admin_head_answers_as_get_and_405_carries_allow() {
+    let f = fixture();
+    let answer = |method: &str, uri: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        block_on(f.svc.handle(req))
+    };
+    for uri in ["/api/v1/admin/scep/profiles", "/api/v1/admin/scep/intune/stats", "/api/v1/admin/scep/events"] {
+        let (get, head) = (answer("GET", uri), answer("HEAD", uri));
+        assert_eq!((head.status(), get.status()), (StatusCode::OK, StatusCode::OK), "{uri}");
+        assert_eq!(head.headers()[http::header::CONTENT_TYPE], get.headers()[http::header::CONTENT_TYPE], "{uri}");
+        let r = answer("DELETE", uri);
+        assert_eq!(
+            (r.status(), r.headers()[http::header::ALLOW].to_str().unwrap()),
+            (StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD"),
+            "{uri}"
+        );
+    }
+    let r = answer("GET", "/api/v1/admin/scep/intune/reload-trust");
+    assert_eq!(
+        (r.status(), r.headers()[http::header::ALLOW].to_str().unwrap()),
+        (StatusCode::METHOD_NOT_ALLOWED, "POST")
+    );
+}
