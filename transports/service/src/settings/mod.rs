@@ -200,7 +200,7 @@ pub struct ServerSettings {
     /// accept (`scepd_connections_refused_total{reason="global"}`).
     pub max_connections: usize,
     /// Concurrent connections one client address may hold
-    /// ([`crate::connections::ClientLimits`]).
+    /// (`state::connections::ClientLimits`).
     pub max_connections_per_client: usize,
     /// Concurrent connections one IPv4 /24 or IPv6 /64 may hold; `None`: no network limit.
     pub max_connections_per_network: Option<usize>,
