@@ -1678,24 +1678,89 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// A mutated request never panics and is refused: an HTTP 4xx or a
+        /// CertRep FAILURE, never the issuer nor a SUCCESS, unless the mutation
+        /// left the signed content intact (the signature still verifies over
+        /// the same content, transaction and nonce).
         #[test]
-        fn mutated_messages_never_panic(client in 0usize..6, flips in proptest::collection::vec((0usize..4096, 0u8..=255), 1..6), cut in 0usize..4096) {
-            let mut body = read(&format!("{}-pkcsreq.der", CLIENTS[client]));
+        fn mutated_messages_never_panic_and_are_refused(client in 0usize..6, flips in proptest::collection::vec((0usize..4096, 0u8..=255), 1..6), cut in 0usize..4096) {
+            let original = read(&format!("{}-pkcsreq.der", CLIENTS[client]));
+            let mut body = original.clone();
             for (at, x) in flips {
                 let n = body.len();
                 body[at % n] ^= x;
             }
             body.truncate(body.len().saturating_sub(cut % 64));
+            let intact = signed_content_intact(&original, &body);
             let e = engine();
-            if let Action::Issue(p) = e.handle(post(&body), CAPTURE_TIME) {
-                let _ = p.resume(IssueOutcome::Pending, CAPTURE_TIME);
+            match e.handle(post(&body), CAPTURE_TIME) {
+                Action::Issue(p) => {
+                    proptest::prop_assert!(intact, "a mutated {} request reached the issuer", CLIENTS[client]);
+                    let _ = p.resume(IssueOutcome::Pending, CAPTURE_TIME);
+                }
+                Action::Respond(r) => assert_refused(&r, intact)?,
             }
         }
 
+        /// Random bytes never panic and are refused with an HTTP 4xx (no
+        /// transaction to answer with a CertRep) or a CertRep FAILURE.
         #[test]
-        fn random_bytes_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        fn random_bytes_never_panic_and_are_refused(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             let e = engine();
-            let _ = e.handle(post(&body), CAPTURE_TIME);
+            match e.handle(post(&body), CAPTURE_TIME) {
+                Action::Issue(p) => proptest::prop_assert!(false, "random bytes reached the issuer: {:?}", p.request()),
+                Action::Respond(r) => assert_refused(&r, false)?,
+            }
         }
+    }
+
+    /// The property's two sides can each fail: the unmutated request is
+    /// intact and reaches the issuer; a flipped signature byte is neither.
+    #[test]
+    fn the_refusal_property_tells_intact_from_mutated() {
+        for client in CLIENTS {
+            let original = read(&format!("{client}-pkcsreq.der"));
+            assert!(signed_content_intact(&original, &original), "{client}");
+            assert!(matches!(engine().handle(post(&original), CAPTURE_TIME), Action::Issue(_)), "{client}");
+            // A byte of the signature (the last field of SignerInfo).
+            let mut mutated = original.clone();
+            let n = mutated.len();
+            mutated[n - 5] ^= 0x55;
+            assert!(!signed_content_intact(&original, &mutated), "{client}");
+            assert!(assert_refused(&respond(engine().handle(post(&mutated), CAPTURE_TIME)), false).is_ok(), "{client}");
+        }
+    }
+
+    /// Whether `mutated` still carries `original`'s signed content: it parses,
+    /// its signature verifies, and content, transactionID, senderNonce and
+    /// messageType are the original's.
+    fn signed_content_intact(original: &[u8], mutated: &[u8]) -> bool {
+        let (Ok(o), Ok(m)) = (PkiMessageRef::parse(original), PkiMessageRef::parse(mutated)) else {
+            return false;
+        };
+        m.verify().is_ok()
+            && m.content == o.content
+            && m.transaction_id == o.transaction_id
+            && m.sender_nonce == o.sender_nonce
+            && m.message_type == o.message_type
+    }
+
+    /// An answer to a request that must be refused: HTTP 4xx, or a CertRep
+    /// (200) whose pkiStatus is FAILURE with a failInfo. With `intact`, any
+    /// CertRep status is allowed.
+    fn assert_refused(r: &Response, intact: bool) -> Result<(), proptest::test_runner::TestCaseError> {
+        if r.status == 200 {
+            let rep = PkiMessageRef::parse(&r.body);
+            proptest::prop_assert!(rep.is_ok(), "a 200 answer that is no CertRep");
+            let rep = rep.map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e:?}")))?;
+            proptest::prop_assert_eq!(rep.message_type, MessageType::CERT_REP);
+            if !intact {
+                proptest::prop_assert_eq!(rep.pki_status, Some(PkiStatus::FAILURE), "outcome {:?}", r.outcome.label);
+                proptest::prop_assert!(rep.fail_info.is_some());
+            }
+        } else {
+            proptest::prop_assert!((400..500).contains(&r.status), "status {} ({:?})", r.status, r.outcome.label);
+        }
+        Ok(())
     }
 }

@@ -1029,12 +1029,19 @@ pub(crate) mod tests {
                 let stem = CAPTURES[which].0;
                 let raw = capture(stem);
                 let msg = mutate(&raw, &edits, cut);
-                if let Ok(m) = PkiMessageRef::parse(&msg) {
-                    let _ = m.verify();
+                let good = PkiMessageRef::parse(&raw).unwrap();
+                // A mutated message whose signature still verifies carries the
+                // original signed content: the mutation touched nothing signed.
+                if let Ok(m) = PkiMessageRef::parse(&msg)
+                    && m.verify().is_ok()
+                {
+                    prop_assert_eq!(&m.content[..], &good.content[..]);
+                    prop_assert_eq!(m.transaction_id, good.transaction_id);
+                    prop_assert_eq!(m.sender_nonce, good.sender_nonce);
+                    prop_assert_eq!(m.message_type, good.message_type);
                 }
                 // Mutate the inner layers separately so the parsers past the
                 // outer signature see damaged input too.
-                let good = PkiMessageRef::parse(&raw).unwrap();
                 let env = mutate(&good.content, &edits, cut);
                 if let Ok(opened) = open(&env, &cert, &ra.key, &ALL, &FixedRng) {
                     let _ = CsrRef::parse(&opened.content);
@@ -1042,7 +1049,11 @@ pub(crate) mod tests {
                 let csr_der = crate::envelope::tests::open_capture(stem).content;
                 let csr = mutate(&csr_der, &edits, cut);
                 if let Ok(c) = CsrRef::parse(&csr) {
-                    let _ = c.verify_signature();
+                    // A mutated CSR that still verifies has the original's signed request info.
+                    if c.verify_signature().is_ok() {
+                        let original = CsrRef::parse(&csr_der).unwrap();
+                        prop_assert_eq!(c.info, original.info);
+                    }
                     let _ = c.common_names();
                     let _ = c.subject_alt_names();
                     let _ = c.extended_key_usages();

@@ -854,7 +854,11 @@ mod tests {
             Ok(NetnsRun::Inside) => body(),
             Ok(NetnsRun::RanInChild) => {}
             Err(reason) if reason.contains("failed inside") || reason.contains("did not run") => panic!("{reason}"),
-            Err(reason) => eprintln!("SKIPPED {test_path}: needs a private network namespace: {reason}"),
+            Err(reason) => crate::missing_tool(
+                test_path,
+                &format!("a private network namespace ({reason})"),
+                "run as root with unshare and ip (apt-get install util-linux iproute2)",
+            ),
         }
     }
 

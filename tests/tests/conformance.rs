@@ -200,7 +200,7 @@ fn wrong_challenge_fails(s: &mut Server) {
 /// PKCSReq POSTed over h2 whose CertRep verifies and carries the device key.
 fn http2_cleartext_enrolment(s: &mut Server) {
     if std::process::Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: curl is not installed; .ci/run installs it");
+        scep_tests::missing_tool("http2_cleartext_enrolment", "curl", "apt-get install curl");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -360,6 +360,8 @@ fn explicit_profiles_keep_a_single_ra_and_serve_their_aliases() {
 
 /// 404 for unknown paths and profiles, 405 for other methods, 413 for
 /// oversized bodies (declared or streamed).
+/// 404 for unknown paths and profiles, 405 (with `Allow`) for other methods,
+/// HEAD as GET without a body, 413 for oversized bodies (declared or streamed).
 fn http_errors(s: &mut Server) {
     let get = |target: &str| s.raw(&format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), b"").0;
     assert_eq!(get("/nope"), 404);
@@ -368,6 +370,14 @@ fn http_errors(s: &mut Server) {
     let (status, text) = s.raw("DELETE /scep HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"");
     assert_eq!(status, 405);
     assert!(text.to_ascii_lowercase().contains("allow:"), "405 without Allow: {text}");
+    // RFC 9110 §9.3.2: HEAD on a discovery GET answers as GET, headers only.
+    for target in ["/scep?operation=GetCACaps", "/scep?operation=GetCACert", "/metrics"] {
+        let (status, text) = s.raw(&format!("HEAD {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), b"");
+        assert_eq!(status, 200, "HEAD {target}: {text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(body.is_empty(), "HEAD {target} sent a body: {text}");
+        assert!(head.to_ascii_lowercase().contains("content-length:"), "HEAD {target}: {head}");
+    }
     let (status, _) = s.raw(
         "POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 300000\r\n\r\n",
         b"",

@@ -135,7 +135,8 @@ fn assert_success(rep: &CertRep) {
 #[test]
 fn success_then_replay_then_rate_limited() {
     let es = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
-    let rs = Connector::generate(JwsAlg::Rs256, "Microsoft Intune Certificate Connector 2").unwrap();
+    // One subject for both, as every Connector of an HA pair has.
+    let rs = Connector::generate(JwsAlg::Rs256, "Microsoft Intune Certificate Connector").unwrap();
     let server =
         start(setup(Some(&(es.certificate_pem() + &rs.certificate_pem())), "intune_per_device_rate_limit_24h = 2\n"));
     let url = server.profile_url("corp");
@@ -214,6 +215,16 @@ fn success_then_replay_then_rate_limited() {
         "scepd_intune_rate_limit_devices_capacity{profile=\"corp\"} 100000".to_string(),
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
+    // Two Connectors with one subject are two expiry series, told apart by fingerprint.
+    for connector in [&es, &rs] {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, connector.certificate_der());
+        let hex: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let series = format!(
+            "scepd_intune_trust_anchor_expiry_seconds{{profile=\"corp\",\
+             subject=\"CN=Microsoft Intune Certificate Connector\",fingerprint=\"{hex}\"}} "
+        );
+        assert!(metrics.lines().any(|l| l.starts_with(&series)), "missing {series:?} in\n{metrics}");
     }
     // And the durable audit trail holds every decision under the spec's action.
     let audit = admin_get(&url, "/api/v1/admin/scep/events?profile=corp&action=scep_pkcsreq_intune&limit=50");

@@ -18,7 +18,8 @@
 //! | [`settings`] | what the operator wrote: TOML, `CERTCTL_*`, start options | nothing |
 //!
 //! Startup: [`ServiceState::load`] with [`StartOptions`]; print
-//! [`Started::generated_challenge`] once if set; serve
+//! [`Started::banner`] (it shows a generated challenge password or admin API
+//! key once); once bound, print [`banner::listening`]; serve
 //! `ScepService::new(state, Some(timer))`; on SIGHUP call
 //! [`ServiceState::reload_on_hangup`]. The admin plane reads Intune counters
 //! and anchors with [`ServiceState::intune_stats`] and reloads anchors with
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod banner;
 pub mod http;
 pub mod intune;
 pub mod operator;
@@ -49,4 +51,4 @@ pub use settings::start::StartOptions;
 pub use settings::{ServerSettings, TlsSettings};
 pub use state::{Profile, Profiles, ServiceState, Started};
 pub use tls::{ConnectionInfo, ReloadableTls};
-pub use wiring::check_config;
+pub use wiring::{CheckReport, check_config};

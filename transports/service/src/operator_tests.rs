@@ -267,6 +267,12 @@ fn metrics_after_a_known_sequence() {
         "scepd_audit_write_failures_total 0",
         "# TYPE scepd_issuance_duration_seconds histogram",
         "# TYPE scepd_intune_challenges_total counter",
+        concat!("scepd_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1"),
+        // Every configured profile has its issuer series from the start, at zero.
+        r#"scepd_issuer_errors_total{profile="corp"} 0"#,
+        r#"scepd_issuer_errors_total{profile="iot"} 0"#,
+        r#"scepd_issuance_duration_seconds_count{profile="iot"} 0"#,
+        r#"scepd_issuance_duration_seconds_bucket{profile="corp",le="+Inf"} 0"#,
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
@@ -365,4 +371,36 @@ fn a_certificate_recorded_without_its_audit_event_is_reconciled_at_the_next_star
     // Explained once: the next start adds nothing.
     let state = ServiceState::load(options).unwrap().state;
     assert_eq!(events(&state).iter().filter(|e| e.outcome == "issued_not_delivered").count(), 1);
+}
+
+/// RFC 9110: HEAD on an admin GET endpoint answers as GET (hyper sends no
+/// body), and a 405 names the allowed methods in `Allow` (§15.5.6).
+#[test]
+fn admin_head_answers_as_get_and_405_carries_allow() {
+    let f = fixture();
+    let answer = |method: &str, uri: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        block_on(f.svc.handle(req))
+    };
+    for uri in ["/api/v1/admin/scep/profiles", "/api/v1/admin/scep/intune/stats", "/api/v1/admin/scep/events"] {
+        let (get, head) = (answer("GET", uri), answer("HEAD", uri));
+        assert_eq!((head.status(), get.status()), (StatusCode::OK, StatusCode::OK), "{uri}");
+        assert_eq!(head.headers()[http::header::CONTENT_TYPE], get.headers()[http::header::CONTENT_TYPE], "{uri}");
+        let r = answer("DELETE", uri);
+        assert_eq!(
+            (r.status(), r.headers()[http::header::ALLOW].to_str().unwrap()),
+            (StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD"),
+            "{uri}"
+        );
+    }
+    let r = answer("GET", "/api/v1/admin/scep/intune/reload-trust");
+    assert_eq!(
+        (r.status(), r.headers()[http::header::ALLOW].to_str().unwrap()),
+        (StatusCode::METHOD_NOT_ALLOWED, "POST")
+    );
 }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// scepd: a SCEP (RFC 8894) server.
 #[derive(Debug, Parser)]
-#[command(name = "scepd", version, about)]
+#[command(name = "scepd", version, about, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, env = "SCEPD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -17,6 +17,19 @@ pub(crate) struct Cli {
 }
 
 /// Log output format.
+/// What a newcomer needs before the first run (shown after `--help`).
+const AFTER_HELP: &str = "\
+Quick start: `scepd serve` with no configuration creates ./scepd-data/ (mode 0700; --data-dir or
+SCEPD_DATA_DIR to move it) holding a local CA, the RA certificates, a challenge password
+(challenge-password), an admin API key (admin-api-key, unless CERTCTL_API_KEYS_NAMED sets keys), the
+issued-certificate database and the audit log. The start-up lines on stdout say which challenge
+password and admin key are in force and where they are kept (a generated secret is printed only on
+the run that created it), then `scepd listening on URL`, the web GUI's URL (URL/ui/scep) and how to
+stop. Stop with Ctrl-C or SIGTERM (in-flight requests finish); SIGHUP reloads the configuration.
+`scepd check-config --config FILE` validates without writing and lists what the first serve creates.
+Documentation: README.md and docs/ (configuration.md, gui.md, admin-api.md, troubleshooting.md)
+in the source tree.";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
     /// Human-readable lines.
@@ -29,7 +42,8 @@ pub(crate) enum LogFormat {
 pub(crate) enum Command {
     /// Serve SCEP. Without --config: bootstrap a local CA and a `default` profile in the data dir.
     Serve(ServeArgs),
-    /// Validate the configuration (file and CERTCTL_* environment: every profile, key and file) and exit.
+    /// Validate the configuration (file and CERTCTL_* environment: every profile, key and file) without
+    /// writing anything, list what the first `serve` would create, and exit (0 valid, 1 invalid).
     CheckConfig(CheckArgs),
 }
 

@@ -1,9 +1,12 @@
-//! scepd: `scepd serve` (tokio by default, `--transport smol`) and `scepd check-config`.
+//! scepd: `scepd serve` (tokio by default, `--transport smol`) and `scepd check-config`
+//! (writes nothing; exit status 0 when the configuration is valid, 1 otherwise).
 //!
 //! Logs go to stderr (`RUST_LOG` filter, `--log-format text|json`); stdout
 //! carries only the lines an operator or a script reads:
-//! `scepd listening on http://ADDR` (or `https://`) once the socket is bound,
-//! and, on the first bootstrap run only, the generated challenge password.
+//! without a configuration file, which challenge password and admin API key
+//! are in force and where they are kept (the secret itself only on the run
+//! that generated it); then `scepd listening on http://ADDR` (or `https://`)
+//! once the socket is bound, the web GUI's URL and how to stop.
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -27,8 +30,16 @@ fn main() -> ExitCode {
             let origin = args.config.as_ref().map_or_else(|| "environment".to_string(), |p| p.display().to_string());
             let options = StartOptions { config: args.config, ..StartOptions::default() };
             match scep_service::check_config(&options) {
-                Ok(names) => {
-                    println!("{origin}: OK (profiles: {})", names.join(", "));
+                Ok(report) => {
+                    println!("{origin}: OK (profiles: {})", report.profiles.join(", "));
+                    if report.would_create.is_empty() {
+                        println!("nothing written; serve would create nothing new");
+                    } else {
+                        println!("nothing written; the first serve would create:");
+                        for entry in &report.would_create {
+                            println!("  {entry}");
+                        }
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -69,12 +80,14 @@ enum Runtime {
 
 fn serve(options: StartOptions, runtime: Runtime) -> Result<(), String> {
     let started = ServiceState::load(options).map_err(|e| e.to_string())?;
-    if let Some(pw) = &started.generated_challenge {
-        let file = started.state.settings().data_dir.join(scep_service::wiring::bootstrap::CHALLENGE_FILE);
-        // Shown once, on the run that created it; later runs read it from the file.
-        println!("scepd challenge password (profile default, saved in {}): {pw}", file.display());
+    // Which secrets are in force and where they are kept; a generated one is
+    // shown here once, on the run that created it, and never logged.
+    let mut stdout = std::io::stdout().lock();
+    for line in &started.banner {
+        let _ = writeln!(stdout, "{line}");
     }
-    let _ = std::io::stdout().flush();
+    let _ = stdout.flush();
+    drop(stdout);
     if let Runtime::Smol(threads) = runtime {
         return scep_smol::run(started.state, threads);
     }

@@ -24,8 +24,10 @@
 //! [`ScepService::answer_discovery_now`]), without a request future.
 //!
 //! The `/pkiclient.exe` suffix is what Windows/NDES-style clients append to the
-//! configured URL. A trailing `/` is tolerated. SCEP routes accept GET and POST
-//! (405 otherwise); POST bodies are accepted with any content type
+//! configured URL. A trailing `/` is tolerated. SCEP routes accept GET and POST,
+//! and HEAD for every operation but PKIOperation (RFC 9110 §9.3.2: answered as
+//! GET, hyper sends no body); otherwise 405 with `Allow` (RFC 9110 §15.5.6, also
+//! on `/healthz` and `/metrics`: `GET, HEAD`). POST bodies are accepted with any content type
 //! (RFC 8894 §4.1: `application/x-pki-message`; clients also send
 //! `application/octet-stream` or none) and limited to the configured size (413).
 
@@ -345,12 +347,18 @@ impl ScepService {
         } else {
             request_log!(debug);
         }
-        to_http(response)
+        let mut out = to_http(response);
+        if out.status() == StatusCode::METHOD_NOT_ALLOWED && matches!(route(uri.path()), Route::Health) {
+            out.headers_mut().insert(ALLOW, HeaderValue::from_static(ALLOW_READ));
+        }
+        out
     }
 
     fn metrics(&self, method: &HttpMethod) -> http::Response<Full<Bytes>> {
         if method != HttpMethod::GET && method != HttpMethod::HEAD {
-            return to_http(plain(405, "method_not_allowed", "method not allowed: use GET\n").0);
+            let mut r = to_http(plain(405, "method_not_allowed", "method not allowed: use GET\n").0);
+            r.headers_mut().insert(ALLOW, HeaderValue::from_static(ALLOW_READ));
+            return r;
         }
         let text = crate::operator::metrics::render(&self.state, UnixTime::now());
         let mut r = to_http(Response {
@@ -450,7 +458,16 @@ impl ScepService {
         let method = match parts.method {
             HttpMethod::GET => Method::Get,
             HttpMethod::POST => Method::Post,
-            _ => return scep(plain(405, "method_not_allowed", "method not allowed: use GET or POST\n")),
+            // RFC 9110 §9.3.2: HEAD answers as GET, without the body (hyper sends
+            // none). Not for PKIOperation: a GET PKIOperation is not safe (it enrols).
+            HttpMethod::HEAD if early_op.is_some_and(|op| op != Operation::PkiOperation) => Method::Get,
+            _ => {
+                return scep(plain(
+                    405,
+                    "method_not_allowed",
+                    "method not allowed: use GET or POST (HEAD for GetCACaps/GetCACert)\n",
+                ));
+            }
         };
         let Some(profile) = profiles.get(profile_name) else {
             return scep(plain(404, "unknown_profile", "not found: no such SCEP profile\n"));
@@ -623,10 +640,14 @@ fn http_response(status: u16, content_type: &'static str, body: Bytes) -> http::
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if status == 405 {
-        h.insert(ALLOW, HeaderValue::from_static("GET, POST"));
+        // RFC 9110 §15.5.6; the SCEP routes' methods (`/healthz` and `/metrics` narrow it).
+        h.insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
     }
     out
 }
+
+/// `Allow` of the read-only routes (`/healthz`, `/metrics`).
+const ALLOW_READ: &str = "GET, HEAD";
 
 /// `value` as a header without copying it; never panics (a value that is not
 /// visible ASCII, which no engine constant is, becomes `application/octet-stream`).
@@ -810,15 +831,39 @@ mod tests {
     #[test]
     fn methods() {
         let f = fixture(1024);
-        for m in ["PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] {
+        for m in ["PUT", "DELETE", "OPTIONS", "PATCH"] {
             let r = call(&f.svc, m, "/scep?operation=GetCACaps", b"");
             assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{m}");
-            assert_eq!(r.headers()[ALLOW], "GET, POST");
+            assert_eq!(r.headers()[ALLOW], "GET, HEAD, POST");
         }
+        // HEAD answers a discovery GET as GET would (hyper drops the body on the wire).
+        for op in ["GetCACaps", "GetCACert"] {
+            let get = call(&f.svc, "GET", &format!("/scep?operation={op}"), b"");
+            let head = call(&f.svc, "HEAD", &format!("/scep?operation={op}"), b"");
+            assert_eq!(
+                (head.status(), head.headers()[CONTENT_LENGTH].clone()),
+                (StatusCode::OK, get.headers()[CONTENT_LENGTH].clone()),
+                "{op}"
+            );
+            assert_eq!(head.headers()[CONTENT_TYPE], get.headers()[CONTENT_TYPE], "{op}");
+        }
+        // Not for PKIOperation, which is not safe.
+        let r = call(&f.svc, "HEAD", "/scep?operation=PKIOperation&message=AAAA", b"");
+        assert_eq!(
+            (r.status(), &r.headers()[ALLOW]),
+            (StatusCode::METHOD_NOT_ALLOWED, &HeaderValue::from_static("GET, HEAD, POST"))
+        );
         assert_eq!(call(&f.svc, "GET", "/healthz", b"").status(), StatusCode::OK);
         assert_eq!(body_text(call(&f.svc, "GET", "/healthz", b"")), "ok\n");
         assert_eq!(call(&f.svc, "HEAD", "/healthz", b"").status(), StatusCode::OK);
-        assert_eq!(call(&f.svc, "POST", "/healthz", b"").status(), StatusCode::METHOD_NOT_ALLOWED);
+        for path in ["/healthz", "/metrics"] {
+            let r = call(&f.svc, "POST", path, b"");
+            assert_eq!(
+                (r.status(), &r.headers()[ALLOW]),
+                (StatusCode::METHOD_NOT_ALLOWED, &HeaderValue::from_static("GET, HEAD")),
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -227,6 +227,9 @@ pub fn validators<'a>(
 pub struct AnchorInfo {
     /// Certificate subject (`CN=Microsoft Intune Certificate Connector`).
     pub subject: String,
+    /// SHA-256 of the certificate (DER), lowercase hex: tells apart Connectors
+    /// that share a subject (every Connector of an HA pair does).
+    pub fingerprint: String,
     /// notBefore.
     pub not_before: UnixTime,
     /// notAfter (the expiry countdown).
@@ -290,6 +293,11 @@ fn stats_of(name: &str, p: &IntuneProfile, now: UnixTime) -> ProfileIntuneStats 
             .iter()
             .map(|a| AnchorInfo {
                 subject: a.subject().to_string(),
+                fingerprint: scep_engine::crypto::DigestAlg::Sha256
+                    .digest(a.der())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
                 not_before: a.not_before(),
                 not_after: a.not_after(),
                 key: match a.key_kind() {

@@ -137,7 +137,9 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         return error(StatusCode::FORBIDDEN, "forbidden", "this endpoint requires an admin API key");
     }
     tracing::info!(target: "scepd::admin", key = name, method = %req.method, path = req.path, "admin API");
-    match (req.method, req.path) {
+    // RFC 9110 §9.3.2: HEAD answers as GET; hyper sends no body.
+    let method = if req.method == Method::HEAD { &Method::GET } else { req.method };
+    let mut answer = match (method, req.path) {
         (&Method::GET, PROFILES) => ok(profiles_json(state, UnixTime::now())),
         (&Method::GET, INTUNE_STATS) => ok(intune_json(state, UnixTime::now())),
         (&Method::POST, RELOAD_TRUST) => reload_trust(state, req.body, name),
@@ -148,7 +150,13 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+    };
+    if answer.status() == StatusCode::METHOD_NOT_ALLOWED {
+        // RFC 9110 §15.5.6.
+        let allow = if req.path == RELOAD_TRUST { "POST" } else { "GET, HEAD" };
+        answer.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
     }
+    answer
 }
 
 const PROFILES: &str = "/api/v1/admin/scep/profiles";

@@ -18,14 +18,18 @@
 //! | `scepd_ra_cert_expiry_seconds` | gauge | `profile` (negative once expired) |
 //! | `scepd_ca_cert_expiry_seconds` | gauge | `profile` |
 //! | `scepd_mtls_bundle_expiry_seconds` | gauge | `profile` (earliest CA of the bundle) |
-//! | `scepd_intune_trust_anchor_expiry_seconds` | gauge | `profile`, `subject` |
+//! | `scepd_intune_trust_anchor_expiry_seconds` | gauge | `profile`, `subject`, `fingerprint` (SHA-256 of the certificate, first 16 hex digits: two Connectors with one subject are two series) |
+//! | `scepd_build_info` | gauge | `version` (always 1) |
 //! | `scepd_intune_replay_cache_entries` | gauge | `profile` (live nonces) |
 //! | `scepd_intune_replay_cache_capacity` | gauge | `profile` (`intune_replay_capacity`) |
 //! | `scepd_intune_rate_limit_devices_tracked` | gauge | `profile` (devices with an enrolment in 24 h) |
 //! | `scepd_intune_rate_limit_devices_capacity` | gauge | `profile` (`intune_rate_limit_devices`; 0 when off) |
 //!
 //! `profile` is empty for requests naming no existing profile (so a scanner
-//! cannot grow the label set).
+//! cannot grow the label set). `scepd_issuer_errors_total` and
+//! `scepd_issuance_duration_seconds` have a series for every configured
+//! profile from the start (zero until something happens), so an alert on
+//! them needs no `absent()`.
 
 use std::fmt::Write as _;
 
@@ -47,7 +51,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The exposition text: the counters plus gauges read from `state` at `now`.
 pub fn render(state: &ServiceState, now: UnixTime) -> String {
     let mut out = String::with_capacity(4096);
-    state.metrics().render_counters(&mut out);
+    header(&mut out, "scepd_build_info", "gauge", "The running scepd's version (always 1).");
+    let _ = writeln!(out, "scepd_build_info{{version=\"{}\"}} 1", esc(env!("CARGO_PKG_VERSION")));
+    let profiles = state.profiles();
+    state.metrics().render_counters(&mut out, &profiles.names());
+    drop(profiles);
     header(
         &mut out,
         "scepd_audit_tally_write_failures_total",
@@ -118,9 +126,10 @@ pub fn render(state: &ServiceState, now: UnixTime) -> String {
         for a in &s.anchors {
             let _ = writeln!(
                 out,
-                "scepd_intune_trust_anchor_expiry_seconds{{profile=\"{}\",subject=\"{}\"}} {}",
+                "scepd_intune_trust_anchor_expiry_seconds{{profile=\"{}\",subject=\"{}\",fingerprint=\"{}\"}} {}",
                 esc(&s.profile),
                 esc(&a.subject),
+                a.fingerprint.get(..16).unwrap_or(&a.fingerprint),
                 a.not_after.secs() - now.secs()
             );
         }

@@ -137,9 +137,15 @@ impl Metrics {
 
     /// Appends the counters and histograms in the exposition format
     /// (`crate::operator::metrics` adds the gauges read from the state).
-    pub fn render_counters(&self, out: &mut String) {
+    /// Every name in `profiles` gets its per-profile issuer series (zero until
+    /// counted), so alerts need no `absent()`.
+    pub fn render_counters(&self, out: &mut String, profiles: &[&str]) {
         {
-            let m = self.lock();
+            let mut m = self.lock();
+            for p in profiles {
+                series(&mut m.issuer_errors, p);
+                series(&mut m.issuance, p);
+            }
             header(
                 out,
                 "scepd_requests_total",

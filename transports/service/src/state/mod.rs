@@ -43,6 +43,11 @@ pub struct Started {
     /// A challenge password generated (and persisted) by this run: print it
     /// once. `None` on every later run.
     pub generated_challenge: Option<String>,
+    /// Lines for stdout before serving (bootstrap mode): which challenge
+    /// password and admin API key are in force and where they are kept; a
+    /// secret appears only on the run that generated it. Empty with a
+    /// configuration file.
+    pub banner: Vec<String>,
 }
 
 /// Everything a transport needs to serve: settings (fixed until restart) and

@@ -371,6 +371,14 @@ impl AuditLog {
         let conn =
             Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| fail(&e))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
+        // A write-ahead log left by a running or killed `serve` stays as it is:
+        // closing this connection must not checkpoint it into the database.
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        if Path::new(&wal).exists() {
+            conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                .map_err(|e| fail(&e))?;
+        }
         // An empty database (e.g. a file pre-created for its owner) is one `serve` initialises.
         let (tables, ours): (i64, i64) = conn
             .query_row(

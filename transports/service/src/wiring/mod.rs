@@ -14,6 +14,7 @@
 //! from the start-up constants transports read ([`bootstrap::CHALLENGE_FILE`]).
 
 pub mod bootstrap;
+pub mod check;
 pub mod files;
 pub mod issuers;
 pub mod profile;
@@ -38,7 +39,8 @@ use crate::state::{Profiles, ServiceState, Started};
 use crate::store::audit::{AuditEvent, AuditLog};
 use crate::store::challenges::{ExpiredChallenge, SqliteChallenges};
 use crate::tls::ReloadableTls;
-use bootstrap::Challenge;
+use bootstrap::{AdminKey, Challenge};
+use check::DryRun;
 use profile::BuildContext;
 
 impl ServiceState {
@@ -47,22 +49,36 @@ impl ServiceState {
     /// # Errors
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
-        let Loaded { settings, profiles, challenge, api_keys, local_ca } =
-            load_all(&options, UnixTime::now(), HashMap::new())?;
+        let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca } =
+            load_all(&options, UnixTime::now(), HashMap::new(), None)?;
         let audit_file = settings.audit.file(&settings.data_dir);
         let audit =
             AuditLog::open(&audit_file, settings.audit.retention_days)?.with_discovery(settings.audit.discovery);
         if let Some(ca) = &local_ca {
             crate::store::audit::record_undelivered(&audit_file, ca, UnixTime::now(), settings.audit.retention_days)?;
         }
-        // Persist a generated challenge only once everything else has loaded.
+        // Persist generated secrets (and retire stale ones) only once everything
+        // else has loaded, so a failed start never hides a secret never shown.
+        let mut banner = Vec::new();
+        let bootstrap_mode = challenge.is_some();
         let generated_challenge = match challenge {
-            Some(c) if c.generated => {
-                c.persist(&settings.data_dir)?;
-                Some(c.password)
+            Some(c) => {
+                let removed = c.persist(&settings.data_dir)?;
+                banner.push(bootstrap::challenge_banner(&c, &settings.data_dir, removed));
+                c.generated().then_some(c.password)
             }
-            _ => None,
+            None => None,
         };
+        if bootstrap_mode {
+            let removed = match &admin_key {
+                Some(k) => {
+                    k.persist(&settings.data_dir)?;
+                    false
+                }
+                None => AdminKey::retire(&settings.data_dir)?,
+            };
+            banner.push(bootstrap::admin_key_banner(admin_key.as_ref(), api_keys.len(), &settings.data_dir, removed));
+        }
         // The store reports challenges that expired unused to the state built
         // below (audit and metrics); the ones found at start are reported once it exists.
         let owner: Arc<OnceLock<Weak<Self>>> = Arc::new(OnceLock::new());
@@ -89,7 +105,7 @@ impl ServiceState {
         for expired in std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner)) {
             state.challenge_expired(&expired);
         }
-        Ok(Started { state, generated_challenge })
+        Ok(Started { state, generated_challenge, banner })
     }
 
     /// Audits and counts a one-time challenge that expired unused.
@@ -125,9 +141,16 @@ impl ServiceState {
             .as_ref()
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
         let previous = self.profiles.load().intune_validators();
-        let Loaded { settings, profiles, challenge, api_keys, .. } = load_all(options, UnixTime::now(), previous)?;
-        if challenge.is_some_and(|c| c.generated) {
+        let Loaded { settings, profiles, challenge, admin_key, api_keys, .. } =
+            load_all(options, UnixTime::now(), previous, None)?;
+        if challenge.is_some_and(|c| c.generated()) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
+        }
+        if admin_key.is_some_and(|k| k.generated) {
+            return Err(ConfigError(format!(
+                "{} disappeared from the data directory; restart scepd to create a new admin API key",
+                bootstrap::ADMIN_KEY_FILE
+            )));
         }
         if settings != self.settings {
             tracing::warn!("server settings changed; they take effect after a restart");
@@ -161,18 +184,23 @@ impl ServiceState {
 struct Loaded {
     settings: ServerSettings,
     profiles: Profiles,
+    /// `Some` in bootstrap mode (no configuration file).
     challenge: Option<Challenge>,
+    /// The bootstrap admin API key: `Some` in bootstrap mode when the operator
+    /// configured no API key.
+    admin_key: Option<AdminKey>,
     api_keys: ApiKeys,
     /// The local CA, when a profile issues through it.
     local_ca: Option<Arc<scep_issuers::LocalCa>>,
 }
 
 /// `previous`: Intune validators of the configuration being replaced (see
-/// [`crate::intune::build`]).
+/// [`crate::intune::build`]); `dry_run`: `check-config` (nothing written).
 fn load_all(
     options: &StartOptions,
     now: UnixTime,
     previous: HashMap<String, IntuneValidator>,
+    dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let vars = match &options.env {
         Some(v) => v.clone(),
@@ -195,7 +223,7 @@ fn load_all(
     if options.challenge_password.is_some() {
         tracing::warn!("--challenge-password is ignored with a configuration: profiles set challenge_password");
     }
-    build_file(options, now, &file, base, previous).map_err(|e| applied.annotate(e))
+    build_file(options, now, &file, base, previous, dry_run).map_err(|e| applied.annotate(e))
 }
 
 fn build_file(
@@ -204,6 +232,7 @@ fn build_file(
     file: &ConfigFile,
     base: Option<&Path>,
     previous: HashMap<String, IntuneValidator>,
+    dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = file.server.validate(base)?;
     settings.audit = file.audit.validate(base)?;
@@ -222,6 +251,9 @@ fn build_file(
         .with_issuers(issuers)
         .with_previous_intune(previous)
         .with_replay_cache(replay);
+    if let Some(dry_run) = dry_run {
+        ctx = ctx.with_dry_run(dry_run);
+    }
     let mut built = Vec::with_capacity(validated.len());
     for profile in &validated {
         built.push(profile::build(profile, &mut ctx)?);
@@ -231,22 +263,33 @@ fn build_file(
         None => first_name(&file.profiles)?,
     };
     let local_ca = ctx.opened_local_ca();
-    Ok(Loaded { settings, profiles: Profiles::new(built, default)?, challenge: None, api_keys, local_ca })
+    Ok(Loaded {
+        settings,
+        profiles: Profiles::new(built, default)?,
+        challenge: None,
+        admin_key: None,
+        api_keys,
+        local_ca,
+    })
 }
 
-/// No configuration at all: the bootstrap `default` profile (API keys may
-/// still come from `CERTCTL_API_KEYS_NAMED`).
+/// No configuration at all: the bootstrap `default` profile. API keys come
+/// from `CERTCTL_API_KEYS_NAMED`; without any, the bootstrap admin key
+/// ([`AdminKey`]).
 fn bootstrap_load(options: &StartOptions, now: UnixTime, file: ConfigFile) -> Result<Loaded, ConfigError> {
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
-    let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
+    let mut configured = settings::api_keys::validate(&file.api_keys)?;
+    let admin_key = if configured.is_empty() { Some(AdminKey::choose(&settings.data_dir)?) } else { None };
+    configured.extend(admin_key.iter().map(AdminKey::setting));
+    let api_keys = ApiKeys::from_settings(&configured);
     let challenge = Challenge::choose(&settings.data_dir, options.challenge_password.as_deref())?;
     let section = bootstrap::default_profile_section(&challenge);
     let mut ctx = BuildContext::new(None, &settings.data_dir, now);
     let profile = section.build(0, &mut ctx)?;
     let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
     let local_ca = ctx.opened_local_ca();
-    Ok(Loaded { settings, profiles, challenge: Some(challenge), api_keys, local_ca })
+    Ok(Loaded { settings, profiles, challenge: Some(challenge), admin_key, api_keys, local_ca })
 }
 
 fn first_name(sections: &[ProfileSection]) -> Result<String, ConfigError> {
@@ -263,27 +306,49 @@ fn apply_overrides(settings: &mut ServerSettings, options: &StartOptions) {
     }
 }
 
+/// What `scepd check-config` found: the profiles, and what the first
+/// `serve` would create (nothing was written).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The profile names, in configuration order.
+    pub profiles: Vec<String>,
+    /// Paths (with what each is) the first `serve` would create.
+    pub would_create: Vec<String>,
+}
+
 /// Validates a configuration (the file, if any, and the `CERTCTL_*`
 /// environment) completely, every profile built and every key and file
 /// checked, the `[server.tls]` certificate and key and the audit database
-/// ([`AuditLog::check`]: nothing is created) included, without serving it:
-/// `scepd check-config`. Without a file and without `CERTCTL_SCEP_PROFILES`
-/// there is nothing to check (an error).
+/// ([`AuditLog::check`]) included, without serving it and without writing to
+/// the data directory: `scepd check-config`. The local CA is checked as
+/// [`check::DryRun`] describes; what `serve` would create is reported.
+/// Without a file and without `CERTCTL_SCEP_PROFILES` there is nothing to
+/// check (an error).
 ///
 /// # Errors
 /// The first problem, named.
-pub fn check_config(options: &StartOptions) -> Result<Vec<String>, ConfigError> {
+pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> {
     let vars = options.env.clone().unwrap_or_else(env::from_process);
     if options.config.is_none() && !vars.iter().any(|(k, _)| k == "CERTCTL_SCEP_PROFILES") {
         return Err(ConfigError("nothing to check: give --config FILE or set CERTCTL_SCEP_PROFILES".into()));
     }
     let options = StartOptions { env: Some(vars), ..options.clone() };
-    let loaded = load_all(&options, UnixTime::now(), HashMap::new())?;
+    let mut dry_run = DryRun::default();
+    let loaded = load_all(&options, UnixTime::now(), HashMap::new(), Some(&mut dry_run))?;
     if let Some(tls) = &loaded.settings.tls {
         tls::server_config(tls, &loaded.profiles)?;
     }
-    AuditLog::check(&loaded.settings.audit.file(&loaded.settings.data_dir))?;
-    Ok(loaded.profiles.names().into_iter().map(str::to_string).collect())
+    let data_dir = &loaded.settings.data_dir;
+    let audit_file = loaded.settings.audit.file(data_dir);
+    AuditLog::check(&audit_file)?;
+    dry_run.note_missing(data_dir, "data directory, mode 0700");
+    if let Some(parent) = audit_file.parent() {
+        dry_run.note_missing(parent, "audit log directory");
+    }
+    dry_run.note_missing(&audit_file, "audit log database");
+    let profiles = loaded.profiles.names().into_iter().map(str::to_string).collect();
+    drop(loaded);
+    Ok(CheckReport { profiles, would_create: std::mem::take(&mut dry_run.would_create) })
 }
 
 #[cfg(test)]
@@ -409,7 +474,7 @@ mod tests {
     fn check_config_lists_profiles() {
         let dir = TestDir::new();
         let opts = options(&dir, &dir.profile_toml("corp"));
-        assert_eq!(check_config(&opts).unwrap(), vec!["corp"]);
+        assert_eq!(check_config(&opts).unwrap().profiles, vec!["corp"]);
     }
 
     /// check-config opens an existing audit database as `serve` would, and
@@ -447,7 +512,7 @@ mod tests {
         std::fs::copy(dir.path().join("ra.key"), dir.path().join("tls.key")).unwrap();
         let tls =
             |cert: &str| format!("[server.tls]\ncert = \"{cert}\"\nkey = \"tls.key\"\n{}", dir.profile_toml("corp"));
-        assert_eq!(check_config(&options(&dir, &tls("ra.pem"))).unwrap(), vec!["corp"]);
+        assert_eq!(check_config(&options(&dir, &tls("ra.pem"))).unwrap().profiles, vec!["corp"]);
         let err = check_config(&options(&dir, &tls("missing.pem"))).unwrap_err();
         assert!(err.0.starts_with("server.tls.cert"), "{err}");
         #[cfg(unix)]

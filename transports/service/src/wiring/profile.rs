@@ -21,6 +21,7 @@ use crate::state::Profile;
 use crate::state::discovery::DiscoveryAnswers;
 use crate::tls::client_auth::MtlsPolicy;
 use crate::wiring::bootstrap::{self, LocalCa};
+use crate::wiring::check::DryRun;
 use crate::wiring::files::{read_private_key, read_text};
 use crate::wiring::issuers::IssuerMap;
 use crate::wiring::refuse::RefusingIssuer;
@@ -42,6 +43,8 @@ pub struct BuildContext<'a> {
     previous_intune: HashMap<String, IntuneValidator>,
     /// The replay cache every Intune profile shares ([`intune::shared_replay_cache`]).
     replay: Option<Arc<ReplayCache>>,
+    /// `check-config`: nothing is written to the data directory ([`DryRun`]).
+    dry_run: Option<&'a mut DryRun>,
 }
 
 impl<'a> BuildContext<'a> {
@@ -55,7 +58,16 @@ impl<'a> BuildContext<'a> {
             issuers: IssuerMap::new(),
             previous_intune: HashMap::new(),
             replay: None,
+            dry_run: None,
         }
+    }
+
+    /// For `check-config`: the local CA is checked without writing to the
+    /// data directory; what `serve` would create is recorded in `dry_run`.
+    #[must_use]
+    pub fn with_dry_run(mut self, dry_run: &'a mut DryRun) -> Self {
+        self.dry_run = Some(dry_run);
+        self
     }
 
     /// Makes the `[[issuer]]` entries available to profiles by id.
@@ -89,7 +101,10 @@ impl<'a> BuildContext<'a> {
 
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
         if self.local.is_none() {
-            self.local = Some(bootstrap::open_local_ca(self.data_dir, self.now)?);
+            self.local = Some(match self.dry_run.as_deref_mut() {
+                Some(dry_run) => dry_run.open_local_ca(self.data_dir, self.now)?,
+                None => bootstrap::open_local_ca(self.data_dir, self.now)?,
+            });
         }
         self.local.as_ref().ok_or_else(|| ConfigError("local CA unavailable".into()))
     }
@@ -348,7 +363,7 @@ mod tests {
         let data = dir.path().join("data");
         let now = UnixTime::now();
         let mut ctx = BuildContext::new(None, &data, now);
-        let challenge = bootstrap::Challenge { password: "pw".into(), generated: false };
+        let challenge = bootstrap::Challenge { password: "pw".into(), source: bootstrap::ChallengeSource::Explicit };
         let boot = bootstrap::default_profile_section(&challenge).build(0, &mut ctx).unwrap();
         let read =
             |name: &str| pem::certificates(&std::fs::read_to_string(data.join(name)).unwrap()).unwrap().remove(0);

@@ -15,6 +15,10 @@ pub(crate) const WAIT: Duration = Duration::from_secs(30);
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) port: u16,
+    /// The stdout lines printed up to `scepd listening on ...` and the web
+    /// GUI's line after it (the start-up banner).
+    #[allow(dead_code, reason = "read by first_run.rs; every test binary compiles this module")]
+    pub(crate) banner: Vec<String>,
 }
 
 impl Server {
@@ -42,11 +46,18 @@ impl Server {
             }
         });
         let deadline = Instant::now() + WAIT;
+        let mut banner = Vec::new();
         let port = loop {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
+                    banner.push(line.clone());
                     if let Some(addr) = line.strip_prefix("scepd listening on ") {
-                        break addr.rsplit_once(':').unwrap().1.parse().unwrap();
+                        let port = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+                        // The web GUI's line, written with the listening line.
+                        if let Ok(next) = rx.recv_timeout(Duration::from_secs(5)) {
+                            banner.push(next);
+                        }
+                        break port;
                     }
                 }
                 Err(_) => {
@@ -57,7 +68,7 @@ impl Server {
                 }
             }
         };
-        Self { child, port }
+        Self { child, port, banner }
     }
 }
 
