@@ -309,7 +309,8 @@ impl Engine {
     /// - strongSwan's `pki --scepca` writes the RA certificates, in this order,
     ///   to `<caout>-ra.der` and `<caout>-ra-2.der`; `pki --scep` is given them
     ///   as `--cacert-sig` and `--cacert-enc` (5.9.x verifies a reply only
-    ///   when it is signed as `rsaEncryption`, which its own requests use).
+    ///   when it is signed as `rsaEncryption`, although its own requests are
+    ///   signed as `sha256WithRSAEncryption`: see [`ReplySignaturePolicy`](crate::config::ReplySignaturePolicy)).
     ///
     /// Every RA certificate's key must be RSA (it receives CMS key transport,
     /// RFC 8894 §3.2.2); none may repeat another published certificate.
