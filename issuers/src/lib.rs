@@ -22,9 +22,9 @@ pub mod x509_build;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use crl::RevocationReason;
 pub use error::IssuerError;
 pub use local::bootstrap::{BootstrapOptions, BootstrapOutcome, CaKeyType, NdesRaFiles, bootstrap};
-pub use crl::RevocationReason;
 pub use local::{LOCAL_ISSUER_ID, LocalCa, LocalCaConfig, Revocation, SignedCertificate};
 pub use scep_engine::issue::{IssueOutcome, IssueRequest};
 use scep_engine::time::UnixTime;

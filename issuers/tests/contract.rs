@@ -32,7 +32,9 @@ use scep_engine::oid;
 use scep_engine::time::UnixTime;
 use scep_engine::wire::{parse_single, tag};
 use scep_engine::x509::{CertificateRef, SubjectAltName};
-use scep_issuers::{Issuer, IssuerError, RevocationReason, LocalCa, LocalCaConfig, VaultAuth, VaultConfig, VaultIssuer, bootstrap};
+use scep_issuers::{
+    Issuer, IssuerError, LocalCa, LocalCaConfig, RevocationReason, VaultAuth, VaultConfig, VaultIssuer, bootstrap,
+};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- helpers

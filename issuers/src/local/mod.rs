@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use scep_engine::FailInfo;
 use scep_engine::crypto::{RandomSource, SigningKey, SystemRandom};
-use scep_engine::issue::{Authorization, CertLookup, EnrollRequest, IssueOutcome, IssueRequest, PollRequest, RenewRequest};
+use scep_engine::issue::{
+    Authorization, CertLookup, EnrollRequest, IssueOutcome, IssueRequest, PollRequest, RenewRequest,
+};
 use scep_engine::pem;
 use scep_engine::time::UnixTime;
 use scep_engine::x509::{CertificateRef, name_to_string};

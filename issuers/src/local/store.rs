@@ -1231,7 +1231,11 @@ mod tests {
             ["04", "02", "01"]
         );
         assert_eq!(
-            serials(&CertificateFilter { profile: Some("corp".into()), status: Some(StatusFilter::Valid), ..all.clone() }),
+            serials(&CertificateFilter {
+                profile: Some("corp".into()),
+                status: Some(StatusFilter::Valid),
+                ..all.clone()
+            }),
             ["01"],
             "filters combine with AND"
         );
@@ -1270,7 +1274,11 @@ mod tests {
                 "",
             );
             assert!(!v1.contains("intune_device"));
-            conn.execute_batch(&v1.replace("CREATE INDEX IF NOT EXISTS certificates_by_not_after ON certificates (ca_id, not_after);", "")).unwrap();
+            conn.execute_batch(&v1.replace(
+                "CREATE INDEX IF NOT EXISTS certificates_by_not_after ON certificates (ca_id, not_after);",
+                "",
+            ))
+            .unwrap();
             conn.execute(
                 "INSERT INTO certificates (serial, ca_id, profile, transaction_id, subject, sans, not_before, not_after, \
                  der, issued_at) VALUES ('0a', 'ca1', 'p', 't', 'CN=old', '', 1, 2, x'00', 1)",

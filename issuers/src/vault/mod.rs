@@ -48,8 +48,8 @@ use serde_json::{Value, json};
 pub use auth::VaultAuth;
 use client::{CallError, Client, ClientSettings, Idempotence};
 
-use crate::error::IssuerError;
 use crate::crl::RevocationReason;
+use crate::error::IssuerError;
 use crate::local::Revocation;
 use crate::x509_build::{serial_hex, trim_serial};
 use crate::{BoxFuture, Issuer};

@@ -46,8 +46,8 @@ use serde_json::{Value, json};
 
 use crate::intune::{AnchorInfo, ProfileIntuneStats};
 use crate::operator::certificates::{self, CHARTS, CertificatePath};
-pub use crate::operator::reply::{error, expiry_status};
 use crate::operator::reply::respond;
+pub use crate::operator::reply::{error, expiry_status};
 use crate::settings::api_keys::Role;
 use crate::state::Profile;
 use crate::state::ServiceState;
@@ -288,7 +288,6 @@ fn intune_profile_json(s: &ProfileIntuneStats, now: UnixTime) -> Value {
         "trust_anchors": s.anchors.iter().map(|a| anchor_json(a, now)).collect::<Vec<_>>(),
     })
 }
-
 
 /// The profiles endpoint's JSON.
 pub fn profiles_json(state: &ServiceState, now: UnixTime) -> Value {
@@ -619,7 +618,6 @@ fn too_many_failures(retry_after: std::time::Duration) -> http::Response<Full<By
     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     r
 }
-
 
 #[cfg(test)]
 mod tests {

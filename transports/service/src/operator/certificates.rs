@@ -263,10 +263,8 @@ pub async fn list(state: &ServiceState, query: &str) -> http::Response<Full<Byte
 /// Finds a serial in the inventories.
 async fn find(state: &ServiceState, serial_hex: &str) -> Result<Option<(String, StoredCertificate)>, IssuerError> {
     let cas = inventories(state);
-    let filter = CertificateFilter {
-        serial_hex: Some(serial_hex.to_string()),
-        ..CertificateFilter::newest(1, UnixTime::now())
-    };
+    let filter =
+        CertificateFilter { serial_hex: Some(serial_hex.to_string()), ..CertificateFilter::newest(1, UnixTime::now()) };
     blocking::unblock(move || {
         for (id, ca) in cas {
             if let Some(c) = ca.certificates(&filter)?.into_iter().next() {
@@ -300,7 +298,11 @@ pub async fn one(state: &ServiceState, raw_serial: &str) -> http::Response<Full<
     };
     let history = match state.audit() {
         Some(log) => {
-            let q = AuditQuery { certificate: Some(hex.clone()), limit: MAX_HISTORY.min(MAX_QUERY_LIMIT), ..AuditQuery::default() };
+            let q = AuditQuery {
+                certificate: Some(hex.clone()),
+                limit: MAX_HISTORY.min(MAX_QUERY_LIMIT),
+                ..AuditQuery::default()
+            };
             match log.query(q).await {
                 Ok(events) => json!(events),
                 Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", &e.0),
@@ -376,7 +378,8 @@ pub async fn revoke(state: &ServiceState, raw_serial: &str, body: &[u8], key: &s
     }
     let Some((issuer_id, revocation)) = done else { return not_found(&hex) };
     tracing::info!(target: "scepd::admin", key, serial = %hex, issuer = %issuer_id, reason = %reason, "certificate revoked");
-    let (profile, subject) = record.as_ref().map_or((String::new(), None), |(_, c)| (c.profile.clone(), Some(c.subject.clone())));
+    let (profile, subject) =
+        record.as_ref().map_or((String::new(), None), |(_, c)| (c.profile.clone(), Some(c.subject.clone())));
     if let Some(audit) = state.audit() {
         let event = AuditEvent::revocation(
             &profile,
@@ -438,10 +441,7 @@ pub async fn charts(state: &ServiceState) -> http::Response<Full<Bytes>> {
         Err(e) => return issuer_failed(&e),
     };
     let months: Vec<Value> = months.into_iter().map(|(m, n)| json!({ "month": m, "certificates": n })).collect();
-    respond(
-        StatusCode::OK,
-        &json!({ "now_unix": now.secs(), "activity": activity, "expiry_months": months }),
-    )
+    respond(StatusCode::OK, &json!({ "now_unix": now.secs(), "activity": activity, "expiry_months": months }))
 }
 
 #[cfg(test)]
