@@ -110,22 +110,22 @@ fn inventory_list_revoke_and_crl(transport: Transport) {
     // A reader lists and finds them.
     let (status, all) = admin(&server, "GET", CERTS, READER_KEY, None);
     assert_eq!(status, 200, "{all}");
-    assert_eq!(serials(&all), [phone_serial.clone(), laptop_serial.clone()], "newest first: {all}");
+    assert_eq!(serials(&all), [phone_serial.as_str(), laptop_serial.as_str()], "newest first: {all}");
     let first = &all["certificates"][1];
     assert_eq!((first["profile"].as_str(), first["status"].as_str()), (Some("corp"), Some("valid")), "{first}");
     assert!(first["subject"].as_str().unwrap().contains("laptop-17"), "{first}");
     assert_eq!(first["issuer_id"], "iss-local");
     let (_, found) = admin(&server, "GET", &format!("{CERTS}?q=LAPTOP&status=valid"), READER_KEY, None);
-    assert_eq!(serials(&found), [laptop_serial.clone()], "{found}");
+    assert_eq!(serials(&found), [laptop_serial.as_str()], "{found}");
     let colons: Vec<String> =
         (0..phone_serial.len()).step_by(2).map(|i| phone_serial[i..i + 2].to_uppercase()).collect();
     let (_, found) = admin(&server, "GET", &format!("{CERTS}?serial={}", colons.join(":")), READER_KEY, None);
-    assert_eq!(serials(&found), [phone_serial.clone()], "a serial with colons in upper case: {found}");
+    assert_eq!(serials(&found), [phone_serial.as_str()], "a serial with colons in upper case: {found}");
     let (_, page) = admin(&server, "GET", &format!("{CERTS}?limit=1"), READER_KEY, None);
-    assert_eq!(serials(&page), [phone_serial.clone()]);
+    assert_eq!(serials(&page), [phone_serial.as_str()]);
     let next = page["next_before_id"].as_i64().unwrap();
     let (_, page) = admin(&server, "GET", &format!("{CERTS}?limit=1&before_id={next}"), READER_KEY, None);
-    assert_eq!(serials(&page), [laptop_serial.clone()], "the second page");
+    assert_eq!(serials(&page), [laptop_serial.as_str()], "the second page");
     let (status, v) = admin(&server, "GET", &format!("{CERTS}?status=lost"), READER_KEY, None);
     assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")), "{v}");
 
@@ -133,7 +133,7 @@ fn inventory_list_revoke_and_crl(transport: Transport) {
     let (status, one) = admin(&server, "GET", &format!("{CERTS}/{laptop_serial}"), READER_KEY, None);
     assert_eq!(status, 200, "{one}");
     let pem = one["pem"].as_str().unwrap();
-    assert_eq!(scep_engine::pem::certificates(pem).unwrap(), [laptop.clone()]);
+    assert_eq!(scep_engine::pem::certificates(pem).unwrap(), [laptop.as_slice()]);
     let history = one["history"].as_array().unwrap();
     assert!(history.iter().any(|e| e["action"] == "scep_pkcsreq" && e["serial"] == laptop_serial.as_str()), "{one}");
     let (status, _) = admin(&server, "GET", &format!("{CERTS}/7f7f7f7f"), READER_KEY, None);
@@ -165,7 +165,7 @@ fn inventory_list_revoke_and_crl(transport: Transport) {
     let detail = event["detail"].as_str().unwrap();
     assert!(detail.contains("API key ops") && detail.contains("keyCompromise"), "{detail}");
     let (_, revoked) = admin(&server, "GET", &format!("{CERTS}?status=revoked"), READER_KEY, None);
-    assert_eq!(serials(&revoked), [laptop_serial.clone()], "{revoked}");
+    assert_eq!(serials(&revoked), [laptop_serial.as_str()], "{revoked}");
     assert_eq!(revoked["certificates"][0]["revocation_reason"], "keyCompromise");
     let (_, one) = admin(&server, "GET", &format!("{CERTS}/{laptop_serial}"), READER_KEY, None);
     assert!(one["history"].as_array().unwrap().iter().any(|e| e["action"] == "certificate_revoked"), "{one}");

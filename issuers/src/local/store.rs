@@ -326,7 +326,7 @@ pub enum Recorded {
     /// Nothing was written: the profile's transactionID already has this
     /// (latest) certificate, and it is not the one being renewed. The caller
     /// decides whether the request is a resend of it or a conflict.
-    Existing(StoredCertificate),
+    Existing(Box<StoredCertificate>),
 }
 
 enum WriteOp {
@@ -953,12 +953,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: WriteOp) -> Done {
             let r = match check_renewal(tx, &c) {
                 Ok(Ok(None)) => match latest_of_transaction(tx, &c.ca_id, &c.profile, &c.transaction_id) {
                     Ok(Some(prev)) if c.renewal_of.as_deref() != Some(prev.serial_hex.as_str()) => {
-                        Ok(Recorded::Existing(prev))
+                        Ok(Recorded::Existing(Box::new(prev)))
                     }
                     Ok(_) => insert(tx, &c).map(|()| Recorded::Inserted),
                     Err(e) => Err(db(e)),
                 },
-                Ok(Ok(Some(resent))) => Ok(Recorded::Existing(resent)),
+                Ok(Ok(Some(resent))) => Ok(Recorded::Existing(Box::new(resent))),
                 Ok(Err(refused)) => Err(refused),
                 Err(e) => Err(db(e)),
             };

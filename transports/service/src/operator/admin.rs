@@ -666,6 +666,7 @@ mod tests {
         use std::sync::Arc;
 
         use futures_lite::future::block_on;
+        use http::header::{CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
         use scep_engine::crypto::{EcPrivateKey, SigningKey};
         use scep_engine::intune::CsrIdentity;
         use scep_issuers::x509_build::{Validity, common_name, self_signed_ca};

@@ -166,9 +166,9 @@ fn bad(message: &str) -> http::Response<Full<Bytes>> {
     error(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
-fn text_param(name: &str, v: String) -> Result<String, http::Response<Full<Bytes>>> {
+fn text_param(name: &str, v: String) -> Result<String, String> {
     if v.is_empty() || v.len() > MAX_TEXT || v.chars().any(char::is_control) {
-        return Err(bad(&format!("{name}: must be 1 to {MAX_TEXT} characters, no control characters")));
+        return Err(format!("{name}: must be 1 to {MAX_TEXT} characters, no control characters"));
     }
     Ok(v)
 }
@@ -182,12 +182,13 @@ fn parse_time(v: &str) -> Option<UnixTime> {
     UnixTime::parse_rfc3339(&fixed)
 }
 
-fn parse_filter(query: &str, now: UnixTime) -> Result<CertificateFilter, http::Response<Full<Bytes>>> {
+/// The list's query; the error is the 400 message.
+fn parse_filter(query: &str, now: UnixTime) -> Result<CertificateFilter, String> {
     let mut f = CertificateFilter::newest(DEFAULT_LIMIT, now);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let Some(v) = crate::query::percent_decode(v).map(std::borrow::Cow::into_owned) else {
-            return Err(bad(&format!("{k}: bad percent-encoding")));
+            return Err(format!("{k}: bad percent-encoding"));
         };
         match k {
             "profile" => f.profile = Some(text_param(k, v)?),
@@ -195,29 +196,29 @@ fn parse_filter(query: &str, now: UnixTime) -> Result<CertificateFilter, http::R
             "device_id" => f.intune_device = Some(text_param(k, v)?),
             "serial" => match normalize_serial(&v) {
                 Some((hex, _)) => f.serial_hex = Some(hex),
-                None => return Err(bad("serial: must be hexadecimal (colons allowed), at most 20 octets")),
+                None => return Err("serial: must be hexadecimal (colons allowed), at most 20 octets".to_string()),
             },
             "status" => match StatusFilter::parse(&v) {
                 Some(s) => f.status = Some(s),
-                None => return Err(bad("status: must be valid, revoked or expired")),
+                None => return Err("status: must be valid, revoked or expired".to_string()),
             },
             "expires_before" => match parse_time(&v) {
                 Some(t) => f.expires_before = Some(t),
                 None => {
-                    return Err(bad(
-                        "expires_before: must be an RFC 3339 date-time (2030-01-01T00:00:00Z) or Unix seconds",
-                    ));
+                    return Err(
+                        "expires_before: must be an RFC 3339 date-time (2030-01-01T00:00:00Z) or Unix seconds".into()
+                    );
                 }
             },
             "limit" => match v.parse::<u32>() {
                 Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => f.limit = n,
-                _ => return Err(bad(&format!("limit: must be a number from 1 to {MAX_LIST_LIMIT}"))),
+                _ => return Err(format!("limit: must be a number from 1 to {MAX_LIST_LIMIT}")),
             },
             "before_id" => match v.parse::<i64>() {
                 Ok(n) => f.before_id = Some(n),
-                Err(_) => return Err(bad("before_id: must be a number")),
+                Err(_) => return Err("before_id: must be a number".to_string()),
             },
-            other => return Err(bad(&format!("unknown parameter {other:?} ({LIST_PARAMS})"))),
+            other => return Err(format!("unknown parameter {other:?} ({LIST_PARAMS})")),
         }
     }
     Ok(f)
@@ -233,7 +234,7 @@ pub async fn list(state: &ServiceState, query: &str) -> http::Response<Full<Byte
     let now = UnixTime::now();
     let filter = match parse_filter(query, now) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(why) => return bad(&why),
     };
     let limit = filter.limit;
     let cas = inventories(state);
@@ -249,7 +250,7 @@ pub async fn list(state: &ServiceState, query: &str) -> http::Response<Full<Byte
         Ok(f) => f,
         Err(e) => return issuer_failed(&e),
     };
-    found.sort_by(|a, b| b.1.id.cmp(&a.1.id));
+    found.sort_by_key(|(_, c)| std::cmp::Reverse(c.id));
     found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next = if found.len() == usize::try_from(limit).unwrap_or(usize::MAX) {
         found.last().map(|(_, c)| json!(c.id))
