@@ -49,6 +49,8 @@ pub enum IssuerError {
     /// A remote issuer (e.g. Vault) could not be reached or used at start-up
     /// (the message names the issuer).
     Unavailable(String),
+    /// The issuer does not offer this operation (explained).
+    Unsupported(String),
 }
 
 impl IssuerError {
@@ -75,6 +77,7 @@ impl std::fmt::Display for IssuerError {
             Self::AlreadyRevoked(s) => write!(f, "certificate {s} is already revoked"),
             Self::Config(e) => write!(f, "invalid issuer configuration: {e}"),
             Self::Unavailable(e) => write!(f, "issuer unavailable: {e}"),
+            Self::Unsupported(e) => f.write_str(e),
         }
     }
 }

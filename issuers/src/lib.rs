@@ -22,9 +22,10 @@ pub mod x509_build;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use crl::RevocationReason;
 pub use error::IssuerError;
 pub use local::bootstrap::{BootstrapOptions, BootstrapOutcome, CaKeyType, NdesRaFiles, bootstrap};
-pub use local::{LOCAL_ISSUER_ID, LocalCa, LocalCaConfig, SignedCertificate};
+pub use local::{LOCAL_ISSUER_ID, LocalCa, LocalCaConfig, Revocation, SignedCertificate};
 pub use scep_engine::issue::{IssueOutcome, IssueRequest};
 use scep_engine::time::UnixTime;
 pub use vault::{VaultAuth, VaultConfig, VaultIssuer};
@@ -47,4 +48,33 @@ pub trait Issuer: Send + Sync + 'static {
 
     /// Answers one request. `now` is the transport's clock reading.
     fn handle<'a>(&'a self, request: &'a IssueRequest, now: UnixTime) -> BoxFuture<'a, IssueOutcome>;
+
+    /// Revokes the certificate with serial `serial` (magnitude bytes) that
+    /// this issuer issued, for `reason` (RFC 5280 §5.3.1), at `now`. The one
+    /// revoke path of scepd: the admin API and the Intune revocation sync
+    /// call it. Resolves once the revocation is durable at the issuer.
+    ///
+    /// The default refuses with [`IssuerError::Unsupported`].
+    ///
+    /// # Errors
+    /// [`IssuerError::UnknownSerial`] (not issued here),
+    /// [`IssuerError::AlreadyRevoked`], or the issuer's failure.
+    fn revoke<'a>(
+        &'a self,
+        serial: &'a [u8],
+        reason: RevocationReason,
+        now: UnixTime,
+    ) -> BoxFuture<'a, Result<Revocation, IssuerError>> {
+        let _ = (serial, reason, now);
+        Box::pin(std::future::ready(Err(IssuerError::Unsupported(format!(
+            "issuer {} cannot revoke certificates",
+            self.id()
+        )))))
+    }
+
+    /// The record of every certificate this issuer issued, when it keeps one
+    /// (the local CA); `None` for issuers whose CA keeps its own (Vault).
+    fn inventory(&self) -> Option<&LocalCa> {
+        None
+    }
 }

@@ -33,7 +33,9 @@ use scep_engine::oid;
 use scep_engine::time::UnixTime;
 use scep_engine::wire::{parse_single, tag};
 use scep_engine::x509::{CertificateRef, SubjectAltName};
-use scep_issuers::{Issuer, IssuerError, LocalCa, LocalCaConfig, VaultAuth, VaultConfig, VaultIssuer, bootstrap};
+use scep_issuers::{
+    Issuer, IssuerError, LocalCa, LocalCaConfig, RevocationReason, VaultAuth, VaultConfig, VaultIssuer, bootstrap,
+};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- helpers
@@ -291,6 +293,30 @@ pub fn run_contract(issuer: &dyn Issuer, tmp: &Path) {
     }
     let (fi, _) = expect_rejected(&handle(issuer, &renew(&[0x7f, 9, 9, 9, 9, 9])), "renewal of unknown");
     assert_eq!(fi, FailInfo::BAD_CERT_ID);
+
+    // Issue 17: the one revoke path. A certificate revokes once (then
+    // AlreadyRevoked), an unknown serial is UnknownSerial, and a revoked
+    // certificate no longer renews.
+    let e = enroll_req(&make_csr(tmp, "revoke-me"), IssuancePolicy::default(), vec![]);
+    let (der, _) = expect_issued(handle(issuer, &IssueRequest::Enroll(e)), "to revoke");
+    let c = CertificateRef::parse(&der).unwrap();
+    let serial = scep_issuers::x509_build::trim_serial(c.serial).to_vec();
+    let hex = scep_issuers::x509_build::serial_hex(&serial);
+    let now = UnixTime::now();
+    let done = block_on(issuer.revoke(&serial, RevocationReason::KeyCompromise, now)).unwrap();
+    assert_eq!((done.serial_hex.as_str(), done.reason), (hex.as_str(), RevocationReason::KeyCompromise), "{id}");
+    assert!((done.revoked_at.0 - now.0).abs() <= 5, "{id}: revoked at {:?}, now {now:?}", done.revoked_at);
+    match block_on(issuer.revoke(&serial, RevocationReason::Superseded, now)) {
+        Err(IssuerError::AlreadyRevoked(s)) => assert_eq!(s, hex, "{id}"),
+        other => panic!("{id}: second revocation answered {other:?}"),
+    }
+    match block_on(issuer.revoke(&[0x7f, 1, 2, 3, 4, 5, 6, 7], RevocationReason::Unspecified, now)) {
+        Err(IssuerError::UnknownSerial(s)) => assert_eq!(s, "7f01020304050607", "{id}"),
+        other => panic!("{id}: revocation of an unknown serial answered {other:?}"),
+    }
+    let (fi, reason) = expect_rejected(&handle(issuer, &renew(&serial)), "renewal of a revoked certificate");
+    assert_eq!(fi, FailInfo::BAD_CERT_ID, "{id}");
+    assert!(reason.contains("revoked"), "{id}: {reason}");
 }
 
 // ---------------------------------------------------------------- local CA
@@ -301,6 +327,18 @@ fn local_ca_passes_the_contract() {
     let out = bootstrap(dir.path(), &scep_issuers::BootstrapOptions::default()).unwrap();
     let ca = LocalCa::open(LocalCaConfig::new(&out.ca_cert, &out.ca_key, dir.path())).unwrap();
     run_contract(&ca, dir.path());
+    // The local CA keeps the record: the inventory shows the revocation, and
+    // the revocation version (the OCSP cache's hook) moved on by one.
+    assert_eq!(ca.revocation_version(), 1);
+    let revoked = ca
+        .certificates(&scep_issuers::local::store::CertificateFilter {
+            status: Some(scep_issuers::local::store::StatusFilter::Revoked),
+            ..scep_issuers::local::store::CertificateFilter::newest(10, UnixTime::now())
+        })
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert!(revoked[0].subject.contains("revoke-me"), "{:?}", revoked[0].subject);
+    assert!(Issuer::inventory(&ca).is_some());
     // Backend unavailable / slow backend: not applicable, the local CA runs in-process.
 }
 
@@ -406,14 +444,20 @@ fn openbao_token_file_passes_the_contract() {
     let c = CertificateRef::parse(&der).unwrap();
     assert!(c.not_after.0 - UnixTime::now().0 <= 72 * 3600 + 120, "capped by the role's max_ttl");
 
-    // A revoked certificate cannot be renewed.
+    // Revocation goes through Vault's API: OpenBao itself records it.
+    assert!(Issuer::inventory(&issuer).is_none(), "Vault keeps its own inventory");
     let e = enroll_req(&make_csr(dir.path(), "to-revoke"), IssuancePolicy::default(), vec![]);
     let (der, _) = expect_issued(handle(&issuer, &IssueRequest::Enroll(e)), "to revoke");
     let c = CertificateRef::parse(&der).unwrap();
     let serial = scep_issuers::x509_build::trim_serial(c.serial).to_vec();
     let hex: Vec<String> = serial.iter().map(|b| format!("{b:02x}")).collect();
-    let (st, _) = bao(&addr, &token, "POST", "/v1/pki/revoke", Some(json!({ "serial_number": hex.join(":") })));
+    let (st, before) = bao(&addr, &token, "GET", &format!("/v1/pki/cert/{}", hex.join(":")), None);
+    assert_eq!((st, before.pointer("/data/revocation_time").and_then(Value::as_i64)), (200, Some(0)), "{before}");
+    block_on(issuer.revoke(&serial, RevocationReason::CessationOfOperation, UnixTime::now())).unwrap();
+    let (st, after) = bao(&addr, &token, "GET", &format!("/v1/pki/cert/{}", hex.join(":")), None);
     assert_eq!(st, 200);
+    assert!(after.pointer("/data/revocation_time").and_then(Value::as_i64).unwrap_or(0) > 0, "{after}");
+    // A revoked certificate cannot be renewed.
     let renew = RenewRequest {
         enroll: enroll_req(&make_csr(dir.path(), "to-revoke"), IssuancePolicy::default(), vec![]),
         old_serial: serial,

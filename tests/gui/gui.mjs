@@ -374,11 +374,84 @@ try {
     }, first[0]);
   });
 
+  await check('Certificates tab: the charts render (24 h, 7 days, expiry months) with uPlot under the policy', async () => {
+    await page.goto(`${URL_BASE}/ui/scep?tab=certificates`);
+    await page.locator('#certificates tbody tr[data-serial]').first().waitFor();
+    assert.equal(await page.getAttribute('#tab-certificates', 'aria-current'), 'page');
+    for (const id of ['chart-24h', 'chart-7d', 'chart-expiry']) {
+      await page.locator(`#${id} canvas`).waitFor();
+    }
+    assert.equal(await page.getAttribute('#chart-24h', 'data-hours'), '24');
+    assert.equal(await page.getAttribute('#chart-7d', 'data-hours'), '168');
+    assert.equal(await page.getAttribute('#chart-expiry', 'data-months'), '1', 'three certificates, one expiry month');
+    // Something was drawn in each series colour: the enrolments (green) and the failures
+    // (red: the replay and the claim mismatch) of the last hour, the expiry bar (blue).
+    const drawn = (id, [r, g, b]) => page.$eval(`#${id} canvas`, (c, want) => {
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        if (Math.abs(d[i] - want[0]) < 24 && Math.abs(d[i + 1] - want[1]) < 24 && Math.abs(d[i + 2] - want[2]) < 24 && d[i + 3] > 200) n++;
+      }
+      return n;
+    }, [r, g, b]);
+    assert.ok(await drawn('chart-24h', [0x15, 0x80, 0x3d]) > 0, 'enrolments drawn in the 24 h chart');
+    assert.ok(await drawn('chart-24h', [0xb9, 0x1c, 0x1c]) > 0, 'failures drawn in the 24 h chart');
+    assert.ok(await drawn('chart-7d', [0x15, 0x80, 0x3d]) > 0, 'enrolments drawn in the 7 day chart');
+    assert.ok(await drawn('chart-expiry', [0x1d, 0x4e, 0xd8]) > 0, 'the expiry bar drawn');
+    await shot('certificates');
+  });
+
+  await check('Certificates tab: every issued certificate, search, details with PEM and history', async () => {
+    const rows = page.locator('#certificates tbody tr[data-serial]');
+    assert.equal(await rows.count(), 3, 'dev1, dev2 and the hostile CN');
+    const subjects = await page.$$eval('#certificates tbody tr[data-serial]', (r) => r.map((x) => x.cells[1].textContent));
+    assert.ok(subjects.some((t) => t.includes(`CN=${rfc4514(HOSTILE_CN)}`)), `hostile subject as text: ${subjects}`);
+    assert.equal(await page.locator('#certificates img, #certificates b, #certificates script').count(), 0);
+    assert.match(await rows.first().textContent(), /valid/);
+    assert.match(await rows.first().textContent(), /days left/, 'an expiry badge');
+    await page.fill('#c-q', 'DEV2');
+    await page.click('#certificates-form button[type=submit]');
+    await page.waitForURL((u) => u.searchParams.get('q') === 'DEV2');
+    await page.waitForFunction(() => document.querySelectorAll('#certificates tbody tr[data-serial]').length === 1);
+    assert.match(await rows.first().textContent(), /dev2\.example\.com/);
+    await rows.first().locator('button.details').click();
+    await visible('#certificate-dialog');
+    const serial = await rows.first().getAttribute('data-serial');
+    assert.equal(await page.textContent('#certificate-title'), `Certificate ${serial}`);
+    assert.match(await page.textContent('#certificate-pem'), /^-----BEGIN CERTIFICATE-----/);
+    assert.match(await page.textContent('#certificate-history'), /issued/);
+    assert.match(await page.textContent('#certificate-fields'), /device-guid-2/, 'the Intune device id');
+  });
+
+  await check('Certificates tab: Revoke asks again naming the certificate and a reason, then shows it revoked', async () => {
+    const serial = await page.getAttribute('#certificates tbody tr[data-serial]', 'data-serial');
+    assert.equal(await page.isHidden('#revoke-box'), true, 'nothing is revoked before the confirmation');
+    await page.click('#revoke-start');
+    await visible('#revoke-box');
+    const question = await page.textContent('#revoke-text');
+    assert.ok(question.includes('dev2.example.com') && question.includes(serial), question);
+    await page.selectOption('#revoke-reason', 'keyCompromise');
+    await page.click('#revoke-confirm');
+    await page.waitForFunction(() => /revoked \(keyCompromise\)/.test(document.querySelector('#certificate-fields').textContent));
+    assert.match(await page.textContent('#toast'), /Revoked .*dev2\.example\.com/);
+    assert.match(await page.textContent('#certificate-history'), /revoked/);
+    assert.equal(await page.isHidden('#revoke-start'), true, 'a revoked certificate offers no second revocation');
+    await page.click('#certificate-close');
+    await hidden('#certificate-dialog');
+    await page.waitForFunction(() => /revoked \(keyCompromise\)/.test(document.querySelector('#certificates tbody tr[data-serial]').textContent));
+    await page.goto(`${URL_BASE}/ui/scep?tab=certificates&status=revoked`);
+    await page.waitForFunction((s) => {
+      const r = [...document.querySelectorAll('#certificates tbody tr[data-serial]')];
+      return r.length === 1 && r[0].dataset.serial === s;
+    }, serial);
+    assert.equal(await page.inputValue('#c-status'), 'revoked');
+  });
+
   await check('sign out forgets the key, and the next key sees none of what the last one saw', async () => {
     await page.click('#sign-out');
     await visible('#sign-in');
     assert.equal(await page.evaluate(() => sessionStorage.length), 0);
-    assert.equal(await page.locator('#profile-cards > *, #intune-cards > *, #activity tbody tr, #failures tbody tr').count(), 0);
+    assert.equal(await page.locator('#profile-cards > *, #intune-cards > *, #activity tbody tr, #failures tbody tr, #certificates tbody tr, #chart-24h canvas').count(), 0);
     await page.goBack(); // history without a key stays on the sign-in form
     await visible('#sign-in');
     assert.equal(await page.isHidden('#sign-in-error'), true);

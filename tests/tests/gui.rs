@@ -12,7 +12,10 @@
 //! text), the 30 s / 60 s polling and that it stops off the tab (fake
 //! timers), the trust anchor reload modal (success, a corrupted bundle
 //! keeping the modal open with the reason, the retry), the activity filters
-//! and paging, sign-out (a reader key signing in next sees nothing of what
+//! and paging, the Certificates tab (the charts drawn by uPlot under the
+//! policy, search, details with PEM, history and the Intune device id, Revoke
+//! confirmed with the certificate named and a reason, then shown revoked and
+//! found by the status filter), sign-out (a reader key signing in next sees nothing of what
 //! the admin saw), and that the page raised no script error and no
 //! Content-Security-Policy violation.
 //!

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use scep_engine::FailInfo;
 use scep_engine::crypto::{RandomSource, SigningKey, SystemRandom};
-use scep_engine::issue::{CertLookup, EnrollRequest, IssueOutcome, IssueRequest, PollRequest, RenewRequest};
+use scep_engine::issue::{
+    Authorization, CertLookup, EnrollRequest, IssueOutcome, IssueRequest, PollRequest, RenewRequest,
+};
 use scep_engine::pem;
 use scep_engine::time::UnixTime;
 use scep_engine::x509::{CertificateRef, name_to_string};
@@ -29,7 +31,9 @@ use crate::error::IssuerError;
 use crate::x509_build::{BuildError, CaSigner, EndEntityParams, random_serial, serial_hex};
 use crate::{BoxFuture, Issuer};
 use futures_lite::future::block_on;
-use store::{CertStatus, NewCertificate, Recorded, Store, StoreError, StoredCertificate};
+use store::{
+    CertStatus, CertificateFilter, InventorySummary, NewCertificate, Recorded, Store, StoreError, StoredCertificate,
+};
 
 /// The conventional id of the local CA issuer.
 pub const LOCAL_ISSUER_ID: &str = "iss-local";
@@ -139,6 +143,22 @@ pub struct SignedCertificate {
     pub not_before: UnixTime,
     /// Its notAfter.
     pub not_after: UnixTime,
+}
+
+/// A committed revocation: what [`LocalCa::revoke`] and
+/// [`crate::Issuer::revoke`] return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// The serial, lowercase hex.
+    pub serial_hex: String,
+    /// revocationDate.
+    pub revoked_at: UnixTime,
+    /// CRLReason.
+    pub reason: RevocationReason,
+    /// The issuer's revocation version after this revocation (see
+    /// [`LocalCa::revocation_version`]); 0 for an issuer that keeps no
+    /// revocation state of its own (Vault).
+    pub revocation_version: u64,
 }
 
 /// The current CRL and when it was made.
@@ -286,21 +306,27 @@ impl LocalCa {
         self.inner.sign_enrollment(request, now).map_err(IssuerError::Build)
     }
 
-    /// Revokes a certificate this CA issued (admin plane). The next GetCRL
-    /// serves a new CRL listing it. Blocks until the revocation is committed;
-    /// async callers should wrap it in `blocking::unblock`.
+    /// Revokes a certificate this CA issued (admin plane, RFC 5280 §5.3.1
+    /// reason). Blocks until the revocation is committed; async callers use
+    /// [`crate::Issuer::revoke`], which runs it on the `blocking` pool.
+    ///
+    /// Once it returns, the revocation is visible to every reader: the next
+    /// GetCRL serves a new CRL listing it, and [`LocalCa::revocation_version`]
+    /// has moved on to the [`Revocation::revocation_version`] it returns
+    /// (the hook for caches of revocation status, such as an OCSP responder's
+    /// precomputed answers: a cache filled at an older version is stale).
     ///
     /// # Errors
     /// [`IssuerError::UnknownSerial`], [`IssuerError::AlreadyRevoked`] or
     /// [`IssuerError::Database`].
-    pub fn revoke(&self, serial: &[u8], reason: RevocationReason, now: UnixTime) -> Result<(), IssuerError> {
+    pub fn revoke(&self, serial: &[u8], reason: RevocationReason, now: UnixTime) -> Result<Revocation, IssuerError> {
         let inner = &self.inner;
         let hex = serial_hex(serial);
         match inner.store.revoke(&inner.ca_id, &hex, now, reason) {
             Ok(()) => {
-                inner.revocations.fetch_add(1, Ordering::AcqRel);
+                let version = inner.revocations.fetch_add(1, Ordering::AcqRel) + 1;
                 tracing::info!(issuer = %inner.id, serial = %hex, reason = %reason, "certificate revoked");
-                Ok(())
+                Ok(Revocation { serial_hex: hex, revoked_at: now, reason, revocation_version: version })
             }
             Err(StoreError::NotFound) => Err(IssuerError::UnknownSerial(hex)),
             Err(StoreError::AlreadyRevoked) => Err(IssuerError::AlreadyRevoked(hex)),
@@ -329,6 +355,43 @@ impl LocalCa {
     /// [`IssuerError::Database`].
     pub fn issued_since(&self, since: UnixTime, limit: usize) -> Result<Vec<StoredCertificate>, IssuerError> {
         self.inner.store.issued_since(&self.inner.ca_id, since, limit).map_err(|e| IssuerError::Database(e.to_string()))
+    }
+
+    /// How many revocations this CA has committed since it was opened: it
+    /// increases with every [`LocalCa::revoke`], after the commit. A cache of
+    /// revocation status (the CRL here; an OCSP responder's precomputed
+    /// answers) remembers the version it was filled at and is stale once this
+    /// differs.
+    pub fn revocation_version(&self) -> u64 {
+        self.inner.revocations.load(Ordering::Acquire)
+    }
+
+    /// This CA's certificates matching `filter`, newest first (the admin
+    /// API's inventory). Blocks on the database.
+    ///
+    /// # Errors
+    /// [`IssuerError::Database`].
+    pub fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<StoredCertificate>, IssuerError> {
+        self.inner.store.list(&self.inner.ca_id, filter).map_err(|e| IssuerError::Database(e.to_string()))
+    }
+
+    /// Counts of this CA's certificates by status and expiry at `now`
+    /// (metrics, charts). Blocks on the database.
+    ///
+    /// # Errors
+    /// [`IssuerError::Database`].
+    pub fn inventory_summary(&self, now: UnixTime) -> Result<InventorySummary, IssuerError> {
+        self.inner.store.summary(&self.inner.ca_id, now).map_err(|e| IssuerError::Database(e.to_string()))
+    }
+
+    /// The certificates that renewed certificate `serial_hex` (its
+    /// successors; at most one, as a certificate renews once). Blocks on the
+    /// database.
+    ///
+    /// # Errors
+    /// [`IssuerError::Database`].
+    pub fn renewals_of(&self, serial_hex: &str) -> Result<Vec<StoredCertificate>, IssuerError> {
+        self.inner.store.renewals_of(&self.inner.ca_id, serial_hex).map_err(|e| IssuerError::Database(e.to_string()))
     }
 
     /// Database writer counters (commits, operations), for metrics.
@@ -388,6 +451,10 @@ impl Inner {
                 der: signed.der.clone(),
                 issued_at: now,
                 renewal_of: renewal_of.clone(),
+                intune_device: match &e.authorization {
+                    Authorization::Intune { subject, .. } => Some(subject.clone()),
+                    _ => None,
+                },
             };
             let serial_hex = record.serial_hex.clone();
             match self.store.record_enrollment(record).await {
@@ -580,6 +647,22 @@ impl Issuer for LocalCa {
 
     fn ca_chain(&self) -> Vec<Vec<u8>> {
         self.inner.chain.clone()
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        serial: &'a [u8],
+        reason: RevocationReason,
+        now: UnixTime,
+    ) -> BoxFuture<'a, Result<Revocation, IssuerError>> {
+        let ca = self.clone();
+        // COPY: the serial crosses onto the blocking pool, which needs 'static.
+        let serial = serial.to_vec();
+        Box::pin(blocking::unblock(move || ca.revoke(&serial, reason, now)))
+    }
+
+    fn inventory(&self) -> Option<&LocalCa> {
+        Some(self)
     }
 
     fn handle<'a>(&'a self, request: &'a IssueRequest, now: UnixTime) -> BoxFuture<'a, IssueOutcome> {

@@ -37,8 +37,12 @@ use crate::crl::{RevocationReason, RevokedEntry};
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "local-ca.sqlite";
 
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `PRAGMA user_version`. Version 2 added
+/// `intune_device` (the Intune device id of an Intune-authorised enrolment).
+const SCHEMA_VERSION: i64 = 2;
+
+/// Most certificates one [`Store::list`] returns.
+pub const MAX_LIST_LIMIT: u32 = 1000;
 
 /// Most operations one transaction takes (bounds the latency of the first).
 const MAX_BATCH: usize = 512;
@@ -64,11 +68,13 @@ CREATE TABLE IF NOT EXISTS certificates (
     renewal_of      TEXT,
     status          TEXT NOT NULL DEFAULT 'valid' CHECK (status IN ('valid', 'revoked')),
     revoked_at      INTEGER,
-    reason          INTEGER
+    reason          INTEGER,
+    intune_device   TEXT                         -- Intune claim `sub` (device id), when Intune authorised it
 ) STRICT;
 CREATE INDEX IF NOT EXISTS certificates_by_transaction ON certificates (ca_id, profile, transaction_id);
 CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (ca_id) WHERE status = 'revoked';
 CREATE INDEX IF NOT EXISTS certificates_by_renewal_of ON certificates (ca_id, renewal_of) WHERE renewal_of IS NOT NULL;
+CREATE INDEX IF NOT EXISTS certificates_by_not_after ON certificates (ca_id, not_after);
 CREATE TABLE IF NOT EXISTS crl_number (
     ca_id  TEXT PRIMARY KEY NOT NULL,
     value  INTEGER NOT NULL
@@ -147,6 +153,8 @@ pub struct NewCertificate {
     pub issued_at: UnixTime,
     /// Serial (hex) of the certificate this one renews.
     pub renewal_of: Option<String>,
+    /// The Intune device id (claim `sub`) when an Intune challenge authorised it.
+    pub intune_device: Option<String>,
 }
 
 /// Revocation state of a recorded certificate.
@@ -166,8 +174,18 @@ pub enum CertStatus {
 /// A recorded certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredCertificate {
+    /// Row id: increasing in recording order (the paging cursor of [`Store::list`]).
+    pub id: i64,
     /// Serial, lowercase hex.
     pub serial_hex: String,
+    /// Subject, rendered for humans.
+    pub subject: String,
+    /// subjectAltNames, rendered for humans (comma-separated).
+    pub sans: String,
+    /// notBefore.
+    pub not_before: UnixTime,
+    /// The Intune device id (claim `sub`) when an Intune challenge authorised it.
+    pub intune_device: Option<String>,
     /// SCEP profile it was issued under.
     pub profile: String,
     /// SCEP transactionID of its request.
@@ -182,6 +200,98 @@ pub struct StoredCertificate {
     pub renewal_of: Option<String>,
     /// Revocation state.
     pub status: CertStatus,
+}
+
+/// The status filter of [`CertificateFilter`]; `valid` and `expired` are
+/// both unrevoked certificates, told apart by notAfter against the query's `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Not revoked and not expired.
+    Valid,
+    /// Revoked (expired or not).
+    Revoked,
+    /// Not revoked, notAfter passed.
+    Expired,
+}
+
+impl StatusFilter {
+    /// `valid`, `revoked` or `expired`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "valid" => Some(Self::Valid),
+            "revoked" => Some(Self::Revoked),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Which certificates [`Store::list`] returns; the filters combine with AND,
+/// `None` is no filter. Newest first; `before_id` pages on (the `id` of the
+/// last certificate of the previous page), as the audit events do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFilter {
+    /// Only this profile.
+    pub profile: Option<String>,
+    /// Subject or subjectAltName containing this, ignoring ASCII case.
+    pub text: Option<String>,
+    /// Only this serial (lowercase hex, as recorded).
+    pub serial_hex: Option<String>,
+    /// Only certificates of this Intune device id.
+    pub intune_device: Option<String>,
+    /// Only this status (at `now`).
+    pub status: Option<StatusFilter>,
+    /// Only certificates whose notAfter is before this.
+    pub expires_before: Option<UnixTime>,
+    /// Only rows older than this id (paging).
+    pub before_id: Option<i64>,
+    /// At most this many (1 to [`MAX_LIST_LIMIT`]; larger is cut to it).
+    pub limit: u32,
+    /// The time `valid` and `expired` are judged at.
+    pub now: UnixTime,
+}
+
+impl CertificateFilter {
+    /// No filter, the newest `limit` certificates, judged at `now`.
+    pub fn newest(limit: u32, now: UnixTime) -> Self {
+        Self {
+            profile: None,
+            text: None,
+            serial_hex: None,
+            intune_device: None,
+            status: None,
+            expires_before: None,
+            before_id: None,
+            limit,
+            now,
+        }
+    }
+}
+
+/// Counts of one CA's certificates at a moment (metrics, charts).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InventorySummary {
+    /// Not revoked, not expired.
+    pub valid: u64,
+    /// Revoked.
+    pub revoked: u64,
+    /// Not revoked, expired.
+    pub expired: u64,
+    /// Valid, expiring within 7 days.
+    pub expiring_within_7_days: u64,
+    /// Valid, expiring within 30 days (includes the 7-day ones).
+    pub expiring_within_30_days: u64,
+    /// Valid certificates by the month (UTC, `YYYY-MM`) of their notAfter,
+    /// earliest month first.
+    pub valid_by_expiry_month: Vec<(String, u64)>,
 }
 
 /// How the writer answers one operation: to a thread blocked on a
@@ -216,7 +326,7 @@ pub enum Recorded {
     /// Nothing was written: the profile's transactionID already has this
     /// (latest) certificate, and it is not the one being renewed. The caller
     /// decides whether the request is a resend of it or a conflict.
-    Existing(StoredCertificate),
+    Existing(Box<StoredCertificate>),
 }
 
 enum WriteOp {
@@ -363,6 +473,10 @@ impl Store {
                 "{}: schema version {version} is newer than this scepd understands ({SCHEMA_VERSION})",
                 path.display()
             )));
+        }
+        if version == 1 {
+            // Version 2: the Intune device id. Older rows have none.
+            conn.execute_batch("ALTER TABLE certificates ADD COLUMN intune_device TEXT").map_err(db)?;
         }
         conn.execute_batch(SCHEMA).map_err(db)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db)?;
@@ -527,6 +641,99 @@ impl Store {
             .collect()
     }
 
+    /// The certificates of CA `ca_id` that renewed `serial_hex`, oldest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn renewals_of(&self, ca_id: &str, serial_hex: &str) -> Result<Vec<StoredCertificate>, StoreError> {
+        self.readers.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM certificates WHERE ca_id = ?1 AND renewal_of = ?2 ORDER BY rowid"
+            ))?;
+            let rows = stmt.query_map(params![ca_id, serial_hex], stored_from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// CA `ca_id`'s certificates matching `filter`, newest first (see
+    /// [`CertificateFilter`]).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn list(&self, ca_id: &str, filter: &CertificateFilter) -> Result<Vec<StoredCertificate>, StoreError> {
+        let limit = filter.limit.clamp(1, MAX_LIST_LIMIT);
+        let text = filter.text.as_ref().map(|t| t.to_ascii_lowercase());
+        self.readers.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM certificates WHERE ca_id = ?1 \
+                 AND (?2 IS NULL OR profile = ?2) \
+                 AND (?3 IS NULL OR instr(lower(subject), ?3) > 0 OR instr(lower(sans), ?3) > 0) \
+                 AND (?4 IS NULL OR serial = ?4) \
+                 AND (?5 IS NULL OR intune_device = ?5) \
+                 AND (?6 IS NULL OR (?6 = 'revoked' AND status = 'revoked') \
+                      OR (?6 = 'valid' AND status = 'valid' AND not_after >= ?7) \
+                      OR (?6 = 'expired' AND status = 'valid' AND not_after < ?7)) \
+                 AND (?8 IS NULL OR not_after < ?8) \
+                 AND (?9 IS NULL OR rowid < ?9) \
+                 ORDER BY rowid DESC LIMIT ?10"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    ca_id,
+                    filter.profile,
+                    text,
+                    filter.serial_hex,
+                    filter.intune_device,
+                    filter.status.map(StatusFilter::as_str),
+                    filter.now.0,
+                    filter.expires_before.map(|t| t.0),
+                    filter.before_id,
+                    i64::from(limit),
+                ],
+                stored_from_row,
+            )?;
+            rows.collect()
+        })
+    }
+
+    /// Counts of CA `ca_id`'s certificates at `now` (see [`InventorySummary`]).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn summary(&self, ca_id: &str, now: UnixTime) -> Result<InventorySummary, StoreError> {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        self.readers.with(|c| {
+            let mut summary = c
+                .prepare_cached(
+                    "SELECT \
+                       COALESCE(SUM(status = 'valid' AND not_after >= ?2), 0), \
+                       COALESCE(SUM(status = 'revoked'), 0), \
+                       COALESCE(SUM(status = 'valid' AND not_after < ?2), 0), \
+                       COALESCE(SUM(status = 'valid' AND not_after >= ?2 AND not_after < ?2 + 7 * 86400), 0), \
+                       COALESCE(SUM(status = 'valid' AND not_after >= ?2 AND not_after < ?2 + 30 * 86400), 0) \
+                     FROM certificates WHERE ca_id = ?1",
+                )?
+                .query_row(params![ca_id, now.0], |r| {
+                    Ok(InventorySummary {
+                        valid: count(r.get(0)?),
+                        revoked: count(r.get(1)?),
+                        expired: count(r.get(2)?),
+                        expiring_within_7_days: count(r.get(3)?),
+                        expiring_within_30_days: count(r.get(4)?),
+                        valid_by_expiry_month: Vec::new(),
+                    })
+                })?;
+            let mut stmt = c.prepare_cached(
+                "SELECT strftime('%Y-%m', not_after, 'unixepoch') AS month, COUNT(*) FROM certificates \
+                 WHERE ca_id = ?1 AND status = 'valid' AND not_after >= ?2 GROUP BY month ORDER BY month",
+            )?;
+            summary.valid_by_expiry_month = stmt
+                .query_map(params![ca_id, now.0], |r| Ok((r.get::<_, String>(0)?, count(r.get(1)?))))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(summary)
+        })
+    }
+
     /// How many certificates CA `ca_id` has recorded.
     ///
     /// # Errors
@@ -552,8 +759,8 @@ impl Drop for Store {
     }
 }
 
-const COLUMNS: &str =
-    "serial, profile, transaction_id, der, not_after, issued_at, renewal_of, status, revoked_at, reason";
+const COLUMNS: &str = "serial, profile, transaction_id, der, not_after, issued_at, renewal_of, status, revoked_at, \
+     reason, rowid, subject, sans, not_before, intune_device";
 
 fn stored_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCertificate> {
     let status: String = r.get(7)?;
@@ -566,6 +773,11 @@ fn stored_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCertificate>
         CertStatus::Valid
     };
     Ok(StoredCertificate {
+        id: r.get(10)?,
+        subject: r.get(11)?,
+        sans: r.get(12)?,
+        not_before: UnixTime(r.get(13)?),
+        intune_device: r.get(14)?,
         serial_hex: r.get(0)?,
         profile: r.get(1)?,
         transaction_id: r.get(2)?,
@@ -702,8 +914,8 @@ fn insert(tx: &rusqlite::Transaction<'_>, c: &NewCertificate) -> Result<(), Stor
     let r = tx
         .prepare_cached(
             "INSERT INTO certificates (serial, ca_id, profile, transaction_id, subject, sans, not_before, \
-                     not_after, der, issued_at, renewal_of, status) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'valid')",
+                     not_after, der, issued_at, renewal_of, status, intune_device) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'valid', ?12)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -718,6 +930,7 @@ fn insert(tx: &rusqlite::Transaction<'_>, c: &NewCertificate) -> Result<(), Stor
                 c.der,
                 c.issued_at.0,
                 c.renewal_of,
+                c.intune_device,
             ])
         });
     match r {
@@ -740,12 +953,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: WriteOp) -> Done {
             let r = match check_renewal(tx, &c) {
                 Ok(Ok(None)) => match latest_of_transaction(tx, &c.ca_id, &c.profile, &c.transaction_id) {
                     Ok(Some(prev)) if c.renewal_of.as_deref() != Some(prev.serial_hex.as_str()) => {
-                        Ok(Recorded::Existing(prev))
+                        Ok(Recorded::Existing(Box::new(prev)))
                     }
                     Ok(_) => insert(tx, &c).map(|()| Recorded::Inserted),
                     Err(e) => Err(db(e)),
                 },
-                Ok(Ok(Some(resent))) => Ok(Recorded::Existing(resent)),
+                Ok(Ok(Some(resent))) => Ok(Recorded::Existing(Box::new(resent))),
                 Ok(Err(refused)) => Err(refused),
                 Err(e) => Err(db(e)),
             };
@@ -803,6 +1016,7 @@ mod tests {
             der: vec![1, 2, 3],
             issued_at: UnixTime(20),
             renewal_of: None,
+            intune_device: None,
         }
     }
 
@@ -976,6 +1190,113 @@ mod tests {
         let mut next = record("05", "r5");
         next.renewal_of = Some("02".into());
         assert_eq!(block_on(store.record_enrollment(next)), Err(StoreError::AlreadyRevoked));
+    }
+
+    /// Issue 17: the inventory's filters combine, page newest first by id,
+    /// and judge `valid`/`expired` at the query's `now`.
+    #[test]
+    fn inventory_filters_and_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
+        let add = |serial: &str, profile: &str, subject: &str, sans: &str, not_after: i64, device: Option<&str>| {
+            let mut c = record(serial, serial);
+            c.profile = profile.into();
+            c.subject = subject.into();
+            c.sans = sans.into();
+            c.not_after = UnixTime(not_after);
+            c.intune_device = device.map(Into::into);
+            assert_eq!(block_on(store.record_enrollment(c)), Ok(Recorded::Inserted));
+        };
+        add("01", "corp", "CN=laptop-1,O=Corp", "DNS:laptop-1.corp.example", 5_000, None);
+        add("02", "corp", "CN=phone-7", "", 900, Some("dev-7"));
+        add("03", "wifi", "CN=Printer-3", "IP:10.0.0.3", 3_000_000, None);
+        add("04", "wifi", "CN=tablet-4", "DNS:tablet-4.corp.example", 100_000, Some("dev-4"));
+        store.revoke("ca1", "04", UnixTime(950), RevocationReason::KeyCompromise).unwrap();
+        let now = UnixTime(1_000);
+        let serials = |f: &CertificateFilter| -> Vec<String> {
+            store.list("ca1", f).unwrap().into_iter().map(|c| c.serial_hex).collect()
+        };
+        let all = CertificateFilter::newest(100, now);
+        assert_eq!(serials(&all), ["04", "03", "02", "01"], "newest first");
+        assert_eq!(serials(&CertificateFilter { profile: Some("wifi".into()), ..all.clone() }), ["04", "03"]);
+        assert_eq!(serials(&CertificateFilter { text: Some("PRINTER".into()), ..all.clone() }), ["03"]);
+        assert_eq!(serials(&CertificateFilter { text: Some("corp.example".into()), ..all.clone() }), ["04", "01"]);
+        assert_eq!(serials(&CertificateFilter { serial_hex: Some("02".into()), ..all.clone() }), ["02"]);
+        assert_eq!(serials(&CertificateFilter { intune_device: Some("dev-7".into()), ..all.clone() }), ["02"]);
+        assert_eq!(serials(&CertificateFilter { status: Some(StatusFilter::Valid), ..all.clone() }), ["03", "01"]);
+        assert_eq!(serials(&CertificateFilter { status: Some(StatusFilter::Expired), ..all.clone() }), ["02"]);
+        assert_eq!(serials(&CertificateFilter { status: Some(StatusFilter::Revoked), ..all.clone() }), ["04"]);
+        assert_eq!(
+            serials(&CertificateFilter { expires_before: Some(UnixTime(100_001)), ..all.clone() }),
+            ["04", "02", "01"]
+        );
+        assert_eq!(
+            serials(&CertificateFilter {
+                profile: Some("corp".into()),
+                status: Some(StatusFilter::Valid),
+                ..all.clone()
+            }),
+            ["01"],
+            "filters combine with AND"
+        );
+        assert!(serials(&CertificateFilter { serial_hex: Some("05".into()), ..all.clone() }).is_empty());
+        // Paging: two at a time, each page continuing below the last id.
+        let first = store.list("ca1", &CertificateFilter { limit: 2, ..all.clone() }).unwrap();
+        assert_eq!(first.iter().map(|c| c.serial_hex.as_str()).collect::<Vec<_>>(), ["04", "03"]);
+        let next = CertificateFilter { limit: 2, before_id: Some(first[1].id), ..all.clone() };
+        assert_eq!(serials(&next), ["02", "01"]);
+        let last = store.list("ca1", &next).unwrap();
+        assert!(serials(&CertificateFilter { before_id: Some(last[1].id), ..all.clone() }).is_empty());
+        // The record carries what the inventory shows.
+        let phone = &store.list("ca1", &CertificateFilter { serial_hex: Some("02".into()), ..all }).unwrap()[0];
+        assert_eq!((phone.subject.as_str(), phone.intune_device.as_deref()), ("CN=phone-7", Some("dev-7")));
+        assert_eq!(phone.not_before, UnixTime(10));
+
+        let summary = store.summary("ca1", now).unwrap();
+        assert_eq!((summary.valid, summary.revoked, summary.expired), (2, 1, 1));
+        // 01 expires in 4000 s; 03 in ~35 days.
+        assert_eq!((summary.expiring_within_7_days, summary.expiring_within_30_days), (1, 1));
+        assert_eq!(summary.valid_by_expiry_month, [("1970-01".to_string(), 1), ("1970-02".to_string(), 1)]);
+        assert_eq!(store.summary("ca2", now).unwrap(), InventorySummary::default());
+        assert_eq!(store.renewals_of("ca1", "01").unwrap(), []);
+    }
+
+    /// A version 1 database (before the Intune device column) opens, keeps
+    /// its rows and records device ids from then on.
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            let v1 = SCHEMA.replace(
+                ",\n    intune_device   TEXT                         -- Intune claim `sub` (device id), when Intune authorised it",
+                "",
+            );
+            assert!(!v1.contains("intune_device"));
+            conn.execute_batch(&v1.replace(
+                "CREATE INDEX IF NOT EXISTS certificates_by_not_after ON certificates (ca_id, not_after);",
+                "",
+            ))
+            .unwrap();
+            conn.execute(
+                "INSERT INTO certificates (serial, ca_id, profile, transaction_id, subject, sans, not_before, not_after, \
+                 der, issued_at) VALUES ('0a', 'ca1', 'p', 't', 'CN=old', '', 1, 2, x'00', 1)",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let old = store.certificate("ca1", "0a").unwrap().unwrap();
+        assert_eq!((old.subject.as_str(), old.intune_device), ("CN=old", None));
+        let mut new = record("0b", "t2");
+        new.intune_device = Some("dev".into());
+        block_on(store.record_enrollment(new)).unwrap();
+        assert_eq!(store.certificate("ca1", "0b").unwrap().unwrap().intune_device.as_deref(), Some("dev"));
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), SCHEMA_VERSION);
     }
 
     #[test]

@@ -48,8 +48,10 @@ use serde_json::{Value, json};
 pub use auth::VaultAuth;
 use client::{CallError, Client, ClientSettings, Idempotence};
 
+use crate::crl::RevocationReason;
 use crate::error::IssuerError;
-use crate::x509_build::trim_serial;
+use crate::local::Revocation;
+use crate::x509_build::{serial_hex, trim_serial};
 use crate::{BoxFuture, Issuer};
 
 /// Default connect timeout.
@@ -335,6 +337,24 @@ impl Issuer for VaultIssuer {
         let request = request.clone();
         Box::pin(blocking::unblock(move || this.handle_blocking(&request, now)))
     }
+
+    /// Revocation through Vault's API: `GET /v1/<mount>/cert/<serial>` (404:
+    /// [`IssuerError::UnknownSerial`]; a revocation_time:
+    /// [`IssuerError::AlreadyRevoked`], as Vault itself answers a second
+    /// revocation with success), then `POST /v1/<mount>/revoke`. Vault's
+    /// revoke endpoint takes no reason: its CRL and OCSP answers carry none,
+    /// the reason is kept in scepd's audit event only.
+    fn revoke<'a>(
+        &'a self,
+        serial: &'a [u8],
+        reason: RevocationReason,
+        now: UnixTime,
+    ) -> BoxFuture<'a, Result<Revocation, IssuerError>> {
+        let inner = Arc::clone(&self.inner);
+        // COPY: the serial crosses onto the blocking pool, which needs 'static.
+        let serial = serial.to_vec();
+        Box::pin(blocking::unblock(move || inner.revoke(&serial, reason, now)))
+    }
 }
 
 /// Colon-separated lowercase hex, as Vault names serials.
@@ -569,6 +589,24 @@ impl Inner {
             ));
         }
         Ok(())
+    }
+
+    /// See [`Issuer::revoke`] on [`VaultIssuer`].
+    fn revoke(&self, serial: &[u8], reason: RevocationReason, now: UnixTime) -> Result<Revocation, IssuerError> {
+        let hex = serial_hex(serial);
+        let unavailable = |e: CallError| IssuerError::Unavailable(format!("issuer {}: {e}", self.id));
+        match self.lookup(serial).map_err(unavailable)? {
+            None => return Err(IssuerError::UnknownSerial(hex)),
+            Some((_, revoked)) if revoked != 0 => return Err(IssuerError::AlreadyRevoked(hex)),
+            Some(_) => {}
+        }
+        let path = format!("/v1/{}/revoke", self.mount);
+        let answer = self
+            .call("POST", &path, Some(&json!({ "serial_number": vault_serial(serial) })), Idempotence::Idempotent)
+            .map_err(unavailable)?;
+        let revoked_at = answer.pointer("/data/revocation_time").and_then(Value::as_i64).map_or(now, UnixTime);
+        tracing::info!(issuer = %self.id, serial = %hex, reason = %reason, "certificate revoked through Vault");
+        Ok(Revocation { serial_hex: hex, revoked_at, reason, revocation_version: 0 })
     }
 
     /// Best-effort revocation of a certificate we refuse to deliver.

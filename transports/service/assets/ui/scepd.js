@@ -1,4 +1,4 @@
-// scepd admin GUI: SCEP Administration (Profiles, Intune Monitoring, Recent Activity).
+// scepd admin GUI: SCEP Administration (Profiles, Intune Monitoring, Recent Activity, Certificates).
 //
 // Everything shown comes from the admin API (/api/v1/admin/scep/..., docs/admin-api.md),
 // read with the admin key the operator signs in with. The page is built with DOM calls and
@@ -10,7 +10,7 @@
   const API = '/api/v1/admin/scep';
   const HOME = '/ui/scep';
   const KEY_STORE = 'scepd.adminKey';
-  const TABS = ['profiles', 'intune', 'activity'];
+  const TABS = ['profiles', 'intune', 'activity', 'certificates'];
   // The spec's polling periods for the Intune Monitoring tab.
   const STATS_EVERY_MS = 30_000;
   const FAILURES_EVERY_MS = 60_000;
@@ -140,9 +140,11 @@
     generation++;
     stopTimers();
     sessionStorage.removeItem(KEY_STORE);
-    if ($('reload-dialog').open) $('reload-dialog').close();
-    for (const id of ['profile-cards', 'intune-cards']) empty($(id));
-    for (const id of ['failures', 'activity']) empty($(id).tBodies[0]);
+    for (const d of ['reload-dialog', 'certificate-dialog']) if ($(d).open) $(d).close();
+    for (const id of ['profile-cards', 'intune-cards', 'certificate-fields', 'certificate-history']) empty($(id));
+    $('certificate-pem').textContent = '';
+    for (const id of ['failures', 'activity', 'certificates']) empty($(id).tBodies[0]);
+    destroyCharts();
     knownProfiles = [];
     errorFrom = null;
     for (const id of ['error', 'toast']) $(id).hidden = true;
@@ -219,7 +221,7 @@
     }
     $('error').hidden = true;
     errorFrom = null;
-    const views = { profiles: loadProfiles, intune: loadIntune, activity: loadActivity };
+    const views = { profiles: loadProfiles, intune: loadIntune, activity: loadActivity, certificates: loadCertificates };
     await views[tab](params, mine);
     if (mine !== generation) return;
     if (tab === 'intune') {
@@ -644,6 +646,236 @@
     };
   }
 
+  // ---- Certificates ---------------------------------------------------------------------
+
+  const CERTIFICATE_FILTERS = ['q', 'serial', 'profile', 'status'];
+  const CERTIFICATES_PAGE = 50;
+  let charts = [];
+
+  function destroyCharts() {
+    charts.forEach((c) => c.destroy());
+    charts = [];
+    for (const id of ['chart-24h', 'chart-7d', 'chart-expiry']) empty($(id));
+  }
+
+  function statusBadge(c) {
+    if (c.status === 'revoked') return badge(`revoked (${c.revocation_reason})`, 'expired');
+    if (c.status === 'expired') return badge('expired', 'expired');
+    return badge('valid', 'green');
+  }
+
+  function chartWidth(id) {
+    return Math.max(280, $(id).clientWidth || 360);
+  }
+
+  /** Per-hour series over `hours` hours ending now, zeros where the log has nothing. */
+  function hourlySeries(activity, nowUnix, hours) {
+    const end = Math.floor(nowUnix / 3600) * 3600;
+    const byHour = new Map(activity.map((h) => [h.hour_unix, h]));
+    const xs = [], ok = [], failed = [];
+    for (let t = end - (hours - 1) * 3600; t <= end; t += 3600) {
+      const h = byHour.get(t);
+      xs.push(t);
+      ok.push(h ? h.enrolments : 0);
+      failed.push(h ? h.failures : 0);
+    }
+    return [xs, ok, failed];
+  }
+
+  function activityChart(id, data) {
+    const opts = {
+      width: chartWidth(id), height: 180, legend: { show: true },
+      scales: { x: { time: true } },
+      axes: [{}, { size: 40 }],
+      series: [
+        {},
+        { label: 'enrolments', stroke: '#15803d', fill: 'rgba(21,128,61,0.12)', width: 2 },
+        { label: 'failures', stroke: '#b91c1c', width: 2 },
+      ],
+    };
+    charts.push(new uPlot(opts, data, $(id)));
+  }
+
+  function expiryChart(id, months) {
+    if (!months.length) {
+      $(id).append(el('p', { class: 'none' }, 'No valid certificates.'));
+      return;
+    }
+    const xs = months.map((m, i) => i);
+    const opts = {
+      width: chartWidth(id), height: 180, legend: { show: false },
+      scales: { x: { time: false, range: [-0.5, months.length - 0.5] } },
+      axes: [{ values: (_u, ticks) => ticks.map((t) => (Number.isInteger(t) && months[t] ? months[t].month : '')) },
+        { size: 40 }],
+      series: [{}, { label: 'certificates', stroke: '#1d4ed8', fill: 'rgba(29,78,216,0.35)',
+        paths: uPlot.paths.bars({ size: [0.6, 60] }), points: { show: false } }],
+    };
+    charts.push(new uPlot(opts, [xs, months.map((m) => m.certificates)], $(id)));
+  }
+
+  function loadCharts(mine) {
+    return fetching(mine, `${API}/charts`, (body) => {
+      destroyCharts();
+      if (typeof uPlot !== 'function') {
+        $('chart-24h').append(el('p', { class: 'none' }, 'The charting library did not load.'));
+        return;
+      }
+      const activity = body.activity || [];
+      activityChart('chart-24h', hourlySeries(activity, body.now_unix, 24));
+      activityChart('chart-7d', hourlySeries(activity, body.now_unix, 7 * 24));
+      expiryChart('chart-expiry', body.expiry_months);
+      for (const [id, n] of [['chart-24h', 24], ['chart-7d', 168]]) $(id).dataset.hours = String(n);
+      $('chart-expiry').dataset.months = String(body.expiry_months.length);
+    }, () => destroyCharts());
+  }
+
+  function fillCertificateForm(params) {
+    const profile = $('c-profile');
+    const chosen = params.get('profile') ?? '';
+    const names = [...new Set([...knownProfiles, chosen].filter(Boolean))].sort();
+    empty(profile).append(el('option', { value: '' }, 'any'), ...names.map((n) => el('option', { value: n }, n)));
+    profile.value = chosen;
+    $('c-q').value = params.get('q') ?? '';
+    $('c-serial').value = params.get('serial') ?? '';
+    $('c-status').value = ['valid', 'revoked', 'expired'].includes(params.get('status')) ? params.get('status') : '';
+  }
+
+  function certificateRows(list) {
+    return list.map((c) => el('tr', { 'data-serial': c.serial },
+      el('td', { class: 'mono' }, c.serial),
+      el('td', {}, c.subject, c.subject_alt_names.length ? [el('br'), el('span', { class: 'muted' }, c.subject_alt_names.join(', '))] : null),
+      el('td', {}, c.profile),
+      el('td', {}, statusBadge(c)),
+      el('td', { class: 'time' }, c.not_after, ' ', c.status === 'revoked' ? null : expiryBadge({ ...c, status: c.expiry_status })),
+      el('td', { class: 'time' }, c.issued_at),
+      el('td', {}, el('button', { type: 'button', class: 'link details', onclick: () => openCertificate(c.serial) }, 'details'))));
+  }
+
+  async function loadCertificates(params, mine) {
+    if (!knownProfiles.length) {
+      try {
+        knownProfiles = (await api(`${API}/profiles`)).profiles.map((p) => p.path_id);
+      } catch (err) {
+        if (mine === generation) failed(err);
+        return;
+      }
+    }
+    if (mine !== generation) return;
+    fillCertificateForm(params);
+    const q = new URLSearchParams({ limit: String(CERTIFICATES_PAGE) });
+    for (const k of [...CERTIFICATE_FILTERS, 'before_id']) {
+      const v = params.get(k);
+      if (v) q.set(k, v);
+    }
+    await Promise.all([loadCharts(mine), fetching(mine, `${API}/certificates?${q}`, (body) => {
+      const list = body.certificates;
+      empty($('certificates').tBodies[0]).append(...certificateRows(list));
+      $('certificates').hidden = !list.length;
+      $('certificates-empty').hidden = list.length > 0;
+      $('certificates-older').hidden = body.next_before_id === null;
+      $('certificates-older').dataset.before = body.next_before_id === null ? '' : String(body.next_before_id);
+      $('certificates-newer').hidden = !q.has('before_id');
+    }, () => {
+      empty($('certificates').tBodies[0]);
+      $('certificates-older').hidden = true;
+    })]);
+  }
+
+  // The details dialog; Revoke asks again, naming the certificate and a reason.
+  let shownCertificate = null;
+  let revokeBusy = false;
+
+  function historyItem(e) {
+    const what = e.action === 'certificate_revoked' ? 'revoked'
+      : e.renewal_of && e.serial !== shownCertificate.serial ? `renewed by ${e.serial}`
+        : e.renewal_of ? `issued as a renewal of ${e.renewal_of}` : 'issued';
+    return el('li', {}, el('span', { class: 'time' }, e.time), ' ', el('strong', {}, what), ' ',
+      el('span', { class: 'muted' }, `${e.action} · ${e.outcome}`), e.detail ? [' — ', e.detail] : null);
+  }
+
+  function showCertificate(c) {
+    shownCertificate = c;
+    $('certificate-title').textContent = `Certificate ${c.serial}`;
+    empty($('certificate-fields')).append(
+      ...row('Subject', c.subject),
+      ...row('SANs', c.subject_alt_names.join(', ') || '—'),
+      ...row('Serial', el('code', {}, c.serial)),
+      ...row('Status', statusBadge(c), c.revoked_at ? ` since ${c.revoked_at}` : ''),
+      ...row('Profile', c.profile),
+      ...row('Issuer', c.issuer_id),
+      ...row('Valid', `${c.not_before} — ${c.not_after} `, c.status === 'revoked' ? '' : expiryBadge({ ...c, status: c.expiry_status })),
+      ...row('Intune device', c.intune_device_id ?? '—'),
+      ...row('Renews', c.renewal_of ?? '—'),
+      ...row('Renewed by', c.renewed_by.length ? c.renewed_by.join(', ') : '—'));
+    $('certificate-pem').textContent = c.pem;
+    const history = c.history || [];
+    empty($('certificate-history')).append(...history.map(historyItem));
+    if (!history.length) $('certificate-history').append(el('li', { class: 'muted' }, 'No audit events.'));
+    $('revoke-box').hidden = true;
+    $('revoke-confirm').hidden = true;
+    $('revoke-start').hidden = c.status === 'revoked';
+    $('certificate-error').hidden = true;
+  }
+
+  async function openCertificate(serial) {
+    try {
+      const c = await api(`${API}/certificates/${encodeURIComponent(serial)}`);
+      showCertificate(c);
+      if (!$('certificate-dialog').open) $('certificate-dialog').showModal();
+    } catch (err) {
+      failed(err);
+    }
+  }
+
+  function startRevoke() {
+    const c = shownCertificate;
+    $('revoke-text').textContent =
+      `Revoke ${c.subject} (serial ${c.serial}, profile ${c.profile})? Relying parties will refuse it; this cannot be undone.`;
+    $('revoke-reason').value = 'unspecified';
+    $('revoke-box').hidden = false;
+    $('revoke-start').hidden = true;
+    $('revoke-confirm').hidden = false;
+    $('revoke-reason').focus();
+  }
+
+  async function confirmRevoke(event) {
+    event.preventDefault();
+    if (revokeBusy || !shownCertificate) return;
+    const c = shownCertificate;
+    const reason = $('revoke-reason').value;
+    revokeBusy = true;
+    $('revoke-confirm').disabled = true;
+    $('certificate-error').hidden = true;
+    try {
+      await api(`${API}/certificates/${encodeURIComponent(c.serial)}/revoke`,
+        { method: 'POST', body: JSON.stringify({ reason }) });
+      toast(`Revoked ${c.subject} (serial ${c.serial}): ${reason}.`);
+      await openCertificate(c.serial);
+      const { params } = currentView();
+      await loadCertificates(params, generation);
+    } catch (err) {
+      if (err.status === 401 || err.status === 403) {
+        $('certificate-dialog').close();
+        failed(err);
+        return;
+      }
+      $('certificate-error').textContent = err.message;
+      $('certificate-error').hidden = false;
+    } finally {
+      revokeBusy = false;
+      $('revoke-confirm').disabled = false;
+    }
+  }
+
+  function certificateSearch() {
+    const q = new URLSearchParams({ tab: 'certificates' });
+    for (const [k, id] of [['q', 'c-q'], ['serial', 'c-serial'], ['profile', 'c-profile'], ['status', 'c-status']]) {
+      const v = $(id).value.trim();
+      if (v) q.set(k, v);
+    }
+    return `?${q}`;
+  }
+
   // ---- Wiring ---------------------------------------------------------------------------
 
   function start() {
@@ -696,6 +928,30 @@
     // Escape must not hide a reload in flight: its outcome is shown in the dialog.
     $('reload-dialog').addEventListener('cancel', (event) => {
       if (reloadBusy) event.preventDefault();
+    });
+
+    $('certificates-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      navigate(certificateSearch());
+    });
+    $('certificates-reset').addEventListener('click', (event) => {
+      event.preventDefault();
+      navigate('?tab=certificates');
+    });
+    const certificatePage = (before) => {
+      const q = new URLSearchParams(currentView().params);
+      q.set('tab', 'certificates');
+      if (before) q.set('before_id', before);
+      else q.delete('before_id');
+      navigate(`?${q}`);
+    };
+    $('certificates-older').addEventListener('click', () => certificatePage($('certificates-older').dataset.before));
+    $('certificates-newer').addEventListener('click', () => certificatePage(null));
+    $('revoke-start').addEventListener('click', startRevoke);
+    $('certificate-form').addEventListener('submit', confirmRevoke);
+    $('certificate-close').addEventListener('click', () => $('certificate-dialog').close());
+    $('certificate-dialog').addEventListener('cancel', (event) => {
+      if (revokeBusy) event.preventDefault();
     });
 
     $('challenge-form').addEventListener('submit', mintChallenge);

@@ -8,6 +8,8 @@
 //! | POST | `/api/v1/admin/scep/intune/reload-trust` | body `{"path_id": "corp"}`: re-read that profile's Connector trust anchors; 200 / 400 / 404 / 409 / 500 (old pool kept) |
 //! | POST | `/api/v1/admin/scep/challenges` | body `{"profile": "corp", "ttl_secs": 3600, "common_name": "dev-1", "subject_alt_names": ["DNS:dev-1.corp.example"]}` (all but `profile` optional): mint a one-time challenge on a `challenge_mode = "one-time"` profile; 201 `{"id", "profile", "challenge", "expires_at", ...}` (the only time the challenge is shown) / 400 |
 //! | GET | `/api/v1/admin/scep/challenges?profile=` | outstanding (unused, unexpired) one-time challenges: id, profile, binding, created, expires, minting key; never the challenge. A `reader` key may list |
+//! | GET | `/api/v1/admin/scep/certificates`, `.../certificates/{serial}`, `/api/v1/admin/scep/charts` | the certificate inventory, one certificate with PEM and history, the GUI's charts ([`crate::operator::certificates`]). A `reader` key may read |
+//! | POST | `/api/v1/admin/scep/certificates/{serial}/revoke` | body `{"reason": "keyCompromise"}`: revoke; 200 / 400 / 404 / 409 ([`crate::operator::certificates`]) |
 //!
 //! `profile`, `action` and `outcome` of the events query take one value or a
 //! comma-separated list (any of them matches); `exclude_outcome` (same form)
@@ -15,7 +17,7 @@
 //! item. The recent Intune failures are one query:
 //! `?action=scep_pkcsreq_intune,scep_renewalreq_intune&exclude_outcome=success&limit=50`.
 //!
-//! Every endpoint but the challenge list requires an `admin` key: no key or
+//! Every endpoint but the challenge list, the certificate inventory and the charts requires an `admin` key: no key or
 //! an unknown key is 401, a non-admin (`reader`) key is 403. After
 //! [`crate::state::auth_limit::MAX_FAILURES`] unknown keys from one client
 //! address (IPv6: its /64) within [`crate::state::auth_limit::WINDOW`], that
@@ -33,7 +35,7 @@
 use bytes::Bytes;
 use std::time::Instant;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS};
+use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use scep_engine::UnixTime;
@@ -43,6 +45,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::intune::{AnchorInfo, ProfileIntuneStats};
+use crate::operator::certificates::{self, CHARTS, CertificatePath};
+use crate::operator::reply::respond;
+pub use crate::operator::reply::{error, expiry_status};
 use crate::settings::api_keys::Role;
 use crate::state::Profile;
 use crate::state::ServiceState;
@@ -131,7 +136,12 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         tracing::warn!(target: "scepd::admin", client = ?req.client, path = req.path, "admin API: unknown API key");
         return unauthorized("unknown API key");
     };
-    let reader_may = req.method == Method::GET && req.path == CHALLENGES;
+    let certificate_path = CertificatePath::parse(req.path);
+    // Readers read the challenge list, the certificate inventory and the charts.
+    let reader_may = req.method == Method::GET
+        && (req.path == CHALLENGES
+            || req.path == CHARTS
+            || matches!(certificate_path, Some(CertificatePath::List | CertificatePath::One(_))));
     if role != Role::Admin && !reader_may {
         tracing::warn!(target: "scepd::admin", key = name, path = req.path, "admin API: key is not admin");
         return error(StatusCode::FORBIDDEN, "forbidden", "this endpoint requires an admin API key");
@@ -146,7 +156,16 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         (&Method::GET, EVENTS | EVENTS_ALIAS) => events(state, req.query.unwrap_or("")).await,
         (&Method::POST, CHALLENGES) => mint_challenge(state, req.body, name).await,
         (&Method::GET, CHALLENGES) => list_challenges(state, req.query.unwrap_or("")).await,
-        (_, PROFILES | INTUNE_STATS | RELOAD_TRUST | EVENTS | EVENTS_ALIAS | CHALLENGES) => {
+        (&Method::GET, CHARTS) => certificates::charts(state).await,
+        (method, _) if certificate_path.is_some() => match (method, certificate_path) {
+            (&Method::GET, Some(CertificatePath::List)) => certificates::list(state, req.query.unwrap_or("")).await,
+            (&Method::GET, Some(CertificatePath::One(serial))) => certificates::one(state, serial).await,
+            (&Method::POST, Some(CertificatePath::Revoke(serial))) => {
+                certificates::revoke(state, serial, req.body, name).await
+            }
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint"),
+        },
+        (_, PROFILES | INTUNE_STATS | RELOAD_TRUST | EVENTS | EVENTS_ALIAS | CHALLENGES | CHARTS) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
@@ -276,20 +295,6 @@ fn intune_profile_json(s: &ProfileIntuneStats, now: UnixTime) -> Value {
         "counters": counters,
         "trust_anchors": s.anchors.iter().map(|a| anchor_json(a, now)).collect::<Vec<_>>(),
     })
-}
-
-/// The spec's countdown badge: `green` ≥ 30 days, `amber` 7-30, `red` < 7, `expired`.
-pub fn expiry_status(not_after: UnixTime, now: UnixTime) -> &'static str {
-    let left = not_after.secs() - now.secs();
-    if left < 0 {
-        "expired"
-    } else if left < 7 * 86_400 {
-        "red"
-    } else if left < 30 * 86_400 {
-        "amber"
-    } else {
-        "green"
-    }
 }
 
 /// The profiles endpoint's JSON.
@@ -622,21 +627,6 @@ fn too_many_failures(retry_after: std::time::Duration) -> http::Response<Full<By
     r
 }
 
-/// A JSON error `{"error": code, "message": text}`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> http::Response<Full<Bytes>> {
-    respond(status, &json!({ "error": code, "message": message }))
-}
-
-fn respond(status: StatusCode, v: &Value) -> http::Response<Full<Bytes>> {
-    let body = serde_json::to_vec_pretty(v).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = http::Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut().insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,6 +674,7 @@ mod tests {
         use std::sync::Arc;
 
         use futures_lite::future::block_on;
+        use http::header::{CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
         use scep_engine::crypto::{EcPrivateKey, SigningKey};
         use scep_engine::intune::CsrIdentity;
         use scep_issuers::x509_build::{Validity, common_name, self_signed_ca};

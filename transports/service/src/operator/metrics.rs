@@ -24,6 +24,11 @@
 //! | `scepd_intune_replay_cache_capacity` | gauge | `profile` (`intune_replay_capacity`) |
 //! | `scepd_intune_rate_limit_devices_tracked` | gauge | `profile` (devices with an enrolment in 24 h) |
 //! | `scepd_intune_rate_limit_devices_capacity` | gauge | `profile` (`intune_rate_limit_devices`; 0 when off) |
+//! | `scepd_certificates` | gauge | `issuer`, `status` (`valid`, `revoked`, `expired`: issuers that keep an inventory, the local CA) |
+//! | `scepd_certificates_expiring` | gauge | `issuer`, `within` (`7d`, `30d`: valid certificates whose notAfter is that close) |
+//!
+//! The certificate gauges are one indexed aggregate query per local CA on
+//! each scrape (a reader connection; the writer is not involved).
 //!
 //! `profile` is empty for requests naming no existing profile (so a scanner
 //! cannot grow the label set). `scepd_issuer_errors_total` and
@@ -161,6 +166,8 @@ pub fn render(state: &ServiceState, now: UnixTime) -> String {
         }
     }
 
+    render_certificates(&mut out, state, now);
+
     let profiles = state.profiles();
     let expiry = |der: &[u8]| CertificateRef::parse(der).ok().map(|c| c.not_after.secs() - now.secs());
     header(&mut out, "scepd_ra_cert_expiry_seconds", "gauge", "Seconds until each profile's RA certificate expires.");
@@ -199,4 +206,41 @@ pub fn render(state: &ServiceState, now: UnixTime) -> String {
         }
     }
     out
+}
+
+/// `scepd_certificates` and `scepd_certificates_expiring` for every issuer
+/// that keeps an inventory; an issuer whose database cannot be read is
+/// left out and logged (the scrape still answers).
+fn render_certificates(out: &mut String, state: &ServiceState, now: UnixTime) {
+    let mut seen = std::collections::HashSet::new();
+    let mut summaries = Vec::new();
+    for p in state.profiles().iter() {
+        let id = p.issuer.id();
+        if !seen.insert(id.to_string()) {
+            continue;
+        }
+        if let Some(ca) = p.issuer.inventory() {
+            match ca.inventory_summary(now) {
+                Ok(s) => summaries.push((id.to_string(), s)),
+                Err(e) => tracing::error!(issuer = id, error = %e, "metrics: cannot count the certificates"),
+            }
+        }
+    }
+    header(out, "scepd_certificates", "gauge", "Certificates an issuer recorded, by status (valid, revoked, expired).");
+    for (id, s) in &summaries {
+        for (status, n) in [("valid", s.valid), ("revoked", s.revoked), ("expired", s.expired)] {
+            let _ = writeln!(out, "scepd_certificates{{issuer=\"{}\",status=\"{status}\"}} {n}", esc(id));
+        }
+    }
+    header(
+        out,
+        "scepd_certificates_expiring",
+        "gauge",
+        "Valid certificates expiring within 7 or 30 days (the 30-day count includes the 7-day one).",
+    );
+    for (id, s) in &summaries {
+        for (within, n) in [("7d", s.expiring_within_7_days), ("30d", s.expiring_within_30_days)] {
+            let _ = writeln!(out, "scepd_certificates_expiring{{issuer=\"{}\",within=\"{within}\"}} {n}", esc(id));
+        }
+    }
 }

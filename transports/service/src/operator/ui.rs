@@ -4,9 +4,10 @@
 //! | path | serves |
 //! |---|---|
 //! | `/ui`, `/ui/` | `308` to `/ui/scep` |
-//! | `/ui/scep` | the page; tab **Profiles** (default), `?tab=intune` **Intune Monitoring**, `?tab=activity` **Recent Activity** |
+//! | `/ui/scep` | the page; tab **Profiles** (default), `?tab=intune` **Intune Monitoring**, `?tab=activity` **Recent Activity**, `?tab=certificates` **Certificates** (inventory, revocation, charts) |
 //! | `/ui/scep/intune` | the page on the Intune Monitoring tab (the spec's alias) |
 //! | `/ui/assets/scepd.js`, `scepd.css`, `favicon.svg` | the page's script, style sheet and icon |
+//! | `/ui/assets/uplot.min.js`, `uplot.min.css` | the charting library [uPlot](https://github.com/leeoniya/uPlot) 1.6.32 (MIT, `assets/ui/uplot.LICENSE`), as published on npm (`dist/uPlot.iife.min.js`, `dist/uPlot.min.css`), unmodified: it draws on a canvas and builds its DOM without HTML parsing, so the policy below holds |
 //!
 //! The spec puts the page at `/scep`; here `/scep` is the SCEP endpoint that
 //! devices call (and `/scep/intune` would be a profile named `intune`), so the
@@ -66,6 +67,10 @@ const SCRIPT: Asset =
     Asset { content_type: "text/javascript; charset=utf-8", body: include_bytes!("../../assets/ui/scepd.js") };
 const STYLE: Asset =
     Asset { content_type: "text/css; charset=utf-8", body: include_bytes!("../../assets/ui/scepd.css") };
+const CHARTS_SCRIPT: Asset =
+    Asset { content_type: "text/javascript; charset=utf-8", body: include_bytes!("../../assets/ui/uplot.min.js") };
+const CHARTS_STYLE: Asset =
+    Asset { content_type: "text/css; charset=utf-8", body: include_bytes!("../../assets/ui/uplot.min.css") };
 const ICON: Asset = Asset { content_type: "image/svg+xml", body: include_bytes!("../../assets/ui/favicon.svg") };
 
 /// What a path under [`PREFIX`] leads to.
@@ -87,6 +92,8 @@ pub fn ui_route(path: &str) -> UiRoute {
         "/ui/assets/scepd.js" => UiRoute::Asset(&SCRIPT),
         "/ui/assets/scepd.css" => UiRoute::Asset(&STYLE),
         "/ui/assets/favicon.svg" => UiRoute::Asset(&ICON),
+        "/ui/assets/uplot.min.js" => UiRoute::Asset(&CHARTS_SCRIPT),
+        "/ui/assets/uplot.min.css" => UiRoute::Asset(&CHARTS_STYLE),
         _ => UiRoute::NotFound,
     }
 }
@@ -188,16 +195,24 @@ mod tests {
     #[test]
     fn the_page_uses_only_served_assets_and_nothing_inline() {
         let page = std::str::from_utf8(PAGE.body).unwrap();
-        for link in ["/ui/assets/scepd.js", "/ui/assets/scepd.css", "/ui/assets/favicon.svg"] {
+        for link in [
+            "/ui/assets/scepd.js",
+            "/ui/assets/scepd.css",
+            "/ui/assets/favicon.svg",
+            "/ui/assets/uplot.min.js",
+            "/ui/assets/uplot.min.css",
+        ] {
             assert!(page.contains(&format!("\"{link}\"")), "{link}");
             assert!(matches!(ui_route(link), UiRoute::Asset(_)), "{link}");
         }
         for inline in ["<script>", "style=", "<style", "onclick", "onload", "javascript:"] {
             assert!(!page.contains(inline), "inline {inline:?} in the page");
         }
-        let script = std::str::from_utf8(SCRIPT.body).unwrap();
-        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
-            assert!(!script.contains(sink), "the script uses {sink}");
+        for asset in [&SCRIPT, &CHARTS_SCRIPT] {
+            let script = std::str::from_utf8(asset.body).unwrap();
+            for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"] {
+                assert!(!script.contains(sink), "a script uses {sink}");
+            }
         }
     }
 }

@@ -193,6 +193,38 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// A revocation through the admin API (action `certificate_revoked`,
+    /// outcome `revoked`, route `admin`): `detail` names the API key and the
+    /// reason; `profile` and `subject` are the certificate's when the
+    /// issuer keeps a record of it (empty / `None` for Vault).
+    pub fn revocation(
+        profile: &str,
+        serial_hex: &str,
+        subject: Option<String>,
+        issuer: &str,
+        detail: String,
+        at: UnixTime,
+    ) -> Self {
+        Self {
+            time: at.to_rfc3339(),
+            time_unix: at.secs(),
+            profile: profile.to_string(),
+            action: "certificate_revoked".into(),
+            operation: "revoke".into(),
+            outcome: "revoked".into(),
+            http_status: 200,
+            subject,
+            serial: Some(serial_hex.to_string()),
+            issuer: Some(issuer.to_string()),
+            route: "admin".into(),
+            detail: Some(detail),
+            count: 1,
+            ..Self::default()
+        }
+    }
+}
+
 /// Filters of [`AuditLog::query`], combined with AND. A list matches an
 /// event that has any of its values (exact match); an empty list is no filter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -209,9 +241,29 @@ pub struct AuditQuery {
     pub since: Option<i64>,
     /// Only events with an id below this (paging backwards).
     pub before_id: Option<i64>,
+    /// Only events about this certificate (serial, lowercase hex): those that
+    /// issued it (`serial`), renewed it (`renewal_of`) or revoked it.
+    pub certificate: Option<String>,
     /// At most this many (1..=[`MAX_QUERY_LIMIT`]).
     pub limit: u32,
 }
+
+/// One hour of [`AuditLog::hourly`]: enrolment and renewal requests
+/// answered with a certificate, and those refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HourlyActivity {
+    /// The hour's start, Unix seconds (a multiple of 3600).
+    pub hour_unix: i64,
+    /// Certificates issued (PKCSReq and RenewalReq answered SUCCESS).
+    pub enrolments: u64,
+    /// PKIOperation requests that were refused (FAILURE or HTTP 4xx).
+    pub failures: u64,
+}
+
+/// The audit actions of PKIOperation requests that ask for a certificate
+/// (and of those not attributable to a message type), for [`AuditLog::hourly`].
+const ENROLMENT_ACTIONS: &str = "'scep_pkcsreq', 'scep_pkcsreq_intune', 'scep_renewalreq', \
+     'scep_renewalreq_intune', 'scep_pkioperation', 'scep_pkioperation_intune'";
 
 /// Why the audit log could not do something.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,6 +281,7 @@ enum Command {
     Append(Box<AuditEvent>, oneshot::Sender<Result<i64, AuditError>>),
     Flush(oneshot::Sender<Result<(), AuditError>>),
     Query(AuditQuery, oneshot::Sender<Result<Vec<AuditEvent>, AuditError>>),
+    Hourly(i64, oneshot::Sender<Result<Vec<HourlyActivity>, AuditError>>),
 }
 
 /// Handle to the audit database (cheap to clone; the writer thread stops when
@@ -491,6 +544,22 @@ impl AuditLog {
         }
     }
 
+    /// Enrolments and failures per hour since `since` (Unix seconds), oldest
+    /// hour first; hours without any are left out (the GUI's activity charts).
+    ///
+    /// # Errors
+    /// When the database cannot be read or the writer has stopped.
+    pub fn hourly(&self, since: i64) -> impl Future<Output = Result<Vec<HourlyActivity>, AuditError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.tx.send(Command::Hourly(since, tx)).is_ok();
+        async move {
+            if !sent {
+                return Err(AuditError("audit writer stopped".into()));
+            }
+            rx.await.unwrap_or_else(|| Err(AuditError("audit writer stopped".into())))
+        }
+    }
+
     /// Newest events first, filtered.
     ///
     /// # Errors
@@ -716,12 +785,14 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTa
         };
         let mut appends = Vec::new();
         let mut queries = Vec::new();
+        let mut hourlies = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
                 Command::Append(e, done) => appends.push((e, done)),
                 Command::Query(q, done) => queries.push((q, done)),
+                Command::Hourly(since, done) => hourlies.push((since, done)),
                 Command::Flush(done) => flushes.push(done),
             }
             if appends.len() < MAX_BATCH {
@@ -744,7 +815,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTa
                 }
             }
         }
-        if !queries.is_empty() || !flushes.is_empty() {
+        if !queries.is_empty() || !hourlies.is_empty() || !flushes.is_empty() {
             // Queries see the discovery answers counted so far.
             let flushed = flush_tally(&mut conn, tally, &mut unwritten);
             for done in flushes {
@@ -753,6 +824,9 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTa
         }
         for (q, done) in queries {
             done.send(select(&conn, &q).map_err(|e| AuditError(format!("audit query failed: {e}"))));
+        }
+        for (since, done) in hourlies {
+            done.send(hourly(&conn, since).map_err(|e| AuditError(format!("audit query failed: {e}"))));
         }
     }
 }
@@ -867,6 +941,22 @@ fn json_list(values: &[String]) -> Option<String> {
     Some(serde_json::to_string(values).unwrap_or_else(|_| "[]".into()))
 }
 
+/// See [`AuditLog::hourly`].
+fn hourly(conn: &Connection, since: i64) -> rusqlite::Result<Vec<HourlyActivity>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT (time_unix / 3600) * 3600 AS hour, \
+                COALESCE(SUM(CASE WHEN outcome = 'success' AND serial IS NOT NULL THEN count ELSE 0 END), 0), \
+                COALESCE(SUM(CASE WHEN outcome <> 'success' AND outcome <> 'pending' THEN count ELSE 0 END), 0) \
+         FROM audit_events WHERE time_unix >= ?1 AND action IN ({ENROLMENT_ACTIONS}) \
+         GROUP BY hour ORDER BY hour"
+    ))?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let rows = stmt.query_map(params![since], |r| {
+        Ok(HourlyActivity { hour_unix: r.get(0)?, enrolments: count(r.get(1)?), failures: count(r.get(2)?) })
+    })?;
+    rows.collect()
+}
+
 /// The events `q` selects, newest first. The `WHERE` clause names only the
 /// filters `q` sets, so SQLite can use the `(profile, id)` / `(action, id)`
 /// indexes (a `?1 IS NULL OR ...` form scans the table); at most 2^6 statement
@@ -891,6 +981,10 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
             args.push(Sql::Text(json));
             sql.push_str(&format!(" AND {test} (SELECT value FROM json_each(?{}))", args.len()));
         }
+    }
+    if let Some(serial) = &q.certificate {
+        args.push(Sql::Text(serial.clone()));
+        sql.push_str(&format!(" AND (serial = ?{n} OR renewal_of = ?{n})", n = args.len()));
     }
     for (test, value) in [("id <", q.before_id), ("time_unix >=", q.since)] {
         if let Some(v) = value {
