@@ -15,6 +15,7 @@ pub mod config_file;
 pub mod crl;
 mod error;
 pub mod local;
+pub mod ocsp;
 pub mod oneshot;
 pub mod vault;
 pub mod x509_build;
@@ -24,7 +25,7 @@ use std::pin::Pin;
 
 pub use error::IssuerError;
 pub use local::bootstrap::{BootstrapOptions, BootstrapOutcome, CaKeyType, NdesRaFiles, bootstrap};
-pub use local::{LOCAL_ISSUER_ID, LocalCa, LocalCaConfig, SignedCertificate};
+pub use local::{LOCAL_ISSUER_ID, LocalCa, LocalCaConfig, PublishedCrl, SignedCertificate, pki_urls};
 pub use scep_engine::issue::{IssueOutcome, IssueRequest};
 use scep_engine::time::UnixTime;
 pub use vault::{VaultAuth, VaultConfig, VaultIssuer};
