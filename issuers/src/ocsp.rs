@@ -78,6 +78,12 @@ impl OcspAnswer {
     fn error(status: ResponseStatus) -> Self {
         Self { der: error_response(status).into(), status, validity: None, cacheable: false }
     }
+
+    /// The `malformedRequest` answer, for a request the transport could not
+    /// even decode (e.g. a GET path that is not base64).
+    pub fn malformed() -> Self {
+        Self::error(ResponseStatus::MalformedRequest)
+    }
 }
 
 /// The key and certificate answers are signed with.
@@ -250,6 +256,26 @@ impl OcspResponder {
             );
         }
         answer
+    }
+
+    /// [`OcspResponder::respond`] on the `blocking` pool (any runtime).
+    pub fn respond_off_thread(
+        self: &Arc<Self>,
+        request_der: Vec<u8>,
+        now: UnixTime,
+    ) -> impl Future<Output = OcspAnswer> + Send + 'static {
+        let me = Arc::clone(self);
+        blocking::unblock(move || me.respond(&request_der, now))
+    }
+
+    /// The CA's [`LocalCa::published_crl`] on the `blocking` pool (it may
+    /// re-sign, which reads the database).
+    pub fn published_crl_off_thread(
+        &self,
+        now: UnixTime,
+    ) -> impl Future<Output = Result<crate::PublishedCrl, crate::IssuerError>> + Send + 'static {
+        let ca = self.ca.clone();
+        blocking::unblock(move || ca.published_crl(now))
     }
 
     /// The signing key, issuing (or renewing) the delegated certificate when needed.

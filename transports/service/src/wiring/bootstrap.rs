@@ -48,7 +48,9 @@ pub struct LocalCa {
 ///
 /// # Errors
 /// When the CA cannot be created or opened.
-pub fn open_local_ca(data_dir: &Path, now: UnixTime) -> Result<LocalCa, ConfigError> {
+/// `public_url` (`[server] public_url`): issued certificates name the CRL
+/// and OCSP URLs under it.
+pub fn open_local_ca(data_dir: &Path, now: UnixTime, public_url: Option<&str>) -> Result<LocalCa, ConfigError> {
     create_private_dir(data_dir)?;
     let opts = scep_issuers::BootstrapOptions { now, ..scep_issuers::BootstrapOptions::default() };
     let files = scep_issuers::bootstrap(data_dir, &opts)
@@ -67,7 +69,8 @@ pub fn open_local_ca(data_dir: &Path, now: UnixTime) -> Result<LocalCa, ConfigEr
             tracing::info!(ra = %pair.encryption_cert.display(), "created a new encryption RA certificate (NDES arrangement)");
         }
     }
-    let config = scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, data_dir);
+    let mut config = scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, data_dir);
+    config.public_url = public_url.map(str::to_string);
     let ca = scep_issuers::LocalCa::open_at(config, now)
         .map_err(|e| ConfigError(format!("local CA ({}): {e}", data_dir.display())))?;
     let ca = Arc::new(ca);

@@ -84,6 +84,16 @@ impl ServiceState {
             metrics: Metrics::default(),
             auth_limit: crate::state::auth_limit::AuthFailureLimit::default(),
             challenges: Some(Arc::new(challenges)),
+            relying_parties: match &local_ca {
+                Some(ca) => Some(Arc::new(
+                    scep_issuers::ocsp::OcspResponder::new(
+                        (**ca).clone(),
+                        scep_issuers::ocsp::ResponderSigning::default(),
+                    )
+                    .map_err(|e| ConfigError(format!("local CA OCSP responder: {e}")))?,
+                )),
+                None => None,
+            },
         });
         let _ = owner.set(Arc::downgrade(&state));
         for expired in std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner)) {
@@ -190,7 +200,7 @@ fn load_all(
                 "CERTCTL_SCEP_PROFILE_* variables need CERTCTL_SCEP_PROFILES (or a --config file)".into(),
             ));
         }
-        return bootstrap_load(options, now, file);
+        return bootstrap_load(options, now, file).map_err(|e| applied.annotate(e));
     }
     if options.challenge_password.is_some() {
         tracing::warn!("--challenge-password is ignored with a configuration: profiles set challenge_password");
@@ -219,6 +229,7 @@ fn build_file(
         &previous,
     )?;
     let mut ctx = BuildContext::new(base, &settings.data_dir, now)
+        .with_public_url(settings.public_url.clone())
         .with_issuers(issuers)
         .with_previous_intune(previous)
         .with_replay_cache(replay);
@@ -239,10 +250,11 @@ fn build_file(
 fn bootstrap_load(options: &StartOptions, now: UnixTime, file: ConfigFile) -> Result<Loaded, ConfigError> {
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
+    settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
     let challenge = Challenge::choose(&settings.data_dir, options.challenge_password.as_deref())?;
     let section = bootstrap::default_profile_section(&challenge);
-    let mut ctx = BuildContext::new(None, &settings.data_dir, now);
+    let mut ctx = BuildContext::new(None, &settings.data_dir, now).with_public_url(settings.public_url.clone());
     let profile = section.build(0, &mut ctx)?;
     let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
     let local_ca = ctx.opened_local_ca();

@@ -42,6 +42,8 @@ pub struct BuildContext<'a> {
     previous_intune: HashMap<String, IntuneValidator>,
     /// The replay cache every Intune profile shares ([`intune::shared_replay_cache`]).
     replay: Option<Arc<ReplayCache>>,
+    /// `[server] public_url`, written into the local CA's certificates.
+    public_url: Option<String>,
 }
 
 impl<'a> BuildContext<'a> {
@@ -55,7 +57,16 @@ impl<'a> BuildContext<'a> {
             issuers: IssuerMap::new(),
             previous_intune: HashMap::new(),
             replay: None,
+            public_url: None,
         }
+    }
+
+    /// The local CA opened by this context names its CRL and OCSP URLs under
+    /// `public_url` in what it issues (`[server] public_url`).
+    #[must_use]
+    pub fn with_public_url(mut self, public_url: Option<String>) -> Self {
+        self.public_url = public_url;
+        self
     }
 
     /// Makes the `[[issuer]]` entries available to profiles by id.
@@ -89,7 +100,7 @@ impl<'a> BuildContext<'a> {
 
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
         if self.local.is_none() {
-            self.local = Some(bootstrap::open_local_ca(self.data_dir, self.now)?);
+            self.local = Some(bootstrap::open_local_ca(self.data_dir, self.now, self.public_url.as_deref())?);
         }
         self.local.as_ref().ok_or_else(|| ConfigError("local CA unavailable".into()))
     }
