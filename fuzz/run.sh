@@ -18,7 +18,7 @@ if (($# < 1)) || ! [[ $1 =~ ^[0-9]+$ ]]; then
 fi
 seconds=$1
 shift
-all=(pki_message envelope csr jws get_message engine_handle)
+all=(pki_message envelope csr jws get_message engine_handle ocsp_request)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
 jobs=${FUZZ_JOBS:-2}

@@ -22,6 +22,7 @@ mod handle;
 pub mod intune;
 pub mod issue;
 pub mod message;
+pub mod ocsp;
 pub mod oid;
 pub mod pem;
 pub mod pkcs7;

@@ -382,6 +382,52 @@ pub struct CaSigner {
     not_before: UnixTime,
     not_after: UnixTime,
     crl_sign: bool,
+    relying_party: Option<RelyingPartyUrls>,
+}
+
+/// Where relying parties find revocation information for what a CA issues:
+/// written into end-entity certificates as cRLDistributionPoints
+/// (RFC 5280 §4.2.1.13) and authorityInfoAccess (§4.2.2.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelyingPartyUrls {
+    /// The CRL's URL (a DistributionPoint fullName URI).
+    pub crl: String,
+    /// The OCSP responder's URL (AccessDescription id-ad-ocsp).
+    pub ocsp: String,
+    /// The CA certificate's URL (AccessDescription id-ad-caIssuers, DER).
+    pub ca_issuers: String,
+}
+
+/// cRLDistributionPoints (RFC 5280 §4.2.1.13), non-critical: one
+/// DistributionPoint whose fullName is one URI.
+fn crl_distribution_points(url: &str) -> Extension {
+    let mut w = Writer::new();
+    w.sequence(|w| {
+        w.sequence(|w| {
+            // distributionPoint [0] (a CHOICE, so constructed), fullName [0] IMPLICIT GeneralNames
+            w.nested(tag::context_constructed(0), |w| {
+                w.nested(tag::context_constructed(0), |w| {
+                    w.tlv(tag::context_primitive(6), url.as_bytes()); // uniformResourceIdentifier
+                });
+            });
+        });
+    });
+    Extension { oid: oid::CRL_DISTRIBUTION_POINTS, critical: false, value: w.into_vec() }
+}
+
+/// authorityInfoAccess (RFC 5280 §4.2.2.1), non-critical (it MUST be): the
+/// OCSP responder (RFC 6960 §3.1) and the issuer's certificate.
+fn authority_info_access(urls: &RelyingPartyUrls) -> Extension {
+    let mut w = Writer::new();
+    w.sequence(|w| {
+        for (method, url) in [(oid::AD_OCSP, &urls.ocsp), (oid::AD_CA_ISSUERS, &urls.ca_issuers)] {
+            w.sequence(|w| {
+                w.oid(method);
+                w.tlv(tag::context_primitive(6), url.as_bytes());
+            });
+        }
+    });
+    Extension { oid: oid::AUTHORITY_INFO_ACCESS, critical: false, value: w.into_vec() }
 }
 
 impl std::fmt::Debug for CaSigner {
@@ -453,7 +499,57 @@ impl CaSigner {
             };
         let subject = cert.subject.to_vec();
         let (not_before, not_after) = (cert.not_before, cert.not_after);
-        Ok(Self { key, certificate, subject, key_id, not_before, not_after, crl_sign })
+        Ok(Self { key, certificate, subject, key_id, not_before, not_after, crl_sign, relying_party: None })
+    }
+
+    /// Makes every end-entity certificate issued from now on name `urls`
+    /// (cRLDistributionPoints and authorityInfoAccess); `None` leaves them out.
+    pub fn set_relying_party_urls(&mut self, urls: Option<RelyingPartyUrls>) {
+        self.relying_party = urls;
+    }
+
+    /// The URLs end-entity certificates name, when configured.
+    pub const fn relying_party_urls(&self) -> Option<&RelyingPartyUrls> {
+        self.relying_party.as_ref()
+    }
+
+    /// Issues a delegated OCSP responder certificate (RFC 6960 §4.2.2.2):
+    /// basicConstraints CA:FALSE, keyUsage digitalSignature (critical),
+    /// extKeyUsage id-kp-OCSPSigning, id-pkix-ocsp-nocheck (§4.2.2.2.1: relying
+    /// parties trust it for its lifetime, so keep `validity` short), SKI, AKI.
+    /// The validity is cut at the CA's notAfter.
+    ///
+    /// # Errors
+    /// On malformed inputs, an empty validity or a signing failure.
+    pub fn issue_ocsp_responder(
+        &self,
+        subject_der: &[u8],
+        spki_der: &[u8],
+        serial: &[u8],
+        validity: Validity,
+    ) -> Result<Vec<u8>, BuildError> {
+        let serial = check_serial(serial)?;
+        check_name(subject_der, "subject")?;
+        let key_id = key_identifier(spki_der)?;
+        let validity = Validity { not_before: validity.not_before, not_after: validity.not_after.min(self.not_after) };
+        check_validity(validity)?;
+        let mut extensions = vec![basic_constraints(false, None)];
+        extensions.extend(key_usage(&[KU_DIGITAL_SIGNATURE]));
+        extensions.push(ext_key_usage(&[oid::KP_OCSP_SIGNING.to_vec()]));
+        extensions.push(Extension { oid: oid::OCSP_NOCHECK, critical: false, value: vec![tag::NULL, 0] });
+        extensions.push(subject_key_identifier(&key_id));
+        extensions.push(authority_key_identifier(&self.key_id));
+        sign_certificate(
+            &self.key,
+            &Tbs {
+                serial,
+                issuer: &self.subject,
+                validity,
+                subject: subject_der,
+                spki: spki_der,
+                extensions: &extensions,
+            },
+        )
     }
 
     /// Fails unless `now` lies within the CA certificate's validity.
@@ -512,7 +608,9 @@ impl CaSigner {
     ///   digitalSignature and, for RSA keys only, keyEncipherment, as the
     ///   policy asks; extKeyUsage from the policy; subjectAltName copied from
     ///   the request, critical when the subject is empty (RFC 5280 §4.2.1.6);
-    ///   subjectKeyIdentifier; authorityKeyIdentifier = the CA's key id.
+    ///   subjectKeyIdentifier; authorityKeyIdentifier = the CA's key id;
+    ///   cRLDistributionPoints and authorityInfoAccess when
+    ///   [`CaSigner::set_relying_party_urls`] gave URLs.
     ///
     /// # Errors
     /// On malformed inputs, an empty validity (e.g. the CA has expired), an
@@ -562,6 +660,10 @@ impl CaSigner {
         if let Some(value) = p.sid_extension {
             // KB5014754: the SID extension is non-critical.
             extensions.push(Extension { oid: oid::MS_NTDS_CA_SECURITY_EXT, critical: false, value: value.to_vec() });
+        }
+        if let Some(urls) = &self.relying_party {
+            extensions.push(crl_distribution_points(&urls.crl));
+            extensions.push(authority_info_access(urls));
         }
         sign_certificate(
             &self.key,

@@ -69,6 +69,42 @@ pub struct LocalCaConfig {
     pub crl_max_age_secs: i64,
     /// Source of serial numbers.
     pub random: Arc<dyn RandomSource>,
+    /// The base URL relying parties reach scepd at (`[server] public_url`):
+    /// when set, issued certificates name the CRL and OCSP URLs under it
+    /// ([`pki_urls`]).
+    pub public_url: Option<String>,
+}
+
+/// The path prefix under which the service publishes what relying parties
+/// fetch: `/pki/<ca-id>/crl`, `/pki/<ca-id>/ca.crt` and `/pki/ocsp`.
+pub const PKI_PREFIX: &str = "/pki/";
+
+/// The URLs certificates of the CA `ca_id` name under `public_url` (without
+/// a trailing slash): `<public_url>/pki/<ca-id>/crl` (DER CRL),
+/// `<public_url>/pki/<ca-id>/ca.crt` (DER CA certificate) and
+/// `<public_url>/pki/ocsp` (the OCSP responder, GET and POST).
+pub fn pki_urls(public_url: &str, ca_id: &str) -> crate::x509_build::RelyingPartyUrls {
+    let base = public_url.trim_end_matches('/');
+    crate::x509_build::RelyingPartyUrls {
+        crl: format!("{base}/pki/{ca_id}/crl"),
+        ocsp: format!("{base}/pki/ocsp"),
+        ca_issuers: format!("{base}/pki/{ca_id}/ca.crt"),
+    }
+}
+
+/// The CRL as published: DER and the facts HTTP caching is derived from.
+#[derive(Clone, Debug)]
+pub struct PublishedCrl {
+    /// The CRL DER (shared: every request serves the same bytes).
+    pub der: Arc<[u8]>,
+    /// cRLNumber.
+    pub crl_number: u64,
+    /// thisUpdate.
+    pub this_update: UnixTime,
+    /// nextUpdate.
+    pub next_update: UnixTime,
+    /// When it will be re-signed at the latest (thisUpdate + the maximum age).
+    pub resign_by: UnixTime,
 }
 
 impl LocalCaConfig {
@@ -84,6 +120,7 @@ impl LocalCaConfig {
             crl_validity_secs: DEFAULT_CRL_VALIDITY_SECS,
             crl_max_age_secs: DEFAULT_CRL_MAX_AGE_SECS,
             random: Arc::new(SystemRandom),
+            public_url: None,
         }
     }
 }
@@ -163,8 +200,7 @@ pub struct Revocation {
 
 /// The current CRL and when it was made.
 struct CachedCrl {
-    der: Vec<u8>,
-    this_update: UnixTime,
+    published: PublishedCrl,
     generation: u64,
 }
 
@@ -235,7 +271,10 @@ impl LocalCa {
                 config.crl_max_age_secs, config.crl_validity_secs
             )));
         }
-        let (ca, extra) = load_ca(&config.ca_cert_pem, &config.ca_key_pem, now)?;
+        let (mut ca, extra) = load_ca(&config.ca_cert_pem, &config.ca_key_pem, now)?;
+        if let Some(base) = &config.public_url {
+            ca.set_relying_party_urls(Some(pki_urls(base, &serial_hex(ca.key_id()))));
+        }
         let mut chain = Vec::with_capacity(1 + extra.len());
         chain.push(ca.certificate().to_vec());
         chain.extend(extra);
@@ -277,6 +316,17 @@ impl LocalCa {
     /// The CA's signer (certificate, subject, key id).
     pub fn signer(&self) -> &CaSigner {
         &self.inner.ca
+    }
+
+    /// The CA's id: its key identifier in lower-case hex, as in the
+    /// database and in the `/pki/<ca-id>/...` URLs.
+    pub fn ca_id(&self) -> &str {
+        &self.inner.ca_id
+    }
+
+    /// The issuer id (e.g. `iss-local`).
+    pub fn id(&self) -> &str {
+        &self.inner.id
     }
 
     /// Answers one request on the calling thread, blocking on the database.
@@ -405,6 +455,16 @@ impl LocalCa {
     /// # Errors
     /// [`IssuerError::Database`] or [`IssuerError::Build`].
     pub fn crl(&self, now: UnixTime) -> Result<Vec<u8>, IssuerError> {
+        self.inner.current_crl(now).map(|p| p.der.to_vec())
+    }
+
+    /// The current CRL with its cRLNumber and times (see [`LocalCa::crl`]),
+    /// for publication over HTTP. Blocks on the database only when it
+    /// re-signs (after a revocation, or when it is older than the maximum age).
+    ///
+    /// # Errors
+    /// [`IssuerError::Database`] or [`IssuerError::Build`].
+    pub fn published_crl(&self, now: UnixTime) -> Result<PublishedCrl, IssuerError> {
         self.inner.current_crl(now)
     }
 }
@@ -605,21 +665,21 @@ impl Inner {
             return rejected(FailInfo::BAD_CERT_ID, "GetCRL for another CA");
         }
         match self.current_crl(now) {
-            Ok(der) => IssueOutcome::Crl(der),
+            Ok(published) => IssueOutcome::Crl(published.der.to_vec()),
             Err(IssuerError::Database(e)) => rejected(FailInfo::BAD_REQUEST, format!("local CA database error: {e}")),
             Err(e) => rejected(FailInfo::BAD_REQUEST, format!("cannot produce the CRL: {e}")),
         }
     }
 
-    fn current_crl(&self, now: UnixTime) -> Result<Vec<u8>, IssuerError> {
+    fn current_crl(&self, now: UnixTime) -> Result<PublishedCrl, IssuerError> {
         // Held while re-signing so concurrent requests wait for one new CRL
         // instead of each allocating a cRLNumber.
         let mut cache = self.crl.lock().unwrap_or_else(PoisonError::into_inner);
         let generation = self.revocations.load(Ordering::Acquire);
         if let Some(c) = cache.as_ref() {
-            let fresh = c.this_update <= now && now < c.this_update.plus(self.crl_max_age_secs);
+            let fresh = c.published.this_update <= now && now < c.published.resign_by;
             if c.generation == generation && fresh {
-                return Ok(c.der.clone());
+                return Ok(c.published.clone());
             }
         }
         let db_err = |e: StoreError| IssuerError::Database(e.to_string());
@@ -635,8 +695,15 @@ impl Inner {
             },
         )?;
         tracing::debug!(issuer = %self.id, crl_number, entries = revoked.len(), "CRL signed");
-        *cache = Some(CachedCrl { der: der.clone(), this_update: now, generation });
-        Ok(der)
+        let published = PublishedCrl {
+            der: der.into(),
+            crl_number,
+            this_update: now,
+            next_update: now.plus(self.crl_validity_secs),
+            resign_by: now.plus(self.crl_max_age_secs),
+        };
+        *cache = Some(CachedCrl { published: published.clone(), generation });
+        Ok(published)
     }
 }
 

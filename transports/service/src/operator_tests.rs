@@ -404,3 +404,38 @@ fn admin_head_answers_as_get_and_405_carries_allow() {
         (StatusCode::METHOD_NOT_ALLOWED, "POST")
     );
 }
+
+/// A reload keeps the local CA that is serving: a revocation made through a
+/// reloaded profile's issuer moves the revocation counter the OCSP responder
+/// and the CRL are versioned by, so relying parties see it at once (two
+/// instances on one database would leave the responder's cache stale).
+#[test]
+fn a_reload_keeps_the_serving_local_ca_so_revocations_reach_the_ocsp_responder() {
+    use crate::settings::start::StartOptions;
+    let dir = TestDir::new();
+    let path = dir.path().join("scepd.toml");
+    std::fs::write(
+        &path,
+        "[server]\ndata_dir = \"data\"\n[[profile]]\nname = \"corp\"\nissuer = \"local\"\n\
+         challenge_password = \"secret123\"\nra_cert = \"ra.pem\"\nra_key = \"ra.key\"\n",
+    )
+    .unwrap();
+    let options = StartOptions { config: Some(path), env: Some(Vec::new()), ..StartOptions::default() };
+    let state = ServiceState::load(options).unwrap().state;
+    let responder_ca = || state.relying_parties().expect("the local CA has a responder").ca().revocation_version();
+    assert_eq!(responder_ca(), 0);
+    state.reload().unwrap();
+
+    let svc = ScepService::new(state.clone(), None);
+    assert_eq!(post_bytes(&svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ), StatusCode::OK);
+    let events = block_on(state.audit().unwrap().query(AuditQuery { limit: 10, ..Default::default() })).unwrap();
+    let issued = events.iter().find(|e| e.outcome == "success").unwrap_or_else(|| panic!("not issued: {events:#?}"));
+    let serial_hex = issued.serial.clone().unwrap();
+    let serial: Vec<u8> =
+        (0..serial_hex.len() / 2).map(|i| u8::from_str_radix(&serial_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+
+    let issuer = state.profiles().get(Some("corp")).unwrap().issuer.clone();
+    let now = scep_engine::UnixTime::now();
+    block_on(issuer.revoke(&serial, scep_issuers::crl::RevocationReason::KeyCompromise, now)).unwrap();
+    assert_eq!(responder_ca(), 1, "the responder holds another instance than the reloaded profile");
+}

@@ -4,7 +4,8 @@
 //!
 //! What lives here: [`service`] ([`ScepService`](service::ScepService), the
 //! routing table), [`drive`](mod@drive) (the one loop between the engine and
-//! the issuer), [`fast_path`] (GetCACaps/GetCACert answered before hyper).
+//! the issuer), [`fast_path`] (GetCACaps/GetCACert answered before hyper),
+//! [`pki`] (what relying parties fetch: CRL, CA certificate, OCSP).
 //! Future per-connection limits and timeouts belong here too.
 //!
 //! May import: `state`, `operator` (the admin API, GUI and metrics it
@@ -13,4 +14,5 @@
 
 pub mod drive;
 pub mod fast_path;
+pub mod pki;
 pub mod service;

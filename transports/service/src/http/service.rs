@@ -12,6 +12,7 @@
 //! | `/metrics` | Prometheus text ([`crate::operator::metrics`]) |
 //! | `/api/v1/admin/...` | the admin API ([`crate::operator::admin`]) |
 //! | `/ui/...` | the admin web GUI ([`crate::operator::ui`]) |
+//! | `/pki/...` | the local CA's CRL, certificate and OCSP responder, for relying parties ([`crate::http::pki`]) |
 //!
 //! Every answer on a SCEP route is audited ([`crate::store::audit`]) and counted in
 //! the metrics. A decision (every PKIOperation answered with a CertRep) is one
@@ -72,6 +73,8 @@ pub enum Route<'a> {
     Admin,
     /// `/ui`, `/ui/...`: the admin web GUI ([`crate::operator::ui`]).
     Ui,
+    /// `/pki/...`: CRL, CA certificate and OCSP ([`crate::http::pki`]).
+    Pki,
     /// Anything else (404).
     NotFound,
 }
@@ -88,6 +91,9 @@ pub fn route(path: &str) -> Route<'_> {
     }
     if path == crate::operator::ui::PREFIX || path.starts_with("/ui/") {
         return Route::Ui;
+    }
+    if path.starts_with(crate::http::pki::PREFIX) {
+        return Route::Pki;
     }
     if let Some(rest) = path.strip_prefix("/scep-mtls/") {
         let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -255,6 +261,7 @@ impl ScepService {
             Route::Admin => return Box::pin(self.admin(req)).await,
             Route::Ui if self.state.settings().gui => return crate::operator::ui::handle(&method, path),
             Route::Ui => return crate::operator::ui::turned_off(),
+            Route::Pki => return Box::pin(self.pki(req)).await,
             _ => {}
         }
         let connection =
@@ -371,6 +378,40 @@ impl ScepService {
         r
     }
 
+    /// `/pki/...`: the POST body (an OCSP request) is collected here, bounded
+    /// in size and time like every other body.
+    async fn pki<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let body = if parts.method == HttpMethod::POST {
+            let collect = Limited::new(body, crate::http::pki::MAX_OCSP_REQUEST).collect();
+            let collected = match self.timer.as_deref() {
+                Some(t) => timeout(t, self.state.settings().body_read_timeout, collect).await,
+                None => Some(collect.await),
+            };
+            match collected {
+                Some(Ok(c)) => c.to_bytes(),
+                Some(Err(_)) => {
+                    let mut r = http::Response::new(Full::new(Bytes::from_static(b"OCSP request too large\n")));
+                    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                    return r;
+                }
+                None => {
+                    let mut r = http::Response::new(Full::new(Bytes::from_static(b"request body timed out\n")));
+                    *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+                    return r;
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        crate::http::pki::handle(self.state.relying_parties(), &parts.method, parts.uri.path(), &parts.headers, body)
+            .await
+    }
+
     async fn admin<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -432,7 +473,7 @@ impl ScepService {
                 Some(p) => (Some(p.engine.config().name.as_str()), false),
                 None => return plain(404, "not_found", "not found: use /scep or /scep/<profile>\n"),
             },
-            Route::Metrics | Route::Admin | Route::Ui => {
+            Route::Metrics | Route::Admin | Route::Ui | Route::Pki => {
                 return plain(404, "not_found", "not found: use /scep or /scep/<profile>\n");
             }
             Route::Health => {
@@ -695,6 +736,9 @@ mod tests {
             ("/ui", Route::Ui),
             ("/ui/scep", Route::Ui),
             ("/ui/assets/scepd.js", Route::Ui),
+            ("/pki/ocsp", Route::Pki),
+            ("/pki/0a1b/crl", Route::Pki),
+            ("/pki", Route::NotFound),
             ("/uix", Route::NotFound),
             ("/", Route::NotFound),
             ("/scepx", Route::NotFound),

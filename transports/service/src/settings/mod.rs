@@ -156,6 +156,8 @@ pub struct ServerSection {
     pub h2_max_concurrent_streams: Option<i64>,
     /// `gui`: serve the admin web GUI.
     pub gui: Option<bool>,
+    /// `public_url`: the base URL relying parties reach scepd at.
+    pub public_url: Option<String>,
     /// `[server.tls]`
     pub tls: Option<TlsSection>,
 }
@@ -214,6 +216,10 @@ pub struct ServerSettings {
     pub h2_max_concurrent_streams: u32,
     /// Whether `/ui/` serves the admin web GUI (`crate::operator::ui`); `404` when not.
     pub gui: bool,
+    /// `public_url`: the absolute http(s) URL (no query, no fragment, no
+    /// trailing `/`) under which relying parties reach `/pki/...`; when set,
+    /// the local CA's certificates name its CRL and OCSP URLs.
+    pub public_url: Option<String>,
     /// The audit log (`[audit]`).
     pub audit: AuditSettings,
 }
@@ -236,6 +242,7 @@ impl Default for ServerSettings {
             h2_keep_alive_timeout: DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
             gui: true,
+            public_url: None,
             audit: AuditSettings::default(),
         }
     }
@@ -357,9 +364,38 @@ impl ServerSection {
                 defaults.h2_max_concurrent_streams,
             )?,
             gui: self.gui.unwrap_or(defaults.gui),
+            public_url: self.public_url.as_deref().map(validate_public_url).transpose()?,
             audit: AuditSettings::default(),
         })
     }
+}
+
+/// Checks `server.public_url`: an absolute `http://` or `https://` URL with a
+/// host, no query, fragment, user info or whitespace; a trailing `/` is
+/// dropped. Returned as written otherwise.
+///
+/// # Errors
+/// Naming `server.public_url` and what is wrong.
+pub fn validate_public_url(url: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| ConfigError(format!("server.public_url: {url:?} {why}"));
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| bad("is not an absolute http:// or https:// URL"))?;
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("contains whitespace or control characters"));
+    }
+    if url.contains(['?', '#']) {
+        return Err(bad("must not have a query or fragment: relying parties append /pki/..."));
+    }
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err(bad("has no host"));
+    }
+    if host.contains('@') {
+        return Err(bad("must not carry user information"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 /// An optional integer key that must lie in `[min, max]`.

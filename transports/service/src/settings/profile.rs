@@ -623,14 +623,14 @@ impl ProfileSection {
 pub const NDES_PATH: &str = "/certsrv/mscep/mscep.dll";
 
 /// Path prefixes scepd routes itself; an alias may not equal one or lie below it.
-const RESERVED_PATHS: &[&str] = &["/scep", "/scep-mtls", "/api", "/ui", "/metrics", "/healthz"];
+const RESERVED_PATHS: &[&str] = &["/scep", "/scep-mtls", "/api", "/ui", "/pki", "/metrics", "/healthz"];
 
 /// Validates one `url_aliases` entry and returns it without a trailing `/`:
 /// an absolute path (RFC 3986 §3.3 `path-absolute`: segments of unreserved,
 /// percent-encoded, sub-delims, `:` and `@` characters; no query, fragment,
 /// empty, `.` or `..` segment), not ending in `/pkiclient.exe` (that suffix
 /// is always served) and not equal to or below one of scepd's own routes
-/// (`/scep`, `/scep-mtls`, `/api`, `/ui`, `/metrics`, `/healthz`).
+/// (`/scep`, `/scep-mtls`, `/api`, `/ui`, `/pki`, `/metrics`, `/healthz`).
 ///
 /// # Errors
 /// Why the alias is refused.

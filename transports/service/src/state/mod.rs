@@ -64,6 +64,9 @@ pub struct ServiceState {
     pub(crate) auth_limit: AuthFailureLimit,
     /// The one-time challenge store (every state `load` builds has one).
     pub(crate) challenges: Option<Arc<dyn ChallengeStore>>,
+    /// What relying parties fetch under `/pki/` (the local CA's CRL and
+    /// certificate, its OCSP responder); `None` without a local CA.
+    pub(crate) relying_parties: Option<Arc<scep_issuers::ocsp::OcspResponder>>,
 }
 
 impl ServiceState {
@@ -81,7 +84,21 @@ impl ServiceState {
             metrics: Metrics::default(),
             auth_limit: AuthFailureLimit::default(),
             challenges: None,
+            relying_parties: None,
         }
+    }
+
+    /// This state publishing the CRL, CA certificate and OCSP answers of
+    /// `responder`'s CA under `/pki/` ([`crate::http::pki`]).
+    #[must_use]
+    pub fn with_relying_parties(mut self, responder: Arc<scep_issuers::ocsp::OcspResponder>) -> Self {
+        self.relying_parties = Some(responder);
+        self
+    }
+
+    /// The OCSP responder (and through it the local CA) published under `/pki/`.
+    pub fn relying_parties(&self) -> Option<&Arc<scep_issuers::ocsp::OcspResponder>> {
+        self.relying_parties.as_ref()
     }
 
     /// This state with `keys` as its admin API keys.

@@ -54,7 +54,28 @@ pub struct LocalCa {
 ///
 /// # Errors
 /// When the CA cannot be created or opened.
-pub fn open_local_ca(data_dir: &Path, now: UnixTime) -> Result<LocalCa, ConfigError> {
+/// `public_url` (`[server] public_url`): issued certificates name the CRL
+/// and OCSP URLs under it.
+pub fn open_local_ca(data_dir: &Path, now: UnixTime, public_url: Option<&str>) -> Result<LocalCa, ConfigError> {
+    open_or_keep_local_ca(data_dir, now, public_url, None)
+}
+
+/// As [`open_local_ca`], but a reload keeps `running`, the local CA already
+/// serving, when the data directory still holds its certificate: one
+/// [`scep_issuers::LocalCa`] per process, so that a revocation made through
+/// the reloaded profiles is seen at once by everything that holds the CA
+/// (the OCSP responder's cache and the CRL are versioned by its revocation
+/// counter, [`scep_issuers::LocalCa::revocation_version`]). A CA certificate
+/// replaced on disk is refused: the new CA needs a restart.
+///
+/// # Errors
+/// When the CA cannot be created or opened, or its certificate changed.
+pub fn open_or_keep_local_ca(
+    data_dir: &Path,
+    now: UnixTime,
+    public_url: Option<&str>,
+    running: Option<&scep_issuers::LocalCa>,
+) -> Result<LocalCa, ConfigError> {
     create_private_dir(data_dir)?;
     let opts = scep_issuers::BootstrapOptions { now, ..scep_issuers::BootstrapOptions::default() };
     let files = scep_issuers::bootstrap(data_dir, &opts)
@@ -73,7 +94,27 @@ pub fn open_local_ca(data_dir: &Path, now: UnixTime) -> Result<LocalCa, ConfigEr
             tracing::info!(ra = %pair.encryption_cert.display(), "created a new encryption RA certificate (NDES arrangement)");
         }
     }
-    local_ca_from(&files, data_dir, now, data_dir)
+    if let Some(running) = running {
+        let text = scep_issuers::config_file::read_to_string(&files.ca_cert)
+            .map_err(|e| ConfigError(format!("local CA: cannot read {}: {e}", files.ca_cert.display())))?;
+        let on_disk = scep_engine::pem::certificates(&text)
+            .map_err(|e| ConfigError(format!("local CA: {}: {e}", files.ca_cert.display())))?;
+        if on_disk.first().map(Vec::as_slice) != Some(running.signer().certificate()) {
+            return Err(ConfigError(format!(
+                "local CA: {} is no longer the certificate this process serves; restart scepd to use a new CA",
+                files.ca_cert.display()
+            )));
+        }
+        let ca = Arc::new(running.clone());
+        return Ok(LocalCa {
+            issuer: ca.clone(),
+            ca,
+            ra_cert_path: files.ra_cert.clone(),
+            ra_key_path: files.ra_key.clone(),
+            ndes: files.ndes.clone(),
+        });
+    }
+    local_ca_from(&files, data_dir, now, data_dir, public_url)
 }
 
 /// Opens the bootstrapped `files` as the service's local CA, its database in
@@ -87,8 +128,10 @@ pub(crate) fn local_ca_from(
     db_dir: &Path,
     now: UnixTime,
     data_dir: &Path,
+    public_url: Option<&str>,
 ) -> Result<LocalCa, ConfigError> {
-    let config = scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, db_dir);
+    let mut config = scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, db_dir);
+    config.public_url = public_url.map(str::to_string);
     let ca = scep_issuers::LocalCa::open_at(config, now)
         .map_err(|e| ConfigError(format!("local CA ({}): {e}", data_dir.display())))?;
     let ca = Arc::new(ca);

@@ -60,7 +60,12 @@ impl DryRun {
     ///
     /// # Errors
     /// As `serve` would fail on the existing files, naming them.
-    pub fn open_local_ca(&mut self, data_dir: &Path, now: UnixTime) -> Result<LocalCa, ConfigError> {
+    pub fn open_local_ca(
+        &mut self,
+        data_dir: &Path,
+        now: UnixTime,
+        public_url: Option<&str>,
+    ) -> Result<LocalCa, ConfigError> {
         self.note_missing(data_dir, "data directory, mode 0700");
         let scratch = self.scratch()?;
         let mut present = Vec::new();
@@ -112,7 +117,7 @@ impl DryRun {
             in_place(&mut n.encryption_key);
         }
         self.note_missing(&data_dir.join(DB_FILE), "issued-certificate database");
-        bootstrap::local_ca_from(&files, &scratch, now, data_dir)
+        bootstrap::local_ca_from(&files, &scratch, now, data_dir, public_url)
     }
 
     fn scratch(&mut self) -> Result<PathBuf, ConfigError> {

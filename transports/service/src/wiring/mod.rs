@@ -50,7 +50,7 @@ impl ServiceState {
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
         let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca } =
-            load_all(&options, UnixTime::now(), HashMap::new(), None)?;
+            load_all(&options, UnixTime::now(), HashMap::new(), None, None)?;
         let audit_file = settings.audit.file(&settings.data_dir);
         let audit =
             AuditLog::open(&audit_file, settings.audit.retention_days)?.with_discovery(settings.audit.discovery);
@@ -100,6 +100,16 @@ impl ServiceState {
             metrics: Metrics::default(),
             auth_limit: crate::state::auth_limit::AuthFailureLimit::default(),
             challenges: Some(Arc::new(challenges)),
+            relying_parties: match &local_ca {
+                Some(ca) => Some(Arc::new(
+                    scep_issuers::ocsp::OcspResponder::new(
+                        (**ca).clone(),
+                        scep_issuers::ocsp::ResponderSigning::default(),
+                    )
+                    .map_err(|e| ConfigError(format!("local CA OCSP responder: {e}")))?,
+                )),
+                None => None,
+            },
         });
         let _ = owner.set(Arc::downgrade(&state));
         for expired in std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner)) {
@@ -141,8 +151,9 @@ impl ServiceState {
             .as_ref()
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
         let previous = self.profiles.load().intune_validators();
+        let running_local = self.relying_parties.as_ref().map(|r| r.ca().clone());
         let Loaded { settings, profiles, challenge, admin_key, api_keys, .. } =
-            load_all(options, UnixTime::now(), previous, None)?;
+            load_all(options, UnixTime::now(), previous, running_local, None)?;
         if challenge.is_some_and(|c| c.generated()) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
         }
@@ -195,11 +206,14 @@ struct Loaded {
 }
 
 /// `previous`: Intune validators of the configuration being replaced (see
-/// [`crate::intune::build`]); `dry_run`: `check-config` (nothing written).
+/// [`crate::intune::build`]); `running_local`: on reload, the local CA
+/// already serving (kept, see [`bootstrap::open_or_keep_local_ca`]);
+/// `dry_run`: `check-config` (nothing written).
 fn load_all(
     options: &StartOptions,
     now: UnixTime,
     previous: HashMap<String, IntuneValidator>,
+    running_local: Option<scep_issuers::LocalCa>,
     dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let vars = match &options.env {
@@ -218,12 +232,12 @@ fn load_all(
                 "CERTCTL_SCEP_PROFILE_* variables need CERTCTL_SCEP_PROFILES (or a --config file)".into(),
             ));
         }
-        return bootstrap_load(options, now, file);
+        return bootstrap_load(options, now, file, running_local).map_err(|e| applied.annotate(e));
     }
     if options.challenge_password.is_some() {
         tracing::warn!("--challenge-password is ignored with a configuration: profiles set challenge_password");
     }
-    build_file(options, now, &file, base, previous, dry_run).map_err(|e| applied.annotate(e))
+    build_file(options, now, &file, base, previous, running_local, dry_run).map_err(|e| applied.annotate(e))
 }
 
 fn build_file(
@@ -232,6 +246,7 @@ fn build_file(
     file: &ConfigFile,
     base: Option<&Path>,
     previous: HashMap<String, IntuneValidator>,
+    running_local: Option<scep_issuers::LocalCa>,
     dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = file.server.validate(base)?;
@@ -248,6 +263,8 @@ fn build_file(
         &previous,
     )?;
     let mut ctx = BuildContext::new(base, &settings.data_dir, now)
+        .with_public_url(settings.public_url.clone())
+        .with_running_local_ca(running_local)
         .with_issuers(issuers)
         .with_previous_intune(previous)
         .with_replay_cache(replay);
@@ -276,16 +293,24 @@ fn build_file(
 /// No configuration at all: the bootstrap `default` profile. API keys come
 /// from `CERTCTL_API_KEYS_NAMED`; without any, the bootstrap admin key
 /// ([`AdminKey`]).
-fn bootstrap_load(options: &StartOptions, now: UnixTime, file: ConfigFile) -> Result<Loaded, ConfigError> {
+fn bootstrap_load(
+    options: &StartOptions,
+    now: UnixTime,
+    file: ConfigFile,
+    running_local: Option<scep_issuers::LocalCa>,
+) -> Result<Loaded, ConfigError> {
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
+    settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
     let mut configured = settings::api_keys::validate(&file.api_keys)?;
     let admin_key = if configured.is_empty() { Some(AdminKey::choose(&settings.data_dir)?) } else { None };
     configured.extend(admin_key.iter().map(AdminKey::setting));
     let api_keys = ApiKeys::from_settings(&configured);
     let challenge = Challenge::choose(&settings.data_dir, options.challenge_password.as_deref())?;
     let section = bootstrap::default_profile_section(&challenge);
-    let mut ctx = BuildContext::new(None, &settings.data_dir, now);
+    let mut ctx = BuildContext::new(None, &settings.data_dir, now)
+        .with_public_url(settings.public_url.clone())
+        .with_running_local_ca(running_local);
     let profile = section.build(0, &mut ctx)?;
     let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
     let local_ca = ctx.opened_local_ca();
@@ -334,7 +359,7 @@ pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> 
     }
     let options = StartOptions { env: Some(vars), ..options.clone() };
     let mut dry_run = DryRun::default();
-    let loaded = load_all(&options, UnixTime::now(), HashMap::new(), Some(&mut dry_run))?;
+    let loaded = load_all(&options, UnixTime::now(), HashMap::new(), None, Some(&mut dry_run))?;
     if let Some(tls) = &loaded.settings.tls {
         tls::server_config(tls, &loaded.profiles)?;
     }

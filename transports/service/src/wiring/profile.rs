@@ -45,6 +45,11 @@ pub struct BuildContext<'a> {
     replay: Option<Arc<ReplayCache>>,
     /// `check-config`: nothing is written to the data directory ([`DryRun`]).
     dry_run: Option<&'a mut DryRun>,
+    /// `[server] public_url`, written into the local CA's certificates.
+    public_url: Option<String>,
+    /// On reload: the local CA already serving, kept rather than opened again
+    /// ([`bootstrap::open_or_keep_local_ca`]).
+    running_local: Option<scep_issuers::LocalCa>,
 }
 
 impl<'a> BuildContext<'a> {
@@ -59,7 +64,17 @@ impl<'a> BuildContext<'a> {
             previous_intune: HashMap::new(),
             replay: None,
             dry_run: None,
+            public_url: None,
+            running_local: None,
         }
+    }
+
+    /// A reload: the local CA already serving is kept, not opened a second
+    /// time ([`bootstrap::open_or_keep_local_ca`]).
+    #[must_use]
+    pub fn with_running_local_ca(mut self, running: Option<scep_issuers::LocalCa>) -> Self {
+        self.running_local = running;
+        self
     }
 
     /// For `check-config`: the local CA is checked without writing to the
@@ -67,6 +82,14 @@ impl<'a> BuildContext<'a> {
     #[must_use]
     pub fn with_dry_run(mut self, dry_run: &'a mut DryRun) -> Self {
         self.dry_run = Some(dry_run);
+        self
+    }
+
+    /// The local CA opened by this context names its CRL and OCSP URLs under
+    /// `public_url` in what it issues (`[server] public_url`).
+    #[must_use]
+    pub fn with_public_url(mut self, public_url: Option<String>) -> Self {
+        self.public_url = public_url;
         self
     }
 
@@ -102,8 +125,13 @@ impl<'a> BuildContext<'a> {
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
         if self.local.is_none() {
             self.local = Some(match self.dry_run.as_deref_mut() {
-                Some(dry_run) => dry_run.open_local_ca(self.data_dir, self.now)?,
-                None => bootstrap::open_local_ca(self.data_dir, self.now)?,
+                Some(dry_run) => dry_run.open_local_ca(self.data_dir, self.now, self.public_url.as_deref())?,
+                None => bootstrap::open_or_keep_local_ca(
+                    self.data_dir,
+                    self.now,
+                    self.public_url.as_deref(),
+                    self.running_local.as_ref(),
+                )?,
             });
         }
         self.local.as_ref().ok_or_else(|| ConfigError("local CA unavailable".into()))
