@@ -13,7 +13,8 @@
 //! verifies replies signed `ecdsa-with-SHA256` / `ecdsa-with-SHA384` by the EC
 //! RA (digestAlgorithm matching); `openssl cms -verify` accepts a reply
 //! through the CA; a wrong challenge gets an EC-signed FAILURE; certmonger
-//! enrols on its defaults. And: an ECDSA `ra_key` without an RSA encryption
+//! enrols on its defaults; the admin API shows `ra.signing_key_type`
+//! `ecdsa-p256`. And: an ECDSA `ra_key` without an RSA encryption
 //! RA is a start-up error naming `profile[ec].ra_key`.
 #![allow(clippy::unwrap_used)]
 
@@ -31,6 +32,26 @@ use scep_tests::real_clients::Certmonger;
 use scep_tests::server::{Scepd, ScepdError, ScepdOptions, Transport};
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+const ADMIN_KEY: &str = "ecdsa-ra-admin-key-0123456789";
+
+/// GET an admin API path with [`ADMIN_KEY`]; the JSON answer.
+fn admin_get(server: &Scepd, path: &str) -> serde_json::Value {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    // A length or chunked body: take the JSON object.
+    let (start, end) = (body.find('{').unwrap(), body.rfind('}').unwrap());
+    serde_json::from_str(&body[start..=end]).unwrap()
+}
 
 /// A bootstrapped data directory with an ECDSA signing RA issued by its CA.
 struct EcPki {
@@ -88,7 +109,7 @@ impl EcPki {
     /// the bootstrap's RSA encryption RA.
     fn config(&self, with_encryption_ra: bool) -> String {
         let mut toml = format!(
-            "[[profile]]\nname = \"ec\"\nchallenge_password = \"{CHALLENGE}\"\nra_cert = {:?}\nra_key = {:?}\n",
+            "[[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n[[profile]]\nname = \"ec\"\nchallenge_password = \"{CHALLENGE}\"\nra_cert = {:?}\nra_key = {:?}\n",
             self.ec_ra_cert.display().to_string(),
             self.ec_ra_key.display().to_string()
         );
@@ -127,6 +148,14 @@ fn ecdsa_signing_ra_serves_the_rust_client_and_certmonger(transport: Transport) 
     assert_eq!(ca.certificates, [pki.ec_ra_der.clone(), encryption.clone(), pki.ca_der.clone()]);
     assert_eq!(ca.recipient(), encryption.as_slice());
     assert_eq!(ca.signing_ra_index(), Some(0));
+    // The admin API shows the signing RA's key type and its one reply form.
+    let profiles = admin_get(&server, "/api/v1/admin/scep/profiles");
+    let ec = profiles["profiles"].as_array().unwrap().iter().find(|p| p["path_id"] == "ec").unwrap();
+    assert_eq!(
+        (&ec["ra"]["arrangement"], &ec["ra"]["signing_key_type"], &ec["ra"]["reply_signature"]),
+        (&"ndes-pair".into(), &"ecdsa-p256".into(), &"ecdsa".into()),
+        "{ec}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), pem(&pki.ca_der)).unwrap();
