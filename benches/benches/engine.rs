@@ -86,7 +86,10 @@ impl Pki {
         let ca = LocalCa::open(LocalCaConfig::new(&files.ca_cert, &files.ca_key, dir.path().join("data"))).unwrap();
         let config = ProfileConfig {
             name: "bench".into(),
-            ra: RaIdentity { certificate: ra_cert.clone(), key: RsaPrivateKey::from_der(&ra_key_pkcs8).unwrap() },
+            ra: RaIdentity {
+                certificate: ra_cert.clone(),
+                key: RsaPrivateKey::from_der(&ra_key_pkcs8).unwrap().into(),
+            },
             ca_chain: vec![ca_cert],
             ca_cert_shape: CaCertShape::RaAndChain,
             challenge: ChallengePolicy::Static("secret123".into()),
@@ -239,7 +242,7 @@ fn certrep(c: &mut Criterion) {
     let p = Pki::new(CaKeyType::Rsa2048);
     let raw = Raw::new(&p);
     let ra_cert = CertificateRef::parse(&p.ra_cert).unwrap();
-    let ra_key = RsaPrivateKey::from_der(&p.ra_key_pkcs8).unwrap();
+    let ra_key = scep_engine::crypto::RaKey::from(RsaPrivateKey::from_der(&p.ra_key_pkcs8).unwrap());
     let requester = CertificateRef::parse(&p.device_cert).unwrap();
     let issued = p.ra_cert.clone(); // any certificate: the engine only wraps it
     let ca_cert = p.engine.config().ca_chain[0].clone();

@@ -14,7 +14,7 @@
 //! The whole message is written in one pass into a buffer of exactly its size.
 
 use crate::codes::{FailInfo, MessageType, PkiStatus};
-use crate::crypto::{ContentCipher, DigestAlg, KeyError, RandomSource, RsaPrivateKey};
+use crate::crypto::{ContentCipher, DigestAlg, KeyError, RaKey, RandomSource};
 use crate::oid;
 use crate::pkcs7::{
     SealError, algorithm_identifier, algorithm_identifier_len, certs_only, content_info_header, content_info_len,
@@ -148,13 +148,16 @@ pub struct CertRepBuilder<'a> {
     /// The RA certificate: placed in `certificates` (clients verify the reply
     /// with it) and named by the SignerInfo's issuerAndSerialNumber.
     pub ra_cert: CertificateRef<'a>,
-    /// The RA private key matching `ra_cert` (checked at configuration time).
-    pub ra_key: &'a RsaPrivateKey,
+    /// The RA private key matching `ra_cert` (checked at configuration time):
+    /// RSA signs PKCS #1 v1.5 named as `signature_form` says, ECDSA signs
+    /// `ecdsa-with-SHA*` (RFC 5753 §2.1.1).
+    pub ra_key: &'a RaKey,
     /// The request's digest; the reply uses [`DigestAlg::for_reply`] of it for
     /// digestAlgorithm, messageDigest and the signature.
     pub digest: DigestAlg,
-    /// How the SignerInfo names the signature algorithm (see
-    /// [`crate::config::ReplySignaturePolicy`]).
+    /// How the SignerInfo names an RSA signature (see
+    /// [`crate::config::ReplySignaturePolicy`]); not used with an ECDSA key,
+    /// whose one form is `ecdsa-with-SHA*` after the digest.
     pub signature_form: SignatureForm,
     /// The request's transactionID, echoed (RFC 8894 §3.2.1.1).
     pub transaction_id: &'a str,
@@ -175,15 +178,16 @@ impl CertRepBuilder<'_> {
         self.build_with_nonce(status, &nonce)
     }
 
-    /// Builds the CertRep ContentInfo (DER) with the given senderNonce. The
-    /// output is a pure function of the inputs (RSA PKCS #1 v1.5 signatures are
-    /// deterministic).
+    /// Builds the CertRep ContentInfo (DER) with the given senderNonce. With an
+    /// RSA key the output is a pure function of the inputs (PKCS #1 v1.5
+    /// signatures are deterministic); an ECDSA signature differs every time.
     ///
     /// Layout (RFC 8894 §3.2, §3.3.2; RFC 5652 §5): SignedData version 1,
     /// digestAlgorithms `{digest}`, encapContentInfo `id-data` with the envelope
     /// as eContent on SUCCESS only, certificates `[0]` = the RA certificate, one
     /// SignerInfo version 1 (sid issuerAndSerialNumber) with DER-sorted signed
-    /// attributes and a PKCS #1 v1.5 signature named as `signature_form` says.
+    /// attributes and a PKCS #1 v1.5 signature named as `signature_form` says,
+    /// or an ECDSA signature named `ecdsa-with-SHA*`.
     ///
     /// # Errors
     /// [`CertRepError::Sign`] when the RA key fails to sign.
@@ -213,10 +217,22 @@ impl CertRepBuilder<'_> {
         Ok(self.write(digest, content, &attrs, &signature))
     }
 
+    /// The SignerInfo's signatureAlgorithm for a signature made with `digest`:
+    /// its OID contents and whether it has NULL parameters.
+    fn signature_algorithm(&self, digest: DigestAlg) -> (&'static [u8], bool) {
+        match self.ra_key {
+            // RFC 3370 §3.2 / RFC 5754 §3.2: NULL parameters with RSA.
+            RaKey::Rsa(_) => (self.signature_form.oid(digest), true),
+            // RFC 5758 §3.2, RFC 5753 §2.1.1: ecdsa-with-SHA256/384/512 after
+            // the digestAlgorithm, parameters absent.
+            RaKey::Ecdsa(_) => (digest.ecdsa_signature_oid(), false),
+        }
+    }
+
     /// Writes the SignedData ContentInfo around the signed attributes and signature.
     fn write(&self, digest: DigestAlg, content: Option<&[u8]>, attrs: &[u8], signature: &[u8]) -> Vec<u8> {
         let ra = &self.ra_cert;
-        let signature_oid = self.signature_form.oid(digest);
+        let (signature_oid, null_params) = self.signature_algorithm(digest);
         // RFC 5754 §2: SHA-2 AlgorithmIdentifiers are generated with absent parameters.
         let digest_alg_len = algorithm_identifier_len(digest.oid(), false);
         let encap_contents = tlv_len(oid::DATA.len()) + content.map_or(0, |c| tlv_len(tlv_len(c.len())));
@@ -224,7 +240,7 @@ impl CertRepBuilder<'_> {
             + tlv_len(issuer_and_serial_contents_len(ra))
             + digest_alg_len
             + attrs.len() // [0] IMPLICIT: same length as the SET
-            + algorithm_identifier_len(signature_oid, true)
+            + algorithm_identifier_len(signature_oid, null_params)
             + tlv_len(signature.len());
         let signer_infos = tlv_len(signer_info_contents);
         let signed_data_contents =
@@ -258,7 +274,7 @@ impl CertRepBuilder<'_> {
         // signedAttrs [0] IMPLICIT: the signed SET with its tag replaced.
         w.raw(&[tag::context_constructed(0)]);
         w.raw(attrs.get(1..).unwrap_or_default());
-        algorithm_identifier(&mut w, signature_oid, true);
+        algorithm_identifier(&mut w, signature_oid, null_params);
         w.octet_string(signature);
         let out = w.into_vec();
         debug_assert_eq!(out.len(), total);
@@ -453,7 +469,13 @@ mod tests {
     const REQUEST_NONCE: [u8; 16] = *b"request-nonce-16";
     const NOW: UnixTime = UnixTime(1_795_574_366); // 2026-11-25T02:39:26Z
 
-    fn builder<'a>(cert: &'a [u8], key: &'a RsaPrivateKey, digest: DigestAlg) -> CertRepBuilder<'a> {
+    /// The test RA certificate with its RSA key as an RA key.
+    fn ra_recipient() -> (Vec<u8>, RaKey) {
+        let (cert, key) = recipient();
+        (cert, key.into())
+    }
+
+    fn builder<'a>(cert: &'a [u8], key: &'a RaKey, digest: DigestAlg) -> CertRepBuilder<'a> {
         CertRepBuilder {
             ra_cert: CertificateRef::parse(cert).unwrap(),
             ra_key: key,
@@ -586,7 +608,7 @@ mod tests {
 
     #[test]
     fn failure_reply_fields() {
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let b = builder(&cert, &key, DigestAlg::Sha256);
         let der = failure_reply(&b, FailInfo::BAD_CERT_ID, &FixedRandom(42)).unwrap();
         let p = parse(&der, &b.ra_cert);
@@ -600,7 +622,7 @@ mod tests {
 
     #[test]
     fn pending_reply_fields() {
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let b = builder(&cert, &key, DigestAlg::Sha512);
         let der = pending_reply(&b, &FixedRandom(42)).unwrap();
         let p = parse(&der, &b.ra_cert);
@@ -614,7 +636,7 @@ mod tests {
 
     #[test]
     fn success_reply_round_trip() {
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let requester = CertificateRef::parse(&cert).unwrap();
         for (req_digest, reply_digest, sig_oid) in [
             (DigestAlg::Sha1, DigestAlg::Sha256, oid::SHA256_WITH_RSA),
@@ -642,25 +664,28 @@ mod tests {
             er.read().unwrap();
             let calg = er.read().unwrap();
             assert_eq!(calg.reader().read().unwrap().contents, oid::DES_EDE3_CBC);
-            assert_eq!(open_envelope(envelope, &requester, &key), certs_only(&[issued, &chain_ca], &[]));
+            assert_eq!(
+                open_envelope(envelope, &requester, key.as_rsa().unwrap()),
+                certs_only(&[issued, &chain_ca], &[])
+            );
         }
     }
 
     #[test]
     fn crl_reply_carries_the_crl() {
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let requester = CertificateRef::parse(&cert).unwrap();
         let b = builder(&cert, &key, DigestAlg::Sha256);
         let crl = crate::wire::encode_tlv(tag::SEQUENCE, &[0x02, 0x01, 0x09]);
         let der = crl_reply(&b, &crl, &requester, ContentCipher::Aes128Cbc, &FixedRandom(1)).unwrap();
         let p = parse(&der, &b.ra_cert);
-        let opened = open_envelope(p.content.unwrap(), &requester, &key);
+        let opened = open_envelope(p.content.unwrap(), &requester, key.as_rsa().unwrap());
         assert_eq!(opened, certs_only(&[], &[&crl]));
     }
 
     #[test]
     fn output_is_deterministic() {
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let b = builder(&cert, &key, DigestAlg::Sha256);
         // FAILURE/PENDING: byte-identical for the same RandomSource (PKCS #1 v1.5 signing is deterministic).
         assert_eq!(
@@ -685,7 +710,7 @@ mod tests {
 
     #[test]
     fn transaction_id_outside_printable_string_is_utf8() {
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let mut b = builder(&cert, &key, DigestAlg::Sha256);
         b.transaction_id = "a_b*c";
         let der = pending_reply(&b, &FixedRandom(0)).unwrap();
@@ -699,7 +724,7 @@ mod tests {
     #[test]
     fn long_values_keep_exact_sizes() {
         // A long transactionID and nonce push attributes past one-octet lengths.
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let mut b = builder(&cert, &key, DigestAlg::Sha384);
         let long_tid = "A".repeat(300);
         let long_nonce = vec![1u8; 200];
@@ -717,7 +742,7 @@ mod tests {
 
     #[test]
     fn unusable_requester_key_is_a_seal_error() {
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let b = builder(&cert, &key, DigestAlg::Sha256);
         let mut requester = CertificateRef::parse(&cert).unwrap();
         let (ec, _) = crate::crypto::EcPrivateKey::generate().unwrap();
@@ -750,7 +775,7 @@ mod tests {
             return;
         }
         let dir = scratch_dir("certrep-success");
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let requester = CertificateRef::parse(&cert).unwrap();
         let key_pem = vector_dir().join("recipient-key.pem");
         let cert_pem = vector_dir().join("recipient-cert.pem");
@@ -813,7 +838,7 @@ mod tests {
         let dir = scratch_dir("certrep-failure");
         let empty = dir.join("empty");
         std::fs::write(&empty, b"").unwrap();
-        let (cert, key) = recipient();
+        let (cert, key) = ra_recipient();
         let b = builder(&cert, &key, DigestAlg::Sha256);
         for (name, der, status, fail) in [
             ("failure", failure_reply(&b, FailInfo::BAD_REQUEST, &FixedRandom(42)).unwrap(), "2", Some("2")),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::crypto::{ContentCipher, DigestAlg, RandomSource, RsaPrivateKey};
+use crate::crypto::{ContentCipher, DigestAlg, RaKey, RandomSource};
 use crate::issue::IssuancePolicy;
 
 /// The shape of the GetCACert answer (RFC 8894 §4.2.1).
@@ -30,6 +30,10 @@ pub enum CaCertShape {
 /// also what NDES writes, and the only form strongSwan's `pki --scep` 5.9
 /// verifies, although strongSwan itself *sends* `sha256WithRSAEncryption`: a
 /// reply that mirrored its request would be thrown away.
+///
+/// It applies to RSA signing RAs only: an ECDSA signing RA's CertReps are
+/// always named `ecdsa-with-SHA256/384/512` after the reply digest (RFC 5758
+/// §3.2), the one form ECDSA has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReplySignaturePolicy {
     /// Always `rsaEncryption` (the default).
@@ -195,12 +199,17 @@ impl Default for RenewalPolicy {
 /// decrypt unless the CA certificate is itself the RA. CertReps are always
 /// signed by [`ProfileConfig::ra`]. The order in which the certificates are
 /// published, and why, is described at [`crate::Engine::with_encryption_ras`].
+///
+/// The signing RA's key may be ECDSA (P-256 or P-384): its CertReps are then
+/// signed `ecdsa-with-SHA*` and it cannot receive CMS key transport, so it
+/// needs at least one RSA encryption RA beside it (the NDES arrangement).
+/// Every certificate that receives envelopes has an RSA key.
 #[derive(Debug)]
 pub struct RaIdentity {
     /// RA certificate DER.
     pub certificate: Vec<u8>,
-    /// RA private key (RSA: it must receive CMS key transport).
-    pub key: RsaPrivateKey,
+    /// RA private key: RSA, or ECDSA for a signing RA with an RSA encryption RA beside it.
+    pub key: RaKey,
 }
 
 /// One SCEP profile's complete configuration.

@@ -516,7 +516,8 @@ fn rsa_pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
     w.into_vec()
 }
 
-/// An ECDSA P-256 private key (for a CA; RAs must be RSA to receive CMS envelopes).
+/// An ECDSA P-256 private key signing with SHA-256, as a CA uses (an RA uses
+/// [`EcdsaPrivateKey`]).
 pub struct EcPrivateKey {
     pair: signature::EcdsaKeyPair,
     spki_der: Vec<u8>,
@@ -639,6 +640,227 @@ impl SigningKey {
     }
 }
 
+/// The NIST curve of an [`EcdsaPrivateKey`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EcCurve {
+    /// P-256 (secp256r1).
+    P256,
+    /// P-384 (secp384r1).
+    P384,
+}
+
+impl EcCurve {
+    /// The name used in logs, errors and the admin API (`P-256`, `P-384`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::P256 => "P-256",
+            Self::P384 => "P-384",
+        }
+    }
+
+    /// The aws-lc signing algorithm the key is loaded with. Its digest is only
+    /// used for the length of the value handed to [`EcdsaPrivateKey::sign`].
+    fn signing_algorithm(self) -> &'static signature::EcdsaSigningAlgorithm {
+        match self {
+            Self::P256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            Self::P384 => &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+        }
+    }
+
+    /// The digest [`EcCurve::signing_algorithm`] is bound to; its output length
+    /// is the curve order's.
+    fn bound_digest(self) -> &'static digest::Algorithm {
+        match self {
+            Self::P256 => &digest::SHA256,
+            Self::P384 => &digest::SHA384,
+        }
+    }
+
+    /// Length in bytes of the curve order (and of [`EcCurve::bound_digest`]'s output).
+    const fn order_len(self) -> usize {
+        match self {
+            Self::P256 => 32,
+            Self::P384 => 48,
+        }
+    }
+}
+
+/// An ECDSA P-256 or P-384 private key that signs with any SHA-2 digest, as
+/// an RA signing CertReps with `ecdsa-with-SHA256/384/512` (RFC 5758 §3.2,
+/// RFC 5753 §2.1.1) needs. (The CA's [`EcPrivateKey`] signs P-256 with
+/// SHA-256 only.) ECDSA keys cannot receive CMS key transport, so an RA with
+/// one only signs.
+pub struct EcdsaPrivateKey {
+    pair: signature::EcdsaKeyPair,
+    curve: EcCurve,
+    spki_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for EcdsaPrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EcdsaPrivateKey({})", self.curve.name())
+    }
+}
+
+impl EcdsaPrivateKey {
+    /// Loads a P-256 or P-384 key from PKCS#8 (`PRIVATE KEY`) or SEC1
+    /// (`EC PRIVATE KEY`) DER.
+    ///
+    /// # Errors
+    /// When the bytes are not a P-256 or P-384 key aws-lc accepts.
+    pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
+        let mut failures = Vec::with_capacity(2);
+        for curve in [EcCurve::P256, EcCurve::P384] {
+            let alg = curve.signing_algorithm();
+            match signature::EcdsaKeyPair::from_pkcs8(alg, der)
+                .or_else(|_| signature::EcdsaKeyPair::from_private_key_der(alg, der))
+            {
+                Ok(pair) => {
+                    use aws_lc_rs::encoding::AsDer as _;
+                    let spki_der = signature::KeyPair::public_key(&pair)
+                        .as_der()
+                        .map_err(|e| KeyError(format!("cannot encode public key: {e}")))?
+                        .as_ref()
+                        .to_vec();
+                    return Ok(Self { pair, curve, spki_der });
+                }
+                Err(e) => failures.push(format!("{}: {e}", curve.name())),
+            }
+        }
+        Err(KeyError(format!("not a usable ECDSA P-256 or P-384 private key ({})", failures.join("; "))))
+    }
+
+    /// Generates a new key on `curve` and returns it with its PKCS#8 DER.
+    ///
+    /// # Errors
+    /// Only on an internal aws-lc failure.
+    pub fn generate(curve: EcCurve) -> Result<(Self, Vec<u8>), KeyError> {
+        let pair = signature::EcdsaKeyPair::generate(curve.signing_algorithm()).map_err(|e| KeyError(e.to_string()))?;
+        let der = pair.to_pkcs8v1().map_err(|e| KeyError(e.to_string()))?.as_ref().to_vec();
+        Ok((Self::from_der(&der)?, der))
+    }
+
+    /// The key's curve.
+    pub const fn curve(&self) -> EcCurve {
+        self.curve
+    }
+
+    /// The SubjectPublicKeyInfo DER.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    /// Signs `message` hashed with `digest` (SHA-1 is raised to SHA-256, as
+    /// [`DigestAlg::for_reply`]), giving a DER `ECDSA-Sig-Value`
+    /// (RFC 5753 §2.1.1; RFC 5758 §3.2).
+    ///
+    /// aws-lc binds an ECDSA key to one digest, so the hash is computed here
+    /// and converted to the integer ECDSA signs as FIPS 186-4 §6.4 defines it:
+    /// the leftmost bits of the hash, as many as the curve order has. A longer
+    /// hash (SHA-384/512 on P-256, SHA-512 on P-384) is truncated; a shorter
+    /// one (SHA-256 on P-384) is left-padded with zero octets, which leaves
+    /// its integer value unchanged.
+    ///
+    /// # Errors
+    /// Only on an internal aws-lc failure.
+    pub fn sign(&self, digest: DigestAlg, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let hash = digest.for_reply().digest(message);
+        let order_len = self.curve.order_len();
+        let mut e = vec![0u8; order_len];
+        let taken = hash.len().min(order_len);
+        let (_, tail) = e.split_at_mut(order_len - taken);
+        tail.copy_from_slice(hash.get(..taken).unwrap_or_default());
+        let imported = digest::Digest::import_less_safe(&e, self.curve.bound_digest())
+            .map_err(|e| KeyError(format!("ECDSA digest conversion failed: {e}")))?;
+        self.pair
+            .sign_digest(&imported)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|e| KeyError(format!("ECDSA signing failed: {e}")))
+    }
+}
+
+/// The private key of an RA certificate (RFC 8894 §2.1).
+///
+/// An RSA key signs CertReps (PKCS #1 v1.5) and unwraps the content keys of
+/// requests encrypted to its certificate. An ECDSA key only signs CertReps
+/// (`ecdsa-with-SHA*`): it may be a profile's *signing* RA, with at least one
+/// RSA encryption RA beside it to receive the envelopes (see
+/// [`crate::Engine::with_encryption_ras`]).
+#[derive(Debug)]
+pub enum RaKey {
+    /// RSA: signs and decrypts.
+    Rsa(RsaPrivateKey),
+    /// ECDSA P-256 or P-384: signs only.
+    Ecdsa(EcdsaPrivateKey),
+}
+
+impl From<RsaPrivateKey> for RaKey {
+    fn from(key: RsaPrivateKey) -> Self {
+        Self::Rsa(key)
+    }
+}
+
+impl From<EcdsaPrivateKey> for RaKey {
+    fn from(key: EcdsaPrivateKey) -> Self {
+        Self::Ecdsa(key)
+    }
+}
+
+impl RaKey {
+    /// Loads an RSA (PKCS#8 or PKCS#1) or ECDSA P-256/P-384 (PKCS#8 or SEC1) DER key.
+    ///
+    /// # Errors
+    /// When the key is neither, with both reasons.
+    pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
+        match RsaPrivateKey::from_der(der) {
+            Ok(k) => Ok(Self::Rsa(k)),
+            Err(rsa_err) => EcdsaPrivateKey::from_der(der)
+                .map(Self::Ecdsa)
+                .map_err(|ec_err| KeyError(format!("{rsa_err}; {ec_err}"))),
+        }
+    }
+
+    /// The SubjectPublicKeyInfo DER.
+    pub fn spki_der(&self) -> &[u8] {
+        match self {
+            Self::Rsa(k) => k.spki_der(),
+            Self::Ecdsa(k) => k.spki_der(),
+        }
+    }
+
+    /// The RSA key, which can unwrap CMS content keys; `None` for ECDSA.
+    pub const fn as_rsa(&self) -> Option<&RsaPrivateKey> {
+        match self {
+            Self::Rsa(k) => Some(k),
+            Self::Ecdsa(_) => None,
+        }
+    }
+
+    /// What kind of key this is, for errors, logs and the admin API:
+    /// `rsa-2048`, `ecdsa-p256`, ...
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Rsa(k) => format!("rsa-{}", k.modulus_len() * 8),
+            Self::Ecdsa(k) => match k.curve() {
+                EcCurve::P256 => "ecdsa-p256".to_string(),
+                EcCurve::P384 => "ecdsa-p384".to_string(),
+            },
+        }
+    }
+
+    /// Signs `message` with `digest` (raised from SHA-1 to SHA-256): PKCS #1
+    /// v1.5 for RSA, a DER `ECDSA-Sig-Value` for ECDSA.
+    ///
+    /// # Errors
+    /// Only on an internal aws-lc failure.
+    pub fn sign(&self, digest: DigestAlg, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match self {
+            Self::Rsa(k) => k.sign(digest, message),
+            Self::Ecdsa(k) => k.sign(digest, message),
+        }
+    }
+}
+
 /// Encrypts a content key to an RSA public key (PKCS#1 v1.5, RFC 8894 §3.2.2 /
 /// RFC 5652 §6.2.1), given the recipient's SubjectPublicKeyInfo DER.
 ///
@@ -686,6 +908,33 @@ mod tests {
             assert_eq!(ContentCipher::from_oid(c.oid()), Some(c));
             assert_eq!(c.decrypt(&key[1..], &iv, &mut ct.clone()), Err(CipherError));
         }
+    }
+
+    #[test]
+    fn ecdsa_ra_keys_sign_with_every_reply_digest_on_both_curves() {
+        // FIPS 186-4 §6.4 truncation/padding: aws-lc's verifiers (which hash
+        // and truncate themselves) accept every curve and digest pairing.
+        for curve in [EcCurve::P256, EcCurve::P384] {
+            let (key, pkcs8) = EcdsaPrivateKey::generate(curve).unwrap();
+            let spki = crate::x509::SubjectPublicKeyInfoRef::parse(key.spki_der()).unwrap();
+            let pk = spki.public_key().unwrap();
+            for digest in [DigestAlg::Sha1, DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512] {
+                let sig = key.sign(digest, b"signed attributes").unwrap();
+                let alg = SignatureAlg::from_oid(digest.for_reply().ecdsa_signature_oid(), None).unwrap();
+                assert_eq!(alg, SignatureAlg::Ecdsa(digest.for_reply()));
+                alg.verify(pk, b"signed attributes", &sig).unwrap_or_else(|_| panic!("{curve:?} {digest:?}"));
+                assert!(alg.verify(pk, b"signed attributeS", &sig).is_err(), "{curve:?} {digest:?}");
+            }
+            let ra = RaKey::from_der(&pkcs8).unwrap();
+            assert!(ra.as_rsa().is_none());
+            assert_eq!(ra.spki_der(), key.spki_der());
+            assert_eq!(ra.kind(), if curve == EcCurve::P256 { "ecdsa-p256" } else { "ecdsa-p384" });
+        }
+        let (rsa, der) = RsaPrivateKey::generate(2048).unwrap();
+        let ra = RaKey::from_der(&der).unwrap();
+        assert_eq!((ra.kind().as_str(), ra.spki_der()), ("rsa-2048", rsa.spki_der()));
+        let e = RaKey::from_der(b"not a key").unwrap_err();
+        assert!(e.0.contains("RSA") && e.0.contains("P-256 or P-384"), "{e}");
     }
 
     #[test]

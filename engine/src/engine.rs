@@ -312,13 +312,20 @@ impl Engine {
     ///   when it is signed as `rsaEncryption`, although its own requests are
     ///   signed as `sha256WithRSAEncryption`: see [`ReplySignaturePolicy`](crate::config::ReplySignaturePolicy)).
     ///
-    /// Every RA certificate's key must be RSA (it receives CMS key transport,
-    /// RFC 8894 §3.2.2); none may repeat another published certificate.
+    /// Every encryption RA certificate's key must be RSA (it receives CMS key
+    /// transport, RFC 8894 §3.2.2); none may repeat another published
+    /// certificate. The signing RA's key may be ECDSA P-256 or P-384: its
+    /// CertReps are then signed `ecdsa-with-SHA256/384/512` after the reply
+    /// digest (RFC 5758 §3.2, RFC 5753 §2.1.1; the reply signature policy does
+    /// not apply), requests encrypted to it find no recipient
+    /// (`unknown_recipient`), and at least one RSA encryption RA is required.
     ///
     /// # Errors
     /// [`ConfigError`] naming the problem: an encryption RA certificate that
-    /// does not parse or does not match its key, one equal to the signing RA
-    /// or a CA certificate, or `ca-only` GetCACert (which cannot publish them).
+    /// does not parse, does not match its key or whose key is not RSA, one
+    /// equal to the signing RA or a CA certificate, an ECDSA signing RA
+    /// without an encryption RA, or `ca-only` GetCACert (which cannot publish
+    /// them).
     pub fn with_encryption_ras(
         config: ProfileConfig,
         encryption_ras: Vec<crate::config::RaIdentity>,

@@ -135,6 +135,24 @@ pub(crate) fn validate(config: &ProfileConfig, encryption_ras: Vec<RaIdentity>) 
             ));
         }
     }
+    // RFC 8894 §3.2.2: requests are encrypted by CMS key transport, which
+    // needs an RSA key; an ECDSA signing RA only signs CertReps.
+    for (i, enc) in encryption_ras.iter().enumerate() {
+        if enc.key.as_rsa().is_none() {
+            return err(format!(
+                "encryption RA certificate #{i} has an {} key; an RA certificate that receives CMS key transport \
+                 (RFC 8894 §3.2.2) needs an RSA key",
+                enc.key.kind()
+            ));
+        }
+    }
+    if config.ra.key.as_rsa().is_none() && encryption_ras.is_empty() {
+        return err(format!(
+            "the signing RA key is {}, which cannot receive CMS key transport (RFC 8894 §3.2.2): an ECDSA signing RA \
+             needs at least one RSA encryption RA certificate beside it",
+            config.ra.key.kind()
+        ));
+    }
     if !encryption_ras.is_empty() && config.ca_cert_shape == CaCertShape::CaOnly {
         return err("ca-only GetCACert cannot publish encryption RA certificates; use the RA-and-chain shape".into());
     }
@@ -801,9 +819,12 @@ impl Engine {
         };
         let mut recipients = Vec::with_capacity(1 + self.derived.encryption_ras.len());
         for ra in std::iter::once(&config.ra).chain(&self.derived.encryption_ras) {
+            // Only RSA RA keys receive key transport (an ECDSA signing RA is
+            // left out: a request naming it finds no recipient).
+            let Some(key) = ra.key.as_rsa() else { continue };
             recipients.push(envelope::Recipient {
                 certificate: CertificateRef::parse(&ra.certificate).map_err(internal)?,
-                key: &ra.key,
+                key,
             });
         }
         envelope::open_for(content, &recipients, &config.algorithms.ciphers, config.rng.as_ref()).map_err(|e| match e {
@@ -813,8 +834,9 @@ impl Engine {
                     e.fail_info(),
                     "unknown_recipient",
                     format!(
-                        "pkcsPKIEnvelope is encrypted to [{named}], none of which is an RA certificate of this \
-                         profile (a CA certificate's key is never used to decrypt unless the CA is the RA)"
+                        "pkcsPKIEnvelope is encrypted to [{named}], none of which is an RSA RA certificate of this \
+                         profile (a CA certificate's key is never used to decrypt unless the CA is the RA; an ECDSA \
+                         signing RA cannot receive key transport)"
                     ),
                 )
             }
@@ -944,7 +966,7 @@ mod tests {
 
     use super::*;
     use crate::config::{AlgorithmPolicy, KeyPolicy, RaIdentity, RenewalPolicy, ReplySignaturePolicy};
-    use crate::crypto::{RandomSource, RsaPrivateKey};
+    use crate::crypto::{RaKey, RandomSource, RsaPrivateKey};
     use crate::issue::IssuancePolicy;
 
     const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors/real-clients/");
@@ -971,7 +993,7 @@ mod tests {
         let key = crate::pem::private_key(&String::from_utf8(read("recipient-key.pem")).unwrap()).unwrap();
         ProfileConfig {
             name: "default".into(),
-            ra: RaIdentity { certificate: ra_cert(), key: RsaPrivateKey::from_der(&key).unwrap() },
+            ra: RaIdentity { certificate: ra_cert(), key: RsaPrivateKey::from_der(&key).unwrap().into() },
             ca_chain: vec![ra_cert()],
             ca_cert_shape: CaCertShape::RaAndChain,
             challenge: ChallengePolicy::Static(challenge.into()),
@@ -1268,7 +1290,7 @@ mod tests {
         assert!(Engine::new(c).unwrap_err().0.contains("CA chain is empty"));
         let mut c = config("x", all_ciphers());
         let (other, _) = RsaPrivateKey::generate(2048).unwrap();
-        c.ra.key = other;
+        c.ra.key = other.into();
         assert!(Engine::new(c).unwrap_err().0.contains("do not match"));
     }
 
@@ -1285,6 +1307,11 @@ mod tests {
     /// for a fresh RSA key, issued by the captures' recipient certificate acting
     /// as the CA (its key signs), so that OpenSSL can verify the chain.
     fn issued_ra(cn: &str, serial: u64, key_usage: &[u8]) -> RaIdentity {
+        issued_ra_with(cn, serial, key_usage, RsaPrivateKey::generate(2048).unwrap().0.into())
+    }
+
+    /// As [`issued_ra`], for the given key (RSA or ECDSA).
+    fn issued_ra_with(cn: &str, serial: u64, key_usage: &[u8], key: RaKey) -> RaIdentity {
         use crate::wire::{Writer, tag};
         let ca_der = ra_cert();
         let ca = CertificateRef::parse(&ca_der).unwrap();
@@ -1292,7 +1319,6 @@ mod tests {
             &crate::pem::private_key(&String::from_utf8(read("recipient-key.pem")).unwrap()).unwrap(),
         )
         .unwrap();
-        let (key, _) = RsaPrivateKey::generate(2048).unwrap();
         let spki = crate::x509::SubjectPublicKeyInfoRef::parse(key.spki_der()).unwrap();
         let extension = |w: &mut Writer, ext: &[u8], critical: bool, value: &[u8]| {
             w.sequence(|w| {
@@ -1350,7 +1376,7 @@ mod tests {
     /// The captures' recipient key as an RA identity.
     fn recipient_ra() -> RaIdentity {
         let key = crate::pem::private_key(&String::from_utf8(read("recipient-key.pem")).unwrap()).unwrap();
-        RaIdentity { certificate: ra_cert(), key: RsaPrivateKey::from_der(&key).unwrap() }
+        RaIdentity { certificate: ra_cert(), key: RsaPrivateKey::from_der(&key).unwrap().into() }
     }
 
     /// An NDES-arranged engine: `signing` signs, `encryption` is published
@@ -1480,7 +1506,7 @@ mod tests {
             let c = ndes_config();
             let copy = RaIdentity {
                 certificate: c.ra.certificate.clone(),
-                key: RsaPrivateKey::from_der(&[]).unwrap_or_else(|_| issued_ra("x", 1, KU_SIGNING).key),
+                key: RsaPrivateKey::from_der(&[]).map_or_else(|_| issued_ra("x", 1, KU_SIGNING).key, RaKey::from),
             };
             Engine::with_encryption_ras(c, vec![copy]).unwrap_err()
         };
@@ -1489,7 +1515,7 @@ mod tests {
         assert!(the_ca.unwrap_err().0.contains("already published"));
         let enc = issued_ra("scepd RA encryption", 0x92, KU_ENCRYPTION);
         let (other_key, _) = RsaPrivateKey::generate(2048).unwrap();
-        let mismatched = RaIdentity { certificate: enc.certificate.clone(), key: other_key };
+        let mismatched = RaIdentity { certificate: enc.certificate.clone(), key: other_key.into() };
         assert!(Engine::with_encryption_ras(ndes_config(), vec![mismatched]).unwrap_err().0.contains("do not match"));
         let mut ca_only = ndes_config();
         ca_only.ca_cert_shape = CaCertShape::CaOnly;
@@ -1615,6 +1641,163 @@ mod tests {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An ECDSA signing RA (keyUsage digitalSignature) on `curve`, issued by
+    /// the captures' recipient certificate.
+    fn ecdsa_signing_ra(curve: crate::crypto::EcCurve, serial: u64) -> RaIdentity {
+        let (key, _) = crate::crypto::EcdsaPrivateKey::generate(curve).unwrap();
+        issued_ra_with(&format!("scepd RA signing {}", curve.name()), serial, KU_SIGNING, key.into())
+    }
+
+    /// The DER AlgorithmIdentifier `{ ecdsa-with-SHA*, parameters absent }`
+    /// (RFC 5758 §3.2) for `digest`.
+    fn ecdsa_algorithm_identifier(digest: DigestAlg) -> Vec<u8> {
+        let mut w = crate::wire::Writer::new();
+        w.sequence(|w| {
+            w.oid(digest.ecdsa_signature_oid());
+        });
+        w.into_vec()
+    }
+
+    #[test]
+    fn ecdsa_signing_ra_signs_every_reply_ecdsa_with_the_reply_digest() {
+        // Issue 12: an EC signing RA with an RSA encryption RA beside it (the
+        // captures are encrypted to the recipient certificate, here the
+        // encryption RA). SUCCESS, FAILURE and PENDING are signed
+        // ecdsa-with-SHAn after the reply digest, whatever the reply policy.
+        use crate::crypto::EcCurve;
+        let mut sha256_requests = 0;
+        for (curve, serial) in [(EcCurve::P256, 0xb1), (EcCurve::P384, 0xb2)] {
+            let signing = ecdsa_signing_ra(curve, serial);
+            let sig_der = signing.certificate.clone();
+            let failing = ecdsa_signing_ra(curve, serial + 0x10);
+            let failing_der = failing.certificate.clone();
+            let ndes = ndes_engine(signing, recipient_ra());
+            let wrong_password = ndes_engine_with_challenge("not-the-password", failing, recipient_ra());
+            for policy in [ReplySignaturePolicy::RsaEncryption, ReplySignaturePolicy::MirrorRequest] {
+                let e = ndes.clone().with_reply_signature(policy);
+                for client in CLIENTS {
+                    let body = read(&format!("{client}-pkcsreq.der"));
+                    let req = PkiMessageRef::parse(&body).unwrap();
+                    let digest = req.digest.unwrap().for_reply();
+                    let expected = digest.ecdsa_signature_oid();
+                    if digest == DigestAlg::Sha256 {
+                        sha256_requests += 1;
+                        assert_eq!(expected, crate::oid::ECDSA_WITH_SHA256);
+                    }
+                    // SUCCESS: enrol_capture verifies the signature with the RA's EC key.
+                    let r = enrol_capture(&e, client, &sig_der);
+                    let rep = PkiMessageRef::parse(&r.body).unwrap();
+                    assert_eq!((rep.signature_alg_oid, rep.digest), (expected, Some(digest)), "{curve:?} {client}");
+                    let alg_id = ecdsa_algorithm_identifier(digest);
+                    assert!(r.body.windows(alg_id.len()).any(|w| w == alg_id), "{client}: parameters must be absent");
+                    // FAILURE (wrong challenge)
+                    let r =
+                        respond(wrong_password.clone().with_reply_signature(policy).handle(post(&body), CAPTURE_TIME));
+                    let rep = PkiMessageRef::parse(&r.body).unwrap();
+                    rep.verify().unwrap();
+                    assert_eq!(rep.signer.unwrap().raw, failing_der.as_slice());
+                    assert_eq!(
+                        (rep.pki_status, rep.fail_info, rep.signature_alg_oid),
+                        (Some(PkiStatus::FAILURE), Some(FailInfo::BAD_REQUEST), expected),
+                        "{curve:?} {client}"
+                    );
+                    // PENDING
+                    let Action::Issue(p) = e.handle(post(&body), CAPTURE_TIME) else { panic!("{client}") };
+                    let r = p.resume(IssueOutcome::Pending, CAPTURE_TIME);
+                    let rep = PkiMessageRef::parse(&r.body).unwrap();
+                    rep.verify().unwrap();
+                    assert_eq!((rep.pki_status, rep.signature_alg_oid), (Some(PkiStatus::PENDING), expected));
+                }
+            }
+        }
+        assert!(sha256_requests > 0, "no SHA-256 capture exercised ecdsa-with-SHA256");
+    }
+
+    #[test]
+    fn ecdsa_signed_replies_verify_with_openssl_through_the_chain() {
+        use crate::crypto::EcCurve;
+        let dir = std::env::temp_dir().join(format!("scep-engine-ecdsa-reply-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_pem = format!("{VECTORS}recipient-cert.pem");
+        for (curve, serial) in [(EcCurve::P256, 0xc1), (EcCurve::P384, 0xc2)] {
+            let signing = ecdsa_signing_ra(curve, serial);
+            let sig_der = signing.certificate.clone();
+            let ndes = ndes_engine(signing, recipient_ra());
+            let failing = ecdsa_signing_ra(curve, serial + 0x10);
+            let failing_der = failing.certificate.clone();
+            let wrong_password = ndes_engine_with_challenge("not-the-password", failing, recipient_ra());
+            for client in ["certmonger", "sscep", "jscep", "scepclient"] {
+                let body = read(&format!("{client}-pkcsreq.der"));
+                let req = PkiMessageRef::parse(&body).unwrap();
+                let success = enrol_capture(&ndes, client, &sig_der).body;
+                let failure = respond(wrong_password.handle(post(&body), CAPTURE_TIME)).body;
+                for (what, der, signer) in [("success", &success, &sig_der), ("failure", &failure, &failing_der)] {
+                    let rep = PkiMessageRef::parse(der).unwrap();
+                    let digest = req.digest.unwrap().for_reply();
+                    assert_eq!(rep.signature_alg_oid, digest.ecdsa_signature_oid(), "{curve:?} {client} {what}");
+                    assert_eq!(rep.signer.unwrap().raw, signer.as_slice());
+                    let path = dir.join(format!("{}-{client}-{what}.der", curve.name()));
+                    std::fs::write(&path, der).unwrap();
+                    let path = path.to_str().unwrap();
+                    // PKCS7_verify (sscep, certmonger) and CMS_verify, signature and chain.
+                    let (ok, content, err) =
+                        openssl(&["smime", "-verify", "-inform", "DER", "-binary", "-CAfile", &ca_pem, "-in", path]);
+                    assert!(ok, "{curve:?} {client} {what}: openssl smime -verify: {err}");
+                    assert_eq!(content[..], rep.content[..], "{curve:?} {client} {what}");
+                    let (ok, _, err) =
+                        openssl(&["cms", "-verify", "-inform", "DER", "-binary", "-CAfile", &ca_pem, "-in", path]);
+                    assert!(ok, "{curve:?} {client} {what}: openssl cms -verify: {err}");
+                    // The check can fail: a flipped bit in the signature does not verify.
+                    let mut tampered = der.clone();
+                    let n = tampered.len();
+                    tampered[n - 5] ^= 1;
+                    let bad = dir.join(format!("{}-{client}-{what}-tampered.der", curve.name()));
+                    std::fs::write(&bad, &tampered).unwrap();
+                    let bad = bad.to_str().unwrap();
+                    assert!(
+                        !openssl(&["cms", "-verify", "-inform", "DER", "-binary", "-CAfile", &ca_pem, "-in", bad]).0
+                    );
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ecdsa_ra_keys_never_receive_envelopes() {
+        use crate::crypto::EcCurve;
+        // The single arrangement with an ECDSA RA: nobody could encrypt to it.
+        let mut c = config("x", all_ciphers());
+        c.ra = ecdsa_signing_ra(EcCurve::P256, 0xd1);
+        let e = Engine::new(c).unwrap_err();
+        assert!(
+            e.0.contains("signing RA key is ecdsa-p256") && e.0.contains("RSA encryption RA"),
+            "the error names the key and the remedy: {e}"
+        );
+        // An ECDSA encryption RA, beside an RSA or an ECDSA signing RA.
+        for signing in [issued_ra("scepd RA signing", 0xd2, KU_SIGNING), ecdsa_signing_ra(EcCurve::P384, 0xd3)] {
+            let mut c = config("x", all_ciphers());
+            c.ra = signing;
+            let (key, _) = crate::crypto::EcdsaPrivateKey::generate(EcCurve::P384).unwrap();
+            let enc = issued_ra_with("scepd RA encryption", 0xd4, KU_ENCRYPTION, key.into());
+            let e = Engine::with_encryption_ras(c, vec![enc]).unwrap_err();
+            assert!(e.0.contains("encryption RA certificate #0 has an ecdsa-p384 key"), "{e}");
+        }
+        // The captures encrypted to a CA that is neither RA stay unknown_recipient
+        // with an ECDSA signing RA (its key is not tried), signed ECDSA.
+        let signing = ecdsa_signing_ra(EcCurve::P256, 0xd5);
+        let sig_der = signing.certificate.clone();
+        let e = ndes_engine(signing, issued_ra("scepd RA encryption", 0xd6, KU_ENCRYPTION));
+        let body = read("certmonger-pkcsreq.der");
+        let r = respond(e.handle(post(&body), CAPTURE_TIME));
+        let rep = PkiMessageRef::parse(&r.body).unwrap();
+        rep.verify().unwrap();
+        assert_eq!(rep.signer.unwrap().raw, sig_der.as_slice());
+        assert_eq!((r.outcome.label, rep.fail_info), ("unknown_recipient", Some(FailInfo::BAD_MESSAGE_CHECK)));
+        assert_eq!(rep.signature_alg_oid, crate::oid::ECDSA_WITH_SHA256);
     }
 
     fn intune_validator(limit: u32) -> intune::IntuneValidator {

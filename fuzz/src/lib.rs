@@ -69,7 +69,7 @@ pub fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| {
         let config = ProfileConfig {
             name: "fuzz".into(),
-            ra: RaIdentity { certificate: recipient_cert().to_vec(), key: new_recipient_key() },
+            ra: RaIdentity { certificate: recipient_cert().to_vec(), key: new_recipient_key().into() },
             ca_chain: vec![recipient_cert().to_vec()],
             ca_cert_shape: CaCertShape::RaAndChain,
             challenge: ChallengePolicy::Static("secret123".into()),

@@ -60,7 +60,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
 fn load_ra(cert: &Path, key: &Path) -> RaIdentity {
     let certificate = pem::certificates(&std::fs::read_to_string(cert).unwrap()).unwrap().remove(0);
     let key = RsaPrivateKey::from_der(&pem::private_key(&std::fs::read_to_string(key).unwrap()).unwrap()).unwrap();
-    RaIdentity { certificate, key }
+    RaIdentity { certificate, key: key.into() }
 }
 
 /// A bootstrapped data directory and its local CA.

@@ -229,10 +229,14 @@ fn profile_json(
         "ra": {
             "arrangement": if encryption.is_empty() { "single" } else { "ndes-pair" },
             "signing": cert_json(&c.ra.certificate, now),
+            // rsa-2048, ..., ecdsa-p256, ecdsa-p384
+            "signing_key_type": c.ra.key.kind(),
             "encryption": encryption,
-            "reply_signature": match p.engine.reply_signature() {
-                ReplySignaturePolicy::RsaEncryption => "rsa-encryption",
-                ReplySignaturePolicy::MirrorRequest => "mirror",
+            // An ECDSA signing RA has one form (ecdsa-with-SHA*); the policy applies to RSA.
+            "reply_signature": match (c.ra.key.as_rsa(), p.engine.reply_signature()) {
+                (None, _) => "ecdsa",
+                (Some(_), ReplySignaturePolicy::RsaEncryption) => "rsa-encryption",
+                (Some(_), ReplySignaturePolicy::MirrorRequest) => "mirror",
             },
         },
         "ca_cert": c.ca_chain.first().map_or(Value::Null, |d| cert_json(d, now)),
@@ -1041,6 +1045,7 @@ mod tests {
                 assert_eq!(p["ra"]["signing"], p["ra_cert"]);
                 assert_eq!(p["ra"]["encryption"], json!([]));
                 assert_eq!(p["ra"]["reply_signature"], "rsa-encryption");
+                assert_eq!(p["ra"]["signing_key_type"], "rsa-2048");
                 assert_eq!(p["policy"]["trust_requested_sid"], false);
             }
             assert_eq!(corp["url_aliases"], json!(["/certsrv/mscep/mscep.dll"]));

@@ -12,7 +12,7 @@
 //! challenge_password = "..."         # static challenge; required in static mode unless danger_no_challenge = true
 //! danger_no_challenge = false        # true: anyone reaching the URL enrols (lab only)
 //! ra_cert = "ra.pem"                 # RA certificate PEM; default (issuer local): the bootstrap RA
-//! ra_key = "ra.key"                  # RA RSA key PEM, mode 0600; given together with ra_cert
+//! ra_key = "ra.key"                  # RA key PEM (RSA; ECDSA P-256/384 only beside ra_encryption_*), mode 0600; with ra_cert
 //! ra_encryption_cert = "ra-enc.pem"  # NDES arrangement: an encryption RA certificate (keyEncipherment)
 //! ra_encryption_key = "ra-enc.key"   #   and its RSA key (0600); then ra_cert is the signing RA. Default:
 //!                                    #   none (one RA signs and decrypts), except the bootstrap profile

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use scep_engine::config::{ConfigError, ProfileConfig, RaIdentity};
-use scep_engine::crypto::{RsaPrivateKey, SystemRandom};
+use scep_engine::crypto::{RaKey, RsaPrivateKey, SystemRandom};
 use scep_engine::intune::{IntuneValidator, ReplayCache};
 use scep_engine::issue::IssuancePolicy;
 use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef};
@@ -194,18 +194,22 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
     // The RA arrangement: the profile's own files, else the issuer's default
     // (the local CA's single RA, or its NDES pair for the bootstrap profile).
     let (ra, encryption_ras) = match (&settings.ra_files, default_ra) {
-        (Some((cert, key)), _) => (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"))?, Vec::new()),
+        (Some((cert, key)), _) => {
+            (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing)?, Vec::new())
+        }
         (None, Some(DefaultRa::Single(cert, key))) => {
-            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"))?, Vec::new())
+            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing)?, Vec::new())
         }
         (None, Some(DefaultRa::NdesPair(pair))) if settings.ra_encryption_files.is_none() => {
-            let signing = load_ra(&pair.signing_cert, &pair.signing_key, ctx.now, &k("ra_cert"), &k("ra_key"))?;
+            let signing =
+                load_ra(&pair.signing_cert, &pair.signing_key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing)?;
             let encryption = load_ra(
                 &pair.encryption_cert,
                 &pair.encryption_key,
                 ctx.now,
                 &k("ra_encryption_cert"),
                 &k("ra_encryption_key"),
+                RaRole::Encryption,
             )?;
             (signing, vec![encryption])
         }
@@ -216,10 +220,22 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
     };
     let encryption_ras = match &settings.ra_encryption_files {
         Some((cert, key)) => {
-            vec![load_ra(cert, key, ctx.now, &k("ra_encryption_cert"), &k("ra_encryption_key"))?]
+            vec![load_ra(cert, key, ctx.now, &k("ra_encryption_cert"), &k("ra_encryption_key"), RaRole::Encryption)?]
         }
         None => encryption_ras,
     };
+    // RFC 8894 §3.2.2: an ECDSA signing RA cannot receive CMS key transport,
+    // so requests need an RSA encryption RA to be encrypted to.
+    if ra.key.as_rsa().is_none() && encryption_ras.is_empty() {
+        return Err(err(
+            "ra_key",
+            format!(
+                "is an {} key, which cannot decrypt requests (CMS key transport needs RSA, RFC 8894 §3.2.2): \
+                 an ECDSA signing RA needs an RSA encryption RA beside it (ra_encryption_cert and ra_encryption_key)",
+                ra.key.kind()
+            ),
+        ));
+    }
 
     let ca_chain = match &settings.ca_chain {
         Some(path) => {
@@ -286,14 +302,24 @@ enum DefaultRa {
 /// The issuer, its default RA files and its CA chain.
 type IssuerChoice = (Arc<dyn Issuer>, Option<DefaultRa>, Vec<Vec<u8>>);
 
-/// Loads and checks the RA identity (RFC 8894 §2.1): an RSA key matching an
-/// unexpired certificate.
+/// What an RA certificate does, and so which keys it may have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RaRole {
+    /// Signs CertReps (and decrypts when its key is RSA): RSA or ECDSA P-256/P-384.
+    Signing,
+    /// Receives CMS key transport (RFC 8894 §3.2.2): RSA only.
+    Encryption,
+}
+
+/// Loads and checks an RA identity (RFC 8894 §2.1): a key matching an
+/// unexpired certificate, RSA or (signing RA only) ECDSA.
 fn load_ra(
     cert_path: &Path,
     key_path: &Path,
     now: UnixTime,
     cert_key: &str,
     key_key: &str,
+    role: RaRole,
 ) -> Result<RaIdentity, ConfigError> {
     let text = read_text(cert_path, cert_key)?;
     let certificate = pem::certificates(&text)
@@ -314,8 +340,20 @@ fn load_ra(
         tracing::warn!(file = %cert_path.display(), not_before = %cert.not_before.to_rfc3339(), "RA certificate is not valid yet");
     }
     let der = read_private_key(key_path, key_key)?;
-    let key = RsaPrivateKey::from_der(&der)
-        .map_err(|e| ConfigError(format!("{key_key}: {}: {e} (the RA key must be RSA)", key_path.display())))?;
+    let key = match role {
+        RaRole::Signing => RaKey::from_der(&der).map_err(|e| {
+            ConfigError(format!(
+                "{key_key}: {}: {e} (the signing RA key must be RSA, or ECDSA P-256 or P-384)",
+                key_path.display()
+            ))
+        })?,
+        RaRole::Encryption => RaKey::Rsa(RsaPrivateKey::from_der(&der).map_err(|e| {
+            ConfigError(format!(
+                "{key_key}: {}: {e} (an encryption RA key must be RSA: it receives CMS key transport)",
+                key_path.display()
+            ))
+        })?),
+    };
     let key_spki = SubjectPublicKeyInfoRef::parse(key.spki_der())
         .map_err(|e| ConfigError(format!("{key_key}: {}: {e}", key_path.display())))?;
     if key_spki.key != cert.spki.key {
@@ -441,6 +479,77 @@ mod tests {
         .build(3, &mut ctx)
         .unwrap_err();
         assert!(e.0.starts_with("profile[corp].ra_encryption_key") && e.0.contains("does not match"), "{e}");
+    }
+
+    /// An RA key and certificate made with the openssl CLI, issued by the
+    /// directory's RA certificate (a CA): the key from `keygen` (openssl
+    /// arguments writing `<name>.key`), the certificate with `key_usage`.
+    /// Returns the certificate and key paths.
+    fn openssl_ra(dir: &TestDir, name: &str, keygen: &[&str], key_usage: &str) -> (PathBuf, PathBuf) {
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let o = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap_or_else(|e| panic!("this test needs the openssl CLI (apt-get install openssl): {e}"));
+            assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        let key = format!("{name}.key");
+        let mut args = keygen.to_vec();
+        args.extend(["-out", &key]);
+        run(&args);
+        let ext = format!("{name}.cnf");
+        std::fs::write(d.join(&ext), format!("keyUsage=critical,{key_usage}\nbasicConstraints=critical,CA:FALSE\n"))
+            .unwrap();
+        let csr = format!("{name}.csr");
+        run(&["req", "-new", "-key", &key, "-subj", &format!("/CN={name}"), "-out", &csr]);
+        let cert = format!("{name}.pem");
+        #[rustfmt::skip]
+        run(&["x509", "-req", "-in", &csr, "-CA", "ra.pem", "-CAkey", "ra.key", "-set_serial", "77",
+              "-days", "3650", "-extfile", &ext, "-out", &cert]);
+        let key_path = dir.write_key(&key, &std::fs::read_to_string(d.join(&key)).unwrap());
+        (d.join(cert), key_path)
+    }
+
+    #[test]
+    fn an_ecdsa_signing_ra_needs_an_rsa_encryption_ra() {
+        let dir = TestDir::new();
+        let now = UnixTime::now();
+        let mut ctx = BuildContext::new(None, dir.path(), now);
+        let (enc_cert, enc_key) = openssl_ra(
+            &dir,
+            "ra-encryption",
+            &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            "keyEncipherment",
+        );
+        // SEC1 (`EC PRIVATE KEY`) on P-256, PKCS#8 on P-384.
+        let p256: &[&str] = &["ecparam", "-name", "prime256v1", "-genkey", "-noout"];
+        let p384: &[&str] = &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"];
+        for (name, keygen, kind) in [("ec-p256", p256, "ecdsa-p256"), ("ec-p384", p384, "ecdsa-p384")] {
+            let (cert, key) = openssl_ra(&dir, name, keygen, "digitalSignature");
+            let mut s = section(&dir, "corp");
+            s.ra_cert = Some(cert.clone());
+            s.ra_key = Some(key.clone());
+            // Alone (the single arrangement): refused, naming the key.
+            let e = s.build(0, &mut ctx).unwrap_err();
+            assert!(e.0.starts_with("profile[corp].ra_key: is an") && e.0.contains(kind), "{e}");
+            assert!(e.0.contains("ra_encryption_cert"), "the error says what to add: {e}");
+            // With an RSA encryption RA beside it: the EC key signs, the RSA one decrypts.
+            s.ra_encryption_cert = Some(enc_cert.clone());
+            s.ra_encryption_key = Some(enc_key.clone());
+            let p = s.build(0, &mut ctx).unwrap();
+            let c = p.engine.config();
+            assert_eq!(c.ra.key.kind(), kind);
+            assert!(c.ra.key.as_rsa().is_none());
+            assert_eq!(p.engine.encryption_ras().len(), 1);
+            // An ECDSA key as the encryption RA is refused, naming that key.
+            let mut s = section(&dir, "corp");
+            s.ra_encryption_cert = Some(cert);
+            s.ra_encryption_key = Some(key);
+            let e = s.build(0, &mut ctx).unwrap_err();
+            assert!(e.0.starts_with("profile[corp].ra_encryption_key") && e.0.contains("must be RSA"), "{e}");
+        }
     }
 
     #[test]
