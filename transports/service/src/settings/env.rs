@@ -85,6 +85,19 @@ const PROFILE_KEYS: &[(&str, &str, Kind)] = &[
     ("INTUNE_RATE_LIMIT_DEVICES", "intune_rate_limit_devices", Kind::Int),
     // scepd's own: renewal by certificate (issue 13).
     ("INTUNE_RENEWAL_BY_CERTIFICATE", "intune_renewal_by_certificate", Kind::Bool),
+    ("INTUNE_MODE", "intune_mode", Kind::Text),
+    ("INTUNE_TENANT_ID", "intune_tenant_id", Kind::Text),
+    ("INTUNE_CLIENT_ID", "intune_client_id", Kind::Text),
+    ("INTUNE_CLIENT_SECRET_PATH", "intune_client_secret_path", Kind::Path),
+    ("INTUNE_CLIENT_CERT_PATH", "intune_client_cert_path", Kind::Path),
+    ("INTUNE_CLIENT_KEY_PATH", "intune_client_key_path", Kind::Path),
+    ("INTUNE_AUTHORITY_URL", "intune_authority_url", Kind::Text),
+    ("INTUNE_GRAPH_URL", "intune_graph_url", Kind::Text),
+    ("INTUNE_RESOURCE_URL", "intune_resource_url", Kind::Text),
+    ("INTUNE_API_CA_BUNDLE_PATH", "intune_api_ca_bundle_path", Kind::Path),
+    ("INTUNE_REVOCATION_POLL_INTERVAL", "intune_revocation_poll_interval", Kind::Text),
+    ("INTUNE_COMPLIANCE_CHECK", "intune_compliance_check", Kind::Text),
+    ("INTUNE_RETURN_BEFORE_NOTIFICATION", "intune_return_before_notification", Kind::Bool),
     ("RENEWAL_WINDOW_DAYS", "renewal_window_days", Kind::Int),
 ];
 
@@ -283,6 +296,21 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
         ("intune_replay_capacity", Kind::Int) => section.intune_replay_capacity = Some(whole_number(var, value)?),
         ("intune_rate_limit_devices", Kind::Int) => {
             section.intune_rate_limit_devices = Some(whole_number(var, value)?);
+        }
+        ("intune_mode", _) => section.intune_mode = Some(text()),
+        ("intune_tenant_id", _) => section.intune_tenant_id = Some(text()),
+        ("intune_client_id", _) => section.intune_client_id = Some(text()),
+        ("intune_client_secret_path", _) => section.intune_client_secret_path = Some(path()?),
+        ("intune_client_cert_path", _) => section.intune_client_cert_path = Some(path()?),
+        ("intune_client_key_path", _) => section.intune_client_key_path = Some(path()?),
+        ("intune_authority_url", _) => section.intune_authority_url = Some(text()),
+        ("intune_graph_url", _) => section.intune_graph_url = Some(text()),
+        ("intune_resource_url", _) => section.intune_resource_url = Some(text()),
+        ("intune_api_ca_bundle_path", _) => section.intune_api_ca_bundle_path = Some(path()?),
+        ("intune_revocation_poll_interval", _) => section.intune_revocation_poll_interval = Some(text()),
+        ("intune_compliance_check", _) => section.intune_compliance_check = Some(text()),
+        ("intune_return_before_notification", _) => {
+            section.intune_return_before_notification = Some(parse_bool(var, value)?);
         }
         _ => return Err(ConfigError(format!("{var}: internal error: no mapping for key {key}"))),
     }

@@ -165,6 +165,34 @@ pub struct ProfileSection {
     /// `intune_renewal_by_certificate`: an Intune profile accepts renewal by
     /// certificate (default false: Intune renews with a fresh challenge).
     pub intune_renewal_by_certificate: Option<bool>,
+    /// `intune_mode`: `connector` (the default: Connector-signed challenges)
+    /// or `api` (Microsoft's SCEP validation API, [`IntuneApiSettings`]).
+    pub intune_mode: Option<String>,
+    /// `intune_tenant_id`: Entra tenant GUID or verified domain (API mode).
+    pub intune_tenant_id: Option<String>,
+    /// `intune_client_id`: the Entra application (client) id (API mode).
+    pub intune_client_id: Option<String>,
+    /// `intune_client_secret_path`: file holding the client secret, mode 0600.
+    pub intune_client_secret_path: Option<PathBuf>,
+    /// `intune_client_cert_path`: certificate credential (PEM), with `intune_client_key_path`.
+    pub intune_client_cert_path: Option<PathBuf>,
+    /// `intune_client_key_path`: the certificate credential's RSA key (PEM, mode 0600).
+    pub intune_client_key_path: Option<PathBuf>,
+    /// `intune_authority_url`: Entra authority (default `https://login.microsoftonline.com/`).
+    pub intune_authority_url: Option<String>,
+    /// `intune_graph_url`: Microsoft Graph root (default `https://graph.microsoft.com/`).
+    pub intune_graph_url: Option<String>,
+    /// `intune_resource_url`: Intune resource (default `https://api.manage.microsoft.com/`).
+    pub intune_resource_url: Option<String>,
+    /// `intune_api_ca_bundle_path`: extra trust roots (PEM) for the three hops.
+    pub intune_api_ca_bundle_path: Option<PathBuf>,
+    /// `intune_revocation_poll_interval`: duration, `0` = off (default `15m`).
+    pub intune_revocation_poll_interval: Option<String>,
+    /// `intune_compliance_check`: `off` (default), `graph`, or a webhook URL.
+    pub intune_compliance_check: Option<String>,
+    /// `intune_return_before_notification`: return the certificate without
+    /// waiting for Intune's answer to the success notification (default false).
+    pub intune_return_before_notification: Option<bool>,
 }
 
 /// Whether `name` is a valid profile name: `[a-z0-9-]{1,63}`.
@@ -257,8 +285,10 @@ pub struct ProfileSettings {
     pub max_message_size: usize,
     /// `mtls_*`
     pub mtls: Option<MtlsSettings>,
-    /// `intune_*`
+    /// `intune_*` in connector mode
     pub intune: Option<IntuneProfileSettings>,
+    /// `intune_*` in API mode (`intune_mode = "api"`)
+    pub intune_api: Option<IntuneApiSettings>,
 }
 
 impl std::fmt::Debug for ProfileSettings {
@@ -273,6 +303,7 @@ impl std::fmt::Debug for ProfileSettings {
             .field("ca_chain", &self.ca_chain)
             .field("mtls", &self.mtls)
             .field("intune", &self.intune.is_some())
+            .field("intune_api", &self.intune_api)
             .finish_non_exhaustive()
     }
 }
@@ -296,7 +327,21 @@ impl ProfileSection {
                 return Err(err("challenge_mode", format!("{other:?} is not one of \"static\", \"one-time\"")));
             }
         };
+        let intune_api = self.intune_api_settings(&name, base)?;
         let challenge = match (&self.challenge_password, self.danger_no_challenge.unwrap_or(false), one_time) {
+            _ if intune_api.is_some() => {
+                if self.challenge_password.is_some() {
+                    return Err(err(
+                        "challenge_password",
+                        "must not be set when intune_mode = \"api\" (Intune validates every challenge)".into(),
+                    ));
+                }
+                if one_time || self.danger_no_challenge.unwrap_or(false) {
+                    let key = if one_time { "challenge_mode" } else { "danger_no_challenge" };
+                    return Err(err(key, "cannot be combined with intune_mode = \"api\"".into()));
+                }
+                ChallengePolicy::IntuneApi
+            }
             (Some(_), _, true) => {
                 return Err(err(
                     "challenge_password",
@@ -465,6 +510,7 @@ impl ProfileSection {
             ca_chain,
             mtls,
             intune,
+            intune_api,
             name,
         })
     }
@@ -526,6 +572,9 @@ impl ProfileSection {
             || self.intune_replay_capacity.is_some()
             || self.intune_rate_limit_devices.is_some()
             || self.intune_renewal_by_certificate.is_some();
+        if self.intune_mode.as_deref() == Some("api") {
+            return Ok(None);
+        }
         match self.intune_enabled {
             Some(true) => {}
             Some(false) => return Ok(None),
@@ -975,5 +1024,198 @@ mod tests {
         assert!(e.0.starts_with("profile[p].intune_enabled"), "{e}");
         s.intune_enabled = Some(false);
         assert!(s.intune_settings("p", None).unwrap().is_none());
+    }
+}
+
+/// Where Entra takes the client's credential from (API mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntuneCredential {
+    /// `intune_client_secret_path`: a file holding the secret (mode 0600).
+    Secret(PathBuf),
+    /// `intune_client_cert_path` + `intune_client_key_path`: a signed client
+    /// assertion (RFC 7523) with this certificate's RSA key.
+    Certificate {
+        /// The certificate (PEM) registered on the Entra application.
+        cert: PathBuf,
+        /// Its RSA private key (PEM, mode 0600).
+        key: PathBuf,
+    },
+}
+
+/// The compliance gate of a profile (`intune_compliance_check`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComplianceCheck {
+    /// `off` (the default).
+    Off,
+    /// `graph`: Microsoft Graph `managedDevices`.
+    Graph,
+    /// A webhook URL answering allow/deny.
+    Webhook(String),
+}
+
+/// A profile's `intune_*` keys in API mode (`intune_mode = "api"`), validated:
+/// Microsoft's SCEP validation API (see `crate::intune::api`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntuneApiSettings {
+    /// `intune_tenant_id`
+    pub tenant_id: String,
+    /// `intune_client_id`
+    pub client_id: String,
+    /// The credential.
+    pub credential: IntuneCredential,
+    /// `intune_authority_url`, ending in `/`.
+    pub authority_url: String,
+    /// `intune_graph_url`, ending in `/`.
+    pub graph_url: String,
+    /// `intune_resource_url`, ending in `/` (the scope is this + `/.default`).
+    pub resource_url: String,
+    /// `intune_api_ca_bundle_path`: extra trust roots.
+    pub ca_bundle_path: Option<PathBuf>,
+    /// `intune_revocation_poll_interval` in seconds; 0 = off.
+    pub revocation_poll_interval_secs: i64,
+    /// `intune_compliance_check`
+    pub compliance: ComplianceCheck,
+    /// `intune_return_before_notification`
+    pub return_before_notification: bool,
+}
+
+/// Default `intune_authority_url`.
+pub const DEFAULT_AUTHORITY_URL: &str = "https://login.microsoftonline.com/";
+/// Default `intune_graph_url`.
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/";
+/// Default `intune_resource_url`.
+pub const DEFAULT_RESOURCE_URL: &str = "https://api.manage.microsoft.com/";
+
+/// Checks that `url` is `https://`, or `http://` to a loopback host
+/// (`localhost`, `127.0.0.0/8`, `[::1]`), and returns it ending in `/`.
+///
+/// # Errors
+/// A one-line reason.
+pub fn https_or_loopback(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let rest = if let Some(r) = url.strip_prefix("https://") {
+        r
+    } else if let Some(r) = url.strip_prefix("http://") {
+        let host = r.split('/').next().unwrap_or_default();
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        let loopback = host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(format!("{url:?} must be https:// (http:// only to a loopback host)"));
+        }
+        r
+    } else {
+        return Err(format!("{url:?} must start with https://"));
+    };
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', '@', ' ']) {
+        return Err(format!("{url:?} must be scheme://host[:port][/path] without query or credentials"));
+    }
+    Ok(if url.ends_with('/') { url.to_string() } else { format!("{url}/") })
+}
+
+impl ProfileSection {
+    /// The `intune_*` keys of the profile `name` in API mode; `None` unless
+    /// `intune_enabled = true` and `intune_mode = "api"`. Relative paths
+    /// resolve against `base`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
+    pub fn intune_api_settings(&self, name: &str, base: Option<&Path>) -> Result<Option<IntuneApiSettings>, ConfigError> {
+        let k = |key: &str| format!("profile[{name}].{key}");
+        let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
+        match self.intune_mode.as_deref() {
+            None | Some("connector") => {
+                let api_keys = [
+                    ("intune_tenant_id", self.intune_tenant_id.is_some()),
+                    ("intune_client_id", self.intune_client_id.is_some()),
+                    ("intune_client_secret_path", self.intune_client_secret_path.is_some()),
+                    ("intune_client_cert_path", self.intune_client_cert_path.is_some()),
+                    ("intune_client_key_path", self.intune_client_key_path.is_some()),
+                    ("intune_return_before_notification", self.intune_return_before_notification.is_some()),
+                ];
+                if let Some((key, _)) = api_keys.iter().find(|(_, set)| *set) {
+                    return Err(err(key, "only applies when intune_mode = \"api\"".into()));
+                }
+                return Ok(None);
+            }
+            Some("api") => {}
+            Some(other) => return Err(err("intune_mode", format!("{other:?} is not one of \"connector\", \"api\""))),
+        }
+        if self.intune_enabled != Some(true) {
+            return Err(err("intune_enabled", "must be true when intune_mode = \"api\"".into()));
+        }
+        if self.intune_connector_cert_path.is_some() {
+            return Err(err("intune_connector_cert_path", "only applies when intune_mode = \"connector\"".into()));
+        }
+        let required = |key: &str, v: &Option<String>| -> Result<String, ConfigError> {
+            match v.as_deref().map(str::trim) {
+                None => Err(err(key, "required when intune_mode = \"api\"".into())),
+                Some("") => Err(err(key, "must not be empty".into())),
+                Some(t) if t.contains(['/', '?', '#', ' ', '&']) => Err(err(key, format!("{t:?} contains a character not allowed in an id"))),
+                Some(t) => Ok(t.to_string()),
+            }
+        };
+        let tenant_id = required("intune_tenant_id", &self.intune_tenant_id)?;
+        let client_id = required("intune_client_id", &self.intune_client_id)?;
+        let credential = match (&self.intune_client_secret_path, &self.intune_client_cert_path, &self.intune_client_key_path) {
+            (Some(p), None, None) => IntuneCredential::Secret(resolve(base, p)),
+            (None, Some(c), Some(key)) => IntuneCredential::Certificate { cert: resolve(base, c), key: resolve(base, key) },
+            (None, Some(_), None) => return Err(err("intune_client_key_path", "required with intune_client_cert_path".into())),
+            (None, None, Some(_)) => return Err(err("intune_client_cert_path", "required with intune_client_key_path".into())),
+            (Some(_), _, _) => {
+                return Err(err(
+                    "intune_client_secret_path",
+                    "set either it or intune_client_cert_path + intune_client_key_path, not both".into(),
+                ));
+            }
+            (None, None, None) => {
+                return Err(err(
+                    "intune_client_secret_path",
+                    "required when intune_mode = \"api\" (or intune_client_cert_path + intune_client_key_path)".into(),
+                ));
+            }
+        };
+        let url = |key: &str, v: &Option<String>, default: &str| {
+            https_or_loopback(v.as_deref().unwrap_or(default)).map_err(|why| err(key, why))
+        };
+        let revocation_poll_interval_secs = match self.intune_revocation_poll_interval.as_deref().map(str::trim) {
+            None => 15 * 60,
+            Some("0") => 0,
+            Some(text) => parse_duration(&k("intune_revocation_poll_interval"), text)?,
+        };
+        let compliance = match self.intune_compliance_check.as_deref().map(str::trim) {
+            None | Some("off") => ComplianceCheck::Off,
+            Some("graph") => ComplianceCheck::Graph,
+            Some(u) if u.starts_with("http") => {
+                ComplianceCheck::Webhook(https_or_loopback(u).map_err(|why| err("intune_compliance_check", why))?)
+            }
+            Some(other) => {
+                return Err(err(
+                    "intune_compliance_check",
+                    format!("{other:?} is not \"off\", \"graph\" or a webhook URL"),
+                ));
+            }
+        };
+        if compliance != ComplianceCheck::Off {
+            return Err(err(
+                "intune_compliance_check",
+                "the compliance gate is not implemented yet in API mode: set \"off\" (issue 15)".into(),
+            ));
+        }
+        Ok(Some(IntuneApiSettings {
+            tenant_id,
+            client_id,
+            credential,
+            authority_url: url("intune_authority_url", &self.intune_authority_url, DEFAULT_AUTHORITY_URL)?,
+            graph_url: url("intune_graph_url", &self.intune_graph_url, DEFAULT_GRAPH_URL)?,
+            resource_url: url("intune_resource_url", &self.intune_resource_url, DEFAULT_RESOURCE_URL)?,
+            ca_bundle_path: self.intune_api_ca_bundle_path.as_deref().map(|p| resolve(base, p)),
+            revocation_poll_interval_secs,
+            compliance,
+            return_before_notification: self.intune_return_before_notification.unwrap_or(false),
+        }))
     }
 }
