@@ -257,7 +257,13 @@ fn serve(ctx: &Ctx, stream: TcpStream) {
     let parsed = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
     let fault = {
         let mut st = ctx.state.lock().unwrap();
-        st.calls.push(Call { hop, path: path.clone(), headers: headers.clone(), body: parsed.clone(), at: Instant::now() });
+        st.calls.push(Call {
+            hop,
+            path: path.clone(),
+            headers: headers.clone(),
+            body: parsed.clone(),
+            at: Instant::now(),
+        });
         st.faults.get_mut(&hop).and_then(VecDeque::pop_front)
     };
     let answer = match fault {
@@ -269,10 +275,16 @@ fn serve(ctx: &Ctx, stream: TcpStream) {
             std::thread::sleep(d);
             None
         }
-        Some(Fault::Code(code)) if hop == Hop::Intune => json(200, serde_json::json!({
-            "@odata.context": format!("{}/$metadata#scepActionResult", ctx.base), "code": code, "errorDescription": "injected"})),
-        Some(Fault::MissingEntry) if hop == Hop::Graph => json(200, serde_json::json!({"value": [
-            {"providerName": "SomethingElse", "uri": format!("{}/decoy", ctx.base)}]})),
+        Some(Fault::Code(code)) if hop == Hop::Intune => json(
+            200,
+            serde_json::json!({
+            "@odata.context": format!("{}/$metadata#scepActionResult", ctx.base), "code": code, "errorDescription": "injected"}),
+        ),
+        Some(Fault::MissingEntry) if hop == Hop::Graph => json(
+            200,
+            serde_json::json!({"value": [
+            {"providerName": "SomethingElse", "uri": format!("{}/decoy", ctx.base)}]}),
+        ),
         _ => None,
     };
     let answer = answer.or_else(|| match hop {
@@ -294,10 +306,7 @@ fn serve(ctx: &Ctx, stream: TcpStream) {
 }
 
 fn form(text: &str) -> HashMap<String, String> {
-    text.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), decode(v)))
-        .collect()
+    text.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), decode(v))).collect()
 }
 
 fn decode(v: &str) -> String {
@@ -320,7 +329,8 @@ fn decode(v: &str) -> String {
 }
 
 fn token(ctx: &Ctx, method: &str, path: &str, body: &str) -> Option<Answer> {
-    let err = |status, code: &str, desc: &str| json(status, serde_json::json!({"error": code, "error_description": desc}));
+    let err =
+        |status, code: &str, desc: &str| json(status, serde_json::json!({"error": code, "error_description": desc}));
     if method != "POST" || path != format!("/{}/oauth2/v2.0/token", ctx.tenant) {
         return err(400, "invalid_request", "AADSTS90002: Tenant not found");
     }
@@ -333,7 +343,11 @@ fn token(ctx: &Ctx, method: &str, path: &str, body: &str) -> Option<Answer> {
     }
     let scope = f.get("scope").cloned().unwrap_or_default();
     let Some(resource) = scope.strip_suffix("/.default") else {
-        return err(400, "invalid_scope", "AADSTS1002012: client-credential flows must have a scope value with /.default suffixed");
+        return err(
+            400,
+            "invalid_scope",
+            "AADSTS1002012: client-credential flows must have a scope value with /.default suffixed",
+        );
     };
     // The Graph root is this stand-in (`{base}/.default`); the Intune
     // resource is only a scope string (`https://api.manage.microsoft.com//.default`
@@ -349,7 +363,8 @@ fn token(ctx: &Ctx, method: &str, path: &str, body: &str) -> Option<Answer> {
     let assertion_ok = f.get("client_assertion_type").map(String::as_str)
         == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         && f.get("client_assertion").is_some_and(|jwt| {
-            let claims = jwt.split('.').nth(1).and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok());
+            let claims =
+                jwt.split('.').nth(1).and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok());
             let claims: serde_json::Value = claims.and_then(|c| serde_json::from_slice(&c).ok()).unwrap_or_default();
             claims["aud"] == format!("{}{}", ctx.base, path)
                 && claims["iss"] == ctx.client_id.as_str()
@@ -362,7 +377,10 @@ fn token(ctx: &Ctx, method: &str, path: &str, body: &str) -> Option<Answer> {
     st.issued += 1;
     let value = format!("sim-{}-{}", if audience == Hop::Graph { "graph" } else { "intune" }, st.issued);
     st.tokens.insert(value.clone(), audience);
-    json(200, serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": value}))
+    json(
+        200,
+        serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": value}),
+    )
 }
 
 fn bearer_is(ctx: &Ctx, headers: &HashMap<String, String>, want: Hop) -> bool {
@@ -372,9 +390,14 @@ fn bearer_is(ctx: &Ctx, headers: &HashMap<String, String>, want: Hop) -> bool {
 
 fn graph(ctx: &Ctx, headers: &HashMap<String, String>) -> Option<Answer> {
     if !bearer_is(ctx, headers, Hop::Graph) {
-        return json(401, serde_json::json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token validation failure."}}));
+        return json(
+            401,
+            serde_json::json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token validation failure."}}),
+        );
     }
-    json(200, serde_json::json!({
+    json(
+        200,
+        serde_json::json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#servicePrincipals('x')/endpoints",
         "value": [
             {"id": "1", "capability": "Decoy", "providerId": "p", "providerName": "IntuneDecoyService", "providerResourceId": "r",
@@ -383,7 +406,8 @@ fn graph(ctx: &Ctx, headers: &HashMap<String, String>) -> Option<Answer> {
              "providerResourceId": "r", "uri": format!("{}/RACerts/ScepRequestValidationFEService/Gateway/StatelessScepRequestValidationService", ctx.base)},
             {"id": "3", "capability": "PkiConnector", "providerId": "p", "providerName": "PkiConnectorFEService", "providerResourceId": "r",
              "uri": format!("{}/RACerts/StatelessPkiConnectorService/Gateway/StatelessPkiConnectorService", ctx.base)}
-        ]}))
+        ]}),
+    )
 }
 
 fn intune(ctx: &Ctx, path: &str, headers: &HashMap<String, String>, body: &serde_json::Value) -> Option<Answer> {
@@ -393,18 +417,26 @@ fn intune(ctx: &Ctx, path: &str, headers: &HashMap<String, String>, body: &serde
     if !headers.contains_key("api-version") {
         return json(400, serde_json::json!({"error": {"code": "BadRequest", "message": "api-version missing"}}));
     }
-    let Some(action) = path.strip_prefix("/RACerts/ScepRequestValidationFEService/Gateway/StatelessScepRequestValidationService/ScepActions/") else {
+    let Some(action) = path.strip_prefix(
+        "/RACerts/ScepRequestValidationFEService/Gateway/StatelessScepRequestValidationService/ScepActions/",
+    ) else {
         return json(404, serde_json::json!({"error": {"code": "NotFound", "message": path}}));
     };
-    let reply = |code: &str, desc: &str| json(200, serde_json::json!({
+    let reply = |code: &str, desc: &str| {
+        json(
+            200,
+            serde_json::json!({
         "@odata.context": format!("{}/$metadata#microsoft.management.services.scepRequestValidationService.api.scepActionResult", ctx.base),
-        "code": code, "errorDescription": desc}));
+        "code": code, "errorDescription": desc}),
+        )
+    };
     let wrapper = if action == "validateRequest" { "request" } else { "notification" };
     let inner = &body[wrapper];
     if inner["transactionId"].as_str().is_none_or(str::is_empty) || inner["callerInfo"].as_str().is_none() {
         return reply("Unknown", "missing transactionId or callerInfo");
     }
-    let csr_der = inner["certificateRequest"].as_str().and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
+    let csr_der =
+        inner["certificateRequest"].as_str().and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
     let Some(csr_der) = csr_der else { return reply("CertificateRequestDecodingFailed", "not base64") };
     let Ok(csr) = scep_engine::csr::CsrRef::parse(&csr_der) else {
         return reply("CertificateRequestDecodingFailed", "not a PKCS#10");
@@ -431,13 +463,19 @@ fn intune(ctx: &Ctx, path: &str, headers: &HashMap<String, String>, body: &serde
             if thumb.len() != 40 || !thumb.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return reply("Unknown", "thumbprint must be 40 hex digits");
             }
-            if inner["certificateExpirationDateUtc"].as_str().and_then(scep_engine::time::UnixTime::parse_rfc3339).is_none() {
+            if inner["certificateExpirationDateUtc"]
+                .as_str()
+                .and_then(scep_engine::time::UnixTime::parse_rfc3339)
+                .is_none()
+            {
                 return reply("Unknown", "expiration is not ISO 8601 UTC");
             }
             reply("Success", "")
         }
         "failureNotification" => {
-            if !inner["hResult"].is_i64() || inner["errorDescription"].as_str().is_none_or(|d| d.is_empty() || d.chars().count() > 255) {
+            if !inner["hResult"].is_i64()
+                || inner["errorDescription"].as_str().is_none_or(|d| d.is_empty() || d.chars().count() > 255)
+            {
                 return reply("Unknown", "hResult integer and errorDescription 1..255 chars required");
             }
             reply("Success", "")

@@ -83,7 +83,9 @@ fn events(server: &Scepd, outcome: &str) -> Vec<Value> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("scep_pkcsreq") || a.starts_with("scep_renewal")))
+        .filter(|e| {
+            e["action"].as_str().is_some_and(|a| a.starts_with("scep_pkcsreq") || a.starts_with("scep_renewal"))
+        })
         .cloned()
         .collect()
 }
@@ -131,8 +133,11 @@ fn enrolment_and_notification_contract(transport: Transport) {
         let tx = validate.body["request"]["transactionId"].as_str().unwrap();
         assert_eq!(success.body["notification"]["transactionId"].as_str(), Some(tx));
         assert_eq!(validate.headers.get("api-version").map(String::as_str), Some("2018-02-20"));
-        let thumb: String =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert).as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        let thumb: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
         assert_eq!(success.body["notification"]["certificateThumbprint"].as_str(), Some(thumb.as_str()));
         let parsed = scep_engine::x509::CertificateRef::parse(&cert).unwrap();
         let serial: String = parsed.serial.iter().map(|b| format!("{b:02X}")).collect();
@@ -207,7 +212,8 @@ fn classification_of_hop_failures(transport: Transport) {
         (rep, delta(before, counts(standin)), started.elapsed(), key)
     };
     let s = &standin;
-    let invalid_client = || Fault::Status(401, r#"{"error":"invalid_client","error_description":"AADSTS7000215"}"#.into(), None);
+    let invalid_client =
+        || Fault::Status(401, r#"{"error":"invalid_client","error_description":"AADSTS7000215"}"#.into(), None);
 
     // Token 401 invalid_client: fatal, no retry, no Graph, no Intune call.
     let (rep, d, _, _) = attempt(s, vec![(Hop::Token, invalid_client())]);
@@ -303,8 +309,14 @@ fn certmonger_enrols_with_an_opaque_challenge(transport: Transport) {
         .collect();
     assert_eq!(success.body["notification"]["certificateThumbprint"].as_str(), Some(thumb.as_str()));
     assert!(
-        scep_tests::real_clients::certmonger_enroll(&url, "not-an-intune-blob", "cm-device-2", Some(&server.ca_pem()), Duration::from_secs(60))
-            .is_err(),
+        scep_tests::real_clients::certmonger_enroll(
+            &url,
+            "not-an-intune-blob",
+            "cm-device-2",
+            Some(&server.ca_pem()),
+            Duration::from_secs(60)
+        )
+        .is_err(),
         "an unknown challenge gets no certificate"
     );
     assert_eq!(standin.count(Hop::Intune, Some("successNotification")), 1);

@@ -142,10 +142,16 @@ where
     N: Fn() -> UnixTime,
 {
     let Some(enrol) = pending.intune_api_challenge() else {
-        return (pending.refuse(FailInfo::BAD_REQUEST, "intune_api_unavailable", "no Intune API challenge", now()), None);
+        return (
+            pending.refuse(FailInfo::BAD_REQUEST, "intune_api_unavailable", "no Intune API challenge", now()),
+            None,
+        );
     };
     let Authorization::IntuneApiChallenge { challenge } = &enrol.authorization else {
-        return (pending.refuse(FailInfo::BAD_REQUEST, "intune_api_unavailable", "no Intune API challenge", now()), None);
+        return (
+            pending.refuse(FailInfo::BAD_REQUEST, "intune_api_unavailable", "no Intune API challenge", now()),
+            None,
+        );
     };
     let (challenge, transaction_id, csr_der) =
         (challenge.expose().to_string(), enrol.transaction_id.clone(), enrol.csr_der.clone());

@@ -504,9 +504,15 @@ impl ScepService {
             .state
             .challenges()
             .map(|store| OneTimeChallenges { store: store.as_ref(), metrics: self.state.metrics() });
-        let (response, issuance) =
-            drive_with(&profile.engine, &*profile.issuer, challenges, profile.intune_api.as_ref(), request, UnixTime::now)
-                .await;
+        let (response, issuance) = drive_with(
+            &profile.engine,
+            &*profile.issuer,
+            challenges,
+            profile.intune_api.as_ref(),
+            request,
+            UnixTime::now,
+        )
+        .await;
         crate::intune::log_decision(&response.outcome, profile.intune.is_some());
         let log = LogFields {
             profile: if response.outcome.profile.is_empty() { profile_label } else { response.outcome.profile.clone() },

@@ -1101,8 +1101,7 @@ pub fn https_or_loopback(url: &str) -> Result<String, String> {
             Some(v6) => v6.split(']').next().unwrap_or_default(),
             None => host.rsplit_once(':').map_or(host, |(h, _)| h),
         };
-        let loopback = host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         if !loopback {
             return Err(format!("{url:?} must be https:// (http:// only to a loopback host)"));
         }
@@ -1123,7 +1122,11 @@ impl ProfileSection {
     ///
     /// # Errors
     /// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
-    pub fn intune_api_settings(&self, name: &str, base: Option<&Path>) -> Result<Option<IntuneApiSettings>, ConfigError> {
+    pub fn intune_api_settings(
+        &self,
+        name: &str,
+        base: Option<&Path>,
+    ) -> Result<Option<IntuneApiSettings>, ConfigError> {
         let k = |key: &str| format!("profile[{name}].{key}");
         let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
         match self.intune_mode.as_deref() {
@@ -1154,30 +1157,40 @@ impl ProfileSection {
             match v.as_deref().map(str::trim) {
                 None => Err(err(key, "required when intune_mode = \"api\"".into())),
                 Some("") => Err(err(key, "must not be empty".into())),
-                Some(t) if t.contains(['/', '?', '#', ' ', '&']) => Err(err(key, format!("{t:?} contains a character not allowed in an id"))),
+                Some(t) if t.contains(['/', '?', '#', ' ', '&']) => {
+                    Err(err(key, format!("{t:?} contains a character not allowed in an id")))
+                }
                 Some(t) => Ok(t.to_string()),
             }
         };
         let tenant_id = required("intune_tenant_id", &self.intune_tenant_id)?;
         let client_id = required("intune_client_id", &self.intune_client_id)?;
-        let credential = match (&self.intune_client_secret_path, &self.intune_client_cert_path, &self.intune_client_key_path) {
-            (Some(p), None, None) => IntuneCredential::Secret(resolve(base, p)),
-            (None, Some(c), Some(key)) => IntuneCredential::Certificate { cert: resolve(base, c), key: resolve(base, key) },
-            (None, Some(_), None) => return Err(err("intune_client_key_path", "required with intune_client_cert_path".into())),
-            (None, None, Some(_)) => return Err(err("intune_client_cert_path", "required with intune_client_key_path".into())),
-            (Some(_), _, _) => {
-                return Err(err(
-                    "intune_client_secret_path",
-                    "set either it or intune_client_cert_path + intune_client_key_path, not both".into(),
-                ));
-            }
-            (None, None, None) => {
-                return Err(err(
-                    "intune_client_secret_path",
-                    "required when intune_mode = \"api\" (or intune_client_cert_path + intune_client_key_path)".into(),
-                ));
-            }
-        };
+        let credential =
+            match (&self.intune_client_secret_path, &self.intune_client_cert_path, &self.intune_client_key_path) {
+                (Some(p), None, None) => IntuneCredential::Secret(resolve(base, p)),
+                (None, Some(c), Some(key)) => {
+                    IntuneCredential::Certificate { cert: resolve(base, c), key: resolve(base, key) }
+                }
+                (None, Some(_), None) => {
+                    return Err(err("intune_client_key_path", "required with intune_client_cert_path".into()));
+                }
+                (None, None, Some(_)) => {
+                    return Err(err("intune_client_cert_path", "required with intune_client_key_path".into()));
+                }
+                (Some(_), _, _) => {
+                    return Err(err(
+                        "intune_client_secret_path",
+                        "set either it or intune_client_cert_path + intune_client_key_path, not both".into(),
+                    ));
+                }
+                (None, None, None) => {
+                    return Err(err(
+                        "intune_client_secret_path",
+                        "required when intune_mode = \"api\" (or intune_client_cert_path + intune_client_key_path)"
+                            .into(),
+                    ));
+                }
+            };
         let url = |key: &str, v: &Option<String>, default: &str| {
             https_or_loopback(v.as_deref().unwrap_or(default)).map_err(|why| err(key, why))
         };

@@ -53,7 +53,8 @@ impl ClientAssertion {
             "iat": now,
             "exp": now + LIFETIME_SECS,
         });
-        let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let signing_input =
+            format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
         let mut signature = vec![0u8; self.key.public_modulus_len()];
         let rng = aws_lc_rs::rand::SystemRandom::new();
         self.key
@@ -89,7 +90,9 @@ mod tests {
         UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, &public).verify(signed.as_bytes(), &dec(parts[2])).unwrap();
         let forged = format!("{}.{}", parts[0], b64url(br#"{"iss":"app-2"}"#));
         assert!(
-            UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, &public).verify(forged.as_bytes(), &dec(parts[2])).is_err()
+            UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, &public)
+                .verify(forged.as_bytes(), &dec(parts[2]))
+                .is_err()
         );
         assert!(ClientAssertion::new(vec![], &[1, 2]).is_err());
     }

@@ -339,11 +339,7 @@ impl ApiClient {
                 form.push(("client_assertion", jwt));
             }
         }
-        let body: String = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", form_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let body: String = form.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect::<Vec<_>>().join("&");
         let fail = |why: String| ApiFailure::new("intune_token_failed", format!("Entra token ({audience:?}): {why}"));
         let headers = [("Content-Type", "application/x-www-form-urlencoded")];
         // One retry for a transient Entra failure, none for a refusal.
@@ -377,7 +373,8 @@ impl ApiClient {
             let expires = v.get("expires_in").and_then(serde_json::Value::as_u64).unwrap_or(0);
             let lifetime = Duration::from_secs(expires);
             // Refresh 5 min early, or at half the lifetime for short-lived tokens.
-            let early = if lifetime > TOKEN_REFRESH_MARGIN * 2 { lifetime - TOKEN_REFRESH_MARGIN } else { lifetime / 2 };
+            let early =
+                if lifetime > TOKEN_REFRESH_MARGIN * 2 { lifetime - TOKEN_REFRESH_MARGIN } else { lifetime / 2 };
             return Ok(Token { value: value.to_string(), refresh_at: Instant::now() + early });
         }
         Err(fail("no answer".into()))
@@ -469,7 +466,9 @@ fn classify(
                 wait: retry_after(response),
             }
         }
-        _ => Attempt::Done(Err(ApiFailure::new("intune_http_error", format!("Intune {action}: HTTP {status}: {body}")))),
+        _ => {
+            Attempt::Done(Err(ApiFailure::new("intune_http_error", format!("Intune {action}: HTTP {status}: {body}"))))
+        }
     }
 }
 

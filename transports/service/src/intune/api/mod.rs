@@ -233,7 +233,9 @@ impl IntuneApi {
     pub fn admit(&self, challenge: &str, now: UnixTime) -> Result<(), (&'static str, String)> {
         self.seen.admit(challenge, now).map_err(|r| match r {
             Refusal::Replay => ("replay", "this Intune challenge was presented before".to_string()),
-            Refusal::Full => ("replay_cache_full", format!("{SEEN_CAPACITY} live Intune challenges are remembered already")),
+            Refusal::Full => {
+                ("replay_cache_full", format!("{SEEN_CAPACITY} live Intune challenges are remembered already"))
+            }
         })
     }
 
@@ -290,7 +292,12 @@ impl IntuneApi {
     ///
     /// # Errors
     /// [`ApiFailure`].
-    pub async fn notify_failure(&self, transaction_id: &str, csr_der: &[u8], description: &str) -> Result<(), ApiFailure> {
+    pub async fn notify_failure(
+        &self,
+        transaction_id: &str,
+        csr_der: &[u8],
+        description: &str,
+    ) -> Result<(), ApiFailure> {
         let description: String = description.chars().take(255).collect();
         let description = if description.is_empty() { "issuance failed".to_string() } else { description };
         let body = serde_json::json!({"notification": {
@@ -328,14 +335,15 @@ impl IntuneApi {
     /// Returns what happened, for the audit detail.
     pub fn revoke_undelivered(&self, facts: &IssuedFacts, now: UnixTime) -> String {
         match &self.local_ca {
-            Some(ca) => match ca.revoke(&facts.serial_bytes, scep_issuers::crl::RevocationReason::CessationOfOperation, now)
-            {
-                Ok(()) => format!("certificate {} revoked locally (not delivered)", facts.serial),
-                Err(e) => {
-                    tracing::error!(serial = %facts.serial, error = %e, "cannot revoke an undelivered certificate");
-                    format!("certificate {} NOT revoked: {e}", facts.serial)
+            Some(ca) => {
+                match ca.revoke(&facts.serial_bytes, scep_issuers::crl::RevocationReason::CessationOfOperation, now) {
+                    Ok(()) => format!("certificate {} revoked locally (not delivered)", facts.serial),
+                    Err(e) => {
+                        tracing::error!(serial = %facts.serial, error = %e, "cannot revoke an undelivered certificate");
+                        format!("certificate {} NOT revoked: {e}", facts.serial)
+                    }
                 }
-            },
+            }
             None => format!("certificate {} not revoked: the issuer is not the local CA", facts.serial),
         }
     }
