@@ -552,6 +552,51 @@ mod tests {
         assert!(e.0.starts_with("CERTCTL_SCEP_PROFILE_CORP_TRUST_REQUESTED_SID: "), "{e}");
     }
 
+    #[test]
+    fn intune_api_variables_map_onto_their_keys() {
+        let mut file = ConfigFile::default();
+        apply(
+            &mut file,
+            &vars(&[
+                ("CERTCTL_SCEP_PROFILES", "corp"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_ENABLED", "true"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_MODE", "api"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_TENANT_ID", "contoso.onmicrosoft.com"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_CLIENT_ID", "app-1"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_CLIENT_SECRET_PATH", "/etc/scepd/secret"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_AUTHORITY_URL", "https://login.microsoftonline.us/"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_GRAPH_URL", "https://graph.microsoft.us"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_RESOURCE_URL", "https://api.manage.microsoft.us/"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_API_CA_BUNDLE_PATH", "/etc/scepd/roots.pem"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_REVOCATION_POLL_INTERVAL", "0"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_COMPLIANCE_CHECK", "off"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_RETURN_BEFORE_NOTIFICATION", "true"),
+            ]),
+        )
+        .unwrap();
+        let p = &file.profiles[0];
+        assert_eq!(p.intune_client_secret_path.as_deref(), Some(Path::new("/etc/scepd/secret")));
+        assert_eq!(p.intune_api_ca_bundle_path.as_deref(), Some(Path::new("/etc/scepd/roots.pem")));
+        let s = p.validate(0, None).unwrap();
+        assert!(matches!(s.challenge, scep_engine::config::ChallengePolicy::IntuneApi));
+        assert!(s.intune.is_none(), "no Connector setup in API mode");
+        let api = s.intune_api.unwrap();
+        assert_eq!((api.tenant_id.as_str(), api.client_id.as_str()), ("contoso.onmicrosoft.com", "app-1"));
+        assert_eq!(api.graph_url, "https://graph.microsoft.us/", "a trailing slash is added");
+        assert_eq!(api.resource_url, "https://api.manage.microsoft.us/");
+        assert_eq!((api.revocation_poll_interval_secs, api.return_before_notification), (0, true));
+        let mut file = ConfigFile::default();
+        let e = apply(
+            &mut file,
+            &vars(&[
+                ("CERTCTL_SCEP_PROFILES", "corp"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_RETURN_BEFORE_NOTIFICATION", "maybe"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("CERTCTL_SCEP_PROFILE_CORP_INTUNE_RETURN_BEFORE_NOTIFICATION: "), "{e}");
+    }
+
     /// One case per kind of invalid variable; each error names the variable.
     #[test]
     fn invalid_variables_are_named() {

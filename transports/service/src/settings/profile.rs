@@ -1232,3 +1232,84 @@ impl ProfileSection {
         }))
     }
 }
+
+#[cfg(test)]
+mod intune_api_tests {
+    use super::*;
+
+    fn api_section() -> ProfileSection {
+        ProfileSection {
+            name: Some("p".into()),
+            intune_enabled: Some(true),
+            intune_mode: Some("api".into()),
+            intune_tenant_id: Some("tenant".into()),
+            intune_client_id: Some("app".into()),
+            intune_client_secret_path: Some("secret".into()),
+            ..ProfileSection::default()
+        }
+    }
+
+    #[test]
+    fn api_mode_needs_no_connector_bundle_and_takes_documented_defaults() {
+        let s = api_section().validate(0, Some(Path::new("/etc/scepd"))).unwrap();
+        let api = s.intune_api.unwrap();
+        assert_eq!(api.credential, IntuneCredential::Secret("/etc/scepd/secret".into()));
+        assert_eq!(
+            (api.authority_url.as_str(), api.graph_url.as_str(), api.resource_url.as_str()),
+            (DEFAULT_AUTHORITY_URL, DEFAULT_GRAPH_URL, DEFAULT_RESOURCE_URL)
+        );
+        assert_eq!(api.revocation_poll_interval_secs, 900);
+        assert!(!api.return_before_notification);
+        assert!(matches!(s.challenge, ChallengePolicy::IntuneApi));
+    }
+
+    #[test]
+    fn every_invalid_api_setting_is_refused_naming_its_key() {
+        type Edit = fn(&mut ProfileSection);
+        let cases: [(Edit, &str); 14] = [
+            (|s| s.intune_mode = Some("graph".into()), "profile[p].intune_mode: "),
+            (|s| s.intune_enabled = None, "profile[p].intune_enabled: "),
+            (|s| s.intune_tenant_id = None, "profile[p].intune_tenant_id: required"),
+            (|s| s.intune_client_id = Some(" ".into()), "profile[p].intune_client_id: must not be empty"),
+            (|s| s.intune_tenant_id = Some("a/b".into()), "profile[p].intune_tenant_id: "),
+            (|s| s.intune_client_secret_path = None, "profile[p].intune_client_secret_path: required"),
+            (|s| s.intune_client_cert_path = Some("c.pem".into()), "profile[p].intune_client_secret_path: set either"),
+            (
+                |s| {
+                    s.intune_client_secret_path = None;
+                    s.intune_client_cert_path = Some("c.pem".into());
+                },
+                "profile[p].intune_client_key_path: required",
+            ),
+            (|s| s.intune_graph_url = Some("http://graph.example/".into()), "profile[p].intune_graph_url: "),
+            (|s| s.intune_authority_url = Some("ftp://x/".into()), "profile[p].intune_authority_url: "),
+            (
+                |s| s.intune_revocation_poll_interval = Some("soon".into()),
+                "profile[p].intune_revocation_poll_interval: ",
+            ),
+            (|s| s.intune_compliance_check = Some("maybe".into()), "profile[p].intune_compliance_check: "),
+            (|s| s.challenge_password = Some("pw".into()), "profile[p].challenge_password: must not be set"),
+            (|s| s.intune_connector_cert_path = Some("i.pem".into()), "profile[p].intune_connector_cert_path: "),
+        ];
+        for (edit, key) in cases {
+            let mut s = api_section();
+            edit(&mut s);
+            let e = s.validate(0, None).unwrap_err();
+            assert!(e.0.starts_with(key), "{key}: {e}");
+        }
+        // API keys on a connector-mode profile are refused too, naming the key.
+        let s = ProfileSection { intune_mode: None, intune_enabled: Some(false), ..api_section() };
+        assert!(s.validate(0, None).unwrap_err().0.starts_with("profile[p].intune_tenant_id: only applies"));
+    }
+
+    #[test]
+    fn urls_must_be_https_except_to_loopback() {
+        assert_eq!(https_or_loopback("https://login.example").unwrap(), "https://login.example/");
+        assert_eq!(https_or_loopback("http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080/");
+        assert_eq!(https_or_loopback("http://[::1]:1/x").unwrap(), "http://[::1]:1/x/");
+        assert!(https_or_loopback("http://localhost:1").is_ok());
+        for bad in ["http://10.0.0.1/", "http://login.example/", "https://", "https://u@h/", "https://h/?q", "h"] {
+            assert!(https_or_loopback(bad).is_err(), "{bad}");
+        }
+    }
+}

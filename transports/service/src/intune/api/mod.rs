@@ -348,3 +348,56 @@ impl IntuneApi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(secret: std::path::PathBuf) -> IntuneApiSettings {
+        IntuneApiSettings {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            credential: IntuneCredential::Secret(secret),
+            authority_url: "http://127.0.0.1:9/".into(),
+            graph_url: "http://127.0.0.1:9/".into(),
+            resource_url: crate::settings::profile::DEFAULT_RESOURCE_URL.into(),
+            ca_bundle_path: None,
+            revocation_poll_interval_secs: 0,
+            compliance: crate::settings::profile::ComplianceCheck::Off,
+            return_before_notification: false,
+        }
+    }
+
+    #[test]
+    fn the_secret_file_must_be_private_and_not_empty() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load("p", &settings(path.clone()), None).unwrap_err();
+        assert!(e.0.starts_with("profile[p].intune_client_secret_path: ") && e.0.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let api = load("p", &settings(path.clone()), None).unwrap();
+        assert!(format!("{:?}", api.client).contains("tenant"));
+        std::fs::write(&path, "  \n").unwrap();
+        assert!(load("p", &settings(path.clone()), None).unwrap_err().0.contains("empty"));
+        let e = load("p", &settings(dir.path().join("missing")), None).unwrap_err();
+        assert!(e.0.starts_with("profile[p].intune_client_secret_path: "), "{e}");
+    }
+
+    #[test]
+    fn issued_facts_are_uppercase_hex_and_rfc3339_milliseconds() {
+        let der = scep_engine::pem::certificates(include_str!(
+            "../../../../../tests/vectors/real-clients/recipient-cert.pem"
+        ))
+        .unwrap()
+        .remove(0);
+        let f = IssuedFacts::of(&der).unwrap();
+        assert_eq!(f.thumbprint.len(), 40);
+        assert!(f.thumbprint.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()));
+        assert!(f.expires.ends_with(".000Z") && UnixTime::parse_rfc3339(&f.expires).is_some(), "{}", f.expires);
+        assert!(!f.serial.starts_with("00") && !f.issuer.is_empty());
+        assert!(IssuedFacts::of(b"junk").is_err());
+    }
+}
