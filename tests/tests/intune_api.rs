@@ -66,19 +66,28 @@ fn refused(rep: &CertRep, server: &Scepd) {
     assert!(rep.certificates.is_empty(), "a refusal carries no certificate");
 }
 
-/// The audit events of profile `intune` with `outcome`, enrolments only.
-fn events(server: &Scepd, outcome: &str) -> Vec<Value> {
+/// GET `path` with the admin key: the body.
+fn get(server: &Scepd, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /api/v1/admin/scep/events?profile=intune&outcome={outcome} HTTP/1.1\r\nHost: x\r\n\
-         Authorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
-    let v: Value = serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap();
+    raw.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of `scepd_intune_api_calls_total` for (action, code), 0 when absent.
+fn api_metric(server: &Scepd, action: &str, code: &str) -> u64 {
+    let series = format!("scepd_intune_api_calls_total{{profile=\"intune\",action=\"{action}\",code=\"{code}\"}} ");
+    get(server, "/metrics").lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// The audit events of profile `intune` with `outcome`, enrolments only.
+fn events(server: &Scepd, outcome: &str) -> Vec<Value> {
+    let v: Value =
+        serde_json::from_str(&get(server, &format!("/api/v1/admin/scep/events?profile=intune&outcome={outcome}")))
+            .unwrap();
     v["events"]
         .as_array()
         .unwrap()
@@ -152,6 +161,15 @@ fn enrolment_and_notification_contract(transport: Transport) {
     // One token per audience, one discovery, for five enrolments.
     assert_eq!(counts(&standin), [2, 1, 5, 5, 0]);
     assert_eq!(events(&server, "success").len(), 5);
+    // The operator plane: admin stats and metrics.
+    let stats: Value = serde_json::from_str(&get(&server, "/api/v1/admin/scep/intune/stats")).unwrap();
+    let p = &stats["profiles"][0];
+    assert_eq!((p["mode"].as_str(), p["credential"].as_str()), (Some("api"), Some("client_secret")), "{stats}");
+    assert!(!stats.to_string().contains(&standin.client_secret), "the secret leaks into the stats");
+    assert_eq!((p["stats"]["token"]["calls"].as_u64(), p["stats"]["discovery"]["calls"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(p["stats"]["discovery"]["last"], "ok");
+    assert_eq!(p["stats"]["codes"]["validateRequest"]["Success"], 5, "{stats}");
+    assert_eq!(api_metric(&server, "successNotification", "Success"), 5);
 
     // The same challenge again: refused locally, Intune not asked.
     let before = counts(&standin);
@@ -189,6 +207,12 @@ fn definitive_rejections_issue_nothing(transport: Transport) {
         assert!(rejected.iter().any(|e| e["detail"].as_str().unwrap_or("").contains(code)), "{code}: {rejected:?}");
     }
     assert!(events(&server, "success").is_empty(), "nothing issued");
+    for code in
+        ["ChallengeDecryptionError", "ChallengeExpired", "SubjectNameMismatch", "success", "BadTenantIdInChallenge"]
+    {
+        assert_eq!(api_metric(&server, "validateRequest", code), 1, "{code}");
+    }
+    assert_eq!(api_metric(&server, "successNotification", "Success"), 0);
 }
 
 /// The other rows of §5.2: configuration errors fail closed with no Intune

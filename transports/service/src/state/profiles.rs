@@ -155,6 +155,11 @@ impl Profiles {
         self.iter().filter_map(|p| Some((p.engine.config().name.as_str(), p.intune.as_ref()?))).collect()
     }
 
+    /// The Intune API setups by profile name (profiles in `intune_mode = "api"`).
+    pub fn intune_api_profiles(&self) -> Vec<(&str, &IntuneApi)> {
+        self.iter().filter_map(|p| Some((p.engine.config().name.as_str(), p.intune_api.as_ref()?))).collect()
+    }
+
     /// Intune counters, anchors and settings of every Intune-enabled profile,
     /// sorted by profile name.
     pub fn intune_stats(&self, now: UnixTime) -> Vec<ProfileIntuneStats> {

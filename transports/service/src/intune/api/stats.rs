@@ -19,6 +19,8 @@ pub struct LastResult {
     pub last: Option<String>,
     /// Latency of the last attempt, milliseconds.
     pub last_ms: u64,
+    /// Sum of all latencies, milliseconds (`total_ms / calls` is the mean).
+    pub total_ms: u64,
 }
 
 /// A snapshot of the counters.
@@ -30,9 +32,15 @@ pub struct ApiStatsSnapshot {
     pub discovery: LastResult,
     /// `ScepActions` calls by action (`validateRequest`, ...).
     pub actions: BTreeMap<String, LastResult>,
-    /// Intune codes (or local failure labels) seen, with counts.
-    pub codes: BTreeMap<String, u64>,
+    /// By action: Intune's codes (or the local failure label when Intune
+    /// gave none) with counts. At most [`MAX_CODES`] distinct codes per
+    /// action; codes that are not `[A-Za-z0-9_]{1,64}` or beyond the bound
+    /// count as `other` (the label set of the metric stays bounded).
+    pub codes: BTreeMap<String, BTreeMap<String, u64>>,
 }
+
+/// Distinct codes kept per action.
+pub const MAX_CODES: usize = 64;
 
 /// The live counters.
 #[derive(Debug, Default)]
@@ -43,6 +51,7 @@ pub struct ApiStats {
 fn record<T>(slot: &mut LastResult, spent: Duration, result: &Result<T, ApiFailure>) {
     slot.calls += 1;
     slot.last_ms = u64::try_from(spent.as_millis()).unwrap_or(u64::MAX);
+    slot.total_ms = slot.total_ms.saturating_add(slot.last_ms);
     slot.last = Some(match result {
         Ok(_) => "ok".into(),
         Err(e) => e.detail.clone(),
@@ -68,7 +77,10 @@ impl ApiStats {
             Ok(()) => "Success".to_string(),
             Err(e) => e.code.clone().unwrap_or_else(|| e.label.to_string()),
         };
-        *s.codes.entry(code).or_default() += 1;
+        let codes = s.codes.entry(action.to_string()).or_default();
+        let plain = (1..=64).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let code = if plain && (codes.contains_key(&code) || codes.len() < MAX_CODES) { code } else { "other".into() };
+        *codes.entry(code).or_default() += 1;
     }
 
     /// A copy of the counters.
