@@ -196,7 +196,11 @@ fn profile_json(
         "default": c.name == default,
         "issuer_id": p.issuer.id(),
         "challenge_password_set": matches!(c.challenge, ChallengePolicy::Static(_)),
-        "challenge_mode": if matches!(c.challenge, ChallengePolicy::OneTime) { "one-time" } else { "static" },
+        "challenge_mode": match c.challenge {
+            ChallengePolicy::OneTime => "one-time",
+            ChallengePolicy::IntuneApi => "intune-api",
+            _ => "static",
+        },
         // The signing RA (it also decrypts requests encrypted to it).
         "ra_cert": cert_json(&c.ra.certificate, now),
         "ra": {

@@ -405,6 +405,33 @@ mod tests {
         }
     }
 
+    /// Intune API mode: no Connector bundle, no challenge password; the
+    /// start and check-config refuse a secret file others can read, naming
+    /// the key; a good setup serves the profile with its API client.
+    #[test]
+    fn intune_api_profiles_start_and_check_config_checks_the_secret_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = TestDir::new();
+        let secret = dir.path().join("entra-secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let cfg = dir.profile_toml("intune").replace("challenge_password = \"secret123\"\n", "")
+            + "intune_enabled = true\nintune_mode = \"api\"\nintune_tenant_id = \"t\"\nintune_client_id = \"c\"\n\
+               intune_client_secret_path = \"entra-secret\"\nintune_authority_url = \"http://127.0.0.1:9/\"\n\
+               intune_graph_url = \"http://127.0.0.1:9/\"\n";
+        let opts = options(&dir, &cfg);
+        for e in [check_config(&opts).unwrap_err(), ServiceState::load(opts.clone()).unwrap_err()] {
+            assert!(e.0.starts_with("profile[intune].intune_client_secret_path: ") && e.0.contains("640"), "{e}");
+        }
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(check_config(&opts).unwrap(), vec!["intune"]);
+        let state = ServiceState::load(opts).unwrap().state;
+        let p = state.profiles();
+        let profile = p.get(Some("intune")).unwrap();
+        assert!(profile.intune_api.is_some() && profile.intune.is_none());
+        assert!(matches!(profile.engine.config().challenge, scep_engine::config::ChallengePolicy::IntuneApi));
+    }
+
     #[test]
     fn check_config_lists_profiles() {
         let dir = TestDir::new();
