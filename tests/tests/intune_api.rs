@@ -116,6 +116,8 @@ fn delta(before: [usize; 5], after: [usize; 5]) -> [usize; 5] {
 
 scep_tests::on_each_transport!(
     enrolment_and_notification_contract,
+    concurrent_first_enrolments_share_one_token_and_discovery,
+    timeouts_retry_once_then_fail_closed,
     definitive_rejections_issue_nothing,
     classification_of_hop_failures,
     failed_notification_leaves_the_device_without_a_certificate,
@@ -344,4 +346,50 @@ fn certmonger_enrols_with_an_opaque_challenge(transport: Transport) {
         "an unknown challenge gets no certificate"
     );
     assert_eq!(standin.count(Hop::Intune, Some("successNotification")), 1);
+}
+
+/// Twelve devices at once on a fresh server: one token per audience and one
+/// discovery between them (no stampede), every device issued.
+fn concurrent_first_enrolments_share_one_token_and_discovery(transport: Transport) {
+    let Setup { standin, server, .. } = start(transport, "");
+    for i in 0..12 {
+        standin.know(&format!("parallel-{i}"), None, HOUR);
+    }
+    // Slow Entra a little, so that the requests really wait on one fetch.
+    standin.fault(Hop::Token, Fault::Delay(Duration::from_millis(300)));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let server = &server;
+                scope.spawn(move || {
+                    let key = DeviceKey::generate().unwrap();
+                    let rep = enroll(server, &key, &format!("par-{i}"), &format!("parallel-{i}"));
+                    issued(&rep, &key, server);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    assert_eq!(counts(&standin), [2, 1, 12, 12, 0]);
+}
+
+/// A hop that does not answer within `intune_api_timeout`: retried once
+/// within the request's deadline; twice is a refusal with nothing issued.
+fn timeouts_retry_once_then_fail_closed(transport: Transport) {
+    let Setup { standin, server, .. } = start(transport, "intune_api_timeout = \"1s\"\n");
+    standin.know("slow-1", None, HOUR);
+    standin.know("slow-2", None, HOUR);
+    let slow = || Fault::Delay(Duration::from_millis(1500));
+    standin.fault(Hop::Intune, slow());
+    let key = DeviceKey::generate().unwrap();
+    issued(&enroll(&server, &key, "slow-1", "slow-1"), &key, &server);
+    assert_eq!(counts(&standin)[2..], [2, 1, 0]);
+    standin.fault(Hop::Intune, slow());
+    standin.fault(Hop::Intune, slow());
+    let key = DeviceKey::generate().unwrap();
+    refused(&enroll(&server, &key, "slow-2", "slow-2"), &server);
+    assert_eq!(counts(&standin)[2..], [4, 1, 0]);
+    assert_eq!(events(&server, "intune_timeout").len(), 1);
 }

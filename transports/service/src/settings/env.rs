@@ -98,6 +98,8 @@ const PROFILE_KEYS: &[(&str, &str, Kind)] = &[
     ("INTUNE_REVOCATION_POLL_INTERVAL", "intune_revocation_poll_interval", Kind::Text),
     ("INTUNE_COMPLIANCE_CHECK", "intune_compliance_check", Kind::Text),
     ("INTUNE_RETURN_BEFORE_NOTIFICATION", "intune_return_before_notification", Kind::Bool),
+    // scepd's own: the per-answer timeout of the three hops.
+    ("INTUNE_API_TIMEOUT", "intune_api_timeout", Kind::Text),
     ("RENEWAL_WINDOW_DAYS", "renewal_window_days", Kind::Int),
 ];
 
@@ -309,6 +311,7 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
         ("intune_api_ca_bundle_path", _) => section.intune_api_ca_bundle_path = Some(path()?),
         ("intune_revocation_poll_interval", _) => section.intune_revocation_poll_interval = Some(text()),
         ("intune_compliance_check", _) => section.intune_compliance_check = Some(text()),
+        ("intune_api_timeout", _) => section.intune_api_timeout = Some(duration_text(var, value)?),
         ("intune_return_before_notification", _) => {
             section.intune_return_before_notification = Some(parse_bool(var, value)?);
         }

@@ -193,6 +193,8 @@ pub struct ProfileSection {
     /// `intune_return_before_notification`: return the certificate without
     /// waiting for Intune's answer to the success notification (default false).
     pub intune_return_before_notification: Option<bool>,
+    /// `intune_api_timeout`: longest wait for one answer of any hop (default `30s`).
+    pub intune_api_timeout: Option<String>,
 }
 
 /// Whether `name` is a valid profile name: `[a-z0-9-]{1,63}`.
@@ -1077,6 +1079,8 @@ pub struct IntuneApiSettings {
     pub compliance: ComplianceCheck,
     /// `intune_return_before_notification`
     pub return_before_notification: bool,
+    /// `intune_api_timeout` in seconds (1 to 40): longest wait for one answer.
+    pub timeout_secs: i64,
 }
 
 /// Default `intune_authority_url`.
@@ -1199,6 +1203,16 @@ impl ProfileSection {
             Some("0") => 0,
             Some(text) => parse_duration(&k("intune_revocation_poll_interval"), text)?,
         };
+        let timeout_secs = match self.intune_api_timeout.as_deref() {
+            None => 30,
+            Some(text) => parse_duration(&k("intune_api_timeout"), text)?,
+        };
+        if !(1..=40).contains(&timeout_secs) {
+            return Err(err(
+                "intune_api_timeout",
+                format!("{timeout_secs}s is out of range (1s to 40s: a retry must fit the 45 s request deadline)"),
+            ));
+        }
         let compliance = match self.intune_compliance_check.as_deref().map(str::trim) {
             None | Some("off") => ComplianceCheck::Off,
             Some("graph") => ComplianceCheck::Graph,
@@ -1229,6 +1243,7 @@ impl ProfileSection {
             revocation_poll_interval_secs,
             compliance,
             return_before_notification: self.intune_return_before_notification.unwrap_or(false),
+            timeout_secs,
         }))
     }
 }
@@ -1258,7 +1273,7 @@ mod intune_api_tests {
             (api.authority_url.as_str(), api.graph_url.as_str(), api.resource_url.as_str()),
             (DEFAULT_AUTHORITY_URL, DEFAULT_GRAPH_URL, DEFAULT_RESOURCE_URL)
         );
-        assert_eq!(api.revocation_poll_interval_secs, 900);
+        assert_eq!((api.revocation_poll_interval_secs, api.timeout_secs), (900, 30));
         assert!(!api.return_before_notification);
         assert!(matches!(s.challenge, ChallengePolicy::IntuneApi));
     }
@@ -1266,7 +1281,7 @@ mod intune_api_tests {
     #[test]
     fn every_invalid_api_setting_is_refused_naming_its_key() {
         type Edit = fn(&mut ProfileSection);
-        let cases: [(Edit, &str); 14] = [
+        let cases: [(Edit, &str); 15] = [
             (|s| s.intune_mode = Some("graph".into()), "profile[p].intune_mode: "),
             (|s| s.intune_enabled = None, "profile[p].intune_enabled: "),
             (|s| s.intune_tenant_id = None, "profile[p].intune_tenant_id: required"),
@@ -1288,6 +1303,7 @@ mod intune_api_tests {
                 "profile[p].intune_revocation_poll_interval: ",
             ),
             (|s| s.intune_compliance_check = Some("maybe".into()), "profile[p].intune_compliance_check: "),
+            (|s| s.intune_api_timeout = Some("2m".into()), "profile[p].intune_api_timeout: 120s is out of range"),
             (|s| s.challenge_password = Some("pw".into()), "profile[p].challenge_password: must not be set"),
             (|s| s.intune_connector_cert_path = Some("i.pem".into()), "profile[p].intune_connector_cert_path: "),
         ];

@@ -39,8 +39,6 @@ pub const SCEP_API_VERSION: &str = "2018-02-20";
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// TCP connect timeout of every hop.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for one HTTP answer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest `Retry-After` honoured (longer: fail closed now).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -404,7 +402,8 @@ impl ApiClient {
         if left.is_zero() {
             return Err(TransportError::Timeout("the request's deadline has passed".into()));
         }
-        endpoint.send(method, path, headers, body, CONNECT_TIMEOUT, left.min(CALL_TIMEOUT))
+        let call_timeout = Duration::from_secs(u64::try_from(self.settings.timeout_secs).unwrap_or(30));
+        endpoint.send(method, path, headers, body, CONNECT_TIMEOUT.min(call_timeout), left.min(call_timeout))
     }
 }
 

@@ -35,6 +35,7 @@
 //! # intune_revocation_poll_interval = "15m"         # INTUNE_REVOCATION_POLL_INTERVAL ("0" = off)
 //! # intune_compliance_check = "off"                 # INTUNE_COMPLIANCE_CHECK
 //! # intune_return_before_notification = false      # INTUNE_RETURN_BEFORE_NOTIFICATION
+//! # intune_api_timeout = "30s"                      # INTUNE_API_TIMEOUT: per answer, 1s..40s
 //! ```
 //!
 //! HTTP: the blocking client of `scep_issuers::http` (rustls on aws-lc-rs),
@@ -365,6 +366,7 @@ mod tests {
             revocation_poll_interval_secs: 0,
             compliance: crate::settings::profile::ComplianceCheck::Off,
             return_before_notification: false,
+            timeout_secs: 30,
         }
     }
 
