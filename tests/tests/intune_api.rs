@@ -122,6 +122,7 @@ scep_tests::on_each_transport!(
     classification_of_hop_failures,
     failed_notification_leaves_the_device_without_a_certificate,
     certmonger_enrols_with_an_opaque_challenge,
+    strongswan_pki_enrols_with_an_opaque_challenge,
 );
 
 /// validate → issue → successNotification (same transactionId, the issued
@@ -392,4 +393,34 @@ fn timeouts_retry_once_then_fail_closed(transport: Transport) {
     refused(&enroll(&server, &key, "slow-2", "slow-2"), &server);
     assert_eq!(counts(&standin)[2..], [4, 1, 0]);
     assert_eq!(events(&server, "intune_timeout").len(), 1);
+}
+
+/// strongSwan's `pki --scep` (a real client) enrols with an opaque challenge
+/// the stand-in knows; the notification names the certificate it received;
+/// an unknown challenge gets nothing.
+fn strongswan_pki_enrols_with_an_opaque_challenge(transport: Transport) {
+    let Setup { standin, server, .. } = start(transport, "");
+    standin.know("strongswan-opaque-blob", Some("sw-device"), HOUR);
+    let url = server.profile_url("intune");
+    let cert = scep_tests::real_clients::strongswan_enroll(
+        &url,
+        "strongswan-opaque-blob",
+        "sw-device",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("strongSwan pki: {e}\n{}", server.log_tail(30)));
+    let success = standin.calls().into_iter().find(|c| c.path.ends_with("/successNotification")).unwrap();
+    let thumb: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert.der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    assert_eq!(success.body["notification"]["certificateThumbprint"].as_str(), Some(thumb.as_str()));
+    assert!(
+        scep_tests::real_clients::strongswan_enroll(&url, "not-an-intune-blob", "sw-device-2", Duration::from_secs(60))
+            .is_err(),
+        "an unknown challenge gets no certificate"
+    );
+    assert_eq!(standin.count(Hop::Intune, Some("successNotification")), 1);
+    assert_eq!(standin.count(Hop::Intune, Some("validateRequest")), 2);
 }
