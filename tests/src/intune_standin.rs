@@ -99,6 +99,8 @@ struct State {
     challenges: HashMap<String, KnownChallenge>,
     tokens: HashMap<String, Hop>,
     issued: u64,
+    revocations: VecDeque<(String, String)>,
+    uploads: Vec<serde_json::Value>,
 }
 
 /// The running stand-in.
@@ -186,6 +188,16 @@ impl IntuneStandIn {
             .iter()
             .filter(|c| c.hop == hop && action.is_none_or(|a| c.path.ends_with(&format!("/ScepActions/{a}"))))
             .count()
+    }
+
+    /// Queues a revocation request (§5.3) for `serial` (hex) with `context`.
+    pub fn queue_revocation(&self, serial: &str, context: &str) {
+        self.state.lock().unwrap().revocations.push_back((context.into(), serial.into()));
+    }
+
+    /// Every result uploaded through `uploadRevocationResults`, in order.
+    pub fn revocation_results(&self) -> Vec<serde_json::Value> {
+        self.state.lock().unwrap().uploads.clone()
     }
 
     /// Tokens issued so far.
@@ -417,6 +429,11 @@ fn intune(ctx: &Ctx, path: &str, headers: &HashMap<String, String>, body: &serde
     if !headers.contains_key("api-version") {
         return json(400, serde_json::json!({"error": {"code": "BadRequest", "message": "api-version missing"}}));
     }
+    if let Some(op) = path.strip_prefix(
+        "/RACerts/StatelessPkiConnectorService/Gateway/StatelessPkiConnectorService/CertificateAuthorityRequests/",
+    ) {
+        return revocation(ctx, op, headers, body);
+    }
     let Some(action) = path.strip_prefix(
         "/RACerts/ScepRequestValidationFEService/Gateway/StatelessScepRequestValidationService/ScepActions/",
     ) else {
@@ -481,5 +498,48 @@ fn intune(ctx: &Ctx, path: &str, headers: &HashMap<String, String>, body: &serde
             reply("Success", "")
         }
         _ => json(404, serde_json::json!({"error": {"code": "NotFound", "message": action}})),
+    }
+}
+
+/// The revocation service (§5.3): `api-version: 5019-05-05`, download drains
+/// up to `maxRequests` queued requests, upload records each result (error
+/// code as a name or a numeric string, either property casing).
+fn revocation(ctx: &Ctx, op: &str, headers: &HashMap<String, String>, body: &serde_json::Value) -> Option<Answer> {
+    if headers.get("api-version").map(String::as_str) != Some("5019-05-05") {
+        return json(
+            400,
+            serde_json::json!({"error": {"code": "BadRequest", "message": "api-version 5019-05-05 required"}}),
+        );
+    }
+    let mut st = ctx.state.lock().unwrap();
+    match op {
+        "downloadRevocationRequests" => {
+            let max = body["downloadParameters"]["maxRequests"].as_u64().unwrap_or(0);
+            if !(1..=500).contains(&max) {
+                return json(
+                    400,
+                    serde_json::json!({"error": {"code": "BadRequest", "message": "maxRequests 1..500"}}),
+                );
+            }
+            let n = st.revocations.len().min(usize::try_from(max).unwrap_or(0));
+            let value: Vec<serde_json::Value> = st
+                .revocations
+                .drain(..n)
+                .map(|(context, serial)| serde_json::json!({"requestContext": context, "serialNumber": serial, "issuerName": null, "caConfiguration": null}))
+                .collect();
+            json(
+                200,
+                serde_json::json!({
+                "@odata.context": "x/$metadata#Collection(microsoft.management.services.api.caRevocationRequest)", "value": value}),
+            )
+        }
+        "uploadRevocationResults" => {
+            let Some(results) = body["results"].as_array() else {
+                return json(400, serde_json::json!({"error": {"code": "BadRequest", "message": "results missing"}}));
+            };
+            st.uploads.extend(results.iter().cloned());
+            json(200, serde_json::json!({"value": true}))
+        }
+        _ => json(404, serde_json::json!({"error": {"code": "NotFound", "message": op}})),
     }
 }

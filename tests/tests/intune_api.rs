@@ -123,6 +123,7 @@ scep_tests::on_each_transport!(
     failed_notification_leaves_the_device_without_a_certificate,
     certmonger_enrols_with_an_opaque_challenge,
     strongswan_pki_enrols_with_an_opaque_challenge,
+    queued_revocations_are_applied_and_reported_within_the_poll_interval,
 );
 
 /// validate → issue → successNotification (same transactionId, the issued
@@ -423,4 +424,43 @@ fn strongswan_pki_enrols_with_an_opaque_challenge(transport: Transport) {
     );
     assert_eq!(standin.count(Hop::Intune, Some("successNotification")), 1);
     assert_eq!(standin.count(Hop::Intune, Some("validateRequest")), 2);
+}
+
+/// Revocation sync (§5.3): a queued revocation of an issued certificate is
+/// applied on the local CA and reported `None` within the poll interval; a
+/// serial this CA never issued is `CertificateNotFoundError`; the same serial
+/// again is `ConflictError`.
+fn queued_revocations_are_applied_and_reported_within_the_poll_interval(transport: Transport) {
+    let Setup { standin, server, .. } = start(transport, "intune_revocation_poll_interval = \"1s\"\n");
+    standin.know("to-be-revoked", None, HOUR);
+    let key = DeviceKey::generate().unwrap();
+    let cert = issued(&enroll(&server, &key, "revoked-device", "to-be-revoked"), &key, &server);
+    let success = standin.calls().into_iter().find(|c| c.path.ends_with("/successNotification")).unwrap();
+    // Intune hands back the serial exactly as the success notification sent it.
+    let serial = success.body["notification"]["certificateSerialNumber"].as_str().unwrap().to_string();
+    let parsed = scep_engine::x509::CertificateRef::parse(&cert).unwrap();
+    assert_eq!(serial, parsed.serial.iter().map(|b| format!("{b:02X}")).collect::<String>());
+    standin.queue_revocation(&serial, "ctx-1");
+    standin.queue_revocation("0BADC0FFEE", "ctx-2");
+    let wait_for = |n: usize| {
+        let until = Instant::now() + Duration::from_secs(10);
+        while standin.revocation_results().len() < n {
+            assert!(Instant::now() < until, "no upload within 10 s (poll interval 1 s)\n{}", server.log_tail(20));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        standin.revocation_results()
+    };
+    let results = wait_for(2);
+    let by_context = |ctx: &str| results.iter().find(|r| r["requestContext"] == ctx).cloned().unwrap();
+    assert_eq!(
+        (by_context("ctx-1")["succeeded"].as_bool(), by_context("ctx-1")["errorCode"].as_str()),
+        (Some(true), Some("None"))
+    );
+    assert_eq!(by_context("ctx-2")["errorCode"], "CertificateNotFoundError");
+    assert_eq!(by_context("ctx-2")["succeeded"], false);
+    standin.queue_revocation(&serial, "ctx-3");
+    let results = wait_for(3);
+    assert_eq!(results[2]["errorCode"], "ConflictError", "already revoked: {results:?}");
+    let stats: Value = serde_json::from_str(&get(&server, "/api/v1/admin/scep/intune/stats")).unwrap();
+    assert!(stats["profiles"][0]["revocation_last_sync"].is_object(), "{stats}");
 }

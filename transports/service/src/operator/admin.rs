@@ -343,7 +343,8 @@ fn intune_api_json(name: &str, api: &crate::intune::api::IntuneApi) -> Value {
         "graph_url": settings.graph_url,
         "resource_url": settings.resource_url,
         "return_before_notification": settings.return_before_notification,
-        "revocation_sync": "not implemented",
+        "revocation_poll_interval_secs": settings.revocation_poll_interval_secs,
+        "revocation_last_sync": api.revocation.last(),
         "stats": api.client.stats.snapshot(),
     })
 }

@@ -86,6 +86,9 @@ impl ServiceState {
             challenges: Some(Arc::new(challenges)),
         });
         let _ = owner.set(Arc::downgrade(&state));
+        for (name, api) in state.profiles.load().intune_api_profiles() {
+            api.start_revocation_sync(name);
+        }
         for expired in std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner)) {
             state.challenge_expired(&expired);
         }
@@ -133,6 +136,9 @@ impl ServiceState {
             tracing::warn!("server settings changed; they take effect after a restart");
         }
         let names = profiles.names().join(",");
+        for (name, api) in profiles.intune_api_profiles() {
+            api.start_revocation_sync(name);
+        }
         self.profiles.store(Arc::new(profiles));
         self.api_keys.store(Arc::new(api_keys));
         tracing::info!(profiles = %names, "configuration reloaded");

@@ -35,6 +35,8 @@ pub const SCEP_SERVICE: &str = "ScepRequestValidationFEService";
 pub const PKI_SERVICE: &str = "PkiConnectorFEService";
 /// `api-version` of the ScepActions calls (§3.1).
 pub const SCEP_API_VERSION: &str = "2018-02-20";
+/// `api-version` of the revocation calls (§5.3; the `5019` is Microsoft's).
+pub const PKI_API_VERSION: &str = "5019-05-05";
 /// A token is refreshed this long before it expires (§1.2).
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// TCP connect timeout of every hop.
@@ -179,21 +181,70 @@ impl ApiClient {
         }
     }
 
+    /// POSTs JSON `body` to `<service uri>/<suffix>` of the revocation
+    /// service ([`PKI_SERVICE`], `api-version` [`PKI_API_VERSION`]) and
+    /// returns the answer's JSON.
+    ///
+    /// # Errors
+    /// [`ApiFailure`] classified per §5.2.
+    pub fn pki_post(
+        &self,
+        suffix: &str,
+        body: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, ApiFailure> {
+        let payload = body.to_string().into_bytes();
+        self.with_one_retry(deadline, |_| self.post_once(PKI_SERVICE, PKI_API_VERSION, suffix, &payload, deadline))
+    }
+
     fn scep_action_once(&self, action: &str, payload: &[u8], deadline: Instant) -> Attempt<()> {
+        let suffix = format!("ScepActions/{action}");
+        let v = match self.post_once(SCEP_SERVICE, SCEP_API_VERSION, &suffix, payload, deadline) {
+            Attempt::Done(Ok(v)) => v,
+            Attempt::Done(Err(e)) => return Attempt::Done(Err(e)),
+            Attempt::Retry { why, wait } => return Attempt::Retry { why, wait },
+        };
+        Attempt::Done(match v.get("code").and_then(|c| c.as_str()) {
+            // Exact and case-sensitive, as in both reference clients (§3.2).
+            Some("Success") => Ok(()),
+            Some(code) => {
+                let description = v.get("errorDescription").and_then(|d| d.as_str()).unwrap_or_default();
+                Err(ApiFailure {
+                    label: "intune_rejected",
+                    code: Some(code.to_string()),
+                    detail: format!("Intune {action}: {code}: {description}"),
+                })
+            }
+            None => Err(ApiFailure::new(
+                "intune_protocol",
+                format!("Intune {action}: answer has no code: {}", snippet(v.to_string().as_bytes())),
+            )),
+        })
+    }
+
+    fn post_once(
+        &self,
+        service: &str,
+        api_version: &str,
+        suffix: &str,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Attempt<serde_json::Value> {
+        let action = suffix.rsplit('/').next().unwrap_or(suffix);
         let token = match self.token(Audience::Intune, deadline) {
             Ok(t) => t,
             Err(e) => return Attempt::Done(Err(e)),
         };
-        let base = match self.service_uri(SCEP_SERVICE, deadline) {
+        let base = match self.service_uri(service, deadline) {
             Ok(u) => u,
             Err(e) => return Attempt::Done(Err(e)),
         };
-        let url = format!("{}/ScepActions/{action}", base.trim_end_matches('/'));
+        let url = format!("{}/{suffix}", base.trim_end_matches('/'));
         let activity = random_guid();
         let auth = format!("Bearer {token}");
         let headers = [
             ("Authorization", auth.as_str()),
-            ("api-version", SCEP_API_VERSION),
+            ("api-version", api_version),
             ("client-request-id", activity.as_str()),
             ("Content-Type", "application/json; charset=utf-8"),
             ("UserAgent", self.caller_info.as_str()),
@@ -407,40 +458,20 @@ impl ApiClient {
     }
 }
 
-/// Classifies a `ScepActions` answer (§3.2, §5.2).
+/// Classifies an Intune answer (§3.2, §5.2): the JSON of a 200, or why not.
 fn classify(
     action: &str,
     response: &HttpResponse,
     drop_token: impl FnOnce(),
     forget_discovery: impl FnOnce(),
-) -> Attempt<()> {
+) -> Attempt<serde_json::Value> {
     let status = response.status;
     let body = snippet(&response.body);
     match status {
         200 => {
-            let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&response.body);
-            let Ok(v) = parsed else {
-                return Attempt::Done(Err(ApiFailure::new(
-                    "intune_protocol",
-                    format!("Intune {action}: answer is not JSON: {body}"),
-                )));
-            };
-            match v.get("code").and_then(|c| c.as_str()) {
-                // Exact and case-sensitive, as in both reference clients (§3.2).
-                Some("Success") => Attempt::Done(Ok(())),
-                Some(code) => {
-                    let description = v.get("errorDescription").and_then(|d| d.as_str()).unwrap_or_default();
-                    Attempt::Done(Err(ApiFailure {
-                        label: "intune_rejected",
-                        code: Some(code.to_string()),
-                        detail: format!("Intune {action}: {code}: {description}"),
-                    }))
-                }
-                None => Attempt::Done(Err(ApiFailure::new(
-                    "intune_protocol",
-                    format!("Intune {action}: answer has no code: {body}"),
-                ))),
-            }
+            Attempt::Done(serde_json::from_slice(&response.body).map_err(|_| {
+                ApiFailure::new("intune_protocol", format!("Intune {action}: answer is not JSON: {body}"))
+            }))
         }
         401 => {
             drop_token();

@@ -46,6 +46,7 @@
 pub mod assertion;
 pub mod client;
 pub mod replay;
+pub mod revocation;
 pub mod stats;
 
 use std::path::Path;
@@ -89,8 +90,11 @@ pub struct IntuneApi {
     /// Challenges already presented.
     pub seen: Arc<SeenChallenges>,
     /// The local CA, when the profile issues through it: a certificate signed
-    /// but not delivered is revoked there.
+    /// but not delivered is revoked there, and so are Intune's revocation
+    /// requests ([`revocation`]).
     pub local_ca: Option<Arc<scep_issuers::LocalCa>>,
+    /// The revocation sync's last result.
+    pub revocation: Arc<revocation::SyncState>,
 }
 
 /// Reads a secret or key file, refusing one that group or others can read.
@@ -153,7 +157,26 @@ pub fn load(
         client: Arc::new(ApiClient::new(settings.clone(), credential, roots)),
         seen: Arc::new(SeenChallenges::new(SEEN_CAPACITY, SEEN_TTL_SECS)),
         local_ca,
+        revocation: Arc::new(revocation::SyncState::default()),
     })
+}
+
+impl IntuneApi {
+    /// Starts the revocation poller when `intune_revocation_poll_interval` is
+    /// not 0 (by the running service, not by `check-config`); it stops when
+    /// this setup is dropped by a reload.
+    pub fn start_revocation_sync(&self, profile: &str) {
+        let secs = self.client.settings().revocation_poll_interval_secs;
+        if secs > 0 {
+            revocation::start_poller(
+                profile.to_string(),
+                Arc::downgrade(&self.client),
+                self.local_ca.clone(),
+                Arc::clone(&self.revocation),
+                Duration::from_secs(u64::try_from(secs).unwrap_or(900)),
+            );
+        }
+    }
 }
 
 /// System roots plus `intune_api_ca_bundle_path`. Only needed when a URL is
