@@ -59,11 +59,12 @@ fn revoke_one(
         return (false, "NotSupportedError", Some("the profile's issuer cannot revoke (not the local CA)".into()));
     };
     let hex = serial_hex.trim();
-    let bytes: Option<Vec<u8>> = if hex.is_empty() || hex.len() % 2 != 0 {
-        None
-    } else {
-        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect()
-    };
+    let bytes: Option<Vec<u8>> =
+        if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            None
+        } else {
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect()
+        };
     let Some(mut bytes) = bytes else {
         return (false, "ParameterDataInvalidError", Some(format!("{hex:?} is not a hex serial number")));
     };
