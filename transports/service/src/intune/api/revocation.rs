@@ -55,9 +55,6 @@ fn revoke_one(
     serial_hex: &str,
     now: UnixTime,
 ) -> (bool, &'static str, Option<String>) {
-    let Some(ca) = local_ca else {
-        return (false, "NotSupportedError", Some("the profile's issuer cannot revoke (not the local CA)".into()));
-    };
     let hex = serial_hex.trim();
     let bytes: Option<Vec<u8>> =
         if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -71,6 +68,9 @@ fn revoke_one(
     while bytes.len() > 1 && bytes[0] == 0 {
         bytes.remove(0);
     }
+    let Some(ca) = local_ca else {
+        return (false, "NotSupportedError", Some("the profile's issuer cannot revoke (not the local CA)".into()));
+    };
     match ca.revoke(&bytes, RevocationReason::CessationOfOperation, now) {
         Ok(()) => (true, "None", None),
         Err(IssuerError::UnknownSerial(s)) => {
@@ -174,5 +174,19 @@ pub fn start_poller(
     });
     if let Err(e) = spawned {
         tracing::error!(target: "scepd::intune", error = %e, "cannot start the Intune revocation poller");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_serials_are_parameter_errors_and_other_issuers_not_supported() {
+        let now = UnixTime::from_secs(0);
+        for bad in ["", "ABC", "zz", "é1", "0x12"] {
+            assert_eq!(revoke_one(None, bad, now).1, "ParameterDataInvalidError", "{bad:?}");
+        }
+        assert_eq!(revoke_one(None, "0BADC0FFEE", now).1, "NotSupportedError");
     }
 }
