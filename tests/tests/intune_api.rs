@@ -463,4 +463,17 @@ fn queued_revocations_are_applied_and_reported_within_the_poll_interval(transpor
     assert_eq!(results[2]["errorCode"], "ConflictError", "already revoked: {results:?}");
     let stats: Value = serde_json::from_str(&get(&server, "/api/v1/admin/scep/intune/stats")).unwrap();
     assert!(stats["profiles"][0]["revocation_last_sync"].is_object(), "{stats}");
+    // Each request is audited with Intune's request context.
+    let audited = |outcome: &str| -> Vec<Value> {
+        let v: Value =
+            serde_json::from_str(&get(&server, &format!("/api/v1/admin/scep/events?profile=intune&outcome={outcome}")))
+                .unwrap();
+        v["events"].as_array().unwrap().iter().filter(|e| e["action"] == "intune_revocation").cloned().collect()
+    };
+    let revoked = audited("None");
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert!(revoked[0]["detail"].as_str().unwrap().contains("ctx-1"), "{revoked:?}");
+    assert_eq!(revoked[0]["serial"].as_str(), Some(serial.as_str()));
+    assert_eq!(audited("CertificateNotFoundError").len(), 1);
+    assert_eq!(audited("ConflictError").len(), 1);
 }

@@ -87,12 +87,22 @@ impl ServiceState {
         });
         let _ = owner.set(Arc::downgrade(&state));
         for (name, api) in state.profiles.load().intune_api_profiles() {
-            api.start_revocation_sync(name);
+            api.start_revocation_sync(name, state.revocation_reporter());
         }
         for expired in std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner)) {
             state.challenge_expired(&expired);
         }
         Ok(Started { state, generated_challenge })
+    }
+
+    /// Where the Intune revocation sync audits each request it handled
+    /// (sent to the audit writer, not waited for: no request waits on it;
+    /// `flush_audit` at shutdown commits what was queued).
+    fn revocation_reporter(&self) -> Option<crate::intune::api::revocation::Reporter> {
+        let audit = self.audit.clone()?;
+        Some(Arc::new(move |profile: &str, serial: &str, code: &str, detail: String| {
+            drop(audit.record(AuditEvent::intune_revocation(profile, serial, code, detail, UnixTime::now())));
+        }))
     }
 
     /// Audits and counts a one-time challenge that expired unused.
@@ -137,7 +147,7 @@ impl ServiceState {
         }
         let names = profiles.names().join(",");
         for (name, api) in profiles.intune_api_profiles() {
-            api.start_revocation_sync(name);
+            api.start_revocation_sync(name, self.revocation_reporter());
         }
         self.profiles.store(Arc::new(profiles));
         self.api_keys.store(Arc::new(api_keys));

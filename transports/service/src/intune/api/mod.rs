@@ -165,7 +165,8 @@ impl IntuneApi {
     /// Starts the revocation poller when `intune_revocation_poll_interval` is
     /// not 0 (by the running service, not by `check-config`); it stops when
     /// this setup is dropped by a reload.
-    pub fn start_revocation_sync(&self, profile: &str) {
+    /// Each handled request is passed to `report_to` (the audit log).
+    pub fn start_revocation_sync(&self, profile: &str, report_to: Option<revocation::Reporter>) {
         let secs = self.client.settings().revocation_poll_interval_secs;
         if secs > 0 {
             revocation::start_poller(
@@ -174,6 +175,7 @@ impl IntuneApi {
                 self.local_ca.clone(),
                 Arc::clone(&self.revocation),
                 Duration::from_secs(u64::try_from(secs).unwrap_or(900)),
+                report_to,
             );
         }
     }

@@ -19,6 +19,10 @@ use serde::Serialize;
 
 use super::client::{ApiClient, ApiFailure};
 
+/// One handled revocation request, for the audit log: (profile, serial,
+/// result code, detail with Intune's request context).
+pub type Reporter = Arc<dyn Fn(&str, &str, &str, String) + Send + Sync>;
+
 /// Requests asked for per download (Microsoft recommends at most 100).
 pub const MAX_REQUESTS: u32 = 100;
 
@@ -90,6 +94,7 @@ pub fn sync_once(
     client: &ApiClient,
     local_ca: Option<&scep_issuers::LocalCa>,
     profile: &str,
+    report_to: Option<&Reporter>,
     now: UnixTime,
 ) -> Result<SyncReport, ApiFailure> {
     let deadline = Instant::now() + super::REQUEST_DEADLINE;
@@ -117,6 +122,10 @@ pub fn sync_once(
             target: "scepd::intune", profile, serial, request_context = %context, succeeded, code,
             "Intune revocation request"
         );
+        if let Some(report_to) = report_to {
+            let why = message.as_deref().unwrap_or("revoked (cessationOfOperation)");
+            report_to(profile, serial, code, format!("Intune revocation request {context:?}: {why}"));
+        }
         if succeeded {
             report.revoked += 1;
         }
@@ -150,6 +159,7 @@ pub fn start_poller(
     local_ca: Option<Arc<scep_issuers::LocalCa>>,
     state: Arc<SyncState>,
     interval: Duration,
+    report_to: Option<Reporter>,
 ) {
     let spawned = std::thread::Builder::new().name(format!("intune-revocation-{profile}")).spawn(move || {
         loop {
@@ -162,7 +172,7 @@ pub fn start_poller(
             }
             let Some(c) = client.upgrade() else { return };
             let now = UnixTime::now();
-            let report = match sync_once(&c, local_ca.as_deref(), &profile, now) {
+            let report = match sync_once(&c, local_ca.as_deref(), &profile, report_to.as_ref(), now) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(target: "scepd::intune", profile, detail = %e.detail, "Intune revocation sync failed");
