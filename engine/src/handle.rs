@@ -1701,6 +1701,21 @@ mod tests {
         assert!(renewal_refusal(&c, &signer, now).is_none());
     }
 
+    /// Intune API mode counts as an Intune profile: renewal by certificate
+    /// (without a fresh challenge for Intune to validate) is off unless the
+    /// operator turns it on.
+    #[test]
+    fn intune_api_profiles_renew_by_certificate_only_when_allowed() {
+        let der = ra_cert();
+        let signer = CertificateRef::parse(&der).unwrap();
+        let now = signer.not_after.plus(-86_400);
+        let mut c = config("x", all_ciphers());
+        c.challenge = ChallengePolicy::IntuneApi;
+        assert_eq!(renewal_refusal(&c, &signer, now).map(|f| f.label), Some("renewal_disabled"));
+        c.renewal.on_intune_profile = true;
+        assert!(renewal_refusal(&c, &signer, now).is_none());
+    }
+
     /// Renewals by certificate on an Intune profile count against the
     /// device's rate limit (gate 8's limiter) and are counted as decisions.
     #[test]
