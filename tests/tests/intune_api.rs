@@ -10,7 +10,10 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use scep_tests::client::{CertRep, CsrSpec, DeviceKey, FailInfo, MessageOptions, PkiMethod, PkiStatus, ScepClient};
+use scep_tests::client::{
+    CertRep, CsrSpec, DeviceKey, FailInfo, MessageBody, MessageOptions, PkiMethod, PkiStatus, ScepClient, Signer,
+    build_csr, build_pki_message,
+};
 use scep_tests::intune_standin::{Fault, Hop, IntuneStandIn};
 use scep_tests::server::{Scepd, ScepdOptions, Transport};
 use serde_json::Value;
@@ -124,6 +127,7 @@ scep_tests::on_each_transport!(
     certmonger_enrols_with_an_opaque_challenge,
     strongswan_pki_enrols_with_an_opaque_challenge,
     queued_revocations_are_applied_and_reported_within_the_poll_interval,
+    renewal_with_a_fresh_challenge_is_validated_and_without_one_refused,
 );
 
 /// validate → issue → successNotification (same transactionId, the issued
@@ -476,4 +480,47 @@ fn queued_revocations_are_applied_and_reported_within_the_poll_interval(transpor
     assert_eq!(revoked[0]["serial"].as_str(), Some(serial.as_str()));
     assert_eq!(audited("CertificateNotFoundError").len(), 1);
     assert_eq!(audited("ConflictError").len(), 1);
+}
+
+/// A RenewalReq signed by the device's certificate (RFC 8894 §3.3.1.2) on
+/// an API-mode profile: with a fresh challenge it is validated by Intune like
+/// an enrolment (and notified); without one it is refused
+/// (`renewal_disabled`: `intune_renewal_by_certificate` is off), Intune not asked.
+fn renewal_with_a_fresh_challenge_is_validated_and_without_one_refused(transport: Transport) {
+    let Setup { standin, server, .. } = start(transport, "");
+    standin.know("first", Some("renewing-device"), HOUR);
+    standin.know("second", Some("renewing-device"), HOUR);
+    let key = DeviceKey::generate().unwrap();
+    let cert = issued(&enroll(&server, &key, "renewing-device", "first"), &key, &server);
+    let renew = |challenge: Option<&str>| {
+        let client = ScepClient::new(&server.profile_url("intune")).unwrap();
+        let ca = client.get_ca_cert().unwrap();
+        let new_key = DeviceKey::generate().unwrap();
+        let csr = build_csr(&new_key, &CsrSpec::new("renewing-device", challenge)).unwrap();
+        let request = build_pki_message(
+            &MessageBody::RenewalReq(csr),
+            Signer { certificate: &cert, key: &key },
+            ca.recipient(),
+            &MessageOptions::default(),
+        )
+        .unwrap();
+        (client.transact(&request, &key, &ca, PkiMethod::Post).unwrap(), new_key)
+    };
+    let before = counts(&standin);
+    let (rep, new_key) = renew(Some("second"));
+    issued(&rep, &new_key, &server);
+    assert_eq!(delta(before, counts(&standin))[2..], [1, 1, 0], "validated and notified");
+    let before = counts(&standin);
+    let (rep, _) = renew(None);
+    refused(&rep, &server);
+    assert_eq!(delta(before, counts(&standin)), [0, 0, 0, 0, 0], "Intune not asked");
+    let refusals: Vec<Value> = serde_json::from_str::<Value>(&get(
+        &server,
+        "/api/v1/admin/scep/events?profile=intune&outcome=renewal_disabled",
+    ))
+    .unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
 }
