@@ -69,6 +69,16 @@ pub enum ChallengePolicy {
     /// [`crate::PendingIssue::refuse`]. Renewal by an existing certificate
     /// needs no challenge.
     OneTime,
+    /// Microsoft's Intune SCEP validation API (issue 15): the challenge is an
+    /// opaque blob only Intune can check. The engine authorises everything
+    /// else (signature, decryption, CSR and key policy) and hands the
+    /// challenge, the decrypted PKCS#10 and the transactionID to the transport
+    /// in [`crate::issue::Authorization::IntuneApiChallenge`]; the transport
+    /// asks Intune (`validateRequest`) before the issuer and refuses with
+    /// [`crate::PendingIssue::refuse`] unless Intune answers `Success`.
+    /// Renewal by an existing certificate needs a fresh challenge unless the
+    /// profile allows renewal by certificate on Intune profiles.
+    IntuneApi,
     /// No challenge at all: anyone who can reach the URL enrols. Only for lab
     /// use; the name says so.
     #[default]
@@ -80,6 +90,7 @@ impl std::fmt::Debug for ChallengePolicy {
         match self {
             Self::Static(_) => f.write_str("Static(<redacted>)"),
             Self::OneTime => f.write_str("OneTime"),
+            Self::IntuneApi => f.write_str("IntuneApi"),
             Self::DangerNone => f.write_str("DangerNone"),
         }
     }

@@ -232,6 +232,20 @@ impl PendingIssue {
         }
     }
 
+    /// The enrolment a profile in Intune API mode must have validated by
+    /// Intune before asking the issuer
+    /// ([`crate::issue::Authorization::IntuneApiChallenge`]).
+    pub fn intune_api_challenge(&self) -> Option<&crate::issue::EnrollRequest> {
+        match &self.request {
+            IssueRequest::Enroll(e) | IssueRequest::Renew(crate::issue::RenewRequest { enroll: e, .. })
+                if matches!(e.authorization, crate::issue::Authorization::IntuneApiChallenge { .. }) =>
+            {
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+
     /// This request with `detail` for the audit log (e.g. which one-time
     /// challenge it consumed); an issuer refusal replaces it.
     #[must_use]

@@ -499,7 +499,13 @@ fn enrol(
         (Some(v), Some(c)) if intune::looks_intune_shaped(c) => Some((v, c.as_str())),
         _ => None,
     };
+    // In Intune API mode a renewal presenting a challenge is validated by
+    // Intune like a first enrolment (Intune devices renew with a fresh one).
+    let api_renewal_challenge =
+        matches!(config.challenge, ChallengePolicy::IntuneApi) && csr.challenge_password.is_some();
     let authorization = match (renewal_of, intune_challenge) {
+        (Some(_), None) if api_renewal_challenge => check_challenge(engine, &csr, &sans, now, outcome)?
+            .ok_or_else(|| Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "CSR carries no challenge password"))?,
         (Some(_), Some((validator, challenge))) => check_intune(validator, challenge, &csr, &sans, now, outcome)?,
         (Some(old), None) => {
             if let Some(validator) = &config.intune {
@@ -574,7 +580,8 @@ fn renewal_refusal(config: &ProfileConfig, signer: &CertificateRef<'_>, now: Uni
             "renewal by certificate is disabled on this profile (renewal = false): enrol with a challenge",
         ));
     }
-    if config.intune.is_some() && !policy.on_intune_profile {
+    let intune_profile = config.intune.is_some() || matches!(config.challenge, ChallengePolicy::IntuneApi);
+    if intune_profile && !policy.on_intune_profile {
         return Some(Failure::new(
             FailInfo::BAD_REQUEST,
             "renewal_disabled",
@@ -635,6 +642,11 @@ fn check_challenge(
             })),
             None => Ok(None),
         },
+        // Validated by Intune (validateRequest) in the transport, after the
+        // rest of the request is authorised.
+        ChallengePolicy::IntuneApi => Ok(csr.challenge_password.as_ref().map(|given| {
+            Authorization::IntuneApiChallenge { challenge: crate::issue::ChallengeSecret::new(given.clone()) }
+        })),
     }
 }
 
@@ -1176,6 +1188,35 @@ mod tests {
             let r = pending.refuse(FailInfo::BAD_REQUEST, "challenge_used", "already used", CAPTURE_TIME);
             assert_eq!(cert_rep(&r, &req), (PkiStatus::FAILURE, Some(FailInfo::BAD_REQUEST), 0), "{client}");
             assert_eq!((r.outcome.label, r.outcome.detail.as_deref()), ("challenge_used", Some("already used")));
+        }
+    }
+
+    #[test]
+    fn intune_api_mode_hands_out_challenge_csr_and_transaction_id_and_the_transport_can_refuse() {
+        let mut c = config("unused", all_ciphers());
+        c.challenge = ChallengePolicy::IntuneApi;
+        let e = Engine::new(c).unwrap();
+        for client in CLIENTS {
+            let body = read(&format!("{client}-pkcsreq.der"));
+            let req = PkiMessageRef::parse(&body).unwrap();
+            let pending = match e.handle(post(&body), CAPTURE_TIME) {
+                Action::Issue(p) => p,
+                Action::Respond(r) => panic!("{client}: {:?}", r.outcome),
+            };
+            assert!(pending.one_time_challenge().is_none(), "{client}: not a one-time challenge");
+            let enrol = pending.intune_api_challenge().expect("an Intune API challenge to validate");
+            let Authorization::IntuneApiChallenge { challenge } = &enrol.authorization else {
+                panic!("{client}: {:?}", enrol.authorization)
+            };
+            assert_eq!(challenge.expose(), "secret123", "{client}");
+            assert_eq!(enrol.transaction_id, req.transaction_id, "{client}");
+            // The decrypted PKCS#10, challengePassword intact, for validateRequest.
+            let csr = CsrRef::parse(&enrol.csr_der).expect("the handed-out CSR parses");
+            assert_eq!(csr.challenge_password.as_deref(), Some("secret123"), "{client}");
+            assert!(!format!("{pending:?}").contains("secret123"), "{client}: the secret leaks into Debug");
+            let r = pending.refuse(FailInfo::BAD_REQUEST, "intune_rejected", "ChallengeExpired", CAPTURE_TIME);
+            assert_eq!(cert_rep(&r, &req), (PkiStatus::FAILURE, Some(FailInfo::BAD_REQUEST), 0), "{client}");
+            assert_eq!(r.outcome.label, "intune_rejected");
         }
     }
 
@@ -1839,6 +1880,21 @@ mod tests {
         let refused = renewal_refusal(&c, &signer, now).unwrap();
         assert_eq!(refused.label, "renewal_disabled");
         assert!(refused.detail.contains("intune_renewal_by_certificate"), "{}", refused.detail);
+        c.renewal.on_intune_profile = true;
+        assert!(renewal_refusal(&c, &signer, now).is_none());
+    }
+
+    /// Intune API mode counts as an Intune profile: renewal by certificate
+    /// (without a fresh challenge for Intune to validate) is off unless the
+    /// operator turns it on.
+    #[test]
+    fn intune_api_profiles_renew_by_certificate_only_when_allowed() {
+        let der = ra_cert();
+        let signer = CertificateRef::parse(&der).unwrap();
+        let now = signer.not_after.plus(-86_400);
+        let mut c = config("x", all_ciphers());
+        c.challenge = ChallengePolicy::IntuneApi;
+        assert_eq!(renewal_refusal(&c, &signer, now).map(|f| f.label), Some("renewal_disabled"));
         c.renewal.on_intune_profile = true;
         assert!(renewal_refusal(&c, &signer, now).is_none());
     }

@@ -125,6 +125,17 @@ pub enum Authorization {
         /// (the SANs are in [`EnrollRequest::subject_alt_names`]).
         common_names: Vec<String>,
     },
+    /// A challenge was presented on a profile in Intune API mode
+    /// ([`crate::config::ChallengePolicy::IntuneApi`]). The engine has checked
+    /// everything else; the transport must have Intune validate the request
+    /// (the challenge travels inside [`EnrollRequest::csr_der`], the decrypted
+    /// PKCS#10) before asking the issuer, and refuse with
+    /// [`crate::PendingIssue::refuse`] when Intune does not answer `Success`.
+    IntuneApiChallenge {
+        /// The presented challenge (redacted in `Debug`), for the local
+        /// single-use check.
+        challenge: ChallengeSecret,
+    },
     /// Signed by a certificate this CA issued (renewal without challenge).
     ExistingCertificate {
         /// Serial of the authenticating certificate (magnitude bytes).

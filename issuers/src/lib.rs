@@ -14,6 +14,7 @@
 pub mod config_file;
 pub mod crl;
 mod error;
+pub mod http;
 pub mod local;
 pub mod ocsp;
 pub mod oneshot;

@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod intune_connector;
+pub mod intune_standin;
 pub mod real_clients;
 pub mod server;
 

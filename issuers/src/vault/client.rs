@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::http::{Endpoint, TransportError};
+use crate::http::{Endpoint, TransportError};
 
 /// Longest breaker cool-down.
 pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(60);

@@ -28,7 +28,7 @@
 
 mod auth;
 mod client;
-mod http;
+use crate::http;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

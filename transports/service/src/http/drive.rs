@@ -16,11 +16,23 @@
 //! issues nothing (signed CertRep FAILURE badRequest, RFC 8894 §3.3.2.2,
 //! labelled `challenge_unknown`, `challenge_used`, `challenge_expired` or
 //! `challenge_binding_mismatch`).
+//!
+//! On a profile in Intune API mode the engine hands the challenge, the
+//! decrypted PKCS#10 and the transactionID over
+//! ([`Authorization::IntuneApiChallenge`]); see [`crate::intune::api`] for the
+//! order: local single use (`replay`), `validateRequest` (anything but
+//! `Success`: badRequest `intune_rejected`, nothing issued), the issuer, then
+//! `successNotification` before the certificate is returned (a certificate
+//! whose notification failed is revoked locally and refused as
+//! `intune_notification_failed`), or `failureNotification` when the issuer
+//! refused.
 
 use scep_engine::issue::{Authorization, EnrollRequest};
 use scep_engine::time::UnixTime;
 use scep_engine::{Action, Engine, FailInfo, Outcome, PendingIssue, Request, Response};
-use scep_issuers::Issuer;
+use scep_issuers::{IssueOutcome, Issuer};
+
+use crate::intune::api::{IntuneApi, IssuedFacts};
 
 use crate::state::metrics::{ChallengeEvent, Metrics};
 use crate::store::challenges::{ChallengeStore, Consumption, Presentation};
@@ -44,13 +56,31 @@ where
     drive_timed(engine, issuer, None, request, now).await.0
 }
 
-/// As [`drive()`], consuming one-time challenges in `challenges` (without a
-/// store, a request presenting one is refused), and also returning the time
-/// spent in the issuer when it was asked (the issuance latency metric).
+/// As [`drive_timed`], without an Intune API setup (a request on a profile in
+/// Intune API mode is then refused).
 pub async fn drive_timed<N>(
     engine: &Engine,
     issuer: &dyn Issuer,
     challenges: Option<OneTimeChallenges<'_>>,
+    request: Request<'_>,
+    now: N,
+) -> (Response, Option<std::time::Duration>)
+where
+    N: Fn() -> UnixTime,
+{
+    drive_with(engine, issuer, challenges, None, request, now).await
+}
+
+/// As [`drive()`], consuming one-time challenges in `challenges` (without a
+/// store, a request presenting one is refused), having Intune validate
+/// requests on a profile in Intune API mode through `intune_api`, and also
+/// returning the time spent in the issuer when it was asked (the issuance
+/// latency metric).
+pub async fn drive_with<N>(
+    engine: &Engine,
+    issuer: &dyn Issuer,
+    challenges: Option<OneTimeChallenges<'_>>,
+    intune_api: Option<&IntuneApi>,
     request: Request<'_>,
     now: N,
 ) -> (Response, Option<std::time::Duration>)
@@ -73,6 +103,9 @@ where
                         }
                     }
                 };
+                if pending.intune_api_challenge().is_some() {
+                    return issue_with_intune_api(pending, issuer, intune_api, &now).await;
+                }
                 let started = std::time::Instant::now();
                 let outcome = issuer.handle(pending.request(), now()).await;
                 let spent = started.elapsed();
@@ -95,6 +128,107 @@ where
         },
     };
     (response, None)
+}
+
+/// The Intune API path (issue 15): single use, validateRequest, issuer,
+/// then the notification (see the module documentation).
+async fn issue_with_intune_api<N>(
+    pending: PendingIssue,
+    issuer: &dyn Issuer,
+    api: Option<&IntuneApi>,
+    now: &N,
+) -> (Response, Option<std::time::Duration>)
+where
+    N: Fn() -> UnixTime,
+{
+    let Some(enrol) = pending.intune_api_challenge() else {
+        return (
+            pending.refuse(FailInfo::BAD_REQUEST, "intune_api_unavailable", "no Intune API challenge", now()),
+            None,
+        );
+    };
+    let Authorization::IntuneApiChallenge { challenge } = &enrol.authorization else {
+        return (
+            pending.refuse(FailInfo::BAD_REQUEST, "intune_api_unavailable", "no Intune API challenge", now()),
+            None,
+        );
+    };
+    let (challenge, transaction_id, csr_der) =
+        (challenge.expose().to_string(), enrol.transaction_id.clone(), enrol.csr_der.clone());
+    let profile = pending.outcome().profile.clone();
+    let Some(api) = api else {
+        tracing::error!(profile, "Intune API challenge presented but the profile has no Intune API client");
+        let detail = "this profile is in Intune API mode but has no Intune API client";
+        return (pending.refuse(FailInfo::BAD_REQUEST, "intune_api_unavailable", detail, now()), None);
+    };
+    if let Err((label, detail)) = api.admit(&challenge, now()) {
+        tracing::warn!(target: "scepd::intune", profile, transaction_id, label, "Intune API challenge refused locally");
+        return (pending.refuse(FailInfo::BAD_REQUEST, label, detail, now()), None);
+    }
+    if let Err(failure) = api.validate(&challenge, &transaction_id, &csr_der).await {
+        tracing::warn!(
+            target: "scepd::intune", profile, transaction_id, label = failure.label,
+            code = failure.code.as_deref().unwrap_or(""), detail = %failure.detail, "Intune validateRequest: not issued"
+        );
+        return (pending.refuse(FailInfo::BAD_REQUEST, failure.label, failure.detail, now()), None);
+    }
+    let pending = pending.with_detail("Intune validateRequest: Success");
+    let started = std::time::Instant::now();
+    let outcome = issuer.handle(pending.request(), now()).await;
+    let spent = started.elapsed();
+    let issuer_id = issuer.id().to_string();
+    let finish = |mut r: Response| {
+        r.outcome.issuer = Some(issuer_id.clone());
+        (r, Some(spent))
+    };
+    match &outcome {
+        IssueOutcome::Issued { certificate, .. } => {
+            let facts = match IssuedFacts::of(certificate) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = api.notify_failure(&transaction_id, &csr_der, &e).await;
+                    return finish(pending.refuse(FailInfo::BAD_REQUEST, "issuer_failed", e, now()));
+                }
+            };
+            if api.client.settings().return_before_notification {
+                api.notify_success_detached(transaction_id, csr_der, facts.clone());
+                let pending = pending.with_detail(format!(
+                    "Intune validateRequest: Success; successNotification sent without waiting; serial {}",
+                    facts.serial
+                ));
+                return finish(pending.resume(outcome, now()));
+            }
+            match api.notify_success(&transaction_id, &csr_der, &facts).await {
+                Ok(()) => {
+                    let pending = pending.with_detail(format!(
+                        "Intune validateRequest and successNotification: Success; serial {} thumbprint {}",
+                        facts.serial, facts.thumbprint
+                    ));
+                    finish(pending.resume(outcome, now()))
+                }
+                Err(failure) => {
+                    let revoked = api.revoke_undelivered(&facts, now());
+                    tracing::error!(
+                        target: "scepd::intune", profile, transaction_id, detail = %failure.detail, revoked,
+                        "Intune successNotification failed: certificate not delivered"
+                    );
+                    let detail = format!("{}; {revoked}", failure.detail);
+                    finish(pending.refuse(FailInfo::BAD_REQUEST, "intune_notification_failed", detail, now()))
+                }
+            }
+        }
+        IssueOutcome::Pending => finish(pending.resume(outcome, now())),
+        other => {
+            let reason = match other {
+                IssueOutcome::Rejected { reason, .. } | IssueOutcome::RejectedAs { reason, .. } => reason.clone(),
+                _ => "the issuer gave no certificate".to_string(),
+            };
+            if let Err(f) = api.notify_failure(&transaction_id, &csr_der, &reason).await {
+                tracing::warn!(target: "scepd::intune", profile, transaction_id, detail = %f.detail, "Intune failureNotification failed");
+            }
+            finish(pending.resume(outcome, now()))
+        }
+    }
 }
 
 fn presentation(enrol: &EnrollRequest) -> Option<Presentation> {

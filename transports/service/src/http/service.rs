@@ -49,7 +49,7 @@ use hyper::service::Service;
 use scep_engine::time::UnixTime;
 use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
 
-use crate::http::drive::{OneTimeChallenges, drive_timed};
+use crate::http::drive::{OneTimeChallenges, drive_with};
 use crate::query::parse_query;
 use crate::settings::audit::DiscoveryAudit;
 use crate::settings::profile::is_valid_name;
@@ -562,8 +562,15 @@ impl ScepService {
             .state
             .challenges()
             .map(|store| OneTimeChallenges { store: store.as_ref(), metrics: self.state.metrics() });
-        let (response, issuance) =
-            drive_timed(&profile.engine, &*profile.issuer, challenges, request, UnixTime::now).await;
+        let (response, issuance) = drive_with(
+            &profile.engine,
+            &*profile.issuer,
+            challenges,
+            profile.intune_api.as_ref(),
+            request,
+            UnixTime::now,
+        )
+        .await;
         crate::intune::log_decision(&response.outcome, profile.intune.is_some());
         let log = LogFields {
             profile: if response.outcome.profile.is_empty() { profile_label } else { response.outcome.profile.clone() },

@@ -1,5 +1,5 @@
-//! Intune Connector challenges per profile: the trust anchors today (the
-//! Microsoft API client later). What lives here: the start-up preflight, trust anchor reload (SIGHUP and admin), the counters
+//! Intune per profile: Connector challenges (the trust anchors), and
+//! Microsoft's SCEP validation API in [`api`] (`intune_mode = "api"`). What lives here: the start-up preflight, trust anchor reload (SIGHUP and admin), the counters
 //! the admin plane reads, and the structured log of every Intune decision.
 //!
 //! ```toml
@@ -49,6 +49,8 @@
 //! the replay cache (always: a reload must never reopen a replay window), the
 //! rate limiter (when the limit is unchanged) and the counters are carried from
 //! the previous profile of the same name into the new validator.
+
+pub mod api;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

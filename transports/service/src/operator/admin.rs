@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | GET | `/api/v1/admin/scep/events?profile=&action=&outcome=&exclude_outcome=&since=&limit=&before_id=` | audit events, newest first (`/audit`: alias) |
 //! | GET | `/api/v1/admin/scep/profiles` | every profile: URLs, RA certificate validity, mTLS, challenge set, Intune block |
-//! | GET | `/api/v1/admin/scep/intune/stats` | per profile: trust anchors, settings, rate limit, replay cache, counters |
+//! | GET | `/api/v1/admin/scep/intune/stats` | per profile: trust anchors, settings, rate limit, replay cache, counters; in API mode: settings, last token/discovery results, latencies, Intune codes |
 //! | POST | `/api/v1/admin/scep/intune/reload-trust` | body `{"path_id": "corp"}`: re-read that profile's Connector trust anchors; 200 / 400 / 404 / 409 / 500 (old pool kept) |
 //! | POST | `/api/v1/admin/scep/challenges` | body `{"profile": "corp", "ttl_secs": 3600, "common_name": "dev-1", "subject_alt_names": ["DNS:dev-1.corp.example"]}` (all but `profile` optional): mint a one-time challenge on a `challenge_mode = "one-time"` profile; 201 `{"id", "profile", "challenge", "expires_at", ...}` (the only time the challenge is shown) / 400 |
 //! | GET | `/api/v1/admin/scep/challenges?profile=` | outstanding (unused, unexpired) one-time challenges: id, profile, binding, created, expires, minting key; never the challenge. A `reader` key may list |
@@ -223,7 +223,11 @@ fn profile_json(
         "default": c.name == default,
         "issuer_id": p.issuer.id(),
         "challenge_password_set": matches!(c.challenge, ChallengePolicy::Static(_)),
-        "challenge_mode": if matches!(c.challenge, ChallengePolicy::OneTime) { "one-time" } else { "static" },
+        "challenge_mode": match c.challenge {
+            ChallengePolicy::OneTime => "one-time",
+            ChallengePolicy::IntuneApi => "intune-api",
+            _ => "static",
+        },
         // The signing RA (it also decrypts requests encrypted to it).
         "ra_cert": cert_json(&c.ra.certificate, now),
         "ra": {
@@ -325,6 +329,9 @@ pub fn intune_json(state: &ServiceState, now: UnixTime) -> Value {
         .iter()
         .map(|p| {
             let name = &p.engine.config().name;
+            if let Some(api) = &p.intune_api {
+                return intune_api_json(name, api);
+            }
             stats
                 .iter()
                 .find(|s| &s.profile == name)
@@ -332,6 +339,31 @@ pub fn intune_json(state: &ServiceState, now: UnixTime) -> Value {
         })
         .collect();
     json!({ "profiles": list })
+}
+
+/// One profile in Intune API mode: settings (never the secret), the last
+/// token and discovery results, call latencies and the Intune codes seen.
+fn intune_api_json(name: &str, api: &crate::intune::api::IntuneApi) -> Value {
+    let settings = api.client.settings();
+    let credential = match &settings.credential {
+        crate::settings::profile::IntuneCredential::Secret(_) => "client_secret",
+        crate::settings::profile::IntuneCredential::Certificate { .. } => "client_assertion",
+    };
+    json!({
+        "path_id": name,
+        "enabled": true,
+        "mode": "api",
+        "tenant_id": settings.tenant_id,
+        "client_id": settings.client_id,
+        "credential": credential,
+        "authority_url": settings.authority_url,
+        "graph_url": settings.graph_url,
+        "resource_url": settings.resource_url,
+        "return_before_notification": settings.return_before_notification,
+        "revocation_poll_interval_secs": settings.revocation_poll_interval_secs,
+        "revocation_last_sync": api.revocation.last(),
+        "stats": api.client.stats.snapshot(),
+    })
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@
 //! | `scepd_admin_auth_refused_total` | counter | — (admin API requests answered 429: too many failures from the address) |
 //! | `scepd_admin_auth_tracked_clients` | gauge | — (addresses with failures in their window; bounded) |
 //! | `scepd_intune_challenges_total` | counter | `profile`, `outcome` (`success`, `signature_invalid`, ...) |
+//! | `scepd_intune_api_calls_total` | counter | `profile`, `action` (`validateRequest`, `successNotification`, `failureNotification`), `code` (Intune's code, or the local failure label) |
 //! | `scepd_ra_cert_expiry_seconds` | gauge | `profile` (negative once expired) |
 //! | `scepd_ca_cert_expiry_seconds` | gauge | `profile` |
 //! | `scepd_mtls_bundle_expiry_seconds` | gauge | `profile` (earliest CA of the bundle) |
@@ -119,6 +120,25 @@ pub fn render(state: &ServiceState, now: UnixTime) -> String {
                 esc(&s.profile),
                 esc(label)
             );
+        }
+    }
+    header(
+        &mut out,
+        "scepd_intune_api_calls_total",
+        "counter",
+        "Intune SCEP API calls, by profile, action and Intune code (or local failure label).",
+    );
+    for (profile, api) in state.profiles().intune_api_profiles() {
+        for (action, codes) in &api.client.stats.snapshot().codes {
+            for (code, n) in codes {
+                let _ = writeln!(
+                    out,
+                    "scepd_intune_api_calls_total{{profile=\"{}\",action=\"{}\",code=\"{}\"}} {n}",
+                    esc(profile),
+                    esc(action),
+                    esc(code)
+                );
+            }
         }
     }
     header(

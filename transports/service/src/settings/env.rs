@@ -87,6 +87,21 @@ const PROFILE_KEYS: &[(&str, &str, Kind)] = &[
     ("INTUNE_RATE_LIMIT_DEVICES", "intune_rate_limit_devices", Kind::Int),
     // scepd's own: renewal by certificate (issue 13).
     ("INTUNE_RENEWAL_BY_CERTIFICATE", "intune_renewal_by_certificate", Kind::Bool),
+    ("INTUNE_MODE", "intune_mode", Kind::Text),
+    ("INTUNE_TENANT_ID", "intune_tenant_id", Kind::Text),
+    ("INTUNE_CLIENT_ID", "intune_client_id", Kind::Text),
+    ("INTUNE_CLIENT_SECRET_PATH", "intune_client_secret_path", Kind::Path),
+    ("INTUNE_CLIENT_CERT_PATH", "intune_client_cert_path", Kind::Path),
+    ("INTUNE_CLIENT_KEY_PATH", "intune_client_key_path", Kind::Path),
+    ("INTUNE_AUTHORITY_URL", "intune_authority_url", Kind::Text),
+    ("INTUNE_GRAPH_URL", "intune_graph_url", Kind::Text),
+    ("INTUNE_RESOURCE_URL", "intune_resource_url", Kind::Text),
+    ("INTUNE_API_CA_BUNDLE_PATH", "intune_api_ca_bundle_path", Kind::Path),
+    ("INTUNE_REVOCATION_POLL_INTERVAL", "intune_revocation_poll_interval", Kind::Text),
+    ("INTUNE_COMPLIANCE_CHECK", "intune_compliance_check", Kind::Text),
+    ("INTUNE_RETURN_BEFORE_NOTIFICATION", "intune_return_before_notification", Kind::Bool),
+    // scepd's own: the per-answer timeout of the three hops.
+    ("INTUNE_API_TIMEOUT", "intune_api_timeout", Kind::Text),
     ("RENEWAL_WINDOW_DAYS", "renewal_window_days", Kind::Int),
 ];
 
@@ -291,6 +306,22 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
         ("intune_replay_capacity", Kind::Int) => section.intune_replay_capacity = Some(whole_number(var, value)?),
         ("intune_rate_limit_devices", Kind::Int) => {
             section.intune_rate_limit_devices = Some(whole_number(var, value)?);
+        }
+        ("intune_mode", _) => section.intune_mode = Some(text()),
+        ("intune_tenant_id", _) => section.intune_tenant_id = Some(text()),
+        ("intune_client_id", _) => section.intune_client_id = Some(text()),
+        ("intune_client_secret_path", _) => section.intune_client_secret_path = Some(path()?),
+        ("intune_client_cert_path", _) => section.intune_client_cert_path = Some(path()?),
+        ("intune_client_key_path", _) => section.intune_client_key_path = Some(path()?),
+        ("intune_authority_url", _) => section.intune_authority_url = Some(text()),
+        ("intune_graph_url", _) => section.intune_graph_url = Some(text()),
+        ("intune_resource_url", _) => section.intune_resource_url = Some(text()),
+        ("intune_api_ca_bundle_path", _) => section.intune_api_ca_bundle_path = Some(path()?),
+        ("intune_revocation_poll_interval", _) => section.intune_revocation_poll_interval = Some(text()),
+        ("intune_compliance_check", _) => section.intune_compliance_check = Some(text()),
+        ("intune_api_timeout", _) => section.intune_api_timeout = Some(duration_text(var, value)?),
+        ("intune_return_before_notification", _) => {
+            section.intune_return_before_notification = Some(parse_bool(var, value)?);
         }
         _ => return Err(ConfigError(format!("{var}: internal error: no mapping for key {key}"))),
     }
@@ -530,6 +561,51 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.starts_with("CERTCTL_SCEP_PROFILE_CORP_TRUST_REQUESTED_SID: "), "{e}");
+    }
+
+    #[test]
+    fn intune_api_variables_map_onto_their_keys() {
+        let mut file = ConfigFile::default();
+        apply(
+            &mut file,
+            &vars(&[
+                ("CERTCTL_SCEP_PROFILES", "corp"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_ENABLED", "true"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_MODE", "api"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_TENANT_ID", "contoso.onmicrosoft.com"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_CLIENT_ID", "app-1"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_CLIENT_SECRET_PATH", "/etc/scepd/secret"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_AUTHORITY_URL", "https://login.microsoftonline.us/"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_GRAPH_URL", "https://graph.microsoft.us"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_RESOURCE_URL", "https://api.manage.microsoft.us/"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_API_CA_BUNDLE_PATH", "/etc/scepd/roots.pem"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_REVOCATION_POLL_INTERVAL", "0"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_COMPLIANCE_CHECK", "off"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_RETURN_BEFORE_NOTIFICATION", "true"),
+            ]),
+        )
+        .unwrap();
+        let p = &file.profiles[0];
+        assert_eq!(p.intune_client_secret_path.as_deref(), Some(Path::new("/etc/scepd/secret")));
+        assert_eq!(p.intune_api_ca_bundle_path.as_deref(), Some(Path::new("/etc/scepd/roots.pem")));
+        let s = p.validate(0, None).unwrap();
+        assert!(matches!(s.challenge, scep_engine::config::ChallengePolicy::IntuneApi));
+        assert!(s.intune.is_none(), "no Connector setup in API mode");
+        let api = s.intune_api.unwrap();
+        assert_eq!((api.tenant_id.as_str(), api.client_id.as_str()), ("contoso.onmicrosoft.com", "app-1"));
+        assert_eq!(api.graph_url, "https://graph.microsoft.us/", "a trailing slash is added");
+        assert_eq!(api.resource_url, "https://api.manage.microsoft.us/");
+        assert_eq!((api.revocation_poll_interval_secs, api.return_before_notification), (0, true));
+        let mut file = ConfigFile::default();
+        let e = apply(
+            &mut file,
+            &vars(&[
+                ("CERTCTL_SCEP_PROFILES", "corp"),
+                ("CERTCTL_SCEP_PROFILE_CORP_INTUNE_RETURN_BEFORE_NOTIFICATION", "maybe"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("CERTCTL_SCEP_PROFILE_CORP_INTUNE_RETURN_BEFORE_NOTIFICATION: "), "{e}");
     }
 
     /// One case per kind of invalid variable; each error names the variable.

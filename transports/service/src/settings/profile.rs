@@ -165,6 +165,36 @@ pub struct ProfileSection {
     /// `intune_renewal_by_certificate`: an Intune profile accepts renewal by
     /// certificate (default false: Intune renews with a fresh challenge).
     pub intune_renewal_by_certificate: Option<bool>,
+    /// `intune_mode`: `connector` (the default: Connector-signed challenges)
+    /// or `api` (Microsoft's SCEP validation API, [`IntuneApiSettings`]).
+    pub intune_mode: Option<String>,
+    /// `intune_tenant_id`: Entra tenant GUID or verified domain (API mode).
+    pub intune_tenant_id: Option<String>,
+    /// `intune_client_id`: the Entra application (client) id (API mode).
+    pub intune_client_id: Option<String>,
+    /// `intune_client_secret_path`: file holding the client secret, mode 0600.
+    pub intune_client_secret_path: Option<PathBuf>,
+    /// `intune_client_cert_path`: certificate credential (PEM), with `intune_client_key_path`.
+    pub intune_client_cert_path: Option<PathBuf>,
+    /// `intune_client_key_path`: the certificate credential's RSA key (PEM, mode 0600).
+    pub intune_client_key_path: Option<PathBuf>,
+    /// `intune_authority_url`: Entra authority (default `https://login.microsoftonline.com/`).
+    pub intune_authority_url: Option<String>,
+    /// `intune_graph_url`: Microsoft Graph root (default `https://graph.microsoft.com/`).
+    pub intune_graph_url: Option<String>,
+    /// `intune_resource_url`: Intune resource (default `https://api.manage.microsoft.com/`).
+    pub intune_resource_url: Option<String>,
+    /// `intune_api_ca_bundle_path`: extra trust roots (PEM) for the three hops.
+    pub intune_api_ca_bundle_path: Option<PathBuf>,
+    /// `intune_revocation_poll_interval`: duration, `0` = off (default `15m`).
+    pub intune_revocation_poll_interval: Option<String>,
+    /// `intune_compliance_check`: `off` (default), `graph`, or a webhook URL.
+    pub intune_compliance_check: Option<String>,
+    /// `intune_return_before_notification`: return the certificate without
+    /// waiting for Intune's answer to the success notification (default false).
+    pub intune_return_before_notification: Option<bool>,
+    /// `intune_api_timeout`: longest wait for one answer of any hop (default `30s`).
+    pub intune_api_timeout: Option<String>,
 }
 
 /// Whether `name` is a valid profile name: `[a-z0-9-]{1,63}`.
@@ -257,8 +287,10 @@ pub struct ProfileSettings {
     pub max_message_size: usize,
     /// `mtls_*`
     pub mtls: Option<MtlsSettings>,
-    /// `intune_*`
+    /// `intune_*` in connector mode
     pub intune: Option<IntuneProfileSettings>,
+    /// `intune_*` in API mode (`intune_mode = "api"`)
+    pub intune_api: Option<IntuneApiSettings>,
 }
 
 impl std::fmt::Debug for ProfileSettings {
@@ -273,6 +305,7 @@ impl std::fmt::Debug for ProfileSettings {
             .field("ca_chain", &self.ca_chain)
             .field("mtls", &self.mtls)
             .field("intune", &self.intune.is_some())
+            .field("intune_api", &self.intune_api)
             .finish_non_exhaustive()
     }
 }
@@ -296,7 +329,21 @@ impl ProfileSection {
                 return Err(err("challenge_mode", format!("{other:?} is not one of \"static\", \"one-time\"")));
             }
         };
+        let intune_api = self.intune_api_settings(&name, base)?;
         let challenge = match (&self.challenge_password, self.danger_no_challenge.unwrap_or(false), one_time) {
+            _ if intune_api.is_some() => {
+                if self.challenge_password.is_some() {
+                    return Err(err(
+                        "challenge_password",
+                        "must not be set when intune_mode = \"api\" (Intune validates every challenge)".into(),
+                    ));
+                }
+                if one_time || self.danger_no_challenge.unwrap_or(false) {
+                    let key = if one_time { "challenge_mode" } else { "danger_no_challenge" };
+                    return Err(err(key, "cannot be combined with intune_mode = \"api\"".into()));
+                }
+                ChallengePolicy::IntuneApi
+            }
             (Some(_), _, true) => {
                 return Err(err(
                     "challenge_password",
@@ -465,6 +512,7 @@ impl ProfileSection {
             ca_chain,
             mtls,
             intune,
+            intune_api,
             name,
         })
     }
@@ -526,6 +574,9 @@ impl ProfileSection {
             || self.intune_replay_capacity.is_some()
             || self.intune_rate_limit_devices.is_some()
             || self.intune_renewal_by_certificate.is_some();
+        if self.intune_mode.as_deref() == Some("api") {
+            return Ok(None);
+        }
         match self.intune_enabled {
             Some(true) => {}
             Some(false) => return Ok(None),
@@ -975,5 +1026,306 @@ mod tests {
         assert!(e.0.starts_with("profile[p].intune_enabled"), "{e}");
         s.intune_enabled = Some(false);
         assert!(s.intune_settings("p", None).unwrap().is_none());
+    }
+}
+
+/// Where Entra takes the client's credential from (API mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntuneCredential {
+    /// `intune_client_secret_path`: a file holding the secret (mode 0600).
+    Secret(PathBuf),
+    /// `intune_client_cert_path` + `intune_client_key_path`: a signed client
+    /// assertion (RFC 7523) with this certificate's RSA key.
+    Certificate {
+        /// The certificate (PEM) registered on the Entra application.
+        cert: PathBuf,
+        /// Its RSA private key (PEM, mode 0600).
+        key: PathBuf,
+    },
+}
+
+/// The compliance gate of a profile (`intune_compliance_check`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComplianceCheck {
+    /// `off` (the default).
+    Off,
+    /// `graph`: Microsoft Graph `managedDevices`.
+    Graph,
+    /// A webhook URL answering allow/deny.
+    Webhook(String),
+}
+
+/// A profile's `intune_*` keys in API mode (`intune_mode = "api"`), validated:
+/// Microsoft's SCEP validation API (see `crate::intune::api`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntuneApiSettings {
+    /// `intune_tenant_id`
+    pub tenant_id: String,
+    /// `intune_client_id`
+    pub client_id: String,
+    /// The credential.
+    pub credential: IntuneCredential,
+    /// `intune_authority_url`, ending in `/`.
+    pub authority_url: String,
+    /// `intune_graph_url`, ending in `/`.
+    pub graph_url: String,
+    /// `intune_resource_url`, ending in `/` (the scope is this + `/.default`).
+    pub resource_url: String,
+    /// `intune_api_ca_bundle_path`: extra trust roots.
+    pub ca_bundle_path: Option<PathBuf>,
+    /// `intune_revocation_poll_interval` in seconds; 0 = off.
+    pub revocation_poll_interval_secs: i64,
+    /// `intune_compliance_check`
+    pub compliance: ComplianceCheck,
+    /// `intune_return_before_notification`
+    pub return_before_notification: bool,
+    /// `intune_api_timeout` in seconds (1 to 40): longest wait for one answer.
+    pub timeout_secs: i64,
+}
+
+/// Default `intune_authority_url`.
+pub const DEFAULT_AUTHORITY_URL: &str = "https://login.microsoftonline.com/";
+/// Default `intune_graph_url`.
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/";
+/// Default `intune_resource_url`.
+pub const DEFAULT_RESOURCE_URL: &str = "https://api.manage.microsoft.com/";
+
+/// Checks that `url` is `https://`, or `http://` to a loopback host
+/// (`localhost`, `127.0.0.0/8`, `[::1]`), and returns it ending in `/`.
+///
+/// # Errors
+/// A one-line reason.
+pub fn https_or_loopback(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let rest = if let Some(r) = url.strip_prefix("https://") {
+        r
+    } else if let Some(r) = url.strip_prefix("http://") {
+        let host = r.split('/').next().unwrap_or_default();
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(format!("{url:?} must be https:// (http:// only to a loopback host)"));
+        }
+        r
+    } else {
+        return Err(format!("{url:?} must start with https://"));
+    };
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', '@', ' ']) {
+        return Err(format!("{url:?} must be scheme://host[:port][/path] without query or credentials"));
+    }
+    Ok(if url.ends_with('/') { url.to_string() } else { format!("{url}/") })
+}
+
+impl ProfileSection {
+    /// The `intune_*` keys of the profile `name` in API mode; `None` unless
+    /// `intune_enabled = true` and `intune_mode = "api"`. Relative paths
+    /// resolve against `base`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
+    pub fn intune_api_settings(
+        &self,
+        name: &str,
+        base: Option<&Path>,
+    ) -> Result<Option<IntuneApiSettings>, ConfigError> {
+        let k = |key: &str| format!("profile[{name}].{key}");
+        let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
+        match self.intune_mode.as_deref() {
+            None | Some("connector") => {
+                let api_keys = [
+                    ("intune_tenant_id", self.intune_tenant_id.is_some()),
+                    ("intune_client_id", self.intune_client_id.is_some()),
+                    ("intune_client_secret_path", self.intune_client_secret_path.is_some()),
+                    ("intune_client_cert_path", self.intune_client_cert_path.is_some()),
+                    ("intune_client_key_path", self.intune_client_key_path.is_some()),
+                    ("intune_return_before_notification", self.intune_return_before_notification.is_some()),
+                ];
+                if let Some((key, _)) = api_keys.iter().find(|(_, set)| *set) {
+                    return Err(err(key, "only applies when intune_mode = \"api\"".into()));
+                }
+                return Ok(None);
+            }
+            Some("api") => {}
+            Some(other) => return Err(err("intune_mode", format!("{other:?} is not one of \"connector\", \"api\""))),
+        }
+        if self.intune_enabled != Some(true) {
+            return Err(err("intune_enabled", "must be true when intune_mode = \"api\"".into()));
+        }
+        if self.intune_connector_cert_path.is_some() {
+            return Err(err("intune_connector_cert_path", "only applies when intune_mode = \"connector\"".into()));
+        }
+        let required = |key: &str, v: &Option<String>| -> Result<String, ConfigError> {
+            match v.as_deref().map(str::trim) {
+                None => Err(err(key, "required when intune_mode = \"api\"".into())),
+                Some("") => Err(err(key, "must not be empty".into())),
+                Some(t) if t.contains(['/', '?', '#', ' ', '&']) => {
+                    Err(err(key, format!("{t:?} contains a character not allowed in an id")))
+                }
+                Some(t) => Ok(t.to_string()),
+            }
+        };
+        let tenant_id = required("intune_tenant_id", &self.intune_tenant_id)?;
+        let client_id = required("intune_client_id", &self.intune_client_id)?;
+        let credential =
+            match (&self.intune_client_secret_path, &self.intune_client_cert_path, &self.intune_client_key_path) {
+                (Some(p), None, None) => IntuneCredential::Secret(resolve(base, p)),
+                (None, Some(c), Some(key)) => {
+                    IntuneCredential::Certificate { cert: resolve(base, c), key: resolve(base, key) }
+                }
+                (None, Some(_), None) => {
+                    return Err(err("intune_client_key_path", "required with intune_client_cert_path".into()));
+                }
+                (None, None, Some(_)) => {
+                    return Err(err("intune_client_cert_path", "required with intune_client_key_path".into()));
+                }
+                (Some(_), _, _) => {
+                    return Err(err(
+                        "intune_client_secret_path",
+                        "set either it or intune_client_cert_path + intune_client_key_path, not both".into(),
+                    ));
+                }
+                (None, None, None) => {
+                    return Err(err(
+                        "intune_client_secret_path",
+                        "required when intune_mode = \"api\" (or intune_client_cert_path + intune_client_key_path)"
+                            .into(),
+                    ));
+                }
+            };
+        let url = |key: &str, v: &Option<String>, default: &str| {
+            https_or_loopback(v.as_deref().unwrap_or(default)).map_err(|why| err(key, why))
+        };
+        let revocation_poll_interval_secs = match self.intune_revocation_poll_interval.as_deref().map(str::trim) {
+            None => 15 * 60,
+            Some("0") => 0,
+            Some(text) => parse_duration(&k("intune_revocation_poll_interval"), text)?,
+        };
+        let timeout_secs = match self.intune_api_timeout.as_deref() {
+            None => 30,
+            Some(text) => parse_duration(&k("intune_api_timeout"), text)?,
+        };
+        if !(1..=40).contains(&timeout_secs) {
+            return Err(err(
+                "intune_api_timeout",
+                format!("{timeout_secs}s is out of range (1s to 40s: a retry must fit the 45 s request deadline)"),
+            ));
+        }
+        let compliance = match self.intune_compliance_check.as_deref().map(str::trim) {
+            None | Some("off") => ComplianceCheck::Off,
+            Some("graph") => ComplianceCheck::Graph,
+            Some(u) if u.starts_with("http") => {
+                ComplianceCheck::Webhook(https_or_loopback(u).map_err(|why| err("intune_compliance_check", why))?)
+            }
+            Some(other) => {
+                return Err(err(
+                    "intune_compliance_check",
+                    format!("{other:?} is not \"off\", \"graph\" or a webhook URL"),
+                ));
+            }
+        };
+        if compliance != ComplianceCheck::Off {
+            return Err(err(
+                "intune_compliance_check",
+                "the compliance gate is not implemented yet in API mode: set \"off\" (issue 15)".into(),
+            ));
+        }
+        Ok(Some(IntuneApiSettings {
+            tenant_id,
+            client_id,
+            credential,
+            authority_url: url("intune_authority_url", &self.intune_authority_url, DEFAULT_AUTHORITY_URL)?,
+            graph_url: url("intune_graph_url", &self.intune_graph_url, DEFAULT_GRAPH_URL)?,
+            resource_url: url("intune_resource_url", &self.intune_resource_url, DEFAULT_RESOURCE_URL)?,
+            ca_bundle_path: self.intune_api_ca_bundle_path.as_deref().map(|p| resolve(base, p)),
+            revocation_poll_interval_secs,
+            compliance,
+            return_before_notification: self.intune_return_before_notification.unwrap_or(false),
+            timeout_secs,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod intune_api_tests {
+    use super::*;
+
+    fn api_section() -> ProfileSection {
+        ProfileSection {
+            name: Some("p".into()),
+            intune_enabled: Some(true),
+            intune_mode: Some("api".into()),
+            intune_tenant_id: Some("tenant".into()),
+            intune_client_id: Some("app".into()),
+            intune_client_secret_path: Some("secret".into()),
+            ..ProfileSection::default()
+        }
+    }
+
+    #[test]
+    fn api_mode_needs_no_connector_bundle_and_takes_documented_defaults() {
+        let s = api_section().validate(0, Some(Path::new("/etc/scepd"))).unwrap();
+        let api = s.intune_api.unwrap();
+        assert_eq!(api.credential, IntuneCredential::Secret("/etc/scepd/secret".into()));
+        assert_eq!(
+            (api.authority_url.as_str(), api.graph_url.as_str(), api.resource_url.as_str()),
+            (DEFAULT_AUTHORITY_URL, DEFAULT_GRAPH_URL, DEFAULT_RESOURCE_URL)
+        );
+        assert_eq!((api.revocation_poll_interval_secs, api.timeout_secs), (900, 30));
+        assert!(!api.return_before_notification);
+        assert!(matches!(s.challenge, ChallengePolicy::IntuneApi));
+    }
+
+    #[test]
+    fn every_invalid_api_setting_is_refused_naming_its_key() {
+        type Edit = fn(&mut ProfileSection);
+        let cases: [(Edit, &str); 15] = [
+            (|s| s.intune_mode = Some("graph".into()), "profile[p].intune_mode: "),
+            (|s| s.intune_enabled = None, "profile[p].intune_enabled: "),
+            (|s| s.intune_tenant_id = None, "profile[p].intune_tenant_id: required"),
+            (|s| s.intune_client_id = Some(" ".into()), "profile[p].intune_client_id: must not be empty"),
+            (|s| s.intune_tenant_id = Some("a/b".into()), "profile[p].intune_tenant_id: "),
+            (|s| s.intune_client_secret_path = None, "profile[p].intune_client_secret_path: required"),
+            (|s| s.intune_client_cert_path = Some("c.pem".into()), "profile[p].intune_client_secret_path: set either"),
+            (
+                |s| {
+                    s.intune_client_secret_path = None;
+                    s.intune_client_cert_path = Some("c.pem".into());
+                },
+                "profile[p].intune_client_key_path: required",
+            ),
+            (|s| s.intune_graph_url = Some("http://graph.example/".into()), "profile[p].intune_graph_url: "),
+            (|s| s.intune_authority_url = Some("ftp://x/".into()), "profile[p].intune_authority_url: "),
+            (
+                |s| s.intune_revocation_poll_interval = Some("soon".into()),
+                "profile[p].intune_revocation_poll_interval: ",
+            ),
+            (|s| s.intune_compliance_check = Some("maybe".into()), "profile[p].intune_compliance_check: "),
+            (|s| s.intune_api_timeout = Some("2m".into()), "profile[p].intune_api_timeout: 120s is out of range"),
+            (|s| s.challenge_password = Some("pw".into()), "profile[p].challenge_password: must not be set"),
+            (|s| s.intune_connector_cert_path = Some("i.pem".into()), "profile[p].intune_connector_cert_path: "),
+        ];
+        for (edit, key) in cases {
+            let mut s = api_section();
+            edit(&mut s);
+            let e = s.validate(0, None).unwrap_err();
+            assert!(e.0.starts_with(key), "{key}: {e}");
+        }
+        // API keys on a connector-mode profile are refused too, naming the key.
+        let s = ProfileSection { intune_mode: None, intune_enabled: Some(false), ..api_section() };
+        assert!(s.validate(0, None).unwrap_err().0.starts_with("profile[p].intune_tenant_id: only applies"));
+    }
+
+    #[test]
+    fn urls_must_be_https_except_to_loopback() {
+        assert_eq!(https_or_loopback("https://login.example").unwrap(), "https://login.example/");
+        assert_eq!(https_or_loopback("http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080/");
+        assert_eq!(https_or_loopback("http://[::1]:1/x").unwrap(), "http://[::1]:1/x/");
+        assert!(https_or_loopback("http://localhost:1").is_ok());
+        for bad in ["http://10.0.0.1/", "http://login.example/", "https://", "https://u@h/", "https://h/?q", "h"] {
+            assert!(https_or_loopback(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use scep_engine::intune::IntuneValidator;
 use scep_engine::time::UnixTime;
 use scep_issuers::Issuer;
 
+use crate::intune::api::IntuneApi;
 use crate::intune::{self, IntuneProfile, ProfileIntuneStats};
 use crate::settings::profile::NDES_PATH;
 use crate::state::discovery::DiscoveryAnswers;
@@ -27,6 +28,8 @@ pub struct Profile {
     /// The Intune setup, when `intune_enabled = true` (its validator is also
     /// in the engine's configuration).
     pub intune: Option<IntuneProfile>,
+    /// The Intune API setup, when `intune_mode = "api"`.
+    pub intune_api: Option<IntuneApi>,
     /// The engine's GetCACaps and GetCACert answers, kept for every request.
     pub discovery: DiscoveryAnswers,
     /// Extra paths that serve this profile (`url_aliases`, validated, without
@@ -150,6 +153,11 @@ impl Profiles {
     /// Every Intune-enabled profile with its Intune setup, sorted by name.
     pub fn intune_profiles(&self) -> Vec<(&str, &IntuneProfile)> {
         self.iter().filter_map(|p| Some((p.engine.config().name.as_str(), p.intune.as_ref()?))).collect()
+    }
+
+    /// The Intune API setups by profile name (profiles in `intune_mode = "api"`).
+    pub fn intune_api_profiles(&self) -> Vec<(&str, &IntuneApi)> {
+        self.iter().filter_map(|p| Some((p.engine.config().name.as_str(), p.intune_api.as_ref()?))).collect()
     }
 
     /// Intune counters, anchors and settings of every Intune-enabled profile,

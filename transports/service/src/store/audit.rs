@@ -223,6 +223,26 @@ impl AuditEvent {
             ..Self::default()
         }
     }
+
+    /// An Intune revocation request handled by the revocation sync (issue 15):
+    /// action `intune_revocation`, operation `intune-revocation-sync`, outcome
+    /// the result code sent back to Intune (`None` when revoked), route
+    /// `intune`, the serial in `serial`, Intune's request context in `detail`.
+    pub fn intune_revocation(profile: &str, serial: &str, code: &str, detail: String, now: UnixTime) -> Self {
+        Self {
+            time: now.to_rfc3339(),
+            time_unix: now.secs(),
+            profile: profile.to_string(),
+            action: "intune_revocation".into(),
+            operation: "intune-revocation-sync".into(),
+            outcome: code.to_string(),
+            route: "intune".into(),
+            serial: Some(serial.to_string()),
+            detail: Some(detail),
+            count: 1,
+            ..Self::default()
+        }
+    }
 }
 
 /// Filters of [`AuditLog::query`], combined with AND. A list matches an

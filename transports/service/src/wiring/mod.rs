@@ -112,10 +112,23 @@ impl ServiceState {
             },
         });
         let _ = owner.set(Arc::downgrade(&state));
+        for (name, api) in state.profiles.load().intune_api_profiles() {
+            api.start_revocation_sync(name, state.revocation_reporter());
+        }
         for expired in std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner)) {
             state.challenge_expired(&expired);
         }
         Ok(Started { state, generated_challenge, banner })
+    }
+
+    /// Where the Intune revocation sync audits each request it handled
+    /// (sent to the audit writer, not waited for: no request waits on it;
+    /// `flush_audit` at shutdown commits what was queued).
+    fn revocation_reporter(&self) -> Option<crate::intune::api::revocation::Reporter> {
+        let audit = self.audit.clone()?;
+        Some(Arc::new(move |profile: &str, serial: &str, code: &str, detail: String| {
+            drop(audit.record(AuditEvent::intune_revocation(profile, serial, code, detail, UnixTime::now())));
+        }))
     }
 
     /// Audits and counts a one-time challenge that expired unused.
@@ -167,6 +180,9 @@ impl ServiceState {
             tracing::warn!("server settings changed; they take effect after a restart");
         }
         let names = profiles.names().join(",");
+        for (name, api) in profiles.intune_api_profiles() {
+            api.start_revocation_sync(name, self.revocation_reporter());
+        }
         self.profiles.store(Arc::new(profiles));
         self.api_keys.store(Arc::new(api_keys));
         tracing::info!(profiles = %names, "configuration reloaded");
@@ -493,6 +509,33 @@ mod tests {
                 assert!(again.generated_challenge.is_none());
             }
         }
+    }
+
+    /// Intune API mode: no Connector bundle, no challenge password; the
+    /// start and check-config refuse a secret file others can read, naming
+    /// the key; a good setup serves the profile with its API client.
+    #[test]
+    fn intune_api_profiles_start_and_check_config_checks_the_secret_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = TestDir::new();
+        let secret = dir.path().join("entra-secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let cfg = dir.profile_toml("intune").replace("challenge_password = \"secret123\"\n", "")
+            + "intune_enabled = true\nintune_mode = \"api\"\nintune_tenant_id = \"t\"\nintune_client_id = \"c\"\n\
+               intune_client_secret_path = \"entra-secret\"\nintune_authority_url = \"http://127.0.0.1:9/\"\n\
+               intune_graph_url = \"http://127.0.0.1:9/\"\n";
+        let opts = options(&dir, &cfg);
+        for e in [check_config(&opts).unwrap_err(), ServiceState::load(opts.clone()).unwrap_err()] {
+            assert!(e.0.starts_with("profile[intune].intune_client_secret_path: ") && e.0.contains("640"), "{e}");
+        }
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(check_config(&opts).unwrap().profiles, vec!["intune"]);
+        let state = ServiceState::load(opts).unwrap().state;
+        let p = state.profiles();
+        let profile = p.get(Some("intune")).unwrap();
+        assert!(profile.intune_api.is_some() && profile.intune.is_none());
+        assert!(matches!(profile.engine.config().challenge, scep_engine::config::ChallengePolicy::IntuneApi));
     }
 
     #[test]

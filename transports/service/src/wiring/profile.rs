@@ -288,7 +288,14 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         .map_err(|e| ConfigError(format!("profile[{name}]: {e}")))?
         .with_reply_signature(settings.reply_signature);
     let discovery = DiscoveryAnswers::new(&engine, ctx.now)?;
-    Ok(Profile { engine, issuer, mtls, intune, discovery, url_aliases: settings.url_aliases.clone() })
+    let intune_api = match &settings.intune_api {
+        Some(api) => {
+            let local = if settings.issuer == IssuerRef::Local { ctx.opened_local_ca() } else { None };
+            Some(intune::api::load(&name, api, local)?)
+        }
+        None => None,
+    };
+    Ok(Profile { engine, issuer, mtls, intune, intune_api, discovery, url_aliases: settings.url_aliases.clone() })
 }
 
 /// The RA files an issuer provides when a profile names none.

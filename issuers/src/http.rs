@@ -1,5 +1,6 @@
-//! A small blocking HTTP/1.1 client for the Vault API (RFC 9112), over
-//! `std::net::TcpStream` and, for `https`, rustls.
+//! A small blocking HTTP/1.1 client (RFC 9112) over `std::net::TcpStream`
+//! and, for `https`, rustls on the aws-lc-rs provider: the Vault issuer's, and
+//! the Intune API client's in scep-service (token, Graph, Intune).
 //!
 //! One connection per request (`Connection: close`), connect and per-read
 //! timeouts plus an overall deadline, a bounded response size. It is
@@ -19,7 +20,7 @@ const MAX_RESPONSE: usize = 8 << 20;
 
 /// Where to reach the server: scheme, host, port, and TLS settings.
 #[derive(Clone)]
-pub(crate) struct Endpoint {
+pub struct Endpoint {
     host: String,
     port: u16,
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
@@ -37,7 +38,7 @@ impl std::fmt::Debug for Endpoint {
 
 /// Why a request got no HTTP response.
 #[derive(Debug)]
-pub(crate) enum TransportError {
+pub enum TransportError {
     /// TCP connect failed or timed out.
     Connect(String),
     /// The request timed out after the connection was made (the server may
@@ -50,7 +51,7 @@ pub(crate) enum TransportError {
 impl TransportError {
     /// Whether the server surely did not act on the request (safe to retry
     /// even a non-idempotent request).
-    pub(crate) fn before_request(&self) -> bool {
+    pub fn before_request(&self) -> bool {
         matches!(self, Self::Connect(_))
     }
 }
@@ -67,17 +68,22 @@ impl std::fmt::Display for TransportError {
 
 /// An HTTP response.
 #[derive(Debug)]
-pub(crate) struct HttpResponse {
+pub struct HttpResponse {
     /// Status code.
-    pub(crate) status: u16,
+    pub status: u16,
     /// Body, de-chunked.
-    pub(crate) body: Vec<u8>,
+    pub body: Vec<u8>,
+    /// The `Retry-After` header's value, when present (RFC 9110 §10.2.3).
+    pub retry_after: Option<String>,
 }
 
 impl Endpoint {
     /// Parses `http://host[:port]` or `https://host[:port]` (no path). For
     /// https, `roots` are the trusted CA certificates.
-    pub(crate) fn parse(address: &str, roots: &[CertificateDer<'static>]) -> Result<Self, String> {
+    ///
+    /// # Errors
+    /// A one-line reason when the address or the roots are unusable.
+    pub fn parse(address: &str, roots: &[CertificateDer<'static>]) -> Result<Self, String> {
         let (tls, rest, default_port) = if let Some(r) = address.strip_prefix("https://") {
             (true, r, 443)
         } else if let Some(r) = address.strip_prefix("http://") {
@@ -116,8 +122,12 @@ impl Endpoint {
     /// Sends one request and reads the whole response.
     ///
     /// `headers` are extra header lines (name, value); values must not contain
-    /// CR or LF (checked).
-    pub(crate) fn send(
+    /// CR or LF (checked). A body is sent as `application/json` unless
+    /// `headers` name a `Content-Type`.
+    ///
+    /// # Errors
+    /// [`TransportError`] when no complete response arrived within `timeout`.
+    pub fn send(
         &self,
         method: &str,
         path: &str,
@@ -139,7 +149,10 @@ impl Endpoint {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         if let Some(b) = body {
-            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+                head.push_str("Content-Type: application/json\r\n");
+            }
+            head.push_str(&format!("Content-Length: {}\r\n", b.len()));
         }
         head.push_str("\r\n");
         let mut request = head.into_bytes();
@@ -316,7 +329,8 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, TransportError> {
     } else {
         rest.to_vec()
     };
-    Ok(HttpResponse { status, body })
+    let retry_after = header(head, "retry-after").map(str::to_string);
+    Ok(HttpResponse { status, body, retry_after })
 }
 
 /// Decodes the chunked transfer coding (RFC 9112 §7.1).
