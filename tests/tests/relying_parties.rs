@@ -316,6 +316,23 @@ fn relying_parties_see_a_revocation(transport: Transport) {
     );
     assert_eq!(code.trim(), "200", "the CRL was re-signed");
 
+    // /metrics counts what relying parties got (before the restart resets the counters).
+    let (status, metrics) = http(&server, "GET", "/metrics", ADMIN_KEY, "");
+    assert_eq!(status, 200, "{metrics}");
+    let count = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // 3 good (openssl with and without nonce, ocsptool), 2 GETs, 5 revoked.
+    assert_eq!(count("scepd_ocsp_responses_total{status=\"successful\"}"), 10, "{metrics}");
+    assert_eq!(count("scepd_crl_requests_total{status=\"200\"}"), 5, "{metrics}");
+    assert_eq!(count("scepd_crl_requests_total{status=\"304\"}"), 1, "{metrics}");
+
     // The revocation is stored: a restart on the same data still says revoked.
     let data_dir = server.data_dir().to_path_buf();
     server.stop();
