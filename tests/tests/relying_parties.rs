@@ -1,40 +1,81 @@
-//! Issue 17, relying parties, against the running binary on both transports:
-//! a certificate enrolled with `[server] public_url` set names the CRL
-//! distribution point and the OCSP and caIssuers URLs under it; `openssl ocsp`
-//! and GnuTLS's `ocsptool` report it `good`; after a revocation both report
-//! `revoked` with the reason, and `openssl verify -crl_check` with the CRL
-//! fetched from the distribution point fails with "certificate revoked".
-//! Nonces are echoed; a malformed request gets `malformedRequest`, one for
-//! another CA `unauthorized`; the CRL honours conditional GETs.
+//! Issue 17, relying parties, against the running binary on both transports,
+//! as one flow: certmonger (a real SCEP client) enrols on a server with
+//! `[server] public_url` set; the certificate names the CRL distribution
+//! point and the OCSP and caIssuers URLs under it; `openssl ocsp` and GnuTLS's
+//! `ocsptool` report it `good` (and the nonce-less answer is now cached); an
+//! admin revokes it through the admin API while scepd keeps running (a
+//! `reader` key gets 403), and at once both tools report `revoked` with the
+//! reason, the cached nonce-less GET answer included, and `openssl verify
+//! -crl_check` with the CRL fetched from the distribution point fails with
+//! "certificate revoked". After a restart on the same data it is still
+//! revoked. Nonces are echoed; a malformed request gets `malformedRequest`,
+//! one for another CA `unauthorized`; the CRL honours conditional GETs;
+//! `[server] ocsp_signer = "ca"` signs with the CA key, and a bad value is a
+//! start-up error naming the setting.
 //!
 //! `public_url` names a front end (`http://pki.scepd.test`): the test checks
 //! the URLs in the certificate against it and fetches their paths from the
-//! server's own address, as a reverse proxy would. The revocation goes through
-//! the local CA's revoke function on the stopped server's data directory (the
-//! admin API's revoke endpoint is another branch's work); the server then
-//! restarts on the same data.
+//! server's own address, as a reverse proxy would.
 #![allow(clippy::unwrap_used)]
 
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use scep_engine::time::UnixTime;
 use scep_engine::x509::CertificateRef;
-use scep_issuers::crl::RevocationReason;
-use scep_tests::client::{CsrSpec, DeviceKey, MessageOptions, PkiMethod, ScepClient, SubjectAltName};
+use scep_tests::real_clients::Certmonger;
 use scep_tests::server::{Scepd, ScepdOptions, Transport};
 
 const WAIT: Duration = Duration::from_secs(30);
 const PUBLIC: &str = "http://pki.scepd.test";
 const CHALLENGE: &str = "rp-secret";
+const ADMIN_KEY: &str = "relying-parties-admin-key-0123456789";
+const READER_KEY: &str = "relying-parties-reader-key-0123456789";
 
-fn start(transport: Transport, data_dir: Option<&Path>) -> Scepd {
-    let mut opts = ScepdOptions::bootstrap(CHALLENGE).on(transport);
-    opts.env.push(("CERTCTL_SCEP_PUBLIC_URL".into(), format!("{PUBLIC}/")));
+/// The `[server]` table's extra lines, API keys and the `corp` profile.
+fn config(server_extra: &str) -> String {
+    format!(
+        "[server]\npublic_url = \"{PUBLIC}/\"\n{server_extra}\n\
+         [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
+         [[api_key]]\nname = \"viewer\"\nkey = \"{READER_KEY}\"\nrole = \"reader\"\n\n\
+         [[profile]]\nname = \"corp\"\nchallenge_password = \"{CHALLENGE}\"\n"
+    )
+}
+
+fn start_with(transport: Transport, server_extra: &str, data_dir: Option<&Path>) -> Scepd {
+    let mut opts = ScepdOptions::with_config(config(server_extra)).on(transport);
     opts.data_dir = data_dir.map(Path::to_path_buf);
     opts.startup_timeout = WAIT;
     Scepd::start(opts).unwrap_or_else(|e| panic!("{transport:?}: {e}"))
+}
+
+fn start(transport: Transport, data_dir: Option<&Path>) -> Scepd {
+    start_with(transport, "", data_dir)
+}
+
+/// One HTTP request to the server: status and body.
+fn http(server: &Scepd, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+}
+
+/// The serial as the admin API names it: lower-case hex, no leading zero octets.
+fn serial_hex(cert: &[u8]) -> String {
+    let serial = CertificateRef::parse(cert).unwrap().serial;
+    let start = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
+    serial[start..].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs a tool, failing the test (never skipping) when it is missing.
@@ -90,12 +131,83 @@ fn ocsp_openssl(server: &Scepd, dir: &Path, urls: &Urls, extra: &[&str]) -> Stri
     text
 }
 
-fn ocsptool(server: &Scepd, dir: &Path, urls: &Urls) -> String {
+fn ocsptool(server: &Scepd, dir: &Path, urls: &Urls, extra: &[&str]) -> String {
     let url = local(server, &urls.ocsp);
-    let (ok, text) =
-        run(dir, "ocsptool", &[&format!("--ask={url}"), "--load-issuer", "ca.pem", "--load-cert", "leaf.pem"]);
+    let ask = format!("--ask={url}");
+    let mut args = vec![ask.as_str(), "--load-issuer", "ca.pem", "--load-cert", "leaf.pem"];
+    args.extend_from_slice(extra);
+    let (ok, text) = run(dir, "ocsptool", &args);
     assert!(text.contains("Verifying OCSP Response: Success"), "ocsptool (ok={ok}): {text}");
     text
+}
+
+/// The DER response `ocsptool` printed (PEM armoured).
+fn ocsptool_response(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let pem: String = text
+        .split("-----BEGIN OCSP RESPONSE-----")
+        .nth(1)
+        .and_then(|rest| rest.split("-----END OCSP RESPONSE-----").next())
+        .unwrap_or_else(|| panic!("no response printed: {text}"))
+        .split_whitespace()
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(pem).unwrap()
+}
+
+/// `revocationReason [0] EXPLICIT CRLReason keyCompromise (1)` (RFC 6960 §4.2.1).
+const KEY_COMPROMISE_REASON: [u8; 5] = [0xa0, 0x03, 0x0a, 0x01, 0x01];
+
+/// The nonce-less GET of `req.der` (RFC 6960 A.1): the response headers,
+/// the body written to `out`.
+fn ocsp_get(server: &Scepd, dir: &Path, urls: &Urls, out: &str) -> String {
+    let b64 = base64_of(&std::fs::read(dir.join("req.der")).unwrap());
+    let get_url = format!("{}/{}", local(server, &urls.ocsp), b64.replace('+', "%2B").replace('/', "%2F"));
+    let (ok, headers) = run(dir, "curl", &["-sSf", "-D", "-", "-o", out, &get_url]);
+    assert!(ok, "{headers}");
+    assert!(headers.contains("application/ocsp-response"), "{headers}");
+    headers
+}
+
+/// `openssl ocsp -respin` of a stored answer, verified against the CA.
+fn read_response(dir: &Path, file: &str) -> String {
+    let (ok, text) =
+        run(dir, "openssl", &["ocsp", "-respin", file, "-issuer", "ca.pem", "-cert", "leaf.pem", "-CAfile", "ca.pem"]);
+    assert!(ok && text.contains("Response verify OK"), "{text}");
+    text
+}
+
+/// Fetches the CRL from the distribution point and runs `openssl verify -crl_check` with it.
+fn verify_with_crl(server: &Scepd, dir: &Path, urls: &Urls) -> (bool, String) {
+    let (ok, text) = run(dir, "curl", &["-sSf", "-o", "crl.der", &local(server, &urls.crl)]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(dir, "openssl", &["crl", "-inform", "DER", "-in", "crl.der", "-out", "crl.pem"]);
+    assert!(ok, "{text}");
+    run(dir, "openssl", &["verify", "-crl_check", "-CAfile", "ca.pem", "-CRLfile", "crl.pem", "leaf.pem"])
+}
+
+/// Every relying-party check after the revocation: both tools, with and
+/// without a nonce, the nonce-less GET, and the CRL.
+fn assert_revoked_everywhere(server: &Scepd, dir: &Path, urls: &Urls, when: &str) {
+    for extra in [&[][..], &["-no_nonce"][..]] {
+        let text = ocsp_openssl(server, dir, urls, extra);
+        assert!(text.contains("leaf.pem: revoked"), "{when}, openssl ocsp {extra:?}: {text}");
+        assert!(text.contains("Reason: keyCompromise"), "{when}: {text}");
+    }
+    for extra in [&[][..], &["--nonce"][..]] {
+        let text = ocsptool(server, dir, urls, extra);
+        assert!(text.contains("Certificate Status: revoked"), "{when}, ocsptool {extra:?}: {text}");
+        // ocsptool prints the revocation time but not the reason: read the
+        // reason from the response it printed.
+        let der = ocsptool_response(&text);
+        assert!(der.windows(5).any(|w| w == KEY_COMPROMISE_REASON), "{when}: no keyCompromise reason in {der:02x?}");
+    }
+    let headers = ocsp_get(server, dir, urls, "resp-revoked.der");
+    assert!(headers.to_ascii_lowercase().contains("cache-control: public, max-age="), "{headers}");
+    let text = read_response(dir, "resp-revoked.der");
+    assert!(text.contains("leaf.pem: revoked") && text.contains("Reason: keyCompromise"), "{when}, GET: {text}");
+    let (ok, text) = verify_with_crl(server, dir, urls);
+    assert!(!ok, "{when}: verify must fail: {text}");
+    assert!(text.contains("certificate revoked"), "{when}: {text}");
 }
 
 fn relying_parties_see_a_revocation(transport: Transport) {
@@ -103,18 +215,17 @@ fn relying_parties_see_a_revocation(transport: Transport) {
     let dir = server.dir().to_path_buf();
     std::fs::write(dir.join("ca.pem"), server.ca_pem()).unwrap();
 
-    // A real enrolment (the independent Rust client).
-    let key = DeviceKey::generate().unwrap();
-    let mut spec = CsrSpec::new("rp-device.example", Some(CHALLENGE));
-    spec.subject_alt_names = vec![SubjectAltName::Dns("rp-device.example".into())];
-    let e = ScepClient::new(&server.url())
-        .unwrap()
-        .enroll(&key, &spec, &MessageOptions::default(), PkiMethod::Post)
-        .unwrap();
-    let cert = e.issued().unwrap().to_vec();
-    std::fs::write(dir.join("leaf.der"), &cert).unwrap();
-    let (ok, text) = run(&dir, "openssl", &["x509", "-inform", "DER", "-in", "leaf.der", "-out", "leaf.pem"]);
-    assert!(ok, "{text}");
+    // A real client enrols: certmonger, on its defaults (what GetCACert tells it).
+    let daemon = Certmonger::start().unwrap_or_else(|e| panic!("{e}"));
+    daemon
+        .add_scep_ca("scepd", &server.profile_url("corp"), None)
+        .unwrap_or_else(|e| panic!("add-scep-ca: {e}\n--- scepd log ---\n{}", server.log_tail(20)));
+    let issued = daemon
+        .request("scepd", "rp-device.example", CHALLENGE, WAIT)
+        .unwrap_or_else(|e| panic!("certmonger did not enrol: {e}\n--- scepd log ---\n{}", server.log_tail(20)));
+    drop(daemon);
+    let cert = issued.der.clone();
+    std::fs::write(dir.join("leaf.pem"), &issued.pem).unwrap();
 
     // The certificate names the URLs under public_url.
     let crl_uris = extension_uris(&cert, scep_engine::oid::CRL_DISTRIBUTION_POINTS);
@@ -140,27 +251,27 @@ fn relying_parties_see_a_revocation(transport: Transport) {
     assert!(!text.contains("WARNING: no nonce in response"), "nonce not echoed: {text}");
     let text = ocsp_openssl(&server, &dir, &urls, &["-no_nonce"]);
     assert!(text.contains("leaf.pem: good"), "{text}");
-    let text = ocsptool(&server, &dir, &urls);
+    let text = ocsptool(&server, &dir, &urls, &[]);
     assert!(text.contains("Certificate Status: good"), "{text}");
 
-    // GET (RFC 6960 A.1) of a nonce-less request, with RFC 5019 caching headers.
+    // GET (RFC 6960 A.1) of a nonce-less request, with RFC 5019 caching
+    // headers; asked twice, the second answer is the cached one (same bytes,
+    // same thisUpdate), so the revocation below must replace a cached answer.
     let (ok, text) =
         run(&dir, "openssl", &["ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem", "-no_nonce", "-reqout", "req.der"]);
     assert!(ok, "{text}");
-    let b64 = base64_of(&std::fs::read(dir.join("req.der")).unwrap());
-    let get_url = format!("{}/{}", local(&server, &urls.ocsp), b64.replace('+', "%2B").replace('/', "%2F"));
-    let (ok, headers) = run(&dir, "curl", &["-sSf", "-D", "-", "-o", "resp.der", &get_url]);
-    assert!(ok, "{headers}");
-    assert!(headers.contains("application/ocsp-response"), "{headers}");
+    let headers = ocsp_get(&server, &dir, &urls, "resp.der");
     assert!(headers.to_ascii_lowercase().contains("cache-control: public, max-age="), "{headers}");
-    let (ok, text) = run(
-        &dir,
-        "openssl",
-        &["ocsp", "-respin", "resp.der", "-issuer", "ca.pem", "-cert", "leaf.pem", "-CAfile", "ca.pem"],
+    assert!(read_response(&dir, "resp.der").contains("leaf.pem: good"));
+    std::thread::sleep(Duration::from_millis(1100));
+    ocsp_get(&server, &dir, &urls, "resp-again.der");
+    assert_eq!(
+        std::fs::read(dir.join("resp.der")).unwrap(),
+        std::fs::read(dir.join("resp-again.der")).unwrap(),
+        "the nonce-less answer is served from the cache"
     );
-    assert!(ok && text.contains("leaf.pem: good"), "{text}");
 
-    // The CRL: DER, caching headers, conditional GET.
+    // The CRL: DER, caching headers, conditional GET; verify passes before the revocation.
     let crl_url = local(&server, &urls.crl);
     let (ok, headers) = run(&dir, "curl", &["-sSf", "-D", "-", "-o", "crl-before.der", &crl_url]);
     assert!(ok, "{headers}");
@@ -177,50 +288,99 @@ fn relying_parties_see_a_revocation(transport: Transport) {
         &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("If-None-Match: {etag}"), &crl_url],
     );
     assert!(ok && headers.trim() == "304", "conditional GET: {headers}");
+    let (ok, text) = verify_with_crl(&server, &dir, &urls);
+    assert!(ok, "verify before the revocation: {text}");
 
-    // Revoke (keyCompromise) through the local CA, on the stopped server's data.
+    // An admin revokes through the API, scepd running; a reader may not.
+    let revoke = format!("/api/v1/admin/scep/certificates/{}/revoke", serial_hex(&cert));
+    let body = r#"{"reason": "keyCompromise"}"#;
+    let (status, text) = http(&server, "POST", &revoke, READER_KEY, body);
+    assert_eq!(status, 403, "a reader key must not revoke: {text}");
+    let (ok, text) = verify_with_crl(&server, &dir, &urls);
+    assert!(ok, "the refused revocation changed nothing: {text}");
+    let (status, text) = http(&server, "POST", &revoke, ADMIN_KEY, body);
+    assert_eq!(status, 200, "{text}");
+
+    // At once: no restart, and the cached nonce-less answer is replaced.
+    assert_revoked_everywhere(&server, &dir, &urls, "right after the API revocation");
+    assert_ne!(
+        std::fs::read(dir.join("resp.der")).unwrap(),
+        std::fs::read(dir.join("resp-revoked.der")).unwrap(),
+        "the cached good answer must not be served after the revocation"
+    );
+    // The CRL changed (new number, new ETag): the old ETag no longer answers 304.
+    let (_, code) = run(
+        &dir,
+        "curl",
+        &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("If-None-Match: {etag}"), &crl_url],
+    );
+    assert_eq!(code.trim(), "200", "the CRL was re-signed");
+
+    // /metrics counts what relying parties got (before the restart resets the counters).
+    let (status, metrics) = http(&server, "GET", "/metrics", ADMIN_KEY, "");
+    assert_eq!(status, 200, "{metrics}");
+    let count = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // 3 good (openssl with and without nonce, ocsptool), 2 GETs, 5 revoked.
+    assert_eq!(count("scepd_ocsp_responses_total{status=\"successful\"}"), 10, "{metrics}");
+    assert_eq!(count("scepd_crl_requests_total{status=\"200\"}"), 5, "{metrics}");
+    assert_eq!(count("scepd_crl_requests_total{status=\"304\"}"), 1, "{metrics}");
+
+    // The revocation is stored: a restart on the same data still says revoked.
     let data_dir = server.data_dir().to_path_buf();
     server.stop();
-    {
-        let files = scep_issuers::bootstrap(&data_dir, &scep_issuers::BootstrapOptions::default()).unwrap();
-        let ca =
-            scep_issuers::LocalCa::open(scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, &data_dir))
-                .unwrap();
-        let serial = CertificateRef::parse(&cert).unwrap().serial.to_vec();
-        ca.revoke(&serial, RevocationReason::KeyCompromise, UnixTime::now()).unwrap();
-    }
     let server = start(transport, Some(&data_dir));
+    assert_revoked_everywhere(&server, &dir, &urls, "after a restart");
+}
 
-    let text = ocsp_openssl(&server, &dir, &urls, &[]);
-    assert!(text.contains("leaf.pem: revoked"), "{text}");
-    assert!(text.contains("Reason: keyCompromise"), "{text}");
-    let text = ocsptool(&server, &dir, &urls);
-    assert!(text.contains("Certificate Status: revoked"), "{text}");
-    // ocsptool prints the revocation time but not the reason: read the reason
-    // from the response it printed (revocationReason [0] ENUMERATED keyCompromise).
-    let pem: String = text
-        .split("-----BEGIN OCSP RESPONSE-----")
-        .nth(1)
-        .and_then(|rest| rest.split("-----END OCSP RESPONSE-----").next())
-        .unwrap_or_else(|| panic!("no response printed: {text}"))
-        .split_whitespace()
-        .collect();
-    let der = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.decode(pem).unwrap()
-    };
-    assert!(der.windows(5).any(|w| w == [0xa0, 0x03, 0x0a, 0x01, 0x01]), "no keyCompromise reason in {der:02x?}");
+/// `[server] ocsp_signer = "ca"`: the answers are signed by the CA key (no
+/// responder certificate in them, responderID the CA's key hash) and verify
+/// with `openssl ocsp`; the default delegated answers carry the responder
+/// certificate. A value other than `delegated` or `ca` is a start-up error
+/// naming the setting.
+fn ocsp_signer_setting(transport: Transport) {
+    let mut opts = ScepdOptions::with_config(config("ocsp_signer = \"ca-key\"")).on(transport);
+    opts.startup_timeout = WAIT;
+    let err = Scepd::start(opts).map(|_| ()).expect_err("a bad ocsp_signer must refuse the start");
+    assert!(err.to_string().contains("server.ocsp_signer"), "{err}");
 
-    // The CRL from the distribution point lists it.
-    let crl_url = local(&server, &urls.crl);
-    let (ok, text) = run(&dir, "curl", &["-sSf", "-o", "crl.der", &crl_url]);
-    assert!(ok, "{text}");
-    let (ok, text) = run(&dir, "openssl", &["crl", "-inform", "DER", "-in", "crl.der", "-out", "crl.pem"]);
-    assert!(ok, "{text}");
-    let (ok, text) =
-        run(&dir, "openssl", &["verify", "-crl_check", "-CAfile", "ca.pem", "-CRLfile", "crl.pem", "leaf.pem"]);
-    assert!(!ok, "verify must fail: {text}");
-    assert!(text.contains("certificate revoked"), "{text}");
+    let mut texts = Vec::new();
+    for signer in ["ca", "delegated"] {
+        let server = start_with(transport, &format!("ocsp_signer = \"{signer}\""), None);
+        let dir = server.dir().to_path_buf();
+        std::fs::write(dir.join("ca.pem"), server.ca_pem()).unwrap();
+        // Any certificate of this CA will do: the CA certificate itself.
+        std::fs::write(dir.join("leaf.pem"), server.ca_pem()).unwrap();
+        let url = format!("{}/pki/ocsp", server.base_url());
+        let (ok, text) = run(
+            &dir,
+            "openssl",
+            &["ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem", "-CAfile", "ca.pem", "-url", &url, "-resp_text"],
+        );
+        assert!(ok && text.contains("Response verify OK"), "{signer}: {text}");
+        let (_, ski) = run(&dir, "openssl", &["x509", "-in", "ca.pem", "-noout", "-ext", "subjectKeyIdentifier"]);
+        let ski = ski.lines().last().unwrap().trim().replace(':', "");
+        let responder_id = text.lines().find(|l| l.contains("Responder Id:")).unwrap_or_default().to_string();
+        match signer {
+            "ca" => {
+                assert!(responder_id.contains(&ski), "CA-signed, responderID {responder_id} is not {ski}");
+                assert!(!text.contains("scepd OCSP responder"), "{text}");
+            }
+            _ => {
+                assert!(!responder_id.contains(&ski), "delegated, responderID {responder_id}");
+                assert!(text.contains("scepd OCSP responder") && text.contains("OCSP Signing"), "{text}");
+            }
+        }
+        texts.push(responder_id);
+    }
+    assert_ne!(texts[0], texts[1]);
 }
 
 /// Malformed requests, another CA, and nonce echo, checked on the OCSP bytes.
@@ -305,4 +465,4 @@ fn base64_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-scep_tests::on_each_transport!(relying_parties_see_a_revocation, responder_refusals);
+scep_tests::on_each_transport!(relying_parties_see_a_revocation, responder_refusals, ocsp_signer_setting);

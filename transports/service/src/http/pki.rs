@@ -26,6 +26,8 @@ use http_body_util::Full;
 use scep_engine::time::UnixTime;
 use scep_issuers::ocsp::{OcspAnswer, OcspResponder};
 
+use crate::state::metrics::PkiCounters;
+
 /// The route prefix (see [`scep_issuers::local::PKI_PREFIX`]).
 pub const PREFIX: &str = scep_issuers::local::PKI_PREFIX;
 
@@ -71,6 +73,7 @@ fn der(content_type: &'static str, body: Bytes, head: bool) -> HttpResponse {
 /// (empty otherwise).
 pub async fn handle(
     responder: Option<&Arc<OcspResponder>>,
+    counters: &PkiCounters,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -82,14 +85,14 @@ pub async fn handle(
     let Some(rest) = path.strip_prefix(PREFIX) else { return not_found() };
     if rest == "ocsp" || rest == "ocsp/" {
         return match *method {
-            Method::POST => ocsp_post(responder, headers, body).await,
+            Method::POST => ocsp_post(responder, counters, headers, body).await,
             Method::GET => text(StatusCode::BAD_REQUEST, "OCSP GET needs the request: /pki/ocsp/<base64>\n"),
             _ => method_not_allowed("GET, POST"),
         };
     }
     if let Some(encoded) = rest.strip_prefix("ocsp/") {
         return match *method {
-            Method::GET => ocsp_get(responder, encoded).await,
+            Method::GET => ocsp_get(responder, counters, encoded).await,
             _ => method_not_allowed("GET"),
         };
     }
@@ -103,7 +106,11 @@ pub async fn handle(
         _ => return method_not_allowed("GET, HEAD"),
     };
     match file {
-        "crl" => crl(responder, headers, head).await,
+        "crl" => {
+            let r = crl(responder, headers, head).await;
+            counters.crl(r.status().as_u16());
+            r
+        }
         "ca.crt" => {
             let cert = Bytes::copy_from_slice(responder.ca().signer().certificate());
             let mut r = der("application/pkix-cert", cert, head);
@@ -177,7 +184,7 @@ fn percent_decode_path(s: &str) -> Option<Vec<u8>> {
 }
 
 /// RFC 6960 Appendix A.1: `GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}`.
-async fn ocsp_get(responder: &Arc<OcspResponder>, encoded: &str) -> HttpResponse {
+async fn ocsp_get(responder: &Arc<OcspResponder>, counters: &PkiCounters, encoded: &str) -> HttpResponse {
     let Some(text_b64) = percent_decode_path(encoded) else {
         return text(StatusCode::BAD_REQUEST, "OCSP GET: the path is not valid percent-encoding\n");
     };
@@ -188,35 +195,41 @@ async fn ocsp_get(responder: &Arc<OcspResponder>, encoded: &str) -> HttpResponse
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&trimmed));
     let Ok(request) = decoded else {
         // The bytes are not even base64: an OCSP client gets an OCSP answer.
-        return answer(&OcspAnswer::malformed(), true);
+        return answer(counters, &OcspAnswer::malformed(), true);
     };
     if request.len() > MAX_OCSP_REQUEST {
         return text(StatusCode::URI_TOO_LONG, "OCSP request too large\n");
     }
-    respond(responder, request, true).await
+    respond(responder, counters, request, true).await
 }
 
-async fn ocsp_post(responder: &Arc<OcspResponder>, headers: &HeaderMap, body: Bytes) -> HttpResponse {
+async fn ocsp_post(
+    responder: &Arc<OcspResponder>,
+    counters: &PkiCounters,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
     let media = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = media.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case(OCSP_REQUEST) {
         return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "OCSP POST needs Content-Type: application/ocsp-request\n");
     }
-    respond(responder, body.to_vec(), false).await
+    respond(responder, counters, body.to_vec(), false).await
 }
 
-async fn respond(responder: &Arc<OcspResponder>, request: Vec<u8>, get: bool) -> HttpResponse {
+async fn respond(responder: &Arc<OcspResponder>, counters: &PkiCounters, request: Vec<u8>, get: bool) -> HttpResponse {
     let now = UnixTime::now();
     let a = match responder.cached(&request, now) {
         Some(hit) => hit,
         None => responder.respond_off_thread(request, now).await,
     };
-    answer(&a, get)
+    answer(counters, &a, get)
 }
 
 /// The HTTP form of an OCSP answer; GET answers without a nonce carry the
 /// RFC 5019 §6.2 caching headers, everything else `no-store`.
-fn answer(a: &OcspAnswer, get: bool) -> HttpResponse {
+fn answer(counters: &PkiCounters, a: &OcspAnswer, get: bool) -> HttpResponse {
+    counters.ocsp(a.status);
     let mut r = der("application/ocsp-response", Bytes::from_owner(a.der.clone()), false);
     let h = r.headers_mut();
     match a.validity {

@@ -408,8 +408,15 @@ impl ScepService {
         } else {
             Bytes::new()
         };
-        crate::http::pki::handle(self.state.relying_parties(), &parts.method, parts.uri.path(), &parts.headers, body)
-            .await
+        crate::http::pki::handle(
+            self.state.relying_parties(),
+            self.state.metrics().pki(),
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            body,
+        )
+        .await
     }
 
     async fn admin<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>

@@ -20,7 +20,8 @@
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_INTUNE_ENABLED` (and the other `INTUNE_*`) | `intune_enabled`, ... |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_RENEWAL_WINDOW_DAYS` | `renewal_window_days` |
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_INTUNE_RENEWAL_BY_CERTIFICATE` | `intune_renewal_by_certificate` |
-//! //! | `CERTCTL_SCEP_PUBLIC_URL` | `[server] public_url` |
+//! | `CERTCTL_SCEP_PUBLIC_URL` | `[server] public_url` |
+//! | `CERTCTL_SCEP_OCSP_SIGNER` | `[server] ocsp_signer` |
 //! | `CERTCTL_API_KEYS_NAMED=name:key[:admin\|:reader],...` | `[[api_key]]` (replaces the file's list; any other third field is refused) |
 //!
 //! `<NAME>` is the profile name upper-cased (`corp` → `CORP`); the URL uses
@@ -50,6 +51,7 @@ const PROFILES: &str = "CERTCTL_SCEP_PROFILES";
 const PROFILE_PREFIX: &str = "CERTCTL_SCEP_PROFILE_";
 const API_KEYS: &str = "CERTCTL_API_KEYS_NAMED";
 const PUBLIC_URL: &str = "CERTCTL_SCEP_PUBLIC_URL";
+const OCSP_SIGNER: &str = "CERTCTL_SCEP_OCSP_SIGNER";
 
 /// How a per-profile variable's value is read.
 #[derive(Clone, Copy)]
@@ -191,6 +193,11 @@ pub fn apply(file: &mut ConfigFile, vars: &[(String, String)]) -> Result<Applied
             // Validated with the rest of [server]; the error names the key.
             file.server.public_url = Some(value.clone());
             applied.origins.push(("server.public_url".to_string(), var.clone()));
+            continue;
+        }
+        if var == OCSP_SIGNER {
+            file.server.ocsp_signer = Some(value.clone());
+            applied.origins.push(("server.ocsp_signer".to_string(), var.clone()));
             continue;
         }
         let Some(rest) = var.strip_prefix(PROFILE_PREFIX) else {

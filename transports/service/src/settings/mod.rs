@@ -158,6 +158,8 @@ pub struct ServerSection {
     pub gui: Option<bool>,
     /// `public_url`: the base URL relying parties reach scepd at.
     pub public_url: Option<String>,
+    /// `ocsp_signer`: `"delegated"` (default) or `"ca"`.
+    pub ocsp_signer: Option<String>,
     /// `[server.tls]`
     pub tls: Option<TlsSection>,
 }
@@ -220,6 +222,10 @@ pub struct ServerSettings {
     /// trailing `/`) under which relying parties reach `/pki/...`; when set,
     /// the local CA's certificates name its CRL and OCSP URLs.
     pub public_url: Option<String>,
+    /// `ocsp_signer`: who signs the local CA's OCSP answers (RFC 6960
+    /// §4.2.2.2): a delegated responder certificate the CA issues itself
+    /// (default) or the CA key. Read at start; a reload keeps the responder.
+    pub ocsp_signer: scep_issuers::ocsp::ResponderSigning,
     /// The audit log (`[audit]`).
     pub audit: AuditSettings,
 }
@@ -243,6 +249,7 @@ impl Default for ServerSettings {
             h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
             gui: true,
             public_url: None,
+            ocsp_signer: scep_issuers::ocsp::ResponderSigning::Delegated,
             audit: AuditSettings::default(),
         }
     }
@@ -365,8 +372,28 @@ impl ServerSection {
             )?,
             gui: self.gui.unwrap_or(defaults.gui),
             public_url: self.public_url.as_deref().map(validate_public_url).transpose()?,
+            ocsp_signer: self
+                .ocsp_signer
+                .as_deref()
+                .map(parse_ocsp_signer)
+                .transpose()?
+                .unwrap_or(defaults.ocsp_signer),
             audit: AuditSettings::default(),
         })
+    }
+}
+
+/// Reads `server.ocsp_signer`: `"delegated"` or `"ca"`.
+///
+/// # Errors
+/// Naming `server.ocsp_signer` and the accepted values.
+pub fn parse_ocsp_signer(value: &str) -> Result<scep_issuers::ocsp::ResponderSigning, ConfigError> {
+    match value {
+        "delegated" => Ok(scep_issuers::ocsp::ResponderSigning::Delegated),
+        "ca" => Ok(scep_issuers::ocsp::ResponderSigning::Ca),
+        other => Err(ConfigError(format!(
+            "server.ocsp_signer: {other:?} is not one of \"delegated\" (a responder certificate the CA issues) or \"ca\" (the CA key)"
+        ))),
     }
 }
 

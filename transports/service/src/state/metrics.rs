@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -74,6 +75,57 @@ fn series<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mu
 pub struct Metrics {
     inner: Mutex<Inner>,
     connections: Arc<ConnectionCounters>,
+    pki: PkiCounters,
+}
+
+/// What relying parties fetched under `/pki/` (lock-free: the OCSP path is hot).
+#[derive(Debug, Default)]
+pub struct PkiCounters {
+    /// OCSP responses by OCSPResponseStatus code (RFC 6960 §4.2.1), 0..=6.
+    ocsp: [AtomicU64; 7],
+    /// CRL requests answered 200 (the CRL), 304 (not modified), other.
+    crl: [AtomicU64; 3],
+}
+
+/// The `status` label of an OCSPResponseStatus code.
+const OCSP_STATUS_LABELS: [&str; 7] =
+    ["successful", "malformedRequest", "internalError", "tryLater", "", "sigRequired", "unauthorized"];
+
+impl PkiCounters {
+    /// Counts one OCSP response.
+    pub fn ocsp(&self, status: scep_engine::ocsp::ResponseStatus) {
+        if let Some(c) = self.ocsp.get(usize::from(status.code())) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one CRL request by the HTTP status it got.
+    pub fn crl(&self, status: u16) {
+        let slot = match status {
+            200 => 0,
+            304 => 1,
+            _ => 2,
+        };
+        self.crl[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        header(
+            out,
+            "scepd_ocsp_responses_total",
+            "counter",
+            "OCSP responses sent under /pki/ocsp, by OCSPResponseStatus (RFC 6960 4.2.1).",
+        );
+        for (label, n) in OCSP_STATUS_LABELS.iter().zip(&self.ocsp) {
+            if !label.is_empty() {
+                let _ = writeln!(out, "scepd_ocsp_responses_total{{status=\"{label}\"}} {}", n.load(Ordering::Relaxed));
+            }
+        }
+        header(out, "scepd_crl_requests_total", "counter", "CRL requests under /pki/<ca-id>/crl, by HTTP status.");
+        for (label, n) in ["200", "304", "other"].iter().zip(&self.crl) {
+            let _ = writeln!(out, "scepd_crl_requests_total{{status=\"{label}\"}} {}", n.load(Ordering::Relaxed));
+        }
+    }
 }
 
 /// One answered SCEP request, as the metrics see it.
@@ -123,6 +175,11 @@ impl Metrics {
             h.count += 1;
             h.sum += secs;
         }
+    }
+
+    /// The `/pki/` counters.
+    pub const fn pki(&self) -> &PkiCounters {
+        &self.pki
     }
 
     /// Counts an audit write that failed (the request was answered 503).
@@ -213,6 +270,7 @@ impl Metrics {
             header(out, "scepd_audit_write_failures_total", "counter", "Audit events that could not be committed.");
             let _ = writeln!(out, "scepd_audit_write_failures_total {}", m.audit_failures);
         }
+        self.pki.render(out);
     }
 }
 

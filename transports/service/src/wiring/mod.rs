@@ -91,6 +91,7 @@ impl ServiceState {
                 None => queue.lock().unwrap_or_else(PoisonError::into_inner).push(expired.clone()),
             }),
         )?;
+        let ocsp_signer = settings.ocsp_signer;
         let state = Arc::new(Self {
             settings,
             profiles: ArcSwap::from_pointee(profiles),
@@ -102,11 +103,8 @@ impl ServiceState {
             challenges: Some(Arc::new(challenges)),
             relying_parties: match &local_ca {
                 Some(ca) => Some(Arc::new(
-                    scep_issuers::ocsp::OcspResponder::new(
-                        (**ca).clone(),
-                        scep_issuers::ocsp::ResponderSigning::default(),
-                    )
-                    .map_err(|e| ConfigError(format!("local CA OCSP responder: {e}")))?,
+                    scep_issuers::ocsp::OcspResponder::new((**ca).clone(), ocsp_signer)
+                        .map_err(|e| ConfigError(format!("local CA OCSP responder: {e}")))?,
                 )),
                 None => None,
             },
@@ -318,6 +316,9 @@ fn bootstrap_load(
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
     settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
+    if let Some(signer) = file.server.ocsp_signer.as_deref() {
+        settings.ocsp_signer = settings::parse_ocsp_signer(signer)?;
+    }
     let mut configured = settings::api_keys::validate(&file.api_keys)?;
     let admin_key = if configured.is_empty() { Some(AdminKey::choose(&settings.data_dir)?) } else { None };
     configured.extend(admin_key.iter().map(AdminKey::setting));
