@@ -956,11 +956,17 @@
 
     $('challenge-form').addEventListener('submit', mintChallenge);
     $('challenge-copy').addEventListener('click', copyChallenge);
-    // Closing forgets the challenge: it is shown once.
-    $('challenge-cancel').addEventListener('click', () => $('challenge-dialog').close());
-    $('challenge-dialog').addEventListener('close', () => {
+    // Closing forgets the challenge: it is shown once. The dialog's 'close'
+    // event is queued as a task (Escape closes it too), so the Close button
+    // forgets it before the dialog goes away, not after.
+    const forgetChallenge = () => {
       $('challenge-value').textContent = '';
+    };
+    $('challenge-cancel').addEventListener('click', () => {
+      forgetChallenge();
+      $('challenge-dialog').close();
     });
+    $('challenge-dialog').addEventListener('close', forgetChallenge);
 
     if (sessionStorage.getItem(KEY_STORE)) render();
     else signOut();
