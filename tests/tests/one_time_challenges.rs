@@ -188,18 +188,18 @@ fn use_reuse_unknown_and_the_admin_api(transport: Transport) {
 
     // The admin API's refusals.
     let post = |body: Value, key: &str| admin(&server, "POST", "/api/v1/admin/scep/challenges", Some(&body), key);
-    for (body, code) in [
-        (json!({ "profile": "nope" }), "unknown_profile"),
-        (json!({ "profile": "static" }), "not_one_time"),
-        (json!({ "profile": "otp", "ttl_secs": 0 }), "bad_request"),
-        (json!({ "profile": "otp", "ttl_secs": 7 * 86_400 + 1 }), "bad_request"),
-        (json!({ "profile": "otp", "subject_alt_names": ["x400:nope"] }), "bad_request"),
-        (json!({ "profile": "otp", "common_name": "" }), "bad_request"),
-        (json!({ "profile": "otp", "ttl": 60 }), "bad_request"),
-        (json!({}), "bad_request"),
+    for (body, expected, code) in [
+        (json!({ "profile": "nope" }), 404, "unknown_profile"),
+        (json!({ "profile": "static" }), 409, "not_one_time"),
+        (json!({ "profile": "otp", "ttl_secs": 0 }), 400, "bad_request"),
+        (json!({ "profile": "otp", "ttl_secs": 7 * 86_400 + 1 }), 400, "bad_request"),
+        (json!({ "profile": "otp", "subject_alt_names": ["x400:nope"] }), 400, "bad_request"),
+        (json!({ "profile": "otp", "common_name": "" }), 400, "bad_request"),
+        (json!({ "profile": "otp", "ttl": 60 }), 400, "bad_request"),
+        (json!({}), 400, "bad_request"),
     ] {
         let (status, v) = post(body.clone(), ADMIN_KEY);
-        assert_eq!((status, v["error"].as_str()), (400, Some(code)), "{body}: {v}");
+        assert_eq!((status, v["error"].as_str()), (expected, Some(code)), "{body}: {v}");
     }
     let (status, v) = post(json!({ "profile": "otp" }), READER_KEY);
     assert_eq!(status, 403, "a reader key cannot mint: {v}");

@@ -137,6 +137,7 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         return unauthorized("unknown API key");
     };
     let certificate_path = CertificatePath::parse(req.path);
+    let revoke_path = matches!(certificate_path, Some(CertificatePath::Revoke(_)));
     // Readers read the challenge list, the certificate inventory and the charts.
     let reader_may = req.method == Method::GET
         && (req.path == CHALLENGES
@@ -172,10 +173,20 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
     };
     if answer.status() == StatusCode::METHOD_NOT_ALLOWED {
         // RFC 9110 §15.5.6.
-        let allow = if req.path == RELOAD_TRUST { "POST" } else { "GET, HEAD" };
+        let allow = match req.path {
+            RELOAD_TRUST => "POST",
+            _ if revoke_path => "POST",
+            CHALLENGES => "GET, HEAD, POST",
+            _ => "GET, HEAD",
+        };
         answer.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
     }
     answer
+}
+
+/// A profile name as `[[profile]] name` allows it: `[a-z0-9-]`, 1 to 64.
+fn is_profile_name(v: &str) -> bool {
+    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 const PROFILES: &str = "/api/v1/admin/scep/profiles";
@@ -443,11 +454,11 @@ async fn mint_challenge(state: &ServiceState, body: &[u8], key: &str) -> http::R
     };
     let profiles = state.profiles();
     let Some(profile) = profiles.iter().find(|p| p.engine.config().name == parsed.profile) else {
-        return error(StatusCode::BAD_REQUEST, "unknown_profile", &format!("no SCEP profile {:?}", parsed.profile));
+        return error(StatusCode::NOT_FOUND, "unknown_profile", &format!("no SCEP profile {:?}", parsed.profile));
     };
     if !matches!(profile.engine.config().challenge, ChallengePolicy::OneTime) {
         return error(
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             "not_one_time",
             &format!("profile {:?} does not use one-time challenges (challenge_mode = \"one-time\")", parsed.profile),
         );
@@ -457,7 +468,7 @@ async fn mint_challenge(state: &ServiceState, body: &[u8], key: &str) -> http::R
         return bad(&format!("ttl_secs: must be from {MIN_TTL_SECS} to {MAX_TTL_SECS} (7 days)"));
     }
     let common_name = match parsed.common_name {
-        Some(cn) if cn.is_empty() || cn.len() > 256 || cn.chars().any(char::is_control) => {
+        Some(cn) if cn.is_empty() || cn.chars().count() > 256 || cn.chars().any(char::is_control) => {
             return bad("common_name: must be 1 to 256 characters, no control characters");
         }
         cn => cn,
@@ -529,7 +540,7 @@ async fn list_challenges(state: &ServiceState, query: &str) -> http::Response<Fu
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match (k, crate::query::percent_decode(v)) {
-            ("profile", Some(v)) if !v.is_empty() => profile = Some(v.into_owned()),
+            ("profile", Some(v)) if is_profile_name(&v) => profile = Some(v.into_owned()),
             ("profile", _) => return error(StatusCode::BAD_REQUEST, "bad_request", "profile: must be a profile name"),
             (other, _) => {
                 return error(

@@ -96,9 +96,11 @@ pub fn normalize_serial(raw: &str) -> Option<(String, Vec<u8>)> {
     let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
     let bytes: Vec<u8> =
         (0..padded.len()).step_by(2).filter_map(|i| u8::from_str_radix(padded.get(i..i + 2)?, 16).ok()).collect();
+    // Zero is well-formed hex but never a certificate's serial (RFC 5280
+    // §4.1.2.2: positive): it is looked up, and not found, like any other.
     let serial = scep_issuers::x509_build::trim_serial(&bytes).to_vec();
     if serial.is_empty() {
-        return None;
+        return Some(("00".to_string(), vec![0]));
     }
     Some((scep_issuers::x509_build::serial_hex(&serial), serial))
 }
@@ -167,7 +169,7 @@ fn bad(message: &str) -> http::Response<Full<Bytes>> {
 }
 
 fn text_param(name: &str, v: String) -> Result<String, String> {
-    if v.is_empty() || v.len() > MAX_TEXT || v.chars().any(char::is_control) {
+    if v.is_empty() || v.chars().count() > MAX_TEXT || v.chars().any(char::is_control) {
         return Err(format!("{name}: must be 1 to {MAX_TEXT} characters, no control characters"));
     }
     Ok(v)
@@ -473,7 +475,9 @@ mod tests {
         assert_eq!(normalize_serial("0A:1b").unwrap().0, "0a1b");
         assert_eq!(normalize_serial("00:00:7f").unwrap(), ("7f".to_string(), vec![0x7f]));
         assert_eq!(normalize_serial("abc").unwrap().0, "0abc");
-        for bad in ["", "00", "xyz", "0x12", &"1".repeat(41)] {
+        // Zero is looked up (and never found) rather than refused as malformed.
+        assert_eq!(normalize_serial("00").unwrap(), ("00".to_string(), vec![0]));
+        for bad in ["", ":", "xyz", "0x12", &"1".repeat(41)] {
             assert_eq!(normalize_serial(bad), None, "{bad}");
         }
     }
