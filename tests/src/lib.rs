@@ -18,23 +18,12 @@ pub mod intune_standin;
 pub mod real_clients;
 pub mod server;
 
-/// The developer opt-out: with this variable set to `1`, a test whose tool
-/// or service is missing prints `SKIPPED` and passes. Never set by `.ci/run`
-/// (the README's test command), which installs everything first.
-pub const ALLOW_SKIP_VAR: &str = "SCEPD_TEST_ALLOW_SKIP";
-
 /// A program or service `what` a test needs is missing: the test FAILS,
-/// naming `install` (the command that provides it), unless the developer
-/// opted out with [`ALLOW_SKIP_VAR`]`=1`; then it prints `SKIPPED` and the
-/// caller returns.
+/// naming `install` (the command that provides it). There is no opt-out:
+/// `bash .ci/run`, the README's test command, installs everything first.
 ///
 /// # Panics
-/// Without the opt-out, always.
-pub fn missing_tool(test: &str, what: &str, install: &str) {
-    let opted_out = std::env::var(ALLOW_SKIP_VAR).is_ok_and(|v| v == "1");
-    assert!(
-        opted_out,
-        "{test} needs {what}: {install} (or run `bash .ci/run`, which installs it; {ALLOW_SKIP_VAR}=1 skips instead)"
-    );
-    eprintln!("SKIPPED {test}: {what} is missing ({ALLOW_SKIP_VAR}=1); {install}");
+/// Always.
+pub fn missing_tool(test: &str, what: &str, install: &str) -> ! {
+    panic!("{test} needs {what}: {install} (or run `bash .ci/run`, which installs it)")
 }

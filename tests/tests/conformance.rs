@@ -201,7 +201,6 @@ fn wrong_challenge_fails(s: &mut Server) {
 fn http2_cleartext_enrolment(s: &mut Server) {
     if std::process::Command::new("curl").arg("--version").output().is_err() {
         scep_tests::missing_tool("http2_cleartext_enrolment", "curl", "apt-get install curl");
-        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let base = s.scepd.url();

