@@ -19,6 +19,15 @@
 //! [`LocalCa::revocation_version`] read before the database lookup, so a
 //! revocation committed after that makes it stale at once: the next request
 //! looks the certificate up again.
+//!
+//! Requests with a nonce (RFC 8954) must be signed one by one, but the
+//! status need not be read each time: the status of every issued serial is
+//! kept too, stamped the same way. [`OcspResponder::respond_from_memory`]
+//! answers from those statuses and an already-issued responder key without
+//! the database, so the transport can sign on its own thread rather than
+//! hand the request to the blocking pool. Serials this CA never issued
+//! (`unknown`) are not remembered: a certificate issued later must not be
+//! answered `unknown` from memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -97,6 +106,13 @@ struct ResponderKey {
     not_after: UnixTime,
 }
 
+/// A remembered status of one serial this CA issued.
+#[derive(Clone, Copy)]
+struct KnownStatus {
+    status: CertStatus,
+    generation: u64,
+}
+
 struct CachedAnswer {
     answer: OcspAnswer,
     generation: u64,
@@ -118,6 +134,8 @@ pub struct OcspResponder {
     hashes: Vec<IssuerHashes>,
     signer: Mutex<Option<Arc<ResponderKey>>>,
     cache: RwLock<HashMap<Vec<u8>, CachedAnswer>>,
+    /// Status per serial (DER INTEGER contents), for nonce requests.
+    statuses: RwLock<HashMap<Vec<u8>, KnownStatus>>,
 }
 
 impl std::fmt::Debug for OcspResponder {
@@ -150,7 +168,14 @@ impl OcspResponder {
             .into_iter()
             .map(|alg| IssuerHashes { alg, name: alg.digest(cert.subject), key: alg.digest(cert.spki.key) })
             .collect();
-        Ok(Self { ca, signing, hashes, signer: Mutex::new(None), cache: RwLock::new(HashMap::new()) })
+        Ok(Self {
+            ca,
+            signing,
+            hashes,
+            signer: Mutex::new(None),
+            cache: RwLock::new(HashMap::new()),
+            statuses: RwLock::new(HashMap::new()),
+        })
     }
 
     /// The CA this responder answers for.
@@ -171,7 +196,11 @@ impl OcspResponder {
     /// [`RESPONSE_REFRESH_SECS`] ago, signer still valid). Never touches the
     /// database; `None` means "call [`OcspResponder::respond`]".
     pub fn cached(&self, request_der: &[u8], now: UnixTime) -> Option<OcspAnswer> {
-        let request = OcspRequestRef::parse(request_der).ok()?;
+        self.cached_for(&OcspRequestRef::parse(request_der).ok()?, now)
+    }
+
+    /// [`OcspResponder::cached`] for a parsed request.
+    fn cached_for(&self, request: &OcspRequestRef<'_>, now: UnixTime) -> Option<OcspAnswer> {
         if request.nonce.is_some() || request.requests.len() != 1 {
             return None;
         }
@@ -185,36 +214,66 @@ impl OcspResponder {
     }
 
     /// Answers one DER OCSPRequest. Blocks on the database for each CertID
-    /// (run it on a blocking pool); never fails: errors are OCSP statuses.
+    /// whose status is not remembered (run it on a blocking pool); never
+    /// fails: errors are OCSP statuses.
     pub fn respond(&self, request_der: &[u8], now: UnixTime) -> OcspAnswer {
-        if let Some(hit) = self.cached(request_der, now) {
-            return hit;
-        }
+        self.answer(request_der, now, Source::Store).unwrap_or_else(|| OcspAnswer::error(ResponseStatus::InternalError))
+    }
+
+    /// Answers one DER OCSPRequest without the database, when everything it
+    /// needs is in memory: a fresh precomputed answer, or the remembered
+    /// status of every CertID and a responder key that needs no renewal.
+    /// Costs one signature at most, so it may run on the caller's thread.
+    /// `None` means "call [`OcspResponder::respond`] off the thread".
+    pub fn respond_from_memory(&self, request_der: &[u8], now: UnixTime) -> Option<OcspAnswer> {
+        self.answer(request_der, now, Source::Memory)
+    }
+
+    /// The one answering path; with [`Source::Memory`] it returns `None`
+    /// instead of reading the database or issuing a responder certificate.
+    fn answer(&self, request_der: &[u8], now: UnixTime, source: Source) -> Option<OcspAnswer> {
         let Ok(request) = OcspRequestRef::parse(request_der) else {
-            return OcspAnswer::error(ResponseStatus::MalformedRequest);
+            return Some(OcspAnswer::error(ResponseStatus::MalformedRequest));
         };
+        if let Some(hit) = self.cached_for(&request, now) {
+            return Some(hit);
+        }
         if !request.requests.iter().all(|id| self.names_our_ca(id)) {
-            return OcspAnswer::error(ResponseStatus::Unauthorized);
+            return Some(OcspAnswer::error(ResponseStatus::Unauthorized));
         }
         // Read before the lookups: a revocation committed after this makes
-        // the answer stale in the cache.
+        // the answer (and the statuses read now) stale.
         let generation = self.ca.revocation_version();
         let mut statuses = Vec::with_capacity(request.requests.len());
         for id in &request.requests {
+            if let Some(known) = self.known_status(id.serial, generation) {
+                statuses.push(known);
+                continue;
+            }
+            if source == Source::Memory {
+                return None;
+            }
             match self.ca.lookup(id.serial) {
-                Ok(found) => statuses.push(status_of(found.map(|c| c.status))),
+                Ok(found) => {
+                    let status = status_of(found.map(|c| c.status));
+                    self.remember_status(id.serial, status, generation);
+                    statuses.push(status);
+                }
                 Err(e) => {
                     tracing::warn!(issuer = %self.ca.id(), error = %e, "OCSP lookup failed");
-                    return OcspAnswer::error(ResponseStatus::TryLater);
+                    return Some(OcspAnswer::error(ResponseStatus::TryLater));
                 }
             }
         }
-        let signer = match self.signer(now) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(issuer = %self.ca.id(), error = %e, "OCSP responder cannot sign");
-                return OcspAnswer::error(ResponseStatus::InternalError);
-            }
+        let signer = match source {
+            Source::Memory => self.current_signer(now)?,
+            Source::Store => match self.signer(now) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(issuer = %self.ca.id(), error = %e, "OCSP responder cannot sign");
+                    return Some(OcspAnswer::error(ResponseStatus::InternalError));
+                }
+            },
         };
         let next_update = now.plus(RESPONSE_VALIDITY_SECS).min(signer.not_after);
         let responses: Vec<SingleResponse<'_>> = request
@@ -230,7 +289,7 @@ impl OcspResponder {
             Ok(der) => der,
             Err(e) => {
                 tracing::error!(issuer = %self.ca.id(), error = %e, "OCSP signing failed");
-                return OcspAnswer::error(ResponseStatus::InternalError);
+                return Some(OcspAnswer::error(ResponseStatus::InternalError));
             }
         };
         let cacheable = request.nonce.is_none();
@@ -255,7 +314,25 @@ impl OcspResponder {
                 },
             );
         }
-        answer
+        Some(answer)
+    }
+
+    /// The remembered status of `serial`, when it was read at `generation`.
+    fn known_status(&self, serial: &[u8], generation: u64) -> Option<CertStatus> {
+        let statuses = self.statuses.read().unwrap_or_else(PoisonError::into_inner);
+        statuses.get(serial).filter(|k| k.generation == generation).map(|k| k.status)
+    }
+
+    /// Remembers the status of a serial this CA issued (never `unknown`).
+    fn remember_status(&self, serial: &[u8], status: CertStatus, generation: u64) {
+        if status == CertStatus::Unknown {
+            return;
+        }
+        let mut statuses = self.statuses.write().unwrap_or_else(PoisonError::into_inner);
+        if statuses.len() >= MAX_CACHED {
+            statuses.clear();
+        }
+        statuses.insert(serial.to_vec(), KnownStatus { status, generation });
     }
 
     /// [`OcspResponder::respond`] on the `blocking` pool (any runtime).
@@ -276,6 +353,12 @@ impl OcspResponder {
     ) -> impl Future<Output = Result<crate::PublishedCrl, crate::IssuerError>> + Send + 'static {
         let ca = self.ca.clone();
         blocking::unblock(move || ca.published_crl(now))
+    }
+
+    /// The signing key when one is ready and needs no renewal at `now`.
+    fn current_signer(&self, now: UnixTime) -> Option<Arc<ResponderKey>> {
+        let slot = self.signer.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.as_ref().filter(|s| now < s.not_after.plus(-DELEGATED_RENEW_SECS)).map(Arc::clone)
     }
 
     /// The signing key, issuing (or renewing) the delegated certificate when needed.
@@ -323,6 +406,15 @@ impl OcspResponder {
         *slot = Some(Arc::clone(&fresh));
         Ok(fresh)
     }
+}
+
+/// Where [`OcspResponder::answer`] may read statuses from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The database when memory does not have it (blocking).
+    Store,
+    /// Memory only: give up rather than block.
+    Memory,
 }
 
 /// The OCSP status of a stored record (`None`: never issued here).

@@ -101,6 +101,16 @@ fn read_back(dir: &Path, der: &[u8], name: &str) -> String {
     text
 }
 
+/// [`read_back`] for an answer to `nonce.der`: OpenSSL checks that the
+/// nonce it sent is the one echoed (`-cert` would make it build a new
+/// request with a new nonce, so statuses are read from `-resp_text`).
+fn read_back_nonce(dir: &Path, der: &[u8], name: &str) -> String {
+    std::fs::write(dir.join(name), der).unwrap();
+    let (ok, text) = openssl(dir, &["ocsp", "-reqin", "nonce.der", "-respin", name, "-CAfile", "ca.pem", "-resp_text"]);
+    assert!(ok && text.contains("Response verify OK") && !text.contains("Nonce Verify error"), "{text}");
+    text
+}
+
 #[test]
 fn a_cached_nonce_less_answer_is_replaced_the_moment_the_certificate_is_revoked() {
     let tmp = tempfile::tempdir().unwrap();
@@ -169,4 +179,55 @@ fn the_ca_and_the_delegated_responder_sign_with_different_certificates_both_veri
     let delegated_text = read_back(dir, &delegated.der, "delegated.der");
     assert!(responder_id(&text).contains(&ca_key_id), "CA-signed: {}", responder_id(&text));
     assert!(!responder_id(&delegated_text).contains(&ca_key_id), "delegated: {}", responder_id(&delegated_text));
+}
+
+#[test]
+fn nonce_requests_are_answered_from_remembered_statuses_and_a_revocation_is_seen_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ca, leaf) = ca_and_leaf(dir);
+    let responder = Arc::new(OcspResponder::new(ca.clone(), ResponderSigning::Delegated).unwrap());
+    let (ok, text) = openssl(dir, &["ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem", "-reqout", "nonce.der"]);
+    assert!(ok, "{text}");
+    let with_nonce = std::fs::read(dir.join("nonce.der")).unwrap();
+    let now = UnixTime::now();
+
+    // Nothing is known yet: memory alone cannot answer (no status, no responder key).
+    assert!(responder.respond_from_memory(&with_nonce, now).is_none());
+    let first = responder.respond(&with_nonce, now);
+    assert!(read_back_nonce(dir, &first.der, "first.der").contains("Cert Status: good"));
+
+    // Now the status and the key are in memory: a fresh signature, the nonce echoed, no database.
+    let again = responder.respond_from_memory(&with_nonce, now.plus(1)).expect("answered from memory");
+    assert!(!Arc::ptr_eq(&again.der, &first.der), "a nonce answer is signed for each request");
+    let text = read_back_nonce(dir, &again.der, "again.der");
+    assert!(text.contains("Cert Status: good") && text.contains("OCSP Nonce"), "{text}");
+
+    // A revocation makes the remembered status stale at once: memory gives up,
+    // and the store answers revoked.
+    let serial = CertificateRef::parse(&leaf).unwrap().serial.to_vec();
+    ca.revoke(&serial, RevocationReason::Superseded, now.plus(2)).unwrap();
+    assert!(responder.respond_from_memory(&with_nonce, now.plus(2)).is_none(), "a stale good must not be signed");
+    let text = read_back_nonce(dir, &responder.respond(&with_nonce, now.plus(2)).der, "revoked.der");
+    assert!(text.contains("Cert Status: revoked") && text.contains("Revocation Reason: superseded"), "{text}");
+    let text = read_back_nonce(
+        dir,
+        &responder.respond_from_memory(&with_nonce, now.plus(3)).expect("revoked is remembered").der,
+        "revoked-again.der",
+    );
+    assert!(text.contains("Cert Status: revoked"), "{text}");
+
+    // A serial this CA never issued is not remembered as unknown: memory
+    // cannot answer it, whatever was asked before.
+    let (ok, text) = openssl(dir, &["ocsp", "-issuer", "ca.pem", "-serial", "0x1234", "-reqout", "unknown.der"]);
+    assert!(ok, "{text}");
+    let unknown = std::fs::read(dir.join("unknown.der")).unwrap();
+    let text = {
+        std::fs::write(dir.join("unknown-resp.der"), responder.respond(&unknown, now.plus(4)).der.as_ref()).unwrap();
+        let (ok, text) = openssl(dir, &["ocsp", "-respin", "unknown-resp.der", "-CAfile", "ca.pem", "-resp_text"]);
+        assert!(ok, "{text}");
+        text
+    };
+    assert!(text.contains("Cert Status: unknown"), "{text}");
+    assert!(responder.respond_from_memory(&unknown, now.plus(5)).is_none(), "unknown is always looked up");
 }

@@ -219,8 +219,10 @@ async fn ocsp_post(
 
 async fn respond(responder: &Arc<OcspResponder>, counters: &PkiCounters, request: Vec<u8>, get: bool) -> HttpResponse {
     let now = UnixTime::now();
-    let a = match responder.cached(&request, now) {
-        Some(hit) => hit,
+    // From memory (a precomputed answer, or remembered statuses and one
+    // signature) on this thread; the database only on the blocking pool.
+    let a = match responder.respond_from_memory(&request, now) {
+        Some(answer) => answer,
         None => responder.respond_off_thread(request, now).await,
     };
     answer(counters, &a, get)
