@@ -17,6 +17,7 @@ pub mod intune_connector;
 pub mod intune_standin;
 pub mod real_clients;
 pub mod server;
+pub mod tls;
 
 /// A program or service `what` a test needs is missing: the test FAILS,
 /// naming `install` (the command that provides it). There is no opt-out:

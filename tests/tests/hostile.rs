@@ -11,7 +11,6 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -244,58 +243,10 @@ fn h2c_connections_without_a_request_are_closed(transport: Transport) {
     assert!(closed >= attackers.len() as u64, "request_timeout closes counted: {closed} < {}", attackers.len());
 }
 
-/// A CA and a `localhost` server certificate made with openssl in `dir`
-/// (the key mode 0600, as scepd requires); the CA in DER for the client.
+/// A CA and a `localhost` server certificate in `dir`
+/// ([`scep_tests::tls::server_certificate`]); the CA in DER for the client.
 fn tls_files(dir: &Path) -> CertificateDer<'static> {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl must be installed");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-days",
-                "2",
-                "-subj",
-                "/CN=hostile test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(&[&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]].concat());
-    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n").expect("ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-out",
-        "server.pem",
-        "-extfile",
-        "server.ext",
-    ]);
-    openssl(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    CertificateDer::from(std::fs::read(dir.join("ca.der")).expect("ca.der"))
+    CertificateDer::from(scep_tests::tls::server_certificate(dir).ca_der)
 }
 
 fn client_config(ca: &CertificateDer<'static>, alpn: &[u8]) -> Arc<ClientConfig> {

@@ -5,6 +5,8 @@
 //! ```text
 //! scep-load run --url http://127.0.0.1:8080/scep --challenge PW --requests 20000 --concurrency 32
 //! scep-load run --url ... --operation getcacaps --duration 10
+//! scep-load run --url https://127.0.0.1:8443/scep --cacert ca.pem --challenge PW \
+//!     --operation device --connections per-device --tls-resumption on
 //! scep-load compare --url http://127.0.0.1:8080/scep --url-b http://127.0.0.1:8081/scep --challenge PW
 //! scep-load connector --dir ./connector     # writes the test Connector key + trust anchor
 //! ```
@@ -21,8 +23,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use scep_bench::load::fleet::Challenge;
 use scep_bench::load::intune::{ANCHOR_FILE, Connector};
 use scep_bench::load::report::{Comparison, Summary};
-use scep_bench::load::run::{Operation, Plan, Verify};
-use scep_bench::load::{self, LoadError, Loaded, Setup, Target};
+use scep_bench::load::run::{ConnectionUse, Operation, Plan, Verify};
+use scep_bench::load::{self, LoadError, Loaded, Setup, Target, TlsOptions};
 use scep_engine::crypto::{ContentCipher, DigestAlg};
 use scep_tests::client::PkiMethod;
 
@@ -49,11 +51,36 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum OpArg {
     Pkcsreq,
     Getcacaps,
     Getcacert,
+    /// GetCACaps, GetCACert, then PKIOperation (what an Intune device does).
+    Device,
+}
+
+impl OpArg {
+    /// True when the run needs a fleet and prepared PKCSReq messages.
+    fn enrols(self) -> bool {
+        matches!(self, Self::Pkcsreq | Self::Device)
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ConnectionsArg {
+    /// One connection per worker, kept alive.
+    KeepAlive,
+    /// A new connection for each device (its three requests on it with `--operation device`).
+    PerDevice,
+    /// A new connection for every request.
+    PerRequest,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -88,7 +115,7 @@ enum VerifyArg {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// SCEP endpoint URL (http://host:port/path).
+    /// SCEP endpoint URL (http://host:port/path or https://...).
     #[arg(long)]
     url: String,
     /// Allow a non-loopback target.
@@ -169,6 +196,15 @@ struct Common {
     /// Key and message cache.
     #[arg(long, default_value = "scep-load-cache")]
     cache: PathBuf,
+    /// When connections are closed and reopened.
+    #[arg(long, value_enum, default_value_t = ConnectionsArg::KeepAlive)]
+    connections: ConnectionsArg,
+    /// https:// targets: the server's CA certificate(s), PEM (default: the SSL_CERT_FILE variable).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// https:// targets: resume TLS sessions on new connections.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    tls_resumption: OnOff,
     /// Socket timeout, seconds.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
@@ -185,9 +221,11 @@ impl Common {
         let challenge = match (&self.intune_connector, &self.challenge) {
             (Some(dir), _) => Challenge::Intune(Connector::load_or_create(dir, self.intune_audience.clone())?),
             (None, Some(pw)) => Challenge::Static(pw.clone()),
-            (None, None) if !matches!(self.operation, OpArg::Pkcsreq) => Challenge::Static(String::new()),
+            (None, None) if !self.operation.enrols() => Challenge::Static(String::new()),
             (None, None) => {
-                return Err(LoadError::Setup("PKCSReq needs --challenge PW or --intune-connector DIR".into()));
+                return Err(LoadError::Setup(
+                    "PKCSReq and device runs need --challenge PW or --intune-connector DIR".into(),
+                ));
             }
         };
         Ok(Setup {
@@ -216,15 +254,14 @@ impl Common {
             OpArg::Pkcsreq => Operation::PkcsReq,
             OpArg::Getcacaps => Operation::GetCaCaps,
             OpArg::Getcacert => Operation::GetCaCert,
+            OpArg::Device => Operation::Device,
         };
-        let requests = match (operation, self.duration) {
-            (Operation::PkcsReq, _) | (_, None) => self.requests,
-            (_, Some(_)) => usize::MAX,
+        let requests = match (operation.sends_pki_messages(), self.duration) {
+            (true, _) | (_, None) => self.requests,
+            (false, Some(_)) => usize::MAX,
         };
         Plan {
-            addr: target.addr,
-            host: target.host.clone(),
-            path: target.path.clone(),
+            target: target.clone(),
             operation,
             method: match self.method {
                 MethodArg::Post => PkiMethod::Post,
@@ -241,7 +278,16 @@ impl Common {
                 VerifyArg::Off => Verify::Off,
             },
             progress: self.progress.unwrap_or_else(|| std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            connection_use: match self.connections {
+                ConnectionsArg::KeepAlive => ConnectionUse::KeepAlive,
+                ConnectionsArg::PerDevice => ConnectionUse::PerDevice,
+                ConnectionsArg::PerRequest => ConnectionUse::PerRequest,
+            },
         }
+    }
+
+    fn tls(&self) -> TlsOptions {
+        TlsOptions { ca_file: self.cacert.clone(), resumption: matches!(self.tls_resumption, OnOff::On) }
     }
 
     fn write_json(&self, json: &str) -> Result<(), LoadError> {
@@ -261,19 +307,13 @@ fn load_target(
     devices: &[load::fleet::Device],
     count: usize,
 ) -> Result<Option<Loaded>, LoadError> {
-    match common.operation {
-        OpArg::Pkcsreq => Ok(Some(load::prepare(target, setup, devices, count)?)),
-        _ => Ok(None),
-    }
+    if common.operation.enrols() { Ok(Some(load::prepare(target, setup, devices, count)?)) } else { Ok(None) }
 }
 
 fn run(args: &RunArgs, send: bool) -> Result<(), LoadError> {
-    let target = Target::resolve(&args.url, args.allow_remote)?;
+    let target = Target::resolve(&args.url, args.allow_remote, &args.common.tls())?;
     let setup = args.common.setup()?;
-    let devices = match args.common.operation {
-        OpArg::Pkcsreq => load::fleet(&setup)?,
-        _ => Vec::new(),
-    };
+    let devices = if args.common.operation.enrols() { load::fleet(&setup)? } else { Vec::new() };
     let mut loaded = load_target(&target, &args.common, &setup, &devices, args.common.requests)?;
     if !send {
         eprintln!("scep-load: prepared {} messages", loaded.as_ref().map_or(0, |l| l.prepared.len()));
@@ -287,13 +327,10 @@ fn run(args: &RunArgs, send: bool) -> Result<(), LoadError> {
 }
 
 fn compare(args: &CompareArgs) -> Result<(), LoadError> {
-    let a = Target::resolve(&args.url, args.allow_remote)?;
-    let b = Target::resolve(&args.url_b, args.allow_remote)?;
+    let a = Target::resolve(&args.url, args.allow_remote, &args.common.tls())?;
+    let b = Target::resolve(&args.url_b, args.allow_remote, &args.common.tls())?;
     let setup = args.common.setup()?;
-    let devices = match args.common.operation {
-        OpArg::Pkcsreq => load::fleet(&setup)?,
-        _ => Vec::new(),
-    };
+    let devices = if args.common.operation.enrols() { load::fleet(&setup)? } else { Vec::new() };
     let (mut ra, mut rb): (Vec<Summary>, Vec<Summary>) = (Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
         for (target, pid, out) in [(&a, args.server_pid, &mut ra), (&b, args.server_pid_b, &mut rb)] {

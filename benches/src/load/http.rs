@@ -1,10 +1,17 @@
-//! A minimal keep-alive HTTP/1.1 client over a blocking socket: one
-//! connection per load worker, reopened when the server closes it. Enough for
-//! SCEP (`Content-Length` or chunked bodies), cheap on the client's CPU.
+//! A minimal keep-alive HTTP/1.1 client over a blocking socket, plain or
+//! TLS (rustls): one connection per load worker, reopened when the server
+//! closes it or the run's connection use says so ([`Connection::close`]).
+//! Enough for SCEP (`Content-Length` or chunked bodies), cheap on the
+//! client's CPU.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::{ClientConnection, HandshakeKind, StreamOwned};
+
+use super::tls::TlsClient;
 
 /// Largest response body read (SCEP replies are a few KiB).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -20,33 +27,92 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+/// The socket under a [`Connection`]: plain TCP or TLS over it.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// A reusable connection to one server.
 #[derive(Debug)]
 pub struct Connection {
     addr: SocketAddr,
     host: String,
     timeout: Duration,
-    stream: Option<BufReader<TcpStream>>,
+    tls: Option<Arc<TlsClient>>,
+    stream: Option<BufReader<Stream>>,
+    /// True until the first reply on the current connection was read (the
+    /// TLS handshake is complete by then).
+    fresh: bool,
     /// Connections opened so far (1 for a fully reused connection).
     pub opened: u64,
+    /// TLS connections whose handshake resumed a session (RFC 8446 §2.2).
+    pub resumed: u64,
 }
 
 impl Connection {
-    /// A connection to `addr` (opened lazily), with `host` as the Host header.
-    pub fn new(addr: SocketAddr, host: String, timeout: Duration) -> Self {
-        Self { addr, host, timeout, stream: None, opened: 0 }
+    /// A connection to `addr` (opened lazily), with `host` as the Host
+    /// header, over TLS when `tls` is given.
+    pub fn new(addr: SocketAddr, host: String, timeout: Duration, tls: Option<Arc<TlsClient>>) -> Self {
+        Self { addr, host, timeout, tls, stream: None, fresh: false, opened: 0, resumed: 0 }
     }
 
-    fn open(&mut self) -> std::io::Result<&mut BufReader<TcpStream>> {
+    fn open(&mut self) -> std::io::Result<&mut BufReader<Stream>> {
         if self.stream.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, self.timeout)?;
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(self.timeout))?;
             s.set_write_timeout(Some(self.timeout))?;
+            let stream = match &self.tls {
+                None => Stream::Plain(s),
+                Some(tls) => {
+                    let conn = ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone())
+                        .map_err(std::io::Error::other)?;
+                    Stream::Tls(Box::new(StreamOwned::new(conn, s)))
+                }
+            };
             self.opened += 1;
-            self.stream = Some(BufReader::with_capacity(16 * 1024, s));
+            self.fresh = true;
+            self.stream = Some(BufReader::with_capacity(16 * 1024, stream));
         }
         self.stream.as_mut().ok_or_else(|| std::io::Error::other("no connection"))
+    }
+
+    /// Closes the connection (a TLS one with close_notify, RFC 8446 §6.1);
+    /// the next request opens a new one.
+    pub fn close(&mut self) {
+        if let Some(mut stream) = self.stream.take()
+            && let Stream::Tls(tls) = stream.get_mut()
+        {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
     }
 
     /// Sends one request and reads the reply. A request on a reused
@@ -91,6 +157,11 @@ impl Connection {
             )));
         }
         let (reply, keep) = read_rest(stream, &line).map_err(Failure::During)?;
+        let resumed =
+            matches!(stream.get_ref(), Stream::Tls(tls) if tls.conn.handshake_kind() == Some(HandshakeKind::Resumed));
+        if std::mem::take(&mut self.fresh) && resumed {
+            self.resumed += 1;
+        }
         if !keep {
             self.stream = None;
         }
@@ -117,7 +188,7 @@ fn bad(m: &str) -> std::io::Error {
 
 /// Reads headers and body after the status line; returns whether the
 /// connection can be reused.
-fn read_rest(r: &mut BufReader<TcpStream>, status_line: &str) -> std::io::Result<(Reply, bool)> {
+fn read_rest(r: &mut BufReader<Stream>, status_line: &str) -> std::io::Result<(Reply, bool)> {
     let mut parts = status_line.trim_end().splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     if !version.starts_with("HTTP/1.") {
@@ -153,12 +224,7 @@ fn read_rest(r: &mut BufReader<TcpStream>, status_line: &str) -> std::io::Result
     Err(bad("too many headers"))
 }
 
-fn read_body(
-    r: &mut BufReader<TcpStream>,
-    status: u16,
-    length: Option<usize>,
-    chunked: bool,
-) -> std::io::Result<Vec<u8>> {
+fn read_body(r: &mut BufReader<Stream>, status: u16, length: Option<usize>, chunked: bool) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();
     if status == 204 || status == 304 || (100..200).contains(&status) {
         return Ok(body);
@@ -234,7 +300,7 @@ mod tests {
                 }
             }
         });
-        let mut c = Connection::new(addr, "x".into(), Duration::from_secs(5));
+        let mut c = Connection::new(addr, "x".into(), Duration::from_secs(5), None);
         let bodies: Vec<String> =
             (0..3).map(|_| String::from_utf8(c.request("GET", "/", None).unwrap().body).unwrap()).collect();
         assert_eq!(bodies, ["r0-0", "r0-1", "r1-0"]);

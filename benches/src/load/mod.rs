@@ -11,16 +11,20 @@ pub mod intune;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use scep_engine::crypto::{ContentCipher, DigestAlg};
-use scep_tests::client::{CaCertificates, ClientError, HttpUrl, MessageOptions, PkiMethod, ScepClient};
+use scep_tests::client::{CaCertificates, ClientError, HttpUrl, MessageOptions, PkiMethod};
 
 use fleet::{Challenge, Device, Pool, Prepared};
 use report::{Latency, ServerUse, Summary};
-use run::{Operation, Plan, Verify};
+use run::{ConnectionUse, Operation, Plan, Verify};
+use tls::TlsClient;
 
 /// Why a load run could not start.
 #[derive(Debug)]
@@ -68,17 +72,43 @@ pub struct Target {
     pub host: String,
     /// Request path (the SCEP endpoint).
     pub path: String,
+    /// TLS, for an `https://` URL.
+    pub tls: Option<Arc<TlsClient>>,
+}
+
+/// How an `https://` target is reached.
+#[derive(Clone, Debug)]
+pub struct TlsOptions {
+    /// The server's CA (`--cacert`, else `SSL_CERT_FILE`).
+    pub ca_file: Option<PathBuf>,
+    /// Resume TLS sessions.
+    pub resumption: bool,
 }
 
 impl Target {
-    /// Parses `url` (`http://host[:port]/path`) and resolves it. Refuses
-    /// non-loopback addresses unless `allow_remote` (a load test is an attack
-    /// on anything else).
+    /// Parses `url` (`http://host[:port]/path` or `https://...`, port 443 by
+    /// default) and resolves it. Refuses non-loopback addresses unless
+    /// `allow_remote` (a load test is an attack on anything else).
     ///
     /// # Errors
-    /// Unparsable URL, unresolvable host, or a non-loopback address.
-    pub fn resolve(url: &str, allow_remote: bool) -> Result<Self, LoadError> {
-        let u = HttpUrl::parse(url)?;
+    /// Unparsable URL, unresolvable host, a non-loopback address, or (https)
+    /// no usable CA file.
+    pub fn resolve(url: &str, allow_remote: bool, tls: &TlsOptions) -> Result<Self, LoadError> {
+        let https = url.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+        let u = if https {
+            let rest = &url[8..];
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            let has_port =
+                authority.rsplit_once(':').is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok())
+                    && !authority.ends_with(']');
+            let mut u = HttpUrl::parse(&format!("http://{rest}"))?;
+            if !has_port {
+                u.port = 443;
+            }
+            u
+        } else {
+            HttpUrl::parse(url)?
+        };
         let addrs: Vec<SocketAddr> = (u.host.as_str(), u.port)
             .to_socket_addrs()
             .map_err(|e| LoadError::Setup(format!("{}: {e}", u.host)))?
@@ -91,8 +121,36 @@ impl Target {
                 "{url} resolves to {addr}, which is not loopback; pass --allow-remote to load a remote server"
             )));
         }
-        let host = if u.port == 80 { u.host.clone() } else { format!("{}:{}", u.host, u.port) };
-        Ok(Self { url: url.to_string(), addr, host, path: u.path })
+        let default_port = if https { 443 } else { 80 };
+        let host = if u.port == default_port { u.host.clone() } else { format!("{}:{}", u.host, u.port) };
+        let tls = if https {
+            let ca = tls::ca_file(tls.ca_file.as_deref())?;
+            Some(Arc::new(TlsClient::new(&u.host, &ca, tls.resumption)?))
+        } else {
+            None
+        };
+        Ok(Self { url: url.to_string(), addr, host, path: u.path, tls })
+    }
+
+    /// A new connection to this target.
+    pub fn connection(&self, timeout: Duration) -> http::Connection {
+        http::Connection::new(self.addr, self.host.clone(), timeout, self.tls.clone())
+    }
+
+    /// GetCACert (RFC 8894 §4.2) over this target's own connection (plain or TLS).
+    ///
+    /// # Errors
+    /// Socket, TLS or HTTP errors, or an answer that is not a CA certificate.
+    pub fn get_ca_cert(&self) -> Result<CaCertificates, LoadError> {
+        let mut c = self.connection(Duration::from_secs(30));
+        let r = c
+            .request("GET", &format!("{}?operation=GetCACert&message=scep-load", self.path), None)
+            .map_err(|e| LoadError::Setup(format!("GetCACert from {}: {e}", self.url)))?;
+        c.close();
+        if r.status != 200 {
+            return Err(LoadError::Setup(format!("GetCACert from {}: HTTP {}", self.url, r.status)));
+        }
+        Ok(CaCertificates::parse(r.content_type.as_deref().unwrap_or_default(), &r.body)?)
     }
 }
 
@@ -137,7 +195,7 @@ pub fn fleet(setup: &Setup) -> Result<Vec<Device>, LoadError> {
 /// # Errors
 /// GetCACert or message-building errors.
 pub fn prepare(target: &Target, setup: &Setup, devices: &[Device], count: usize) -> Result<Loaded, LoadError> {
-    let ca = ScepClient::new(&target.url)?.get_ca_cert()?;
+    let ca = target.get_ca_cert()?;
     let options: MessageOptions = fleet::options(setup.cipher, setup.digest);
     match &setup.challenge {
         Challenge::Static(pw) => {
@@ -206,10 +264,11 @@ pub fn execute(
             Operation::PkcsReq => "pkcsreq",
             Operation::GetCaCaps => "getcacaps",
             Operation::GetCaCert => "getcacert",
+            Operation::Device => "device",
         }
         .into(),
         method: match plan.method {
-            PkiMethod::Post if plan.operation == Operation::PkcsReq => "POST",
+            PkiMethod::Post if plan.operation.sends_pki_messages() => "POST",
             _ => "GET",
         }
         .into(),
@@ -236,6 +295,13 @@ pub fn execute(
         }
         .into(),
         connections: m.connections,
+        tls: target.tls.as_ref().map(|t| report::TlsUse { resumption: t.resumption, resumed: m.resumed }),
+        connection_use: match plan.connection_use {
+            ConnectionUse::KeepAlive => "keep-alive",
+            ConnectionUse::PerDevice => "per-device",
+            ConnectionUse::PerRequest => "per-request",
+        }
+        .into(),
         server,
     })
 }
@@ -246,10 +312,32 @@ mod tests {
 
     #[test]
     fn refuses_non_loopback_targets_unless_allowed() {
-        let t = Target::resolve("http://127.0.0.1:8080/scep", false).unwrap();
+        let plain = TlsOptions { ca_file: None, resumption: true };
+        let t = Target::resolve("http://127.0.0.1:8080/scep", false, &plain).unwrap();
         assert_eq!((t.host.as_str(), t.path.as_str()), ("127.0.0.1:8080", "/scep"));
-        let err = Target::resolve("http://192.0.2.1:8080/scep", false).unwrap_err().to_string();
+        assert!(t.tls.is_none());
+        let err = Target::resolve("http://192.0.2.1:8080/scep", false, &plain).unwrap_err().to_string();
         assert!(err.contains("--allow-remote"), "{err}");
-        assert!(Target::resolve("http://192.0.2.1:8080/scep", true).is_ok());
+        assert!(Target::resolve("http://192.0.2.1:8080/scep", true, &plain).is_ok());
+    }
+
+    #[test]
+    fn https_targets_default_to_port_443_and_need_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = scep_tests::client::DeviceKey::pregenerated(0).unwrap();
+        let cert =
+            scep_tests::client::self_signed_certificate(&key, &scep_tests::client::SubjectName::cn("load-ca"), 1)
+                .unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, scep_engine::pem::encode("CERTIFICATE", &cert)).unwrap();
+        let with_ca = TlsOptions { ca_file: Some(ca), resumption: false };
+        let t = Target::resolve("https://localhost/scep", false, &with_ca).unwrap();
+        assert_eq!((t.addr.port(), t.host.as_str(), t.path.as_str()), (443, "localhost", "/scep"));
+        assert!(t.tls.as_ref().is_some_and(|t| !t.resumption));
+        let t = Target::resolve("HTTPS://127.0.0.1:8443/scep", false, &with_ca).unwrap();
+        assert_eq!((t.addr.port(), t.host.as_str()), (8443, "127.0.0.1:8443"));
+        let none = TlsOptions { ca_file: Some(dir.path().join("missing.pem")), resumption: true };
+        let err = Target::resolve("https://127.0.0.1:8443/scep", false, &none).unwrap_err().to_string();
+        assert!(err.contains("--cacert") && err.contains("missing.pem"), "{err}");
     }
 }

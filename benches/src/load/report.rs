@@ -50,12 +50,22 @@ pub struct ServerUse {
     pub rss_mib: f64,
 }
 
+/// TLS of an `https://` run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TlsUse {
+    /// Whether the client offered to resume sessions.
+    pub resumption: bool,
+    /// Connections whose handshake resumed a session.
+    pub resumed: u64,
+}
+
 /// One run's summary (the JSON printed at the end).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
     /// Target URL.
     pub url: String,
-    /// `pkcsreq`, `getcacaps` or `getcacert`.
+    /// `pkcsreq`, `getcacaps`, `getcacert` or `device` (GetCACaps,
+    /// GetCACert, PKIOperation).
     pub operation: String,
     /// `POST` or `GET`.
     pub method: String,
@@ -87,6 +97,10 @@ pub struct Summary {
     pub verify: String,
     /// Connections opened.
     pub connections: u64,
+    /// `keep-alive`, `per-device` or `per-request`.
+    pub connection_use: String,
+    /// TLS (`None`: plain HTTP).
+    pub tls: Option<TlsUse>,
     /// Server process use.
     pub server: Option<ServerUse>,
 }
@@ -118,6 +132,12 @@ impl Summary {
         if !self.errors.is_empty() {
             let list: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
             s.push_str(&format!("  errors: {}\n", list.join(" ")));
+        }
+        s.push_str(&format!("  {} connections ({})", self.connections, self.connection_use));
+        match &self.tls {
+            Some(t) if t.resumption => s.push_str(&format!(", TLS: {} resumed\n", t.resumed)),
+            Some(_) => s.push_str(", TLS without resumption\n"),
+            None => s.push_str(", plain HTTP\n"),
         }
         if let Some(srv) = &self.server {
             s.push_str(&format!(

@@ -1,4 +1,5 @@
-//! The load loop: worker threads with one keep-alive connection each.
+//! The load loop: worker threads with one connection each (kept alive, or
+//! reopened per device or per request: [`ConnectionUse`]).
 //!
 //! - Closed loop (`rate = None`): `concurrency` workers send back to back.
 //! - Open loop (`rate = Some(r)`): request `i` is due at `start + i / r`; up
@@ -8,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,8 +17,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use scep_tests::client::{CaCertificates, PkiMethod, PkiStatus, url_encode, verify_cert_rep};
 
+use super::Target;
 use super::fleet::{Device, Prepared};
-use super::http::Connection;
+use super::http::Reply;
 
 /// What each request does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +30,29 @@ pub enum Operation {
     GetCaCaps,
     /// GetCACert.
     GetCaCert,
+    /// What an Intune-managed device does to enrol: GetCACaps, GetCACert,
+    /// then PKIOperation with a prepared PKCSReq (three requests; one
+    /// enrolment is counted, its latency the three together).
+    Device,
+}
+
+impl Operation {
+    /// True for operations that send prepared PKIMessages.
+    pub const fn sends_pki_messages(self) -> bool {
+        matches!(self, Self::PkcsReq | Self::Device)
+    }
+}
+
+/// When a worker closes its connection and opens a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionUse {
+    /// Never (unless the server closes it): one connection per worker.
+    KeepAlive,
+    /// After each device's requests ([`Operation::Device`]: its three
+    /// requests on one connection; otherwise as per request).
+    PerDevice,
+    /// After every request.
+    PerRequest,
 }
 
 /// When each reply's CertRep is checked.
@@ -45,12 +69,8 @@ pub enum Verify {
 /// A load run's parameters.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// Server address.
-    pub addr: SocketAddr,
-    /// Host header.
-    pub host: String,
-    /// The SCEP path, e.g. `/scep`.
-    pub path: String,
+    /// Server address, Host header, SCEP path and TLS.
+    pub target: Target,
     /// Operation.
     pub operation: Operation,
     /// GET or POST for PKIOperation.
@@ -69,6 +89,8 @@ pub struct Plan {
     pub verify: Verify,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// When connections are closed and reopened.
+    pub connection_use: ConnectionUse,
 }
 
 /// What the run measured (before verification after the clock).
@@ -84,6 +106,8 @@ pub struct Measured {
     pub elapsed: Duration,
     /// Connections opened.
     pub connections: u64,
+    /// TLS connections that resumed a session.
+    pub resumed: u64,
     /// Replies kept for checking after the clock: (prepared index, body).
     pub deferred: Vec<(usize, Vec<u8>)>,
 }
@@ -133,10 +157,7 @@ struct Shared<'a> {
 
 /// Runs `plan`. `prepared` is consumed in order for PKCSReq.
 pub fn run(plan: &Plan, prepared: &[Prepared], devices: &[Device], ca: Option<&CaCertificates>) -> Measured {
-    let total = match plan.operation {
-        Operation::PkcsReq => plan.requests.min(prepared.len()),
-        _ => plan.requests,
-    };
+    let total = if plan.operation.sends_pki_messages() { plan.requests.min(prepared.len()) } else { plan.requests };
     let start = Instant::now();
     let shared = Shared {
         plan,
@@ -172,11 +193,11 @@ pub fn run(plan: &Plan, prepared: &[Prepared], devices: &[Device], ca: Option<&C
 
 fn worker(shared: &Shared<'_>, total: usize, merged: &Mutex<Measured>, last_reply: &Mutex<Instant>) {
     let plan = shared.plan;
-    let mut conn = Connection::new(plan.addr, plan.host.clone(), plan.timeout);
+    let mut conn = plan.target.connection(plan.timeout);
+    let path = &plan.target.path;
+    let caps_target = format!("{path}?operation=GetCACaps");
+    let cacert_target = format!("{path}?operation=GetCACert&message=scep-load");
     let mut local = Measured::default();
-    let caps_target = format!("{}?operation=GetCACaps", plan.path);
-    let cacert_target = format!("{}?operation=GetCACert&message=scep-load", plan.path);
-    let post_target = format!("{}?operation=PKIOperation", plan.path);
     let mut last = shared.start;
     loop {
         if shared.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -196,32 +217,34 @@ fn worker(shared: &Shared<'_>, total: usize, merged: &Mutex<Measured>, last_repl
             }
             None => Instant::now(),
         };
-        let result = match plan.operation {
-            Operation::GetCaCaps => conn.request("GET", &caps_target, None),
-            Operation::GetCaCert => conn.request("GET", &cacert_target, None),
-            Operation::PkcsReq => {
-                let der = &shared.prepared[i].request.der;
-                match plan.method {
-                    PkiMethod::Post => conn.request("POST", &post_target, Some(("application/x-pki-message", der))),
-                    PkiMethod::Get => {
-                        let target = format!(
-                            "{}?operation=PKIOperation&message={}",
-                            plan.path,
-                            url_encode(&STANDARD.encode(der))
-                        );
-                        conn.request("GET", &target, None)
-                    }
-                }
+        let per_request = plan.connection_use == ConnectionUse::PerRequest;
+        let mut send = |method: &str, target: &str, body: Option<(&str, &[u8])>| {
+            let r = conn.request(method, target, body);
+            if per_request {
+                conn.close();
             }
+            r
         };
+        let result = match plan.operation {
+            Operation::GetCaCaps => send("GET", &caps_target, None),
+            Operation::GetCaCert => send("GET", &cacert_target, None),
+            Operation::PkcsReq => send_pki_message(&mut send, plan, &shared.prepared[i].request.der),
+            Operation::Device => discovery(&mut send, &caps_target, &cacert_target)
+                .and_then(|()| send_pki_message(&mut send, plan, &shared.prepared[i].request.der)),
+        };
+        if plan.connection_use == ConnectionUse::PerDevice {
+            conn.close();
+        }
         let now = Instant::now();
         last = now;
         let latency = u32::try_from(now.duration_since(due).as_micros()).unwrap_or(u32::MAX);
         let verdict = match result {
+            // Discovery refusals and TLS errors carry their own text.
+            Err(e) if e.kind() == std::io::ErrorKind::Other => Err(e.to_string()),
             Err(e) => Err(format!("io_{:?}", e.kind()).to_ascii_lowercase()),
             Ok(r) if r.status != 200 => Err(format!("http_{}", r.status)),
             Ok(r) => match plan.operation {
-                Operation::PkcsReq => {
+                Operation::PkcsReq | Operation::Device => {
                     let ct = r.content_type.as_deref().unwrap_or_default().to_ascii_lowercase();
                     if !ct.starts_with("application/x-pki-message") {
                         Err("content_type".to_string())
@@ -253,17 +276,54 @@ fn worker(shared: &Shared<'_>, total: usize, merged: &Mutex<Measured>, last_repl
         }
     }
     local.connections = conn.opened;
+    local.resumed = conn.resumed;
     if let Ok(mut m) = merged.lock() {
         m.latencies_us.append(&mut local.latencies_us);
         for (k, v) in local.errors {
             *m.errors.entry(k).or_default() += v;
         }
         m.connections += local.connections;
+        m.resumed += local.resumed;
         m.deferred.append(&mut local.deferred);
     }
     if let Ok(mut l) = last_reply.lock() {
         *l = (*l).max(last);
     }
+}
+
+/// Sends a prepared PKIMessage (RFC 8894 §4.3: POST, or GET with the
+/// base64 message in the query).
+fn send_pki_message(
+    send: &mut impl FnMut(&str, &str, Option<(&str, &[u8])>) -> std::io::Result<Reply>,
+    plan: &Plan,
+    der: &[u8],
+) -> std::io::Result<Reply> {
+    let path = &plan.target.path;
+    match plan.method {
+        PkiMethod::Post => {
+            send("POST", &format!("{path}?operation=PKIOperation"), Some(("application/x-pki-message", der)))
+        }
+        PkiMethod::Get => {
+            let target = format!("{path}?operation=PKIOperation&message={}", url_encode(&STANDARD.encode(der)));
+            send("GET", &target, None)
+        }
+    }
+}
+
+/// A device's discovery before it enrols: GetCACaps then GetCACert, each
+/// of which must answer 200 (else an `http_<status>` error naming it).
+fn discovery(
+    send: &mut impl FnMut(&str, &str, Option<(&str, &[u8])>) -> std::io::Result<Reply>,
+    caps_target: &str,
+    cacert_target: &str,
+) -> std::io::Result<()> {
+    for (name, target) in [("getcacaps", caps_target), ("getcacert", cacert_target)] {
+        let r = send("GET", target, None)?;
+        if r.status != 200 {
+            return Err(std::io::Error::other(format!("{name}_http_{}", r.status)));
+        }
+    }
+    Ok(())
 }
 
 /// A progress bar on stderr, redrawn four times a second.

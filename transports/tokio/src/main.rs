@@ -98,9 +98,19 @@ fn serve(options: StartOptions, runtime: Runtime) -> Result<(), String> {
     runtime.block_on(server::run(started.state))
 }
 
+/// The log filter: `RUST_LOG` (default `info`), with rustls's per-handshake
+/// complaints about what a client sent (e.g. "Illegal SNI extension: ignoring
+/// IP address presented as hostname", which wrk and OpenSSL clients cause on
+/// every handshake to an IP-address URL) kept at `error` unless `RUST_LOG`
+/// names rustls itself.
+fn log_filter(rust_log: Option<&str>) -> String {
+    let spec = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("info");
+    if spec.contains("rustls") { spec.to_string() } else { format!("{spec},rustls::msgs::handshake=error") }
+}
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::new(log_filter(std::env::var("RUST_LOG").ok().as_deref()));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
