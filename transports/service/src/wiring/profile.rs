@@ -295,7 +295,23 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         }
         None => None,
     };
-    Ok(Profile { engine, issuer, mtls, intune, intune_api, discovery, url_aliases: settings.url_aliases.clone() })
+    let intune_compliance = match &settings.intune_compliance {
+        Some(c) => {
+            let counters = intune.as_ref().map(|i| Arc::clone(i.validator.counters()));
+            Some(Arc::new(intune::compliance::load(&name, c, intune_api.as_ref(), counters)?))
+        }
+        None => None,
+    };
+    Ok(Profile {
+        engine,
+        issuer,
+        mtls,
+        intune,
+        intune_api,
+        intune_compliance,
+        discovery,
+        url_aliases: settings.url_aliases.clone(),
+    })
 }
 
 /// The RA files an issuer provides when a profile names none.

@@ -121,6 +121,21 @@ pub fn load(
     settings: &IntuneApiSettings,
     local_ca: Option<Arc<scep_issuers::LocalCa>>,
 ) -> Result<IntuneApi, ConfigError> {
+    Ok(IntuneApi {
+        client: Arc::new(load_client(profile, settings)?),
+        seen: Arc::new(SeenChallenges::new(SEEN_CAPACITY, SEEN_TTL_SECS)),
+        local_ca,
+        revocation: Arc::new(revocation::SyncState::default()),
+    })
+}
+
+/// Builds the Entra/Graph/Intune client of profile `profile`: reads the
+/// credential (secret file or certificate and key) and the trust roots.
+/// Also used by the Graph compliance gate of a connector-mode profile.
+///
+/// # Errors
+/// `profile[<name>].intune_*: <why>` naming the key.
+pub fn load_client(profile: &str, settings: &IntuneApiSettings) -> Result<ApiClient, ConfigError> {
     let k = |key: &str| format!("profile[{profile}].{key}");
     let credential = match &settings.credential {
         IntuneCredential::Secret(path) => {
@@ -153,12 +168,7 @@ pub fn load(
         }
     };
     let roots = trust_roots(settings).map_err(|(key, why)| ConfigError(format!("{}: {why}", k(key))))?;
-    Ok(IntuneApi {
-        client: Arc::new(ApiClient::new(settings.clone(), credential, roots)),
-        seen: Arc::new(SeenChallenges::new(SEEN_CAPACITY, SEEN_TTL_SECS)),
-        local_ca,
-        revocation: Arc::new(revocation::SyncState::default()),
-    })
+    Ok(ApiClient::new(settings.clone(), credential, roots))
 }
 
 impl IntuneApi {
@@ -183,7 +193,7 @@ impl IntuneApi {
 
 /// System roots plus `intune_api_ca_bundle_path`. Only needed when a URL is
 /// https; an all-loopback setup (the stand-in) needs none.
-fn trust_roots(settings: &IntuneApiSettings) -> Result<Vec<CertificateDer<'static>>, (&'static str, String)> {
+pub(crate) fn trust_roots(settings: &IntuneApiSettings) -> Result<Vec<CertificateDer<'static>>, (&'static str, String)> {
     let mut roots = Vec::new();
     let system = std::env::var_os("SSL_CERT_FILE")
         .map(std::path::PathBuf::from)
