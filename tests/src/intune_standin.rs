@@ -25,6 +25,10 @@
 //!   `ChallengeDecryptionError`, expired ⇒ `ChallengeExpired`, a CSR
 //!   commonName other than the registered one ⇒ `SubjectNameMismatch`.
 //!   Always 200 with `@odata.context`, `code`, `errorDescription`.
+//! - Graph `GET /v1.0/deviceManagement/managedDevices/{id}` (contract §8,
+//!   the compliance gate): bearer must be a Graph token (else 401); a device
+//!   registered with [`IntuneStandIn::device`] answers its `complianceState`,
+//!   any other id 404 `ResourceNotFound`.
 //! - Faults: per hop, a queue consumed one call at a time.
 #![allow(clippy::unwrap_used)]
 
@@ -47,6 +51,8 @@ pub enum Hop {
     Graph,
     /// Intune ScepActions.
     Intune,
+    /// Graph `managedDevices` (the compliance gate).
+    Devices,
 }
 
 /// One injected misbehaviour.
@@ -100,6 +106,7 @@ struct State {
     tokens: HashMap<String, Hop>,
     issued: u64,
     revocations: VecDeque<(String, String)>,
+    devices: HashMap<String, String>,
     uploads: Vec<serde_json::Value>,
 }
 
@@ -170,6 +177,12 @@ impl IntuneStandIn {
             challenge.into(),
             KnownChallenge { common_name: common_name.map(str::to_string), expires: SystemTime::now() + valid_for },
         );
+    }
+
+    /// Registers an Intune device with its Graph `complianceState`
+    /// (`compliant`, `noncompliant`, `inGracePeriod`, ...).
+    pub fn device(&self, id: &str, compliance_state: &str) {
+        self.state.lock().unwrap().devices.insert(id.into(), compliance_state.into());
     }
 
     /// Queues `fault` for the next call of `hop`.
@@ -262,6 +275,8 @@ fn serve(ctx: &Ctx, stream: TcpStream) {
         Hop::Token
     } else if path.starts_with("/v1.0/servicePrincipals") {
         Hop::Graph
+    } else if path.starts_with("/v1.0/deviceManagement/managedDevices/") {
+        Hop::Devices
     } else {
         Hop::Intune
     };
@@ -303,6 +318,7 @@ fn serve(ctx: &Ctx, stream: TcpStream) {
         Hop::Token => token(ctx, &method, &path, &text),
         Hop::Graph => graph(ctx, &headers),
         Hop::Intune => intune(ctx, &path, &headers, &parsed),
+        Hop::Devices => managed_device(ctx, &method, &path, &headers),
     });
     let Some(a) = answer else { return };
     let mut out = stream;
@@ -420,6 +436,34 @@ fn graph(ctx: &Ctx, headers: &HashMap<String, String>) -> Option<Answer> {
              "uri": format!("{}/RACerts/StatelessPkiConnectorService/Gateway/StatelessPkiConnectorService", ctx.base)}
         ]}),
     )
+}
+
+/// Graph `managedDevices/{id}` (§8): the registered `complianceState`.
+fn managed_device(ctx: &Ctx, method: &str, path: &str, headers: &HashMap<String, String>) -> Option<Answer> {
+    if !bearer_is(ctx, headers, Hop::Graph) {
+        return json(
+            401,
+            serde_json::json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token validation failure."}}),
+        );
+    }
+    let rest = path.strip_prefix("/v1.0/deviceManagement/managedDevices/").unwrap_or_default();
+    let id = rest.split('?').next().unwrap_or_default();
+    if method != "GET" || id.is_empty() {
+        return json(400, serde_json::json!({"error": {"code": "BadRequest", "message": "GET managedDevices/{id}"}}));
+    }
+    let state = ctx.state.lock().unwrap().devices.get(id).cloned();
+    match state {
+        Some(state) => json(
+            200,
+            serde_json::json!({
+                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#deviceManagement/managedDevices(id,complianceState)/$entity",
+                "id": id, "complianceState": state}),
+        ),
+        None => json(
+            404,
+            serde_json::json!({"error": {"code": "ResourceNotFound", "message": format!("managedDevice {id} not found")}}),
+        ),
+    }
 }
 
 fn intune(ctx: &Ctx, path: &str, headers: &HashMap<String, String>, body: &serde_json::Value) -> Option<Answer> {
