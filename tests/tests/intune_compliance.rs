@@ -148,6 +148,9 @@ fn gate_stats(server: &Scepd) -> Value {
     v["profiles"].as_array().unwrap().iter().find(|p| p["path_id"] == "intune").unwrap().clone()
 }
 
+/// (device SAN, fault on Graph managedDevices, issued?, Graph calls, what the refusal says)
+type GraphCase = (Option<&'static str>, Option<Fault>, bool, usize, &'static str);
+
 fn api_mode_graph_issues_only_compliant_devices(transport: Transport) {
     let standin = IntuneStandIn::start();
     let dir = tempfile::tempdir().unwrap();
@@ -159,8 +162,7 @@ fn api_mode_graph_issues_only_compliant_devices(transport: Transport) {
     let devices = || standin.count(Hop::Devices, None);
     let notes = |a| standin.count(Hop::Intune, Some(a));
 
-    // (device SAN, fault on Graph managedDevices, issued?, Graph calls, what the refusal says)
-    let cases: [(Option<&str>, Option<Fault>, bool, usize, &str); 8] = [
+    let cases: [GraphCase; 8] = [
         (Some("dev-ok"), None, true, 1, ""),
         (Some("dev-bad"), None, false, 1, "\"noncompliant\""),
         (Some("dev-grace"), None, false, 1, "\"inGracePeriod\""),
@@ -203,7 +205,8 @@ fn api_mode_graph_issues_only_compliant_devices(transport: Transport) {
     assert_eq!(stats["mode"], "api");
     let c = &stats["compliance"];
     assert_eq!((c["check"].as_str(), c["allowed"].as_u64(), c["refused"].as_u64()), (Some("graph"), Some(3), Some(5)));
-    for (kind, n) in [("compliant", 3), ("noncompliant", 1), ("inGracePeriod", 1), ("not_found", 1), ("no_device_id", 1)]
+    for (kind, n) in
+        [("compliant", 3), ("noncompliant", 1), ("inGracePeriod", 1), ("not_found", 1), ("no_device_id", 1)]
     {
         assert_eq!(c["results"][kind].as_u64(), Some(n), "{kind}: {c}");
     }
@@ -264,15 +267,17 @@ fn connector_mode_graph_uses_the_claim_sub(transport: Transport) {
     issued(&enroll(&server, "cn-static", "static-secret", Some("sub-ok")), &server);
     refused(&enroll(&server, "cn-static-2", "static-secret", None), &server);
     assert_eq!(issued_count(&server), 2);
-    let paths: Vec<String> =
-        standin.calls().into_iter().filter(|c| c.hop == Hop::Devices).map(|c| c.path).collect();
+    let paths: Vec<String> = standin.calls().into_iter().filter(|c| c.hop == Hop::Devices).map(|c| c.path).collect();
     let ids: Vec<&str> = paths.iter().map(|p| p.rsplit('/').next().unwrap().split('?').next().unwrap()).collect();
     assert_eq!(ids, ["sub-ok", "sub-bad", "sub-unknown", "sub-ok"]);
     assert_eq!(standin.count(Hop::Intune, None), 0, "connector mode never calls ScepActions");
     let stats = gate_stats(&server);
     assert_eq!(stats["mode"], "connector");
     // Three Connector challenges passed gates 2-8; two were refused by gate 9.
-    assert_eq!((stats["counters"]["success"].as_u64(), stats["counters"]["compliance_failed"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (stats["counters"]["success"].as_u64(), stats["counters"]["compliance_failed"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert_eq!((stats["compliance"]["allowed"].as_u64(), stats["compliance"]["refused"].as_u64()), (Some(2), Some(3)));
     assert_eq!(refusals(&server).len(), 3);
 }
@@ -292,13 +297,15 @@ fn connector_mode_webhook_allow_deny_and_timeout(transport: Transport) {
     let requests = hook.requests();
     let sources: Vec<(&str, &str, &str)> = requests
         .iter()
-        .map(|r| {
-            (r["deviceId"].as_str().unwrap(), r["deviceIdSource"].as_str().unwrap(), r["mode"].as_str().unwrap())
-        })
+        .map(|r| (r["deviceId"].as_str().unwrap(), r["deviceIdSource"].as_str().unwrap(), r["mode"].as_str().unwrap()))
         .collect();
     assert_eq!(
         sources,
-        [("sub-allow", "claim_sub", "connector"), ("sub-deny", "claim_sub", "connector"), ("sub-slow", "claim_sub", "connector")]
+        [
+            ("sub-allow", "claim_sub", "connector"),
+            ("sub-deny", "claim_sub", "connector"),
+            ("sub-slow", "claim_sub", "connector")
+        ]
     );
     let why = refusals(&server);
     assert!(why.iter().any(|d| d.contains("jailbroken")) && why.iter().any(|d| d.contains("timed out")), "{why:?}");
@@ -313,9 +320,8 @@ fn certmonger_is_issued_when_compliant_and_refused_when_not(transport: Transport
     let url = server.profile_url("intune");
     let mint = |sub: &str, cn: &str| connector.mint(&Claims::new("connector-installation-1", sub, cn).audience(AUD));
     let wait = Duration::from_secs(60);
-    let cert =
-        scep_tests::real_clients::certmonger_enroll(&url, &mint("cm-compliant", "cm-one"), "cm-one", None, wait)
-            .unwrap_or_else(|e| panic!("certmonger: {e}\n{}", server.log_tail(30)));
+    let cert = scep_tests::real_clients::certmonger_enroll(&url, &mint("cm-compliant", "cm-one"), "cm-one", None, wait)
+        .unwrap_or_else(|e| panic!("certmonger: {e}\n{}", server.log_tail(30)));
     assert!(!cert.der.is_empty());
     let denied =
         scep_tests::real_clients::certmonger_enroll(&url, &mint("cm-noncompliant", "cm-two"), "cm-two", None, wait);

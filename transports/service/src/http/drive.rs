@@ -278,9 +278,9 @@ where
     N: Fn() -> UnixTime,
 {
     let Some(gate) = gate else { return Ok(pending) };
-    let enrol = match pending.request() {
-        IssueRequest::Enroll(e) | IssueRequest::Renew(RenewRequest { enroll: e, .. }) => e,
-        _ => return Ok(pending),
+    let (IssueRequest::Enroll(enrol) | IssueRequest::Renew(RenewRequest { enroll: enrol, .. })) = pending.request()
+    else {
+        return Ok(pending);
     };
     match gate.check(enrol).await {
         Verdict::Allow(detail) => {

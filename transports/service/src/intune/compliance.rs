@@ -306,7 +306,8 @@ fn webhook_verdict(
     id: &str,
     answer: Result<scep_issuers::http::HttpResponse, TransportError>,
 ) -> (Verdict, String) {
-    let error = |why: String| (Verdict::Refuse(format!("compliance webhook {url}: {why} (device {id})")), "error".into());
+    let error =
+        |why: String| (Verdict::Refuse(format!("compliance webhook {url}: {why} (device {id})")), "error".into());
     let response = match answer {
         Ok(r) => r,
         Err(TransportError::Timeout(e)) => return error(format!("timed out: {e}")),
@@ -354,8 +355,7 @@ mod tests {
             SubjectAltName::Uri("tag:microsoft.com,2022-09-14:sid:S-1-5-21-1".into()),
             SubjectAltName::Uri("intunedeviceid://0a1b2c3d-0000-4000-8000-000000000001/".into()),
         ];
-        let connector =
-            Authorization::Intune { subject: "dev-sub".into(), issuer: "conn".into(), nonce: "n".into() };
+        let connector = Authorization::Intune { subject: "dev-sub".into(), issuer: "conn".into(), nonce: "n".into() };
         assert_eq!(
             device_of(&enrol(connector, san.clone())),
             Some(Device { id: "dev-sub".into(), source: DeviceIdSource::ClaimSub })

@@ -193,7 +193,9 @@ impl IntuneApi {
 
 /// System roots plus `intune_api_ca_bundle_path`. Only needed when a URL is
 /// https; an all-loopback setup (the stand-in) needs none.
-pub(crate) fn trust_roots(settings: &IntuneApiSettings) -> Result<Vec<CertificateDer<'static>>, (&'static str, String)> {
+pub(crate) fn trust_roots(
+    settings: &IntuneApiSettings,
+) -> Result<Vec<CertificateDer<'static>>, (&'static str, String)> {
     let mut roots = Vec::new();
     let system = std::env::var_os("SSL_CERT_FILE")
         .map(std::path::PathBuf::from)
