@@ -316,7 +316,7 @@ fn failed_notification_leaves_the_device_without_a_certificate(transport: Transp
     assert_eq!(counts(&standin)[2..], [1, 1, 0]);
     let failed = events(&server, "intune_notification_failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
-    assert!(failed[0]["detail"].as_str().unwrap().contains("revoked locally"), "{failed:?}");
+    assert!(failed[0]["detail"].as_str().unwrap().contains("revoked by issuer"), "{failed:?}");
 }
 
 /// certmonger (a real client) enrols with an opaque challenge the stand-in

@@ -23,7 +23,7 @@
 //! order: local single use (`replay`), `validateRequest` (anything but
 //! `Success`: badRequest `intune_rejected`, nothing issued), the issuer, then
 //! `successNotification` before the certificate is returned (a certificate
-//! whose notification failed is revoked locally and refused as
+//! whose notification failed is revoked through the issuer and refused as
 //! `intune_notification_failed`), or `failureNotification` when the issuer
 //! refused.
 //!
@@ -242,7 +242,7 @@ where
                     finish(pending.resume(outcome, now()))
                 }
                 Err(failure) => {
-                    let revoked = api.revoke_undelivered(&facts, now());
+                    let revoked = api.revoke_undelivered(&facts, now()).await;
                     tracing::error!(
                         target: "scepd::intune", profile, transaction_id, detail = %failure.detail, revoked,
                         "Intune successNotification failed: certificate not delivered"

@@ -289,10 +289,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         .with_reply_signature(settings.reply_signature);
     let discovery = DiscoveryAnswers::new(&engine, ctx.now)?;
     let intune_api = match &settings.intune_api {
-        Some(api) => {
-            let local = if settings.issuer == IssuerRef::Local { ctx.opened_local_ca() } else { None };
-            Some(intune::api::load(&name, api, local)?)
-        }
+        Some(api) => Some(intune::api::load(&name, api, Arc::clone(&issuer))?),
         None => None,
     };
     let intune_compliance = match &settings.intune_compliance {
