@@ -75,7 +75,9 @@ fn ra_files(dir: &Path, addr: &str, token: &str) {
         .args(["-subj", "/CN=scepd RA (Intune on OpenBao)", "-out", "ra.csr"])
         .current_dir(dir)
         .output()
-        .unwrap_or_else(|e| scep_tests::missing_tool("intune_vault", "openssl", &format!("apt-get install openssl ({e})")));
+        .unwrap_or_else(|e| {
+            scep_tests::missing_tool("intune_vault", "openssl", &format!("apt-get install openssl ({e})"))
+        });
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::set_permissions(dir.join("ra.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let csr = std::fs::read_to_string(dir.join("ra.csr")).unwrap();
@@ -114,7 +116,10 @@ fn a_vault_profile_answers_intune_revocations_and_revokes_undelivered_certificat
     let client = ScepClient::new(&server.profile_url("intune")).unwrap();
     let enroll = |cn: &str, challenge: &str| {
         let key = DeviceKey::generate().unwrap();
-        client.enroll(&key, &CsrSpec::new(cn, Some(challenge)), &MessageOptions::default(), PkiMethod::Post).unwrap().reply
+        client
+            .enroll(&key, &CsrSpec::new(cn, Some(challenge)), &MessageOptions::default(), PkiMethod::Post)
+            .unwrap()
+            .reply
     };
     let notified_serials = || -> Vec<String> {
         standin
