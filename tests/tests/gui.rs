@@ -8,9 +8,9 @@
 //! challenge, one CSR whose CN (markup) differs from its claims, and on
 //! `plain` a device whose CN is markup too. The script then checks sign-in
 //! (an unknown key, a key that cannot be a header, a reader key, the admin
-//! key), the tabs against these events (and the card of an Intune API-mode
-//! profile with the Graph compliance gate, against the stand-in) (hostile subjects shown as
-//! text), the 30 s / 60 s polling and that it stops off the tab (fake
+//! key), the tabs against these events (hostile subjects shown as text; the
+//! card of an Intune API-mode profile with the Graph compliance gate, against
+//! the stand-in), the 30 s / 60 s polling and that it stops off the tab (fake
 //! timers), the trust anchor reload modal (success, a corrupted bundle
 //! keeping the modal open with the reason, the retry), the activity filters
 //! and paging, the Certificates tab (the charts drawn by uPlot under the
