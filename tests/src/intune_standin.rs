@@ -107,6 +107,7 @@ struct State {
     faults: HashMap<Hop, VecDeque<Fault>>,
     calls: Vec<Call>,
     challenges: HashMap<String, KnownChallenge>,
+    known_prefix: Option<String>,
     tokens: HashMap<String, (Hop, Instant)>,
     issued: u64,
     token_lifetime_secs: u64,
@@ -184,6 +185,17 @@ impl IntuneStandIn {
             challenge.into(),
             KnownChallenge { common_name: common_name.map(str::to_string), expires: SystemTime::now() + valid_for },
         );
+    }
+
+    /// Knows every challenge that starts with `prefix` (any CSR, never
+    /// expiring): a load test's stream of fresh opaque challenges.
+    pub fn know_prefix(&self, prefix: &str) {
+        self.state.lock().unwrap().known_prefix = Some(prefix.into());
+    }
+
+    /// Forgets the recorded calls (a long load test would hold them all).
+    pub fn forget_calls(&self) {
+        self.state.lock().unwrap().calls.clear();
     }
 
     /// Registers an Intune device with its Graph `complianceState`
@@ -581,7 +593,15 @@ fn intune(ctx: &Ctx, path: &str, headers: &HashMap<String, String>, body: &serde
             let Some(challenge) = csr.challenge_password.clone() else {
                 return reply("ChallengePasswordMissing", "");
             };
-            let known = ctx.state.lock().unwrap().challenges.get(&challenge).cloned();
+            let known = {
+                let st = ctx.state.lock().unwrap();
+                st.challenges.get(&challenge).cloned().or_else(|| {
+                    st.known_prefix.as_ref().filter(|p| challenge.starts_with(p.as_str())).map(|_| KnownChallenge {
+                        common_name: None,
+                        expires: SystemTime::now() + Duration::from_secs(3600),
+                    })
+                })
+            };
             let Some(known) = known else { return reply("ChallengeDecryptionError", "unknown challenge") };
             if SystemTime::now() > known.expires {
                 return reply("ChallengeExpired", "");
