@@ -49,7 +49,7 @@ PORT=$(grep -ho '127.0.0.1:[0-9]*' "$B/out" "$B/err" | head -1 | cut -d: -f2)
 load() { # mode round extra-args...
     local mode=$1 round=$2; shift 2
     "$R/scep-load" run --url "http://127.0.0.1:$PORT/scep/$mode" --requests "$N" --concurrency 32 \
-        --server-pid "$PID" --cache "$B/cache" --progress false --json "$B/$mode-$round.json" "$@" >/dev/null
+        --server-pid "$PID" --cache "$B/cache" --progress false --json "$B/$mode-$round.json" "$@" >/dev/null 2>"$B/$mode-$round.log"
     python3 - "$B/$mode-$round.json" "$mode" "$round" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
