@@ -118,6 +118,31 @@ fn refused(rep: &CertRep, server: &Scepd) {
     assert!(rep.certificates.is_empty(), "a refusal carries no certificate");
 }
 
+/// GET `path` with the admin key: the body of the 200 answer.
+fn get_text(server: &Scepd, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    body.to_string()
+}
+
+/// Refusals counted by `scepd_scep_outcomes_total{outcome="compliance_failed"}` on profile `intune`.
+fn compliance_metric(server: &Scepd) -> u64 {
+    get_text(server, "/metrics")
+        .lines()
+        .filter(|l| {
+            l.starts_with("scepd_scep_outcomes_total{profile=\"intune\",")
+                && l.contains("outcome=\"compliance_failed\"}")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// GET `path` with the admin key: the JSON body.
 fn get(server: &Scepd, path: &str) -> Value {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
@@ -198,6 +223,7 @@ fn api_mode_graph_issues_only_compliant_devices(transport: Transport) {
         }
     }
     assert_eq!(issued_count(&server), want_issued, "nothing issued on a refusal");
+    assert_eq!(compliance_metric(&server), 5, "every refusal counted");
     let managed: Vec<_> = standin.calls().into_iter().filter(|c| c.hop == Hop::Devices).collect();
     assert!(managed[0].path.starts_with("/v1.0/deviceManagement/managedDevices/dev-ok?"), "{}", managed[0].path);
     assert!(managed.iter().all(|c| c.headers["authorization"].starts_with("Bearer sim-graph-")));
@@ -280,6 +306,7 @@ fn connector_mode_graph_uses_the_claim_sub(transport: Transport) {
     );
     assert_eq!((stats["compliance"]["allowed"].as_u64(), stats["compliance"]["refused"].as_u64()), (Some(2), Some(3)));
     assert_eq!(refusals(&server).len(), 3);
+    assert_eq!(compliance_metric(&server), 3);
 }
 
 fn connector_mode_webhook_allow_deny_and_timeout(transport: Transport) {

@@ -3,7 +3,7 @@
 //! `crate::http::drive` after every other gate and before the issuer. A
 //! device that is not known to be compliant gets a CertRep FAILURE badRequest
 //! labelled `compliance_failed` (audited with the reason, counted in
-//! `scepd_scep_requests_total` and in `intune/stats`); nothing is issued.
+//! `scepd_scep_outcomes_total` and in `intune/stats`); nothing is issued.
 //!
 //! The device id is the claim `sub` of a Connector challenge (connector
 //! mode), else the CSR's URI SAN `IntuneDeviceId://<id>` (the form Intune
