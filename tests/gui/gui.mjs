@@ -111,7 +111,10 @@ try {
     await visible('#view-profiles [data-profile="corp"]');
     assert.equal(await page.getAttribute('#tab-profiles', 'aria-current'), 'page');
     const names = await page.$$eval('#profile-cards [data-profile]', (cards) => cards.map((c) => c.dataset.profile));
-    assert.deepEqual(names, ['corp', 'otp', 'plain']);
+    assert.deepEqual(names, ['corp', 'intune-api', 'otp', 'plain']);
+    const apiCard = await page.locator('#profile-cards [data-profile="intune-api"]').textContent();
+    assert.match(apiCard, /Intune API mode/);
+    assert.doesNotMatch(apiCard, /Intune disabled|challenge password/);
     const corp = page.locator('#profile-cards [data-profile="corp"]');
     const corpText = await corp.textContent();
     assert.match(corpText, /Intune enabled/);
@@ -309,6 +312,33 @@ try {
     assert.equal(await page.isHidden('#intune-filter'), true);
   });
 
+  await check('Intune tab: an API-mode profile shows its hops, latencies, Intune codes, revocation sync and compliance', async () => {
+    const card = '#intune-cards [data-profile="intune-api"]';
+    await visible(card);
+    assert.equal(await page.getAttribute(card, 'data-mode'), 'api');
+    const text = await page.textContent(card);
+    assert.match(text, /Intune API mode/);
+    assert.match(text, /contoso\.onmicrosoft\.com/);
+    assert.match(text, /client secret/);
+    // One token per audience and one discovery (Graph's token also served the compliance
+    // lookups); four validateRequest calls, two success notifications, one failure notification.
+    assert.match(await page.textContent(`${card} [data-hop="token"]`), /^ok 2 calls · last \d+ ms · mean \d+ ms$/);
+    assert.match(await page.textContent(`${card} [data-hop="discovery"]`), /^ok 1 call · last \d+ ms/);
+    assert.match(await page.textContent(`${card} [data-hop="validateRequest"]`), /4 calls/);
+    assert.match(await page.textContent(`${card} [data-hop="successNotification"]`), /^ok 2 calls/);
+    assert.match(await page.textContent(`${card} [data-hop="failureNotification"]`), /^ok 1 call/);
+    const codes = await page.$$eval(`${card} table.codes tbody tr`, (rows) =>
+      rows.map((r) => [...r.cells].map((c) => c.textContent).join(' ')));
+    assert.deepEqual(codes.sort(), ['failureNotification Success 1', 'successNotification Success 2',
+      'validateRequest ChallengeDecryptionError 1', 'validateRequest Success 3']);
+    assert.equal(await page.textContent(`${card} [data-revocation]`), 'off');
+    const gate = await page.textContent(`${card} [data-compliance="graph"]`);
+    assert.match(gate, /^graph: 2 allowed, 1 refused \(compliant 2, noncompliant 1\)/);
+    assert.match(gate, /device gui-noncompliant is "noncompliant"/);
+    // The connector-mode card says its gate is off.
+    assert.equal(await page.textContent('#intune-cards [data-profile="corp"] [data-compliance="off"]'), 'off');
+  });
+
   await check('Recent Activity: every audit event, hostile subjects shown as text', async () => {
     await page.click('#tab-activity');
     await page.locator('#activity tbody tr[data-id]').first().waitFor();
@@ -383,7 +413,7 @@ try {
     }
     assert.equal(await page.getAttribute('#chart-24h', 'data-hours'), '24');
     assert.equal(await page.getAttribute('#chart-7d', 'data-hours'), '168');
-    assert.equal(await page.getAttribute('#chart-expiry', 'data-months'), '1', 'three certificates, one expiry month');
+    assert.equal(await page.getAttribute('#chart-expiry', 'data-months'), '1', 'five certificates, one expiry month');
     // Something was drawn in each series colour: the enrolments (green) and the failures
     // (red: the replay and the claim mismatch) of the last hour, the expiry bar (blue).
     const drawn = (id, [r, g, b]) => page.$eval(`#${id} canvas`, (c, want) => {
@@ -403,7 +433,7 @@ try {
 
   await check('Certificates tab: every issued certificate, search, details with PEM and history', async () => {
     const rows = page.locator('#certificates tbody tr[data-serial]');
-    assert.equal(await rows.count(), 3, 'dev1, dev2 and the hostile CN');
+    assert.equal(await rows.count(), 5, 'dev1, dev2, the hostile CN and the two API-mode devices');
     const subjects = await page.$$eval('#certificates tbody tr[data-serial]', (r) => r.map((x) => x.cells[1].textContent));
     assert.ok(subjects.some((t) => t.includes(`CN=${rfc4514(HOSTILE_CN)}`)), `hostile subject as text: ${subjects}`);
     assert.equal(await page.locator('#certificates img, #certificates b, #certificates script').count(), 0);

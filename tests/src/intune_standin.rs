@@ -7,11 +7,15 @@
 //!   client_credentials` (else 400 `unsupported_grant_type`), `client_id`
 //!   (else 400 `invalid_request`), `scope` ending in `/.default` (else 400
 //!   `invalid_scope`), the configured `client_secret` or a `client_assertion`
-//!   of the jwt-bearer type whose `aud` is this token URL and whose
-//!   `iss`/`sub` are the client id (else 401 `invalid_client`,
-//!   `AADSTS7000215`). The token is opaque here (`sim-graph-<n>` /
-//!   `sim-intune-<n>`): the stand-in checks the audience by the token it
-//!   issued. Both `…//.default` and `…/.default` of
+//!   of the jwt-bearer type (contract §1.3) naming a certificate registered
+//!   with [`IntuneStandIn::accept_assertion_certificate`] by `x5t#S256` or
+//!   `x5t`, signed PS256 or RS256 by that certificate's key (the signature
+//!   is verified), `aud` this token URL, `iss`/`sub` the client id, inside
+//!   its `nbf`..`exp` window (else 401 `invalid_client`, `AADSTS7000215`).
+//!   The token is opaque here (`sim-graph-<n>` / `sim-intune-<n>`): the
+//!   stand-in checks the audience by the token it issued, and refuses it
+//!   (401) once its `expires_in` (default 3599 s,
+//!   [`IntuneStandIn::token_lifetime`]) has passed. Both `…//.default` and `…/.default` of
 //!   `https://api.manage.microsoft.com/` map to the Intune audience, the
 //!   stand-in's own base URL to Graph.
 //! - Graph `GET /v1.0/servicePrincipals/appId={id}/endpoints` and the
@@ -25,6 +29,10 @@
 //!   `ChallengeDecryptionError`, expired ⇒ `ChallengeExpired`, a CSR
 //!   commonName other than the registered one ⇒ `SubjectNameMismatch`.
 //!   Always 200 with `@odata.context`, `code`, `errorDescription`.
+//! - Graph `GET /v1.0/deviceManagement/managedDevices/{id}` (contract §8,
+//!   the compliance gate): bearer must be a Graph token (else 401); a device
+//!   registered with [`IntuneStandIn::device`] answers its `complianceState`,
+//!   any other id 404 `ResourceNotFound`.
 //! - Faults: per hop, a queue consumed one call at a time.
 #![allow(clippy::unwrap_used)]
 
@@ -47,6 +55,8 @@ pub enum Hop {
     Graph,
     /// Intune ScepActions.
     Intune,
+    /// Graph `managedDevices` (the compliance gate).
+    Devices,
 }
 
 /// One injected misbehaviour.
@@ -97,9 +107,14 @@ struct State {
     faults: HashMap<Hop, VecDeque<Fault>>,
     calls: Vec<Call>,
     challenges: HashMap<String, KnownChallenge>,
-    tokens: HashMap<String, Hop>,
+    known_prefix: Option<String>,
+    tokens: HashMap<String, (Hop, Instant)>,
     issued: u64,
+    token_lifetime_secs: u64,
+    expired_token_refusals: u64,
+    assertion_certs: Vec<Vec<u8>>,
     revocations: VecDeque<(String, String)>,
+    devices: HashMap<String, String>,
     uploads: Vec<serde_json::Value>,
 }
 
@@ -126,7 +141,7 @@ impl IntuneStandIn {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State { token_lifetime_secs: 3599, ..State::default() }));
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = Ctx {
             base: base.clone(),
@@ -172,6 +187,23 @@ impl IntuneStandIn {
         );
     }
 
+    /// Knows every challenge that starts with `prefix` (any CSR, never
+    /// expiring): a load test's stream of fresh opaque challenges.
+    pub fn know_prefix(&self, prefix: &str) {
+        self.state.lock().unwrap().known_prefix = Some(prefix.into());
+    }
+
+    /// Forgets the recorded calls (a long load test would hold them all).
+    pub fn forget_calls(&self) {
+        self.state.lock().unwrap().calls.clear();
+    }
+
+    /// Registers an Intune device with its Graph `complianceState`
+    /// (`compliant`, `noncompliant`, `inGracePeriod`, ...).
+    pub fn device(&self, id: &str, compliance_state: &str) {
+        self.state.lock().unwrap().devices.insert(id.into(), compliance_state.into());
+    }
+
     /// Queues `fault` for the next call of `hop`.
     pub fn fault(&self, hop: Hop, fault: Fault) {
         self.state.lock().unwrap().faults.entry(hop).or_default().push_back(fault);
@@ -203,6 +235,28 @@ impl IntuneStandIn {
     /// Tokens issued so far.
     pub fn tokens_issued(&self) -> u64 {
         self.state.lock().unwrap().issued
+    }
+
+    /// Tokens issued so far for `audience` (`Hop::Graph` or `Hop::Intune`).
+    pub fn tokens_for(&self, audience: Hop) -> usize {
+        self.state.lock().unwrap().tokens.values().filter(|(h, _)| *h == audience).count()
+    }
+
+    /// The `expires_in` of tokens issued from now on; a token is refused
+    /// (401) once it has passed.
+    pub fn token_lifetime(&self, secs: u64) {
+        self.state.lock().unwrap().token_lifetime_secs = secs;
+    }
+
+    /// Calls refused because their token had expired.
+    pub fn expired_token_refusals(&self) -> u64 {
+        self.state.lock().unwrap().expired_token_refusals
+    }
+
+    /// Registers a certificate (DER) on the application: client assertions
+    /// naming it and signed by its key are accepted.
+    pub fn accept_assertion_certificate(&self, der: Vec<u8>) {
+        self.state.lock().unwrap().assertion_certs.push(der);
     }
 }
 
@@ -262,6 +316,8 @@ fn serve(ctx: &Ctx, stream: TcpStream) {
         Hop::Token
     } else if path.starts_with("/v1.0/servicePrincipals") {
         Hop::Graph
+    } else if path.starts_with("/v1.0/deviceManagement/managedDevices/") {
+        Hop::Devices
     } else {
         Hop::Intune
     };
@@ -303,6 +359,7 @@ fn serve(ctx: &Ctx, stream: TcpStream) {
         Hop::Token => token(ctx, &method, &path, &text),
         Hop::Graph => graph(ctx, &headers),
         Hop::Intune => intune(ctx, &path, &headers, &parsed),
+        Hop::Devices => managed_device(ctx, &method, &path, &headers),
     });
     let Some(a) = answer else { return };
     let mut out = stream;
@@ -375,12 +432,8 @@ fn token(ctx: &Ctx, method: &str, path: &str, body: &str) -> Option<Answer> {
     let assertion_ok = f.get("client_assertion_type").map(String::as_str)
         == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         && f.get("client_assertion").is_some_and(|jwt| {
-            let claims =
-                jwt.split('.').nth(1).and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok());
-            let claims: serde_json::Value = claims.and_then(|c| serde_json::from_slice(&c).ok()).unwrap_or_default();
-            claims["aud"] == format!("{}{}", ctx.base, path)
-                && claims["iss"] == ctx.client_id.as_str()
-                && claims["sub"] == ctx.client_id.as_str()
+            let certs = ctx.state.lock().unwrap().assertion_certs.clone();
+            assertion_verifies(jwt, &certs, &format!("{}{}", ctx.base, path), &ctx.client_id)
         });
     if f.get("client_id") != Some(&ctx.client_id) || !(secret_ok || assertion_ok) {
         return err(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.");
@@ -388,16 +441,65 @@ fn token(ctx: &Ctx, method: &str, path: &str, body: &str) -> Option<Answer> {
     let mut st = ctx.state.lock().unwrap();
     st.issued += 1;
     let value = format!("sim-{}-{}", if audience == Hop::Graph { "graph" } else { "intune" }, st.issued);
-    st.tokens.insert(value.clone(), audience);
+    let lifetime = st.token_lifetime_secs;
+    st.tokens.insert(value.clone(), (audience, Instant::now() + Duration::from_secs(lifetime)));
     json(
         200,
-        serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": value}),
+        serde_json::json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": value}),
     )
+}
+
+/// Verifies a client assertion (contract §1.3): the certificate it names by
+/// `x5t#S256` (or `x5t`) is registered, its key verifies the PS256 or RS256
+/// signature, and the claims fit (`aud`, `iss` = `sub` = client id, time window).
+fn assertion_verifies(jwt: &str, certs: &[Vec<u8>], token_url: &str, client_id: &str) -> bool {
+    use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, SHA256, digest};
+    use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, UnparsedPublicKey};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header, claims, signature] = parts[..] else { return false };
+    let json = |s: &str| -> serde_json::Value {
+        b64.decode(s).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    };
+    let (header_v, claims_v) = (json(header), json(claims));
+    let named = |der: &&Vec<u8>| {
+        header_v["x5t#S256"] == b64.encode(digest(&SHA256, der)).as_str()
+            || header_v["x5t"] == b64.encode(digest(&SHA1_FOR_LEGACY_USE_ONLY, der)).as_str()
+    };
+    let Some(cert_der) = certs.iter().find(named) else { return false };
+    let Ok(cert) = scep_engine::x509::CertificateRef::parse(cert_der) else { return false };
+    let Ok(signature) = b64.decode(signature) else { return false };
+    let alg: &'static dyn aws_lc_rs::signature::VerificationAlgorithm = match header_v["alg"].as_str() {
+        Some("PS256") => &RSA_PSS_2048_8192_SHA256,
+        Some("RS256") => &RSA_PKCS1_2048_8192_SHA256,
+        _ => return false,
+    };
+    let signed = format!("{header}.{claims}");
+    if UnparsedPublicKey::new(alg, cert.spki.key).verify(signed.as_bytes(), &signature).is_err() {
+        return false;
+    }
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let skew = 300;
+    claims_v["aud"] == token_url
+        && claims_v["iss"] == client_id
+        && claims_v["sub"] == client_id
+        && claims_v["nbf"].as_u64().is_some_and(|nbf| nbf <= now + skew)
+        && claims_v["exp"].as_u64().is_some_and(|exp| exp > now)
 }
 
 fn bearer_is(ctx: &Ctx, headers: &HashMap<String, String>, want: Hop) -> bool {
     let token = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    ctx.state.lock().unwrap().tokens.get(token) == Some(&want)
+    let mut st = ctx.state.lock().unwrap();
+    match st.tokens.get(token).copied() {
+        Some((hop, expires)) if hop == want => {
+            if Instant::now() >= expires {
+                st.expired_token_refusals += 1;
+                return false;
+            }
+            true
+        }
+        _ => false,
+    }
 }
 
 fn graph(ctx: &Ctx, headers: &HashMap<String, String>) -> Option<Answer> {
@@ -420,6 +522,34 @@ fn graph(ctx: &Ctx, headers: &HashMap<String, String>) -> Option<Answer> {
              "uri": format!("{}/RACerts/StatelessPkiConnectorService/Gateway/StatelessPkiConnectorService", ctx.base)}
         ]}),
     )
+}
+
+/// Graph `managedDevices/{id}` (§8): the registered `complianceState`.
+fn managed_device(ctx: &Ctx, method: &str, path: &str, headers: &HashMap<String, String>) -> Option<Answer> {
+    if !bearer_is(ctx, headers, Hop::Graph) {
+        return json(
+            401,
+            serde_json::json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token validation failure."}}),
+        );
+    }
+    let rest = path.strip_prefix("/v1.0/deviceManagement/managedDevices/").unwrap_or_default();
+    let id = rest.split('?').next().unwrap_or_default();
+    if method != "GET" || id.is_empty() {
+        return json(400, serde_json::json!({"error": {"code": "BadRequest", "message": "GET managedDevices/{id}"}}));
+    }
+    let state = ctx.state.lock().unwrap().devices.get(id).cloned();
+    match state {
+        Some(state) => json(
+            200,
+            serde_json::json!({
+                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#deviceManagement/managedDevices(id,complianceState)/$entity",
+                "id": id, "complianceState": state}),
+        ),
+        None => json(
+            404,
+            serde_json::json!({"error": {"code": "ResourceNotFound", "message": format!("managedDevice {id} not found")}}),
+        ),
+    }
 }
 
 fn intune(ctx: &Ctx, path: &str, headers: &HashMap<String, String>, body: &serde_json::Value) -> Option<Answer> {
@@ -463,7 +593,15 @@ fn intune(ctx: &Ctx, path: &str, headers: &HashMap<String, String>, body: &serde
             let Some(challenge) = csr.challenge_password.clone() else {
                 return reply("ChallengePasswordMissing", "");
             };
-            let known = ctx.state.lock().unwrap().challenges.get(&challenge).cloned();
+            let known = {
+                let st = ctx.state.lock().unwrap();
+                st.challenges.get(&challenge).cloned().or_else(|| {
+                    st.known_prefix.as_ref().filter(|p| challenge.starts_with(p.as_str())).map(|_| KnownChallenge {
+                        common_name: None,
+                        expires: SystemTime::now() + Duration::from_secs(3600),
+                    })
+                })
+            };
             let Some(known) = known else { return reply("ChallengeDecryptionError", "unknown challenge") };
             if SystemTime::now() > known.expires {
                 return reply("ChallengeExpired", "");

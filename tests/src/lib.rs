@@ -13,6 +13,7 @@
 //! - [`missing_tool`]: what a test does when a program it needs is absent.
 
 pub mod client;
+pub mod compliance_webhook;
 pub mod intune_connector;
 pub mod intune_standin;
 pub mod real_clients;

@@ -8,8 +8,9 @@
 //! challenge, one CSR whose CN (markup) differs from its claims, and on
 //! `plain` a device whose CN is markup too. The script then checks sign-in
 //! (an unknown key, a key that cannot be a header, a reader key, the admin
-//! key), the three tabs against these events (hostile subjects shown as
-//! text), the 30 s / 60 s polling and that it stops off the tab (fake
+//! key), the tabs against these events (hostile subjects shown as text; the
+//! card of an Intune API-mode profile with the Graph compliance gate, against
+//! the stand-in), the 30 s / 60 s polling and that it stops off the tab (fake
 //! timers), the trust anchor reload modal (success, a corrupted bundle
 //! keeping the modal open with the reason, the retry), the activity filters
 //! and paging, the Certificates tab (the charts drawn by uPlot under the
@@ -31,6 +32,7 @@ use scep_tests::client::{
     CertRep, CsrSpec, DeviceKey, MessageOptions, PkiMethod, PkiStatus, ScepClient, SubjectAltName,
 };
 use scep_tests::intune_connector::{Claims, Connector, JwsAlg};
+use scep_tests::intune_standin::IntuneStandIn;
 use scep_tests::real_clients::{RealClientError, run_bounded};
 use scep_tests::server::{Scepd, ScepdOptions, Transport};
 
@@ -66,6 +68,17 @@ fn admin_gui_in_chromium(transport: Transport) {
          (npm ci --prefix tests/gui); `bash .ci/run` installs both"
     );
     let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
+    // Profile `intune-api`: Intune API mode against the stand-in, with the Graph compliance gate.
+    let standin = IntuneStandIn::start();
+    standin.know("gui-api-blob", None, Duration::from_secs(3600));
+    standin.know("gui-api-blob-ok", None, Duration::from_secs(3600));
+    standin.know("gui-api-blob-ok-2", None, Duration::from_secs(3600));
+    standin.device("gui-noncompliant", "noncompliant");
+    standin.device("gui-compliant", "compliant");
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("entra-secret");
+    std::fs::write(&secret, format!("{}\n", standin.client_secret)).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut opts = ScepdOptions::with_config(format!(
         "[server]\ndata_dir = \"data\"\n\n\
          [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
@@ -75,7 +88,15 @@ fn admin_gui_in_chromium(transport: Transport) {
          [[profile]]\nname = \"plain\"\nchallenge_password = \"plain-secret\"\n\
          ra_cert = \"data/ra-signing.pem\"\nra_key = \"data/ra-signing.key\"\n\
          ra_encryption_cert = \"data/ra-encryption.pem\"\nra_encryption_key = \"data/ra-encryption.key\"\n\n\
-         [[profile]]\nname = \"otp\"\nchallenge_mode = \"one-time\"\n"
+         [[profile]]\nname = \"otp\"\nchallenge_mode = \"one-time\"\n\n\
+         [[profile]]\nname = \"intune-api\"\nintune_enabled = true\nintune_mode = \"api\"\n\
+         intune_tenant_id = \"{tenant}\"\nintune_client_id = \"{client}\"\nintune_client_secret_path = \"{secret}\"\n\
+         intune_authority_url = \"{base}/\"\nintune_graph_url = \"{base}/\"\nintune_compliance_check = \"graph\"\n\
+         intune_revocation_poll_interval = \"0\"\n",
+        tenant = standin.tenant,
+        client = standin.client_id,
+        base = standin.base_url(),
+        secret = secret.display(),
     ))
     .on(transport);
     opts.files.push((PathBuf::from(BUNDLE), connector.certificate_pem().into_bytes()));
@@ -98,6 +119,24 @@ fn admin_gui_in_chromium(transport: Transport) {
         &connector.mint(&claims("device-guid-2", "dev2.example.com")),
     ));
     ok(enroll(&server.profile_url("plain"), HOSTILE_CN, None, "plain-secret"));
+    // Intune API mode: an unknown challenge (Intune: ChallengeDecryptionError), two compliant
+    // devices (issued), then a non-compliant one (validateRequest Success, refused by gate 9).
+    // (More enrolments than failures in the hour: the charts check sees both lines.)
+    let api_url = server.profile_url("intune-api");
+    refused(enroll(&api_url, "api-dev-1", None, "not-a-known-blob"));
+    let api_enroll = |cn: &str, challenge: &str, device: &str| {
+        let key = DeviceKey::generate().unwrap();
+        let mut spec = CsrSpec::new(cn, Some(challenge));
+        spec.subject_alt_names = vec![SubjectAltName::Uri(format!("IntuneDeviceId://{device}"))];
+        ScepClient::new(&api_url)
+            .unwrap()
+            .enroll(&key, &spec, &MessageOptions::default(), PkiMethod::Post)
+            .unwrap()
+            .reply
+    };
+    ok(api_enroll("api-dev-2", "gui-api-blob-ok", "gui-compliant"));
+    ok(api_enroll("api-dev-4", "gui-api-blob-ok-2", "gui-compliant"));
+    refused(api_enroll("api-dev-3", "gui-api-blob", "gui-noncompliant"));
 
     let mut node = Command::new("node");
     node.arg(gui_dir().join("gui.mjs"))

@@ -33,20 +33,26 @@ fn start(transport: Transport, extra: &str) -> Setup {
     let secret = secret_dir.path().join("entra-secret");
     std::fs::write(&secret, format!("{}\n", standin.client_secret)).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let credential = format!("intune_client_secret_path = \"{}\"\n", secret.display());
+    let server = serve(transport, &standin, &credential, extra);
+    Setup { standin, server, _secret_dir: secret_dir }
+}
+
+/// scepd with profile `intune` in API mode against `standin`, proving
+/// itself with the `credential` keys.
+fn serve(transport: Transport, standin: &IntuneStandIn, credential: &str, extra: &str) -> Scepd {
     let config = format!(
         "[[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
          [[profile]]\nname = \"intune\"\nintune_enabled = true\nintune_mode = \"api\"\n\
-         intune_tenant_id = \"{}\"\nintune_client_id = \"{}\"\nintune_client_secret_path = \"{}\"\n\
+         intune_tenant_id = \"{}\"\nintune_client_id = \"{}\"\n{credential}\
          intune_authority_url = \"{base}/\"\nintune_graph_url = \"{base}/\"\n{extra}",
         standin.tenant,
         standin.client_id,
-        secret.display(),
         base = standin.base_url(),
     );
     let mut opts = ScepdOptions::with_config(config).on(transport);
     opts.startup_timeout = Duration::from_secs(30);
-    let server = Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"));
-    Setup { standin, server, _secret_dir: secret_dir }
+    Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn enroll(server: &Scepd, key: &DeviceKey, cn: &str, challenge: &str) -> CertRep {
@@ -128,7 +134,98 @@ scep_tests::on_each_transport!(
     strongswan_pki_enrols_with_an_opaque_challenge,
     queued_revocations_are_applied_and_reported_within_the_poll_interval,
     renewal_with_a_fresh_challenge_is_validated_and_without_one_refused,
+    tokens_are_refreshed_before_they_expire,
+    the_certificate_credential_is_verified_by_entra,
 );
+
+/// A token is fetched again before it expires (at half its lifetime for a
+/// short one): a stand-in issuing 6 s tokens and refusing expired ones sees
+/// a second Intune token for an enrolment 3.2 s after the first (the first
+/// token still valid), then a third after it too expired; never a 401.
+fn tokens_are_refreshed_before_they_expire(transport: Transport) {
+    let Setup { standin, server, .. } = start(transport, "");
+    standin.token_lifetime(6);
+    for i in 0..3 {
+        standin.know(&format!("refresh-{i}"), None, HOUR);
+    }
+    let key = DeviceKey::generate().unwrap();
+    issued(&enroll(&server, &key, "refresh-0", "refresh-0"), &key, &server);
+    let first = Instant::now();
+    assert_eq!((standin.tokens_for(Hop::Graph), standin.tokens_for(Hop::Intune)), (1, 1));
+    std::thread::sleep(Duration::from_millis(3200).saturating_sub(first.elapsed()));
+    issued(&enroll(&server, &key, "refresh-1", "refresh-1"), &key, &server);
+    assert_eq!(standin.tokens_for(Hop::Intune), 2, "refreshed before the 6 s token expired");
+    std::thread::sleep(Duration::from_millis(6500));
+    issued(&enroll(&server, &key, "refresh-2", "refresh-2"), &key, &server);
+    assert_eq!(standin.tokens_for(Hop::Intune), 3);
+    assert_eq!(standin.tokens_for(Hop::Graph), 1, "discovery stays cached: no second Graph token needed");
+    assert_eq!(standin.expired_token_refusals(), 0, "no call ever carried an expired token");
+    assert_eq!(counts(&standin)[2..], [3, 3, 0], "no retry after a 401");
+}
+
+/// An RSA key and a self-signed certificate for it (PEM files `<name>.key`,
+/// `<name>.pem` in `dir`); returns the certificate's DER.
+fn rsa_credential(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN=scepd Entra credential {name}"))
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(dir.join(format!("{name}.pem")))
+        .output()
+        .unwrap_or_else(|e| {
+            scep_tests::missing_tool("intune_api", "openssl", &format!("apt-get install openssl ({e})"))
+        });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::set_permissions(dir.join(format!("{name}.key")), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pem = std::fs::read_to_string(dir.join(format!("{name}.pem"))).unwrap();
+    scep_engine::pem::certificates(&pem).unwrap().remove(0)
+}
+
+/// The certificate credential end to end: scepd signs a client assertion
+/// with the key of the certificate registered on the app, and the stand-in
+/// verifies the signature against that certificate, so a device enrols.
+/// The same certificate with another key (a server that signed with the
+/// wrong key) gets no token, and the device nothing.
+fn the_certificate_credential_is_verified_by_entra(transport: Transport) {
+    let standin = IntuneStandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let registered = rsa_credential(dir.path(), "app");
+    rsa_credential(dir.path(), "other");
+    standin.accept_assertion_certificate(registered);
+    let keys = |cert: &str, key: &str| {
+        format!(
+            "intune_client_cert_path = \"{}\"\nintune_client_key_path = \"{}\"\n",
+            dir.path().join(cert).display(),
+            dir.path().join(key).display()
+        )
+    };
+    standin.know("assertion-blob-1", None, HOUR);
+    standin.know("assertion-blob-2", None, HOUR);
+    {
+        let server = serve(transport, &standin, &keys("app.pem", "app.key"), "");
+        let key = DeviceKey::generate().unwrap();
+        issued(&enroll(&server, &key, "assertion-1", "assertion-blob-1"), &key, &server);
+        let token_calls: Vec<_> = standin.calls().into_iter().filter(|c| c.hop == Hop::Token).collect();
+        assert_eq!(token_calls.len(), 2, "one token per audience");
+        for call in &token_calls {
+            let form = call.body.as_str().unwrap();
+            assert!(
+                form.contains("client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer")
+            );
+            assert!(!form.contains("client_secret"), "{form}");
+        }
+    }
+    let tokens_before = standin.tokens_issued();
+    let server = serve(transport, &standin, &keys("app.pem", "other.key"), "");
+    let key = DeviceKey::generate().unwrap();
+    refused(&enroll(&server, &key, "assertion-2", "assertion-blob-2"), &server);
+    assert_eq!(standin.tokens_issued(), tokens_before, "a wrongly signed assertion gets no token");
+    let failed = events(&server, "intune_token_failed");
+    assert!(failed.iter().any(|e| e["detail"].as_str().unwrap_or("").contains("AADSTS7000215")), "{failed:?}");
+    assert_eq!(standin.count(Hop::Intune, Some("successNotification")), 1);
+}
 
 /// validate → issue → successNotification (same transactionId, the issued
 /// certificate's SHA-1 thumbprint and serial) before the device gets its
@@ -316,7 +413,7 @@ fn failed_notification_leaves_the_device_without_a_certificate(transport: Transp
     assert_eq!(counts(&standin)[2..], [1, 1, 0]);
     let failed = events(&server, "intune_notification_failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
-    assert!(failed[0]["detail"].as_str().unwrap().contains("revoked locally"), "{failed:?}");
+    assert!(failed[0]["detail"].as_str().unwrap().contains("revoked by issuer"), "{failed:?}");
 }
 
 /// certmonger (a real client) enrols with an opaque challenge the stand-in

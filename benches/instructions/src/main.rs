@@ -78,8 +78,8 @@ fn setup() -> Result<Pki, String> {
     let device = DeviceKey::pregenerated(0).map_err(|e| format!("device key: {e}"))?;
     let device_cert = self_signed_certificate(&device, &SubjectName::cn("instructions-device"), 1)
         .map_err(|e| format!("device certificate: {e}"))?;
-    let csr = build_csr(&device, &CsrSpec::new("instructions-device", Some("secret123")))
-        .map_err(|e| format!("CSR: {e}"))?;
+    let csr =
+        build_csr(&device, &CsrSpec::new("instructions-device", Some("secret123"))).map_err(|e| format!("CSR: {e}"))?;
     let message = |id: &str| {
         let options = MessageOptions { transaction_id: Some(id.into()), ..MessageOptions::default() };
         let signer = Signer { certificate: &device_cert, key: &device };

@@ -184,6 +184,11 @@ struct Common {
     /// Intune mode: the `aud` claim.
     #[arg(long)]
     intune_audience: Option<String>,
+    /// Intune API mode: a fresh opaque challenge per request, this prefix then a
+    /// per-run random part and the request number (the `intune-standin` binary
+    /// accepts every challenge with its `--prefix`).
+    #[arg(long, conflicts_with_all = ["challenge", "intune_connector"])]
+    opaque_challenge_prefix: Option<String>,
     /// Content encryption of the requests.
     #[arg(long, value_enum, default_value_t = CipherArg::Aes256)]
     cipher: CipherArg,
@@ -219,12 +224,21 @@ struct Common {
 impl Common {
     fn setup(&self) -> Result<Setup, LoadError> {
         let challenge = match (&self.intune_connector, &self.challenge) {
+            _ if self.opaque_challenge_prefix.is_some() => {
+                let mut run = [0u8; 8];
+                aws_lc_rs::rand::fill(&mut run).map_err(|_| LoadError::Setup("no randomness".into()))?;
+                Challenge::Opaque {
+                    prefix: self.opaque_challenge_prefix.clone().unwrap_or_default(),
+                    run: run.iter().map(|b| format!("{b:02x}")).collect(),
+                }
+            }
             (Some(dir), _) => Challenge::Intune(Connector::load_or_create(dir, self.intune_audience.clone())?),
             (None, Some(pw)) => Challenge::Static(pw.clone()),
             (None, None) if !self.operation.enrols() => Challenge::Static(String::new()),
             (None, None) => {
                 return Err(LoadError::Setup(
-                    "PKCSReq and device runs need --challenge PW or --intune-connector DIR".into(),
+                    "PKCSReq and device runs need --challenge PW, --intune-connector DIR or --opaque-challenge-prefix P"
+                        .into(),
                 ));
             }
         };

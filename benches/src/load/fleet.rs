@@ -35,6 +35,15 @@ pub enum Challenge {
     Static(String),
     /// A fresh Connector-signed JWS per request.
     Intune(Connector),
+    /// Intune API mode: an opaque challenge per request, `<prefix><run>-<n>`
+    /// (`<run>` random per run), which only the validating service knows
+    /// (the stand-in accepts every challenge with this prefix).
+    Opaque {
+        /// What the validating service accepts.
+        prefix: String,
+        /// Random per run, so that no challenge is presented twice across runs.
+        run: String,
+    },
 }
 
 /// One simulated device.
@@ -103,6 +112,7 @@ fn build_one(
             spec.subject_alt_names = vec![SubjectAltName::Dns(d.name.clone())];
             spec
         }
+        Challenge::Opaque { prefix, run } => CsrSpec::new(d.name.clone(), Some(&format!("{prefix}{run}-{n}"))),
     };
     let csr = build_csr(&d.key, &spec)?;
     // A random transactionID per request: one certificate per message.

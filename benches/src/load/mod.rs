@@ -203,7 +203,7 @@ pub fn prepare(target: &Target, setup: &Setup, devices: &[Device], count: usize)
             let prepared = pool.take(count, devices, &ca, pw, &options, setup.threads)?;
             Ok(Loaded { ca, prepared, pool: Some(pool) })
         }
-        Challenge::Intune(_) => {
+        Challenge::Intune(_) | Challenge::Opaque { .. } => {
             let prepared = fleet::build_fresh(count, devices, &ca, &setup.challenge, &options, setup.threads)?;
             Ok(Loaded { ca, prepared, pool: None })
         }
@@ -277,6 +277,7 @@ pub fn execute(
         challenge: match setup.challenge {
             Challenge::Static(_) => "static",
             Challenge::Intune(_) => "intune",
+            Challenge::Opaque { .. } => "opaque",
         }
         .into(),
         mode: if plan.rate.is_some() { "open" } else { "closed" }.into(),

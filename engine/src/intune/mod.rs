@@ -15,7 +15,14 @@
 //! | 6 | CSR CN/SANs equal the claim's | `claim_mismatch` | badRequest |
 //! | 7 | nonce not used within the TTL | `replay` (`replay_cache_full`) | badMessageCheck (badRequest) |
 //! | 8 | per-device sliding window on (sub, iss) | `rate_limited` | badRequest |
-//! | 9 | compliance hook | `compliance_failed` | badRequest |
+//! | 9 | compliance (handed out: IO) | `compliance_failed` | badRequest |
+//!
+//! Gate 9 needs IO (Microsoft Graph or a webhook), so it is not run here:
+//! the engine hands the enrolment out with
+//! [`Authorization::Intune`](crate::issue::Authorization::Intune) (device id =
+//! claim `sub`) and the transport runs the profile's compliance check before
+//! the issuer, refusing with label `compliance_failed` (badRequest) and
+//! counting it with [`IntuneCounters::record_compliance_refusal`].
 //!
 //! Where scepd is stricter than the reference: a challenge without `iat`,
 //! `exp` or `nonce` is `malformed`; without `aud` while an audience is set it
@@ -78,7 +85,7 @@ pub enum Label {
     ReplayCacheFull,
     /// The device is over its enrolment rate.
     RateLimited,
-    /// The compliance hook refused the device.
+    /// The compliance check (gate 9, run by the transport) refused the device.
     ComplianceFailed,
 }
 
@@ -224,25 +231,6 @@ impl ValidatedChallenge {
     }
 }
 
-/// Gate 9: a pluggable device compliance check (e.g. Microsoft Graph).
-pub trait ComplianceCheck: Send + Sync {
-    /// `Ok(())` when the device may enrol; `Err(reason)` (audited) otherwise.
-    ///
-    /// # Errors
-    /// The reason the device is refused.
-    fn check(&self, claims: &ValidatedChallenge) -> Result<(), String>;
-}
-
-/// The default compliance check: every device passes.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoComplianceCheck;
-
-impl ComplianceCheck for NoComplianceCheck {
-    fn check(&self, _claims: &ValidatedChallenge) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 /// Per-label decision counters (lock-free), plus `success`.
 #[derive(Debug, Default)]
 pub struct IntuneCounters {
@@ -266,6 +254,14 @@ impl IntuneCounters {
         std::iter::once(("success", self.success()))
             .chain(Label::ALL.iter().map(|&l| (l.as_str(), self.get(l))))
             .collect()
+    }
+
+    /// Counts a gate-9 refusal made by the transport after gates 2-8 passed
+    /// (and were counted as `success`): the decision moves from `success` to
+    /// `compliance_failed`, so each challenge is counted once.
+    pub fn record_compliance_refusal(&self) {
+        let _ = self.success.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        self.rejected[Label::ComplianceFailed.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     fn record(&self, result: &Result<ValidatedChallenge, Rejection>) {
@@ -372,7 +368,6 @@ pub struct IntuneValidator {
     settings: IntuneSettings,
     replay: Arc<ReplayCache>,
     rate: Arc<RateLimiter>,
-    compliance: Arc<dyn ComplianceCheck>,
     counters: Arc<IntuneCounters>,
 }
 
@@ -388,7 +383,7 @@ impl std::fmt::Debug for IntuneValidator {
 
 impl IntuneValidator {
     /// A validator for `profile` with fresh replay cache, rate limiter and
-    /// counters (hash keys drawn from `rng`) and no compliance check.
+    /// counters (hash keys drawn from `rng`).
     ///
     /// # Errors
     /// [`IntuneConfigError`] from [`IntuneSettings::validate`].
@@ -407,7 +402,6 @@ impl IntuneValidator {
             settings,
             replay,
             rate,
-            compliance: Arc::new(NoComplianceCheck),
             counters: Arc::new(IntuneCounters::default()),
         })
     }
@@ -416,7 +410,7 @@ impl IntuneValidator {
     /// other profiles (e.g. one cache for the whole process): nonces are
     /// keyed by the anchor that signed them, so a challenge accepted on one
     /// profile is a replay on every other profile that trusts the same
-    /// anchor. Fresh rate limiter and counters; no compliance check.
+    /// anchor. Fresh rate limiter and counters.
     ///
     /// # Errors
     /// [`IntuneConfigError`] from [`IntuneSettings::validate`].
@@ -435,7 +429,6 @@ impl IntuneValidator {
             settings,
             replay,
             rate,
-            compliance: Arc::new(NoComplianceCheck),
             counters: Arc::new(IntuneCounters::default()),
         })
     }
@@ -444,7 +437,7 @@ impl IntuneValidator {
     /// takes over `previous`'s replay cache and counters, and its rate
     /// limiter when `keep_rate_limiter` (else a fresh one for the new
     /// settings), and allocates nothing it takes over, so a reload never
-    /// holds two copies of large tables. No compliance check, as [`Self::new`].
+    /// holds two copies of large tables.
     ///
     /// # Errors
     /// [`IntuneConfigError`] from [`IntuneSettings::validate`].
@@ -463,16 +456,8 @@ impl IntuneValidator {
             settings,
             replay: previous.replay.clone(),
             rate,
-            compliance: Arc::new(NoComplianceCheck),
             counters: previous.counters.clone(),
         })
-    }
-
-    /// Sets the gate-9 compliance check.
-    #[must_use]
-    pub fn with_compliance(mut self, check: Arc<dyn ComplianceCheck>) -> Self {
-        self.compliance = check;
-        self
     }
 
     /// Uses an existing replay cache (e.g. the previous configuration's).
@@ -552,7 +537,7 @@ impl IntuneValidator {
         result
     }
 
-    /// Runs gates 2–9 on `challenge` (the CSR's challengePassword) against the
+    /// Runs gates 2–8 on `challenge` (the CSR's challengePassword) against the
     /// CSR identity `csr` at `now`, and counts the decision.
     ///
     /// # Errors
@@ -660,8 +645,7 @@ impl IntuneValidator {
             san_upn: owned(&claims.san_upn),
         };
 
-        // Gate 9: compliance.
-        self.compliance.check(&validated).map_err(|d| reject(Label::ComplianceFailed, d))?;
+        // Gate 9 (compliance) needs IO: the transport runs it (module docs).
         Ok(validated)
     }
 }

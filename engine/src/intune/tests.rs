@@ -595,22 +595,18 @@ fn rate_limit_boundary_and_disable() {
     }
 }
 
-struct Refuse;
-impl ComplianceCheck for Refuse {
-    fn check(&self, claims: &ValidatedChallenge) -> Result<(), String> {
-        Err(format!("device {} is not compliant", claims.subject))
-    }
-}
-
 #[test]
-fn compliance_hook() {
+fn a_compliance_refusal_moves_the_decision_from_success() {
     let c = Connector::es_raw();
-    let v = mk(&c).with_compliance(Arc::new(Refuse));
-    let r = v.validate(&c.mint(&claims(&[])), &csr().id(), NOW).unwrap_err();
-    assert_eq!((r.label, r.fail_info), (Label::ComplianceFailed, FailInfo::BAD_REQUEST));
-    assert_eq!(r.detail, "device device-1 is not compliant");
+    let v = mk(&c);
+    v.validate(&c.mint(&claims(&[])), &csr().id(), NOW).unwrap();
+    v.counters().record_compliance_refusal();
     let snap = v.counters().snapshot();
     assert!(snap.contains(&("compliance_failed", 1)) && snap.contains(&("success", 0)), "{snap:?}");
+    // Never below zero, even if counted without a success first.
+    v.counters().record_compliance_refusal();
+    assert!(v.counters().snapshot().contains(&("success", 0)));
+    assert_eq!(v.counters().get(Label::ComplianceFailed), 2);
 }
 
 #[test]

@@ -288,13 +288,14 @@
   }
 
   function profileCard(p) {
-    const intune = p.intune && p.intune.enabled;
+    const api = p.challenge_mode === 'intune-api';
+    const intune = (p.intune && p.intune.enabled) || api;
     return el('article', { class: 'card', 'data-profile': p.path_id },
       el('header', {},
         el('h3', {}, p.path_id),
         p.default ? badge('default', 'on') : null,
-        intune ? badge('Intune enabled', 'on') : badge('Intune disabled'),
-        p.challenge_mode === 'one-time' ? badge('one-time challenges', 'on')
+        api ? badge('Intune API mode', 'on') : intune ? badge('Intune enabled', 'on') : badge('Intune disabled'),
+        api ? null : p.challenge_mode === 'one-time' ? badge('one-time challenges', 'on')
           : p.challenge_password_set ? badge('challenge password set', 'on') : badge('no challenge password')),
       el('dl', {},
         row('SCEP URL', el('code', {}, location.origin + p.url_path)),
@@ -412,7 +413,62 @@
     }));
   }
 
+  /** One hop's last result (`intune/stats` of an API-mode profile). */
+  function hopResult(r) {
+    if (!r || !r.calls) return el('span', { class: 'muted' }, 'not called yet');
+    const ok = r.last === 'ok';
+    return [badge(ok ? 'ok' : 'failed', ok ? 'green' : 'red'),
+      ` ${r.calls.toLocaleString('en-US')} ${r.calls === 1 ? 'call' : 'calls'} · last ${r.last_ms} ms · mean ${Math.round(r.total_ms / r.calls)} ms`,
+      ok ? null : el('div', { class: 'muted' }, r.last)];
+  }
+
+  /** Gate 9 (either mode): its kind, counts, results by kind and last decision. */
+  function complianceRow(c) {
+    if (!c) return row('Compliance gate', el('span', { class: 'muted', 'data-compliance': 'off' }, 'off'));
+    const results = Object.entries(c.results).map(([kind, n]) => `${kind} ${n}`).join(', ');
+    return row('Compliance gate', el('span', { 'data-compliance': c.check },
+      `${c.check}: ${c.allowed} allowed, ${c.refused} refused`, results ? ` (${results})` : null,
+      c.last ? el('div', { class: 'muted' }, `last: ${c.last}`) : null));
+  }
+
+  function revocationSync(s) {
+    if (!s.revocation_poll_interval_secs) return 'off';
+    const every = `every ${duration(s.revocation_poll_interval_secs)}`;
+    const sync = s.revocation_last_sync;
+    if (!sync) return `${every}; not run yet`;
+    const at = new Date(sync.at * 1000).toISOString();
+    if (sync.error) return [badge('failed', 'red'), ` ${every}; last round ${at}: `, el('span', {}, sync.error)];
+    return `${every}; last round ${at}: ${sync.requests} requests, ${sync.revoked} revoked`;
+  }
+
+  /** A profile in Intune API mode (Microsoft's SCEP validation API). */
+  function apiCard(s) {
+    const st = s.stats;
+    const codeRows = Object.entries(st.codes).flatMap(([action, codes]) =>
+      Object.entries(codes).map(([code, n]) => el('tr', { 'data-action': action, 'data-code': code },
+        el('td', {}, action), el('td', { class: 'mono' }, code), el('td', {}, n.toLocaleString('en-US')))));
+    return el('article', { class: 'card', 'data-profile': s.path_id, 'data-mode': 'api' },
+      el('header', {}, el('h3', {}, s.path_id), badge('Intune API mode', 'on')),
+      el('dl', {},
+        row('Tenant', el('code', {}, s.tenant_id)),
+        row('Application', el('code', {}, s.client_id),
+          s.credential === 'client_assertion' ? ' (certificate credential)' : ' (client secret)'),
+        row('Entra token', el('span', { 'data-hop': 'token' }, hopResult(st.token))),
+        row('Graph discovery', el('span', { 'data-hop': 'discovery' }, hopResult(st.discovery))),
+        Object.entries(st.actions).map(([action, r]) => row(action, el('span', { 'data-hop': action }, hopResult(r)))),
+        row('Certificate returned', s.return_before_notification
+          ? 'without waiting for Intune\'s answer to successNotification' : 'after Intune answers successNotification'),
+        row('Revocation sync', el('span', { 'data-revocation': '' }, revocationSync(s))),
+        complianceRow(s.compliance)),
+      codeRows.length
+        ? el('table', { class: 'codes' },
+          el('thead', {}, el('tr', {}, el('th', {}, 'Call'), el('th', {}, 'Intune code'), el('th', {}, 'Seen'))),
+          el('tbody', {}, codeRows))
+        : el('p', { class: 'muted' }, 'No Intune calls yet.'));
+  }
+
   function intuneCard(s) {
+    if (s.enabled && s.mode === 'api') return apiCard(s);
     if (!s.enabled) {
       return el('article', { class: 'card', 'data-profile': s.path_id },
         el('header', {}, el('h3', {}, s.path_id), badge('Intune disabled')),
@@ -434,7 +490,8 @@
             meter(rl.devices_tracked, rl.capacity)]
           : 'off'),
         row('Replay cache', [`${s.replay_cache_entries.toLocaleString('en-US')} of ${s.replay_cache_capacity.toLocaleString('en-US')} nonces`,
-          meter(s.replay_cache_entries, s.replay_cache_capacity)])),
+          meter(s.replay_cache_entries, s.replay_cache_capacity)]),
+        complianceRow(s.compliance)),
       counterGrid(s.counters),
       el('div', { class: 'footer' },
         el('button', { type: 'button', class: 'secondary reload', onclick: () => openReload(s) }, 'Reload trust anchors')));

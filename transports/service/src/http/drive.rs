@@ -23,16 +23,27 @@
 //! order: local single use (`replay`), `validateRequest` (anything but
 //! `Success`: badRequest `intune_rejected`, nothing issued), the issuer, then
 //! `successNotification` before the certificate is returned (a certificate
-//! whose notification failed is revoked locally and refused as
+//! whose notification failed is revoked through the issuer and refused as
 //! `intune_notification_failed`), or `failureNotification` when the issuer
 //! refused.
+//!
+//! On a profile with a compliance gate (`intune_compliance_check`, gate 9,
+//! [`crate::intune::compliance`]) every enrolment and renewal is checked
+//! after every other gate (in API mode: after `validateRequest`) and before
+//! the issuer; a device not known to be compliant gets a CertRep FAILURE
+//! badRequest labelled `compliance_failed` and nothing is issued (in API
+//! mode Intune is sent a `failureNotification`). The check does IO, so the
+//! engine hands the request out for it, as for the other IO gates.
 
-use scep_engine::issue::{Authorization, EnrollRequest};
+use std::sync::Arc;
+
+use scep_engine::issue::{Authorization, EnrollRequest, IssueRequest, RenewRequest};
 use scep_engine::time::UnixTime;
 use scep_engine::{Action, Engine, FailInfo, Outcome, PendingIssue, Request, Response};
 use scep_issuers::{IssueOutcome, Issuer};
 
 use crate::intune::api::{IntuneApi, IssuedFacts};
+use crate::intune::compliance::{ComplianceGate, Verdict};
 
 use crate::state::metrics::{ChallengeEvent, Metrics};
 use crate::store::challenges::{ChallengeStore, Consumption, Presentation};
@@ -68,19 +79,29 @@ pub async fn drive_timed<N>(
 where
     N: Fn() -> UnixTime,
 {
-    drive_with(engine, issuer, challenges, None, request, now).await
+    drive_with(engine, issuer, challenges, IntuneHooks::default(), request, now).await
+}
+
+/// A profile's Intune parts that need IO outside the engine.
+#[derive(Clone, Copy, Default)]
+pub struct IntuneHooks<'a> {
+    /// The Intune API setup (`intune_mode = "api"`).
+    pub api: Option<&'a IntuneApi>,
+    /// The compliance gate (gate 9).
+    pub compliance: Option<&'a Arc<ComplianceGate>>,
 }
 
 /// As [`drive()`], consuming one-time challenges in `challenges` (without a
 /// store, a request presenting one is refused), having Intune validate
-/// requests on a profile in Intune API mode through `intune_api`, and also
+/// requests on a profile in Intune API mode through `intune.api`, checking
+/// device compliance through `intune.compliance`, and also
 /// returning the time spent in the issuer when it was asked (the issuance
 /// latency metric).
 pub async fn drive_with<N>(
     engine: &Engine,
     issuer: &dyn Issuer,
     challenges: Option<OneTimeChallenges<'_>>,
-    intune_api: Option<&IntuneApi>,
+    intune: IntuneHooks<'_>,
     request: Request<'_>,
     now: N,
 ) -> (Response, Option<std::time::Duration>)
@@ -104,8 +125,12 @@ where
                     }
                 };
                 if pending.intune_api_challenge().is_some() {
-                    return issue_with_intune_api(pending, issuer, intune_api, &now).await;
+                    return issue_with_intune_api(pending, issuer, intune, &now).await;
                 }
+                let pending = match check_compliance(pending, intune.compliance, &now).await {
+                    Ok(pending) => pending,
+                    Err(refused) => return (refused, None),
+                };
                 let started = std::time::Instant::now();
                 let outcome = issuer.handle(pending.request(), now()).await;
                 let spent = started.elapsed();
@@ -135,7 +160,7 @@ where
 async fn issue_with_intune_api<N>(
     pending: PendingIssue,
     issuer: &dyn Issuer,
-    api: Option<&IntuneApi>,
+    intune: IntuneHooks<'_>,
     now: &N,
 ) -> (Response, Option<std::time::Duration>)
 where
@@ -156,7 +181,7 @@ where
     let (challenge, transaction_id, csr_der) =
         (challenge.expose().to_string(), enrol.transaction_id.clone(), enrol.csr_der.clone());
     let profile = pending.outcome().profile.clone();
-    let Some(api) = api else {
+    let Some(api) = intune.api else {
         tracing::error!(profile, "Intune API challenge presented but the profile has no Intune API client");
         let detail = "this profile is in Intune API mode but has no Intune API client";
         return (pending.refuse(FailInfo::BAD_REQUEST, "intune_api_unavailable", detail, now()), None);
@@ -173,6 +198,16 @@ where
         return (pending.refuse(FailInfo::BAD_REQUEST, failure.label, failure.detail, now()), None);
     }
     let pending = pending.with_detail("Intune validateRequest: Success");
+    let pending = match check_compliance(pending, intune.compliance, now).await {
+        Ok(pending) => pending,
+        Err(refused) => {
+            let why = refused.outcome.detail.clone().unwrap_or_else(|| "device not compliant".into());
+            if let Err(f) = api.notify_failure(&transaction_id, &csr_der, &why).await {
+                tracing::warn!(target: "scepd::intune", profile, transaction_id, detail = %f.detail, "Intune failureNotification failed");
+            }
+            return (refused, None);
+        }
+    };
     let started = std::time::Instant::now();
     let outcome = issuer.handle(pending.request(), now()).await;
     let spent = started.elapsed();
@@ -207,7 +242,7 @@ where
                     finish(pending.resume(outcome, now()))
                 }
                 Err(failure) => {
-                    let revoked = api.revoke_undelivered(&facts, now());
+                    let revoked = api.revoke_undelivered(&facts, now()).await;
                     tracing::error!(
                         target: "scepd::intune", profile, transaction_id, detail = %failure.detail, revoked,
                         "Intune successNotification failed: certificate not delivered"
@@ -227,6 +262,38 @@ where
                 tracing::warn!(target: "scepd::intune", profile, transaction_id, detail = %f.detail, "Intune failureNotification failed");
             }
             finish(pending.resume(outcome, now()))
+        }
+    }
+}
+
+/// Gate 9: with a compliance gate, an enrolment or renewal goes on only for a
+/// device the gate allows; `Err` is the signed refusal (`compliance_failed`,
+/// badRequest). Other requests (polls, GetCert, GetCRL) are not gated.
+async fn check_compliance<N>(
+    pending: PendingIssue,
+    gate: Option<&Arc<ComplianceGate>>,
+    now: &N,
+) -> Result<PendingIssue, Response>
+where
+    N: Fn() -> UnixTime,
+{
+    let Some(gate) = gate else { return Ok(pending) };
+    let (IssueRequest::Enroll(enrol) | IssueRequest::Renew(RenewRequest { enroll: enrol, .. })) = pending.request()
+    else {
+        return Ok(pending);
+    };
+    match gate.check(enrol).await {
+        Verdict::Allow(detail) => {
+            let detail = match &pending.outcome().detail {
+                Some(before) => format!("{before}; {detail}"),
+                None => detail,
+            };
+            Ok(pending.with_detail(detail))
+        }
+        Verdict::Refuse(detail) => {
+            tracing::warn!(target: "scepd::intune", profile = %pending.outcome().profile,
+                transaction_id = %enrol.transaction_id, detail = %detail, "compliance gate: not issued");
+            Err(pending.refuse(FailInfo::BAD_REQUEST, "compliance_failed", detail, now()))
         }
     }
 }

@@ -49,7 +49,7 @@ use hyper::service::Service;
 use scep_engine::time::UnixTime;
 use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
 
-use crate::http::drive::{OneTimeChallenges, drive_with};
+use crate::http::drive::{IntuneHooks, OneTimeChallenges, drive_with};
 use crate::query::parse_query;
 use crate::settings::audit::DiscoveryAudit;
 use crate::settings::profile::is_valid_name;
@@ -573,7 +573,7 @@ impl ScepService {
             &profile.engine,
             &*profile.issuer,
             challenges,
-            profile.intune_api.as_ref(),
+            IntuneHooks { api: profile.intune_api.as_ref(), compliance: profile.intune_compliance.as_ref() },
             request,
             UnixTime::now,
         )

@@ -51,6 +51,7 @@
 //! the previous profile of the same name into the new validator.
 
 pub mod api;
+pub mod compliance;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -299,6 +299,7 @@ fn intune_profile_json(s: &ProfileIntuneStats, now: UnixTime) -> Value {
     json!({
         "path_id": s.profile,
         "enabled": true,
+        "mode": "connector",
         "trust_bundle_path": s.bundle.display().to_string(),
         "audience": s.audience,
         "challenge_validity_secs": s.challenge_validity_secs,
@@ -340,13 +341,18 @@ pub fn intune_json(state: &ServiceState, now: UnixTime) -> Value {
         .iter()
         .map(|p| {
             let name = &p.engine.config().name;
-            if let Some(api) = &p.intune_api {
-                return intune_api_json(name, api);
+            let mut v = match &p.intune_api {
+                Some(api) => intune_api_json(name, api),
+                None => stats
+                    .iter()
+                    .find(|s| &s.profile == name)
+                    .map_or_else(|| json!({ "path_id": name, "enabled": false }), |s| intune_profile_json(s, now)),
+            };
+            // Gate 9 in either mode: its kind, counts and last decision.
+            if let (Some(gate), Some(o)) = (&p.intune_compliance, v.as_object_mut()) {
+                o.insert("compliance".into(), json!(gate.snapshot()));
             }
-            stats
-                .iter()
-                .find(|s| &s.profile == name)
-                .map_or_else(|| json!({ "path_id": name, "enabled": false }), |s| intune_profile_json(s, now))
+            v
         })
         .collect();
     json!({ "profiles": list })

@@ -291,6 +291,8 @@ pub struct ProfileSettings {
     pub intune: Option<IntuneProfileSettings>,
     /// `intune_*` in API mode (`intune_mode = "api"`)
     pub intune_api: Option<IntuneApiSettings>,
+    /// `intune_compliance_check` (gate 9), in either Intune mode
+    pub intune_compliance: Option<ComplianceSettings>,
 }
 
 impl std::fmt::Debug for ProfileSettings {
@@ -306,6 +308,7 @@ impl std::fmt::Debug for ProfileSettings {
             .field("mtls", &self.mtls)
             .field("intune", &self.intune.is_some())
             .field("intune_api", &self.intune_api)
+            .field("intune_compliance", &self.intune_compliance)
             .finish_non_exhaustive()
     }
 }
@@ -330,6 +333,7 @@ impl ProfileSection {
             }
         };
         let intune_api = self.intune_api_settings(&name, base)?;
+        let intune_compliance = self.intune_compliance_settings(&name, base, intune_api.as_ref())?;
         let challenge = match (&self.challenge_password, self.danger_no_challenge.unwrap_or(false), one_time) {
             _ if intune_api.is_some() => {
                 if self.challenge_password.is_some() {
@@ -513,6 +517,7 @@ impl ProfileSection {
             mtls,
             intune,
             intune_api,
+            intune_compliance,
             name,
         })
     }
@@ -1055,6 +1060,18 @@ pub enum ComplianceCheck {
     Webhook(String),
 }
 
+/// The compliance gate (gate 9) of a profile, in either Intune mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComplianceSettings {
+    /// `graph` or a webhook (never `off`: then there are no settings).
+    pub check: ComplianceCheck,
+    /// The Entra client (Graph token) for `graph`, and for both forms the
+    /// timeout (`intune_api_timeout`) and extra trust roots
+    /// (`intune_api_ca_bundle_path`). For a webhook in connector mode the
+    /// tenant, client and credential are empty and unused.
+    pub entra: IntuneApiSettings,
+}
+
 /// A profile's `intune_*` keys in API mode (`intune_mode = "api"`), validated:
 /// Microsoft's SCEP validation API (see `crate::intune::api`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1133,18 +1150,27 @@ impl ProfileSection {
     ) -> Result<Option<IntuneApiSettings>, ConfigError> {
         let k = |key: &str| format!("profile[{name}].{key}");
         let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
+        let compliance = self.compliance_check(name)?;
         match self.intune_mode.as_deref() {
             None | Some("connector") => {
+                // The Entra credential also serves the Graph compliance gate
+                // of a connector-mode profile.
+                let graph = compliance == ComplianceCheck::Graph;
                 let api_keys = [
-                    ("intune_tenant_id", self.intune_tenant_id.is_some()),
-                    ("intune_client_id", self.intune_client_id.is_some()),
-                    ("intune_client_secret_path", self.intune_client_secret_path.is_some()),
-                    ("intune_client_cert_path", self.intune_client_cert_path.is_some()),
-                    ("intune_client_key_path", self.intune_client_key_path.is_some()),
+                    ("intune_tenant_id", self.intune_tenant_id.is_some() && !graph),
+                    ("intune_client_id", self.intune_client_id.is_some() && !graph),
+                    ("intune_client_secret_path", self.intune_client_secret_path.is_some() && !graph),
+                    ("intune_client_cert_path", self.intune_client_cert_path.is_some() && !graph),
+                    ("intune_client_key_path", self.intune_client_key_path.is_some() && !graph),
                     ("intune_return_before_notification", self.intune_return_before_notification.is_some()),
                 ];
                 if let Some((key, _)) = api_keys.iter().find(|(_, set)| *set) {
-                    return Err(err(key, "only applies when intune_mode = \"api\"".into()));
+                    return Err(err(
+                        key,
+                        "only applies when intune_mode = \"api\" (or, for the Entra credential, with \
+                         intune_compliance_check = \"graph\")"
+                            .into(),
+                    ));
                 }
                 return Ok(None);
             }
@@ -1157,9 +1183,91 @@ impl ProfileSection {
         if self.intune_connector_cert_path.is_some() {
             return Err(err("intune_connector_cert_path", "only applies when intune_mode = \"connector\"".into()));
         }
+        self.entra_settings(name, base, compliance, "when intune_mode = \"api\"").map(Some)
+    }
+
+    /// `intune_compliance_check` of the profile `name`, parsed.
+    fn compliance_check(&self, name: &str) -> Result<ComplianceCheck, ConfigError> {
+        let err = |why: String| ConfigError(format!("profile[{name}].intune_compliance_check: {why}"));
+        let check = match self.intune_compliance_check.as_deref().map(str::trim) {
+            None | Some("off") => ComplianceCheck::Off,
+            Some("graph") => ComplianceCheck::Graph,
+            Some(u) if u.starts_with("http") => ComplianceCheck::Webhook(https_or_loopback(u).map_err(err)?),
+            Some(other) => return Err(err(format!("{other:?} is not \"off\", \"graph\" or a webhook URL"))),
+        };
+        if check != ComplianceCheck::Off && self.intune_enabled != Some(true) {
+            return Err(err("needs intune_enabled = true (gate 9 checks Intune devices)".into()));
+        }
+        Ok(check)
+    }
+
+    /// The compliance gate (gate 9) of the profile `name` in either Intune
+    /// mode; `None` when `intune_compliance_check` is `off` or unset. `api`
+    /// is the profile's API-mode settings, whose Entra credential the Graph
+    /// form shares; in connector mode the Graph form reads the same
+    /// `intune_tenant_id`, `intune_client_id` and credential keys.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `profile[<name>].intune_*` and the reason.
+    pub fn intune_compliance_settings(
+        &self,
+        name: &str,
+        base: Option<&Path>,
+        api: Option<&IntuneApiSettings>,
+    ) -> Result<Option<ComplianceSettings>, ConfigError> {
+        let check = self.compliance_check(name)?;
+        let entra = match (&check, api) {
+            (ComplianceCheck::Off, _) => return Ok(None),
+            (_, Some(api)) => api.clone(),
+            (ComplianceCheck::Graph, None) => {
+                self.entra_settings(name, base, check.clone(), "when intune_compliance_check = \"graph\"")?
+            }
+            // A webhook needs no Entra credential: only the timeout and the trust roots.
+            (ComplianceCheck::Webhook(_), None) => IntuneApiSettings {
+                tenant_id: String::new(),
+                client_id: String::new(),
+                credential: IntuneCredential::Secret(PathBuf::new()),
+                authority_url: DEFAULT_AUTHORITY_URL.into(),
+                graph_url: DEFAULT_GRAPH_URL.into(),
+                resource_url: DEFAULT_RESOURCE_URL.into(),
+                ca_bundle_path: self.intune_api_ca_bundle_path.as_deref().map(|p| resolve(base, p)),
+                revocation_poll_interval_secs: 0,
+                compliance: check.clone(),
+                return_before_notification: false,
+                timeout_secs: self.api_timeout_secs(name)?,
+            },
+        };
+        Ok(Some(ComplianceSettings { check, entra }))
+    }
+
+    fn api_timeout_secs(&self, name: &str) -> Result<i64, ConfigError> {
+        let key = format!("profile[{name}].intune_api_timeout");
+        let timeout_secs = match self.intune_api_timeout.as_deref() {
+            None => 30,
+            Some(text) => parse_duration(&key, text)?,
+        };
+        if !(1..=40).contains(&timeout_secs) {
+            return Err(ConfigError(format!(
+                "{key}: {timeout_secs}s is out of range (1s to 40s: a retry must fit the 45 s request deadline)"
+            )));
+        }
+        Ok(timeout_secs)
+    }
+
+    /// The Entra client settings (tenant, client, credential, URLs, timeout),
+    /// required `when` (for the error text).
+    fn entra_settings(
+        &self,
+        name: &str,
+        base: Option<&Path>,
+        compliance: ComplianceCheck,
+        when: &str,
+    ) -> Result<IntuneApiSettings, ConfigError> {
+        let k = |key: &str| format!("profile[{name}].{key}");
+        let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
         let required = |key: &str, v: &Option<String>| -> Result<String, ConfigError> {
             match v.as_deref().map(str::trim) {
-                None => Err(err(key, "required when intune_mode = \"api\"".into())),
+                None => Err(err(key, format!("required {when}"))),
                 Some("") => Err(err(key, "must not be empty".into())),
                 Some(t) if t.contains(['/', '?', '#', ' ', '&']) => {
                     Err(err(key, format!("{t:?} contains a character not allowed in an id")))
@@ -1190,8 +1298,7 @@ impl ProfileSection {
                 (None, None, None) => {
                     return Err(err(
                         "intune_client_secret_path",
-                        "required when intune_mode = \"api\" (or intune_client_cert_path + intune_client_key_path)"
-                            .into(),
+                        format!("required {when} (or intune_client_cert_path + intune_client_key_path)"),
                     ));
                 }
             };
@@ -1203,36 +1310,7 @@ impl ProfileSection {
             Some("0") => 0,
             Some(text) => parse_duration(&k("intune_revocation_poll_interval"), text)?,
         };
-        let timeout_secs = match self.intune_api_timeout.as_deref() {
-            None => 30,
-            Some(text) => parse_duration(&k("intune_api_timeout"), text)?,
-        };
-        if !(1..=40).contains(&timeout_secs) {
-            return Err(err(
-                "intune_api_timeout",
-                format!("{timeout_secs}s is out of range (1s to 40s: a retry must fit the 45 s request deadline)"),
-            ));
-        }
-        let compliance = match self.intune_compliance_check.as_deref().map(str::trim) {
-            None | Some("off") => ComplianceCheck::Off,
-            Some("graph") => ComplianceCheck::Graph,
-            Some(u) if u.starts_with("http") => {
-                ComplianceCheck::Webhook(https_or_loopback(u).map_err(|why| err("intune_compliance_check", why))?)
-            }
-            Some(other) => {
-                return Err(err(
-                    "intune_compliance_check",
-                    format!("{other:?} is not \"off\", \"graph\" or a webhook URL"),
-                ));
-            }
-        };
-        if compliance != ComplianceCheck::Off {
-            return Err(err(
-                "intune_compliance_check",
-                "the compliance gate is not implemented yet in API mode: set \"off\" (issue 15)".into(),
-            ));
-        }
-        Ok(Some(IntuneApiSettings {
+        Ok(IntuneApiSettings {
             tenant_id,
             client_id,
             credential,
@@ -1243,8 +1321,8 @@ impl ProfileSection {
             revocation_poll_interval_secs,
             compliance,
             return_before_notification: self.intune_return_before_notification.unwrap_or(false),
-            timeout_secs,
-        }))
+            timeout_secs: self.api_timeout_secs(name)?,
+        })
     }
 }
 
@@ -1316,6 +1394,45 @@ mod intune_api_tests {
         // API keys on a connector-mode profile are refused too, naming the key.
         let s = ProfileSection { intune_mode: None, intune_enabled: Some(false), ..api_section() };
         assert!(s.validate(0, None).unwrap_err().0.starts_with("profile[p].intune_tenant_id: only applies"));
+    }
+
+    #[test]
+    fn the_compliance_gate_is_read_in_both_modes() {
+        // API mode: the Graph form shares the API credential.
+        let s = ProfileSection { intune_compliance_check: Some("graph".into()), ..api_section() };
+        let c = s.validate(0, None).unwrap().intune_compliance.unwrap();
+        assert_eq!((c.check, c.entra.client_id.as_str()), (ComplianceCheck::Graph, "app"));
+        // Connector mode, Graph: the Entra keys are allowed, and required.
+        let connector = ProfileSection {
+            intune_mode: None,
+            intune_connector_cert_path: Some("i.pem".into()),
+            intune_compliance_check: Some("graph".into()),
+            ..api_section()
+        };
+        let c = connector.intune_compliance_settings("p", None, None).unwrap().unwrap();
+        assert_eq!((c.check, c.entra.tenant_id.as_str()), (ComplianceCheck::Graph, "tenant"));
+        assert!(connector.intune_api_settings("p", None).unwrap().is_none());
+        let no_tenant = ProfileSection { intune_tenant_id: None, ..connector.clone() };
+        let e = no_tenant.intune_compliance_settings("p", None, None).unwrap_err();
+        assert!(e.0.starts_with("profile[p].intune_tenant_id: required when intune_compliance_check"), "{e}");
+        // Connector mode, webhook: no credential needed; a loopback http URL is fine, others not.
+        let hook = ProfileSection {
+            intune_tenant_id: None,
+            intune_client_id: None,
+            intune_client_secret_path: None,
+            intune_compliance_check: Some("http://127.0.0.1:9/hook".into()),
+            intune_api_timeout: Some("2s".into()),
+            ..connector.clone()
+        };
+        let c = hook.intune_compliance_settings("p", None, None).unwrap().unwrap();
+        assert_eq!((c.check, c.entra.timeout_secs), (ComplianceCheck::Webhook("http://127.0.0.1:9/hook/".into()), 2));
+        let remote = ProfileSection { intune_compliance_check: Some("http://hooks.example/".into()), ..hook.clone() };
+        assert!(remote.intune_compliance_settings("p", None, None).unwrap_err().0.contains("must be https://"));
+        // Off: no gate; and the gate needs an Intune profile.
+        let off = ProfileSection { intune_compliance_check: Some("off".into()), ..hook.clone() };
+        assert!(off.intune_compliance_settings("p", None, None).unwrap().is_none());
+        let plain = ProfileSection { intune_enabled: None, ..hook };
+        assert!(plain.intune_compliance_settings("p", None, None).unwrap_err().0.contains("intune_enabled = true"));
     }
 
     #[test]

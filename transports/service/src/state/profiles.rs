@@ -11,6 +11,7 @@ use scep_engine::time::UnixTime;
 use scep_issuers::Issuer;
 
 use crate::intune::api::IntuneApi;
+use crate::intune::compliance::ComplianceGate;
 use crate::intune::{self, IntuneProfile, ProfileIntuneStats};
 use crate::settings::profile::NDES_PATH;
 use crate::state::discovery::DiscoveryAnswers;
@@ -30,6 +31,8 @@ pub struct Profile {
     pub intune: Option<IntuneProfile>,
     /// The Intune API setup, when `intune_mode = "api"`.
     pub intune_api: Option<IntuneApi>,
+    /// The compliance gate (gate 9), when `intune_compliance_check` is not `off`.
+    pub intune_compliance: Option<Arc<ComplianceGate>>,
     /// The engine's GetCACaps and GetCACert answers, kept for every request.
     pub discovery: DiscoveryAnswers,
     /// Extra paths that serve this profile (`url_aliases`, validated, without

@@ -289,13 +289,26 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         .with_reply_signature(settings.reply_signature);
     let discovery = DiscoveryAnswers::new(&engine, ctx.now)?;
     let intune_api = match &settings.intune_api {
-        Some(api) => {
-            let local = if settings.issuer == IssuerRef::Local { ctx.opened_local_ca() } else { None };
-            Some(intune::api::load(&name, api, local)?)
+        Some(api) => Some(intune::api::load(&name, api, Arc::clone(&issuer))?),
+        None => None,
+    };
+    let intune_compliance = match &settings.intune_compliance {
+        Some(c) => {
+            let counters = intune.as_ref().map(|i| Arc::clone(i.validator.counters()));
+            Some(Arc::new(intune::compliance::load(&name, c, intune_api.as_ref(), counters)?))
         }
         None => None,
     };
-    Ok(Profile { engine, issuer, mtls, intune, intune_api, discovery, url_aliases: settings.url_aliases.clone() })
+    Ok(Profile {
+        engine,
+        issuer,
+        mtls,
+        intune,
+        intune_api,
+        intune_compliance,
+        discovery,
+        url_aliases: settings.url_aliases.clone(),
+    })
 }
 
 /// The RA files an issuer provides when a profile names none.

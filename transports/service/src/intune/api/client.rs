@@ -197,6 +197,64 @@ impl ApiClient {
         self.with_one_retry(deadline, |_| self.post_once(PKI_SERVICE, PKI_API_VERSION, suffix, &payload, deadline))
     }
 
+    /// GETs `path` (after the Graph root, e.g.
+    /// `v1.0/deviceManagement/managedDevices/<id>`) with the Graph token:
+    /// the answer's JSON, or `None` for a 404 (no such object).
+    /// A 401 drops the Graph token and retries once; 429, 5xx, connection
+    /// errors and timeouts retry once within `deadline`; a 403 is a missing
+    /// permission (`permission` names it in the failure); the rest fail closed.
+    ///
+    /// # Errors
+    /// [`ApiFailure`] labelled `label`.
+    pub fn graph_get(
+        &self,
+        path: &str,
+        permission: &str,
+        label: &'static str,
+        deadline: Instant,
+    ) -> Result<Option<serde_json::Value>, ApiFailure> {
+        let url = format!("{}{path}", self.settings.graph_url);
+        let fail = |why: String| ApiFailure::new(label, format!("Graph {path}: {why}"));
+        self.with_one_retry(deadline, |_| {
+            let token = match self.token(Audience::Graph, deadline) {
+                Ok(t) => t,
+                Err(e) => return Attempt::Done(Err(e)),
+            };
+            let auth = format!("Bearer {token}");
+            let activity = random_guid();
+            let headers = [("Authorization", auth.as_str()), ("client-request-id", activity.as_str())];
+            let response = match self.send("GET", &url, &headers, None, deadline) {
+                Ok(r) => r,
+                Err(e @ (TransportError::Connect(_) | TransportError::Timeout(_))) => {
+                    return Attempt::Retry { why: fail(e.to_string()), wait: Duration::ZERO };
+                }
+                Err(e) => return Attempt::Done(Err(fail(e.to_string()))),
+            };
+            match response.status {
+                200 => Attempt::Done(
+                    serde_json::from_slice(&response.body)
+                        .map(Some)
+                        .map_err(|_| fail(format!("answer is not JSON: {}", snippet(&response.body)))),
+                ),
+                404 => Attempt::Done(Ok(None)),
+                401 => {
+                    self.drop_token(Audience::Graph);
+                    Attempt::Retry { why: fail(format!("401: {}", snippet(&response.body))), wait: Duration::ZERO }
+                }
+                403 => Attempt::Done(Err(fail(format!(
+                    "403 (grant the app the Microsoft Graph application permission {permission} with admin \
+                     consent): {}",
+                    snippet(&response.body)
+                )))),
+                429 | 500..=599 => Attempt::Retry {
+                    why: fail(format!("HTTP {}: {}", response.status, snippet(&response.body))),
+                    wait: retry_after(&response),
+                },
+                s => Attempt::Done(Err(fail(format!("HTTP {s}: {}", snippet(&response.body))))),
+            }
+        })
+    }
+
     fn scep_action_once(&self, action: &str, payload: &[u8], deadline: Instant) -> Attempt<()> {
         let suffix = format!("ScepActions/{action}");
         let v = match self.post_once(SCEP_SERVICE, SCEP_API_VERSION, &suffix, payload, deadline) {

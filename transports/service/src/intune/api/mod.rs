@@ -15,7 +15,7 @@
 //! 3. asks the issuer, then sends `successNotification` (§4.1) and returns
 //!    the certificate only when Intune answers `Success` (unless
 //!    `intune_return_before_notification`); a certificate signed but not
-//!    delivered is revoked on the local CA and audited; when issuance fails
+//!    delivered is revoked through the profile's issuer and audited; when issuance fails
 //!    it sends `failureNotification` (§4.2).
 //!
 //! ```toml
@@ -83,18 +83,28 @@ const SYSTEM_BUNDLES: &[&str] = &[
 ];
 
 /// One profile's Intune API setup.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IntuneApi {
     /// The client of the three hops (shared by reloads that keep the settings).
     pub client: Arc<ApiClient>,
     /// Challenges already presented.
     pub seen: Arc<SeenChallenges>,
-    /// The local CA, when the profile issues through it: a certificate signed
-    /// but not delivered is revoked there, and so are Intune's revocation
-    /// requests ([`revocation`]).
-    pub local_ca: Option<Arc<scep_issuers::LocalCa>>,
+    /// The profile's issuer (local CA or Vault/OpenBao): a certificate
+    /// signed but not delivered is revoked through its
+    /// [`Issuer::revoke`](scep_issuers::Issuer::revoke), and so are Intune's
+    /// revocation requests ([`revocation`]).
+    pub issuer: Arc<dyn scep_issuers::Issuer>,
     /// The revocation sync's last result.
     pub revocation: Arc<revocation::SyncState>,
+}
+
+impl std::fmt::Debug for IntuneApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntuneApi")
+            .field("client", &self.client)
+            .field("issuer", &self.issuer.id())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads a secret or key file, refusing one that group or others can read.
@@ -119,8 +129,23 @@ fn read_private(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
 pub fn load(
     profile: &str,
     settings: &IntuneApiSettings,
-    local_ca: Option<Arc<scep_issuers::LocalCa>>,
+    issuer: Arc<dyn scep_issuers::Issuer>,
 ) -> Result<IntuneApi, ConfigError> {
+    Ok(IntuneApi {
+        client: Arc::new(load_client(profile, settings)?),
+        seen: Arc::new(SeenChallenges::new(SEEN_CAPACITY, SEEN_TTL_SECS)),
+        issuer,
+        revocation: Arc::new(revocation::SyncState::default()),
+    })
+}
+
+/// Builds the Entra/Graph/Intune client of profile `profile`: reads the
+/// credential (secret file or certificate and key) and the trust roots.
+/// Also used by the Graph compliance gate of a connector-mode profile.
+///
+/// # Errors
+/// `profile[<name>].intune_*: <why>` naming the key.
+pub fn load_client(profile: &str, settings: &IntuneApiSettings) -> Result<ApiClient, ConfigError> {
     let k = |key: &str| format!("profile[{profile}].{key}");
     let credential = match &settings.credential {
         IntuneCredential::Secret(path) => {
@@ -153,12 +178,7 @@ pub fn load(
         }
     };
     let roots = trust_roots(settings).map_err(|(key, why)| ConfigError(format!("{}: {why}", k(key))))?;
-    Ok(IntuneApi {
-        client: Arc::new(ApiClient::new(settings.clone(), credential, roots)),
-        seen: Arc::new(SeenChallenges::new(SEEN_CAPACITY, SEEN_TTL_SECS)),
-        local_ca,
-        revocation: Arc::new(revocation::SyncState::default()),
-    })
+    Ok(ApiClient::new(settings.clone(), credential, roots))
 }
 
 impl IntuneApi {
@@ -172,7 +192,7 @@ impl IntuneApi {
             revocation::start_poller(
                 profile.to_string(),
                 Arc::downgrade(&self.client),
-                self.local_ca.clone(),
+                Arc::clone(&self.issuer),
                 Arc::clone(&self.revocation),
                 Duration::from_secs(u64::try_from(secs).unwrap_or(900)),
                 report_to,
@@ -183,7 +203,9 @@ impl IntuneApi {
 
 /// System roots plus `intune_api_ca_bundle_path`. Only needed when a URL is
 /// https; an all-loopback setup (the stand-in) needs none.
-fn trust_roots(settings: &IntuneApiSettings) -> Result<Vec<CertificateDer<'static>>, (&'static str, String)> {
+pub(crate) fn trust_roots(
+    settings: &IntuneApiSettings,
+) -> Result<Vec<CertificateDer<'static>>, (&'static str, String)> {
     let mut roots = Vec::new();
     let system = std::env::var_os("SSL_CERT_FILE")
         .map(std::path::PathBuf::from)
@@ -357,20 +379,16 @@ impl IntuneApi {
         blocking::unblock(move || client.scep_action(action, &body, deadline)).await
     }
 
-    /// Revokes an undelivered certificate on the local CA (cessationOfOperation).
-    /// Returns what happened, for the audit detail.
-    pub fn revoke_undelivered(&self, facts: &IssuedFacts, now: UnixTime) -> String {
-        match &self.local_ca {
-            Some(ca) => {
-                match ca.revoke(&facts.serial_bytes, scep_issuers::crl::RevocationReason::CessationOfOperation, now) {
-                    Ok(_) => format!("certificate {} revoked locally (not delivered)", facts.serial),
-                    Err(e) => {
-                        tracing::error!(serial = %facts.serial, error = %e, "cannot revoke an undelivered certificate");
-                        format!("certificate {} NOT revoked: {e}", facts.serial)
-                    }
-                }
+    /// Revokes an undelivered certificate through the profile's issuer
+    /// (cessationOfOperation). Returns what happened, for the audit detail.
+    pub async fn revoke_undelivered(&self, facts: &IssuedFacts, now: UnixTime) -> String {
+        let reason = scep_issuers::crl::RevocationReason::CessationOfOperation;
+        match self.issuer.revoke(&facts.serial_bytes, reason, now).await {
+            Ok(_) => format!("certificate {} revoked by issuer {} (not delivered)", facts.serial, self.issuer.id()),
+            Err(e) => {
+                tracing::error!(serial = %facts.serial, error = %e, "cannot revoke an undelivered certificate");
+                format!("certificate {} NOT revoked: {e}", facts.serial)
             }
-            None => format!("certificate {} not revoked: the issuer is not the local CA", facts.serial),
         }
     }
 }
@@ -400,16 +418,17 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
+        let issuer = crate::wiring::bootstrap::open_local_ca(dir.path(), UnixTime::now(), None).unwrap().issuer;
         std::fs::write(&path, "s3cret\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = load("p", &settings(path.clone()), None).unwrap_err();
+        let e = load("p", &settings(path.clone()), Arc::clone(&issuer)).unwrap_err();
         assert!(e.0.starts_with("profile[p].intune_client_secret_path: ") && e.0.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let api = load("p", &settings(path.clone()), None).unwrap();
+        let api = load("p", &settings(path.clone()), Arc::clone(&issuer)).unwrap();
         assert!(format!("{:?}", api.client).contains("tenant"));
         std::fs::write(&path, "  \n").unwrap();
-        assert!(load("p", &settings(path.clone()), None).unwrap_err().0.contains("empty"));
-        let e = load("p", &settings(dir.path().join("missing")), None).unwrap_err();
+        assert!(load("p", &settings(path.clone()), Arc::clone(&issuer)).unwrap_err().0.contains("empty"));
+        let e = load("p", &settings(dir.path().join("missing")), issuer).unwrap_err();
         assert!(e.0.starts_with("profile[p].intune_client_secret_path: "), "{e}");
     }
 

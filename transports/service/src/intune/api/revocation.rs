@@ -1,20 +1,20 @@
 //! Revocation sync (contract §5.3): on `intune_revocation_poll_interval`,
 //! download Intune's revocation requests from `PkiConnectorFEService`, revoke
-//! each certificate on the profile's local CA, and upload one result per
-//! request: `None` when revoked, `CertificateNotFoundError` (4004) for a
-//! serial this CA never issued, `ConflictError` (4005) for one already
-//! revoked, `ParameterDataInvalidError` (4002) for an unreadable serial,
-//! `NotSupportedError` (4006) when the profile's issuer is not the local CA
-//! (the `Issuer` contract has no revocation), `RetryableServiceException`
-//! (4100) when the store failed. Every request is logged (target
+//! each certificate through the profile's issuer
+//! ([`Issuer::revoke`]: the local CA or Vault/OpenBao), and upload one
+//! result per request: `None` when revoked, `CertificateNotFoundError` (4004)
+//! for a serial this issuer never issued, `ConflictError` (4005) for one
+//! already revoked, `ParameterDataInvalidError` (4002) for an unreadable
+//! serial, `NotSupportedError` (4006) when the issuer cannot revoke,
+//! `RetryableServiceException` (4100) when it failed otherwise. Every request is logged (target
 //! `scepd::intune`) with Intune's request context.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use scep_engine::time::UnixTime;
-use scep_issuers::IssuerError;
 use scep_issuers::crl::RevocationReason;
+use scep_issuers::{Issuer, IssuerError};
 use serde::Serialize;
 
 use super::client::{ApiClient, ApiFailure};
@@ -54,11 +54,9 @@ impl SyncState {
     }
 }
 
-fn revoke_one(
-    local_ca: Option<&scep_issuers::LocalCa>,
-    serial_hex: &str,
-    now: UnixTime,
-) -> (bool, &'static str, Option<String>) {
+/// Revokes one serial through `issuer` (blocking: the poller's own thread
+/// waits for the issuer's future): (succeeded, error code name, message).
+fn revoke_one(issuer: &dyn Issuer, serial_hex: &str, now: UnixTime) -> (bool, &'static str, Option<String>) {
     let hex = serial_hex.trim();
     let bytes: Option<Vec<u8>> =
         if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -72,15 +70,14 @@ fn revoke_one(
     while bytes.len() > 1 && bytes[0] == 0 {
         bytes.remove(0);
     }
-    let Some(ca) = local_ca else {
-        return (false, "NotSupportedError", Some("the profile's issuer cannot revoke (not the local CA)".into()));
-    };
-    match ca.revoke(&bytes, RevocationReason::CessationOfOperation, now) {
+    let revoked = futures_lite::future::block_on(issuer.revoke(&bytes, RevocationReason::CessationOfOperation, now));
+    match revoked {
         Ok(_) => (true, "None", None),
         Err(IssuerError::UnknownSerial(s)) => {
-            (false, "CertificateNotFoundError", Some(format!("serial {s} was not issued by this CA")))
+            (false, "CertificateNotFoundError", Some(format!("serial {s} was not issued by issuer {}", issuer.id())))
         }
         Err(IssuerError::AlreadyRevoked(s)) => (false, "ConflictError", Some(format!("serial {s} is already revoked"))),
+        Err(e @ IssuerError::Unsupported(_)) => (false, "NotSupportedError", Some(e.to_string())),
         Err(e) => (false, "RetryableServiceException", Some(e.to_string())),
     }
 }
@@ -92,7 +89,7 @@ fn revoke_one(
 /// acknowledged: Intune sends them again after its cool-down).
 pub fn sync_once(
     client: &ApiClient,
-    local_ca: Option<&scep_issuers::LocalCa>,
+    issuer: &dyn Issuer,
     profile: &str,
     report_to: Option<&Reporter>,
     now: UnixTime,
@@ -117,7 +114,7 @@ pub fn sync_once(
         };
         let context = field("requestContext").unwrap_or_default().to_string();
         let serial = field("serialNumber").unwrap_or_default();
-        let (succeeded, code, message) = revoke_one(local_ca, serial, now);
+        let (succeeded, code, message) = revoke_one(issuer, serial, now);
         tracing::info!(
             target: "scepd::intune", profile, serial, request_context = %context, succeeded, code,
             "Intune revocation request"
@@ -156,7 +153,7 @@ pub fn sync_once(
 pub fn start_poller(
     profile: String,
     client: Weak<ApiClient>,
-    local_ca: Option<Arc<scep_issuers::LocalCa>>,
+    issuer: Arc<dyn Issuer>,
     state: Arc<SyncState>,
     interval: Duration,
     report_to: Option<Reporter>,
@@ -172,7 +169,7 @@ pub fn start_poller(
             }
             let Some(c) = client.upgrade() else { return };
             let now = UnixTime::now();
-            let report = match sync_once(&c, local_ca.as_deref(), &profile, report_to.as_ref(), now) {
+            let report = match sync_once(&c, &*issuer, &profile, report_to.as_ref(), now) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(target: "scepd::intune", profile, detail = %e.detail, "Intune revocation sync failed");
@@ -191,12 +188,35 @@ pub fn start_poller(
 mod tests {
     use super::*;
 
-    #[test]
-    fn unreadable_serials_are_parameter_errors_and_other_issuers_not_supported() {
-        let now = UnixTime::from_secs(0);
-        for bad in ["", "ABC", "zz", "é1", "0x12"] {
-            assert_eq!(revoke_one(None, bad, now).1, "ParameterDataInvalidError", "{bad:?}");
+    /// An issuer that keeps the trait's default `revoke` (it cannot revoke).
+    struct CannotRevoke;
+    impl Issuer for CannotRevoke {
+        fn id(&self) -> &str {
+            "iss-cannot-revoke"
         }
-        assert_eq!(revoke_one(None, "0BADC0FFEE", now).1, "NotSupportedError");
+        fn ca_chain(&self) -> Vec<Vec<u8>> {
+            Vec::new()
+        }
+        fn handle<'a>(
+            &'a self,
+            _: &'a scep_issuers::IssueRequest,
+            _: UnixTime,
+        ) -> scep_issuers::BoxFuture<'a, scep_issuers::IssueOutcome> {
+            Box::pin(std::future::ready(scep_issuers::IssueOutcome::Pending))
+        }
+    }
+
+    #[test]
+    fn serials_are_read_then_revoked_through_the_issuer_with_its_errors_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = UnixTime::now();
+        let ca = crate::wiring::bootstrap::open_local_ca(dir.path(), now, None).unwrap().issuer;
+        for bad in ["", "ABC", "zz", "é1", "0x12"] {
+            assert_eq!(revoke_one(&*ca, bad, now).1, "ParameterDataInvalidError", "{bad:?}");
+        }
+        let (ok, code, message) = revoke_one(&*ca, "000BADC0FFEE", now);
+        assert_eq!((ok, code), (false, "CertificateNotFoundError"));
+        assert!(message.unwrap().contains("not issued by issuer"));
+        assert_eq!(revoke_one(&CannotRevoke, "0BADC0FFEE", now).1, "NotSupportedError");
     }
 }
