@@ -471,7 +471,8 @@ fn workspace_root() -> PathBuf {
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
-/// True when a source file of the crates `scepd` is built from is newer than `bin`.
+/// True when a file of the crates `scepd` is built from (sources, manifests,
+/// embedded assets) is newer than `bin`.
 fn is_stale(bin: &Path) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return true };
     let root = workspace_root();
@@ -501,10 +502,10 @@ fn newest_mtime(dir: &Path, depth: u32) -> Option<SystemTime> {
                 continue;
             }
             newest_mtime(&path, depth + 1)
-        } else if path.extension().is_some_and(|e| e == "rs") || path.file_name().is_some_and(|n| n == "Cargo.toml") {
-            mtime(&path)
         } else {
-            None
+            // Every file: the binary embeds assets too (the GUI's HTML, CSS
+            // and scripts through include_bytes!), not only Rust sources.
+            mtime(&path)
         };
         newest = newest.max(t);
     }
