@@ -21,6 +21,8 @@ use crate::oid;
 #[cfg(feature = "aws-lc")]
 pub mod aws_lc;
 pub mod provider;
+#[cfg(feature = "rustcrypto")]
+pub mod rust_crypto;
 
 #[cfg(not(any(feature = "aws-lc", feature = "rustcrypto")))]
 compile_error!("scep-engine needs a crypto provider: enable the `aws-lc` or the `rustcrypto` feature");
