@@ -5,8 +5,8 @@
 //!
 //! It accepts what the aws-lc provider accepts (RSA 1024..=8192-bit public
 //! keys for verification, 2048..=4096-bit private keys; P-256/P-384; the same
-//! DES weak-key refusals), so a profile behaves the same on either; the
-//! differential tests (`tests/providers.rs`) hold them to that.
+//! DES weak-key and 3DES sub-key rules), so a profile behaves the same on either; the
+//! differential tests (`scep-tests`, `tests/providers.rs`) hold them to that.
 //!
 //! # Timing (RUSTSEC-2023-0071, the Marvin attack)
 //! The `rsa` crate's private-key operation is not constant time: its big
@@ -121,8 +121,7 @@ fn verify_ecdsa(
 }
 
 /// The 16 weak and semi-weak DES keys, exactly as OpenSSL/aws-lc's
-/// `DES_is_weak_key` lists them (with odd parity; the same key with other
-/// parity bits is accepted there, and so here).
+/// `DES_is_weak_key` lists them (with odd parity).
 const DES_WEAK_KEYS: [[u8; 8]; 16] = [
     [0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01],
     [0xFE, 0xFE, 0xFE, 0xFE, 0xFE, 0xFE, 0xFE, 0xFE],
@@ -142,17 +141,19 @@ const DES_WEAK_KEYS: [[u8; 8]; 16] = [
     [0xFE, 0xE0, 0xFE, 0xE0, 0xFE, 0xF1, 0xFE, 0xF1],
 ];
 
-/// aws-lc's DES key rules: single DES refuses the weak keys; 3DES refuses
-/// them in any sub-key and any two equal sub-keys (SP 800-67 §3.1).
+/// aws-lc's DES key rules: a weak or semi-weak key is refused (exactly the
+/// table's bytes: the same key with other parity bits is accepted there, and
+/// so here), in single DES and in any 3DES sub-key; 3DES also refuses any two
+/// equal sub-keys (SP 800-67 §3.1: it would degenerate to single DES or 2TDEA).
 fn des_key_usable(key: &[u8]) -> bool {
     let subkeys: Vec<&[u8]> = key.chunks(8).collect();
     if subkeys.iter().any(|k| DES_WEAK_KEYS.iter().any(|w| w.as_slice() == *k)) {
         return false;
     }
-    if let [k1, k2, k3] = subkeys.as_slice() {
-        return k1 != k2 && k2 != k3 && k1 != k3;
+    match subkeys.as_slice() {
+        [k1, k2, k3] => k1 != k2 && k2 != k3 && k1 != k3,
+        _ => true,
     }
-    true
 }
 
 fn cbc_encrypt<C>(key: &[u8], iv: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CipherError>
