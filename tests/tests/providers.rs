@@ -347,9 +347,12 @@ fn both_providers_refuse_and_accept_the_same_content_keys() {
     }
 }
 
+/// The algorithm, SPKI, message and signature of one sample.
+type Sample = (SignatureAlg, Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// A signature, message and public key for each kind, made once.
-fn signed_samples() -> &'static [(SignatureAlg, Vec<u8>, Vec<u8>, Vec<u8>)] {
-    static SAMPLES: std::sync::OnceLock<Vec<(SignatureAlg, Vec<u8>, Vec<u8>, Vec<u8>)>> = std::sync::OnceLock::new();
+fn signed_samples() -> &'static [Sample] {
+    static SAMPLES: std::sync::OnceLock<Vec<Sample>> = std::sync::OnceLock::new();
     SAMPLES.get_or_init(|| {
         let p = providers();
         [
