@@ -412,6 +412,13 @@ pub fn ecdsa_hash_to_order_len(hash: &[u8], curve: EcCurve) -> Vec<u8> {
     e
 }
 
+/// Compares two equal-length values (digests, MACs) without an early exit, so
+/// the time taken does not say where they differ. Values of different lengths
+/// are unequal at once (the length is not secret where this is used).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
+}
+
 /// Converts a fixed-size ECDSA signature (`r || s`, each the curve order's
 /// length, as JWS ES256 carries it: RFC 7518 §3.4) to a DER `ECDSA-Sig-Value`
 /// (RFC 5753 §2.1.1). `None` for an odd or empty length.
