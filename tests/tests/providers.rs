@@ -413,3 +413,74 @@ proptest! {
         prop_assert_eq!(verdicts[0], untouched);
     }
 }
+
+#[test]
+fn key_files_openssl_writes_load_through_either_provider_to_the_same_public_key() {
+    use scep_engine::pem::{KeyFileError, private_key_der};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pass"), "correct horse\n").unwrap();
+    std::fs::write(d.join("wrong"), "battery staple\n").unwrap();
+    let p = providers();
+    let kinds = [KeyKind::Rsa { modulus_bits: 2048 }, KeyKind::Ec(EcCurve::P256), KeyKind::Ec(EcCurve::P384)];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let generated = p[i % 2].generate_private_key(kind).unwrap();
+        let expected = generated.key.spki_der().to_vec();
+        let p8 = format!("k{i}.p8");
+        std::fs::write(d.join(&p8), &generated.pkcs8_der).unwrap();
+        let traditional = if kind.is_rsa() { vec!["rsa", "-traditional"] } else { vec!["ec"] };
+        // (file, openssl arguments, needs the passphrase)
+        let mut forms: Vec<(String, Vec<String>, bool)> = vec![
+            (format!("k{i}-pkcs8.pem"), vec!["pkey".into()], false),
+            (format!("k{i}-trad.pem"), traditional.iter().map(|s| (*s).to_string()).collect(), false),
+        ];
+        for (name, scheme) in
+            [("aes", vec!["-v2", "aes-256-cbc"]), ("scrypt", vec!["-scrypt"]), ("3des", vec!["-v2", "des3"])]
+        {
+            let mut args = vec!["pkcs8", "-topk8", "-passout", "file:pass"];
+            args.extend(scheme);
+            forms.push((format!("k{i}-{name}.pem"), args.into_iter().map(String::from).collect(), true));
+        }
+        for (file, args, encrypted) in forms {
+            let mut full: Vec<&str> = args.iter().map(String::as_str).collect();
+            full.extend(["-inform", "DER", "-in", &p8, "-out", &file]);
+            openssl(d, &full, &file);
+            let text = std::fs::read_to_string(d.join(&file)).unwrap();
+            let passphrase = encrypted.then_some(&b"correct horse"[..]);
+            let der = private_key_der(&text, passphrase).unwrap_or_else(|e| panic!("{file}: {e}"));
+            for provider in &p {
+                let key =
+                    provider.load_private_key(&der).unwrap_or_else(|e| panic!("{file} in {}: {e}", provider.name()));
+                assert_eq!(key.spki_der(), expected.as_slice(), "{file} in {}", provider.name());
+            }
+            if encrypted {
+                assert_eq!(private_key_der(&text, None), Err(KeyFileError::PassphraseNeeded), "{file}");
+                assert!(
+                    matches!(private_key_der(&text, Some(b"battery staple")), Err(KeyFileError::Decrypt(_))),
+                    "{file}"
+                );
+            } else {
+                assert_eq!(
+                    private_key_der(&text, Some(b"correct horse")),
+                    Err(KeyFileError::PassphraseUnused),
+                    "{file}"
+                );
+            }
+        }
+        // OpenSSL's legacy PEM encryption is refused with the conversion command.
+        let legacy = format!("k{i}-legacy.pem");
+        let mut args = traditional.clone();
+        args.extend(["-aes256", "-passout", "file:pass", "-inform", "DER", "-in", &p8, "-out", &legacy]);
+        openssl(d, &args, &legacy);
+        let text = std::fs::read_to_string(d.join(&legacy)).unwrap();
+        let e = private_key_der(&text, Some(b"correct horse")).unwrap_err();
+        assert_eq!(e, KeyFileError::LegacyEncryption, "{legacy}");
+        assert!(e.to_string().contains("openssl pkcs8 -topk8"), "{e}");
+    }
+    assert_eq!(
+        private_key_der("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", None),
+        Err(KeyFileError::NoKey)
+    );
+    let e = private_key_der("-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n", None).unwrap_err();
+    assert!(matches!(e, KeyFileError::Invalid { format: "PKCS#8 PrivateKeyInfo", .. }), "{e:?}");
+}

@@ -77,7 +77,7 @@ const RSA_VERIFY_MAX_BITS: usize = 8192;
 
 /// Parses a PKCS #1 RSAPublicKey (the SPKI BIT STRING contents).
 fn rsa_public_key(pkcs1: &[u8]) -> Option<rsa::RsaPublicKey> {
-    let parsed = rsa::pkcs1::RsaPublicKey::from_der(pkcs1).ok()?;
+    let parsed = pkcs1::RsaPublicKey::from_der(pkcs1).ok()?;
     let n = BigUint::from_bytes_be(parsed.modulus.as_bytes());
     let e = BigUint::from_bytes_be(parsed.public_exponent.as_bytes());
     rsa::RsaPublicKey::new_with_max_size(n, e, RSA_VERIFY_MAX_BITS).ok()
@@ -347,7 +347,7 @@ impl std::fmt::Debug for RustCryptoEcKey {
 
 impl RustCryptoEcKey {
     fn from_der(der: &[u8]) -> Result<Self, KeyError> {
-        let spki = |r: Result<spki_doc::Document, p256::pkcs8::spki::Error>| {
+        let spki = |r: Result<spki_doc::Document, pkcs8::spki::Error>| {
             r.map(|d| d.into_vec()).map_err(|e| KeyError::new(format!("cannot encode public key: {e}")))
         };
         if let Ok(secret) = p256::SecretKey::from_pkcs8_der(der).or_else(|_| p256::SecretKey::from_sec1_der(der)) {
