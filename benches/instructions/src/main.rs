@@ -73,6 +73,7 @@ fn setup() -> Result<Pki, String> {
         rng: Arc::new(SystemRandom),
         sans: scep_engine::config::SanPolicy::default(),
         intune: None,
+        crypto: scep_engine::crypto::default_provider().clone(),
     };
     let engine = Engine::new(config).map_err(|e| format!("engine: {e:?}"))?;
     let device = DeviceKey::pregenerated(0).map_err(|e| format!("device key: {e}"))?;

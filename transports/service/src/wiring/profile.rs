@@ -193,16 +193,25 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
 
     // The RA arrangement: the profile's own files, else the issuer's default
     // (the local CA's single RA, or its NDES pair for the bootstrap profile).
+    let ra_passphrase_setting = k("ra_key_passphrase_file");
+    let ra_passphrase = settings.ra_key_passphrase_file.as_deref().map(|f| (f, ra_passphrase_setting.as_str()));
     let (ra, encryption_ras) = match (&settings.ra_files, default_ra) {
         (Some((cert, key)), _) => {
-            (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing)?, Vec::new())
+            (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, ra_passphrase)?, Vec::new())
         }
         (None, Some(DefaultRa::Single(cert, key))) => {
-            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing)?, Vec::new())
+            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, None)?, Vec::new())
         }
         (None, Some(DefaultRa::NdesPair(pair))) if settings.ra_encryption_files.is_none() => {
-            let signing =
-                load_ra(&pair.signing_cert, &pair.signing_key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing)?;
+            let signing = load_ra(
+                &pair.signing_cert,
+                &pair.signing_key,
+                ctx.now,
+                &k("ra_cert"),
+                &k("ra_key"),
+                RaRole::Signing,
+                None,
+            )?;
             let encryption = load_ra(
                 &pair.encryption_cert,
                 &pair.encryption_key,
@@ -210,6 +219,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
                 &k("ra_encryption_cert"),
                 &k("ra_encryption_key"),
                 RaRole::Encryption,
+                None,
             )?;
             (signing, vec![encryption])
         }
@@ -220,7 +230,17 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
     };
     let encryption_ras = match &settings.ra_encryption_files {
         Some((cert, key)) => {
-            vec![load_ra(cert, key, ctx.now, &k("ra_encryption_cert"), &k("ra_encryption_key"), RaRole::Encryption)?]
+            let setting = k("ra_encryption_key_passphrase_file");
+            let passphrase = settings.ra_encryption_key_passphrase_file.as_deref().map(|f| (f, setting.as_str()));
+            vec![load_ra(
+                cert,
+                key,
+                ctx.now,
+                &k("ra_encryption_cert"),
+                &k("ra_encryption_key"),
+                RaRole::Encryption,
+                passphrase,
+            )?]
         }
         None => encryption_ras,
     };
@@ -282,6 +302,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         signing_time_tolerance: settings.signing_time_tolerance,
         max_message_size: settings.max_message_size,
         rng: Arc::new(SystemRandom),
+        crypto: scep_engine::crypto::default_provider().clone(),
         intune: intune.as_ref().map(|i| i.validator.clone()),
     };
     let engine = Engine::with_encryption_ras(config, encryption_ras)
@@ -340,6 +361,7 @@ fn load_ra(
     cert_key: &str,
     key_key: &str,
     role: RaRole,
+    passphrase: Option<(&Path, &str)>,
 ) -> Result<RaIdentity, ConfigError> {
     let text = read_text(cert_path, cert_key)?;
     let certificate = pem::certificates(&text)
@@ -359,7 +381,7 @@ fn load_ra(
     if cert.not_before > now {
         tracing::warn!(file = %cert_path.display(), not_before = %cert.not_before.to_rfc3339(), "RA certificate is not valid yet");
     }
-    let der = read_private_key(key_path, key_key)?;
+    let der = read_private_key(key_path, key_key, passphrase)?;
     let key = match role {
         RaRole::Signing => RaKey::from_der(&der).map_err(|e| {
             ConfigError(format!(
@@ -392,6 +414,45 @@ mod tests {
     use crate::testutil::{TestDir, section};
     use scep_engine::config::{CaCertShape, KeyPolicy, SanPolicy, SanType};
     use scep_engine::crypto::{ContentCipher, DigestAlg};
+
+    #[test]
+    fn an_encrypted_ra_key_loads_with_its_passphrase_file_and_every_mistake_names_the_setting() {
+        use pkcs8::der::Decode as _;
+        let dir = TestDir::new();
+        let plain = pem::private_key(crate::testutil::RA_KEY).unwrap();
+        let encrypted =
+            pkcs8::PrivateKeyInfo::from_der(&plain).unwrap().encrypt(rand_core::OsRng, b"correct horse").unwrap();
+        dir.write_key("ra-enc.key", &pem::encode("ENCRYPTED PRIVATE KEY", encrypted.as_bytes()));
+        dir.write_key("ra.pass", "correct horse\n");
+        dir.write_key("wrong.pass", "battery staple\n");
+        let build = |key: &str, pass: Option<&str>| {
+            let mut s = section(&dir, "corp");
+            s.ra_key = Some(dir.path().join(key));
+            s.ra_key_passphrase_file = pass.map(|p| dir.path().join(p));
+            s.build(0, &mut BuildContext::new(None, dir.path(), dir.now()))
+                .map(|p| p.engine.config().ra.key.spki_der().to_vec())
+        };
+        let expected = RaKey::from_der(&plain).unwrap().spki_der().to_vec();
+        assert_eq!(build("ra-enc.key", Some("ra.pass")).unwrap(), expected);
+        let e = build("ra-enc.key", None).unwrap_err().0;
+        assert!(e.contains("profile[corp].ra_key") && e.contains("set profile[corp].ra_key_passphrase_file"), "{e}");
+        let e = build("ra-enc.key", Some("wrong.pass")).unwrap_err().0;
+        assert!(e.starts_with("profile[corp].ra_key_passphrase_file: ") && e.contains("wrong passphrase"), "{e}");
+        let e = build("ra.key", Some("ra.pass")).unwrap_err().0;
+        assert!(e.starts_with("profile[corp].ra_key_passphrase_file: ") && e.contains("not encrypted"), "{e}");
+        std::fs::write(dir.path().join("open.pass"), "x").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir.path().join("open.pass"), std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = build("ra-enc.key", Some("open.pass")).unwrap_err().0;
+            assert!(e.starts_with("profile[corp].ra_key_passphrase_file: ") && e.contains("chmod 600"), "{e}");
+        }
+        let mut s = section(&dir, "corp");
+        s.ra_encryption_key_passphrase_file = Some("ra.pass".into());
+        let e = s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap_err().0;
+        assert!(e.contains("ra_encryption_key_passphrase_file") && e.contains("requires ra_encryption_key"), "{e}");
+    }
 
     #[test]
     fn a_full_profile_builds() {

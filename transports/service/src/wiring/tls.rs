@@ -82,9 +82,15 @@ pub fn server_config(tls: &TlsSettings, profiles: &Profiles) -> Result<Arc<Serve
 /// every 6 hours, and a larger session-ID cache for TLS 1.2 clients that do
 /// not take tickets. Tickets do not survive a restart and are not shared
 /// between nodes: a client then makes one full handshake.
+///
+/// The pure-Rust build (`rustcrypto` feature) has no ticketer: rustls then
+/// sends stateful TLS 1.3 tickets that name entries of the session cache.
 fn resume_sessions(config: &mut ServerConfig) -> Result<(), ConfigError> {
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-        .map_err(|e| ConfigError(format!("server.tls: cannot create the session ticket key: {e}")))?;
+    #[cfg(feature = "aws-lc")]
+    {
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| ConfigError(format!("server.tls: cannot create the session ticket key: {e}")))?;
+    }
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     Ok(())
 }
