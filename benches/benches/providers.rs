@@ -27,8 +27,8 @@ use scep_engine::crypto::provider::available_providers;
 use scep_engine::crypto::{CryptoProvider, DigestAlg, EcCurve, KeyKind, RaKey, SigningKey, SystemRandom};
 use scep_engine::csr::CsrRef;
 use scep_engine::issue::IssuancePolicy;
-use scep_issuers::x509_build::{CaSigner, EndEntityParams};
 use scep_engine::{Action, Engine, IssueOutcome, Message, Method, Request, UnixTime};
+use scep_issuers::x509_build::{CaSigner, EndEntityParams};
 use scep_tests::client::{
     CsrSpec, DeviceKey, MessageBody, MessageOptions, Signer, SubjectName, build_csr, build_pki_message,
     self_signed_certificate,
