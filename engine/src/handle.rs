@@ -671,7 +671,13 @@ fn check_intune(
         Ok(claims) => {
             let id = claims.identity();
             outcome.intune = Some(id.clone());
-            Ok(Authorization::Intune { subject: id.subject, issuer: id.issuer, nonce: id.nonce })
+            Ok(Authorization::Intune {
+                subject: id.subject,
+                issuer: id.issuer,
+                nonce: id.nonce,
+                replay_scope: claims.replay_scope,
+                replay_until: claims.replay_until,
+            })
         }
         Err(rejection) => {
             outcome.intune = rejection.identity.clone();

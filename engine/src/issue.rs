@@ -8,6 +8,7 @@
 //! [`crate::PendingIssue::resume`]. Everything here is owned, so it can cross
 //! an `.await`.
 
+use crate::time::UnixTime;
 use crate::codes::FailInfo;
 use crate::x509::SubjectAltName;
 
@@ -113,6 +114,14 @@ pub enum Authorization {
         issuer: String,
         /// Claim `nonce`.
         nonce: String,
+        /// The nonce's replay scope (the signing anchor's,
+        /// [`crate::intune::ValidatedChallenge::replay_scope`]). The engine's
+        /// in-memory replay cache has accepted (scope, nonce); a service with a
+        /// durable or shared store must also claim it there before issuing.
+        replay_scope: String,
+        /// Until when the nonce must be refused
+        /// ([`crate::intune::ValidatedChallenge::replay_until`]).
+        replay_until: UnixTime,
     },
     /// A one-time challenge was presented on a profile in one-time mode. The
     /// engine has checked everything else; the transport must consume the

@@ -215,6 +215,13 @@ pub struct ValidatedChallenge {
     pub san_rfc822: Vec<String>,
     /// Claim `san_upn`.
     pub san_upn: Vec<String>,
+    /// Gate 7's scope of the nonce (the signing anchor's replay scope,
+    /// [`TrustAnchor::replay_scope`]): a durable replay store keys the nonce by
+    /// (scope, nonce), as the in-memory cache does.
+    pub replay_scope: String,
+    /// Until when gate 7 keeps the nonce (the challenge can no longer pass
+    /// the time gate after it): how long a durable replay store must refuse it.
+    pub replay_until: UnixTime,
 }
 
 impl ValidatedChallenge {
@@ -266,6 +273,15 @@ impl IntuneCounters {
         std::iter::once(("success", self.success()))
             .chain(Label::ALL.iter().map(|&l| (l.as_str(), self.get(l))))
             .collect()
+    }
+
+    /// Moves one decision the gates counted as `success` to `label`: a
+    /// challenge the engine accepted that a check after it (the service's
+    /// durable replay store or rate-limit windows) refused.
+    pub fn overturn_success(&self, label: Label) {
+        // Saturating: a reset or a reload between the two counts must not wrap.
+        let _ = self.success.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.rejected[label.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     fn record(&self, result: &Result<ValidatedChallenge, Rejection>) {
@@ -658,6 +674,8 @@ impl IntuneValidator {
             san_dns: owned(&claims.san_dns),
             san_rfc822: owned(&claims.san_rfc822),
             san_upn: owned(&claims.san_upn),
+            replay_scope: scope.to_string(),
+            replay_until: expires,
         };
 
         // Gate 9: compliance.
