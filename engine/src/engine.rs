@@ -232,6 +232,21 @@ impl PendingIssue {
         }
     }
 
+    /// The enrolment an Intune Connector challenge authorised
+    /// ([`crate::issue::Authorization::Intune`]): a service with a durable or
+    /// shared replay store claims its nonce there (and counts the device's
+    /// rate-limit window) before asking the issuer.
+    pub fn intune_challenge(&self) -> Option<&crate::issue::EnrollRequest> {
+        match &self.request {
+            IssueRequest::Enroll(e) | IssueRequest::Renew(crate::issue::RenewRequest { enroll: e, .. })
+                if matches!(e.authorization, crate::issue::Authorization::Intune { .. }) =>
+            {
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+
     /// The enrolment a profile in Intune API mode must have validated by
     /// Intune before asking the issuer
     /// ([`crate::issue::Authorization::IntuneApiChallenge`]).

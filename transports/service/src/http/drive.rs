@@ -36,6 +36,17 @@ use crate::intune::api::{IntuneApi, IssuedFacts};
 
 use crate::state::metrics::{ChallengeEvent, Metrics};
 use crate::store::challenges::{ChallengeStore, Consumption, Presentation};
+use crate::store::protection::{IntuneUse, Verdict};
+
+/// The durable protection state an Intune-authorised enrolment is checked
+/// against after the engine's in-memory checks ([`crate::store::protection`]).
+#[derive(Clone, Copy)]
+pub struct DurableProtection<'a> {
+    /// The store (SQLite or the shared PostgreSQL database).
+    pub store: &'a std::sync::Arc<dyn scep_store::ProtectionStore>,
+    /// The profile's Intune validator (its rate limit and counters).
+    pub intune: Option<&'a scep_engine::intune::IntuneValidator>,
+}
 
 /// Where one-time challenges are consumed and counted.
 #[derive(Clone, Copy)]
@@ -68,19 +79,21 @@ pub async fn drive_timed<N>(
 where
     N: Fn() -> UnixTime,
 {
-    drive_with(engine, issuer, challenges, None, request, now).await
+    drive_with(engine, issuer, challenges, None, None, request, now).await
 }
 
 /// As [`drive()`], consuming one-time challenges in `challenges` (without a
 /// store, a request presenting one is refused), having Intune validate
-/// requests on a profile in Intune API mode through `intune_api`, and also
-/// returning the time spent in the issuer when it was asked (the issuance
-/// latency metric).
+/// requests on a profile in Intune API mode through `intune_api`, claiming
+/// Intune Connector nonces and counting devices in `protection` (without it,
+/// only the engine's in-memory checks run), and also returning the time
+/// spent in the issuer when it was asked (the issuance latency metric).
 pub async fn drive_with<N>(
     engine: &Engine,
     issuer: &dyn Issuer,
     challenges: Option<OneTimeChallenges<'_>>,
     intune_api: Option<&IntuneApi>,
+    protection: Option<DurableProtection<'_>>,
     request: Request<'_>,
     now: N,
 ) -> (Response, Option<std::time::Duration>)
@@ -102,6 +115,13 @@ where
                             Err(refused) => return (refused, None),
                         }
                     }
+                };
+                let pending = match (protection, intune_use(&pending, protection)) {
+                    (Some(protection), Some(check)) => match protect(pending, protection, check, now()).await {
+                        Ok(pending) => pending,
+                        Err(refused) => return (refused, None),
+                    },
+                    _ => pending,
                 };
                 if pending.intune_api_challenge().is_some() {
                     return issue_with_intune_api(pending, issuer, intune_api, &now).await;
@@ -227,6 +247,58 @@ where
                 tracing::warn!(target: "scepd::intune", profile, transaction_id, detail = %f.detail, "Intune failureNotification failed");
             }
             finish(pending.resume(outcome, now()))
+        }
+    }
+}
+
+/// What the durable store must check for an Intune-authorised enrolment.
+fn intune_use(pending: &PendingIssue, protection: Option<DurableProtection<'_>>) -> Option<IntuneUse> {
+    let enrol = pending.intune_challenge()?;
+    let Authorization::Intune { subject, issuer, nonce, replay_scope, replay_until } = &enrol.authorization else {
+        return None;
+    };
+    let limit = protection.and_then(|p| p.intune).map_or(0, |v| v.settings().per_device_rate_limit_24h);
+    Some(IntuneUse {
+        profile: enrol.profile.clone(),
+        replay_scope: replay_scope.clone(),
+        nonce: nonce.clone(),
+        replay_until: *replay_until,
+        subject: subject.clone(),
+        issuer: issuer.clone(),
+        limit,
+        window_secs: scep_engine::intune::RATE_WINDOW_SECS,
+    })
+}
+
+/// Claims the nonce and counts the device in the durable store: `Ok` with
+/// the request to issue, or `Err` with the answer (a signed refusal, or 503
+/// when the store does not answer: never a certificate on local state alone).
+async fn protect(
+    pending: PendingIssue,
+    protection: DurableProtection<'_>,
+    check: IntuneUse,
+    now: UnixTime,
+) -> Result<PendingIssue, Response> {
+    let profile = check.profile.clone();
+    match crate::store::protection::check_intune(protection.store.clone(), check, now).await {
+        Verdict::Admitted => Ok(pending),
+        Verdict::Refused { label, fail_info, detail } => {
+            if let Some(validator) = protection.intune {
+                validator.counters().overturn_success(label);
+            }
+            Err(pending.refuse(fail_info, label.as_str(), detail, now))
+        }
+        Verdict::Unavailable(why) => {
+            tracing::error!(target: "scepd::store", profile, error = %why, "protection store unavailable: answering 503");
+            let mut outcome = pending.outcome().clone();
+            outcome.label = "store_unavailable";
+            outcome.detail = Some(format!("Intune nonce and rate-limit store unavailable: {why}"));
+            Err(Response {
+                status: 503,
+                content_type: "text/plain; charset=utf-8",
+                body: b"service unavailable: the shared store cannot be reached; retry later\n".to_vec(),
+                outcome,
+            })
         }
     }
 }
