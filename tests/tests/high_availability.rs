@@ -1,0 +1,233 @@
+//! Several scepd nodes on one PostgreSQL database, and protection state that
+//! survives a restart (issue 18), against the real binary on both transports.
+//!
+//! - Two nodes on one database: an Intune challenge used on node A is refused
+//!   as `replay` on node B; a device's rate limit counts enrolments on both;
+//!   after node A restarts the challenge is still refused.
+//! - One node on SQLite: a challenge used before a restart is refused after it
+//!   (the in-memory replay cache alone forgot it).
+//! - The database stopped under requests: enrolments are answered 503 (never
+//!   issued on local state), discovery keeps answering, `/healthz` says the
+//!   store is unreachable, and enrolments succeed again within seconds of the
+//!   database's return.
+//!
+//! The PostgreSQL cluster is `SCEPD_TEST_DATABASE_URL` (`.ci/run` starts one;
+//! each test creates its own database) or, for the outage test, a private
+//! cluster; without PostgreSQL these tests FAIL naming the install command.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use scep_tests::client::{
+    CertRep, ClientError, CsrSpec, DeviceKey, FailInfo, MessageOptions, PkiMethod, PkiStatus, ScepClient,
+    SubjectAltName,
+};
+use scep_tests::database::{TestCluster, TestDatabase};
+use scep_tests::intune_connector::{Claims, Connector, JwsAlg};
+use scep_tests::server::{Scepd, ScepdOptions, Transport};
+use serde_json::Value;
+
+const AUD: &str = "https://scep.example.test/scep/corp";
+const WAIT: Duration = Duration::from_secs(30);
+const BUNDLE: &str = "intune.pem";
+
+/// A node: profile `corp` (Intune, limit 2 per device and day) trusting
+/// `connector`, served by `transport`, on the database `url` (`None`: SQLite
+/// in `data_dir`).
+fn node(connector: &Connector, transport: Transport, url: Option<&str>, data_dir: Option<PathBuf>) -> Scepd {
+    let mut opts = ScepdOptions::with_config(format!(
+        "[server]\ndata_dir = \"data\"\n\n\
+         [[profile]]\nname = \"corp\"\nchallenge_password = \"static-secret\"\n\
+         intune_enabled = true\nintune_connector_cert_path = \"{BUNDLE}\"\nintune_audience = \"{AUD}\"\n\
+         intune_per_device_rate_limit_24h = 2\n"
+    ))
+    .on(transport);
+    opts.files.push((PathBuf::from(BUNDLE), connector.certificate_pem().into_bytes()));
+    if let Some(url) = url {
+        opts.env.push(("CERTCTL_DATABASE_URL".into(), url.into()));
+    }
+    opts.data_dir = data_dir;
+    opts.args.extend(["--log-format".to_string(), "json".to_string()]);
+    opts.startup_timeout = WAIT;
+    Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn claims(sub: &str, cn: &str) -> Claims {
+    Claims::new("connector-installation-1", sub, cn).audience(AUD).dns(&[cn])
+}
+
+/// A new key enrolling as `cn` with `challenge`: the verified CertRep, or the
+/// client's error (an HTTP status other than 200 among them).
+fn try_enroll(url: &str, cn: &str, challenge: &str) -> Result<CertRep, ClientError> {
+    let key = DeviceKey::generate().unwrap();
+    let mut spec = CsrSpec::new(cn, Some(challenge));
+    spec.subject_alt_names = vec![SubjectAltName::Dns(cn.into())];
+    let client = ScepClient::new(url).unwrap();
+    client.enroll(&key, &spec, &MessageOptions::default(), PkiMethod::Post).map(|e| e.reply)
+}
+
+fn enroll(url: &str, cn: &str, challenge: &str) -> CertRep {
+    try_enroll(url, cn, challenge).unwrap()
+}
+
+fn assert_success(rep: &CertRep) {
+    assert_eq!(rep.status, PkiStatus::SUCCESS, "failInfo {:?} {:?}", rep.fail_info, rep.fail_info_text);
+}
+
+fn assert_failure(rep: &CertRep, fail_info: FailInfo) {
+    assert_eq!(rep.status, PkiStatus::FAILURE, "{rep:?}");
+    assert_eq!(rep.fail_info, Some(fail_info));
+}
+
+/// The `scepd::intune` decision labels a node logged so far.
+fn labels(server: &Scepd) -> Vec<String> {
+    server
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "scepd::intune")
+        .filter_map(|v| v["fields"]["label"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits until `server` logged an Intune decision labelled `label`.
+fn wait_label(server: &Scepd, label: &str) {
+    let found = server.wait_for_stderr(WAIT, |log| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["target"] == "scepd::intune" && v["fields"]["label"] == label)
+    });
+    assert!(found, "no {label} decision within {WAIT:?}:\n{}", server.log_tail(40));
+}
+
+/// `GET path` on `server`: (status, body).
+fn http_get(server: &Scepd, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap();
+    (status, body.to_string())
+}
+
+scep_tests::on_each_transport!(two_nodes_share_replay_and_rate_limit_state_across_restarts);
+
+fn two_nodes_share_replay_and_rate_limit_state_across_restarts(transport: Transport) {
+    let db = TestDatabase::create("two_nodes_share_replay_and_rate_limit_state");
+    let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
+    let mut a = node(&connector, transport, Some(&db.url), None);
+    let b = node(&connector, transport, Some(&db.url), None);
+    let (url_a, url_b) = (a.profile_url("corp"), b.profile_url("corp"));
+
+    // A challenge used on A is a replay on B (B's in-memory cache never saw it).
+    let cn = "replayed.example.com";
+    let challenge = connector.mint(&claims("device-replayed", cn));
+    assert_success(&enroll(&url_a, cn, &challenge));
+    assert_failure(&enroll(&url_b, cn, &challenge), FailInfo::BAD_MESSAGE_CHECK);
+    wait_label(&b, "replay");
+    assert_eq!(labels(&b), ["replay"], "B refused it as a replay");
+
+    // The device limit (2 a day) counts enrolments on both nodes: one on A,
+    // one on B, and the third (on A, whose own limiter has seen one) is refused.
+    let cn = "limited.example.com";
+    assert_success(&enroll(&url_a, cn, &connector.mint(&claims("device-limited", cn))));
+    assert_success(&enroll(&url_b, cn, &connector.mint(&claims("device-limited", cn))));
+    assert_failure(&enroll(&url_a, cn, &connector.mint(&claims("device-limited", cn))), FailInfo::BAD_REQUEST);
+    wait_label(&a, "rate_limited");
+
+    // A restarts (a new process: empty in-memory cache): the challenge is still refused.
+    a.stop();
+    let a = node(&connector, transport, Some(&db.url), None);
+    assert_failure(&enroll(&a.profile_url("corp"), "replayed.example.com", &challenge), FailInfo::BAD_MESSAGE_CHECK);
+    wait_label(&a, "replay");
+
+    // Both nodes report the shared store in their health answer.
+    for server in [&a, &b] {
+        let (status, body) = http_get(server, "/healthz");
+        assert_eq!((status, body.as_str()), (200, "ok\nstore: postgresql reachable\n"));
+    }
+}
+
+scep_tests::on_each_transport!(one_node_on_sqlite_refuses_a_replay_after_a_restart);
+
+fn one_node_on_sqlite_refuses_a_replay_after_a_restart(transport: Transport) {
+    let state = tempfile::tempdir().unwrap();
+    let data_dir = state.path().join("data");
+    let connector = Connector::generate(JwsAlg::Rs256, "Microsoft Intune Certificate Connector").unwrap();
+    let mut first = node(&connector, transport, None, Some(data_dir.clone()));
+    let cn = "restart.example.com";
+    let challenge = connector.mint(&claims("device-restart", cn));
+    assert_success(&enroll(&first.profile_url("corp"), cn, &challenge));
+    first.stop();
+    assert!(data_dir.join("protection.sqlite").exists(), "the nonce lives in the data directory");
+
+    let second = node(&connector, transport, None, Some(data_dir));
+    assert_failure(&enroll(&second.profile_url("corp"), cn, &challenge), FailInfo::BAD_MESSAGE_CHECK);
+    wait_label(&second, "replay");
+    assert_eq!(http_get(&second, "/healthz"), (200, "ok\nstore: sqlite reachable\n".to_string()));
+}
+
+scep_tests::on_each_transport!(the_database_stopped_under_requests_gives_503s_then_recovers);
+
+fn the_database_stopped_under_requests_gives_503s_then_recovers(transport: Transport) {
+    let cluster = TestCluster::start("the_database_stopped_under_requests_gives_503s_then_recovers");
+    let db = TestDatabase::create_on(&cluster.url, "outage");
+    let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
+    let mut server = node(&connector, transport, Some(&db.url), None);
+    let url = server.profile_url("corp");
+    let mint = |i: usize| {
+        let cn = format!("outage-{i}.example.com");
+        let challenge = connector.mint(&claims(&format!("device-outage-{i}"), &cn));
+        (cn, challenge)
+    };
+    let (cn, c) = mint(0);
+    assert_success(&enroll(&url, &cn, &c));
+
+    cluster.stop();
+    // Every enrolment during the outage is refused with 503; none is issued.
+    let mut refused = 0;
+    for i in 1..=4 {
+        let (cn, c) = mint(i);
+        match try_enroll(&url, &cn, &c) {
+            Err(ClientError::Http(m)) if m.starts_with("status 503") => refused += 1,
+            other => panic!("enrolment {i} during the outage: {other:?}"),
+        }
+    }
+    assert_eq!(refused, 4);
+    // Discovery keeps answering; the health answer names the problem.
+    let client = ScepClient::new(&url).unwrap();
+    assert!(client.get_ca_caps().is_ok());
+    assert!(client.get_ca_cert().is_ok());
+    let (status, body) = http_get(&server, "/healthz");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("ok\nstore: postgresql unreachable: "), "{body}");
+    assert!(server.is_running(), "no panic, no exit");
+
+    // Back: enrolments succeed again within seconds.
+    cluster.restart();
+    let back = Instant::now();
+    let mut i = 10;
+    loop {
+        let (cn, c) = mint(i);
+        match try_enroll(&url, &cn, &c) {
+            Ok(rep) => {
+                assert_success(&rep);
+                break;
+            }
+            Err(e) => assert!(back.elapsed() < Duration::from_secs(10), "not recovered after 10 s: {e:?}"),
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let recovered_in = back.elapsed();
+    assert!(recovered_in < Duration::from_secs(10), "{recovered_in:?}");
+    assert_eq!(http_get(&server, "/healthz"), (200, "ok\nstore: postgresql reachable\n".to_string()));
+    // The 503s were audited as such (the audit log records each refusal's label).
+    let log = server.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("store_unavailable"), "the refusals are logged with their label");
+}
