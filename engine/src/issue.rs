@@ -8,8 +8,8 @@
 //! [`crate::PendingIssue::resume`]. Everything here is owned, so it can cross
 //! an `.await`.
 
-use crate::time::UnixTime;
 use crate::codes::FailInfo;
+use crate::time::UnixTime;
 use crate::x509::SubjectAltName;
 
 /// One request for the issuer (RFC 8894 §3.3 message types that need the CA).

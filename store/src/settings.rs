@@ -114,7 +114,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db?sslmode=require"), "postgres://u:***@h:5432/db?sslmode=require");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db?sslmode=require"),
+            "postgres://u:***@h:5432/db?sslmode=require"
+        );
         assert_eq!(redact_url("postgres://h/db?user=u&password=secret"), "postgres://h/db?user=u&password=***");
         assert_eq!(redact_url("host=h password=secret dbname=d"), "host=h password=*** dbname=d");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");

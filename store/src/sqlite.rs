@@ -49,8 +49,11 @@ fn apply_migrations(conn: &mut Connection) -> Result<(i64, i64), StoreError> {
     for m in migrations::pending(before)? {
         tx.execute_batch(m.sqlite)
             .map_err(|e| StoreError::Schema(format!("migration {} ({}): {e}", m.version, m.name)))?;
-        tx.execute("INSERT INTO scepd_schema (version, name, applied_at) VALUES (?1, ?2, ?3)", params![m.version, m.name, now])
-            .map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO scepd_schema (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, now],
+        )
+        .map_err(unavailable)?;
         after = m.version;
     }
     tx.commit().map_err(unavailable)?;
@@ -162,7 +165,10 @@ impl ProtectionStore for SqliteStore {
                  ON CONFLICT (device) DO UPDATE SET expires_at = MAX(rate_devices.expires_at, excluded.expires_at)",
                 params![device, expires],
             )?;
-            tx.execute("INSERT INTO rate_events (device, at, expires_at) VALUES (?1, ?2, ?3)", params![device, now, expires])?;
+            tx.execute(
+                "INSERT INTO rate_events (device, at, expires_at) VALUES (?1, ?2, ?3)",
+                params![device, now, expires],
+            )?;
             Ok(Admission::Admitted)
         })
     }

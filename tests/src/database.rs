@@ -58,8 +58,11 @@ impl TestDatabase {
     /// # Panics
     /// When the cluster refuses.
     pub fn create_on(admin_url: &str, test: &str) -> Self {
-        let clean: String =
-            test.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(40).collect();
+        let clean: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .take(40)
+            .collect();
         let name = format!("t_{clean}_{}", random_suffix());
         let mut admin = postgres::Client::connect(admin_url, postgres::NoTls)
             .unwrap_or_else(|e| panic!("{test}: cannot reach the test cluster {admin_url}: {e}"));

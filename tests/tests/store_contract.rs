@@ -5,6 +5,7 @@
 //!
 //! "Two nodes" here are two stores opened on one database: two SQLite
 //! connections to one file, or two PostgreSQL pools.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,7 +66,11 @@ fn a_nonce_is_accepted_once_until_it_expires(place: Place) {
     let store = place.open();
     assert_eq!(store.claim_nonce(b"nonce-1", NOW + 60, NOW).unwrap(), NonceClaim::Accepted);
     assert_eq!(store.claim_nonce(b"nonce-1", NOW + 60, NOW).unwrap(), NonceClaim::Replay);
-    assert_eq!(store.claim_nonce(b"nonce-1", NOW + 600, NOW + 59).unwrap(), NonceClaim::Replay, "one second before expiry");
+    assert_eq!(
+        store.claim_nonce(b"nonce-1", NOW + 600, NOW + 59).unwrap(),
+        NonceClaim::Replay,
+        "one second before expiry"
+    );
     assert_eq!(store.claim_nonce(b"nonce-2", NOW + 60, NOW).unwrap(), NonceClaim::Accepted, "another nonce");
     // At its expiry the entry no longer refuses; claiming it again records the new expiry.
     assert_eq!(store.claim_nonce(b"nonce-1", NOW + 120, NOW + 60).unwrap(), NonceClaim::Accepted);
@@ -186,9 +191,10 @@ fn a_schema_newer_than_this_scepd_is_refused(place: Place) {
         }
         Place::Postgres(db) => {
             db.client()
-                .execute("INSERT INTO scepd_schema (version, name, applied_at) VALUES ($1, 'from the future', 0)", &[
-                    &newer,
-                ])
+                .execute(
+                    "INSERT INTO scepd_schema (version, name, applied_at) VALUES ($1, 'from the future', 0)",
+                    &[&newer],
+                )
                 .unwrap();
         }
     }

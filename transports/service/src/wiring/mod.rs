@@ -375,6 +375,14 @@ fn open_protection(settings: &ServerSettings) -> Result<Arc<dyn scep_store::Prot
     let store = scep_store::open(&settings.store, &settings.data_dir)
         .map_err(|e| ConfigError(format!("store ({}): {e}", settings.store.describe())))?;
     tracing::info!(store = %settings.store.describe(), "protection store open (Intune nonces, rate-limit windows)");
+    if matches!(settings.store.backend, scep_store::Backend::Postgres(_)) {
+        // Said at every start so that no operator mistakes this for full sharing.
+        tracing::warn!(
+            "the PostgreSQL store shares Intune replay nonces and rate-limit windows between nodes; the local CA's \
+             certificate index (revocations, CRL), the audit log and one-time challenges are still kept per node \
+             in the data directory (see docs/high-availability.md)"
+        );
+    }
     crate::store::protection::start_purge(&store);
     Ok(store)
 }
