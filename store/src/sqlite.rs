@@ -98,8 +98,18 @@ impl SqliteStore {
         if !path.exists() {
             return Ok(0);
         }
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        // Read-write without create (a read-only open of a WAL database may
+        // fail without its -shm file); a write-ahead log left by a running or
+        // killed `serve` stays as it is: closing must not checkpoint it.
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        if Path::new(&wal).exists() {
+            conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                .map_err(unavailable)?;
+        }
         let exists: Option<i64> = conn
             .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scepd_schema'", [], |r| r.get(0))
             .optional()

@@ -442,7 +442,9 @@ pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> 
     // The store: connection and schema (changing nothing).
     let (found, expected) = scep_store::check(&loaded.settings.store, data_dir)
         .map_err(|e| ConfigError(format!("store ({}): {e}", loaded.settings.store.describe())))?;
-    if found < expected {
+    if matches!(loaded.settings.store.backend, scep_store::Backend::Sqlite) {
+        dry_run.note_missing(&scep_store::sqlite::SqliteStore::file(data_dir), "protection store database");
+    } else if found < expected {
         dry_run.would_create.push(format!(
             "store schema: {} at version {found}; serve or `scepd migrate` brings it to {expected}",
             loaded.settings.store.describe()
