@@ -4,6 +4,9 @@
 //! - Two nodes on one database: an Intune challenge used on node A is refused
 //!   as `replay` on node B; a device's rate limit counts enrolments on both;
 //!   after node A restarts the challenge is still refused.
+//! - kill -9 of one node while both take Intune enrolments: every challenge a
+//!   client saw acknowledged (SUCCESS, on either node) is refused as a replay
+//!   by the survivor, and the survivor keeps issuing.
 //! - One node on SQLite: a challenge used before a restart is refused after it
 //!   (the in-memory replay cache alone forgot it).
 //! - The database stopped under requests: enrolments are answered 503 (never
@@ -25,7 +28,7 @@ use scep_tests::client::{
 };
 use scep_tests::database::{TestCluster, TestDatabase};
 use scep_tests::intune_connector::{Claims, Connector, JwsAlg};
-use scep_tests::server::{Scepd, ScepdOptions, Transport};
+use scep_tests::server::{Scepd, ScepdOptions, Signal, Transport};
 use serde_json::Value;
 
 const AUD: &str = "https://scep.example.test/scep/corp";
@@ -230,4 +233,62 @@ fn the_database_stopped_under_requests_gives_503s_then_recovers(transport: Trans
     let log = server.stderr();
     assert!(!log.contains("panicked"), "{log}");
     assert!(log.contains("store_unavailable"), "the refusals are logged with their label");
+}
+
+scep_tests::on_each_transport!(kill_9_of_one_node_under_load_loses_no_acknowledged_nonce);
+
+fn kill_9_of_one_node_under_load_loses_no_acknowledged_nonce(transport: Transport) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let db = TestDatabase::create("kill_9_of_one_node_under_load");
+    let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
+    let mut a = node(&connector, transport, Some(&db.url), None);
+    let b = node(&connector, transport, Some(&db.url), None);
+    let urls = [a.profile_url("corp"), b.profile_url("corp")];
+    // (node index, challenge, cn) of every enrolment a client saw succeed.
+    let acknowledged: Mutex<Vec<(usize, String, String)>> = Mutex::new(Vec::new());
+    let killed = AtomicBool::new(false);
+    let sent = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for worker in 0..4 {
+            let (urls, acknowledged, killed, sent, connector) = (&urls, &acknowledged, &killed, &sent, &connector);
+            s.spawn(move || {
+                // Bounded: at most 12 enrolments per worker; half of them after the kill.
+                for i in 0..12 {
+                    let n = sent.fetch_add(1, Ordering::SeqCst);
+                    let cn = format!("load-{worker}-{i}.example.com");
+                    let challenge = connector.mint(&claims(&format!("device-load-{worker}-{i}"), &cn));
+                    // Alternate the nodes; after the kill, half of these go to the dead one.
+                    if let Ok(rep) = try_enroll(&urls[n % 2], &cn, &challenge)
+                        && rep.status == PkiStatus::SUCCESS
+                    {
+                        acknowledged.lock().unwrap().push((n % 2, challenge, cn));
+                    }
+                    if killed.load(Ordering::SeqCst) && i >= 10 {
+                        break;
+                    }
+                }
+            });
+        }
+        // Let the load run, then crash node A mid-flight.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sent.load(Ordering::SeqCst) < 16 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.signal(Signal::Kill).unwrap();
+        killed.store(true, Ordering::SeqCst);
+    });
+    assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "node A is gone");
+    let acknowledged = acknowledged.into_inner().unwrap();
+    let on_a = acknowledged.iter().filter(|(node, ..)| *node == 0).count();
+    assert!(on_a >= 4, "too few enrolments acknowledged by A before the kill to test anything: {on_a}");
+    // Every acknowledged nonce, whichever node accepted it (those A accepted
+    // B's memory never saw), is refused by the survivor.
+    for (_, challenge, cn) in &acknowledged {
+        assert_failure(&enroll(&urls[1], cn, challenge), FailInfo::BAD_MESSAGE_CHECK);
+    }
+    // And the survivor keeps serving.
+    let cn = "after-the-crash.example.com";
+    assert_success(&enroll(&urls[1], cn, &connector.mint(&claims("device-after", cn))));
 }
