@@ -232,14 +232,21 @@ impl PendingIssue {
         }
     }
 
-    /// The enrolment an Intune Connector challenge authorised
-    /// ([`crate::issue::Authorization::Intune`]): a service with a durable or
-    /// shared replay store claims its nonce there (and counts the device's
-    /// rate-limit window) before asking the issuer.
+    /// The enrolment the engine's Intune checks admitted: one an Intune
+    /// Connector challenge authorised ([`crate::issue::Authorization::Intune`]),
+    /// or a renewal by certificate counted against an Intune profile's
+    /// per-device limit ([`crate::issue::Authorization::ExistingCertificate`]
+    /// with `intune_rate_subject`). A service with a durable or shared store
+    /// claims the nonce and counts the device there before asking the issuer.
     pub fn intune_challenge(&self) -> Option<&crate::issue::EnrollRequest> {
+        use crate::issue::Authorization;
         match &self.request {
             IssueRequest::Enroll(e) | IssueRequest::Renew(crate::issue::RenewRequest { enroll: e, .. })
-                if matches!(e.authorization, crate::issue::Authorization::Intune { .. }) =>
+                if matches!(
+                    e.authorization,
+                    Authorization::Intune { .. }
+                        | Authorization::ExistingCertificate { intune_rate_subject: Some(_), .. }
+                ) =>
             {
                 Some(e)
             }

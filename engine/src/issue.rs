@@ -149,6 +149,11 @@ pub enum Authorization {
     ExistingCertificate {
         /// Serial of the authenticating certificate (magnitude bytes).
         serial: Vec<u8>,
+        /// On an Intune profile, the subject (rendered) the renewal was
+        /// counted under in the engine's in-memory per-device rate limiter
+        /// ([`crate::intune::IntuneValidator::admit_certificate_renewal`]); a
+        /// service with a durable or shared store counts it there too.
+        intune_rate_subject: Option<String>,
     },
     /// The profile requires no challenge (explicitly configured open enrolment).
     None,

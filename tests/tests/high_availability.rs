@@ -8,7 +8,8 @@
 //!   client saw acknowledged (SUCCESS, on either node) is refused as a replay
 //!   by the survivor, and the survivor keeps issuing.
 //! - One node on SQLite: a challenge used before a restart is refused after it
-//!   (the in-memory replay cache alone forgot it).
+//!   (the in-memory replay cache alone forgot it), and a renewal by
+//!   certificate over the device's limit is refused after a restart too.
 //! - The database stopped under requests: enrolments are answered 503 (never
 //!   issued on local state), discovery keeps answering, `/healthz` says the
 //!   store is unreachable, and enrolments succeed again within seconds of the
@@ -23,8 +24,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use scep_tests::client::{
-    CertRep, ClientError, CsrSpec, DeviceKey, FailInfo, MessageOptions, PkiMethod, PkiStatus, ScepClient,
-    SubjectAltName,
+    CertRep, ClientError, CsrSpec, DeviceKey, FailInfo, MessageBody, MessageOptions, PkiMethod, PkiStatus, ScepClient,
+    Signer, SubjectAltName, build_csr, build_pki_message,
 };
 use scep_tests::database::{TestCluster, TestDatabase};
 use scep_tests::intune_connector::{Claims, Connector, JwsAlg};
@@ -39,11 +40,21 @@ const BUNDLE: &str = "intune.pem";
 /// `connector`, served by `transport`, on the database `url` (`None`: SQLite
 /// in `data_dir`).
 fn node(connector: &Connector, transport: Transport, url: Option<&str>, data_dir: Option<PathBuf>) -> Scepd {
+    node_with(connector, transport, url, data_dir, "intune_per_device_rate_limit_24h = 2\n")
+}
+
+/// As [`node`], with `extra` profile keys instead of the limit of 2.
+fn node_with(
+    connector: &Connector,
+    transport: Transport,
+    url: Option<&str>,
+    data_dir: Option<PathBuf>,
+    extra: &str,
+) -> Scepd {
     let mut opts = ScepdOptions::with_config(format!(
         "[server]\ndata_dir = \"data\"\n\n\
          [[profile]]\nname = \"corp\"\nchallenge_password = \"static-secret\"\n\
-         intune_enabled = true\nintune_connector_cert_path = \"{BUNDLE}\"\nintune_audience = \"{AUD}\"\n\
-         intune_per_device_rate_limit_24h = 2\n"
+         intune_enabled = true\nintune_connector_cert_path = \"{BUNDLE}\"\nintune_audience = \"{AUD}\"\n{extra}"
     ))
     .on(transport);
     opts.files.push((PathBuf::from(BUNDLE), connector.certificate_pem().into_bytes()));
@@ -291,4 +302,54 @@ fn kill_9_of_one_node_under_load_loses_no_acknowledged_nonce(transport: Transpor
     // And the survivor keeps serving.
     let cn = "after-the-crash.example.com";
     assert_success(&enroll(&urls[1], cn, &connector.mint(&claims("device-after", cn))));
+}
+
+/// A RenewalReq for `cn` (a new key) signed by `old` (certificate, key): the
+/// CertRep and the new key.
+fn renew(url: &str, cn: &str, old: (&[u8], &DeviceKey)) -> (CertRep, DeviceKey) {
+    let client = ScepClient::new(url).unwrap();
+    let ca = client.get_ca_cert().unwrap();
+    let new_key = DeviceKey::generate().unwrap();
+    let mut spec = CsrSpec::new(cn, None);
+    spec.subject_alt_names = vec![SubjectAltName::Dns(cn.into())];
+    let csr = build_csr(&new_key, &spec).unwrap();
+    let request = build_pki_message(
+        &MessageBody::RenewalReq(csr),
+        Signer { certificate: old.0, key: old.1 },
+        ca.recipient(),
+        &MessageOptions::default(),
+    )
+    .unwrap();
+    (client.transact(&request, old.1, &ca, PkiMethod::Post).unwrap(), new_key)
+}
+
+scep_tests::on_each_transport!(renewals_by_certificate_count_in_the_durable_window_across_a_restart);
+
+fn renewals_by_certificate_count_in_the_durable_window_across_a_restart(transport: Transport) {
+    let state = tempfile::tempdir().unwrap();
+    let data_dir = state.path().join("data");
+    let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
+    let extra = "intune_per_device_rate_limit_24h = 1\nintune_renewal_by_certificate = true\n";
+    let mut first = node_with(&connector, transport, None, Some(data_dir.clone()), extra);
+    let url = first.profile_url("corp");
+    let cn = "renewing.example.com";
+    let key = DeviceKey::generate().unwrap();
+    let mut spec = CsrSpec::new(cn, Some(&connector.mint(&claims("device-renewing", cn))));
+    spec.subject_alt_names = vec![SubjectAltName::Dns(cn.into())];
+    let enrolled =
+        ScepClient::new(&url).unwrap().enroll(&key, &spec, &MessageOptions::default(), PkiMethod::Post).unwrap().reply;
+    assert_success(&enrolled);
+    let cert = enrolled.issued_certificate(&key).unwrap().to_vec();
+    // One renewal a day: the first is admitted.
+    let (renewed, new_key) = renew(&url, cn, (&cert, &key));
+    assert_success(&renewed);
+    let new_cert = renewed.issued_certificate(&new_key).unwrap().to_vec();
+    first.stop();
+
+    // After a restart (empty in-memory limiter) the second renewal is still over the limit.
+    let second = node_with(&connector, transport, None, Some(data_dir), extra);
+    let (refused, _) = renew(&second.profile_url("corp"), cn, (&new_cert, &new_key));
+    assert_failure(&refused, FailInfo::BAD_REQUEST);
+    let log = second.stderr();
+    assert!(log.contains("rate_limited"), "refused as rate_limited:\n{}", second.log_tail(20));
 }

@@ -250,6 +250,10 @@ impl ComplianceCheck for NoComplianceCheck {
     }
 }
 
+/// The `iss` under which renewals by certificate are counted (with the
+/// certificate's subject as `sub`): it can never meet a Connector's claims.
+pub const CERTIFICATE_RENEWAL_ISSUER: &str = "scepd:certificate-renewal";
+
 /// Per-label decision counters (lock-free), plus `success`.
 #[derive(Debug, Default)]
 pub struct IntuneCounters {
@@ -281,6 +285,13 @@ impl IntuneCounters {
     pub fn overturn_success(&self, label: Label) {
         // Saturating: a reset or a reload between the two counts must not wrap.
         let _ = self.success.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.rejected[label.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one refusal with `label` made after the engine's checks for a
+    /// decision the gates did not count as `success` (a renewal by
+    /// certificate refused by a durable rate-limit window).
+    pub fn count_rejection(&self, label: Label) {
         self.rejected[label.index()].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -549,7 +560,7 @@ impl IntuneValidator {
     pub fn admit_certificate_renewal(&self, certificate_subject: &str, now: UnixTime) -> Result<(), Rejection> {
         let result = self
             .rate
-            .check_and_record(&self.profile, certificate_subject, "scepd:certificate-renewal", now)
+            .check_and_record(&self.profile, certificate_subject, CERTIFICATE_RENEWAL_ISSUER, now)
             .map_err(|e| {
                 let detail = match e {
                     RateLimitError::Limited { limit, retry_at } => format!(

@@ -36,7 +36,7 @@ use crate::intune::api::{IntuneApi, IssuedFacts};
 
 use crate::state::metrics::{ChallengeEvent, Metrics};
 use crate::store::challenges::{ChallengeStore, Consumption, Presentation};
-use crate::store::protection::{IntuneUse, Verdict};
+use crate::store::protection::{IntuneUse, NonceUse, Verdict};
 
 /// The durable protection state an Intune-authorised enrolment is checked
 /// against after the engine's in-memory checks ([`crate::store::protection`]).
@@ -251,20 +251,28 @@ where
     }
 }
 
-/// What the durable store must check for an Intune-authorised enrolment.
+/// What the durable store must check for an enrolment the engine's Intune
+/// checks admitted (a Connector challenge, or a renewal by certificate on an
+/// Intune profile).
 fn intune_use(pending: &PendingIssue, protection: Option<DurableProtection<'_>>) -> Option<IntuneUse> {
     let enrol = pending.intune_challenge()?;
-    let Authorization::Intune { subject, issuer, nonce, replay_scope, replay_until } = &enrol.authorization else {
-        return None;
-    };
     let limit = protection.and_then(|p| p.intune).map_or(0, |v| v.settings().per_device_rate_limit_24h);
+    let (nonce, subject, issuer) = match &enrol.authorization {
+        Authorization::Intune { subject, issuer, nonce, replay_scope, replay_until } => (
+            Some(NonceUse { scope: replay_scope.clone(), nonce: nonce.clone(), until: *replay_until }),
+            subject.clone(),
+            issuer.clone(),
+        ),
+        Authorization::ExistingCertificate { intune_rate_subject: Some(subject), .. } => {
+            (None, subject.clone(), scep_engine::intune::CERTIFICATE_RENEWAL_ISSUER.to_string())
+        }
+        _ => return None,
+    };
     Some(IntuneUse {
         profile: enrol.profile.clone(),
-        replay_scope: replay_scope.clone(),
-        nonce: nonce.clone(),
-        replay_until: *replay_until,
-        subject: subject.clone(),
-        issuer: issuer.clone(),
+        nonce,
+        subject,
+        issuer,
         limit,
         window_secs: scep_engine::intune::RATE_WINDOW_SECS,
     })
@@ -280,11 +288,18 @@ async fn protect(
     now: UnixTime,
 ) -> Result<PendingIssue, Response> {
     let profile = check.profile.clone();
+    let challenge = check.nonce.is_some();
     match crate::store::protection::check_intune(protection.store.clone(), check, now).await {
         Verdict::Admitted => Ok(pending),
         Verdict::Refused { label, fail_info, detail } => {
             if let Some(validator) = protection.intune {
-                validator.counters().overturn_success(label);
+                // A challenge was counted `success` by the gates; a renewal by
+                // certificate was not counted yet.
+                if challenge {
+                    validator.counters().overturn_success(label);
+                } else {
+                    validator.counters().count_rejection(label);
+                }
             }
             Err(pending.refuse(fail_info, label.as_str(), detail, now))
         }

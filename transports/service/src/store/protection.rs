@@ -34,20 +34,30 @@ pub const PURGE_EVERY: Duration = Duration::from_secs(60);
 pub struct IntuneUse {
     /// The profile (scopes the device's window).
     pub profile: String,
-    /// The nonce's anchor scope (`Authorization::Intune::replay_scope`).
-    pub replay_scope: String,
-    /// Claim `nonce`.
-    pub nonce: String,
-    /// Until when the nonce must be refused.
-    pub replay_until: UnixTime,
-    /// Claim `sub` (the device).
+    /// The nonce to claim, for a Connector challenge (none for a renewal by
+    /// certificate, which presents no challenge).
+    pub nonce: Option<NonceUse>,
+    /// Claim `sub` (the device); for a renewal by certificate, the
+    /// certificate's subject.
     pub subject: String,
-    /// Claim `iss` (the Connector installation).
+    /// Claim `iss` (the Connector installation); for a renewal by
+    /// certificate, [`scep_engine::intune::CERTIFICATE_RENEWAL_ISSUER`].
     pub issuer: String,
     /// The profile's per-device limit in the window (0: none).
     pub limit: u32,
     /// The window, in seconds.
     pub window_secs: i64,
+}
+
+/// A Connector challenge's nonce, as gate 7 scoped it.
+#[derive(Clone, Debug)]
+pub struct NonceUse {
+    /// The nonce's anchor scope (`Authorization::Intune::replay_scope`).
+    pub scope: String,
+    /// Claim `nonce`.
+    pub nonce: String,
+    /// Until when the nonce must be refused.
+    pub until: UnixTime,
 }
 
 /// What the store decided.
@@ -94,17 +104,18 @@ pub async fn check_intune(store: Arc<dyn ProtectionStore>, check: IntuneUse, now
 
 fn check_intune_blocking(store: &dyn ProtectionStore, check: &IntuneUse, now: UnixTime) -> Verdict {
     let unavailable = |e: StoreError| Verdict::Unavailable(e.to_string());
-    let nonce = nonce_key(&check.replay_scope, &check.nonce);
-    match store.claim_nonce(&nonce, check.replay_until.secs(), now.secs()) {
-        Ok(NonceClaim::Accepted) => {}
-        Ok(NonceClaim::Replay) => {
-            return Verdict::Refused {
-                label: Label::Replay,
-                fail_info: Label::Replay.fail_info(),
-                detail: format!("nonce {:?} was already used (shared {} store)", check.nonce, store.backend()),
-            };
+    if let Some(used) = &check.nonce {
+        match store.claim_nonce(&nonce_key(&used.scope, &used.nonce), used.until.secs(), now.secs()) {
+            Ok(NonceClaim::Accepted) => {}
+            Ok(NonceClaim::Replay) => {
+                return Verdict::Refused {
+                    label: Label::Replay,
+                    fail_info: Label::Replay.fail_info(),
+                    detail: format!("nonce {:?} was already used ({} store)", used.nonce, store.backend()),
+                };
+            }
+            Err(e) => return unavailable(e),
         }
-        Err(e) => return unavailable(e),
     }
     let device = device_key(&check.profile, &check.subject, &check.issuer);
     match store.admit(&device, now.secs(), check.window_secs, check.limit) {
@@ -160,9 +171,7 @@ mod tests {
     fn use_of(nonce: &str, subject: &str, limit: u32) -> IntuneUse {
         IntuneUse {
             profile: "intune".into(),
-            replay_scope: "anchor:1".into(),
-            nonce: nonce.into(),
-            replay_until: UnixTime(2_000),
+            nonce: Some(NonceUse { scope: "anchor:1".into(), nonce: nonce.into(), until: UnixTime(2_000) }),
             subject: subject.into(),
             issuer: "connector".into(),
             limit,
@@ -185,6 +194,13 @@ mod tests {
             panic!("rate limit expected")
         };
         assert_eq!(label, Label::RateLimited, "{detail}");
+        // A renewal by certificate (no nonce) counts in its own window.
+        let renewal = IntuneUse { nonce: None, issuer: "scepd:certificate-renewal".into(), ..use_of("", "CN=dev", 1) };
+        assert_eq!(check_intune_blocking(&*store, &renewal, now), Verdict::Admitted);
+        assert!(matches!(
+            check_intune_blocking(&*store, &renewal, now),
+            Verdict::Refused { label: Label::RateLimited, .. }
+        ));
     }
 
     #[test]
