@@ -46,7 +46,7 @@ pub(crate) enum Command {
     /// writing anything, list what the first `serve` would create, and exit (0 valid, 1 invalid).
     CheckConfig(CheckArgs),
     /// Apply the store's pending schema migrations (SQLite in the data dir, or the PostgreSQL database of
-    /// [store] url / CERTCTL_DATABASE_URL) and exit. `serve` applies them too, under the same lock, so
+    /// `[store] url` or CERTCTL_DATABASE_URL) and exit. `serve` applies them too, under the same lock, so
     /// nodes starting at once are safe; this runs them ahead of a rolling upgrade.
     Migrate(MigrateArgs),
 }
