@@ -353,3 +353,56 @@ fn renewals_by_certificate_count_in_the_durable_window_across_a_restart(transpor
     let log = second.stderr();
     assert!(log.contains("rate_limited"), "refused as rate_limited:\n{}", second.log_tail(20));
 }
+
+/// `scepd migrate` brings a fresh PostgreSQL database to the current schema
+/// once (a second run has nothing to do), `check-config` then connects and
+/// finds it current, and an unreachable database fails both, naming the store.
+#[test]
+fn migrate_and_check_config_use_the_database() {
+    let db = TestDatabase::create("migrate_and_check_config_use_the_database");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scepd.toml");
+    std::fs::write(
+        &config,
+        "[server]\ndata_dir = \"data\"\n[[profile]]\nname = \"corp\"\nchallenge_password = \"s3cret-123\"\n",
+    )
+    .unwrap();
+    let bin = scep_tests::server::scepd_binary().unwrap();
+    let run = |args: &[&str], url: &str| {
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("CERTCTL_DATABASE_URL", url)
+            .env_remove("SCEPD_CONFIG")
+            .env_remove("SCEPD_DATA_DIR")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["migrate"], &db.url);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("schema migrated from version 0 to 1"), "{out}");
+    assert!(!out.contains("password"), "{out}");
+    let (code, out, err) = run(&["migrate"], &db.url);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("schema at version 1; nothing to migrate"), "{out}");
+    let (code, out, err) = run(&["check-config"], &db.url);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(!out.contains("store schema"), "a current schema is not listed as work to do: {out}");
+    let versions: i64 = db.client().query_one("SELECT COUNT(*) FROM scepd_schema", &[]).unwrap().get(0);
+    assert_eq!(versions, 1, "one migration recorded once");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = format!("postgres://scepd:hunter2@127.0.0.1:{port}/scepd");
+    for command in ["migrate", "check-config"] {
+        let (code, out, err) = run(&[command], &unreachable);
+        assert_eq!(code, Some(1), "{command}: {out}\n{err}");
+        assert!(err.contains("store (PostgreSQL postgres://scepd:***@127.0.0.1"), "{command}: {err}");
+        assert!(!err.contains("hunter2"), "{command} leaked the password: {err}");
+    }
+}
