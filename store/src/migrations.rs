@@ -33,10 +33,11 @@ pub const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS scepd_schema (
 )";
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "protection state: Intune replay nonces and per-device rate-limit windows",
-    sqlite: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "protection state: Intune replay nonces and per-device rate-limit windows",
+        sqlite: "
 CREATE TABLE replay_nonces (
     key         BLOB PRIMARY KEY NOT NULL,   -- SHA-256 of (anchor scope, nonce)
     expires_at  INTEGER NOT NULL             -- Unix seconds; refused while > now
@@ -55,7 +56,7 @@ CREATE TABLE rate_events (
 CREATE INDEX rate_events_by_device ON rate_events (device, at);
 CREATE INDEX rate_events_by_expiry ON rate_events (expires_at);
 ",
-    postgres: "
+        postgres: "
 CREATE TABLE replay_nonces (
     key         BYTEA PRIMARY KEY,
     expires_at  BIGINT NOT NULL
@@ -74,7 +75,30 @@ CREATE TABLE rate_events (
 CREATE INDEX rate_events_by_device ON rate_events (device, at);
 CREATE INDEX rate_events_by_expiry ON rate_events (expires_at);
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "one-time challenges shared by every node (PostgreSQL; SQLite keeps challenges.sqlite)",
+        // The embedded store keeps its challenges in their own file (challenges.sqlite).
+        sqlite: "",
+        postgres: "
+CREATE TABLE one_time_challenges (
+    id                    BIGSERIAL PRIMARY KEY,
+    secret_sha256         BYTEA NOT NULL UNIQUE,
+    profile               TEXT NOT NULL,
+    bound_common_name     TEXT,
+    bound_sans            TEXT NOT NULL DEFAULT '[]',
+    created_at            BIGINT NOT NULL,
+    expires_at            BIGINT NOT NULL,
+    created_by            TEXT NOT NULL,
+    used_at               BIGINT,
+    used_by_transaction   TEXT,
+    expired_reported_at   BIGINT
+);
+CREATE INDEX one_time_challenges_expiry ON one_time_challenges (expires_at);
+",
+    },
+];
 
 /// The version this scepd brings the schema to.
 pub const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -386,16 +386,17 @@ fn migrate_and_check_config_use_the_database() {
     };
     let (code, out, err) = run(&["migrate"], &db.url);
     assert_eq!(code, Some(0), "{out}\n{err}");
-    assert!(out.contains("schema migrated from version 0 to 1"), "{out}");
+    let latest = scep_store::migrations::LATEST;
+    assert!(out.contains(&format!("schema migrated from version 0 to {latest}")), "{out}");
     assert!(!out.contains("password"), "{out}");
     let (code, out, err) = run(&["migrate"], &db.url);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("schema at version 1; nothing to migrate"), "{out}");
+    assert!(out.contains(&format!("schema at version {latest}; nothing to migrate")), "{out}");
     let (code, out, err) = run(&["check-config"], &db.url);
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(!out.contains("store schema"), "a current schema is not listed as work to do: {out}");
     let versions: i64 = db.client().query_one("SELECT COUNT(*) FROM scepd_schema", &[]).unwrap().get(0);
-    assert_eq!(versions, 1, "one migration recorded once");
+    assert_eq!(versions, latest, "each migration recorded once");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let unreachable = format!("postgres://scepd:hunter2@127.0.0.1:{port}/scepd");
@@ -405,4 +406,71 @@ fn migrate_and_check_config_use_the_database() {
         assert!(err.contains("store (PostgreSQL postgres://scepd:***@127.0.0.1"), "{command}: {err}");
         assert!(!err.contains("hunter2"), "{command} leaked the password: {err}");
     }
+}
+
+/// One admin API request with `key` on `server`: status and JSON body.
+fn admin(server: &Scepd, method: &str, path: &str, body: Option<&Value>, key: &str) -> (u16, Value) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+scep_tests::on_each_transport!(a_one_time_challenge_minted_on_one_node_is_consumed_once_across_nodes);
+
+fn a_one_time_challenge_minted_on_one_node_is_consumed_once_across_nodes(transport: Transport) {
+    const KEY: &str = "ha-e2e-admin-key-0123456789abcdef";
+    let db = TestDatabase::create("a_one_time_challenge_is_consumed_once_across_nodes");
+    let start = || {
+        let mut opts = ScepdOptions::with_config(format!(
+            "[[api_key]]\nname = \"ops\"\nkey = \"{KEY}\"\nrole = \"admin\"\n\n\
+             [[profile]]\nname = \"otp\"\nchallenge_mode = \"one-time\"\n"
+        ))
+        .on(transport);
+        opts.env.push(("CERTCTL_DATABASE_URL".into(), db.url.clone()));
+        opts.startup_timeout = WAIT;
+        Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (a, b) = (start(), start());
+    let body = serde_json::json!({ "profile": "otp" });
+    let (status, minted) = admin(&a, "POST", "/api/v1/admin/scep/challenges", Some(&body), KEY);
+    assert_eq!(status, 201, "{minted}");
+    let challenge = minted["challenge"].as_str().unwrap().to_string();
+    // B lists it as outstanding: one table for both nodes.
+    let (status, listed) = admin(&b, "GET", "/api/v1/admin/scep/challenges", None, KEY);
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.to_string().contains(&format!("\"id\":{}", minted["id"])), "B lists A's challenge: {listed}");
+
+    // Both nodes receive the challenge at once: exactly one issues.
+    let (url_a, url_b) = (a.profile_url("otp"), b.profile_url("otp"));
+    let replies: Vec<CertRep> = std::thread::scope(|s| {
+        let handles: Vec<_> = [&url_a, &url_b, &url_a, &url_b]
+            .into_iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let challenge = challenge.clone();
+                s.spawn(move || enroll(url, &format!("otp-{i}.example.com"), &challenge))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let issued = replies.iter().filter(|r| r.status == PkiStatus::SUCCESS).count();
+    assert_eq!(issued, 1, "{replies:?}");
+    for r in replies.iter().filter(|r| r.status != PkiStatus::SUCCESS) {
+        assert_failure(r, FailInfo::BAD_REQUEST);
+    }
+    let log = format!("{}{}", a.stderr(), b.stderr());
+    assert!(log.contains("challenge_used"), "the losers were refused as challenge_used");
 }

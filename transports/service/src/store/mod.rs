@@ -1,6 +1,7 @@
 //! Durable storage: the audit log (SQLite, one writer thread, group commit)
 //! and the one-time challenge passwords ([`challenges`]: the
-//! [`challenges::ChallengeStore`] contract and its SQLite implementation);
+//! [`challenges::ChallengeStore`] contract and its SQLite implementation;
+//! [`challenges_pg`]: on the shared PostgreSQL store);
 //! the durable protection state around the engine ([`protection`]: Intune
 //! replay nonces and rate-limit windows in `scep_store`, SQLite or the
 //! shared PostgreSQL store); the rest of the shared store (certificate
@@ -10,4 +11,5 @@
 
 pub mod audit;
 pub mod challenges;
+pub mod challenges_pg;
 pub mod protection;

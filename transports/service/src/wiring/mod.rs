@@ -84,14 +84,22 @@ impl ServiceState {
         let owner: Arc<OnceLock<Weak<Self>>> = Arc::new(OnceLock::new());
         let pending: Arc<Mutex<Vec<ExpiredChallenge>>> = Arc::default();
         let (report_to, queue) = (owner.clone(), pending.clone());
-        let challenges = SqliteChallenges::open(
-            &SqliteChallenges::file(&settings.data_dir),
+        let on_expired: crate::store::challenges::ExpiryObserver =
             Box::new(move |expired| match report_to.get().and_then(Weak::upgrade) {
                 Some(state) => state.challenge_expired(expired),
                 None => queue.lock().unwrap_or_else(PoisonError::into_inner).push(expired.clone()),
-            }),
-        )?;
+            });
+        // The protection store first: it applies the migrations the shared
+        // challenge table is part of.
         let protection = open_protection(&settings)?;
+        let challenges: Arc<dyn crate::store::challenges::ChallengeStore> = match &settings.store.backend {
+            scep_store::Backend::Sqlite => {
+                Arc::new(SqliteChallenges::open(&SqliteChallenges::file(&settings.data_dir), on_expired)?)
+            }
+            scep_store::Backend::Postgres(pg) => {
+                Arc::new(crate::store::challenges_pg::PostgresChallenges::open(pg, on_expired)?)
+            }
+        };
         let ocsp_signer = settings.ocsp_signer;
         let state = Arc::new(Self {
             settings,
@@ -101,7 +109,7 @@ impl ServiceState {
             audit: Some(audit),
             metrics: Metrics::default(),
             auth_limit: crate::state::auth_limit::AuthFailureLimit::default(),
-            challenges: Some(Arc::new(challenges)),
+            challenges: Some(challenges),
             protection: Some(protection),
             relying_parties: match &local_ca {
                 Some(ca) => Some(Arc::new(
@@ -379,7 +387,7 @@ fn open_protection(settings: &ServerSettings) -> Result<Arc<dyn scep_store::Prot
         // Said at every start so that no operator mistakes this for full sharing.
         tracing::warn!(
             "the PostgreSQL store shares Intune replay nonces and rate-limit windows between nodes; the local CA's \
-             certificate index (revocations, CRL), the audit log and one-time challenges are still kept per node \
+             certificate index (revocations, CRL) and the audit log are still kept per node \
              in the data directory (see docs/high-availability.md)"
         );
     }
