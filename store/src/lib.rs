@@ -30,7 +30,7 @@ pub mod sqlite;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use protection::{Admission, NonceClaim, ProtectionStore, Purged, StoreHealth};
+pub use protection::{Admission, Decision, NonceClaim, ProtectionStore, Purged, StoreHealth};
 pub use settings::{Backend, PostgresSettings, StoreSettings};
 
 /// Why the store could not answer.

@@ -98,6 +98,45 @@ CREATE TABLE one_time_challenges (
 CREATE INDEX one_time_challenges_expiry ON one_time_challenges (expires_at);
 ",
     },
+    Migration {
+        version: 3,
+        name: "claim a nonce and count a device in one round trip (PostgreSQL function)",
+        sqlite: "",
+        // Returns -1: replay (nothing counted); 0: admitted; > 0: limited, the retry time.
+        postgres: "
+CREATE FUNCTION scepd_claim_and_admit(p_key BYTEA, p_expires BIGINT, p_device BYTEA, p_now BIGINT,
+                                      p_window BIGINT, p_limit INT) RETURNS BIGINT
+LANGUAGE plpgsql AS $$
+DECLARE
+    won INT;
+    n BIGINT;
+    oldest BIGINT;
+BEGIN
+    IF p_key IS NOT NULL THEN
+        INSERT INTO replay_nonces (key, expires_at) VALUES (p_key, p_expires)
+            ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+            WHERE replay_nonces.expires_at <= p_now
+            RETURNING 1 INTO won;
+        IF won IS NULL THEN
+            RETURN -1;
+        END IF;
+    END IF;
+    IF p_limit = 0 THEN
+        RETURN 0;
+    END IF;
+    -- The upsert takes the device row's lock until commit: admissions of one device queue here.
+    INSERT INTO rate_devices (device, expires_at) VALUES (p_device, p_now + p_window)
+        ON CONFLICT (device) DO UPDATE SET expires_at = GREATEST(rate_devices.expires_at, EXCLUDED.expires_at);
+    SELECT COUNT(*), MIN(at) INTO n, oldest FROM rate_events WHERE device = p_device AND at > p_now - p_window;
+    IF n >= p_limit THEN
+        RETURN GREATEST(oldest + p_window, 1);
+    END IF;
+    INSERT INTO rate_events (device, at, expires_at) VALUES (p_device, p_now, p_now + p_window);
+    RETURN 0;
+END
+$$;
+",
+    },
 ];
 
 /// The version this scepd brings the schema to.

@@ -27,7 +27,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::migrations::{self, ADVISORY_LOCK_KEY, SCHEMA_TABLE};
 use crate::settings::{PostgresSettings, redact_url};
-use crate::{Admission, NonceClaim, ProtectionStore, Purged, StoreError, StoreHealth};
+use crate::{Admission, Decision, NonceClaim, ProtectionStore, Purged, StoreError, StoreHealth};
 
 /// The longest one statement may run before the server cancels it.
 const STATEMENT_TIMEOUT_MS: u64 = 10_000;
@@ -357,6 +357,32 @@ impl ProtectionStore for PostgresStore {
             )?;
             tx.commit()?;
             Ok(Admission::Admitted)
+        })
+    }
+
+    fn claim_and_admit(
+        &self,
+        nonce: Option<(&[u8], i64)>,
+        device: &[u8],
+        now: i64,
+        window_secs: i64,
+        limit: u32,
+    ) -> Result<Decision, StoreError> {
+        let (key, expires_at) = nonce.map_or((None, 0), |(k, e)| (Some(k), e));
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        // One statement, one round trip, one commit (migration 3's function).
+        let answer: i64 = self.run(|client| {
+            Ok(client
+                .query_one(
+                    "SELECT scepd_claim_and_admit($1, $2, $3, $4, $5, $6)",
+                    &[&key, &expires_at, &device, &now, &window_secs, &limit],
+                )?
+                .get(0))
+        })?;
+        Ok(match answer {
+            -1 => Decision::Replay,
+            0 => Decision::Admitted,
+            retry_at => Decision::Limited { retry_at },
         })
     }
 

@@ -21,6 +21,20 @@ pub enum Admission {
     },
 }
 
+/// What [`ProtectionStore::claim_and_admit`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The nonce (if any) is claimed and the event counted.
+    Admitted,
+    /// The nonce is live in the store: a replay; nothing was counted.
+    Replay,
+    /// The nonce (if any) is claimed, but the device is at its limit; nothing was counted.
+    Limited {
+        /// When the oldest counted event leaves the window (Unix seconds).
+        retry_at: i64,
+    },
+}
+
 /// What [`ProtectionStore::purge_expired`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -75,6 +89,33 @@ pub trait ProtectionStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// As [`Self::claim_nonce`].
     fn admit(&self, device: &[u8], now: i64, window_secs: i64, limit: u32) -> Result<Admission, crate::StoreError>;
+
+    /// [`Self::claim_nonce`] of `nonce` (key, expiry), when given, then,
+    /// unless it is a replay, [`Self::admit`] of `device`: what an Intune
+    /// enrolment needs, in as few round trips as the backend allows
+    /// (PostgreSQL: one). A claimed nonce stays claimed when the device is
+    /// limited (as the engine's gates 7 and 8 do).
+    ///
+    /// # Errors
+    /// As [`Self::claim_nonce`].
+    fn claim_and_admit(
+        &self,
+        nonce: Option<(&[u8], i64)>,
+        device: &[u8],
+        now: i64,
+        window_secs: i64,
+        limit: u32,
+    ) -> Result<Decision, crate::StoreError> {
+        if let Some((key, expires_at)) = nonce
+            && self.claim_nonce(key, expires_at, now)? == NonceClaim::Replay
+        {
+            return Ok(Decision::Replay);
+        }
+        Ok(match self.admit(device, now, window_secs, limit)? {
+            Admission::Admitted => Decision::Admitted,
+            Admission::Limited { retry_at } => Decision::Limited { retry_at },
+        })
+    }
 
     /// Deletes nonces and rate-limit events that expired at `now`.
     ///

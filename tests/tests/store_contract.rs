@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use scep_store::{
-    Admission, Backend, NonceClaim, PostgresSettings, ProtectionStore, StoreError, StoreHealth, StoreSettings,
+    Admission, Backend, Decision, NonceClaim, PostgresSettings, ProtectionStore, StoreError, StoreHealth, StoreSettings,
 };
 use scep_tests::database::TestDatabase;
 
@@ -165,6 +165,46 @@ fn concurrent_admissions_on_two_nodes_never_exceed_the_limit(place: Place) {
     }
 }
 
+fn claim_and_admit_refuses_replays_and_devices_over_their_limit(place: Place) {
+    let nodes = [place.open(), place.open()];
+    let window = 86_400;
+    let step = |node: usize, nonce: &[u8], device: &[u8], now: i64| {
+        nodes[node].claim_and_admit(Some((nonce, NOW + 3600)), device, now, window, 2).unwrap()
+    };
+    assert_eq!(step(0, b"n1", b"dev", NOW), Decision::Admitted);
+    assert_eq!(step(1, b"n1", b"other", NOW + 1), Decision::Replay, "a replay on the other node");
+    assert_eq!(step(1, b"n2", b"dev", NOW + 2), Decision::Admitted, "2 of 2, counted on the other node");
+    assert_eq!(step(0, b"n3", b"dev", NOW + 3), Decision::Limited { retry_at: NOW + window });
+    // The limited request's nonce stays claimed (as the engine's gates do).
+    assert_eq!(step(1, b"n3", b"fresh", NOW + 4), Decision::Replay);
+    // The replay counted nothing: `other` has its whole allowance.
+    assert_eq!(step(0, b"n4", b"other", NOW + 5), Decision::Admitted);
+    assert_eq!(step(1, b"n5", b"other", NOW + 6), Decision::Admitted);
+    // No nonce (a renewal by certificate): only the window.
+    let renewal = |now: i64| nodes[0].claim_and_admit(None, b"cert", now, window, 1).unwrap();
+    assert_eq!(renewal(NOW), Decision::Admitted);
+    assert_eq!(renewal(NOW + 1), Decision::Limited { retry_at: NOW + window });
+    // Limit 0: claim only.
+    assert_eq!(nodes[1].claim_and_admit(Some((b"n6", NOW + 60)), b"dev", NOW, window, 0).unwrap(), Decision::Admitted);
+    assert_eq!(nodes[0].claim_and_admit(Some((b"n6", NOW + 60)), b"dev", NOW, window, 0).unwrap(), Decision::Replay);
+    // Concurrent: of 8 claims of one nonce on two nodes, one is admitted.
+    let admitted = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (node, admitted) = (&nodes[t % 2], &admitted);
+            s.spawn(move || {
+                let device = format!("race-dev-{t}");
+                if node.claim_and_admit(Some((b"race", NOW + 60)), device.as_bytes(), NOW, window, 5).unwrap()
+                    == Decision::Admitted
+                {
+                    admitted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(admitted.load(Ordering::SeqCst), 1);
+}
+
 fn migrations_are_idempotent_and_safe_when_nodes_start_at_once(place: Place) {
     // Four nodes open a fresh database at the same moment.
     let opened: Vec<_> = std::thread::scope(|s| {
@@ -221,6 +261,7 @@ contract!(
     expired_entries_are_purged_and_live_ones_kept,
     a_device_window_admits_its_limit_then_refuses_until_the_oldest_leaves,
     concurrent_admissions_on_two_nodes_never_exceed_the_limit,
+    claim_and_admit_refuses_replays_and_devices_over_their_limit,
     migrations_are_idempotent_and_safe_when_nodes_start_at_once,
     a_schema_newer_than_this_scepd_is_refused,
 );

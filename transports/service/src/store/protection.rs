@@ -24,7 +24,7 @@ use aws_lc_rs::digest;
 use scep_engine::UnixTime;
 use scep_engine::codes::FailInfo;
 use scep_engine::intune::Label;
-use scep_store::{Admission, NonceClaim, ProtectionStore, StoreError};
+use scep_store::{Decision, ProtectionStore};
 
 /// How often expired nonces and rate-limit events are deleted.
 pub const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -103,24 +103,27 @@ pub async fn check_intune(store: Arc<dyn ProtectionStore>, check: IntuneUse, now
 }
 
 fn check_intune_blocking(store: &dyn ProtectionStore, check: &IntuneUse, now: UnixTime) -> Verdict {
-    let unavailable = |e: StoreError| Verdict::Unavailable(e.to_string());
-    if let Some(used) = &check.nonce {
-        match store.claim_nonce(&nonce_key(&used.scope, &used.nonce), used.until.secs(), now.secs()) {
-            Ok(NonceClaim::Accepted) => {}
-            Ok(NonceClaim::Replay) => {
-                return Verdict::Refused {
-                    label: Label::Replay,
-                    fail_info: Label::Replay.fail_info(),
-                    detail: format!("nonce {:?} was already used ({} store)", used.nonce, store.backend()),
-                };
-            }
-            Err(e) => return unavailable(e),
-        }
-    }
+    let nonce = check.nonce.as_ref().map(|used| (nonce_key(&used.scope, &used.nonce), used.until.secs()));
     let device = device_key(&check.profile, &check.subject, &check.issuer);
-    match store.admit(&device, now.secs(), check.window_secs, check.limit) {
-        Ok(Admission::Admitted) => Verdict::Admitted,
-        Ok(Admission::Limited { retry_at }) => Verdict::Refused {
+    let decided = store.claim_and_admit(
+        nonce.as_ref().map(|(key, until)| (key.as_slice(), *until)),
+        &device,
+        now.secs(),
+        check.window_secs,
+        check.limit,
+    );
+    match decided {
+        Ok(Decision::Admitted) => Verdict::Admitted,
+        Ok(Decision::Replay) => Verdict::Refused {
+            label: Label::Replay,
+            fail_info: Label::Replay.fail_info(),
+            detail: format!(
+                "nonce {:?} was already used ({} store)",
+                check.nonce.as_ref().map_or("", |n| n.nonce.as_str()),
+                store.backend()
+            ),
+        },
+        Ok(Decision::Limited { retry_at }) => Verdict::Refused {
             label: Label::RateLimited,
             fail_info: Label::RateLimited.fail_info(),
             detail: format!(
@@ -132,7 +135,7 @@ fn check_intune_blocking(store: &dyn ProtectionStore, check: &IntuneUse, now: Un
                 UnixTime(retry_at).to_rfc3339()
             ),
         },
-        Err(e) => unavailable(e),
+        Err(e) => Verdict::Unavailable(e.to_string()),
     }
 }
 
