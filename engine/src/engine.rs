@@ -232,6 +232,28 @@ impl PendingIssue {
         }
     }
 
+    /// The enrolment the engine's Intune checks admitted: one an Intune
+    /// Connector challenge authorised ([`crate::issue::Authorization::Intune`]),
+    /// or a renewal by certificate counted against an Intune profile's
+    /// per-device limit ([`crate::issue::Authorization::ExistingCertificate`]
+    /// with `intune_rate_subject`). A service with a durable or shared store
+    /// claims the nonce and counts the device there before asking the issuer.
+    pub fn intune_challenge(&self) -> Option<&crate::issue::EnrollRequest> {
+        use crate::issue::Authorization;
+        match &self.request {
+            IssueRequest::Enroll(e) | IssueRequest::Renew(crate::issue::RenewRequest { enroll: e, .. })
+                if matches!(
+                    e.authorization,
+                    Authorization::Intune { .. }
+                        | Authorization::ExistingCertificate { intune_rate_subject: Some(_), .. }
+                ) =>
+            {
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+
     /// The enrolment a profile in Intune API mode must have validated by
     /// Intune before asking the issuer
     /// ([`crate::issue::Authorization::IntuneApiChallenge`]).

@@ -508,13 +508,16 @@ fn enrol(
             .ok_or_else(|| Failure::new(FailInfo::BAD_REQUEST, "bad_challenge", "CSR carries no challenge password"))?,
         (Some(_), Some((validator, challenge))) => check_intune(validator, challenge, &csr, &sans, now, outcome)?,
         (Some(old), None) => {
+            let mut intune_rate_subject = None;
             if let Some(validator) = &config.intune {
                 outcome.intune_renewal = true;
+                let subject = name_to_string(old.subject);
                 validator
-                    .admit_certificate_renewal(&name_to_string(old.subject), now)
+                    .admit_certificate_renewal(&subject, now)
                     .map_err(|r| Failure::new(r.fail_info, r.label.as_str(), r.detail))?;
+                intune_rate_subject = Some(subject);
             }
-            Authorization::ExistingCertificate { serial: old.serial.to_vec() }
+            Authorization::ExistingCertificate { serial: old.serial.to_vec(), intune_rate_subject }
         }
         (None, _) => check_challenge(engine, &csr, &sans, now, outcome)?.ok_or_else(|| {
             not_renewable.unwrap_or_else(|| {
@@ -671,7 +674,13 @@ fn check_intune(
         Ok(claims) => {
             let id = claims.identity();
             outcome.intune = Some(id.clone());
-            Ok(Authorization::Intune { subject: id.subject, issuer: id.issuer, nonce: id.nonce })
+            Ok(Authorization::Intune {
+                subject: id.subject,
+                issuer: id.issuer,
+                nonce: id.nonce,
+                replay_scope: claims.replay_scope,
+                replay_until: claims.replay_until,
+            })
         }
         Err(rejection) => {
             outcome.intune = rejection.identity.clone();

@@ -9,6 +9,7 @@
 //! an `.await`.
 
 use crate::codes::FailInfo;
+use crate::time::UnixTime;
 use crate::x509::SubjectAltName;
 
 /// One request for the issuer (RFC 8894 §3.3 message types that need the CA).
@@ -113,6 +114,14 @@ pub enum Authorization {
         issuer: String,
         /// Claim `nonce`.
         nonce: String,
+        /// The nonce's replay scope (the signing anchor's,
+        /// [`crate::intune::ValidatedChallenge::replay_scope`]). The engine's
+        /// in-memory replay cache has accepted (scope, nonce); a service with a
+        /// durable or shared store must also claim it there before issuing.
+        replay_scope: String,
+        /// Until when the nonce must be refused
+        /// ([`crate::intune::ValidatedChallenge::replay_until`]).
+        replay_until: UnixTime,
     },
     /// A one-time challenge was presented on a profile in one-time mode. The
     /// engine has checked everything else; the transport must consume the
@@ -140,6 +149,11 @@ pub enum Authorization {
     ExistingCertificate {
         /// Serial of the authenticating certificate (magnitude bytes).
         serial: Vec<u8>,
+        /// On an Intune profile, the subject (rendered) the renewal was
+        /// counted under in the engine's in-memory per-device rate limiter
+        /// ([`crate::intune::IntuneValidator::admit_certificate_renewal`]); a
+        /// service with a durable or shared store counts it there too.
+        intune_rate_subject: Option<String>,
     },
     /// The profile requires no challenge (explicitly configured open enrolment).
     None,

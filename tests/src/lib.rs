@@ -10,10 +10,12 @@
 //! - [`intune_connector`]: a test Intune Certificate Connector (own key pair,
 //!   self-signed trust anchor, minted JWS challenges).
 
+//! - [`database`]: PostgreSQL databases and clusters for the shared-store tests.
 //! - [`missing_tool`]: what a test does when a program it needs is absent.
 
 pub mod client;
 pub mod compliance_webhook;
+pub mod database;
 pub mod intune_connector;
 pub mod intune_standin;
 pub mod real_clients;

@@ -401,6 +401,8 @@ pub enum Signal {
     Hup,
     /// SIGTERM: scepd answers in-flight requests, then exits 0.
     Term,
+    /// SIGKILL: the process dies at once, as in a crash (`kill -9`).
+    Kill,
 }
 
 impl Signal {
@@ -409,6 +411,7 @@ impl Signal {
         match self {
             Self::Hup => "-HUP",
             Self::Term => "-TERM",
+            Self::Kill => "-KILL",
         }
     }
 }

@@ -222,6 +222,13 @@ pub struct ValidatedChallenge {
     pub san_rfc822: Vec<String>,
     /// Claim `san_upn`.
     pub san_upn: Vec<String>,
+    /// Gate 7's scope of the nonce (the signing anchor's replay scope,
+    /// [`TrustAnchor::replay_scope`]): a durable replay store keys the nonce by
+    /// (scope, nonce), as the in-memory cache does.
+    pub replay_scope: String,
+    /// Until when gate 7 keeps the nonce (the challenge can no longer pass
+    /// the time gate after it): how long a durable replay store must refuse it.
+    pub replay_until: UnixTime,
 }
 
 impl ValidatedChallenge {
@@ -230,6 +237,10 @@ impl ValidatedChallenge {
         IntuneIdentity { subject: self.subject.clone(), issuer: self.issuer.clone(), nonce: self.nonce.clone() }
     }
 }
+
+/// The `iss` under which renewals by certificate are counted (with the
+/// certificate's subject as `sub`): it can never meet a Connector's claims.
+pub const CERTIFICATE_RENEWAL_ISSUER: &str = "scepd:certificate-renewal";
 
 /// Per-label decision counters (lock-free), plus `success`.
 #[derive(Debug, Default)]
@@ -260,8 +271,24 @@ impl IntuneCounters {
     /// (and were counted as `success`): the decision moves from `success` to
     /// `compliance_failed`, so each challenge is counted once.
     pub fn record_compliance_refusal(&self) {
-        let _ = self.success.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
-        self.rejected[Label::ComplianceFailed.index()].fetch_add(1, Ordering::Relaxed);
+        self.overturn_success(Label::ComplianceFailed);
+    }
+
+    /// Moves one decision the gates counted as `success` to `label`: a
+    /// challenge the engine accepted that a check after it (the service's
+    /// durable replay store or rate-limit windows, the compliance gate)
+    /// refused.
+    pub fn overturn_success(&self, label: Label) {
+        // Saturating: a reset or a reload between the two counts must not wrap.
+        let _ = self.success.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.rejected[label.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one refusal with `label` made after the engine's checks for a
+    /// decision the gates did not count as `success` (a renewal by
+    /// certificate refused by a durable rate-limit window).
+    pub fn count_rejection(&self, label: Label) {
+        self.rejected[label.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     fn record(&self, result: &Result<ValidatedChallenge, Rejection>) {
@@ -518,7 +545,7 @@ impl IntuneValidator {
     pub fn admit_certificate_renewal(&self, certificate_subject: &str, now: UnixTime) -> Result<(), Rejection> {
         let result = self
             .rate
-            .check_and_record(&self.profile, certificate_subject, "scepd:certificate-renewal", now)
+            .check_and_record(&self.profile, certificate_subject, CERTIFICATE_RENEWAL_ISSUER, now)
             .map_err(|e| {
                 let detail = match e {
                     RateLimitError::Limited { limit, retry_at } => format!(
@@ -643,6 +670,8 @@ impl IntuneValidator {
             san_dns: owned(&claims.san_dns),
             san_rfc822: owned(&claims.san_rfc822),
             san_upn: owned(&claims.san_upn),
+            replay_scope: scope.to_string(),
+            replay_until: expires,
         };
 
         // Gate 9 (compliance) needs IO: the transport runs it (module docs).

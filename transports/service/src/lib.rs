@@ -51,4 +51,4 @@ pub use settings::start::StartOptions;
 pub use settings::{ServerSettings, TlsSettings};
 pub use state::{Profile, Profiles, ServiceState, Started};
 pub use tls::{ConnectionInfo, ReloadableTls};
-pub use wiring::{CheckReport, check_config};
+pub use wiring::{CheckReport, check_config, migrate};

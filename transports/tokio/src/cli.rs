@@ -45,6 +45,20 @@ pub(crate) enum Command {
     /// Validate the configuration (file and CERTCTL_* environment: every profile, key and file) without
     /// writing anything, list what the first `serve` would create, and exit (0 valid, 1 invalid).
     CheckConfig(CheckArgs),
+    /// Apply the store's pending schema migrations (SQLite in the data dir, or the PostgreSQL database of
+    /// `[store] url` or CERTCTL_DATABASE_URL) and exit. `serve` applies them too, under the same lock, so
+    /// nodes starting at once are safe; this runs them ahead of a rolling upgrade.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "SCEPD_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory (overrides server.data_dir; default ./scepd-data).
+    #[arg(long, env = "SCEPD_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

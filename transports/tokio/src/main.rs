@@ -1,5 +1,6 @@
-//! scepd: `scepd serve` (tokio by default, `--transport smol`) and `scepd check-config`
-//! (writes nothing; exit status 0 when the configuration is valid, 1 otherwise).
+//! scepd: `scepd serve` (tokio by default, `--transport smol`), `scepd check-config`
+//! (writes nothing; exit status 0 when the configuration is valid, 1 otherwise) and
+//! `scepd migrate` (applies the store's pending schema migrations).
 //!
 //! Logs go to stderr (`RUST_LOG` filter, `--log-format text|json`); stdout
 //! carries only the lines an operator or a script reads:
@@ -40,6 +41,23 @@ fn main() -> ExitCode {
                             println!("  {entry}");
                         }
                     }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("scepd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Migrate(args) => {
+            let options = StartOptions { config: args.config, data_dir: args.data_dir, ..StartOptions::default() };
+            match scep_service::migrate(&options) {
+                Ok((store, before, after)) if before == after => {
+                    println!("{store}: schema at version {after}; nothing to migrate");
+                    ExitCode::SUCCESS
+                }
+                Ok((store, before, after)) => {
+                    println!("{store}: schema migrated from version {before} to {after}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -43,10 +43,21 @@ use scep_engine::{Action, Engine, FailInfo, Outcome, PendingIssue, Request, Resp
 use scep_issuers::{IssueOutcome, Issuer};
 
 use crate::intune::api::{IntuneApi, IssuedFacts};
-use crate::intune::compliance::{ComplianceGate, Verdict};
+use crate::intune::compliance::{ComplianceGate, Verdict as ComplianceVerdict};
 
 use crate::state::metrics::{ChallengeEvent, Metrics};
 use crate::store::challenges::{ChallengeStore, Consumption, Presentation};
+use crate::store::protection::{IntuneUse, NonceUse, Verdict};
+
+/// The durable protection state an Intune-authorised enrolment is checked
+/// against after the engine's in-memory checks ([`crate::store::protection`]).
+#[derive(Clone, Copy)]
+pub struct DurableProtection<'a> {
+    /// The store (SQLite or the shared PostgreSQL database).
+    pub store: &'a Arc<dyn scep_store::ProtectionStore>,
+    /// The profile's Intune validator (its rate limit and counters).
+    pub intune: Option<&'a scep_engine::intune::IntuneValidator>,
+}
 
 /// Where one-time challenges are consumed and counted.
 #[derive(Clone, Copy)]
@@ -89,12 +100,16 @@ pub struct IntuneHooks<'a> {
     pub api: Option<&'a IntuneApi>,
     /// The compliance gate (gate 9).
     pub compliance: Option<&'a Arc<ComplianceGate>>,
+    /// The durable replay and rate-limit state the Intune checks end in
+    /// (without it, only the engine's in-memory checks run).
+    pub protection: Option<DurableProtection<'a>>,
 }
 
 /// As [`drive()`], consuming one-time challenges in `challenges` (without a
 /// store, a request presenting one is refused), having Intune validate
-/// requests on a profile in Intune API mode through `intune.api`, checking
-/// device compliance through `intune.compliance`, and also
+/// requests on a profile in Intune API mode through `intune.api`, claiming
+/// Intune Connector nonces and counting devices in `intune.protection`,
+/// checking device compliance through `intune.compliance`, and also
 /// returning the time spent in the issuer when it was asked (the issuance
 /// latency metric).
 pub async fn drive_with<N>(
@@ -123,6 +138,13 @@ where
                             Err(refused) => return (refused, None),
                         }
                     }
+                };
+                let pending = match (intune.protection, intune_use(&pending, intune.protection)) {
+                    (Some(protection), Some(check)) => match protect(pending, protection, check, now()).await {
+                        Ok(pending) => pending,
+                        Err(refused) => return (refused, None),
+                    },
+                    _ => pending,
                 };
                 if pending.intune_api_challenge().is_some() {
                     return issue_with_intune_api(pending, issuer, intune, &now).await;
@@ -283,17 +305,84 @@ where
         return Ok(pending);
     };
     match gate.check(enrol).await {
-        Verdict::Allow(detail) => {
+        ComplianceVerdict::Allow(detail) => {
             let detail = match &pending.outcome().detail {
                 Some(before) => format!("{before}; {detail}"),
                 None => detail,
             };
             Ok(pending.with_detail(detail))
         }
-        Verdict::Refuse(detail) => {
+        ComplianceVerdict::Refuse(detail) => {
             tracing::warn!(target: "scepd::intune", profile = %pending.outcome().profile,
                 transaction_id = %enrol.transaction_id, detail = %detail, "compliance gate: not issued");
             Err(pending.refuse(FailInfo::BAD_REQUEST, "compliance_failed", detail, now()))
+        }
+    }
+}
+
+/// What the durable store must check for an enrolment the engine's Intune
+/// checks admitted (a Connector challenge, or a renewal by certificate on an
+/// Intune profile).
+fn intune_use(pending: &PendingIssue, protection: Option<DurableProtection<'_>>) -> Option<IntuneUse> {
+    let enrol = pending.intune_challenge()?;
+    let limit = protection.and_then(|p| p.intune).map_or(0, |v| v.settings().per_device_rate_limit_24h);
+    let (nonce, subject, issuer) = match &enrol.authorization {
+        Authorization::Intune { subject, issuer, nonce, replay_scope, replay_until } => (
+            Some(NonceUse { scope: replay_scope.clone(), nonce: nonce.clone(), until: *replay_until }),
+            subject.clone(),
+            issuer.clone(),
+        ),
+        Authorization::ExistingCertificate { intune_rate_subject: Some(subject), .. } => {
+            (None, subject.clone(), scep_engine::intune::CERTIFICATE_RENEWAL_ISSUER.to_string())
+        }
+        _ => return None,
+    };
+    Some(IntuneUse {
+        profile: enrol.profile.clone(),
+        nonce,
+        subject,
+        issuer,
+        limit,
+        window_secs: scep_engine::intune::RATE_WINDOW_SECS,
+    })
+}
+
+/// Claims the nonce and counts the device in the durable store: `Ok` with
+/// the request to issue, or `Err` with the answer (a signed refusal, or 503
+/// when the store does not answer: never a certificate on local state alone).
+async fn protect(
+    pending: PendingIssue,
+    protection: DurableProtection<'_>,
+    check: IntuneUse,
+    now: UnixTime,
+) -> Result<PendingIssue, Response> {
+    let profile = check.profile.clone();
+    let challenge = check.nonce.is_some();
+    match crate::store::protection::check_intune(protection.store.clone(), check, now).await {
+        Verdict::Admitted => Ok(pending),
+        Verdict::Refused { label, fail_info, detail } => {
+            if let Some(validator) = protection.intune {
+                // A challenge was counted `success` by the gates; a renewal by
+                // certificate was not counted yet.
+                if challenge {
+                    validator.counters().overturn_success(label);
+                } else {
+                    validator.counters().count_rejection(label);
+                }
+            }
+            Err(pending.refuse(fail_info, label.as_str(), detail, now))
+        }
+        Verdict::Unavailable(why) => {
+            tracing::error!(target: "scepd::store", profile, error = %why, "protection store unavailable: answering 503");
+            let mut outcome = pending.outcome().clone();
+            outcome.label = "store_unavailable";
+            outcome.detail = Some(format!("Intune nonce and rate-limit store unavailable: {why}"));
+            Err(Response {
+                status: 503,
+                content_type: "text/plain; charset=utf-8",
+                body: b"service unavailable: the shared store cannot be reached; retry later\n".to_vec(),
+                outcome,
+            })
         }
     }
 }

@@ -49,7 +49,7 @@ use hyper::service::Service;
 use scep_engine::time::UnixTime;
 use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
 
-use crate::http::drive::{IntuneHooks, OneTimeChallenges, drive_with};
+use crate::http::drive::{DurableProtection, IntuneHooks, OneTimeChallenges, drive_with};
 use crate::query::parse_query;
 use crate::settings::audit::DiscoveryAudit;
 use crate::settings::profile::is_valid_name;
@@ -468,6 +468,25 @@ impl ScepService {
         .await
     }
 
+    /// `/healthz`: `200 ok`, and a line on the protection store (issue 18).
+    /// The status stays 200 while the store is unreachable: discovery (and
+    /// every request that needs no store) is still answered, so a balancer
+    /// must not take every node out at once; the line (`store: <backend>
+    /// unreachable: why`) and the 503s of enrolments say what is wrong.
+    async fn health(&self) -> (Response, LogFields) {
+        let Some(store) = self.state.protection().cloned() else {
+            return plain(200, "health", "ok\n");
+        };
+        let backend = store.backend();
+        match blocking::unblock(move || store.health(true)).await {
+            scep_store::StoreHealth::Reachable => plain(200, "health", &format!("ok\nstore: {backend} reachable\n")),
+            scep_store::StoreHealth::Unreachable(why) => {
+                let why = why.replace(['\r', '\n'], " ");
+                plain(200, "health_store_unreachable", &format!("ok\nstore: {backend} unreachable: {why}\n"))
+            }
+        }
+    }
+
     async fn answer<B>(&self, req: http::Request<B>, connection: Option<&ConnectionInfo>) -> (Response, LogFields)
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -485,7 +504,7 @@ impl ScepService {
             }
             Route::Health => {
                 return match parts.method {
-                    HttpMethod::GET | HttpMethod::HEAD => plain(200, "health", "ok\n"),
+                    HttpMethod::GET | HttpMethod::HEAD => self.health().await,
                     _ => plain(405, "method_not_allowed", "method not allowed\n"),
                 };
             }
@@ -569,11 +588,19 @@ impl ScepService {
             .state
             .challenges()
             .map(|store| OneTimeChallenges { store: store.as_ref(), metrics: self.state.metrics() });
+        let protection = self
+            .state
+            .protection()
+            .map(|store| DurableProtection { store, intune: profile.intune.as_ref().map(|i| &i.validator) });
         let (response, issuance) = drive_with(
             &profile.engine,
             &*profile.issuer,
             challenges,
-            IntuneHooks { api: profile.intune_api.as_ref(), compliance: profile.intune_compliance.as_ref() },
+            IntuneHooks {
+                api: profile.intune_api.as_ref(),
+                compliance: profile.intune_compliance.as_ref(),
+                protection,
+            },
             request,
             UnixTime::now,
         )

@@ -355,7 +355,13 @@ mod tests {
             SubjectAltName::Uri("tag:microsoft.com,2022-09-14:sid:S-1-5-21-1".into()),
             SubjectAltName::Uri("intunedeviceid://0a1b2c3d-0000-4000-8000-000000000001/".into()),
         ];
-        let connector = Authorization::Intune { subject: "dev-sub".into(), issuer: "conn".into(), nonce: "n".into() };
+        let connector = Authorization::Intune {
+            subject: "dev-sub".into(),
+            issuer: "conn".into(),
+            nonce: "n".into(),
+            replay_scope: "p".into(),
+            replay_until: scep_engine::time::UnixTime::from_secs(0),
+        };
         assert_eq!(
             device_of(&enrol(connector, san.clone())),
             Some(Device { id: "dev-sub".into(), source: DeviceIdSource::ClaimSub })

@@ -22,6 +22,7 @@
 //! | `CERTCTL_SCEP_PROFILE_<NAME>_INTUNE_RENEWAL_BY_CERTIFICATE` | `intune_renewal_by_certificate` |
 //! | `CERTCTL_SCEP_PUBLIC_URL` | `[server] public_url` |
 //! | `CERTCTL_SCEP_OCSP_SIGNER` | `[server] ocsp_signer` |
+//! | `CERTCTL_DATABASE_URL=postgres://...` | `[store] url` (the shared PostgreSQL store) |
 //! | `CERTCTL_API_KEYS_NAMED=name:key[:admin\|:reader],...` | `[[api_key]]` (replaces the file's list; any other third field is refused) |
 //!
 //! `<NAME>` is the profile name upper-cased (`corp` → `CORP`); the URL uses
@@ -52,6 +53,8 @@ const PROFILE_PREFIX: &str = "CERTCTL_SCEP_PROFILE_";
 const API_KEYS: &str = "CERTCTL_API_KEYS_NAMED";
 const PUBLIC_URL: &str = "CERTCTL_SCEP_PUBLIC_URL";
 const OCSP_SIGNER: &str = "CERTCTL_SCEP_OCSP_SIGNER";
+/// The variable certctl itself uses for its PostgreSQL database.
+pub const DATABASE_URL: &str = "CERTCTL_DATABASE_URL";
 
 /// How a per-profile variable's value is read.
 #[derive(Clone, Copy)]
@@ -193,6 +196,12 @@ pub fn apply(file: &mut ConfigFile, vars: &[(String, String)]) -> Result<Applied
             // Validated with the rest of [server]; the error names the key.
             file.server.public_url = Some(value.clone());
             applied.origins.push(("server.public_url".to_string(), var.clone()));
+            continue;
+        }
+        if var == DATABASE_URL {
+            // Takes precedence over the file's [store] url; validated with [store].
+            file.store.url = Some(value.clone());
+            applied.origins.push(("store.url".to_string(), var.clone()));
             continue;
         }
         if var == OCSP_SIGNER {

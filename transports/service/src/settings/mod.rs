@@ -12,6 +12,7 @@
 //! | this one | the file, the `[server]` table, the parsing helpers |
 //! | [`profile`] | `[[profile]]` entries |
 //! | [`audit`] | `[audit]` |
+//! | [`store`] | `[store]` (SQLite or the shared PostgreSQL store) |
 //! | [`api_keys`] | `[[api_key]]` |
 //! | [`issuers`] | `[[issuer]]` |
 //!
@@ -70,11 +71,13 @@ pub mod env;
 pub mod issuers;
 pub mod profile;
 pub mod start;
+pub mod store;
 
 use api_keys::ApiKeySection;
 use audit::{AuditSection, AuditSettings};
 use issuers::IssuerSection;
 use profile::ProfileSection;
+use store::StoreSection;
 
 /// Default listen address: loopback only; serving the network is an explicit choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -120,6 +123,9 @@ pub struct ConfigFile {
     /// `[[issuer]]` entries (remote issuers, referenced by profiles by id).
     #[serde(default, rename = "issuer")]
     pub issuers: Vec<IssuerSection>,
+    /// `[store]` (the shared store: SQLite or PostgreSQL).
+    #[serde(default)]
+    pub store: StoreSection,
 }
 
 /// The `[server]` table, as written (every key optional).
@@ -228,6 +234,8 @@ pub struct ServerSettings {
     pub ocsp_signer: scep_issuers::ocsp::ResponderSigning,
     /// The audit log (`[audit]`).
     pub audit: AuditSettings,
+    /// The shared store (`[store]`, `CERTCTL_DATABASE_URL`).
+    pub store: scep_store::StoreSettings,
 }
 
 impl Default for ServerSettings {
@@ -251,6 +259,7 @@ impl Default for ServerSettings {
             public_url: None,
             ocsp_signer: scep_issuers::ocsp::ResponderSigning::Delegated,
             audit: AuditSettings::default(),
+            store: scep_store::StoreSettings::default(),
         }
     }
 }
@@ -379,6 +388,7 @@ impl ServerSection {
                 .transpose()?
                 .unwrap_or(defaults.ocsp_signer),
             audit: AuditSettings::default(),
+            store: scep_store::StoreSettings::default(),
         })
     }
 }

@@ -67,6 +67,10 @@ pub struct ServiceState {
     /// What relying parties fetch under `/pki/` (the local CA's CRL and
     /// certificate, its OCSP responder); `None` without a local CA.
     pub(crate) relying_parties: Option<Arc<scep_issuers::ocsp::OcspResponder>>,
+    /// The durable protection state (Intune replay nonces, per-device
+    /// rate-limit windows): SQLite or the shared PostgreSQL store. Every
+    /// state `load` builds has one; without it only the in-memory checks run.
+    pub(crate) protection: Option<Arc<dyn scep_store::ProtectionStore>>,
 }
 
 impl ServiceState {
@@ -85,7 +89,21 @@ impl ServiceState {
             auth_limit: AuthFailureLimit::default(),
             challenges: None,
             relying_parties: None,
+            protection: None,
         }
+    }
+
+    /// This state checking Intune nonces and rate-limit windows in `store`
+    /// too (across restarts, and across nodes when it is shared).
+    #[must_use]
+    pub fn with_protection(mut self, store: Arc<dyn scep_store::ProtectionStore>) -> Self {
+        self.protection = Some(store);
+        self
+    }
+
+    /// The durable protection store, when there is one.
+    pub fn protection(&self) -> Option<&Arc<dyn scep_store::ProtectionStore>> {
+        self.protection.as_ref()
     }
 
     /// This state publishing the CRL, CA certificate and OCSP answers of

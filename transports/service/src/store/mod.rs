@@ -1,10 +1,15 @@
 //! Durable storage: the audit log (SQLite, one writer thread, group commit)
 //! and the one-time challenge passwords ([`challenges`]: the
-//! [`challenges::ChallengeStore`] contract and its SQLite implementation);
-//! the rest of the shared store (certificate lifecycle, PostgreSQL) belongs
-//! here next to them.
+//! [`challenges::ChallengeStore`] contract and its SQLite implementation;
+//! [`challenges_pg`]: on the shared PostgreSQL store);
+//! the durable protection state around the engine ([`protection`]: Intune
+//! replay nonces and rate-limit windows in `scep_store`, SQLite or the
+//! shared PostgreSQL store); the rest of the shared store (certificate
+//! lifecycle, audit trail and challenges on PostgreSQL) belongs here next to them.
 //!
 //! May import: `settings` only.
 
 pub mod audit;
 pub mod challenges;
+pub mod challenges_pg;
+pub mod protection;

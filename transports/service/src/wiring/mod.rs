@@ -84,13 +84,22 @@ impl ServiceState {
         let owner: Arc<OnceLock<Weak<Self>>> = Arc::new(OnceLock::new());
         let pending: Arc<Mutex<Vec<ExpiredChallenge>>> = Arc::default();
         let (report_to, queue) = (owner.clone(), pending.clone());
-        let challenges = SqliteChallenges::open(
-            &SqliteChallenges::file(&settings.data_dir),
+        let on_expired: crate::store::challenges::ExpiryObserver =
             Box::new(move |expired| match report_to.get().and_then(Weak::upgrade) {
                 Some(state) => state.challenge_expired(expired),
                 None => queue.lock().unwrap_or_else(PoisonError::into_inner).push(expired.clone()),
-            }),
-        )?;
+            });
+        // The protection store first: it applies the migrations the shared
+        // challenge table is part of.
+        let protection = open_protection(&settings)?;
+        let challenges: Arc<dyn crate::store::challenges::ChallengeStore> = match &settings.store.backend {
+            scep_store::Backend::Sqlite => {
+                Arc::new(SqliteChallenges::open(&SqliteChallenges::file(&settings.data_dir), on_expired)?)
+            }
+            scep_store::Backend::Postgres(pg) => {
+                Arc::new(crate::store::challenges_pg::PostgresChallenges::open(pg, on_expired)?)
+            }
+        };
         let ocsp_signer = settings.ocsp_signer;
         let state = Arc::new(Self {
             settings,
@@ -100,7 +109,8 @@ impl ServiceState {
             audit: Some(audit),
             metrics: Metrics::default(),
             auth_limit: crate::state::auth_limit::AuthFailureLimit::default(),
-            challenges: Some(Arc::new(challenges)),
+            challenges: Some(challenges),
+            protection: Some(protection),
             relying_parties: match &local_ca {
                 Some(ca) => Some(Arc::new(
                     scep_issuers::ocsp::OcspResponder::new((**ca).clone(), ocsp_signer)
@@ -265,6 +275,7 @@ fn build_file(
 ) -> Result<Loaded, ConfigError> {
     let mut settings = file.server.validate(base)?;
     settings.audit = file.audit.validate(base)?;
+    settings.store = file.store.validate(base)?;
     apply_overrides(&mut settings, options);
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
     let issuers = issuers::build_issuers(&file.issuers, base)?;
@@ -315,6 +326,7 @@ fn bootstrap_load(
 ) -> Result<Loaded, ConfigError> {
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
+    settings.store = file.store.validate(None)?;
     settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
     if let Some(signer) = file.server.ocsp_signer.as_deref() {
         settings.ocsp_signer = settings::parse_ocsp_signer(signer)?;
@@ -362,6 +374,53 @@ pub struct CheckReport {
 /// environment) completely, every profile built and every key and file
 /// checked, the `[server.tls]` certificate and key and the audit database
 /// ([`AuditLog::check`]) included, without serving it and without writing to
+/// Opens the protection store `settings` name (applying pending
+/// migrations) and starts its purge of expired entries.
+///
+/// # Errors
+/// Naming `store.url` (or the SQLite file) and why.
+fn open_protection(settings: &ServerSettings) -> Result<Arc<dyn scep_store::ProtectionStore>, ConfigError> {
+    let store = scep_store::open(&settings.store, &settings.data_dir)
+        .map_err(|e| ConfigError(format!("store ({}): {e}", settings.store.describe())))?;
+    tracing::info!(store = %settings.store.describe(), "protection store open (Intune nonces, rate-limit windows)");
+    if matches!(settings.store.backend, scep_store::Backend::Postgres(_)) {
+        // Said at every start so that no operator mistakes this for full sharing.
+        tracing::warn!(
+            "the PostgreSQL store shares Intune replay nonces and rate-limit windows between nodes; the local CA's \
+             certificate index (revocations, CRL) and the audit log are still kept per node \
+             in the data directory (see docs/high-availability.md)"
+        );
+    }
+    crate::store::protection::start_purge(&store);
+    Ok(store)
+}
+
+/// Applies the store's pending schema migrations and reports the versions
+/// before and after: `scepd migrate`.
+///
+/// # Errors
+/// The first problem with the configuration or the database, named.
+pub fn migrate(options: &StartOptions) -> Result<(String, i64, i64), ConfigError> {
+    let vars = options.env.clone().unwrap_or_else(env::from_process);
+    // Only what names the store: the file's [server] and [store], the
+    // environment on top, the command line's data directory.
+    let (mut file, base) = match &options.config {
+        Some(path) => (settings::read(path)?, path.parent().filter(|p| !p.as_os_str().is_empty())),
+        None => (ConfigFile::default(), None),
+    };
+    let applied = env::apply(&mut file, &vars)?;
+    let mut settings = file.server.validate(base).map_err(|e| applied.annotate(e))?;
+    apply_overrides(&mut settings, options);
+    settings.store = file.store.validate(base).map_err(|e| applied.annotate(e))?;
+    if matches!(settings.store.backend, scep_store::Backend::Sqlite) {
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| ConfigError(format!("data directory {}: {e}", settings.data_dir.display())))?;
+    }
+    let (before, after) = scep_store::migrate(&settings.store, &settings.data_dir)
+        .map_err(|e| ConfigError(format!("store ({}): {e}", settings.store.describe())))?;
+    Ok((settings.store.describe(), before, after))
+}
+
 /// the data directory: `scepd check-config`. The local CA is checked as
 /// [`check::DryRun`] describes; what `serve` would create is reported.
 /// Without a file and without `CERTCTL_SCEP_PROFILES` there is nothing to
@@ -388,6 +447,17 @@ pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> 
         dry_run.note_missing(parent, "audit log directory");
     }
     dry_run.note_missing(&audit_file, "audit log database");
+    // The store: connection and schema (changing nothing).
+    let (found, expected) = scep_store::check(&loaded.settings.store, data_dir)
+        .map_err(|e| ConfigError(format!("store ({}): {e}", loaded.settings.store.describe())))?;
+    if matches!(loaded.settings.store.backend, scep_store::Backend::Sqlite) {
+        dry_run.note_missing(&scep_store::sqlite::SqliteStore::file(data_dir), "protection store database");
+    } else if found < expected {
+        dry_run.would_create.push(format!(
+            "store schema: {} at version {found}; serve or `scepd migrate` brings it to {expected}",
+            loaded.settings.store.describe()
+        ));
+    }
     let profiles = loaded.profiles.names().into_iter().map(str::to_string).collect();
     drop(loaded);
     Ok(CheckReport { profiles, would_create: std::mem::take(&mut dry_run.would_create) })
