@@ -101,6 +101,7 @@ impl Pki {
             signing_time_tolerance: Some(3600),
             max_message_size: 256 * 1024,
             rng: Arc::new(SystemRandom),
+            crypto: scep_engine::crypto::default_provider().clone(),
             sans: scep_engine::config::SanPolicy::default(),
             intune: None,
         };

@@ -258,6 +258,10 @@ pub struct ProfileConfig {
     pub max_message_size: usize,
     /// Randomness for nonces, IVs and content keys.
     pub rng: Arc<dyn RandomSource>,
+    /// The algorithms the engine verifies, digests, seals and opens with
+    /// ([`crate::crypto::default_provider`] unless a test or the operator
+    /// chose another). The RA keys carry their own implementation.
+    pub crypto: Arc<dyn crate::crypto::CryptoProvider>,
     /// Intune Connector challenge validation, when the profile enables it.
     /// Challenges that do not look like a Connector JWS (gate 1) still go to
     /// the static password.

@@ -1,4 +1,12 @@
-//! Cryptographic algorithms and keys, all backed by aws-lc-rs.
+//! Cryptographic algorithms and keys, behind a [`provider::CryptoProvider`].
+//!
+//! The algorithm enums here ([`DigestAlg`], [`SignatureAlg`], [`ContentCipher`])
+//! name what a message asks for; their convenience methods run on the
+//! process-wide [`provider::default_provider`] (aws-lc-rs unless built without
+//! the `aws-lc` feature). The engine itself uses the provider of the profile
+//! (`ProfileConfig::crypto`). The key types ([`RsaPrivateKey`], [`RaKey`],
+//! [`SigningKey`], ...) wrap an `Arc<dyn` [`provider::PrivateKey`]`>`, so a key
+//! held by an HSM serves wherever a software key does.
 //!
 //! The engine never draws OS randomness itself: nonces, IVs, content keys and
 //! serial numbers come from the [`RandomSource`] in the configuration, so tests
@@ -6,9 +14,18 @@
 //! padding inside aws-lc use its own generator; that never affects the bytes a
 //! test compares.)
 
-use aws_lc_rs::{cipher, digest, rand::SecureRandom, rsa, signature};
+use std::sync::Arc;
 
 use crate::oid;
+
+#[cfg(feature = "aws-lc")]
+pub mod aws_lc;
+pub mod provider;
+
+#[cfg(not(any(feature = "aws-lc", feature = "rustcrypto")))]
+compile_error!("scep-engine needs a crypto provider: enable the `aws-lc` or the `rustcrypto` feature");
+
+pub use provider::{CryptoProvider, GeneratedKey, KeyKind, PrivateKey, default_provider};
 
 /// Source of the randomness the engine needs (nonces, IVs, content keys, serials).
 pub trait RandomSource: Send + Sync + std::fmt::Debug {
@@ -16,16 +33,16 @@ pub trait RandomSource: Send + Sync + std::fmt::Debug {
     fn fill(&self, buf: &mut [u8]);
 }
 
-/// The operating system's CSPRNG (through aws-lc). The production source.
+/// The operating system's CSPRNG (through the default provider). The production source.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemRandom;
 
 impl RandomSource for SystemRandom {
     fn fill(&self, buf: &mut [u8]) {
-        // aws-lc's generator only fails when the OS entropy source is gone, in which
+        // The generator only fails when the OS entropy source is gone, in which
         // case no cryptographic service can continue safely.
         #[allow(clippy::expect_used)]
-        aws_lc_rs::rand::SystemRandom::new().fill(buf).expect("OS random source failed");
+        default_provider().fill_random(buf).expect("OS random source failed");
     }
 }
 
@@ -93,27 +110,25 @@ impl DigestAlg {
         }
     }
 
-    fn algorithm(self) -> &'static digest::Algorithm {
+    /// Digest output length in bytes.
+    pub const fn output_len(self) -> usize {
         match self {
-            Self::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
-            Self::Sha256 => &digest::SHA256,
-            Self::Sha384 => &digest::SHA384,
-            Self::Sha512 => &digest::SHA512,
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
         }
     }
 
-    /// Digests `data`.
+    /// Digests `data` (default provider).
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        digest::digest(self.algorithm(), data).as_ref().to_vec()
+        default_provider().digest(self, &[data])
     }
 
-    /// Digests the concatenation of `parts` without copying them together.
+    /// Digests the concatenation of `parts` without copying them together
+    /// (default provider).
     pub fn digest_parts(self, parts: &[&[u8]]) -> Vec<u8> {
-        let mut ctx = digest::Context::new(self.algorithm());
-        for p in parts {
-            ctx.update(p);
-        }
-        ctx.finish().as_ref().to_vec()
+        default_provider().digest(self, parts)
     }
 
     /// The digest to sign our own replies with: the request's digest, raised to
@@ -210,67 +225,35 @@ impl ContentCipher {
         }
     }
 
-    #[allow(deprecated)]
-    fn algorithm(self) -> &'static cipher::Algorithm {
-        match self {
-            Self::DesCbc => &cipher::DES_FOR_LEGACY_USE_ONLY,
-            Self::DesEde3Cbc => &cipher::DES_EDE3_FOR_LEGACY_USE_ONLY,
-            Self::Aes128Cbc => &cipher::AES_128,
-            Self::Aes192Cbc => &cipher::AES_192,
-            Self::Aes256Cbc => &cipher::AES_256,
-        }
-    }
-
-    fn iv_context(self, iv: &[u8]) -> Result<cipher::DecryptionContext, CipherError> {
-        Ok(match self.iv_len() {
-            8 => cipher::DecryptionContext::Iv64(<[u8; 8]>::try_from(iv).map_err(|_| CipherError)?.into()),
-            _ => cipher::DecryptionContext::Iv128(<[u8; 16]>::try_from(iv).map_err(|_| CipherError)?.into()),
-        })
-    }
-
     /// Decrypts CBC ciphertext in place and removes PKCS#7 padding, returning the
-    /// plaintext length.
+    /// plaintext length (default provider).
     ///
     /// # Errors
     /// [`CipherError`] for a wrong key/IV size, a weak DES key, or bad padding.
     pub fn decrypt(self, key: &[u8], iv: &[u8], buf: &mut [u8]) -> Result<usize, CipherError> {
-        if key.len() != self.key_len() || iv.len() != self.iv_len() {
-            return Err(CipherError);
-        }
-        let unbound = cipher::UnboundCipherKey::new(self.algorithm(), key).map_err(|_| CipherError)?;
-        let dk = cipher::PaddedBlockDecryptingKey::cbc_pkcs7(unbound).map_err(|_| CipherError)?;
-        let ctx = self.iv_context(iv)?;
-        let plain = dk.decrypt(buf, ctx).map_err(|_| CipherError)?;
-        Ok(plain.len())
+        default_provider().decrypt_content(self, key, iv, buf)
     }
 
-    /// Encrypts `plaintext` with PKCS#7 padding under `key` and `iv`.
+    /// Encrypts `plaintext` with PKCS#7 padding under `key` and `iv` (default provider).
     ///
     /// # Errors
     /// [`CipherError`] for a wrong key/IV size or a weak DES key.
     pub fn encrypt(self, key: &[u8], iv: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CipherError> {
-        if key.len() != self.key_len() || iv.len() != self.iv_len() {
-            return Err(CipherError);
-        }
-        let unbound = cipher::UnboundCipherKey::new(self.algorithm(), key).map_err(|_| CipherError)?;
-        let ek = cipher::PaddedBlockEncryptingKey::cbc_pkcs7(unbound).map_err(|_| CipherError)?;
-        let ctx = match self.iv_context(iv)? {
-            cipher::DecryptionContext::Iv64(v) => cipher::EncryptionContext::Iv64(v),
-            cipher::DecryptionContext::Iv128(v) => cipher::EncryptionContext::Iv128(v),
-            _ => return Err(CipherError),
-        };
-        let mut buf = plaintext.to_vec();
-        ek.less_safe_encrypt(&mut buf, ctx).map_err(|_| CipherError)?;
-        Ok(buf)
+        default_provider().encrypt_content(self, key, iv, plaintext)
+    }
+
+    /// Generates a content key from `rng` (default provider's weak-key check).
+    pub fn generate_key(self, rng: &dyn RandomSource) -> Vec<u8> {
+        self.generate_key_with(&**default_provider(), rng)
     }
 
     /// Generates a content key from `rng`, re-drawing the (astronomically rare)
-    /// DES keys that aws-lc refuses as weak or with equal sub-keys.
-    pub fn generate_key(self, rng: &dyn RandomSource) -> Vec<u8> {
+    /// DES keys that `provider` refuses as weak or with equal sub-keys.
+    pub fn generate_key_with(self, provider: &dyn CryptoProvider, rng: &dyn RandomSource) -> Vec<u8> {
         let mut key = vec![0u8; self.key_len()];
         for _ in 0..16 {
             rng.fill(&mut key);
-            if self.iv_len() == 16 || cipher::UnboundCipherKey::new(self.algorithm(), &key).is_ok() {
+            if self.iv_len() == 16 || provider.accepts_content_key(self, &key) {
                 break;
             }
         }
@@ -340,170 +323,66 @@ impl SignatureAlg {
         })
     }
 
-    /// Verifies `signature` over `message` with `key`.
+    /// Verifies `signature` over `message` with `key` (default provider).
     ///
     /// # Errors
     /// [`VerifyError`] when the key type does not fit the algorithm, the key is
     /// unusable, or the signature is wrong.
     pub fn verify(self, key: PublicKeyRef<'_>, message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
-        let (alg, pk, _) = self.select(key).ok_or(VerifyError)?;
-        alg.verify_sig(pk, message, signature).map_err(|_| VerifyError)
+        default_provider().verify(self, key, &[message], signature)
     }
 
     /// Verifies `signature` over the concatenation of `parts` without copying
     /// them together (e.g. CMS signedAttrs re-tagged as SET, RFC 5652 §5.4:
-    /// `[&[0x31], &signed_attrs[1..]]`).
+    /// `[&[0x31], &signed_attrs[1..]]`), with the default provider.
     ///
     /// # Errors
     /// As [`SignatureAlg::verify`].
     pub fn verify_parts(self, key: PublicKeyRef<'_>, parts: &[&[u8]], signature: &[u8]) -> Result<(), VerifyError> {
-        let (alg, pk, digest_alg) = self.select(key).ok_or(VerifyError)?;
-        let mut ctx = digest::Context::new(digest_alg.algorithm());
-        for p in parts {
-            ctx.update(p);
-        }
-        alg.verify_digest_sig(pk, &ctx.finish(), signature).map_err(|_| VerifyError)
+        default_provider().verify(self, key, parts, signature)
+    }
+}
+/// An error loading or using a private key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyError {
+    message: String,
+    unavailable: bool,
+}
+
+impl KeyError {
+    /// A key that is malformed, refused, or failed to operate.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), unavailable: false }
     }
 
-    /// The aws-lc verification algorithm, key bytes and the digest it hashes with.
-    fn select(
-        self,
-        key: PublicKeyRef<'_>,
-    ) -> Option<(&'static dyn signature::VerificationAlgorithm, &[u8], DigestAlg)> {
-        Some(match (self, key) {
-            (Self::RsaPkcs1(d), PublicKeyRef::Rsa(pk)) => (
-                match d {
-                    DigestAlg::Sha1 => &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
-                    DigestAlg::Sha256 => &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
-                    DigestAlg::Sha384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-                    DigestAlg::Sha512 => &signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
-                },
-                pk,
-                d,
-            ),
-            (Self::Ecdsa(d), PublicKeyRef::EcP256(pk)) => match d {
-                DigestAlg::Sha384 => (&signature::ECDSA_P256_SHA384_ASN1, pk, d),
-                DigestAlg::Sha512 => (&signature::ECDSA_P256_SHA512_ASN1, pk, d),
-                _ => (&signature::ECDSA_P256_SHA256_ASN1, pk, DigestAlg::Sha256),
-            },
-            (Self::Ecdsa(d), PublicKeyRef::EcP384(pk)) => match d {
-                DigestAlg::Sha256 | DigestAlg::Sha1 => (&signature::ECDSA_P384_SHA256_ASN1, pk, DigestAlg::Sha256),
-                DigestAlg::Sha512 => (&signature::ECDSA_P384_SHA512_ASN1, pk, d),
-                DigestAlg::Sha384 => (&signature::ECDSA_P384_SHA384_ASN1, pk, d),
-            },
-            _ => return None,
-        })
+    /// A key that cannot be reached at the moment (an HSM token removed, its
+    /// session lost): the operation may succeed later, and a transport
+    /// answers 503 rather than a failure.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { message: message.into(), unavailable: true }
+    }
+
+    /// Whether this is [`KeyError::unavailable`].
+    pub const fn is_unavailable(&self) -> bool {
+        self.unavailable
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
-/// An error loading or using a private key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyError(pub String);
-
 impl std::fmt::Display for KeyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for KeyError {}
 
-/// An RSA private key: signs (PKCS#1 v1.5) and unwraps CMS content keys.
-pub struct RsaPrivateKey {
-    signing: signature::RsaKeyPair,
-    decrypting: rsa::Pkcs1PrivateDecryptingKey,
-    spki_der: Vec<u8>,
-}
-
-impl std::fmt::Debug for RsaPrivateKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RsaPrivateKey").field("bits", &(self.signing.public_modulus_len() * 8)).finish()
-    }
-}
-
-impl RsaPrivateKey {
-    /// Loads a PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`) DER key.
-    ///
-    /// # Errors
-    /// When the bytes are not an RSA key aws-lc accepts (e.g. < 2048 bits).
-    pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
-        let pkcs8 = if signature::RsaKeyPair::from_pkcs8(der).is_ok() {
-            std::borrow::Cow::Borrowed(der)
-        } else {
-            std::borrow::Cow::Owned(rsa_pkcs1_to_pkcs8(der))
-        };
-        let signing = signature::RsaKeyPair::from_pkcs8(&pkcs8)
-            .map_err(|e| KeyError(format!("not a usable RSA private key: {e}")))?;
-        let pdk = rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8)
-            .map_err(|e| KeyError(format!("not a usable RSA decryption key: {e}")))?;
-        let decrypting = rsa::Pkcs1PrivateDecryptingKey::new(pdk)
-            .map_err(|e| KeyError(format!("RSA key unusable for PKCS#1 v1.5: {e}")))?;
-        use aws_lc_rs::encoding::AsDer as _;
-        let spki_der = signature::KeyPair::public_key(&signing)
-            .as_der()
-            .map_err(|e| KeyError(format!("cannot encode public key: {e}")))?
-            .as_ref()
-            .to_vec();
-        Ok(Self { signing, decrypting, spki_der })
-    }
-
-    /// Generates a new key of `bits` (2048, 3072 or 4096) and returns it with its PKCS#8 DER.
-    ///
-    /// # Errors
-    /// For an unsupported size.
-    pub fn generate(bits: usize) -> Result<(Self, Vec<u8>), KeyError> {
-        use aws_lc_rs::encoding::AsDer as _;
-        let size = match bits {
-            2048 => rsa::KeySize::Rsa2048,
-            3072 => rsa::KeySize::Rsa3072,
-            4096 => rsa::KeySize::Rsa4096,
-            other => return Err(KeyError(format!("unsupported RSA key size {other}"))),
-        };
-        let kp = signature::RsaKeyPair::generate(size).map_err(|e| KeyError(e.to_string()))?;
-        let der = kp.as_der().map_err(|e| KeyError(e.to_string()))?.as_ref().to_vec();
-        Ok((Self::from_der(&der)?, der))
-    }
-
-    /// The SubjectPublicKeyInfo DER.
-    pub fn spki_der(&self) -> &[u8] {
-        &self.spki_der
-    }
-
-    /// Modulus length in bytes (= signature length).
-    pub fn modulus_len(&self) -> usize {
-        self.signing.public_modulus_len()
-    }
-
-    /// Signs `message` with PKCS#1 v1.5 and `digest` (SHA-1 is raised to SHA-256).
-    ///
-    /// # Errors
-    /// Only on an internal aws-lc failure.
-    pub fn sign(&self, digest: DigestAlg, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let enc: &'static dyn signature::RsaEncoding = match digest.for_reply() {
-            DigestAlg::Sha384 => &signature::RSA_PKCS1_SHA384,
-            DigestAlg::Sha512 => &signature::RSA_PKCS1_SHA512,
-            _ => &signature::RSA_PKCS1_SHA256,
-        };
-        let mut sig = vec![0u8; self.modulus_len()];
-        self.signing
-            .sign(enc, &aws_lc_rs::rand::SystemRandom::new(), message, &mut sig)
-            .map_err(|e| KeyError(format!("RSA signing failed: {e}")))?;
-        Ok(sig)
-    }
-
-    /// Unwraps a PKCS#1 v1.5 encrypted content key (RFC 5652 §6.2.1 KeyTransRecipientInfo).
-    ///
-    /// Returns `None` on any failure. Callers must not reveal the failure
-    /// separately from later failures (see `envelope`: implicit rejection).
-    pub fn decrypt_pkcs1(&self, ciphertext: &[u8]) -> Option<Vec<u8>> {
-        let mut out = vec![0u8; self.decrypting.min_output_size()];
-        let n = self.decrypting.decrypt(ciphertext, &mut out).ok()?.len();
-        out.truncate(n);
-        Some(out)
-    }
-}
-
 /// Wraps a PKCS#1 RSAPrivateKey in a PKCS#8 PrivateKeyInfo (RFC 5208 §5).
+#[cfg_attr(not(feature = "aws-lc"), allow(dead_code))]
 fn rsa_pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
     let mut w = crate::wire::Writer::with_capacity(pkcs1.len() + 32);
     w.sequence(|w| {
@@ -516,68 +395,193 @@ fn rsa_pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
     w.into_vec()
 }
 
-/// An ECDSA P-256 private key signing with SHA-256, as a CA uses (an RA uses
-/// [`EcdsaPrivateKey`]).
-pub struct EcPrivateKey {
-    pair: signature::EcdsaKeyPair,
-    spki_der: Vec<u8>,
+/// The integer an ECDSA signature on `curve` signs for `hash`, as FIPS 186-4
+/// §6.4 defines it, as an octet string of the curve order's length: the
+/// leftmost bits of the hash, as many as the order has. A longer hash
+/// (SHA-384/512 on P-256, SHA-512 on P-384) is truncated; a shorter one
+/// (SHA-256 on P-384) is left-padded with zero octets, which leaves its
+/// integer value unchanged.
+pub fn ecdsa_hash_to_order_len(hash: &[u8], curve: EcCurve) -> Vec<u8> {
+    let order_len = curve.order_len();
+    let mut e = vec![0u8; order_len];
+    let taken = hash.len().min(order_len);
+    let (_, tail) = e.split_at_mut(order_len - taken);
+    tail.copy_from_slice(hash.get(..taken).unwrap_or_default());
+    e
 }
 
-impl std::fmt::Debug for EcPrivateKey {
+/// Converts a fixed-size ECDSA signature (`r || s`, each the curve order's
+/// length, as JWS ES256 carries it: RFC 7518 §3.4) to a DER `ECDSA-Sig-Value`
+/// (RFC 5753 §2.1.1). `None` for an odd or empty length.
+pub fn ecdsa_fixed_to_der(fixed: &[u8]) -> Option<Vec<u8>> {
+    if fixed.is_empty() || !fixed.len().is_multiple_of(2) {
+        return None;
+    }
+    let (r, s) = fixed.split_at(fixed.len() / 2);
+    let mut w = crate::wire::Writer::with_capacity(fixed.len() + 8);
+    w.sequence(|w| {
+        w.unsigned_integer(r).unsigned_integer(s);
+    });
+    Some(w.into_vec())
+}
+
+/// An RSA private key: signs (PKCS#1 v1.5) and unwraps CMS content keys.
+#[derive(Clone)]
+pub struct RsaPrivateKey {
+    key: Arc<dyn PrivateKey>,
+    modulus_bits: usize,
+}
+
+impl std::fmt::Debug for RsaPrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EcPrivateKey(P-256)")
+        f.debug_struct("RsaPrivateKey").field("bits", &self.modulus_bits).field("key", &self.key).finish()
     }
 }
 
-impl EcPrivateKey {
-    /// Loads a PKCS#8 (or SEC1 `EC PRIVATE KEY`) P-256 key.
+impl RsaPrivateKey {
+    /// Loads a PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`) DER key
+    /// with the default provider.
     ///
     /// # Errors
-    /// When the key is not P-256 or malformed.
+    /// When the bytes are not an RSA key the provider accepts (e.g. < 2048 bits).
     pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
-        let alg = &signature::ECDSA_P256_SHA256_ASN1_SIGNING;
-        let pair = signature::EcdsaKeyPair::from_pkcs8(alg, der)
-            .or_else(|_| signature::EcdsaKeyPair::from_private_key_der(alg, der))
-            .map_err(|e| KeyError(format!("not a usable P-256 private key: {e}")))?;
-        use aws_lc_rs::encoding::AsDer as _;
-        let spki_der = signature::KeyPair::public_key(&pair)
-            .as_der()
-            .map_err(|e| KeyError(format!("cannot encode public key: {e}")))?
-            .as_ref()
-            .to_vec();
-        Ok(Self { pair, spki_der })
+        Self::from_der_with(&**default_provider(), der)
     }
 
-    /// Generates a new P-256 key and returns it with its PKCS#8 DER.
+    /// Loads a PKCS#8 or PKCS#1 DER key with `provider`.
     ///
     /// # Errors
-    /// Only on an internal aws-lc failure.
-    pub fn generate() -> Result<(Self, Vec<u8>), KeyError> {
-        let pair = signature::EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_ASN1_SIGNING)
-            .map_err(|e| KeyError(e.to_string()))?;
-        let der = pair.to_pkcs8v1().map_err(|e| KeyError(e.to_string()))?.as_ref().to_vec();
-        Ok((Self::from_der(&der)?, der))
+    /// As [`RsaPrivateKey::from_der`].
+    pub fn from_der_with(provider: &dyn CryptoProvider, der: &[u8]) -> Result<Self, KeyError> {
+        let key =
+            provider.load_private_key(der).map_err(|e| KeyError::new(format!("not a usable RSA private key: {e}")))?;
+        Self::from_key(key)
+    }
+
+    /// Wraps a key from any source (a provider, a PKCS#11 token).
+    ///
+    /// # Errors
+    /// When `key` is not RSA.
+    pub fn from_key(key: Arc<dyn PrivateKey>) -> Result<Self, KeyError> {
+        match key.kind() {
+            KeyKind::Rsa { modulus_bits } => Ok(Self { key, modulus_bits }),
+            other => Err(KeyError::new(format!("not a usable RSA private key: the key is {}", other.label()))),
+        }
+    }
+
+    /// Generates a new key of `bits` (2048, 3072 or 4096) with the default
+    /// provider and returns it with its PKCS#8 DER.
+    ///
+    /// # Errors
+    /// For an unsupported size.
+    pub fn generate(bits: usize) -> Result<(Self, Vec<u8>), KeyError> {
+        let g = default_provider().generate_private_key(KeyKind::Rsa { modulus_bits: bits })?;
+        Ok((Self::from_key(g.key)?, g.pkcs8_der))
+    }
+
+    /// The key behind this handle.
+    pub fn private_key(&self) -> &Arc<dyn PrivateKey> {
+        &self.key
     }
 
     /// The SubjectPublicKeyInfo DER.
     pub fn spki_der(&self) -> &[u8] {
-        &self.spki_der
+        self.key.spki_der()
+    }
+
+    /// Modulus length in bytes (= signature length).
+    pub const fn modulus_len(&self) -> usize {
+        self.modulus_bits.div_ceil(8)
+    }
+
+    /// Signs `message` with PKCS#1 v1.5 and `digest` (SHA-1 is raised to SHA-256).
+    ///
+    /// # Errors
+    /// On a failure of the key ([`KeyError::is_unavailable`] for an absent token).
+    pub fn sign(&self, digest: DigestAlg, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.key.sign(digest, message)
+    }
+
+    /// Unwraps a PKCS#1 v1.5 encrypted content key (RFC 5652 §6.2.1
+    /// KeyTransRecipientInfo): see [`PrivateKey::decrypt_pkcs1v15`].
+    ///
+    /// # Errors
+    /// Only when the key is unavailable; every ciphertext-dependent failure is `Ok(None)`.
+    pub fn decrypt_pkcs1v15(&self, ciphertext: &[u8]) -> Result<Option<Vec<u8>>, KeyError> {
+        self.key.decrypt_pkcs1v15(ciphertext)
+    }
+
+    /// [`RsaPrivateKey::decrypt_pkcs1v15`] with an unavailable key folded
+    /// into `None`, for tests and tools.
+    ///
+    /// Callers must not reveal the failure separately from later failures
+    /// (see `envelope`: implicit rejection).
+    pub fn decrypt_pkcs1(&self, ciphertext: &[u8]) -> Option<Vec<u8>> {
+        self.key.decrypt_pkcs1v15(ciphertext).ok().flatten()
+    }
+}
+
+/// An ECDSA P-256 private key signing with SHA-256, as a CA uses (an RA uses
+/// [`EcdsaPrivateKey`]).
+#[derive(Clone, Debug)]
+pub struct EcPrivateKey {
+    key: Arc<dyn PrivateKey>,
+}
+
+impl EcPrivateKey {
+    /// Loads a PKCS#8 (or SEC1 `EC PRIVATE KEY`) P-256 key with the default provider.
+    ///
+    /// # Errors
+    /// When the key is not P-256 or malformed.
+    pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
+        let key = default_provider()
+            .load_private_key(der)
+            .map_err(|e| KeyError::new(format!("not a usable P-256 private key: {e}")))?;
+        Self::from_key(key)
+    }
+
+    /// Wraps a key from any source.
+    ///
+    /// # Errors
+    /// When `key` is not ECDSA P-256.
+    pub fn from_key(key: Arc<dyn PrivateKey>) -> Result<Self, KeyError> {
+        match key.kind() {
+            KeyKind::Ec(EcCurve::P256) => Ok(Self { key }),
+            other => Err(KeyError::new(format!("not a usable P-256 private key: the key is {}", other.label()))),
+        }
+    }
+
+    /// Generates a new P-256 key with the default provider and returns it
+    /// with its PKCS#8 DER.
+    ///
+    /// # Errors
+    /// Only on an internal failure.
+    pub fn generate() -> Result<(Self, Vec<u8>), KeyError> {
+        let g = default_provider().generate_private_key(KeyKind::Ec(EcCurve::P256))?;
+        Ok((Self::from_key(g.key)?, g.pkcs8_der))
+    }
+
+    /// The key behind this handle.
+    pub fn private_key(&self) -> &Arc<dyn PrivateKey> {
+        &self.key
+    }
+
+    /// The SubjectPublicKeyInfo DER.
+    pub fn spki_der(&self) -> &[u8] {
+        self.key.spki_der()
     }
 
     /// Signs `message` (ECDSA P-256 with SHA-256, ASN.1 DER signature).
     ///
     /// # Errors
-    /// Only on an internal aws-lc failure.
+    /// On a failure of the key.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        self.pair
-            .sign(&aws_lc_rs::rand::SystemRandom::new(), message)
-            .map(|s| s.as_ref().to_vec())
-            .map_err(|e| KeyError(format!("ECDSA signing failed: {e}")))
+        self.key.sign(DigestAlg::Sha256, message)
     }
 }
 
 /// A signing key of either supported kind, as a CA uses.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum SigningKey {
     /// RSA (PKCS#1 v1.5).
     Rsa(RsaPrivateKey),
@@ -586,16 +590,38 @@ pub enum SigningKey {
 }
 
 impl SigningKey {
-    /// Loads an RSA or P-256 key from PKCS#8/PKCS#1/SEC1 DER.
+    /// Loads an RSA or P-256 key from PKCS#8/PKCS#1/SEC1 DER with the default provider.
     ///
     /// # Errors
     /// When the key is neither.
     pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
-        match RsaPrivateKey::from_der(der) {
-            Ok(k) => Ok(Self::Rsa(k)),
-            Err(rsa_err) => {
-                EcPrivateKey::from_der(der).map(Self::EcP256).map_err(|ec_err| KeyError(format!("{rsa_err}; {ec_err}")))
-            }
+        Self::from_der_with(&**default_provider(), der)
+    }
+
+    /// Loads an RSA or P-256 key from PKCS#8/PKCS#1/SEC1 DER with `provider`.
+    ///
+    /// # Errors
+    /// When the key is neither.
+    pub fn from_der_with(provider: &dyn CryptoProvider, der: &[u8]) -> Result<Self, KeyError> {
+        Self::from_key(provider.load_private_key(der)?)
+    }
+
+    /// Wraps a key from any source.
+    ///
+    /// # Errors
+    /// When `key` is neither RSA nor ECDSA P-256.
+    pub fn from_key(key: Arc<dyn PrivateKey>) -> Result<Self, KeyError> {
+        match key.kind() {
+            KeyKind::Rsa { .. } => RsaPrivateKey::from_key(key).map(Self::Rsa),
+            _ => EcPrivateKey::from_key(key).map(Self::EcP256),
+        }
+    }
+
+    /// The key behind this handle.
+    pub fn private_key(&self) -> &Arc<dyn PrivateKey> {
+        match self {
+            Self::Rsa(k) => k.private_key(),
+            Self::EcP256(k) => k.private_key(),
         }
     }
 
@@ -631,7 +657,7 @@ impl SigningKey {
     /// Signs `message` with `digest` (RSA) or SHA-256 (P-256).
     ///
     /// # Errors
-    /// Only on an internal aws-lc failure.
+    /// On a failure of the key.
     pub fn sign(&self, digest: DigestAlg, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         match self {
             Self::Rsa(k) => k.sign(digest, message),
@@ -640,8 +666,8 @@ impl SigningKey {
     }
 }
 
-/// The NIST curve of an [`EcdsaPrivateKey`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The NIST curve of an ECDSA key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EcCurve {
     /// P-256 (secp256r1).
     P256,
@@ -658,26 +684,8 @@ impl EcCurve {
         }
     }
 
-    /// The aws-lc signing algorithm the key is loaded with. Its digest is only
-    /// used for the length of the value handed to [`EcdsaPrivateKey::sign`].
-    fn signing_algorithm(self) -> &'static signature::EcdsaSigningAlgorithm {
-        match self {
-            Self::P256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            Self::P384 => &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
-        }
-    }
-
-    /// The digest [`EcCurve::signing_algorithm`] is bound to; its output length
-    /// is the curve order's.
-    fn bound_digest(self) -> &'static digest::Algorithm {
-        match self {
-            Self::P256 => &digest::SHA256,
-            Self::P384 => &digest::SHA384,
-        }
-    }
-
-    /// Length in bytes of the curve order (and of [`EcCurve::bound_digest`]'s output).
-    const fn order_len(self) -> usize {
+    /// Length in bytes of the curve order (and of the field elements).
+    pub const fn order_len(self) -> usize {
         match self {
             Self::P256 => 32,
             Self::P384 => 48,
@@ -690,54 +698,52 @@ impl EcCurve {
 /// RFC 5753 §2.1.1) needs. (The CA's [`EcPrivateKey`] signs P-256 with
 /// SHA-256 only.) ECDSA keys cannot receive CMS key transport, so an RA with
 /// one only signs.
+#[derive(Clone, Debug)]
 pub struct EcdsaPrivateKey {
-    pair: signature::EcdsaKeyPair,
+    key: Arc<dyn PrivateKey>,
     curve: EcCurve,
-    spki_der: Vec<u8>,
-}
-
-impl std::fmt::Debug for EcdsaPrivateKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EcdsaPrivateKey({})", self.curve.name())
-    }
 }
 
 impl EcdsaPrivateKey {
     /// Loads a P-256 or P-384 key from PKCS#8 (`PRIVATE KEY`) or SEC1
-    /// (`EC PRIVATE KEY`) DER.
+    /// (`EC PRIVATE KEY`) DER with the default provider.
     ///
     /// # Errors
-    /// When the bytes are not a P-256 or P-384 key aws-lc accepts.
+    /// When the bytes are not a P-256 or P-384 key the provider accepts.
     pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
-        let mut failures = Vec::with_capacity(2);
-        for curve in [EcCurve::P256, EcCurve::P384] {
-            let alg = curve.signing_algorithm();
-            match signature::EcdsaKeyPair::from_pkcs8(alg, der)
-                .or_else(|_| signature::EcdsaKeyPair::from_private_key_der(alg, der))
-            {
-                Ok(pair) => {
-                    use aws_lc_rs::encoding::AsDer as _;
-                    let spki_der = signature::KeyPair::public_key(&pair)
-                        .as_der()
-                        .map_err(|e| KeyError(format!("cannot encode public key: {e}")))?
-                        .as_ref()
-                        .to_vec();
-                    return Ok(Self { pair, curve, spki_der });
-                }
-                Err(e) => failures.push(format!("{}: {e}", curve.name())),
-            }
-        }
-        Err(KeyError(format!("not a usable ECDSA P-256 or P-384 private key ({})", failures.join("; "))))
+        let key = default_provider()
+            .load_private_key(der)
+            .map_err(|e| KeyError::new(format!("not a usable ECDSA P-256 or P-384 private key ({e})")))?;
+        Self::from_key(key)
     }
 
-    /// Generates a new key on `curve` and returns it with its PKCS#8 DER.
+    /// Wraps a key from any source.
     ///
     /// # Errors
-    /// Only on an internal aws-lc failure.
+    /// When `key` is not ECDSA.
+    pub fn from_key(key: Arc<dyn PrivateKey>) -> Result<Self, KeyError> {
+        match key.kind() {
+            KeyKind::Ec(curve) => Ok(Self { key, curve }),
+            other => Err(KeyError::new(format!(
+                "not a usable ECDSA P-256 or P-384 private key: the key is {}",
+                other.label()
+            ))),
+        }
+    }
+
+    /// Generates a new key on `curve` with the default provider and returns
+    /// it with its PKCS#8 DER.
+    ///
+    /// # Errors
+    /// Only on an internal failure.
     pub fn generate(curve: EcCurve) -> Result<(Self, Vec<u8>), KeyError> {
-        let pair = signature::EcdsaKeyPair::generate(curve.signing_algorithm()).map_err(|e| KeyError(e.to_string()))?;
-        let der = pair.to_pkcs8v1().map_err(|e| KeyError(e.to_string()))?.as_ref().to_vec();
-        Ok((Self::from_der(&der)?, der))
+        let g = default_provider().generate_private_key(KeyKind::Ec(curve))?;
+        Ok((Self::from_key(g.key)?, g.pkcs8_der))
+    }
+
+    /// The key behind this handle.
+    pub fn private_key(&self) -> &Arc<dyn PrivateKey> {
+        &self.key
     }
 
     /// The key's curve.
@@ -747,35 +753,18 @@ impl EcdsaPrivateKey {
 
     /// The SubjectPublicKeyInfo DER.
     pub fn spki_der(&self) -> &[u8] {
-        &self.spki_der
+        self.key.spki_der()
     }
 
     /// Signs `message` hashed with `digest` (SHA-1 is raised to SHA-256, as
     /// [`DigestAlg::for_reply`]), giving a DER `ECDSA-Sig-Value`
-    /// (RFC 5753 §2.1.1; RFC 5758 §3.2).
-    ///
-    /// aws-lc binds an ECDSA key to one digest, so the hash is computed here
-    /// and converted to the integer ECDSA signs as FIPS 186-4 §6.4 defines it:
-    /// the leftmost bits of the hash, as many as the curve order has. A longer
-    /// hash (SHA-384/512 on P-256, SHA-512 on P-384) is truncated; a shorter
-    /// one (SHA-256 on P-384) is left-padded with zero octets, which leaves
-    /// its integer value unchanged.
+    /// (RFC 5753 §2.1.1; RFC 5758 §3.2; the hash converted as
+    /// [`ecdsa_hash_to_order_len`]).
     ///
     /// # Errors
-    /// Only on an internal aws-lc failure.
+    /// On a failure of the key.
     pub fn sign(&self, digest: DigestAlg, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let hash = digest.for_reply().digest(message);
-        let order_len = self.curve.order_len();
-        let mut e = vec![0u8; order_len];
-        let taken = hash.len().min(order_len);
-        let (_, tail) = e.split_at_mut(order_len - taken);
-        tail.copy_from_slice(hash.get(..taken).unwrap_or_default());
-        let imported = digest::Digest::import_less_safe(&e, self.curve.bound_digest())
-            .map_err(|e| KeyError(format!("ECDSA digest conversion failed: {e}")))?;
-        self.pair
-            .sign_digest(&imported)
-            .map(|s| s.as_ref().to_vec())
-            .map_err(|e| KeyError(format!("ECDSA signing failed: {e}")))
+        self.key.sign(digest, message)
     }
 }
 
@@ -786,7 +775,7 @@ impl EcdsaPrivateKey {
 /// (`ecdsa-with-SHA*`): it may be a profile's *signing* RA, with at least one
 /// RSA encryption RA beside it to receive the envelopes (see
 /// [`crate::Engine::with_encryption_ras`]).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum RaKey {
     /// RSA: signs and decrypts.
     Rsa(RsaPrivateKey),
@@ -807,16 +796,39 @@ impl From<EcdsaPrivateKey> for RaKey {
 }
 
 impl RaKey {
-    /// Loads an RSA (PKCS#8 or PKCS#1) or ECDSA P-256/P-384 (PKCS#8 or SEC1) DER key.
+    /// Loads an RSA (PKCS#8 or PKCS#1) or ECDSA P-256/P-384 (PKCS#8 or SEC1)
+    /// DER key with the default provider.
     ///
     /// # Errors
     /// When the key is neither, with both reasons.
     pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
-        match RsaPrivateKey::from_der(der) {
-            Ok(k) => Ok(Self::Rsa(k)),
-            Err(rsa_err) => EcdsaPrivateKey::from_der(der)
-                .map(Self::Ecdsa)
-                .map_err(|ec_err| KeyError(format!("{rsa_err}; {ec_err}"))),
+        Self::from_der_with(&**default_provider(), der)
+    }
+
+    /// As [`RaKey::from_der`] with `provider`.
+    ///
+    /// # Errors
+    /// When the key is neither, with both reasons.
+    pub fn from_der_with(provider: &dyn CryptoProvider, der: &[u8]) -> Result<Self, KeyError> {
+        Self::from_key(provider.load_private_key(der)?)
+    }
+
+    /// Wraps a key from any source (a provider, a PKCS#11 token).
+    ///
+    /// # Errors
+    /// Never for the kinds [`KeyKind`] has; kept fallible for future kinds.
+    pub fn from_key(key: Arc<dyn PrivateKey>) -> Result<Self, KeyError> {
+        match key.kind() {
+            KeyKind::Rsa { .. } => RsaPrivateKey::from_key(key).map(Self::Rsa),
+            KeyKind::Ec(_) => EcdsaPrivateKey::from_key(key).map(Self::Ecdsa),
+        }
+    }
+
+    /// The key behind this handle.
+    pub fn private_key(&self) -> &Arc<dyn PrivateKey> {
+        match self {
+            Self::Rsa(k) => k.private_key(),
+            Self::Ecdsa(k) => k.private_key(),
         }
     }
 
@@ -839,20 +851,14 @@ impl RaKey {
     /// What kind of key this is, for errors, logs and the admin API:
     /// `rsa-2048`, `ecdsa-p256`, ...
     pub fn kind(&self) -> String {
-        match self {
-            Self::Rsa(k) => format!("rsa-{}", k.modulus_len() * 8),
-            Self::Ecdsa(k) => match k.curve() {
-                EcCurve::P256 => "ecdsa-p256".to_string(),
-                EcCurve::P384 => "ecdsa-p384".to_string(),
-            },
-        }
+        self.private_key().kind().label()
     }
 
     /// Signs `message` with `digest` (raised from SHA-1 to SHA-256): PKCS #1
     /// v1.5 for RSA, a DER `ECDSA-Sig-Value` for ECDSA.
     ///
     /// # Errors
-    /// Only on an internal aws-lc failure.
+    /// On a failure of the key.
     pub fn sign(&self, digest: DigestAlg, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         match self {
             Self::Rsa(k) => k.sign(digest, message),
@@ -862,18 +868,13 @@ impl RaKey {
 }
 
 /// Encrypts a content key to an RSA public key (PKCS#1 v1.5, RFC 8894 §3.2.2 /
-/// RFC 5652 §6.2.1), given the recipient's SubjectPublicKeyInfo DER.
+/// RFC 5652 §6.2.1), given the recipient's SubjectPublicKeyInfo DER, with the
+/// default provider.
 ///
 /// # Errors
-/// When the SPKI is not an RSA key aws-lc accepts.
+/// When the SPKI is not an RSA key the provider accepts.
 pub fn rsa_encrypt_pkcs1(spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let pk = rsa::PublicEncryptingKey::from_der(spki_der)
-        .map_err(|e| KeyError(format!("recipient key is not a usable RSA key: {e}")))?;
-    let enc = rsa::Pkcs1PublicEncryptingKey::new(pk).map_err(|e| KeyError(e.to_string()))?;
-    let mut out = vec![0u8; enc.ciphertext_size()];
-    let n = enc.encrypt(plaintext, &mut out).map_err(|e| KeyError(e.to_string()))?.len();
-    out.truncate(n);
-    Ok(out)
+    default_provider().rsa_encrypt_pkcs1v15(spki_der, plaintext)
 }
 
 #[cfg(test)]
@@ -934,7 +935,7 @@ mod tests {
         let ra = RaKey::from_der(&der).unwrap();
         assert_eq!((ra.kind().as_str(), ra.spki_der()), ("rsa-2048", rsa.spki_der()));
         let e = RaKey::from_der(b"not a key").unwrap_err();
-        assert!(e.0.contains("RSA") && e.0.contains("P-256 or P-384"), "{e}");
+        assert!(e.message().contains("RSA") && e.message().contains("P-256 or P-384"), "{e}");
     }
 
     #[test]

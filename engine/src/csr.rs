@@ -118,9 +118,17 @@ impl<'a> CsrRef<'a> {
     /// # Errors
     /// [`VerifyError`] for an unsupported algorithm or key, or a bad signature.
     pub fn verify_signature(&self) -> Result<(), VerifyError> {
+        self.verify_signature_with(&**crate::crypto::default_provider())
+    }
+
+    /// [`CsrRef::verify_signature`] with `provider`.
+    ///
+    /// # Errors
+    /// As [`CsrRef::verify_signature`].
+    pub fn verify_signature_with(&self, provider: &dyn crate::crypto::CryptoProvider) -> Result<(), VerifyError> {
         let alg = SignatureAlg::from_oid(self.signature_alg, None).ok_or(VerifyError)?;
         let key = self.spki.public_key().map_err(|_| VerifyError)?;
-        alg.verify(key, self.info, self.signature)
+        provider.verify(alg, key, &[self.info], self.signature)
     }
 
     /// The subject's commonName values, in order.

@@ -7,7 +7,7 @@
 //! decryption failure. That denies a Bleichenbacher padding oracle.
 
 use crate::codes::FailInfo;
-use crate::crypto::{ContentCipher, RandomSource, RsaPrivateKey};
+use crate::crypto::{ContentCipher, CryptoProvider, RandomSource, RsaPrivateKey};
 use crate::message::CertIdRef;
 use crate::oid;
 use crate::wire::{DecodeError, Tlv, parse_single, tag};
@@ -59,6 +59,11 @@ pub enum EnvelopeError {
     /// The content key did not unwrap or the content did not decrypt; the two
     /// are deliberately indistinguishable. failInfo `badMessageCheck`.
     DecryptFailed,
+    /// The RA key could not be used at all, whatever the ciphertext (an HSM
+    /// token gone: [`crate::crypto::KeyError::is_unavailable`]). Not an
+    /// oracle: it does not depend on the request. failInfo `badMessageCheck`
+    /// if answered as a CertRep; a transport should rather answer 503.
+    KeyUnavailable,
 }
 
 impl EnvelopeError {
@@ -67,7 +72,7 @@ impl EnvelopeError {
         match self {
             Self::Malformed(_) => FailInfo::BAD_REQUEST,
             Self::UnsupportedKeyEncryption | Self::UnsupportedCipher | Self::CipherNotAllowed(_) => FailInfo::BAD_ALG,
-            Self::NoRecipient | Self::DecryptFailed => FailInfo::BAD_MESSAGE_CHECK,
+            Self::NoRecipient | Self::DecryptFailed | Self::KeyUnavailable => FailInfo::BAD_MESSAGE_CHECK,
         }
     }
 }
@@ -87,6 +92,7 @@ impl std::fmt::Display for EnvelopeError {
             Self::UnsupportedCipher => f.write_str("unsupported content-encryption algorithm"),
             Self::CipherNotAllowed(c) => write!(f, "content encryption {} not allowed", c.name()),
             Self::DecryptFailed => f.write_str("envelope decryption failed"),
+            Self::KeyUnavailable => f.write_str("the RA key is unavailable"),
         }
     }
 }
@@ -138,6 +144,21 @@ pub fn open_for(
     allowed: &[ContentCipher],
     rng: &dyn RandomSource,
 ) -> Result<Opened, EnvelopeError> {
+    open_for_with(&**crate::crypto::default_provider(), envelope, recipients, allowed, rng)
+}
+
+/// [`open_for`] with the content cipher of `provider` (the key transport is
+/// the recipient key's own).
+///
+/// # Errors
+/// As [`open_for`].
+pub fn open_for_with(
+    provider: &dyn CryptoProvider,
+    envelope: &[u8],
+    recipients: &[Recipient<'_>],
+    allowed: &[ContentCipher],
+    rng: &dyn RandomSource,
+) -> Result<Opened, EnvelopeError> {
     let (infos, eci) = enveloped_data(envelope)?;
     let Some((chosen, recipient)) =
         infos.iter().find_map(|k| recipients.iter().position(|r| k.rid.matches(&r.certificate)).map(|i| (k, i)))
@@ -169,15 +190,16 @@ pub fn open_for(
 
     // Implicit rejection: draw the substitute key first, then replace the
     // unwrapped key with it on any failure, so both paths do the same work.
-    let substitute = cipher.generate_key(rng);
-    let key = match ra_key.decrypt_pkcs1(chosen.encrypted_key) {
+    let substitute = cipher.generate_key_with(provider, rng);
+    let unwrapped = ra_key.decrypt_pkcs1v15(chosen.encrypted_key).map_err(|_| EnvelopeError::KeyUnavailable)?;
+    let key = match unwrapped {
         Some(k) if k.len() == cipher.key_len() => k,
         _ => substitute,
     };
     // COPY: the CMS decryption output (STYLE.md §4, allowed copy 2); for BER
     // chunked ciphertext the reassembled buffer is decrypted in place instead.
     let mut buf = encrypted.implicit_octets()?.into_owned();
-    let n = cipher.decrypt(&key, iv, &mut buf).map_err(|_| EnvelopeError::DecryptFailed)?;
+    let n = provider.decrypt_content(cipher, &key, iv, &mut buf).map_err(|_| EnvelopeError::DecryptFailed)?;
     buf.truncate(n);
     Ok(Opened { content: buf, cipher, recipient })
 }

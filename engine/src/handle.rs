@@ -367,7 +367,7 @@ fn authorize(
     }
     // RFC 8894 §3.2: the signature proves possession of the signer's key and
     // protects the attributes; nothing unsigned is trusted before this.
-    if let Err(e) = msg.verify() {
+    if let Err(e) = msg.verify_with(config.crypto.as_ref()) {
         return Err(Failure::new(e.fail_info(), "bad_signature", format!("request signature: {e}")));
     }
     let Some(signer) = msg.signer else {
@@ -449,7 +449,7 @@ fn enrol(
     let csr = CsrRef::parse(csr_der)
         .map_err(|e| Failure::new(FailInfo::BAD_REQUEST, "bad_csr", format!("PKCS#10 does not parse: {e}")))?;
     outcome.subject = Some(name_to_string(csr.subject));
-    if csr.verify_signature().is_err() {
+    if csr.verify_signature_with(config.crypto.as_ref()).is_err() {
         return Err(Failure::new(FailInfo::BAD_MESSAGE_CHECK, "bad_csr", "PKCS#10 signature does not verify"));
     }
     let sans = csr
@@ -685,7 +685,8 @@ fn check_intune(
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let da = DigestAlg::Sha256.digest(a);
     let db = DigestAlg::Sha256.digest(b);
-    aws_lc_rs::constant_time::verify_slices_are_equal(&da, &db).is_ok()
+    // Same length (one digest algorithm): fold every byte's difference, no early exit.
+    da.len() == db.len() && da.iter().zip(&db).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn check_key_policy(config: &ProfileConfig, csr: &CsrRef<'_>) -> Result<(), Failure> {
@@ -839,7 +840,14 @@ impl Engine {
                 key,
             });
         }
-        envelope::open_for(content, &recipients, &config.algorithms.ciphers, config.rng.as_ref()).map_err(|e| match e {
+        envelope::open_for_with(
+            config.crypto.as_ref(),
+            content,
+            &recipients,
+            &config.algorithms.ciphers,
+            config.rng.as_ref(),
+        )
+        .map_err(|e| match e {
             envelope::EnvelopeError::NoRecipient => {
                 let named = envelope::recipient_names(content).map(|n| n.join("; ")).unwrap_or_default();
                 Failure::new(
@@ -851,6 +859,9 @@ impl Engine {
                          signing RA cannot receive key transport)"
                     ),
                 )
+            }
+            envelope::EnvelopeError::KeyUnavailable => {
+                Failure::new(e.fail_info(), "ra_key_unavailable", format!("pkcsPKIEnvelope: {e}"))
             }
             _ => Failure::new(e.fail_info(), "decrypt_failed", format!("pkcsPKIEnvelope: {e}")),
         })
@@ -942,7 +953,8 @@ impl Engine {
 
     fn success(&self, reply: ReplyContext, mut outcome: Outcome, content: &[u8], now: UnixTime) -> Response {
         let sealed = CertificateRef::parse(&reply.recipient_cert).map_err(|e| e.to_string()).and_then(|recipient| {
-            pkcs7::seal(content, &recipient, reply.cipher, self.config.rng.as_ref()).map_err(|e| e.to_string())
+            pkcs7::seal_with(self.config.crypto.as_ref(), content, &recipient, reply.cipher, self.config.rng.as_ref())
+                .map_err(|e| e.to_string())
         });
         let envelope = match sealed {
             Ok(e) => e,
@@ -1018,6 +1030,7 @@ mod tests {
             signing_time_tolerance: None,
             max_message_size: 256 * 1024,
             rng: Arc::new(Fixed),
+            crypto: crate::crypto::default_provider().clone(),
             intune: None,
         }
     }

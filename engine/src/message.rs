@@ -488,6 +488,14 @@ impl<'a> PkiMessageRef<'a> {
     /// # Errors
     /// A [`VerifyFailure`]; [`VerifyFailure::fail_info`] gives the failInfo.
     pub fn verify(&self) -> Result<(), VerifyFailure> {
+        self.verify_with(&**crate::crypto::default_provider())
+    }
+
+    /// [`PkiMessageRef::verify`] with the digests and signature verification of `provider`.
+    ///
+    /// # Errors
+    /// As [`PkiMessageRef::verify`].
+    pub fn verify_with(&self, provider: &dyn crate::crypto::CryptoProvider) -> Result<(), VerifyFailure> {
         let digest = self.digest.ok_or(VerifyFailure::UnsupportedDigest)?;
         let alg = self.signature_alg.ok_or(VerifyFailure::UnsupportedSignatureAlg)?;
         let signer = self.signer.ok_or(VerifyFailure::SignerNotFound)?;
@@ -500,7 +508,7 @@ impl<'a> PkiMessageRef<'a> {
             return Err(VerifyFailure::ContentTypeMismatch);
         }
         let expected = self.message_digest.ok_or(VerifyFailure::MissingMessageDigest)?;
-        if digest.digest(&self.content) != expected {
+        if provider.digest(digest, &[&self.content]) != expected {
             return Err(VerifyFailure::MessageDigestMismatch);
         }
         // RFC 5652 §5.4: the signature covers the DER of the SET OF attributes,
@@ -508,7 +516,7 @@ impl<'a> PkiMessageRef<'a> {
         // (Every client seen, jscep's BER included, sends signedAttrs in DER; a
         // BER-encoded signedAttrs would not verify, as with OpenSSL.)
         let body = self.signed_attrs_raw.get(1..).unwrap_or_default();
-        alg.verify_parts(key, &[&[tag::SET], body], self.signature).map_err(|_| VerifyFailure::BadSignature)
+        provider.verify(alg, key, &[&[tag::SET], body], self.signature).map_err(|_| VerifyFailure::BadSignature)
     }
 }
 

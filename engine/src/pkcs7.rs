@@ -8,7 +8,7 @@
 //! Output is strict DER, with one deliberate exception documented on
 //! [`certs_only`].
 
-use crate::crypto::{ContentCipher, KeyError, RandomSource, rsa_encrypt_pkcs1};
+use crate::crypto::{ContentCipher, CryptoProvider, KeyError, RandomSource};
 use crate::oid;
 use crate::wire::{Writer, tag};
 use crate::x509::CertificateRef;
@@ -191,17 +191,32 @@ pub fn seal(
     cipher: ContentCipher,
     rng: &dyn RandomSource,
 ) -> Result<Vec<u8>, SealError> {
+    seal_with(&**crate::crypto::default_provider(), content, recipient_cert, cipher, rng)
+}
+
+/// [`seal`] with the key transport and content cipher of `provider`.
+///
+/// # Errors
+/// As [`seal`].
+pub fn seal_with(
+    provider: &dyn CryptoProvider,
+    content: &[u8],
+    recipient_cert: &CertificateRef<'_>,
+    cipher: ContentCipher,
+    rng: &dyn RandomSource,
+) -> Result<Vec<u8>, SealError> {
     if recipient_cert.spki.algorithm != oid::RSA_ENCRYPTION {
         return Err(SealError::RecipientNotRsa);
     }
-    let mut key = cipher.generate_key(rng);
+    let mut key = cipher.generate_key_with(provider, rng);
     let mut iv_buf = [0u8; 16];
     let iv = &mut iv_buf[..cipher.iv_len()];
     rng.fill(iv);
     let sealed = (|| {
         // RFC 5652 §6.2.1: the content-encryption key, encrypted to the recipient.
-        let encrypted_key = rsa_encrypt_pkcs1(recipient_cert.spki.raw, &key).map_err(SealError::RecipientKey)?;
-        let ciphertext = cipher.encrypt(&key, iv, content).map_err(|_| SealError::Cipher)?;
+        let encrypted_key =
+            provider.rsa_encrypt_pkcs1v15(recipient_cert.spki.raw, &key).map_err(SealError::RecipientKey)?;
+        let ciphertext = provider.encrypt_content(cipher, &key, iv, content).map_err(|_| SealError::Cipher)?;
         Ok(write_enveloped_data(recipient_cert, cipher, iv, &encrypted_key, &ciphertext))
     })();
     // Best effort: do not leave the content key in freed memory.

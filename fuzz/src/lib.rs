@@ -81,6 +81,7 @@ pub fn engine() -> &'static Engine {
             signing_time_tolerance: None,
             max_message_size: 256 * 1024,
             rng: Arc::new(FixedRandom),
+            crypto: scep_engine::crypto::default_provider().clone(),
             sans: scep_engine::config::SanPolicy::default(),
             intune: None,
         };

@@ -1,12 +1,12 @@
 //! JWS compact serialization (RFC 7515 §3.1, §7.1) for Connector challenges:
 //! split in place, decode, read `alg`, verify against the pinned anchors.
 
-use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::anchors::{AnchorKeyKind, TrustAnchorPool};
 use super::json::{Value, for_each_member};
+use crate::crypto::{DigestAlg, PublicKeyRef, SignatureAlg, ecdsa_fixed_to_der};
 use crate::time::UnixTime;
 
 /// Longest challenge accepted, in characters (a Connector challenge is ~1 KiB).
@@ -148,15 +148,19 @@ pub(crate) fn verify(challenge: &str, pool: &TrustAnchorPool, now: UnixTime) -> 
         return Err(JwsError::SignatureInvalid(format!("no trust anchor with a key for {}", alg.as_str())));
     }
     let verifies = |key: &[u8]| -> bool {
-        let try_alg =
-            |a: &'static dyn VerificationAlgorithm| UnparsedPublicKey::new(a, key).verify(signing_input, sig).is_ok();
         match alg {
-            JwsAlg::Rs256 => try_alg(&signature::RSA_PKCS1_2048_8192_SHA256),
+            // RFC 7518 §3.3 (anchors are RSA >= 2048 bits, checked when loaded).
+            JwsAlg::Rs256 => {
+                let key = PublicKeyRef::Rsa(key);
+                key.bits() >= 2048 && SignatureAlg::RsaPkcs1(DigestAlg::Sha256).verify(key, signing_input, sig).is_ok()
+            }
             JwsAlg::Es256 => {
                 // RFC 7518 §3.4: ES256 is the 64-byte r||s; accept ASN.1 DER too
                 // (some signers emit it), and DER if raw fails.
-                (sig.len() == 64 && try_alg(&signature::ECDSA_P256_SHA256_FIXED))
-                    || try_alg(&signature::ECDSA_P256_SHA256_ASN1)
+                let es256 = |der: &[u8]| {
+                    SignatureAlg::Ecdsa(DigestAlg::Sha256).verify(PublicKeyRef::EcP256(key), signing_input, der).is_ok()
+                };
+                (sig.len() == 64 && ecdsa_fixed_to_der(sig).is_some_and(|der| es256(&der))) || es256(sig)
             }
         }
     };

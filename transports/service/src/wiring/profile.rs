@@ -282,6 +282,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
         signing_time_tolerance: settings.signing_time_tolerance,
         max_message_size: settings.max_message_size,
         rng: Arc::new(SystemRandom),
+        crypto: scep_engine::crypto::default_provider().clone(),
         intune: intune.as_ref().map(|i| i.validator.clone()),
     };
     let engine = Engine::with_encryption_ras(config, encryption_ras)
