@@ -7,23 +7,11 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use scep_engine::crypto::{DigestAlg, EcCurve};
+use scep_engine::crypto::provider::{KeyKind, PrivateKey};
+use scep_engine::crypto::{DigestAlg, EcCurve, KeyError, ecdsa_fixed_to_der, ecdsa_hash_to_order_len};
 use scep_engine::oid;
 use scep_engine::wire::{Writer, parse_single, tag};
 use std::sync::{Arc, Mutex};
-
-/// The algorithm and size of a [`Pkcs11Key`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pkcs11KeyKind {
-    /// RSA with a modulus of this many bytes: signs (PKCS#1 v1.5) and
-    /// unwraps content keys.
-    Rsa {
-        /// Modulus length in bytes (= signature length).
-        modulus_len: usize,
-    },
-    /// ECDSA on this curve: signs only.
-    Ecdsa(EcCurve),
-}
 
 /// How the key unwraps PKCS#1 v1.5 key transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,9 +28,11 @@ pub struct Pkcs11Key {
     selector: TokenSelector,
     pin: PinSource,
     uri: KeyUri,
-    kind: Pkcs11KeyKind,
+    kind: KeyKind,
     spki_der: Vec<u8>,
     unwrap: Unwrap,
+    /// The RSA modulus (big-endian, no leading zeros); empty for EC keys.
+    modulus: Vec<u8>,
     /// The object handle and the module generation it belongs to.
     handle: Mutex<(u64, ObjectHandle)>,
 }
@@ -103,11 +93,11 @@ impl Pkcs11Key {
         };
         let generation = lent.generation();
         module.give_back(lent, gone);
-        let (handle, kind, spki_der) = opened.map_err(|(e, _)| e)?;
+        let (handle, kind, spki_der, modulus) = opened.map_err(|(e, _)| e)?;
         let unwrap = if mechanisms.contains(&MechanismType::RSA_X_509) {
             Unwrap::Raw
         } else {
-            if matches!(kind, Pkcs11KeyKind::Rsa { .. }) {
+            if kind.is_rsa() {
                 tracing::warn!(target: "scepd::pkcs11", key = %uri.describe(),
                     "the token lacks CKM_RSA_X_509: key transport uses CKM_RSA_PKCS, whose padding check runs in the token");
             }
@@ -121,6 +111,7 @@ impl Pkcs11Key {
             kind,
             spki_der,
             unwrap,
+            modulus,
             handle: Mutex::new((generation, handle)),
         })
     }
@@ -130,7 +121,7 @@ impl Pkcs11Key {
     fn inspect(
         lent: &Lent,
         uri: &KeyUri,
-    ) -> Result<(ObjectHandle, Pkcs11KeyKind, Vec<u8>), (Pkcs11Error, bool)> {
+    ) -> Result<(ObjectHandle, KeyKind, Vec<u8>, Vec<u8>), (Pkcs11Error, bool)> {
         let session = lent.session().map_err(|e| (e, false))?;
         let ck = |what: &str| {
             let what = format!("{}: {what}", uri.describe());
@@ -175,7 +166,9 @@ impl Pkcs11Key {
                 if modulus_len < 256 {
                     return Err(config(&format!("RSA key of {} bits: at least 2048 are required", modulus_len * 8)));
                 }
-                Ok((handle, Pkcs11KeyKind::Rsa { modulus_len }, rsa_spki(&n, &e)))
+                let spki = rsa_spki(&n, &e);
+                let n = n.iter().copied().skip_while(|&b| b == 0).collect();
+                Ok((handle, KeyKind::Rsa { modulus_bits: modulus_len * 8 }, spki, n))
             }
             Some(KeyType::EC) => {
                 let params = ec_params.ok_or_else(|| config("the EC key shows no CKA_EC_PARAMS"))?;
@@ -200,14 +193,14 @@ impl Pkcs11Key {
                     .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })
                     .ok_or_else(|| config("the public key shows no CKA_EC_POINT"))?;
                 let point = uncompressed_point(&point, curve).ok_or_else(|| config("CKA_EC_POINT is not an uncompressed point"))?;
-                Ok((handle, Pkcs11KeyKind::Ecdsa(curve), ec_spki(curve_oid, &point)))
+                Ok((handle, KeyKind::Ec(curve), ec_spki(curve_oid, &point), Vec::new()))
             }
             _ => Err(config("not an RSA or EC private key")),
         }
     }
 
     /// The key's algorithm and size.
-    pub const fn kind(&self) -> Pkcs11KeyKind {
+    pub const fn kind(&self) -> KeyKind {
         self.kind
     }
 
@@ -226,6 +219,12 @@ impl Pkcs11Key {
     /// failure was the token's, not the client's).
     pub fn unavailability_count(&self) -> u64 {
         self.module.failures()
+    }
+
+    /// Sessions the key's token currently has open (at most
+    /// [`Pkcs11Options::max_sessions`]).
+    pub fn open_sessions(&self) -> usize {
+        self.module.open_sessions(&self.selector)
     }
 
     /// Why the token is currently unusable, if it is.
@@ -251,9 +250,12 @@ impl Pkcs11Key {
                 }
                 cached.1
             };
-            op(session, handle).map_err(|e| (failed(&format!("{}: {what}", self.describe()), &e), Some(e)))
+            op(session, handle).map_err(|e| (failed(&format!("{}: {what}", self.describe()), &e), is_gone(&e)))
         })();
-        let ck_error = result.as_ref().err().and_then(|(_, e)| e.clone());
+        let gone = match &result {
+            Err((e, true)) => Some(e.to_string()),
+            _ => None,
+        };
         self.module.give_back(lent, gone);
         result.map_err(|(e, _)| e)
     }
@@ -269,7 +271,7 @@ impl Pkcs11Key {
         let digest = digest.for_reply();
         let hash = digest.digest(message);
         match self.kind {
-            Pkcs11KeyKind::Rsa { .. } => {
+            KeyKind::Rsa { .. } => {
                 // RFC 8017 §9.2 step 2: DigestInfo ::= SEQUENCE { digestAlgorithm, digest }.
                 let mut w = Writer::with_capacity(hash.len() + 24);
                 w.sequence(|w| {
@@ -281,29 +283,20 @@ impl Pkcs11Key {
                 let info = w.into_vec();
                 self.run("C_Sign (CKM_RSA_PKCS)", |s, k| s.sign(&Mechanism::RsaPkcs, k, &info))
             }
-            Pkcs11KeyKind::Ecdsa(curve) => {
+            KeyKind::Ec(curve) => {
                 // FIPS 186-4 §6.4: the leftmost order-length bits of the hash.
-                let order_len = order_len(curve);
-                let mut e = vec![0u8; order_len];
-                let taken = hash.len().min(order_len);
-                if let (Some(dst), Some(src)) = (e.get_mut(order_len - taken..), hash.get(..taken)) {
-                    dst.copy_from_slice(src);
-                }
+                let e = ecdsa_hash_to_order_len(&hash, curve);
                 let raw = self.run("C_Sign (CKM_ECDSA)", |s, k| s.sign(&Mechanism::Ecdsa, k, &e))?;
-                if raw.len() != 2 * order_len {
+                if raw.len() != 2 * e.len() {
                     return Err(Pkcs11Error::Failed(format!(
                         "{}: CKM_ECDSA returned {} bytes, not {}",
                         self.describe(),
                         raw.len(),
-                        2 * order_len
+                        2 * e.len()
                     )));
                 }
-                let (r, s) = raw.split_at(order_len);
-                let mut w = Writer::with_capacity(2 * order_len + 9);
-                w.sequence(|w| {
-                    w.unsigned_integer(r).unsigned_integer(s);
-                });
-                Ok(w.into_vec())
+                ecdsa_fixed_to_der(&raw)
+                    .ok_or_else(|| Pkcs11Error::Failed(format!("{}: empty ECDSA signature", self.describe())))
             }
         }
     }
@@ -316,14 +309,17 @@ impl Pkcs11Key {
     /// # Errors
     /// [`Pkcs11Error::Unavailable`] when the token is gone or busy (not a
     /// property of the ciphertext: no oracle), [`Pkcs11Error::Failed`] when
-    /// the key cannot decrypt at all (an ECDSA key, or a token refusal
-    /// unrelated to the ciphertext).
+    /// the token refuses for a reason unrelated to the ciphertext. An ECDSA
+    /// key gives `Ok(None)`.
     pub fn decrypt_pkcs1v15(&self, ciphertext: &[u8]) -> Result<Option<Vec<u8>>, Pkcs11Error> {
-        let Pkcs11KeyKind::Rsa { modulus_len } = self.kind else {
-            return Err(Pkcs11Error::Failed(format!("{}: an ECDSA key cannot receive key transport", self.describe())));
+        let KeyKind::Rsa { modulus_bits } = self.kind else {
+            return Ok(None); // an ECDSA key receives no key transport
         };
-        if ciphertext.len() != modulus_len {
-            return Ok(None); // RFC 8017 §7.2.2 step 1: depends on public lengths only
+        let modulus_len = modulus_bits / 8;
+        // RFC 8017 §7.2.2 step 1 and §5.1.2 step 1: the length, and c < n,
+        // are properties of public values; raw RSA on any other c succeeds.
+        if ciphertext.len() != modulus_len || ciphertext >= self.modulus.as_slice() {
+            return Ok(None);
         }
         let out = match self.unwrap {
             Unwrap::Raw => self.run("C_Decrypt (CKM_RSA_X_509)", |s, k| {
@@ -352,6 +348,31 @@ impl Pkcs11Key {
             }),
         }?;
         Ok(out)
+    }
+}
+
+impl From<Pkcs11Error> for KeyError {
+    fn from(e: Pkcs11Error) -> Self {
+        if e.is_unavailable() { Self::unavailable(e.to_string()) } else { Self::new(e.to_string()) }
+    }
+}
+
+/// The key as the engine and the issuers use every key (`Arc<dyn PrivateKey>`).
+impl PrivateKey for Pkcs11Key {
+    fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    fn sign(&self, digest: DigestAlg, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        Ok(Self::sign(self, digest, message)?)
+    }
+
+    fn decrypt_pkcs1v15(&self, ciphertext: &[u8]) -> Result<Option<Vec<u8>>, KeyError> {
+        Ok(Self::decrypt_pkcs1v15(self, ciphertext)?)
     }
 }
 

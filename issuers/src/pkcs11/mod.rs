@@ -31,7 +31,7 @@ mod module;
 mod padding;
 mod uri;
 
-pub use key::{Pkcs11Key, Pkcs11KeyKind};
+pub use key::Pkcs11Key;
 pub use module::{DEFAULT_MAX_SESSIONS, RETRY_INTERVAL, SESSION_WAIT};
 pub use uri::{KeyUri, SCHEME, UriError, is_pkcs11_uri};
 

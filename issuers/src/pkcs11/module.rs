@@ -154,9 +154,9 @@ impl Module {
         Ok(module)
     }
 
-    /// The library's path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    /// Sessions currently open on the token `selector` names.
+    pub(crate) fn open_sessions(&self, selector: &TokenSelector) -> usize {
+        lock(&self.state).pools.iter().find(|p| &p.selector == selector).map_or(0, |p| p.open)
     }
 
     /// How many operations failed because the token or library was gone.
@@ -234,11 +234,14 @@ impl Module {
         if let Some(why) = gone {
             self.break_module(&mut st, why);
         }
-        let current = st.broken.is_none() && lent.generation == st.generation;
-        match (current, st.pools.get_mut(lent.pool)) {
-            (true, Some(p)) => p.idle.extend(session),
-            (false, Some(p)) if lent.generation == st.generation => p.open = p.open.saturating_sub(1),
-            _ => {}
+        let same_generation = lent.generation == st.generation;
+        let healthy = st.broken.is_none();
+        if let (true, Some(p)) = (same_generation, st.pools.get_mut(lent.pool)) {
+            if healthy {
+                p.idle.extend(session);
+            } else {
+                p.open = p.open.saturating_sub(1);
+            }
         }
         drop(st);
         self.returned.notify_one();
@@ -308,7 +311,7 @@ impl Module {
         let gone = |e: CkError| Pkcs11Error::Unavailable(format!("{}: {e}", self.path.display()));
         let mut seen = Vec::new();
         let mut found = Vec::new();
-        for slot in ctx.get_slots_with_token().map_err(gone)? {
+        for slot in ctx.get_slots_with_initialized_token().map_err(gone)? {
             let info = match ctx.get_token_info(slot) {
                 Ok(i) => i,
                 Err(e) if is_gone(&e) => continue,
