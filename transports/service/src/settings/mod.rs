@@ -14,6 +14,7 @@
 //! | [`audit`] | `[audit]` |
 //! | [`api_keys`] | `[[api_key]]` |
 //! | [`issuers`] | `[[issuer]]` |
+//! | [`pkcs11`](mod@pkcs11) | `[pkcs11]` (RA keys in a PKCS#11 token) |
 //!
 //! ```toml
 //! [server]
@@ -68,6 +69,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod env;
 pub mod issuers;
+pub mod pkcs11;
 pub mod profile;
 pub mod start;
 
@@ -120,6 +122,9 @@ pub struct ConfigFile {
     /// `[[issuer]]` entries (remote issuers, referenced by profiles by id).
     #[serde(default, rename = "issuer")]
     pub issuers: Vec<IssuerSection>,
+    /// `[pkcs11]` (keys named by `pkcs11:` URIs).
+    #[serde(default)]
+    pub pkcs11: pkcs11::Pkcs11Section,
 }
 
 /// The `[server]` table, as written (every key optional).

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use scep_engine::config::{ConfigError, ProfileConfig, RaIdentity};
+use scep_engine::crypto::provider::PrivateKey;
 use scep_engine::crypto::{RaKey, RsaPrivateKey, SystemRandom};
 use scep_engine::intune::{IntuneValidator, ReplayCache};
 use scep_engine::issue::IssuancePolicy;
@@ -16,6 +17,7 @@ use scep_engine::{Engine, UnixTime, pem};
 use scep_issuers::Issuer;
 
 use crate::intune;
+use crate::settings::pkcs11::Pkcs11Settings;
 use crate::settings::profile::{IssuerRef, ProfileSection, ProfileSettings};
 use crate::state::Profile;
 use crate::state::discovery::DiscoveryAnswers;
@@ -50,6 +52,8 @@ pub struct BuildContext<'a> {
     /// On reload: the local CA already serving, kept rather than opened again
     /// ([`bootstrap::open_or_keep_local_ca`]).
     running_local: Option<scep_issuers::LocalCa>,
+    /// `[pkcs11]`: how keys named by `pkcs11:` URIs are opened.
+    pkcs11: Pkcs11Settings,
 }
 
 impl<'a> BuildContext<'a> {
@@ -66,7 +70,16 @@ impl<'a> BuildContext<'a> {
             dry_run: None,
             public_url: None,
             running_local: None,
+            pkcs11: Pkcs11Settings::default(),
         }
+    }
+
+    /// `[pkcs11]`: the module, PIN and pool size for RA keys given as
+    /// `pkcs11:` URIs.
+    #[must_use]
+    pub fn with_pkcs11(mut self, pkcs11: Pkcs11Settings) -> Self {
+        self.pkcs11 = pkcs11;
+        self
     }
 
     /// A reload: the local CA already serving is kept, not opened a second
@@ -195,14 +208,14 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
     // (the local CA's single RA, or its NDES pair for the bootstrap profile).
     let (ra, encryption_ras) = match (&settings.ra_files, default_ra) {
         (Some((cert, key)), _) => {
-            (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing)?, Vec::new())
+            (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, &ctx.pkcs11)?, Vec::new())
         }
         (None, Some(DefaultRa::Single(cert, key))) => {
-            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing)?, Vec::new())
+            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, &ctx.pkcs11)?, Vec::new())
         }
         (None, Some(DefaultRa::NdesPair(pair))) if settings.ra_encryption_files.is_none() => {
             let signing =
-                load_ra(&pair.signing_cert, &pair.signing_key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing)?;
+                load_ra(&pair.signing_cert, &pair.signing_key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, &ctx.pkcs11)?;
             let encryption = load_ra(
                 &pair.encryption_cert,
                 &pair.encryption_key,
@@ -210,6 +223,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
                 &k("ra_encryption_cert"),
                 &k("ra_encryption_key"),
                 RaRole::Encryption,
+                &ctx.pkcs11,
             )?;
             (signing, vec![encryption])
         }
@@ -220,7 +234,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
     };
     let encryption_ras = match &settings.ra_encryption_files {
         Some((cert, key)) => {
-            vec![load_ra(cert, key, ctx.now, &k("ra_encryption_cert"), &k("ra_encryption_key"), RaRole::Encryption)?]
+            vec![load_ra(cert, key, ctx.now, &k("ra_encryption_cert"), &k("ra_encryption_key"), RaRole::Encryption, &ctx.pkcs11)?]
         }
         None => encryption_ras,
     };
@@ -328,6 +342,7 @@ fn load_ra(
     cert_key: &str,
     key_key: &str,
     role: RaRole,
+    pkcs11: &Pkcs11Settings,
 ) -> Result<RaIdentity, ConfigError> {
     let text = read_text(cert_path, cert_key)?;
     let certificate = pem::certificates(&text)
@@ -347,8 +362,55 @@ fn load_ra(
     if cert.not_before > now {
         tracing::warn!(file = %cert_path.display(), not_before = %cert.not_before.to_rfc3339(), "RA certificate is not valid yet");
     }
+    let token_uri = key_path.to_str().filter(|t| scep_issuers::pkcs11::is_pkcs11_uri(t));
+    let key = match (token_uri, role) {
+        (Some(uri), _) => open_token_key(uri, pkcs11, key_key, role)?,
+        (None, _) => load_ra_key_file(key_path, key_key, role)?,
+    };
+    let key_spki = SubjectPublicKeyInfoRef::parse(key.spki_der())
+        .map_err(|e| ConfigError(format!("{key_key}: {}: {e}", key_path.display())))?;
+    if key_spki.key != cert.spki.key {
+        return Err(ConfigError(format!(
+            "{key_key}: {} does not match the RA certificate {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    Ok(RaIdentity { certificate, key })
+}
+
+/// Opens an RA key held in a PKCS#11 token (`scep_issuers::pkcs11`). A PIN
+/// the token refuses names the setting that gave it.
+fn open_token_key(uri: &str, pkcs11: &Pkcs11Settings, key_key: &str, role: RaRole) -> Result<RaKey, ConfigError> {
+    use scep_issuers::pkcs11::{KeyUri, Pkcs11Error, Pkcs11Key};
+    let parsed = KeyUri::parse(uri).map_err(|e| ConfigError(format!("{key_key}: {e}")))?;
+    let key = Pkcs11Key::open(&parsed, &pkcs11.options).map_err(|e| match &e {
+        Pkcs11Error::Pin { .. } => {
+            let setting = match (&parsed.pin_source, pkcs11.pin_setting) {
+                (Some(_), _) => format!("{key_key} (its pin-source)"),
+                (None, Some(setting)) => setting.to_string(),
+                (None, None) => "pkcs11.pin_file".to_string(),
+            };
+            ConfigError(format!("{setting}: {e} (opening {key_key} = {})", parsed.describe()))
+        }
+        _ => ConfigError(format!("{key_key}: {e}")),
+    })?;
+    if role == RaRole::Encryption && !PrivateKey::kind(&key).is_rsa() {
+        return Err(ConfigError(format!(
+            "{key_key}: {} is an {} key; an encryption RA key must be RSA: it receives CMS key transport",
+            parsed.describe(),
+            PrivateKey::kind(&key).label()
+        )));
+    }
+    tracing::info!(target: "scepd::pkcs11", key = %parsed.describe(), setting = key_key, kind = %PrivateKey::kind(&key).label(),
+        "RA key opened in its PKCS#11 token");
+    RaKey::from_key(Arc::new(key)).map_err(|e| ConfigError(format!("{key_key}: {e}")))
+}
+
+/// Loads an RA key from a PEM file (mode 0600).
+fn load_ra_key_file(key_path: &Path, key_key: &str, role: RaRole) -> Result<RaKey, ConfigError> {
     let der = read_private_key(key_path, key_key)?;
-    let key = match role {
+    Ok(match role {
         RaRole::Signing => RaKey::from_der(&der).map_err(|e| {
             ConfigError(format!(
                 "{key_key}: {}: {e} (the signing RA key must be RSA, or ECDSA P-256 or P-384)",
@@ -361,17 +423,7 @@ fn load_ra(
                 key_path.display()
             ))
         })?),
-    };
-    let key_spki = SubjectPublicKeyInfoRef::parse(key.spki_der())
-        .map_err(|e| ConfigError(format!("{key_key}: {}: {e}", key_path.display())))?;
-    if key_spki.key != cert.spki.key {
-        return Err(ConfigError(format!(
-            "{key_key}: {} does not match the RA certificate {}",
-            key_path.display(),
-            cert_path.display()
-        )));
-    }
-    Ok(RaIdentity { certificate, key })
+    })
 }
 
 #[cfg(test)]
