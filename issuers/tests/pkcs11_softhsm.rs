@@ -9,6 +9,8 @@
 //! with that variable (`in_token`). A missing SoftHSM2 or OpenSC fails the
 //! test naming the install command.
 
+#![allow(clippy::unwrap_used)]
+
 use scep_engine::crypto::provider::{KeyKind, PrivateKey};
 use scep_engine::crypto::{DigestAlg, EcCurve, PublicKeyRef, SignatureAlg, rsa_encrypt_pkcs1};
 use scep_engine::wire::{parse_single, tag};
@@ -34,7 +36,12 @@ fn need_tools(test: &str) {
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Creates the token `scepd` in `dir` with the keys `ra` (RSA-2048, id 01),
@@ -44,17 +51,43 @@ fn make_token(dir: &Path) -> PathBuf {
     let conf = dir.join("softhsm2.conf");
     std::fs::write(
         &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", dir.join("tokens").display()),
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.join("tokens").display()
+        ),
     )
     .unwrap();
     std::fs::write(dir.join("pin"), format!("{PIN}\n")).unwrap();
-    run(Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "scepd", "--pin", PIN, "--so-pin", "5678"]));
-    for (kind, label, id) in [("rsa:2048", "ra", "01"), ("EC:prime256v1", "ec256", "02"), ("EC:secp384r1", "ec384", "03")] {
+    run(Command::new("softhsm2-util").env("SOFTHSM2_CONF", &conf).args([
+        "--init-token",
+        "--free",
+        "--label",
+        "scepd",
+        "--pin",
+        PIN,
+        "--so-pin",
+        "5678",
+    ]));
+    for (kind, label, id) in
+        [("rsa:2048", "ra", "01"), ("EC:prime256v1", "ec256", "02"), ("EC:secp384r1", "ec384", "03")]
+    {
         run(Command::new("pkcs11-tool").env("SOFTHSM2_CONF", &conf).args([
-            "--module", MODULE, "--token-label", "scepd", "--login", "--pin", PIN, "--keypairgen", "--key-type", kind,
-            "--label", label, "--id", id, "--usage-sign", "--usage-decrypt",
+            "--module",
+            MODULE,
+            "--token-label",
+            "scepd",
+            "--login",
+            "--pin",
+            PIN,
+            "--keypairgen",
+            "--key-type",
+            kind,
+            "--label",
+            label,
+            "--id",
+            id,
+            "--usage-sign",
+            "--usage-decrypt",
         ]));
     }
     conf
@@ -98,11 +131,7 @@ fn in_token(test: &str) -> Option<PathBuf> {
 }
 
 fn options(dir: &Path) -> Pkcs11Options {
-    Pkcs11Options {
-        module_path: Some(MODULE.into()),
-        pin: Some(PinSource::File(dir.join("pin"))),
-        max_sessions: 4,
-    }
+    Pkcs11Options { module_path: Some(MODULE.into()), pin: Some(PinSource::File(dir.join("pin"))), max_sessions: 4 }
 }
 
 fn open(dir: &Path, uri: &str) -> Result<Pkcs11Key, Pkcs11Error> {
@@ -152,7 +181,13 @@ fn rsa_token_key_signs_verifiably_and_unwraps_content_keys() {
         c[255] = 2; // 2^e mod n: a block without the 00 02 prefix
         c
     };
-    for (name, ct) in [("flipped", flipped), ("above modulus", at_or_above_modulus), ("small", small), ("short", good[1..].to_vec()), ("empty", Vec::new())] {
+    for (name, ct) in [
+        ("flipped", flipped),
+        ("above modulus", at_or_above_modulus),
+        ("small", small),
+        ("short", good[1..].to_vec()),
+        ("empty", Vec::new()),
+    ] {
         assert_eq!(PrivateKey::decrypt_pkcs1v15(&key, &ct).unwrap(), None, "{name}");
     }
     // The token still works after the refusals (sessions were returned).
@@ -169,7 +204,9 @@ fn ecdsa_token_keys_sign_verifiably_with_every_digest() {
         let pk = public_key(key.spki_der(), key.kind());
         for digest in [DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512] {
             let sig = PrivateKey::sign(&key, digest, b"tbsCertificate").unwrap();
-            SignatureAlg::Ecdsa(digest).verify(pk, b"tbsCertificate", &sig).unwrap_or_else(|_| panic!("{uri} {digest:?}"));
+            SignatureAlg::Ecdsa(digest)
+                .verify(pk, b"tbsCertificate", &sig)
+                .unwrap_or_else(|_| panic!("{uri} {digest:?}"));
         }
         // An EC key receives no key transport.
         assert_eq!(PrivateKey::decrypt_pkcs1v15(&key, &[0; 64]).unwrap(), None);
@@ -188,7 +225,8 @@ fn wrong_pin_unknown_key_and_missing_pin_are_refused_with_reasons() {
     assert!(text.contains("wrong-pin") && text.contains("refused the PIN"), "{text}");
     assert!(!text.contains("9999"), "the PIN is never echoed: {text}");
 
-    let missing = Pkcs11Options { pin: Some(PinSource::Env("SCEPD_TEST_NO_SUCH_PIN_VARIABLE".into())), ..options(&dir) };
+    let missing =
+        Pkcs11Options { pin: Some(PinSource::Env("SCEPD_TEST_NO_SUCH_PIN_VARIABLE".into())), ..options(&dir) };
     let e = Pkcs11Key::open(&uri, &missing).unwrap_err().to_string();
     assert!(e.contains("environment variable SCEPD_TEST_NO_SUCH_PIN_VARIABLE"), "{e}");
 

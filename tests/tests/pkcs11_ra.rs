@@ -70,7 +70,14 @@ impl HsmPki {
         )
         .unwrap();
         run(Command::new("softhsm2-util").env("SOFTHSM2_CONF", &conf).args([
-            "--init-token", "--free", "--label", "scepd", "--pin", PIN, "--so-pin", "56781234",
+            "--init-token",
+            "--free",
+            "--label",
+            "scepd",
+            "--pin",
+            PIN,
+            "--so-pin",
+            "56781234",
         ]));
         let p11 = |args: &[&str]| {
             run(Command::new("pkcs11-tool")
@@ -244,7 +251,9 @@ fn a_wrong_pin_stops_the_start_naming_the_setting() {
         Err(ScepdError::Startup { stderr, exit, .. }) => {
             assert!(exit.is_some_and(|s| !s.success()), "the server must exit by itself: {stderr}");
             assert!(
-                stderr.contains("pkcs11.pin_file") && stderr.contains("refused the PIN") && stderr.contains("profile[hsm].ra_key"),
+                stderr.contains("pkcs11.pin_file")
+                    && stderr.contains("refused the PIN")
+                    && stderr.contains("profile[hsm].ra_key"),
                 "{stderr}"
             );
             assert!(!stderr.contains("0000"), "the PIN is never printed: {stderr}");

@@ -118,10 +118,7 @@ impl Pkcs11Key {
 
     /// Finds the key and builds its SubjectPublicKeyInfo.
     #[allow(clippy::type_complexity)]
-    fn inspect(
-        lent: &Lent,
-        uri: &KeyUri,
-    ) -> Result<(ObjectHandle, KeyKind, Vec<u8>, Vec<u8>), (Pkcs11Error, bool)> {
+    fn inspect(lent: &Lent, uri: &KeyUri) -> Result<(ObjectHandle, KeyKind, Vec<u8>, Vec<u8>), (Pkcs11Error, bool)> {
         let session = lent.session().map_err(|e| (e, false))?;
         let ck = |what: &str| {
             let what = format!("{}: {what}", uri.describe());
@@ -192,7 +189,8 @@ impl Pkcs11Key {
                     .into_iter()
                     .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })
                     .ok_or_else(|| config("the public key shows no CKA_EC_POINT"))?;
-                let point = uncompressed_point(&point, curve).ok_or_else(|| config("CKA_EC_POINT is not an uncompressed point"))?;
+                let point = uncompressed_point(&point, curve)
+                    .ok_or_else(|| config("CKA_EC_POINT is not an uncompressed point"))?;
                 Ok((handle, KeyKind::Ec(curve), ec_spki(curve_oid, &point), Vec::new()))
             }
             _ => Err(config("not an RSA or EC private key")),
@@ -234,7 +232,11 @@ impl Pkcs11Key {
 
     /// Runs `op` with a pooled session and the key's handle (found again
     /// after a re-initialisation).
-    fn run<T>(&self, what: &str, op: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>) -> Result<T, Pkcs11Error> {
+    fn run<T>(
+        &self,
+        what: &str,
+        op: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>,
+    ) -> Result<T, Pkcs11Error> {
         let lent = self.module.borrow(&self.selector, &self.pin)?;
         let result = (|| {
             let session = lent.session().map_err(|e| (e, false))?;
@@ -244,7 +246,9 @@ impl Pkcs11Key {
                     let h = find_key(session, &self.uri, ObjectClass::PRIVATE_KEY).map_err(|e| match e {
                         Found::Error(e) => (failed(&format!("{}: C_FindObjects", self.describe()), &e), is_gone(&e)),
                         // The key vanished from a token that answers: gone for us.
-                        other => (Pkcs11Error::Unavailable(other.into_error(&self.uri, "private key").to_string()), true),
+                        other => {
+                            (Pkcs11Error::Unavailable(other.into_error(&self.uri, "private key").to_string()), true)
+                        }
                     })?;
                     *cached = (lent.generation(), h);
                 }
@@ -393,7 +397,9 @@ enum Found {
 impl Found {
     fn into_error(self, uri: &KeyUri, what: &str) -> Pkcs11Error {
         match self {
-            Self::None => Pkcs11Error::NotFound(format!("{}: no {what} with this label/id in the token", uri.describe())),
+            Self::None => {
+                Pkcs11Error::NotFound(format!("{}: no {what} with this label/id in the token", uri.describe()))
+            }
             Self::Many(n) => Pkcs11Error::NotFound(format!(
                 "{}: {n} objects match: name the {what} by both object= and id=",
                 uri.describe()

@@ -121,7 +121,12 @@ impl TokenSelector {
 
     fn describe(&self) -> String {
         let mut parts = Vec::new();
-        for (k, v) in [("token", &self.token), ("serial", &self.serial), ("manufacturer", &self.manufacturer), ("model", &self.model)] {
+        for (k, v) in [
+            ("token", &self.token),
+            ("serial", &self.serial),
+            ("manufacturer", &self.manufacturer),
+            ("model", &self.model),
+        ] {
             if let Some(v) = v {
                 parts.push(format!("{k}={v}"));
             }

@@ -76,9 +76,11 @@ impl KeyUri {
         };
         let mut uri = Self::default();
         for attr in path.split(';').filter(|a| !a.is_empty()) {
-            let (name, raw) = attr.split_once('=').ok_or_else(|| UriError(format!("path attribute {attr:?} has no '='")))?;
+            let (name, raw) =
+                attr.split_once('=').ok_or_else(|| UriError(format!("path attribute {attr:?} has no '='")))?;
             let value = || pct_decode(raw, name);
-            let text = || value().and_then(|v| String::from_utf8(v).map_err(|_| UriError(format!("{name}: not UTF-8"))));
+            let text =
+                || value().and_then(|v| String::from_utf8(v).map_err(|_| UriError(format!("{name}: not UTF-8"))));
             match name {
                 "token" => set(&mut uri.token, text()?, name)?,
                 "serial" => set(&mut uri.serial, text()?, name)?,
@@ -87,7 +89,8 @@ impl KeyUri {
                 "object" => set(&mut uri.object, text()?, name)?,
                 "id" => set(&mut uri.id, value()?, name)?,
                 "slot-id" => {
-                    let n = text()?.parse::<u64>().map_err(|_| UriError(format!("slot-id: {raw:?} is not a number")))?;
+                    let n =
+                        text()?.parse::<u64>().map_err(|_| UriError(format!("slot-id: {raw:?} is not a number")))?;
                     set(&mut uri.slot_id, n, name)?;
                 }
                 "type" => {
@@ -97,14 +100,18 @@ impl KeyUri {
                     }
                 }
                 // Informational attributes a URI copied from p11tool may carry.
-                "library-manufacturer" | "library-description" | "library-version" | "slot-description"
+                "library-manufacturer"
+                | "library-description"
+                | "library-version"
+                | "slot-description"
                 | "slot-manufacturer" => {}
                 other if other.starts_with("x-") => {}
                 other => return Err(UriError(format!("unknown path attribute {other:?} (RFC 7512 §2.3)"))),
             }
         }
         for attr in query.into_iter().flat_map(|q| q.split('&')).filter(|a| !a.is_empty()) {
-            let (name, raw) = attr.split_once('=').ok_or_else(|| UriError(format!("query attribute {attr:?} has no '='")))?;
+            let (name, raw) =
+                attr.split_once('=').ok_or_else(|| UriError(format!("query attribute {attr:?} has no '='")))?;
             let text = || {
                 pct_decode(raw, name)
                     .and_then(|v| String::from_utf8(v).map_err(|_| UriError(format!("{name}: not UTF-8"))))

@@ -214,8 +214,15 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
             (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, &ctx.pkcs11)?, Vec::new())
         }
         (None, Some(DefaultRa::NdesPair(pair))) if settings.ra_encryption_files.is_none() => {
-            let signing =
-                load_ra(&pair.signing_cert, &pair.signing_key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, &ctx.pkcs11)?;
+            let signing = load_ra(
+                &pair.signing_cert,
+                &pair.signing_key,
+                ctx.now,
+                &k("ra_cert"),
+                &k("ra_key"),
+                RaRole::Signing,
+                &ctx.pkcs11,
+            )?;
             let encryption = load_ra(
                 &pair.encryption_cert,
                 &pair.encryption_key,
@@ -234,7 +241,15 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
     };
     let encryption_ras = match &settings.ra_encryption_files {
         Some((cert, key)) => {
-            vec![load_ra(cert, key, ctx.now, &k("ra_encryption_cert"), &k("ra_encryption_key"), RaRole::Encryption, &ctx.pkcs11)?]
+            vec![load_ra(
+                cert,
+                key,
+                ctx.now,
+                &k("ra_encryption_cert"),
+                &k("ra_encryption_key"),
+                RaRole::Encryption,
+                &ctx.pkcs11,
+            )?]
         }
         None => encryption_ras,
     };
