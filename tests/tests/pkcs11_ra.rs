@@ -13,7 +13,10 @@
 //! certmonger enrol (the token decrypts the envelope and signs the CertRep);
 //! removing the token's files while enrolments run gives 503s, never a 500 or
 //! a crash, and enrolment works again when the files are back. And: a wrong
-//! PIN stops the start naming `pkcs11.pin_file`. A missing SoftHSM2 or OpenSC
+//! PIN stops the start naming `pkcs11.pin_file`. And with `[pkcs11] ca_key`
+//! the local CA's key is in the token too: a fresh data directory gets a
+//! `ca.pem` self-signed by the token key and no `ca.key`, and enrolments are
+//! issued (signed) by the token. A missing SoftHSM2 or OpenSC
 //! fails the tests naming the install command.
 #![allow(clippy::unwrap_used)]
 
@@ -89,6 +92,10 @@ impl HsmPki {
         #[rustfmt::skip]
         p11(&["--keypairgen", "--key-type", "rsa:2048", "--label", "ra", "--id", "01", "--usage-sign", "--usage-decrypt"]);
         p11(&["--read-object", "--type", "pubkey", "--id", "01", "-o", "ra-pub.der"]);
+        // The local CA's key, for the CA-in-the-token scenario.
+        #[rustfmt::skip]
+        p11(&["--keypairgen", "--key-type", "rsa:2048", "--label", "ca", "--id", "02", "--usage-sign"]);
+        p11(&["--read-object", "--type", "pubkey", "--id", "02", "-o", "ca-pub.der"]);
 
         let data = dir.path().join("data");
         let out = scep_issuers::bootstrap(&data, &scep_issuers::BootstrapOptions::default()).unwrap();
@@ -261,4 +268,42 @@ fn a_wrong_pin_stops_the_start_naming_the_setting() {
         Err(e) => panic!("unexpected error: {e}"),
         Ok(_) => panic!("scepd started with a wrong PIN"),
     }
+}
+
+scep_tests::on_each_transport!(ca_key_in_softhsm_signs_the_ca_certificate_and_issued_certificates);
+
+fn ca_key_in_softhsm_signs_the_ca_certificate_and_issued_certificates(transport: Transport) {
+    let pki = HsmPki::new("ca_key_in_softhsm_signs_the_ca_certificate_and_issued_certificates");
+    let data = pki.dir.path().join("data-token-ca");
+    let toml = format!(
+        "[pkcs11]\nmodule_path = {MODULE:?}\npin_file = {:?}\nca_key = \"pkcs11:token=scepd;object=ca\"\n\n[[profile]]\nname = \"hsm\"\nchallenge_password = \"{CHALLENGE}\"\n",
+        pki.dir.path().join("pin").display().to_string(),
+    );
+    let server_options = ScepdOptions {
+        data_dir: Some(data.clone()),
+        env: vec![("SOFTHSM2_CONF".into(), pki.conf.display().to_string())],
+        ..ScepdOptions::with_config(toml)
+    }
+    .on(transport);
+    let server = Scepd::start(server_options).unwrap_or_else(|e| panic!("{e}"));
+    let log = || server.log_tail(40);
+    assert!(!data.join("ca.key").exists(), "the CA key stays in the token");
+    let ca_der =
+        scep_engine::pem::certificates(&std::fs::read_to_string(data.join("ca.pem")).unwrap()).unwrap().remove(0);
+    let ca = CertificateRef::parse(&ca_der).unwrap();
+    let token_spki = std::fs::read(pki.dir.path().join("ca-pub.der")).unwrap();
+    assert_eq!(ca.spki.raw, token_spki.as_slice(), "ca.pem certifies the token's key");
+    assert_signed_by(&ca_der, &ca_der);
+
+    let client = ScepClient::new(&server.profile_url("hsm")).unwrap();
+    let key = DeviceKey::generate().unwrap();
+    let cn = format!("token-ca-{}", transport.flag());
+    let e = client
+        .enroll(&key, &CsrSpec::new(cn.clone(), Some(CHALLENGE)), &options(), PkiMethod::Post)
+        .unwrap_or_else(|err| panic!("{err}\n--- scepd log ---\n{}", log()));
+    assert_eq!(e.reply.status, PkiStatus::SUCCESS, "{:?}\n{}", e.reply.fail_info, log());
+    let issued = e.issued().unwrap();
+    assert_eq!(CertificateRef::parse(issued).unwrap().subject_common_names().unwrap(), vec![cn]);
+    assert_signed_by(issued, &ca_der);
+    assert_openssl_verifies(&pem(&ca_der), &pem(issued), None);
 }

@@ -7,6 +7,8 @@
 //! pin_file = "/run/secrets/hsm-pin"                  # the user PIN (mode 0600), or:
 //! # pin_env = "SCEPD_HSM_PIN"                        # a variable holding it (not both)
 //! max_sessions = 8                                   # logged-in sessions per token; default 8
+//! ca_key = "pkcs11:token=scepd;object=ca"            # the local CA's key in the token (ca.pem is made
+//!                                                    #   self-signed by it when absent; no ca.key file)
 //!
 //! [[profile]]
 //! ra_key = "pkcs11:token=scepd;object=ra-signing"    # a URI wherever an RA key file is accepted
@@ -18,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use scep_engine::config::ConfigError;
-use scep_issuers::pkcs11::{DEFAULT_MAX_SESSIONS, PinSource, Pkcs11Options};
+use scep_issuers::pkcs11::{DEFAULT_MAX_SESSIONS, KeyUri, PinSource, Pkcs11Options};
 use serde::Deserialize;
 
 use super::{int_in, resolve};
@@ -35,6 +37,8 @@ pub struct Pkcs11Section {
     pub pin_env: Option<String>,
     /// `max_sessions`
     pub max_sessions: Option<i64>,
+    /// `ca_key`: the local CA's key in a token (a `pkcs11:` URI).
+    pub ca_key: Option<String>,
 }
 
 /// Validated `[pkcs11]` settings.
@@ -45,6 +49,8 @@ pub struct Pkcs11Settings {
     /// The setting that gave the PIN (`pkcs11.pin_file` or
     /// `pkcs11.pin_env`), named when the token refuses it.
     pub pin_setting: Option<&'static str>,
+    /// `ca_key`: the local CA's key in a token.
+    pub ca_key: Option<KeyUri>,
 }
 
 impl Pkcs11Section {
@@ -66,6 +72,12 @@ impl Pkcs11Section {
             (None, None) => (None, None),
         };
         let max_sessions = int_in("pkcs11.max_sessions", self.max_sessions, 1, 1024, DEFAULT_MAX_SESSIONS)?;
+        let ca_key = self
+            .ca_key
+            .as_deref()
+            .map(KeyUri::parse)
+            .transpose()
+            .map_err(|e| ConfigError(format!("pkcs11.ca_key: {e}")))?;
         Ok(Pkcs11Settings {
             options: Pkcs11Options {
                 module_path: self.module_path.as_deref().map(|p| resolve(base, p)),
@@ -73,6 +85,7 @@ impl Pkcs11Section {
                 max_sessions,
             },
             pin_setting,
+            ca_key,
         })
     }
 }
@@ -104,6 +117,8 @@ mod tests {
             ("pin_file = \"p\"\npin_env = \"V\"", "pkcs11.pin_env"),
             ("pin_env = \" \"", "pkcs11.pin_env"),
             ("max_sessions = 0", "pkcs11.max_sessions"),
+            ("ca_key = \"pkcs11:object=ca?pin-value=1\"", "pkcs11.ca_key"),
+            ("ca_key = \"/etc/ca.key\"", "pkcs11.ca_key"),
         ] {
             let e = section(text).validate(None).unwrap_err();
             assert!(e.0.starts_with(key), "{text}: {e}");

@@ -137,13 +137,21 @@ impl<'a> BuildContext<'a> {
 
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
         if self.local.is_none() {
+            // `[pkcs11] ca_key`: the CA key in a token (kept when reloading a running CA).
+            let token_key: Option<Arc<dyn PrivateKey>> = match (&self.pkcs11.ca_key, &self.running_local) {
+                (Some(uri), None) => Some(Arc::new(open_pkcs11_key(uri, &self.pkcs11, "pkcs11.ca_key")?)),
+                _ => None,
+            };
             self.local = Some(match self.dry_run.as_deref_mut() {
-                Some(dry_run) => dry_run.open_local_ca(self.data_dir, self.now, self.public_url.as_deref())?,
+                Some(dry_run) => {
+                    dry_run.open_local_ca(self.data_dir, self.now, self.public_url.as_deref(), token_key)?
+                }
                 None => bootstrap::open_or_keep_local_ca(
                     self.data_dir,
                     self.now,
                     self.public_url.as_deref(),
                     self.running_local.as_ref(),
+                    token_key,
                 )?,
             });
         }
@@ -394,22 +402,34 @@ fn load_ra(
     Ok(RaIdentity { certificate, key })
 }
 
-/// Opens an RA key held in a PKCS#11 token (`scep_issuers::pkcs11`). A PIN
-/// the token refuses names the setting that gave it.
-fn open_token_key(uri: &str, pkcs11: &Pkcs11Settings, key_key: &str, role: RaRole) -> Result<RaKey, ConfigError> {
-    use scep_issuers::pkcs11::{KeyUri, Pkcs11Error, Pkcs11Key};
-    let parsed = KeyUri::parse(uri).map_err(|e| ConfigError(format!("{key_key}: {e}")))?;
-    let key = Pkcs11Key::open(&parsed, &pkcs11.options).map_err(|e| match &e {
+/// Opens a key held in a PKCS#11 token (`scep_issuers::pkcs11`) for the
+/// setting `key_key`. A PIN the token refuses names the setting that gave it.
+fn open_pkcs11_key(
+    uri: &scep_issuers::pkcs11::KeyUri,
+    pkcs11: &Pkcs11Settings,
+    key_key: &str,
+) -> Result<scep_issuers::pkcs11::Pkcs11Key, ConfigError> {
+    use scep_issuers::pkcs11::{Pkcs11Error, Pkcs11Key};
+    let key = Pkcs11Key::open(uri, &pkcs11.options).map_err(|e| match &e {
         Pkcs11Error::Pin { .. } => {
-            let setting = match (&parsed.pin_source, pkcs11.pin_setting) {
+            let setting = match (&uri.pin_source, pkcs11.pin_setting) {
                 (Some(_), _) => format!("{key_key} (its pin-source)"),
                 (None, Some(setting)) => setting.to_string(),
                 (None, None) => "pkcs11.pin_file".to_string(),
             };
-            ConfigError(format!("{setting}: {e} (opening {key_key} = {})", parsed.describe()))
+            ConfigError(format!("{setting}: {e} (opening {key_key} = {})", uri.describe()))
         }
         _ => ConfigError(format!("{key_key}: {e}")),
     })?;
+    tracing::info!(target: "scepd::pkcs11", key = %uri.describe(), setting = key_key,
+        kind = %PrivateKey::kind(&key).label(), "key opened in its PKCS#11 token");
+    Ok(key)
+}
+
+/// Opens an RA key held in a PKCS#11 token.
+fn open_token_key(uri: &str, pkcs11: &Pkcs11Settings, key_key: &str, role: RaRole) -> Result<RaKey, ConfigError> {
+    let parsed = scep_issuers::pkcs11::KeyUri::parse(uri).map_err(|e| ConfigError(format!("{key_key}: {e}")))?;
+    let key = open_pkcs11_key(&parsed, pkcs11, key_key)?;
     if role == RaRole::Encryption && !PrivateKey::kind(&key).is_rsa() {
         return Err(ConfigError(format!(
             "{key_key}: {} is an {} key; an encryption RA key must be RSA: it receives CMS key transport",
@@ -417,8 +437,6 @@ fn open_token_key(uri: &str, pkcs11: &Pkcs11Settings, key_key: &str, role: RaRol
             PrivateKey::kind(&key).label()
         )));
     }
-    tracing::info!(target: "scepd::pkcs11", key = %parsed.describe(), setting = key_key, kind = %PrivateKey::kind(&key).label(),
-        "RA key opened in its PKCS#11 token");
     RaKey::from_key(Arc::new(key)).map_err(|e| ConfigError(format!("{key_key}: {e}")))
 }
 
