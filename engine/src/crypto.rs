@@ -21,6 +21,8 @@ use crate::oid;
 #[cfg(feature = "aws-lc")]
 pub mod aws_lc;
 pub mod provider;
+#[cfg(feature = "rustcrypto")]
+pub mod rust_crypto;
 
 #[cfg(not(any(feature = "aws-lc", feature = "rustcrypto")))]
 compile_error!("scep-engine needs a crypto provider: enable the `aws-lc` or the `rustcrypto` feature");
@@ -157,7 +159,7 @@ pub enum ContentCipher {
     Aes256Cbc,
 }
 
-/// A content key or IV of the wrong size, a weak DES key, or bad padding. One
+/// A content key or IV of the wrong size, a refused DES key, or bad padding. One
 /// opaque error on purpose: callers must not be able to tell these apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CipherError;
@@ -229,7 +231,7 @@ impl ContentCipher {
     /// plaintext length (default provider).
     ///
     /// # Errors
-    /// [`CipherError`] for a wrong key/IV size, a weak DES key, or bad padding.
+    /// [`CipherError`] for a wrong key/IV size, a refused DES key, or bad padding.
     pub fn decrypt(self, key: &[u8], iv: &[u8], buf: &mut [u8]) -> Result<usize, CipherError> {
         default_provider().decrypt_content(self, key, iv, buf)
     }
@@ -237,18 +239,18 @@ impl ContentCipher {
     /// Encrypts `plaintext` with PKCS#7 padding under `key` and `iv` (default provider).
     ///
     /// # Errors
-    /// [`CipherError`] for a wrong key/IV size or a weak DES key.
+    /// [`CipherError`] for a wrong key/IV size or a refused DES key (3DES with equal sub-keys).
     pub fn encrypt(self, key: &[u8], iv: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CipherError> {
         default_provider().encrypt_content(self, key, iv, plaintext)
     }
 
-    /// Generates a content key from `rng` (default provider's weak-key check).
+    /// Generates a content key from `rng` (default provider's key check).
     pub fn generate_key(self, rng: &dyn RandomSource) -> Vec<u8> {
         self.generate_key_with(&**default_provider(), rng)
     }
 
     /// Generates a content key from `rng`, re-drawing the (astronomically rare)
-    /// DES keys that `provider` refuses as weak or with equal sub-keys.
+    /// weak DES keys and 3DES keys with equal sub-keys, which `provider` refuses.
     pub fn generate_key_with(self, provider: &dyn CryptoProvider, rng: &dyn RandomSource) -> Vec<u8> {
         let mut key = vec![0u8; self.key_len()];
         for _ in 0..16 {
@@ -408,6 +410,13 @@ pub fn ecdsa_hash_to_order_len(hash: &[u8], curve: EcCurve) -> Vec<u8> {
     let (_, tail) = e.split_at_mut(order_len - taken);
     tail.copy_from_slice(hash.get(..taken).unwrap_or_default());
     e
+}
+
+/// Compares two equal-length values (digests, MACs) without an early exit, so
+/// the time taken does not say where they differ. Values of different lengths
+/// are unequal at once (the length is not secret where this is used).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
 }
 
 /// Converts a fixed-size ECDSA signature (`r || s`, each the curve order's

@@ -685,8 +685,7 @@ fn check_intune(
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let da = DigestAlg::Sha256.digest(a);
     let db = DigestAlg::Sha256.digest(b);
-    // Same length (one digest algorithm): fold every byte's difference, no early exit.
-    da.len() == db.len() && da.iter().zip(&db).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::crypto::constant_time_eq(&da, &db)
 }
 
 fn check_key_policy(config: &ProfileConfig, csr: &CsrRef<'_>) -> Result<(), Failure> {

@@ -104,7 +104,7 @@ impl Endpoint {
             for c in roots {
                 store.add(c.clone()).map_err(|e| format!("CA bundle: unusable certificate: {e}"))?;
             }
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let provider = tls_crypto_provider();
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("TLS setup: {e}"))?
@@ -347,6 +347,17 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(data.get(..size)?);
         data = data.get(size + 2..)?;
     }
+}
+
+/// The rustls crypto provider of every TLS object scepd makes (this client's
+/// and, through `scep-service`, the listener's): aws-lc-rs with the `aws-lc`
+/// feature, else RustCrypto (`rustls-rustcrypto`).
+pub fn tls_crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[cfg(feature = "aws-lc")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(not(feature = "aws-lc"))]
+    let provider = rustls_rustcrypto::provider();
+    Arc::new(provider)
 }
 
 #[cfg(test)]

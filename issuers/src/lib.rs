@@ -14,6 +14,9 @@
 pub mod config_file;
 pub mod crl;
 mod error;
+#[cfg(not(any(feature = "aws-lc", feature = "rustcrypto")))]
+compile_error!("scep-issuers needs a crypto provider: enable the `aws-lc` or the `rustcrypto` feature");
+
 pub mod http;
 pub mod local;
 pub mod ocsp;

@@ -64,7 +64,7 @@ fn make_csr(dir: &Path, cn: &str) -> Csr {
 
 fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut b).unwrap();
+    scep_engine::crypto::default_provider().fill_random(&mut b).unwrap();
     u64::from_le_bytes(b)
 }
 

@@ -139,7 +139,12 @@ impl CryptoProvider for AwsLcProvider {
     }
 
     fn accepts_content_key(&self, c: ContentCipher, key: &[u8]) -> bool {
-        key.len() == c.key_len() && cipher::UnboundCipherKey::new(cipher_algorithm(c), key).is_ok()
+        // `UnboundCipherKey::new` alone lets weak DES keys through; building
+        // the key schedule (as encryption does) refuses them.
+        key.len() == c.key_len()
+            && cipher::UnboundCipherKey::new(cipher_algorithm(c), key)
+                .and_then(cipher::PaddedBlockEncryptingKey::cbc_pkcs7)
+                .is_ok()
     }
 
     fn rsa_encrypt_pkcs1v15(&self, spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {

@@ -143,7 +143,7 @@ pub trait CryptoProvider: Send + Sync + std::fmt::Debug {
     /// Encrypts `plaintext` in CBC mode with PKCS #7 padding (RFC 5652 §6.3).
     ///
     /// # Errors
-    /// [`CipherError`] for a wrong key/IV size or a refused (weak) DES key.
+    /// [`CipherError`] for a wrong key/IV size or a refused DES key (3DES with equal sub-keys).
     fn encrypt_content(
         &self,
         cipher: ContentCipher,
@@ -156,7 +156,7 @@ pub trait CryptoProvider: Send + Sync + std::fmt::Debug {
     /// returning the plaintext length.
     ///
     /// # Errors
-    /// [`CipherError`], one opaque value for a wrong key/IV size, a weak DES
+    /// [`CipherError`], one opaque value for a wrong key/IV size, a refused DES
     /// key, a length that is not a block multiple, or bad padding.
     fn decrypt_content(
         &self,
@@ -167,8 +167,8 @@ pub trait CryptoProvider: Send + Sync + std::fmt::Debug {
     ) -> Result<usize, CipherError>;
 
     /// Whether [`CryptoProvider::encrypt_content`] accepts `key` for `cipher`
-    /// (the right length and, for DES, not a weak key or 3DES with equal
-    /// sub-keys).
+    /// (the right length and, for DES, not a weak or semi-weak key and, for 3DES, no two equal
+    /// sub-keys, as aws-lc requires).
     fn accepts_content_key(&self, cipher: ContentCipher, key: &[u8]) -> bool;
 
     /// Encrypts `plaintext` (a content key) to the RSA public key in

@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 
@@ -142,9 +141,25 @@ fn shape_precheck() {
 
 // ---------------------------------------------------------------- minting
 
+/// A DER `ECDSA-Sig-Value` as the 64-byte P-256 `r || s` (RFC 7518 §3.4).
+fn der_to_fixed(der: &[u8]) -> Vec<u8> {
+    let seq = crate::wire::parse_single(der).unwrap();
+    let mut r = seq.reader();
+    let mut out = Vec::with_capacity(64);
+    for _ in 0..2 {
+        let v = r.read().unwrap().unsigned_integer().unwrap();
+        let v = &v[v.iter().position(|&b| b != 0).unwrap_or(v.len())..];
+        out.extend(std::iter::repeat_n(0u8, 32 - v.len()));
+        out.extend_from_slice(v);
+    }
+    assert_eq!(crate::crypto::ecdsa_fixed_to_der(&out).as_deref(), Some(der), "fixed form round-trips");
+    out
+}
+
 enum Key {
     Rsa(crate::crypto::RsaPrivateKey),
-    EcRaw(EcdsaKeyPair),
+    /// Signs the RFC 7518 §3.4 fixed `r || s` form.
+    EcRaw(crate::crypto::EcPrivateKey),
     EcDer(crate::crypto::EcPrivateKey),
 }
 
@@ -215,7 +230,7 @@ impl Connector {
         Self::with_validity(Key::EcDer(k), &der, "ec-other", 1_700_000_000, 2_000_000_000)
     }
     fn es_raw() -> Self {
-        let k = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_der()).unwrap();
+        let k = crate::crypto::EcPrivateKey::from_der(ec_der()).unwrap();
         Self::with_validity(Key::EcRaw(k), ec_der(), "ec-connector", 1_700_000_000, 2_000_000_000)
     }
     fn es_der() -> Self {
@@ -231,7 +246,7 @@ impl Connector {
     fn sign(&self, input: &[u8]) -> Vec<u8> {
         match &self.key {
             Key::Rsa(k) => k.sign(DigestAlg::Sha256, input).unwrap(),
-            Key::EcRaw(k) => k.sign(&aws_lc_rs::rand::SystemRandom::new(), input).unwrap().as_ref().to_vec(),
+            Key::EcRaw(k) => der_to_fixed(&k.sign(input).unwrap()),
             Key::EcDer(k) => k.sign(input).unwrap(),
         }
     }

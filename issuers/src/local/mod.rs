@@ -147,7 +147,8 @@ pub(crate) fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, IssuerError
 
 /// The private key DER of a PEM file.
 pub(crate) fn read_private_key(path: &Path) -> Result<Vec<u8>, IssuerError> {
-    pem::private_key(&read_text(path)?).map_err(|e| IssuerError::invalid_file(path, e.to_string()))
+    // Checked against its format (PKCS#8, PKCS#1 or SEC1); an encrypted CA key is refused with the reason.
+    pem::private_key_der(&read_text(path)?, None).map_err(|e| IssuerError::invalid_file(path, e.to_string()))
 }
 
 /// Loads and validates a CA: the key matches the certificate, the

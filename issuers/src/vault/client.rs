@@ -219,7 +219,11 @@ impl Client {
 fn backoff(base: Duration, attempt: u32) -> Duration {
     let d = base.saturating_mul(1u32 << attempt.min(10));
     let mut b = [0u8; 1];
-    let jitter = if aws_lc_rs::rand::fill(&mut b).is_ok() { f64::from(b[0]) / 255.0 * 0.5 + 0.75 } else { 1.0 };
+    let jitter = if scep_engine::crypto::default_provider().fill_random(&mut b).is_ok() {
+        f64::from(b[0]) / 255.0 * 0.5 + 0.75
+    } else {
+        1.0
+    };
     d.mul_f64(jitter)
 }
 

@@ -13,12 +13,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Server, WAIT};
+use common::{Server, WAIT, bin};
 
 /// `scepd serve` without a configuration, on `<dir>/data`, with none of the
 /// operator's variables inherited.
 fn bootstrap(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.arg("serve").arg("--data-dir").arg(dir.join("data")).args(extra);
     for var in ["SCEPD_CONFIG", "SCEPD_DATA_DIR", "SCEPD_CHALLENGE_PASSWORD", "CERTCTL_API_KEYS_NAMED"] {
         cmd.env_remove(var);
@@ -136,7 +136,7 @@ fn the_password_file_always_holds_the_password_in_force() {
 
 /// Runs `scepd check-config` within [`WAIT`]: (exit code, stdout, stderr).
 fn check_config(config: &Path) -> (Option<i32>, String, String) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["check-config", "--config"])
         .arg(config)
         .env_remove("SCEPD_DATA_DIR")
@@ -190,7 +190,7 @@ fn check_config_writes_nothing_and_lists_what_serve_would_create() {
     }
 
     // After a first serve has created them, check-config checks them in place and lists nothing new.
-    let mut server = Server::spawn(Command::new(BIN).args(["serve", "--config"]).arg(&config), dir.path());
+    let mut server = Server::spawn(Command::new(bin()).args(["serve", "--config"]).arg(&config), dir.path());
     let _ = server.child.kill();
     let _ = server.child.wait();
     let listing = |d: &Path| -> Vec<(std::ffi::OsString, u64)> {

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Server};
+use common::{Server, bin};
 use scep_tests::server::Transport;
 
 const RA_CERT: &str = include_str!("../../../tests/vectors/real-clients/recipient-cert.pem");
@@ -41,7 +41,7 @@ fn start(transport: Transport) -> (tempfile::TempDir, Server) {
         ("CERTCTL_SCEP_PROFILE_CORP_RA_KEY_PATH", format!("{d}/ra.key")),
         ("CERTCTL_API_KEYS_NAMED", format!("ops:{ADMIN_KEY}:admin")),
     ];
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.arg("serve").args(["--transport", transport.flag(), "--data-dir"]).arg(dir.path().join("data"));
     cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let server = Server::spawn(&mut cmd, dir.path());

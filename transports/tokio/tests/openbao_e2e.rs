@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Server, WAIT};
+use common::{Server, WAIT, bin};
 use scep_tests::client::{CsrSpec, DeviceKey, MessageOptions, PkiMethod, ScepClient};
 use serde_json::{Value, json};
 
@@ -85,7 +85,7 @@ fn admin_get(port: u16, path: &str) -> Value {
 }
 
 fn start(config: &Path, dir: &Path) -> Server {
-    Server::spawn(Command::new(BIN).args(["serve", "--config"]).arg(config), dir)
+    Server::spawn(Command::new(bin()).args(["serve", "--config"]).arg(config), dir)
 }
 
 #[test]
@@ -210,7 +210,7 @@ fn scepd_refuses_to_boot_when_an_issuer_is_unreachable() {
     )
     .unwrap();
     let t = Instant::now();
-    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&config).output().unwrap();
+    let out = Command::new(bin()).args(["check-config", "--config"]).arg(&config).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("issuer[iss-gone]") && err.contains("unavailable"), "{err}");

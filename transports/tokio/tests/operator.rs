@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Server, WAIT};
+use common::{Server, WAIT, bin};
 use scep_tests::server::Transport;
 
 const RA_CERT: &str = include_str!("../../../tests/vectors/real-clients/recipient-cert.pem");
@@ -52,7 +52,7 @@ fn spec_env(dir: &Path) -> Vec<(String, String)> {
 
 impl Server {
     fn start(args: &[&str], env: &[(String, String)], dir: &Path) -> Self {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("serve").args(args).arg("--data-dir").arg(dir.join("data"));
         for (k, v) in env {
             cmd.env(k, v);
@@ -130,7 +130,7 @@ fn the_spec_environment_configures_a_server_with_no_file() {
     let dir = ra_dir();
     let env = spec_env(dir.path());
     let (ok, stdout, stderr) =
-        run(Command::new(BIN).current_dir(dir.path()).arg("check-config").envs(env.iter().cloned()));
+        run(Command::new(bin()).current_dir(dir.path()).arg("check-config").envs(env.iter().cloned()));
     assert!(ok, "{stderr}");
     assert!(stdout.contains("environment: OK (profiles: corp)"), "{stdout}");
 
@@ -195,10 +195,10 @@ fn each_invalid_variable_kind_stops_the_start_naming_it() {
             env.push(("CERTCTL_SCEP_PROFILE_CORP_MTLS_ENABLED".into(), "true".into()));
         }
         let (ok, _, stderr) =
-            run(Command::new(BIN).current_dir(dir.path()).arg("check-config").envs(env.iter().cloned()));
+            run(Command::new(bin()).current_dir(dir.path()).arg("check-config").envs(env.iter().cloned()));
         assert!(!ok, "{var}={value:?} passed check-config");
         assert!(stderr.contains(named), "{var}={value:?}: {stderr}");
-        let (ok, stdout, stderr) = run(Command::new(BIN)
+        let (ok, stdout, stderr) = run(Command::new(bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .envs(env.iter().cloned()));
@@ -208,7 +208,8 @@ fn each_invalid_variable_kind_stops_the_start_naming_it() {
     // An RA key readable by others is refused, naming the variable and the file.
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(dir.path().join("ra.key"), std::fs::Permissions::from_mode(0o640)).unwrap();
-    let (ok, _, stderr) = run(Command::new(BIN).current_dir(dir.path()).arg("check-config").envs(spec_env(dir.path())));
+    let (ok, _, stderr) =
+        run(Command::new(bin()).current_dir(dir.path()).arg("check-config").envs(spec_env(dir.path())));
     assert!(!ok);
     assert!(stderr.contains("CERTCTL_SCEP_PROFILE_CORP_RA_KEY_PATH") && stderr.contains("chmod 600"), "{stderr}");
 }

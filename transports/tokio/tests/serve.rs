@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
-use common::{BIN, Server, WAIT};
+use common::{Server, WAIT, bin};
 use std::time::{Duration, Instant};
 
 const RA_CERT: &str = include_str!("../../../tests/vectors/real-clients/recipient-cert.pem");
@@ -37,7 +37,7 @@ fn setup(server: &str) -> (tempfile::TempDir, PathBuf) {
 
 impl Server {
     fn start(config: &Path, dir: &Path) -> Self {
-        Self::spawn(Command::new(BIN).args(["serve", "--config"]).arg(config), dir)
+        Self::spawn(Command::new(bin()).args(["serve", "--config"]).arg(config), dir)
     }
 
     fn signal(&self, sig: &str) {
@@ -187,30 +187,30 @@ fn run_bounded(cmd: &mut Command) -> (bool, String, String) {
 #[test]
 fn check_config_names_the_invalid_key() {
     let (dir, config) = setup("");
-    let (ok, stdout, stderr) = run_bounded(Command::new(BIN).args(["check-config", "--config"]).arg(&config));
+    let (ok, stdout, stderr) = run_bounded(Command::new(bin()).args(["check-config", "--config"]).arg(&config));
     assert!(ok, "{stderr}");
     assert!(stdout.contains("corp"), "{stdout}");
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nmax_connections = 0\n").unwrap();
-    let (ok, _, stderr) = run_bounded(Command::new(BIN).args(["check-config", "--config"]).arg(&bad));
+    let (ok, _, stderr) = run_bounded(Command::new(bin()).args(["check-config", "--config"]).arg(&bad));
     assert!(!ok);
     assert!(stderr.contains("server.max_connections"), "{stderr}");
 
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(dir.path().join("ra.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (ok, _, err) = run_bounded(Command::new(BIN).args(["check-config", "--config"]).arg(&config));
+    let (ok, _, err) = run_bounded(Command::new(bin()).args(["check-config", "--config"]).arg(&config));
     assert!(!ok);
     assert!(err.contains("profile[corp].ra_key") && err.contains("ra.key"), "{err}");
 
     // serve refuses the same config and exits non-zero.
     let (ok, stdout, _) =
-        run_bounded(Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config));
+        run_bounded(Command::new(bin()).args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config));
     assert!(!ok);
     assert!(!stdout.contains("listening"), "{stdout}");
 
     // Without --config, check-config says what it needs.
-    let (ok, _, err) = run_bounded(Command::new(BIN).arg("check-config").env_remove("SCEPD_CONFIG"));
+    let (ok, _, err) = run_bounded(Command::new(bin()).arg("check-config").env_remove("SCEPD_CONFIG"));
     assert!(!ok);
     assert!(err.contains("--config"), "{err}");
 }

@@ -17,6 +17,8 @@
 //! ra_encryption_cert = "ra-enc.pem"  # NDES arrangement: an encryption RA certificate (keyEncipherment)
 //! ra_encryption_key = "ra-enc.key"   #   and its RSA key (0600); then ra_cert is the signing RA. Default:
 //!                                    #   none (one RA signs and decrypts), except the bootstrap profile
+//! ra_key_passphrase_file = "ra.pass" # passphrase (0600) of an ENCRYPTED PRIVATE KEY (PKCS#8, PBES2) in
+//! ra_encryption_key_passphrase_file = "ra-enc.pass"  # ra_key / ra_encryption_key; default: unencrypted
 //! reply_signature = "rsa-encryption" # CertRep signatureAlgorithm: "rsa-encryption" (default) or "mirror"
 //! trust_requested_sid = false        # copy a CSR's SID extension (1.3.6.1.4.1.311.25.2); default false
 //! url_aliases = ["/certsrv/mscep/mscep.dll"]  # extra paths serving this profile (+ "/pkiclient.exe");
@@ -98,6 +100,10 @@ pub struct ProfileSection {
     pub ra_encryption_cert: Option<PathBuf>,
     /// `ra_encryption_key`: its RSA key.
     pub ra_encryption_key: Option<PathBuf>,
+    /// `ra_key_passphrase_file`: the passphrase of an encrypted `ra_key`.
+    pub ra_key_passphrase_file: Option<PathBuf>,
+    /// `ra_encryption_key_passphrase_file`: the passphrase of an encrypted `ra_encryption_key`.
+    pub ra_encryption_key_passphrase_file: Option<PathBuf>,
     /// `reply_signature`: `rsa-encryption` or `mirror`.
     pub reply_signature: Option<String>,
     /// `trust_requested_sid`
@@ -250,6 +256,11 @@ pub struct ProfileSettings {
     /// the bootstrap profile, the local CA's NDES pair: see
     /// [`ProfileSettings::bootstrap`]).
     pub ra_encryption_files: Option<(PathBuf, PathBuf)>,
+    /// `ra_key_passphrase_file` (resolved): the file holding the passphrase
+    /// of an encrypted (PKCS #8 `ENCRYPTED PRIVATE KEY`) `ra_key`.
+    pub ra_key_passphrase_file: Option<PathBuf>,
+    /// `ra_encryption_key_passphrase_file` (resolved), for `ra_encryption_key`.
+    pub ra_encryption_key_passphrase_file: Option<PathBuf>,
     /// The bootstrap profile: with no RA files of its own it uses the local
     /// CA's NDES RA pair (`ra-signing.*`, `ra-encryption.*`).
     pub bootstrap: bool,
@@ -302,6 +313,8 @@ impl std::fmt::Debug for ProfileSettings {
             .field("issuer", &self.issuer)
             .field("ra_files", &self.ra_files)
             .field("ra_encryption_files", &self.ra_encryption_files)
+            .field("ra_key_passphrase_file", &self.ra_key_passphrase_file)
+            .field("ra_encryption_key_passphrase_file", &self.ra_encryption_key_passphrase_file)
             .field("url_aliases", &self.url_aliases)
             .field("ca_chain", &self.ca_chain)
             .field("mtls", &self.mtls)
@@ -454,6 +467,19 @@ impl ProfileSection {
             (None, Some(_)) => return Err(err("ra_cert", "required when ra_key is set".into())),
             (None, None) => None,
         };
+        let passphrase_file = |file: &Option<PathBuf>, name: &str, key: &str, key_set: bool| match file {
+            Some(_) if !key_set => Err(err(name, format!("requires {key} (the key it decrypts)"))),
+            Some(f) => Ok(Some(resolve(base, f))),
+            None => Ok(None),
+        };
+        let ra_key_passphrase_file =
+            passphrase_file(&self.ra_key_passphrase_file, "ra_key_passphrase_file", "ra_key", self.ra_key.is_some())?;
+        let ra_encryption_key_passphrase_file = passphrase_file(
+            &self.ra_encryption_key_passphrase_file,
+            "ra_encryption_key_passphrase_file",
+            "ra_encryption_key",
+            self.ra_encryption_key.is_some(),
+        )?;
         let ra_encryption_files = match (&self.ra_encryption_cert, &self.ra_encryption_key) {
             (Some(c), Some(kp)) => Some((resolve(base, c), key_ref("ra_encryption_key", kp)?)),
             (Some(_), None) => {
@@ -514,6 +540,8 @@ impl ProfileSection {
             issuer,
             ra_files,
             ra_encryption_files,
+            ra_key_passphrase_file,
+            ra_encryption_key_passphrase_file,
             bootstrap: self.bootstrap,
             issued_ekus,
             reply_signature,

@@ -59,7 +59,7 @@ impl ApiKeys {
         let mut found = None;
         for k in &self.keys {
             // No early exit: every configured key is compared.
-            let same = aws_lc_rs::constant_time::verify_slices_are_equal(&k.digest, &digest).is_ok();
+            let same = scep_engine::crypto::constant_time_eq(&k.digest, &digest);
             if same && found.is_none() {
                 found = Some((k.name.as_str(), k.role));
             }

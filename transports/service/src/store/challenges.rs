@@ -293,10 +293,9 @@ pub trait ChallengeStore: Send + Sync + std::fmt::Debug {
 /// # Errors
 /// When the system random generator fails.
 pub fn new_secret() -> Result<String, StoreError> {
-    use aws_lc_rs::rand::SecureRandom as _;
     let mut bytes = [0u8; SECRET_BYTES];
-    aws_lc_rs::rand::SystemRandom::new()
-        .fill(&mut bytes)
+    scep_engine::crypto::default_provider()
+        .fill_random(&mut bytes)
         .map_err(|_| StoreError("the system random generator failed".into()))?;
     Ok(bytes.iter().map(|b| format!("{b:02X}")).collect())
 }
@@ -304,9 +303,7 @@ pub fn new_secret() -> Result<String, StoreError> {
 /// The stored form of a challenge: SHA-256 of its upper-cased text (a
 /// challenge typed in lower case still matches).
 pub fn secret_digest(challenge: &str) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, challenge.trim().to_ascii_uppercase().as_bytes())
-        .as_ref()
-        .to_vec()
+    scep_engine::crypto::DigestAlg::Sha256.digest(challenge.trim().to_ascii_uppercase().as_bytes())
 }
 
 enum Command {

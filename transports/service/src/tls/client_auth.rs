@@ -147,9 +147,10 @@ impl MtlsPolicy {
     }
 }
 
-/// The aws-lc-rs provider used for every TLS object.
+/// The provider used for every TLS object ([`scep_issuers::http::tls_crypto_provider`]:
+/// aws-lc-rs, or RustCrypto in the pure-Rust build).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    scep_issuers::http::tls_crypto_provider()
 }
 
 /// The listener's client-certificate verifier: asks for a certificate, accepts

@@ -410,7 +410,9 @@ pub fn create_private_dir(dir: &Path) -> Result<(), ConfigError> {
 /// 24 random bytes as 32 URL-safe base64 characters.
 fn generate() -> Result<String, ConfigError> {
     let mut buf = [0u8; 24];
-    aws_lc_rs::rand::fill(&mut buf).map_err(|_| ConfigError("OS random source failed".into()))?;
+    scep_engine::crypto::default_provider()
+        .fill_random(&mut buf)
+        .map_err(|_| ConfigError("OS random source failed".into()))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
 }
 

@@ -130,7 +130,9 @@ impl DryRun {
             return Ok(dir.clone());
         }
         let mut random = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut random).map_err(|_| ConfigError("OS random source failed".into()))?;
+        scep_engine::crypto::default_provider()
+            .fill_random(&mut random)
+            .map_err(|_| ConfigError("OS random source failed".into()))?;
         let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let dir = std::env::temp_dir().join(format!("scepd-check-config-{}-{hex}", std::process::id()));
         let mut b = std::fs::DirBuilder::new();

@@ -44,12 +44,47 @@ pub fn check_key_file_permissions(path: &Path, key: &str) -> Result<(), ConfigEr
     Ok(())
 }
 
-/// Reads a private key PEM file after checking its permissions.
+/// Reads a private key PEM file after checking its permissions: PKCS #8,
+/// encrypted PKCS #8 (with `passphrase`: the passphrase file and the name of
+/// its setting), PKCS #1 or SEC1 ([`pem::private_key_der`]).
 ///
 /// # Errors
-/// As [`check_key_file_permissions`], or when the file holds no key.
-pub fn read_private_key(path: &Path, key: &str) -> Result<Vec<u8>, ConfigError> {
+/// As [`check_key_file_permissions`] (for the passphrase file too), when the
+/// file holds no usable key, or when the passphrase is missing, wrong or set
+/// for a key that is not encrypted; the message names the setting to fix.
+pub fn read_private_key(path: &Path, key: &str, passphrase: Option<(&Path, &str)>) -> Result<Vec<u8>, ConfigError> {
     check_key_file_permissions(path, key)?;
     let text = read_text(path, key)?;
-    pem::private_key(&text).map_err(|e| ConfigError(format!("{key}: {}: {e}", path.display())))
+    let secret = match passphrase {
+        Some((file, setting)) => Some(read_passphrase(file, setting)?),
+        None => None,
+    };
+    pem::private_key_der(&text, secret.as_deref()).map_err(|e| {
+        let (setting, fix) = match (&e, passphrase) {
+            (pem::KeyFileError::PassphraseNeeded, _) => (key, format!(": set {key}_passphrase_file")),
+            (pem::KeyFileError::Decrypt(_) | pem::KeyFileError::PassphraseUnused, Some((_, setting))) => {
+                (setting, String::new())
+            }
+            _ => (key, String::new()),
+        };
+        ConfigError(format!("{setting}: {}: {e}{fix}", path.display()))
+    })
+}
+
+/// Reads a passphrase file (mode 0600 like a key): its text without the final
+/// line break.
+///
+/// # Errors
+/// Naming `setting`: permissions, unreadable, or empty.
+fn read_passphrase(path: &Path, setting: &str) -> Result<Vec<u8>, ConfigError> {
+    check_key_file_permissions(path, setting)?;
+    let mut bytes =
+        std::fs::read(path).map_err(|e| ConfigError(format!("{setting}: cannot read {}: {e}", path.display())))?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(ConfigError(format!("{setting}: {} is empty", path.display())));
+    }
+    Ok(bytes)
 }

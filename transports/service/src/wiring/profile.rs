@@ -214,13 +214,33 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
 
     // The RA arrangement: the profile's own files, else the issuer's default
     // (the local CA's single RA, or its NDES pair for the bootstrap profile).
+    let ra_passphrase_setting = k("ra_key_passphrase_file");
+    let ra_passphrase = settings.ra_key_passphrase_file.as_deref().map(|f| (f, ra_passphrase_setting.as_str()));
     let (ra, encryption_ras) = match (&settings.ra_files, default_ra) {
-        (Some((cert, key)), _) => {
-            (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, &ctx.pkcs11)?, Vec::new())
-        }
-        (None, Some(DefaultRa::Single(cert, key))) => {
-            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, &ctx.pkcs11)?, Vec::new())
-        }
+        (Some((cert, key)), _) => (
+            load_ra(
+                cert,
+                key,
+                ctx.now,
+                &k("ra_cert"),
+                &k("ra_key"),
+                RaRole::Signing,
+                KeyAccess { passphrase: ra_passphrase, pkcs11: &ctx.pkcs11 },
+            )?,
+            Vec::new(),
+        ),
+        (None, Some(DefaultRa::Single(cert, key))) => (
+            load_ra(
+                &cert,
+                &key,
+                ctx.now,
+                &k("ra_cert"),
+                &k("ra_key"),
+                RaRole::Signing,
+                KeyAccess { passphrase: None, pkcs11: &ctx.pkcs11 },
+            )?,
+            Vec::new(),
+        ),
         (None, Some(DefaultRa::NdesPair(pair))) if settings.ra_encryption_files.is_none() => {
             let signing = load_ra(
                 &pair.signing_cert,
@@ -229,7 +249,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
                 &k("ra_cert"),
                 &k("ra_key"),
                 RaRole::Signing,
-                &ctx.pkcs11,
+                KeyAccess { passphrase: None, pkcs11: &ctx.pkcs11 },
             )?;
             let encryption = load_ra(
                 &pair.encryption_cert,
@@ -238,7 +258,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
                 &k("ra_encryption_cert"),
                 &k("ra_encryption_key"),
                 RaRole::Encryption,
-                &ctx.pkcs11,
+                KeyAccess { passphrase: None, pkcs11: &ctx.pkcs11 },
             )?;
             (signing, vec![encryption])
         }
@@ -249,6 +269,8 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
     };
     let encryption_ras = match &settings.ra_encryption_files {
         Some((cert, key)) => {
+            let setting = k("ra_encryption_key_passphrase_file");
+            let passphrase = settings.ra_encryption_key_passphrase_file.as_deref().map(|f| (f, setting.as_str()));
             vec![load_ra(
                 cert,
                 key,
@@ -256,7 +278,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
                 &k("ra_encryption_cert"),
                 &k("ra_encryption_key"),
                 RaRole::Encryption,
-                &ctx.pkcs11,
+                KeyAccess { passphrase, pkcs11: &ctx.pkcs11 },
             )?]
         }
         None => encryption_ras,
@@ -356,6 +378,14 @@ enum RaRole {
     Encryption,
 }
 
+/// How an RA key is unlocked: the passphrase file of an encrypted key file
+/// (with its setting's name), and `[pkcs11]` for a `pkcs11:` URI.
+#[derive(Clone, Copy)]
+struct KeyAccess<'a> {
+    passphrase: Option<(&'a Path, &'a str)>,
+    pkcs11: &'a Pkcs11Settings,
+}
+
 /// Loads and checks an RA identity (RFC 8894 §2.1): a key matching an
 /// unexpired certificate, RSA or (signing RA only) ECDSA.
 fn load_ra(
@@ -365,8 +395,9 @@ fn load_ra(
     cert_key: &str,
     key_key: &str,
     role: RaRole,
-    pkcs11: &Pkcs11Settings,
+    access: KeyAccess<'_>,
 ) -> Result<RaIdentity, ConfigError> {
+    let KeyAccess { passphrase, pkcs11 } = access;
     let text = read_text(cert_path, cert_key)?;
     let certificate = pem::certificates(&text)
         .map_err(|e| ConfigError(format!("{cert_key}: {}: {e}", cert_path.display())))?
@@ -386,9 +417,15 @@ fn load_ra(
         tracing::warn!(file = %cert_path.display(), not_before = %cert.not_before.to_rfc3339(), "RA certificate is not valid yet");
     }
     let token_uri = key_path.to_str().filter(|t| scep_issuers::pkcs11::is_pkcs11_uri(t));
-    let key = match (token_uri, role) {
-        (Some(uri), _) => open_token_key(uri, pkcs11, key_key, role)?,
-        (None, _) => load_ra_key_file(key_path, key_key, role)?,
+    let key = match (token_uri, passphrase) {
+        (Some(_), Some((_, passphrase_key))) => {
+            return Err(ConfigError(format!(
+                "{passphrase_key}: {key_key} is a pkcs11: URI, whose key has no passphrase (the token's PIN is \
+                 set in [pkcs11]): remove {passphrase_key}"
+            )));
+        }
+        (Some(uri), None) => open_token_key(uri, pkcs11, key_key, role)?,
+        (None, _) => load_ra_key_file(key_path, key_key, role, passphrase)?,
     };
     let key_spki = SubjectPublicKeyInfoRef::parse(key.spki_der())
         .map_err(|e| ConfigError(format!("{key_key}: {}: {e}", key_path.display())))?;
@@ -441,8 +478,13 @@ fn open_token_key(uri: &str, pkcs11: &Pkcs11Settings, key_key: &str, role: RaRol
 }
 
 /// Loads an RA key from a PEM file (mode 0600).
-fn load_ra_key_file(key_path: &Path, key_key: &str, role: RaRole) -> Result<RaKey, ConfigError> {
-    let der = read_private_key(key_path, key_key)?;
+fn load_ra_key_file(
+    key_path: &Path,
+    key_key: &str,
+    role: RaRole,
+    passphrase: Option<(&Path, &str)>,
+) -> Result<RaKey, ConfigError> {
+    let der = read_private_key(key_path, key_key, passphrase)?;
     Ok(match role {
         RaRole::Signing => RaKey::from_der(&der).map_err(|e| {
             ConfigError(format!(
@@ -465,6 +507,45 @@ mod tests {
     use crate::testutil::{TestDir, section};
     use scep_engine::config::{CaCertShape, KeyPolicy, SanPolicy, SanType};
     use scep_engine::crypto::{ContentCipher, DigestAlg};
+
+    #[test]
+    fn an_encrypted_ra_key_loads_with_its_passphrase_file_and_every_mistake_names_the_setting() {
+        use pkcs8::der::Decode as _;
+        let dir = TestDir::new();
+        let plain = pem::private_key(crate::testutil::RA_KEY).unwrap();
+        let encrypted =
+            pkcs8::PrivateKeyInfo::from_der(&plain).unwrap().encrypt(rand_core::OsRng, b"correct horse").unwrap();
+        dir.write_key("ra-enc.key", &pem::encode("ENCRYPTED PRIVATE KEY", encrypted.as_bytes()));
+        dir.write_key("ra.pass", "correct horse\n");
+        dir.write_key("wrong.pass", "battery staple\n");
+        let build = |key: &str, pass: Option<&str>| {
+            let mut s = section(&dir, "corp");
+            s.ra_key = Some(dir.path().join(key));
+            s.ra_key_passphrase_file = pass.map(|p| dir.path().join(p));
+            s.build(0, &mut BuildContext::new(None, dir.path(), dir.now()))
+                .map(|p| p.engine.config().ra.key.spki_der().to_vec())
+        };
+        let expected = RaKey::from_der(&plain).unwrap().spki_der().to_vec();
+        assert_eq!(build("ra-enc.key", Some("ra.pass")).unwrap(), expected);
+        let e = build("ra-enc.key", None).unwrap_err().0;
+        assert!(e.contains("profile[corp].ra_key") && e.contains("set profile[corp].ra_key_passphrase_file"), "{e}");
+        let e = build("ra-enc.key", Some("wrong.pass")).unwrap_err().0;
+        assert!(e.starts_with("profile[corp].ra_key_passphrase_file: ") && e.contains("wrong passphrase"), "{e}");
+        let e = build("ra.key", Some("ra.pass")).unwrap_err().0;
+        assert!(e.starts_with("profile[corp].ra_key_passphrase_file: ") && e.contains("not encrypted"), "{e}");
+        std::fs::write(dir.path().join("open.pass"), "x").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir.path().join("open.pass"), std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = build("ra-enc.key", Some("open.pass")).unwrap_err().0;
+            assert!(e.starts_with("profile[corp].ra_key_passphrase_file: ") && e.contains("chmod 600"), "{e}");
+        }
+        let mut s = section(&dir, "corp");
+        s.ra_encryption_key_passphrase_file = Some("ra.pass".into());
+        let e = s.build(0, &mut BuildContext::new(None, dir.path(), dir.now())).unwrap_err().0;
+        assert!(e.contains("ra_encryption_key_passphrase_file") && e.contains("requires ra_encryption_key"), "{e}");
+    }
 
     #[test]
     fn a_full_profile_builds() {

@@ -558,8 +558,8 @@ fn form_encode(v: &str) -> String {
 /// A random (version 4) GUID, for `client-request-id` and `jti`.
 pub fn random_guid() -> String {
     let mut b = [0u8; 16];
-    // aws-lc's system RNG; on failure a time-derived id still correlates logs.
-    if aws_lc_rs::rand::fill(&mut b).is_err() {
+    // The OS random source; on failure a time-derived id still correlates logs.
+    if scep_engine::crypto::default_provider().fill_random(&mut b).is_err() {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         b = t.to_be_bytes();
     }
