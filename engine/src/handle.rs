@@ -869,7 +869,7 @@ impl Engine {
                 )
             }
             envelope::EnvelopeError::KeyUnavailable => {
-                Failure::new(e.fail_info(), "ra_key_unavailable", format!("pkcsPKIEnvelope: {e}"))
+                Failure::new(e.fail_info(), RA_KEY_UNAVAILABLE, format!("pkcsPKIEnvelope: {e}"))
             }
             _ => Failure::new(e.fail_info(), "decrypt_failed", format!("pkcsPKIEnvelope: {e}")),
         })
@@ -893,9 +893,10 @@ impl Engine {
         reply: &ReplyContext,
         status: certrep::CertRepStatus<'_>,
         now: UnixTime,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, ReplyError> {
         let config = &self.config;
-        let ra_cert = CertificateRef::parse(&config.ra.certificate).map_err(|e| format!("RA certificate: {e}"))?;
+        let ra_cert = CertificateRef::parse(&config.ra.certificate)
+            .map_err(|e| ReplyError { detail: format!("RA certificate: {e}"), key_unavailable: false })?;
         let builder = certrep::CertRepBuilder {
             ra_cert,
             ra_key: &config.ra.key,
@@ -905,11 +906,19 @@ impl Engine {
             recipient_nonce: &reply.recipient_nonce,
             signing_time: now,
         };
-        builder.build(status, config.rng.as_ref()).map_err(|e| e.to_string())
+        builder.build(status, config.rng.as_ref()).map_err(|e| ReplyError {
+            key_unavailable: matches!(&e, certrep::CertRepError::Sign(k) if k.is_unavailable()),
+            detail: e.to_string(),
+        })
     }
 
     /// A signed CertRep FAILURE (RFC 8894 §3.3.2.2).
     fn failure(&self, reply: &ReplyContext, mut outcome: Outcome, f: Failure, now: UnixTime) -> Response {
+        if f.label == RA_KEY_UNAVAILABLE {
+            // Not the client's fault and not a property of its ciphertext
+            // (the key answers Ok(None) for every bad one): retry later.
+            return internal_error(outcome, &ReplyError { detail: f.detail, key_unavailable: true });
+        }
         outcome.pki_status = Some(PkiStatus::FAILURE);
         outcome.fail_info = Some(f.fail_info);
         outcome.label = f.label;
@@ -986,9 +995,26 @@ impl Engine {
     }
 }
 
-fn internal_error(mut outcome: Outcome, detail: &str) -> Response {
+/// The outcome label of a request answered 503 because an RA key (e.g. in
+/// a PKCS#11 token that is gone) could not be used.
+pub(crate) const RA_KEY_UNAVAILABLE: &str = "ra_key_unavailable";
+
+/// Why no CertRep could be produced.
+struct ReplyError {
+    detail: String,
+    /// The RA key cannot be reached at the moment ([`crate::crypto::KeyError::is_unavailable`]).
+    key_unavailable: bool,
+}
+
+/// 500, or 503 when the RA key is unavailable (a token that is gone: the
+/// client retries later, RFC 8894 §3.3.2 leaves transport errors to it).
+fn internal_error(mut outcome: Outcome, e: &ReplyError) -> Response {
+    outcome.detail = Some(e.detail.clone());
+    if e.key_unavailable {
+        outcome.label = RA_KEY_UNAVAILABLE;
+        return plain(503, "the RA key is unavailable; retry later", outcome);
+    }
     outcome.label = "internal_error";
-    outcome.detail = Some(detail.to_string());
     plain(500, "internal error building the reply", outcome)
 }
 

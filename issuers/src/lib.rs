@@ -21,6 +21,7 @@ pub mod http;
 pub mod local;
 pub mod ocsp;
 pub mod oneshot;
+pub mod pkcs11;
 pub mod vault;
 pub mod x509_build;
 

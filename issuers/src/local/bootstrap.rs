@@ -28,6 +28,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use scep_engine::crypto::provider::PrivateKey;
 use scep_engine::crypto::{EcPrivateKey, RandomSource, RsaPrivateKey, SigningKey, SystemRandom};
 use scep_engine::pem;
 use scep_engine::time::UnixTime;
@@ -89,6 +90,10 @@ pub struct BootstrapOptions {
     /// the module docs). Default `true`: it is the arrangement every client we
     /// know enrols with on defaults.
     pub ndes_ra_pair: bool,
+    /// The CA key held in a token ([`crate::pkcs11`]): `ca.key` is then
+    /// neither read nor written (one present is refused), and a missing
+    /// `ca.pem` is created self-signed by this key.
+    pub token_ca_key: Option<Arc<dyn PrivateKey>>,
 }
 
 impl Default for BootstrapOptions {
@@ -100,6 +105,7 @@ impl Default for BootstrapOptions {
             now: UnixTime::now(),
             random: Arc::new(SystemRandom),
             ndes_ra_pair: true,
+            token_ca_key: None,
         }
     }
 }
@@ -188,7 +194,20 @@ pub fn bootstrap(dir: &Path, opts: &BootstrapOptions) -> Result<BootstrapOutcome
         ra_created: false,
         ndes: None,
     };
-    let ca_present = presence(&out.ca_cert, &out.ca_key, dir)?;
+    let token_key = opts.token_ca_key.as_ref();
+    let ca_present = match token_key {
+        None => presence(&out.ca_cert, &out.ca_key, dir)?,
+        Some(_) if out.ca_key.exists() => {
+            return Err(IssuerError::DataDir {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "{CA_KEY_FILE} exists but the CA key is configured in a PKCS#11 token: remove {CA_KEY_FILE} \
+                     (and {CA_CERT_FILE}, unless it is the token key's certificate)"
+                ),
+            });
+        }
+        Some(_) => out.ca_cert.exists(),
+    };
     let ra_present = presence(&out.ra_cert, &out.ra_key, dir)?;
     if !ca_present {
         if ra_present {
@@ -203,7 +222,7 @@ pub fn bootstrap(dir: &Path, opts: &BootstrapOptions) -> Result<BootstrapOutcome
         out.ca_created = true;
         out.ra_created = true;
     }
-    let (ca, _) = load_ca(&out.ca_cert, &out.ca_key, opts.now)?;
+    let (ca, _) = load_ca(&out.ca_cert, &out.ca_key, token_key, opts.now)?;
     if out.ra_created {
         // Just written by create_ca_and_ra.
     } else if ra_present {
@@ -282,9 +301,10 @@ fn short_id(random: &dyn RandomSource) -> String {
 
 fn create_ca_and_ra(dir: &Path, opts: &BootstrapOptions) -> Result<(), IssuerError> {
     let id = short_id(opts.random.as_ref());
-    let (key, key_der) = match opts.ca_key {
-        CaKeyType::Rsa2048 => RsaPrivateKey::generate(2048).map(|(k, d)| (SigningKey::Rsa(k), d)),
-        CaKeyType::EcP256 => EcPrivateKey::generate().map(|(k, d)| (SigningKey::EcP256(k), d)),
+    let (key, key_der) = match (&opts.token_ca_key, opts.ca_key) {
+        (Some(k), _) => SigningKey::from_key(k.clone()).map(|k| (k, None)),
+        (None, CaKeyType::Rsa2048) => RsaPrivateKey::generate(2048).map(|(k, d)| (SigningKey::Rsa(k), Some(d))),
+        (None, CaKeyType::EcP256) => EcPrivateKey::generate().map(|(k, d)| (SigningKey::EcP256(k), Some(d))),
     }
     .map_err(BuildError::Key)?;
     let validity =
@@ -293,17 +313,15 @@ fn create_ca_and_ra(dir: &Path, opts: &BootstrapOptions) -> Result<(), IssuerErr
         self_signed_ca(&key, &common_name(&format!("scepd CA {id}")), &random_serial(opts.random.as_ref()), validity)?;
     let ca = CaSigner::new(key, cert)?;
     let (ra_cert, ra_key) = make_ra(&ca, &id, RaUsage::SigningAndEncryption, opts)?;
-    let ca_key = pem::encode("PRIVATE KEY", &key_der);
+    let ca_key = key_der.map(|d| pem::encode("PRIVATE KEY", &d));
     let ca_cert = pem::encode("CERTIFICATE", ca.certificate());
-    install(
-        dir,
-        &[
-            (RA_KEY_FILE, ra_key.as_bytes(), true),
-            (RA_CERT_FILE, ra_cert.as_bytes(), false),
-            (CA_KEY_FILE, ca_key.as_bytes(), true),
-            (CA_CERT_FILE, ca_cert.as_bytes(), false),
-        ],
-    )?;
+    let mut files = vec![(RA_KEY_FILE, ra_key.as_bytes(), true), (RA_CERT_FILE, ra_cert.as_bytes(), false)];
+    // A token key stays in its token: only the certificate is written.
+    if let Some(k) = &ca_key {
+        files.push((CA_KEY_FILE, k.as_bytes(), true));
+    }
+    files.push((CA_CERT_FILE, ca_cert.as_bytes(), false));
+    install(dir, &files)?;
     tracing::info!(dir = %dir.display(), ca = %format!("scepd CA {id}"), "new CA and RA created");
     Ok(())
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use scep_engine::FailInfo;
+use scep_engine::crypto::provider::PrivateKey;
 use scep_engine::crypto::{RandomSource, SigningKey, SystemRandom};
 use scep_engine::issue::{
     Authorization, CertLookup, EnrollRequest, IssueOutcome, IssueRequest, PollRequest, RenewRequest,
@@ -57,7 +58,11 @@ pub struct LocalCaConfig {
     /// are taken as the chain above the CA.
     pub ca_cert_pem: PathBuf,
     /// PEM file with the CA private key (PKCS#8, PKCS#1 RSA or SEC1 P-256).
+    /// Not read when [`LocalCaConfig::ca_key`] is set.
     pub ca_key_pem: PathBuf,
+    /// The CA key held elsewhere (a PKCS#11 token, [`crate::pkcs11`]): used
+    /// instead of `ca_key_pem`.
+    pub ca_key: Option<Arc<dyn PrivateKey>>,
     /// Data directory; the database is `<data_dir>/local-ca.sqlite`.
     pub data_dir: PathBuf,
     /// Further PEM files of chain certificates (intermediates up to the
@@ -115,6 +120,7 @@ impl LocalCaConfig {
             id: LOCAL_ISSUER_ID.to_string(),
             ca_cert_pem: ca_cert_pem.into(),
             ca_key_pem: ca_key_pem.into(),
+            ca_key: None,
             data_dir: data_dir.into(),
             chain_pem: Vec::new(),
             crl_validity_secs: DEFAULT_CRL_VALIDITY_SECS,
@@ -151,12 +157,19 @@ pub(crate) fn read_private_key(path: &Path) -> Result<Vec<u8>, IssuerError> {
 pub(crate) fn load_ca(
     cert_path: &Path,
     key_path: &Path,
+    token_key: Option<&Arc<dyn PrivateKey>>,
     now: UnixTime,
 ) -> Result<(CaSigner, Vec<Vec<u8>>), IssuerError> {
     let mut certs = read_certificates(cert_path)?.into_iter();
     let cert = certs.next().ok_or_else(|| IssuerError::invalid_file(cert_path, "no CERTIFICATE block found"))?;
-    let key = SigningKey::from_der(&read_private_key(key_path)?)
-        .map_err(|e| IssuerError::invalid_file(key_path, format!("not a usable CA key (RSA ≥ 2048 or P-256): {e}")))?;
+    let key = match token_key {
+        Some(k) => SigningKey::from_key(k.clone()).map_err(|e| {
+            IssuerError::Config(format!("the CA key in the token is not usable (RSA ≥ 2048 or P-256): {e}"))
+        })?,
+        None => SigningKey::from_der(&read_private_key(key_path)?).map_err(|e| {
+            IssuerError::invalid_file(key_path, format!("not a usable CA key (RSA ≥ 2048 or P-256): {e}"))
+        })?,
+    };
     let signer = CaSigner::new(key, cert)
         .map_err(|e| IssuerError::invalid_file(cert_path, format!("{e} (key file {})", key_path.display())))?;
     signer.check_valid_at(now).map_err(|e| IssuerError::invalid_file(cert_path, e.to_string()))?;
@@ -272,7 +285,7 @@ impl LocalCa {
                 config.crl_max_age_secs, config.crl_validity_secs
             )));
         }
-        let (mut ca, extra) = load_ca(&config.ca_cert_pem, &config.ca_key_pem, now)?;
+        let (mut ca, extra) = load_ca(&config.ca_cert_pem, &config.ca_key_pem, config.ca_key.as_ref(), now)?;
         if let Some(base) = &config.public_url {
             ca.set_relying_party_urls(Some(pki_urls(base, &serial_hex(ca.key_id()))));
         }

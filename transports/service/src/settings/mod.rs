@@ -15,6 +15,7 @@
 //! | [`store`] | `[store]` (SQLite or the shared PostgreSQL store) |
 //! | [`api_keys`] | `[[api_key]]` |
 //! | [`issuers`] | `[[issuer]]` |
+//! | [`pkcs11`](mod@pkcs11) | `[pkcs11]` (RA keys in a PKCS#11 token) |
 //!
 //! ```toml
 //! [server]
@@ -69,6 +70,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod env;
 pub mod issuers;
+pub mod pkcs11;
 pub mod profile;
 pub mod start;
 pub mod store;
@@ -126,6 +128,9 @@ pub struct ConfigFile {
     /// `[store]` (the shared store: SQLite or PostgreSQL).
     #[serde(default)]
     pub store: StoreSection,
+    /// `[pkcs11]` (keys named by `pkcs11:` URIs).
+    #[serde(default)]
+    pub pkcs11: pkcs11::Pkcs11Section,
 }
 
 /// The `[server]` table, as written (every key optional).

@@ -13,6 +13,7 @@
 //! danger_no_challenge = false        # true: anyone reaching the URL enrols (lab only)
 //! ra_cert = "ra.pem"                 # RA certificate PEM; default (issuer local): the bootstrap RA
 //! ra_key = "ra.key"                  # RA key PEM (RSA; ECDSA P-256/384 only beside ra_encryption_*), mode 0600; with ra_cert
+//!                                    #   (ra_key / ra_encryption_key may be a pkcs11: URI instead: settings::pkcs11)
 //! ra_encryption_cert = "ra-enc.pem"  # NDES arrangement: an encryption RA certificate (keyEncipherment)
 //! ra_encryption_key = "ra-enc.key"   #   and its RSA key (0600); then ra_cert is the signing RA. Default:
 //!                                    #   none (one RA signs and decrypts), except the bootstrap profile
@@ -455,8 +456,17 @@ impl ProfileSection {
             Some("none") => IssuerRef::None,
             Some(id) => IssuerRef::Named(id.to_string()),
         };
+        let key_ref = |key: &str, path: &Path| -> Result<PathBuf, ConfigError> {
+            match path.to_str().filter(|t| scep_issuers::pkcs11::is_pkcs11_uri(t)) {
+                Some(uri) => {
+                    scep_issuers::pkcs11::KeyUri::parse(uri).map_err(|e| err(key, e.0))?;
+                    Ok(path.to_path_buf())
+                }
+                None => Ok(resolve(base, path)),
+            }
+        };
         let ra_files = match (&self.ra_cert, &self.ra_key) {
-            (Some(c), Some(kp)) => Some((resolve(base, c), resolve(base, kp))),
+            (Some(c), Some(kp)) => Some((resolve(base, c), key_ref("ra_key", kp)?)),
             (Some(_), None) => return Err(err("ra_key", "required when ra_cert is set".into())),
             (None, Some(_)) => return Err(err("ra_cert", "required when ra_key is set".into())),
             (None, None) => None,
@@ -475,7 +485,7 @@ impl ProfileSection {
             self.ra_encryption_key.is_some(),
         )?;
         let ra_encryption_files = match (&self.ra_encryption_cert, &self.ra_encryption_key) {
-            (Some(c), Some(kp)) => Some((resolve(base, c), resolve(base, kp))),
+            (Some(c), Some(kp)) => Some((resolve(base, c), key_ref("ra_encryption_key", kp)?)),
             (Some(_), None) => {
                 return Err(err("ra_encryption_key", "required when ra_encryption_cert is set".into()));
             }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use scep_engine::config::ConfigError;
+use scep_engine::crypto::provider::PrivateKey;
 use scep_engine::time::UnixTime;
 use scep_issuers::Issuer;
 
@@ -57,7 +58,7 @@ pub struct LocalCa {
 /// `public_url` (`[server] public_url`): issued certificates name the CRL
 /// and OCSP URLs under it.
 pub fn open_local_ca(data_dir: &Path, now: UnixTime, public_url: Option<&str>) -> Result<LocalCa, ConfigError> {
-    open_or_keep_local_ca(data_dir, now, public_url, None)
+    open_or_keep_local_ca(data_dir, now, public_url, None, None)
 }
 
 /// As [`open_local_ca`], but a reload keeps `running`, the local CA already
@@ -75,9 +76,14 @@ pub fn open_or_keep_local_ca(
     now: UnixTime,
     public_url: Option<&str>,
     running: Option<&scep_issuers::LocalCa>,
+    token_ca_key: Option<Arc<dyn PrivateKey>>,
 ) -> Result<LocalCa, ConfigError> {
     create_private_dir(data_dir)?;
-    let opts = scep_issuers::BootstrapOptions { now, ..scep_issuers::BootstrapOptions::default() };
+    let opts = scep_issuers::BootstrapOptions {
+        now,
+        token_ca_key: token_ca_key.clone(),
+        ..scep_issuers::BootstrapOptions::default()
+    };
     let files = scep_issuers::bootstrap(data_dir, &opts)
         .map_err(|e| ConfigError(format!("data_dir {}: cannot bootstrap the local CA: {e}", data_dir.display())))?;
     if files.ca_created {
@@ -114,7 +120,7 @@ pub fn open_or_keep_local_ca(
             ndes: files.ndes.clone(),
         });
     }
-    local_ca_from(&files, data_dir, now, data_dir, public_url)
+    local_ca_from(&files, data_dir, now, data_dir, public_url, token_ca_key)
 }
 
 /// Opens the bootstrapped `files` as the service's local CA, its database in
@@ -129,8 +135,10 @@ pub(crate) fn local_ca_from(
     now: UnixTime,
     data_dir: &Path,
     public_url: Option<&str>,
+    token_ca_key: Option<Arc<dyn PrivateKey>>,
 ) -> Result<LocalCa, ConfigError> {
     let mut config = scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, db_dir);
+    config.ca_key = token_ca_key;
     config.public_url = public_url.map(str::to_string);
     let ca = scep_issuers::LocalCa::open_at(config, now)
         .map_err(|e| ConfigError(format!("local CA ({}): {e}", data_dir.display())))?;

@@ -65,6 +65,7 @@ impl DryRun {
         data_dir: &Path,
         now: UnixTime,
         public_url: Option<&str>,
+        token_ca_key: Option<std::sync::Arc<dyn scep_engine::crypto::provider::PrivateKey>>,
     ) -> Result<LocalCa, ConfigError> {
         self.note_missing(data_dir, "data directory, mode 0700");
         let scratch = self.scratch()?;
@@ -89,7 +90,11 @@ impl DryRun {
             present.push(name);
         }
         // The bootstrap runs on the copy: it validates what exists and generates what is missing.
-        let opts = scep_issuers::BootstrapOptions { now, ..scep_issuers::BootstrapOptions::default() };
+        let opts = scep_issuers::BootstrapOptions {
+            now,
+            token_ca_key: token_ca_key.clone(),
+            ..scep_issuers::BootstrapOptions::default()
+        };
         let mut files = scep_issuers::bootstrap(&scratch, &opts)
             .map_err(|e| ConfigError(format!("data_dir {}: the local CA: {e}", data_dir.display())))?;
         for (name, is_key) in CA_FILES {
@@ -117,7 +122,7 @@ impl DryRun {
             in_place(&mut n.encryption_key);
         }
         self.note_missing(&data_dir.join(DB_FILE), "issued-certificate database");
-        bootstrap::local_ca_from(&files, &scratch, now, data_dir, public_url)
+        bootstrap::local_ca_from(&files, &scratch, now, data_dir, public_url, token_ca_key)
     }
 
     fn scratch(&mut self) -> Result<PathBuf, ConfigError> {

@@ -287,8 +287,10 @@ fn build_file(
         validated.iter().filter_map(|p| p.intune.as_ref().map(|i| (p.name.as_str(), i))),
         &previous,
     )?;
+    let pkcs11 = file.pkcs11.validate(base)?;
     let mut ctx = BuildContext::new(base, &settings.data_dir, now)
         .with_public_url(settings.public_url.clone())
+        .with_pkcs11(pkcs11)
         .with_running_local_ca(running_local)
         .with_issuers(issuers)
         .with_previous_intune(previous)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use scep_engine::config::{ConfigError, ProfileConfig, RaIdentity};
+use scep_engine::crypto::provider::PrivateKey;
 use scep_engine::crypto::{RaKey, RsaPrivateKey, SystemRandom};
 use scep_engine::intune::{IntuneValidator, ReplayCache};
 use scep_engine::issue::IssuancePolicy;
@@ -16,6 +17,7 @@ use scep_engine::{Engine, UnixTime, pem};
 use scep_issuers::Issuer;
 
 use crate::intune;
+use crate::settings::pkcs11::Pkcs11Settings;
 use crate::settings::profile::{IssuerRef, ProfileSection, ProfileSettings};
 use crate::state::Profile;
 use crate::state::discovery::DiscoveryAnswers;
@@ -50,6 +52,8 @@ pub struct BuildContext<'a> {
     /// On reload: the local CA already serving, kept rather than opened again
     /// ([`bootstrap::open_or_keep_local_ca`]).
     running_local: Option<scep_issuers::LocalCa>,
+    /// `[pkcs11]`: how keys named by `pkcs11:` URIs are opened.
+    pkcs11: Pkcs11Settings,
 }
 
 impl<'a> BuildContext<'a> {
@@ -66,7 +70,16 @@ impl<'a> BuildContext<'a> {
             dry_run: None,
             public_url: None,
             running_local: None,
+            pkcs11: Pkcs11Settings::default(),
         }
+    }
+
+    /// `[pkcs11]`: the module, PIN and pool size for RA keys given as
+    /// `pkcs11:` URIs.
+    #[must_use]
+    pub fn with_pkcs11(mut self, pkcs11: Pkcs11Settings) -> Self {
+        self.pkcs11 = pkcs11;
+        self
     }
 
     /// A reload: the local CA already serving is kept, not opened a second
@@ -124,13 +137,21 @@ impl<'a> BuildContext<'a> {
 
     fn local_ca(&mut self) -> Result<&LocalCa, ConfigError> {
         if self.local.is_none() {
+            // `[pkcs11] ca_key`: the CA key in a token (kept when reloading a running CA).
+            let token_key: Option<Arc<dyn PrivateKey>> = match (&self.pkcs11.ca_key, &self.running_local) {
+                (Some(uri), None) => Some(Arc::new(open_pkcs11_key(uri, &self.pkcs11, "pkcs11.ca_key")?)),
+                _ => None,
+            };
             self.local = Some(match self.dry_run.as_deref_mut() {
-                Some(dry_run) => dry_run.open_local_ca(self.data_dir, self.now, self.public_url.as_deref())?,
+                Some(dry_run) => {
+                    dry_run.open_local_ca(self.data_dir, self.now, self.public_url.as_deref(), token_key)?
+                }
                 None => bootstrap::open_or_keep_local_ca(
                     self.data_dir,
                     self.now,
                     self.public_url.as_deref(),
                     self.running_local.as_ref(),
+                    token_key,
                 )?,
             });
         }
@@ -196,12 +217,30 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
     let ra_passphrase_setting = k("ra_key_passphrase_file");
     let ra_passphrase = settings.ra_key_passphrase_file.as_deref().map(|f| (f, ra_passphrase_setting.as_str()));
     let (ra, encryption_ras) = match (&settings.ra_files, default_ra) {
-        (Some((cert, key)), _) => {
-            (load_ra(cert, key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, ra_passphrase)?, Vec::new())
-        }
-        (None, Some(DefaultRa::Single(cert, key))) => {
-            (load_ra(&cert, &key, ctx.now, &k("ra_cert"), &k("ra_key"), RaRole::Signing, None)?, Vec::new())
-        }
+        (Some((cert, key)), _) => (
+            load_ra(
+                cert,
+                key,
+                ctx.now,
+                &k("ra_cert"),
+                &k("ra_key"),
+                RaRole::Signing,
+                KeyAccess { passphrase: ra_passphrase, pkcs11: &ctx.pkcs11 },
+            )?,
+            Vec::new(),
+        ),
+        (None, Some(DefaultRa::Single(cert, key))) => (
+            load_ra(
+                &cert,
+                &key,
+                ctx.now,
+                &k("ra_cert"),
+                &k("ra_key"),
+                RaRole::Signing,
+                KeyAccess { passphrase: None, pkcs11: &ctx.pkcs11 },
+            )?,
+            Vec::new(),
+        ),
         (None, Some(DefaultRa::NdesPair(pair))) if settings.ra_encryption_files.is_none() => {
             let signing = load_ra(
                 &pair.signing_cert,
@@ -210,7 +249,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
                 &k("ra_cert"),
                 &k("ra_key"),
                 RaRole::Signing,
-                None,
+                KeyAccess { passphrase: None, pkcs11: &ctx.pkcs11 },
             )?;
             let encryption = load_ra(
                 &pair.encryption_cert,
@@ -219,7 +258,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
                 &k("ra_encryption_cert"),
                 &k("ra_encryption_key"),
                 RaRole::Encryption,
-                None,
+                KeyAccess { passphrase: None, pkcs11: &ctx.pkcs11 },
             )?;
             (signing, vec![encryption])
         }
@@ -239,7 +278,7 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
                 &k("ra_encryption_cert"),
                 &k("ra_encryption_key"),
                 RaRole::Encryption,
-                passphrase,
+                KeyAccess { passphrase, pkcs11: &ctx.pkcs11 },
             )?]
         }
         None => encryption_ras,
@@ -352,6 +391,14 @@ enum RaRole {
     Encryption,
 }
 
+/// How an RA key is unlocked: the passphrase file of an encrypted key file
+/// (with its setting's name), and `[pkcs11]` for a `pkcs11:` URI.
+#[derive(Clone, Copy)]
+struct KeyAccess<'a> {
+    passphrase: Option<(&'a Path, &'a str)>,
+    pkcs11: &'a Pkcs11Settings,
+}
+
 /// Loads and checks an RA identity (RFC 8894 §2.1): a key matching an
 /// unexpired certificate, RSA or (signing RA only) ECDSA.
 fn load_ra(
@@ -361,8 +408,9 @@ fn load_ra(
     cert_key: &str,
     key_key: &str,
     role: RaRole,
-    passphrase: Option<(&Path, &str)>,
+    access: KeyAccess<'_>,
 ) -> Result<RaIdentity, ConfigError> {
+    let KeyAccess { passphrase, pkcs11 } = access;
     let text = read_text(cert_path, cert_key)?;
     let certificate = pem::certificates(&text)
         .map_err(|e| ConfigError(format!("{cert_key}: {}: {e}", cert_path.display())))?
@@ -381,8 +429,76 @@ fn load_ra(
     if cert.not_before > now {
         tracing::warn!(file = %cert_path.display(), not_before = %cert.not_before.to_rfc3339(), "RA certificate is not valid yet");
     }
+    let token_uri = key_path.to_str().filter(|t| scep_issuers::pkcs11::is_pkcs11_uri(t));
+    let key = match (token_uri, passphrase) {
+        (Some(_), Some((_, passphrase_key))) => {
+            return Err(ConfigError(format!(
+                "{passphrase_key}: {key_key} is a pkcs11: URI, whose key has no passphrase (the token's PIN is \
+                 set in [pkcs11]): remove {passphrase_key}"
+            )));
+        }
+        (Some(uri), None) => open_token_key(uri, pkcs11, key_key, role)?,
+        (None, _) => load_ra_key_file(key_path, key_key, role, passphrase)?,
+    };
+    let key_spki = SubjectPublicKeyInfoRef::parse(key.spki_der())
+        .map_err(|e| ConfigError(format!("{key_key}: {}: {e}", key_path.display())))?;
+    if key_spki.key != cert.spki.key {
+        return Err(ConfigError(format!(
+            "{key_key}: {} does not match the RA certificate {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    Ok(RaIdentity { certificate, key })
+}
+
+/// Opens a key held in a PKCS#11 token (`scep_issuers::pkcs11`) for the
+/// setting `key_key`. A PIN the token refuses names the setting that gave it.
+fn open_pkcs11_key(
+    uri: &scep_issuers::pkcs11::KeyUri,
+    pkcs11: &Pkcs11Settings,
+    key_key: &str,
+) -> Result<scep_issuers::pkcs11::Pkcs11Key, ConfigError> {
+    use scep_issuers::pkcs11::{Pkcs11Error, Pkcs11Key};
+    let key = Pkcs11Key::open(uri, &pkcs11.options).map_err(|e| match &e {
+        Pkcs11Error::Pin { .. } => {
+            let setting = match (&uri.pin_source, pkcs11.pin_setting) {
+                (Some(_), _) => format!("{key_key} (its pin-source)"),
+                (None, Some(setting)) => setting.to_string(),
+                (None, None) => "pkcs11.pin_file".to_string(),
+            };
+            ConfigError(format!("{setting}: {e} (opening {key_key} = {})", uri.describe()))
+        }
+        _ => ConfigError(format!("{key_key}: {e}")),
+    })?;
+    tracing::info!(target: "scepd::pkcs11", key = %uri.describe(), setting = key_key,
+        kind = %PrivateKey::kind(&key).label(), "key opened in its PKCS#11 token");
+    Ok(key)
+}
+
+/// Opens an RA key held in a PKCS#11 token.
+fn open_token_key(uri: &str, pkcs11: &Pkcs11Settings, key_key: &str, role: RaRole) -> Result<RaKey, ConfigError> {
+    let parsed = scep_issuers::pkcs11::KeyUri::parse(uri).map_err(|e| ConfigError(format!("{key_key}: {e}")))?;
+    let key = open_pkcs11_key(&parsed, pkcs11, key_key)?;
+    if role == RaRole::Encryption && !PrivateKey::kind(&key).is_rsa() {
+        return Err(ConfigError(format!(
+            "{key_key}: {} is an {} key; an encryption RA key must be RSA: it receives CMS key transport",
+            parsed.describe(),
+            PrivateKey::kind(&key).label()
+        )));
+    }
+    RaKey::from_key(Arc::new(key)).map_err(|e| ConfigError(format!("{key_key}: {e}")))
+}
+
+/// Loads an RA key from a PEM file (mode 0600).
+fn load_ra_key_file(
+    key_path: &Path,
+    key_key: &str,
+    role: RaRole,
+    passphrase: Option<(&Path, &str)>,
+) -> Result<RaKey, ConfigError> {
     let der = read_private_key(key_path, key_key, passphrase)?;
-    let key = match role {
+    Ok(match role {
         RaRole::Signing => RaKey::from_der(&der).map_err(|e| {
             ConfigError(format!(
                 "{key_key}: {}: {e} (the signing RA key must be RSA, or ECDSA P-256 or P-384)",
@@ -395,17 +511,7 @@ fn load_ra(
                 key_path.display()
             ))
         })?),
-    };
-    let key_spki = SubjectPublicKeyInfoRef::parse(key.spki_der())
-        .map_err(|e| ConfigError(format!("{key_key}: {}: {e}", key_path.display())))?;
-    if key_spki.key != cert.spki.key {
-        return Err(ConfigError(format!(
-            "{key_key}: {} does not match the RA certificate {}",
-            key_path.display(),
-            cert_path.display()
-        )));
-    }
-    Ok(RaIdentity { certificate, key })
+    })
 }
 
 #[cfg(test)]
