@@ -1,4 +1,4 @@
-//! The HTTP/1.1 fast path for discovery GETs, sans-IO.
+//! The HTTP/1.1 fast path for discovery GETs and OCSP POSTs, sans-IO.
 //!
 //! A fleet polls GetCACaps and GetCACert far more often than it enrols, and
 //! their answers are kept ready per profile ([`crate::state::discovery`]). For those
@@ -25,6 +25,11 @@
 //! write) a transport drives: it reads, calls [`FastConnection::answer`],
 //! writes what it is given, and hands off when told; the transport adds only
 //! the socket, the header-read timer and the shutdown signal.
+//!
+//! OCSP POSTs to `/pki/ocsp` that the responder answers from memory (RFC
+//! 8954 nonce requests: one signature each) take the same path
+//! ([`ScepService::answer_http1`] hands them to `answer_ocsp_post`): for them
+//! too hyper's per-request work was most of the cost beside the signature.
 //!
 //! One difference with hyper remains: a request head handed to hyper before
 //! it is complete (past [`MAX_HEAD`], more than [`MAX_HEADERS`] fields, or
@@ -77,6 +82,9 @@ impl ScepService {
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Http1Step::Incomplete,
             Ok(httparse::Status::Partial) | Err(_) => return Http1Step::HandOff,
         };
+        if req.method == Some("POST") && req.version == Some(1) {
+            return self.answer_ocsp_post(&req, &buf[consumed..], consumed, out);
+        }
         if req.method != Some("GET") || req.version != Some(1) || !plain_request(req.headers) {
             return Http1Step::HandOff;
         }
@@ -92,6 +100,80 @@ impl ScepService {
         write_response(out, status, content_type, &body);
         Http1Step::Answered(consumed)
     }
+}
+
+impl ScepService {
+    /// An OCSP POST (RFC 6960 Appendix A.1) to `/pki/ocsp` whose body has
+    /// arrived with its head and that the responder can answer from memory
+    /// ([`scep_issuers::ocsp::OcspResponder::respond_from_memory`]: a kept
+    /// answer, or remembered statuses and one signature): answered here, with
+    /// the headers hyper's route sends (`content-type`, `cache-control:
+    /// no-store`, `content-length`, `date`) and counted in the same metric.
+    /// Anything else, including a body still on its way (hyper then reads it
+    /// under its body timeout) or a status that needs the database, is
+    /// [`Http1Step::HandOff`].
+    fn answer_ocsp_post(
+        &self,
+        req: &httparse::Request<'_, '_>,
+        after_head: &[u8],
+        head_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Http1Step {
+        if !matches!(req.path, Some("/pki/ocsp" | "/pki/ocsp/")) {
+            return Http1Step::HandOff;
+        }
+        let Some(length) = ocsp_body_length(req.headers) else { return Http1Step::HandOff };
+        let Some(body) = after_head.get(..length) else { return Http1Step::HandOff };
+        let Some(der) = self.ocsp_answer_from_memory(body) else { return Http1Step::HandOff };
+        write_ocsp_response(out, &der);
+        Http1Step::Answered(head_len + length)
+    }
+}
+
+/// The body length of a plain OCSP POST: one `content-length` up to
+/// [`crate::http::pki::MAX_OCSP_REQUEST`], `content-type:
+/// application/ocsp-request`, and nothing that changes the connection or
+/// the framing (`transfer-encoding`, `expect`, `upgrade`, `connection` other
+/// than `keep-alive`). `None`: hyper's to answer.
+fn ocsp_body_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
+    let mut length = None;
+    let mut media_ok = false;
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n: usize = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
+            if length.replace(n).is_some() || n == 0 || n > crate::http::pki::MAX_OCSP_REQUEST {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            let media = std::str::from_utf8(h.value).ok()?.split(';').next().unwrap_or("").trim();
+            media_ok = media.eq_ignore_ascii_case("application/ocsp-request");
+        } else if name.eq_ignore_ascii_case("connection") {
+            if !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("upgrade")
+        {
+            return None;
+        }
+    }
+    length.filter(|_| media_ok)
+}
+
+/// An OCSP answer as hyper writes the route's `http::Response`
+/// (`http::pki`: `content-type`, `cache-control: no-store`, then hyper's
+/// `content-length` and `date`).
+fn write_ocsp_response(out: &mut Vec<u8>, der: &[u8]) {
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/ocsp-response\r\ncache-control: no-store\r\ncontent-length: ",
+    );
+    out.extend_from_slice(itoa::Buffer::new().format(der.len()).as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    with_http_date(|date| out.extend_from_slice(date));
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(der);
 }
 
 /// RFC 3986 §3.3/§3.4: unreserved, percent (`%`), sub-delims, `:`, `@`,
@@ -726,5 +808,140 @@ mod tests {
             got.extend_from_slice(buf.filled());
         }
         assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    /// A service whose state has a local CA's OCSP responder, and an
+    /// OCSPRequest with a 32-byte nonce (RFC 8954) for a certificate that CA
+    /// issued.
+    fn ocsp_service(dir: &TestDir) -> (ScepService, Arc<scep_issuers::ocsp::OcspResponder>, Vec<u8>) {
+        use scep_engine::issue::{Authorization, EnrollRequest, IssuancePolicy, IssueOutcome, IssueRequest};
+        use scep_engine::wire::{Writer, tag};
+        let ca_dir = dir.path().join("ocsp-ca");
+        std::fs::create_dir_all(&ca_dir).unwrap();
+        let files = scep_issuers::bootstrap(&ca_dir, &scep_issuers::BootstrapOptions::default()).unwrap();
+        let ca = scep_issuers::LocalCa::open(scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, &ca_dir))
+            .unwrap();
+        let (device, _) = scep_engine::crypto::EcPrivateKey::generate().unwrap();
+        let request = IssueRequest::Enroll(EnrollRequest {
+            profile: "corp".into(),
+            transaction_id: "fast-ocsp".into(),
+            csr_der: Vec::new(),
+            subject_der: scep_issuers::x509_build::common_name("fast-ocsp"),
+            spki_der: device.spki_der().to_vec(),
+            subject_alt_names: Vec::new(),
+            requested_ekus: Vec::new(),
+            policy: IssuancePolicy::default(),
+            authorization: Authorization::StaticChallenge,
+            sid_extension: None,
+        });
+        let IssueOutcome::Issued { certificate, .. } = ca.handle_blocking(&request, dir.now()) else {
+            panic!("not issued")
+        };
+        let leaf = scep_engine::x509::CertificateRef::parse(&certificate).unwrap();
+        let ca_cert = scep_engine::x509::CertificateRef::parse(ca.signer().certificate()).unwrap();
+        let sha1 = scep_engine::crypto::DigestAlg::Sha1;
+        let mut w = Writer::new();
+        w.sequence(|w| {
+            w.sequence(|w| {
+                w.sequence(|w| {
+                    w.sequence(|w| {
+                        w.sequence(|w| {
+                            w.sequence(|w| {
+                                w.oid(scep_engine::oid::SHA1);
+                                w.null();
+                            });
+                            w.octet_string(&sha1.digest(ca_cert.subject));
+                            w.octet_string(&sha1.digest(ca_cert.spki.key));
+                            w.unsigned_integer(leaf.serial);
+                        });
+                    });
+                });
+                w.nested(tag::context_constructed(2), |w| {
+                    w.sequence(|w| {
+                        w.sequence(|w| {
+                            w.oid(scep_engine::oid::OCSP_NONCE);
+                            let mut nonce = Writer::new();
+                            nonce.octet_string(&[0x4e; 32]);
+                            w.octet_string(&nonce.into_vec());
+                        });
+                    });
+                });
+            });
+        });
+        let responder = Arc::new(scep_issuers::ocsp::OcspResponder::new(ca, Default::default()).unwrap());
+        let mut ctx = BuildContext::new(None, dir.path(), dir.now());
+        let profiles = vec![section(dir, "corp").build(0, &mut ctx).unwrap()];
+        let state = ServiceState::new(ServerSettings::default(), Profiles::new(profiles, "corp".into()).unwrap())
+            .with_relying_parties(Arc::clone(&responder));
+        (ScepService::new(Arc::new(state), None), responder, w.into_vec())
+    }
+
+    fn ocsp_post(request: &[u8], extra_headers: &str) -> Vec<u8> {
+        let mut post = format!(
+            "POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\n{extra_headers}Content-Length: {}\r\n\r\n",
+            request.len()
+        )
+        .into_bytes();
+        post.extend_from_slice(request);
+        post
+    }
+
+    #[test]
+    fn ocsp_posts_the_responder_answers_from_memory_are_answered_here_pipelined() {
+        let dir = TestDir::new();
+        let (svc, responder, request) = ocsp_service(&dir);
+        let post = ocsp_post(&request, "");
+        // Nothing is in memory yet (no status, no responder key): hyper's route answers.
+        assert_eq!(svc.answer_http1(&post, &mut Vec::new()), Http1Step::HandOff);
+        let warm = responder.respond(&request, scep_engine::time::UnixTime::now());
+        assert_eq!(warm.status, scep_engine::ocsp::ResponseStatus::Successful);
+
+        // Two pipelined nonce POSTs and a GetCACaps in one read: all three here, in order.
+        let caps = b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n";
+        let mut conn = FastConnection::new();
+        let mut input = [post.clone(), post.clone(), caps.to_vec()].concat();
+        while !input.is_empty() {
+            let buf = conn.read_buf();
+            let n = buf.len().min(input.len());
+            buf[..n].copy_from_slice(&input[..n]);
+            conn.filled(n);
+            input.drain(..n);
+        }
+        assert_eq!(conn.answer(&svc), Next::Write);
+        assert!(conn.is_idle(), "every request was answered");
+        let out = conn.output().to_vec();
+        let mut rest = &out[..];
+        for i in 0..2 {
+            let (status, headers, after) = parse_response(rest);
+            assert_eq!(status, 200);
+            let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["content-type", "cache-control", "content-length", "date"], "answer {i}");
+            assert_eq!(headers[0].1, "application/ocsp-response");
+            assert_eq!(headers[1].1, "no-store", "a nonce answer is never cached");
+            let len: usize = headers[2].1.parse().unwrap();
+            let body = &after[..len];
+            assert!(body.windows(32).any(|w| w == [0x4e; 32]), "answer {i} echoes the nonce");
+            rest = &after[len..];
+        }
+        let (status, _, body) = parse_response(rest);
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(body).contains("POSTPKIOperation"));
+        let metrics = crate::operator::metrics::render(svc.state(), dir.now());
+        assert!(metrics.contains("scepd_ocsp_responses_total{status=\"successful\"} 2"), "{metrics}");
+
+        // What hyper must answer instead: a body still on its way, a closing
+        // connection, another media type, no or an oversized length, another path.
+        let handed_off = [
+            post[..post.len() - 1].to_vec(),
+            ocsp_post(&request, "Connection: close\r\n"),
+            ocsp_post(&request, "Expect: 100-continue\r\n").to_vec(),
+            String::from_utf8_lossy(&post).replace("application/ocsp-request", "application/octet-stream").into_bytes(),
+            String::from_utf8_lossy(&post).replace("/pki/ocsp ", "/pki/ocsp/x ").into_bytes(),
+            format!("POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n", crate::http::pki::MAX_OCSP_REQUEST + 1).into_bytes(),
+            b"POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+        ];
+        for (i, bytes) in handed_off.iter().enumerate() {
+            assert_eq!(svc.answer_http1(bytes, &mut Vec::new()), Http1Step::HandOff, "case {i}");
+        }
     }
 }

@@ -221,6 +221,18 @@ impl ScepService {
         Some((ready.status, ready.content_type, ready.body.clone()))
     }
 
+    /// The DER answer to an OCSP request when the local CA's responder can
+    /// give it from memory (the transports' HTTP/1.1 fast path,
+    /// [`crate::http::fast_path`]), counted in the OCSP metric like the
+    /// `/pki/ocsp` route counts it. `None`: no responder, or it needs the
+    /// database.
+    pub(crate) fn ocsp_answer_from_memory(&self, request: &[u8]) -> Option<Arc<[u8]>> {
+        let responder = self.state.relying_parties()?;
+        let answer = responder.respond_from_memory(request, UnixTime::now())?;
+        self.state.metrics().pki().ocsp(answer.status);
+        Some(answer.der)
+    }
+
     /// The shared state this service answers from.
     #[cfg(test)]
     pub(crate) fn state(&self) -> &Arc<ServiceState> {
