@@ -94,7 +94,7 @@ fn serves_routes_reloads_and_stops_cleanly() {
     let (dir, config) = setup("shutdown_grace_secs = 10");
     let mut server = Server::start(&config, dir.path());
 
-    assert_eq!(server.request("GET", "/healthz", b""), (200, "ok\n".into()));
+    assert_eq!(server.request("GET", "/healthz", b""), (200, "ok\nstore: sqlite reachable\n".into()));
 
     // The SCEP routes reach the engine (whatever it answers today, not a routing error).
     let (caps, _) = server.request("GET", "/scep?operation=GetCACaps", b"");
