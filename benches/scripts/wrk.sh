@@ -11,7 +11,7 @@ for r in $(seq $ROUNDS); do
   RUST_LOG=$LVL $R/scepd serve --data-dir $B/data-wrk-$T --listen 127.0.0.1:0 --challenge-password pw --transport $T > $B/out-wrk-$T 2> /dev/null &
   PID=$!
   for i in $(seq 50); do grep -q listening $B/out-wrk-$T 2>/dev/null && break; sleep 0.1; done
-  PORT=$(grep -o '127.0.0.1:[0-9]*' $B/out-wrk-$T | cut -d: -f2)
+  PORT=$(grep -o '127.0.0.1:[0-9]*' $B/out-wrk-$T | head -1 | cut -d: -f2)
   c1=$(awk '{print $14+$15}' /proc/$PID/stat)
   out=$(wrk -t2 -c32 -d${SECS}s "http://127.0.0.1:$PORT$P")
   c2=$(awk '{print $14+$15}' /proc/$PID/stat)
