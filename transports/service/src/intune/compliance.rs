@@ -190,7 +190,7 @@ pub fn load(
         profile: profile.to_string(),
         mode: if api.is_some() { "api" } else { "connector" },
         kind,
-        timeout: Duration::from_secs(u64::try_from(settings.entra.timeout_secs).unwrap_or(30)),
+        timeout: settings.entra.timeout,
         counters,
         stats: Mutex::new(ComplianceSnapshot { check: check.into(), ..ComplianceSnapshot::default() }),
     })

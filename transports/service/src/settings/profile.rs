@@ -1134,8 +1134,8 @@ pub struct IntuneApiSettings {
     pub compliance: ComplianceCheck,
     /// `intune_return_before_notification`
     pub return_before_notification: bool,
-    /// `intune_api_timeout` in seconds (1 to 40): longest wait for one answer.
-    pub timeout_secs: i64,
+    /// `intune_api_timeout` (1 s to 40 s): longest wait for one answer.
+    pub timeout: std::time::Duration,
 }
 
 /// Default `intune_authority_url`.
@@ -1272,24 +1272,24 @@ impl ProfileSection {
                 revocation_poll_interval_secs: 0,
                 compliance: check.clone(),
                 return_before_notification: false,
-                timeout_secs: self.api_timeout_secs(name)?,
+                timeout: self.api_timeout(name)?,
             },
         };
         Ok(Some(ComplianceSettings { check, entra }))
     }
 
-    fn api_timeout_secs(&self, name: &str) -> Result<i64, ConfigError> {
+    fn api_timeout(&self, name: &str) -> Result<std::time::Duration, ConfigError> {
         let key = format!("profile[{name}].intune_api_timeout");
         let timeout_secs = match self.intune_api_timeout.as_deref() {
             None => 30,
             Some(text) => parse_duration(&key, text)?,
         };
-        if !(1..=40).contains(&timeout_secs) {
-            return Err(ConfigError(format!(
+        match u64::try_from(timeout_secs) {
+            Ok(secs @ 1..=40) => Ok(std::time::Duration::from_secs(secs)),
+            _ => Err(ConfigError(format!(
                 "{key}: {timeout_secs}s is out of range (1s to 40s: a retry must fit the 45 s request deadline)"
-            )));
+            ))),
         }
-        Ok(timeout_secs)
     }
 
     /// The Entra client settings (tenant, client, credential, URLs, timeout),
@@ -1359,7 +1359,7 @@ impl ProfileSection {
             revocation_poll_interval_secs,
             compliance,
             return_before_notification: self.intune_return_before_notification.unwrap_or(false),
-            timeout_secs: self.api_timeout_secs(name)?,
+            timeout: self.api_timeout(name)?,
         })
     }
 }
@@ -1389,7 +1389,7 @@ mod intune_api_tests {
             (api.authority_url.as_str(), api.graph_url.as_str(), api.resource_url.as_str()),
             (DEFAULT_AUTHORITY_URL, DEFAULT_GRAPH_URL, DEFAULT_RESOURCE_URL)
         );
-        assert_eq!((api.revocation_poll_interval_secs, api.timeout_secs), (900, 30));
+        assert_eq!((api.revocation_poll_interval_secs, api.timeout.as_secs()), (900, 30));
         assert!(!api.return_before_notification);
         assert!(matches!(s.challenge, ChallengePolicy::IntuneApi));
     }
@@ -1463,7 +1463,10 @@ mod intune_api_tests {
             ..connector.clone()
         };
         let c = hook.intune_compliance_settings("p", None, None).unwrap().unwrap();
-        assert_eq!((c.check, c.entra.timeout_secs), (ComplianceCheck::Webhook("http://127.0.0.1:9/hook/".into()), 2));
+        assert_eq!(
+            (c.check, c.entra.timeout.as_secs()),
+            (ComplianceCheck::Webhook("http://127.0.0.1:9/hook/".into()), 2)
+        );
         let remote = ProfileSection { intune_compliance_check: Some("http://hooks.example/".into()), ..hook.clone() };
         assert!(remote.intune_compliance_settings("p", None, None).unwrap_err().0.contains("must be https://"));
         // Off: no gate; and the gate needs an Intune profile.

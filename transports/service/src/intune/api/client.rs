@@ -511,7 +511,7 @@ impl ApiClient {
         if left.is_zero() {
             return Err(TransportError::Timeout("the request's deadline has passed".into()));
         }
-        let call_timeout = Duration::from_secs(u64::try_from(self.settings.timeout_secs).unwrap_or(30));
+        let call_timeout = self.settings.timeout;
         endpoint.send(method, path, headers, body, CONNECT_TIMEOUT.min(call_timeout), left.min(call_timeout))
     }
 }

@@ -409,7 +409,7 @@ mod tests {
             revocation_poll_interval_secs: 0,
             compliance: crate::settings::profile::ComplianceCheck::Off,
             return_before_notification: false,
-            timeout_secs: 30,
+            timeout: Duration::from_secs(30),
         }
     }
 
