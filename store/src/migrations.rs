@@ -137,6 +137,54 @@ END
 $$;
 ",
     },
+    Migration {
+        version: 4,
+        name: "one audit trail for every node, and the Intune revocation-sync lease (PostgreSQL; SQLite keeps audit.db)",
+        // The embedded store keeps its audit log in audit.db; its revocation
+        // sync runs on its one node.
+        sqlite: "",
+        postgres: "
+CREATE TABLE audit_events (
+    id                 BIGSERIAL PRIMARY KEY,
+    node               TEXT NOT NULL,
+    time               TEXT NOT NULL,
+    time_unix          BIGINT NOT NULL,
+    profile            TEXT NOT NULL,
+    action             TEXT NOT NULL,
+    operation          TEXT NOT NULL,
+    message_type       TEXT,
+    transaction_id     TEXT,
+    outcome            TEXT NOT NULL,
+    http_status        INTEGER NOT NULL,
+    pki_status         TEXT,
+    fail_info          TEXT,
+    subject            TEXT,
+    subject_alt_names  TEXT NOT NULL,
+    serial             TEXT,
+    renewal_of         TEXT,
+    intune_subject     TEXT,
+    intune_issuer      TEXT,
+    intune_nonce       TEXT,
+    issuer             TEXT,
+    client_addr        TEXT,
+    route              TEXT NOT NULL,
+    detail             TEXT,
+    count              BIGINT NOT NULL DEFAULT 1,
+    first_time         TEXT
+);
+CREATE INDEX audit_events_profile ON audit_events (profile, id);
+CREATE INDEX audit_events_action ON audit_events (action, id);
+CREATE INDEX audit_events_time ON audit_events (time_unix);
+CREATE INDEX audit_events_serial ON audit_events (serial) WHERE serial IS NOT NULL;
+CREATE TABLE intune_revocation_sync (
+    profile      TEXT PRIMARY KEY,
+    next_run_at  BIGINT NOT NULL,   -- Unix ms: the next node to reach this time takes the lease
+    node         TEXT,              -- the node holding (or last holding) the lease
+    last_report  TEXT,              -- JSON: the last run's report, for intune/stats on every node
+    reported_at  BIGINT
+);
+",
+    },
 ];
 
 /// The version this scepd brings the schema to.

@@ -47,7 +47,7 @@ fn fixture_with(discovery: DiscoveryAudit) -> Fixture {
         ApiKeySection { name: Some("grafana".into()), key: Some(READER.into()), role: None },
     ])
     .unwrap();
-    let audit = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap().with_discovery(discovery);
+    let audit = AuditLog::open(&dir.path().join("audit.db"), 30, "node-a").unwrap().with_discovery(discovery);
     let state = ServiceState::new(ServerSettings::default(), Profiles::new(profiles, "corp".into()).unwrap())
         .with_api_keys(keys)
         .with_audit(audit.clone());
@@ -298,7 +298,7 @@ fn refuse_audit_inserts(path: &std::path::Path) -> rusqlite::Connection {
 #[test]
 fn an_audit_log_that_cannot_commit_fails_closed_with_503() {
     let f = fixture_with(DiscoveryAudit::Each);
-    refuse_audit_inserts(f.audit.path());
+    refuse_audit_inserts(f.audit.path().unwrap());
     let (status, body) = call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
@@ -308,7 +308,7 @@ fn an_audit_log_that_cannot_commit_fails_closed_with_503() {
 #[test]
 fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
     let f = fixture_with(DiscoveryAudit::Aggregate);
-    let conn = refuse_audit_inserts(f.audit.path());
+    let conn = refuse_audit_inserts(f.audit.path().unwrap());
     // Discovery does not wait for the disk; the tally is kept for a retry.
     assert_eq!(call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "").0, StatusCode::OK);
     let status = post_bytes(&f.svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ);

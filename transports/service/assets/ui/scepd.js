@@ -624,7 +624,7 @@
     for (const e of events) {
       const ok = e.outcome === 'success';
       const details = el('tr', { class: 'details', hidden: true },
-        el('td', { colspan: 12 }, el('pre', {}, JSON.stringify(e, null, 2))));
+        el('td', { colspan: 13 }, el('pre', {}, JSON.stringify(e, null, 2))));
       const toggle = el('button', {
         type: 'button', class: 'link', 'aria-expanded': 'false',
         onclick: () => {
@@ -644,6 +644,7 @@
         el('td', {}, e.subject ?? ''),
         el('td', { class: 'mono' }, e.serial ?? ''),
         el('td', { class: 'mono' }, e.client_addr ?? ''),
+        el('td', { class: 'mono' }, e.node ?? ''),
         el('td', {}, e.count > 1 ? `×${e.count}` : '1'),
         el('td', {}, toggle)), details);
     }

@@ -561,7 +561,7 @@ mod tests {
         let dir = TestDir::new();
         let mut ctx = BuildContext::new(None, dir.path(), dir.now());
         let profiles = vec![section(&dir, "corp").build(0, &mut ctx).unwrap()];
-        let audit = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap();
+        let audit = AuditLog::open(&dir.path().join("audit.db"), 30, "node-a").unwrap();
         let state = ServiceState::new(ServerSettings::default(), Profiles::new(profiles, "corp".into()).unwrap())
             .with_audit(audit.clone());
         let client: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();

@@ -316,28 +316,29 @@ impl ScepService {
                     audit.record(event).await.map(drop)
                 }
             };
+            // The label of a 503 for an event that could not commit.
             let audit_failed = match &recorded {
-                Ok(()) => false,
+                Ok(()) => None,
                 Err(e) => {
-                    tracing::error!(target: "scepd::audit", error = %e, profile, "audit event not stored: answering 503");
+                    tracing::error!(target: "scepd::audit", error = %e, profile, label = e.label(), "audit event not stored: answering 503");
                     self.state.metrics().audit_failure();
-                    true
+                    Some(e.label())
                 }
             };
             self.state.metrics().observe(&Observation {
                 profile,
                 operation: log.operation,
-                status: if audit_failed { 503 } else { response.status },
+                status: if audit_failed.is_some() { 503 } else { response.status },
                 action,
-                outcome: if audit_failed { "audit_unavailable" } else { log.label },
+                outcome: audit_failed.unwrap_or(log.label),
                 issuance: log.issuance,
             });
-            if audit_failed {
+            if let Some(label) = audit_failed {
                 response = Response {
                     status: 503,
                     content_type: "text/plain; charset=utf-8",
                     body: b"service unavailable: the audit log cannot record this request\n".to_vec(),
-                    outcome: Outcome { label: "audit_unavailable", ..Outcome::default() },
+                    outcome: Outcome { label, ..Outcome::default() },
                 };
             }
         }

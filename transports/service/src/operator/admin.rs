@@ -523,7 +523,7 @@ async fn mint_challenge(state: &ServiceState, body: &[u8], key: &str) -> http::R
             // It stays unusable only until it expires; nobody knows its secret.
             tracing::error!(target: "scepd::audit", error = %e, "audit event not stored: challenge withheld");
             state.metrics().audit_failure();
-            return error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the audit log cannot record this");
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.label(), "the audit log cannot record this");
         }
     }
     respond(
@@ -653,7 +653,7 @@ async fn events(state: &ServiceState, query: &str) -> http::Response<Full<Bytes>
     }
     match log.query(q).await {
         Ok(events) => ok(json!({ "events": events })),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", &e.0),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.label(), &e.message),
     }
 }
 

@@ -308,7 +308,7 @@ pub async fn one(state: &ServiceState, raw_serial: &str) -> http::Response<Full<
             };
             match log.query(q).await {
                 Ok(events) => json!(events),
-                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", &e.0),
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.label(), &e.message),
             }
         }
         None => Value::Null,
@@ -397,7 +397,7 @@ pub async fn revoke(state: &ServiceState, raw_serial: &str, body: &[u8], key: &s
             state.metrics().audit_failure();
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "audit_unavailable",
+                e.label(),
                 &format!("certificate {hex} IS revoked, but the audit log could not record it: {e}"),
             );
         }
@@ -424,7 +424,7 @@ pub async fn charts(state: &ServiceState) -> http::Response<Full<Bytes>> {
     let activity = match state.audit() {
         Some(log) => match log.hourly(now.secs() - 7 * 86_400).await {
             Ok(hours) => json!(hours),
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", &e.0),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.label(), &e.message),
         },
         None => Value::Null,
     };

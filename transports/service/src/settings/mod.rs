@@ -34,6 +34,7 @@
 //! h2_keep_alive_timeout_secs = 20    # ... and close if unanswered this long; default 20
 //! h2_max_concurrent_streams = 100    # per HTTP/2 connection; default 100
 //! gui = true                         # the admin web GUI at /ui/scep (crate::operator::ui); default true
+//! node_name = "scep-1"               # names this node in every audit event; default the hostname
 //!
 //! [server.tls]                       # optional; plain HTTP without it
 //! cert = "tls/cert.pem"              # certificate chain PEM, leaf first
@@ -171,6 +172,8 @@ pub struct ServerSection {
     pub public_url: Option<String>,
     /// `ocsp_signer`: `"delegated"` (default) or `"ca"`.
     pub ocsp_signer: Option<String>,
+    /// `node_name`: names this node in the audit events it writes.
+    pub node_name: Option<String>,
     /// `[server.tls]`
     pub tls: Option<TlsSection>,
 }
@@ -237,6 +240,9 @@ pub struct ServerSettings {
     /// §4.2.2.2): a delegated responder certificate the CA issues itself
     /// (default) or the CA key. Read at start; a reload keeps the responder.
     pub ocsp_signer: scep_issuers::ocsp::ResponderSigning,
+    /// `node_name`: the node named in every audit event it writes (several
+    /// nodes share one trail on PostgreSQL); default the hostname.
+    pub node_name: String,
     /// The audit log (`[audit]`).
     pub audit: AuditSettings,
     /// The shared store (`[store]`, `CERTCTL_DATABASE_URL`).
@@ -262,6 +268,7 @@ impl Default for ServerSettings {
             h2_max_concurrent_streams: DEFAULT_H2_MAX_STREAMS,
             gui: true,
             public_url: None,
+            node_name: hostname().unwrap_or_default(),
             ocsp_signer: scep_issuers::ocsp::ResponderSigning::Delegated,
             audit: AuditSettings::default(),
             store: scep_store::StoreSettings::default(),
@@ -392,10 +399,45 @@ impl ServerSection {
                 .map(parse_ocsp_signer)
                 .transpose()?
                 .unwrap_or(defaults.ocsp_signer),
+            node_name: node_name(self.node_name.as_deref())?,
             audit: AuditSettings::default(),
             store: scep_store::StoreSettings::default(),
         })
     }
+}
+
+/// Most characters of `server.node_name`.
+pub const MAX_NODE_NAME: usize = 64;
+
+/// This machine's hostname (`/proc/sys/kernel/hostname`, else `/etc/hostname`).
+pub fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|h| h.trim().to_string())
+        .find(|h| !h.is_empty())
+}
+
+/// Checks `server.node_name`, or reads the hostname when it is not set: 1 to
+/// [`MAX_NODE_NAME`] printable characters without spaces.
+///
+/// # Errors
+/// Naming `server.node_name` and what is wrong (or that the hostname could
+/// not be read, so it must be set).
+pub fn node_name(configured: Option<&str>) -> Result<String, ConfigError> {
+    let name = match configured {
+        Some(n) => n.to_string(),
+        None => hostname().ok_or_else(|| {
+            ConfigError("server.node_name: not set, and the hostname cannot be read; name this node".into())
+        })?,
+    };
+    if name.is_empty() || name.chars().count() > MAX_NODE_NAME {
+        return Err(ConfigError(format!("server.node_name: {name:?} must be 1 to {MAX_NODE_NAME} characters")));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError(format!("server.node_name: {name:?} must not contain spaces or control characters")));
+    }
+    Ok(name)
 }
 
 /// Reads `server.ocsp_signer`: `"delegated"` or `"ca"`.

@@ -71,6 +71,9 @@ pub struct ServiceState {
     /// rate-limit windows): SQLite or the shared PostgreSQL store. Every
     /// state `load` builds has one; without it only the in-memory checks run.
     pub(crate) protection: Option<Arc<dyn scep_store::ProtectionStore>>,
+    /// The Intune revocation-sync lease shared by the nodes (PostgreSQL
+    /// store only; with SQLite the one node's pollers run on their own timer).
+    pub(crate) revocation_sync: Option<Arc<dyn crate::store::revocation_sync::RevocationSyncLease>>,
 }
 
 impl ServiceState {
@@ -90,6 +93,7 @@ impl ServiceState {
             challenges: None,
             relying_parties: None,
             protection: None,
+            revocation_sync: None,
         }
     }
 

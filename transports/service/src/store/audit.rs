@@ -1,6 +1,9 @@
-//! The durable audit log: every SCEP decision is one event in SQLite (WAL).
+//! The durable audit log: every SCEP decision is one event, in SQLite (WAL,
+//! `audit.db`, one node) or in the shared PostgreSQL store (every node's
+//! events in one table, [`super::audit_pg`]). Each event names the node that
+//! wrote it (`[server] node_name`).
 //!
-//! One writer thread owns the database. Requests hand it events through a
+//! One writer thread owns the database (one connection, whichever backend). Requests hand it events through a
 //! channel and wait for the commit ([`AuditLog::record`] resolves once the
 //! event's transaction is durable); the writer commits everything queued in
 //! one transaction (group commit), so a burst of requests shares one fsync.
@@ -8,7 +11,9 @@
 //! (even `kill -9`) every acknowledged response has its event on disk.
 //!
 //! `PRAGMA journal_mode = WAL` and `synchronous = FULL`: a commit is on stable
-//! storage when `record` resolves, also across power loss.
+//! storage when `record` resolves, also across power loss. On PostgreSQL a
+//! batch is one multi-row `INSERT` (one round trip, its own transaction), so
+//! concurrent requests share one commit there too.
 //!
 //! Queries ([`AuditLog::query`]) run on the same thread, between commits, so
 //! they see every acknowledged event. Events older than `retention_days` are
@@ -71,8 +76,12 @@ pub const DISCOVERY_FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// One audit event (also the JSON shape of the audit query endpoint).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AuditEvent {
-    /// Row id, increasing (0 before it is stored).
+    /// Row id, increasing (0 before it is stored); on PostgreSQL one
+    /// sequence for every node, so every node lists events in the same order.
     pub id: i64,
+    /// The node that wrote it (`[server] node_name`; empty for events
+    /// written before scepd recorded nodes).
+    pub node: String,
     /// When the decision was made, RFC 3339 UTC.
     pub time: String,
     /// Seconds since the epoch.
@@ -136,6 +145,7 @@ impl AuditEvent {
     ) -> Self {
         Self {
             id: 0,
+            node: String::new(),
             time: now.to_rfc3339(),
             time_unix: now.secs(),
             profile: o.profile.clone(),
@@ -282,16 +292,39 @@ pub struct HourlyActivity {
 
 /// The audit actions of PKIOperation requests that ask for a certificate
 /// (and of those not attributable to a message type), for [`AuditLog::hourly`].
-const ENROLMENT_ACTIONS: &str = "'scep_pkcsreq', 'scep_pkcsreq_intune', 'scep_renewalreq', \
+pub(crate) const ENROLMENT_ACTIONS: &str = "'scep_pkcsreq', 'scep_pkcsreq_intune', 'scep_renewalreq', \
      'scep_renewalreq_intune', 'scep_pkioperation', 'scep_pkioperation_intune'";
 
 /// Why the audit log could not do something.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditError(pub String);
+pub struct AuditError {
+    /// What went wrong.
+    pub message: String,
+    /// The shared database could not be reached (a request that needed the
+    /// event is answered 503 `store_unavailable`, not `audit_unavailable`).
+    pub store_unreachable: bool,
+}
+
+impl AuditError {
+    /// An error of the log itself (disk, SQL, writer stopped).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), store_unreachable: false }
+    }
+
+    /// The shared database cannot be reached.
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self { message: message.into(), store_unreachable: true }
+    }
+
+    /// The outcome label of a request refused because of this error.
+    pub fn label(&self) -> &'static str {
+        if self.store_unreachable { "store_unavailable" } else { "audit_unavailable" }
+    }
+}
 
 impl std::fmt::Display for AuditError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -302,6 +335,27 @@ enum Command {
     Flush(oneshot::Sender<Result<(), AuditError>>),
     Query(AuditQuery, oneshot::Sender<Result<Vec<AuditEvent>, AuditError>>),
     Hourly(i64, oneshot::Sender<Result<Vec<HourlyActivity>, AuditError>>),
+    /// Start-up work on the writer's connection (reconciliation).
+    Run(Box<dyn FnOnce(&mut dyn AuditSink) + Send>),
+}
+
+/// Where the writer thread keeps events: SQLite ([`SqliteSink`]) or the
+/// shared PostgreSQL store (`super::audit_pg::PostgresSink`). Every method
+/// runs on the writer thread, on its one connection.
+pub(crate) trait AuditSink {
+    /// Stores `batch` in one transaction: their ids, in order.
+    fn insert(&mut self, batch: &[&AuditEvent]) -> Result<Vec<i64>, AuditError>;
+    /// The events `q` selects, newest first.
+    fn select(&mut self, q: &AuditQuery) -> Result<Vec<AuditEvent>, AuditError>;
+    /// See [`AuditLog::hourly`].
+    fn hourly(&mut self, since: i64) -> Result<Vec<HourlyActivity>, AuditError>;
+    /// Deletes the events older than `cutoff` (`time_unix`): how many.
+    fn prune(&mut self, cutoff: i64) -> Result<usize, AuditError>;
+    /// The newest `time_unix` of an event naming a serial that `node` wrote
+    /// (on SQLite every event is this node's).
+    fn newest_issuance(&mut self, node: &str) -> Result<Option<i64>, AuditError>;
+    /// The serials named by events at or after `since`.
+    fn serials_since(&mut self, since: i64) -> Result<Vec<String>, AuditError>;
 }
 
 /// Handle to the audit database (cheap to clone; the writer thread stops when
@@ -310,7 +364,11 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     tx: mpsc::Sender<Command>,
-    path: Arc<PathBuf>,
+    /// The SQLite file; `None` on PostgreSQL.
+    path: Option<Arc<PathBuf>>,
+    /// `audit.path: <file>` or `audit (PostgreSQL store)`, for errors.
+    described: Arc<str>,
+    node: Arc<str>,
     tally: Arc<DiscoveryTally>,
     discovery: DiscoveryAudit,
 }
@@ -466,12 +524,12 @@ impl AuditLog {
         conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| fail(&e))
     }
 
-    /// Opens (creating if needed) the database at `path`, applies the schema
-    /// and retention, and starts the writer thread.
+    /// Opens (creating if needed) the SQLite database at `path`, applies the
+    /// schema and retention, and starts the writer thread; events name `node`.
     ///
     /// # Errors
     /// When the file cannot be opened or is not an scepd audit database.
-    pub fn open(path: &Path, retention_days: i64) -> Result<Self, ConfigError> {
+    pub fn open(path: &Path, retention_days: i64, node: &str) -> Result<Self, ConfigError> {
         let fail = |e: rusqlite::Error| ConfigError(format!("audit.path: {}: {e}", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -492,15 +550,81 @@ impl AuditLog {
             // Device identities: readable by the service only.
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
-        prune(&conn, retention_days).map_err(fail)?;
+        let mut sink = SqliteSink { conn };
+        apply_retention(&mut sink, retention_days)
+            .map_err(|e| ConfigError(format!("audit.path: {}: {e}", path.display())))?;
         let (tx, rx) = mpsc::channel();
         let tally = Arc::new(DiscoveryTally::default());
         let writer_tally = tally.clone();
+        let writer_node: Arc<str> = Arc::from(node);
+        let node = writer_node.clone();
         std::thread::Builder::new()
             .name("scepd-audit".into())
-            .spawn(move || writer(conn, rx, &writer_tally, retention_days))
+            .spawn(move || writer(&mut sink, &rx, &writer_tally, retention_days, &writer_node))
             .map_err(|e| ConfigError(format!("audit: cannot start the writer thread: {e}")))?;
-        Ok(Self { tx, path: Arc::new(path.to_path_buf()), tally, discovery: DiscoveryAudit::default() })
+        Ok(Self {
+            tx,
+            path: Some(Arc::new(path.to_path_buf())),
+            described: Arc::from(format!("audit.path: {}", path.display())),
+            node,
+            tally,
+            discovery: DiscoveryAudit::default(),
+        })
+    }
+
+    /// Opens the audit log on the shared PostgreSQL store (the table is
+    /// migration 4 of `scep_store::migrations`, applied before this): checks
+    /// that the table is there, applies retention, and starts the writer
+    /// thread, which holds one connection of `pool`; events name `node`.
+    ///
+    /// # Errors
+    /// Naming the store when the database cannot be reached or has no audit table.
+    pub fn open_postgres(
+        pool: Arc<scep_store::postgres::Pool>,
+        retention_days: i64,
+        node: &str,
+    ) -> Result<Self, ConfigError> {
+        let fail = |e: &dyn std::fmt::Display| ConfigError(format!("audit (PostgreSQL store): {e}"));
+        let mut sink = super::audit_pg::PostgresSink::new(&pool);
+        apply_retention(&mut sink, retention_days).map_err(|e| fail(&e))?;
+        drop(sink);
+        let (tx, rx) = mpsc::channel();
+        let tally = Arc::new(DiscoveryTally::default());
+        let writer_tally = tally.clone();
+        let writer_node: Arc<str> = Arc::from(node);
+        let node = writer_node.clone();
+        std::thread::Builder::new()
+            .name("scepd-audit".into())
+            .spawn(move || {
+                let mut sink = super::audit_pg::PostgresSink::new(&pool);
+                writer(&mut sink, &rx, &writer_tally, retention_days, &writer_node);
+            })
+            .map_err(|e| fail(&format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            tx,
+            path: None,
+            described: Arc::from("audit (PostgreSQL store)"),
+            node,
+            tally,
+            discovery: DiscoveryAudit::default(),
+        })
+    }
+
+    /// The node this log names in the events it writes.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Runs `f` on the writer's connection and waits for its answer (start-up only).
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn AuditSink) -> Result<T, AuditError> + Send + 'static,
+    ) -> Result<T, AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Run(Box::new(move |sink| tx.send(f(sink)))))
+            .map_err(|_| AuditError::new("audit writer stopped"))?;
+        futures_lite::future::block_on(rx).unwrap_or_else(|| Err(AuditError::new("audit writer stopped")))
     }
 
     /// This log auditing discovery answers as `mode` says.
@@ -515,9 +639,9 @@ impl AuditLog {
         self.discovery
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The SQLite database file (`None` on PostgreSQL).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref().map(PathBuf::as_path)
     }
 
     /// Counts one discovery answer; the count is written within
@@ -536,14 +660,17 @@ impl AuditLog {
     ///
     /// # Errors
     /// When the database refused the write or the writer has stopped.
-    pub fn record(&self, event: AuditEvent) -> impl Future<Output = Result<i64, AuditError>> + Send + 'static {
+    pub fn record(&self, mut event: AuditEvent) -> impl Future<Output = Result<i64, AuditError>> + Send + 'static {
+        if event.node.is_empty() {
+            event.node = self.node.to_string();
+        }
         let (tx, rx) = oneshot::channel();
         let sent = self.tx.send(Command::Append(Box::new(event), tx)).is_ok();
         async move {
             if !sent {
-                return Err(AuditError("audit writer stopped".into()));
+                return Err(AuditError::new("audit writer stopped"));
             }
-            rx.await.unwrap_or_else(|| Err(AuditError("audit writer stopped".into())))
+            rx.await.unwrap_or_else(|| Err(AuditError::new("audit writer stopped")))
         }
     }
 
@@ -558,9 +685,9 @@ impl AuditLog {
         let sent = self.tx.send(Command::Flush(tx)).is_ok();
         async move {
             if !sent {
-                return Err(AuditError("audit writer stopped".into()));
+                return Err(AuditError::new("audit writer stopped"));
             }
-            rx.await.unwrap_or_else(|| Err(AuditError("audit writer stopped".into())))
+            rx.await.unwrap_or_else(|| Err(AuditError::new("audit writer stopped")))
         }
     }
 
@@ -574,9 +701,9 @@ impl AuditLog {
         let sent = self.tx.send(Command::Hourly(since, tx)).is_ok();
         async move {
             if !sent {
-                return Err(AuditError("audit writer stopped".into()));
+                return Err(AuditError::new("audit writer stopped"));
             }
-            rx.await.unwrap_or_else(|| Err(AuditError("audit writer stopped".into())))
+            rx.await.unwrap_or_else(|| Err(AuditError::new("audit writer stopped")))
         }
     }
 
@@ -589,9 +716,9 @@ impl AuditLog {
         let sent = self.tx.send(Command::Query(q, tx)).is_ok();
         async move {
             if !sent {
-                return Err(AuditError("audit writer stopped".into()));
+                return Err(AuditError::new("audit writer stopped"));
             }
-            rx.await.unwrap_or_else(|| Err(AuditError("audit writer stopped".into())))
+            rx.await.unwrap_or_else(|| Err(AuditError::new("audit writer stopped")))
         }
     }
 }
@@ -615,36 +742,33 @@ fn serial_key(serial: &str) -> String {
     if trimmed.is_empty() { "00".to_string() } else { trimmed.to_string() }
 }
 
-/// Start-up reconciliation of the local CA's store with the audit log at
-/// `path` (before the service answers anything).
+/// Start-up reconciliation of the local CA's store with the audit `log`
+/// (before the service answers anything).
 ///
 /// The local CA records a certificate in its store before the service commits
 /// the enrolment's audit event and writes the answer (audit before answer). A
 /// crash between the two (`kill -9`, power loss) leaves a certificate the
 /// trail does not mention; the client never got it (its answer is written
 /// only after the event). This finds every certificate recorded since shortly
-/// before the newest audited issuance (within the retention period) whose
-/// serial no event names, and records for each an event with outcome
+/// before the newest issuance this node audited (within the retention period)
+/// whose serial no event names, and records for each an event with outcome
 /// [`ISSUED_NOT_DELIVERED`] (action `scep_pkcsreq`, or `scep_renewalreq` for a
 /// renewal; the certificate's transactionID, subject, serial and issue time;
 /// HTTP status 0: nothing was answered). So every certificate in the CA store
 /// is explained by the trail. Returns how many events were added.
 ///
 /// # Errors
-/// Naming `audit.path` (or the local CA) when a database cannot be read or
+/// Naming the audit log (or the local CA) when a database cannot be read or
 /// written: the start stops rather than serve with an unexplained certificate.
 pub fn record_undelivered(
-    path: &Path,
+    log: &AuditLog,
     ca: &scep_issuers::LocalCa,
     now: UnixTime,
     retention_days: i64,
 ) -> Result<usize, ConfigError> {
-    let fail = |e: rusqlite::Error| ConfigError(format!("audit.path: {}: reconciliation: {e}", path.display()));
-    let mut conn = Connection::open(path).map_err(fail)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
-    let newest: Option<i64> = conn
-        .query_row("SELECT MAX(time_unix) FROM audit_events WHERE serial IS NOT NULL", [], |r| r.get(0))
-        .map_err(fail)?;
+    let fail = |e: AuditError| ConfigError(format!("{}: reconciliation: {e}", log.described));
+    let node = log.node.to_string();
+    let newest = log.run(move |sink| sink.newest_issuance(&node)).map_err(fail)?;
     let retained = now.secs().saturating_sub(retention_days.saturating_mul(86_400));
     let since = newest.map_or(retained, |t| t.saturating_sub(RECONCILE_SLACK_SECS).max(retained));
     let certificates = ca
@@ -659,19 +783,16 @@ pub fn record_undelivered(
             "audit reconciliation examined its maximum of certificates; the rest are checked at the next start"
         );
     }
-    let audited: std::collections::HashSet<String> = {
-        let mut stmt = conn
-            .prepare("SELECT serial FROM audit_events WHERE serial IS NOT NULL AND time_unix >= ?1")
-            .map_err(fail)?;
-        let rows = stmt
-            .query_map(params![since.saturating_sub(RECONCILE_SLACK_SECS)], |r| r.get::<_, String>(0))
-            .map_err(fail)?;
-        rows.map(|r| r.map(|s| serial_key(&s))).collect::<Result<_, _>>().map_err(fail)?
-    };
+    let audited: std::collections::HashSet<String> = log
+        .run(move |sink| sink.serials_since(since.saturating_sub(RECONCILE_SLACK_SECS)))
+        .map_err(fail)?
+        .iter()
+        .map(|s| serial_key(s))
+        .collect();
     let missing: Vec<AuditEvent> = certificates
         .iter()
         .filter(|c| !audited.contains(&serial_key(&c.serial_hex)))
-        .map(|c| undelivered_event(c, ca, now))
+        .map(|c| AuditEvent { node: log.node.to_string(), ..undelivered_event(c, ca, now) })
         .collect();
     if missing.is_empty() {
         return Ok(0);
@@ -685,9 +806,9 @@ pub fn record_undelivered(
             "certificate issued but never delivered (no audit event; the process stopped before answering): recorded"
         );
     }
-    let batch: Vec<&AuditEvent> = missing.iter().collect();
-    insert_batch(&mut conn, &batch).map_err(fail)?;
-    Ok(missing.len())
+    let n = missing.len();
+    log.run(move |sink| sink.insert(&missing.iter().collect::<Vec<_>>())).map_err(fail)?;
+    Ok(n)
 }
 
 /// The [`ISSUED_NOT_DELIVERED`] event of a stored certificate.
@@ -701,6 +822,7 @@ fn undelivered_event(
         .map(|cert| scep_engine::x509::name_to_string(cert.subject));
     AuditEvent {
         id: 0,
+        node: String::new(),
         time: c.issued_at.to_rfc3339(),
         time_unix: c.issued_at.secs(),
         profile: c.profile.clone(),
@@ -759,16 +881,18 @@ CREATE TABLE IF NOT EXISTS audit_events (
     route TEXT NOT NULL,
     detail TEXT,
     count INTEGER NOT NULL DEFAULT 1,
-    first_time TEXT
+    first_time TEXT,
+    node TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_events_profile ON audit_events (profile, id);
 CREATE INDEX IF NOT EXISTS audit_events_action ON audit_events (action, id);
 CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events (time_unix);
 ";
 
-fn prune(conn: &Connection, retention_days: i64) -> rusqlite::Result<usize> {
+/// Deletes the events older than `retention_days`.
+fn apply_retention(sink: &mut dyn AuditSink, retention_days: i64) -> Result<usize, AuditError> {
     let cutoff = UnixTime::now().secs().saturating_sub(retention_days.saturating_mul(86_400));
-    let n = conn.execute("DELETE FROM audit_events WHERE time_unix < ?1", params![cutoff])?;
+    let n = sink.prune(cutoff)?;
     if n > 0 {
         tracing::info!(deleted = n, retention_days, "audit retention applied");
     }
@@ -781,7 +905,13 @@ const MAX_UNWRITTEN_TALLY_ROWS: usize = 65_536;
 
 /// The writer loop: commit everything queued in one transaction, then answer;
 /// write the discovery tally every [`DISCOVERY_FLUSH_EVERY`] and on the way out.
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTally, retention_days: i64) {
+fn writer(
+    sink: &mut dyn AuditSink,
+    rx: &mpsc::Receiver<Command>,
+    tally: &DiscoveryTally,
+    retention_days: i64,
+    node: &str,
+) {
     let mut last_prune = Instant::now();
     let mut next_flush = Instant::now() + DISCOVERY_FLUSH_EVERY;
     let mut unwritten = Vec::new();
@@ -789,11 +919,11 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTa
         let received = rx.recv_timeout(next_flush.saturating_duration_since(Instant::now()));
         if Instant::now() >= next_flush || matches!(received, Err(RecvTimeoutError::Disconnected)) {
             // A failure is logged and counted; the rows stay for the next attempt.
-            let _ = flush_tally(&mut conn, tally, &mut unwritten);
+            let _ = flush_tally(sink, tally, &mut unwritten, node);
             next_flush = Instant::now() + DISCOVERY_FLUSH_EVERY;
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
-            if let Err(e) = prune(&conn, retention_days) {
+            if let Err(e) = apply_retention(sink, retention_days) {
                 tracing::error!(error = %e, "audit retention failed");
             }
             last_prune = Instant::now();
@@ -807,6 +937,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTa
         let mut queries = Vec::new();
         let mut hourlies = Vec::new();
         let mut flushes = Vec::new();
+        let mut runs = Vec::new();
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
@@ -814,6 +945,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTa
                 Command::Query(q, done) => queries.push((q, done)),
                 Command::Hourly(since, done) => hourlies.push((since, done)),
                 Command::Flush(done) => flushes.push(done),
+                Command::Run(f) => runs.push(f),
             }
             if appends.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
@@ -821,7 +953,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTa
         }
         if !appends.is_empty() {
             let events: Vec<&AuditEvent> = appends.iter().map(|(e, _)| &**e).collect();
-            match insert_batch(&mut conn, &events) {
+            match sink.insert(&events) {
                 Ok(ids) => {
                     for ((_, done), id) in appends.into_iter().zip(ids) {
                         done.send(Ok(id));
@@ -829,24 +961,29 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTa
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "audit commit failed");
+                    let e = AuditError { message: format!("audit commit failed: {e}"), ..e };
                     for (_, done) in appends {
-                        done.send(Err(AuditError(format!("audit commit failed: {e}"))));
+                        done.send(Err(e.clone()));
                     }
                 }
             }
         }
         if !queries.is_empty() || !hourlies.is_empty() || !flushes.is_empty() {
             // Queries see the discovery answers counted so far.
-            let flushed = flush_tally(&mut conn, tally, &mut unwritten);
+            let flushed = flush_tally(sink, tally, &mut unwritten, node);
             for done in flushes {
                 done.send(flushed.clone());
             }
         }
+        let failed = |e: AuditError| AuditError { message: format!("audit query failed: {e}"), ..e };
         for (q, done) in queries {
-            done.send(select(&conn, &q).map_err(|e| AuditError(format!("audit query failed: {e}"))));
+            done.send(sink.select(&q).map_err(failed));
         }
         for (since, done) in hourlies {
-            done.send(hourly(&conn, since).map_err(|e| AuditError(format!("audit query failed: {e}"))));
+            done.send(sink.hourly(since).map_err(failed));
+        }
+        for f in runs {
+            f(sink);
         }
     }
 }
@@ -854,16 +991,17 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Command>, tally: &DiscoveryTa
 /// Writes the discovery tally (and rows an earlier attempt could not write)
 /// in one transaction; on failure keeps them for the next attempt.
 fn flush_tally(
-    conn: &mut Connection,
+    sink: &mut dyn AuditSink,
     tally: &DiscoveryTally,
     unwritten: &mut Vec<AuditEvent>,
+    node: &str,
 ) -> Result<(), AuditError> {
-    unwritten.extend(tally.take());
+    unwritten.extend(tally.take().into_iter().map(|row| AuditEvent { node: node.to_string(), ..row }));
     if unwritten.is_empty() {
         return Ok(());
     }
     let rows: Vec<&AuditEvent> = unwritten.iter().collect();
-    match insert_batch(conn, &rows) {
+    match sink.insert(&rows) {
         Ok(_) => {
             unwritten.clear();
             Ok(())
@@ -877,8 +1015,52 @@ fn flush_tally(
                 tracing::error!(rows = dropped, answers, "audit: oldest discovery tally rows dropped");
                 unwritten.drain(..dropped);
             }
-            Err(AuditError(format!("audit tally not written: {e}")))
+            Err(AuditError { message: format!("audit tally not written: {e}"), ..e })
         }
+    }
+}
+
+/// The SQLite backend: `audit.db`, WAL, `synchronous = FULL`.
+struct SqliteSink {
+    conn: Connection,
+}
+
+fn sqlite_error(e: &rusqlite::Error) -> AuditError {
+    AuditError::new(e.to_string())
+}
+
+impl AuditSink for SqliteSink {
+    fn insert(&mut self, batch: &[&AuditEvent]) -> Result<Vec<i64>, AuditError> {
+        insert_batch(&mut self.conn, batch).map_err(|e| sqlite_error(&e))
+    }
+
+    fn select(&mut self, q: &AuditQuery) -> Result<Vec<AuditEvent>, AuditError> {
+        select(&self.conn, q).map_err(|e| sqlite_error(&e))
+    }
+
+    fn hourly(&mut self, since: i64) -> Result<Vec<HourlyActivity>, AuditError> {
+        hourly(&self.conn, since).map_err(|e| sqlite_error(&e))
+    }
+
+    fn prune(&mut self, cutoff: i64) -> Result<usize, AuditError> {
+        self.conn
+            .execute("DELETE FROM audit_events WHERE time_unix < ?1", params![cutoff])
+            .map_err(|e| sqlite_error(&e))
+    }
+
+    fn newest_issuance(&mut self, _node: &str) -> Result<Option<i64>, AuditError> {
+        self.conn
+            .query_row("SELECT MAX(time_unix) FROM audit_events WHERE serial IS NOT NULL", [], |r| r.get(0))
+            .map_err(|e| sqlite_error(&e))
+    }
+
+    fn serials_since(&mut self, since: i64) -> Result<Vec<String>, AuditError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT serial FROM audit_events WHERE serial IS NOT NULL AND time_unix >= ?1")
+            .map_err(|e| sqlite_error(&e))?;
+        let rows = stmt.query_map(params![since], |r| r.get::<_, String>(0)).map_err(|e| sqlite_error(&e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| sqlite_error(&e))
     }
 }
 
@@ -902,6 +1084,13 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              ALTER TABLE audit_events ADD COLUMN first_time TEXT;",
         )?;
     }
+    let has_node: bool =
+        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('audit_events') WHERE name = 'node'", [], |r| {
+            r.get::<_, i64>(0).map(|n| n > 0)
+        })?;
+    if !has_node {
+        conn.execute_batch("ALTER TABLE audit_events ADD COLUMN node TEXT")?;
+    }
     Ok(())
 }
 
@@ -912,9 +1101,9 @@ fn insert_batch(conn: &mut Connection, batch: &[&AuditEvent]) -> rusqlite::Resul
         let mut stmt = tx.prepare_cached(
             "INSERT INTO audit_events (time, time_unix, profile, action, operation, message_type, transaction_id, \
              outcome, http_status, pki_status, fail_info, subject, subject_alt_names, serial, renewal_of, \
-             intune_subject, intune_issuer, intune_nonce, client_addr, route, detail, issuer, count, first_time) \
+             intune_subject, intune_issuer, intune_nonce, client_addr, route, detail, issuer, count, first_time, node) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
-             ?22, ?23, ?24)",
+             ?22, ?23, ?24, ?25)",
         )?;
         for e in batch {
             let sans = serde_json::to_string(&e.subject_alt_names).unwrap_or_else(|_| "[]".into());
@@ -944,6 +1133,7 @@ fn insert_batch(conn: &mut Connection, batch: &[&AuditEvent]) -> rusqlite::Resul
                 // Every row stands for at least one answer.
                 i64::try_from(e.count.max(1)).unwrap_or(i64::MAX),
                 e.first_time,
+                e.node,
             ])?;
             ids.push(tx.last_insert_rowid());
         }
@@ -986,8 +1176,8 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
     let mut sql = String::from(
         "SELECT id, time, time_unix, profile, action, operation, message_type, transaction_id, outcome, \
          http_status, pki_status, fail_info, subject, subject_alt_names, serial, renewal_of, intune_subject, \
-         intune_issuer, intune_nonce, client_addr, route, detail, issuer, count, first_time FROM audit_events \
-         WHERE 1",
+         intune_issuer, intune_nonce, client_addr, route, detail, issuer, count, first_time, node \
+         FROM audit_events WHERE 1",
     );
     let mut args: Vec<Sql> = Vec::new();
     let lists = [
@@ -1044,6 +1234,7 @@ fn select(conn: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>
             issuer: r.get(22)?,
             count: u64::try_from(r.get::<_, i64>(23)?).unwrap_or(1),
             first_time: r.get(24)?,
+            node: r.get::<_, Option<String>>(25)?.unwrap_or_default(),
         })
     })?;
     rows.collect()
@@ -1079,14 +1270,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("audit.db");
         {
-            let log = AuditLog::open(&path, 30).unwrap();
+            let log = AuditLog::open(&path, 30, "node-a").unwrap();
             let a = block_on(log.record(event("corp", "scep_pkcsreq", "success"))).unwrap();
             let b = block_on(log.record(event("iot", "scep_pkcsreq_intune", "replay"))).unwrap();
             assert!(b > a);
         }
-        let log = AuditLog::open(&path, 30).unwrap();
+        let log = AuditLog::open(&path, 30, "node-b").unwrap();
         let got = block_on(log.query(all())).unwrap();
         assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|e| e.node == "node-a"), "each event names the node that wrote it");
         assert_eq!(got[0].profile, "iot", "newest first");
         assert_eq!(got[1].subject_alt_names, vec!["DNS:a.example".to_string()]);
         let q = AuditQuery { profile: vec!["corp".into()], ..all() };
@@ -1112,7 +1304,7 @@ mod tests {
     #[test]
     fn list_filters_match_any_value_and_exclude_outcomes() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.db"), 30, "node-a").unwrap();
         let rec = |p: &str, a: &str, o: &str| block_on(log.record(event(p, a, o))).unwrap();
         let e1 = rec("corp", "scep_pkcsreq_intune", "success");
         let e2 = rec("corp", "scep_pkcsreq_intune", "signature_invalid");
@@ -1154,7 +1346,7 @@ mod tests {
     fn concurrent_records_are_batched_and_all_durable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let log = AuditLog::open(&path, 30).unwrap();
+        let log = AuditLog::open(&path, 30, "node-a").unwrap();
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let log = log.clone();
@@ -1179,13 +1371,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         {
-            let log = AuditLog::open(&path, 30).unwrap();
+            let log = AuditLog::open(&path, 30, "node-a").unwrap();
             let mut old = event("corp", "scep_getcacert", "success");
             old.time_unix -= 31 * 86_400;
             block_on(log.record(old)).unwrap();
             block_on(log.record(event("corp", "scep_getcacert", "success"))).unwrap();
         }
-        let log = AuditLog::open(&path, 30).unwrap();
+        let log = AuditLog::open(&path, 30, "node-a").unwrap();
         assert_eq!(block_on(log.query(all())).unwrap().len(), 1);
     }
 
@@ -1220,7 +1412,7 @@ mod tests {
     #[test]
     fn discovery_answers_are_tallied_per_client_ip_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(&dir.path().join("audit.db"), 30).unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.db"), 30, "node-a").unwrap();
         let outcome = caps_outcome();
         let t0 = UnixTime::from_secs(UnixTime::now().secs() - 5);
         for i in 0..1000u16 {
@@ -1279,7 +1471,7 @@ mod tests {
     fn the_tally_reaches_the_disk_on_its_own_and_on_a_clean_stop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let log = AuditLog::open(&path, 30).unwrap();
+        let log = AuditLog::open(&path, 30, "node-a").unwrap();
         let outcome = caps_outcome();
         for _ in 0..10 {
             log.tally(&answer(&outcome, "192.0.2.7:1", UnixTime::now()));
@@ -1323,7 +1515,7 @@ mod tests {
             )
             .unwrap();
         }
-        let log = AuditLog::open(&path, 36_500).unwrap();
+        let log = AuditLog::open(&path, 36_500, "node-a").unwrap();
         let rows = block_on(log.query(all())).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].count, rows[0].issuer.as_deref(), rows[0].first_time.as_deref()), (1, None, None));

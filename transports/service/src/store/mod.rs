@@ -1,4 +1,5 @@
-//! Durable storage: the audit log (SQLite, one writer thread, group commit)
+//! Durable storage: the audit log (SQLite or, [`audit_pg`], the shared
+//! PostgreSQL store; one writer thread, group commit)
 //! and the one-time challenge passwords ([`challenges`]: the
 //! [`challenges::ChallengeStore`] contract and its SQLite implementation;
 //! [`challenges_pg`]: on the shared PostgreSQL store);
@@ -10,6 +11,8 @@
 //! May import: `settings` only.
 
 pub mod audit;
+pub mod audit_pg;
 pub mod challenges;
 pub mod challenges_pg;
 pub mod protection;
+pub mod revocation_sync;

@@ -51,11 +51,29 @@ impl ServiceState {
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
         let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca } =
             load_all(&options, UnixTime::now(), HashMap::new(), None, None)?;
-        let audit_file = settings.audit.file(&settings.data_dir);
-        let audit =
-            AuditLog::open(&audit_file, settings.audit.retention_days)?.with_discovery(settings.audit.discovery);
+        // On PostgreSQL the protection store first: it applies the migrations
+        // the shared audit and challenge tables are part of. On SQLite the
+        // audit log first, as always (it creates its directory).
+        let (protection, audit, pool) = match &settings.store.backend {
+            scep_store::Backend::Sqlite => {
+                let audit = open_audit(&settings, None)?;
+                (open_protection(&settings)?, audit, None)
+            }
+            scep_store::Backend::Postgres(pg) => {
+                let protection = open_protection(&settings)?;
+                let pool = Arc::new(
+                    scep_store::postgres::Pool::new(pg)
+                        .map_err(|e| ConfigError(format!("store ({}): {e}", settings.store.describe())))?,
+                );
+                (protection, open_audit(&settings, Some(pool.clone()))?, Some(pool))
+            }
+        };
+        let revocation_sync = pool.map(|pool| {
+            Arc::new(crate::store::revocation_sync::PostgresSyncLease::new(pool, &settings.node_name))
+                as Arc<dyn crate::store::revocation_sync::RevocationSyncLease>
+        });
         if let Some(ca) = &local_ca {
-            crate::store::audit::record_undelivered(&audit_file, ca, UnixTime::now(), settings.audit.retention_days)?;
+            crate::store::audit::record_undelivered(&audit, ca, UnixTime::now(), settings.audit.retention_days)?;
         }
         // Persist generated secrets (and retire stale ones) only once everything
         // else has loaded, so a failed start never hides a secret never shown.
@@ -89,9 +107,6 @@ impl ServiceState {
                 Some(state) => state.challenge_expired(expired),
                 None => queue.lock().unwrap_or_else(PoisonError::into_inner).push(expired.clone()),
             });
-        // The protection store first: it applies the migrations the shared
-        // challenge table is part of.
-        let protection = open_protection(&settings)?;
         let challenges: Arc<dyn crate::store::challenges::ChallengeStore> = match &settings.store.backend {
             scep_store::Backend::Sqlite => {
                 Arc::new(SqliteChallenges::open(&SqliteChallenges::file(&settings.data_dir), on_expired)?)
@@ -111,6 +126,7 @@ impl ServiceState {
             auth_limit: crate::state::auth_limit::AuthFailureLimit::default(),
             challenges: Some(challenges),
             protection: Some(protection),
+            revocation_sync,
             relying_parties: match &local_ca {
                 Some(ca) => Some(Arc::new(
                     scep_issuers::ocsp::OcspResponder::new((**ca).clone(), ocsp_signer)
@@ -121,12 +137,18 @@ impl ServiceState {
         });
         let _ = owner.set(Arc::downgrade(&state));
         for (name, api) in state.profiles.load().intune_api_profiles() {
-            api.start_revocation_sync(name, state.revocation_reporter());
+            api.start_revocation_sync(name, state.revocation_reporter(), state.revocation_lease());
         }
         for expired in std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner)) {
             state.challenge_expired(&expired);
         }
         Ok(Started { state, generated_challenge, banner })
+    }
+
+    /// The revocation-sync lease the pollers share with the other nodes, and
+    /// this node's name (`None` on SQLite: one node).
+    fn revocation_lease(&self) -> Option<(Arc<dyn crate::store::revocation_sync::RevocationSyncLease>, String)> {
+        Some((self.revocation_sync.clone()?, self.settings.node_name.clone()))
     }
 
     /// Where the Intune revocation sync audits each request it handled
@@ -189,7 +211,7 @@ impl ServiceState {
         }
         let names = profiles.names().join(",");
         for (name, api) in profiles.intune_api_profiles() {
-            api.start_revocation_sync(name, self.revocation_reporter());
+            api.start_revocation_sync(name, self.revocation_reporter(), self.revocation_lease());
         }
         self.profiles.store(Arc::new(profiles));
         self.api_keys.store(Arc::new(api_keys));
@@ -330,6 +352,7 @@ fn bootstrap_load(
     apply_overrides(&mut settings, options);
     settings.store = file.store.validate(None)?;
     settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
+    settings.node_name = settings::node_name(file.server.node_name.as_deref())?;
     if let Some(signer) = file.server.ocsp_signer.as_deref() {
         settings.ocsp_signer = settings::parse_ocsp_signer(signer)?;
     }
@@ -388,13 +411,32 @@ fn open_protection(settings: &ServerSettings) -> Result<Arc<dyn scep_store::Prot
     if matches!(settings.store.backend, scep_store::Backend::Postgres(_)) {
         // Said at every start so that no operator mistakes this for full sharing.
         tracing::warn!(
-            "the PostgreSQL store shares Intune replay nonces and rate-limit windows between nodes; the local CA's \
-             certificate index (revocations, CRL) and the audit log are still kept per node \
+            "the PostgreSQL store shares Intune replay nonces, rate-limit windows, one-time challenges and the \
+             audit log between nodes; the local CA's certificate index (revocations, CRL) is still kept per node \
              in the data directory (see docs/high-availability.md)"
         );
     }
     crate::store::protection::start_purge(&store);
     Ok(store)
+}
+
+/// Opens the audit log: `audit.db` (`[audit] path`) with SQLite, the shared
+/// table on PostgreSQL (`pool`: the node's pool for the audit log and the
+/// revocation-sync lease, until the store's pools are one).
+///
+/// # Errors
+/// Naming `audit.path` or the store and why.
+fn open_audit(
+    settings: &ServerSettings,
+    pool: Option<Arc<scep_store::postgres::Pool>>,
+) -> Result<AuditLog, ConfigError> {
+    let (retention, node) = (settings.audit.retention_days, settings.node_name.as_str());
+    let log = match pool {
+        None => AuditLog::open(&settings.audit.file(&settings.data_dir), retention, node)?,
+        Some(pool) => AuditLog::open_postgres(pool, retention, node)?,
+    };
+    tracing::info!(node, store = log.path().map_or("postgresql", |_| "sqlite"), "audit log open");
+    Ok(log.with_discovery(settings.audit.discovery))
 }
 
 /// Applies the store's pending schema migrations and reports the versions
@@ -442,13 +484,16 @@ pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> 
         tls::server_config(tls, &loaded.profiles)?;
     }
     let data_dir = &loaded.settings.data_dir;
-    let audit_file = loaded.settings.audit.file(data_dir);
-    AuditLog::check(&audit_file)?;
     dry_run.note_missing(data_dir, "data directory, mode 0700");
-    if let Some(parent) = audit_file.parent() {
-        dry_run.note_missing(parent, "audit log directory");
+    // On PostgreSQL the audit table is part of the store's schema, checked below.
+    if matches!(loaded.settings.store.backend, scep_store::Backend::Sqlite) {
+        let audit_file = loaded.settings.audit.file(data_dir);
+        AuditLog::check(&audit_file)?;
+        if let Some(parent) = audit_file.parent() {
+            dry_run.note_missing(parent, "audit log directory");
+        }
+        dry_run.note_missing(&audit_file, "audit log database");
     }
-    dry_run.note_missing(&audit_file, "audit log database");
     // The store: connection and schema (changing nothing).
     let (found, expected) = scep_store::check(&loaded.settings.store, data_dir)
         .map_err(|e| ConfigError(format!("store ({}): {e}", loaded.settings.store.describe())))?;
@@ -632,7 +677,7 @@ mod tests {
         let err = check_config(&options(&dir, &cfg)).unwrap_err();
         assert!(err.0.starts_with("audit.path: ") && err.0.contains("audit.db"), "{err}");
         std::fs::remove_file(&db).unwrap();
-        drop(AuditLog::open(&db, 30).unwrap());
+        drop(AuditLog::open(&db, 30, "node-a").unwrap());
         check_config(&options(&dir, &cfg)).unwrap();
         std::fs::remove_file(&db).unwrap();
         std::fs::write(&db, b"").unwrap();

@@ -185,8 +185,15 @@ impl IntuneApi {
     /// Starts the revocation poller when `intune_revocation_poll_interval` is
     /// not 0 (by the running service, not by `check-config`); it stops when
     /// this setup is dropped by a reload.
-    /// Each handled request is passed to `report_to` (the audit log).
-    pub fn start_revocation_sync(&self, profile: &str, report_to: Option<revocation::Reporter>) {
+    /// Each handled request is passed to `report_to` (the audit log). With a
+    /// `lease` (the shared store, and this node's name) one node of several
+    /// runs each interval's sync.
+    pub fn start_revocation_sync(
+        &self,
+        profile: &str,
+        report_to: Option<revocation::Reporter>,
+        lease: Option<(Arc<dyn crate::store::revocation_sync::RevocationSyncLease>, String)>,
+    ) {
         let secs = self.client.settings().revocation_poll_interval_secs;
         if secs > 0 {
             revocation::start_poller(
@@ -196,6 +203,7 @@ impl IntuneApi {
                 Arc::clone(&self.revocation),
                 Duration::from_secs(u64::try_from(secs).unwrap_or(900)),
                 report_to,
+                lease,
             );
         }
     }

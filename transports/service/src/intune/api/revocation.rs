@@ -8,6 +8,11 @@
 //! serial, `NotSupportedError` (4006) when the issuer cannot revoke,
 //! `RetryableServiceException` (4100) when it failed otherwise. Every request is logged (target
 //! `scepd::intune`) with Intune's request context.
+//!
+//! With several nodes on a PostgreSQL store, the nodes' pollers share a lease
+//! per profile (`crate::store::revocation_sync`): exactly one node runs a
+//! profile's sync per interval, and every node's `intune/stats` shows the
+//! report of the last run, whichever node made it.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -15,9 +20,10 @@ use std::time::{Duration, Instant};
 use scep_engine::time::UnixTime;
 use scep_issuers::crl::RevocationReason;
 use scep_issuers::{Issuer, IssuerError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::client::{ApiClient, ApiFailure};
+use crate::store::revocation_sync::RevocationSyncLease;
 
 /// One handled revocation request, for the audit log: (profile, serial,
 /// result code, detail with Intune's request context).
@@ -27,10 +33,13 @@ pub type Reporter = Arc<dyn Fn(&str, &str, &str, String) + Send + Sync>;
 pub const MAX_REQUESTS: u32 = 100;
 
 /// The outcome of one sync.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SyncReport {
     /// When it ran (Unix seconds).
     pub at: i64,
+    /// The node that ran it (`[server] node_name`).
+    #[serde(default)]
+    pub node: String,
     /// Requests downloaded.
     pub requests: usize,
     /// Certificates revoked.
@@ -150,6 +159,9 @@ pub fn sync_once(
 
 /// Starts the poller of one profile: a thread that syncs every `interval`
 /// and ends once `client` is dropped (the profile was reloaded or removed).
+/// With a `lease` (several nodes on one store) the thread asks the lease
+/// several times an interval and syncs only when it takes it; otherwise it
+/// reads the report of the node that did.
 pub fn start_poller(
     profile: String,
     client: Weak<ApiClient>,
@@ -157,26 +169,69 @@ pub fn start_poller(
     state: Arc<SyncState>,
     interval: Duration,
     report_to: Option<Reporter>,
+    lease: Option<(Arc<dyn RevocationSyncLease>, String)>,
 ) {
     let spawned = std::thread::Builder::new().name(format!("intune-revocation-{profile}")).spawn(move || {
-        loop {
-            let until = Instant::now() + interval;
-            while Instant::now() < until {
-                if client.strong_count() == 0 {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200).min(interval));
-            }
-            let Some(c) = client.upgrade() else { return };
+        let sync = |c: &ApiClient, node: &str| {
             let now = UnixTime::now();
-            let report = match sync_once(&c, &*issuer, &profile, report_to.as_ref(), now) {
+            let mut report = match sync_once(c, &*issuer, &profile, report_to.as_ref(), now) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(target: "scepd::intune", profile, detail = %e.detail, "Intune revocation sync failed");
                     SyncReport { at: now.secs(), error: Some(e.detail), ..SyncReport::default() }
                 }
             };
-            *state.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
+            node.clone_into(&mut report.node);
+            *state.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
+            report
+        };
+        let tick = match &lease {
+            None => interval,
+            Some(_) => (interval / 4).clamp(Duration::from_millis(200), Duration::from_secs(5)),
+        };
+        let mut failing = false;
+        let mut last_read = Instant::now();
+        loop {
+            let until = Instant::now() + tick;
+            while Instant::now() < until {
+                if client.strong_count() == 0 {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200).min(tick));
+            }
+            let Some(c) = client.upgrade() else { return };
+            let Some((lease, node)) = &lease else {
+                sync(&c, "");
+                continue;
+            };
+            let result = lease.take(&profile, interval).and_then(|taken| {
+                if taken {
+                    let report = sync(&c, node);
+                    let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+                    lease.publish(&profile, &json)
+                } else if last_read.elapsed() >= interval.min(Duration::from_secs(30)) {
+                    last_read = Instant::now();
+                    if let Some((json, _)) = lease.last(&profile)? {
+                        let report: SyncReport = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+                        *state.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
+                    }
+                    Ok(())
+                } else {
+                    Ok(())
+                }
+            });
+            match result {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(target: "scepd::intune", profile, "Intune revocation-sync lease reachable again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(target: "scepd::intune", profile, error = %e, "Intune revocation-sync lease unavailable; no sync until it returns");
+                }
+                Err(_) => {}
+            }
         }
     });
     if let Err(e) = spawned {
