@@ -4,9 +4,12 @@
 //! - Two nodes on one database: an Intune challenge used on node A is refused
 //!   as `replay` on node B; a device's rate limit counts enrolments on both;
 //!   after node A restarts the challenge is still refused.
-//! - kill -9 of one node while both take Intune enrolments: every challenge a
-//!   client saw acknowledged (SUCCESS, on either node) is refused as a replay
-//!   by the survivor, and the survivor keeps issuing.
+//! - Enrolments on A and on B: both admin APIs return the same events (same
+//!   ids, same order), each naming the node that answered.
+//! - kill -9 of one node while both take Intune enrolments: every enrolment a
+//!   client saw acknowledged (SUCCESS, on either node) has its audit event in
+//!   the trail the survivor lists, its challenge is refused as a replay by the
+//!   survivor, and the survivor keeps issuing.
 //! - One node on SQLite: a challenge used before a restart is refused after it
 //!   (the in-memory replay cache alone forgot it), and a renewal by
 //!   certificate over the device's limit is refused after a restart too.
@@ -36,15 +39,25 @@ const AUD: &str = "https://scep.example.test/scep/corp";
 const WAIT: Duration = Duration::from_secs(30);
 const BUNDLE: &str = "intune.pem";
 
-/// A node: profile `corp` (Intune, limit 2 per device and day) trusting
-/// `connector`, served by `transport`, on the database `url` (`None`: SQLite
-/// in `data_dir`).
-fn node(connector: &Connector, transport: Transport, url: Option<&str>, data_dir: Option<PathBuf>) -> Scepd {
-    node_with(connector, transport, url, data_dir, "intune_per_device_rate_limit_24h = 2\n")
+/// The admin API key of every node.
+const ADMIN_KEY: &str = "ha-e2e-admin-key-0123456789abcdef";
+
+/// A node named `name`: profile `corp` (Intune, limit 2 per device and day)
+/// trusting `connector`, served by `transport`, on the database `url`
+/// (`None`: SQLite in `data_dir`), with the admin API key [`ADMIN_KEY`].
+fn node(
+    name: &str,
+    connector: &Connector,
+    transport: Transport,
+    url: Option<&str>,
+    data_dir: Option<PathBuf>,
+) -> Scepd {
+    node_with(name, connector, transport, url, data_dir, "intune_per_device_rate_limit_24h = 2\n")
 }
 
 /// As [`node`], with `extra` profile keys instead of the limit of 2.
 fn node_with(
+    name: &str,
     connector: &Connector,
     transport: Transport,
     url: Option<&str>,
@@ -52,7 +65,8 @@ fn node_with(
     extra: &str,
 ) -> Scepd {
     let mut opts = ScepdOptions::with_config(format!(
-        "[server]\ndata_dir = \"data\"\n\n\
+        "[server]\ndata_dir = \"data\"\nnode_name = \"{name}\"\n\n\
+         [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
          [[profile]]\nname = \"corp\"\nchallenge_password = \"static-secret\"\n\
          intune_enabled = true\nintune_connector_cert_path = \"{BUNDLE}\"\nintune_audience = \"{AUD}\"\n{extra}"
     ))
@@ -133,8 +147,8 @@ scep_tests::on_each_transport!(two_nodes_share_replay_and_rate_limit_state_acros
 fn two_nodes_share_replay_and_rate_limit_state_across_restarts(transport: Transport) {
     let db = TestDatabase::create("two_nodes_share_replay_and_rate_limit_state");
     let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
-    let mut a = node(&connector, transport, Some(&db.url), None);
-    let b = node(&connector, transport, Some(&db.url), None);
+    let mut a = node("node-a", &connector, transport, Some(&db.url), None);
+    let b = node("node-b", &connector, transport, Some(&db.url), None);
     let (url_a, url_b) = (a.profile_url("corp"), b.profile_url("corp"));
 
     // A challenge used on A is a replay on B (B's in-memory cache never saw it).
@@ -155,7 +169,7 @@ fn two_nodes_share_replay_and_rate_limit_state_across_restarts(transport: Transp
 
     // A restarts (a new process: empty in-memory cache): the challenge is still refused.
     a.stop();
-    let a = node(&connector, transport, Some(&db.url), None);
+    let a = node("node-a", &connector, transport, Some(&db.url), None);
     assert_failure(&enroll(&a.profile_url("corp"), "replayed.example.com", &challenge), FailInfo::BAD_MESSAGE_CHECK);
     wait_label(&a, "replay");
 
@@ -166,20 +180,60 @@ fn two_nodes_share_replay_and_rate_limit_state_across_restarts(transport: Transp
     }
 }
 
+/// The Intune enrolment events of the shared trail, as `server`'s admin API lists them.
+fn enrolment_events(server: &Scepd) -> Vec<Value> {
+    let (status, body) =
+        admin(server, "GET", "/api/v1/admin/scep/events?action=scep_pkcsreq_intune&limit=1000", None, ADMIN_KEY);
+    assert_eq!(status, 200, "{body}");
+    body["events"].as_array().unwrap().clone()
+}
+
+scep_tests::on_each_transport!(both_admin_apis_list_every_nodes_events_in_one_order);
+
+fn both_admin_apis_list_every_nodes_events_in_one_order(transport: Transport) {
+    let db = TestDatabase::create("both_admin_apis_list_every_nodes_events");
+    let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
+    let a = node("node-a", &connector, transport, Some(&db.url), None);
+    let b = node("node-b", &connector, transport, Some(&db.url), None);
+    // Enrolments alternate between the nodes: (transactionID, the node that answered).
+    let mut answered = Vec::new();
+    for i in 0..6 {
+        let (server, name) = if i % 2 == 0 { (&a, "node-a") } else { (&b, "node-b") };
+        let cn = format!("trail-{i}.example.com");
+        let rep = enroll(&server.profile_url("corp"), &cn, &connector.mint(&claims(&format!("device-trail-{i}"), &cn)));
+        assert_success(&rep);
+        answered.push((rep.transaction_id.clone(), name));
+    }
+    let (from_a, from_b) = (enrolment_events(&a), enrolment_events(&b));
+    assert_eq!(from_a, from_b, "both admin APIs return the same events, in the same order");
+    assert_eq!(from_a.len(), 6, "{from_a:?}");
+    // Newest first, ids decreasing: the order the enrolments were answered in.
+    let listed: Vec<(String, &str)> = from_a
+        .iter()
+        .rev()
+        .map(|e| (e["transaction_id"].as_str().unwrap().to_string(), e["node"].as_str().unwrap()))
+        .collect();
+    let expected: Vec<(String, &str)> = answered.iter().map(|(t, n)| (t.clone(), *n)).collect();
+    assert_eq!(listed, expected, "each event names the node that answered");
+    let ids: Vec<i64> = from_a.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    assert!(from_a.iter().all(|e| e["outcome"] == "success" && e["serial"].is_string()));
+}
+
 scep_tests::on_each_transport!(one_node_on_sqlite_refuses_a_replay_after_a_restart);
 
 fn one_node_on_sqlite_refuses_a_replay_after_a_restart(transport: Transport) {
     let state = tempfile::tempdir().unwrap();
     let data_dir = state.path().join("data");
     let connector = Connector::generate(JwsAlg::Rs256, "Microsoft Intune Certificate Connector").unwrap();
-    let mut first = node(&connector, transport, None, Some(data_dir.clone()));
+    let mut first = node("solo", &connector, transport, None, Some(data_dir.clone()));
     let cn = "restart.example.com";
     let challenge = connector.mint(&claims("device-restart", cn));
     assert_success(&enroll(&first.profile_url("corp"), cn, &challenge));
     first.stop();
     assert!(data_dir.join("protection.sqlite").exists(), "the nonce lives in the data directory");
 
-    let second = node(&connector, transport, None, Some(data_dir));
+    let second = node("solo", &connector, transport, None, Some(data_dir));
     assert_failure(&enroll(&second.profile_url("corp"), cn, &challenge), FailInfo::BAD_MESSAGE_CHECK);
     wait_label(&second, "replay");
     assert_eq!(http_get(&second, "/healthz"), (200, "ok\nstore: sqlite reachable\n".to_string()));
@@ -191,7 +245,7 @@ fn the_database_stopped_under_requests_gives_503s_then_recovers(transport: Trans
     let cluster = TestCluster::start("the_database_stopped_under_requests_gives_503s_then_recovers");
     let db = TestDatabase::create_on(&cluster.url, "outage");
     let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
-    let mut server = node(&connector, transport, Some(&db.url), None);
+    let mut server = node("solo", &connector, transport, Some(&db.url), None);
     let url = server.profile_url("corp");
     let mint = |i: usize| {
         let cn = format!("outage-{i}.example.com");
@@ -212,6 +266,15 @@ fn the_database_stopped_under_requests_gives_503s_then_recovers(transport: Trans
         }
     }
     assert_eq!(refused, 4);
+    // A static-challenge enrolment needs no nonce, but its audit event (in the
+    // shared trail) cannot commit: 503, never an answer without its event.
+    match try_enroll(&url, "static-outage.example.com", "static-secret") {
+        Err(ClientError::Http(m)) if m.starts_with("status 503") => {}
+        other => panic!("static-challenge enrolment during the outage: {other:?}"),
+    }
+    // The admin API cannot read the trail either, and says why.
+    let (status, body) = admin(&server, "GET", "/api/v1/admin/scep/events?limit=1", None, ADMIN_KEY);
+    assert_eq!((status, body["error"].as_str()), (503, Some("store_unavailable")), "{body}");
     // Discovery keeps answering; the health answer names the problem.
     let client = ScepClient::new(&url).unwrap();
     assert!(client.get_ca_caps().is_ok());
@@ -239,6 +302,13 @@ fn the_database_stopped_under_requests_gives_503s_then_recovers(transport: Trans
     }
     let recovered_in = back.elapsed();
     assert!(recovered_in < Duration::from_secs(10), "{recovered_in:?}");
+    // The trail, readable again, holds the enrolments answered SUCCESS and
+    // none of those refused during the outage.
+    let (status, body) = admin(&server, "GET", "/api/v1/admin/scep/events?outcome=success&limit=1000", None, ADMIN_KEY);
+    assert_eq!(status, 200, "{body}");
+    let subjects: Vec<&str> = body["events"].as_array().unwrap().iter().filter_map(|e| e["subject"].as_str()).collect();
+    assert!(subjects.iter().any(|s| s.contains("outage-0.example.com")), "{subjects:?}");
+    assert!(!subjects.iter().any(|s| s.contains("static-outage")), "{subjects:?}");
     assert_eq!(http_get(&server, "/healthz"), (200, "ok\nstore: postgresql reachable\n".to_string()));
     // The 503s were audited as such (the audit log records each refusal's label).
     let log = server.stderr();
@@ -246,19 +316,19 @@ fn the_database_stopped_under_requests_gives_503s_then_recovers(transport: Trans
     assert!(log.contains("store_unavailable"), "the refusals are logged with their label");
 }
 
-scep_tests::on_each_transport!(kill_9_of_one_node_under_load_loses_no_acknowledged_nonce);
+scep_tests::on_each_transport!(kill_9_of_one_node_under_load_loses_no_acknowledged_nonce_or_audit_event);
 
-fn kill_9_of_one_node_under_load_loses_no_acknowledged_nonce(transport: Transport) {
+fn kill_9_of_one_node_under_load_loses_no_acknowledged_nonce_or_audit_event(transport: Transport) {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     let db = TestDatabase::create("kill_9_of_one_node_under_load");
     let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
-    let mut a = node(&connector, transport, Some(&db.url), None);
-    let b = node(&connector, transport, Some(&db.url), None);
+    let mut a = node("node-a", &connector, transport, Some(&db.url), None);
+    let b = node("node-b", &connector, transport, Some(&db.url), None);
     let urls = [a.profile_url("corp"), b.profile_url("corp")];
-    // (node index, challenge, cn) of every enrolment a client saw succeed.
-    let acknowledged: Mutex<Vec<(usize, String, String)>> = Mutex::new(Vec::new());
+    // (node index, challenge, cn, transactionID) of every enrolment a client saw succeed.
+    let acknowledged: Mutex<Vec<(usize, String, String, String)>> = Mutex::new(Vec::new());
     let killed = AtomicBool::new(false);
     let sent = AtomicUsize::new(0);
     std::thread::scope(|s| {
@@ -274,7 +344,7 @@ fn kill_9_of_one_node_under_load_loses_no_acknowledged_nonce(transport: Transpor
                     if let Ok(rep) = try_enroll(&urls[n % 2], &cn, &challenge)
                         && rep.status == PkiStatus::SUCCESS
                     {
-                        acknowledged.lock().unwrap().push((n % 2, challenge, cn));
+                        acknowledged.lock().unwrap().push((n % 2, challenge, cn, rep.transaction_id));
                     }
                     if killed.load(Ordering::SeqCst) && i >= 10 {
                         break;
@@ -294,9 +364,23 @@ fn kill_9_of_one_node_under_load_loses_no_acknowledged_nonce(transport: Transpor
     let acknowledged = acknowledged.into_inner().unwrap();
     let on_a = acknowledged.iter().filter(|(node, ..)| *node == 0).count();
     assert!(on_a >= 4, "too few enrolments acknowledged by A before the kill to test anything: {on_a}");
+    // Every acknowledged enrolment, on either node, has its audit event in the
+    // shared trail, which the survivor's admin API lists naming the node.
+    let audited: Vec<(String, String)> = enrolment_events(&b)
+        .iter()
+        .filter(|e| e["outcome"] == "success")
+        .map(|e| (e["transaction_id"].as_str().unwrap().to_string(), e["node"].as_str().unwrap().to_string()))
+        .collect();
+    for (node, _, _, txid) in &acknowledged {
+        let name = if *node == 0 { "node-a" } else { "node-b" };
+        assert!(
+            audited.contains(&(txid.clone(), name.to_string())),
+            "acknowledged enrolment {txid} on {name} has no audit event: {audited:?}"
+        );
+    }
     // Every acknowledged nonce, whichever node accepted it (those A accepted
     // B's memory never saw), is refused by the survivor.
-    for (_, challenge, cn) in &acknowledged {
+    for (_, challenge, cn, _) in &acknowledged {
         assert_failure(&enroll(&urls[1], cn, challenge), FailInfo::BAD_MESSAGE_CHECK);
     }
     // And the survivor keeps serving.
@@ -330,7 +414,7 @@ fn renewals_by_certificate_count_in_the_durable_window_across_a_restart(transpor
     let data_dir = state.path().join("data");
     let connector = Connector::generate(JwsAlg::Es256, "Microsoft Intune Certificate Connector").unwrap();
     let extra = "intune_per_device_rate_limit_24h = 1\nintune_renewal_by_certificate = true\n";
-    let mut first = node_with(&connector, transport, None, Some(data_dir.clone()), extra);
+    let mut first = node_with("solo", &connector, transport, None, Some(data_dir.clone()), extra);
     let url = first.profile_url("corp");
     let cn = "renewing.example.com";
     let key = DeviceKey::generate().unwrap();
@@ -347,7 +431,7 @@ fn renewals_by_certificate_count_in_the_durable_window_across_a_restart(transpor
     first.stop();
 
     // After a restart (empty in-memory limiter) the second renewal is still over the limit.
-    let second = node_with(&connector, transport, None, Some(data_dir), extra);
+    let second = node_with("solo", &connector, transport, None, Some(data_dir), extra);
     let (refused, _) = renew(&second.profile_url("corp"), cn, (&new_cert, &new_key));
     assert_failure(&refused, FailInfo::BAD_REQUEST);
     let log = second.stderr();
