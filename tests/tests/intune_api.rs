@@ -55,6 +55,31 @@ fn serve(transport: Transport, standin: &IntuneStandIn, credential: &str, extra:
     Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// As [`serve`], as node `node` on the shared PostgreSQL database `url`.
+fn serve_shared(
+    transport: Transport,
+    standin: &IntuneStandIn,
+    credential: &str,
+    extra: &str,
+    url: &str,
+    node: &str,
+) -> Scepd {
+    let config = format!(
+        "[server]\nnode_name = \"{node}\"\n\n\
+         [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
+         [[profile]]\nname = \"intune\"\nintune_enabled = true\nintune_mode = \"api\"\n\
+         intune_tenant_id = \"{}\"\nintune_client_id = \"{}\"\n{credential}\
+         intune_authority_url = \"{base}/\"\nintune_graph_url = \"{base}/\"\n{extra}",
+        standin.tenant,
+        standin.client_id,
+        base = standin.base_url(),
+    );
+    let mut opts = ScepdOptions::with_config(config).on(transport);
+    opts.env.push(("CERTCTL_DATABASE_URL".into(), url.into()));
+    opts.startup_timeout = Duration::from_secs(30);
+    Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn enroll(server: &Scepd, key: &DeviceKey, cn: &str, challenge: &str) -> CertRep {
     let client = ScepClient::new(&server.profile_url("intune")).unwrap();
     client.enroll(key, &CsrSpec::new(cn, Some(challenge)), &MessageOptions::default(), PkiMethod::Post).unwrap().reply
@@ -133,6 +158,7 @@ scep_tests::on_each_transport!(
     certmonger_enrols_with_an_opaque_challenge,
     strongswan_pki_enrols_with_an_opaque_challenge,
     queued_revocations_are_applied_and_reported_within_the_poll_interval,
+    two_nodes_on_one_database_download_revocations_once_per_interval,
     renewal_with_a_fresh_challenge_is_validated_and_without_one_refused,
     tokens_are_refreshed_before_they_expire,
     the_certificate_credential_is_verified_by_entra,
@@ -577,6 +603,59 @@ fn queued_revocations_are_applied_and_reported_within_the_poll_interval(transpor
     assert_eq!(revoked[0]["serial"].as_str(), Some(serial.as_str()));
     assert_eq!(audited("CertificateNotFoundError").len(), 1);
     assert_eq!(audited("ConflictError").len(), 1);
+}
+
+/// Two nodes on one PostgreSQL database share the revocation-sync lease:
+/// the stand-in sees one download per interval, not one per node; a queued
+/// revocation is handled (and uploaded) once; and a node's `intune/stats`
+/// shows the last run even when the other node made it.
+fn two_nodes_on_one_database_download_revocations_once_per_interval(transport: Transport) {
+    let db = scep_tests::database::TestDatabase::create("two_nodes_download_revocations_once_per_interval");
+    let standin = IntuneStandIn::start();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("entra-secret");
+    std::fs::write(&secret, format!("{}\n", standin.client_secret)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let credential = format!("intune_client_secret_path = \"{}\"\n", secret.display());
+    let extra = "intune_revocation_poll_interval = \"1s\"\n";
+    let a = serve_shared(transport, &standin, &credential, extra, &db.url, "node-a");
+    let b = serve_shared(transport, &standin, &credential, extra, &db.url, "node-b");
+    let downloads = || standin.calls().iter().filter(|c| c.path.ends_with("/downloadRevocationRequests")).count();
+    let start = downloads();
+    std::thread::sleep(Duration::from_secs(6));
+    let in_six_intervals = downloads() - start;
+    // One node per interval: at most 6 (+1 at a window edge); two racing pollers would make ~12.
+    assert!((3..=7).contains(&in_six_intervals), "{in_six_intervals} downloads in 6 intervals of 1 s");
+
+    // A queued revocation is handled by one node, once.
+    standin.queue_revocation("0BADC0FFEE", "ctx-shared");
+    let until = Instant::now() + Duration::from_secs(10);
+    while standin.revocation_results().is_empty() {
+        assert!(Instant::now() < until, "no upload within 10 s\n{}\n{}", a.log_tail(20), b.log_tail(20));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(standin.revocation_results().len(), 1, "{:?}", standin.revocation_results());
+    let audited: Value =
+        serde_json::from_str(&get(&a, "/api/v1/admin/scep/events?profile=intune&outcome=CertificateNotFoundError"))
+            .unwrap();
+    assert_eq!(audited["events"].as_array().unwrap().len(), 1, "audited once, in the shared trail: {audited}");
+
+    // Each node's intune/stats shows the last run; at least one shows a run of the other node.
+    let ran_by = |server: &Scepd| -> String {
+        let stats: Value = serde_json::from_str(&get(server, "/api/v1/admin/scep/intune/stats")).unwrap();
+        stats["profiles"][0]["revocation_last_sync"]["node"].as_str().unwrap_or_default().to_string()
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (on_a, on_b) = (ran_by(&a), ran_by(&b));
+        assert!(["node-a", "node-b"].contains(&on_a.as_str()) || on_a.is_empty(), "{on_a}");
+        if on_a == "node-b" || on_b == "node-a" {
+            break;
+        }
+        assert!(Instant::now() < until, "no node showed the other's run: A {on_a:?}, B {on_b:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A RenewalReq signed by the device's certificate (RFC 8894 §3.3.1.2) on
