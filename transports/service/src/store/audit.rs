@@ -336,8 +336,11 @@ enum Command {
     Query(AuditQuery, oneshot::Sender<Result<Vec<AuditEvent>, AuditError>>),
     Hourly(i64, oneshot::Sender<Result<Vec<HourlyActivity>, AuditError>>),
     /// Start-up work on the writer's connection (reconciliation).
-    Run(Box<dyn FnOnce(&mut dyn AuditSink) + Send>),
+    Run(SinkJob),
 }
+
+/// Work run on the writer's connection ([`Command::Run`]).
+type SinkJob = Box<dyn FnOnce(&mut dyn AuditSink) + Send>;
 
 /// Where the writer thread keeps events: SQLite ([`SqliteSink`]) or the
 /// shared PostgreSQL store (`super::audit_pg::PostgresSink`). Every method
