@@ -574,6 +574,15 @@ mod tests {
     }
 
     #[test]
+    fn the_node_name_is_the_hostname_unless_set() {
+        let host = hostname().expect("this machine has a hostname");
+        assert_eq!(server("").unwrap().node_name, host);
+        assert_eq!(server("[server]\nnode_name = \"scep-1.dc2\"").unwrap().node_name, "scep-1.dc2");
+        let long = "n".repeat(MAX_NODE_NAME + 1);
+        assert!(server(&format!("[server]\nnode_name = \"{long}\"")).unwrap_err().0.starts_with("server.node_name"));
+    }
+
+    #[test]
     fn relative_paths_resolve_against_the_config_directory() {
         let f = parse("[server]\ndata_dir = \"data\"\n", Path::new("x")).unwrap();
         let s = f.server.validate(Some(Path::new("/etc/scepd"))).unwrap();
@@ -600,6 +609,9 @@ mod tests {
             ("[server]\nh2_keep_alive_interval_secs = 0", "server.h2_keep_alive_interval_secs"),
             ("[server]\nh2_keep_alive_timeout_secs = 3601", "server.h2_keep_alive_timeout_secs"),
             ("[server]\ndata_dir = \"\"", "server.data_dir"),
+            ("[server]\nnode_name = \"\"", "server.node_name"),
+            ("[server]\nnode_name = \"node a\"", "server.node_name"),
+            ("[server]\nnode_name = \"a\\u0007\"", "server.node_name"),
             ("[server.tls]\ncert = \"c.pem\"", "server.tls.key"),
             ("[server.tls]\nkey = \"k.pem\"", "server.tls.cert"),
             // Wrong types and unknown keys are named by the TOML layer.
