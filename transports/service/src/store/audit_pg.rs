@@ -45,11 +45,20 @@ pub(crate) struct PostgresSink<'p> {
     conn: Option<(Pooled<'p>, Statement)>,
 }
 
-/// A driver error: unreachable unless the server answered (a database error
-/// on a live connection).
+/// A driver error: unreachable unless the server answered with an error of
+/// the statement; a connection error (class 08), an operator intervention
+/// such as a shutdown (57) or a server out of resources (53) is unreachable too.
 fn error(e: &postgres::Error) -> AuditError {
     match e.as_db_error() {
-        Some(db) => AuditError::new(format!("PostgreSQL: {}: {}", db.code().code(), db.message())),
+        Some(db) => {
+            let code = db.code().code();
+            let message = format!("PostgreSQL: {code}: {}", db.message());
+            if ["08", "57", "53"].iter().any(|class| code.starts_with(class)) {
+                AuditError::unreachable(message)
+            } else {
+                AuditError::new(message)
+            }
+        }
         None => AuditError::unreachable(format!("PostgreSQL: {e}")),
     }
 }
@@ -77,9 +86,12 @@ impl<'p> PostgresSink<'p> {
                 self.conn.insert((client, insert))
             }
         };
-        let result = f(client, insert).map_err(|e| error(&e));
-        if result.as_ref().is_err_and(|e| e.store_unreachable) {
+        let mut result = f(client, insert).map_err(|e| error(&e));
+        if let Err(e) = &mut result
+            && (e.store_unreachable || client.is_closed())
+        {
             // The connection is broken or in an unknown state: never reuse it.
+            e.store_unreachable = true;
             self.conn = None;
         }
         result
