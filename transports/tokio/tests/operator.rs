@@ -222,9 +222,25 @@ fn each_invalid_variable_kind_stops_the_start_naming_it() {
 /// `issued_not_delivered` event at start-up).
 #[test]
 fn audit_events_survive_kill_9_mid_load() {
+    audit_events_survive_kill_9_mid_load_on(None);
+}
+
+/// The same with the audit trail in the shared PostgreSQL store
+/// (`SCEPD_TEST_DATABASE_URL`): start-up reconciliation compares the local
+/// CA with the events this node wrote there.
+#[test]
+fn audit_events_survive_kill_9_mid_load_on_postgresql() {
+    let db = scep_tests::database::TestDatabase::create("audit_events_survive_kill_9_mid_load_on_postgresql");
+    audit_events_survive_kill_9_mid_load_on(Some(&db.url));
+}
+
+fn audit_events_survive_kill_9_mid_load_on(database: Option<&str>) {
     use scep_tests::client::{CsrSpec, DeviceKey, MessageOptions, PkiMethod, ScepClient};
     let dir = ra_dir();
-    let env = spec_env(dir.path());
+    let mut env = spec_env(dir.path());
+    if let Some(url) = database {
+        env.push(("CERTCTL_DATABASE_URL".to_string(), url.to_string()));
+    }
     // Several rounds of load and kill -9 on one data directory: each kill may
     // land between the CA's commit of a certificate and the commit of its event.
     const ROUNDS: usize = 4;
