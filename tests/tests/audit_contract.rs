@@ -242,6 +242,7 @@ on_both_backends!(concurrent_records_of_two_nodes_are_batched_and_all_durable);
 fn concurrent_records_of_two_nodes_are_batched_and_all_durable(postgres: bool, test: &str) {
     let place = Place::new(postgres, test);
     let logs = [place.open(30, "node-a"), place.open(30, "node-b")];
+    let started = std::time::Instant::now();
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let log = logs[t % 2].clone();
@@ -253,6 +254,7 @@ fn concurrent_records_of_two_nodes_are_batched_and_all_durable(postgres: bool, t
         })
         .collect();
     let mut acknowledged: Vec<i64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let took = started.elapsed();
     acknowledged.sort_unstable();
     acknowledged.dedup();
     assert_eq!(acknowledged.len(), 400, "one id per event");
@@ -267,6 +269,9 @@ fn concurrent_records_of_two_nodes_are_batched_and_all_durable(postgres: bool, t
         let transactions: i64 =
             db.client().query_one("SELECT COUNT(DISTINCT xmin::text)::BIGINT FROM audit_events", &[]).unwrap().get(0);
         assert!(transactions < 400, "{transactions} transactions for 400 events: no batching");
+        eprintln!("PostgreSQL: 400 events from 8 threads on 2 nodes in {took:?}, {transactions} transactions");
+    } else {
+        eprintln!("SQLite: 400 events from 8 threads on 2 writers in {took:?}");
     }
 }
 
