@@ -3,10 +3,11 @@
 //! events in one table, [`super::audit_pg`]). Each event names the node that
 //! wrote it (`[server] node_name`).
 //!
-//! One writer thread owns the database (one connection, whichever backend). Requests hand it events through a
-//! channel and wait for the commit ([`AuditLog::record`] resolves once the
-//! event's transaction is durable); the writer commits everything queued in
-//! one transaction (group commit), so a burst of requests shares one fsync.
+//! One writer thread owns the database (one connection, whichever backend).
+//! Requests hand it events through a channel and wait for the commit
+//! ([`AuditLog::record`] resolves once the event's transaction is durable);
+//! the writer commits everything queued in one transaction (group commit), so
+//! a burst of requests shares one fsync.
 //! The service writes the HTTP response only after that, so after a crash
 //! (even `kill -9`) every acknowledged response has its event on disk.
 //!
