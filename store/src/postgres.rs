@@ -145,6 +145,29 @@ impl Pool {
         })
     }
 
+    /// A connection of its own, outside the pool's count (a `LISTEN`er that
+    /// holds it for its whole life, such as the certificate index's
+    /// revocation watcher).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when connecting fails.
+    pub fn connect_dedicated(&self) -> Result<Client, StoreError> {
+        self.connect()
+    }
+
+    /// The database, for messages (the URL with its password removed).
+    pub fn describe(&self) -> &str {
+        &self.described
+    }
+
+    /// Applies pending migrations under the advisory lock: `(before, after)`.
+    ///
+    /// # Errors
+    /// As [`crate::open`].
+    pub fn migrate(&self) -> Result<(i64, i64), StoreError> {
+        apply_migrations(&mut *self.get()?)
+    }
+
     fn connect(&self) -> Result<Client, StoreError> {
         let connected = match &self.tls {
             Some(tls) => self.config.connect(tls.clone()),
@@ -245,7 +268,7 @@ fn apply_migrations(client: &mut Client) -> Result<(i64, i64), StoreError> {
 /// The PostgreSQL protection store.
 #[derive(Debug)]
 pub struct PostgresStore {
-    pool: Pool,
+    pool: Arc<Pool>,
     /// When the last operation reached the database (ms since the epoch), or
     /// the negated time of the last failure.
     last_answer: AtomicI64,
@@ -263,8 +286,17 @@ impl PostgresStore {
     /// # Errors
     /// As [`crate::open`].
     pub fn open(settings: &PostgresSettings) -> Result<Self, StoreError> {
-        let pool = Pool::new(settings)?;
-        apply_migrations(&mut *pool.get()?)?;
+        Self::with_pool(Arc::new(Pool::new(settings)?))
+    }
+
+    /// As [`PostgresStore::open`], on the node's shared pool (one pool per
+    /// node: the protection store, the one-time challenges and the local
+    /// CA's certificate index all draw from it).
+    ///
+    /// # Errors
+    /// As [`crate::open`].
+    pub fn with_pool(pool: Arc<Pool>) -> Result<Self, StoreError> {
+        pool.migrate()?;
         Ok(Self { pool, last_answer: AtomicI64::new(now_ms()), last_error: Mutex::new(None) })
     }
 

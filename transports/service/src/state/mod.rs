@@ -71,6 +71,11 @@ pub struct ServiceState {
     /// rate-limit windows): SQLite or the shared PostgreSQL store. Every
     /// state `load` builds has one; without it only the in-memory checks run.
     pub(crate) protection: Option<Arc<dyn scep_store::ProtectionStore>>,
+    /// The node's one PostgreSQL pool (`[store] url`), built by the wiring:
+    /// the protection store, the one-time challenges and the local CA's
+    /// certificate index draw their connections from it (the audit log on
+    /// PostgreSQL is to take it from here too). `None` on SQLite.
+    pub(crate) shared_pool: Option<Arc<scep_store::postgres::Pool>>,
 }
 
 impl ServiceState {
@@ -90,6 +95,7 @@ impl ServiceState {
             challenges: None,
             relying_parties: None,
             protection: None,
+            shared_pool: None,
         }
     }
 

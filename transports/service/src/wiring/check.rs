@@ -122,7 +122,7 @@ impl DryRun {
             in_place(&mut n.encryption_key);
         }
         self.note_missing(&data_dir.join(DB_FILE), "issued-certificate database");
-        bootstrap::local_ca_from(&files, &scratch, now, data_dir, public_url, token_ca_key)
+        bootstrap::local_ca_from(&files, &scratch, now, data_dir, public_url, token_ca_key, None)
     }
 
     fn scratch(&mut self) -> Result<PathBuf, ConfigError> {

@@ -49,8 +49,8 @@ impl ServiceState {
     /// # Errors
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
-        let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca } =
-            load_all(&options, UnixTime::now(), HashMap::new(), None, None)?;
+        let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca, pool } =
+            load_all(&options, UnixTime::now(), HashMap::new(), None, None, None)?;
         let audit_file = settings.audit.file(&settings.data_dir);
         let audit =
             AuditLog::open(&audit_file, settings.audit.retention_days)?.with_discovery(settings.audit.discovery);
@@ -91,14 +91,10 @@ impl ServiceState {
             });
         // The protection store first: it applies the migrations the shared
         // challenge table is part of.
-        let protection = open_protection(&settings)?;
-        let challenges: Arc<dyn crate::store::challenges::ChallengeStore> = match &settings.store.backend {
-            scep_store::Backend::Sqlite => {
-                Arc::new(SqliteChallenges::open(&SqliteChallenges::file(&settings.data_dir), on_expired)?)
-            }
-            scep_store::Backend::Postgres(pg) => {
-                Arc::new(crate::store::challenges_pg::PostgresChallenges::open(pg, on_expired)?)
-            }
+        let protection = open_protection(&settings, pool.as_ref())?;
+        let challenges: Arc<dyn crate::store::challenges::ChallengeStore> = match &pool {
+            None => Arc::new(SqliteChallenges::open(&SqliteChallenges::file(&settings.data_dir), on_expired)?),
+            Some(pool) => Arc::new(crate::store::challenges_pg::PostgresChallenges::open(pool.clone(), on_expired)?),
         };
         let ocsp_signer = settings.ocsp_signer;
         let state = Arc::new(Self {
@@ -111,6 +107,7 @@ impl ServiceState {
             auth_limit: crate::state::auth_limit::AuthFailureLimit::default(),
             challenges: Some(challenges),
             protection: Some(protection),
+            shared_pool: pool,
             relying_parties: match &local_ca {
                 Some(ca) => Some(Arc::new(
                     scep_issuers::ocsp::OcspResponder::new((**ca).clone(), ocsp_signer)
@@ -174,7 +171,7 @@ impl ServiceState {
         let previous = self.profiles.load().intune_validators();
         let running_local = self.relying_parties.as_ref().map(|r| r.ca().clone());
         let Loaded { settings, profiles, challenge, admin_key, api_keys, .. } =
-            load_all(options, UnixTime::now(), previous, running_local, None)?;
+            load_all(options, UnixTime::now(), previous, running_local, self.shared_pool.clone(), None)?;
         if challenge.is_some_and(|c| c.generated()) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
         }
@@ -227,6 +224,25 @@ struct Loaded {
     api_keys: ApiKeys,
     /// The local CA, when a profile issues through it.
     local_ca: Option<Arc<scep_issuers::LocalCa>>,
+    /// The node's one PostgreSQL pool ([`node_pool`]); `None` on SQLite.
+    pool: SharedPool,
+}
+
+/// The node's one PostgreSQL pool, when `[store]` names PostgreSQL.
+type SharedPool = Option<Arc<scep_store::postgres::Pool>>;
+
+/// The node's one pool for `store` (one pool per node: the protection
+/// store, the one-time challenges and the local CA's certificate index
+/// share it; the audit log will too): `existing` when a reload already has
+/// one, a new one (connecting lazily) otherwise, `None` on SQLite.
+///
+/// # Errors
+/// Naming `store.url` when the settings cannot work.
+fn node_pool(store: &scep_store::StoreSettings, existing: SharedPool) -> Result<SharedPool, ConfigError> {
+    if existing.is_some() {
+        return Ok(existing);
+    }
+    scep_store::shared_pool(store).map_err(|e| ConfigError(format!("store ({}): {e}", store.describe())))
 }
 
 /// `previous`: Intune validators of the configuration being replaced (see
@@ -238,6 +254,7 @@ fn load_all(
     now: UnixTime,
     previous: HashMap<String, IntuneValidator>,
     running_local: Option<scep_issuers::LocalCa>,
+    pool: SharedPool,
     dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let vars = match &options.env {
@@ -256,12 +273,12 @@ fn load_all(
                 "CERTCTL_SCEP_PROFILE_* variables need CERTCTL_SCEP_PROFILES (or a --config file)".into(),
             ));
         }
-        return bootstrap_load(options, now, file, running_local).map_err(|e| applied.annotate(e));
+        return bootstrap_load(options, now, file, running_local, pool).map_err(|e| applied.annotate(e));
     }
     if options.challenge_password.is_some() {
         tracing::warn!("--challenge-password is ignored with a configuration: profiles set challenge_password");
     }
-    build_file(options, now, &file, base, previous, running_local, dry_run).map_err(|e| applied.annotate(e))
+    build_file(options, now, &file, base, previous, running_local, pool, dry_run).map_err(|e| applied.annotate(e))
 }
 
 fn build_file(
@@ -271,12 +288,14 @@ fn build_file(
     base: Option<&Path>,
     previous: HashMap<String, IntuneValidator>,
     running_local: Option<scep_issuers::LocalCa>,
+    pool: SharedPool,
     dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = file.server.validate(base)?;
     settings.audit = file.audit.validate(base)?;
     settings.store = file.store.validate(base)?;
     apply_overrides(&mut settings, options);
+    let pool = node_pool(&settings.store, pool)?;
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
     let issuers = issuers::build_issuers(&file.issuers, base)?;
     // Every profile is validated first: the Intune profiles share one replay
@@ -292,6 +311,7 @@ fn build_file(
         .with_public_url(settings.public_url.clone())
         .with_pkcs11(pkcs11)
         .with_running_local_ca(running_local)
+        .with_shared_index(pool.clone())
         .with_issuers(issuers)
         .with_previous_intune(previous)
         .with_replay_cache(replay);
@@ -314,6 +334,7 @@ fn build_file(
         admin_key: None,
         api_keys,
         local_ca,
+        pool,
     })
 }
 
@@ -325,10 +346,12 @@ fn bootstrap_load(
     now: UnixTime,
     file: ConfigFile,
     running_local: Option<scep_issuers::LocalCa>,
+    pool: SharedPool,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
     settings.store = file.store.validate(None)?;
+    let pool = node_pool(&settings.store, pool)?;
     settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
     if let Some(signer) = file.server.ocsp_signer.as_deref() {
         settings.ocsp_signer = settings::parse_ocsp_signer(signer)?;
@@ -341,11 +364,12 @@ fn bootstrap_load(
     let section = bootstrap::default_profile_section(&challenge);
     let mut ctx = BuildContext::new(None, &settings.data_dir, now)
         .with_public_url(settings.public_url.clone())
-        .with_running_local_ca(running_local);
+        .with_running_local_ca(running_local)
+        .with_shared_index(pool.clone());
     let profile = section.build(0, &mut ctx)?;
     let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
     let local_ca = ctx.opened_local_ca();
-    Ok(Loaded { settings, profiles, challenge: Some(challenge), admin_key, api_keys, local_ca })
+    Ok(Loaded { settings, profiles, challenge: Some(challenge), admin_key, api_keys, local_ca, pool })
 }
 
 fn first_name(sections: &[ProfileSection]) -> Result<String, ConfigError> {
@@ -381,15 +405,18 @@ pub struct CheckReport {
 ///
 /// # Errors
 /// Naming `store.url` (or the SQLite file) and why.
-fn open_protection(settings: &ServerSettings) -> Result<Arc<dyn scep_store::ProtectionStore>, ConfigError> {
-    let store = scep_store::open(&settings.store, &settings.data_dir)
+fn open_protection(
+    settings: &ServerSettings,
+    pool: Option<&Arc<scep_store::postgres::Pool>>,
+) -> Result<Arc<dyn scep_store::ProtectionStore>, ConfigError> {
+    let store = scep_store::open_with_pool(&settings.store, &settings.data_dir, pool)
         .map_err(|e| ConfigError(format!("store ({}): {e}", settings.store.describe())))?;
     tracing::info!(store = %settings.store.describe(), "protection store open (Intune nonces, rate-limit windows)");
     if matches!(settings.store.backend, scep_store::Backend::Postgres(_)) {
         // Said at every start so that no operator mistakes this for full sharing.
         tracing::warn!(
-            "the PostgreSQL store shares Intune replay nonces and rate-limit windows between nodes; the local CA's \
-             certificate index (revocations, CRL) and the audit log are still kept per node \
+            "the PostgreSQL store shares Intune replay nonces, rate-limit windows, one-time challenges and the \
+             local CA's certificate index between nodes; the audit log is still kept per node \
              in the data directory (see docs/high-availability.md)"
         );
     }
@@ -437,7 +464,7 @@ pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> 
     }
     let options = StartOptions { env: Some(vars), ..options.clone() };
     let mut dry_run = DryRun::default();
-    let loaded = load_all(&options, UnixTime::now(), HashMap::new(), None, Some(&mut dry_run))?;
+    let loaded = load_all(&options, UnixTime::now(), HashMap::new(), None, None, Some(&mut dry_run))?;
     if let Some(tls) = &loaded.settings.tls {
         tls::server_config(tls, &loaded.profiles)?;
     }
