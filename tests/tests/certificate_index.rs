@@ -17,7 +17,7 @@ use scep_engine::time::UnixTime;
 use scep_issuers::crl::RevocationReason;
 use scep_issuers::local::index::CertificateIndex;
 use scep_issuers::local::store::{
-    CertStatus, CertificateFilter, NewCertificate, Recorded, StatusFilter, StoreError, DB_FILE,
+    CertStatus, CertificateFilter, DB_FILE, NewCertificate, Recorded, StatusFilter, StoreError,
 };
 use scep_store::PostgresSettings;
 use scep_store::postgres::Pool;
@@ -226,13 +226,12 @@ fn both_nodes_list_and_count_every_certificate(place: Place) {
         assert_eq!(serials(&CertificateFilter { status: Some(StatusFilter::Valid), ..all.clone() }), ["03", "01"]);
         assert_eq!(serials(&CertificateFilter { status: Some(StatusFilter::Expired), ..all.clone() }), ["02"]);
         assert_eq!(serials(&CertificateFilter { status: Some(StatusFilter::Revoked), ..all.clone() }), ["04"]);
-        assert_eq!(serials(&CertificateFilter { expires_before: Some(UnixTime(100_001)), ..all.clone() }), [
-            "04", "02", "01"
-        ]);
+        assert_eq!(
+            serials(&CertificateFilter { expires_before: Some(UnixTime(100_001)), ..all.clone() }),
+            ["04", "02", "01"]
+        );
         let first = node.list("ca1", &CertificateFilter { limit: 2, ..all.clone() }).unwrap();
-        assert_eq!(serials(&CertificateFilter { limit: 2, before_id: Some(first[1].id), ..all.clone() }), [
-            "02", "01"
-        ]);
+        assert_eq!(serials(&CertificateFilter { limit: 2, before_id: Some(first[1].id), ..all.clone() }), ["02", "01"]);
         let summary = node.summary("ca1", now).unwrap();
         assert_eq!((summary.valid, summary.revoked, summary.expired), (2, 1, 1));
         assert_eq!((summary.expiring_within_7_days, summary.expiring_within_30_days), (1, 1));
@@ -281,7 +280,10 @@ fn postgresql_unreachable_is_unavailable_and_recovers() {
     let during = block_on(index.record_enrollment(record("02", "t2")));
     assert!(matches!(during, Err(StoreError::Unavailable(_))), "{during:?}");
     assert!(matches!(index.next_crl_number("ca1"), Err(StoreError::Unavailable(_))));
-    assert!(matches!(index.revoke("ca1", "01", UnixTime(30), RevocationReason::Unspecified), Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        index.revoke("ca1", "01", UnixTime(30), RevocationReason::Unspecified),
+        Err(StoreError::Unavailable(_))
+    ));
     cluster.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
     let recovered = loop {
@@ -345,10 +347,26 @@ fn openssl(dir: &std::path::Path, args: &[&str]) -> String {
 /// A PKCSReq for a fresh P-256 key (made by openssl).
 fn enroll_request(dir: &std::path::Path) -> scep_engine::issue::IssueRequest {
     use scep_engine::issue::{Authorization, EnrollRequest, IssuancePolicy, IssueRequest};
-    openssl(dir, &[
-        "req", "-new", "-nodes", "-keyout", "d.key", "-subj", "/CN=device", "-outform", "DER", "-out", "d.csr",
-        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-    ]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-keyout",
+            "d.key",
+            "-subj",
+            "/CN=device",
+            "-outform",
+            "DER",
+            "-out",
+            "d.csr",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ],
+    );
     let der = std::fs::read(dir.join("d.csr")).unwrap();
     let req = scep_engine::wire::parse_single(&der).unwrap();
     let info = req.reader().read().unwrap();

@@ -344,8 +344,7 @@ impl LocalCa {
                 .revocation_version(&ca_id)
                 .map_err(|e| IssuerError::Database(format!("certificate index in {}: {e}", store.describe())))?;
             revocations.store(version, Ordering::Release);
-            pg.watch_revocations(&ca_id, Arc::downgrade(&revocations))
-                .map_err(index_error)?;
+            pg.watch_revocations(&ca_id, Arc::downgrade(&revocations)).map_err(index_error)?;
         }
         tracing::info!(
             issuer = %config.id,
@@ -451,10 +450,7 @@ impl LocalCa {
     /// # Errors
     /// [`IssuerError::Database`].
     pub fn lookup(&self, serial: &[u8]) -> Result<Option<StoredCertificate>, IssuerError> {
-        self.inner
-            .store
-            .certificate(&self.inner.ca_id, &serial_hex(serial))
-            .map_err(index_error)
+        self.inner.store.certificate(&self.inner.ca_id, &serial_hex(serial)).map_err(index_error)
     }
 
     /// The certificates this CA recorded at or after `since`, oldest first, at

@@ -163,7 +163,12 @@ impl CertificateIndex {
     ///
     /// # Errors
     /// A database error.
-    pub fn issued_since(&self, ca_id: &str, since: UnixTime, limit: usize) -> Result<Vec<StoredCertificate>, StoreError> {
+    pub fn issued_since(
+        &self,
+        ca_id: &str,
+        since: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<StoredCertificate>, StoreError> {
         match self {
             Self::Sqlite(s) => s.issued_since(ca_id, since, limit),
             Self::Postgres(p) => p.issued_since(ca_id, since, limit),

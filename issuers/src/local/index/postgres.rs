@@ -254,7 +254,13 @@ impl PostgresIndex {
     ///
     /// # Errors
     /// [`StoreError::NotFound`], [`StoreError::AlreadyRevoked`] or a database error.
-    pub fn revoke(&self, ca_id: &str, serial_hex: &str, at: UnixTime, reason: RevocationReason) -> Result<u64, StoreError> {
+    pub fn revoke(
+        &self,
+        ca_id: &str,
+        serial_hex: &str,
+        at: UnixTime,
+        reason: RevocationReason,
+    ) -> Result<u64, StoreError> {
         let mut client = self.client()?;
         let mut tx = client.transaction().map_err(|e| pg(&e))?;
         let changed = tx
@@ -343,7 +349,12 @@ impl PostgresIndex {
     ///
     /// # Errors
     /// A database error.
-    pub fn issued_since(&self, ca_id: &str, since: UnixTime, limit: usize) -> Result<Vec<StoredCertificate>, StoreError> {
+    pub fn issued_since(
+        &self,
+        ca_id: &str,
+        since: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<StoredCertificate>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .client()?
