@@ -843,3 +843,51 @@ fn the_index_database_stopped_gives_503s_then_recovers(transport: Transport) {
     let records: i64 = db.client().query_one("SELECT COUNT(*) FROM ca_certificates", &[]).unwrap().get(0);
     assert_eq!(records, 2, "nothing was recorded (or issued) during the outage");
 }
+
+scep_tests::on_each_transport!(a_configured_local_issuer_serves_the_same_ca_on_both_nodes);
+
+/// `[[issuer]] type = "local"` with given CA files (the same on both nodes):
+/// a profile on it enrols on both, both publish the same CA, and both record
+/// into the one shared index (no SQLite file in either data directory).
+fn a_configured_local_issuer_serves_the_same_ca_on_both_nodes(transport: Transport) {
+    let db = TestDatabase::create("a_configured_local_issuer_serves_the_same_ca");
+    let keys = SharedKeys::new();
+    let k = keys.dir.path();
+    let config = format!(
+        "[[issuer]]\nid = \"corp-ca\"\ntype = \"local\"\nca_cert = \"{ca}\"\nca_key = \"{key}\"\n\n\
+         [[profile]]\nname = \"corp\"\nissuer = \"corp-ca\"\nchallenge_password = \"static-secret\"\n\
+         ra_cert = \"{ra}\"\nra_key = \"{ra_key}\"\n",
+        ca = k.join("ca.pem").display(),
+        key = k.join("ca.key").display(),
+        ra = k.join("ra.pem").display(),
+        ra_key = k.join("ra.key").display(),
+    );
+    let start = || {
+        let mut opts = ScepdOptions::with_config(config.clone()).on(transport);
+        opts.env.push(("CERTCTL_DATABASE_URL".into(), db.url.clone()));
+        opts.startup_timeout = WAIT;
+        Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (a, b) = (start(), start());
+    let ca = keys.ca_der();
+    let mut serials = Vec::new();
+    for server in [&a, &b] {
+        let url = server.profile_url("corp");
+        let published = ScepClient::new(&url).unwrap().get_ca_cert().unwrap();
+        assert_eq!(published.certificates[published.ca_index], ca, "node {} publishes the given CA", server.port());
+        let (cert, _) = try_enroll_static(&url, "configured.example.com").unwrap();
+        let parsed = scep_engine::x509::CertificateRef::parse(&cert).unwrap();
+        assert_eq!(parsed.issuer, scep_engine::x509::CertificateRef::parse(&ca).unwrap().subject);
+        serials.push(serial_of(&cert));
+        assert!(!server.data_dir().join("local-ca-corp-ca.sqlite").exists(), "the index is the shared store");
+    }
+    let rows = db
+        .client()
+        .query("SELECT serial, ca_id FROM ca_certificates ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect::<Vec<_>>();
+    assert_eq!(rows.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(), serials, "both recorded in one index");
+    assert!(rows.iter().all(|(_, id)| *id == keys.ca_id()), "under the one CA: {rows:?}");
+}

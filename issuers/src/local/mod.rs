@@ -64,6 +64,11 @@ pub struct LocalCaConfig {
     /// The CA key held elsewhere (a PKCS#11 token, [`crate::pkcs11`]): used
     /// instead of `ca_key_pem`.
     pub ca_key: Option<Arc<dyn PrivateKey>>,
+    /// The CA key already read from `ca_key_pem` (unencrypted PKCS#8,
+    /// PKCS#1 or SEC1 DER), e.g. an encrypted PKCS#8 file the service
+    /// decrypted with its passphrase file: used instead of reading
+    /// `ca_key_pem` (which errors still name).
+    pub ca_key_der: Option<Vec<u8>>,
     /// Data directory; the SQLite index is `<data_dir>/<index_file>`.
     pub data_dir: PathBuf,
     /// The SQLite index's file name in the data directory (default
@@ -130,6 +135,7 @@ impl LocalCaConfig {
             ca_cert_pem: ca_cert_pem.into(),
             ca_key_pem: ca_key_pem.into(),
             ca_key: None,
+            ca_key_der: None,
             data_dir: data_dir.into(),
             index_file: store::DB_FILE.to_string(),
             shared_index: None,
@@ -162,24 +168,36 @@ pub(crate) fn read_private_key(path: &Path) -> Result<Vec<u8>, IssuerError> {
     pem::private_key_der(&read_text(path)?, None).map_err(|e| IssuerError::invalid_file(path, e.to_string()))
 }
 
+/// Where [`load_ca`] finds the CA key.
+pub(crate) enum CaKey<'a> {
+    /// Read the key file (unencrypted).
+    File,
+    /// In a token.
+    Token(&'a Arc<dyn PrivateKey>),
+    /// Already read (DER).
+    Der(&'a [u8]),
+}
+
 /// Loads and validates a CA: the key matches the certificate, the
 /// certificate is a CA certificate and is valid at `now`. Returns the signer
 /// and any further certificates found in the certificate file.
 pub(crate) fn load_ca(
     cert_path: &Path,
     key_path: &Path,
-    token_key: Option<&Arc<dyn PrivateKey>>,
+    key: CaKey<'_>,
     now: UnixTime,
 ) -> Result<(CaSigner, Vec<Vec<u8>>), IssuerError> {
     let mut certs = read_certificates(cert_path)?.into_iter();
     let cert = certs.next().ok_or_else(|| IssuerError::invalid_file(cert_path, "no CERTIFICATE block found"))?;
-    let key = match token_key {
-        Some(k) => SigningKey::from_key(k.clone()).map_err(|e| {
+    let unusable = |e: &dyn std::fmt::Display| {
+        IssuerError::invalid_file(key_path, format!("not a usable CA key (RSA ≥ 2048 or P-256): {e}"))
+    };
+    let key = match key {
+        CaKey::Token(k) => SigningKey::from_key(k.clone()).map_err(|e| {
             IssuerError::Config(format!("the CA key in the token is not usable (RSA ≥ 2048 or P-256): {e}"))
         })?,
-        None => SigningKey::from_der(&read_private_key(key_path)?).map_err(|e| {
-            IssuerError::invalid_file(key_path, format!("not a usable CA key (RSA ≥ 2048 or P-256): {e}"))
-        })?,
+        CaKey::Der(der) => SigningKey::from_der(der).map_err(|e| unusable(&e))?,
+        CaKey::File => SigningKey::from_der(&read_private_key(key_path)?).map_err(|e| unusable(&e))?,
     };
     let signer = CaSigner::new(key, cert)
         .map_err(|e| IssuerError::invalid_file(cert_path, format!("{e} (key file {})", key_path.display())))?;
@@ -312,7 +330,12 @@ impl LocalCa {
                 config.crl_max_age_secs, config.crl_validity_secs
             )));
         }
-        let (mut ca, extra) = load_ca(&config.ca_cert_pem, &config.ca_key_pem, config.ca_key.as_ref(), now)?;
+        let key = match (&config.ca_key, &config.ca_key_der) {
+            (Some(token), _) => CaKey::Token(token),
+            (None, Some(der)) => CaKey::Der(der),
+            (None, None) => CaKey::File,
+        };
+        let (mut ca, extra) = load_ca(&config.ca_cert_pem, &config.ca_key_pem, key, now)?;
         if let Some(base) = &config.public_url {
             ca.set_relying_party_urls(Some(pki_urls(base, &serial_hex(ca.key_id()))));
         }

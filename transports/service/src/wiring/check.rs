@@ -125,7 +125,8 @@ impl DryRun {
         bootstrap::local_ca_from(&files, &scratch, now, data_dir, public_url, token_ca_key, None)
     }
 
-    fn scratch(&mut self) -> Result<PathBuf, ConfigError> {
+    /// Its scratch directory (created on first use, removed when dropped).
+    pub(crate) fn scratch(&mut self) -> Result<PathBuf, ConfigError> {
         if let Some(dir) = &self.scratch {
             return Ok(dir.clone());
         }

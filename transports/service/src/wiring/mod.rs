@@ -54,8 +54,24 @@ impl ServiceState {
         let audit_file = settings.audit.file(&settings.data_dir);
         let audit =
             AuditLog::open(&audit_file, settings.audit.retention_days)?.with_discovery(settings.audit.discovery);
-        if let Some(ca) = &local_ca {
-            crate::store::audit::record_undelivered(&audit_file, ca, UnixTime::now(), settings.audit.retention_days)?;
+        match &local_ca {
+            // A shared index holds every node's certificates, and this node's
+            // audit log only its own: reconciling them would record the other
+            // nodes' certificates as undelivered here. Skipped until the audit
+            // trail is shared too (docs/high-availability.md).
+            Some(ca) if ca.index_is_shared() => tracing::info!(
+                "audit reconciliation with the local CA skipped: its certificate index is shared by every node, \
+                 the audit log is this node's"
+            ),
+            Some(ca) => {
+                crate::store::audit::record_undelivered(
+                    &audit_file,
+                    ca,
+                    UnixTime::now(),
+                    settings.audit.retention_days,
+                )?;
+            }
+            None => {}
         }
         // Persist generated secrets (and retire stale ones) only once everything
         // else has loaded, so a failed start never hides a secret never shown.
@@ -295,9 +311,22 @@ fn build_file(
     settings.audit = file.audit.validate(base)?;
     settings.store = file.store.validate(base)?;
     apply_overrides(&mut settings, options);
-    let pool = node_pool(&settings.store, pool)?;
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
-    let issuers = issuers::build_issuers(&file.issuers, base)?;
+    let pool = node_pool(&settings.store, pool)?;
+    let mut dry_run = dry_run;
+    // `[[issuer]] type = "local"` entries keep their index in the shared
+    // store, or in the data directory (check-config: its scratch directory).
+    let index_dir = match dry_run.as_deref_mut() {
+        Some(d) => d.scratch()?,
+        None => settings.data_dir.clone(),
+    };
+    let place = issuers::LocalIssuerPlace {
+        index_dir: &index_dir,
+        shared_index: if dry_run.is_some() { None } else { pool.clone() },
+        now,
+        public_url: settings.public_url.as_deref(),
+    };
+    let issuers = issuers::build_issuers(&file.issuers, base, &place)?;
     // Every profile is validated first: the Intune profiles share one replay
     // cache sized for all of them.
     let validated =
