@@ -50,7 +50,7 @@ impl ServiceState {
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
         let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca, pool } =
-            load_all(&options, UnixTime::now(), HashMap::new(), None, None, None)?;
+            load_all(&options, UnixTime::now(), HashMap::new(), Running::default(), None)?;
         let audit_file = settings.audit.file(&settings.data_dir);
         let audit =
             AuditLog::open(&audit_file, settings.audit.retention_days)?.with_discovery(settings.audit.discovery);
@@ -186,8 +186,13 @@ impl ServiceState {
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
         let previous = self.profiles.load().intune_validators();
         let running_local = self.relying_parties.as_ref().map(|r| r.ca().clone());
-        let Loaded { settings, profiles, challenge, admin_key, api_keys, .. } =
-            load_all(options, UnixTime::now(), previous, running_local, self.shared_pool.clone(), None)?;
+        let Loaded { settings, profiles, challenge, admin_key, api_keys, .. } = load_all(
+            options,
+            UnixTime::now(),
+            previous,
+            Running { local_ca: running_local, pool: self.shared_pool.clone() },
+            None,
+        )?;
         if challenge.is_some_and(|c| c.generated()) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
         }
@@ -247,6 +252,15 @@ struct Loaded {
 /// The node's one PostgreSQL pool, when `[store]` names PostgreSQL.
 type SharedPool = Option<Arc<scep_store::postgres::Pool>>;
 
+/// What a reload carries over from the running state (nothing on a first load).
+#[derive(Default)]
+struct Running {
+    /// The local CA already serving (kept, see [`bootstrap::open_or_keep_local_ca`]).
+    local_ca: Option<scep_issuers::LocalCa>,
+    /// The node's pool ([`node_pool`]).
+    pool: SharedPool,
+}
+
 /// The node's one pool for `store` (one pool per node: the protection
 /// store, the one-time challenges and the local CA's certificate index
 /// share it; the audit log will too): `existing` when a reload already has
@@ -262,15 +276,15 @@ fn node_pool(store: &scep_store::StoreSettings, existing: SharedPool) -> Result<
 }
 
 /// `previous`: Intune validators of the configuration being replaced (see
-/// [`crate::intune::build`]); `running_local`: on reload, the local CA
-/// already serving (kept, see [`bootstrap::open_or_keep_local_ca`]);
+/// [`crate::intune::build`]); `running`: on reload, the local CA
+/// already serving (kept, see [`bootstrap::open_or_keep_local_ca`]) and the
+/// node's pool;
 /// `dry_run`: `check-config` (nothing written).
 fn load_all(
     options: &StartOptions,
     now: UnixTime,
     previous: HashMap<String, IntuneValidator>,
-    running_local: Option<scep_issuers::LocalCa>,
-    pool: SharedPool,
+    running: Running,
     dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let vars = match &options.env {
@@ -289,12 +303,12 @@ fn load_all(
                 "CERTCTL_SCEP_PROFILE_* variables need CERTCTL_SCEP_PROFILES (or a --config file)".into(),
             ));
         }
-        return bootstrap_load(options, now, file, running_local, pool).map_err(|e| applied.annotate(e));
+        return bootstrap_load(options, now, file, running).map_err(|e| applied.annotate(e));
     }
     if options.challenge_password.is_some() {
         tracing::warn!("--challenge-password is ignored with a configuration: profiles set challenge_password");
     }
-    build_file(options, now, &file, base, previous, running_local, pool, dry_run).map_err(|e| applied.annotate(e))
+    build_file(options, now, &file, base, previous, running, dry_run).map_err(|e| applied.annotate(e))
 }
 
 fn build_file(
@@ -303,8 +317,7 @@ fn build_file(
     file: &ConfigFile,
     base: Option<&Path>,
     previous: HashMap<String, IntuneValidator>,
-    running_local: Option<scep_issuers::LocalCa>,
-    pool: SharedPool,
+    running: Running,
     dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = file.server.validate(base)?;
@@ -312,7 +325,7 @@ fn build_file(
     settings.store = file.store.validate(base)?;
     apply_overrides(&mut settings, options);
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
-    let pool = node_pool(&settings.store, pool)?;
+    let pool = node_pool(&settings.store, running.pool)?;
     let mut dry_run = dry_run;
     // `[[issuer]] type = "local"` entries keep their index in the shared
     // store, or in the data directory (check-config: its scratch directory).
@@ -339,7 +352,7 @@ fn build_file(
     let mut ctx = BuildContext::new(base, &settings.data_dir, now)
         .with_public_url(settings.public_url.clone())
         .with_pkcs11(pkcs11)
-        .with_running_local_ca(running_local)
+        .with_running_local_ca(running.local_ca)
         .with_shared_index(pool.clone())
         .with_issuers(issuers)
         .with_previous_intune(previous)
@@ -374,13 +387,12 @@ fn bootstrap_load(
     options: &StartOptions,
     now: UnixTime,
     file: ConfigFile,
-    running_local: Option<scep_issuers::LocalCa>,
-    pool: SharedPool,
+    running: Running,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
     settings.store = file.store.validate(None)?;
-    let pool = node_pool(&settings.store, pool)?;
+    let pool = node_pool(&settings.store, running.pool)?;
     settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
     if let Some(signer) = file.server.ocsp_signer.as_deref() {
         settings.ocsp_signer = settings::parse_ocsp_signer(signer)?;
@@ -393,7 +405,7 @@ fn bootstrap_load(
     let section = bootstrap::default_profile_section(&challenge);
     let mut ctx = BuildContext::new(None, &settings.data_dir, now)
         .with_public_url(settings.public_url.clone())
-        .with_running_local_ca(running_local)
+        .with_running_local_ca(running.local_ca)
         .with_shared_index(pool.clone());
     let profile = section.build(0, &mut ctx)?;
     let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
@@ -493,7 +505,7 @@ pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> 
     }
     let options = StartOptions { env: Some(vars), ..options.clone() };
     let mut dry_run = DryRun::default();
-    let loaded = load_all(&options, UnixTime::now(), HashMap::new(), None, None, Some(&mut dry_run))?;
+    let loaded = load_all(&options, UnixTime::now(), HashMap::new(), Running::default(), Some(&mut dry_run))?;
     if let Some(tls) = &loaded.settings.tls {
         tls::server_config(tls, &loaded.profiles)?;
     }
