@@ -965,6 +965,11 @@ impl Engine {
             IssueOutcome::RejectedAs { fail_info, label, reason } => {
                 self.failure(&reply, outcome, Failure { fail_info, label, detail: reason }, now)
             }
+            IssueOutcome::Unavailable { reason } => {
+                outcome.label = STORE_UNAVAILABLE;
+                outcome.detail = Some(reason);
+                plain(503, "service unavailable: the issuer's store cannot be reached; retry later", outcome)
+            }
         }
     }
 
@@ -998,6 +1003,10 @@ impl Engine {
 /// The outcome label of a request answered 503 because an RA key (e.g. in
 /// a PKCS#11 token that is gone) could not be used.
 pub(crate) const RA_KEY_UNAVAILABLE: &str = "ra_key_unavailable";
+
+/// The outcome label of a request answered 503 because the issuer's store
+/// (e.g. the local CA's shared certificate index) could not be reached.
+pub(crate) const STORE_UNAVAILABLE: &str = "store_unavailable";
 
 /// Why no CertRep could be produced.
 struct ReplyError {
@@ -1366,6 +1375,20 @@ mod tests {
         let Action::Issue(p) = e.handle(post(&body), CAPTURE_TIME) else { panic!() };
         let r = p.resume(IssueOutcome::Pending, CAPTURE_TIME);
         assert_eq!(cert_rep(&r, &req), (PkiStatus::PENDING, None, 0));
+    }
+
+    /// An issuer whose store is unreachable: 503 (no CertRep, nothing
+    /// issued), labelled `store_unavailable`, its reason kept for the audit.
+    #[test]
+    fn an_unavailable_issuer_store_is_answered_503() {
+        let e = engine();
+        let body = read("jscep-pkcsreq.der");
+        let Action::Issue(p) = e.handle(post(&body), CAPTURE_TIME) else { panic!() };
+        let r = p.resume(IssueOutcome::Unavailable { reason: "index down".into() }, CAPTURE_TIME);
+        assert_eq!(r.status, 503);
+        assert!(r.content_type.starts_with("text/plain"));
+        assert_eq!((r.outcome.label, r.outcome.detail.as_deref()), ("store_unavailable", Some("index down")));
+        assert_eq!(r.outcome.pki_status, None);
     }
 
     #[test]

@@ -250,4 +250,12 @@ pub enum IssueOutcome {
         /// Why, for the audit log (never sent to the client).
         reason: String,
     },
+    /// The issuer cannot answer now, for a reason that is not the request's
+    /// (its certificate index or database cannot be reached): nothing was
+    /// issued or recorded. Answered HTTP 503 (label `store_unavailable`),
+    /// not a CertRep, so the client retries later.
+    Unavailable {
+        /// Why, for the audit log (never sent to the client).
+        reason: String,
+    },
 }

@@ -74,6 +74,37 @@ pub fn open(settings: &StoreSettings, data_dir: &Path) -> Result<Arc<dyn Protect
     })
 }
 
+/// The node's one PostgreSQL pool for `settings` (`None` on SQLite), built
+/// once by the service's wiring and handed to everything kept in the shared
+/// store: the protection state ([`open_with_pool`]), the one-time
+/// challenges, the local CA's certificate index and the audit log. `node`
+/// names this node ([`postgres::Pool::with_node_name`]). Connects lazily.
+///
+/// # Errors
+/// [`StoreError::Config`] for settings that cannot work.
+pub fn shared_pool(settings: &StoreSettings, node: &str) -> Result<Option<Arc<postgres::Pool>>, StoreError> {
+    match &settings.backend {
+        Backend::Sqlite => Ok(None),
+        Backend::Postgres(pg) => Ok(Some(Arc::new(postgres::Pool::new(pg)?.with_node_name(node)))),
+    }
+}
+
+/// As [`open`], on the node's shared pool when `settings` name PostgreSQL
+/// (`pool` from [`shared_pool`]; a new one is built when it is `None`).
+///
+/// # Errors
+/// As [`open`].
+pub fn open_with_pool(
+    settings: &StoreSettings,
+    data_dir: &Path,
+    pool: Option<&Arc<postgres::Pool>>,
+) -> Result<Arc<dyn ProtectionStore>, StoreError> {
+    Ok(match (&settings.backend, pool) {
+        (Backend::Postgres(_), Some(pool)) => Arc::new(postgres::PostgresStore::with_pool(Arc::clone(pool))?),
+        _ => open(settings, data_dir)?,
+    })
+}
+
 /// Applies pending migrations to the store `settings` names and returns the
 /// schema version before and after (`scepd migrate`).
 ///

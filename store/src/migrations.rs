@@ -139,6 +139,50 @@ $$;
     },
     Migration {
         version: 4,
+        name: "the local CA's certificate index shared by every node (PostgreSQL; SQLite keeps local-ca.sqlite)",
+        // The embedded store keeps the index in its own file (local-ca.sqlite).
+        sqlite: "",
+        // Serials are unique per CA (the primary key); `id` orders the
+        // inventory's pages; `ca_counters` holds each CA's last cRLNumber and
+        // its revocation counter, both bumped atomically (scep-issuers,
+        // local/index/postgres.rs). A certificate renews once: the partial
+        // unique index backs the row lock the renewal takes.
+        postgres: "
+CREATE TABLE ca_certificates (
+    id              BIGSERIAL NOT NULL UNIQUE,
+    ca_id           TEXT NOT NULL,
+    serial          TEXT NOT NULL,
+    profile         TEXT NOT NULL,
+    transaction_id  TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    sans            TEXT NOT NULL,
+    not_before      BIGINT NOT NULL,
+    not_after       BIGINT NOT NULL,
+    der             BYTEA NOT NULL,
+    issued_at       BIGINT NOT NULL,
+    renewal_of      TEXT,
+    status          TEXT NOT NULL DEFAULT 'valid' CHECK (status IN ('valid', 'revoked')),
+    revoked_at      BIGINT,
+    reason          INT,
+    intune_device   TEXT,
+    issued_by       TEXT,           -- the node that recorded it ([server] node_name): start-up audit reconciliation
+    PRIMARY KEY (ca_id, serial)
+);
+CREATE INDEX ca_certificates_by_transaction ON ca_certificates (ca_id, profile, transaction_id);
+CREATE INDEX ca_certificates_revoked ON ca_certificates (ca_id) WHERE status = 'revoked';
+CREATE UNIQUE INDEX ca_certificates_renewed_once ON ca_certificates (ca_id, renewal_of) WHERE renewal_of IS NOT NULL;
+CREATE INDEX ca_certificates_by_not_after ON ca_certificates (ca_id, not_after);
+CREATE INDEX ca_certificates_by_id ON ca_certificates (ca_id, id);
+CREATE INDEX ca_certificates_by_issued_at ON ca_certificates (ca_id, issued_at);
+CREATE TABLE ca_counters (
+    ca_id        TEXT PRIMARY KEY,
+    crl_number   BIGINT NOT NULL DEFAULT 0,
+    revocations  BIGINT NOT NULL DEFAULT 0
+);
+",
+    },
+    Migration {
+        version: 5,
         name: "one audit trail for every node, and the Intune revocation-sync lease (PostgreSQL; SQLite keeps audit.db)",
         // The embedded store keeps its audit log in audit.db; its revocation
         // sync runs on its one node.

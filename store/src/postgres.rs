@@ -52,6 +52,9 @@ pub struct Pool {
     size: usize,
     wait: Duration,
     described: String,
+    /// The node this pool belongs to (`[server] node_name`): what the shared
+    /// tables record as the writer of a row (see [`Pool::node_name`]).
+    node: String,
 }
 
 impl std::fmt::Debug for Pool {
@@ -142,7 +145,49 @@ impl Pool {
             size: settings.pool_size.max(1),
             wait: settings.connect_timeout,
             described,
+            node: String::new(),
         })
+    }
+
+    /// Names the node this pool serves (`[server] node_name`): rows the
+    /// shared tables attribute to a node (certificates, audit events) name it,
+    /// and PostgreSQL shows it as each connection's `application_name`
+    /// (`scepd/<node>`, in `pg_stat_activity`).
+    #[must_use]
+    pub fn with_node_name(mut self, node: &str) -> Self {
+        node.clone_into(&mut self.node);
+        if self.config.get_application_name() == Some("scepd") {
+            self.config.application_name(format!("scepd/{node}"));
+        }
+        self
+    }
+
+    /// The node named by [`Pool::with_node_name`] (empty when none was).
+    pub fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    /// A connection of its own, outside the pool's count (a `LISTEN`er that
+    /// holds it for its whole life, such as the certificate index's
+    /// revocation watcher).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when connecting fails.
+    pub fn connect_dedicated(&self) -> Result<Client, StoreError> {
+        self.connect()
+    }
+
+    /// The database, for messages (the URL with its password removed).
+    pub fn describe(&self) -> &str {
+        &self.described
+    }
+
+    /// Applies pending migrations under the advisory lock: `(before, after)`.
+    ///
+    /// # Errors
+    /// As [`crate::open`].
+    pub fn migrate(&self) -> Result<(i64, i64), StoreError> {
+        apply_migrations(&mut *self.get()?)
     }
 
     fn connect(&self) -> Result<Client, StoreError> {
@@ -245,7 +290,7 @@ fn apply_migrations(client: &mut Client) -> Result<(i64, i64), StoreError> {
 /// The PostgreSQL protection store.
 #[derive(Debug)]
 pub struct PostgresStore {
-    pool: Pool,
+    pool: Arc<Pool>,
     /// When the last operation reached the database (ms since the epoch), or
     /// the negated time of the last failure.
     last_answer: AtomicI64,
@@ -263,8 +308,17 @@ impl PostgresStore {
     /// # Errors
     /// As [`crate::open`].
     pub fn open(settings: &PostgresSettings) -> Result<Self, StoreError> {
-        let pool = Pool::new(settings)?;
-        apply_migrations(&mut *pool.get()?)?;
+        Self::with_pool(Arc::new(Pool::new(settings)?))
+    }
+
+    /// As [`PostgresStore::open`], on the node's shared pool (one pool per
+    /// node: the protection store, the one-time challenges and the local
+    /// CA's certificate index all draw from it).
+    ///
+    /// # Errors
+    /// As [`crate::open`].
+    pub fn with_pool(pool: Arc<Pool>) -> Result<Self, StoreError> {
+        pool.migrate()?;
         Ok(Self { pool, last_answer: AtomicI64::new(now_ms()), last_error: Mutex::new(None) })
     }
 

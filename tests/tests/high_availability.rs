@@ -558,3 +558,477 @@ fn a_one_time_challenge_minted_on_one_node_is_consumed_once_across_nodes(transpo
     let log = format!("{}{}", a.stderr(), b.stderr());
     assert!(log.contains("challenge_used"), "the losers were refused as challenge_used");
 }
+
+// ---------------------------------------------------------------------------
+// The local CA's certificate index shared by the nodes (issue 18).
+
+const ADMIN_KEY: &str = "ha-ca-admin-key-0123456789abcdef";
+
+/// A CA and RA made once and given to every node: the "shared keys" of
+/// docs/high-availability.md (each node gets its own data directory holding
+/// copies of the PEM files, nothing else).
+struct SharedKeys {
+    dir: tempfile::TempDir,
+}
+
+impl SharedKeys {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        scep_issuers::bootstrap(dir.path(), &scep_issuers::BootstrapOptions::default()).unwrap();
+        Self { dir }
+    }
+
+    /// A fresh data directory (0700) with copies (0600) of the key files.
+    fn data_dir(&self) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "pem" || e == "key") {
+                let to = data.path().join(path.file_name().unwrap());
+                std::fs::copy(&path, &to).unwrap();
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+        data
+    }
+
+    fn ca_der(&self) -> Vec<u8> {
+        let text = std::fs::read_to_string(self.dir.path().join("ca.pem")).unwrap();
+        scep_engine::pem::certificates(&text).unwrap().remove(0)
+    }
+
+    /// The CA's id in `/pki/<ca-id>/crl`: its key identifier in hex.
+    fn ca_id(&self) -> String {
+        let der = self.ca_der();
+        let ca = scep_engine::x509::CertificateRef::parse(&der).unwrap();
+        scep_issuers::x509_build::serial_hex(&scep_issuers::x509_build::key_identifier(ca.spki.raw).unwrap())
+    }
+}
+
+/// A node `name` issuing from the local CA of `data_dir` (profile `corp`,
+/// static challenge), its index on the database `url`, with an admin API key.
+fn ca_node(name: &str, transport: Transport, url: &str, data_dir: &std::path::Path) -> Scepd {
+    let mut opts = ScepdOptions::with_config(format!(
+        "[server]\nnode_name = \"{name}\"\n\n\
+         [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
+         [[profile]]\nname = \"corp\"\nchallenge_password = \"static-secret\"\n"
+    ))
+    .on(transport);
+    opts.env.push(("CERTCTL_DATABASE_URL".into(), url.into()));
+    opts.data_dir = Some(data_dir.to_path_buf());
+    opts.startup_timeout = WAIT;
+    Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A static-challenge enrolment of a new key: (certificate, key), or the client's error.
+fn try_enroll_static(url: &str, cn: &str) -> Result<(Vec<u8>, DeviceKey), ClientError> {
+    let key = DeviceKey::generate().unwrap();
+    let mut spec = CsrSpec::new(cn, Some("static-secret"));
+    spec.subject_alt_names = vec![SubjectAltName::Dns(cn.into())];
+    let rep = ScepClient::new(url).unwrap().enroll(&key, &spec, &MessageOptions::default(), PkiMethod::Post)?.reply;
+    assert_success(&rep);
+    let cert = rep.issued_certificate(&key).unwrap().to_vec();
+    Ok((cert, key))
+}
+
+fn serial_of(cert: &[u8]) -> String {
+    scep_issuers::x509_build::serial_hex(scep_engine::x509::CertificateRef::parse(cert).unwrap().serial)
+}
+
+/// `GET path` on `server`: (status, body bytes).
+fn http_get_bytes(server: &Scepd, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap();
+    (status, raw[split + 4..].to_vec())
+}
+
+fn openssl_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "openssl {args:?}: {text}");
+    text
+}
+
+/// A CRL's text and cRLNumber (by openssl).
+fn crl_facts(dir: &std::path::Path, crl: &[u8]) -> (String, u64) {
+    std::fs::write(dir.join("x.crl"), crl).unwrap();
+    let text = openssl_in(dir, &["crl", "-inform", "DER", "-in", "x.crl", "-noout", "-text"]);
+    let number = openssl_in(dir, &["crl", "-inform", "DER", "-in", "x.crl", "-noout", "-crlnumber"]);
+    let hex = number.trim().trim_start_matches("crlNumber=").trim_start_matches("0x");
+    (text, u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("crlNumber {number:?}")))
+}
+
+/// `/pki/<ca>/crl` of `server`: (text, cRLNumber).
+fn published_crl(server: &Scepd, ca_id: &str, dir: &std::path::Path) -> (String, u64) {
+    let (status, der) = http_get_bytes(server, &format!("/pki/{ca_id}/crl"));
+    assert_eq!(status, 200);
+    crl_facts(dir, &der)
+}
+
+fn lists(crl_text: &str, serial: &str) -> bool {
+    crl_text.contains(&format!("Serial Number: {}", serial.to_uppercase()))
+}
+
+/// `openssl ocsp` against `server`'s responder: the status line of `leaf`.
+fn ocsp_status(server: &Scepd, dir: &std::path::Path, ca_pem: &str, leaf: &[u8]) -> String {
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+    std::fs::write(dir.join("leaf.pem"), scep_engine::pem::encode("CERTIFICATE", leaf)).unwrap();
+    let url = format!("http://127.0.0.1:{}/pki/ocsp", server.port());
+    let text = openssl_in(dir, &["ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem", "-CAfile", "ca.pem", "-url", &url]);
+    text.lines().find(|l| l.starts_with("leaf.pem:")).unwrap_or_default().to_string()
+}
+
+/// Polls `check` every 50 ms for at most `limit`.
+fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+scep_tests::on_each_transport!(two_nodes_share_the_local_ca_index);
+
+fn two_nodes_share_the_local_ca_index(transport: Transport) {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    let db = TestDatabase::create("two_nodes_share_the_local_ca_index");
+    let keys = SharedKeys::new();
+    let (dir_a, dir_b) = (keys.data_dir(), keys.data_dir());
+    let a = ca_node("node-a", transport, &db.url, dir_a.path());
+    let b = ca_node("node-b", transport, &db.url, dir_b.path());
+    let urls = [a.profile_url("corp"), b.profile_url("corp")];
+    let ca_id = keys.ca_id();
+    let ca_pem = a.ca_pem();
+    assert_eq!(ca_pem, b.ca_pem());
+    let scratch = tempfile::tempdir().unwrap();
+
+    // Concurrent enrolments on both nodes: every serial distinct, every one
+    // recorded and listed by both admin APIs.
+    let issued: Mutex<Vec<(usize, Vec<u8>, DeviceKey)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for worker in 0..4 {
+            let (urls, issued) = (&urls, &issued);
+            s.spawn(move || {
+                for i in 0..6 {
+                    let node = (worker + i) % 2;
+                    let (cert, key) = try_enroll_static(&urls[node], &format!("d-{worker}-{i}.example.com")).unwrap();
+                    issued.lock().unwrap().push((node, cert, key));
+                }
+            });
+        }
+    });
+    let issued = issued.into_inner().unwrap();
+    let serials: HashSet<String> = issued.iter().map(|(_, c, _)| serial_of(c)).collect();
+    assert_eq!(serials.len(), 24, "every serial distinct");
+    for serial in &serials {
+        for server in [&a, &b] {
+            let (status, body) =
+                admin(server, "GET", &format!("/api/v1/admin/scep/certificates/{serial}"), None, ADMIN_KEY);
+            assert_eq!(status, 200, "{serial} on node {}: {body}", server.port());
+        }
+    }
+    for server in [&a, &b] {
+        let (status, listed) = admin(server, "GET", "/api/v1/admin/scep/certificates?limit=100", None, ADMIN_KEY);
+        assert_eq!(status, 200, "{listed}");
+        let text = listed.to_string();
+        assert!(serials.iter().all(|s| text.contains(s.as_str())), "each node lists every certificate: {text}");
+    }
+
+    // A revocation through A's admin API of a certificate B issued: B's CRL,
+    // GetCRL and OCSP say so within a bounded wait.
+    let (_, victim, _) = issued.iter().find(|(node, ..)| *node == 1).unwrap();
+    let victim_serial = serial_of(victim);
+    let (_, crl_before) = published_crl(&b, &ca_id, scratch.path());
+    assert_eq!(ocsp_status(&b, scratch.path(), &ca_pem, victim), "leaf.pem: good");
+    let body = serde_json::json!({ "reason": "keyCompromise" });
+    let path = format!("/api/v1/admin/scep/certificates/{victim_serial}/revoke");
+    let (status, answer) = admin(&a, "POST", &path, Some(&body), ADMIN_KEY);
+    assert_eq!(status, 200, "{answer}");
+    let seen = within(Duration::from_secs(5), || lists(&published_crl(&b, &ca_id, scratch.path()).0, &victim_serial));
+    assert!(seen, "node B's /pki CRL lists A's revocation within 5 s");
+    let ocsp_seen =
+        within(Duration::from_secs(5), || ocsp_status(&b, scratch.path(), &ca_pem, victim).contains("revoked"));
+    assert!(ocsp_seen, "node B's OCSP answers revoked within 5 s");
+    // GetCRL through B, signed by a valid certificate.
+    let (_, signer, signer_key) = issued.iter().find(|(_, c, _)| serial_of(c) != victim_serial).unwrap();
+    let client_b = ScepClient::new(&urls[1]).unwrap();
+    let ca = client_b.get_ca_cert().unwrap();
+    let req = build_pki_message(
+        &MessageBody::get_crl_for(signer).unwrap(),
+        Signer { certificate: signer, key: signer_key },
+        ca.recipient(),
+        &MessageOptions::default(),
+    )
+    .unwrap();
+    let rep = client_b.transact(&req, signer_key, &ca, PkiMethod::Post).unwrap();
+    assert_eq!(rep.status, PkiStatus::SUCCESS, "{rep:?}");
+    let (get_crl_text, _) = crl_facts(scratch.path(), &rep.crls[0]);
+    assert!(lists(&get_crl_text, &victim_serial), "GetCRL on B lists it");
+
+    // cRLNumbers from the two nodes increase strictly, in signing order.
+    let (_, after_b) = published_crl(&b, &ca_id, scratch.path());
+    assert!(after_b > crl_before);
+    let (_, on_a) = published_crl(&a, &ca_id, scratch.path());
+    assert!(on_a > after_b, "A signed after B: {on_a} > {after_b}");
+    let (_, second_victim, _) = issued.iter().find(|(node, c, _)| *node == 0 && serial_of(c) != victim_serial).unwrap();
+    let path = format!("/api/v1/admin/scep/certificates/{}/revoke", serial_of(second_victim));
+    assert_eq!(admin(&b, "POST", &path, Some(&body), ADMIN_KEY).0, 200);
+    let mut numbers = vec![on_a];
+    for server in [&b, &a, &b, &a] {
+        let n = loop {
+            let (text, n) = published_crl(server, &ca_id, scratch.path());
+            if lists(&text, &serial_of(second_victim)) {
+                break n;
+            }
+            assert!(numbers.len() < 100, "no CRL listing the second revocation");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        numbers.push(n);
+    }
+    // Re-signed once per node after the revocation, then served from each node's cache.
+    assert!(numbers[1] > numbers[0] && numbers[2] > numbers[1], "{numbers:?}");
+    assert_eq!((numbers[3], numbers[4]), (numbers[1], numbers[2]), "{numbers:?}");
+
+    // A PKCSReq resent to B with the transactionID A issued under gets the same
+    // certificate; a CertPoll of that transaction on B finds it.
+    let key = DeviceKey::generate().unwrap();
+    let mut spec = CsrSpec::new("resent.example.com", Some("static-secret"));
+    spec.subject_alt_names = vec![SubjectAltName::Dns("resent.example.com".into())];
+    let options = MessageOptions { transaction_id: Some("ha-resend-1".into()), ..MessageOptions::default() };
+    let first = ScepClient::new(&urls[0]).unwrap().enroll(&key, &spec, &options, PkiMethod::Post).unwrap();
+    assert_success(&first.reply);
+    let resent = client_b.enroll(&key, &spec, &options, PkiMethod::Post).unwrap();
+    assert_success(&resent.reply);
+    let original = first.reply.issued_certificate(&key).unwrap();
+    assert_eq!(resent.reply.issued_certificate(&key).unwrap(), original, "B answers A's certificate");
+    let subject = scep_engine::x509::CertificateRef::parse(&first.self_signed).unwrap().subject.to_vec();
+    let poll = build_pki_message(
+        &MessageBody::cert_poll(&ca.certificates[ca.ca_index], subject).unwrap(),
+        Signer { certificate: &first.self_signed, key: &key },
+        ca.recipient(),
+        &options,
+    )
+    .unwrap();
+    let polled = client_b.transact(&poll, &key, &ca, PkiMethod::Post).unwrap();
+    assert_success(&polled);
+    assert_eq!(polled.issued_certificate(&key).unwrap(), original, "CertPoll on B finds A's certificate");
+}
+
+scep_tests::on_each_transport!(kill_9_of_one_node_under_load_loses_no_acknowledged_certificate);
+
+fn kill_9_of_one_node_under_load_loses_no_acknowledged_certificate(transport: Transport) {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let db = TestDatabase::create("kill_9_loses_no_acknowledged_certificate");
+    let keys = SharedKeys::new();
+    let (dir_a, dir_b) = (keys.data_dir(), keys.data_dir());
+    let mut a = ca_node("node-a", transport, &db.url, dir_a.path());
+    let b = ca_node("node-b", transport, &db.url, dir_b.path());
+    let urls = [a.profile_url("corp"), b.profile_url("corp")];
+    // (node, serial) of every enrolment a client saw acknowledged.
+    let acknowledged: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    let killed = AtomicBool::new(false);
+    let sent = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for worker in 0..4 {
+            let (urls, acknowledged, killed, sent) = (&urls, &acknowledged, &killed, &sent);
+            s.spawn(move || {
+                // Bounded: at most 12 enrolments per worker.
+                for i in 0..12 {
+                    let n = sent.fetch_add(1, Ordering::SeqCst);
+                    let key = DeviceKey::generate().unwrap();
+                    let cn = format!("k-{worker}-{i}.example.com");
+                    let spec = CsrSpec::new(&cn, Some("static-secret"));
+                    let client = ScepClient::new(&urls[n % 2]).unwrap();
+                    if let Ok(e) = client.enroll(&key, &spec, &MessageOptions::default(), PkiMethod::Post)
+                        && let Some(cert) = e.reply.issued_certificate(&key)
+                    {
+                        acknowledged.lock().unwrap().push((n % 2, serial_of(cert)));
+                    }
+                    if killed.load(Ordering::SeqCst) && i >= 10 {
+                        break;
+                    }
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sent.load(Ordering::SeqCst) < 16 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.signal(Signal::Kill).unwrap();
+        killed.store(true, Ordering::SeqCst);
+    });
+    assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "node A is gone");
+    let acknowledged = acknowledged.into_inner().unwrap();
+    let on_a = acknowledged.iter().filter(|(node, _)| *node == 0).count();
+    assert!(on_a >= 4, "too few enrolments acknowledged by A before the kill: {on_a}");
+    let distinct: HashSet<&String> = acknowledged.iter().map(|(_, s)| s).collect();
+    assert_eq!(distinct.len(), acknowledged.len(), "no serial repeats");
+    for (node, serial) in &acknowledged {
+        let (status, body) = admin(&b, "GET", &format!("/api/v1/admin/scep/certificates/{serial}"), None, ADMIN_KEY);
+        assert_eq!(status, 200, "certificate {serial} acknowledged by node {node} has no record: {body}");
+    }
+    // ... and its audit event in the shared trail, naming the node that answered.
+    let events = static_events(&b);
+    let audited = |serial: &str, outcome: &str| {
+        events
+            .iter()
+            .find(|e| e["serial"].as_str().is_some_and(|s| same_serial(s, serial)) && e["outcome"] == outcome)
+            .cloned()
+    };
+    for (node, serial) in &acknowledged {
+        let event = audited(serial, "success")
+            .unwrap_or_else(|| panic!("certificate {serial} acknowledged by node {node} has no audit event"));
+        assert_eq!(event["node"], ["node-a", "node-b"][*node], "{event}");
+    }
+    try_enroll_static(&urls[1], "after-the-crash.example.com").unwrap();
+
+    // Node A comes back: its start-up reconciliation explains the certificates
+    // it recorded but never answered, and only those: B's, which may be
+    // between their record and their event at that moment, are not A's to
+    // explain (the shared index names the node that recorded each row).
+    let mut restarted = ca_node("node-a", transport, &db.url, dir_a.path());
+    let undelivered: Vec<Value> =
+        static_events(&restarted).into_iter().filter(|e| e["outcome"] == "issued_not_delivered").collect();
+    for e in &undelivered {
+        assert_eq!(e["node"], "node-a", "only A's own certificates are reconciled by A: {e}");
+        let serial = e["serial"].as_str().unwrap();
+        assert!(
+            !acknowledged.iter().any(|(_, s)| same_serial(s, serial)),
+            "an acknowledged certificate is not undelivered: {e}"
+        );
+    }
+    // Every certificate in the index is explained by the trail.
+    let (status, body) = admin(&restarted, "GET", "/api/v1/admin/scep/certificates?limit=1000", None, ADMIN_KEY);
+    assert_eq!(status, 200, "{body}");
+    let all = static_events(&restarted);
+    for c in body["certificates"].as_array().unwrap() {
+        let serial = c["serial"].as_str().unwrap();
+        assert!(
+            all.iter().any(|e| e["serial"].as_str().is_some_and(|s| same_serial(s, serial))),
+            "certificate {serial} has no audit event after A's restart: {c}"
+        );
+    }
+    restarted.signal(Signal::Term).unwrap();
+    assert!(restarted.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+/// Whether two hex serials name one number (case and leading zero bytes aside).
+fn same_serial(a: &str, b: &str) -> bool {
+    let key = |s: &str| s.to_ascii_lowercase().trim_start_matches("00").to_string();
+    key(a) == key(b)
+}
+
+/// Every PKCSReq event in the trail `server` shows (both nodes' on PostgreSQL).
+fn static_events(server: &Scepd) -> Vec<Value> {
+    let (status, body) =
+        admin(server, "GET", "/api/v1/admin/scep/events?action=scep_pkcsreq&limit=1000", None, ADMIN_KEY);
+    assert_eq!(status, 200, "{body}");
+    body["events"].as_array().unwrap().clone()
+}
+
+scep_tests::on_each_transport!(the_index_database_stopped_gives_503s_then_recovers);
+
+/// Static-challenge enrolments need only the certificate index: with its
+/// database stopped they are answered 503 (`store_unavailable`), never a
+/// certificate without its record; discovery keeps answering; they succeed
+/// again within seconds of its return.
+fn the_index_database_stopped_gives_503s_then_recovers(transport: Transport) {
+    let cluster = TestCluster::start("the_index_database_stopped_gives_503s_then_recovers");
+    let db = TestDatabase::create_on(&cluster.url, "index_outage");
+    let keys = SharedKeys::new();
+    let dir = keys.data_dir();
+    let mut server = ca_node("node-1", transport, &db.url, dir.path());
+    let url = server.profile_url("corp");
+    try_enroll_static(&url, "before.example.com").unwrap();
+    cluster.stop();
+    for i in 0..3 {
+        match try_enroll_static(&url, &format!("during-{i}.example.com")) {
+            Err(ClientError::Http(m)) if m.starts_with("status 503") => {}
+            other => panic!("enrolment {i} during the outage: {:?}", other.map(|(c, _)| serial_of(&c))),
+        }
+    }
+    let client = ScepClient::new(&url).unwrap();
+    assert!(client.get_ca_caps().is_ok() && client.get_ca_cert().is_ok(), "discovery keeps answering");
+    assert!(server.is_running(), "no panic, no exit");
+    cluster.restart();
+    let back = Instant::now();
+    let mut i = 0;
+    while let Err(e) = try_enroll_static(&url, &format!("after-{i}.example.com")) {
+        assert!(back.elapsed() < Duration::from_secs(10), "not recovered after 10 s: {e:?}");
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = server.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("store_unavailable"), "the refusals carry their label");
+    let records: i64 = db.client().query_one("SELECT COUNT(*) FROM ca_certificates", &[]).unwrap().get(0);
+    assert_eq!(records, 2, "nothing was recorded (or issued) during the outage");
+}
+
+scep_tests::on_each_transport!(a_configured_local_issuer_serves_the_same_ca_on_both_nodes);
+
+/// `[[issuer]] type = "local"` with given CA files (the same on both nodes):
+/// a profile on it enrols on both, both publish the same CA, and both record
+/// into the one shared index (no SQLite file in either data directory).
+fn a_configured_local_issuer_serves_the_same_ca_on_both_nodes(transport: Transport) {
+    let db = TestDatabase::create("a_configured_local_issuer_serves_the_same_ca");
+    let keys = SharedKeys::new();
+    let k = keys.dir.path();
+    let config = format!(
+        "[[issuer]]\nid = \"corp-ca\"\ntype = \"local\"\nca_cert = \"{ca}\"\nca_key = \"{key}\"\n\n\
+         [[profile]]\nname = \"corp\"\nissuer = \"corp-ca\"\nchallenge_password = \"static-secret\"\n\
+         ra_cert = \"{ra}\"\nra_key = \"{ra_key}\"\n",
+        ca = k.join("ca.pem").display(),
+        key = k.join("ca.key").display(),
+        ra = k.join("ra.pem").display(),
+        ra_key = k.join("ra.key").display(),
+    );
+    let start = || {
+        let mut opts = ScepdOptions::with_config(config.clone()).on(transport);
+        opts.env.push(("CERTCTL_DATABASE_URL".into(), db.url.clone()));
+        opts.startup_timeout = WAIT;
+        Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (a, b) = (start(), start());
+    let ca = keys.ca_der();
+    let mut serials = Vec::new();
+    for server in [&a, &b] {
+        let url = server.profile_url("corp");
+        let published = ScepClient::new(&url).unwrap().get_ca_cert().unwrap();
+        assert_eq!(published.certificates[published.ca_index], ca, "node {} publishes the given CA", server.port());
+        let (cert, _) = try_enroll_static(&url, "configured.example.com").unwrap();
+        let parsed = scep_engine::x509::CertificateRef::parse(&cert).unwrap();
+        assert_eq!(parsed.issuer, scep_engine::x509::CertificateRef::parse(&ca).unwrap().subject);
+        serials.push(serial_of(&cert));
+        assert!(!server.data_dir().join("local-ca-corp-ca.sqlite").exists(), "the index is the shared store");
+    }
+    let rows = db
+        .client()
+        .query("SELECT serial, ca_id FROM ca_certificates ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect::<Vec<_>>();
+    assert_eq!(rows.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(), serials, "both recorded in one index");
+    assert!(rows.iter().all(|(_, id)| *id == keys.ca_id()), "under the one CA: {rows:?}");
+}

@@ -222,7 +222,11 @@ pub fn bootstrap(dir: &Path, opts: &BootstrapOptions) -> Result<BootstrapOutcome
         out.ca_created = true;
         out.ra_created = true;
     }
-    let (ca, _) = load_ca(&out.ca_cert, &out.ca_key, token_key, opts.now)?;
+    let key = match token_key {
+        Some(k) => super::CaKey::Token(k),
+        None => super::CaKey::File,
+    };
+    let (ca, _) = load_ca(&out.ca_cert, &out.ca_key, key, opts.now)?;
     if out.ra_created {
         // Just written by create_ca_and_ra.
     } else if ra_present {

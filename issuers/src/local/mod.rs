@@ -1,8 +1,9 @@
 //! The built-in local CA (issuer id `iss-local`).
 //!
 //! [`LocalCa`] signs certificates with a CA key held on disk and records every
-//! certificate in an embedded SQLite database in the data directory
-//! ([`store`]) before answering. It serves enrolment, renewal, polling,
+//! certificate in its certificate index ([`index`]: an embedded SQLite
+//! database in the data directory ([`store`]), or the shared PostgreSQL
+//! store of several nodes) before answering. It serves enrolment, renewal, polling,
 //! GetCert and GetCRL, and offers [`LocalCa::revoke`] to the admin plane.
 //! [`bootstrap`] creates a CA and an RA in an empty data directory.
 //!
@@ -11,6 +12,7 @@
 //! drives it.
 
 pub mod bootstrap;
+pub mod index;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -32,9 +34,8 @@ use crate::error::IssuerError;
 use crate::x509_build::{BuildError, CaSigner, EndEntityParams, random_serial, serial_hex};
 use crate::{BoxFuture, Issuer};
 use futures_lite::future::block_on;
-use store::{
-    CertStatus, CertificateFilter, InventorySummary, NewCertificate, Recorded, Store, StoreError, StoredCertificate,
-};
+use index::CertificateIndex;
+use store::{CertStatus, CertificateFilter, InventorySummary, NewCertificate, Recorded, StoreError, StoredCertificate};
 
 /// The conventional id of the local CA issuer.
 pub const LOCAL_ISSUER_ID: &str = "iss-local";
@@ -63,8 +64,21 @@ pub struct LocalCaConfig {
     /// The CA key held elsewhere (a PKCS#11 token, [`crate::pkcs11`]): used
     /// instead of `ca_key_pem`.
     pub ca_key: Option<Arc<dyn PrivateKey>>,
-    /// Data directory; the database is `<data_dir>/local-ca.sqlite`.
+    /// The CA key already read from `ca_key_pem` (unencrypted PKCS#8,
+    /// PKCS#1 or SEC1 DER), e.g. an encrypted PKCS#8 file the service
+    /// decrypted with its passphrase file: used instead of reading
+    /// `ca_key_pem` (which errors still name).
+    pub ca_key_der: Option<Vec<u8>>,
+    /// Data directory; the SQLite index is `<data_dir>/<index_file>`.
     pub data_dir: PathBuf,
+    /// The SQLite index's file name in the data directory (default
+    /// [`store::DB_FILE`], `local-ca.sqlite`; a configured `[[issuer]] type =
+    /// "local"` uses `local-ca-<id>.sqlite`). Unused with `shared_index`.
+    pub index_file: String,
+    /// The node's PostgreSQL pool (`[store] url`): the index lives in the
+    /// shared store, every node sees every certificate and revocation.
+    /// `None`: the SQLite file in the data directory.
+    pub shared_index: Option<Arc<scep_store::postgres::Pool>>,
     /// Further PEM files of chain certificates (intermediates up to the
     /// root), appended in order after the CA certificate.
     pub chain_pem: Vec<PathBuf>,
@@ -121,7 +135,10 @@ impl LocalCaConfig {
             ca_cert_pem: ca_cert_pem.into(),
             ca_key_pem: ca_key_pem.into(),
             ca_key: None,
+            ca_key_der: None,
             data_dir: data_dir.into(),
+            index_file: store::DB_FILE.to_string(),
+            shared_index: None,
             chain_pem: Vec::new(),
             crl_validity_secs: DEFAULT_CRL_VALIDITY_SECS,
             crl_max_age_secs: DEFAULT_CRL_MAX_AGE_SECS,
@@ -151,24 +168,36 @@ pub(crate) fn read_private_key(path: &Path) -> Result<Vec<u8>, IssuerError> {
     pem::private_key_der(&read_text(path)?, None).map_err(|e| IssuerError::invalid_file(path, e.to_string()))
 }
 
+/// Where [`load_ca`] finds the CA key.
+pub(crate) enum CaKey<'a> {
+    /// Read the key file (unencrypted).
+    File,
+    /// In a token.
+    Token(&'a Arc<dyn PrivateKey>),
+    /// Already read (DER).
+    Der(&'a [u8]),
+}
+
 /// Loads and validates a CA: the key matches the certificate, the
 /// certificate is a CA certificate and is valid at `now`. Returns the signer
 /// and any further certificates found in the certificate file.
 pub(crate) fn load_ca(
     cert_path: &Path,
     key_path: &Path,
-    token_key: Option<&Arc<dyn PrivateKey>>,
+    key: CaKey<'_>,
     now: UnixTime,
 ) -> Result<(CaSigner, Vec<Vec<u8>>), IssuerError> {
     let mut certs = read_certificates(cert_path)?.into_iter();
     let cert = certs.next().ok_or_else(|| IssuerError::invalid_file(cert_path, "no CERTIFICATE block found"))?;
-    let key = match token_key {
-        Some(k) => SigningKey::from_key(k.clone()).map_err(|e| {
+    let unusable = |e: &dyn std::fmt::Display| {
+        IssuerError::invalid_file(key_path, format!("not a usable CA key (RSA ≥ 2048 or P-256): {e}"))
+    };
+    let key = match key {
+        CaKey::Token(k) => SigningKey::from_key(k.clone()).map_err(|e| {
             IssuerError::Config(format!("the CA key in the token is not usable (RSA ≥ 2048 or P-256): {e}"))
         })?,
-        None => SigningKey::from_der(&read_private_key(key_path)?).map_err(|e| {
-            IssuerError::invalid_file(key_path, format!("not a usable CA key (RSA ≥ 2048 or P-256): {e}"))
-        })?,
+        CaKey::Der(der) => SigningKey::from_der(der).map_err(|e| unusable(&e))?,
+        CaKey::File => SigningKey::from_der(&read_private_key(key_path)?).map_err(|e| unusable(&e))?,
     };
     let signer = CaSigner::new(key, cert)
         .map_err(|e| IssuerError::invalid_file(cert_path, format!("{e} (key file {})", key_path.display())))?;
@@ -223,12 +252,14 @@ struct Inner {
     ca: CaSigner,
     chain: Vec<Vec<u8>>,
     ca_id: String,
-    store: Store,
+    store: CertificateIndex,
     random: Arc<dyn RandomSource>,
     crl: Mutex<Option<CachedCrl>>,
     /// Bumped after every committed revocation; a cached CRL of an older
-    /// generation is stale.
-    revocations: AtomicU64,
+    /// generation is stale. With a shared index it follows the database's
+    /// counter (raised by this node's revocations and by the watcher thread
+    /// for other nodes'); shared with that thread.
+    revocations: Arc<AtomicU64>,
     crl_validity_secs: i64,
     crl_max_age_secs: i64,
 }
@@ -254,7 +285,21 @@ fn refused(label: &'static str, reason: String) -> IssueOutcome {
     IssueOutcome::RejectedAs { fail_info: FailInfo::BAD_CERT_ID, label, reason }
 }
 
+/// A certificate index failure for the admin plane: [`IssuerError::Unavailable`]
+/// when the shared database cannot be reached (answered 503), else
+/// [`IssuerError::Database`].
+fn index_error(e: StoreError) -> IssuerError {
+    match e {
+        StoreError::Unavailable(why) => IssuerError::Unavailable(format!("certificate index: {why}")),
+        e => IssuerError::Database(e.to_string()),
+    }
+}
+
 fn db_rejected(e: &StoreError) -> IssueOutcome {
+    if let StoreError::Unavailable(why) = e {
+        // The shared database is gone: 503, retry later (nothing was recorded).
+        return IssueOutcome::Unavailable { reason: format!("local CA certificate index unavailable: {why}") };
+    }
     // StoreError's Display says "database error: ..." for real failures.
     rejected(FailInfo::BAD_REQUEST, format!("local CA database error: {e}"))
 }
@@ -285,7 +330,12 @@ impl LocalCa {
                 config.crl_max_age_secs, config.crl_validity_secs
             )));
         }
-        let (mut ca, extra) = load_ca(&config.ca_cert_pem, &config.ca_key_pem, config.ca_key.as_ref(), now)?;
+        let key = match (&config.ca_key, &config.ca_key_der) {
+            (Some(token), _) => CaKey::Token(token),
+            (None, Some(der)) => CaKey::Der(der),
+            (None, None) => CaKey::File,
+        };
+        let (mut ca, extra) = load_ca(&config.ca_cert_pem, &config.ca_key_pem, key, now)?;
         if let Some(base) = &config.public_url {
             ca.set_relying_party_urls(Some(pki_urls(base, &serial_hex(ca.key_id()))));
         }
@@ -300,15 +350,30 @@ impl LocalCa {
             }
             chain.extend(certs);
         }
-        bootstrap::ensure_dir(&config.data_dir)?;
-        let db_path = config.data_dir.join(store::DB_FILE);
-        let store = Store::open(&db_path).map_err(|e| IssuerError::Database(format!("{}: {e}", db_path.display())))?;
         let ca_id = serial_hex(ca.key_id());
+        let store = match &config.shared_index {
+            None => {
+                bootstrap::ensure_dir(&config.data_dir)?;
+                let db_path = config.data_dir.join(&config.index_file);
+                CertificateIndex::open_sqlite(&db_path)
+                    .map_err(|e| IssuerError::Database(format!("{}: {e}", db_path.display())))?
+            }
+            Some(pool) => CertificateIndex::open_postgres(Arc::clone(pool))
+                .map_err(|e| IssuerError::Database(format!("certificate index in {}: {e}", pool.describe())))?,
+        };
+        let revocations = Arc::new(AtomicU64::new(0));
+        if let CertificateIndex::Postgres(pg) = &store {
+            let version = pg
+                .revocation_version(&ca_id)
+                .map_err(|e| IssuerError::Database(format!("certificate index in {}: {e}", store.describe())))?;
+            revocations.store(version, Ordering::Release);
+            pg.watch_revocations(&ca_id, Arc::downgrade(&revocations)).map_err(index_error)?;
+        }
         tracing::info!(
             issuer = %config.id,
             ca = %name_to_string(ca.subject()),
             not_after = %ca.not_after().to_rfc3339(),
-            db = %db_path.display(),
+            index = %store.describe(),
             "local CA opened"
         );
         Ok(Self {
@@ -320,7 +385,7 @@ impl LocalCa {
                 store,
                 random: config.random,
                 crl: Mutex::new(None),
-                revocations: AtomicU64::new(0),
+                revocations,
                 crl_validity_secs: config.crl_validity_secs,
                 crl_max_age_secs: config.crl_max_age_secs,
             }),
@@ -387,14 +452,18 @@ impl LocalCa {
         let inner = &self.inner;
         let hex = serial_hex(serial);
         match inner.store.revoke(&inner.ca_id, &hex, now, reason) {
-            Ok(()) => {
-                let version = inner.revocations.fetch_add(1, Ordering::AcqRel) + 1;
+            Ok(shared) => {
+                let version = match shared {
+                    // The database's counter: raise ours to it (the watcher may already have).
+                    Some(v) => inner.revocations.fetch_max(v, Ordering::AcqRel).max(v),
+                    None => inner.revocations.fetch_add(1, Ordering::AcqRel) + 1,
+                };
                 tracing::info!(issuer = %inner.id, serial = %hex, reason = %reason, "certificate revoked");
                 Ok(Revocation { serial_hex: hex, revoked_at: now, reason, revocation_version: version })
             }
             Err(StoreError::NotFound) => Err(IssuerError::UnknownSerial(hex)),
             Err(StoreError::AlreadyRevoked) => Err(IssuerError::AlreadyRevoked(hex)),
-            Err(e) => Err(IssuerError::Database(e.to_string())),
+            Err(e) => Err(index_error(e)),
         }
     }
 
@@ -404,10 +473,7 @@ impl LocalCa {
     /// # Errors
     /// [`IssuerError::Database`].
     pub fn lookup(&self, serial: &[u8]) -> Result<Option<StoredCertificate>, IssuerError> {
-        self.inner
-            .store
-            .certificate(&self.inner.ca_id, &serial_hex(serial))
-            .map_err(|e| IssuerError::Database(e.to_string()))
+        self.inner.store.certificate(&self.inner.ca_id, &serial_hex(serial)).map_err(index_error)
     }
 
     /// The certificates this CA recorded at or after `since`, oldest first, at
@@ -418,14 +484,22 @@ impl LocalCa {
     /// # Errors
     /// [`IssuerError::Database`].
     pub fn issued_since(&self, since: UnixTime, limit: usize) -> Result<Vec<StoredCertificate>, IssuerError> {
-        self.inner.store.issued_since(&self.inner.ca_id, since, limit).map_err(|e| IssuerError::Database(e.to_string()))
+        self.inner.store.issued_since(&self.inner.ca_id, since, limit).map_err(index_error)
     }
 
-    /// How many revocations this CA has committed since it was opened: it
-    /// increases with every [`LocalCa::revoke`], after the commit. A cache of
-    /// revocation status (the CRL here; an OCSP responder's precomputed
-    /// answers) remembers the version it was filled at and is stale once this
-    /// differs.
+    /// How many revocations this CA has committed: it increases with every
+    /// [`LocalCa::revoke`], after the commit. A cache of revocation status
+    /// (the CRL here; an OCSP responder's precomputed answers) remembers the
+    /// version it was filled at and is stale once this differs.
+    ///
+    /// On SQLite it counts this process's revocations since the CA was
+    /// opened. With a shared (PostgreSQL) index it is the database's per-CA
+    /// revocation counter as last seen by this node: raised at once by this
+    /// node's revocations, and for other nodes' by a watcher thread
+    /// (`LISTEN scepd_revocations`, plus a re-read every second), so a
+    /// revocation on another node is seen here within about a second even
+    /// if its notification is lost. Reading it is an atomic load, never a
+    /// database round trip.
     pub fn revocation_version(&self) -> u64 {
         self.inner.revocations.load(Ordering::Acquire)
     }
@@ -436,7 +510,7 @@ impl LocalCa {
     /// # Errors
     /// [`IssuerError::Database`].
     pub fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<StoredCertificate>, IssuerError> {
-        self.inner.store.list(&self.inner.ca_id, filter).map_err(|e| IssuerError::Database(e.to_string()))
+        self.inner.store.list(&self.inner.ca_id, filter).map_err(index_error)
     }
 
     /// Counts of this CA's certificates by status and expiry at `now`
@@ -445,7 +519,7 @@ impl LocalCa {
     /// # Errors
     /// [`IssuerError::Database`].
     pub fn inventory_summary(&self, now: UnixTime) -> Result<InventorySummary, IssuerError> {
-        self.inner.store.summary(&self.inner.ca_id, now).map_err(|e| IssuerError::Database(e.to_string()))
+        self.inner.store.summary(&self.inner.ca_id, now).map_err(index_error)
     }
 
     /// The certificates that renewed certificate `serial_hex` (its
@@ -455,7 +529,12 @@ impl LocalCa {
     /// # Errors
     /// [`IssuerError::Database`].
     pub fn renewals_of(&self, serial_hex: &str) -> Result<Vec<StoredCertificate>, IssuerError> {
-        self.inner.store.renewals_of(&self.inner.ca_id, serial_hex).map_err(|e| IssuerError::Database(e.to_string()))
+        self.inner.store.renewals_of(&self.inner.ca_id, serial_hex).map_err(index_error)
+    }
+
+    /// True when the certificate index is shared by several nodes (PostgreSQL).
+    pub fn index_is_shared(&self) -> bool {
+        self.inner.store.is_shared()
     }
 
     /// Database writer counters (commits, operations), for metrics.
@@ -680,6 +759,9 @@ impl Inner {
         }
         match self.current_crl(now) {
             Ok(published) => IssueOutcome::Crl(published.der.to_vec()),
+            Err(IssuerError::Unavailable(e)) => {
+                IssueOutcome::Unavailable { reason: format!("local CA certificate index unavailable: {e}") }
+            }
             Err(IssuerError::Database(e)) => rejected(FailInfo::BAD_REQUEST, format!("local CA database error: {e}")),
             Err(e) => rejected(FailInfo::BAD_REQUEST, format!("cannot produce the CRL: {e}")),
         }
@@ -696,7 +778,10 @@ impl Inner {
                 return Ok(c.published.clone());
             }
         }
-        let db_err = |e: StoreError| IssuerError::Database(e.to_string());
+        let db_err = |e: StoreError| match e {
+            StoreError::Unavailable(why) => IssuerError::Unavailable(why),
+            e => IssuerError::Database(e.to_string()),
+        };
         let revoked = self.store.revoked(&self.ca_id).map_err(db_err)?;
         let crl_number = self.store.next_crl_number(&self.ca_id).map_err(db_err)?;
         let der = build_crl(

@@ -1,4 +1,7 @@
-//! The local CA's certificate database: embedded SQLite in the data directory.
+//! The local CA's certificate database: embedded SQLite in the data
+//! directory (the one-node default), and the types every
+//! [`super::index::CertificateIndex`] shares. The PostgreSQL index of several
+//! nodes is [`super::index::postgres`].
 //!
 //! # Durability
 //! A certificate is committed before its outcome is returned: the database
@@ -102,8 +105,13 @@ pub enum StoreError {
         /// The profile the certificate was issued on.
         issued_on: String,
     },
-    /// SQLite failed (message).
+    /// The database failed (message).
     Database(String),
+    /// The shared database cannot be reached or failed mid-operation
+    /// (PostgreSQL: connection refused or lost, pool exhausted, shutting
+    /// down). Nothing was recorded; the request is answered 503 and the node
+    /// recovers by itself when the database returns.
+    Unavailable(String),
     /// The writer thread is gone.
     Closed,
 }
@@ -117,6 +125,7 @@ impl std::fmt::Display for StoreError {
             Self::Superseded { by } => write!(f, "certificate already renewed (superseded by {by})"),
             Self::OtherProfile { issued_on } => write!(f, "certificate was issued on profile {issued_on:?}"),
             Self::Database(e) => write!(f, "database error: {e}"),
+            Self::Unavailable(e) => write!(f, "database unavailable: {e}"),
             Self::Closed => f.write_str("database error: the writer thread has stopped"),
         }
     }
@@ -351,7 +360,7 @@ impl Done {
             Self::Number(_, r) => r.as_ref().err(),
             Self::Enrolled(_, r) => r.as_ref().err(),
         };
-        matches!(err, Some(StoreError::Database(_) | StoreError::Closed))
+        matches!(err, Some(StoreError::Database(_) | StoreError::Unavailable(_) | StoreError::Closed))
     }
 
     /// Answers the caller with the operation's own result (after a commit).
@@ -789,13 +798,13 @@ fn stored_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCertificate>
     })
 }
 
-fn reason_from_db(code: Option<i64>) -> RevocationReason {
+pub(crate) fn reason_from_db(code: Option<i64>) -> RevocationReason {
     code.and_then(|c| u8::try_from(c).ok())
         .and_then(RevocationReason::from_code)
         .unwrap_or(RevocationReason::Unspecified)
 }
 
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -277,7 +277,9 @@ where
         IssueOutcome::Pending => finish(pending.resume(outcome, now())),
         other => {
             let reason = match other {
-                IssueOutcome::Rejected { reason, .. } | IssueOutcome::RejectedAs { reason, .. } => reason.clone(),
+                IssueOutcome::Rejected { reason, .. }
+                | IssueOutcome::RejectedAs { reason, .. }
+                | IssueOutcome::Unavailable { reason } => reason.clone(),
                 _ => "the issuer gave no certificate".to_string(),
             };
             if let Err(f) = api.notify_failure(&transaction_id, &csr_der, &reason).await {

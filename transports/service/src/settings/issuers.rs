@@ -5,7 +5,7 @@
 //! ```toml
 //! [[issuer]]
 //! id = "iss-bao"                     # required; [a-z0-9-], 1..=63 chars; not "local", "iss-local", "none"
-//! type = "vault"                     # required; "vault" (HashiCorp Vault or OpenBao PKI)
+//! type = "vault"                     # required; "vault" (HashiCorp Vault or OpenBao PKI) or "local" (below)
 //! address = "https://vault:8200"     # required; http(s)://host[:port]
 //! mount = "pki"                      # PKI mount path; default "pki"
 //! role = "devices"                   # required; the role that signs device CSRs
@@ -28,6 +28,22 @@
 //! `crate::wiring::issuers` validates an entry into a Vault configuration and
 //! connects it; start-up refuses to boot, naming the issuer, when an
 //! issuer's CA chain cannot be fetched within `preflight_timeout_secs`.
+//!
+//! A local CA from given files (every node of a fleet given the same ones):
+//!
+//! ```toml
+//! [[issuer]]
+//! id = "corp-ca"                     # required, as above
+//! type = "local"
+//! ca_cert = "/etc/scepd/ca.pem"      # required; PEM, the CA first (further certificates: its chain)
+//! ca_key = "/etc/scepd/ca.key"       # required; PEM (PKCS#8, encrypted PKCS#8, PKCS#1, SEC1), mode 0600
+//! ca_key_passphrase_file = "/run/scepd/ca-pass"  # for an encrypted PKCS#8 ca_key
+//! chain = "/etc/scepd/chain.pem"     # optional: certificates above the CA
+//! ```
+//!
+//! Its certificate index is the shared store with `[store] url`, else
+//! `<data_dir>/local-ca-<id>.sqlite`. Profiles on it name their RA
+//! (`ra_cert`, `ra_key`).
 
 use std::path::PathBuf;
 
@@ -79,4 +95,14 @@ pub struct IssuerSection {
     pub breaker_cooldown_secs: Option<i64>,
     /// `preflight_timeout_secs`
     pub preflight_timeout_secs: Option<i64>,
+    /// `ca_cert` (type `local`): the CA certificate PEM (further certificates
+    /// in it are its chain).
+    pub ca_cert: Option<PathBuf>,
+    /// `ca_key` (type `local`): the CA private key PEM (mode 0600).
+    pub ca_key: Option<PathBuf>,
+    /// `ca_key_passphrase_file` (type `local`): the passphrase of an
+    /// encrypted PKCS#8 `ca_key`.
+    pub ca_key_passphrase_file: Option<PathBuf>,
+    /// `chain` (type `local`): a PEM file of the certificates above the CA.
+    pub chain: Option<PathBuf>,
 }

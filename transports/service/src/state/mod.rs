@@ -74,6 +74,11 @@ pub struct ServiceState {
     /// The Intune revocation-sync lease shared by the nodes (PostgreSQL
     /// store only; with SQLite the one node's pollers run on their own timer).
     pub(crate) revocation_sync: Option<Arc<dyn crate::store::revocation_sync::RevocationSyncLease>>,
+    /// The node's one PostgreSQL pool (`[store] url`), built by the wiring:
+    /// the protection store, the one-time challenges and the local CA's
+    /// certificate index draw their connections from it (the audit log on
+    /// PostgreSQL is to take it from here too). `None` on SQLite.
+    pub(crate) shared_pool: Option<Arc<scep_store::postgres::Pool>>,
 }
 
 impl ServiceState {
@@ -94,6 +99,7 @@ impl ServiceState {
             relying_parties: None,
             protection: None,
             revocation_sync: None,
+            shared_pool: None,
         }
     }
 

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use scep_engine::UnixTime;
 use scep_engine::config::ConfigError;
-use scep_store::PostgresSettings;
 use scep_store::postgres::Pool;
 
 use super::challenges::{
@@ -34,7 +33,7 @@ pub struct PostgresChallenges {
 }
 
 struct Inner {
-    pool: Pool,
+    pool: Arc<Pool>,
     /// Behind a mutex: the observer is `Send` but not `Sync`.
     on_expired: Mutex<ExpiryObserver>,
 }
@@ -63,15 +62,14 @@ fn pooled(e: scep_store::StoreError) -> StoreError {
 }
 
 impl PostgresChallenges {
-    /// Connects (the schema is the protection store's migrations, applied
-    /// before this), reports challenges that expired while no node ran, and
-    /// starts the sweep thread.
+    /// On the node's shared pool (the schema is the protection store's
+    /// migrations, applied before this): reports challenges that expired
+    /// while no node ran, and starts the sweep thread.
     ///
     /// # Errors
     /// Naming `store.url` when the database cannot be reached.
-    pub fn open(settings: &PostgresSettings, on_expired: ExpiryObserver) -> Result<Self, ConfigError> {
+    pub fn open(pool: Arc<Pool>, on_expired: ExpiryObserver) -> Result<Self, ConfigError> {
         let fail = |e: &dyn std::fmt::Display| ConfigError(format!("store.url (one-time challenges): {e}"));
-        let pool = Pool::new(settings).map_err(|e| fail(&e))?;
         let store = Self { inner: Arc::new(Inner { pool, on_expired: Mutex::new(on_expired) }) };
         store.inner.sweep(UnixTime::now()).map_err(|e| fail(&e))?;
         let weak = Arc::downgrade(&store.inner);

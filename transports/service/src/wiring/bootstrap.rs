@@ -58,7 +58,7 @@ pub struct LocalCa {
 /// `public_url` (`[server] public_url`): issued certificates name the CRL
 /// and OCSP URLs under it.
 pub fn open_local_ca(data_dir: &Path, now: UnixTime, public_url: Option<&str>) -> Result<LocalCa, ConfigError> {
-    open_or_keep_local_ca(data_dir, now, public_url, None, None)
+    open_or_keep_local_ca(data_dir, now, public_url, None, None, None)
 }
 
 /// As [`open_local_ca`], but a reload keeps `running`, the local CA already
@@ -67,7 +67,8 @@ pub fn open_local_ca(data_dir: &Path, now: UnixTime, public_url: Option<&str>) -
 /// the reloaded profiles is seen at once by everything that holds the CA
 /// (the OCSP responder's cache and the CRL are versioned by its revocation
 /// counter, [`scep_issuers::LocalCa::revocation_version`]). A CA certificate
-/// replaced on disk is refused: the new CA needs a restart.
+/// replaced on disk is refused: the new CA needs a restart. `shared_index`:
+/// the node's PostgreSQL pool, where the certificate index then lives.
 ///
 /// # Errors
 /// When the CA cannot be created or opened, or its certificate changed.
@@ -77,6 +78,7 @@ pub fn open_or_keep_local_ca(
     public_url: Option<&str>,
     running: Option<&scep_issuers::LocalCa>,
     token_ca_key: Option<Arc<dyn PrivateKey>>,
+    shared_index: Option<Arc<scep_store::postgres::Pool>>,
 ) -> Result<LocalCa, ConfigError> {
     create_private_dir(data_dir)?;
     let opts = scep_issuers::BootstrapOptions {
@@ -120,11 +122,12 @@ pub fn open_or_keep_local_ca(
             ndes: files.ndes.clone(),
         });
     }
-    local_ca_from(&files, data_dir, now, data_dir, public_url, token_ca_key)
+    local_ca_from(&files, data_dir, now, data_dir, public_url, token_ca_key, shared_index)
 }
 
 /// Opens the bootstrapped `files` as the service's local CA, its database in
-/// `db_dir` (`data_dir` names it in errors). `open_local_ca` and
+/// `db_dir` (`data_dir` names it in errors), or in the shared store when
+/// `shared_index` is the node's PostgreSQL pool. `open_local_ca` and
 /// `check-config` (`super::check`) share it.
 ///
 /// # Errors
@@ -136,9 +139,11 @@ pub(crate) fn local_ca_from(
     data_dir: &Path,
     public_url: Option<&str>,
     token_ca_key: Option<Arc<dyn PrivateKey>>,
+    shared_index: Option<Arc<scep_store::postgres::Pool>>,
 ) -> Result<LocalCa, ConfigError> {
     let mut config = scep_issuers::LocalCaConfig::new(&files.ca_cert, &files.ca_key, db_dir);
     config.ca_key = token_ca_key;
+    config.shared_index = shared_index;
     config.public_url = public_url.map(str::to_string);
     let ca = scep_issuers::LocalCa::open_at(config, now)
         .map_err(|e| ConfigError(format!("local CA ({}): {e}", data_dir.display())))?;

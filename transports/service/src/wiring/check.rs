@@ -122,10 +122,11 @@ impl DryRun {
             in_place(&mut n.encryption_key);
         }
         self.note_missing(&data_dir.join(DB_FILE), "issued-certificate database");
-        bootstrap::local_ca_from(&files, &scratch, now, data_dir, public_url, token_ca_key)
+        bootstrap::local_ca_from(&files, &scratch, now, data_dir, public_url, token_ca_key, None)
     }
 
-    fn scratch(&mut self) -> Result<PathBuf, ConfigError> {
+    /// Its scratch directory (created on first use, removed when dropped).
+    pub(crate) fn scratch(&mut self) -> Result<PathBuf, ConfigError> {
         if let Some(dir) = &self.scratch {
             return Ok(dir.clone());
         }

@@ -1,6 +1,8 @@
 //! Issuer wiring: validates each `[[issuer]]` entry (`crate::settings::issuers`)
 //! into a Vault/OpenBao configuration, connects it and runs its start-up
-//! preflight. The built-in local CA needs no entry (see [`super::bootstrap`]).
+//! preflight, or (`type = "local"`) opens a local CA from the given CA
+//! certificate and key, its certificate index in the shared store or the
+//! data directory. The built-in local CA needs no entry (see [`super::bootstrap`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,37 +10,129 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scep_engine::config::ConfigError;
-use scep_issuers::{Issuer, VaultAuth, VaultConfig, VaultIssuer};
+use scep_engine::time::UnixTime;
+use scep_issuers::{Issuer, IssuerError, LocalCa, LocalCaConfig, VaultAuth, VaultConfig, VaultIssuer};
 
 use crate::settings::issuers::{IssuerSection, RESERVED_IDS};
 use crate::settings::profile::is_valid_name;
 use crate::settings::{int_in, resolve};
-use crate::wiring::files::check_key_file_permissions;
+use crate::wiring::files::{check_key_file_permissions, read_private_key};
 
 /// Configured remote issuers by id.
 pub type IssuerMap = HashMap<String, Arc<dyn Issuer>>;
 
+/// Where `[[issuer]] type = "local"` entries are opened: the node's state.
+#[derive(Clone, Debug)]
+pub struct LocalIssuerPlace<'a> {
+    /// The directory of their SQLite index (`local-ca-<id>.sqlite`): the data
+    /// directory, or check-config's scratch directory.
+    pub index_dir: &'a Path,
+    /// The node's PostgreSQL pool: their index is in the shared store.
+    pub shared_index: Option<Arc<scep_store::postgres::Pool>>,
+    /// The current time (CA validity).
+    pub now: UnixTime,
+    /// `[server] public_url`: the CRL and OCSP URLs named in what they issue.
+    pub public_url: Option<&'a str>,
+}
+
 impl IssuerSection {
-    /// Validates this entry into a [`VaultConfig`] (no network).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming `issuer[<id>].<key>`.
-    pub fn vault_config(&self, index: usize, base: Option<&Path>) -> Result<VaultConfig, ConfigError> {
+    /// The entry's id, checked (a-z, 0-9, '-'; not a built-in's).
+    fn checked_id(&self, index: usize) -> Result<&str, ConfigError> {
         let id = self.id.as_deref().ok_or_else(|| ConfigError(format!("issuer[{index}].id: required")))?;
         if !is_valid_name(id) {
             return Err(ConfigError(format!(
                 "issuer[{index}].id: {id:?} is not a valid id (1 to 63 of a-z, 0-9, '-')"
             )));
         }
+        if RESERVED_IDS.contains(&id) {
+            return Err(ConfigError(format!("issuer[{id}].id: is reserved for a built-in issuer")));
+        }
+        Ok(id)
+    }
+
+    /// Opens this `type = "local"` entry: the CA from `ca_cert` / `ca_key`
+    /// (with `ca_key_passphrase_file` for an encrypted PKCS#8 key) and
+    /// `chain`, its index in `place`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `issuer[<id>].<key>`.
+    pub fn open_local(
+        &self,
+        index: usize,
+        base: Option<&Path>,
+        place: &LocalIssuerPlace<'_>,
+    ) -> Result<LocalCa, ConfigError> {
+        let id = self.checked_id(index)?;
+        let k = |key: &str| format!("issuer[{id}].{key}");
+        let err = |key: &str, why: String| ConfigError(format!("{}: {why}", k(key)));
+        let vault_keys = [
+            ("address", self.address.is_some()),
+            ("role", self.role.is_some()),
+            ("mount", self.mount.is_some()),
+            ("token_file", self.token_file.is_some()),
+            ("token_env", self.token_env.is_some()),
+            ("approle_role_id_file", self.approle_role_id_file.is_some()),
+            ("ca_bundle", self.ca_bundle.is_some()),
+        ];
+        if let Some((key, _)) = vault_keys.iter().find(|(_, set)| *set) {
+            return Err(err(key, "is a Vault setting, not used by type = \"local\"".into()));
+        }
+        let ca_cert = resolve(
+            base,
+            self.ca_cert.as_ref().ok_or_else(|| err("ca_cert", "required with type = \"local\"".into()))?,
+        );
+        let ca_key =
+            resolve(base, self.ca_key.as_ref().ok_or_else(|| err("ca_key", "required with type = \"local\"".into()))?);
+        let passphrase = self.ca_key_passphrase_file.as_ref().map(|p| resolve(base, p));
+        let passphrase_setting = k("ca_key_passphrase_file");
+        let der =
+            read_private_key(&ca_key, &k("ca_key"), passphrase.as_deref().map(|p| (p, passphrase_setting.as_str())))?;
+        let mut config = LocalCaConfig::new(&ca_cert, &ca_key, place.index_dir);
+        config.id = id.to_string();
+        config.ca_key_der = Some(der);
+        config.index_file = format!("local-ca-{id}.sqlite");
+        config.shared_index.clone_from(&place.shared_index);
+        config.public_url = place.public_url.map(str::to_string);
+        let chain = self.chain.as_ref().map(|c| resolve(base, c));
+        config.chain_pem = chain.iter().cloned().collect();
+        LocalCa::open_at(config, place.now).map_err(|e| {
+            // Name the setting whose file is at fault.
+            let key = match &e {
+                IssuerError::InvalidFile { path, .. } | IssuerError::Io { path, .. } if *path == ca_key => "ca_key",
+                IssuerError::InvalidFile { path, .. } | IssuerError::Io { path, .. }
+                    if Some(path) == chain.as_ref() =>
+                {
+                    "chain"
+                }
+                IssuerError::InvalidFile { .. } | IssuerError::Io { .. } => "ca_cert",
+                _ => "type",
+            };
+            err(key, e.to_string())
+        })
+    }
+
+    /// Validates this entry into a [`VaultConfig`] (no network).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `issuer[<id>].<key>`.
+    pub fn vault_config(&self, index: usize, base: Option<&Path>) -> Result<VaultConfig, ConfigError> {
+        let id = self.checked_id(index)?;
         let k = |key: &str| format!("issuer[{id}].{key}");
         let err = |key: &str, why: &str| ConfigError(format!("{}: {why}", k(key)));
-        if RESERVED_IDS.contains(&id) {
-            return Err(err("id", "is reserved for a built-in issuer"));
-        }
         match self.kind.as_deref() {
             Some("vault") => {}
-            Some(other) => return Err(err("type", &format!("{other:?} is not one of \"vault\""))),
-            None => return Err(err("type", "required (\"vault\")")),
+            Some(other) => return Err(err("type", &format!("{other:?} is not one of \"vault\", \"local\""))),
+            None => return Err(err("type", "required (\"vault\" or \"local\")")),
+        }
+        for (key, set) in [
+            ("ca_cert", self.ca_cert.is_some()),
+            ("ca_key", self.ca_key.is_some()),
+            ("ca_key_passphrase_file", self.ca_key_passphrase_file.is_some()),
+            ("chain", self.chain.is_some()),
+        ] {
+            if set {
+                return Err(err(key, "is a type = \"local\" setting, not used by type = \"vault\""));
+            }
         }
         let address = self.address.clone().ok_or_else(|| err("address", "required"))?;
         let role = self.role.clone().ok_or_else(|| err("role", "required"))?;
@@ -86,20 +180,29 @@ impl IssuerSection {
 }
 
 /// Builds every `[[issuer]]`: validates, connects and runs the start-up
-/// preflight (CA chain fetch within its timeout).
+/// preflight (CA chain fetch within its timeout); a `type = "local"` entry
+/// opens its CA and certificate index in `place`.
 ///
 /// # Errors
 /// The first invalid entry, or the first issuer whose preflight fails, named.
-pub fn build_issuers(sections: &[IssuerSection], base: Option<&Path>) -> Result<IssuerMap, ConfigError> {
+pub fn build_issuers(
+    sections: &[IssuerSection],
+    base: Option<&Path>,
+    place: &LocalIssuerPlace<'_>,
+) -> Result<IssuerMap, ConfigError> {
     let mut map = IssuerMap::with_capacity(sections.len());
     for (i, s) in sections.iter().enumerate() {
-        let config = s.vault_config(i, base)?;
-        let id = config.id.clone();
+        let id = s.checked_id(i)?.to_string();
         if map.contains_key(&id) {
             return Err(ConfigError(format!("issuer[{id}].id: defined more than once")));
         }
-        let issuer = VaultIssuer::connect(config).map_err(|e| ConfigError(format!("issuer[{id}]: {e}")))?;
-        map.insert(id, Arc::new(issuer));
+        let issuer: Arc<dyn Issuer> = if s.kind.as_deref() == Some("local") {
+            Arc::new(s.open_local(i, base, place)?)
+        } else {
+            let config = s.vault_config(i, base)?;
+            Arc::new(VaultIssuer::connect(config).map_err(|e| ConfigError(format!("issuer[{id}]: {e}")))?)
+        };
+        map.insert(id, issuer);
     }
     Ok(map)
 }
@@ -110,6 +213,88 @@ mod tests {
 
     fn section(text: &str) -> IssuerSection {
         toml::from_str(text).unwrap()
+    }
+
+    fn place(dir: &Path) -> LocalIssuerPlace<'_> {
+        LocalIssuerPlace { index_dir: dir, shared_index: None, now: UnixTime::now(), public_url: None }
+    }
+
+    /// `type = "local"`: a CA from given files, its index
+    /// `local-ca-<id>.sqlite`; an encrypted key with its passphrase file;
+    /// every mistake named by its setting.
+    #[test]
+    fn a_local_issuer_opens_the_given_ca_and_names_its_settings() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let files = scep_issuers::bootstrap(&keys, &scep_issuers::BootstrapOptions::default()).unwrap();
+        let data = dir.path().join("data");
+        let toml = format!(
+            "id = \"corp-ca\"\ntype = \"local\"\nca_cert = \"{}\"\nca_key = \"{}\"\n",
+            files.ca_cert.display(),
+            files.ca_key.display()
+        );
+        let map = build_issuers(&[section(&toml)], None, &place(&data)).unwrap();
+        let ca = map["corp-ca"].inventory().expect("a local CA");
+        assert_eq!(ca.id(), "corp-ca");
+        assert!(data.join("local-ca-corp-ca.sqlite").exists());
+        assert!(!data.join("local-ca.sqlite").exists(), "not the built-in CA's index");
+        let ca_pem = std::fs::read_to_string(&files.ca_cert).unwrap();
+        assert_eq!(map["corp-ca"].ca_chain()[0], scep_engine::pem::certificates(&ca_pem).unwrap()[0]);
+
+        // An encrypted PKCS#8 key needs its passphrase file.
+        let encrypted = dir.path().join("ca-enc.key");
+        let out = std::process::Command::new("openssl")
+            .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:s3cret", "-in"])
+            .arg(&files.ca_key)
+            .arg("-out")
+            .arg(&encrypted)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::set_permissions(&encrypted, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "s3cret\n").unwrap();
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let with_key = |key: &Path, extra: &str| {
+            format!(
+                "id = \"enc\"\ntype = \"local\"\nca_cert = \"{}\"\nca_key = \"{}\"\n{extra}",
+                files.ca_cert.display(),
+                key.display()
+            )
+        };
+        let Err(e) = build_issuers(&[section(&with_key(&encrypted, ""))], None, &place(&data)) else {
+            panic!("an encrypted key without its passphrase")
+        };
+        assert!(e.0.starts_with("issuer[enc].ca_key: ") && e.0.contains("passphrase"), "{e}");
+        let good = with_key(&encrypted, &format!("ca_key_passphrase_file = \"{}\"\n", pass.display()));
+        assert!(build_issuers(&[section(&good)], None, &place(&data)).is_ok());
+
+        // Mistakes name their setting.
+        let wrong_key = dir.path().join("other.key");
+        let other =
+            scep_issuers::bootstrap(&dir.path().join("other"), &scep_issuers::BootstrapOptions::default()).unwrap();
+        std::fs::copy(&other.ca_key, &wrong_key).unwrap();
+        std::fs::set_permissions(&wrong_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cases = [
+            ("id = \"x\"\ntype = \"local\"\nca_key = \"k\"\n".to_string(), "issuer[x].ca_cert: required"),
+            (
+                format!("id = \"x\"\ntype = \"local\"\nca_cert = \"{}\"\n", files.ca_cert.display()),
+                "issuer[x].ca_key: required",
+            ),
+            (with_key(&dir.path().join("missing.key"), ""), "issuer[enc].ca_key: "),
+            // A key of another CA: the pair is named from the certificate's side (the message names both files).
+            (with_key(&wrong_key, ""), "issuer[enc].ca_cert: "),
+            (with_key(&files.ca_key, "chain = \"/nonexistent/chain.pem\"\n"), "issuer[enc].chain: "),
+            (with_key(&files.ca_key, "address = \"http://vault\"\n"), "issuer[enc].address: "),
+        ];
+        for (toml, named) in cases {
+            let Err(e) = build_issuers(&[section(&toml)], None, &place(&data)) else { panic!("{toml:?} accepted") };
+            assert!(e.0.starts_with(named), "{toml:?}: {e} does not start with {named}");
+        }
+        let vault_with_ca =
+            "id = \"v\"\ntype = \"vault\"\naddress = \"http://x\"\nrole = \"r\"\ntoken_env = \"T\"\nca_cert = \"c\"\n";
+        assert!(section(vault_with_ca).vault_config(0, None).unwrap_err().0.starts_with("issuer[v].ca_cert"));
     }
 
     #[test]
@@ -204,7 +389,10 @@ mod tests {
              token_env = \"PATH\"\npreflight_timeout_secs = 2\n"
         ))
         .unwrap();
-        let Err(e) = build_issuers(&[s], None) else { panic!("an unreachable issuer must refuse to boot") };
+        let dir = tempfile::tempdir().unwrap();
+        let Err(e) = build_issuers(&[s], None, &place(dir.path())) else {
+            panic!("an unreachable issuer must refuse to boot")
+        };
         assert!(e.0.starts_with("issuer[iss-down]") && e.0.contains("unavailable"), "{e}");
     }
 }

@@ -49,26 +49,14 @@ impl ServiceState {
     /// # Errors
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
-        let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca } =
-            load_all(&options, UnixTime::now(), HashMap::new(), None, None)?;
-        // On PostgreSQL the protection store first: it applies the migrations
-        // the shared audit and challenge tables are part of. On SQLite the
-        // audit log first, as always (it creates its directory).
-        let (protection, audit, pool) = match &settings.store.backend {
-            scep_store::Backend::Sqlite => {
-                let audit = open_audit(&settings, None)?;
-                (open_protection(&settings)?, audit, None)
-            }
-            scep_store::Backend::Postgres(pg) => {
-                let protection = open_protection(&settings)?;
-                let pool = Arc::new(
-                    scep_store::postgres::Pool::new(pg)
-                        .map_err(|e| ConfigError(format!("store ({}): {e}", settings.store.describe())))?,
-                );
-                (protection, open_audit(&settings, Some(pool.clone()))?, Some(pool))
-            }
-        };
-        let revocation_sync = pool.map(|pool| {
+        let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca, pool } =
+            load_all(&options, UnixTime::now(), HashMap::new(), Running::default(), None)?;
+        // The protection store first: on PostgreSQL it applies the migrations
+        // the shared audit, index and challenge tables are part of. The audit
+        // log takes the node's pool with the rest.
+        let protection = open_protection(&settings, pool.as_ref())?;
+        let audit = open_audit(&settings, pool.clone())?;
+        let revocation_sync = pool.clone().map(|pool| {
             Arc::new(crate::store::revocation_sync::PostgresSyncLease::new(pool, &settings.node_name))
                 as Arc<dyn crate::store::revocation_sync::RevocationSyncLease>
         });
@@ -107,13 +95,9 @@ impl ServiceState {
                 Some(state) => state.challenge_expired(expired),
                 None => queue.lock().unwrap_or_else(PoisonError::into_inner).push(expired.clone()),
             });
-        let challenges: Arc<dyn crate::store::challenges::ChallengeStore> = match &settings.store.backend {
-            scep_store::Backend::Sqlite => {
-                Arc::new(SqliteChallenges::open(&SqliteChallenges::file(&settings.data_dir), on_expired)?)
-            }
-            scep_store::Backend::Postgres(pg) => {
-                Arc::new(crate::store::challenges_pg::PostgresChallenges::open(pg, on_expired)?)
-            }
+        let challenges: Arc<dyn crate::store::challenges::ChallengeStore> = match &pool {
+            None => Arc::new(SqliteChallenges::open(&SqliteChallenges::file(&settings.data_dir), on_expired)?),
+            Some(pool) => Arc::new(crate::store::challenges_pg::PostgresChallenges::open(pool.clone(), on_expired)?),
         };
         let ocsp_signer = settings.ocsp_signer;
         let state = Arc::new(Self {
@@ -127,6 +111,7 @@ impl ServiceState {
             challenges: Some(challenges),
             protection: Some(protection),
             revocation_sync,
+            shared_pool: pool,
             relying_parties: match &local_ca {
                 Some(ca) => Some(Arc::new(
                     scep_issuers::ocsp::OcspResponder::new((**ca).clone(), ocsp_signer)
@@ -195,8 +180,13 @@ impl ServiceState {
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
         let previous = self.profiles.load().intune_validators();
         let running_local = self.relying_parties.as_ref().map(|r| r.ca().clone());
-        let Loaded { settings, profiles, challenge, admin_key, api_keys, .. } =
-            load_all(options, UnixTime::now(), previous, running_local, None)?;
+        let Loaded { settings, profiles, challenge, admin_key, api_keys, .. } = load_all(
+            options,
+            UnixTime::now(),
+            previous,
+            Running { local_ca: running_local, pool: self.shared_pool.clone() },
+            None,
+        )?;
         if challenge.is_some_and(|c| c.generated()) {
             return Err(ConfigError("challenge password file disappeared from the data directory".into()));
         }
@@ -249,17 +239,48 @@ struct Loaded {
     api_keys: ApiKeys,
     /// The local CA, when a profile issues through it.
     local_ca: Option<Arc<scep_issuers::LocalCa>>,
+    /// The node's one PostgreSQL pool ([`node_pool`]); `None` on SQLite.
+    pool: SharedPool,
+}
+
+/// The node's one PostgreSQL pool, when `[store]` names PostgreSQL.
+type SharedPool = Option<Arc<scep_store::postgres::Pool>>;
+
+/// What a reload carries over from the running state (nothing on a first load).
+#[derive(Default)]
+struct Running {
+    /// The local CA already serving (kept, see [`bootstrap::open_or_keep_local_ca`]).
+    local_ca: Option<scep_issuers::LocalCa>,
+    /// The node's pool ([`node_pool`]).
+    pool: SharedPool,
+}
+
+/// The node's one pool for `settings.store` (one pool per node: the
+/// protection store, the one-time challenges, the local CA's certificate
+/// index and the audit log share it), named after `settings.node_name`:
+/// `existing` when a reload already has one, a new one (connecting lazily)
+/// otherwise, `None` on SQLite.
+///
+/// # Errors
+/// Naming `store.url` when the settings cannot work.
+fn node_pool(settings: &ServerSettings, existing: SharedPool) -> Result<SharedPool, ConfigError> {
+    if existing.is_some() {
+        return Ok(existing);
+    }
+    scep_store::shared_pool(&settings.store, &settings.node_name)
+        .map_err(|e| ConfigError(format!("store ({}): {e}", settings.store.describe())))
 }
 
 /// `previous`: Intune validators of the configuration being replaced (see
-/// [`crate::intune::build`]); `running_local`: on reload, the local CA
-/// already serving (kept, see [`bootstrap::open_or_keep_local_ca`]);
+/// [`crate::intune::build`]); `running`: on reload, the local CA
+/// already serving (kept, see [`bootstrap::open_or_keep_local_ca`]) and the
+/// node's pool;
 /// `dry_run`: `check-config` (nothing written).
 fn load_all(
     options: &StartOptions,
     now: UnixTime,
     previous: HashMap<String, IntuneValidator>,
-    running_local: Option<scep_issuers::LocalCa>,
+    running: Running,
     dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let vars = match &options.env {
@@ -278,12 +299,12 @@ fn load_all(
                 "CERTCTL_SCEP_PROFILE_* variables need CERTCTL_SCEP_PROFILES (or a --config file)".into(),
             ));
         }
-        return bootstrap_load(options, now, file, running_local).map_err(|e| applied.annotate(e));
+        return bootstrap_load(options, now, file, running).map_err(|e| applied.annotate(e));
     }
     if options.challenge_password.is_some() {
         tracing::warn!("--challenge-password is ignored with a configuration: profiles set challenge_password");
     }
-    build_file(options, now, &file, base, previous, running_local, dry_run).map_err(|e| applied.annotate(e))
+    build_file(options, now, &file, base, previous, running, dry_run).map_err(|e| applied.annotate(e))
 }
 
 fn build_file(
@@ -292,7 +313,7 @@ fn build_file(
     file: &ConfigFile,
     base: Option<&Path>,
     previous: HashMap<String, IntuneValidator>,
-    running_local: Option<scep_issuers::LocalCa>,
+    running: Running,
     dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = file.server.validate(base)?;
@@ -300,7 +321,21 @@ fn build_file(
     settings.store = file.store.validate(base)?;
     apply_overrides(&mut settings, options);
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
-    let issuers = issuers::build_issuers(&file.issuers, base)?;
+    let pool = node_pool(&settings, running.pool)?;
+    let mut dry_run = dry_run;
+    // `[[issuer]] type = "local"` entries keep their index in the shared
+    // store, or in the data directory (check-config: its scratch directory).
+    let index_dir = match dry_run.as_deref_mut() {
+        Some(d) => d.scratch()?,
+        None => settings.data_dir.clone(),
+    };
+    let place = issuers::LocalIssuerPlace {
+        index_dir: &index_dir,
+        shared_index: if dry_run.is_some() { None } else { pool.clone() },
+        now,
+        public_url: settings.public_url.as_deref(),
+    };
+    let issuers = issuers::build_issuers(&file.issuers, base, &place)?;
     // Every profile is validated first: the Intune profiles share one replay
     // cache sized for all of them.
     let validated =
@@ -313,7 +348,8 @@ fn build_file(
     let mut ctx = BuildContext::new(base, &settings.data_dir, now)
         .with_public_url(settings.public_url.clone())
         .with_pkcs11(pkcs11)
-        .with_running_local_ca(running_local)
+        .with_running_local_ca(running.local_ca)
+        .with_shared_index(pool.clone())
         .with_issuers(issuers)
         .with_previous_intune(previous)
         .with_replay_cache(replay);
@@ -336,6 +372,7 @@ fn build_file(
         admin_key: None,
         api_keys,
         local_ca,
+        pool,
     })
 }
 
@@ -346,13 +383,14 @@ fn bootstrap_load(
     options: &StartOptions,
     now: UnixTime,
     file: ConfigFile,
-    running_local: Option<scep_issuers::LocalCa>,
+    running: Running,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
     settings.store = file.store.validate(None)?;
     settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
     settings.node_name = settings::node_name(file.server.node_name.as_deref())?;
+    let pool = node_pool(&settings, running.pool)?;
     if let Some(signer) = file.server.ocsp_signer.as_deref() {
         settings.ocsp_signer = settings::parse_ocsp_signer(signer)?;
     }
@@ -364,11 +402,12 @@ fn bootstrap_load(
     let section = bootstrap::default_profile_section(&challenge);
     let mut ctx = BuildContext::new(None, &settings.data_dir, now)
         .with_public_url(settings.public_url.clone())
-        .with_running_local_ca(running_local);
+        .with_running_local_ca(running.local_ca)
+        .with_shared_index(pool.clone());
     let profile = section.build(0, &mut ctx)?;
     let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
     let local_ca = ctx.opened_local_ca();
-    Ok(Loaded { settings, profiles, challenge: Some(challenge), admin_key, api_keys, local_ca })
+    Ok(Loaded { settings, profiles, challenge: Some(challenge), admin_key, api_keys, local_ca, pool })
 }
 
 fn first_name(sections: &[ProfileSection]) -> Result<String, ConfigError> {
@@ -404,15 +443,18 @@ pub struct CheckReport {
 ///
 /// # Errors
 /// Naming `store.url` (or the SQLite file) and why.
-fn open_protection(settings: &ServerSettings) -> Result<Arc<dyn scep_store::ProtectionStore>, ConfigError> {
-    let store = scep_store::open(&settings.store, &settings.data_dir)
+fn open_protection(
+    settings: &ServerSettings,
+    pool: Option<&Arc<scep_store::postgres::Pool>>,
+) -> Result<Arc<dyn scep_store::ProtectionStore>, ConfigError> {
+    let store = scep_store::open_with_pool(&settings.store, &settings.data_dir, pool)
         .map_err(|e| ConfigError(format!("store ({}): {e}", settings.store.describe())))?;
     tracing::info!(store = %settings.store.describe(), "protection store open (Intune nonces, rate-limit windows)");
     if matches!(settings.store.backend, scep_store::Backend::Postgres(_)) {
         // Said at every start so that no operator mistakes this for full sharing.
         tracing::warn!(
             "the PostgreSQL store shares Intune replay nonces, rate-limit windows, one-time challenges and the \
-             audit log between nodes; the local CA's certificate index (revocations, CRL) is still kept per node \
+             audit log and the local CA's certificate index between nodes; each node keeps only caches \
              in the data directory (see docs/high-availability.md)"
         );
     }
@@ -479,7 +521,7 @@ pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> 
     }
     let options = StartOptions { env: Some(vars), ..options.clone() };
     let mut dry_run = DryRun::default();
-    let loaded = load_all(&options, UnixTime::now(), HashMap::new(), None, Some(&mut dry_run))?;
+    let loaded = load_all(&options, UnixTime::now(), HashMap::new(), Running::default(), Some(&mut dry_run))?;
     if let Some(tls) = &loaded.settings.tls {
         tls::server_config(tls, &loaded.profiles)?;
     }

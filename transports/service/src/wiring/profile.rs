@@ -54,6 +54,9 @@ pub struct BuildContext<'a> {
     running_local: Option<scep_issuers::LocalCa>,
     /// `[pkcs11]`: how keys named by `pkcs11:` URIs are opened.
     pkcs11: Pkcs11Settings,
+    /// The node's PostgreSQL pool: the local CA's certificate index lives in
+    /// the shared store (`None`: SQLite in the data directory).
+    shared_index: Option<Arc<scep_store::postgres::Pool>>,
 }
 
 impl<'a> BuildContext<'a> {
@@ -71,6 +74,7 @@ impl<'a> BuildContext<'a> {
             public_url: None,
             running_local: None,
             pkcs11: Pkcs11Settings::default(),
+            shared_index: None,
         }
     }
 
@@ -87,6 +91,14 @@ impl<'a> BuildContext<'a> {
     #[must_use]
     pub fn with_running_local_ca(mut self, running: Option<scep_issuers::LocalCa>) -> Self {
         self.running_local = running;
+        self
+    }
+
+    /// The node's PostgreSQL pool (`[store] url`): local CAs opened by this
+    /// context keep their certificate index in the shared store.
+    #[must_use]
+    pub fn with_shared_index(mut self, pool: Option<Arc<scep_store::postgres::Pool>>) -> Self {
+        self.shared_index = pool;
         self
     }
 
@@ -152,6 +164,7 @@ impl<'a> BuildContext<'a> {
                     self.public_url.as_deref(),
                     self.running_local.as_ref(),
                     token_key,
+                    self.shared_index.clone(),
                 )?,
             });
         }
