@@ -21,6 +21,7 @@
 //! run them on the `blocking` pool. Nothing here depends on an async runtime
 //! the caller must provide: the `postgres` client drives its own.
 
+pub mod group_commit;
 pub mod migrations;
 pub mod postgres;
 mod protection;

@@ -9,6 +9,7 @@
 //!     --operation device --connections per-device --tls-resumption on
 //! scep-load compare --url http://127.0.0.1:8080/scep --url-b http://127.0.0.1:8081/scep --challenge PW
 //! scep-load connector --dir ./connector     # writes the test Connector key + trust anchor
+//! scep-load floor --seconds 3                # the raw crypto of one enrolment, to compare with
 //! ```
 //!
 //! The summary goes to stdout as JSON (`--json FILE` also writes it to a
@@ -43,6 +44,14 @@ enum Command {
     Compare(CompareArgs),
     /// Build (and cache) the messages of a later run, without sending them.
     Prepare(RunArgs),
+    /// Time the raw aws-lc operations one RSA-2048 enrolment cannot avoid, on
+    /// one thread: the crypto floor `run`'s server CPU per enrolment is read
+    /// against (prints JSON).
+    Floor {
+        /// CPU seconds to measure for.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Create the test Intune Connector key and its trust anchor certificate.
     Connector {
         /// Directory for `connector.key` and `connector-anchor.pem`.
@@ -366,12 +375,34 @@ fn compare(args: &CompareArgs) -> Result<(), LoadError> {
     args.common.write_json(&json)
 }
 
+fn floor(seconds: f64) -> Result<(), LoadError> {
+    if !(0.1..=600.0).contains(&seconds) {
+        return Err(LoadError::Setup(format!("--seconds {seconds}: must be 0.1 to 600")));
+    }
+    let f = load::floor::measure(Duration::from_secs_f64(seconds))?;
+    eprintln!(
+        "crypto floor of one enrolment: {:.3} ms (RSA-2048 sign {:.1} µs x2, decrypt {:.1} µs, verify {:.1} µs x2, \
+         encrypt {:.1} µs, symmetric {:.1} µs; {} rounds)",
+        f.enrolment_ms(),
+        f.rsa_sign_us,
+        f.rsa_decrypt_us,
+        f.rsa_verify_us,
+        f.rsa_encrypt_us,
+        f.symmetric_us,
+        f.rounds
+    );
+    let json = serde_json::to_string(&f).map_err(|e| LoadError::Setup(e.to_string()))?;
+    println!("{json}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(args) => run(args, true),
         Command::Prepare(args) => run(args, false),
         Command::Compare(args) => compare(args),
+        Command::Floor { seconds } => floor(*seconds),
         Command::Connector { dir } => Connector::load_or_create(dir, None).map(|_| {
             println!("{}", dir.join(ANCHOR_FILE).display());
         }),

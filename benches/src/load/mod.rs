@@ -6,6 +6,7 @@
 //! [`report::Summary`] is the result. See `docs/benchmarks-e2e.md`.
 
 pub mod fleet;
+pub mod floor;
 pub mod http;
 pub mod intune;
 pub mod report;
@@ -132,9 +133,11 @@ impl Target {
         Ok(Self { url: url.to_string(), addr, host, path: u.path, tls })
     }
 
-    /// A new connection to this target.
+    /// A new connection to this target: one load worker, with a TLS session
+    /// cache of its own ([`TlsClient::with_own_sessions`]).
     pub fn connection(&self, timeout: Duration) -> http::Connection {
-        http::Connection::new(self.addr, self.host.clone(), timeout, self.tls.clone())
+        let tls = self.tls.as_ref().map(|t| Arc::new(t.with_own_sessions()));
+        http::Connection::new(self.addr, self.host.clone(), timeout, tls)
     }
 
     /// GetCACert (RFC 8894 §4.2) over this target's own connection (plain or TLS).

@@ -61,6 +61,22 @@ impl TlsClient {
     }
 }
 
+impl TlsClient {
+    /// The same client with a session cache of its own: each load worker
+    /// stands for one device, which resumes with the tickets of its own
+    /// earlier connections (RFC 8446 §2.2), not with another device's. A
+    /// shared cache would hand the same few tickets to every worker (rustls
+    /// keeps at most 8 per server, each used once), and workers would fall
+    /// back to full handshakes no real device would make.
+    pub fn with_own_sessions(&self) -> Self {
+        let mut config = ClientConfig::clone(&self.config);
+        if self.resumption {
+            config.resumption = rustls::client::Resumption::in_memory_sessions(8);
+        }
+        Self { config: Arc::new(config), server_name: self.server_name.clone(), resumption: self.resumption }
+    }
+}
+
 /// The CA file for an `https://` target: `--cacert`, else `SSL_CERT_FILE`.
 ///
 /// # Errors

@@ -15,7 +15,10 @@
 //! all writes go through **one writer thread**: callers send their operation
 //! with a one-shot reply channel; the writer takes everything queued, applies
 //! it in **one transaction**, commits (one fsync), then answers every caller.
-//! Under load the batch grows and the fsync cost is shared. Readers (GetCert,
+//! Under load the batch grows and the fsync cost is shared: when operations
+//! arrive closer together than 2 ms, the writer lets the batch fill for that
+//! long first ([`scep_store::group_commit::CommitPacer`]), which cut the
+//! writer's CPU per certificate by about a third (docs/benchmarks-e2e.md). Readers (GetCert,
 //! polling, renewal and CRL checks) use their own connections from a small
 //! pool and never wait for the writer (WAL readers see the last commit).
 //!
@@ -28,9 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use scep_store::group_commit::CommitPacer;
 
 use crate::oneshot;
 use scep_engine::time::UnixTime;
@@ -813,15 +817,23 @@ pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
 
 /// The writer thread: group commit (see the module docs).
 fn run_writer(mut conn: Connection, rx: &Receiver<WriteOp>, stats: &WriterStats) {
+    let mut pacer = CommitPacer::default();
     while let Ok(first) = rx.recv() {
+        let taken = Instant::now();
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
+        // Group commit: under load, let the batch fill before one fsync covers it.
+        let linger = pacer.linger(taken);
+        if !linger.is_zero() {
+            std::thread::sleep(linger);
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
             }
         }
+        pacer.record(taken, batch.len());
         commit_batch(&mut conn, batch, stats);
     }
 }

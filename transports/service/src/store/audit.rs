@@ -7,7 +7,8 @@
 //! Requests hand it events through a channel and wait for the commit
 //! ([`AuditLog::record`] resolves once the event's transaction is durable);
 //! the writer commits everything queued in one transaction (group commit), so
-//! a burst of requests shares one fsync.
+//! a burst of requests shares one fsync (under load it lets the batch fill
+//! for up to 2 ms first: [`scep_store::group_commit::CommitPacer`]).
 //! The service writes the HTTP response only after that, so after a crash
 //! (even `kill -9`) every acknowledged response has its event on disk.
 //!
@@ -60,6 +61,7 @@ use rusqlite::{Connection, params};
 use scep_engine::config::ConfigError;
 use scep_engine::{Outcome, UnixTime};
 use scep_issuers::oneshot;
+use scep_store::group_commit::CommitPacer;
 use serde::Serialize;
 
 use crate::settings::audit::DiscoveryAudit;
@@ -919,6 +921,7 @@ fn writer(
     let mut last_prune = Instant::now();
     let mut next_flush = Instant::now() + DISCOVERY_FLUSH_EVERY;
     let mut unwritten = Vec::new();
+    let mut pacer = CommitPacer::default();
     loop {
         let received = rx.recv_timeout(next_flush.saturating_duration_since(Instant::now()));
         if Instant::now() >= next_flush || matches!(received, Err(RecvTimeoutError::Disconnected)) {
@@ -942,6 +945,12 @@ fn writer(
         let mut hourlies = Vec::new();
         let mut flushes = Vec::new();
         let mut runs = Vec::new();
+        // Group commit: under load, let the batch fill before one fsync covers it.
+        let taken = Instant::now();
+        let linger = pacer.linger(taken);
+        if !linger.is_zero() && matches!(first, Command::Append(..)) {
+            std::thread::sleep(linger);
+        }
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
@@ -956,6 +965,7 @@ fn writer(
             }
         }
         if !appends.is_empty() {
+            pacer.record(taken, appends.len());
             let events: Vec<&AuditEvent> = appends.iter().map(|(e, _)| &**e).collect();
             match sink.insert(&events) {
                 Ok(ids) => {

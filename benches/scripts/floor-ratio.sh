@@ -1,0 +1,127 @@
+#!/bin/bash
+# Issue 20's figures: enrolments/s and server CPU per enrolment for every connection pattern,
+# plain HTTP and HTTPS, each as a ratio to the crypto floor (`scep-load floor`: the raw aws-lc
+# operations one RSA-2048 enrolment cannot avoid, on one thread) measured in the same run,
+# before and after the loads. Two scepd processes (static challenge, local CA, each its own data
+# dir): one on plain HTTP, one on TLS 1.3 with a P-256 server key; both start once and the
+# patterns load them in turn, in rounds.
+# usage: benches/scripts/floor-ratio.sh [REQUESTS=3000] [ROUNDS=2] [TRANSPORT=tokio]
+# Needs: cargo build --release -p scepd -p scep-bench; openssl (server certificate).
+set -euo pipefail
+N=${1:-3000}; ROUNDS=${2:-2}; T=${3:-tokio}
+R=${SCEPD_TARGET:-target/release}
+B=${BENCH_DIR:-/tmp/scep-bench-floor}
+rm -rf "$B"; mkdir -p "$B"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# The HTTPS server's certificate: a P-256 CA and a server certificate for 127.0.0.1.
+(
+    cd "$B"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench TLS CA" \
+        -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out server.pem -extfile server.ext 2>/dev/null
+    chmod 600 server.key ca.key
+)
+
+PROFILE='[[profile]]
+name = "corp"
+challenge_password = "pw"
+'
+start() { # name [toml]: starts scepd with profile corp, sets PORT_<name> and PID_<name>
+    local name=$1 toml=${2:-}
+    printf '%s\n%s' "$toml" "$PROFILE" >"$B/$name.toml"
+    local args=(serve --config "$B/$name.toml" --data-dir "$B/data-$name" --listen 127.0.0.1:0 --transport "$T")
+    RUST_LOG=${RUST_LOG:-warn} "$R/scepd" "${args[@]}" >"$B/out-$name" 2>"$B/err-$name" &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 100); do grep -q listening "$B/out-$name" "$B/err-$name" 2>/dev/null && break; sleep 0.1; done
+    local port
+    port=$(grep -ho '127.0.0.1:[0-9]*' "$B/out-$name" "$B/err-$name" | head -1 | cut -d: -f2)
+    [[ -n $port ]] || { cat "$B/err-$name" >&2; exit 1; }
+    printf -v "PORT_$name" '%s' "$port"
+    printf -v "PID_$name" '%s' "$pid"
+}
+
+start plain
+start tls "[server.tls]
+cert = \"$B/server.pem\"
+key = \"$B/server.key\"
+"
+
+floor() { # label
+    "$R/scep-load" floor --seconds 3 >"$B/floor-$1.json" 2>/dev/null
+    python3 - "$B/floor-$1.json" "$1" <<'PY'
+import json, sys
+f = json.load(open(sys.argv[1]))
+print(f"crypto floor ({sys.argv[2]}): {f['enrolment_us'] / 1000:.3f} ms per enrolment (sign {f['rsa_sign_us']:.0f} µs x2, "
+      f"decrypt {f['rsa_decrypt_us']:.0f} µs, verify {f['rsa_verify_us']:.1f} µs x2, encrypt {f['rsa_encrypt_us']:.1f} µs, "
+      f"symmetric {f['symmetric_us']:.1f} µs)")
+PY
+}
+
+# pattern: label server operation connections resumption
+PATTERNS=(
+    "http-pkcsreq-keepalive plain pkcsreq keep-alive on"
+    "http-device-keepalive plain device keep-alive on"
+    "http-device-perdevice plain device per-device on"
+    "https-pkcsreq-keepalive tls pkcsreq keep-alive on"
+    "https-device-keepalive tls device keep-alive on"
+    "https-device-perdevice-resumed tls device per-device on"
+    "https-device-perdevice-full tls device per-device off"
+    "https-device-perrequest-resumed tls device per-request on"
+)
+
+load() { # label server operation connections resumption round
+    local label=$1 server=$2 op=$3 conn=$4 resume=$5 round=$6
+    local port_var="PORT_$server" pid_var="PID_$server" scheme=http extra=()
+    if [[ $server == tls ]]; then scheme=https; extra=(--cacert "$B/ca.pem" --tls-resumption "$resume"); fi
+    "$R/scep-load" run --url "$scheme://127.0.0.1:${!port_var}/scep/corp" --challenge pw --requests "$N" --concurrency 32 \
+        --operation "$op" --connections "$conn" "${extra[@]}" --server-pid "${!pid_var}" --cache "$B/cache-$server" \
+        --progress false --json "$B/$label-$round.json" >/dev/null 2>"$B/$label-$round.log" \
+        || { echo "$label round $round failed:" >&2; cat "$B/$label-$round.log" >&2; exit 1; }
+}
+
+# Prepare each server's messages once (before any clock), then measure.
+for s in plain tls; do
+    port_var="PORT_$s"; scheme=http; extra=()
+    if [[ $s == tls ]]; then scheme=https; extra=(--cacert "$B/ca.pem"); fi
+    "$R/scep-load" prepare --url "$scheme://127.0.0.1:${!port_var}/scep/corp" --challenge pw --requests "$N" \
+        "${extra[@]}" --cache "$B/cache-$s" --progress false >/dev/null 2>&1
+done
+
+floor before
+for round in $(seq "$ROUNDS"); do
+    for p in "${PATTERNS[@]}"; do
+        # shellcheck disable=SC2086
+        load $p "$round"
+    done
+done
+floor after
+
+python3 - "$B" "$ROUNDS" "${PATTERNS[@]}" <<'PY'
+import json, statistics, sys
+b, rounds, patterns = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+floors = [json.load(open(f"{b}/floor-{w}.json"))["enrolment_us"] / 1000 for w in ("before", "after")]
+floor = statistics.mean(floors)
+print(f"\ncrypto floor: {floor:.3f} ms per enrolment (before {floors[0]:.3f}, after {floors[1]:.3f})\n")
+print("| pattern | enrolments/s | connections | resumed | server CPU per enrolment | ratio to the floor |")
+print("|---|---|---|---|---|---|")
+for p in patterns:
+    label = p.split()[0]
+    runs = [json.load(open(f"{b}/{label}-{r}.json")) for r in range(1, rounds + 1)]
+    for s in runs:
+        errors = sum(s["errors"].values())
+        if errors:
+            sys.exit(f"{label}: {errors} errors: {s['errors']}")
+    tput = [s["throughput"] for s in runs]
+    cpu = [s["server"]["cpu_ms_per_ok"] for s in runs]
+    tls = runs[0].get("tls") or {}
+    resumed = f'{tls.get("resumed", 0)}' if tls else "-"
+    rng = lambda xs, f: f"{f(min(xs))}-{f(max(xs))}" if len(xs) > 1 else f(xs[0])
+    print(f"| {label} | {rng(tput, lambda x: f'{x:,.0f}')} | {runs[0]['connections']:,} | {resumed} | "
+          f"{rng(cpu, lambda x: f'{x:.3f}')} ms | {rng([c / floor for c in cpu], lambda x: f'{x:.2f}x')} |")
+PY
