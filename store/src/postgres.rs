@@ -157,7 +157,7 @@ impl Pool {
     pub fn with_node_name(mut self, node: &str) -> Self {
         node.clone_into(&mut self.node);
         if self.config.get_application_name() == Some("scepd") {
-            self.config.application_name(format!("scepd/{node}"));
+            self.config.application_name(&format!("scepd/{node}"));
         }
         self
     }

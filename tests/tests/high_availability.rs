@@ -562,8 +562,6 @@ fn a_one_time_challenge_minted_on_one_node_is_consumed_once_across_nodes(transpo
 // ---------------------------------------------------------------------------
 // The local CA's certificate index shared by the nodes (issue 18).
 
-const ADMIN_KEY: &str = "ha-ca-admin-key-0123456789abcdef";
-
 /// A CA and RA made once and given to every node: the "shared keys" of
 /// docs/high-availability.md (each node gets its own data directory holding
 /// copies of the PEM files, nothing else).

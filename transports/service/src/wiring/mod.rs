@@ -51,11 +51,17 @@ impl ServiceState {
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
         let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca, pool } =
             load_all(&options, UnixTime::now(), HashMap::new(), Running::default(), None)?;
-        // The protection store first: on PostgreSQL it applies the migrations
-        // the shared audit, index and challenge tables are part of. The audit
-        // log takes the node's pool with the rest.
-        let protection = open_protection(&settings, pool.as_ref())?;
-        let audit = open_audit(&settings, pool.clone())?;
+        // On PostgreSQL the protection store first: it applies the migrations
+        // the shared audit and challenge tables are part of (the audit log
+        // takes the node's pool with the rest). On SQLite the audit log first,
+        // as always: it creates its directory.
+        let (protection, audit) = if pool.is_some() {
+            let protection = open_protection(&settings, pool.as_ref())?;
+            (protection, open_audit(&settings, pool.clone())?)
+        } else {
+            let audit = open_audit(&settings, None)?;
+            (open_protection(&settings, None)?, audit)
+        };
         let revocation_sync = pool.clone().map(|pool| {
             Arc::new(crate::store::revocation_sync::PostgresSyncLease::new(pool, &settings.node_name))
                 as Arc<dyn crate::store::revocation_sync::RevocationSyncLease>
