@@ -16,7 +16,7 @@
 //!   cannot both insert (the partial unique index on `renewal_of` backs it);
 //! - **revocations**: the revoking transaction bumps the CA's revocation
 //!   counter (`ca_counters.revocations`) and sends `NOTIFY
-//!   scepd_revocations`; every node's [`watch_revocations`] thread raises its
+//!   scepd_revocations`; every node's `watch_revocations` thread raises its
 //!   in-process counter from it (see `LocalCa::revocation_version`);
 //! - **cRLNumber**: one `INSERT ... ON CONFLICT DO UPDATE ... RETURNING`, so
 //!   numbers allocated by any node increase strictly.
