@@ -179,6 +179,33 @@ CREATE TABLE ca_counters (
     crl_number   BIGINT NOT NULL DEFAULT 0,
     revocations  BIGINT NOT NULL DEFAULT 0
 );
+-- A new enrolment (not a renewal) in one round trip: lock the transactionID
+-- across nodes, look for its certificate (a fresh snapshot: after the lock),
+-- insert. 0: inserted; 1: the transactionID already has a certificate (the
+-- caller reads it); 2: the serial is taken (the caller draws another).
+CREATE FUNCTION scepd_record_certificate(p_lock_class INT, p_lock_key TEXT, p_ca_id TEXT, p_serial TEXT,
+    p_profile TEXT, p_transaction_id TEXT, p_subject TEXT, p_sans TEXT, p_not_before BIGINT,
+    p_not_after BIGINT, p_der BYTEA, p_issued_at BIGINT, p_intune_device TEXT, p_issued_by TEXT) RETURNS INT
+LANGUAGE plpgsql AS $$
+DECLARE
+    inserted BIGINT;
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock_class, hashtext(p_lock_key));
+    IF EXISTS (SELECT 1 FROM ca_certificates
+               WHERE ca_id = p_ca_id AND profile = p_profile AND transaction_id = p_transaction_id) THEN
+        RETURN 1;
+    END IF;
+    INSERT INTO ca_certificates (ca_id, serial, profile, transaction_id, subject, sans, not_before, not_after,
+                                 der, issued_at, renewal_of, status, intune_device, issued_by)
+        VALUES (p_ca_id, p_serial, p_profile, p_transaction_id, p_subject, p_sans, p_not_before, p_not_after,
+                p_der, p_issued_at, NULL, 'valid', p_intune_device, p_issued_by)
+        ON CONFLICT (ca_id, serial) DO NOTHING RETURNING id INTO inserted;
+    IF inserted IS NULL THEN
+        RETURN 2;
+    END IF;
+    RETURN 0;
+END
+$$;
 ",
     },
     Migration {

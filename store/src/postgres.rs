@@ -18,12 +18,13 @@
 //! A lost connection is dropped, not returned to the pool; the next caller
 //! reconnects, so the node recovers by itself when the database returns.
 
+use std::collections::HashMap;
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::migrations::{self, ADVISORY_LOCK_KEY, SCHEMA_TABLE};
@@ -45,7 +46,7 @@ fn unavailable(e: &postgres::Error) -> StoreError {
 pub struct Pool {
     config: postgres::Config,
     tls: Option<MakeRustlsConnect>,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Connection>>,
     /// Connections handed out or idle.
     open: Mutex<usize>,
     freed: Condvar,
@@ -63,33 +64,59 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// One pooled connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    /// Hot statements prepared once per connection ([`Pooled::prepare_cached`]).
+    statements: HashMap<&'static str, Statement>,
+}
+
 /// A connection from the [`Pool`]; back to it when dropped, unless broken.
 pub struct Pooled<'p> {
     pool: &'p Pool,
-    client: Option<Client>,
+    conn: Option<Connection>,
 }
 
 impl std::ops::Deref for Pooled<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().unwrap_or_else(|| unreachable!("taken only on drop"))
+        &self.conn.as_ref().unwrap_or_else(|| unreachable!("taken only on drop")).client
     }
 }
 
 impl std::ops::DerefMut for Pooled<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().unwrap_or_else(|| unreachable!("taken only on drop"))
+        &mut self.conn.as_mut().unwrap_or_else(|| unreachable!("taken only on drop")).client
+    }
+}
+
+impl Pooled<'_> {
+    /// `sql` prepared on this connection, once: a query by text costs a
+    /// round trip to prepare it before the one that runs it (and the server
+    /// plans it again); a cached statement runs in one. For the hot
+    /// statements of the request path.
+    ///
+    /// # Errors
+    /// The database's, preparing it.
+    pub fn prepare_cached(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        let conn = self.conn.as_mut().unwrap_or_else(|| unreachable!("taken only on drop"));
+        if let Some(statement) = conn.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = conn.client.prepare(sql)?;
+        conn.statements.insert(sql, statement.clone());
+        Ok(statement)
     }
 }
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
-        if client.is_closed() {
-            drop(client);
+        let Some(conn) = self.conn.take() else { return };
+        if conn.client.is_closed() {
+            drop(conn);
             *self.pool.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
         } else {
-            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).push(client);
+            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
         }
         self.pool.freed.notify_one();
     }
@@ -207,19 +234,19 @@ impl Pool {
     pub fn get(&self) -> Result<Pooled<'_>, StoreError> {
         let deadline = Instant::now() + self.wait;
         loop {
-            if let Some(client) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
-                if client.is_closed() {
+            if let Some(conn) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+                if conn.client.is_closed() {
                     *self.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
                     continue;
                 }
-                return Ok(Pooled { pool: self, client: Some(client) });
+                return Ok(Pooled { pool: self, conn: Some(conn) });
             }
             let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
             if *open < self.size {
                 *open += 1;
                 drop(open);
                 return match self.connect() {
-                    Ok(client) => Ok(Pooled { pool: self, client: Some(client) }),
+                    Ok(client) => Ok(Pooled { pool: self, conn: Some(Connection { client, statements: HashMap::new() }) }),
                     Err(e) => {
                         *self.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
                         self.freed.notify_one();
@@ -352,7 +379,7 @@ impl PostgresStore {
     }
 
     /// Runs `f` on a pooled connection, recording whether the database answered.
-    fn run<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>) -> Result<T, StoreError> {
+    fn run<T>(&self, f: impl FnOnce(&mut Pooled<'_>) -> Result<T, postgres::Error>) -> Result<T, StoreError> {
         let result = self.pool.get().and_then(|mut client| f(&mut client).map_err(|e| unavailable(&e)));
         match &result {
             Ok(_) => {
@@ -430,12 +457,8 @@ impl ProtectionStore for PostgresStore {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         // One statement, one round trip, one commit (migration 3's function).
         let answer: i64 = self.run(|client| {
-            Ok(client
-                .query_one(
-                    "SELECT scepd_claim_and_admit($1, $2, $3, $4, $5, $6)",
-                    &[&key, &expires_at, &device, &now, &window_secs, &limit],
-                )?
-                .get(0))
+            let claim_and_admit = client.prepare_cached("SELECT scepd_claim_and_admit($1, $2, $3, $4, $5, $6)")?;
+            Ok(client.query_one(&claim_and_admit, &[&key, &expires_at, &device, &now, &window_secs, &limit])?.get(0))
         })?;
         Ok(match answer {
             -1 => Decision::Replay,
