@@ -246,7 +246,9 @@ impl Pool {
                 *open += 1;
                 drop(open);
                 return match self.connect() {
-                    Ok(client) => Ok(Pooled { pool: self, conn: Some(Connection { client, statements: HashMap::new() }) }),
+                    Ok(client) => {
+                        Ok(Pooled { pool: self, conn: Some(Connection { client, statements: HashMap::new() }) })
+                    }
                     Err(e) => {
                         *self.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
                         self.freed.notify_one();
