@@ -226,8 +226,8 @@ fn audit_events_survive_kill_9_mid_load() {
 }
 
 /// The same with the audit trail in the shared PostgreSQL store
-/// (`SCEPD_TEST_DATABASE_URL`): start-up reconciliation compares the local
-/// CA with the events this node wrote there.
+/// (`SCEPD_TEST_DATABASE_URL`), and the certificate index with it:
+/// start-up reconciliation explains the certificates this node recorded.
 #[test]
 fn audit_events_survive_kill_9_mid_load_on_postgresql() {
     let db = scep_tests::database::TestDatabase::create("audit_events_survive_kill_9_mid_load_on_postgresql");
@@ -321,10 +321,19 @@ fn audit_events_survive_kill_9_mid_load_on(database: Option<&str>) {
     let norm = |s: &str| s.trim_start_matches("00").to_ascii_lowercase();
     let audited: std::collections::HashSet<String> =
         events.iter().filter_map(|e| e["serial"].as_str()).map(norm).collect();
-    let db = rusqlite::Connection::open(dir.path().join("data/local-ca.sqlite")).unwrap();
-    let mut stmt = db.prepare("SELECT serial FROM certificates").unwrap();
-    let stored: Vec<String> =
-        stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(|r| norm(&r.unwrap())).collect();
+    let stored: Vec<String> = match database {
+        None => {
+            let db = rusqlite::Connection::open(dir.path().join("data/local-ca.sqlite")).unwrap();
+            let mut stmt = db.prepare("SELECT serial FROM certificates").unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(|r| norm(&r.unwrap())).collect()
+        }
+        // The certificate index is in the shared store too.
+        Some(url) => {
+            let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            let rows = db.query("SELECT serial FROM ca_certificates", &[]).unwrap();
+            rows.iter().map(|r| norm(r.get::<_, &str>(0))).collect()
+        }
+    };
     assert!(stored.len() >= acked, "{} certificates stored, {acked} acknowledged", stored.len());
     let unexplained: Vec<&String> = stored.iter().filter(|s| !audited.contains(*s)).collect();
     assert!(unexplained.is_empty(), "certificates without an audit event: {unexplained:?}");
