@@ -194,9 +194,9 @@ impl Pool {
         &self.node
     }
 
-    /// A connection of its own, outside the pool's count (a `LISTEN`er that
-    /// holds it for its whole life, such as the certificate index's
-    /// revocation watcher).
+    /// A connection of its own, outside the pool's count, for a thread that
+    /// holds one for its whole life: the certificate index's revocation
+    /// watcher (a `LISTEN`er) and the audit log's writer.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when connecting fails.

@@ -608,8 +608,13 @@ impl SharedKeys {
 /// A node `name` issuing from the local CA of `data_dir` (profile `corp`,
 /// static challenge), its index on the database `url`, with an admin API key.
 fn ca_node(name: &str, transport: Transport, url: &str, data_dir: &std::path::Path) -> Scepd {
+    ca_node_with(name, transport, url, data_dir, "")
+}
+
+/// As [`ca_node`], with `store` keys in `[store]`.
+fn ca_node_with(name: &str, transport: Transport, url: &str, data_dir: &std::path::Path, store: &str) -> Scepd {
     let mut opts = ScepdOptions::with_config(format!(
-        "[server]\nnode_name = \"{name}\"\n\n\
+        "[server]\nnode_name = \"{name}\"\n\n[store]\n{store}\n\
          [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
          [[profile]]\nname = \"corp\"\nchallenge_password = \"static-secret\"\n"
     ))
@@ -942,6 +947,36 @@ fn static_events(server: &Scepd) -> Vec<Value> {
         admin(server, "GET", "/api/v1/admin/scep/events?action=scep_pkcsreq&limit=1000", None, ADMIN_KEY);
     assert_eq!(status, 200, "{body}");
     body["events"].as_array().unwrap().clone()
+}
+
+scep_tests::on_each_transport!(a_pool_of_one_connection_serves_enrolments_and_the_audit_trail);
+
+/// The audit writer holds its connection for good, outside the node's pool:
+/// with `pool_size = 1` the one pooled connection stays free for the
+/// certificate index, so the node starts (its reconciliation reads the index
+/// while the writer has its own connection), enrols and audits.
+fn a_pool_of_one_connection_serves_enrolments_and_the_audit_trail(transport: Transport) {
+    let db = TestDatabase::create("a_pool_of_one_connection");
+    let keys = SharedKeys::new();
+    let dir = keys.data_dir();
+    let mut server = ca_node_with("node-1", transport, &db.url, dir.path(), "pool_size = 1\nconnect_timeout_secs = 2");
+    let url = server.profile_url("corp");
+    let serials: Vec<String> =
+        (0..3).map(|i| serial_of(&try_enroll_static(&url, &format!("one-{i}.example.com")).unwrap().0)).collect();
+    let events = static_events(&server);
+    for serial in &serials {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["outcome"] == "success" && e["serial"].as_str().is_some_and(|s| same_serial(s, serial))),
+            "certificate {serial} has no audit event: {events:?}"
+        );
+    }
+    // A restart reconciles with the writer holding its own connection.
+    server.signal(Signal::Term).unwrap();
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+    let restarted = ca_node_with("node-1", transport, &db.url, dir.path(), "pool_size = 1\nconnect_timeout_secs = 2");
+    try_enroll_static(&restarted.profile_url("corp"), "one-after.example.com").unwrap();
 }
 
 scep_tests::on_each_transport!(the_index_database_stopped_gives_503s_then_recovers);

@@ -16,7 +16,7 @@
 
 use postgres::Statement;
 use postgres::types::ToSql;
-use scep_store::postgres::{Pool, Pooled};
+use scep_store::postgres::Pool;
 
 use super::audit::{AuditError, AuditEvent, AuditQuery, AuditSink, ENROLMENT_ACTIONS, HourlyActivity, MAX_QUERY_LIMIT};
 
@@ -39,10 +39,13 @@ const INSERT: &str = "INSERT INTO audit_events (node, time, time_unix, profile, 
      $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], \
      $24::bigint[], $25::text[]) RETURNING id";
 
-/// The PostgreSQL backend of the writer thread: one connection, kept while it works.
+/// The PostgreSQL backend of the writer thread: one connection, kept while it
+/// works. It is the writer's own ([`Pool::connect_dedicated`]), outside the
+/// pool's count: held for the thread's life, a pooled one would leave the
+/// request path a connection short (and none at all with `pool_size = 1`).
 pub(crate) struct PostgresSink<'p> {
     pool: &'p Pool,
-    conn: Option<(Pooled<'p>, Statement)>,
+    conn: Option<(postgres::Client, Statement)>,
 }
 
 /// A driver error: unreachable unless the server answered with an error of
@@ -64,7 +67,7 @@ fn error(e: &postgres::Error) -> AuditError {
 }
 
 impl<'p> PostgresSink<'p> {
-    /// A sink taking its connection from `pool` when first used.
+    /// A sink opening its connection with `pool`'s settings when first used.
     pub(crate) fn new(pool: &'p Pool) -> Self {
         Self { pool, conn: None }
     }
@@ -73,7 +76,7 @@ impl<'p> PostgresSink<'p> {
     /// there is none); a connection that failed is dropped for the next call.
     fn with<T>(
         &mut self,
-        f: impl FnOnce(&mut Pooled<'p>, &Statement) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut postgres::Client, &Statement) -> Result<T, postgres::Error>,
     ) -> Result<T, AuditError> {
         if self.conn.as_ref().is_some_and(|(c, _)| c.is_closed()) {
             self.conn = None;
@@ -81,7 +84,7 @@ impl<'p> PostgresSink<'p> {
         let (client, insert) = match &mut self.conn {
             Some(c) => c,
             None => {
-                let mut client = self.pool.get().map_err(|e| AuditError::unreachable(e.to_string()))?;
+                let mut client = self.pool.connect_dedicated().map_err(|e| AuditError::unreachable(e.to_string()))?;
                 let insert = client.prepare(INSERT).map_err(|e| error(&e))?;
                 self.conn.insert((client, insert))
             }
