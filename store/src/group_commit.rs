@@ -10,7 +10,7 @@
 //! statements, so the writers spent ~0.2 ms of CPU per enrolment.
 //!
 //! [`CommitPacer`] does what PostgreSQL's `commit_delay` does: when
-//! operations have been arriving closer together than [`CommitPacer::max_wait`],
+//! operations have been arriving closer together than its `max_wait`,
 //! the writer lets the batch fill for that long before committing (it sleeps:
 //! operations queued meanwhile do not wake it). When they arrive further
 //! apart (an idle or lightly loaded server) it commits at once, so a lone
@@ -47,13 +47,8 @@ impl CommitPacer {
         Self { max_wait, mean_gap: None, previous: None }
     }
 
-    /// The longest a batch is left to fill.
-    pub fn max_wait(&self) -> Duration {
-        self.max_wait
-    }
-
     /// How long to let the batch whose first operation was just taken (at
-    /// `now`) fill before draining the queue: [`Self::max_wait`] when
+    /// `now`) fill before draining the queue: the pacer's `max_wait` when
     /// operations have lately arrived closer together than that, else zero.
     pub fn linger(&self, now: Instant) -> Duration {
         // After an idle stretch longer than the wait, commit at once, whatever

@@ -532,11 +532,6 @@ impl LocalCa {
         self.inner.store.renewals_of(&self.inner.ca_id, serial_hex).map_err(index_error)
     }
 
-    /// True when the certificate index is shared by several nodes (PostgreSQL).
-    pub fn index_is_shared(&self) -> bool {
-        self.inner.store.is_shared()
-    }
-
     /// Database writer counters (commits, operations), for metrics.
     pub fn store_stats(&self) -> store::StoreStats {
         self.inner.store.stats()

@@ -69,11 +69,6 @@ impl CertificateIndex {
         postgres::PostgresIndex::open(pool).map(Self::Postgres)
     }
 
-    /// True when several nodes share this index (PostgreSQL).
-    pub fn is_shared(&self) -> bool {
-        matches!(self, Self::Postgres(_))
-    }
-
     /// What it is, for logs: the SQLite file or the database (without password).
     pub fn describe(&self) -> String {
         match self {
