@@ -197,6 +197,24 @@ fn run_writer(mut conn: Connection, rx: &Receiver<Op>) {
     }
 }
 
+/// Keeps each prepared statement's query plan for the life of the statement
+/// (SQLite's query planner stability guarantee, `SQLITE_DBCONFIG_ENABLE_QPSG`).
+///
+/// Without it, a statement whose planning looked at a bound value is marked to
+/// be compiled again whenever a new value is bound, so a cached statement is
+/// parsed and planned on every use. The local CA's "latest certificate of this
+/// transactionID" query (`... ORDER BY issued_at DESC, rowid DESC LIMIT 1`)
+/// was re-prepared on every enrolment: 30% of its writer thread's CPU
+/// (session 8, `docs/benchmarks-e2e.md`). scepd never runs `ANALYZE` and binds
+/// no `LIKE` patterns, so the value-dependent plans this gives up were never
+/// better. Every scepd SQLite connection calls this once, after opening.
+///
+/// # Errors
+/// When SQLite refuses the setting.
+pub fn keep_query_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(drop)
+}
+
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -204,6 +222,7 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    keep_query_plans(&conn).map_err(unavailable)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
     Ok(conn)
@@ -357,6 +376,36 @@ impl ProtectionStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How often one cached statement was compiled again over three uses
+    /// with three different transactionIDs.
+    fn reprepares_of_the_latest_by_transaction_query(conn: &Connection) -> i32 {
+        conn.execute_batch(
+            "CREATE TABLE certificates (serial TEXT PRIMARY KEY, ca_id TEXT, profile TEXT, transaction_id TEXT, \
+             issued_at INTEGER); \
+             CREATE INDEX by_transaction ON certificates (ca_id, profile, transaction_id);",
+        )
+        .expect("schema");
+        let sql = "SELECT serial FROM certificates WHERE ca_id = ?1 AND profile = ?2 AND transaction_id = ?3 \
+                   ORDER BY issued_at DESC, rowid DESC LIMIT 1";
+        for tid in ["t1", "t2", "t3"] {
+            let mut stmt = conn.prepare_cached(sql).expect("prepare");
+            let _ = stmt.query_row(params!["ca", "corp", tid], |_| Ok(())).optional().expect("query");
+        }
+        conn.prepare_cached(sql).expect("cached").get_status(rusqlite::StatementStatus::RePrepare)
+    }
+
+    /// With the planner's stability guarantee a cached statement is compiled
+    /// once; without it SQLite compiles this query again on every new binding
+    /// (the control shows the setting is what makes the difference).
+    #[test]
+    fn kept_query_plans_are_not_compiled_again_for_new_bindings() {
+        let plain = Connection::open_in_memory().expect("open");
+        assert_eq!(reprepares_of_the_latest_by_transaction_query(&plain), 2, "SQLite's default re-prepares");
+        let kept = Connection::open_in_memory().expect("open");
+        keep_query_plans(&kept).expect("QPSG");
+        assert_eq!(reprepares_of_the_latest_by_transaction_query(&kept), 0);
+    }
 
     /// Operations queued before the writer runs are applied in order in one
     /// batch: the second claim of a nonce sees the first's row, and the

@@ -113,7 +113,12 @@ fn serve(options: StartOptions, runtime: Runtime) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    runtime.block_on(server::run(started.state))
+    // The accept loop runs as a task on a worker (not on this thread, which
+    // block_on would use): a connection it accepts starts on that worker's
+    // own queue instead of waking another thread.
+    runtime.block_on(async move {
+        tokio::spawn(server::run(started.state)).await.map_err(|e| format!("the server task failed: {e}"))?
+    })
 }
 
 /// The log filter: `RUST_LOG` (default `info`), with rustls's per-handshake

@@ -65,13 +65,14 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
         TcpListener::bind(settings.listen).await.map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    // One write: a reader that stops after the first line cannot make a later line fail.
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(scep_service::banner::listening(scheme, addr).as_bytes()).and_then(|()| stdout.flush());
-    drop(stdout);
-    let profiles = state.profiles();
-    tracing::info!(%addr, scheme, profiles = %profiles.names().join(","), default = profiles.default_name(), "listening");
-    drop(profiles);
+    {
+        // One write: a reader that stops after the first line cannot make a later line fail.
+        let mut stdout = std::io::stdout().lock();
+        let _ =
+            stdout.write_all(scep_service::banner::listening(scheme, addr).as_bytes()).and_then(|()| stdout.flush());
+        let profiles = state.profiles();
+        tracing::info!(%addr, scheme, profiles = %profiles.names().join(","), default = profiles.default_name(), "listening");
+    }
 
     tokio::spawn(reload_on_hangup(hangup, state.clone(), tls.clone()));
 

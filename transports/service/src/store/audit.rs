@@ -542,6 +542,7 @@ impl AuditLog {
                 .map_err(|e| ConfigError(format!("audit.path: cannot create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(fail)?;
+        scep_store::sqlite::keep_query_plans(&conn).map_err(fail)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(fail)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(ConfigError(format!("audit.path: {}: WAL mode unavailable (got {mode})", path.display())));

@@ -357,6 +357,7 @@ impl SqliteChallenges {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
         let conn = Connection::open(path).map_err(|e| fail(&e))?;
+        scep_store::sqlite::keep_query_plans(&conn).map_err(|e| fail(&e))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| fail(&e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(fail(&format!("WAL mode unavailable (got {mode})")));
