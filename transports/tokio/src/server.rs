@@ -134,7 +134,9 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
         // Each connection takes the TLS configuration current when it arrives (SIGHUP swaps it).
         let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.current()));
         let rules = rules.clone();
-        connections.spawn(async move {
+        // Boxed here, once: the connection's future is about 11 KiB, and
+        // tokio's spawn would otherwise copy it through each of its frames.
+        connections.spawn(Box::pin(async move {
             let _permits = (permit, client_permit);
             match acceptor {
                 None => {
@@ -156,7 +158,7 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
                     }
                 },
             }
-        });
+        }));
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
     }
