@@ -124,6 +124,11 @@ fn resume_sessions(config: &mut ServerConfig) -> Result<(), ConfigError> {
             .map_err(|e| ConfigError(format!("server.tls: cannot create the session ticket key: {e}")))?;
     }
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    // One TLS 1.3 ticket per handshake (rustls sends two by default): a
+    // client uses a ticket once (RFC 8446 §C.4) and every connection, resumed
+    // or not, leaves it a new one for its next. The second ticket cost the
+    // server a seal and a record on every handshake.
+    config.send_tls13_tickets = 1;
     Ok(())
 }
 
