@@ -2,7 +2,8 @@
 # Issue 20's figures: enrolments/s and server CPU per enrolment for every connection pattern,
 # plain HTTP and HTTPS, each as a ratio to the crypto floor (`scep-load floor`: the raw aws-lc
 # operations one RSA-2048 enrolment cannot avoid, on one thread) measured in the same run,
-# before and after the loads. Two scepd processes (static challenge, local CA, each its own data
+# right before and right after each load: this machine's speed drifts by 10-15% within
+# minutes, so each load is divided by the mean of the two floors around it. Two scepd processes (static challenge, local CA, each its own data
 # dir): one on plain HTTP, one on TLS 1.3 with a P-256 server key; both start once and the
 # patterns load them in turn, in rounds.
 # usage: benches/scripts/floor-ratio.sh [REQUESTS=3000] [ROUNDS=2] [TRANSPORT=tokio]
@@ -52,15 +53,8 @@ cert = \"$B/server.pem\"
 key = \"$B/server.key\"
 "
 
-floor() { # label
-    "$R/scep-load" floor --seconds 3 >"$B/floor-$1.json" 2>/dev/null
-    python3 - "$B/floor-$1.json" "$1" <<'PY'
-import json, sys
-f = json.load(open(sys.argv[1]))
-print(f"crypto floor ({sys.argv[2]}): {f['enrolment_us'] / 1000:.3f} ms per enrolment (sign {f['rsa_sign_us']:.0f} µs x2, "
-      f"decrypt {f['rsa_decrypt_us']:.0f} µs, verify {f['rsa_verify_us']:.1f} µs x2, encrypt {f['rsa_encrypt_us']:.1f} µs, "
-      f"symmetric {f['symmetric_us']:.1f} µs)")
-PY
+floor() { # index: the floor measured before load <index> (and after load <index> - 1)
+    "$R/scep-load" floor --seconds "${FLOOR_SECONDS:-2}" >"$B/floor-$1.json" 2>/dev/null
 }
 
 # pattern: label server operation connections resumption
@@ -93,26 +87,40 @@ for s in plain tls; do
         "${extra[@]}" --cache "$B/cache-$s" --progress false >/dev/null 2>&1
 done
 
-floor before
+# Floors and loads alternate: floor 0, load 1, floor 1, load 2, ... floor n.
+i=0
+floor "$i"
 for round in $(seq "$ROUNDS"); do
     for p in "${PATTERNS[@]}"; do
         # shellcheck disable=SC2086
         load $p "$round"
+        i=$((i + 1))
+        echo "${p%% *} $round" >"$B/load-$i"
+        floor "$i"
     done
 done
-floor after
 
-python3 - "$B" "$ROUNDS" "${PATTERNS[@]}" <<'PY'
+python3 - "$B" "$ROUNDS" "$i" "${PATTERNS[@]}" <<'PY'
 import json, statistics, sys
-b, rounds, patterns = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-floors = [json.load(open(f"{b}/floor-{w}.json"))["enrolment_us"] / 1000 for w in ("before", "after")]
-floor = statistics.mean(floors)
-print(f"\ncrypto floor: {floor:.3f} ms per enrolment (before {floors[0]:.3f}, after {floors[1]:.3f})\n")
-print("| pattern | enrolments/s | connections | resumed | server CPU per enrolment | ratio to the floor |")
-print("|---|---|---|---|---|---|")
+b, rounds, loads, patterns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+floor_json = [json.load(open(f"{b}/floor-{i}.json")) for i in range(loads + 1)]
+floors = [f["enrolment_us"] / 1000 for f in floor_json]
+# The floor of each (label, round): the mean of the floors right before and right after it.
+around = {}
+for i in range(1, loads + 1):
+    label, rnd = open(f"{b}/load-{i}").read().split()
+    around[(label, int(rnd))] = (floors[i - 1] + floors[i]) / 2
+mean = lambda key: statistics.mean(f[key] for f in floor_json)
+print(f"\ncrypto floor: {min(floors):.3f}-{max(floors):.3f} ms per enrolment over {len(floors)} measurements "
+      f"(median {statistics.median(floors):.3f}; mean sign {mean('rsa_sign_us'):.0f} µs x2, "
+      f"decrypt {mean('rsa_decrypt_us'):.0f} µs, verify {mean('rsa_verify_us'):.1f} µs x2, "
+      f"encrypt {mean('rsa_encrypt_us'):.1f} µs, symmetric {mean('symmetric_us'):.1f} µs)\n")
+print("| pattern | enrolments/s | connections | resumed | server CPU per enrolment | floor around it | ratio to the floor |")
+print("|---|---|---|---|---|---|---|")
 for p in patterns:
     label = p.split()[0]
     runs = [json.load(open(f"{b}/{label}-{r}.json")) for r in range(1, rounds + 1)]
+    floor_of = [around[(label, r)] for r in range(1, rounds + 1)]
     for s in runs:
         errors = sum(s["errors"].values())
         if errors:
@@ -122,6 +130,9 @@ for p in patterns:
     tls = runs[0].get("tls") or {}
     resumed = f'{tls.get("resumed", 0)}' if tls else "-"
     rng = lambda xs, f: f"{f(min(xs))}-{f(max(xs))}" if len(xs) > 1 else f(xs[0])
+    ratios = sorted(c / f for c, f in zip(cpu, floor_of))
+    median = f" (median {statistics.median(ratios):.2f}x)" if len(ratios) > 2 else ""
     print(f"| {label} | {rng(tput, lambda x: f'{x:,.0f}')} | {runs[0]['connections']:,} | {resumed} | "
-          f"{rng(cpu, lambda x: f'{x:.3f}')} ms | {rng([c / floor for c in cpu], lambda x: f'{x:.2f}x')} |")
+          f"{rng(cpu, lambda x: f'{x:.3f}')} ms | {rng(floor_of, lambda x: f'{x:.3f}')} ms | "
+          f"{rng(ratios, lambda x: f'{x:.2f}x')}{median} |")
 PY
