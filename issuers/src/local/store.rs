@@ -16,7 +16,7 @@
 //! with a one-shot reply channel; the writer takes everything queued, applies
 //! it in **one transaction**, commits (one fsync), then answers every caller.
 //! Under load the batch grows and the fsync cost is shared: when operations
-//! arrive closer together than 2 ms, the writer lets the batch fill for that
+//! arrive closer together than 4 ms, the writer lets the batch fill for that
 //! long first ([`scep_store::group_commit::CommitPacer`]), which cut the
 //! writer's CPU per certificate by about a third (docs/benchmarks-e2e.md). Readers (GetCert,
 //! polling, renewal and CRL checks) use their own connections from a small

@@ -8,7 +8,7 @@
 //! ([`AuditLog::record`] resolves once the event's transaction is durable);
 //! the writer commits everything queued in one transaction (group commit), so
 //! a burst of requests shares one fsync (under load it lets the batch fill
-//! for up to 2 ms first: [`scep_store::group_commit::CommitPacer`]).
+//! for up to 4 ms first: [`scep_store::group_commit::CommitPacer`]).
 //! The service writes the HTTP response only after that, so after a crash
 //! (even `kill -9`) every acknowledged response has its event on disk.
 //!
