@@ -57,6 +57,18 @@ pub const DELEGATED_RENEW_SECS: i64 = 86_400;
 /// must not grow it without bound).
 pub const MAX_CACHED: usize = 65_536;
 
+/// Of the responders of several local CAs, the one that answers the DER
+/// OCSPRequest `request`: the one whose CA its first CertID names; with
+/// none, the first (it answers `unauthorized`, or `malformedRequest` for a
+/// request that does not parse). `None` when there is no responder.
+pub fn responder_for<'a>(
+    responders: impl IntoIterator<Item = &'a Arc<OcspResponder>> + Clone,
+    request: &[u8],
+) -> Option<&'a Arc<OcspResponder>> {
+    let first = responders.clone().into_iter().next();
+    responders.into_iter().find(|r| r.names_ca_of(request)).or(first)
+}
+
 /// Who signs the responder's answers (RFC 6960 §4.2.2.2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ResponderSigning {
@@ -189,6 +201,16 @@ impl OcspResponder {
         id.hash.is_some_and(|alg| {
             self.hashes.iter().any(|h| h.alg == alg && h.name == id.issuer_name_hash && h.key == id.issuer_key_hash)
         })
+    }
+
+    /// True when the first CertID of the DER OCSPRequest names this
+    /// responder's CA: of several responders (one per local CA), the one to
+    /// answer it. False for a request that does not parse.
+    pub fn names_ca_of(&self, request_der: &[u8]) -> bool {
+        OcspRequestRef::parse(request_der)
+            .ok()
+            .and_then(|r| r.requests.first().map(|id| self.names_our_ca(id)))
+            .unwrap_or(false)
     }
 
     /// A precomputed answer for a nonce-less, single-CertID request, when

@@ -24,8 +24,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use scep_engine::x509::CertificateRef;
+use scep_tests::client::{CsrSpec, DeviceKey, MessageOptions, PkiMethod, PkiStatus, ScepClient};
 use scep_tests::real_clients::Certmonger;
-use scep_tests::server::{Scepd, ScepdOptions, Transport};
+use scep_tests::server::{Scepd, ScepdOptions, Signal, Transport};
 
 const WAIT: Duration = Duration::from_secs(30);
 const PUBLIC: &str = "http://pki.scepd.test";
@@ -465,4 +466,97 @@ fn base64_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-scep_tests::on_each_transport!(relying_parties_see_a_revocation, responder_refusals, ocsp_signer_setting);
+/// A profile on an `[[issuer]] type = "local"` CA: its certificates name
+/// `/pki/<its ca-id>/crl` and the one OCSP URL, and both answer for that
+/// CA (before the fix they answered 404 and `unauthorized`); a revocation
+/// reaches its OCSP answers and its CRL. The built-in CA, serving another
+/// profile, is still published beside it, and OCSP answers each CA's
+/// certificate with that CA's responder.
+fn a_configured_local_ca_is_published_beside_the_built_in_one(transport: Transport) {
+    let keys = tempfile::tempdir().unwrap();
+    scep_issuers::bootstrap(keys.path(), &scep_issuers::BootstrapOptions::default()).unwrap();
+    let k = keys.path();
+    let toml = format!(
+        "{}\n[[issuer]]\nid = \"branch-ca\"\ntype = \"local\"\nca_cert = \"{ca}\"\nca_key = \"{key}\"\n\n\
+         [[profile]]\nname = \"branch\"\nissuer = \"branch-ca\"\nchallenge_password = \"{CHALLENGE}\"\n\
+         ra_cert = \"{ra}\"\nra_key = \"{ra_key}\"\n",
+        config(""),
+        ca = k.join("ca.pem").display(),
+        key = k.join("ca.key").display(),
+        ra = k.join("ra.pem").display(),
+        ra_key = k.join("ra.key").display(),
+    );
+    let mut opts = ScepdOptions::with_config(toml).on(transport);
+    opts.startup_timeout = WAIT;
+    let server = Scepd::start(opts).unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+
+    // One certificate from each CA, each in its own directory with its CA as ca.pem.
+    let enrol = |profile: &str, ca_pem: &str| -> (std::path::PathBuf, Vec<u8>, Urls) {
+        let dir = server.dir().join(profile);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+        let key = DeviceKey::generate().unwrap();
+        let spec = CsrSpec::new(format!("{profile}.example"), Some(CHALLENGE));
+        let rep = ScepClient::new(&server.profile_url(profile))
+            .unwrap()
+            .enroll(&key, &spec, &MessageOptions::default(), PkiMethod::Post)
+            .unwrap_or_else(|e| panic!("{profile}: {e}\n{}", server.log_tail(20)))
+            .reply;
+        assert_eq!(rep.status, PkiStatus::SUCCESS, "{profile}: {:?} {:?}", rep.fail_info, rep.fail_info_text);
+        let cert = rep.issued_certificate(&key).unwrap().to_vec();
+        std::fs::write(dir.join("leaf.pem"), scep_engine::pem::encode("CERTIFICATE", &cert)).unwrap();
+        let crl = extension_uris(&cert, scep_engine::oid::CRL_DISTRIBUTION_POINTS);
+        let aia = extension_uris(&cert, scep_engine::oid::AUTHORITY_INFO_ACCESS);
+        let urls = Urls { crl: crl[0].clone(), ocsp: aia[0].clone(), ca_issuers: aia[1].clone() };
+        (dir, cert, urls)
+    };
+    let branch_ca = std::fs::read_to_string(k.join("ca.pem")).unwrap();
+    let (branch, branch_cert, branch_urls) = enrol("branch", &branch_ca);
+    let (corp, _, corp_urls) = enrol("corp", &server.ca_pem());
+    assert_ne!(branch_urls.crl, corp_urls.crl, "each CA names its own CRL");
+    assert_eq!(branch_urls.ocsp, corp_urls.ocsp, "one OCSP URL for every CA");
+
+    // The configured CA's certificate at its caIssuers URL.
+    let (ok, text) = run(&branch, "curl", &["-sSf", "-o", "ca-aia.der", &local(&server, &branch_urls.ca_issuers)]);
+    assert!(ok, "caIssuers of the configured CA: {text}");
+    let published = std::fs::read(branch.join("ca-aia.der")).unwrap();
+    assert_eq!(published, scep_engine::pem::certificates(&branch_ca).unwrap()[0], "the configured CA's certificate");
+
+    // Each CA's certificate is good, answered by its own CA's responder
+    // (openssl checks the answer's signature against that CA), and each CRL verifies.
+    for (dir, urls) in [(&branch, &branch_urls), (&corp, &corp_urls)] {
+        let text = ocsp_openssl(&server, dir, urls, &[]);
+        assert!(text.contains("leaf.pem: good"), "{}: {text}", dir.display());
+        let text = ocsp_openssl(&server, dir, urls, &["-no_nonce"]);
+        assert!(text.contains("leaf.pem: good"), "{}: {text}", dir.display());
+        let (ok, text) = verify_with_crl(&server, dir, urls);
+        assert!(ok, "{}: verify with the CRL: {text}", dir.display());
+    }
+
+    // Revoked through the admin API: the configured CA's OCSP and CRL say so.
+    let (ok, text) =
+        run(&branch, "openssl", &["ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem", "-no_nonce", "-reqout", "req.der"]);
+    assert!(ok, "{text}");
+    let revoke = format!("/api/v1/admin/scep/certificates/{}/revoke", serial_hex(&branch_cert));
+    let (status, text) = http(&server, "POST", &revoke, ADMIN_KEY, r#"{"reason": "keyCompromise"}"#);
+    assert_eq!(status, 200, "{text}");
+    assert_revoked_everywhere(&server, &branch, &branch_urls, "configured CA, after the revocation");
+    let text = ocsp_openssl(&server, &corp, &corp_urls, &[]);
+    assert!(text.contains("leaf.pem: good"), "the built-in CA's certificate is untouched: {text}");
+
+    // A reload reopens the configured CA; it stays published, revocation included.
+    server.signal(Signal::Hup).unwrap();
+    assert!(
+        server.wait_for_stderr(WAIT, |log| log.contains("configuration reloaded")),
+        "no reload: {}",
+        server.log_tail(20)
+    );
+    assert_revoked_everywhere(&server, &branch, &branch_urls, "configured CA, after a reload");
+}
+
+scep_tests::on_each_transport!(
+    relying_parties_see_a_revocation,
+    responder_refusals,
+    ocsp_signer_setting,
+    a_configured_local_ca_is_published_beside_the_built_in_one
+);

@@ -1,5 +1,6 @@
-//! What relying parties fetch (`/pki/...`): the local CA's CRL and
-//! certificate, and its OCSP responder.
+//! What relying parties fetch (`/pki/...`): each local CA's CRL and
+//! certificate, and its OCSP responder (the built-in local CA and every
+//! `[[issuer]] type = "local"` CA of the running profiles).
 //!
 //! | method, path | answer |
 //! |---|---|
@@ -9,7 +10,9 @@
 //! | POST `/pki/ocsp` (`application/ocsp-request`) | OCSP (RFC 6960 Appendix A.1) |
 //!
 //! `<ca-id>` is the CA's key identifier in lower-case hex
-//! ([`scep_issuers::LocalCa::ca_id`]). OCSP errors (`malformedRequest`,
+//! ([`scep_issuers::LocalCa::ca_id`]). One OCSP URL serves every CA: a
+//! request goes to the CA its first CertID names
+//! ([`scep_issuers::ocsp::responder_for`]). OCSP errors (`malformedRequest`,
 //! `unauthorized`, ...) are OCSP responses with HTTP 200, as RFC 6960
 //! Appendix A.1 has them; only HTTP-level problems (wrong method, media
 //! type, an undecodable GET path, an unknown CA) are HTTP 4xx.
@@ -72,34 +75,32 @@ fn der(content_type: &'static str, body: Bytes, head: bool) -> HttpResponse {
 /// Answers a request under `/pki/`. `body` is the collected POST body
 /// (empty otherwise).
 pub async fn handle(
-    responder: Option<&Arc<OcspResponder>>,
+    cas: &[Arc<OcspResponder>],
     counters: &PkiCounters,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
 ) -> HttpResponse {
-    let Some(responder) = responder else {
+    if cas.is_empty() {
         return text(StatusCode::NOT_FOUND, "not found: no local CA, so nothing is published under /pki/\n");
-    };
+    }
     let Some(rest) = path.strip_prefix(PREFIX) else { return not_found() };
     if rest == "ocsp" || rest == "ocsp/" {
         return match *method {
-            Method::POST => ocsp_post(responder, counters, headers, body).await,
+            Method::POST => ocsp_post(cas, counters, headers, body).await,
             Method::GET => text(StatusCode::BAD_REQUEST, "OCSP GET needs the request: /pki/ocsp/<base64>\n"),
             _ => method_not_allowed("GET, POST"),
         };
     }
     if let Some(encoded) = rest.strip_prefix("ocsp/") {
         return match *method {
-            Method::GET => ocsp_get(responder, counters, encoded).await,
+            Method::GET => ocsp_get(cas, counters, encoded).await,
             _ => method_not_allowed("GET"),
         };
     }
     let Some((ca_id, file)) = rest.split_once('/') else { return not_found() };
-    if ca_id != responder.ca().ca_id() {
-        return not_found();
-    }
+    let Some(responder) = cas.iter().find(|r| r.ca().ca_id() == ca_id) else { return not_found() };
     let head = match *method {
         Method::GET => false,
         Method::HEAD => true,
@@ -184,7 +185,7 @@ fn percent_decode_path(s: &str) -> Option<Vec<u8>> {
 }
 
 /// RFC 6960 Appendix A.1: `GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}`.
-async fn ocsp_get(responder: &Arc<OcspResponder>, counters: &PkiCounters, encoded: &str) -> HttpResponse {
+async fn ocsp_get(cas: &[Arc<OcspResponder>], counters: &PkiCounters, encoded: &str) -> HttpResponse {
     let Some(text_b64) = percent_decode_path(encoded) else {
         return text(StatusCode::BAD_REQUEST, "OCSP GET: the path is not valid percent-encoding\n");
     };
@@ -200,11 +201,11 @@ async fn ocsp_get(responder: &Arc<OcspResponder>, counters: &PkiCounters, encode
     if request.len() > MAX_OCSP_REQUEST {
         return text(StatusCode::URI_TOO_LONG, "OCSP request too large\n");
     }
-    respond(responder, counters, request, true).await
+    respond(cas, counters, request, true).await
 }
 
 async fn ocsp_post(
-    responder: &Arc<OcspResponder>,
+    cas: &[Arc<OcspResponder>],
     counters: &PkiCounters,
     headers: &HeaderMap,
     body: Bytes,
@@ -214,11 +215,14 @@ async fn ocsp_post(
     if !media.eq_ignore_ascii_case(OCSP_REQUEST) {
         return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "OCSP POST needs Content-Type: application/ocsp-request\n");
     }
-    respond(responder, counters, body.to_vec(), false).await
+    respond(cas, counters, body.to_vec(), false).await
 }
 
-async fn respond(responder: &Arc<OcspResponder>, counters: &PkiCounters, request: Vec<u8>, get: bool) -> HttpResponse {
+async fn respond(cas: &[Arc<OcspResponder>], counters: &PkiCounters, request: Vec<u8>, get: bool) -> HttpResponse {
     let now = UnixTime::now();
+    let Some(responder) = scep_issuers::ocsp::responder_for(cas, &request) else {
+        return answer(counters, &OcspAnswer::malformed(), get);
+    };
     // From memory (a precomputed answer, or remembered statuses and one
     // signature) on this thread; the database only on the blocking pool.
     let a = match responder.respond_from_memory(&request, now) {

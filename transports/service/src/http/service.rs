@@ -227,7 +227,7 @@ impl ScepService {
     /// `/pki/ocsp` route counts it. `None`: no responder, or it needs the
     /// database.
     pub(crate) fn ocsp_answer_from_memory(&self, request: &[u8]) -> Option<Arc<[u8]>> {
-        let responder = self.state.relying_parties()?;
+        let responder = self.state.ocsp_responder_for(request)?;
         let answer = responder.respond_from_memory(request, UnixTime::now())?;
         self.state.metrics().pki().ocsp(answer.status);
         Some(answer.der)
@@ -422,7 +422,7 @@ impl ScepService {
             Bytes::new()
         };
         crate::http::pki::handle(
-            self.state.relying_parties(),
+            &self.state.published_cas(),
             self.state.metrics().pki(),
             &parts.method,
             parts.uri.path(),

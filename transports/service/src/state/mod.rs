@@ -67,6 +67,10 @@ pub struct ServiceState {
     /// What relying parties fetch under `/pki/` (the local CA's CRL and
     /// certificate, its OCSP responder); `None` without a local CA.
     pub(crate) relying_parties: Option<Arc<scep_issuers::ocsp::OcspResponder>>,
+    /// The same for each `[[issuer]] type = "local"` CA of the running
+    /// profiles (their certificates name `/pki/` too); replaced with the
+    /// profiles on every reload ([`ServiceState::publish_configured_cas`]).
+    pub(crate) configured_cas: ArcSwap<Vec<Arc<scep_issuers::ocsp::OcspResponder>>>,
     /// The durable protection state (Intune replay nonces, per-device
     /// rate-limit windows): SQLite or the shared PostgreSQL store. Every
     /// state `load` builds has one; without it only the in-memory checks run.
@@ -97,6 +101,7 @@ impl ServiceState {
             auth_limit: AuthFailureLimit::default(),
             challenges: None,
             relying_parties: None,
+            configured_cas: ArcSwap::from_pointee(Vec::new()),
             protection: None,
             revocation_sync: None,
             shared_pool: None,
@@ -127,6 +132,59 @@ impl ServiceState {
     /// The OCSP responder (and through it the local CA) published under `/pki/`.
     pub fn relying_parties(&self) -> Option<&Arc<scep_issuers::ocsp::OcspResponder>> {
         self.relying_parties.as_ref()
+    }
+
+    /// Every CA published under `/pki/`: the built-in local CA's responder
+    /// first, then one per `[[issuer]] type = "local"` CA of the running
+    /// profiles. Empty without a local CA.
+    pub fn published_cas(&self) -> Vec<Arc<scep_issuers::ocsp::OcspResponder>> {
+        let configured = self.configured_cas.load();
+        self.relying_parties.iter().chain(configured.iter()).cloned().collect()
+    }
+
+    /// The responder that answers the DER OCSPRequest `request`: the one
+    /// whose CA its first CertID names; with none, the first published (it
+    /// answers `unauthorized`, or `malformedRequest`). `None` without a
+    /// local CA. With only the built-in CA the request is not parsed here.
+    pub fn ocsp_responder_for(&self, request: &[u8]) -> Option<Arc<scep_issuers::ocsp::OcspResponder>> {
+        let configured = self.configured_cas.load();
+        if configured.is_empty() {
+            return self.relying_parties.clone();
+        }
+        scep_issuers::ocsp::responder_for(self.relying_parties.iter().chain(configured.iter()), request).cloned()
+    }
+
+    /// The responders for the `[[issuer]] type = "local"` CAs of `profiles`
+    /// (each once, not the built-in CA again), for
+    /// [`ServiceState::publish_configured_cas`]. `signing` is
+    /// `[server] ocsp_signer`.
+    ///
+    /// # Errors
+    /// When a responder cannot be built (a CA certificate that does not parse).
+    pub(crate) fn configured_ca_responders(
+        &self,
+        profiles: &Profiles,
+        signing: scep_issuers::ocsp::ResponderSigning,
+    ) -> Result<Vec<Arc<scep_issuers::ocsp::OcspResponder>>, ConfigError> {
+        let builtin = self.relying_parties.as_ref().map(|r| r.ca().ca_id().to_string());
+        let mut seen: std::collections::HashSet<String> = builtin.into_iter().collect();
+        let mut responders = Vec::new();
+        for profile in profiles.iter() {
+            let Some(ca) = profile.issuer.inventory() else { continue };
+            if !seen.insert(ca.ca_id().to_string()) {
+                continue;
+            }
+            let responder = scep_issuers::ocsp::OcspResponder::new(ca.clone(), signing)
+                .map_err(|e| ConfigError(format!("issuer[{}]: OCSP responder: {e}", profile.issuer.id())))?;
+            responders.push(Arc::new(responder));
+        }
+        Ok(responders)
+    }
+
+    /// Publishes `responders` (from [`ServiceState::configured_ca_responders`])
+    /// under `/pki/`, replacing those of the previous profiles.
+    pub(crate) fn publish_configured_cas(&self, responders: Vec<Arc<scep_issuers::ocsp::OcspResponder>>) {
+        self.configured_cas.store(Arc::new(responders));
     }
 
     /// This state with `keys` as its admin API keys.

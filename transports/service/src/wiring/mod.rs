@@ -125,8 +125,10 @@ impl ServiceState {
                 )),
                 None => None,
             },
+            configured_cas: ArcSwap::from_pointee(Vec::new()),
         });
         let _ = owner.set(Arc::downgrade(&state));
+        state.publish_configured_cas(state.configured_ca_responders(&state.profiles(), ocsp_signer)?);
         for (name, api) in state.profiles.load().intune_api_profiles() {
             api.start_revocation_sync(name, state.revocation_reporter(), state.revocation_lease());
         }
@@ -205,11 +207,13 @@ impl ServiceState {
         if settings != self.settings {
             tracing::warn!("server settings changed; they take effect after a restart");
         }
+        let published = self.configured_ca_responders(&profiles, self.settings.ocsp_signer)?;
         let names = profiles.names().join(",");
         for (name, api) in profiles.intune_api_profiles() {
             api.start_revocation_sync(name, self.revocation_reporter(), self.revocation_lease());
         }
         self.profiles.store(Arc::new(profiles));
+        self.publish_configured_cas(published);
         self.api_keys.store(Arc::new(api_keys));
         tracing::info!(profiles = %names, "configuration reloaded");
         Ok(())
