@@ -388,6 +388,46 @@ fn records_survive_reopening() {
     assert_eq!(fail_info(ca.handle_blocking(&IssueRequest::Poll(poll), now())).0, FailInfo::BAD_CERT_ID);
 }
 
+/// Two instances of one CA on one SQLite index (a reload reopens a
+/// configured CA while requests still hold the previous instance) count
+/// revocations on one counter: a revocation through either makes the other's
+/// caches stale (its CRL, an OCSP responder's answers), and the CRL it then
+/// serves lists it. Another CA's counter does not move.
+#[test]
+fn instances_of_one_ca_on_one_index_share_the_revocation_counter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (boot, old) = setup(dir, CaKeyType::EcP256);
+    let reopened = LocalCa::open(LocalCaConfig::new(&boot.ca_cert, &boot.ca_key, dir)).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let (_, other) = setup(other_dir.path(), CaKeyType::EcP256);
+    let req = csr(dir, "dev", EC, "/CN=shared-counter");
+    let cert = issued(reopened.handle_blocking(&IssueRequest::Enroll(enroll("tx-s", &req, vec![])), now()));
+    let get_crl = IssueRequest::GetCrl(CertLookup {
+        profile: "default".into(),
+        issuer_der: reopened.signer().subject().to_vec(),
+        serial: serial_of(&cert),
+    });
+    let crl = |ca: &LocalCa| match ca.handle_blocking(&get_crl, now()) {
+        IssueOutcome::Crl(der) => der,
+        other => panic!("expected a CRL, got {other:?}"),
+    };
+    let before = crl(&reopened);
+    let (versions, other_version) =
+        ((old.revocation_version(), reopened.revocation_version()), other.revocation_version());
+
+    // Revoked through the previous instance.
+    let revocation = old.revoke(&serial_of(&cert), RevocationReason::KeyCompromise, now()).unwrap();
+    assert_eq!(reopened.revocation_version(), revocation.revocation_version, "the reopened instance sees it");
+    assert!(reopened.revocation_version() > versions.1 && old.revocation_version() > versions.0);
+    assert_eq!(other.revocation_version(), other_version, "another CA's counter is its own");
+    let after = crl(&reopened);
+    assert_ne!(after, before, "the reopened instance's cached CRL is stale and signed again");
+    std::fs::write(dir.join("after.crl"), &after).unwrap();
+    let text = openssl(dir, &["crl", "-inform", "DER", "-in", "after.crl", "-noout", "-text"]);
+    assert!(text.contains("Key Compromise"), "{text}");
+}
+
 #[test]
 fn renewal_requires_a_valid_certificate_of_this_ca() {
     let tmp = tempfile::tempdir().unwrap();

@@ -231,3 +231,38 @@ fn nonce_requests_are_answered_from_remembered_statuses_and_a_revocation_is_seen
     assert!(text.contains("Cert Status: unknown"), "{text}");
     assert!(responder.respond_from_memory(&unknown, now.plus(5)).is_none(), "unknown is always looked up");
 }
+
+/// With several local CAs (the built-in one and `[[issuer]] type = "local"`
+/// ones) behind one OCSP URL, a request goes to the responder of the CA its
+/// CertID names, whatever the order; one naming none of them, or one that
+/// does not parse, goes to the first (which answers `unauthorized` or
+/// `malformedRequest`), and so does nothing without responders.
+#[test]
+fn a_request_goes_to_the_responder_of_the_ca_it_names() {
+    let (dir_a, dir_b, dir_c) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ca_a, _) = ca_and_leaf(dir_a.path());
+    let (ca_b, _) = ca_and_leaf(dir_b.path());
+    let (_, _) = ca_and_leaf(dir_c.path());
+    let a = Arc::new(OcspResponder::new(ca_a, ResponderSigning::Delegated).unwrap());
+    let b = Arc::new(OcspResponder::new(ca_b, ResponderSigning::Delegated).unwrap());
+    let for_a = nonce_less_request(dir_a.path());
+    let for_b = nonce_less_request(dir_b.path());
+    let for_c = nonce_less_request(dir_c.path());
+    assert!(a.names_ca_of(&for_a) && !a.names_ca_of(&for_b) && b.names_ca_of(&for_b));
+    for order in [[&a, &b], [&b, &a]] {
+        let pick = |request: &[u8]| scep_issuers::ocsp::responder_for(order, request).map(Arc::as_ptr);
+        assert_eq!(pick(&for_a), Some(Arc::as_ptr(&a)));
+        assert_eq!(pick(&for_b), Some(Arc::as_ptr(&b)));
+        assert_eq!(pick(&for_c), Some(Arc::as_ptr(order[0])), "another CA's CertID: the first answers");
+        assert_eq!(pick(b"not an OCSP request"), Some(Arc::as_ptr(order[0])));
+    }
+    let none: [&Arc<OcspResponder>; 0] = [];
+    assert!(scep_issuers::ocsp::responder_for(none, &for_a).is_none());
+    // The one picked answers good; the other refuses.
+    let now = UnixTime::now();
+    let good = b.respond(&for_b, now);
+    assert_eq!(good.status, scep_engine::ocsp::ResponseStatus::Successful);
+    assert_eq!(a.respond(&for_b, now).status, scep_engine::ocsp::ResponseStatus::Unauthorized);
+    assert!(read_back(dir_b.path(), &good.der, "b.der").contains("leaf.pem: good"));
+}

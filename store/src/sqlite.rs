@@ -207,7 +207,8 @@ fn run_writer(mut conn: Connection, rx: &Receiver<Op>) {
 /// was re-prepared on every enrolment: 30% of its writer thread's CPU
 /// (session 8, `docs/benchmarks-e2e.md`). scepd never runs `ANALYZE` and binds
 /// no `LIKE` patterns, so the value-dependent plans this gives up were never
-/// better. Every scepd SQLite connection calls this once, after opening.
+/// better. Every long-lived scepd SQLite connection (the stores' writers and
+/// the certificate index's readers) calls this once, after opening.
 ///
 /// # Errors
 /// When SQLite refuses the setting.
@@ -401,7 +402,7 @@ mod tests {
     #[test]
     fn kept_query_plans_are_not_compiled_again_for_new_bindings() {
         let plain = Connection::open_in_memory().expect("open");
-        assert_eq!(reprepares_of_the_latest_by_transaction_query(&plain), 2, "SQLite's default re-prepares");
+        assert!(reprepares_of_the_latest_by_transaction_query(&plain) > 0, "SQLite's default re-prepares");
         let kept = Connection::open_in_memory().expect("open");
         keep_query_plans(&kept).expect("QPSG");
         assert_eq!(reprepares_of_the_latest_by_transaction_query(&kept), 0);

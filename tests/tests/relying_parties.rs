@@ -26,7 +26,7 @@ use std::time::Duration;
 use scep_engine::x509::CertificateRef;
 use scep_tests::client::{CsrSpec, DeviceKey, MessageOptions, PkiMethod, PkiStatus, ScepClient};
 use scep_tests::real_clients::Certmonger;
-use scep_tests::server::{Scepd, ScepdOptions, Signal, Transport};
+use scep_tests::server::{Scepd, ScepdError, ScepdOptions, Signal, Transport};
 
 const WAIT: Duration = Duration::from_secs(30);
 const PUBLIC: &str = "http://pki.scepd.test";
@@ -476,11 +476,17 @@ fn a_configured_local_ca_is_published_beside_the_built_in_one(transport: Transpo
     let keys = tempfile::tempdir().unwrap();
     scep_issuers::bootstrap(keys.path(), &scep_issuers::BootstrapOptions::default()).unwrap();
     let k = keys.path();
+    // A third CA no profile issues through (any more): still published.
+    let retired = tempfile::tempdir().unwrap();
+    scep_issuers::bootstrap(retired.path(), &scep_issuers::BootstrapOptions::default()).unwrap();
     let toml = format!(
-        "{}\n[[issuer]]\nid = \"branch-ca\"\ntype = \"local\"\nca_cert = \"{ca}\"\nca_key = \"{key}\"\n\n\
+        "{}\n[[issuer]]\nid = \"retired-ca\"\ntype = \"local\"\nca_cert = \"{}\"\nca_key = \"{}\"\n\n\
+         [[issuer]]\nid = \"branch-ca\"\ntype = \"local\"\nca_cert = \"{ca}\"\nca_key = \"{key}\"\n\n\
          [[profile]]\nname = \"branch\"\nissuer = \"branch-ca\"\nchallenge_password = \"{CHALLENGE}\"\n\
          ra_cert = \"{ra}\"\nra_key = \"{ra_key}\"\n",
         config(""),
+        retired.path().join("ca.pem").display(),
+        retired.path().join("ca.key").display(),
         ca = k.join("ca.pem").display(),
         key = k.join("ca.key").display(),
         ra = k.join("ra.pem").display(),
@@ -522,6 +528,20 @@ fn a_configured_local_ca_is_published_beside_the_built_in_one(transport: Transpo
     let published = std::fs::read(branch.join("ca-aia.der")).unwrap();
     assert_eq!(published, scep_engine::pem::certificates(&branch_ca).unwrap()[0], "the configured CA's certificate");
 
+    let retired_der = scep_engine::pem::certificates(&std::fs::read_to_string(retired.path().join("ca.pem")).unwrap())
+        .unwrap()
+        .remove(0);
+    let retired_id = scep_issuers::x509_build::serial_hex(
+        &scep_issuers::x509_build::key_identifier(CertificateRef::parse(&retired_der).unwrap().spki.raw).unwrap(),
+    );
+    let (ok, text) =
+        run(&branch, "curl", &["-sSf", "-o", "retired.der", &format!("{}/pki/{retired_id}/ca.crt", server.base_url())]);
+    assert!(ok, "a configured CA no profile uses is published: {text}");
+    assert_eq!(std::fs::read(branch.join("retired.der")).unwrap(), retired_der);
+    let (ok, text) =
+        run(&branch, "curl", &["-sSf", "-o", "retired.crl", &format!("{}/pki/{retired_id}/crl", server.base_url())]);
+    assert!(ok, "its CRL: {text}");
+
     // Each CA's certificate is good, answered by its own CA's responder
     // (openssl checks the answer's signature against that CA), and each CRL verifies.
     for (dir, urls) in [(&branch, &branch_urls), (&corp, &corp_urls)] {
@@ -552,6 +572,44 @@ fn a_configured_local_ca_is_published_beside_the_built_in_one(transport: Transpo
         server.log_tail(20)
     );
     assert_revoked_everywhere(&server, &branch, &branch_urls, "configured CA, after a reload");
+    let text = ocsp_openssl(&server, &corp, &corp_urls, &[]);
+    assert!(text.contains("leaf.pem: good"), "the built-in CA after the reload: {text}");
+    let (ok, text) = verify_with_crl(&server, &corp, &corp_urls);
+    assert!(ok, "the built-in CA's CRL after the reload: {text}");
+}
+
+/// On SQLite two local CAs with one key would each keep their own index, and
+/// `/pki/` could publish only one of them: refused at start, naming the setting.
+#[test]
+fn two_local_cas_with_one_key_are_refused_on_sqlite() {
+    let keys = tempfile::tempdir().unwrap();
+    scep_issuers::bootstrap(keys.path(), &scep_issuers::BootstrapOptions::default()).unwrap();
+    let (ca, key) = (keys.path().join("ca.pem"), keys.path().join("ca.key"));
+    let (ra, ra_key) = (keys.path().join("ra.pem"), keys.path().join("ra.key"));
+    let mut toml = String::new();
+    for id in ["one-ca", "two-ca"] {
+        toml.push_str(&format!(
+            "[[issuer]]\nid = \"{id}\"\ntype = \"local\"\nca_cert = \"{}\"\nca_key = \"{}\"\n\n",
+            ca.display(),
+            key.display()
+        ));
+    }
+    for (name, issuer) in [("one", "one-ca"), ("two", "two-ca")] {
+        toml.push_str(&format!(
+            "[[profile]]\nname = \"{name}\"\nissuer = \"{issuer}\"\nchallenge_password = \"{CHALLENGE}\"\n\
+             ra_cert = \"{}\"\nra_key = \"{}\"\n\n",
+            ra.display(),
+            ra_key.display()
+        ));
+    }
+    match Scepd::start(ScepdOptions::with_config(toml)) {
+        Err(ScepdError::Startup { stderr, exit, .. }) => {
+            assert!(exit.is_some_and(|s| !s.success()), "{stderr}");
+            assert!(stderr.contains("issuer[two-ca].ca_key") && stderr.contains("issuer[one-ca]"), "{stderr}");
+        }
+        Ok(server) => panic!("started with two local CAs of one key on SQLite: {}", server.log_tail(10)),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 scep_tests::on_each_transport!(

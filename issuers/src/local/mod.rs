@@ -264,6 +264,27 @@ struct Inner {
     crl_max_age_secs: i64,
 }
 
+/// The revocation counter of CA `ca_id` over the SQLite index at `path`,
+/// shared by every [`LocalCa`] of this process open on that file and CA.
+///
+/// A reload opens `[[issuer]] type = "local"` CAs again while requests may
+/// still hold the previous instance: a revocation through either must make
+/// every cache over the file stale (the CRL, the OCSP responder's answers),
+/// so both count on one counter. It lives as long as an instance holds it.
+fn sqlite_revocation_counter(path: &Path, ca_id: &str) -> Arc<AtomicU64> {
+    type Counters = Vec<(PathBuf, String, std::sync::Weak<AtomicU64>)>;
+    static COUNTERS: Mutex<Counters> = Mutex::new(Vec::new());
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mut counters = COUNTERS.lock().unwrap_or_else(PoisonError::into_inner);
+    counters.retain(|(_, _, counter)| counter.strong_count() > 0);
+    let open = counters.iter().find(|(p, id, _)| *p == path && id == ca_id).and_then(|(_, _, c)| c.upgrade());
+    open.unwrap_or_else(|| {
+        let counter = Arc::new(AtomicU64::new(0));
+        counters.push((path, ca_id.to_string(), Arc::downgrade(&counter)));
+        counter
+    })
+}
+
 /// The built-in CA. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct LocalCa {
@@ -351,17 +372,20 @@ impl LocalCa {
             chain.extend(certs);
         }
         let ca_id = serial_hex(ca.key_id());
-        let store = match &config.shared_index {
+        let (store, revocations) = match &config.shared_index {
             None => {
                 bootstrap::ensure_dir(&config.data_dir)?;
                 let db_path = config.data_dir.join(&config.index_file);
-                CertificateIndex::open_sqlite(&db_path)
-                    .map_err(|e| IssuerError::Database(format!("{}: {e}", db_path.display())))?
+                let store = CertificateIndex::open_sqlite(&db_path)
+                    .map_err(|e| IssuerError::Database(format!("{}: {e}", db_path.display())))?;
+                (store, sqlite_revocation_counter(&db_path, &ca_id))
             }
-            Some(pool) => CertificateIndex::open_postgres(Arc::clone(pool))
-                .map_err(|e| IssuerError::Database(format!("certificate index in {}: {e}", pool.describe())))?,
+            Some(pool) => (
+                CertificateIndex::open_postgres(Arc::clone(pool))
+                    .map_err(|e| IssuerError::Database(format!("certificate index in {}: {e}", pool.describe())))?,
+                Arc::new(AtomicU64::new(0)),
+            ),
         };
-        let revocations = Arc::new(AtomicU64::new(0));
         if let CertificateIndex::Postgres(pg) = &store {
             let version = pg
                 .revocation_version(&ca_id)

@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod metrics;
 pub mod profiles;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -154,28 +155,40 @@ impl ServiceState {
         scep_issuers::ocsp::responder_for(self.relying_parties.iter().chain(configured.iter()), request).cloned()
     }
 
-    /// The responders for the `[[issuer]] type = "local"` CAs of `profiles`
-    /// (each once, not the built-in CA again), for
-    /// [`ServiceState::publish_configured_cas`]. `signing` is
-    /// `[server] ocsp_signer`.
+    /// The responders for the `[[issuer]] type = "local"` CAs `configured`
+    /// (issuer id, CA), for [`ServiceState::publish_configured_cas`]: every
+    /// one, used by a profile or not (its certificates in the field still
+    /// name `/pki/`). `signing` is `[server] ocsp_signer`.
     ///
     /// # Errors
-    /// When a responder cannot be built (a CA certificate that does not parse).
+    /// When a responder cannot be built (a CA certificate that does not
+    /// parse), or, on SQLite, when two local CAs (the built-in one included)
+    /// have one key: each keeps its own index there, so `/pki/<ca-id>/` and
+    /// OCSP could answer from only one of them. On PostgreSQL they share the
+    /// index of that key, and one responder answers for both.
     pub(crate) fn configured_ca_responders(
         &self,
-        profiles: &Profiles,
+        configured: &[(String, scep_issuers::LocalCa)],
         signing: scep_issuers::ocsp::ResponderSigning,
     ) -> Result<Vec<Arc<scep_issuers::ocsp::OcspResponder>>, ConfigError> {
-        let builtin = self.relying_parties.as_ref().map(|r| r.ca().ca_id().to_string());
-        let mut seen: std::collections::HashSet<String> = builtin.into_iter().collect();
+        let mut published: HashMap<String, String> = HashMap::new();
+        if let Some(builtin) = &self.relying_parties {
+            published.insert(builtin.ca().ca_id().to_string(), "the built-in local CA".to_string());
+        }
         let mut responders = Vec::new();
-        for profile in profiles.iter() {
-            let Some(ca) = profile.issuer.inventory() else { continue };
-            if !seen.insert(ca.ca_id().to_string()) {
+        for (id, ca) in configured {
+            if let Some(other) = published.get(ca.ca_id()) {
+                if self.shared_pool.is_none() {
+                    return Err(ConfigError(format!(
+                        "issuer[{id}].ca_key: the same key as {other}: two local CAs with one key need the shared \
+                         certificate index ([store] url); on SQLite use one of them"
+                    )));
+                }
                 continue;
             }
             let responder = scep_issuers::ocsp::OcspResponder::new(ca.clone(), signing)
-                .map_err(|e| ConfigError(format!("issuer[{}]: OCSP responder: {e}", profile.issuer.id())))?;
+                .map_err(|e| ConfigError(format!("issuer[{id}]: OCSP responder: {e}")))?;
+            published.insert(ca.ca_id().to_string(), format!("issuer[{id}]"));
             responders.push(Arc::new(responder));
         }
         Ok(responders)

@@ -49,7 +49,7 @@ impl ServiceState {
     /// # Errors
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
-        let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca, pool } =
+        let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca, configured_local, pool } =
             load_all(&options, UnixTime::now(), HashMap::new(), Running::default(), None)?;
         // On PostgreSQL the protection store first: it applies the migrations
         // the shared audit and challenge tables are part of (the audit log
@@ -128,7 +128,7 @@ impl ServiceState {
             configured_cas: ArcSwap::from_pointee(Vec::new()),
         });
         let _ = owner.set(Arc::downgrade(&state));
-        state.publish_configured_cas(state.configured_ca_responders(&state.profiles(), ocsp_signer)?);
+        state.publish_configured_cas(state.configured_ca_responders(&configured_local, ocsp_signer)?);
         for (name, api) in state.profiles.load().intune_api_profiles() {
             api.start_revocation_sync(name, state.revocation_reporter(), state.revocation_lease());
         }
@@ -188,7 +188,7 @@ impl ServiceState {
             .ok_or_else(|| ConfigError("no configuration source to reload (state built in code)".into()))?;
         let previous = self.profiles.load().intune_validators();
         let running_local = self.relying_parties.as_ref().map(|r| r.ca().clone());
-        let Loaded { settings, profiles, challenge, admin_key, api_keys, .. } = load_all(
+        let Loaded { settings, profiles, challenge, admin_key, api_keys, configured_local, .. } = load_all(
             options,
             UnixTime::now(),
             previous,
@@ -207,7 +207,7 @@ impl ServiceState {
         if settings != self.settings {
             tracing::warn!("server settings changed; they take effect after a restart");
         }
-        let published = self.configured_ca_responders(&profiles, self.settings.ocsp_signer)?;
+        let published = self.configured_ca_responders(&configured_local, self.settings.ocsp_signer)?;
         let names = profiles.names().join(",");
         for (name, api) in profiles.intune_api_profiles() {
             api.start_revocation_sync(name, self.revocation_reporter(), self.revocation_lease());
@@ -249,6 +249,9 @@ struct Loaded {
     api_keys: ApiKeys,
     /// The local CA, when a profile issues through it.
     local_ca: Option<Arc<scep_issuers::LocalCa>>,
+    /// Every `[[issuer]] type = "local"` CA by issuer id (sorted), whether
+    /// or not a profile uses it: all are published under `/pki/`.
+    configured_local: Vec<(String, scep_issuers::LocalCa)>,
     /// The node's one PostgreSQL pool ([`node_pool`]); `None` on SQLite.
     pool: SharedPool,
 }
@@ -346,6 +349,9 @@ fn build_file(
         public_url: settings.public_url.as_deref(),
     };
     let issuers = issuers::build_issuers(&file.issuers, base, &place)?;
+    let mut configured_local: Vec<(String, scep_issuers::LocalCa)> =
+        issuers.iter().filter_map(|(id, i)| i.inventory().map(|ca| (id.clone(), ca.clone()))).collect();
+    configured_local.sort_by(|a, b| a.0.cmp(&b.0));
     // Every profile is validated first: the Intune profiles share one replay
     // cache sized for all of them.
     let validated =
@@ -382,6 +388,7 @@ fn build_file(
         admin_key: None,
         api_keys,
         local_ca,
+        configured_local,
         pool,
     })
 }
@@ -417,7 +424,16 @@ fn bootstrap_load(
     let profile = section.build(0, &mut ctx)?;
     let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
     let local_ca = ctx.opened_local_ca();
-    Ok(Loaded { settings, profiles, challenge: Some(challenge), admin_key, api_keys, local_ca, pool })
+    Ok(Loaded {
+        settings,
+        profiles,
+        challenge: Some(challenge),
+        admin_key,
+        api_keys,
+        local_ca,
+        configured_local: Vec::new(),
+        pool,
+    })
 }
 
 fn first_name(sections: &[ProfileSection]) -> Result<String, ConfigError> {
