@@ -69,8 +69,8 @@ pub struct ServiceState {
     /// certificate, its OCSP responder); `None` without a local CA.
     pub(crate) relying_parties: Option<Arc<scep_issuers::ocsp::OcspResponder>>,
     /// The same for each `[[issuer]] type = "local"` CA of the running
-    /// profiles (their certificates name `/pki/` too); replaced with the
-    /// profiles on every reload ([`ServiceState::publish_configured_cas`]).
+    /// configuration (their certificates name `/pki/` too); replaced on
+    /// every reload ([`ServiceState::publish_configured_cas`]).
     pub(crate) configured_cas: ArcSwap<Vec<Arc<scep_issuers::ocsp::OcspResponder>>>,
     /// The durable protection state (Intune replay nonces, per-device
     /// rate-limit windows): SQLite or the shared PostgreSQL store. Every
@@ -137,7 +137,7 @@ impl ServiceState {
 
     /// Every CA published under `/pki/`: the built-in local CA's responder
     /// first, then one per `[[issuer]] type = "local"` CA of the running
-    /// profiles. Empty without a local CA.
+    /// configuration. Empty without a local CA.
     pub fn published_cas(&self) -> Vec<Arc<scep_issuers::ocsp::OcspResponder>> {
         let configured = self.configured_cas.load();
         self.relying_parties.iter().chain(configured.iter()).cloned().collect()
@@ -195,7 +195,7 @@ impl ServiceState {
     }
 
     /// Publishes `responders` (from [`ServiceState::configured_ca_responders`])
-    /// under `/pki/`, replacing those of the previous profiles.
+    /// under `/pki/`, replacing those of the previous configuration.
     pub(crate) fn publish_configured_cas(&self, responders: Vec<Arc<scep_issuers::ocsp::OcspResponder>>) {
         self.configured_cas.store(Arc::new(responders));
     }
