@@ -3,8 +3,8 @@
 # plain HTTP and HTTPS, each as a ratio to the crypto floor (`scep-load floor`: the raw aws-lc
 # operations one RSA-2048 enrolment cannot avoid, on one thread) measured in the same run,
 # right before and right after each load: this machine's speed drifts by 10-15% within
-# minutes, so each load is divided by the mean of the two floors around it. Two scepd processes (static challenge, local CA, each its own data
-# dir): one on plain HTTP, one on TLS 1.3 with a P-256 server key; both start once and the
+# minutes, so each load is divided by the mean of the two floors around it. Two scepd processes
+# (static challenge, local CA, each its own data dir): one on plain HTTP, one on TLS 1.3 with a P-256 server key; both start once and the
 # patterns load them in turn, in rounds.
 # usage: benches/scripts/floor-ratio.sh [REQUESTS=3000] [ROUNDS=2] [TRANSPORT=tokio]
 # Needs: cargo build --release -p scepd -p scep-bench; openssl (server certificate).

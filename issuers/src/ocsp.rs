@@ -66,7 +66,10 @@ pub fn responder_for<'a>(
     request: &[u8],
 ) -> Option<&'a Arc<OcspResponder>> {
     let first = responders.clone().into_iter().next();
-    responders.into_iter().find(|r| r.names_ca_of(request)).or(first)
+    // Parsed once here, not once per responder.
+    let parsed = OcspRequestRef::parse(request).ok();
+    let Some(id) = parsed.as_ref().and_then(|r| r.requests.first()) else { return first };
+    responders.into_iter().find(|r| r.names_our_ca(id)).or(first)
 }
 
 /// Who signs the responder's answers (RFC 6960 §4.2.2.2).

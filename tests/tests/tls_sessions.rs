@@ -96,13 +96,24 @@ fn get_ca_caps(port: u16, config: &Arc<ClientConfig>) -> (HandshakeKind, Protoco
     (stream.conn.handshake_kind().expect("handshake done"), stream.conn.protocol_version().expect("handshake done"))
 }
 
+/// scepd on TLS with a fresh server certificate in `dir`, and a client of
+/// `version` that trusts it: (server, client, the client's session store).
+fn server_and_client(
+    transport: Transport,
+    dir: &std::path::Path,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> (Scepd, Arc<ClientConfig>, Arc<CountingStore>) {
+    let ca = CertificateDer::from(scep_tests::tls::server_certificate(dir).ca_der);
+    let server = start(transport, dir);
+    let (config, store) = client(&ca, version);
+    (server, config, store)
+}
+
 /// TLS 1.3: the first connection is a full handshake, each later one resumes
 /// with the ticket the previous one left, and every handshake leaves one.
 fn tls13_connections_resume_with_one_ticket_each(transport: Transport) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = CertificateDer::from(scep_tests::tls::server_certificate(dir.path()).ca_der);
-    let server = start(transport, dir.path());
-    let (config, store) = client(&ca, &rustls::version::TLS13);
+    let (server, config, store) = server_and_client(transport, dir.path(), &rustls::version::TLS13);
     assert_eq!(get_ca_caps(server.port(), &config), (HandshakeKind::Full, ProtocolVersion::TLSv1_3));
     assert_eq!(store.tickets.load(Ordering::SeqCst), 1, "tickets after the full handshake");
     for n in 2..=4 {
@@ -119,9 +130,7 @@ fn tls13_connections_resume_with_one_ticket_each(transport: Transport) {
 /// TLS 1.2 clients resume too (a ticket, RFC 5077, or the session ID cache).
 fn tls12_connections_resume(transport: Transport) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = CertificateDer::from(scep_tests::tls::server_certificate(dir.path()).ca_der);
-    let server = start(transport, dir.path());
-    let (config, _) = client(&ca, &rustls::version::TLS12);
+    let (server, config, _) = server_and_client(transport, dir.path(), &rustls::version::TLS12);
     assert_eq!(get_ca_caps(server.port(), &config), (HandshakeKind::Full, ProtocolVersion::TLSv1_2));
     assert_eq!(get_ca_caps(server.port(), &config), (HandshakeKind::Resumed, ProtocolVersion::TLSv1_2));
 }

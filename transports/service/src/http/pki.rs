@@ -1,6 +1,6 @@
 //! What relying parties fetch (`/pki/...`): each local CA's CRL and
 //! certificate, and its OCSP responder (the built-in local CA and every
-//! `[[issuer]] type = "local"` CA of the running profiles).
+//! `[[issuer]] type = "local"` CA of the running configuration).
 //!
 //! | method, path | answer |
 //! |---|---|
