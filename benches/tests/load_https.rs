@@ -118,3 +118,47 @@ fn the_device_pattern_over_https_resumes_sessions_and_the_server_logs_no_sni_noi
     let log = server.stderr();
     assert!(!log.contains("Illegal SNI"), "per-handshake SNI noise in the server log:\n{log}");
 }
+
+/// The rustls reference server of `benches/scripts/tls-connection-ceiling.sh`
+/// (`http-baseline raw --tls`) must resume sessions as scepd does, or the
+/// per-connection cost it stands for would be a full handshake's.
+#[test]
+fn the_tls_reference_server_resumes_sessions_like_scepd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = scep_tests::tls::server_certificate(dir.path());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_http-baseline"))
+        .args(["raw", "127.0.0.1:0", "--tls"])
+        .args([&tls.cert, &tls.key])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("http-baseline starts");
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().expect("stdout")), &mut first_line)
+        .expect("http-baseline prints its address");
+    let url = first_line.trim().rsplit(' ').next().expect("an address").replace("127.0.0.1", "localhost");
+    assert!(url.starts_with("https://localhost:"), "{first_line}");
+    let ca = tls.ca_pem.to_str().expect("utf-8 path");
+    let s = scep_load(
+        &[
+            "--url",
+            &format!("{url}/scep"),
+            "--cacert",
+            ca,
+            "--operation",
+            "getcacaps",
+            "--connections",
+            "per-request",
+            "--requests",
+            "40",
+            "--concurrency",
+            "4",
+        ],
+        &[],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(s["ok"], 40, "{s:#}");
+    assert_eq!(s["connections"], 40, "{s:#}");
+    // Only a worker's first connection may need a full handshake.
+    assert!(s["tls"]["resumed"].as_u64().expect("TLS summary") >= 36, "sessions must be resumed: {s:#}");
+}
