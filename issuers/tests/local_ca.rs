@@ -729,3 +729,33 @@ fn concurrent_renewals_of_one_certificate_exactly_one_wins() {
         assert_eq!((won, superseded), (1, 3), "round {round}: {outcomes:?}");
     }
 }
+
+/// Two CRLs signed within one second (a revocation between two fetches) have
+/// the same thisUpdate, so `Last-Modified` cannot tell them apart: the second
+/// says so, and the HTTP layer then answers `If-Modified-Since` in full.
+#[test]
+fn a_crl_signed_in_the_same_second_as_the_one_it_replaces_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, ca) = setup(dir, CaKeyType::EcP256);
+    let t = now();
+    let first = ca.published_crl(t).unwrap();
+    assert!(first.distinct_this_update, "the first CRL of this process has no predecessor");
+    let revoke_one = |name: &str| {
+        let req = csr(dir, name, EC, &format!("/CN={name}"));
+        let cert = issued(ca.handle_blocking(&IssueRequest::Enroll(enroll(name, &req, vec![])), t));
+        ca.revoke(&serial_of(&cert), RevocationReason::KeyCompromise, t).unwrap();
+    };
+
+    revoke_one("same-second");
+    let second = ca.published_crl(t).unwrap();
+    assert!(second.crl_number > first.crl_number, "re-signed after the revocation");
+    assert_eq!(second.this_update, first.this_update);
+    assert!(!second.distinct_this_update, "same thisUpdate as the CRL it replaced");
+    assert!(!ca.published_crl(t).unwrap().distinct_this_update, "served again from the cache: still ambiguous");
+
+    revoke_one("next-second");
+    let third = ca.published_crl(t.plus(1)).unwrap();
+    assert!(third.crl_number > second.crl_number);
+    assert!(third.distinct_this_update, "a later second identifies it");
+}

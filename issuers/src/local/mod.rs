@@ -124,6 +124,12 @@ pub struct PublishedCrl {
     pub next_update: UnixTime,
     /// When it will be re-signed at the latest (thisUpdate + the maximum age).
     pub resign_by: UnixTime,
+    /// False when the CRL this one replaced has the same thisUpdate (two CRLs
+    /// signed within one second, e.g. around a revocation): its
+    /// `Last-Modified` then does not tell the two apart, so it is a weak
+    /// validator (RFC 9110 §8.8.2.2) and `If-Modified-Since` must not be
+    /// answered `304` from it, or a client holding the older CRL would keep it.
+    pub distinct_this_update: bool,
 }
 
 impl LocalCaConfig {
@@ -819,6 +825,7 @@ impl Inner {
             this_update: now,
             next_update: now.plus(self.crl_validity_secs),
             resign_by: now.plus(self.crl_max_age_secs),
+            distinct_this_update: cache.as_ref().is_none_or(|c| c.published.this_update.secs() != now.secs()),
         };
         *cache = Some(CachedCrl { published: published.clone(), generation });
         Ok(published)

@@ -4,7 +4,7 @@
 //!
 //! | method, path | answer |
 //! |---|---|
-//! | GET, HEAD `/pki/<ca-id>/crl` | the current CRL, DER, `application/pkix-crl` (RFC 5280 §4.2.1.13 distribution point); `Last-Modified` = thisUpdate, `ETag` = `"<ca-id>-<cRLNumber>"`, `Cache-Control: max-age` up to the earlier of nextUpdate and the time it is re-signed anyway; `If-None-Match` / `If-Modified-Since` answer `304` |
+//! | GET, HEAD `/pki/<ca-id>/crl` | the current CRL, DER, `application/pkix-crl` (RFC 5280 §4.2.1.13 distribution point); `Last-Modified` = thisUpdate, `ETag` = `"<ca-id>-<cRLNumber>"`, `Cache-Control: max-age` up to the earlier of nextUpdate and the time it is re-signed anyway; `If-None-Match` / `If-Modified-Since` answer `304` (`If-Modified-Since` only when no other CRL was signed in the same second: `Last-Modified` has one-second resolution) |
 //! | GET, HEAD `/pki/<ca-id>/ca.crt` | the CA certificate, DER, `application/pkix-cert` (RFC 5280 §4.2.2.1 caIssuers) |
 //! | GET `/pki/ocsp/<base64 OCSPRequest, URL-encoded>` | OCSP (RFC 6960 Appendix A.1, RFC 5019 §5); cacheable answers carry `Cache-Control: max-age`, `Last-Modified`, `Expires` (RFC 5019 §6.2) |
 //! | POST `/pki/ocsp` (`application/ocsp-request`) | OCSP (RFC 6960 Appendix A.1) |
@@ -139,6 +139,9 @@ async fn crl(responder: &OcspResponder, headers: &HeaderMap, head: bool) -> Http
         Some(list) => {
             list.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(&etag))
         }
+        // RFC 9110 §13.1.3, with a Last-Modified that identifies this CRL
+        // only when no other CRL was signed in the same second.
+        None if !published.distinct_this_update => false,
         None => headers
             .get(IF_MODIFIED_SINCE)
             .and_then(|v| v.to_str().ok())
