@@ -374,6 +374,18 @@ fn authorize(
         return Err(Failure::new(FailInfo::BAD_MESSAGE_CHECK, "bad_signature", "no signer certificate"));
     };
     reply.recipient_cert = signer.raw.to_vec();
+    // RFC 8894 §3.2.2, §3.3.2: every reply with content is a pkcsPKIEnvelope
+    // encrypted to this certificate with key transport, which only an RSA
+    // key can receive. Refuse now, before a certificate is issued or a
+    // one-time challenge consumed for a requester that could never open it.
+    if signer.spki.algorithm != crate::oid::RSA_ENCRYPTION {
+        return Err(Failure::new(
+            FailInfo::BAD_ALG,
+            "bad_recipient",
+            "the signer certificate's key is not RSA: the reply is encrypted to it with RSA key transport \
+             (RFC 8894 §3.2.2); sign the request with an RSA key",
+        ));
+    }
     // RFC 8894 §2.3: a transient self-signed certificate must at least be what
     // it claims to be. (Certificates issued by a CA are checked by the renewal
     // path, which needs them to chain to ours.)

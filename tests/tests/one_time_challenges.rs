@@ -140,6 +140,7 @@ scep_tests::on_each_transport!(
     restart_keeps_outstanding_and_used_challenges,
     concurrent_use_of_one_challenge_issues_exactly_one_certificate,
     certmonger_enrolls_with_a_minted_challenge,
+    a_request_signed_with_an_ec_key_is_refused_before_anything_is_issued,
 );
 
 fn use_reuse_unknown_and_the_admin_api(transport: Transport) {
@@ -222,6 +223,52 @@ fn use_reuse_unknown_and_the_admin_api(transport: Transport) {
     assert_eq!(challenge_metric(&server, "minted"), 1);
     assert_eq!(challenge_metric(&server, "used"), 1);
     assert_eq!(challenge_metric(&server, "refused"), 2);
+}
+
+/// A PKCSReq signed by an EC key (built by `tests/clients/ec_signed_request.py`)
+/// cannot receive its reply, which is encrypted to the signer with RSA key
+/// transport: it is refused with a signed FAILURE badAlg before a certificate
+/// is issued or the challenge consumed, so the device can retry with an RSA
+/// signer and the same challenge. Before the fix the certificate was issued
+/// and recorded, the challenge used, and only then the reply failed.
+fn a_request_signed_with_an_ec_key_is_refused_before_anything_is_issued(transport: Transport) {
+    let server = start(transport, None);
+    let challenge = secret(&mint(&server, json!({})));
+    let client = ScepClient::new(&server.profile_url("otp")).unwrap();
+    let ca = client.get_ca_cert().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ra, request) = (dir.path().join("ra.der"), dir.path().join("request.der"));
+    std::fs::write(&ra, ca.recipient()).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(scep_tests::real_clients::client_script("ec_signed_request.py"))
+        .args([ra.as_os_str(), challenge.as_ref(), "ec-device".as_ref(), request.as_os_str()])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "ec_signed_request.py: {}", String::from_utf8_lossy(&out.stderr));
+    let transaction_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let der = std::fs::read(&request).unwrap();
+    let reply = client.send_pki_message(&der, PkiMethod::Post).unwrap();
+    assert_eq!(reply.status, 200, "a signed CertRep, not an HTTP error");
+    let rep = scep_engine::message::PkiMessageRef::parse(&reply.body).unwrap();
+    rep.verify().unwrap();
+    assert_eq!(rep.transaction_id, transaction_id);
+    assert_eq!(
+        (rep.pki_status, rep.fail_info),
+        (Some(PkiStatus::FAILURE), Some(FailInfo::BAD_ALG)),
+        "{}",
+        server.log_tail(20)
+    );
+    let refused = events(&server, "bad_recipient");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0]["serial"].is_null(), "nothing was issued: {refused:?}");
+    let (status, listed) = admin(&server, "GET", "/api/v1/admin/scep/certificates", None, ADMIN_KEY);
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["certificates"], json!([]), "no certificate may be recorded: {listed}");
+
+    // The challenge was not consumed: the device enrols with an RSA key.
+    let key = DeviceKey::generate().unwrap();
+    assert_issued(&enroll(&server, &key, "ec-device", &[], &challenge), &key, &server);
 }
 
 fn expiry(transport: Transport) {
