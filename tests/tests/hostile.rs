@@ -524,3 +524,72 @@ fn one_client_cannot_take_the_connection_budget(transport: Transport) {
     assert!(global.is_some_and(|n| n >= 1), "global refusals counted: {global:?}");
     assert_legit_answered(&server, None, "after the attackers left");
 }
+
+scep_tests::on_each_transport!(an_enrolment_whose_client_leaves_at_once_is_still_recorded);
+
+/// A client that sends a whole PKCSReq and closes its connection at once (it
+/// gave up, or crashed) does not cancel the request halfway: the request is
+/// decided, the certificate issued and its audit event committed, as if the
+/// answer had been read. Before requests ran as tasks of their own
+/// (`ScepService::detaching_with`), hyper dropped the request's future when
+/// it read the end of the connection: the certificate was signed and
+/// recorded, but no audit event, log line or metric was ever written.
+fn an_enrolment_whose_client_leaves_at_once_is_still_recorded(transport: Transport) {
+    use scep_tests::client::{
+        CsrSpec, DeviceKey, MessageBody, MessageOptions, ScepClient, Signer, SubjectName, build_csr, build_pki_message,
+        self_signed_certificate,
+    };
+    const KEY: &str = "hostile-test-admin-key-0123456789";
+    let server = start(transport, &format!("[[api_key]]\nname = \"ops\"\nkey = \"{KEY}\"\nrole = \"admin\"\n"));
+    let client = ScepClient::new(&server.profile_url("corp")).expect("profile URL");
+    let ca = client.get_ca_cert().expect("GetCACert");
+    let key = DeviceKey::generate().expect("device key");
+    let csr = build_csr(&key, &CsrSpec::new("left-at-once", Some("hostile-test-secret"))).expect("CSR");
+    let signer = self_signed_certificate(&key, &SubjectName::cn("left-at-once"), 1).expect("signer certificate");
+    let request = build_pki_message(
+        &MessageBody::PkcsReq(csr),
+        Signer { certificate: &signer, key: &key },
+        ca.recipient(),
+        &MessageOptions::default(),
+    )
+    .expect("PKCSReq");
+
+    let mut s = connect_from(ip(127, 0, 0, 7), server.port(), false);
+    write!(
+        s,
+        "POST /scep/corp?operation=PKIOperation HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/x-pki-message\r\nContent-Length: {}\r\n\r\n",
+        request.der.len()
+    )
+    .expect("request head");
+    s.write_all(&request.der).expect("request body");
+    drop(s);
+
+    let events = |outcome: &str| -> Vec<serde_json::Value> {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        write!(
+            s,
+            "GET /api/v1/admin/scep/events?profile=corp&outcome={outcome} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Authorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("events request");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("events answer");
+        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {raw}"));
+        v["events"].as_array().cloned().unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let recorded = loop {
+        let found: Vec<_> =
+            events("success").into_iter().filter(|e| e["transaction_id"] == request.transaction_id.as_str()).collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(recorded.len(), 1, "the enrolment must be audited although its client left:\n{}", server.log_tail(20));
+    assert!(recorded[0]["serial"].is_string(), "{recorded:?}");
+    assert!(recorded[0]["client_addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.7")), "{recorded:?}");
+}

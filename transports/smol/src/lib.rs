@@ -122,7 +122,9 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     ex.spawn(watch_signals(signals, state.clone(), tls.clone(), stop_tx)).detach();
 
-    let service = ScepService::new(state.clone(), Some(Arc::new(SmolTimer::new())));
+    // A request outlives its connection (ScepService::detaching_with).
+    let service = ScepService::new(state.clone(), Some(Arc::new(SmolTimer::new())))
+        .detaching_with(Arc::new(SmolExecutor::new(ex.clone())));
     let mut builder: Builder = auto::Builder::new(SmolExecutor::new(ex.clone()));
     builder
         .http1()

@@ -76,7 +76,9 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
 
     tokio::spawn(reload_on_hangup(hangup, state.clone(), tls.clone()));
 
-    let service = ScepService::new(state.clone(), Some(Arc::new(TokioTimer::new())));
+    // A request outlives its connection (ScepService::detaching_with).
+    let service = ScepService::new(state.clone(), Some(Arc::new(TokioTimer::new())))
+        .detaching_with(Arc::new(TokioExecutor::new()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

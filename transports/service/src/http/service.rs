@@ -44,7 +44,7 @@ use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method as HttpMethod, StatusCode};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Body;
-use hyper::rt::Timer;
+use hyper::rt::{Executor, Timer};
 use hyper::service::Service;
 use scep_engine::time::UnixTime;
 use scep_engine::{Message, Method, Operation, Outcome, Request, Response};
@@ -118,7 +118,11 @@ pub struct ScepService {
     state: Arc<ServiceState>,
     timer: Option<Arc<dyn Timer + Send + Sync>>,
     connection: Option<Arc<ConnectionInfo>>,
+    detach: Option<Arc<dyn Executor<DetachedRequest> + Send + Sync>>,
 }
+
+/// A request handled as a task of its own ([`ScepService::detaching_with`]).
+pub type DetachedRequest = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl std::fmt::Debug for ScepService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,7 +135,21 @@ impl ScepService {
     /// `TokioTimer`), POST bodies must arrive within
     /// [`crate::settings::ServerSettings::body_read_timeout`] (else 408).
     pub fn new(state: Arc<ServiceState>, timer: Option<Arc<dyn Timer + Send + Sync>>) -> Self {
-        Self { state, timer, connection: None }
+        Self { state, timer, connection: None, detach: None }
+    }
+
+    /// This service handling every request that reaches hyper's path (an
+    /// enrolment, a revocation, anything but the answers kept ready) as a
+    /// task of its own on `executor`, the connection only waiting for its
+    /// answer. A client that closes its connection, or resets its HTTP/2
+    /// stream, once the request is sent then no longer cancels the request
+    /// halfway: without this, hyper dropped the request's future and a
+    /// certificate the issuer had already signed was recorded with no audit
+    /// event, no log line and no Intune notification. A request is decided,
+    /// audited and counted whether or not anyone is left to read the answer.
+    #[must_use]
+    pub fn detaching_with(self, executor: Arc<dyn Executor<DetachedRequest> + Send + Sync>) -> Self {
+        Self { detach: Some(executor), ..self }
     }
 
     /// This service for one connection: `info` (client address, TLS peer
@@ -673,7 +691,19 @@ where
             return Box::pin(std::future::ready(Ok(response)));
         }
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle_awaiting(req).await) })
+        let Some(executor) = &self.detach else {
+            return Box::pin(async move { Ok(this.handle_awaiting(req).await) });
+        };
+        let (answer, answered) = scep_issuers::oneshot::channel();
+        executor.execute(Box::pin(async move { answer.send(this.handle_awaiting(req).await) }));
+        Box::pin(async move {
+            Ok(answered.await.unwrap_or_else(|| {
+                // The task was dropped unfinished (the runtime is shutting down).
+                let mut r = http::Response::new(Full::new(Bytes::from_static(b"service unavailable: shutting down\n")));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r
+            }))
+        })
     }
 }
 
