@@ -141,6 +141,7 @@ scep_tests::on_each_transport!(
     concurrent_use_of_one_challenge_issues_exactly_one_certificate,
     certmonger_enrolls_with_a_minted_challenge,
     a_request_signed_with_an_ec_key_is_refused_before_anything_is_issued,
+    a_resent_request_gets_the_certificate_already_issued,
 );
 
 fn use_reuse_unknown_and_the_admin_api(transport: Transport) {
@@ -269,6 +270,56 @@ fn a_request_signed_with_an_ec_key_is_refused_before_anything_is_issued(transpor
     // The challenge was not consumed: the device enrols with an RSA key.
     let key = DeviceKey::generate().unwrap();
     assert_issued(&enroll(&server, &key, "ec-device", &[], &challenge), &key, &server);
+}
+
+/// A client that lost the CertRep sends the same request again (same
+/// transactionID, key and challenge, RFC 8894 §3.2.1.1): it gets the
+/// certificate already issued, as on a static profile, instead of
+/// `challenge_used`. Another transaction presenting the challenge is still
+/// refused, and a second key under the same transactionID gets no certificate.
+fn a_resent_request_gets_the_certificate_already_issued(transport: Transport) {
+    let server = start(transport, None);
+    let challenge = secret(&mint(&server, json!({})));
+    let client = ScepClient::new(&server.profile_url("otp")).unwrap();
+    let ca = client.get_ca_cert().unwrap();
+    let key = DeviceKey::generate().unwrap();
+    let signer =
+        scep_tests::client::self_signed_certificate(&key, &scep_tests::client::SubjectName::cn("resender"), 1).unwrap();
+    let csr = build_csr(&key, &CsrSpec::new("resender", Some(&challenge))).unwrap();
+    let request = build_pki_message(
+        &MessageBody::PkcsReq(csr),
+        Signer { certificate: &signer, key: &key },
+        ca.recipient(),
+        &MessageOptions::default(),
+    )
+    .unwrap();
+    let first = client.transact(&request, &key, &ca, PkiMethod::Post).unwrap();
+    assert_issued(&first, &key, &server);
+    let resent = client.transact(&request, &key, &ca, PkiMethod::Post).unwrap();
+    assert_issued(&resent, &key, &server);
+    assert_eq!(resent.issued_certificate(&key), first.issued_certificate(&key), "the certificate already issued");
+    let (_, listed) = admin(&server, "GET", "/api/v1/admin/scep/certificates", None, ADMIN_KEY);
+    assert_eq!(listed["certificates"].as_array().map(Vec::len), Some(1), "one certificate: {listed}");
+
+    // Another key under the same transactionID and challenge: no certificate.
+    let thief = DeviceKey::generate().unwrap();
+    let thief_signer =
+        scep_tests::client::self_signed_certificate(&thief, &scep_tests::client::SubjectName::cn("resender"), 1)
+            .unwrap();
+    let options = MessageOptions { transaction_id: Some(request.transaction_id.clone()), ..MessageOptions::default() };
+    let stolen = build_pki_message(
+        &MessageBody::PkcsReq(build_csr(&thief, &CsrSpec::new("resender", Some(&challenge))).unwrap()),
+        Signer { certificate: &thief_signer, key: &thief },
+        ca.recipient(),
+        &options,
+    )
+    .unwrap();
+    assert_refused(&client.transact(&stolen, &thief, &ca, PkiMethod::Post).unwrap());
+    // Another transaction: the challenge is used.
+    let other = DeviceKey::generate().unwrap();
+    assert_refused(&enroll(&server, &other, "resender", &[], &challenge));
+    assert_eq!(events(&server, "challenge_used").len(), 1);
+    assert_eq!(challenge_metric(&server, "used"), 1, "a resend does not use the challenge again");
 }
 
 fn expiry(transport: Transport) {

@@ -426,6 +426,12 @@ async fn consume(
             tracing::info!(target: "scepd::challenges", profile, id, "one-time challenge used");
             Ok(pending.with_detail(format!("one-time challenge #{id} used")))
         }
+        Ok(Consumption::Resent { id }) => {
+            tracing::info!(target: "scepd::challenges", profile, id, "one-time challenge presented again by the transaction that used it: a resend");
+            Ok(pending.with_detail(format!(
+                "one-time challenge #{id} was used by this transactionID: a resend, answered with the certificate already issued"
+            )))
+        }
         Ok(Consumption::Refused(refusal)) => {
             challenges.metrics.challenge(&profile, ChallengeEvent::Refused);
             Err(pending.refuse(FailInfo::BAD_REQUEST, refusal.label(), refusal.detail(), now))

@@ -12,7 +12,10 @@
 //!   challenge, which is shown once, to the operator who minted it;
 //! - [`ChallengeStore::consume`] is atomic: of any number of concurrent
 //!   requests presenting one challenge, exactly one gets
-//!   [`Consumption::Consumed`], every other one [`Refusal::Used`];
+//!   [`Consumption::Consumed`], every other one [`Refusal::Used`], except a
+//!   request of the transaction that consumed it, presented again unexpired
+//!   and within its binding: that is a resend ([`Consumption::Resent`]), which
+//!   the issuer answers with the certificate it already issued;
 //! - a challenge is refused when it is unknown, of another profile, used,
 //!   expired (`expires_at <= now`) or bound to another identity
 //!   ([`ChallengeBinding`]); a binding mismatch does not consume it (the
@@ -254,8 +257,36 @@ pub enum Consumption {
         /// Row id.
         id: i64,
     },
+    /// The challenge was consumed by this very transaction before: the
+    /// request is a resend (the client lost the CertRep, RFC 8894 §3.2.1.1)
+    /// and goes on to the issuer, which answers a resend with the
+    /// certificate it already issued and refuses another key under that
+    /// transactionID.
+    Resent {
+        /// Row id.
+        id: i64,
+    },
     /// Refused: issue nothing.
     Refused(Refusal),
+}
+
+impl Consumption {
+    /// The answer for a challenge that is already used: a resend when the
+    /// transaction that used it (`used_by`) presents it again, unexpired and
+    /// still matching its binding; else [`Refusal::Used`].
+    pub(crate) fn of_used(
+        id: i64,
+        used_by: Option<&str>,
+        expires_at: i64,
+        binding: &ChallengeBinding,
+        presented: &Presentation,
+        now: UnixTime,
+    ) -> Self {
+        let resend = used_by == Some(presented.transaction_id.as_str())
+            && expires_at > now.secs()
+            && binding.mismatch(&presented.common_names, &presented.subject_alt_names).is_none();
+        if resend { Self::Resent { id } } else { Self::Refused(Refusal::Used { id }) }
+    }
 }
 
 /// A challenge that reached its expiry unused.
@@ -483,7 +514,8 @@ fn consume(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let row = tx
         .query_row(
-            "SELECT id, profile, bound_common_name, bound_sans, expires_at, used_at, expired_reported_at, created_by
+            "SELECT id, profile, bound_common_name, bound_sans, expires_at, used_at, expired_reported_at, created_by,
+                    used_by_transaction
                FROM one_time_challenges WHERE secret_sha256 = ?1",
             params![secret_digest(p.challenge.expose())],
             |r| {
@@ -496,18 +528,19 @@ fn consume(
                     r.get::<_, Option<i64>>(5)?,
                     r.get::<_, Option<i64>>(6)?,
                     r.get::<_, String>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             },
         )
         .optional()?;
-    let Some((id, profile, cn, sans, expires_at, used_at, expired_reported, created_by)) = row else {
+    let Some((id, profile, cn, sans, expires_at, used_at, expired_reported, created_by, used_by)) = row else {
         return Ok(Consumption::Refused(Refusal::Unknown));
     };
     if profile != p.profile {
         return Ok(Consumption::Refused(Refusal::Unknown));
     }
     if used_at.is_some() {
-        return Ok(Consumption::Refused(Refusal::Used { id }));
+        return Ok(Consumption::of_used(id, used_by.as_deref(), expires_at, &binding_from(cn, &sans), p, now));
     }
     if expires_at <= now.secs() {
         if expired_reported.is_none() {
@@ -612,14 +645,37 @@ mod tests {
         .unwrap()
     }
 
+    /// A presentation by a transaction of its own (each call another transactionID).
     fn present(profile: &str, challenge: &str, cn: &str, sans: &[&str]) -> Presentation {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Presentation {
             profile: profile.into(),
             challenge: ChallengeSecret::new(challenge),
             common_names: vec![cn.into()],
             subject_alt_names: sans.iter().map(|s| (*s).to_string()).collect(),
-            transaction_id: "tx".into(),
+            transaction_id: format!("tx-{n}"),
         }
+    }
+
+    #[test]
+    fn the_transaction_that_used_a_challenge_may_resend_within_its_expiry_and_binding() {
+        let dir = TestDir::new();
+        let (store, _) = open(&dir);
+        let binding = ChallengeBinding { common_name: Some("d".into()), ..ChallengeBinding::default() };
+        let m = mint(&store, "corp", binding, 60, T0);
+        let first = present("corp", &m.challenge, "d", &[]);
+        let again = |p: &Presentation, now: UnixTime| block_on(store.consume(p.clone(), now)).unwrap();
+        assert_eq!(again(&first, T0), Consumption::Consumed { id: m.id });
+        // The client lost the CertRep and sends the same request again.
+        assert_eq!(again(&first, T0.plus(5)), Consumption::Resent { id: m.id });
+        assert_eq!(again(&first, T0.plus(6)), Consumption::Resent { id: m.id }, "as often as it needs");
+        // Another transaction, the same transaction past the expiry or outside the binding: used.
+        let other = present("corp", &m.challenge, "d", &[]);
+        assert_eq!(again(&other, T0.plus(5)), Consumption::Refused(Refusal::Used { id: m.id }));
+        assert_eq!(again(&first, T0.plus(60)), Consumption::Refused(Refusal::Used { id: m.id }));
+        let renamed = Presentation { common_names: vec!["e".into()], ..first.clone() };
+        assert_eq!(again(&renamed, T0.plus(5)), Consumption::Refused(Refusal::Used { id: m.id }));
     }
 
     #[test]

@@ -128,7 +128,8 @@ impl Inner {
         let mut tx = client.transaction().map_err(|e| db(&e))?;
         let row = tx
             .query_opt(
-                "SELECT id, profile, bound_common_name, bound_sans, expires_at, used_at, expired_reported_at, created_by
+                "SELECT id, profile, bound_common_name, bound_sans, expires_at, used_at, expired_reported_at, created_by,
+                        used_by_transaction
                    FROM one_time_challenges WHERE secret_sha256 = $1 FOR UPDATE",
                 &[&secret_digest(p.challenge.expose())],
             )
@@ -142,7 +143,8 @@ impl Inner {
             return Ok(Consumption::Refused(Refusal::Unknown));
         }
         if used_at.is_some() {
-            return Ok(Consumption::Refused(Refusal::Used { id }));
+            let used_by: Option<String> = row.get(8);
+            return Ok(Consumption::of_used(id, used_by.as_deref(), expires_at, &binding_from(cn, &sans), p, now));
         }
         if expires_at <= now.secs() {
             if expired_reported.is_none() {
