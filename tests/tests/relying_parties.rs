@@ -8,10 +8,11 @@
 //! reason, the cached nonce-less GET answer included, and `openssl verify
 //! -crl_check` with the CRL fetched from the distribution point fails with
 //! "certificate revoked". After a restart on the same data it is still
-//! revoked. Nonces are echoed; a malformed request gets `malformedRequest`,
-//! one for another CA `unauthorized`; the CRL honours conditional GETs;
-//! `[server] ocsp_signer = "ca"` signs with the CA key, and a bad value is a
-//! start-up error naming the setting.
+//! revoked. Nonces are echoed; a malformed request gets `malformedRequest`
+//! (so does one that is not DER or carries a critical extension scepd does
+//! not understand), one for another CA `unauthorized`; the CRL honours
+//! conditional GETs; `[server] ocsp_signer = "ca"` signs with the CA key,
+//! and a bad value is a start-up error naming the setting.
 //!
 //! `public_url` names a front end (`http://pki.scepd.test`): the test checks
 //! the URLs in the certificate against it and fetches their paths from the
@@ -414,6 +415,52 @@ fn responder_refusals(transport: Transport) {
     assert!(ok);
     assert_eq!(std::fs::read(dir.join("junk-get.der")).unwrap(), [0x30, 0x03, 0x0a, 0x01, 0x01]);
 
+    // malformedRequest for what OpenSSL's request becomes when it is not
+    // DER (RFC 6960 Appendix A.1) or carries a critical extension scepd does
+    // not understand (RFC 6960 §4.4). The request asks about the CA
+    // certificate itself: as sent, it is answered (`unknown`).
+    std::fs::write(dir.join("ca.pem"), server.ca_pem()).unwrap();
+    let (ok, text) =
+        run(&dir, "openssl", &["ocsp", "-issuer", "ca.pem", "-cert", "ca.pem", "-no_nonce", "-reqout", "req.der"]);
+    assert!(ok, "{text}");
+    let request = std::fs::read(dir.join("req.der")).unwrap();
+    let post = |name: &str, der: &[u8]| -> Vec<u8> {
+        std::fs::write(dir.join(name), der).unwrap();
+        let out = format!("{name}.resp");
+        let data = format!("@{name}");
+        let args = ["-sSf", "-o", &out, "-H", "Content-Type: application/ocsp-request", "--data-binary", &data, &ocsp];
+        let (ok, text) = run(&dir, "curl", &args);
+        assert!(ok, "{text}");
+        std::fs::read(dir.join(out)).unwrap()
+    };
+    let as_sent = post("as-sent.der", &request);
+    let status = scep_engine::wire::parse_single(&as_sent).unwrap().reader().read().unwrap();
+    assert_eq!(status.contents, [0], "successful: {as_sent:02x?}");
+    let ca_der = scep_engine::pem::certificates(&server.ca_pem()).unwrap().remove(0);
+    let serial = CertificateRef::parse(&ca_der).unwrap().serial.to_vec();
+    // OCSPRequest { tbsRequest { requestList { Request { CertID { ..., serialNumber } } } } },
+    // every length in short form (headers at 0, 2, 4, 6, 8); the serial last.
+    let serial_at = request.len() - serial.len() - 2;
+    assert_eq!(request[serial_at..serial_at + 2], [0x02, u8::try_from(serial.len()).unwrap()]);
+    let padded_serial = grow(&request, serial_at + 2, &[0x00], &[0, 2, 4, 6, 8, serial_at]);
+    let indefinite = [&[0x30, 0x80][..], &request[2..], &[0, 0]].concat();
+    // requestExtensions after the list: one Extension of the example arc
+    // (2.999.1), critical, its value an empty SEQUENCE.
+    let mut critical = scep_engine::wire::Writer::new();
+    critical.nested(scep_engine::wire::tag::context_constructed(2), |w| {
+        w.sequence(|w| {
+            w.sequence(|w| {
+                w.oid(&[0x88, 0x37, 0x01]).boolean(true).octet_string(&[0x30, 0x00]);
+            });
+        });
+    });
+    let critical_extension = grow(&request, request.len(), critical.as_slice(), &[0, 2]);
+    for (name, der) in
+        [("padded-serial.der", padded_serial), ("indefinite.der", indefinite), ("critical.der", critical_extension)]
+    {
+        assert_eq!(post(name, &der), [0x30, 0x03, 0x0a, 0x01, 0x01], "{name}: malformedRequest");
+    }
+
     // unauthorized: a certificate of another CA.
     let (ok, text) = run(
         &dir,
@@ -459,6 +506,18 @@ fn responder_refusals(transport: Transport) {
         ],
     );
     assert_eq!(code.trim(), "415");
+}
+
+/// `der` with `insert` put at byte `at`, and the short-form lengths of the
+/// TLVs whose headers start at `enclosing` grown to match.
+fn grow(der: &[u8], at: usize, insert: &[u8], enclosing: &[usize]) -> Vec<u8> {
+    let mut out = der.to_vec();
+    out.splice(at..at, insert.iter().copied());
+    for &header in enclosing {
+        out[header + 1] += u8::try_from(insert.len()).unwrap();
+        assert!(out[header + 1] < 0x80, "short-form lengths only: {der:02x?}");
+    }
+    out
 }
 
 fn base64_of(bytes: &[u8]) -> String {
