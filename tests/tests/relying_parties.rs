@@ -10,9 +10,11 @@
 //! "certificate revoked". After a restart on the same data it is still
 //! revoked. Nonces are echoed; a malformed request gets `malformedRequest`
 //! (so does one that is not DER or carries a critical extension scepd does
-//! not understand), one for another CA `unauthorized`; the CRL honours
-//! conditional GETs; `[server] ocsp_signer = "ca"` signs with the CA key,
-//! and a bad value is a start-up error naming the setting.
+//! not understand), one for another CA `unauthorized`; the CRL and the
+//! nonce-less OCSP GET honour conditional GETs (the OCSP answer's ETag
+//! changes with the revocation), and an OCSP HEAD is answered as the GET;
+//! `[server] ocsp_signer = "ca"` signs with the CA key, and a bad value is a
+//! start-up error naming the setting.
 //!
 //! `public_url` names a front end (`http://pki.scepd.test`): the test checks
 //! the URLs in the certificate against it and fetches their paths from the
@@ -159,15 +161,39 @@ fn ocsptool_response(text: &str) -> Vec<u8> {
 /// `revocationReason [0] EXPLICIT CRLReason keyCompromise (1)` (RFC 6960 §4.2.1).
 const KEY_COMPROMISE_REASON: [u8; 5] = [0xa0, 0x03, 0x0a, 0x01, 0x01];
 
+/// The URL of the nonce-less GET of `req.der` (RFC 6960 A.1).
+fn ocsp_get_url(server: &Scepd, dir: &Path, urls: &Urls) -> String {
+    let b64 = base64_of(&std::fs::read(dir.join("req.der")).unwrap());
+    format!("{}/{}", local(server, &urls.ocsp), b64.replace('+', "%2B").replace('/', "%2F"))
+}
+
 /// The nonce-less GET of `req.der` (RFC 6960 A.1): the response headers,
 /// the body written to `out`.
 fn ocsp_get(server: &Scepd, dir: &Path, urls: &Urls, out: &str) -> String {
-    let b64 = base64_of(&std::fs::read(dir.join("req.der")).unwrap());
-    let get_url = format!("{}/{}", local(server, &urls.ocsp), b64.replace('+', "%2B").replace('/', "%2F"));
+    let get_url = ocsp_get_url(server, dir, urls);
     let (ok, headers) = run(dir, "curl", &["-sSf", "-D", "-", "-o", out, &get_url]);
     assert!(ok, "{headers}");
     assert!(headers.contains("application/ocsp-response"), "{headers}");
     headers
+}
+
+/// The value of header `name` in the response head `curl -D -` printed.
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// The HTTP status of a GET of `url` with `If-None-Match: etag`.
+fn conditional_get(dir: &Path, url: &str, etag: &str) -> String {
+    let (ok, code) = run(
+        dir,
+        "curl",
+        &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("If-None-Match: {etag}"), url],
+    );
+    assert!(ok, "{code}");
+    code.trim().to_string()
 }
 
 /// `openssl ocsp -respin` of a stored answer, verified against the CA.
@@ -272,6 +298,16 @@ fn relying_parties_see_a_revocation(transport: Transport) {
         std::fs::read(dir.join("resp-again.der")).unwrap(),
         "the nonce-less answer is served from the cache"
     );
+    // RFC 5019 §6.2: the answer has a strong ETag, and as for the CRL a
+    // conditional GET of the kept answer is 304; HEAD is answered as GET,
+    // without the content (RFC 9110 §9.3.2).
+    let ocsp_etag = header_of(&headers, "etag").unwrap_or_else(|| panic!("no ETag on the OCSP GET: {headers}"));
+    let get_url = ocsp_get_url(&server, &dir, &urls);
+    assert_eq!(conditional_get(&dir, &get_url, &ocsp_etag), "304", "conditional OCSP GET");
+    let (ok, head) = run(&dir, "curl", &["-sS", "-I", &get_url]);
+    assert!(ok && head.starts_with("HTTP/1.1 200"), "HEAD: {head}");
+    assert_eq!(header_of(&head, "etag").as_ref(), Some(&ocsp_etag), "{head}");
+    assert_eq!(header_of(&head, "content-type").as_deref(), Some("application/ocsp-response"), "{head}");
 
     // The CRL: DER, caching headers, conditional GET; verify passes before the revocation.
     let crl_url = local(&server, &urls.crl);
@@ -317,6 +353,8 @@ fn relying_parties_see_a_revocation(transport: Transport) {
         &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("If-None-Match: {etag}"), &crl_url],
     );
     assert_eq!(code.trim(), "200", "the CRL was re-signed");
+    // So was the OCSP answer: the old ETag gets the new answer.
+    assert_eq!(conditional_get(&dir, &get_url, &ocsp_etag), "200", "the OCSP answer was re-signed");
 
     // /metrics counts what relying parties got (before the restart resets the counters).
     let (status, metrics) = http(&server, "GET", "/metrics", ADMIN_KEY, "");
@@ -330,8 +368,9 @@ fn relying_parties_see_a_revocation(transport: Transport) {
             .parse()
             .unwrap()
     };
-    // 3 good (openssl with and without nonce, ocsptool), 2 GETs, 5 revoked.
-    assert_eq!(count("scepd_ocsp_responses_total{status=\"successful\"}"), 10, "{metrics}");
+    // 3 good (openssl with and without nonce, ocsptool), 2 GETs, a 304 and a
+    // HEAD, 5 revoked, and the conditional GET after the revocation.
+    assert_eq!(count("scepd_ocsp_responses_total{status=\"successful\"}"), 13, "{metrics}");
     assert_eq!(count("scepd_crl_requests_total{status=\"200\"}"), 5, "{metrics}");
     assert_eq!(count("scepd_crl_requests_total{status=\"304\"}"), 1, "{metrics}");
 
