@@ -67,7 +67,8 @@ pub struct CertIdRef<'a> {
     pub issuer_name_hash: &'a [u8],
     /// issuerKeyHash: hash of the issuer's subjectPublicKey BIT STRING value.
     pub issuer_key_hash: &'a [u8],
-    /// serialNumber magnitude (leading zero octets kept as sent).
+    /// serialNumber: the contents of the (minimal, X.690 §8.3.2) INTEGER
+    /// without its sign octet.
     pub serial: &'a [u8],
 }
 
@@ -88,28 +89,62 @@ fn invalid(offset: usize) -> DecodeError {
     DecodeError::new(DecodeErrorKind::InvalidValue, offset)
 }
 
-/// Rejects BER indefinite lengths where the bytes are echoed or hashed.
-fn definite(t: Tlv<'_>) -> Result<Tlv<'_>, DecodeError> {
-    if t.indefinite { Err(invalid(t.offset)) } else { Ok(t) }
+/// Rejects a BER length (indefinite, or not in the fewest octets, X.690
+/// §10.1): a request is the DER encoding of the OCSPRequest (RFC 6960
+/// Appendix A.1), and a CertID is echoed into the signed answer byte for
+/// byte.
+fn der(t: Tlv<'_>) -> Result<Tlv<'_>, DecodeError> {
+    if t.has_der_length() { Ok(t) } else { Err(DecodeError::new(DecodeErrorKind::BadLength, t.offset)) }
+}
+
+/// How deep a CertID may nest (CertID, AlgorithmIdentifier, its parameters
+/// and one level inside them), so checking it cannot exhaust the stack.
+const MAX_CERT_ID_DEPTH: u32 = 4;
+
+/// Checks that every length inside `t`, recursively, is DER: the bytes are
+/// echoed into the SingleResponse and must be DER there.
+fn der_tree(t: Tlv<'_>, depth: u32) -> Result<(), DecodeError> {
+    let t = der(t)?;
+    if !t.is_constructed() {
+        return Ok(());
+    }
+    if depth == MAX_CERT_ID_DEPTH {
+        return Err(DecodeError::new(DecodeErrorKind::TooDeep, t.offset));
+    }
+    let mut r = t.reader();
+    while !r.is_empty() {
+        der_tree(r.read()?, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// Rejects an INTEGER that is not in its fewest octets (X.690 §8.3.2: the
+/// first nine bits are neither all zero nor all one), e.g. a serialNumber
+/// padded with superfluous 0x00 octets.
+fn minimal_integer(t: Tlv<'_>) -> Result<Tlv<'_>, DecodeError> {
+    match t.contents {
+        [] | [0x00, 0x00..=0x7f, ..] | [0xff, 0x80..=0xff, ..] => Err(invalid(t.offset)),
+        _ => Ok(t),
+    }
 }
 
 impl<'a> CertIdRef<'a> {
     /// Parses a CertID TLV.
     ///
     /// # Errors
-    /// Any structural problem, an indefinite length, or an empty serial.
+    /// Any structural problem, a length that is not DER (anywhere inside:
+    /// the CertID is echoed), or a serialNumber that is empty or not a
+    /// minimal INTEGER (X.690 §8.3.2).
     pub fn parse(t: Tlv<'a>) -> Result<Self, DecodeError> {
-        let t = definite(t.expect_tag(tag::SEQUENCE)?)?;
+        let t = t.expect_tag(tag::SEQUENCE)?;
+        der_tree(t, 0)?;
         let mut r = t.reader();
         let alg = r.expect(tag::SEQUENCE)?;
         let hash_oid = alg.reader().expect(tag::OID)?.contents;
         let issuer_name_hash = r.expect(tag::OCTET_STRING)?.contents;
         let issuer_key_hash = r.expect(tag::OCTET_STRING)?.contents;
-        let serial_tlv = r.expect(tag::INTEGER)?;
+        let serial_tlv = minimal_integer(r.expect(tag::INTEGER)?)?;
         r.finish()?;
-        if serial_tlv.contents.is_empty() {
-            return Err(invalid(serial_tlv.offset));
-        }
         // A negative serial (RFC 5280 forbids them) is kept as sent: it
         // cannot match a certificate scepd issued, so it is answered unknown.
         let serial = serial_tlv.contents.strip_prefix(&[0]).unwrap_or(serial_tlv.contents);
@@ -124,64 +159,116 @@ impl<'a> CertIdRef<'a> {
     }
 }
 
-/// Reads an `Extensions` SEQUENCE and returns the nonce's extnValue contents.
-fn find_nonce<'a>(exts: Tlv<'a>) -> Result<Option<&'a [u8]>, DecodeError> {
-    let mut r = exts.expect_tag(tag::SEQUENCE)?.reader();
-    let mut nonce = None;
+/// One `Extension` (RFC 5280 §4.1: extnID, critical DEFAULT FALSE, extnValue).
+struct ExtensionRef<'a> {
+    /// extnID's OID contents.
+    id: &'a [u8],
+    critical: bool,
+    /// extnValue (the OCTET STRING).
+    value: Tlv<'a>,
+    /// Where the Extension starts, for errors.
+    offset: usize,
+}
+
+/// Reads the `Extensions` SEQUENCE inside an EXPLICIT `[n]` and calls `each`
+/// with every Extension, in order.
+fn for_each_extension<'a>(
+    explicit: Tlv<'a>,
+    mut each: impl FnMut(ExtensionRef<'a>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let mut outer = der(explicit)?.reader();
+    let exts = der(outer.expect(tag::SEQUENCE)?)?;
+    outer.finish()?;
+    let mut r = exts.reader();
     while !r.is_empty() {
-        let ext = r.expect(tag::SEQUENCE)?;
+        let ext = der(r.expect(tag::SEQUENCE)?)?;
         let mut e = ext.reader();
         let id = e.expect(tag::OID)?.contents;
-        e.optional(tag::BOOLEAN)?;
-        let value = definite(e.expect(tag::OCTET_STRING)?)?;
+        let critical = match e.optional(tag::BOOLEAN)? {
+            None => false,
+            Some(b) => match b.contents {
+                [0] => false,
+                [_] => true,
+                _ => return Err(invalid(b.offset)),
+            },
+        };
+        let value = der(e.expect(tag::OCTET_STRING)?)?;
         e.finish()?;
-        if id == oid::OCSP_NONCE {
-            if nonce.is_some() {
-                // RFC 5280 §4.2: an extension appears at most once.
-                return Err(invalid(ext.offset));
-            }
-            // RFC 8954 §2.1: the value is an OCTET STRING of 1..=32 octets.
-            // Some clients put the bare nonce in extnValue; accept both, bound both.
-            let inner = match parse_single(value.contents) {
-                Ok(t) if t.tag == tag::OCTET_STRING && !t.indefinite => t.contents.len(),
-                _ => value.contents.len(),
-            };
-            if inner == 0 || inner > MAX_NONCE_LEN {
-                return Err(invalid(value.offset));
-            }
-            nonce = Some(value.contents);
-        }
+        each(ExtensionRef { id, critical, value, offset: ext.offset })?;
     }
+    Ok(())
+}
+
+/// Reads requestExtensions (`[2] EXPLICIT Extensions`) and returns the
+/// nonce's extnValue contents. The nonce (RFC 8954) is the one request
+/// extension scepd understands; RFC 6960 §4.4 has unrecognised extensions
+/// ignored unless they are critical, so any other one marked critical is
+/// refused.
+fn request_extensions(explicit: Tlv<'_>) -> Result<Option<&[u8]>, DecodeError> {
+    let mut nonce = None;
+    for_each_extension(explicit, |ext| {
+        if ext.id != oid::OCSP_NONCE {
+            return if ext.critical { Err(invalid(ext.offset)) } else { Ok(()) };
+        }
+        if nonce.is_some() {
+            // RFC 5280 §4.2: an extension appears at most once.
+            return Err(invalid(ext.offset));
+        }
+        // RFC 8954 §2.1: the value is an OCTET STRING of 1..=32 octets.
+        // Some clients put the bare nonce in extnValue; accept both, bound both.
+        let inner = match parse_single(ext.value.contents) {
+            Ok(t) if t.tag == tag::OCTET_STRING && !t.indefinite => t.contents.len(),
+            _ => ext.value.contents.len(),
+        };
+        if inner == 0 || inner > MAX_NONCE_LEN {
+            return Err(invalid(ext.value.offset));
+        }
+        nonce = Some(ext.value.contents);
+        Ok(())
+    })?;
     Ok(nonce)
+}
+
+/// Reads singleRequestExtensions (`[0] EXPLICIT Extensions`): scepd
+/// understands none of them (e.g. the service locator, RFC 6960 §4.4.6), so
+/// each is ignored unless it is critical (§4.4), which is refused.
+fn single_request_extensions(explicit: Tlv<'_>) -> Result<(), DecodeError> {
+    for_each_extension(explicit, |ext| if ext.critical { Err(invalid(ext.offset)) } else { Ok(()) })
 }
 
 impl<'a> OcspRequestRef<'a> {
     /// Parses an `OCSPRequest` (RFC 6960 §4.1.1). Version must be v1 (0).
-    /// Unknown request and single-request extensions are ignored (§4.4: only
-    /// the nonce is understood; none of those clients send is critical to us).
+    /// Of the request extensions only the nonce (RFC 8954) is understood, and
+    /// none of the single-request extensions; the others are ignored unless
+    /// marked critical (§4.4).
+    ///
+    /// The request must be DER where scepd reads or echoes it (Appendix A.1:
+    /// the DER encoding of the OCSPRequest): the lengths of the structures
+    /// it walks, and everything in a CertID.
     ///
     /// # Errors
-    /// A malformed structure, no or more than [`MAX_REQUESTS`] CertIDs, an
-    /// unsupported version, or a nonce outside 1..=32 octets: all answered
-    /// `malformedRequest`.
-    pub fn parse(der: &'a [u8]) -> Result<Self, DecodeError> {
-        let top = parse_single(der)?.expect_tag(tag::SEQUENCE)?;
+    /// A malformed structure, a BER length, a serialNumber that is not a
+    /// minimal INTEGER, no or more than [`MAX_REQUESTS`] CertIDs, an
+    /// unsupported version, a nonce outside 1..=32 octets, or a critical
+    /// extension other than the nonce: all answered `malformedRequest`.
+    pub fn parse(der_bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let top = der(parse_single(der_bytes)?.expect_tag(tag::SEQUENCE)?)?;
         let mut r = top.reader();
-        let tbs = r.expect(tag::SEQUENCE)?;
+        let tbs = der(r.expect(tag::SEQUENCE)?)?;
         let signed = r.optional(tag::context_constructed(0))?.is_some();
         r.finish()?;
 
         let mut t = tbs.reader();
         if let Some(v) = t.optional(tag::context_constructed(0))? {
-            let version = v.reader().expect(tag::INTEGER)?;
+            let version = der(v)?.reader().expect(tag::INTEGER)?;
             if version.small_uint()? != 0 {
                 return Err(invalid(version.offset));
             }
         }
         t.optional(tag::context_constructed(1))?; // requestorName
-        let list = t.expect(tag::SEQUENCE)?;
+        let list = der(t.expect(tag::SEQUENCE)?)?;
         let nonce = match t.optional(tag::context_constructed(2))? {
-            Some(exts) => find_nonce(exts.reader().read()?)?,
+            Some(exts) => request_extensions(exts)?,
             None => None,
         };
         t.finish()?;
@@ -192,10 +279,12 @@ impl<'a> OcspRequestRef<'a> {
             if requests.len() == MAX_REQUESTS {
                 return Err(invalid(l.offset()));
             }
-            let req = l.expect(tag::SEQUENCE)?;
+            let req = der(l.expect(tag::SEQUENCE)?)?;
             let mut q = req.reader();
             let cert_id = CertIdRef::parse(q.read()?)?;
-            q.optional(tag::context_constructed(0))?; // singleRequestExtensions
+            if let Some(exts) = q.optional(tag::context_constructed(0))? {
+                single_request_extensions(exts)?;
+            }
             q.finish()?;
             requests.push(cert_id);
         }
@@ -439,6 +528,135 @@ mod tests {
         assert!(OcspRequestRef::parse(&trailing).is_err());
         assert!(OcspRequestRef::parse(b"not der at all").is_err());
         assert!(OcspRequestRef::parse(&cert_id(&[0])).is_err(), "a CertID is not a request");
+    }
+
+    /// id-pkix-ocsp-response (RFC 6960 §4.4.3), a request extension scepd does not understand.
+    const ACCEPTABLE_RESPONSES: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x04];
+    /// id-pkix-ocsp-service-locator (RFC 6960 §4.4.6), a single-request extension.
+    const SERVICE_LOCATOR: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x07];
+
+    /// An Extension; `critical: None` leaves the DEFAULT FALSE out, as DER does.
+    fn extension(id: &[u8], critical: Option<bool>, value: &[u8]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.sequence(|w| {
+            w.oid(id);
+            if let Some(c) = critical {
+                w.boolean(c);
+            }
+            w.octet_string(value);
+        });
+        w.into_vec()
+    }
+
+    /// A request of one CertID, with singleRequestExtensions and requestExtensions when given.
+    fn request_with_extensions(id: &[u8], single: &[Vec<u8>], exts: &[Vec<u8>]) -> Vec<u8> {
+        let explicit_extensions = |w: &mut Writer, n: u8, list: &[Vec<u8>]| {
+            if !list.is_empty() {
+                w.nested(tag::context_constructed(n), |w| {
+                    w.sequence(|w| {
+                        for e in list {
+                            w.raw(e);
+                        }
+                    });
+                });
+            }
+        };
+        let mut w = Writer::new();
+        w.sequence(|w| {
+            w.sequence(|w| {
+                w.sequence(|w| {
+                    w.sequence(|w| {
+                        w.raw(id);
+                        explicit_extensions(w, 0, single);
+                    });
+                });
+                explicit_extensions(w, 2, exts);
+            });
+        });
+        w.into_vec()
+    }
+
+    #[test]
+    fn critical_extensions_are_refused_unless_understood() {
+        let id = cert_id(&[7]);
+        let nonce = crate::wire::encode_tlv(tag::OCTET_STRING, &[9; 16]);
+        // The nonce of the request with these extensions, or the error.
+        let parse = |single: &[Vec<u8>], exts: &[Vec<u8>]| {
+            let der = request_with_extensions(&id, single, exts);
+            OcspRequestRef::parse(&der).map(|r| r.nonce.map(<[u8]>::to_vec))
+        };
+        // Not critical (absent or FALSE): ignored, in either place (RFC 6960 §4.4).
+        for critical in [None, Some(false)] {
+            let unknown = extension(ACCEPTABLE_RESPONSES, critical, &[0x30, 0x00]);
+            assert_eq!(parse(&[], std::slice::from_ref(&unknown)), Ok(None), "{critical:?}");
+            let locator = extension(SERVICE_LOCATOR, critical, &[0x30, 0x00]);
+            assert_eq!(parse(&[locator], &[unknown]), Ok(None), "{critical:?}");
+        }
+        // The nonce is understood: critical or not, it is read.
+        let critical_nonce = extension(oid::OCSP_NONCE, Some(true), &nonce);
+        assert_eq!(parse(&[], &[critical_nonce]), Ok(Some(nonce.clone())));
+        // Critical and not understood: malformedRequest, beside a nonce or alone.
+        let unknown = extension(ACCEPTABLE_RESPONSES, Some(true), &[0x30, 0x00]);
+        let with_nonce = extension(oid::OCSP_NONCE, None, &nonce);
+        assert!(parse(&[], &[with_nonce.clone(), unknown.clone()]).is_err(), "critical request extension");
+        assert!(parse(&[], &[unknown]).is_err(), "critical request extension alone");
+        let locator = extension(SERVICE_LOCATOR, Some(true), &[0x30, 0x00]);
+        assert!(parse(&[locator], std::slice::from_ref(&with_nonce)).is_err(), "critical single-request extension");
+        // A nonce is a request extension: scepd does not understand it per CertID.
+        let single_nonce = extension(oid::OCSP_NONCE, Some(true), &nonce);
+        assert!(parse(&[single_nonce], &[]).is_err(), "critical nonce among singleRequestExtensions");
+        // BOOLEAN of other than one octet.
+        let mut bad_bool = extension(ACCEPTABLE_RESPONSES, Some(false), &[0x30, 0x00]);
+        let at = bad_bool.windows(3).position(|w| w == [tag::BOOLEAN, 1, 0]).unwrap();
+        bad_bool.splice(at..at + 3, [tag::BOOLEAN, 0]);
+        bad_bool[1] -= 1;
+        assert!(parse(&[], &[bad_bool]).is_err(), "empty BOOLEAN");
+    }
+
+    /// `der` (one TLV with a short definite length) with the indefinite form instead (BER).
+    fn indefinite(der: &[u8]) -> Vec<u8> {
+        assert!(der[1] < 0x80, "short form expected");
+        [&[der[0], 0x80], &der[2..], &[0, 0][..]].concat()
+    }
+
+    /// `der` (one TLV with a short definite length) with a needless long-form length.
+    fn long_form_length(der: &[u8]) -> Vec<u8> {
+        assert!(der[1] < 0x80, "short form expected");
+        [&[der[0], 0x81], &der[1..]].concat()
+    }
+
+    #[test]
+    fn refuses_ber_and_non_minimal_serials() {
+        let id = cert_id(&[7]);
+        let good = request(std::slice::from_ref(&id), None, None);
+        assert!(OcspRequestRef::parse(&good).is_ok());
+        // X.690 §8.3.2: superfluous leading octets on the serialNumber.
+        for serial in [&[0x00, 0x07][..], &[0x00, 0x00, 0x07], &[0x00, 0x00, 0x80], &[0xff, 0x80]] {
+            let mut padded = id.clone();
+            let at = padded.len() - 3; // INTEGER 01 07
+            padded.splice(at.., crate::wire::encode_tlv(tag::INTEGER, serial));
+            padded[1] = u8::try_from(padded.len() - 2).unwrap();
+            let err = OcspRequestRef::parse(&request(&[padded], None, None)).unwrap_err();
+            assert_eq!(err.kind, DecodeErrorKind::InvalidValue, "{serial:02x?}");
+        }
+        // Minimal ones, the sign octet included, still parse.
+        for serial in [&[0x00][..], &[0x00, 0x80], &[0x7f], &[0xff, 0x7f]] {
+            let mut minimal = id.clone();
+            let at = minimal.len() - 3;
+            minimal.splice(at.., crate::wire::encode_tlv(tag::INTEGER, serial));
+            minimal[1] = u8::try_from(minimal.len() - 2).unwrap();
+            assert!(OcspRequestRef::parse(&request(&[minimal], None, None)).is_ok(), "{serial:02x?}");
+        }
+        // BER lengths: the outer SEQUENCE indefinite or in long form.
+        for ber in [indefinite(&good), long_form_length(&good)] {
+            assert_eq!(OcspRequestRef::parse(&ber).unwrap_err().kind, DecodeErrorKind::BadLength, "{ber:02x?}");
+        }
+        // ... or inside the CertID, which is echoed: its hashAlgorithm indefinite.
+        let alg_contents = 4..4 + usize::from(id[3]);
+        let ber_contents = [&[0x30, 0x80][..], &id[alg_contents.clone()], &[0, 0], &id[alg_contents.end..]].concat();
+        let ber_id = [&[0x30, u8::try_from(ber_contents.len()).unwrap()][..], &ber_contents].concat();
+        assert!(CertIdRef::parse(parse_single(&ber_id).unwrap()).is_err());
+        assert!(OcspRequestRef::parse(&request(&[ber_id], None, None)).is_err());
     }
 
     #[test]

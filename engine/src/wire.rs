@@ -189,6 +189,15 @@ impl<'a> Tlv<'a> {
         }
     }
 
+    /// True when the length is in DER form (X.690 §10.1): definite, and in
+    /// the fewest octets (short form below 128, otherwise no leading zero
+    /// octet). The reader accepts BER; a caller that needs DER checks this.
+    pub const fn has_der_length(&self) -> bool {
+        let len = self.contents.len();
+        let len_of_len = if len < 0x80 { 1 } else { 1 + (usize::BITS - len.leading_zeros()).div_ceil(8) as usize };
+        !self.indefinite && self.raw.len() == 1 + len_of_len + len
+    }
+
     /// The contents of a non-negative INTEGER without leading zero octets
     /// (the big-endian magnitude).
     ///
@@ -608,6 +617,19 @@ mod tests {
             deep.extend_from_slice(&[0x30, 0x80]);
         }
         assert_eq!(parse_single(&deep).unwrap_err().kind, DecodeErrorKind::TooDeep);
+    }
+
+    #[test]
+    fn der_lengths_are_told_from_ber_ones() {
+        for len in [0usize, 127, 128, 255, 256, 65536] {
+            assert!(parse_single(&encode_tlv(tag::OCTET_STRING, &vec![7; len])).unwrap().has_der_length(), "{len}");
+        }
+        // X.690 §10.1: long form for a short length, a leading zero length octet, indefinite.
+        assert!(!parse_single(&[0x04, 0x81, 0x01, 7]).unwrap().has_der_length());
+        let mut padded = vec![0x04, 0x82, 0x00, 0x80];
+        padded.extend_from_slice(&[7; 128]);
+        assert!(!parse_single(&padded).unwrap().has_der_length());
+        assert!(!parse_single(&[0x30, 0x80, 0x05, 0x00, 0, 0]).unwrap().has_der_length());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! [`OcspResponder::respond`] answers one DER `OCSPRequest`: `good`,
 //! `revoked` (time and reason) or `unknown` per CertID, looked up in the
-//! local CA's database; `malformedRequest` for anything that does not parse,
-//! `unauthorized` for a CertID naming another issuer (RFC 5019 §2.2.3) or a
+//! local CA's database; `malformedRequest` for anything that does not parse
+//! (which includes a request that is not DER and a critical extension other
+//! than the nonce, [`OcspRequestRef::parse`]), `unauthorized` for a CertID naming another issuer (RFC 5019 §2.2.3) or a
 //! hash algorithm scepd does not compute. Nonces are echoed (RFC 8954).
 //!
 //! Answers are signed by a delegated responder certificate the CA issues

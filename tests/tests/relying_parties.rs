@@ -8,8 +8,11 @@
 //! reason, the cached nonce-less GET answer included, and `openssl verify
 //! -crl_check` with the CRL fetched from the distribution point fails with
 //! "certificate revoked". After a restart on the same data it is still
-//! revoked. Nonces are echoed; a malformed request gets `malformedRequest`,
-//! one for another CA `unauthorized`; the CRL honours conditional GETs;
+//! revoked. Nonces are echoed; a malformed request gets `malformedRequest`
+//! (so does one that is not DER or carries a critical extension scepd does
+//! not understand), one for another CA `unauthorized`; the CRL and the
+//! nonce-less OCSP GET honour conditional GETs (the OCSP answer's ETag
+//! changes with the revocation), and an OCSP HEAD is answered as the GET;
 //! `[server] ocsp_signer = "ca"` signs with the CA key, and a bad value is a
 //! start-up error naming the setting.
 //!
@@ -158,15 +161,39 @@ fn ocsptool_response(text: &str) -> Vec<u8> {
 /// `revocationReason [0] EXPLICIT CRLReason keyCompromise (1)` (RFC 6960 §4.2.1).
 const KEY_COMPROMISE_REASON: [u8; 5] = [0xa0, 0x03, 0x0a, 0x01, 0x01];
 
+/// The URL of the nonce-less GET of `req.der` (RFC 6960 A.1).
+fn ocsp_get_url(server: &Scepd, dir: &Path, urls: &Urls) -> String {
+    let b64 = base64_of(&std::fs::read(dir.join("req.der")).unwrap());
+    format!("{}/{}", local(server, &urls.ocsp), b64.replace('+', "%2B").replace('/', "%2F"))
+}
+
 /// The nonce-less GET of `req.der` (RFC 6960 A.1): the response headers,
 /// the body written to `out`.
 fn ocsp_get(server: &Scepd, dir: &Path, urls: &Urls, out: &str) -> String {
-    let b64 = base64_of(&std::fs::read(dir.join("req.der")).unwrap());
-    let get_url = format!("{}/{}", local(server, &urls.ocsp), b64.replace('+', "%2B").replace('/', "%2F"));
+    let get_url = ocsp_get_url(server, dir, urls);
     let (ok, headers) = run(dir, "curl", &["-sSf", "-D", "-", "-o", out, &get_url]);
     assert!(ok, "{headers}");
     assert!(headers.contains("application/ocsp-response"), "{headers}");
     headers
+}
+
+/// The value of header `name` in the response head `curl -D -` printed.
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// The HTTP status of a GET of `url` with `If-None-Match: etag`.
+fn conditional_get(dir: &Path, url: &str, etag: &str) -> String {
+    let (ok, code) = run(
+        dir,
+        "curl",
+        &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("If-None-Match: {etag}"), url],
+    );
+    assert!(ok, "{code}");
+    code.trim().to_string()
 }
 
 /// `openssl ocsp -respin` of a stored answer, verified against the CA.
@@ -271,6 +298,16 @@ fn relying_parties_see_a_revocation(transport: Transport) {
         std::fs::read(dir.join("resp-again.der")).unwrap(),
         "the nonce-less answer is served from the cache"
     );
+    // RFC 5019 §6.2: the answer has a strong ETag, and as for the CRL a
+    // conditional GET of the kept answer is 304; HEAD is answered as GET,
+    // without the content (RFC 9110 §9.3.2).
+    let ocsp_etag = header_of(&headers, "etag").unwrap_or_else(|| panic!("no ETag on the OCSP GET: {headers}"));
+    let get_url = ocsp_get_url(&server, &dir, &urls);
+    assert_eq!(conditional_get(&dir, &get_url, &ocsp_etag), "304", "conditional OCSP GET");
+    let (ok, head) = run(&dir, "curl", &["-sS", "-I", &get_url]);
+    assert!(ok && head.starts_with("HTTP/1.1 200"), "HEAD: {head}");
+    assert_eq!(header_of(&head, "etag").as_ref(), Some(&ocsp_etag), "{head}");
+    assert_eq!(header_of(&head, "content-type").as_deref(), Some("application/ocsp-response"), "{head}");
 
     // The CRL: DER, caching headers, conditional GET; verify passes before the revocation.
     let crl_url = local(&server, &urls.crl);
@@ -316,6 +353,8 @@ fn relying_parties_see_a_revocation(transport: Transport) {
         &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("If-None-Match: {etag}"), &crl_url],
     );
     assert_eq!(code.trim(), "200", "the CRL was re-signed");
+    // So was the OCSP answer: the old ETag gets the new answer.
+    assert_eq!(conditional_get(&dir, &get_url, &ocsp_etag), "200", "the OCSP answer was re-signed");
 
     // /metrics counts what relying parties got (before the restart resets the counters).
     let (status, metrics) = http(&server, "GET", "/metrics", ADMIN_KEY, "");
@@ -329,8 +368,9 @@ fn relying_parties_see_a_revocation(transport: Transport) {
             .parse()
             .unwrap()
     };
-    // 3 good (openssl with and without nonce, ocsptool), 2 GETs, 5 revoked.
-    assert_eq!(count("scepd_ocsp_responses_total{status=\"successful\"}"), 10, "{metrics}");
+    // 3 good (openssl with and without nonce, ocsptool), 2 GETs, a 304 and a
+    // HEAD, 5 revoked, and the conditional GET after the revocation.
+    assert_eq!(count("scepd_ocsp_responses_total{status=\"successful\"}"), 13, "{metrics}");
     assert_eq!(count("scepd_crl_requests_total{status=\"200\"}"), 5, "{metrics}");
     assert_eq!(count("scepd_crl_requests_total{status=\"304\"}"), 1, "{metrics}");
 
@@ -414,6 +454,52 @@ fn responder_refusals(transport: Transport) {
     assert!(ok);
     assert_eq!(std::fs::read(dir.join("junk-get.der")).unwrap(), [0x30, 0x03, 0x0a, 0x01, 0x01]);
 
+    // malformedRequest for what OpenSSL's request becomes when it is not
+    // DER (RFC 6960 Appendix A.1) or carries a critical extension scepd does
+    // not understand (RFC 6960 §4.4). The request asks about the CA
+    // certificate itself: as sent, it is answered (`unknown`).
+    std::fs::write(dir.join("ca.pem"), server.ca_pem()).unwrap();
+    let (ok, text) =
+        run(&dir, "openssl", &["ocsp", "-issuer", "ca.pem", "-cert", "ca.pem", "-no_nonce", "-reqout", "req.der"]);
+    assert!(ok, "{text}");
+    let request = std::fs::read(dir.join("req.der")).unwrap();
+    let post = |name: &str, der: &[u8]| -> Vec<u8> {
+        std::fs::write(dir.join(name), der).unwrap();
+        let out = format!("{name}.resp");
+        let data = format!("@{name}");
+        let args = ["-sSf", "-o", &out, "-H", "Content-Type: application/ocsp-request", "--data-binary", &data, &ocsp];
+        let (ok, text) = run(&dir, "curl", &args);
+        assert!(ok, "{text}");
+        std::fs::read(dir.join(out)).unwrap()
+    };
+    let as_sent = post("as-sent.der", &request);
+    let status = scep_engine::wire::parse_single(&as_sent).unwrap().reader().read().unwrap();
+    assert_eq!(status.contents, [0], "successful: {as_sent:02x?}");
+    let ca_der = scep_engine::pem::certificates(&server.ca_pem()).unwrap().remove(0);
+    let serial = CertificateRef::parse(&ca_der).unwrap().serial.to_vec();
+    // OCSPRequest { tbsRequest { requestList { Request { CertID { ..., serialNumber } } } } },
+    // every length in short form (headers at 0, 2, 4, 6, 8); the serial last.
+    let serial_at = request.len() - serial.len() - 2;
+    assert_eq!(request[serial_at..serial_at + 2], [0x02, u8::try_from(serial.len()).unwrap()]);
+    let padded_serial = grow(&request, serial_at + 2, &[0x00], &[0, 2, 4, 6, 8, serial_at]);
+    let indefinite = [&[0x30, 0x80][..], &request[2..], &[0, 0]].concat();
+    // requestExtensions after the list: one Extension of the example arc
+    // (2.999.1), critical, its value an empty SEQUENCE.
+    let mut critical = scep_engine::wire::Writer::new();
+    critical.nested(scep_engine::wire::tag::context_constructed(2), |w| {
+        w.sequence(|w| {
+            w.sequence(|w| {
+                w.oid(&[0x88, 0x37, 0x01]).boolean(true).octet_string(&[0x30, 0x00]);
+            });
+        });
+    });
+    let critical_extension = grow(&request, request.len(), critical.as_slice(), &[0, 2]);
+    for (name, der) in
+        [("padded-serial.der", padded_serial), ("indefinite.der", indefinite), ("critical.der", critical_extension)]
+    {
+        assert_eq!(post(name, &der), [0x30, 0x03, 0x0a, 0x01, 0x01], "{name}: malformedRequest");
+    }
+
     // unauthorized: a certificate of another CA.
     let (ok, text) = run(
         &dir,
@@ -459,6 +545,18 @@ fn responder_refusals(transport: Transport) {
         ],
     );
     assert_eq!(code.trim(), "415");
+}
+
+/// `der` with `insert` put at byte `at`, and the short-form lengths of the
+/// TLVs whose headers start at `enclosing` grown to match.
+fn grow(der: &[u8], at: usize, insert: &[u8], enclosing: &[usize]) -> Vec<u8> {
+    let mut out = der.to_vec();
+    out.splice(at..at, insert.iter().copied());
+    for &header in enclosing {
+        out[header + 1] += u8::try_from(insert.len()).unwrap();
+        assert!(out[header + 1] < 0x80, "short-form lengths only: {der:02x?}");
+    }
+    out
 }
 
 fn base64_of(bytes: &[u8]) -> String {
