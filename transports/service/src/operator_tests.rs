@@ -439,3 +439,125 @@ fn a_reload_keeps_the_serving_local_ca_so_revocations_reach_the_ocsp_responder()
     block_on(issuer.revoke(&serial, scep_issuers::crl::RevocationReason::KeyCompromise, now)).unwrap();
     assert_eq!(responder_ca(), 1, "the responder holds another instance than the reloaded profile");
 }
+
+/// Records a certificate for `cn` on `profile`'s local CA, issued at `at`.
+fn issue_at(state: &ServiceState, profile: &str, cn: &str, at: i64) {
+    use scep_engine::issue::{Authorization, EnrollRequest, IssuancePolicy, IssueOutcome, IssueRequest};
+    let profiles = state.profiles();
+    let ca = profiles.get(Some(profile)).unwrap().issuer.inventory().expect("a local CA").clone();
+    let (device, _) = scep_engine::crypto::EcPrivateKey::generate().unwrap();
+    let request = IssueRequest::Enroll(EnrollRequest {
+        profile: profile.into(),
+        transaction_id: format!("{profile}-{cn}"),
+        csr_der: Vec::new(),
+        subject_der: scep_issuers::x509_build::common_name(cn),
+        spki_der: device.spki_der().to_vec(),
+        subject_alt_names: Vec::new(),
+        requested_ekus: Vec::new(),
+        policy: IssuancePolicy::default(),
+        authorization: Authorization::StaticChallenge,
+        sid_extension: None,
+    });
+    let outcome = ca.handle_blocking(&request, scep_engine::UnixTime::from_secs(at));
+    assert!(matches!(outcome, IssueOutcome::Issued { .. }), "{cn}: {outcome:?}");
+}
+
+/// The tester's report: with two local CAs (the built-in `iss-local` and an
+/// `[[issuer]] type = "local"`), each numbering its own rows from 1, paging
+/// with `limit=3` and `before_id` returned 12 of 14 certificates. The merged
+/// list is newest `issued_at` first (ties by issuer id; a CA's rows in its
+/// own order, even across a clock stepped back), and paging it with
+/// `cursor` at any page size gives exactly the unpaged list; `before_id`,
+/// one CA's row id, is refused while two CAs keep an inventory.
+#[test]
+fn certificate_paging_over_two_local_cas_gives_each_certificate_once() {
+    use crate::settings::start::StartOptions;
+    let dir = TestDir::new();
+    let branch = scep_issuers::bootstrap(&dir.path().join("branch"), &Default::default()).unwrap();
+    let path = dir.path().join("scepd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ndata_dir = \"data\"\n\
+             [[api_key]]\nname = \"grafana\"\nkey = \"{READER}\"\nrole = \"reader\"\n\
+             [[issuer]]\nid = \"branch-ca\"\ntype = \"local\"\nca_cert = \"{}\"\nca_key = \"{}\"\n\
+             [[profile]]\nname = \"corp\"\nissuer = \"local\"\n\
+             challenge_password = \"secret123\"\nra_cert = \"ra.pem\"\nra_key = \"ra.key\"\n\
+             [[profile]]\nname = \"branch\"\nissuer = \"branch-ca\"\n\
+             challenge_password = \"secret123\"\nra_cert = \"ra.pem\"\nra_key = \"ra.key\"\n",
+            branch.ca_cert.display(),
+            branch.ca_key.display(),
+        ),
+    )
+    .unwrap();
+    let options = StartOptions { config: Some(path), env: Some(Vec::new()), ..StartOptions::default() };
+    let state = ServiceState::load(options).unwrap().state;
+    let t0 = scep_engine::UnixTime::now().secs() - 1000;
+    // Rows 1..=7 of each CA; iss-local's clock stepped back for its row 6.
+    for (n, at) in [100, 100, 300, 300, 500, 250, 700].into_iter().enumerate() {
+        issue_at(&state, "corp", &format!("l{}", n + 1), t0 + at);
+    }
+    for (n, at) in [100, 200, 300, 400, 400, 600, 650].into_iter().enumerate() {
+        issue_at(&state, "branch", &format!("b{}", n + 1), t0 + at);
+    }
+    let svc = ScepService::new(state, None);
+    let list = |query: &str| {
+        let (status, text) = call(&svc, "GET", &format!("/api/v1/admin/scep/certificates?{query}"), Some(READER), "");
+        assert_eq!(status, StatusCode::OK, "{query}: {text}");
+        json(&text)
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["subject"].as_str().unwrap().trim_start_matches("CN=").to_string())
+            .collect()
+    };
+
+    let all = list("limit=100");
+    let want = ["l7", "b7", "b6", "b5", "b4", "b3", "l6", "l5", "l4", "l3", "b2", "b1", "l2", "l1"];
+    assert_eq!(names(&all), want, "{all}");
+    assert_eq!((&all["next_cursor"], &all["next_before_id"]), (&Value::Null, &Value::Null));
+    let ids: Vec<(&str, i64)> = all["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["issuer_id"].as_str().unwrap(), c["id"].as_i64().unwrap()))
+        .collect();
+    assert!(ids.contains(&("iss-local", 3)) && ids.contains(&("branch-ca", 3)), "row ids are per CA: {ids:?}");
+
+    for limit in 1..=5 {
+        let mut paged = Vec::new();
+        let mut query = format!("limit={limit}");
+        loop {
+            let page = list(&query);
+            let got = names(&page);
+            assert!(got.len() <= limit, "limit={limit}: {page}");
+            paged.extend(got);
+            match page["next_cursor"].as_str() {
+                Some(cursor) => query = format!("limit={limit}&cursor={cursor}"),
+                None => break,
+            }
+        }
+        assert_eq!(paged, want, "limit={limit}");
+    }
+    // A filter pages the same way.
+    let page = list("limit=2&profile=branch");
+    assert_eq!(names(&page), ["b7", "b6"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    assert_eq!(cursor, "branch-ca:6");
+    assert_eq!(names(&list(&format!("limit=2&profile=branch&cursor={cursor}"))), ["b5", "b4"]);
+
+    for (query, names_it) in [
+        ("before_id=5", "before_id"),
+        ("cursor=iss-local", "cursor"),
+        ("cursor=ISS:1", "cursor"),
+        ("cursor=iss-local:1,iss-local:2", "cursor"),
+        ("cursor=iss-local:1&before_id=3", "cursor, before_id"),
+    ] {
+        let (status, text) = call(&svc, "GET", &format!("/api/v1/admin/scep/certificates?{query}"), Some(READER), "");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {text}");
+        assert!(json(&text)["message"].as_str().unwrap().starts_with(names_it), "{query}: {text}");
+    }
+}
