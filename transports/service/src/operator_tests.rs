@@ -405,6 +405,37 @@ fn admin_head_answers_as_get_and_405_carries_allow() {
     );
 }
 
+/// RFC 9110 §9.3.2: HEAD is GET without the body, so a `reader` key may
+/// HEAD what it may GET (the tester's report: 403 on HEAD, 200 on GET, as
+/// the role was checked before HEAD was mapped to GET); what it may not
+/// GET stays 403 on HEAD.
+#[test]
+fn a_reader_may_head_what_it_may_get() {
+    let f = fixture();
+    let answer = |method: &str, uri: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {READER}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        block_on(f.svc.handle(req)).status()
+    };
+    for uri in [
+        "/api/v1/admin/scep/certificates?limit=5",
+        "/api/v1/admin/scep/certificates/0a1b",
+        "/api/v1/admin/scep/charts",
+        "/api/v1/admin/scep/challenges",
+    ] {
+        let (get, head) = (answer("GET", uri), answer("HEAD", uri));
+        assert_ne!(get, StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(head, get, "{uri}");
+    }
+    for uri in ["/api/v1/admin/scep/profiles", "/api/v1/admin/scep/events"] {
+        assert_eq!(answer("HEAD", uri), StatusCode::FORBIDDEN, "{uri}");
+    }
+}
+
 /// A reload keeps the local CA that is serving: a revocation made through a
 /// reloaded profile's issuer moves the revocation counter the OCSP responder
 /// and the CRL are versioned by, so relying parties see it at once (two

@@ -138,8 +138,14 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
     };
     let certificate_path = CertificatePath::parse(req.path);
     let revoke_path = matches!(certificate_path, Some(CertificatePath::Revoke(_)));
+    //= https://www.rfc-editor.org/rfc/rfc9110#section-9.3.2
+    //# The HEAD method is identical to GET except that the server MUST NOT
+    //# send content in the response.
+    // Mapped before the role check: what a key may GET, it may HEAD. hyper
+    // sends no body.
+    let method = if req.method == Method::HEAD { &Method::GET } else { req.method };
     // Readers read the challenge list, the certificate inventory and the charts.
-    let reader_may = req.method == Method::GET
+    let reader_may = method == Method::GET
         && (req.path == CHALLENGES
             || req.path == CHARTS
             || matches!(certificate_path, Some(CertificatePath::List | CertificatePath::One(_))));
@@ -148,8 +154,6 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         return error(StatusCode::FORBIDDEN, "forbidden", "this endpoint requires an admin API key");
     }
     tracing::info!(target: "scepd::admin", key = name, method = %req.method, path = req.path, "admin API");
-    // RFC 9110 §9.3.2: HEAD answers as GET; hyper sends no body.
-    let method = if req.method == Method::HEAD { &Method::GET } else { req.method };
     let mut answer = match (method, req.path) {
         (&Method::GET, PROFILES) => ok(profiles_json(state, UnixTime::now())),
         (&Method::GET, INTUNE_STATS) => ok(intune_json(state, UnixTime::now())),
