@@ -103,6 +103,28 @@ fn every_admin_endpoint_is_401_without_or_with_an_unknown_key_and_403_for_a_read
     }
 }
 
+/// The tester's report: `Authorization: BEARER <key>` was 401 (only
+/// `Bearer` and `bearer` were taken); RFC 9110 §11.1 makes the scheme
+/// case-insensitive.
+#[test]
+fn the_admin_api_takes_the_bearer_scheme_in_any_case() {
+    let f = fixture();
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        let req = http::Request::builder()
+            .uri("/api/v1/admin/scep/profiles")
+            .header("authorization", format!("{scheme}  {ADMIN}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(block_on(f.svc.handle(req)).status(), StatusCode::OK, "{scheme}");
+    }
+    let req = http::Request::builder()
+        .uri("/api/v1/admin/scep/profiles")
+        .header("authorization", format!("Basic {ADMIN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(block_on(f.svc.handle(req)).status(), StatusCode::UNAUTHORIZED);
+}
+
 #[test]
 fn admin_endpoints_answer_an_admin_key() {
     let f = fixture();

@@ -119,12 +119,7 @@ pub const fn max_body() -> usize {
 /// Answers one admin API request.
 pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Response<Full<Bytes>> {
     let keys = state.api_keys();
-    let token = req
-        .authorization
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let Some(token) = token else {
+    let Some(token) = req.authorization.and_then(bearer_token) else {
         return unauthorized("missing Bearer API key (Authorization: Bearer <key>)");
     };
     let limit = state.auth_limit();
@@ -186,6 +181,20 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         answer.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
     }
     answer
+}
+
+/// The key of an `Authorization: Bearer <key>` field value; `None` for
+/// another scheme or no key.
+fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    //= https://www.rfc-editor.org/rfc/rfc9110#section-11.1
+    //# It uses a case-insensitive token to identify the authentication scheme:
+    //= https://www.rfc-editor.org/rfc/rfc9110#section-11.4
+    //# credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ]
+    // Leading and trailing OWS are not part of a field value (RFC 9110 §5.5).
+    let v = value.to_str().ok()?.trim_matches([' ', '\t']);
+    let (scheme, key) = v.split_once(' ')?;
+    let key = key.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("Bearer") && !key.is_empty()).then_some(key)
 }
 
 /// A profile name as `[[profile]] name` allows it: `[a-z0-9-]`, 1 to 64.
@@ -692,6 +701,23 @@ mod tests {
 
     fn section(name: &str, key: &str, role: Option<&str>) -> ApiKeySection {
         ApiKeySection { name: Some(name.into()), key: Some(key.into()), role: role.map(Into::into) }
+    }
+
+    /// RFC 9110 §11.1: the scheme is case-insensitive (`BEARER` was 401);
+    /// §11.4: one or more SP before the key; OWS around the value is not
+    /// part of it.
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_takes_one_or_more_spaces() {
+        let token = |v: &'static str| bearer_token(&HeaderValue::from_static(v)).map(str::to_owned);
+        for v in
+            ["Bearer k-1", "bearer k-1", "BEARER k-1", "bEaReR k-1", "Bearer   k-1", " Bearer k-1\t ", "Bearer k-1 "]
+        {
+            assert_eq!(token(v).as_deref(), Some("k-1"), "{v:?}");
+        }
+        for v in ["", "Bearer", "Bearer ", "Bearer  \t", "Basic k-1", "Bearerk-1", "Bearer\tk-1", "Bearers k-1", "k-1"]
+        {
+            assert_eq!(token(v), None, "{v:?}");
+        }
     }
 
     #[test]
