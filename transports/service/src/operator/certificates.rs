@@ -167,14 +167,19 @@ fn merge(
 
 /// A serial as the API takes it: hex, optional colons, any case; leading
 /// zero bytes dropped (as [`scep_issuers::x509_build::serial_hex`] writes
-/// them). `None` when it is not hex or empty or longer than 20 octets (RFC
-/// 5280 §4.1.2.2).
+/// them). `None` when it is not hex or empty or, without its leading zeros,
+/// longer than 20 octets (RFC 5280 §4.1.2.2).
 pub fn normalize_serial(raw: &str) -> Option<(String, Vec<u8>)> {
     let hex: String = raw.chars().filter(|c| *c != ':').map(|c| c.to_ascii_lowercase()).collect();
-    if hex.is_empty() || hex.len() > 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
+    // The length is the serial's, not the zeros' it was written with.
+    let hex = hex.trim_start_matches('0');
+    if hex.len() > 40 {
+        return None;
+    }
+    let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex.to_string() };
     let bytes: Vec<u8> =
         (0..padded.len()).step_by(2).filter_map(|i| u8::from_str_radix(padded.get(i..i + 2)?, 16).ok()).collect();
     // Zero is well-formed hex but never a certificate's serial (RFC 5280
@@ -606,7 +611,12 @@ mod tests {
         assert_eq!(normalize_serial("abc").unwrap().0, "0abc");
         // Zero is looked up (and never found) rather than refused as malformed.
         assert_eq!(normalize_serial("00").unwrap(), ("00".to_string(), vec![0]));
-        for bad in ["", ":", "xyz", "0x12", &"1".repeat(41)] {
+        // Leading zeros do not count towards the 20 octets (they were refused
+        // past 40 hex digits in all).
+        let max = "7f".repeat(20);
+        assert_eq!(normalize_serial(&format!("{}{max}", "0".repeat(40))).unwrap().0, max);
+        assert_eq!(normalize_serial(&"0".repeat(42)).unwrap().0, "00");
+        for bad in ["", ":", "xyz", "0x12", &"1".repeat(41), &format!("00{}", "1".repeat(41))] {
             assert_eq!(normalize_serial(bad), None, "{bad}");
         }
     }
