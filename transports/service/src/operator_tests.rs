@@ -427,6 +427,28 @@ fn admin_head_answers_as_get_and_405_carries_allow() {
     );
 }
 
+/// RFC 3986 §2.1: a serial in the path may be percent-encoded
+/// (`%30%62` is `0b`, `%3A` a colon); it was taken undecoded and refused
+/// with 400. Here no issuer knows it: 404 naming the decoded serial.
+#[test]
+fn a_percent_encoded_serial_in_the_path_is_decoded() {
+    let f = fixture();
+    let certificates = "/api/v1/admin/scep/certificates";
+    for (method, uri, body) in [
+        ("GET", format!("{certificates}/%30%62"), ""),
+        ("GET", format!("{certificates}/%30%30%3a0B"), ""),
+        ("POST", format!("{certificates}/%30%62/revoke"), r#"{"reason": "keyCompromise"}"#),
+    ] {
+        let (status, text) = call(&f.svc, method, &uri, Some(ADMIN), body);
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {text}");
+        assert!(json(&text)["message"].as_str().unwrap().contains("serial 0b "), "{method} {uri}: {text}");
+    }
+    for bad in ["%zz", "%30%67", "%2F0b"] {
+        let (status, text) = call(&f.svc, "GET", &format!("{certificates}/{bad}"), Some(ADMIN), "");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {text}");
+    }
+}
+
 /// RFC 9110 §9.3.2: HEAD is GET without the body, so a `reader` key may
 /// HEAD what it may GET (the tester's report: 403 on HEAD, 200 on GET, as
 /// the role was checked before HEAD was mapped to GET); what it may not

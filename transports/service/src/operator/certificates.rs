@@ -9,7 +9,8 @@
 //!
 //! A `reader` key may use the GETs; revoking needs an `admin` key. Serials
 //! are lower-case hex without leading zero bytes, as in the audit events; a
-//! serial given with colons or in upper case is accepted and normalised.
+//! serial given with colons or in upper case, or percent-encoded in the
+//! path, is accepted and normalised.
 //!
 //! The inventory is the local CAs' record ([`scep_issuers::Issuer::inventory`]):
 //! the built-in `iss-local` and every `[[issuer]] type = "local"` a profile
@@ -189,6 +190,13 @@ pub fn normalize_serial(raw: &str) -> Option<(String, Vec<u8>)> {
         return Some(("00".to_string(), vec![0]));
     }
     Some((scep_issuers::x509_build::serial_hex(&serial), serial))
+}
+
+/// The serial of a path segment: percent-decoded (RFC 3986 §2.1: `%30%62`
+/// is `0b`, `%3A` a colon), then [`normalize_serial`]. The query decoder
+/// also reads `+` as a space; neither is hex, so both are refused alike.
+fn path_serial(raw: &str) -> Option<(String, Vec<u8>)> {
+    normalize_serial(&crate::query::percent_decode(raw)?)
 }
 
 /// The RFC 5280 §5.3.1 reason for its name (`keyCompromise`, ...), case as
@@ -415,7 +423,7 @@ async fn find(state: &ServiceState, serial_hex: &str) -> Result<Option<(String, 
 
 /// `GET /certificates/{serial}`: the record, `pem`, `renewed_by` and `history`.
 pub async fn one(state: &ServiceState, raw_serial: &str) -> http::Response<Full<Bytes>> {
-    let Some((hex, _)) = normalize_serial(raw_serial) else {
+    let Some((hex, _)) = path_serial(raw_serial) else {
         return bad("serial: must be hexadecimal (colons allowed), at most 20 octets");
     };
     let (issuer, cert) = match find(state, &hex).await {
@@ -480,7 +488,7 @@ pub async fn revoke(state: &ServiceState, raw_serial: &str, body: &[u8], key: &s
             &format!("reason: {:?} is not an RFC 5280 CRLReason name ({})", parsed.reason, reason_names()),
         );
     };
-    let Some((hex, serial)) = normalize_serial(raw_serial) else {
+    let Some((hex, serial)) = path_serial(raw_serial) else {
         return bad("serial: must be hexadecimal (colons allowed), at most 20 octets");
     };
     // The issuer that keeps this serial; else every issuer without an
