@@ -502,6 +502,9 @@ async fn mint_challenge(state: &ServiceState, body: &[u8], key: &str) -> http::R
             return bad("subject_alt_names: each at most 1024 characters, no control characters");
         }
         match ChallengeBinding::normalize_san(san) {
+            // The binding is a set (ChallengeBinding::mismatch compares
+            // sets): a SAN given twice, in any spelling, is kept once.
+            Ok(n) if subject_alt_names.contains(&n) => {}
             Ok(n) => subject_alt_names.push(n),
             Err(why) => return bad(&format!("subject_alt_names: {why}")),
         }
@@ -1086,6 +1089,34 @@ mod tests {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
             );
+        }
+
+        /// A challenge bound to the same SAN twice (`IP:` and `ip:`, a DNS
+        /// name in two cases) was stored and shown with it twice; the binding
+        /// is a set, each SAN once, in the order first given.
+        #[test]
+        fn a_minted_challenge_binds_each_san_once() {
+            let dir = TestDir::new();
+            let cfg = format!(
+                "[server]\ndata_dir = \"data\"\n\
+                 [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN}\"\nrole = \"admin\"\n\
+                 [[profile]]\nname = \"otp\"\nissuer = \"none\"\nchallenge_mode = \"one-time\"\n\
+                 ra_cert = \"ra.pem\"\nra_key = \"ra.key\"\nca_chain = \"chain.pem\"\n"
+            );
+            let path = dir.path().join("scepd.toml");
+            std::fs::write(&path, cfg).unwrap();
+            let options = StartOptions { config: Some(path), env: Some(Vec::new()), ..StartOptions::default() };
+            let state = ServiceState::load(options).unwrap().state;
+            let body = json!({
+                "profile": "otp",
+                "subject_alt_names": ["IP:1.2.3.4", "DNS:Dev-1.example", "ip:1.2.3.4", "dns:dev-1.EXAMPLE"],
+            });
+            let (status, v) = call(&state, Method::POST, CHALLENGES, &body.to_string());
+            assert_eq!(status, StatusCode::CREATED, "{v}");
+            let want = json!(["IP:1.2.3.4", "DNS:dev-1.example"]);
+            assert_eq!(v["binding"]["subject_alt_names"], want, "{v}");
+            let (_, listed) = get(&state, CHALLENGES);
+            assert_eq!(listed["challenges"][0]["binding"]["subject_alt_names"], want, "{listed}");
         }
 
         fn assert_cert(v: &Value, what: &str) {
