@@ -821,7 +821,7 @@
     if (mine !== generation) return;
     fillCertificateForm(params);
     const q = new URLSearchParams({ limit: String(CERTIFICATES_PAGE) });
-    for (const k of [...CERTIFICATE_FILTERS, 'before_id']) {
+    for (const k of [...CERTIFICATE_FILTERS, 'cursor']) {
       const v = params.get(k);
       if (v) q.set(k, v);
     }
@@ -830,9 +830,10 @@
       empty($('certificates').tBodies[0]).append(...certificateRows(list));
       $('certificates').hidden = !list.length;
       $('certificates-empty').hidden = list.length > 0;
-      $('certificates-older').hidden = body.next_before_id === null;
-      $('certificates-older').dataset.before = body.next_before_id === null ? '' : String(body.next_before_id);
-      $('certificates-newer').hidden = !q.has('before_id');
+      // next_cursor, not next_before_id: row ids are per CA and the list merges every local CA.
+      $('certificates-older').hidden = body.next_cursor === null;
+      $('certificates-older').dataset.cursor = body.next_cursor === null ? '' : body.next_cursor;
+      $('certificates-newer').hidden = !q.has('cursor');
     }, () => {
       empty($('certificates').tBodies[0]);
       $('certificates-older').hidden = true;
@@ -996,14 +997,15 @@
       event.preventDefault();
       navigate('?tab=certificates');
     });
-    const certificatePage = (before) => {
+    const certificatePage = (cursor) => {
       const q = new URLSearchParams(currentView().params);
       q.set('tab', 'certificates');
-      if (before) q.set('before_id', before);
-      else q.delete('before_id');
+      q.delete('before_id');
+      if (cursor) q.set('cursor', cursor);
+      else q.delete('cursor');
       navigate(`?${q}`);
     };
-    $('certificates-older').addEventListener('click', () => certificatePage($('certificates-older').dataset.before));
+    $('certificates-older').addEventListener('click', () => certificatePage($('certificates-older').dataset.cursor));
     $('certificates-newer').addEventListener('click', () => certificatePage(null));
     $('revoke-start').addEventListener('click', startRevoke);
     $('certificate-form').addEventListener('submit', confirmRevoke);

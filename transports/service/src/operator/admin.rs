@@ -119,12 +119,7 @@ pub const fn max_body() -> usize {
 /// Answers one admin API request.
 pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Response<Full<Bytes>> {
     let keys = state.api_keys();
-    let token = req
-        .authorization
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let Some(token) = token else {
+    let Some(token) = req.authorization.and_then(bearer_token) else {
         return unauthorized("missing Bearer API key (Authorization: Bearer <key>)");
     };
     let limit = state.auth_limit();
@@ -138,8 +133,14 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
     };
     let certificate_path = CertificatePath::parse(req.path);
     let revoke_path = matches!(certificate_path, Some(CertificatePath::Revoke(_)));
+    //= https://www.rfc-editor.org/rfc/rfc9110#section-9.3.2
+    //# The HEAD method is identical to GET except that the server MUST NOT
+    //# send content in the response.
+    // Mapped before the role check: what a key may GET, it may HEAD. hyper
+    // sends no body.
+    let method = if req.method == Method::HEAD { &Method::GET } else { req.method };
     // Readers read the challenge list, the certificate inventory and the charts.
-    let reader_may = req.method == Method::GET
+    let reader_may = method == Method::GET
         && (req.path == CHALLENGES
             || req.path == CHARTS
             || matches!(certificate_path, Some(CertificatePath::List | CertificatePath::One(_))));
@@ -148,8 +149,6 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         return error(StatusCode::FORBIDDEN, "forbidden", "this endpoint requires an admin API key");
     }
     tracing::info!(target: "scepd::admin", key = name, method = %req.method, path = req.path, "admin API");
-    // RFC 9110 §9.3.2: HEAD answers as GET; hyper sends no body.
-    let method = if req.method == Method::HEAD { &Method::GET } else { req.method };
     let mut answer = match (method, req.path) {
         (&Method::GET, PROFILES) => ok(profiles_json(state, UnixTime::now())),
         (&Method::GET, INTUNE_STATS) => ok(intune_json(state, UnixTime::now())),
@@ -182,6 +181,20 @@ pub async fn handle(state: &ServiceState, req: AdminRequest<'_>) -> http::Respon
         answer.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
     }
     answer
+}
+
+/// The key of an `Authorization: Bearer <key>` field value; `None` for
+/// another scheme or no key.
+fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    //= https://www.rfc-editor.org/rfc/rfc9110#section-11.1
+    //# It uses a case-insensitive token to identify the authentication scheme:
+    //= https://www.rfc-editor.org/rfc/rfc9110#section-11.4
+    //# credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ]
+    // Leading and trailing OWS are not part of a field value (RFC 9110 §5.5).
+    let v = value.to_str().ok()?.trim_matches([' ', '\t']);
+    let (scheme, key) = v.split_once(' ')?;
+    let key = key.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("Bearer") && !key.is_empty()).then_some(key)
 }
 
 /// A profile name as `[[profile]] name` allows it: `[a-z0-9-]`, 1 to 64.
@@ -489,6 +502,9 @@ async fn mint_challenge(state: &ServiceState, body: &[u8], key: &str) -> http::R
             return bad("subject_alt_names: each at most 1024 characters, no control characters");
         }
         match ChallengeBinding::normalize_san(san) {
+            // The binding is a set (ChallengeBinding::mismatch compares
+            // sets): a SAN given twice, in any spelling, is kept once.
+            Ok(n) if subject_alt_names.contains(&n) => {}
             Ok(n) => subject_alt_names.push(n),
             Err(why) => return bad(&format!("subject_alt_names: {why}")),
         }
@@ -688,6 +704,23 @@ mod tests {
 
     fn section(name: &str, key: &str, role: Option<&str>) -> ApiKeySection {
         ApiKeySection { name: Some(name.into()), key: Some(key.into()), role: role.map(Into::into) }
+    }
+
+    /// RFC 9110 §11.1: the scheme is case-insensitive (`BEARER` was 401);
+    /// §11.4: one or more SP before the key; OWS around the value is not
+    /// part of it.
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_takes_one_or_more_spaces() {
+        let token = |v: &'static str| bearer_token(&HeaderValue::from_static(v)).map(str::to_owned);
+        for v in
+            ["Bearer k-1", "bearer k-1", "BEARER k-1", "bEaReR k-1", "Bearer   k-1", " Bearer k-1\t ", "Bearer k-1 "]
+        {
+            assert_eq!(token(v).as_deref(), Some("k-1"), "{v:?}");
+        }
+        for v in ["", "Bearer", "Bearer ", "Bearer  \t", "Basic k-1", "Bearerk-1", "Bearer\tk-1", "Bearers k-1", "k-1"]
+        {
+            assert_eq!(token(v), None, "{v:?}");
+        }
     }
 
     #[test]
@@ -1056,6 +1089,34 @@ mod tests {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
             );
+        }
+
+        /// A challenge bound to the same SAN twice (`IP:` and `ip:`, a DNS
+        /// name in two cases) was stored and shown with it twice; the binding
+        /// is a set, each SAN once, in the order first given.
+        #[test]
+        fn a_minted_challenge_binds_each_san_once() {
+            let dir = TestDir::new();
+            let cfg = format!(
+                "[server]\ndata_dir = \"data\"\n\
+                 [[api_key]]\nname = \"ops\"\nkey = \"{ADMIN}\"\nrole = \"admin\"\n\
+                 [[profile]]\nname = \"otp\"\nissuer = \"none\"\nchallenge_mode = \"one-time\"\n\
+                 ra_cert = \"ra.pem\"\nra_key = \"ra.key\"\nca_chain = \"chain.pem\"\n"
+            );
+            let path = dir.path().join("scepd.toml");
+            std::fs::write(&path, cfg).unwrap();
+            let options = StartOptions { config: Some(path), env: Some(Vec::new()), ..StartOptions::default() };
+            let state = ServiceState::load(options).unwrap().state;
+            let body = json!({
+                "profile": "otp",
+                "subject_alt_names": ["IP:1.2.3.4", "DNS:Dev-1.example", "ip:1.2.3.4", "dns:dev-1.EXAMPLE"],
+            });
+            let (status, v) = call(&state, Method::POST, CHALLENGES, &body.to_string());
+            assert_eq!(status, StatusCode::CREATED, "{v}");
+            let want = json!(["IP:1.2.3.4", "DNS:dev-1.example"]);
+            assert_eq!(v["binding"]["subject_alt_names"], want, "{v}");
+            let (_, listed) = get(&state, CHALLENGES);
+            assert_eq!(listed["challenges"][0]["binding"]["subject_alt_names"], want, "{listed}");
         }
 
         fn assert_cert(v: &Value, what: &str) {
