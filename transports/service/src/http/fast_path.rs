@@ -141,7 +141,7 @@ fn ocsp_body_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n: usize = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
+            let n = content_length(h.value)?;
             if length.replace(n).is_some() || n == 0 || n > crate::http::pki::MAX_OCSP_REQUEST {
                 return None;
             }
@@ -160,6 +160,23 @@ fn ocsp_body_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
         }
     }
     length.filter(|_| media_ok)
+}
+
+/// A `Content-Length` value: `1*DIGIT` (RFC 9110 §8.6), with at most the
+/// optional whitespace a field value may have around it (SP and HTAB, RFC
+/// 9110 §5.5). `None` for anything else (a sign, Unicode whitespace such as
+/// NBSP or NEL, a list, a length that overflows): hyper reads the request
+/// again and answers 400 (RFC 9112 §6.3), so the framing never depends on
+/// which path read the head.
+//= https://www.rfc-editor.org/rfc/rfc9110#section-8.6
+//# Content-Length = 1*DIGIT
+fn content_length(value: &[u8]) -> Option<usize> {
+    let is_ows = |b: &u8| matches!(b, b' ' | b'\t');
+    let start = value.iter().position(|b| !is_ows(b))?;
+    let end = value.iter().rposition(|b| !is_ows(b))? + 1;
+    value[start..end].iter().try_fold(0usize, |n, &b| {
+        if b.is_ascii_digit() { n.checked_mul(10)?.checked_add(usize::from(b - b'0')) } else { None }
+    })
 }
 
 /// An OCSP answer as hyper writes the route's `http::Response`
@@ -584,6 +601,29 @@ mod tests {
         assert_eq!(events[0].client_addr.as_deref(), Some("192.0.2.7"), "the tally's client is the connection's");
     }
 
+    #[test]
+    fn content_length_is_digits_only() {
+        for (value, want) in [
+            (&b"3"[..], Some(3)),
+            (b"0", Some(0)),
+            (b" \t42\t ", Some(42)),
+            (b"007", Some(7)),
+            (b"+3", None),
+            (b"-3", None),
+            (b"3\xc2\xa0", None),
+            (b"\xc2\x853", None),
+            (b"3\x0b", None),
+            (b"3, 3", None),
+            (b"3 3", None),
+            (b"0x3", None),
+            (b"", None),
+            (b" \t", None),
+            (b"99999999999999999999999", None),
+        ] {
+            assert_eq!(content_length(value), want, "{:?}", String::from_utf8_lossy(value));
+        }
+    }
+
     const CACAPS: &[u8] = b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n";
 
     /// Feeds `bytes` to `conn` as reads of at most `chunk` bytes.
@@ -940,6 +980,25 @@ mod tests {
             format!("POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n", crate::http::pki::MAX_OCSP_REQUEST + 1).into_bytes(),
             b"POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
         ];
+        // Content-Length values hyper refuses (400): not `1*DIGIT` (RFC 9110
+        // §8.6), though Rust's `str::trim` and `usize::from_str` take them.
+        let length = request.len().to_string();
+        let invalid_lengths =
+            [format!("+{length}"), format!("{length}\u{a0}"), format!("\u{85}{length}"), format!("{length}\u{3000}")];
+        let with_length = |value: &str| {
+            let head = format!(
+                "POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nContent-Length: {value}\r\n\r\n"
+            );
+            [head.as_bytes(), &request].concat()
+        };
+        for value in &invalid_lengths {
+            assert_eq!(svc.answer_http1(&with_length(value), &mut Vec::new()), Http1Step::HandOff, "{value:?}");
+        }
+        // Optional whitespace (SP, HTAB) around the digits is allowed.
+        assert!(matches!(
+            svc.answer_http1(&with_length(&format!("{length} \t")), &mut Vec::new()),
+            Http1Step::Answered(_)
+        ));
         for (i, bytes) in handed_off.iter().enumerate() {
             assert_eq!(svc.answer_http1(bytes, &mut Vec::new()), Http1Step::HandOff, "case {i}");
         }
