@@ -366,6 +366,16 @@ fn http_errors(s: &mut Server) {
     assert_eq!(get("/nope"), 404);
     assert_eq!(get("/scep/no-such-profile?operation=GetCACaps"), 404);
     assert_eq!(get("/healthz"), 200);
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or one with two, is
+    // 400, on the fast path's route (GetCACaps) as on hyper's; HTTP/1.0 may omit it.
+    for target in ["/scep?operation=GetCACaps", "/healthz"] {
+        for hosts in ["", "Host: x\r\nHost: y\r\n"] {
+            let (status, text) = s.raw(&format!("GET {target} HTTP/1.1\r\n{hosts}Connection: close\r\n\r\n"), b"");
+            assert_eq!(status, 400, "{:?} {target} {hosts:?}: {text}", s.transport);
+            assert!(text.contains("Host header"), "{:?} {target}: {text}", s.transport);
+        }
+        assert_eq!(s.raw(&format!("GET {target} HTTP/1.0\r\n\r\n"), b"").0, 200, "{:?} {target}", s.transport);
+    }
     let (status, text) = s.raw("DELETE /scep HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"");
     assert_eq!(status, 405);
     assert!(text.to_ascii_lowercase().contains("allow:"), "405 without Allow: {text}");

@@ -12,7 +12,8 @@
 //! byte as hyper would (status line, `content-type`, `content-length`,
 //! `cache-control`, `date`), counted in the metrics and the audit tally like
 //! every other answer. Anything else — another method or path, a body,
-//! `Expect`, `Upgrade`, `Connection` other than `keep-alive`, HTTP/1.0, an
+//! `Expect`, `Upgrade`, `Connection` other than `keep-alive`, no `Host` or
+//! more than one (RFC 9112 §3.2: hyper's service answers 400), HTTP/1.0, an
 //! HTTP/2 preface, a target with a character outside RFC 3986's path and
 //! query characters (hyper's URI parser decides those), a head that does not
 //! parse or is larger than [`MAX_HEAD`] — is [`Http1Step::HandOff`]: the
@@ -82,6 +83,10 @@ impl ScepService {
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Http1Step::Incomplete,
             Ok(httparse::Status::Partial) | Err(_) => return Http1Step::HandOff,
         };
+        // RFC 9112 §3.2: hyper's service answers 400 without one `Host`.
+        if !one_host(req.headers) {
+            return Http1Step::HandOff;
+        }
         if req.method == Some("POST") && req.version == Some(1) {
             return self.answer_ocsp_post(&req, &buf[consumed..], consumed, out);
         }
@@ -197,6 +202,14 @@ fn write_ocsp_response(out: &mut Vec<u8>, der: &[u8]) {
 /// `/` and `?`.
 fn is_target_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/?".contains(&b)
+}
+
+/// Exactly one `Host` header (RFC 9112 §3.2: a request without one, or with
+/// more, is refused with 400 by [`ScepService`]'s routing, so the fast path
+/// leaves it to hyper).
+fn one_host(headers: &[httparse::Header<'_>]) -> bool {
+    let mut hosts = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host"));
+    hosts.next().is_some() && hosts.next().is_none()
 }
 
 /// No body, no expectation, no protocol change, the connection kept open.
@@ -538,36 +551,43 @@ mod tests {
         let dir = TestDir::new();
         let svc = service(&dir);
         let cases = [
-            "POST /scep?operation=PKIOperation HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-            "HEAD /scep?operation=GetCACaps HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.0\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nConnection: close\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            "GET http://h/scep?operation=GetCACaps HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=PKIOperation&message=AAAA HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=GetCACaps&operation=GetCACert HTTP/1.1\r\n\r\n",
-            "GET /scep/nope?operation=GetCACaps HTTP/1.1\r\n\r\n",
-            "GET /metrics HTTP/1.1\r\n\r\n",
-            "GET /ui/scep HTTP/1.1\r\n\r\n",
+            "POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+            "HEAD /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.0\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET http://h/scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=PKIOperation&message=AAAA HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps&operation=GetCACert HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep/nope?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /ui/scep HTTP/1.1\r\nHost: h\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nBad Header\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n",
             // Targets hyper's URI parser refuses (400) or cuts (`#`): hyper decides.
-            "GET /scep?operation=GetCACaps&x=<a> HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=GetCACaps&x=\" HTTP/1.1\r\n\r\n",
-            "GET /scep?x=#&operation=GetCACert HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=GetCACaps&x={} HTTP/1.1\r\n\r\n",
+            "GET /scep?operation=GetCACaps&x=<a> HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps&x=\" HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?x=#&operation=GetCACert HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps&x={} HTTP/1.1\r\nHost: h\r\n\r\n",
+            // RFC 9112 §3.2: no Host, or two (hyper's service answers 400).
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nhost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\nHOST: b\r\n\r\n",
         ];
         for case in cases {
             let mut out = Vec::new();
             assert_eq!(svc.answer_http1(case.as_bytes(), &mut out), Http1Step::HandOff, "{case:?}");
             assert!(out.is_empty(), "{case:?}");
         }
-        let many = format!("GET /scep?operation=GetCACaps HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(MAX_HEADERS + 1));
+        let many = format!(
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n{}\r\n",
+            "X-A: b\r\n".repeat(MAX_HEADERS + 1)
+        );
         assert_eq!(svc.answer_http1(many.as_bytes(), &mut Vec::new()), Http1Step::HandOff);
-        let huge = format!("GET /scep?operation=GetCACaps HTTP/1.1\r\nX-A: {}", "b".repeat(MAX_HEAD));
+        let huge = format!("GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nX-A: {}", "b".repeat(MAX_HEAD));
         assert_eq!(svc.answer_http1(huge.as_bytes(), &mut Vec::new()), Http1Step::HandOff);
         assert_eq!(svc.answer_http1(&huge.as_bytes()[..100], &mut Vec::new()), Http1Step::Incomplete);
         assert_eq!(svc.answer_http1(b"", &mut Vec::new()), Http1Step::Incomplete);
@@ -583,7 +603,7 @@ mod tests {
             .with_audit(audit.clone());
         let client: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();
         let svc = ScepService::new(Arc::new(state), None).with_connection(ConnectionInfo::plain(client));
-        let request = b"GET /scep?operation=GetCACaps HTTP/1.1\r\n\r\n";
+        let request = b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n";
         for _ in 0..3 {
             assert_eq!(svc.answer_http1(request, &mut Vec::new()), Http1Step::Answered(request.len()));
         }
@@ -770,7 +790,7 @@ mod tests {
         let pieces: [&[u8]; 12] = [
             CACAPS,
             b"GET /scep/corp/pkiclient.exe?operation=GetCACert&message=ca HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n",
-            b"GET /scep?operation=GetCACaps HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
             b"POST /scep?operation=PKIOperation HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd",
             b"GET /scep?operation=GetCACaps HTTP/1.1\r\nConnection: close\r\n\r\n",
             b"GET /healthz HTTP/1.1\r\n\r\n",
@@ -779,7 +799,7 @@ mod tests {
             b"\r\n",
             b"GET /scep?operation=GetCA",
             b"\x00\xff garbage \x7f",
-            b"GET /scep?operation=GetCACaps HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+            b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
@@ -980,6 +1000,24 @@ mod tests {
             format!("POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n", crate::http::pki::MAX_OCSP_REQUEST + 1).into_bytes(),
             b"POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
         ];
+        // RFC 9112 §3.2: no Host, or two.
+        let no_host = [
+            format!(
+                "POST /pki/ocsp HTTP/1.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n",
+                request.len()
+            )
+            .as_bytes(),
+            &request,
+        ]
+        .concat();
+        for bytes in [no_host, ocsp_post(&request, "Host: h\r\n")] {
+            assert_eq!(
+                svc.answer_http1(&bytes, &mut Vec::new()),
+                Http1Step::HandOff,
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
         // Content-Length values hyper refuses (400): not `1*DIGIT` (RFC 9110
         // §8.6), though Rust's `str::trim` and `usize::from_str` take them.
         let length = request.len().to_string();
