@@ -246,6 +246,38 @@ fn write_response(out: &mut Vec<u8>, status: u16, content_type: &str, body: &Byt
     out.extend_from_slice(body);
 }
 
+/// The HTTP version hyper may serve a connection with, as far as it is known
+/// before hyper reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Not known yet (cleartext, or TLS without ALPN): the fast path reads
+    /// first, then hyper tells HTTP/1 from the HTTP/2 preface.
+    Detect,
+    /// HTTP/1 only: TLS ALPN chose `http/1.1`, or the fast path answered a
+    /// request, after which the HTTP/2 preface is no longer a connection's
+    /// first bytes ([`FastConnection::protocol_after`]).
+    Http1,
+    /// HTTP/2 only: TLS ALPN chose `h2`. hyper from the first byte, no fast path.
+    Http2,
+}
+
+impl Protocol {
+    /// What TLS ALPN (RFC 7301; `h2` is HTTP/2 over TLS, RFC 9113 §3.2) chose,
+    /// or [`Self::Detect`] when it chose nothing.
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(b"h2") => Self::Http2,
+            Some(b"http/1.1") => Self::Http1,
+            _ => Self::Detect,
+        }
+    }
+
+    /// Whether the connection may start with HTTP/1.1 requests, for the fast path.
+    pub fn fast_path(self) -> bool {
+        self != Self::Http2
+    }
+}
+
 /// What a transport does next for a [`FastConnection`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -266,12 +298,14 @@ pub struct FastConnection {
     buf: Vec<u8>,
     filled: usize,
     out: Vec<u8>,
+    /// A request was answered here: the connection is HTTP/1.1.
+    answered: bool,
 }
 
 impl FastConnection {
     /// A connection with nothing read yet.
     pub fn new() -> Self {
-        Self { buf: vec![0; READ_STEP], filled: 0, out: Vec::new() }
+        Self { buf: vec![0; READ_STEP], filled: 0, out: Vec::new(), answered: false }
     }
 
     /// Answers the complete fast-path requests buffered, in order, until the
@@ -290,6 +324,7 @@ impl FastConnection {
             }
         };
         if answered > 0 {
+            self.answered = true;
             self.buf.copy_within(answered..self.filled, 0);
             self.filled -= answered;
         }
@@ -327,6 +362,15 @@ impl FastConnection {
     /// Nothing of a next request has arrived.
     pub fn is_idle(&self) -> bool {
         self.filled == 0
+    }
+
+    /// The protocol hyper serves the rest of the connection with, when it
+    /// started as `protocol`: HTTP/1 only once a request was answered here,
+    /// so that an HTTP/2 preface after HTTP/1.1 requests is refused (hyper
+    /// closes the connection) instead of switching it to HTTP/2: with
+    /// prior knowledge the preface opens the connection (RFC 9113 §3.3, §3.4).
+    pub fn protocol_after(&self, protocol: Protocol) -> Protocol {
+        if self.answered { Protocol::Http1 } else { protocol }
     }
 
     /// The bytes read and not answered, for hyper.
@@ -732,6 +776,38 @@ mod tests {
         let held = conn.into_unanswered();
         assert!(held.len() >= MAX_HEAD && held.len() <= MAX_HEAD + READ_STEP, "{}", held.len());
         assert_eq!(&endless[..held.len()], &held[..]);
+    }
+
+    /// hyper may detect HTTP/2 only on a connection whose first bytes the
+    /// fast path did not answer; ALPN decides over TLS.
+    #[test]
+    fn a_connection_answered_here_stays_http1() {
+        let dir = TestDir::new();
+        let svc = service(&dir);
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut conn = FastConnection::new();
+        feed(&mut conn, preface, preface.len());
+        assert_eq!(conn.answer(&svc), Next::HandOff);
+        assert_eq!(conn.protocol_after(Protocol::Detect), Protocol::Detect, "prior knowledge: hyper detects h2");
+        let mut conn = FastConnection::new();
+        feed(&mut conn, &[CACAPS, preface].concat(), usize::MAX);
+        assert_eq!(conn.answer(&svc), Next::HandOff);
+        assert!(conn.output().starts_with(b"HTTP/1.1 200 "));
+        assert_eq!(conn.protocol_after(Protocol::Detect), Protocol::Http1, "the preface came after a request");
+        assert_eq!(conn.into_unanswered(), preface);
+        // Answered in one round, handed off in the next.
+        let mut conn = FastConnection::new();
+        feed(&mut conn, CACAPS, usize::MAX);
+        assert_eq!(conn.answer(&svc), Next::Write);
+        conn.written();
+        feed(&mut conn, preface, usize::MAX);
+        assert_eq!(conn.answer(&svc), Next::HandOff);
+        assert_eq!(conn.protocol_after(Protocol::Detect), Protocol::Http1);
+
+        assert_eq!(Protocol::from_alpn(Some(b"h2")), Protocol::Http2);
+        assert_eq!(Protocol::from_alpn(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(Protocol::from_alpn(None), Protocol::Detect);
+        assert!(!Protocol::Http2.fast_path() && Protocol::Http1.fast_path() && Protocol::Detect.fast_path());
     }
 
     /// Runs `stream` through a [`FastConnection`] in reads of the sizes
