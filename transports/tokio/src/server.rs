@@ -85,6 +85,9 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
     builder
         .http1()
         .writev(false)
+        // RFC 9112 §9.6: a client may close its sending side after a request
+        // and still read the answer (hyper's default takes that EOF as an abort).
+        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(MAX_H1_BUF);
