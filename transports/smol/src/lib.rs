@@ -15,7 +15,7 @@
 //! places: the client's share ([`ClientLimits`]) and `max_connections` at
 //! accept, before TLS (refused connections are closed and counted); the TLS
 //! handshake, a fast-path request head, and a hyper connection with no request
-//! in the service, each within `header_read_timeout`; the write timeout in
+//! in the service or sending its response, each within `header_read_timeout`; the write timeout in
 //! the TCP stream (`stream.rs`); hyper's HTTP/1 header timer and HTTP/2
 //! keep-alive PINGs.
 //!
@@ -371,7 +371,8 @@ enum HyperWake<T> {
 ///
 /// hyper has no deadline for a connection on which no request arrives (HTTP/2
 /// before or between requests, or its protocol detection): when no request
-/// has been inside the service for `header_read_timeout`, the connection is
+/// has been inside the service or sending its response ([`TrackedService`])
+/// for `header_read_timeout`, the connection is
 /// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes longer
 /// than [`GOAWAY_GRACE`] (hyper's HTTP/2 graceful close waits for a PING
 /// acknowledgement a hostile peer never sends). The tokio transport does the same.

@@ -20,10 +20,10 @@
 //! - in hyper: HTTP/1 `header_read_timeout` and HTTP/2 keep-alive PINGs
 //!   (`h2_keep_alive_interval`, `h2_keep_alive_timeout`), hyper's own timers;
 //!   and ours, which hyper lacks: a connection with no request inside the
-//!   service for `header_read_timeout` (a partial HTTP/2 preface, a preface with
-//!   nothing after it, a header block that never ends, an idle HTTP/2
-//!   connection) is shut down gracefully and dropped if that takes more than
-//!   a second.
+//!   service or sending its response for `header_read_timeout` (a partial
+//!   HTTP/2 preface, a preface with nothing after it, a header block that
+//!   never ends, an idle HTTP/2 connection) is shut down gracefully and
+//!   dropped if that takes more than a second.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -303,7 +303,8 @@ async fn write_all<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> std::io::
 ///
 /// hyper has no deadline for a connection on which no request arrives (HTTP/2
 /// before or between requests, or its protocol detection): when no request
-/// has been inside the service for `header_read_timeout`, the connection is
+/// has been inside the service or sending its response ([`TrackedService`])
+/// for `header_read_timeout`, the connection is
 /// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes longer
 /// than [`GOAWAY_GRACE`] (hyper's HTTP/2 graceful close waits for a PING
 /// acknowledgement a hostile peer never sends).
