@@ -114,6 +114,7 @@ both!(
     sigterm_finishes_request_heads_under_way,
     http2_cleartext_enrolment,
     ndes_url_serves_the_default_profile_and_its_ra_pair,
+    half_closed_requests_are_answered,
 );
 
 /// GetCACaps (RFC 8894 §3.5.2): what clients need to pick POST, AES and SHA-256.
@@ -366,6 +367,16 @@ fn http_errors(s: &mut Server) {
     assert_eq!(get("/nope"), 404);
     assert_eq!(get("/scep/no-such-profile?operation=GetCACaps"), 404);
     assert_eq!(get("/healthz"), 200);
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or one with two, is
+    // 400, on the fast path's route (GetCACaps) as on hyper's; HTTP/1.0 may omit it.
+    for target in ["/scep?operation=GetCACaps", "/healthz"] {
+        for hosts in ["", "Host: x\r\nHost: y\r\n"] {
+            let (status, text) = s.raw(&format!("GET {target} HTTP/1.1\r\n{hosts}Connection: close\r\n\r\n"), b"");
+            assert_eq!(status, 400, "{:?} {target} {hosts:?}: {text}", s.transport);
+            assert!(text.contains("Host header"), "{:?} {target}: {text}", s.transport);
+        }
+        assert_eq!(s.raw(&format!("GET {target} HTTP/1.0\r\n\r\n"), b"").0, 200, "{:?} {target}", s.transport);
+    }
     let (status, text) = s.raw("DELETE /scep HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"");
     assert_eq!(status, 405);
     assert!(text.to_ascii_lowercase().contains("allow:"), "405 without Allow: {text}");
@@ -400,6 +411,58 @@ fn http_errors(s: &mut Server) {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).unwrap();
     assert_eq!(&head[9..12], b"413");
+}
+
+/// RFC 9112 §9.6: a client may close its sending side (TCP half-close,
+/// `shutdown(SHUT_WR)`) once its request is complete and still read the
+/// answer, on a keep-alive connection: a route hyper serves (`/healthz`), a
+/// PKCSReq POST, and a GetCACaps the fast path answers. The server then
+/// closes the connection.
+fn half_closed_requests_are_answered(s: &mut Server) {
+    let half_closed = |request: &[u8]| {
+        let mut stream = s.connect();
+        stream.write_all(request).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        raw
+    };
+    for head in
+        ["GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: x\r\n\r\n"]
+    {
+        let raw = half_closed(head.as_bytes());
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 200 "), "{:?} {head:?}: {text:?}\n{}", s.transport, s.log());
+    }
+    let ca = s.client().get_ca_cert().unwrap();
+    let key = DeviceKey::pregenerated(8).unwrap();
+    let req = pkcs_req(&key, "conf-half-close", CHALLENGE, &ca, &MessageOptions::default());
+    let head = format!(
+        "POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-pki-message\r\nContent-Length: {}\r\n\r\n",
+        req.der.len()
+    );
+    let raw = half_closed(&[head.as_bytes(), &req.der].concat());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("{:?}: no answer to a half-closed PKCSReq: {raw:?}\n{}", s.transport, s.log()));
+    assert!(raw.starts_with(b"HTTP/1.1 200 "), "{:?}: {:?}", s.transport, String::from_utf8_lossy(&raw[..split]));
+    let rep = verify_cert_rep(&raw[split + 4..], &req, &key, &ca.certificates).unwrap();
+    assert_eq!(rep.status, PkiStatus::SUCCESS);
+    // A request that ends early is not waited for: closed at once, on the
+    // fast path (a partial head) and in hyper (a body shorter than declared),
+    // well before header_read_timeout (10 s) or body_read_timeout.
+    for partial in [
+        "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: x\r\n".to_string(),
+        format!("{head}{}", "A".repeat(10))
+            .replace(&format!("Content-Length: {}", req.der.len()), "Content-Length: 100"),
+    ] {
+        let started = std::time::Instant::now();
+        let raw = half_closed(partial.as_bytes());
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "{:?} {partial:?}: open {took:?}", s.transport);
+        assert!(!raw.starts_with(b"HTTP/1.1 2"), "{:?} {partial:?}: {:?}", s.transport, String::from_utf8_lossy(&raw));
+    }
 }
 
 /// SIGHUP reloads (here: the bootstrap state) and the server keeps serving.

@@ -5,7 +5,8 @@
 //! signal handling, the graceful shutdown, a TCP stream that tracks read
 //! readiness (`stream.rs`), and the connection loop that answers HTTP/1.1
 //! discovery GETs on [`scep_service::http::fast_path`] before handing the
-//! connection to hyper (as the tokio transport does). Routing, limits, configuration
+//! connection to hyper (as the tokio transport does: HTTP/1 only after a
+//! fast-path answer or ALPN `http/1.1`, HTTP/2 only after ALPN `h2`). Routing, limits, configuration
 //! and reload are [`scep_service`]'s, so both transports answer identically
 //! (the conformance suite in `tests/tests/conformance.rs` runs every scenario
 //! against both).
@@ -14,7 +15,7 @@
 //! places: the client's share ([`ClientLimits`]) and `max_connections` at
 //! accept, before TLS (refused connections are closed and counted); the TLS
 //! handshake, a fast-path request head, and a hyper connection with no request
-//! in the service, each within `header_read_timeout`; the write timeout in
+//! in the service or sending its response, each within `header_read_timeout`; the write timeout in
 //! the TCP stream (`stream.rs`); hyper's HTTP/1 header timer and HTTP/2
 //! keep-alive PINGs.
 //!
@@ -34,7 +35,7 @@ use async_signal::{Signal, Signals};
 use futures_lite::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, StreamExt as _, future};
 use futures_rustls::TlsAcceptor;
 use hyper_util::server::conn::auto;
-use scep_service::http::fast_path::{FastConnection, Next, Prefixed};
+use scep_service::http::fast_path::{FastConnection, Next, Prefixed, Protocol};
 use scep_service::state::connections::{
     ClientLimits, Closed, ConnectionCounters, Refusal, RequestActivity, TrackedService,
 };
@@ -129,6 +130,9 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
     builder
         .http1()
         .writev(false)
+        // RFC 9112 §9.6: a client may close its sending side after a request
+        // and still read the answer (hyper's default takes that EOF as an abort).
+        .half_close(true)
         .timer(SmolTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(MAX_H1_BUF);
@@ -186,15 +190,15 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
             match acceptor {
                 None => {
                     let service = service.with_connection(ConnectionInfo::plain(peer));
-                    serve_connection(builder, stream, service, stop, &rules, true).await;
+                    serve_connection(builder, stream, service, stop, &rules, Protocol::Detect).await;
                 }
                 Some(acceptor) => match timeout(rules.header_timeout, acceptor.accept(stream)).await {
                     Some(Ok(tls_stream)) => {
                         let info = ConnectionInfo::tls(peer, tls_stream.get_ref().1);
-                        // ALPN chose HTTP/2: hyper from the first byte.
-                        let fast_path = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
+                        // ALPN decides: h2 is hyper's from the first byte, http/1.1 never HTTP/2.
+                        let protocol = Protocol::from_alpn(tls_stream.get_ref().1.alpn_protocol());
                         let service = service.with_connection(info);
-                        serve_connection(builder, tls_stream, service, stop, &rules, fast_path).await;
+                        serve_connection(builder, tls_stream, service, stop, &rules, protocol).await;
                     }
                     Some(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     None => {
@@ -246,25 +250,30 @@ fn refuse(counters: &ConnectionCounters, why: Refusal, peer: SocketAddr) {
 }
 
 /// Serves one connection: HTTP/1.1 discovery GETs on the fast path
-/// ([`answer_fast`]) when `fast_path`, then, from the first request it does
-/// not answer, hyper (HTTP/1.1 or h2, auto-detected).
+/// ([`answer_fast`]) unless `protocol` is HTTP/2, then, from the first
+/// request it does not answer, hyper with the protocol known by then
+/// ([`FastConnection::protocol_after`]: auto-detected only when nothing is).
 async fn serve_connection<I>(
     builder: Builder,
     mut io: I,
     service: ScepService,
     stop: Receiver<()>,
     rules: &Rules,
-    fast_path: bool,
+    mut protocol: Protocol,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut unanswered = Vec::new();
-    if fast_path {
-        match answer_fast(&mut io, &service, &stop, rules).await {
-            Some(rest) => unanswered = rest,
-            None => return,
-        }
+    if protocol.fast_path() {
+        let Some(conn) = answer_fast(&mut io, &service, &stop, rules).await else { return };
+        protocol = conn.protocol_after(protocol);
+        unanswered = conn.into_unanswered();
     }
+    let builder = match protocol {
+        Protocol::Detect => builder,
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
     serve_hyper(builder, Prefixed::new(unanswered, FuturesIo::new(io)), service, stop, rules).await;
 }
 
@@ -281,13 +290,13 @@ enum Wake {
 const WRITES_PER_YIELD: u32 = 16;
 
 /// Drives a [`FastConnection`] over `io` until a request needs hyper: then
-/// returns the bytes not answered yet (hyper serves them and the rest).
+/// returns it, with the bytes not answered yet (hyper serves them and the rest).
 /// `None`: the connection is over (closed by the client, an I/O error, no
 /// complete request head within `header_timeout` as hyper's
 /// `header_read_timeout`, or shutdown while idle). At shutdown with a request
 /// under way, hyper gets it, finishes it and closes the connection. The tokio
 /// transport's loop is the same, without the yields.
-async fn answer_fast<I>(io: &mut I, service: &ScepService, stop: &Receiver<()>, rules: &Rules) -> Option<Vec<u8>>
+async fn answer_fast<I>(io: &mut I, service: &ScepService, stop: &Receiver<()>, rules: &Rules) -> Option<FastConnection>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -316,8 +325,9 @@ where
             Next::HandOff => {
                 if !conn.output().is_empty() {
                     write_all(io, conn.output()).await.ok()?;
+                    conn.written();
                 }
-                return Some(conn.into_unanswered());
+                return Some(conn);
             }
             Next::Read => {}
         }
@@ -341,7 +351,7 @@ where
                 }
                 timer.set_at(deadline);
             }
-            Wake::Stop => return if conn.is_idle() { None } else { Some(conn.into_unanswered()) },
+            Wake::Stop => return if conn.is_idle() { None } else { Some(conn) },
         }
     }
 }
@@ -358,12 +368,13 @@ enum HyperWake<T> {
     Stop,
 }
 
-/// Serves the rest of a connection with hyper (HTTP/1.1 or h2, auto-detected);
+/// Serves the rest of a connection with hyper (HTTP/1.1 or h2, as `builder` allows);
 /// on shutdown, stops taking new requests on it and lets the current ones finish.
 ///
 /// hyper has no deadline for a connection on which no request arrives (HTTP/2
 /// before or between requests, or its protocol detection): when no request
-/// has been inside the service for `header_read_timeout`, the connection is
+/// has been inside the service or sending its response ([`TrackedService`])
+/// for `header_read_timeout`, the connection is
 /// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes longer
 /// than [`GOAWAY_GRACE`] (hyper's HTTP/2 graceful close waits for a PING
 /// acknowledgement a hostile peer never sends). The tokio transport does the same.

@@ -3,6 +3,10 @@
 //! Each connection starts on the HTTP/1.1 discovery fast path
 //! ([`scep_service::http::fast_path`]) and moves to hyper at the first request the
 //! fast path does not answer (at once for TLS connections that chose h2).
+//! hyper serves it with HTTP/1 only once the fast path has answered a request
+//! or TLS ALPN chose `http/1.1`, with HTTP/2 only when ALPN chose `h2`, and
+//! otherwise tells the two apart by the HTTP/2 preface
+//! ([`Protocol`]).
 //!
 //! Limits on hostile clients, in the order a connection meets them:
 //! - at accept, before TLS: the client's share
@@ -16,10 +20,10 @@
 //! - in hyper: HTTP/1 `header_read_timeout` and HTTP/2 keep-alive PINGs
 //!   (`h2_keep_alive_interval`, `h2_keep_alive_timeout`), hyper's own timers;
 //!   and ours, which hyper lacks: a connection with no request inside the
-//!   service for `header_read_timeout` (a partial HTTP/2 preface, a preface with
-//!   nothing after it, a header block that never ends, an idle HTTP/2
-//!   connection) is shut down gracefully and dropped if that takes more than
-//!   a second.
+//!   service or sending its response for `header_read_timeout` (a partial
+//!   HTTP/2 preface, a preface with nothing after it, a header block that
+//!   never ends, an idle HTTP/2 connection) is shut down gracefully and
+//!   dropped if that takes more than a second.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use scep_service::http::fast_path::{FastConnection, Next, Prefixed};
+use scep_service::http::fast_path::{FastConnection, Next, Prefixed, Protocol};
 use scep_service::state::connections::{
     ClientLimits, Closed, ConnectionCounters, Refusal, RequestActivity, TrackedService,
 };
@@ -83,6 +87,9 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
     builder
         .http1()
         .writev(false)
+        // RFC 9112 §9.6: a client may close its sending side after a request
+        // and still read the answer (hyper's default takes that EOF as an abort).
+        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(MAX_H1_BUF);
@@ -143,15 +150,15 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
             match acceptor {
                 None => {
                     let service = service.with_connection(ConnectionInfo::plain(peer));
-                    serve_connection(builder, stream, service, stop, &rules, true).await;
+                    serve_connection(builder, stream, service, stop, &rules, Protocol::Detect).await;
                 }
                 Some(acceptor) => match tokio::time::timeout(rules.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
                         let info = ConnectionInfo::tls(peer, tls_stream.get_ref().1);
-                        // ALPN chose HTTP/2: hyper from the first byte.
-                        let fast_path = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
+                        // ALPN decides: h2 is hyper's from the first byte, http/1.1 never HTTP/2.
+                        let protocol = Protocol::from_alpn(tls_stream.get_ref().1.alpn_protocol());
                         let service = service.with_connection(info);
-                        serve_connection(builder, tls_stream, service, stop, &rules, fast_path).await;
+                        serve_connection(builder, tls_stream, service, stop, &rules, protocol).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => {
@@ -196,30 +203,35 @@ fn refuse(counters: &ConnectionCounters, why: Refusal, peer: std::net::SocketAdd
 }
 
 /// Serves one connection: HTTP/1.1 discovery GETs on the fast path
-/// ([`answer_fast`]) when `fast_path`, then, from the first request it does
-/// not answer, hyper (HTTP/1.1 or h2, auto-detected).
+/// ([`answer_fast`]) unless `protocol` is HTTP/2, then, from the first
+/// request it does not answer, hyper with the protocol known by then
+/// ([`FastConnection::protocol_after`]: auto-detected only when nothing is).
 async fn serve_connection<I>(
     builder: auto::Builder<TokioExecutor>,
     mut io: I,
     service: ScepService,
     stop: watch::Receiver<bool>,
     rules: &Rules,
-    fast_path: bool,
+    mut protocol: Protocol,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut unanswered = Vec::new();
-    if fast_path {
-        match answer_fast(&mut io, &service, &stop, rules).await {
-            Some(rest) => unanswered = rest,
-            None => return,
-        }
+    if protocol.fast_path() {
+        let Some(conn) = answer_fast(&mut io, &service, &stop, rules).await else { return };
+        protocol = conn.protocol_after(protocol);
+        unanswered = conn.into_unanswered();
     }
+    let builder = match protocol {
+        Protocol::Detect => builder,
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
     serve_hyper(builder, Prefixed::new(unanswered, TokioIo::new(io)), service, stop, rules).await;
 }
 
 /// Drives a [`FastConnection`] over `io` until a request needs hyper: then
-/// returns the bytes not answered yet (hyper serves them and the rest).
+/// returns it, with the bytes not answered yet (hyper serves them and the rest).
 /// `None`: the connection is over (closed by the client, an I/O error, no
 /// complete request head within `header_timeout` as hyper's
 /// `header_read_timeout`, or shutdown while idle). At shutdown with a request
@@ -231,7 +243,7 @@ async fn answer_fast<I>(
     service: &ScepService,
     stop: &watch::Receiver<bool>,
     rules: &Rules,
-) -> Option<Vec<u8>>
+) -> Option<FastConnection>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -258,8 +270,9 @@ where
             Next::HandOff => {
                 if !conn.output().is_empty() {
                     write_all(io, conn.output()).await.ok()?;
+                    conn.written();
                 }
-                return Some(conn.into_unanswered());
+                return Some(conn);
             }
             Next::Read => {}
         }
@@ -277,7 +290,7 @@ where
                 }
                 timer.as_mut().reset(deadline);
             }
-            () = &mut stopped => return if conn.is_idle() { None } else { Some(conn.into_unanswered()) },
+            () = &mut stopped => return if conn.is_idle() { None } else { Some(conn) },
         }
     }
 }
@@ -287,12 +300,13 @@ async fn write_all<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> std::io::
     io.flush().await
 }
 
-/// Serves the rest of a connection with hyper (HTTP/1.1 or h2, auto-detected);
+/// Serves the rest of a connection with hyper (HTTP/1.1 or h2, as `builder` allows);
 /// on shutdown, stops taking new requests on it and lets the current ones finish.
 ///
 /// hyper has no deadline for a connection on which no request arrives (HTTP/2
 /// before or between requests, or its protocol detection): when no request
-/// has been inside the service for `header_read_timeout`, the connection is
+/// has been inside the service or sending its response ([`TrackedService`])
+/// for `header_read_timeout`, the connection is
 /// shut down gracefully (GOAWAY on HTTP/2), and dropped if that takes longer
 /// than [`GOAWAY_GRACE`] (hyper's HTTP/2 graceful close waits for a PING
 /// acknowledgement a hostile peer never sends).

@@ -12,7 +12,8 @@
 //! byte as hyper would (status line, `content-type`, `content-length`,
 //! `cache-control`, `date`), counted in the metrics and the audit tally like
 //! every other answer. Anything else — another method or path, a body,
-//! `Expect`, `Upgrade`, `Connection` other than `keep-alive`, HTTP/1.0, an
+//! `Expect`, `Upgrade`, `Connection` other than `keep-alive`, no `Host` or
+//! more than one (RFC 9112 §3.2: hyper's service answers 400), HTTP/1.0, an
 //! HTTP/2 preface, a target with a character outside RFC 3986's path and
 //! query characters (hyper's URI parser decides those), a head that does not
 //! parse or is larger than [`MAX_HEAD`] — is [`Http1Step::HandOff`]: the
@@ -82,6 +83,10 @@ impl ScepService {
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Http1Step::Incomplete,
             Ok(httparse::Status::Partial) | Err(_) => return Http1Step::HandOff,
         };
+        // RFC 9112 §3.2: hyper's service answers 400 without one `Host`.
+        if !one_host(req.headers) {
+            return Http1Step::HandOff;
+        }
         if req.method == Some("POST") && req.version == Some(1) {
             return self.answer_ocsp_post(&req, &buf[consumed..], consumed, out);
         }
@@ -141,7 +146,7 @@ fn ocsp_body_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n: usize = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
+            let n = content_length(h.value)?;
             if length.replace(n).is_some() || n == 0 || n > crate::http::pki::MAX_OCSP_REQUEST {
                 return None;
             }
@@ -162,6 +167,23 @@ fn ocsp_body_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
     length.filter(|_| media_ok)
 }
 
+/// A `Content-Length` value: `1*DIGIT` (RFC 9110 §8.6), with at most the
+/// optional whitespace a field value may have around it (SP and HTAB, RFC
+/// 9110 §5.5). `None` for anything else (a sign, Unicode whitespace such as
+/// NBSP or NEL, a list, a length that overflows): hyper reads the request
+/// again and answers 400 (RFC 9112 §6.3), so the framing never depends on
+/// which path read the head.
+//= https://www.rfc-editor.org/rfc/rfc9110#section-8.6
+//# Content-Length = 1*DIGIT
+fn content_length(value: &[u8]) -> Option<usize> {
+    let is_ows = |b: &u8| matches!(b, b' ' | b'\t');
+    let start = value.iter().position(|b| !is_ows(b))?;
+    let end = value.iter().rposition(|b| !is_ows(b))? + 1;
+    value[start..end].iter().try_fold(0usize, |n, &b| {
+        if b.is_ascii_digit() { n.checked_mul(10)?.checked_add(usize::from(b - b'0')) } else { None }
+    })
+}
+
 /// An OCSP answer as hyper writes the route's `http::Response`
 /// (`http::pki`: `content-type`, `cache-control: no-store`, then hyper's
 /// `content-length` and `date`).
@@ -180,6 +202,14 @@ fn write_ocsp_response(out: &mut Vec<u8>, der: &[u8]) {
 /// `/` and `?`.
 fn is_target_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/?".contains(&b)
+}
+
+/// Exactly one `Host` header (RFC 9112 §3.2: a request without one, or with
+/// more, is refused with 400 by [`ScepService`]'s routing, so the fast path
+/// leaves it to hyper).
+fn one_host(headers: &[httparse::Header<'_>]) -> bool {
+    let mut hosts = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host"));
+    hosts.next().is_some() && hosts.next().is_none()
 }
 
 /// No body, no expectation, no protocol change, the connection kept open.
@@ -216,6 +246,38 @@ fn write_response(out: &mut Vec<u8>, status: u16, content_type: &str, body: &Byt
     out.extend_from_slice(body);
 }
 
+/// The HTTP version hyper may serve a connection with, as far as it is known
+/// before hyper reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Not known yet (cleartext, or TLS without ALPN): the fast path reads
+    /// first, then hyper tells HTTP/1 from the HTTP/2 preface.
+    Detect,
+    /// HTTP/1 only: TLS ALPN chose `http/1.1`, or the fast path answered a
+    /// request, after which the HTTP/2 preface is no longer a connection's
+    /// first bytes ([`FastConnection::protocol_after`]).
+    Http1,
+    /// HTTP/2 only: TLS ALPN chose `h2`. hyper from the first byte, no fast path.
+    Http2,
+}
+
+impl Protocol {
+    /// What TLS ALPN (RFC 7301; `h2` is HTTP/2 over TLS, RFC 9113 §3.2) chose,
+    /// or [`Self::Detect`] when it chose nothing.
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(b"h2") => Self::Http2,
+            Some(b"http/1.1") => Self::Http1,
+            _ => Self::Detect,
+        }
+    }
+
+    /// Whether the connection may start with HTTP/1.1 requests, for the fast path.
+    pub fn fast_path(self) -> bool {
+        self != Self::Http2
+    }
+}
+
 /// What a transport does next for a [`FastConnection`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -236,12 +298,14 @@ pub struct FastConnection {
     buf: Vec<u8>,
     filled: usize,
     out: Vec<u8>,
+    /// A request was answered here: the connection is HTTP/1.1.
+    answered: bool,
 }
 
 impl FastConnection {
     /// A connection with nothing read yet.
     pub fn new() -> Self {
-        Self { buf: vec![0; READ_STEP], filled: 0, out: Vec::new() }
+        Self { buf: vec![0; READ_STEP], filled: 0, out: Vec::new(), answered: false }
     }
 
     /// Answers the complete fast-path requests buffered, in order, until the
@@ -260,6 +324,7 @@ impl FastConnection {
             }
         };
         if answered > 0 {
+            self.answered = true;
             self.buf.copy_within(answered..self.filled, 0);
             self.filled -= answered;
         }
@@ -297,6 +362,15 @@ impl FastConnection {
     /// Nothing of a next request has arrived.
     pub fn is_idle(&self) -> bool {
         self.filled == 0
+    }
+
+    /// The protocol hyper serves the rest of the connection with, when it
+    /// started as `protocol`: HTTP/1 only once a request was answered here,
+    /// so that an HTTP/2 preface after HTTP/1.1 requests is refused (hyper
+    /// closes the connection) instead of switching it to HTTP/2: with
+    /// prior knowledge the preface opens the connection (RFC 9113 §3.3, §3.4).
+    pub fn protocol_after(&self, protocol: Protocol) -> Protocol {
+        if self.answered { Protocol::Http1 } else { protocol }
     }
 
     /// The bytes read and not answered, for hyper.
@@ -521,36 +595,43 @@ mod tests {
         let dir = TestDir::new();
         let svc = service(&dir);
         let cases = [
-            "POST /scep?operation=PKIOperation HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-            "HEAD /scep?operation=GetCACaps HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.0\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nConnection: close\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            "GET http://h/scep?operation=GetCACaps HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=PKIOperation&message=AAAA HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=GetCACaps&operation=GetCACert HTTP/1.1\r\n\r\n",
-            "GET /scep/nope?operation=GetCACaps HTTP/1.1\r\n\r\n",
-            "GET /metrics HTTP/1.1\r\n\r\n",
-            "GET /ui/scep HTTP/1.1\r\n\r\n",
+            "POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+            "HEAD /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.0\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET http://h/scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=PKIOperation&message=AAAA HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps&operation=GetCACert HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep/nope?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /ui/scep HTTP/1.1\r\nHost: h\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nBad Header\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n",
             // Targets hyper's URI parser refuses (400) or cuts (`#`): hyper decides.
-            "GET /scep?operation=GetCACaps&x=<a> HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=GetCACaps&x=\" HTTP/1.1\r\n\r\n",
-            "GET /scep?x=#&operation=GetCACert HTTP/1.1\r\n\r\n",
-            "GET /scep?operation=GetCACaps&x={} HTTP/1.1\r\n\r\n",
+            "GET /scep?operation=GetCACaps&x=<a> HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps&x=\" HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?x=#&operation=GetCACert HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps&x={} HTTP/1.1\r\nHost: h\r\n\r\n",
+            // RFC 9112 §3.2: no Host, or two (hyper's service answers 400).
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nhost: h\r\n\r\n",
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\nHOST: b\r\n\r\n",
         ];
         for case in cases {
             let mut out = Vec::new();
             assert_eq!(svc.answer_http1(case.as_bytes(), &mut out), Http1Step::HandOff, "{case:?}");
             assert!(out.is_empty(), "{case:?}");
         }
-        let many = format!("GET /scep?operation=GetCACaps HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(MAX_HEADERS + 1));
+        let many = format!(
+            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n{}\r\n",
+            "X-A: b\r\n".repeat(MAX_HEADERS + 1)
+        );
         assert_eq!(svc.answer_http1(many.as_bytes(), &mut Vec::new()), Http1Step::HandOff);
-        let huge = format!("GET /scep?operation=GetCACaps HTTP/1.1\r\nX-A: {}", "b".repeat(MAX_HEAD));
+        let huge = format!("GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nX-A: {}", "b".repeat(MAX_HEAD));
         assert_eq!(svc.answer_http1(huge.as_bytes(), &mut Vec::new()), Http1Step::HandOff);
         assert_eq!(svc.answer_http1(&huge.as_bytes()[..100], &mut Vec::new()), Http1Step::Incomplete);
         assert_eq!(svc.answer_http1(b"", &mut Vec::new()), Http1Step::Incomplete);
@@ -566,7 +647,7 @@ mod tests {
             .with_audit(audit.clone());
         let client: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();
         let svc = ScepService::new(Arc::new(state), None).with_connection(ConnectionInfo::plain(client));
-        let request = b"GET /scep?operation=GetCACaps HTTP/1.1\r\n\r\n";
+        let request = b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n";
         for _ in 0..3 {
             assert_eq!(svc.answer_http1(request, &mut Vec::new()), Http1Step::Answered(request.len()));
         }
@@ -582,6 +663,29 @@ mod tests {
         assert_eq!(events[0].action, "scep_getcacaps");
         assert_eq!(events[0].count, 3);
         assert_eq!(events[0].client_addr.as_deref(), Some("192.0.2.7"), "the tally's client is the connection's");
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        for (value, want) in [
+            (&b"3"[..], Some(3)),
+            (b"0", Some(0)),
+            (b" \t42\t ", Some(42)),
+            (b"007", Some(7)),
+            (b"+3", None),
+            (b"-3", None),
+            (b"3\xc2\xa0", None),
+            (b"\xc2\x853", None),
+            (b"3\x0b", None),
+            (b"3, 3", None),
+            (b"3 3", None),
+            (b"0x3", None),
+            (b"", None),
+            (b" \t", None),
+            (b"99999999999999999999999", None),
+        ] {
+            assert_eq!(content_length(value), want, "{:?}", String::from_utf8_lossy(value));
+        }
     }
 
     const CACAPS: &[u8] = b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\n";
@@ -674,6 +778,38 @@ mod tests {
         assert_eq!(&endless[..held.len()], &held[..]);
     }
 
+    /// hyper may detect HTTP/2 only on a connection whose first bytes the
+    /// fast path did not answer; ALPN decides over TLS.
+    #[test]
+    fn a_connection_answered_here_stays_http1() {
+        let dir = TestDir::new();
+        let svc = service(&dir);
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut conn = FastConnection::new();
+        feed(&mut conn, preface, preface.len());
+        assert_eq!(conn.answer(&svc), Next::HandOff);
+        assert_eq!(conn.protocol_after(Protocol::Detect), Protocol::Detect, "prior knowledge: hyper detects h2");
+        let mut conn = FastConnection::new();
+        feed(&mut conn, &[CACAPS, preface].concat(), usize::MAX);
+        assert_eq!(conn.answer(&svc), Next::HandOff);
+        assert!(conn.output().starts_with(b"HTTP/1.1 200 "));
+        assert_eq!(conn.protocol_after(Protocol::Detect), Protocol::Http1, "the preface came after a request");
+        assert_eq!(conn.into_unanswered(), preface);
+        // Answered in one round, handed off in the next.
+        let mut conn = FastConnection::new();
+        feed(&mut conn, CACAPS, usize::MAX);
+        assert_eq!(conn.answer(&svc), Next::Write);
+        conn.written();
+        feed(&mut conn, preface, usize::MAX);
+        assert_eq!(conn.answer(&svc), Next::HandOff);
+        assert_eq!(conn.protocol_after(Protocol::Detect), Protocol::Http1);
+
+        assert_eq!(Protocol::from_alpn(Some(b"h2")), Protocol::Http2);
+        assert_eq!(Protocol::from_alpn(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(Protocol::from_alpn(None), Protocol::Detect);
+        assert!(!Protocol::Http2.fast_path() && Protocol::Http1.fast_path() && Protocol::Detect.fast_path());
+    }
+
     /// Runs `stream` through a [`FastConnection`] in reads of the sizes
     /// `chunk` gives, the way a transport does: (everything written with the
     /// `date` values blanked, the bytes handed to hyper or `None`).
@@ -730,7 +866,7 @@ mod tests {
         let pieces: [&[u8]; 12] = [
             CACAPS,
             b"GET /scep/corp/pkiclient.exe?operation=GetCACert&message=ca HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n",
-            b"GET /scep?operation=GetCACaps HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
             b"POST /scep?operation=PKIOperation HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd",
             b"GET /scep?operation=GetCACaps HTTP/1.1\r\nConnection: close\r\n\r\n",
             b"GET /healthz HTTP/1.1\r\n\r\n",
@@ -739,7 +875,7 @@ mod tests {
             b"\r\n",
             b"GET /scep?operation=GetCA",
             b"\x00\xff garbage \x7f",
-            b"GET /scep?operation=GetCACaps HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+            b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
@@ -940,6 +1076,43 @@ mod tests {
             format!("POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n", crate::http::pki::MAX_OCSP_REQUEST + 1).into_bytes(),
             b"POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
         ];
+        // RFC 9112 §3.2: no Host, or two.
+        let no_host = [
+            format!(
+                "POST /pki/ocsp HTTP/1.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n",
+                request.len()
+            )
+            .as_bytes(),
+            &request,
+        ]
+        .concat();
+        for bytes in [no_host, ocsp_post(&request, "Host: h\r\n")] {
+            assert_eq!(
+                svc.answer_http1(&bytes, &mut Vec::new()),
+                Http1Step::HandOff,
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        // Content-Length values hyper refuses (400): not `1*DIGIT` (RFC 9110
+        // §8.6), though Rust's `str::trim` and `usize::from_str` take them.
+        let length = request.len().to_string();
+        let invalid_lengths =
+            [format!("+{length}"), format!("{length}\u{a0}"), format!("\u{85}{length}"), format!("{length}\u{3000}")];
+        let with_length = |value: &str| {
+            let head = format!(
+                "POST /pki/ocsp HTTP/1.1\r\nHost: h\r\nContent-Type: application/ocsp-request\r\nContent-Length: {value}\r\n\r\n"
+            );
+            [head.as_bytes(), &request].concat()
+        };
+        for value in &invalid_lengths {
+            assert_eq!(svc.answer_http1(&with_length(value), &mut Vec::new()), Http1Step::HandOff, "{value:?}");
+        }
+        // Optional whitespace (SP, HTAB) around the digits is allowed.
+        assert!(matches!(
+            svc.answer_http1(&with_length(&format!("{length} \t")), &mut Vec::new()),
+            Http1Step::Answered(_)
+        ));
         for (i, bytes) in handed_off.iter().enumerate() {
             assert_eq!(svc.answer_http1(bytes, &mut Vec::new()), Http1Step::HandOff, "case {i}");
         }

@@ -31,6 +31,8 @@
 //! on `/healthz` and `/metrics`: `GET, HEAD`). POST bodies are accepted with any content type
 //! (RFC 8894 §4.1: `application/x-pki-message`; clients also send
 //! `application/octet-stream` or none) and limited to the configured size (413).
+//! Before any route, an HTTP/1.1 request without a `Host` header, or an HTTP/1
+//! request with more than one, is answered 400 (RFC 9112 §3.2).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -40,8 +42,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Method as HttpMethod, StatusCode};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::{HeaderValue, Method as HttpMethod, StatusCode, Version};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use hyper::rt::{Executor, Timer};
@@ -262,7 +264,8 @@ impl ScepService {
         self.connection.as_deref().and_then(|c| c.remote_addr)
     }
 
-    /// Handles one HTTP request; always answers.
+    /// Handles one HTTP request; always answers. (The `Host` check of RFC
+    /// 9112 §3.2 is the [`Service`] implementation's, which hyper calls.)
     pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -687,6 +690,9 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: http::Request<B>) -> Self::Future {
+        if let Some(response) = bad_host(&req) {
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         if let Some(response) = self.answer_discovery_now(&req) {
             return Box::pin(std::future::ready(Ok(response)));
         }
@@ -705,6 +711,32 @@ where
             }))
         })
     }
+}
+
+/// The 400 for an HTTP/1 request whose `Host` header is missing (HTTP/1.1)
+/// or repeated; `None` when it is fine. HTTP/1.0 may omit it, and HTTP/2
+/// names the authority in `:authority` (RFC 9113 §8.3.1), so neither needs
+/// one. Checked before any routing, on every route hyper serves (the fast
+/// path hands such requests to hyper, [`crate::http::fast_path`]).
+//= https://www.rfc-editor.org/rfc/rfc9112#section-3.2
+//# A server MUST respond with a 400 (Bad Request) status code to any
+//# HTTP/1.1 request message that lacks a Host header field and to any
+//# request message that contains more than one Host header field line or
+//# a Host header field with an invalid field value.
+fn bad_host<B>(req: &http::Request<B>) -> Option<http::Response<Full<Bytes>>> {
+    let version = req.version();
+    if version > Version::HTTP_11 {
+        return None;
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let why = match (hosts.next(), hosts.next()) {
+        (Some(_), None) => return None,
+        (None, _) if version < Version::HTTP_11 => return None,
+        (None, _) => "bad request: an HTTP/1.1 request needs a Host header\n",
+        (Some(_), Some(_)) => "bad request: more than one Host header\n",
+    };
+    tracing::debug!(target: "scepd::request", method = %req.method(), path = req.uri().path(), ?version, "refused: Host header missing or repeated");
+    Some(to_http(plain(400, "bad_host", why).0))
 }
 
 /// Fields logged for every request.
@@ -836,6 +868,36 @@ mod tests {
         ];
         for (path, want) in cases {
             assert_eq!(route(path), *want, "{path}");
+        }
+    }
+
+    /// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any HTTP/1
+    /// request with two, is answered 400 before routing (a discovery GET
+    /// included); HTTP/1.0 without `Host` and HTTP/2 are served.
+    #[test]
+    fn http1_requests_need_exactly_one_host() {
+        let f = fixture(1024);
+        let send = |version: Version, hosts: &[&str], uri: &str| {
+            let mut b = http::Request::builder().version(version).uri(uri);
+            for h in hosts {
+                b = b.header(HOST, *h);
+            }
+            let r = block_on(Service::call(&f.svc, b.body(Full::new(Bytes::new())).unwrap())).unwrap();
+            (r.status().as_u16(), body_text(r))
+        };
+        for uri in ["/healthz", "/scep?operation=GetCACaps", "/nope"] {
+            let (status, text) = send(Version::HTTP_11, &[], uri);
+            assert_eq!(status, 400, "{uri}: {text}");
+            assert!(text.contains("Host"), "{uri}: {text}");
+            for version in [Version::HTTP_10, Version::HTTP_11] {
+                assert_eq!(send(version, &["a", "b"], uri).0, 400, "{uri} {version:?}");
+                assert_eq!(send(version, &["a", "a"], uri).0, 400, "{uri} {version:?}");
+            }
+        }
+        for uri in ["/healthz", "/scep?operation=GetCACaps"] {
+            assert_eq!(send(Version::HTTP_11, &["scep.example"], uri).0, 200, "{uri}");
+            assert_eq!(send(Version::HTTP_10, &[], uri).0, 200, "{uri}");
+            assert_eq!(send(Version::HTTP_2, &[], uri).0, 200, "{uri}");
         }
     }
 

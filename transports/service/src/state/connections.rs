@@ -11,7 +11,8 @@
 //!   lock per accept and per close, on one of [`SHARDS`] maps), so accepts from
 //!   different clients rarely meet on a lock.
 //! - [`RequestActivity`] and [`TrackedService`]: how many requests of one
-//!   connection are inside the service, and since when none is. hyper has no
+//!   connection are inside the service or still sending their response body
+//!   ([`TrackedBody`]), and since when none is. hyper has no
 //!   deadline for "no complete request yet" on HTTP/2 (a partial preface, a
 //!   preface with SETTINGS and nothing else, a HEADERS frame whose header block
 //!   never ends all stay open forever) nor on its HTTP/1-or-HTTP/2 detection;
@@ -32,6 +33,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 
 /// Number of independently locked maps in [`ClientLimits`].
 pub const SHARDS: usize = 64;
@@ -271,8 +275,8 @@ impl RequestActivity {
     }
 }
 
-/// One request inside the service; leaving marks the connection idle from now
-/// when it was the last.
+/// One request inside the service or sending its response; leaving marks the
+/// connection idle from now when it was the last.
 #[derive(Debug)]
 struct InFlight(Arc<RequestActivity>);
 
@@ -285,7 +289,11 @@ impl Drop for InFlight {
     }
 }
 
-/// A hyper service that records its requests in a [`RequestActivity`].
+/// A hyper service that records its requests in a [`RequestActivity`], each
+/// from `call` until its response body has been handed to hyper to the end
+/// ([`TrackedBody`]): a response still leaving for a slow reader keeps the
+/// connection from counting as idle, so the request deadline never cuts it
+/// off (the write timeout alone judges a reader that takes bytes slowly).
 #[derive(Clone, Debug)]
 pub struct TrackedService<S> {
     inner: S,
@@ -299,34 +307,109 @@ impl<S> TrackedService<S> {
     }
 }
 
-impl<S, R> hyper::service::Service<R> for TrackedService<S>
+impl<S, R, B> hyper::service::Service<R> for TrackedService<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<R, Response = http::Response<B>>,
     S::Future: Unpin,
+    B: Body<Data = Bytes> + Unpin,
 {
-    type Response = S::Response;
+    type Response = http::Response<TrackedBody<B>>;
     type Error = S::Error;
     type Future = Tracked<S::Future>;
 
     fn call(&self, req: R) -> Self::Future {
         let in_flight = self.activity.enter();
-        Tracked { inner: self.inner.call(req), _in_flight: in_flight }
+        Tracked { inner: self.inner.call(req), in_flight: Some(in_flight) }
     }
 }
 
-/// A [`TrackedService`] request: counted until it completes or is dropped.
-/// (The service's future is already boxed, so no second allocation.)
+/// A [`TrackedService`] request: counted until it fails or is dropped, or,
+/// once answered, by its [`TrackedBody`]. (The service's future is already
+/// boxed, so no second allocation.)
 #[derive(Debug)]
 pub struct Tracked<F> {
     inner: F,
-    _in_flight: InFlight,
+    in_flight: Option<InFlight>,
 }
 
-impl<F: Future + Unpin> Future for Tracked<F> {
-    type Output = F::Output;
+impl<F, B, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>> + Unpin,
+{
+    type Output = Result<http::Response<TrackedBody<B>>, E>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        Pin::new(&mut self.inner).poll(cx)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
+        let in_flight = self.in_flight.take();
+        Poll::Ready(response.map(|r| r.map(|inner| TrackedBody { inner, last: None, started: false, in_flight })))
+    }
+}
+
+/// A response body that keeps its request counted in [`RequestActivity`]
+/// until hyper has taken all of it (or dropped it).
+///
+/// The body's last byte is handed over as a frame of its own, and the end
+/// only on the poll after it. hyper's HTTP/2 stream asks for that byte only
+/// once the stream's flow-control window has room for everything before it
+/// (RFC 9113 §5.2, §6.9), so a reader that opens its window slowly keeps the
+/// request counted while the response is still leaving. On HTTP/1 the end
+/// comes once hyper has buffered the body (at most `max_buf_size` left to
+/// write).
+#[derive(Debug)]
+pub struct TrackedBody<B> {
+    inner: B,
+    /// The last byte, held back from the inner body's last data frame.
+    last: Option<Bytes>,
+    /// hyper has polled the body.
+    started: bool,
+    in_flight: Option<InFlight>,
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        this.started = true;
+        if let Some(last) = this.last.take() {
+            return Poll::Ready(Some(Ok(Frame::data(last))));
+        }
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) if data.len() > 1 && this.inner.is_end_stream() => {
+                    this.last = Some(data.split_off(data.len() - 1));
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            ended => {
+                this.in_flight = None;
+                Poll::Ready(ended)
+            }
+        }
+    }
+
+    /// An empty body is empty from the start (hyper then sends none); once
+    /// polled, the end is the `None` of [`Self::poll_frame`].
+    fn is_end_stream(&self) -> bool {
+        self.in_flight.is_none() || (!self.started && self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held = self.last.as_ref().map_or(0, |b| b.len() as u64);
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
     }
 }
 
@@ -386,31 +469,63 @@ mod tests {
         assert!(after > first, "the deadline restarts when the last request leaves");
     }
 
-    /// A request counts from `call` until its future completes or is dropped.
+    /// A request counts from `call` until its response body has been taken
+    /// to the end (or dropped, or the service failed); the body's last byte
+    /// comes as a frame of its own.
     #[test]
-    fn a_tracked_service_counts_its_requests() {
+    fn a_tracked_service_counts_its_requests_until_the_body_ends() {
+        use http_body_util::{BodyExt as _, Full};
+        use hyper::service::Service as _;
         #[derive(Clone)]
         struct Echo;
-        impl hyper::service::Service<u32> for Echo {
-            type Response = u32;
-            type Error = std::convert::Infallible;
-            type Future = std::future::Ready<Result<u32, Self::Error>>;
-            fn call(&self, req: u32) -> Self::Future {
-                std::future::ready(Ok(req))
+        impl hyper::service::Service<&'static str> for Echo {
+            type Response = http::Response<Full<Bytes>>;
+            type Error = &'static str;
+            type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+            fn call(&self, req: &'static str) -> Self::Future {
+                std::future::ready(if req == "fail" { Err(req) } else { Ok(http::Response::new(Full::from(req))) })
             }
         }
-        use hyper::service::Service as _;
         let activity = RequestActivity::new();
         let service = TrackedService::new(Echo, activity.clone());
         let idle = Duration::from_secs(1);
-        let mut call = service.call(7);
-        assert_eq!(activity.deadline(idle), None, "a request is inside");
         let waker = std::task::Waker::noop();
-        let polled = Pin::new(&mut call).poll(&mut Context::from_waker(waker));
-        assert!(matches!(polled, Poll::Ready(Ok(7))));
-        assert_eq!(activity.deadline(idle), None, "still counted until the future is dropped");
+        let mut cx = Context::from_waker(waker);
+
+        let mut call = service.call("answer");
+        assert_eq!(activity.deadline(idle), None, "a request is inside");
+        let Poll::Ready(Ok(response)) = Pin::new(&mut call).poll(&mut cx) else { panic!("not ready") };
         drop(call);
-        assert!(activity.deadline(idle).is_some());
+        assert_eq!(activity.deadline(idle), None, "still counted while the body is unsent");
+        let mut body = response.into_body();
+        assert!(!body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(6));
+        let mut frames = Vec::new();
+        while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
+            assert_eq!(activity.deadline(idle), None, "counted until the end is polled");
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(frames, ["answe", "r"], "the last byte on its own");
+        assert!(body.is_end_stream());
+        assert!(activity.deadline(idle).is_some(), "the end of the body ends the request");
+
+        // A body dropped before its end, an empty body, a failed call: not counted after.
+        for req in ["dropped", "", "fail"] {
+            let mut call = service.call(req);
+            let polled = Pin::new(&mut call).poll(&mut cx);
+            drop(call);
+            match polled {
+                Poll::Ready(Ok(response)) => {
+                    assert_eq!(activity.deadline(idle), None, "{req:?}");
+                    assert_eq!(response.body().is_end_stream(), req.is_empty(), "{req:?}");
+                    drop(response);
+                }
+                other => assert!(matches!(other, Poll::Ready(Err("fail"))), "{req:?}"),
+            }
+            assert!(activity.deadline(idle).is_some(), "{req:?}");
+        }
+        let collected = futures_lite::future::block_on(service.call("whole")).unwrap().into_body().collect();
+        assert_eq!(futures_lite::future::block_on(collected).unwrap().to_bytes(), "whole");
     }
 
     #[test]
