@@ -83,4 +83,16 @@ pub trait Issuer: Send + Sync + 'static {
     fn inventory(&self) -> Option<&LocalCa> {
         None
     }
+
+    /// True when the issuer answers a resent request (RFC 8894 §3.2.1.1: the
+    /// same transactionID) from a durable record, atomically: the
+    /// certificate already issued for the same key, a refusal for another
+    /// key, whatever the time since, the node or the restarts between.
+    /// Only then may a one-time challenge be presented again by the
+    /// transaction that used it. The default, false, suits issuers that
+    /// keep no such record (Vault remembers recent transactions in memory
+    /// only).
+    fn answers_resends_durably(&self) -> bool {
+        false
+    }
 }

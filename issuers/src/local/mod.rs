@@ -857,6 +857,12 @@ impl Issuer for LocalCa {
         Some(self)
     }
 
+    /// The certificate index checks the transactionID in the transaction
+    /// that records a certificate ([`Self::enroll`]).
+    fn answers_resends_durably(&self) -> bool {
+        true
+    }
+
     fn handle<'a>(&'a self, request: &'a IssueRequest, now: UnixTime) -> BoxFuture<'a, IssueOutcome> {
         // An enrolment (the hot path) signs on the calling task and waits for
         // its commit without a thread: no hop to the blocking pool.

@@ -46,7 +46,7 @@ use crate::intune::api::{IntuneApi, IssuedFacts};
 use crate::intune::compliance::{ComplianceGate, Verdict as ComplianceVerdict};
 
 use crate::state::metrics::{ChallengeEvent, Metrics};
-use crate::store::challenges::{ChallengeStore, Consumption, Presentation};
+use crate::store::challenges::{ChallengeStore, Consumption, Presentation, Refusal};
 use crate::store::protection::{IntuneUse, NonceUse, Verdict};
 
 /// The durable protection state an Intune-authorised enrolment is checked
@@ -133,7 +133,7 @@ where
                     None => pending,
                     Some(enrol) => {
                         let presented = presentation(enrol);
-                        match consume(pending, presented, challenges, now()).await {
+                        match consume(pending, presented, challenges, issuer.answers_resends_durably(), now()).await {
                             Ok(pending) => pending,
                             Err(refused) => return (refused, None),
                         }
@@ -408,6 +408,7 @@ async fn consume(
     pending: PendingIssue,
     presented: Option<Presentation>,
     challenges: Option<OneTimeChallenges<'_>>,
+    resends_answered_durably: bool,
     now: UnixTime,
 ) -> Result<PendingIssue, Response> {
     let (Some(presented), Some(challenges)) = (presented, challenges) else {
@@ -426,11 +427,18 @@ async fn consume(
             tracing::info!(target: "scepd::challenges", profile, id, "one-time challenge used");
             Ok(pending.with_detail(format!("one-time challenge #{id} used")))
         }
-        Ok(Consumption::Resent { id }) => {
+        // A resend reaches the issuer only when the issuer answers it from a
+        // durable record: another issuer could sign a second certificate.
+        Ok(Consumption::Resent { id }) if resends_answered_durably => {
             tracing::info!(target: "scepd::challenges", profile, id, "one-time challenge presented again by the transaction that used it: a resend");
             Ok(pending.with_detail(format!(
-                "one-time challenge #{id} was used by this transactionID: a resend, answered with the certificate already issued"
+                "one-time challenge #{id} presented again by the transactionID that used it (a resend)"
             )))
+        }
+        Ok(Consumption::Resent { id }) => {
+            challenges.metrics.challenge(&profile, ChallengeEvent::Refused);
+            let refusal = Refusal::Used { id };
+            Err(pending.refuse(FailInfo::BAD_REQUEST, refusal.label(), refusal.detail(), now))
         }
         Ok(Consumption::Refused(refusal)) => {
             challenges.metrics.challenge(&profile, ChallengeEvent::Refused);
