@@ -339,6 +339,10 @@ fn set(section: &mut ProfileSection, key: &str, kind: Kind, var: &str, value: &s
         ("intune_return_before_notification", _) => {
             section.intune_return_before_notification = Some(parse_bool(var, value)?);
         }
+        ("intune_renewal_by_certificate", _) => {
+            section.intune_renewal_by_certificate = Some(parse_bool(var, value)?);
+        }
+        ("renewal_window_days", Kind::Int) => section.renewal_window_days = Some(whole_number(var, value)?),
         _ => return Err(ConfigError(format!("{var}: internal error: no mapping for key {key}"))),
     }
     Ok(())
@@ -485,6 +489,28 @@ mod tests {
         assert_eq!(e.0, "profile[corp].ciphers: x");
         let e = applied.annotate(ConfigError("api_key[1].key: too short".into()));
         assert_eq!(e.0, "CERTCTL_API_KEYS_NAMED (entry 2) (api_key[1].key): too short");
+    }
+
+    /// Every per-profile variable of [`PROFILE_KEYS`] sets its key: two
+    /// documented variables once stopped the start with "no mapping".
+    #[test]
+    fn every_profile_variable_maps_onto_its_key() {
+        for (suffix, key, kind) in PROFILE_KEYS {
+            let value = match kind {
+                Kind::Bool => "true",
+                Kind::Int => "30",
+                Kind::Path => "/p.pem",
+                Kind::Text => match *key {
+                    "intune_challenge_validity" | "intune_clock_skew_tolerance" | "intune_api_timeout" => "60s",
+                    "url_aliases" => "/a",
+                    _ => "x",
+                },
+            };
+            let var = format!("CERTCTL_SCEP_PROFILE_CORP_{suffix}");
+            let mut file = ConfigFile::default();
+            let applied = apply(&mut file, &vars(&[("CERTCTL_SCEP_PROFILES", "corp"), (&var, value)]));
+            assert!(applied.is_ok(), "{var}={value}: {:?}", applied.err());
+        }
     }
 
     #[test]
