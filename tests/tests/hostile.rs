@@ -525,7 +525,73 @@ fn one_client_cannot_take_the_connection_budget(transport: Transport) {
     assert_legit_answered(&server, None, "after the attackers left");
 }
 
-scep_tests::on_each_transport!(an_enrolment_whose_client_leaves_at_once_is_still_recorded);
+scep_tests::on_each_transport!(
+    an_enrolment_whose_client_leaves_at_once_is_still_recorded,
+    enrolments_whose_clients_left_are_recorded_before_a_shutdown,
+);
+
+const LEAVER_KEY: &str = "hostile-test-admin-key-0123456789";
+
+/// Starts scepd with an admin key (for the audit events), on `data_dir` when given.
+fn start_with_admin_key(transport: Transport, data_dir: Option<&Path>) -> Scepd {
+    let mut opts = ScepdOptions::with_config(format!(
+        "[[api_key]]\nname = \"ops\"\nkey = \"{LEAVER_KEY}\"\nrole = \"admin\"\n\n\
+         [[profile]]\nname = \"corp\"\nchallenge_password = \"hostile-test-secret\"\n"
+    ))
+    .on(transport);
+    opts.data_dir = data_dir.map(Path::to_path_buf);
+    Scepd::start(opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A whole PKCSReq for `cn` as HTTP/1.1 bytes, and its transactionID.
+fn pkcsreq_bytes(ca: &scep_tests::client::CaCertificates, slot: usize, cn: &str) -> (Vec<u8>, String) {
+    use scep_tests::client::{
+        CsrSpec, DeviceKey, MessageBody, MessageOptions, Signer, SubjectName, build_csr, build_pki_message,
+        self_signed_certificate,
+    };
+    let key = DeviceKey::pregenerated(slot).expect("device key");
+    let csr = build_csr(&key, &CsrSpec::new(cn, Some("hostile-test-secret"))).expect("CSR");
+    let signer = self_signed_certificate(&key, &SubjectName::cn(cn), 1).expect("signer certificate");
+    let request = build_pki_message(
+        &MessageBody::PkcsReq(csr),
+        Signer { certificate: &signer, key: &key },
+        ca.recipient(),
+        &MessageOptions::default(),
+    )
+    .expect("PKCSReq");
+    let mut bytes = format!(
+        "POST /scep/corp?operation=PKIOperation HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/x-pki-message\r\nContent-Length: {}\r\n\r\n",
+        request.der.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&request.der);
+    (bytes, request.transaction_id)
+}
+
+/// Sends `request` from 127.0.0.7 and closes the connection at once, reading nothing.
+fn send_and_leave(server: &Scepd, request: &[u8]) {
+    let mut s = connect_from(ip(127, 0, 0, 7), server.port(), false);
+    s.write_all(request).expect("request");
+    drop(s);
+}
+
+/// The audit events of profile `corp` with `outcome`.
+fn corp_events(server: &Scepd, outcome: &str) -> Vec<serde_json::Value> {
+    let mut s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    write!(
+        s,
+        "GET /api/v1/admin/scep/events?profile=corp&outcome={outcome}&limit=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {LEAVER_KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("events request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("events answer");
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {raw}"));
+    v["events"].as_array().cloned().unwrap_or_default()
+}
 
 /// A client that sends a whole PKCSReq and closes its connection at once (it
 /// gave up, or crashed) does not cancel the request halfway: the request is
@@ -535,55 +601,17 @@ scep_tests::on_each_transport!(an_enrolment_whose_client_leaves_at_once_is_still
 /// it read the end of the connection: the certificate was signed and
 /// recorded, but no audit event, log line or metric was ever written.
 fn an_enrolment_whose_client_leaves_at_once_is_still_recorded(transport: Transport) {
-    use scep_tests::client::{
-        CsrSpec, DeviceKey, MessageBody, MessageOptions, ScepClient, Signer, SubjectName, build_csr, build_pki_message,
-        self_signed_certificate,
-    };
-    const KEY: &str = "hostile-test-admin-key-0123456789";
-    let server = start(transport, &format!("[[api_key]]\nname = \"ops\"\nkey = \"{KEY}\"\nrole = \"admin\"\n"));
-    let client = ScepClient::new(&server.profile_url("corp")).expect("profile URL");
+    let server = start_with_admin_key(transport, None);
+    let client = scep_tests::client::ScepClient::new(&server.profile_url("corp")).expect("profile URL");
     let ca = client.get_ca_cert().expect("GetCACert");
-    let key = DeviceKey::generate().expect("device key");
-    let csr = build_csr(&key, &CsrSpec::new("left-at-once", Some("hostile-test-secret"))).expect("CSR");
-    let signer = self_signed_certificate(&key, &SubjectName::cn("left-at-once"), 1).expect("signer certificate");
-    let request = build_pki_message(
-        &MessageBody::PkcsReq(csr),
-        Signer { certificate: &signer, key: &key },
-        ca.recipient(),
-        &MessageOptions::default(),
-    )
-    .expect("PKCSReq");
-
-    let mut s = connect_from(ip(127, 0, 0, 7), server.port(), false);
-    write!(
-        s,
-        "POST /scep/corp?operation=PKIOperation HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Content-Type: application/x-pki-message\r\nContent-Length: {}\r\n\r\n",
-        request.der.len()
-    )
-    .expect("request head");
-    s.write_all(&request.der).expect("request body");
-    drop(s);
-
-    let events = |outcome: &str| -> Vec<serde_json::Value> {
-        let mut s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
-        write!(
-            s,
-            "GET /api/v1/admin/scep/events?profile=corp&outcome={outcome} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-             Authorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("events request");
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).expect("events answer");
-        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {raw}"));
-        v["events"].as_array().cloned().unwrap_or_default()
-    };
+    let (request, transaction_id) = pkcsreq_bytes(&ca, 0, "left-at-once");
+    send_and_leave(&server, &request);
     let deadline = Instant::now() + Duration::from_secs(20);
     let recorded = loop {
-        let found: Vec<_> =
-            events("success").into_iter().filter(|e| e["transaction_id"] == request.transaction_id.as_str()).collect();
+        let found: Vec<_> = corp_events(&server, "success")
+            .into_iter()
+            .filter(|e| e["transaction_id"] == transaction_id.as_str())
+            .collect();
         if !found.is_empty() || Instant::now() > deadline {
             break found;
         }
@@ -592,4 +620,30 @@ fn an_enrolment_whose_client_leaves_at_once_is_still_recorded(transport: Transpo
     assert_eq!(recorded.len(), 1, "the enrolment must be audited although its client left:\n{}", server.log_tail(20));
     assert!(recorded[0]["serial"].is_string(), "{recorded:?}");
     assert!(recorded[0]["client_addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.7")), "{recorded:?}");
+}
+
+/// Requests whose clients left are still being decided when SIGTERM comes:
+/// shutdown waits for them before the audit log's last flush, so every one
+/// is recorded with its own event (not only reconciled at the next start).
+fn enrolments_whose_clients_left_are_recorded_before_a_shutdown(transport: Transport) {
+    let mut first = start_with_admin_key(transport, None);
+    let client = scep_tests::client::ScepClient::new(&first.profile_url("corp")).expect("profile URL");
+    let ca = client.get_ca_cert().expect("GetCACert");
+    // Built first, then sent back to back with SIGTERM right after: the
+    // server is still deciding most of them when the signal comes.
+    let requests: Vec<_> = (0..16).map(|i| pkcsreq_bytes(&ca, i, &format!("left-{i}"))).collect();
+    for (request, _) in &requests {
+        send_and_leave(&first, request);
+    }
+    first.signal(scep_tests::server::Signal::Term).expect("SIGTERM");
+    let sent: Vec<&String> = requests.iter().map(|(_, transaction_id)| transaction_id).collect();
+    let status = first.wait_exit(Duration::from_secs(30)).expect("scepd exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", first.log_tail(20));
+
+    let second = start_with_admin_key(transport, Some(first.data_dir()));
+    let recorded = corp_events(&second, "success");
+    for transaction_id in sent {
+        let events = recorded.iter().filter(|e| e["transaction_id"] == transaction_id.as_str()).count();
+        assert_eq!(events, 1, "{transaction_id}: one success event, written before the exit:\n{}", first.log_tail(30));
+    }
 }

@@ -46,7 +46,7 @@ mod operator_tests;
 mod testutil;
 
 pub use http::drive::drive;
-pub use http::service::{Route, ScepService, route};
+pub use http::service::{DetachedRequests, Route, ScepService, route};
 pub use settings::start::StartOptions;
 pub use settings::{ServerSettings, TlsSettings};
 pub use state::{Profile, Profiles, ServiceState, Started};

@@ -41,7 +41,7 @@ use scep_service::state::connections::{
 };
 use scep_service::tls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
-use scep_service::{ScepService, ServiceState};
+use scep_service::{DetachedRequests, ScepService, ServiceState};
 use smol::channel::{Receiver, Sender};
 use smol::lock::Semaphore;
 use smol::net::{TcpListener, TcpStream};
@@ -57,6 +57,8 @@ const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 /// How long a connection closed for having no request may take to close
 /// gracefully (GOAWAY flushed, PING acknowledged) before it is dropped.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+/// How often shutdown looks whether the requests still being decided are done.
+const DETACHED_POLL: Duration = Duration::from_millis(10);
 
 /// The executor every task runs on (smol-hyper's executor needs it behind an `Arc`).
 type Exec = Arc<Executor<'static>>;
@@ -123,9 +125,11 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     ex.spawn(watch_signals(signals, state.clone(), tls.clone(), stop_tx)).detach();
 
-    // A request outlives its connection (ScepService::detaching_with).
+    // A request outlives its connection (ScepService::detaching_with), up to
+    // as many at once as there may be connections.
+    let detached = DetachedRequests::new(settings.max_connections);
     let service = ScepService::new(state.clone(), Some(Arc::new(SmolTimer::new())))
-        .detaching_with(Arc::new(SmolExecutor::new(ex.clone())));
+        .detaching_with(Arc::new(SmolExecutor::new(ex.clone())), detached.clone());
     let mut builder: Builder = auto::Builder::new(SmolExecutor::new(ex.clone()));
     builder
         .http1()
@@ -213,6 +217,7 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
 
     drop(listener);
     let grace = settings.shutdown_grace;
+    let shutdown_started = Instant::now();
     let in_flight = settings.max_connections.saturating_sub(slots.available_permits());
     tracing::info!(in_flight, grace_secs = grace.as_secs(), "shutting down");
     // Drained when every connection slot is free again.
@@ -227,6 +232,18 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
         let aborted = settings.max_connections.saturating_sub(slots.available_permits());
         // The remaining connection tasks are dropped with the executor.
         tracing::warn!(aborted, "shutdown grace elapsed; closing remaining connections");
+    }
+    // Requests whose client left are still being decided: their audit
+    // events must be written before the last flush.
+    let left = grace.saturating_sub(shutdown_started.elapsed());
+    let decided = timeout(left, async {
+        while detached.running() > 0 {
+            Timer::after(DETACHED_POLL).await;
+        }
+    })
+    .await;
+    if decided.is_none() {
+        tracing::warn!(running = detached.running(), "shutdown grace elapsed with requests still being decided");
     }
     state.flush_audit().await;
     tracing::info!("stopped");

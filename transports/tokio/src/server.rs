@@ -37,7 +37,7 @@ use scep_service::state::connections::{
 };
 use scep_service::tls::ConnectionInfo;
 use scep_service::tls::ReloadableTls;
-use scep_service::{ScepService, ServiceState};
+use scep_service::{DetachedRequests, ScepService, ServiceState};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -55,6 +55,8 @@ const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 /// How long a connection closed for having no request may take to close
 /// gracefully (GOAWAY flushed, PING acknowledged) before it is dropped.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+/// How often shutdown looks whether the requests still being decided are done.
+const DETACHED_POLL: Duration = Duration::from_millis(10);
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish within
 /// `server.shutdown_grace` and returns.
@@ -80,9 +82,11 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
 
     tokio::spawn(reload_on_hangup(hangup, state.clone(), tls.clone()));
 
-    // A request outlives its connection (ScepService::detaching_with).
+    // A request outlives its connection (ScepService::detaching_with), up to
+    // as many at once as there may be connections.
+    let detached = DetachedRequests::new(settings.max_connections);
     let service = ScepService::new(state.clone(), Some(Arc::new(TokioTimer::new())))
-        .detaching_with(Arc::new(TokioExecutor::new()));
+        .detaching_with(Arc::new(TokioExecutor::new()), detached.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -174,12 +178,24 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
 
     drop(listener);
     let grace = settings.shutdown_grace;
+    let shutdown_started = Instant::now();
     tracing::info!(in_flight = connections.len(), grace_secs = grace.as_secs(), "shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(aborted = connections.len(), "shutdown grace elapsed; closing remaining connections");
         connections.shutdown().await;
+    }
+    // Requests whose client left are still being decided: their audit
+    // events must be written before the last flush.
+    let decided = tokio::time::timeout_at(shutdown_started + grace, async {
+        while detached.running() > 0 {
+            tokio::time::sleep(DETACHED_POLL).await;
+        }
+    })
+    .await;
+    if decided.is_err() {
+        tracing::warn!(running = detached.running(), "shutdown grace elapsed with requests still being decided");
     }
     state.flush_audit().await;
     tracing::info!("stopped");

@@ -38,6 +38,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -120,11 +121,52 @@ pub struct ScepService {
     state: Arc<ServiceState>,
     timer: Option<Arc<dyn Timer + Send + Sync>>,
     connection: Option<Arc<ConnectionInfo>>,
-    detach: Option<Arc<dyn Executor<DetachedRequest> + Send + Sync>>,
+    detach: Option<(Arc<dyn Executor<DetachedRequest> + Send + Sync>, Arc<DetachedRequests>)>,
 }
 
 /// A request handled as a task of its own ([`ScepService::detaching_with`]).
 pub type DetachedRequest = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The requests running as tasks of their own, counted: at most `limit` at
+/// once, so that a client cannot pile up work by sending requests and
+/// leaving (a request past the bound runs on its connection, cancelled with
+/// it, as hyper runs any request), and shutdown waits for them before the
+/// audit log's last flush.
+#[derive(Debug)]
+pub struct DetachedRequests {
+    running: AtomicUsize,
+    limit: usize,
+}
+
+impl DetachedRequests {
+    /// At most `limit` detached requests at once.
+    #[must_use]
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self { running: AtomicUsize::new(0), limit })
+    }
+
+    /// How many are running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Counts one more, unless `limit` are running.
+    fn try_start(self: &Arc<Self>) -> Option<DetachedRequestGuard> {
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1))
+            .ok()
+            .map(|_| DetachedRequestGuard(self.clone()))
+    }
+}
+
+/// One running detached request: counted until dropped.
+struct DetachedRequestGuard(Arc<DetachedRequests>);
+
+impl Drop for DetachedRequestGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl std::fmt::Debug for ScepService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,9 +191,14 @@ impl ScepService {
     /// certificate the issuer had already signed was recorded with no audit
     /// event, no log line and no Intune notification. A request is decided,
     /// audited and counted whether or not anyone is left to read the answer.
+    /// At most `requests`' limit run so at once ([`DetachedRequests`]).
     #[must_use]
-    pub fn detaching_with(self, executor: Arc<dyn Executor<DetachedRequest> + Send + Sync>) -> Self {
-        Self { detach: Some(executor), ..self }
+    pub fn detaching_with(
+        self,
+        executor: Arc<dyn Executor<DetachedRequest> + Send + Sync>,
+        requests: Arc<DetachedRequests>,
+    ) -> Self {
+        Self { detach: Some((executor, requests)), ..self }
     }
 
     /// This service for one connection: `info` (client address, TLS peer
@@ -697,16 +744,23 @@ where
             return Box::pin(std::future::ready(Ok(response)));
         }
         let this = self.clone();
-        let Some(executor) = &self.detach else {
+        let detached = self.detach.as_ref().and_then(|(executor, requests)| Some((executor, requests.try_start()?)));
+        let Some((executor, running)) = detached else {
             return Box::pin(async move { Ok(this.handle_awaiting(req).await) });
         };
         let (answer, answered) = scep_issuers::oneshot::channel();
-        executor.execute(Box::pin(async move { answer.send(this.handle_awaiting(req).await) }));
+        executor.execute(Box::pin(async move {
+            let _running = running;
+            answer.send(this.handle_awaiting(req).await);
+        }));
         Box::pin(async move {
             Ok(answered.await.unwrap_or_else(|| {
-                // The task was dropped unfinished (the runtime is shutting down).
-                let mut r = http::Response::new(Full::new(Bytes::from_static(b"service unavailable: shutting down\n")));
-                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                // The task ended without an answer: it panicked, or the runtime dropped it.
+                tracing::error!("a request's task ended without an answer: answering 500");
+                let mut r = http::Response::new(Full::new(Bytes::from_static(
+                    b"internal error: the request ended without an answer\n",
+                )));
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 r
             }))
         })
@@ -837,6 +891,20 @@ mod tests {
     use crate::testutil::{TestDir, section};
     use crate::wiring::profile::BuildContext;
     use futures_lite::future::block_on;
+
+    #[test]
+    fn detached_requests_are_bounded_and_counted_until_done() {
+        let requests = DetachedRequests::new(2);
+        let a = requests.try_start().expect("one");
+        let b = requests.try_start().expect("two");
+        assert!(requests.try_start().is_none(), "a third waits on its connection");
+        assert_eq!(requests.running(), 2);
+        drop(a);
+        assert_eq!(requests.running(), 1);
+        let c = requests.try_start().expect("room again");
+        drop((b, c));
+        assert_eq!(requests.running(), 0);
+    }
 
     #[test]
     fn routing_table() {
