@@ -97,4 +97,7 @@ pub(crate) struct CheckArgs {
     /// Configuration file (TOML).
     #[arg(long, env = "SCEPD_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+    /// Data directory (overrides server.data_dir; default ./scepd-data), as `serve` would use it.
+    #[arg(long, env = "SCEPD_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
 }

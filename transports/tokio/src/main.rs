@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig(args) => {
             let origin = args.config.as_ref().map_or_else(|| "environment".to_string(), |p| p.display().to_string());
-            let options = StartOptions { config: args.config, ..StartOptions::default() };
+            let options = StartOptions { config: args.config, data_dir: args.data_dir, ..StartOptions::default() };
             match scep_service::check_config(&options) {
                 Ok(report) => {
                     println!("{origin}: OK (profiles: {})", report.profiles.join(", "));

@@ -216,3 +216,31 @@ fn check_config_writes_nothing_and_lists_what_serve_would_create() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("ca.key") && stderr.contains("chmod 600"), "{stderr}");
 }
+
+/// `check-config` checks the data directory `serve` would use: the one of
+/// `--data-dir` or `SCEPD_DATA_DIR` over `server.data_dir`, as `serve`
+/// takes it (it once listed `./scepd-data` whatever the override).
+#[test]
+fn check_config_takes_the_data_dir_override_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scepd.toml");
+    std::fs::write(&config, "[[profile]]\nname = \"corp\"\nchallenge_password = \"s3cret-123\"\n").unwrap();
+    for (flag, env) in [(Some("flag"), None), (None, Some("env"))] {
+        let data = dir.path().join(flag.or(env).unwrap());
+        let mut command = Command::new(bin());
+        command.args(["check-config", "--config"]).arg(&config).current_dir(dir.path());
+        command.env_remove("SCEPD_DATA_DIR").env_remove("CERTCTL_SCEP_PROFILES");
+        if flag.is_some() {
+            command.arg("--data-dir").arg(&data);
+        } else {
+            command.env("SCEPD_DATA_DIR", &data);
+        }
+        let out = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let ca = data.join("ca.pem").display().to_string();
+        assert!(stdout.lines().any(|l| l.trim_start().starts_with(&format!("{ca} ("))), "{ca} not listed:\n{stdout}");
+        assert!(!stdout.contains("scepd-data"), "the default data directory listed:\n{stdout}");
+        assert!(!data.exists(), "check-config created {}", data.display());
+    }
+}
