@@ -192,7 +192,11 @@ impl ServiceState {
             options,
             UnixTime::now(),
             previous,
-            Running { local_ca: running_local, pool: self.shared_pool.clone() },
+            Running {
+                local_ca: running_local,
+                pool: self.shared_pool.clone(),
+                data_dir: Some(self.settings.data_dir.clone()),
+            },
             None,
         )?;
         if challenge.is_some_and(|c| c.generated()) {
@@ -266,6 +270,10 @@ struct Running {
     local_ca: Option<scep_issuers::LocalCa>,
     /// The node's pool ([`node_pool`]).
     pool: SharedPool,
+    /// The data directory in use, on a reload: it stays until a restart, as
+    /// every `[server]` setting (a reload once bootstrapped a new CA in the
+    /// new directory before refusing it).
+    data_dir: Option<std::path::PathBuf>,
 }
 
 /// The node's one pool for `settings.store` (one pool per node: the
@@ -333,6 +341,16 @@ fn build_file(
     settings.audit = file.audit.validate(base)?;
     settings.store = file.store.validate(base)?;
     apply_overrides(&mut settings, options);
+    if let Some(running_dir) = running.data_dir {
+        if settings.data_dir != running_dir {
+            tracing::warn!(
+                configured = %settings.data_dir.display(),
+                in_use = %running_dir.display(),
+                "server.data_dir changed; the data directory in use stays until a restart"
+            );
+        }
+        settings.data_dir = running_dir;
+    }
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
     let pool = node_pool(&settings, running.pool)?;
     let mut dry_run = dry_run;
@@ -644,6 +662,31 @@ mod tests {
         let e = state.reload().unwrap_err();
         assert!(e.0.starts_with("profile[0].name"), "{e}");
         assert_eq!(state.profiles().names(), vec!["corp", "iot"]);
+    }
+
+    /// A reload keeps the data directory in use (a `[server]` setting, which
+    /// takes effect at a restart): it once bootstrapped a new CA and RA in
+    /// the new directory, then refused the reload.
+    #[test]
+    fn a_reload_keeps_the_data_directory_and_writes_nothing_in_a_new_one() {
+        let dir = TestDir::new();
+        let path = dir.path().join("scepd.toml");
+        let config = |data: &str| {
+            format!(
+                "[server]\ndata_dir = \"{}\"\n[[profile]]\nname = \"corp\"\nissuer = \"local\"\n\
+                 challenge_password = \"secret123\"\n",
+                dir.path().join(data).display()
+            )
+        };
+        std::fs::write(&path, config("first")).unwrap();
+        let opts = StartOptions { config: Some(path.clone()), env: Some(Vec::new()), ..StartOptions::default() };
+        let state = ServiceState::load(opts).unwrap().state;
+        assert!(dir.path().join("first/ca.pem").exists());
+
+        std::fs::write(&path, config("second")).unwrap();
+        state.reload().unwrap();
+        assert!(!dir.path().join("second").exists(), "the reload wrote into the new data directory");
+        assert_eq!(state.settings().data_dir, dir.path().join("first"));
     }
 
     #[test]
