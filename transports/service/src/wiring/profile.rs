@@ -12,7 +12,7 @@ use scep_engine::crypto::provider::PrivateKey;
 use scep_engine::crypto::{RaKey, RsaPrivateKey, SystemRandom};
 use scep_engine::intune::{IntuneValidator, ReplayCache};
 use scep_engine::issue::IssuancePolicy;
-use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef};
+use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef, name_to_string};
 use scep_engine::{Engine, UnixTime, pem};
 use scep_issuers::Issuer;
 
@@ -320,6 +320,36 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
             }
             if chain.is_empty() {
                 return Err(err("ca_chain", format!("{}: no CERTIFICATE block", path.display())));
+            }
+            // The issuer signs the certificates: a chain that starts with
+            // another CA would be published by GetCACert, and every renewal
+            // by certificate would be judged against it (and refused).
+            if let Some(issuing) = default_chain.first()
+                && chain.first() != Some(issuing)
+            {
+                let name =
+                    |der: &[u8]| CertificateRef::parse(der).map_or_else(|_| "?".into(), |c| name_to_string(c.subject));
+                return Err(err(
+                    "ca_chain",
+                    format!(
+                        "{}: starts with {:?}, but the profile's issuer signs as {:?}: the first certificate must be \
+                         the issuing CA's",
+                        path.display(),
+                        name(&chain[0]),
+                        name(issuing)
+                    ),
+                ));
+            }
+            let first = CertificateRef::parse(&chain[0]).map_err(|e| err("ca_chain", e.to_string()))?;
+            if !first.is_valid_at(ctx.now) {
+                return Err(err(
+                    "ca_chain",
+                    format!(
+                        "{}: the issuing CA certificate {:?} is not valid now",
+                        path.display(),
+                        name_to_string(first.subject)
+                    ),
+                ));
             }
             chain
         }
@@ -669,6 +699,13 @@ mod tests {
         assert_eq!(pair.engine.encryption_ras().len(), 1);
         assert_eq!(pair.engine.reply_signature(), scep_engine::config::ReplySignaturePolicy::MirrorRequest);
         assert!(pair.engine.config().issuance.trust_requested_sid);
+
+        // An explicit ca_chain must start with the CA the issuer signs as (it
+        // is what GetCACert publishes and renewals are judged against).
+        let e = ProfileSection { ca_chain: Some(data.join("ra.pem")), ..local.clone() }.build(4, &mut ctx).unwrap_err();
+        assert!(e.0.starts_with("profile[corp].ca_chain") && e.0.contains("first certificate must be"), "{e}");
+        let own = ProfileSection { ca_chain: Some(data.join("ca.pem")), ..local.clone() }.build(5, &mut ctx).unwrap();
+        assert_eq!(own.engine.config().ca_chain[0], read("ca.pem"));
 
         // The encryption RA's key must match its certificate, and the error names the key.
         let e = ProfileSection {
