@@ -858,7 +858,7 @@ impl Issuer for LocalCa {
     }
 
     /// The certificate index checks the transactionID in the transaction
-    /// that records a certificate ([`Self::enroll`]).
+    /// that records a certificate (`Inner::enroll`).
     fn answers_resends_durably(&self) -> bool {
         true
     }
