@@ -15,7 +15,9 @@
 //!   [`Consumption::Consumed`], every other one [`Refusal::Used`], except a
 //!   request of the transaction that consumed it, presented again unexpired
 //!   and within its binding: that is a resend ([`Consumption::Resent`]), which
-//!   the issuer answers with the certificate it already issued;
+//!   goes on only to an issuer that answers resends from a durable record
+//!   (`Issuer::answers_resends_durably`, the local CA: the certificate it
+//!   already issued) and is refused as used otherwise;
 //! - a challenge is refused when it is unknown, of another profile, used,
 //!   expired (`expires_at <= now`) or bound to another identity
 //!   ([`ChallengeBinding`]); a binding mismatch does not consume it (the
@@ -258,10 +260,11 @@ pub enum Consumption {
         id: i64,
     },
     /// The challenge was consumed by this very transaction before: the
-    /// request is a resend (the client lost the CertRep, RFC 8894 §3.2.1.1)
-    /// and goes on to the issuer, which answers a resend with the
-    /// certificate it already issued and refuses another key under that
-    /// transactionID.
+    /// request is a resend (the client lost the CertRep, RFC 8894 §3.2.1.1).
+    /// It goes on to an issuer that answers resends from a durable record
+    /// (the local CA: the certificate it already issued, a refusal for
+    /// another key under that transactionID); with any other issuer the
+    /// caller refuses it as used.
     Resent {
         /// Row id.
         id: i64,

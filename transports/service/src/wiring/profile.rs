@@ -321,10 +321,14 @@ pub fn build(settings: &ProfileSettings, ctx: &mut BuildContext<'_>) -> Result<P
             if chain.is_empty() {
                 return Err(err("ca_chain", format!("{}: no CERTIFICATE block", path.display())));
             }
-            // The issuer signs the certificates: a chain that starts with
+            // The local CA signs as its certificate: a chain that starts with
             // another CA would be published by GetCACert, and every renewal
-            // by certificate would be judged against it (and refused).
-            if let Some(issuing) = default_chain.first()
+            // by certificate would be judged against it (and refused). (A
+            // Vault role may sign with another issuer of its mount than the
+            // default one whose chain Vault reports, so there the configured
+            // chain is how the operator names it; Vault refuses renewals by
+            // certificate anyway.)
+            if let Some(issuing) = default_chain.first().filter(|_| issuer.inventory().is_some())
                 && chain.first() != Some(issuing)
             {
                 let name =
