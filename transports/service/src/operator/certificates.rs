@@ -292,7 +292,9 @@ enum PageStart {
 /// The list's query; the error is the 400 message.
 fn parse_filter(query: &str, now: UnixTime) -> Result<(CertificateFilter, PageStart), String> {
     let mut f = CertificateFilter::newest(DEFAULT_LIMIT, now);
-    let mut start = PageStart::Newest;
+    // `cursor` carries every CA's position; `before_id`, the earlier form,
+    // only one CA's: with both, `cursor` is the one that pages exactly.
+    let (mut cursor, mut before_id) = (None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let Some(v) = crate::query::percent_decode(v).map(std::borrow::Cow::into_owned) else {
@@ -322,20 +324,24 @@ fn parse_filter(query: &str, now: UnixTime) -> Result<(CertificateFilter, PageSt
                 Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => f.limit = n,
                 _ => return Err(format!("limit: must be a number from 1 to {MAX_LIST_LIMIT}")),
             },
-            "cursor" | "before_id" if !matches!(start, PageStart::Newest) => {
-                return Err("cursor, before_id: give one, once".to_string());
-            }
+            "cursor" if cursor.is_some() => return Err("cursor: give it once".to_string()),
+            "before_id" if before_id.is_some() => return Err("before_id: give it once".to_string()),
             "cursor" => match Cursor::parse(&v) {
-                Some(c) => start = PageStart::Cursor(c),
+                Some(c) => cursor = Some(c),
                 None => return Err("cursor: must be the next_cursor of the previous page".to_string()),
             },
             "before_id" => match v.parse::<i64>() {
-                Ok(n) => start = PageStart::BeforeId(n),
+                Ok(n) => before_id = Some(n),
                 Err(_) => return Err("before_id: must be a number".to_string()),
             },
             other => return Err(format!("unknown parameter {other:?} ({LIST_PARAMS})")),
         }
     }
+    let start = match (cursor, before_id) {
+        (Some(c), _) => PageStart::Cursor(c),
+        (None, Some(n)) => PageStart::BeforeId(n),
+        (None, None) => PageStart::Newest,
+    };
     Ok((f, start))
 }
 
