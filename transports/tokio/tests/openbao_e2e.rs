@@ -2,7 +2,8 @@
 //! issuer is an OpenBao PKI mount (`[[issuer]] type = "vault"`); the Rust
 //! test client and certmonger (a real SCEP client) enroll; the certificates
 //! chain to OpenBao's root (`openssl verify`) and scepd's log names the
-//! issuer id.
+//! issuer id. A resent request on a one-time profile is refused rather
+//! than signed by OpenBao a second time.
 //!
 //! Needs `BAO_ADDR` / `BAO_TOKEN` (root) of a dev server set up by
 //! `.ci/openbao-dev` (`bash .ci/run` starts one): FAILS without them.
@@ -84,20 +85,12 @@ fn admin_get(port: u16, path: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-fn start(config: &Path, dir: &Path) -> Server {
-    Server::spawn(Command::new(bin()).args(["serve", "--config"]).arg(config), dir)
-}
-
-#[test]
-fn enrollment_through_openbao_chains_to_its_root() {
-    let Some((addr, token)) = openbao() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-
-    // The RA: an RSA key whose certificate OpenBao signs (so GetCACert's
-    // RA + chain verifies for clients that check it).
+/// The RA: an RSA key (`ra.key`) and its certificate (`ra.pem`), signed by
+/// OpenBao's `devices` role, in `dir` (so GetCACert's RA + chain verifies for
+/// clients that check it).
+fn ra_signed_by_openbao(dir: &Path, addr: &str, token: &str) {
     openssl(
-        d,
+        dir,
         &[
             "req",
             "-new",
@@ -112,16 +105,24 @@ fn enrollment_through_openbao_chains_to_its_root() {
             "ra.csr",
         ],
     );
-    std::fs::set_permissions(d.join("ra.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let ra_csr = std::fs::read_to_string(d.join("ra.csr")).unwrap();
-    let v = bao(
-        &addr,
-        &token,
-        "POST",
-        "/v1/pki/sign/devices",
-        Some(json!({ "csr": ra_csr, "ttl": "24h", "format": "pem" })),
-    );
-    std::fs::write(d.join("ra.pem"), v["data"]["certificate"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(dir.join("ra.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ra_csr = std::fs::read_to_string(dir.join("ra.csr")).unwrap();
+    let v =
+        bao(addr, token, "POST", "/v1/pki/sign/devices", Some(json!({ "csr": ra_csr, "ttl": "24h", "format": "pem" })));
+    std::fs::write(dir.join("ra.pem"), v["data"]["certificate"].as_str().unwrap()).unwrap();
+}
+
+fn start(config: &Path, dir: &Path) -> Server {
+    Server::spawn(Command::new(bin()).args(["serve", "--config"]).arg(config), dir)
+}
+
+#[test]
+fn enrollment_through_openbao_chains_to_its_root() {
+    let Some((addr, token)) = openbao() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    ra_signed_by_openbao(d, &addr, &token);
     let root = bao(&addr, &token, "GET", "/v1/pki/cert/ca", None)["data"]["certificate"].as_str().unwrap().to_string();
     std::fs::write(d.join("root.pem"), &root).unwrap();
 
@@ -215,4 +216,86 @@ fn scepd_refuses_to_boot_when_an_issuer_is_unreachable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("issuer[iss-gone]") && err.contains("unavailable"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+/// A one-time challenge on a Vault profile: a client that lost its CertRep
+/// and sends the same request again is refused (`challenge_used`) rather
+/// than answered with the certificate already issued, as the local CA
+/// answers it. Vault keeps no durable record scepd can answer a resend from
+/// (`Issuer::answers_resends_durably`), and signing again would issue a
+/// second certificate for one challenge.
+#[test]
+fn a_resent_one_time_request_through_openbao_is_refused_not_signed_again() {
+    use scep_tests::client::{FailInfo, MessageBody, PkiStatus, Signer, SubjectName, build_csr, build_pki_message};
+    let Some((addr, token)) = openbao() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ra_signed_by_openbao(d, &addr, &token);
+    private(&d.join("bao-token"), &format!("{token}\n"));
+    let config = d.join("scepd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"data\"\n\n\
+             [[api_key]]\nname = \"ops\"\nkey = \"e2e-admin-key-0123456789\"\nrole = \"admin\"\n\n\
+             [[issuer]]\nid = \"iss-bao\"\ntype = \"vault\"\naddress = \"{addr}\"\nmount = \"pki\"\nrole = \"devices\"\n\
+             token_file = \"bao-token\"\nrequest_timeout_secs = 10\n\n\
+             [[profile]]\nname = \"otp\"\nissuer = \"iss-bao\"\nchallenge_mode = \"one-time\"\n\
+             ra_cert = \"ra.pem\"\nra_key = \"ra.key\"\nvalidity_days = 2\n"
+        ),
+    )
+    .unwrap();
+    let server = start(&config, d);
+    let minted = admin(server.port, "POST", "/api/v1/admin/scep/challenges", &json!({ "profile": "otp" }));
+    let challenge = minted["challenge"].as_str().unwrap_or_else(|| panic!("mint answer: {minted}"));
+
+    let client = ScepClient::new(&format!("http://127.0.0.1:{}/scep/otp", server.port)).unwrap();
+    let ca = client.get_ca_cert().unwrap();
+    let key = DeviceKey::pregenerated(1).unwrap();
+    let signer = scep_tests::client::self_signed_certificate(&key, &SubjectName::cn("vault-resender"), 1).unwrap();
+    let request = build_pki_message(
+        &MessageBody::PkcsReq(build_csr(&key, &CsrSpec::new("vault-resender", Some(challenge))).unwrap()),
+        Signer { certificate: &signer, key: &key },
+        ca.recipient(),
+        &MessageOptions::default(),
+    )
+    .unwrap();
+    let first = client.transact(&request, &key, &ca, PkiMethod::Post).unwrap();
+    assert_eq!(first.status, PkiStatus::SUCCESS, "{:?} {:?}", first.fail_info, first.fail_info_text);
+    assert!(first.issued_certificate(&key).is_some(), "the first request is issued");
+
+    let resent = client.transact(&request, &key, &ca, PkiMethod::Post).unwrap();
+    assert_eq!(
+        (resent.status, resent.fail_info, resent.certificates.len()),
+        (PkiStatus::FAILURE, Some(FailInfo::BAD_REQUEST), 0),
+        "a resend must be refused, not signed again"
+    );
+
+    // The audit trail: one issuance by OpenBao, then the resend refused as a
+    // used challenge.
+    let audit = admin_get(server.port, "/api/v1/admin/scep/events?profile=otp&action=scep_pkcsreq&limit=10");
+    let events = audit["events"].as_array().unwrap_or_else(|| panic!("audit answer: {audit}"));
+    let outcomes: Vec<&str> = events.iter().filter_map(|e| e["outcome"].as_str()).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "success").count(), 1, "{audit}");
+    assert_eq!(outcomes.iter().filter(|o| **o == "challenge_used").count(), 1, "{audit}");
+}
+
+/// An admin API request with a JSON body and the test's admin key; the JSON
+/// answer (a 2xx status asserted).
+fn admin(port: u16, method: &str, path: &str, body: &Value) -> Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let body = body.to_string();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer e2e-admin-key-0123456789\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, answer) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 2"), "{head}\n{answer}");
+    serde_json::from_str(answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
 }
