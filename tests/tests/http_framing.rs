@@ -155,3 +155,53 @@ fn tls_alpn_fixes_the_protocol(transport: Transport) {
     let h2 = exchange_tls(port, &ca, b"h2", PREFACE_AND_SETTINGS);
     assert!(starts_with_h2_settings(&h2), "{transport:?}: ALPN h2, preface: {h2:?}");
 }
+
+scep_tests::on_each_transport!(heads_that_are_not_http1_get_a_400_that_says_why);
+
+/// A request head that is not HTTP/1.1 (RFC 9112 §2-§5) gets a 400 whose
+/// body names what is wrong, then the connection closes: hyper's own 400
+/// has no body. A TLS ClientHello sent to a plain-HTTP port (an `https://`
+/// URL for an `http://` server) is named as such. Requests answered before
+/// it on the connection keep their answers, and each refusal is counted in
+/// `scepd_connections_closed_total{reason="malformed_request"}`.
+fn heads_that_are_not_http1_get_a_400_that_says_why(transport: Transport) {
+    let server = start(transport, None);
+    let bad_header = b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n";
+    let started = Instant::now();
+    let got = exchange(server.port(), &[CACAPS, bad_header].concat());
+    assert!(started.elapsed() < Duration::from_secs(3), "{transport:?}: the connection was not closed");
+    assert!(got.starts_with(b"HTTP/1.1 200 "), "{transport:?}: {:?}", String::from_utf8_lossy(&got));
+    let (_, refusal) = split_response(&got);
+    let (response, after) = split_response(refusal);
+    assert!(after.is_empty(), "{transport:?}: nothing after the 400: {:?}", String::from_utf8_lossy(after));
+    let response = String::from_utf8_lossy(response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 400 ") && head.to_ascii_lowercase().contains("connection: close"),
+        "{transport:?}: {head}"
+    );
+    assert!(body.starts_with("bad request: ") && body.contains("header field name"), "{transport:?}: {body:?}");
+
+    // A real ClientHello (rustls) on the plain-HTTP port.
+    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    let mut client = ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    let got = exchange(server.port(), &hello);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400 ") && text.contains("TLS handshake"), "{transport:?}: {text:?}");
+
+    let metrics = String::from_utf8_lossy(&exchange(
+        server.port(),
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    ))
+    .into_owned();
+    assert!(
+        metrics.lines().any(|l| l == "scepd_connections_closed_total{reason=\"malformed_request\"} 2"),
+        "{transport:?}: {metrics}"
+    );
+}

@@ -346,6 +346,13 @@ where
                 }
                 return Some(conn);
             }
+            Next::Close => {
+                rules.counters.closed(Closed::MalformedRequest);
+                if write_all(io, conn.output()).await.is_ok() {
+                    let _ = io.close().await;
+                }
+                return None;
+            }
             Next::Read => {}
         }
         let read = async { Wake::Read(io.read(conn.read_buf()).await) };

@@ -290,6 +290,13 @@ where
                 }
                 return Some(conn);
             }
+            Next::Close => {
+                rules.counters.closed(Closed::MalformedRequest);
+                if write_all(io, conn.output()).await.is_ok() {
+                    let _ = io.shutdown().await;
+                }
+                return None;
+            }
             Next::Read => {}
         }
         tokio::select! {

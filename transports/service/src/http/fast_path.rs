@@ -15,8 +15,9 @@
 //! `Expect`, `Upgrade`, `Connection` other than `keep-alive`, no `Host` or
 //! more than one (RFC 9112 §3.2: hyper's service answers 400), HTTP/1.0, an
 //! HTTP/2 preface, a target with a character outside RFC 3986's path and
-//! query characters (hyper's URI parser decides those), a head that does not
-//! parse or is larger than [`MAX_HEAD`] — is [`Http1Step::HandOff`]: the
+//! query characters (hyper's URI parser decides those), more than
+//! [`MAX_HEADERS`] fields, or a head larger than [`MAX_HEAD`] — is
+//! [`Http1Step::HandOff`]: the
 //! transport gives the connection, with every byte not yet answered
 //! ([`Prefixed`]), to hyper, which then serves it to the end. Answers are
 //! written in request order, so pipelined requests keep their order across
@@ -32,9 +33,15 @@
 //! ([`ScepService::answer_http1`] hands them to `answer_ocsp_post`): for them
 //! too hyper's per-request work was most of the cost beside the signature.
 //!
+//! A head that is not HTTP/1.1 at all (httparse, the parser hyper uses,
+//! refuses it: a bad request line, header name or value, line ending or
+//! version, or a TLS handshake on a plain-HTTP port) is
+//! [`Http1Step::Refused`]: answered 400 with the reason in the body, then the
+//! connection is closed, as hyper would close it (hyper's own 400 has no
+//! body, so a client developer or operator would not learn what was wrong).
+//!
 //! One difference with hyper remains: a request head handed to hyper before
-//! it is complete (past [`MAX_HEAD`], more than [`MAX_HEADERS`] fields, or
-//! unparsable) gets hyper's own `header_read_timeout` as well, so it may take
+//! it is complete (past [`MAX_HEAD`], or more than [`MAX_HEADERS`] fields) gets hyper's own `header_read_timeout` as well, so it may take
 //! up to twice that timeout.
 
 use std::cell::RefCell;
@@ -69,6 +76,10 @@ pub enum Http1Step {
     Incomplete,
     /// Not a fast-path request: hyper must serve the connection from here on.
     HandOff,
+    /// The head is not HTTP/1.1 (see the [module docs](self)): a 400 with
+    /// the reason was appended to `out`, and the connection must close after
+    /// writing it (where the next request would start is unknown).
+    Refused,
 }
 
 impl ScepService {
@@ -81,7 +92,15 @@ impl ScepService {
         let consumed = match req.parse(buf) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Http1Step::Incomplete,
-            Ok(httparse::Status::Partial) | Err(_) => return Http1Step::HandOff,
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => return Http1Step::HandOff,
+            // The HTTP/2 preface (RFC 9113 §3.4) is hyper's to serve or refuse.
+            Err(_) if buf.starts_with(b"PRI ") => return Http1Step::HandOff,
+            Err(e) => {
+                let reason = malformed_head(buf, e);
+                tracing::debug!(reason, "refused a request head that is not HTTP/1.1");
+                write_refusal(out, reason);
+                return Http1Step::Refused;
+            }
         };
         // RFC 9112 §3.2: hyper's service answers 400 without one `Host`.
         if !one_host(req.headers) {
@@ -198,6 +217,38 @@ fn write_ocsp_response(out: &mut Vec<u8>, der: &[u8]) {
     out.extend_from_slice(der);
 }
 
+/// Why httparse (with hyper's configuration) refused a request head, for the
+/// 400's body.
+fn malformed_head(buf: &[u8], error: httparse::Error) -> &'static str {
+    // A TLS record of type handshake (22), protocol version 3.x (RFC 8446 §5.1).
+    if buf.starts_with(&[0x16, 0x03]) {
+        return "a TLS handshake where plain HTTP was expected: this port serves http://, not https:// \
+                (or configure [server.tls])";
+    }
+    match error {
+        httparse::Error::Version => "unsupported HTTP version: HTTP/1.1, HTTP/1.0 or HTTP/2 only (RFC 9112 §2.3)",
+        httparse::Error::HeaderName => "a header field name is not a token (RFC 9110 §5.1)",
+        httparse::Error::HeaderValue => "a header field value has a control character (RFC 9110 §5.5)",
+        httparse::Error::NewLine => "a line of the request head does not end in CRLF (RFC 9112 §2.2)",
+        _ => "the request line is not `method SP request-target SP HTTP-version` (RFC 9112 §3)",
+    }
+}
+
+/// A 400 that ends the connection, with `reason` as its text body.
+fn write_refusal(out: &mut Vec<u8>, reason: &str) {
+    let body_len = "bad request: ".len() + reason.len() + 1;
+    out.extend_from_slice(
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n",
+    );
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    with_http_date(|date| out.extend_from_slice(date));
+    out.extend_from_slice(b"\r\n\r\nbad request: ");
+    out.extend_from_slice(reason.as_bytes());
+    out.push(b'\n');
+}
+
 /// RFC 3986 §3.3/§3.4: unreserved, percent (`%`), sub-delims, `:`, `@`,
 /// `/` and `?`.
 fn is_target_char(b: u8) -> bool {
@@ -288,6 +339,9 @@ pub enum Next {
     /// Write [`FastConnection::output`] if not empty, then give hyper the
     /// connection behind [`FastConnection::into_unanswered`] ([`Prefixed`]).
     HandOff,
+    /// Write [`FastConnection::output`] (the answers, then a 400 for a head
+    /// that is not HTTP/1.1), then close the connection.
+    Close,
 }
 
 /// The fast path's state for one connection: the bytes read and not yet
@@ -321,6 +375,7 @@ impl FastConnection {
                 Http1Step::Answered(n) => answered += n,
                 Http1Step::Incomplete => break if self.out.is_empty() { Next::Read } else { Next::Write },
                 Http1Step::HandOff => break Next::HandOff,
+                Http1Step::Refused => break Next::Close,
             }
         };
         if answered > 0 {
@@ -610,7 +665,6 @@ mod tests {
             "GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET /ui/scep HTTP/1.1\r\nHost: h\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n",
             // Targets hyper's URI parser refuses (400) or cuts (`#`): hyper decides.
             "GET /scep?operation=GetCACaps&x=<a> HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET /scep?operation=GetCACaps&x=\" HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -635,6 +689,43 @@ mod tests {
         assert_eq!(svc.answer_http1(huge.as_bytes(), &mut Vec::new()), Http1Step::HandOff);
         assert_eq!(svc.answer_http1(&huge.as_bytes()[..100], &mut Vec::new()), Http1Step::Incomplete);
         assert_eq!(svc.answer_http1(b"", &mut Vec::new()), Http1Step::Incomplete);
+    }
+
+    #[test]
+    fn heads_that_are_not_http1_are_refused_with_the_reason() {
+        let dir = TestDir::new();
+        let svc = service(&dir);
+        let cases: [(&[u8], &str); 6] = [
+            (b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n", "header field name"),
+            (b"GET /scep HTTP/1.1\r\nHost: h\r\nX-A: a\x01b\r\n\r\n", "header field value"),
+            (b"GET /scep HTTP/1.2\r\nHost: h\r\n\r\n", "HTTP version"),
+            (b"G(T /scep HTTP/1.1\r\nHost: h\r\n\r\n", "request line"),
+            (b"GET /scep HTTP/1.1\rX", "CRLF"),
+            (b"\x16\x03\x01\x00\xc4\x01\x00\x00\xc0\x03\x03", "TLS handshake"),
+        ];
+        for (head, reason) in cases {
+            let mut out = Vec::new();
+            assert_eq!(svc.answer_http1(head, &mut out), Http1Step::Refused, "{head:?}");
+            let (status, headers, body) = parse_response(&out);
+            assert_eq!(status, 400, "{head:?}");
+            assert!(headers.contains(&("connection".to_string(), "close".to_string())), "{headers:?}");
+            let text = std::str::from_utf8(body).unwrap();
+            assert!(text.starts_with("bad request: ") && text.contains(reason), "{head:?}: {text:?}");
+            let length = headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.parse::<usize>().unwrap());
+            assert_eq!(length, Some(body.len()), "{head:?}");
+        }
+        // The HTTP/2 preface is hyper's (more fields than MAX_HEADERS too:
+        // `everything_else_is_handed_to_hyper`).
+        assert_eq!(svc.answer_http1(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &mut Vec::new()), Http1Step::HandOff);
+
+        // On a connection: the answers before it, then the 400, then close.
+        let mut conn = FastConnection::new();
+        let stream = b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nBad Header\r\n\r\n";
+        feed(&mut conn, stream, stream.len());
+        assert_eq!(conn.answer(&svc), Next::Close);
+        let out = conn.output();
+        assert!(out.starts_with(b"HTTP/1.1 200 "), "{:?}", String::from_utf8_lossy(out));
+        assert_eq!(out.windows(24).filter(|w| w == b"HTTP/1.1 400 Bad Request").count(), 1);
     }
 
     #[test]
@@ -738,7 +829,7 @@ mod tests {
                         conn.written();
                     }
                     Next::Read => break,
-                    Next::HandOff => panic!("hand-off"),
+                    Next::HandOff | Next::Close => panic!("hand-off or refusal"),
                 }
             }
         }
@@ -812,7 +903,8 @@ mod tests {
 
     /// Runs `stream` through a [`FastConnection`] in reads of the sizes
     /// `chunk` gives, the way a transport does: (everything written with the
-    /// `date` values blanked, the bytes handed to hyper or `None`).
+    /// `date` values blanked, the bytes handed to hyper or `None` when the
+    /// stream ended or was refused).
     fn drive(svc: &ScepService, stream: &[u8], mut chunk: impl FnMut() -> usize) -> (Vec<u8>, Option<Vec<u8>>) {
         let mut conn = FastConnection::new();
         let mut written = Vec::new();
@@ -828,6 +920,11 @@ mod tests {
                     let mut handed = conn.into_unanswered();
                     handed.extend_from_slice(rest);
                     return (blank_dates(&written), Some(handed));
+                }
+                // A refusal ends the connection: its 400 is the last thing written.
+                Next::Close => {
+                    written.extend_from_slice(conn.output());
+                    return (blank_dates(&written), None);
                 }
                 Next::Read if rest.is_empty() => {
                     assert!(conn.output().is_empty());

@@ -10,7 +10,7 @@
 //! | `scepd_audit_write_failures_total` | counter | — |
 //! | `scepd_audit_tally_write_failures_total` | counter | — (discovery tally writes that failed; retried) |
 //! | `scepd_connections_refused_total` | counter | `reason` (`global`, `per_client`, `per_network`: see [`crate::state::connections`]) |
-//! | `scepd_connections_closed_total` | counter | `reason` (`tls_handshake_timeout`, `request_timeout`, `write_timeout`, `hyper_timeout`) |
+//! | `scepd_connections_closed_total` | counter | `reason` (`tls_handshake_timeout`, `request_timeout`, `write_timeout`, `hyper_timeout`, `malformed_request`) |
 //! | `scepd_admin_auth_failures_total` | counter | — (admin API requests with an unknown key) |
 //! | `scepd_admin_auth_refused_total` | counter | — (admin API requests answered 429: too many failures from the address) |
 //! | `scepd_admin_auth_tracked_clients` | gauge | — (addresses with failures in their window; bounded) |

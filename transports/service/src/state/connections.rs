@@ -80,12 +80,20 @@ pub enum Closed {
     /// within `h2_keep_alive_timeout`, or hyper's HTTP/1 `header_read_timeout`
     /// for a request head it reads itself.
     HyperTimeout,
+    /// A request head that is not HTTP/1.1 (the fast path answered 400 with
+    /// the reason, then closed the connection).
+    MalformedRequest,
 }
 
 impl Closed {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Self; 4] =
-        [Self::TlsHandshakeTimeout, Self::RequestTimeout, Self::WriteTimeout, Self::HyperTimeout];
+    pub const ALL: [Self; 5] = [
+        Self::TlsHandshakeTimeout,
+        Self::RequestTimeout,
+        Self::WriteTimeout,
+        Self::HyperTimeout,
+        Self::MalformedRequest,
+    ];
 
     /// The `reason` label.
     pub fn label(self) -> &'static str {
@@ -94,6 +102,7 @@ impl Closed {
             Self::RequestTimeout => "request_timeout",
             Self::WriteTimeout => "write_timeout",
             Self::HyperTimeout => "hyper_timeout",
+            Self::MalformedRequest => "malformed_request",
         }
     }
 }
