@@ -57,7 +57,10 @@ floor() { # index: the floor measured before load <index> (and after load <index
     "$R/scep-load" floor --seconds "${FLOOR_SECONDS:-2}" >"$B/floor-$1.json" 2>/dev/null
 }
 
-# pattern: label server operation connections resumption
+# pattern: label server operation connections resumption [pace]
+# With a pace label, the load is open-loop at the enrolment rate that pattern reached in the same
+# round (`--rate`): what the kept-alive path costs at the lower throughput a connection per
+# device reaches here, where the workers idle and wake more often.
 PATTERNS=(
     "http-pkcsreq-keepalive plain pkcsreq keep-alive on"
     "http-device-keepalive plain device keep-alive on"
@@ -65,14 +68,19 @@ PATTERNS=(
     "https-pkcsreq-keepalive tls pkcsreq keep-alive on"
     "https-device-keepalive tls device keep-alive on"
     "https-device-perdevice-resumed tls device per-device on"
+    "https-device-keepalive-paced tls device keep-alive on https-device-perdevice-resumed"
     "https-device-perdevice-full tls device per-device off"
     "https-device-perrequest-resumed tls device per-request on"
 )
 
-load() { # label server operation connections resumption round
-    local label=$1 server=$2 op=$3 conn=$4 resume=$5 round=$6
+load() { # label server operation connections resumption [pace] round
+    local label=$1 server=$2 op=$3 conn=$4 resume=$5 pace="" round
+    if [[ $# == 7 ]]; then pace=$6; round=$7; else round=$6; fi
     local port_var="PORT_$server" pid_var="PID_$server" scheme=http extra=()
     if [[ $server == tls ]]; then scheme=https; extra=(--cacert "$B/ca.pem" --tls-resumption "$resume"); fi
+    if [[ -n $pace ]]; then
+        extra+=(--rate "$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['throughput']))" "$B/$pace-$round.json")")
+    fi
     "$R/scep-load" run --url "$scheme://127.0.0.1:${!port_var}/scep/corp" --challenge pw --requests "$N" --concurrency 32 \
         --operation "$op" --connections "$conn" "${extra[@]}" --server-pid "${!pid_var}" --cache "$B/cache-$server" \
         --progress false --json "$B/$label-$round.json" >/dev/null 2>"$B/$label-$round.log" \
