@@ -1114,7 +1114,7 @@ scep_tests::on_each_transport!(a_database_restart_fails_no_request_on_an_idle_no
 /// After a restart of the database, an idle node answers every request
 /// (none fails on a pooled connection, or the audit writer's, that the
 /// restart closed) and `/healthz` says "reachable" at once, though no
-/// enrolment came first. The probe of session 9 saw the first `pool_size`
+/// enrolment came first. A probe saw the first `pool_size`
 /// requests answered 503 and `/healthz` say "connection closed" for minutes.
 fn a_database_restart_fails_no_request_on_an_idle_node(transport: Transport) {
     let cluster = TestCluster::start("a_database_restart_fails_no_request_on_an_idle_node");
@@ -1156,8 +1156,8 @@ scep_tests::on_each_transport!(an_outage_answers_503s_that_name_what_failed);
 /// audit log is in the same database), so the answer is 503, never a signed
 /// CertRep; its body names what failed first: the issuer's store for a
 /// static-challenge enrolment on the local CA, the one-time challenge store
-/// for a one-time challenge (docs/high-availability.md). The probe of session
-/// 9 saw 1,603 of 1,604 such 503s say "the audit log cannot record this request".
+/// for a one-time challenge (docs/high-availability.md). A probe saw 1,603
+/// of 1,604 such 503s say "the audit log cannot record this request".
 fn an_outage_answers_503s_that_name_what_failed(transport: Transport) {
     let cluster = TestCluster::start("an_outage_answers_503s_that_name_what_failed");
     let db = TestDatabase::create_on(&cluster.url, "outage_bodies");
@@ -1194,9 +1194,9 @@ scep_tests::on_each_transport!(a_silent_database_holds_up_neither_healthz_nor_an
 /// `/healthz` answers within about 1.5 s (200, `store: postgresql
 /// unreachable: ... has not answered for N s`), so a balancer keeps the node;
 /// on a node that was idle, an enrolment is answered 503 within its bounds
-/// (validation, connect timeout) instead of waiting for the database. The
-/// probe of session 9 saw `/healthz` and enrolments wait 80 s, as long as the
-/// database was stopped.
+/// (validation, connect timeout) instead of waiting for the database. A
+/// probe saw `/healthz` and enrolments wait 80 s, as long as the database was
+/// stopped.
 fn a_silent_database_holds_up_neither_healthz_nor_an_idle_nodes_enrolments(transport: Transport) {
     let cluster = TestCluster::start("a_silent_database_holds_up_neither_healthz_nor_an_idle_nodes_enrolments");
     let db = TestDatabase::create_on(&cluster.url, "silent");

@@ -67,7 +67,7 @@ fn no_operation_fails_on_a_connection_a_restart_closed() {
     cluster.stop();
     cluster.restart();
     // The pool holds 4 connections the restart closed; every operation after
-    // the database's return must succeed (the probe of session 9 saw the
+    // the database's return must succeed (a probe saw the
     // first pool_size fail).
     for i in 0..10 {
         let key = format!("after-{i}");
