@@ -27,11 +27,11 @@
 //!   connections out again within the second and pays nothing;
 //! - a new connection (TCP, TLS, startup and authentication) is bounded as a
 //!   whole by `connect_timeout`: it runs on a thread of its own
-//!   ([`bounded`]), because the driver's `connect_timeout` covers the TCP
+//!   (`bounded`), because the driver's `connect_timeout` covers the TCP
 //!   connect only;
 //! - TCP keepalives and `TCP_USER_TIMEOUT` close a connection whose peer is
 //!   gone (a partition) within [`DEAD_PEER_AFTER`];
-//! - `/healthz` asks a probe of its own ([`probe`]), bounded in time.
+//! - `/healthz` asks a probe of its own (`probe`), bounded in time.
 //!
 //! Not bounded on the client: a statement on a connection whose server stays
 //! silent while its kernel still acknowledges (a stopped or frozen server
@@ -70,9 +70,9 @@ pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Within about this long of the last segment from the server, a connection
 /// whose server is unreachable (a partition, a host gone) is closed by the
-/// kernel: keepalive probes after [`KEEPALIVE_IDLE`] of silence, every
-/// [`KEEPALIVE_INTERVAL`], and `TCP_USER_TIMEOUT` (Linux) both for unanswered
-/// probes and for data left unacknowledged. A server that is merely slow still
+/// kernel: keepalive probes after 4 s of silence, every 2 s, and
+/// `TCP_USER_TIMEOUT` (Linux) both for unanswered probes and for data left
+/// unacknowledged. A server that is merely slow still
 /// acknowledges, so a statement running up to the server's statement timeout
 /// (10 s) is not cut short.
 pub const DEAD_PEER_AFTER: Duration = Duration::from_secs(12);
