@@ -689,11 +689,6 @@ impl PostgresStore {
             }
         }
     }
-
-    /// The pool this store draws from (shared with the node's other stores).
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
 }
 
 impl ProtectionStore for PostgresStore {
