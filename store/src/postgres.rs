@@ -72,22 +72,23 @@ pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(2);
 /// whose server is unreachable (a partition, a host gone) is closed by the
 /// kernel: keepalive probes after 4 s of silence, every 2 s, and
 /// `TCP_USER_TIMEOUT` (Linux) both for unanswered probes and for data left
-/// unacknowledged. A server that is merely slow still
-/// acknowledges, so a statement running up to the server's statement timeout
-/// (10 s) is not cut short.
+/// unacknowledged. A server that is merely slow still acknowledges, so a
+/// statement running up to the server's statement timeout (10 s) is not cut
+/// short.
 pub const DEAD_PEER_AFTER: Duration = Duration::from_secs(12);
 /// Silence on a connection before the first keepalive probe.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(4);
 /// Between keepalive probes.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// Unanswered probes before the connection is closed (where
+/// `TCP_USER_TIMEOUT` is not available; where it is, it decides).
+const KEEPALIVE_RETRIES: u32 = 4;
+
 /// Connection attempts that did not finish within `connect_timeout` and still
 /// wait for the server, past which a new attempt fails at once: a silent
 /// server does not collect a thread per request (or per second of the audit
 /// writer's retries) for as long as it is silent.
 const MAX_LINGERING_CONNECTS: i64 = 4;
-/// Unanswered probes before the connection is closed (where
-/// `TCP_USER_TIMEOUT` is not available; where it is, it decides).
-const KEEPALIVE_RETRIES: u32 = 4;
 
 fn unavailable(e: &postgres::Error) -> StoreError {
     // The driver's Display omits the server's message for database errors.
