@@ -17,22 +17,78 @@
 //!
 //! A lost connection is dropped, not returned to the pool; the next caller
 //! reconnects, so the node recovers by itself when the database returns.
+//!
+//! Resilience (docs/high-availability.md, "When the database is unreachable"):
+//! - a connection idle for [`VALIDATE_AFTER_IDLE`] or more, or idle since a
+//!   pooled connection was found broken, is validated on checkout (one round
+//!   trip, bounded by [`VALIDATION_TIMEOUT`]); a dead one is discarded and
+//!   another taken in the same [`Pool::get`]: after a database restart no
+//!   request fails on a connection the restart closed. A busy pool hands its
+//!   connections out again within the second and pays nothing;
+//! - a new connection (TCP, TLS, startup and authentication) is bounded as a
+//!   whole by `connect_timeout`: it runs on a thread of its own
+//!   (`bounded`), because the driver's `connect_timeout` covers the TCP
+//!   connect only;
+//! - TCP keepalives and `TCP_USER_TIMEOUT` close a connection whose peer is
+//!   gone (a partition) within [`DEAD_PEER_AFTER`];
+//! - `/healthz` asks a probe of its own (`probe`), bounded in time.
+//!
+//! Not bounded on the client: a statement on a connection whose server stays
+//! silent while its kernel still acknowledges (a stopped or frozen server
+//! process). The sync client has no per-call timeout; `statement_timeout` is
+//! the server's and fires only while the server runs. See docs/architecture.md.
+
+mod bounded;
+mod probe;
 
 use std::collections::HashMap;
 use std::str::FromStr as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use self::bounded::{Bounded, run_bounded};
+pub use self::probe::{HEALTH_WAIT, PROBE_REUSE, PROBE_TIMEOUT};
 use crate::migrations::{self, ADVISORY_LOCK_KEY, SCHEMA_TABLE};
 use crate::settings::{PostgresSettings, redact_url};
 use crate::{Admission, Decision, NonceClaim, ProtectionStore, Purged, StoreError, StoreHealth};
 
 /// The longest one statement may run before the server cancels it.
 const STATEMENT_TIMEOUT_MS: u64 = 10_000;
+
+/// A pooled connection idle for this long is validated before it is handed
+/// out. A database restart takes longer than this, so every connection it
+/// closed has been idle at least this long when next checked out.
+pub const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// How long a validation (an empty query) may take before the connection is
+/// given up and the caller answered "unavailable".
+pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Within about this long of the last segment from the server, a connection
+/// whose server is unreachable (a partition, a host gone) is closed by the
+/// kernel: keepalive probes after 4 s of silence, every 2 s, and
+/// `TCP_USER_TIMEOUT` (Linux) both for unanswered probes and for data left
+/// unacknowledged. A server that is merely slow still acknowledges, so a
+/// statement running up to the server's statement timeout (10 s) is not cut
+/// short.
+pub const DEAD_PEER_AFTER: Duration = Duration::from_secs(12);
+/// Silence on a connection before the first keepalive probe.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(4);
+/// Between keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// Unanswered probes before the connection is closed (where
+/// `TCP_USER_TIMEOUT` is not available; where it is, it decides).
+const KEEPALIVE_RETRIES: u32 = 4;
+
+/// Connection attempts that did not finish within `connect_timeout` and still
+/// wait for the server, past which a new attempt fails at once: a silent
+/// server does not collect a thread per request (or per second of the audit
+/// writer's retries) for as long as it is silent.
+const MAX_LINGERING_CONNECTS: i64 = 4;
 
 fn unavailable(e: &postgres::Error) -> StoreError {
     // The driver's Display omits the server's message for database errors.
@@ -42,17 +98,109 @@ fn unavailable(e: &postgres::Error) -> StoreError {
     }
 }
 
-/// A bounded pool of connections to one database.
-pub struct Pool {
+/// Drops `client` on a thread of its own: dropping a connection that still
+/// waits for an answer (a validation that timed out) waits for that answer,
+/// which a silent server may not give for a long time.
+pub fn discard(client: Client) {
+    if client.is_closed() {
+        return;
+    }
+    // A thread that cannot start drops its closure, and so the client, here.
+    if let Err(e) = std::thread::Builder::new().name("scepd-pg-discard".into()).spawn(move || drop(client)) {
+        tracing::warn!(error = %e, "cannot start a thread to close a PostgreSQL connection; closed it here");
+    }
+}
+
+/// Why [`Pool::connect_bounded`] returned no connection.
+enum ConnectFailure {
+    /// The attempt is over: refused, failed, or never started.
+    Failed(StoreError),
+    /// The attempt did not finish in time and still runs; its outcome goes
+    /// to the `late` handler.
+    Pending(StoreError),
+}
+
+impl ConnectFailure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::Failed(e) | Self::Pending(e) => e,
+        }
+    }
+}
+
+/// What a new connection needs; shared with the threads that connect.
+#[derive(Clone)]
+struct Connector {
     config: postgres::Config,
     tls: Option<MakeRustlsConnect>,
-    idle: Mutex<Vec<Connection>>,
-    /// Connections handed out or idle.
+    /// The database, for messages (the URL with its password removed).
+    described: String,
+    /// The bound on a whole connection attempt (`connect_timeout`).
+    timeout: Duration,
+}
+
+impl Connector {
+    /// Connects on this thread; the startup handshake is not bounded here
+    /// (see [`Pool::connect_bounded`]).
+    fn connect(&self) -> Result<Client, StoreError> {
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        connected.map_err(|e| StoreError::Unavailable(format!("connecting to {}: {}", self.described, unavailable(&e))))
+    }
+}
+
+/// The pool's bookkeeping; shared with the threads that connect.
+struct Slots {
+    idle: Mutex<Idle>,
+    /// Connections handed out, idle, or being connected.
     open: Mutex<usize>,
     freed: Condvar,
+    /// Validations made on checkout ([`Pool::validations`]).
+    validations: AtomicU64,
+    /// Connection attempts given up on that still wait for the server (see
+    /// [`MAX_LINGERING_CONNECTS`]); signed: a late attempt may finish before
+    /// its caller counted it.
+    lingering: Arc<AtomicI64>,
+}
+
+/// The idle connections, most recently used last.
+struct Idle {
+    connections: Vec<Connection>,
+    /// When a pooled connection was last found closed: every connection idle
+    /// since before then is validated before use.
+    broken_at: Option<Instant>,
+}
+
+impl Slots {
+    /// One fewer connection open (it was dropped or never made).
+    fn release(&self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        *open = open.saturating_sub(1);
+        drop(open);
+        self.freed.notify_one();
+    }
+
+    /// A connection back to the idle list, idle from now.
+    fn put_idle(&self, mut conn: Connection) {
+        conn.idle_since = Instant::now();
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).connections.push(conn);
+        self.freed.notify_one();
+    }
+
+    /// A connection was found closed: distrust every one idle since before now.
+    fn mark_broken(&self) {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).broken_at = Some(Instant::now());
+    }
+}
+
+/// A bounded pool of connections to one database.
+pub struct Pool {
+    connector: Arc<Connector>,
+    slots: Arc<Slots>,
     size: usize,
     wait: Duration,
-    described: String,
     /// The node this pool belongs to (`[server] node_name`): what the shared
     /// tables record as the writer of a row (see [`Pool::node_name`]).
     node: String,
@@ -60,7 +208,10 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("database", &self.described).field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("Pool")
+            .field("database", &self.connector.described)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,6 +220,14 @@ struct Connection {
     client: Client,
     /// Hot statements prepared once per connection ([`Pooled::prepare_cached`]).
     statements: HashMap<&'static str, Statement>,
+    /// When it was last given back to the pool.
+    idle_since: Instant,
+}
+
+impl Connection {
+    fn new(client: Client) -> Self {
+        Self { client, statements: HashMap::new(), idle_since: Instant::now() }
+    }
 }
 
 /// A connection from the [`Pool`]; back to it when dropped, unless broken.
@@ -112,13 +271,15 @@ impl Pooled<'_> {
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
+        let slots = &self.pool.slots;
         if conn.client.is_closed() {
+            // The server closed it (a restart?): the idle ones may be closed too.
+            slots.mark_broken();
             drop(conn);
-            *self.pool.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+            slots.release();
         } else {
-            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+            slots.put_idle(conn);
         }
-        self.pool.freed.notify_one();
     }
 }
 
@@ -133,7 +294,14 @@ impl Pool {
         let mut config = postgres::Config::from_str(&settings.url)
             .map_err(|e| StoreError::Config(format!("store.url {described:?}: {e}")))?;
         config.connect_timeout(settings.connect_timeout);
-        config.keepalives(true).keepalives_idle(Duration::from_secs(30));
+        // A partition closes the connection within DEAD_PEER_AFTER (TCP only;
+        // a Unix socket has no peer to lose).
+        config
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES)
+            .tcp_user_timeout(DEAD_PEER_AFTER);
         let options = match config.get_options() {
             Some(o) => format!("{o} -c statement_timeout={STATEMENT_TIMEOUT_MS}"),
             None => format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"),
@@ -164,14 +332,16 @@ impl Pool {
             }
         };
         Ok(Self {
-            config,
-            tls,
-            idle: Mutex::new(Vec::new()),
-            open: Mutex::new(0),
-            freed: Condvar::new(),
+            connector: Arc::new(Connector { config, tls, described, timeout: settings.connect_timeout }),
+            slots: Arc::new(Slots {
+                idle: Mutex::new(Idle { connections: Vec::new(), broken_at: None }),
+                open: Mutex::new(0),
+                freed: Condvar::new(),
+                validations: AtomicU64::new(0),
+                lingering: Arc::new(AtomicI64::new(0)),
+            }),
             size: settings.pool_size.max(1),
             wait: settings.connect_timeout,
-            described,
             node: String::new(),
         })
     }
@@ -183,8 +353,8 @@ impl Pool {
     #[must_use]
     pub fn with_node_name(mut self, node: &str) -> Self {
         node.clone_into(&mut self.node);
-        if self.config.get_application_name() == Some("scepd") {
-            self.config.application_name(&format!("scepd/{node}"));
+        if self.connector.config.get_application_name() == Some("scepd") {
+            Arc::make_mut(&mut self.connector).config.application_name(&format!("scepd/{node}"));
         }
         self
     }
@@ -196,17 +366,51 @@ impl Pool {
 
     /// A connection of its own, outside the pool's count, for a thread that
     /// holds one for its whole life: the certificate index's revocation
-    /// watcher (a `LISTEN`er) and the audit log's writer.
+    /// watcher (a `LISTEN`er) and the audit log's writer. Bounded as a whole
+    /// by `connect_timeout`, as the pool's. Check it with
+    /// [`Pool::check_dedicated`] before using it after a pause.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when connecting fails.
+    /// [`StoreError::Unavailable`] when connecting fails or does not finish in time.
     pub fn connect_dedicated(&self) -> Result<Client, StoreError> {
-        self.connect()
+        self.connect_bounded(drop).map_err(ConnectFailure::into_error)
+    }
+
+    /// A connection from [`Pool::connect_dedicated`], idle since `idle_since`,
+    /// checked as the pool checks its own before handing them out: `Ok(Some)`
+    /// to use (validated when it had been idle [`VALIDATE_AFTER_IDLE`] or
+    /// since a pooled connection was found broken), `Ok(None)` when it was
+    /// closed (connect again).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the server did not answer the
+    /// validation within [`VALIDATION_TIMEOUT`] (the connection is discarded).
+    pub fn check_dedicated(&self, mut client: Client, idle_since: Instant) -> Result<Option<Client>, StoreError> {
+        if client.is_closed() {
+            return Ok(None);
+        }
+        if !self.is_stale(idle_since) {
+            return Ok(Some(client));
+        }
+        match self.validate(&mut client) {
+            Ok(()) => Ok(Some(client)),
+            Err(silent) => {
+                let closed = client.is_closed();
+                discard(client);
+                if closed { Ok(None) } else { Err(silent) }
+            }
+        }
     }
 
     /// The database, for messages (the URL with its password removed).
     pub fn describe(&self) -> &str {
-        &self.described
+        &self.connector.described
+    }
+
+    /// Validations made on checkout so far (each one round trip; see
+    /// [`VALIDATE_AFTER_IDLE`]).
+    pub fn validations(&self) -> u64 {
+        self.slots.validations.load(Ordering::Relaxed)
     }
 
     /// Applies pending migrations under the advisory lock: `(before, after)`.
@@ -217,53 +421,139 @@ impl Pool {
         apply_migrations(&mut *self.get()?)
     }
 
-    fn connect(&self) -> Result<Client, StoreError> {
-        let connected = match &self.tls {
-            Some(tls) => self.config.connect(tls.clone()),
-            None => self.config.connect(NoTls),
-        };
-        connected.map_err(|e| StoreError::Unavailable(format!("connecting to {}: {}", self.described, unavailable(&e))))
+    /// Whether a connection idle since `idle_since` must be validated before use.
+    fn is_stale(&self, idle_since: Instant) -> bool {
+        let broken_at = self.slots.idle.lock().unwrap_or_else(PoisonError::into_inner).broken_at;
+        idle_since.elapsed() >= VALIDATE_AFTER_IDLE || broken_at.is_some_and(|at| idle_since <= at)
     }
 
-    /// A connection: an idle one, a new one while fewer than the pool size
-    /// are open, or the next one freed within the connect timeout.
+    /// One empty query within [`VALIDATION_TIMEOUT`]; on failure the
+    /// connection must not be used again.
+    fn validate(&self, client: &mut Client) -> Result<(), StoreError> {
+        self.slots.validations.fetch_add(1, Ordering::Relaxed);
+        client.is_valid(VALIDATION_TIMEOUT).map_err(|e| {
+            if client.is_closed() {
+                self.slots.mark_broken();
+                unavailable(&e)
+            } else {
+                StoreError::Unavailable(format!(
+                    "{} did not answer within {} s",
+                    self.connector.described,
+                    VALIDATION_TIMEOUT.as_secs()
+                ))
+            }
+        })
+    }
+
+    /// Connects on a thread of its own and waits at most `connect_timeout`
+    /// (TCP, TLS, startup and authentication together); the outcome of an
+    /// attempt that finishes later goes to `late`.
+    fn connect_bounded(
+        &self,
+        late: impl FnOnce(Result<Client, StoreError>) + Send + 'static,
+    ) -> Result<Client, ConnectFailure> {
+        let described = &self.connector.described;
+        let lingering = Arc::clone(&self.slots.lingering);
+        if lingering.load(Ordering::Relaxed) >= MAX_LINGERING_CONNECTS {
+            return Err(ConnectFailure::Failed(StoreError::Unavailable(format!(
+                "connecting to {described}: {MAX_LINGERING_CONNECTS} earlier attempts still wait for an answer"
+            ))));
+        }
+        let connector = Arc::clone(&self.connector);
+        let timeout = connector.timeout;
+        let counted = Arc::clone(&lingering);
+        let late = move |result| {
+            counted.fetch_sub(1, Ordering::Relaxed);
+            late(result);
+        };
+        match run_bounded("scepd-pg-connect", timeout, move || connector.connect(), late) {
+            Bounded::Done(result) => result.map_err(ConnectFailure::Failed),
+            Bounded::TimedOut => {
+                lingering.fetch_add(1, Ordering::Relaxed);
+                Err(ConnectFailure::Pending(StoreError::Unavailable(format!(
+                    "connecting to {described}: no answer within {} s",
+                    timeout.as_secs()
+                ))))
+            }
+            Bounded::NoThread(e) => {
+                Err(ConnectFailure::Failed(StoreError::Unavailable(format!("cannot start a thread to connect: {e}"))))
+            }
+        }
+    }
+
+    /// A new pooled connection, its slot already counted. One that connects
+    /// after the caller gave up joins the idle list; one that fails then
+    /// frees its slot.
+    fn open_connection(&self) -> Result<Connection, StoreError> {
+        let slots = Arc::clone(&self.slots);
+        let late = move |result: Result<Client, StoreError>| match result {
+            Ok(client) => slots.put_idle(Connection::new(client)),
+            Err(_) => slots.release(),
+        };
+        match self.connect_bounded(late) {
+            Ok(client) => Ok(Connection::new(client)),
+            Err(ConnectFailure::Failed(e)) => {
+                self.slots.release();
+                Err(e)
+            }
+            // The connecting thread holds the slot until it finishes.
+            Err(ConnectFailure::Pending(e)) => Err(e),
+        }
+    }
+
+    /// A connection: an idle one (validated when it was idle for
+    /// [`VALIDATE_AFTER_IDLE`] or more, or since a pooled connection was
+    /// found broken; a broken one is discarded and the next tried), a new
+    /// one while fewer than the pool size are open, or the next one freed
+    /// within the connect timeout.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when connecting fails or no connection
-    /// frees up in time.
+    /// [`StoreError::Unavailable`] when connecting fails, the database does
+    /// not answer a validation in time, or no connection frees up in time.
     pub fn get(&self) -> Result<Pooled<'_>, StoreError> {
         let deadline = Instant::now() + self.wait;
         loop {
-            if let Some(conn) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+            let taken = {
+                let mut idle = self.slots.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let broken_at = idle.broken_at;
+                idle.connections.pop().map(|c| {
+                    let stale =
+                        c.idle_since.elapsed() >= VALIDATE_AFTER_IDLE || broken_at.is_some_and(|at| c.idle_since <= at);
+                    (c, stale)
+                })
+            };
+            if let Some((mut conn, stale)) = taken {
                 if conn.client.is_closed() {
-                    *self.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+                    self.slots.release();
                     continue;
+                }
+                if stale && let Err(e) = self.validate(&mut conn.client) {
+                    let closed = conn.client.is_closed();
+                    discard(conn.client);
+                    self.slots.release();
+                    if closed {
+                        // Closed while idle (a restart): try the next one, or a new one.
+                        continue;
+                    }
+                    // Silent: another connection would only wait as long again.
+                    return Err(e);
                 }
                 return Ok(Pooled { pool: self, conn: Some(conn) });
             }
-            let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut open = self.slots.open.lock().unwrap_or_else(PoisonError::into_inner);
             if *open < self.size {
                 *open += 1;
                 drop(open);
-                return match self.connect() {
-                    Ok(client) => {
-                        Ok(Pooled { pool: self, conn: Some(Connection { client, statements: HashMap::new() }) })
-                    }
-                    Err(e) => {
-                        *self.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
-                        self.freed.notify_one();
-                        Err(e)
-                    }
-                };
+                return self.open_connection().map(|conn| Pooled { pool: self, conn: Some(conn) });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(StoreError::Unavailable(format!(
                     "all {} connections to {} are busy",
-                    self.size, self.described
+                    self.size, self.connector.described
                 )));
             }
-            drop(self.freed.wait_timeout(open, left.min(Duration::from_millis(50))));
+            drop(self.slots.freed.wait_timeout(open, left.min(Duration::from_millis(50))));
         }
     }
 }
@@ -324,6 +614,8 @@ pub struct PostgresStore {
     /// the negated time of the last failure.
     last_answer: AtomicI64,
     last_error: Mutex<Option<String>>,
+    /// The bounded probe behind [`ProtectionStore::health`].
+    probe: Arc<probe::HealthProbe>,
 }
 
 fn now_ms() -> i64 {
@@ -348,7 +640,8 @@ impl PostgresStore {
     /// As [`crate::open`].
     pub fn with_pool(pool: Arc<Pool>) -> Result<Self, StoreError> {
         pool.migrate()?;
-        Ok(Self { pool, last_answer: AtomicI64::new(now_ms()), last_error: Mutex::new(None) })
+        let probe = probe::HealthProbe::new(Arc::clone(&pool.connector));
+        Ok(Self { pool, last_answer: AtomicI64::new(now_ms()), last_error: Mutex::new(None), probe })
     }
 
     /// Applies pending migrations: `(before, after)`.
@@ -383,16 +676,19 @@ impl PostgresStore {
     /// Runs `f` on a pooled connection, recording whether the database answered.
     fn run<T>(&self, f: impl FnOnce(&mut Pooled<'_>) -> Result<T, postgres::Error>) -> Result<T, StoreError> {
         let result = self.pool.get().and_then(|mut client| f(&mut client).map_err(|e| unavailable(&e)));
-        match &result {
-            Ok(_) => {
-                self.last_answer.store(now_ms(), Ordering::Relaxed);
-            }
-            Err(e) => {
+        self.observe(result.as_ref().map(drop).map_err(ToString::to_string));
+        result
+    }
+
+    /// Records whether the database answered (an operation, or a probe).
+    fn observe(&self, answer: Result<(), String>) {
+        match answer {
+            Ok(()) => self.last_answer.store(now_ms(), Ordering::Relaxed),
+            Err(why) => {
                 self.last_answer.store(-now_ms(), Ordering::Relaxed);
-                *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
             }
         }
-        result
     }
 }
 
@@ -482,11 +778,17 @@ impl ProtectionStore for PostgresStore {
 
     fn health(&self, probe: bool) -> StoreHealth {
         let last = self.last_answer.load(Ordering::Relaxed);
-        if probe && now_ms().saturating_sub(last.abs()) > 1_000 {
-            // A failed probe records its error for the answer below.
-            let _ = self.run(|client| client.simple_query("SELECT 1").map(drop));
+        if probe && !(last > 0 && now_ms().saturating_sub(last) < 1_000) {
+            // Nothing answered within the last second: ask now, within
+            // HEALTH_WAIT, outside the pool (see `probe`).
+            let health = self.probe.check();
+            self.observe(match &health {
+                StoreHealth::Reachable => Ok(()),
+                StoreHealth::Unreachable(why) => Err(why.clone()),
+            });
+            return health;
         }
-        if self.last_answer.load(Ordering::Relaxed) >= 0 {
+        if last >= 0 {
             StoreHealth::Reachable
         } else {
             let why = self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone();

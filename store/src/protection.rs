@@ -123,7 +123,11 @@ pub trait ProtectionStore: Send + Sync + std::fmt::Debug {
     /// As [`Self::claim_nonce`].
     fn purge_expired(&self, now: i64) -> Result<Purged, crate::StoreError>;
 
-    /// Whether the last operation reached the database; `probe` first runs a
-    /// trivial query when the last answer is older than a second.
+    /// Whether the database answers. Without `probe`, what the last
+    /// operation found. With `probe` (`/healthz`), the **current** state:
+    /// unless an operation answered within the last second, a trivial query
+    /// is asked now; PostgreSQL asks it on a connection of its own, outside
+    /// the pool, and returns within about 1.5 s whatever the database does
+    /// ([`crate::postgres::HEALTH_WAIT`]), saying how long it has been silent.
     fn health(&self, probe: bool) -> StoreHealth;
 }

@@ -143,6 +143,46 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Makes the server stop answering without closing anything (SIGSTOP to
+    /// the postmaster and its backends): a frozen server, or a partition
+    /// without a reset. [`TestCluster::resume`] undoes it; so does dropping
+    /// the returned guard, so a failing test does not leave it frozen.
+    ///
+    /// # Panics
+    /// When the signals cannot be sent.
+    #[must_use = "the server resumes when the guard is dropped"]
+    pub fn pause(&self) -> Paused<'_> {
+        self.signal("pause");
+        Paused { cluster: self }
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    ///
+    /// # Panics
+    /// When the signals cannot be sent.
+    pub fn resume(&self) {
+        self.signal("resume");
+    }
+
+    fn signal(&self, verb: &str) {
+        let out = Command::new("bash").arg(script()).arg(self.state.path()).arg(verb).output().expect("kill");
+        assert!(out.status.success(), "{verb} the cluster: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A paused [`TestCluster`]: resumed when dropped.
+#[derive(Debug)]
+pub struct Paused<'c> {
+    cluster: &'c TestCluster,
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script()).arg(self.cluster.state.path()).arg("resume").output();
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         let _ = Command::new("bash").arg(script()).arg(self.state.path()).arg("stop").output();

@@ -479,7 +479,7 @@ fn workspace_root() -> PathBuf {
 fn is_stale(bin: &Path) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return true };
     let root = workspace_root();
-    let newest = ["engine", "issuers", "transports"]
+    let newest = ["engine", "issuers", "store", "transports"]
         .iter()
         .map(|d| newest_mtime(&root.join(d), 0))
         .chain([root.join("Cargo.lock"), root.join("Cargo.toml")].iter().map(|p| mtime(p)))

@@ -405,7 +405,7 @@ impl ScepService {
                 response = Response {
                     status: 503,
                     content_type: "text/plain; charset=utf-8",
-                    body: b"service unavailable: the audit log cannot record this request\n".to_vec(),
+                    body: unaudited_body(&response),
                     outcome: Outcome { label, ..Outcome::default() },
                 };
             }
@@ -803,6 +803,24 @@ struct LogFields {
     route: Option<&'static str>,
     /// Time spent in the issuer, when asked.
     issuance: Option<Duration>,
+}
+
+/// The body of the 503 that replaces `answer` when its audit event could not
+/// commit: the first cause when it is known (in an outage of a PostgreSQL
+/// store the audit log fails because the same database does), short and
+/// without internal detail.
+fn unaudited_body(answer: &Response) -> Vec<u8> {
+    if answer.status == 503 {
+        // Already a 503 naming what failed first (the issuer's store, the
+        // shared protection store).
+        return answer.body.clone();
+    }
+    let body: &[u8] = if answer.outcome.label == "challenge_store_unavailable" {
+        b"service unavailable: the one-time challenge store cannot be reached; retry later\n"
+    } else {
+        b"service unavailable: the audit log cannot record this request\n"
+    };
+    body.to_vec()
 }
 
 /// A transport-level answer (no engine involved).

@@ -9,10 +9,14 @@
 //! order. A lost connection is dropped (the pool discards it) and the next
 //! batch takes a new one: the node recovers by itself when the database
 //! returns; meanwhile every write fails, marked `store_unreachable`, and the
-//! request that needed it is answered 503.
+//! request that needed it is answered 503. After a pause the connection is
+//! validated before the next batch, so one the database closed meanwhile (a
+//! restart) is replaced before it can fail a batch.
 //!
 //! Retention deletes in bounded batches (`FOR UPDATE SKIP LOCKED`), so
 //! several nodes applying it at once neither block each other nor fail.
+
+use std::time::Instant;
 
 use postgres::Statement;
 use postgres::types::ToSql;
@@ -46,6 +50,10 @@ const INSERT: &str = "INSERT INTO audit_events (node, time, time_unix, profile, 
 pub(crate) struct PostgresSink<'p> {
     pool: &'p Pool,
     conn: Option<(postgres::Client, Statement)>,
+    /// When the connection was last used: after a pause it is validated
+    /// before the next batch ([`Pool::check_dedicated`]), so a database
+    /// restart in between costs no batch (and no request its 503).
+    idle_since: Instant,
 }
 
 /// A driver error: unreachable unless the server answered with an error of
@@ -69,7 +77,7 @@ fn error(e: &postgres::Error) -> AuditError {
 impl<'p> PostgresSink<'p> {
     /// A sink opening its connection with `pool`'s settings when first used.
     pub(crate) fn new(pool: &'p Pool) -> Self {
-        Self { pool, conn: None }
+        Self { pool, conn: None, idle_since: Instant::now() }
     }
 
     /// Runs `f` on the connection (taking one, and preparing the insert, when
@@ -78,8 +86,10 @@ impl<'p> PostgresSink<'p> {
         &mut self,
         f: impl FnOnce(&mut postgres::Client, &Statement) -> Result<T, postgres::Error>,
     ) -> Result<T, AuditError> {
-        if self.conn.as_ref().is_some_and(|(c, _)| c.is_closed()) {
-            self.conn = None;
+        if let Some((client, insert)) = self.conn.take() {
+            // Closed, or closed while idle (a restart): dropped, and a new one made below.
+            let checked = self.pool.check_dedicated(client, self.idle_since);
+            self.conn = checked.map_err(|e| AuditError::unreachable(e.to_string()))?.map(|c| (c, insert));
         }
         let (client, insert) = match &mut self.conn {
             Some(c) => c,
@@ -90,6 +100,7 @@ impl<'p> PostgresSink<'p> {
             }
         };
         let mut result = f(client, insert).map_err(|e| error(&e));
+        self.idle_since = Instant::now();
         if let Err(e) = &mut result
             && (e.store_unreachable || client.is_closed())
         {
