@@ -288,6 +288,11 @@ impl Scepd {
         self.port
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The default profile's URL, `http://127.0.0.1:PORT/scep`.
     pub fn url(&self) -> String {
         format!("{}/scep", self.base)
@@ -479,7 +484,7 @@ fn workspace_root() -> PathBuf {
 fn is_stale(bin: &Path) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return true };
     let root = workspace_root();
-    let newest = ["engine", "issuers", "transports"]
+    let newest = ["engine", "issuers", "store", "transports"]
         .iter()
         .map(|d| newest_mtime(&root.join(d), 0))
         .chain([root.join("Cargo.lock"), root.join("Cargo.toml")].iter().map(|p| mtime(p)))
