@@ -30,7 +30,7 @@ use std::pin::Pin;
 
 pub use crl::RevocationReason;
 pub use error::IssuerError;
-pub use local::bootstrap::{BootstrapOptions, BootstrapOutcome, CaKeyType, NdesRaFiles, bootstrap};
+pub use local::bootstrap::{BootstrapOptions, BootstrapOutcome, CaKeyType, IndexLocation, NdesRaFiles, bootstrap};
 pub use local::{LOCAL_ISSUER_ID, LocalCa, LocalCaConfig, PublishedCrl, Revocation, SignedCertificate, pki_urls};
 pub use scep_engine::issue::{IssueOutcome, IssueRequest};
 use scep_engine::time::UnixTime;

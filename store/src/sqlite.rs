@@ -216,11 +216,49 @@ pub fn keep_query_plans(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(drop)
 }
 
+/// Makes the SQLite database file `path` private to the service before
+/// SQLite opens it: created empty with mode 0600 when missing (SQLite takes an
+/// empty file as a new database and gives the `-wal` and `-shm` files it
+/// creates the database file's mode), and set to 0600 when it exists with a
+/// wider mode (a data directory of an older scepd), as are `-wal` and `-shm`
+/// files a killed process left. Every scepd SQLite database (the protection
+/// store, the local CA's certificate index, the audit log, the one-time
+/// challenges) goes through it before its first open, so none is readable by
+/// other users, not even for a moment.
+///
+/// # Errors
+/// When the file cannot be created or its mode cannot be set.
+pub fn ensure_private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        // No truncation: an existing database is opened, never emptied.
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        let mut sidecars = [path.as_os_str().to_owned(), path.as_os_str().to_owned()];
+        sidecars[0].push("-wal");
+        sidecars[1].push("-shm");
+        for file in std::iter::once(path).chain(sidecars.iter().map(Path::new)) {
+            match std::fs::metadata(file) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    ensure_private_file(path).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
     let conn = Connection::open(path).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
     keep_query_plans(&conn).map_err(unavailable)?;
@@ -406,6 +444,41 @@ mod tests {
         let kept = Connection::open_in_memory().expect("open");
         keep_query_plans(&kept).expect("QPSG");
         assert_eq!(reprepares_of_the_latest_by_transaction_query(&kept), 0);
+    }
+
+    /// The protection store's database and the `-wal`/`-shm` files SQLite
+    /// makes beside it are private from the first byte; a database an older
+    /// scepd left readable by others is made private when opened.
+    #[cfg(unix)]
+    #[test]
+    fn database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = SqliteStore::file(dir.path());
+        let store = SqliteStore::open(&path).expect("open");
+        store.claim_nonce(b"n", 10, 1).expect("claim");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&sidecar_of(&path, "-wal")), 0o600, "SQLite gives the WAL the database's mode");
+        assert_eq!(mode(&sidecar_of(&path, "-shm")), 0o600);
+        drop(store);
+
+        let old = dir.path().join("old.sqlite");
+        std::fs::write(&old, b"").expect("write");
+        std::fs::write(sidecar_of(&old, "-wal"), b"").expect("write");
+        for p in [old.clone(), sidecar_of(&old, "-wal")] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        ensure_private_file(&old).expect("private");
+        assert_eq!((mode(&old), mode(&sidecar_of(&old, "-wal"))), (0o600, 0o600));
+        assert_eq!(std::fs::read(&old).expect("read"), b"", "never truncated or written");
+    }
+
+    #[cfg(unix)]
+    fn sidecar_of(path: &Path, suffix: &str) -> PathBuf {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
     }
 
     /// Operations queued before the writer runs are applied in order in one

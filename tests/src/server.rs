@@ -288,6 +288,11 @@ impl Scepd {
         self.port
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The default profile's URL, `http://127.0.0.1:PORT/scep`.
     pub fn url(&self) -> String {
         format!("{}/scep", self.base)

@@ -167,9 +167,11 @@ fn two_nodes_share_replay_and_rate_limit_state_across_restarts(transport: Transp
     assert_failure(&enroll(&url_a, cn, &connector.mint(&claims("device-limited", cn))), FailInfo::BAD_REQUEST);
     wait_label(&a, "rate_limited");
 
-    // A restarts (a new process: empty in-memory cache): the challenge is still refused.
+    // A restarts (a new process on its data directory: empty in-memory cache): the challenge
+    // is still refused.
+    let data_a = a.data_dir().to_path_buf();
     a.stop();
-    let a = node("node-a", &connector, transport, Some(&db.url), None);
+    let a = node("node-a", &connector, transport, Some(&db.url), Some(data_a));
     assert_failure(&enroll(&a.profile_url("corp"), "replayed.example.com", &challenge), FailInfo::BAD_MESSAGE_CHECK);
     wait_label(&a, "replay");
 
@@ -1242,4 +1244,69 @@ fn a_silent_database_holds_up_neither_healthz_nor_an_idle_nodes_enrolments(trans
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(!server.stderr().contains("panicked"));
+}
+
+/// The data directory on PostgreSQL: no lock (two nodes may serve from one
+/// key directory), and a node without the CA files on a database that holds
+/// the built-in CA's certificates creates no CA of its own: it refuses,
+/// naming the shared index, the count and the CA (certificates of a
+/// configured `[[issuer]] type = "local"` CA are that CA's and not named),
+/// and writes no CA file.
+#[test]
+fn a_node_without_the_ca_files_creates_no_ca_over_the_shared_index() {
+    let db = TestDatabase::create("a_node_without_the_ca_files_creates_no_ca");
+    let keys = SharedKeys::new();
+    let shared = keys.data_dir();
+    let a = ca_node("node-a", Transport::Tokio, &db.url, shared.path());
+    let b = ca_node("node-b", Transport::Tokio, &db.url, shared.path());
+    assert!(!shared.path().join("scepd.lock").exists(), "no lock on PostgreSQL");
+    try_enroll_static(&a.profile_url("corp"), "on-a.example.com").unwrap();
+    try_enroll_static(&b.profile_url("corp"), "on-b.example.com").unwrap();
+
+    // A configured local CA of its own records into the same tables.
+    let other = SharedKeys::new();
+    let o = other.dir.path();
+    let issuer = format!(
+        "[[issuer]]\nid = \"corp-ca\"\ntype = \"local\"\nca_cert = \"{}\"\nca_key = \"{}\"\n\n",
+        o.join("ca.pem").display(),
+        o.join("ca.key").display()
+    );
+    let start = |profile: &str, data_dir: &std::path::Path| {
+        let mut opts = ScepdOptions::with_config(format!(
+            "{issuer}[[profile]]\nname = \"corp\"\nchallenge_password = \"static-secret\"\n{profile}"
+        ));
+        opts.env.push(("CERTCTL_DATABASE_URL".into(), db.url.clone()));
+        opts.data_dir = Some(data_dir.to_path_buf());
+        opts.startup_timeout = WAIT;
+        Scepd::start(opts)
+    };
+    let configured_dir = tempfile::tempdir().unwrap();
+    let ra = format!(
+        "issuer = \"corp-ca\"\nra_cert = \"{}\"\nra_key = \"{}\"\n",
+        o.join("ra.pem").display(),
+        o.join("ra.key").display()
+    );
+    let c = start(&ra, configured_dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    try_enroll_static(&c.profile_url("corp"), "on-corp-ca.example.com").unwrap();
+
+    // A new node, its data directory empty, the built-in CA for its profile.
+    let empty = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    match start("", empty.path()) {
+        Err(scep_tests::server::ScepdError::Startup { stderr, exit, .. }) => {
+            assert!(exit.is_some_and(|s| !s.success()), "{stderr}");
+            assert!(started.elapsed() < WAIT, "{stderr}");
+            assert!(
+                stderr.contains(
+                    "there is no CA (ca.pem and ca.key are missing), but the certificate index in the store (PostgreSQL"
+                ) && stderr.contains(&format!("holds 2 certificate(s) issued by CA {} (CN=scepd CA ", keys.ca_id()))
+                    && stderr.contains("restore ca.pem and ca.key from backup"),
+                "{stderr}"
+            );
+            assert!(!stderr.contains(&other.ca_id()), "the configured CA's certificates are named:\n{stderr}");
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(server) => panic!("a node created a CA of its own over the shared index:\n{}", server.log_tail(20)),
+    }
+    assert!(!empty.path().join("ca.pem").exists() && !empty.path().join("ca.key").exists());
 }

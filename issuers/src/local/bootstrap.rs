@@ -14,10 +14,23 @@
 //! both RSA-2048 and issued by the CA. A missing pair is issued by the existing
 //! CA, as the single RA is; `ra.pem`/`ra.key` stay as they were.
 //!
+//! # A CA is created once
+//! Everything already in the directory is checked before anything is written,
+//! so a start that is refused leaves the directory as it found it. A new CA
+//! is created only in a directory that never had one: with no `ca.pem` (and
+//! `ca.key`) it is refused while any RA file is left (they were issued by the
+//! CA that is gone) and while the certificate index ([`IndexLocation`]:
+//! `local-ca.sqlite`, or the shared PostgreSQL index) holds certificates of
+//! another CA. A new CA would orphan those: the admin API, the CRL and OCSP
+//! know a certificate only under the CA that issued it. The operator is told
+//! to restore the CA from backup, and offered to remove the RA files only
+//! where no certificate was ever recorded.
+//!
 //! # Crash safety
 //! Every file is written to a temporary name, fsynced, then renamed into
-//! place. A set of files (CA + RA, or RA alone) is announced in a marker file
-//! first and its *last* rename (`ca.pem`, or `ra.pem`) is the commit point: a
+//! place. A set of files (a new CA with its RAs, or the RAs an existing CA
+//! issues) is announced in a marker file first and its *last* rename
+//! (`ca.pem`, or the last RA certificate) is the commit point: a
 //! later start that finds the marker either sees the commit file (the set is
 //! complete; the marker is removed) or removes the listed leftovers and
 //! starts over. So a crash never leaves half a CA.
@@ -34,6 +47,7 @@ use scep_engine::pem;
 use scep_engine::time::UnixTime;
 use scep_engine::x509::{CertificateRef, SubjectPublicKeyInfoRef};
 
+use super::index::RecordedCa;
 use super::{load_ca, read_certificates, read_private_key};
 use crate::error::IssuerError;
 use crate::x509_build::{
@@ -60,6 +74,22 @@ pub const RA_ENCRYPTION_KEY_FILE: &str = "ra-encryption.key";
 /// Marker of a bootstrap in progress (lists the files being installed).
 const PENDING_MARKER: &str = ".bootstrap-pending";
 
+/// Every RA file a bootstrap may have written, in the order a refusal lists them.
+const RA_FILES: [&str; 6] = [
+    RA_CERT_FILE,
+    RA_KEY_FILE,
+    RA_SIGNING_CERT_FILE,
+    RA_SIGNING_KEY_FILE,
+    RA_ENCRYPTION_CERT_FILE,
+    RA_ENCRYPTION_KEY_FILE,
+];
+
+/// The NDES RA pair's two roles: usage, certificate file, key file, name.
+const NDES_ROLES: [(RaUsage, &str, &str, &str); 2] = [
+    (RaUsage::Signing, RA_SIGNING_CERT_FILE, RA_SIGNING_KEY_FILE, "signing"),
+    (RaUsage::Encryption, RA_ENCRYPTION_CERT_FILE, RA_ENCRYPTION_KEY_FILE, "encryption"),
+];
+
 /// How far back generated certificates' notBefore is set, for clock skew.
 const BACKDATE_SECS: i64 = 3600;
 
@@ -71,6 +101,56 @@ pub enum CaKeyType {
     Rsa2048,
     /// ECDSA P-256.
     EcP256,
+}
+
+/// Where the certificates issued from a data directory are recorded. The
+/// bootstrap reads it before it creates a CA, and refuses to create one while
+/// it holds certificates of another (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub enum IndexLocation {
+    /// `<dir>/local-ca.sqlite`: the SQLite index of the directory being
+    /// bootstrapped (the default).
+    #[default]
+    InDataDir,
+    /// The SQLite index at this path (`check-config` bootstraps a copy of the
+    /// data directory and reads the real one's index).
+    SqliteFile(PathBuf),
+    /// The shared PostgreSQL index (`[store] url`) on the node's pool.
+    Shared {
+        /// The node's pool.
+        pool: Arc<scep_store::postgres::Pool>,
+        /// The ids of the `[[issuer]] type = "local"` CAs configured beside
+        /// the built-in one: their certificates share the tables and are
+        /// theirs, so they do not count.
+        other_cas: Vec<String>,
+    },
+}
+
+impl IndexLocation {
+    /// What it is, for messages: the SQLite file, or the shared database.
+    fn describe(&self, dir: &Path) -> String {
+        match self {
+            Self::InDataDir => dir.join(super::store::DB_FILE).display().to_string(),
+            Self::SqliteFile(path) => path.display().to_string(),
+            Self::Shared { pool, .. } => format!("the certificate index in the store (PostgreSQL {})", pool.describe()),
+        }
+    }
+
+    /// The CAs whose certificates it holds (those of `other_cas` left out).
+    fn recorded_cas(&self, dir: &Path) -> Result<Vec<RecordedCa>, IssuerError> {
+        let found = match self {
+            Self::InDataDir => super::store::recorded_cas(&dir.join(super::store::DB_FILE)),
+            Self::SqliteFile(path) => super::store::recorded_cas(path),
+            Self::Shared { pool, other_cas } => super::index::postgres::PostgresIndex::recorded_cas(pool)
+                .map(|cas| cas.into_iter().filter(|ca| !other_cas.contains(&ca.ca_id)).collect()),
+        };
+        found.map_err(|e| {
+            IssuerError::Database(format!(
+                "cannot tell whether {} holds certificates of an earlier CA, so no CA is created: {e}",
+                self.describe(dir)
+            ))
+        })
+    }
 }
 
 /// Bootstrap settings.
@@ -94,6 +174,9 @@ pub struct BootstrapOptions {
     /// neither read nor written (one present is refused), and a missing
     /// `ca.pem` is created self-signed by this key.
     pub token_ca_key: Option<Arc<dyn PrivateKey>>,
+    /// Where the directory's certificates are recorded, read before a new
+    /// CA is created (default: `local-ca.sqlite` in the directory).
+    pub index: IndexLocation,
 }
 
 impl Default for BootstrapOptions {
@@ -106,6 +189,7 @@ impl Default for BootstrapOptions {
             random: Arc::new(SystemRandom),
             ndes_ra_pair: true,
             token_ca_key: None,
+            index: IndexLocation::InDataDir,
         }
     }
 }
@@ -176,12 +260,13 @@ pub fn ensure_dir(dir: &Path) -> Result<(), IssuerError> {
 /// Makes sure `dir` holds a valid CA and RA: generates them if absent (see
 /// the module docs), otherwise loads and validates them (keys match
 /// certificates, the CA is a CA, the RA is signed by it, both are valid at
-/// `opts.now`).
+/// `opts.now`). Everything present is checked before anything is written.
 ///
 /// # Errors
 /// An [`IssuerError`] naming the file at fault; an incomplete set that
 /// bootstrap did not write itself (e.g. `ca.key` without `ca.pem`) is refused
-/// rather than overwritten.
+/// rather than overwritten, and so is a missing CA where one existed (RA
+/// files left, or certificates in [`BootstrapOptions::index`]).
 pub fn bootstrap(dir: &Path, opts: &BootstrapOptions) -> Result<BootstrapOutcome, IssuerError> {
     ensure_dir(dir)?;
     recover_interrupted(dir)?;
@@ -208,76 +293,119 @@ pub fn bootstrap(dir: &Path, opts: &BootstrapOptions) -> Result<BootstrapOutcome
         }
         Some(_) => out.ca_cert.exists(),
     };
-    let ra_present = presence(&out.ra_cert, &out.ra_key, dir)?;
     if !ca_present {
-        if ra_present {
-            return Err(IssuerError::DataDir {
-                path: dir.to_path_buf(),
-                reason: format!(
-                    "{RA_CERT_FILE} and {RA_KEY_FILE} exist but there is no CA; remove them or restore the CA"
-                ),
-            });
-        }
-        create_ca_and_ra(dir, opts)?;
+        refuse_a_ca_where_one_existed(dir, opts)?;
+        create_ca_and_ras(dir, opts)?;
         out.ca_created = true;
         out.ra_created = true;
+        out.ndes = opts.ndes_ra_pair.then(|| ndes_files(dir, true, true));
+        return Ok(out);
     }
     let key = match token_key {
         Some(k) => super::CaKey::Token(k),
         None => super::CaKey::File,
     };
     let (ca, _) = load_ca(&out.ca_cert, &out.ca_key, key, opts.now)?;
-    if out.ra_created {
-        // Just written by create_ca_and_ra.
-    } else if ra_present {
+    // Check everything present before writing anything: a refused start
+    // leaves the directory as it found it.
+    let ra_present = presence(&out.ra_cert, &out.ra_key, dir)?;
+    if ra_present {
         validate_ra(&ca, &out.ra_cert, &out.ra_key, RaUsage::SigningAndEncryption, opts.now)?;
-    } else {
-        let id = short_id(opts.random.as_ref());
-        let (ra_cert, ra_key) = make_ra(&ca, &id, RaUsage::SigningAndEncryption, opts)?;
-        install(dir, &[(RA_KEY_FILE, ra_key.as_bytes(), true), (RA_CERT_FILE, ra_cert.as_bytes(), false)])?;
+    }
+    let mut ndes_present = [true; 2];
+    if opts.ndes_ra_pair {
+        for (present, (usage, cert_file, key_file, _)) in ndes_present.iter_mut().zip(NDES_ROLES) {
+            let (cert_path, key_path) = (dir.join(cert_file), dir.join(key_file));
+            *present = presence(&cert_path, &key_path, dir)?;
+            if *present {
+                validate_ra(&ca, &cert_path, &key_path, usage, opts.now)?;
+            }
+        }
+    }
+    // Then the existing CA issues what is missing, installed as one set.
+    let mut files: Vec<(&str, String, bool)> = Vec::new();
+    if !ra_present {
+        let (cert, key) = make_ra(&ca, &short_id(opts.random.as_ref()), RaUsage::SigningAndEncryption, opts)?;
+        files.extend([(RA_KEY_FILE, key, true), (RA_CERT_FILE, cert, false)]);
         out.ra_created = true;
+    }
+    for (present, (usage, cert_file, key_file, role)) in ndes_present.iter().zip(NDES_ROLES) {
+        if !present {
+            let id = short_id(opts.random.as_ref());
+            let (cert, key) = make_ra(&ca, &format!("{role} {id}"), usage, opts)?;
+            files.extend([(key_file, key, true), (cert_file, cert, false)]);
+        }
+    }
+    if !files.is_empty() {
+        let set: Vec<(&str, &[u8], bool)> =
+            files.iter().map(|(name, text, secret)| (*name, text.as_bytes(), *secret)).collect();
+        install(dir, &set)?;
+    }
+    if out.ra_created {
         tracing::info!(dir = %dir.display(), "new RA certificate issued by the existing CA");
     }
+    for (present, (_, _, _, role)) in ndes_present.iter().zip(NDES_ROLES) {
+        if !present {
+            tracing::info!(dir = %dir.display(), role, "new NDES RA certificate issued by the CA");
+        }
+    }
     if opts.ndes_ra_pair {
-        out.ndes = Some(ensure_ndes_ra_pair(dir, &ca, opts)?);
+        out.ndes = Some(ndes_files(dir, !ndes_present[0], !ndes_present[1]));
     }
     Ok(out)
 }
 
-/// Makes sure the NDES signing and encryption RA certificates exist, issued by
-/// `ca`: validates each pair that is present (key matches, issued by `ca`,
-/// valid now, keyUsage of its role) and issues each one that is missing.
-fn ensure_ndes_ra_pair(dir: &Path, ca: &CaSigner, opts: &BootstrapOptions) -> Result<NdesRaFiles, IssuerError> {
-    let mut out = NdesRaFiles {
+/// Where the NDES RA pair is in `dir`, and which of its certificates this
+/// bootstrap created.
+fn ndes_files(dir: &Path, signing_created: bool, encryption_created: bool) -> NdesRaFiles {
+    NdesRaFiles {
         signing_cert: dir.join(RA_SIGNING_CERT_FILE),
         signing_key: dir.join(RA_SIGNING_KEY_FILE),
         encryption_cert: dir.join(RA_ENCRYPTION_CERT_FILE),
         encryption_key: dir.join(RA_ENCRYPTION_KEY_FILE),
-        signing_created: false,
-        encryption_created: false,
-    };
-    let roles = [
-        (RaUsage::Signing, RA_SIGNING_CERT_FILE, RA_SIGNING_KEY_FILE, "signing"),
-        (RaUsage::Encryption, RA_ENCRYPTION_CERT_FILE, RA_ENCRYPTION_KEY_FILE, "encryption"),
-    ];
-    for (usage, cert_file, key_file, role) in roles {
-        let (cert_path, key_path) = (dir.join(cert_file), dir.join(key_file));
-        let created = if presence(&cert_path, &key_path, dir)? {
-            validate_ra(ca, &cert_path, &key_path, usage, opts.now)?;
-            false
-        } else {
-            let id = short_id(opts.random.as_ref());
-            let (cert, key) = make_ra(ca, &format!("{role} {id}"), usage, opts)?;
-            install(dir, &[(key_file, key.as_bytes(), true), (cert_file, cert.as_bytes(), false)])?;
-            tracing::info!(dir = %dir.display(), role, "new NDES RA certificate issued by the CA");
-            true
-        };
-        match usage {
-            RaUsage::Signing => out.signing_created = created,
-            _ => out.encryption_created = created,
-        }
+        signing_created,
+        encryption_created,
     }
-    Ok(out)
+}
+
+/// With no CA in `dir`: refuses to create one where a CA existed before,
+/// that is while RA files are left (its CA issued them) or while the
+/// certificate index holds certificates (a new CA would orphan them; see
+/// the module docs). Removing the RA files is offered only when no
+/// certificate was ever recorded.
+fn refuse_a_ca_where_one_existed(dir: &Path, opts: &BootstrapOptions) -> Result<(), IssuerError> {
+    let ra_files: Vec<&str> = RA_FILES.iter().copied().filter(|name| dir.join(name).exists()).collect();
+    let recorded = opts.index.recorded_cas(dir)?;
+    let (missing, lost) = match opts.token_ca_key {
+        Some(_) => (format!("{CA_CERT_FILE} is missing"), CA_CERT_FILE.to_string()),
+        None => (format!("{CA_CERT_FILE} and {CA_KEY_FILE} are missing"), format!("{CA_CERT_FILE} and {CA_KEY_FILE}")),
+    };
+    let index = opts.index.describe(dir);
+    let refuse = |reason: String| Err(IssuerError::DataDir { path: dir.to_path_buf(), reason });
+    if !recorded.is_empty() {
+        let issued: Vec<String> = recorded
+            .iter()
+            .map(|ca| format!("{} certificate(s) issued by CA {} ({})", ca.certificates, ca.ca_id, ca.subject))
+            .collect();
+        let keep = match ra_files.as_slice() {
+            [] => String::new(),
+            files => format!("; keep {} (issued by that CA)", files.join(", ")),
+        };
+        return refuse(format!(
+            "there is no CA ({missing}), but {index} holds {}. A new CA would orphan them (the admin API, \
+             the CRL and OCSP would no longer know them), so none is created: restore {lost} from backup{keep}",
+            issued.join(" and ")
+        ));
+    }
+    if !ra_files.is_empty() {
+        return refuse(format!(
+            "there is no CA ({missing}), but RA files issued by a CA are left: {}. Restore {lost} from backup; or, \
+             since {index} holds no certificate (this directory never issued one), remove these files to start \
+             over with a new CA",
+            ra_files.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a certificate/key pair is present: both (true), neither (false);
@@ -303,7 +431,10 @@ fn short_id(random: &dyn RandomSource) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn create_ca_and_ra(dir: &Path, opts: &BootstrapOptions) -> Result<(), IssuerError> {
+/// Creates a new CA and the RAs it issues (the single RA, and the NDES pair
+/// when asked), all in memory first, then installed as one set whose commit
+/// point is `ca.pem`.
+fn create_ca_and_ras(dir: &Path, opts: &BootstrapOptions) -> Result<(), IssuerError> {
     let id = short_id(opts.random.as_ref());
     let (key, key_der) = match (&opts.token_ca_key, opts.ca_key) {
         (Some(k), _) => SigningKey::from_key(k.clone()).map(|k| (k, None)),
@@ -317,15 +448,21 @@ fn create_ca_and_ra(dir: &Path, opts: &BootstrapOptions) -> Result<(), IssuerErr
         self_signed_ca(&key, &common_name(&format!("scepd CA {id}")), &random_serial(opts.random.as_ref()), validity)?;
     let ca = CaSigner::new(key, cert)?;
     let (ra_cert, ra_key) = make_ra(&ca, &id, RaUsage::SigningAndEncryption, opts)?;
-    let ca_key = key_der.map(|d| pem::encode("PRIVATE KEY", &d));
-    let ca_cert = pem::encode("CERTIFICATE", ca.certificate());
-    let mut files = vec![(RA_KEY_FILE, ra_key.as_bytes(), true), (RA_CERT_FILE, ra_cert.as_bytes(), false)];
-    // A token key stays in its token: only the certificate is written.
-    if let Some(k) = &ca_key {
-        files.push((CA_KEY_FILE, k.as_bytes(), true));
+    let mut files: Vec<(&str, String, bool)> = vec![(RA_KEY_FILE, ra_key, true), (RA_CERT_FILE, ra_cert, false)];
+    if opts.ndes_ra_pair {
+        for (usage, cert_file, key_file, role) in NDES_ROLES {
+            let (cert, key) = make_ra(&ca, &format!("{role} {}", short_id(opts.random.as_ref())), usage, opts)?;
+            files.extend([(key_file, key, true), (cert_file, cert, false)]);
+        }
     }
-    files.push((CA_CERT_FILE, ca_cert.as_bytes(), false));
-    install(dir, &files)?;
+    // A token key stays in its token: only the certificate is written.
+    if let Some(d) = key_der {
+        files.push((CA_KEY_FILE, pem::encode("PRIVATE KEY", &d), true));
+    }
+    files.push((CA_CERT_FILE, pem::encode("CERTIFICATE", ca.certificate()), false));
+    let set: Vec<(&str, &[u8], bool)> =
+        files.iter().map(|(name, text, secret)| (*name, text.as_bytes(), *secret)).collect();
+    install(dir, &set)?;
     tracing::info!(dir = %dir.display(), ca = %format!("scepd CA {id}"), "new CA and RA created");
     Ok(())
 }
@@ -580,6 +717,154 @@ mod tests {
         let err = bootstrap(dir.path(), &BootstrapOptions::default()).unwrap_err();
         assert!(err.to_string().contains("ca.key exists without"), "{err}");
         assert_eq!(std::fs::read_to_string(dir.path().join(CA_KEY_FILE)).unwrap(), "mine");
+    }
+
+    /// The names of the files in `dir` with their contents.
+    fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap_or_default())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Records one certificate of the CA in `dir` in its `local-ca.sqlite`
+    /// (the RA certificate stands in for an issued one: the CA signed it).
+    /// Returns the CA's id and subject.
+    fn record_one_certificate(dir: &Path, out: &BootstrapOutcome) -> (String, String) {
+        use crate::local::store::{NewCertificate, Store};
+        let ca = crate::LocalCa::open_at(crate::LocalCaConfig::new(&out.ca_cert, &out.ca_key, dir), UnixTime::now())
+            .unwrap();
+        let ca_id = ca.ca_id().to_string();
+        drop(ca);
+        let der = read_certificates(&out.ra_cert).unwrap().remove(0);
+        let cert = CertificateRef::parse(&der).unwrap();
+        let subject = scep_engine::x509::name_to_string(cert.issuer);
+        let store = Store::open(&dir.join(crate::local::store::DB_FILE)).unwrap();
+        let record = store.record_enrollment(NewCertificate {
+            ca_id: ca_id.clone(),
+            serial_hex: crate::x509_build::serial_hex(cert.serial),
+            profile: "default".into(),
+            transaction_id: "t1".into(),
+            subject: "CN=device".into(),
+            sans: String::new(),
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            der: der.clone(),
+            issued_at: UnixTime::now(),
+            renewal_of: None,
+            intune_device: None,
+        });
+        futures_lite::future::block_on(record).unwrap();
+        drop(store);
+        (ca_id, subject)
+    }
+
+    /// Everything present is checked before anything is written: a valid CA
+    /// with its single RA missing and a signing RA of another CA is refused
+    /// without issuing the single RA first.
+    #[test]
+    fn a_refused_start_leaves_the_directory_as_it_found_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = bootstrap(d, &BootstrapOptions::default()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        bootstrap(other.path(), &BootstrapOptions::default()).unwrap();
+        std::fs::remove_file(&out.ra_cert).unwrap();
+        std::fs::remove_file(&out.ra_key).unwrap();
+        for name in [RA_SIGNING_CERT_FILE, RA_SIGNING_KEY_FILE] {
+            std::fs::copy(other.path().join(name), d.join(name)).unwrap();
+        }
+        let before = snapshot(d);
+        let err = bootstrap(d, &BootstrapOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("ra-signing.pem: the RA certificate was not issued by"), "{err}");
+        assert_eq!(snapshot(d), before, "a refused bootstrap wrote into the directory");
+    }
+
+    /// No CA, RA files left, nothing ever issued: refused once, naming every
+    /// RA file left, offering both ways out; the directory is untouched.
+    /// Removing the files then starts over.
+    #[test]
+    fn no_ca_with_ra_files_left_is_refused_naming_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = bootstrap(d, &BootstrapOptions::default()).unwrap();
+        std::fs::remove_file(&out.ca_cert).unwrap();
+        std::fs::remove_file(&out.ca_key).unwrap();
+        // An index that recorded nothing counts as never issued.
+        drop(crate::local::store::Store::open(&d.join(crate::local::store::DB_FILE)).unwrap());
+        let before = snapshot(d);
+        let err = bootstrap(d, &BootstrapOptions::default()).unwrap_err().to_string();
+        for name in RA_FILES {
+            assert!(err.contains(name), "{name} not named: {err}");
+        }
+        assert!(err.contains("Restore ca.pem and ca.key from backup") && err.contains("remove these files"), "{err}");
+        assert_eq!(snapshot(d), before);
+        // Only the NDES pair left (the single RA removed as once advised): refused, not a new CA that
+        // then fails on the old signing RA and stays behind.
+        std::fs::remove_file(&out.ra_cert).unwrap();
+        std::fs::remove_file(&out.ra_key).unwrap();
+        let before = snapshot(d);
+        let err = bootstrap(d, &BootstrapOptions::default()).unwrap_err().to_string();
+        assert!(err.contains(RA_SIGNING_CERT_FILE) && !err.contains("ra.pem,"), "{err}");
+        assert_eq!(snapshot(d), before, "a new CA was written");
+        for name in RA_FILES {
+            let _ = std::fs::remove_file(d.join(name));
+        }
+        assert!(bootstrap(d, &BootstrapOptions::default()).unwrap().ca_created);
+    }
+
+    /// No CA, but the index holds certificates: never a new CA (it would
+    /// orphan them), with or without RA files left; the message names the
+    /// count and the CA, says to restore it, and does not offer removing
+    /// the RA files.
+    #[test]
+    fn no_new_ca_over_certificates_of_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = bootstrap(d, &BootstrapOptions::default()).unwrap();
+        let (ca_id, subject) = record_one_certificate(d, &out);
+        let (ca_pem, ca_key) = (std::fs::read(&out.ca_cert).unwrap(), std::fs::read(&out.ca_key).unwrap());
+        std::fs::remove_file(&out.ca_cert).unwrap();
+        std::fs::remove_file(&out.ca_key).unwrap();
+        for ra_files_left in [true, false] {
+            if !ra_files_left {
+                for name in RA_FILES {
+                    std::fs::remove_file(d.join(name)).unwrap();
+                }
+            }
+            let before = snapshot(d);
+            let err = bootstrap(d, &BootstrapOptions::default()).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("1 certificate(s) issued by CA {ca_id} ({subject})"))
+                    && subject.starts_with("CN=scepd CA ")
+                    && err.contains("local-ca.sqlite")
+                    && err.contains("restore ca.pem and ca.key from backup"),
+                "{err}"
+            );
+            assert!(!err.contains("remove"), "removal offered for a directory that issued: {err}");
+            assert_eq!(err.contains("keep ra.pem, ra.key, ra-signing.pem"), ra_files_left, "{err}");
+            assert_eq!(snapshot(d), before, "a refused bootstrap wrote into the directory");
+        }
+        // Restored from backup: the CA is back and issues the missing RAs.
+        std::fs::write(&out.ca_cert, ca_pem).unwrap();
+        std::fs::write(&out.ca_key, ca_key).unwrap();
+        std::fs::set_permissions(&out.ca_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let restored = bootstrap(d, &BootstrapOptions::default()).unwrap();
+        assert!(!restored.ca_created && restored.ra_created);
+        // Elsewhere, the index named by IndexLocation::SqliteFile is the one read.
+        let copy = tempfile::tempdir().unwrap();
+        let opts = BootstrapOptions {
+            index: IndexLocation::SqliteFile(d.join(crate::local::store::DB_FILE)),
+            ..BootstrapOptions::default()
+        };
+        let err = bootstrap(copy.path(), &opts).unwrap_err().to_string();
+        assert!(err.contains(&ca_id), "{err}");
+        assert!(snapshot(copy.path()).is_empty());
     }
 
     #[test]

@@ -437,6 +437,56 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The CAs whose certificates the index file at `path` holds, with their
+/// counts, changing nothing (a missing file, or one without the table, holds
+/// none): what the bootstrap checks before it creates a new CA, and what
+/// `check-config` reads beside a running server.
+///
+/// # Errors
+/// [`StoreError::Database`] when the file exists but cannot be read as an
+/// index.
+pub fn recorded_cas(path: &Path) -> Result<Vec<super::index::RecordedCa>, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::Database(format!("{}: {e}", path.display()))),
+    }
+    let fail = |e: rusqlite::Error| StoreError::Database(format!("{}: {e}", path.display()));
+    // Read-write without create (a read-only open of a WAL database may fail
+    // without its -shm file); a write-ahead log left by a running or killed
+    // `serve` stays as it is: closing must not checkpoint it.
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(fail)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(fail)?;
+    }
+    let has_table: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'certificates')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(fail)?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT ca_id, COUNT(*), (SELECT der FROM certificates AS one WHERE one.ca_id = c.ca_id LIMIT 1) \
+             FROM certificates AS c GROUP BY ca_id ORDER BY ca_id",
+        )
+        .map_err(fail)?;
+    let rows = stmt
+        .query_map([], |r| {
+            let (ca_id, n, der): (String, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            Ok(super::index::RecordedCa::from_row(ca_id, u64::try_from(n).unwrap_or(0), &der))
+        })
+        .map_err(fail)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+}
+
 /// Counters of the writer thread, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -467,13 +517,16 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, sets WAL and
+    /// Opens (creating if needed, mode 0600:
+    /// [`scep_store::sqlite::ensure_private_file`]) the database at `path`, sets WAL and
     /// `synchronous=FULL`, creates the schema and starts the writer thread.
     ///
     /// # Errors
     /// When SQLite cannot open or initialise the file, or its schema is newer
     /// than this build knows.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        scep_store::sqlite::ensure_private_file(path)
+            .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
         scep_store::sqlite::keep_query_plans(&conn).map_err(db)?;

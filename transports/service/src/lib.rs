@@ -13,7 +13,7 @@
 //! | [`state`] | [`ServiceState`], [`Profiles`], API keys, metrics counters | `store`, `intune`, `tls`, `settings` |
 //! | [`tls`] | [`ReloadableTls`], mTLS client-certificate policy, [`ConnectionInfo`] | `settings` |
 //! | [`intune`] | Intune trust anchors and decisions | `settings` |
-//! | [`store`] | the durable audit log | `settings` |
+//! | [`store`] | the durable audit log, one-time challenges, protection state, the data directory's lock | `settings` |
 //! | [`query`] | URL query decoding | nothing |
 //! | [`settings`] | what the operator wrote: TOML, `CERTCTL_*`, start options | nothing |
 //!

@@ -40,14 +40,16 @@ pub(crate) enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Serve SCEP. Without --config: bootstrap a local CA and a `default` profile in the data dir.
+    /// Serve SCEP. Without --config: bootstrap a local CA and a `default` profile in the data dir. One serve
+    /// per data dir on the SQLite store (a second one exits, naming the first's PID).
     Serve(ServeArgs),
     /// Validate the configuration (file and CERTCTL_* environment: every profile, key and file) without
     /// writing anything, list what the first `serve` would create, and exit (0 valid, 1 invalid).
     CheckConfig(CheckArgs),
     /// Apply the store's pending schema migrations (SQLite in the data dir, or the PostgreSQL database of
     /// `[store] url` or CERTCTL_DATABASE_URL) and exit. `serve` applies them too, under the same lock, so
-    /// nodes starting at once are safe; this runs them ahead of a rolling upgrade.
+    /// nodes starting at once are safe; this runs them ahead of a rolling upgrade. On SQLite, beside a
+    /// running serve it only reports the schema version (and refuses when migrations are pending).
     Migrate(MigrateArgs),
 }
 

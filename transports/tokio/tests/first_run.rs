@@ -179,7 +179,7 @@ fn check_config_writes_nothing_and_lists_what_serve_would_create() {
     assert!(!data.exists() && !dir.path().join("var").exists(), "check-config created the data directory");
     let after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before, after, "check-config wrote next to its configuration");
-    for created in ["", "ca.pem", "ca.key", "local-ca.sqlite", "audit.db"] {
+    for created in ["", "ca.pem", "ca.key", "local-ca.sqlite", "audit.db", "scepd.lock"] {
         let path = data.join(created);
         let path = path.display().to_string();
         let path = path.trim_end_matches('/');

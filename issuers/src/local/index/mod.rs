@@ -29,6 +29,29 @@ use crate::local::store::{
     CertificateFilter, InventorySummary, NewCertificate, Recorded, Store, StoreError, StoreStats, StoredCertificate,
 };
 
+/// The certificates an index holds of one CA: what the bootstrap reads before
+/// it creates a new CA in a data directory ([`crate::local::bootstrap`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedCa {
+    /// The CA's id (hex key identifier, as in `/pki/<ca-id>/` and the
+    /// admin API).
+    pub ca_id: String,
+    /// How many certificates the index holds of it.
+    pub certificates: u64,
+    /// Its subject, read as the issuer name of one of its certificates.
+    pub subject: String,
+}
+
+impl RecordedCa {
+    /// A CA's entry from its id, its count and the DER of one of its
+    /// certificates (whose issuer names the CA).
+    pub(crate) fn from_row(ca_id: String, certificates: u64, one_certificate: &[u8]) -> Self {
+        let subject = scep_engine::x509::CertificateRef::parse(one_certificate)
+            .map_or_else(|_| "subject unreadable".to_string(), |c| scep_engine::x509::name_to_string(c.issuer));
+        Self { ca_id, certificates, subject }
+    }
+}
+
 /// The future [`CertificateIndex::record_enrollment`] answers with.
 pub type RecordFuture = Pin<Box<dyn Future<Output = Result<Recorded, StoreError>> + Send + 'static>>;
 

@@ -555,6 +555,38 @@ impl PostgresIndex {
         Ok(count(n))
     }
 
+    /// The CAs whose certificates the shared index on `pool` holds, with
+    /// their counts (none before migration 4 created its table), changing
+    /// nothing: what the bootstrap checks before it creates a new CA.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached, or a
+    /// database error.
+    pub fn recorded_cas(pool: &Pool) -> Result<Vec<super::RecordedCa>, StoreError> {
+        let mut client = pool.get().map_err(pooled)?;
+        let exists: bool =
+            client.query_one("SELECT to_regclass('ca_certificates') IS NOT NULL", &[]).map_err(|e| pg(&e))?.get(0);
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .query(
+                "SELECT ca_id, COUNT(*), \
+                   (SELECT der FROM ca_certificates AS one WHERE one.ca_id = c.ca_id LIMIT 1) \
+                 FROM ca_certificates AS c GROUP BY ca_id ORDER BY ca_id",
+                &[],
+            )
+            .map_err(|e| pg(&e))?;
+        rows.iter()
+            .map(|r| {
+                let get = |e: postgres::Error| StoreError::Database(format!("reading the index: {e}"));
+                let (ca_id, n, der): (String, i64, Vec<u8>) =
+                    (r.try_get(0).map_err(get)?, r.try_get(1).map_err(get)?, r.try_get(2).map_err(get)?);
+                Ok(super::RecordedCa::from_row(ca_id, count(n), &der))
+            })
+            .collect()
+    }
+
     /// Starts the thread that keeps `counter` (the CA's in-process
     /// revocation version) at least the database's revocation counter of
     /// `ca_id`: it `LISTEN`s on [`REVOCATION_CHANNEL`] on a connection of its

@@ -84,6 +84,11 @@ pub struct ServiceState {
     /// certificate index draw their connections from it (the audit log on
     /// PostgreSQL is to take it from here too). `None` on SQLite.
     pub(crate) shared_pool: Option<Arc<scep_store::postgres::Pool>>,
+    /// The data directory's lock, held for as long as the state lives (the
+    /// process's life, for `serve`): one process per data directory while
+    /// its SQLite stores are in use (`crate::store::data_dir_lock`). `None`
+    /// on PostgreSQL and for states built in code.
+    pub(crate) data_dir_lock: Option<crate::store::data_dir_lock::DataDirLock>,
 }
 
 impl ServiceState {
@@ -106,6 +111,7 @@ impl ServiceState {
             protection: None,
             revocation_sync: None,
             shared_pool: None,
+            data_dir_lock: None,
         }
     }
 
@@ -120,6 +126,13 @@ impl ServiceState {
     /// The durable protection store, when there is one.
     pub fn protection(&self) -> Option<&Arc<dyn scep_store::ProtectionStore>> {
         self.protection.as_ref()
+    }
+
+    /// The lock file of the data directory this state holds locked
+    /// (`<data_dir>/scepd.lock`, see `crate::store::data_dir_lock`): `Some`
+    /// for a `serve` on the SQLite store, until the state is dropped.
+    pub fn data_dir_lock(&self) -> Option<&std::path::Path> {
+        self.data_dir_lock.as_ref().map(crate::store::data_dir_lock::DataDirLock::path)
     }
 
     /// This state publishing the CRL, CA certificate and OCSP answers of

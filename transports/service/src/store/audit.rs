@@ -541,6 +541,9 @@ impl AuditLog {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ConfigError(format!("audit.path: cannot create {}: {e}", dir.display())))?;
         }
+        // Device identities: readable by the service only, from the first byte.
+        scep_store::sqlite::ensure_private_file(path)
+            .map_err(|e| ConfigError(format!("audit.path: {}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(fail)?;
         scep_store::sqlite::keep_query_plans(&conn).map_err(fail)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(fail)?;
@@ -551,12 +554,6 @@ impl AuditLog {
         conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
         migrate(&conn).map_err(fail)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            // Device identities: readable by the service only.
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
         let mut sink = SqliteSink { conn };
         apply_retention(&mut sink, retention_days)
             .map_err(|e| ConfigError(format!("audit.path: {}: {e}", path.display())))?;

@@ -390,6 +390,7 @@ impl SqliteChallenges {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
+        scep_store::sqlite::ensure_private_file(path).map_err(|e| fail(&e))?;
         let conn = Connection::open(path).map_err(|e| fail(&e))?;
         scep_store::sqlite::keep_query_plans(&conn).map_err(|e| fail(&e))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| fail(&e))?;
@@ -399,11 +400,6 @@ impl SqliteChallenges {
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| fail(&e))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
         let mut conn = conn;
         sweep(&mut conn, UnixTime::now(), &on_expired).map_err(|e| fail(&e))?;
         let (tx, rx) = mpsc::channel();

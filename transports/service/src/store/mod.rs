@@ -6,7 +6,9 @@
 //! the durable protection state around the engine ([`protection`]: Intune
 //! replay nonces and rate-limit windows in `scep_store`, SQLite or the
 //! shared PostgreSQL store); the rest of the shared store (certificate
-//! lifecycle, audit trail and challenges on PostgreSQL) belongs here next to them.
+//! lifecycle, audit trail and challenges on PostgreSQL) belongs here next to them;
+//! and the data directory's lock ([`data_dir_lock`]: one scepd process per
+//! data directory while its SQLite stores are in use).
 //!
 //! May import: `settings` only.
 
@@ -14,5 +16,6 @@ pub mod audit;
 pub mod audit_pg;
 pub mod challenges;
 pub mod challenges_pg;
+pub mod data_dir_lock;
 pub mod protection;
 pub mod revocation_sync;

@@ -58,7 +58,23 @@ pub struct LocalCa {
 /// `public_url` (`[server] public_url`): issued certificates name the CRL
 /// and OCSP URLs under it.
 pub fn open_local_ca(data_dir: &Path, now: UnixTime, public_url: Option<&str>) -> Result<LocalCa, ConfigError> {
-    open_or_keep_local_ca(data_dir, now, public_url, None, None, None)
+    open_or_keep_local_ca(data_dir, now, public_url, None, None, None, Vec::new())
+}
+
+/// Where the built-in CA's certificates are recorded, as the bootstrap reads
+/// it before it creates a CA ([`scep_issuers::IndexLocation`]): the shared
+/// index on `shared_index`, leaving out the certificates of `other_cas` (the
+/// ids of the `[[issuer]] type = "local"` CAs, whose certificates share its
+/// tables), else the SQLite file `sqlite_index`.
+pub fn index_location(
+    shared_index: Option<Arc<scep_store::postgres::Pool>>,
+    other_cas: Vec<String>,
+    sqlite_index: PathBuf,
+) -> scep_issuers::IndexLocation {
+    match shared_index {
+        Some(pool) => scep_issuers::IndexLocation::Shared { pool, other_cas },
+        None => scep_issuers::IndexLocation::SqliteFile(sqlite_index),
+    }
 }
 
 /// As [`open_local_ca`], but a reload keeps `running`, the local CA already
@@ -68,7 +84,10 @@ pub fn open_local_ca(data_dir: &Path, now: UnixTime, public_url: Option<&str>) -
 /// (the OCSP responder's cache and the CRL are versioned by its revocation
 /// counter, [`scep_issuers::LocalCa::revocation_version`]). A CA certificate
 /// replaced on disk is refused: the new CA needs a restart. `shared_index`:
-/// the node's PostgreSQL pool, where the certificate index then lives.
+/// the node's PostgreSQL pool, where the certificate index then lives;
+/// `other_cas`: the ids of the configured `[[issuer]] type = "local"` CAs,
+/// whose certificates in a shared index do not stop a first bootstrap
+/// ([`index_location`]).
 ///
 /// # Errors
 /// When the CA cannot be created or opened, or its certificate changed.
@@ -79,15 +98,23 @@ pub fn open_or_keep_local_ca(
     running: Option<&scep_issuers::LocalCa>,
     token_ca_key: Option<Arc<dyn PrivateKey>>,
     shared_index: Option<Arc<scep_store::postgres::Pool>>,
+    other_cas: Vec<String>,
 ) -> Result<LocalCa, ConfigError> {
     create_private_dir(data_dir)?;
     let opts = scep_issuers::BootstrapOptions {
         now,
         token_ca_key: token_ca_key.clone(),
+        index: index_location(shared_index.clone(), other_cas, data_dir.join(scep_issuers::local::store::DB_FILE)),
         ..scep_issuers::BootstrapOptions::default()
     };
-    let files = scep_issuers::bootstrap(data_dir, &opts)
-        .map_err(|e| ConfigError(format!("data_dir {}: cannot bootstrap the local CA: {e}", data_dir.display())))?;
+    let files = scep_issuers::bootstrap(data_dir, &opts).map_err(|e| {
+        // The data directory is named once.
+        let why = match e {
+            scep_issuers::IssuerError::DataDir { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        ConfigError(format!("data_dir {}: cannot bootstrap the local CA: {why}", data_dir.display()))
+    })?;
     if files.ca_created {
         tracing::info!(ca = %files.ca_cert.display(), "created a new local CA");
     }

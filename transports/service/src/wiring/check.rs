@@ -56,7 +56,9 @@ impl DryRun {
 
     /// The local CA as `serve` would open it from `data_dir`, without writing
     /// there: existing files are checked in place, missing ones generated in
-    /// the scratch directory and listed.
+    /// the scratch directory and listed. `index`: where `serve` would look
+    /// for certificates of an earlier CA before creating one (the data
+    /// directory's `local-ca.sqlite`, read in place, or the shared index).
     ///
     /// # Errors
     /// As `serve` would fail on the existing files, naming them.
@@ -66,6 +68,7 @@ impl DryRun {
         now: UnixTime,
         public_url: Option<&str>,
         token_ca_key: Option<std::sync::Arc<dyn scep_engine::crypto::provider::PrivateKey>>,
+        index: scep_issuers::IndexLocation,
     ) -> Result<LocalCa, ConfigError> {
         self.note_missing(data_dir, "data directory, mode 0700");
         let scratch = self.scratch()?;
@@ -93,10 +96,17 @@ impl DryRun {
         let opts = scep_issuers::BootstrapOptions {
             now,
             token_ca_key: token_ca_key.clone(),
+            index,
             ..scep_issuers::BootstrapOptions::default()
         };
-        let mut files = scep_issuers::bootstrap(&scratch, &opts)
-            .map_err(|e| ConfigError(format!("data_dir {}: the local CA: {e}", data_dir.display())))?;
+        let mut files = scep_issuers::bootstrap(&scratch, &opts).map_err(|e| {
+            // Named by the data directory checked, not by the scratch copy.
+            let why = match e {
+                scep_issuers::IssuerError::DataDir { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            ConfigError(format!("data_dir {}: the local CA: {why}", data_dir.display()))
+        })?;
         for (name, is_key) in CA_FILES {
             if scratch.join(name).exists() && !present.contains(&name) {
                 let what = if is_key { "local CA private key, mode 0600" } else { "local CA certificate" };

@@ -38,6 +38,7 @@ use crate::state::metrics::{ChallengeEvent, Metrics};
 use crate::state::{Profiles, ServiceState, Started};
 use crate::store::audit::{AuditEvent, AuditLog};
 use crate::store::challenges::{ExpiredChallenge, SqliteChallenges};
+use crate::store::data_dir_lock::{DataDirLock, LockError, LockHolder};
 use crate::tls::ReloadableTls;
 use bootstrap::{AdminKey, Challenge};
 use check::DryRun;
@@ -49,8 +50,17 @@ impl ServiceState {
     /// # Errors
     /// The first invalid key, file or profile, named.
     pub fn load(options: StartOptions) -> Result<Started, ConfigError> {
-        let Loaded { settings, profiles, challenge, admin_key, api_keys, local_ca, configured_local, pool } =
-            load_all(&options, UnixTime::now(), HashMap::new(), Running::default(), None)?;
+        let Loaded {
+            settings,
+            profiles,
+            challenge,
+            admin_key,
+            api_keys,
+            local_ca,
+            configured_local,
+            pool,
+            data_dir_lock,
+        } = load_all(&options, UnixTime::now(), HashMap::new(), Running::default(), None)?;
         // On PostgreSQL the protection store first: it applies the migrations
         // the shared audit and challenge tables are part of (the audit log
         // takes the node's pool with the rest). On SQLite the audit log first,
@@ -118,6 +128,7 @@ impl ServiceState {
             protection: Some(protection),
             revocation_sync,
             shared_pool: pool,
+            data_dir_lock,
             relying_parties: match &local_ca {
                 Some(ca) => Some(Arc::new(
                     scep_issuers::ocsp::OcspResponder::new((**ca).clone(), ocsp_signer)
@@ -258,10 +269,33 @@ struct Loaded {
     configured_local: Vec<(String, scep_issuers::LocalCa)>,
     /// The node's one PostgreSQL pool ([`node_pool`]); `None` on SQLite.
     pool: SharedPool,
+    /// The data directory's lock, taken by `serve`'s first load before
+    /// anything is written there ([`lock_data_dir`]); `None` otherwise.
+    data_dir_lock: Option<DataDirLock>,
 }
 
 /// The node's one PostgreSQL pool, when `[store]` names PostgreSQL.
 type SharedPool = Option<Arc<scep_store::postgres::Pool>>;
+
+/// `serve`'s first load locks the data directory ([`DataDirLock`]) before
+/// anything is written there, when a SQLite store lives in it (the default
+/// `[store]`): a second process serving from the directory would answer from
+/// diverging memory. `first_serve` is false on a reload (the data directory
+/// in use stays, and with it the running process's lock) and for
+/// `check-config` (which writes nothing and works beside a running server).
+/// With the store on PostgreSQL the directory holds no database and may be
+/// shared by nodes (see `docs/high-availability.md`): no lock.
+///
+/// # Errors
+/// Naming the data directory, and the process holding it.
+fn lock_data_dir(settings: &ServerSettings, first_serve: bool) -> Result<Option<DataDirLock>, ConfigError> {
+    if !first_serve || !matches!(settings.store.backend, scep_store::Backend::Sqlite) {
+        return Ok(None);
+    }
+    let lock = DataDirLock::acquire(&settings.data_dir, LockHolder::Serve)?;
+    tracing::info!(lock = %lock.path().display(), "data directory locked: no other scepd may serve from it");
+    Ok(Some(lock))
+}
 
 /// What a reload carries over from the running state (nothing on a first load).
 #[derive(Default)]
@@ -341,6 +375,7 @@ fn build_file(
     settings.audit = file.audit.validate(base)?;
     settings.store = file.store.validate(base)?;
     apply_overrides(&mut settings, options);
+    let first_serve = running.data_dir.is_none() && dry_run.is_none();
     if let Some(running_dir) = running.data_dir {
         if settings.data_dir != running_dir {
             tracing::warn!(
@@ -352,6 +387,8 @@ fn build_file(
         settings.data_dir = running_dir;
     }
     let api_keys = ApiKeys::from_settings(&settings::api_keys::validate(&file.api_keys)?);
+    // Before anything below writes to the data directory.
+    let data_dir_lock = lock_data_dir(&settings, first_serve)?;
     let pool = node_pool(&settings, running.pool)?;
     let mut dry_run = dry_run;
     // `[[issuer]] type = "local"` entries keep their index in the shared
@@ -408,6 +445,7 @@ fn build_file(
         local_ca,
         configured_local,
         pool,
+        data_dir_lock,
     })
 }
 
@@ -425,6 +463,9 @@ fn bootstrap_load(
     settings.store = file.store.validate(None)?;
     settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
     settings.node_name = settings::node_name(file.server.node_name.as_deref())?;
+    // Before anything below writes to the data directory (check-config never
+    // gets here: it needs a configuration).
+    let data_dir_lock = lock_data_dir(&settings, running.data_dir.is_none())?;
     let pool = node_pool(&settings, running.pool)?;
     if let Some(signer) = file.server.ocsp_signer.as_deref() {
         settings.ocsp_signer = settings::parse_ocsp_signer(signer)?;
@@ -451,6 +492,7 @@ fn bootstrap_load(
         local_ca,
         configured_local: Vec::new(),
         pool,
+        data_dir_lock,
     })
 }
 
@@ -526,10 +568,15 @@ fn open_audit(
 }
 
 /// Applies the store's pending schema migrations and reports the versions
-/// before and after: `scepd migrate`.
+/// before and after: `scepd migrate`. On SQLite it holds the data
+/// directory's lock while it migrates ([`DataDirLock`]); beside a running
+/// `serve` (which applied every migration it knows at its start) it only
+/// reports the version when nothing is pending, and refuses to change the
+/// schema under the running process otherwise.
 ///
 /// # Errors
-/// The first problem with the configuration or the database, named.
+/// The first problem with the configuration or the database, named; on
+/// SQLite, pending migrations while another scepd holds the data directory.
 pub fn migrate(options: &StartOptions) -> Result<(String, i64, i64), ConfigError> {
     let vars = options.env.clone().unwrap_or_else(env::from_process);
     // Only what names the store: the file's [server] and [store], the
@@ -542,12 +589,30 @@ pub fn migrate(options: &StartOptions) -> Result<(String, i64, i64), ConfigError
     let mut settings = file.server.validate(base).map_err(|e| applied.annotate(e))?;
     apply_overrides(&mut settings, options);
     settings.store = file.store.validate(base).map_err(|e| applied.annotate(e))?;
-    if matches!(settings.store.backend, scep_store::Backend::Sqlite) {
-        std::fs::create_dir_all(&settings.data_dir)
-            .map_err(|e| ConfigError(format!("data directory {}: {e}", settings.data_dir.display())))?;
-    }
-    let (before, after) = scep_store::migrate(&settings.store, &settings.data_dir)
-        .map_err(|e| ConfigError(format!("store ({}): {e}", settings.store.describe())))?;
+    let store_error = |e: scep_store::StoreError| ConfigError(format!("store ({}): {e}", settings.store.describe()));
+    let _lock = match settings.store.backend {
+        scep_store::Backend::Postgres(_) => None,
+        // Creates the data directory (0700) when missing.
+        scep_store::Backend::Sqlite => match DataDirLock::acquire(&settings.data_dir, LockHolder::Migrate) {
+            Ok(lock) => Some(lock),
+            Err(LockError::Held { data_dir, pid, holder }) => {
+                let (found, expected) = scep_store::check(&settings.store, &settings.data_dir).map_err(store_error)?;
+                if found == expected {
+                    return Ok((settings.store.describe(), found, found));
+                }
+                return Err(ConfigError(format!(
+                    "data_dir {}: {} {}, and the store has migrations pending (schema version {found}, this \
+                     scepd's {expected}); they would change the schema under the running process. Stop it \
+                     first: `scepd migrate`, or the new scepd's serve, applies them",
+                    data_dir.display(),
+                    crate::store::data_dir_lock::describe_holder(pid, holder),
+                    holder.map_or("holds it", |h| h.activity()),
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let (before, after) = scep_store::migrate(&settings.store, &settings.data_dir).map_err(store_error)?;
     Ok((settings.store.describe(), before, after))
 }
 
@@ -585,6 +650,11 @@ pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> 
         .map_err(|e| ConfigError(format!("store ({}): {e}", loaded.settings.store.describe())))?;
     if matches!(loaded.settings.store.backend, scep_store::Backend::Sqlite) {
         dry_run.note_missing(&scep_store::sqlite::SqliteStore::file(data_dir), "protection store database");
+        dry_run.note_missing(&SqliteChallenges::file(data_dir), "one-time challenge database");
+        dry_run.note_missing(
+            &data_dir.join(crate::store::data_dir_lock::LOCK_FILE),
+            "lock file: one scepd serves from the data directory",
+        );
     } else if found < expected {
         dry_run.would_create.push(format!(
             "store schema: {} at version {found}; serve or `scepd migrate` brings it to {expected}",
@@ -689,6 +759,128 @@ mod tests {
         assert_eq!(state.settings().data_dir, dir.path().join("first"));
     }
 
+    /// One serving state per data directory: a second load of the same
+    /// directory is refused before it writes anything there, naming the
+    /// directory and this process; check-config and a reload work beside the
+    /// first; once the first state is gone a new one loads. On PostgreSQL
+    /// nothing is locked.
+    #[test]
+    fn a_second_load_of_one_data_directory_is_refused_while_the_first_serves() {
+        let dir = TestDir::new();
+        let opts = options(&dir, &dir.profile_toml("corp"));
+        let data = opts.data_dir.clone().unwrap();
+        let first = ServiceState::load(opts.clone()).unwrap().state;
+        assert_eq!(first.data_dir_lock(), Some(data.join("scepd.lock").as_path()));
+        let listing = || {
+            let mut names: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+            names.sort();
+            names
+        };
+        let before = listing();
+        let e = ServiceState::load(opts.clone()).unwrap_err();
+        let held = format!(
+            "data_dir {}: another scepd (pid {}, `scepd serve`) is serving from it",
+            data.display(),
+            std::process::id()
+        );
+        assert!(e.0.starts_with(&held), "{e}");
+        assert_eq!(listing(), before, "the refused load wrote into the data directory");
+        assert_eq!(check_config(&opts).unwrap().profiles, vec!["corp"]);
+        first.reload().unwrap();
+        drop(first);
+        let second = ServiceState::load(opts).unwrap().state;
+        assert!(second.data_dir_lock().is_some());
+
+        let mut pg = ServerSettings { data_dir: dir.path().join("pg"), ..ServerSettings::default() };
+        pg.store = settings::store::StoreSection {
+            url: Some("postgres://scepd@127.0.0.1:9/scepd".into()),
+            ..Default::default()
+        }
+        .validate(None)
+        .unwrap();
+        assert!(lock_data_dir(&pg, true).unwrap().is_none());
+        assert!(!pg.data_dir.exists(), "nothing is written for a lock on PostgreSQL");
+    }
+
+    /// `scepd migrate` on SQLite beside a serving process changes nothing:
+    /// with migrations pending it refuses, naming the process; with none it
+    /// reports the version. Alone, it migrates under the lock.
+    #[test]
+    fn migrate_beside_a_serving_process_changes_nothing() {
+        let dir = TestDir::new();
+        let opts = options(&dir, &dir.profile_toml("corp"));
+        let data = opts.data_dir.clone().unwrap();
+        let store = scep_store::sqlite::SqliteStore::file(&data);
+        let serving = DataDirLock::acquire(&data, LockHolder::Serve).unwrap();
+        let e = migrate(&opts).unwrap_err();
+        let held = format!(
+            "data_dir {}: another scepd (pid {}, `scepd serve`) is serving from it, and the store has migrations \
+             pending (schema version 0,",
+            data.display(),
+            std::process::id()
+        );
+        assert!(e.0.starts_with(&held) && e.0.contains("Stop it first"), "{e}");
+        assert!(!store.exists(), "migrate wrote beside a serving process");
+        drop(serving);
+        let latest = scep_store::migrations::LATEST;
+        let (_, before, after) = migrate(&opts).unwrap();
+        assert_eq!((before, after), (0, latest));
+        let _serving = DataDirLock::acquire(&data, LockHolder::Serve).unwrap();
+        let (_, before, after) = migrate(&opts).unwrap();
+        assert_eq!((before, after), (latest, latest));
+    }
+
+    /// A data directory that issued a certificate and lost `ca.pem` and
+    /// `ca.key`: `serve` creates no new CA over it, and `check-config` (which
+    /// bootstraps a scratch copy) reads the real directory's index and says
+    /// the same, naming the data directory rather than its copy.
+    #[test]
+    fn check_config_and_serve_refuse_a_new_ca_where_certificates_were_issued() {
+        use scep_issuers::local::store::{DB_FILE, NewCertificate, Store};
+        let dir = TestDir::new();
+        let opts =
+            options(&dir, "[[profile]]\nname = \"corp\"\nissuer = \"local\"\nchallenge_password = \"secret123\"\n");
+        let data = opts.data_dir.clone().unwrap();
+        let state = ServiceState::load(opts.clone()).unwrap().state;
+        let ca_id = state.relying_parties().unwrap().ca().ca_id().to_string();
+        drop(state);
+        // The RA certificate stands in for an issued one: the CA signed it.
+        let der =
+            scep_engine::pem::certificates(&std::fs::read_to_string(data.join("ra.pem")).unwrap()).unwrap().remove(0);
+        let cert = scep_engine::x509::CertificateRef::parse(&der).unwrap();
+        let store = Store::open(&data.join(DB_FILE)).unwrap();
+        futures_lite::future::block_on(store.record_enrollment(NewCertificate {
+            ca_id: ca_id.clone(),
+            serial_hex: scep_issuers::x509_build::serial_hex(cert.serial),
+            profile: "corp".into(),
+            transaction_id: "t1".into(),
+            subject: "CN=device".into(),
+            sans: String::new(),
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            der: der.clone(),
+            issued_at: UnixTime::now(),
+            renewal_of: None,
+            intune_device: None,
+        }))
+        .unwrap();
+        drop(store);
+        std::fs::remove_file(data.join("ca.pem")).unwrap();
+        std::fs::remove_file(data.join("ca.key")).unwrap();
+        let holds =
+            format!("{} holds 1 certificate(s) issued by CA {ca_id} (CN=scepd CA ", data.join(DB_FILE).display());
+        let e = check_config(&opts).unwrap_err();
+        assert!(e.0.starts_with(&format!("data_dir {}: the local CA: there is no CA", data.display())), "{e}");
+        assert!(e.0.contains(&holds) && e.0.contains("restore ca.pem and ca.key from backup"), "{e}");
+        let e = ServiceState::load(opts).unwrap_err();
+        assert!(
+            e.0.starts_with(&format!("data_dir {}: cannot bootstrap the local CA: there is no CA", data.display())),
+            "{e}"
+        );
+        assert!(e.0.contains(&holds), "{e}");
+        assert!(!data.join("ca.pem").exists(), "a new CA was created");
+    }
+
     #[test]
     fn a_state_built_in_code_refuses_reload_and_keeps_serving() {
         let dir = TestDir::new();
@@ -729,6 +921,8 @@ mod tests {
                 assert_eq!(started.state.profiles().default_name(), "default");
                 let pw = started.generated_challenge.unwrap();
                 assert!(pw.len() >= 24);
+                // A restart (the first state gone, with its data directory lock).
+                drop(started.state);
                 let again = ServiceState::load(StartOptions {
                     data_dir: Some(dir.path().join("d")),
                     env: Some(Vec::new()),

@@ -154,10 +154,23 @@ impl<'a> BuildContext<'a> {
                 (Some(uri), None) => Some(Arc::new(open_pkcs11_key(uri, &self.pkcs11, "pkcs11.ca_key")?)),
                 _ => None,
             };
+            // The configured local CAs' certificates share a PostgreSQL index
+            // with the built-in CA's; they do not stop its first bootstrap.
+            let mut other_cas: Vec<String> =
+                self.issuers.values().filter_map(|i| i.inventory().map(|ca| ca.ca_id().to_string())).collect();
+            other_cas.sort();
             self.local = Some(match self.dry_run.as_deref_mut() {
-                Some(dry_run) => {
-                    dry_run.open_local_ca(self.data_dir, self.now, self.public_url.as_deref(), token_key)?
-                }
+                Some(dry_run) => dry_run.open_local_ca(
+                    self.data_dir,
+                    self.now,
+                    self.public_url.as_deref(),
+                    token_key,
+                    bootstrap::index_location(
+                        self.shared_index.clone(),
+                        other_cas,
+                        self.data_dir.join(scep_issuers::local::store::DB_FILE),
+                    ),
+                )?,
                 None => bootstrap::open_or_keep_local_ca(
                     self.data_dir,
                     self.now,
@@ -165,6 +178,7 @@ impl<'a> BuildContext<'a> {
                     self.running_local.as_ref(),
                     token_key,
                     self.shared_index.clone(),
+                    other_cas,
                 )?,
             });
         }
