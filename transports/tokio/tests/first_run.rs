@@ -134,6 +134,33 @@ fn the_password_file_always_holds_the_password_in_force() {
     stop(server, dir.path());
 }
 
+/// The probe's report: `serve --config` with no `[[api_key]]` printed
+/// "sign in with an admin API key" though no key existed (and, with a
+/// configuration file, no `admin-api-key` file is created).
+#[test]
+fn serve_with_a_file_and_no_api_key_says_nothing_can_sign_in_and_how_to_add_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scepd.toml");
+    std::fs::write(
+        &config,
+        "[server]\ndata_dir = \"data\"\n[[profile]]\nname = \"corp\"\nissuer = \"local\"\nchallenge_password = \"s3cret-123\"\n",
+    )
+    .unwrap();
+    let mut command = Command::new(bin());
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("CERTCTL_API_KEYS_NAMED")
+        .env_remove("CERTCTL_SCEP_PROFILES");
+    let server = Server::spawn(&mut command, dir.path());
+    let gui = line(&server, "scepd web GUI: ").to_string();
+    assert!(gui.contains("no admin API key is configured") && gui.contains("[[api_key]]"), "{gui}");
+    assert!(!gui.contains("sign in with"), "{gui}");
+    assert_eq!(get(&server, ADMIN, Some("not-a-configured-key-0123")), 401);
+    assert!(!dir.path().join("data").join("admin-api-key").exists(), "no admin-api-key file with --config");
+    stop(server, dir.path());
+}
+
 /// Runs `scepd check-config` within [`WAIT`]: (exit code, stdout, stderr).
 fn check_config(config: &Path) -> (Option<i32>, String, String) {
     let mut child = Command::new(bin())
