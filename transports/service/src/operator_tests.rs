@@ -17,7 +17,7 @@ use crate::settings::audit::DiscoveryAudit;
 use crate::state::api_keys::ApiKeys;
 use crate::state::{Profiles, ServiceState};
 use crate::store::audit::{AuditLog, AuditQuery};
-use crate::testutil::{TestDir, section};
+use crate::testutil::{TestDir, log_lines_of, section};
 use crate::tls::ConnectionInfo;
 use crate::wiring::profile::BuildContext;
 
@@ -344,32 +344,6 @@ fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
     assert_eq!((all[1].action.as_str(), all[1].count), ("scep_getcacaps", 1));
     let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
     assert!(text.lines().any(|l| l == "scepd_audit_write_failures_total 1"), "{text}");
-}
-
-/// Runs `f` with a log subscriber on this thread; the text lines it wrote
-/// (the service answers on this thread under `block_on`).
-fn log_lines_of(f: impl FnOnce()) -> String {
-    #[derive(Clone, Default)]
-    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = lines.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
 }
 
 /// The disk-full probe: the client got 503 and the metric counted

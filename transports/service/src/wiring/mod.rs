@@ -208,8 +208,10 @@ impl ServiceState {
                 bootstrap::ADMIN_KEY_FILE
             )));
         }
-        if settings != self.settings {
-            tracing::warn!("server settings changed; they take effect after a restart");
+        let changed = self.settings.changed_keys(&settings);
+        if !changed.is_empty() {
+            let keys = changed.join(", ");
+            tracing::warn!(changed = %keys, "server settings changed ({keys}); they take effect after a restart");
         }
         let published = self.configured_ca_responders(&configured_local, self.settings.ocsp_signer)?;
         let names = profiles.names().join(",");
@@ -685,6 +687,40 @@ mod tests {
         let e = state.reload().unwrap_err();
         assert!(e.0.starts_with("profile[0].name"), "{e}");
         assert_eq!(state.profiles().names(), vec!["corp", "iot"]);
+    }
+
+    /// The probe's report: a reload with `[server]` and `[audit]` changes
+    /// logged "server settings changed; they take effect after a restart"
+    /// without saying which.
+    #[test]
+    fn a_reload_names_the_server_and_audit_keys_that_need_a_restart() {
+        let dir = TestDir::new();
+        let config = |body_limit: u32, retention: u32| {
+            format!(
+                "[server]\nbody_limit = {body_limit}\n[audit]\nretention_days = {retention}\n{}",
+                dir.profile_toml("corp")
+            )
+        };
+        let opts = options(&dir, &config(4096, 30));
+        let path = opts.config.clone().unwrap();
+        let state = ServiceState::load(opts).unwrap().state;
+
+        std::fs::write(&path, config(8192, 60)).unwrap();
+        let log = crate::testutil::log_lines_of(|| state.reload().unwrap());
+        let line = log.lines().find(|l| l.contains("server settings changed")).unwrap_or_else(|| panic!("{log}"));
+        assert!(
+            line.contains(
+                "server settings changed (server.body_limit, audit.retention_days); they take effect after a restart"
+            ),
+            "{line}"
+        );
+        // The running settings stay until a restart.
+        assert_eq!((state.settings().body_limit, state.settings().audit.retention_days), (4096, 30));
+
+        // Nothing changed: nothing said.
+        std::fs::write(&path, config(4096, 30)).unwrap();
+        let log = crate::testutil::log_lines_of(|| state.reload().unwrap());
+        assert!(!log.contains("server settings changed"), "{log}");
     }
 
     /// A reload keeps the data directory in use (a `[server]` setting, which
