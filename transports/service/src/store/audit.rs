@@ -30,8 +30,9 @@
 //! every [`DISCOVERY_FLUSH_EVERY`] to commit the event that records the outage
 //! (action `audit_outage`, outcome [`AUDIT_RECOVERED`]: when it started, how
 //! many commits failed, the last error), so the log learns it works again
-//! without traffic (a balancer that took the node out sends none). After a
-//! request's commit succeeds, that event is written right after it.
+//! without traffic (a balancer that took the node out sends none). When a
+//! request's commit succeeds first, that event is written right after it,
+//! before the request is answered.
 //!
 //! ## Discovery operations
 //!
@@ -473,9 +474,12 @@ impl<'a> CommitTracker<'a> {
         self.shared.set(Some(e.message.clone()));
     }
 
-    /// A commit succeeded: an outage ends once its event is committed too.
+    /// A commit succeeded: the log is healthy again, and an outage is
+    /// recorded now (called before the waiting requests are answered, so a
+    /// request that saw its event committed never sees the failure reported).
     fn succeeded(&mut self, sink: &mut dyn AuditSink) {
         if self.outage.is_some() {
+            self.shared.set(None);
             self.record_outage(sink);
         }
     }
@@ -1128,10 +1132,10 @@ fn writer(
             let events: Vec<&AuditEvent> = appends.iter().map(|(e, _)| &**e).collect();
             match sink.insert(&events) {
                 Ok(ids) => {
+                    commits.succeeded(sink);
                     for ((_, done), id) in appends.into_iter().zip(ids) {
                         done.send(Ok(id));
                     }
-                    commits.succeeded(sink);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "audit commit failed");
