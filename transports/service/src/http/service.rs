@@ -563,8 +563,9 @@ impl ScepService {
     ///   second by itself, so this needs no traffic).
     /// - The audit log on the shared PostgreSQL store failing to commit:
     ///   `200`, the line `audit: postgresql cannot commit: <why>` last; the
-    ///   store unreachable: `200` with `store: <backend> unreachable: why`. A shared outage fails every node alike; a balancer taking them
-    ///   all out would also stop discovery (and every request that needs no
+    ///   store unreachable: `200` with `store: <backend> unreachable: why`.
+    ///   A shared outage fails every node alike; a balancer taking them all
+    ///   out would also stop discovery (and every request that needs no
     ///   store), so the lines and the 503s of enrolments say what is wrong.
     async fn health(&self) -> (Response, LogFields) {
         let mut label = "health";

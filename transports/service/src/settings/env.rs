@@ -272,8 +272,8 @@ struct ProfileNames<'a> {
     in_file: &'a [String],
 }
 
-/// Splits `CERTCTL_SCEP_PROFILE_<NAME>_<SUFFIX>` into the profile name (one
-/// `names` lists or the file defines) and the key it sets.
+/// Splits `CERTCTL_SCEP_PROFILE_<NAME>_<SUFFIX>` into the profile name
+/// (listed, or defined by the file) and the key it sets.
 fn split_profile_var<'n>(
     var: &str,
     rest: &str,

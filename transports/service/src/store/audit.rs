@@ -800,11 +800,6 @@ impl AuditLog {
         self.path.as_deref().map(PathBuf::as_path)
     }
 
-    /// `audit.path: <file>` or `audit (PostgreSQL store)`: the log, as errors name it.
-    pub fn described(&self) -> &str {
-        &self.described
-    }
-
     /// The error of the last commit while commits fail (requests that need
     /// an event are then answered 503); `None` once a commit succeeds again,
     /// and before any failed. See the [module documentation](self).
