@@ -1295,6 +1295,9 @@ mod tests {
         let req = PkiMessageRef::parse(&body).unwrap();
         let r = respond(e.handle(post(&body), CAPTURE_TIME));
         assert_eq!(cert_rep(&r, &req), (PkiStatus::FAILURE, Some(FailInfo::BAD_ALG), 0));
+        // docs/troubleshooting.md documents this label and detail for a disallowed cipher.
+        assert_eq!(r.outcome.label, "decrypt_failed");
+        assert_eq!(r.outcome.detail.as_deref(), Some("pkcsPKIEnvelope: content encryption DES-CBC not allowed"));
     }
 
     #[test]

@@ -288,6 +288,7 @@ fn an_unreachable_database_fails_records_then_the_log_recovers() {
     let err = block_on(log.record(event("corp", "scep_pkcsreq", "success"))).unwrap_err();
     assert!(err.store_unreachable, "{err}");
     assert_eq!(err.label(), "store_unavailable");
+    assert!(log.commit_failure().is_some(), "the failing commit is reported (/healthz's audit line)");
     assert!(block_on(log.query(all())).is_err());
     cluster.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -298,6 +299,13 @@ fn an_unreachable_database_fails_records_then_the_log_recovers() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(log.commit_failure(), None, "a commit succeeded");
     let events = block_on(log.query(all())).unwrap();
-    assert_eq!(events.len(), 2, "the refused event was not stored, the others were");
+    let enrolments = events.iter().filter(|e| e.action == "scep_pkcsreq").count();
+    assert_eq!(enrolments, 2, "the refused event was not stored, the others were: {events:#?}");
+    // The outage itself is recorded once, after the first commit that succeeded again.
+    let outage: Vec<_> = events.iter().filter(|e| e.action == "audit_outage").collect();
+    assert_eq!(outage.len(), 1, "{events:#?}");
+    assert_eq!(outage[0].outcome, "audit_recovered");
+    assert_eq!(events.len(), 3, "{events:#?}");
 }

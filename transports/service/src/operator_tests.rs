@@ -17,7 +17,7 @@ use crate::settings::audit::DiscoveryAudit;
 use crate::state::api_keys::ApiKeys;
 use crate::state::{Profiles, ServiceState};
 use crate::store::audit::{AuditLog, AuditQuery};
-use crate::testutil::{TestDir, section};
+use crate::testutil::{TestDir, log_lines_of, section};
 use crate::tls::ConnectionInfo;
 use crate::wiring::profile::BuildContext;
 
@@ -335,13 +335,74 @@ fn with_tallied_discovery_a_failing_audit_log_still_refuses_decisions() {
     assert_eq!(call(&f.svc, "GET", "/scep/corp?operation=GetCACaps", None, "").0, StatusCode::OK);
     let status = post_bytes(&f.svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    // Once the disk takes writes again, the kept tally is written.
+    // Once the disk takes writes again, the kept tally is written, and the
+    // outage is recorded after it.
     conn.execute_batch("DROP TRIGGER refuse").unwrap();
     let all = block_on(f.audit.query(AuditQuery { limit: 10, ..Default::default() })).unwrap();
-    assert_eq!(all.len(), 1, "{all:#?}");
-    assert_eq!((all[0].action.as_str(), all[0].count), ("scep_getcacaps", 1));
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!((all[0].action.as_str(), all[0].outcome.as_str()), ("audit_outage", "audit_recovered"));
+    assert_eq!((all[1].action.as_str(), all[1].count), ("scep_getcacaps", 1));
     let (_, text) = call(&f.svc, "GET", "/metrics", None, "");
     assert!(text.lines().any(|l| l == "scepd_audit_write_failures_total 1"), "{text}");
+}
+
+/// The disk-full probe: the client got 503 and the metric counted
+/// `audit_unavailable`, but the request's log line said
+/// `status=503 outcome="issuer_rejected"` (the engine's label).
+#[test]
+fn a_request_refused_because_its_audit_event_cannot_commit_is_logged_audit_unavailable() {
+    let f = fixture_with(DiscoveryAudit::Each);
+    let _refusing = refuse_audit_inserts(f.audit.path().unwrap());
+    let log = log_lines_of(|| {
+        let status = post_bytes(&f.svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    });
+    let line = log.lines().find(|l| l.contains("scepd::request")).unwrap_or_else(|| panic!("no request line:\n{log}"));
+    assert!(line.contains("status=503") && line.contains("outcome=\"audit_unavailable\""), "{line}");
+    let (_, metrics) = call(&f.svc, "GET", "/metrics", None, "");
+    assert!(metrics.contains(r#"outcome="audit_unavailable"} 1"#), "{metrics}");
+}
+
+/// The disk-full probe: `/healthz` kept answering 200 while every audit
+/// commit failed. The node's own SQLite audit log failing is 503, naming it
+/// and the error; once the disk takes writes again the writer finds out by
+/// itself (a balancer sends no request to a node it took out), `/healthz` is
+/// 200 again and the trail records the outage.
+#[test]
+fn healthz_is_503_while_the_sqlite_audit_log_cannot_commit_and_200_once_it_can() {
+    let f = fixture_with(DiscoveryAudit::Each);
+    let healthz = || call(&f.svc, "GET", "/healthz", None, "");
+    assert_eq!(healthz(), (StatusCode::OK, "ok\n".to_string()));
+    let path = f.audit.path().unwrap().to_path_buf();
+    let conn = refuse_audit_inserts(&path);
+    assert_eq!(
+        post_bytes(&f.svc, "/scep/corp?operation=PKIOperation", CERTMONGER_PKCSREQ),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let expected = format!(
+        "unavailable: the audit log cannot commit\naudit: sqlite {} cannot commit: disk full\n",
+        path.display()
+    );
+    assert_eq!(healthz(), (StatusCode::SERVICE_UNAVAILABLE, expected));
+
+    conn.execute_batch("DROP TRIGGER refuse").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = healthz();
+        if status == StatusCode::OK {
+            assert_eq!(body, "ok\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {status} after 10 s: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let outage =
+        block_on(f.audit.query(AuditQuery { action: vec!["audit_outage".into()], limit: 10, ..Default::default() }))
+            .unwrap();
+    assert_eq!(outage.len(), 1, "{outage:#?}");
+    assert_eq!((outage[0].outcome.as_str(), outage[0].http_status), ("audit_recovered", 0));
+    let detail = outage[0].detail.as_deref().unwrap();
+    assert!(detail.contains("1 commits failed") && detail.ends_with("last error: disk full"), "{detail}");
 }
 
 /// Issue 13 item 6d: the local CA records a certificate before its audit event

@@ -115,7 +115,9 @@ async fn serve(ex: Exec, state: Arc<ServiceState>) -> Result<(), String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     // One write: a reader that stops after the first line cannot make a later line fail.
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(scep_service::banner::listening(scheme, addr).as_bytes()).and_then(|()| stdout.flush());
+    let _ = stdout
+        .write_all(scep_service::banner::listening(scheme, addr, &state).as_bytes())
+        .and_then(|()| stdout.flush());
     drop(stdout);
     let profiles = state.profiles();
     tracing::info!(%addr, scheme, runtime = "smol", profiles = %profiles.names().join(","), default = profiles.default_name(), "listening");

@@ -1,6 +1,8 @@
 //! scepd: `scepd serve` (tokio by default, `--transport smol`), `scepd check-config`
-//! (writes nothing; exit status 0 when the configuration is valid, 1 otherwise) and
-//! `scepd migrate` (applies the store's pending schema migrations).
+//! (takes serve's flags and checks what serve would run with them, the bootstrap
+//! configuration included; writes nothing; exit status 0 when valid, 1 when invalid,
+//! 2 when the command line does not parse) and `scepd migrate` (applies the store's
+//! pending schema migrations).
 //!
 //! Logs go to stderr (`RUST_LOG` filter, `--log-format text|json`); stdout
 //! carries only the lines an operator or a script reads:
@@ -24,14 +26,39 @@ use scep_service::{ServiceState, StartOptions};
 use crate::cli::{Cli, Command, LogFormat, Transport};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if cli::is_invalid_check_config_value(&e, &args) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+            };
+        }
+    };
     init_logging(cli.log_format);
     match cli.command {
         Command::CheckConfig(args) => {
-            let origin = args.config.as_ref().map_or_else(|| "environment".to_string(), |p| p.display().to_string());
-            let options = StartOptions { config: args.config, data_dir: args.data_dir, ..StartOptions::default() };
+            let from_file = args.config.as_ref().map(|p| p.display().to_string());
+            let options = StartOptions {
+                config: args.config,
+                data_dir: args.data_dir,
+                listen: args.listen,
+                challenge_password: args.challenge_password,
+                env: None,
+            };
             match scep_service::check_config(&options) {
                 Ok(report) => {
+                    let origin = match from_file {
+                        Some(file) => file,
+                        None if report.bootstrap => {
+                            "built-in defaults (no --config, no CERTCTL_SCEP_PROFILES: the bootstrap configuration)"
+                                .to_string()
+                        }
+                        None => "environment".to_string(),
+                    };
                     println!("{origin}: OK (profiles: {})", report.profiles.join(", "));
                     if report.would_create.is_empty() {
                         println!("nothing written; serve would create nothing new");

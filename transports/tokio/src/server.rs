@@ -74,8 +74,9 @@ pub(crate) async fn run(state: Arc<ServiceState>) -> Result<(), String> {
     {
         // One write: a reader that stops after the first line cannot make a later line fail.
         let mut stdout = std::io::stdout().lock();
-        let _ =
-            stdout.write_all(scep_service::banner::listening(scheme, addr).as_bytes()).and_then(|()| stdout.flush());
+        let _ = stdout
+            .write_all(scep_service::banner::listening(scheme, addr, &state).as_bytes())
+            .and_then(|()| stdout.flush());
         let profiles = state.profiles();
         tracing::info!(%addr, scheme, profiles = %profiles.names().join(","), default = profiles.default_name(), "listening");
     }

@@ -134,6 +134,33 @@ fn the_password_file_always_holds_the_password_in_force() {
     stop(server, dir.path());
 }
 
+/// The probe's report: `serve --config` with no `[[api_key]]` printed
+/// "sign in with an admin API key" though no key existed (and, with a
+/// configuration file, no `admin-api-key` file is created).
+#[test]
+fn serve_with_a_file_and_no_api_key_says_nothing_can_sign_in_and_how_to_add_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scepd.toml");
+    std::fs::write(
+        &config,
+        "[server]\ndata_dir = \"data\"\n[[profile]]\nname = \"corp\"\nissuer = \"local\"\nchallenge_password = \"s3cret-123\"\n",
+    )
+    .unwrap();
+    let mut command = Command::new(bin());
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("CERTCTL_API_KEYS_NAMED")
+        .env_remove("CERTCTL_SCEP_PROFILES");
+    let server = Server::spawn(&mut command, dir.path());
+    let gui = line(&server, "scepd web GUI: ").to_string();
+    assert!(gui.contains("no admin API key is configured") && gui.contains("[[api_key]]"), "{gui}");
+    assert!(!gui.contains("sign in with"), "{gui}");
+    assert_eq!(get(&server, ADMIN, Some("not-a-configured-key-0123")), 401);
+    assert!(!dir.path().join("data").join("admin-api-key").exists(), "no admin-api-key file with --config");
+    stop(server, dir.path());
+}
+
 /// Runs `scepd check-config` within [`WAIT`]: (exit code, stdout, stderr).
 fn check_config(config: &Path) -> (Option<i32>, String, String) {
     let mut child = Command::new(bin())
@@ -179,7 +206,7 @@ fn check_config_writes_nothing_and_lists_what_serve_would_create() {
     assert!(!data.exists() && !dir.path().join("var").exists(), "check-config created the data directory");
     let after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before, after, "check-config wrote next to its configuration");
-    for created in ["", "ca.pem", "ca.key", "local-ca.sqlite", "audit.db", "scepd.lock"] {
+    for created in ["", "ca.pem", "ca.key", "local-ca.sqlite", "audit.db", "challenges.sqlite", "scepd.lock"] {
         let path = data.join(created);
         let path = path.display().to_string();
         let path = path.trim_end_matches('/');
@@ -215,6 +242,49 @@ fn check_config_writes_nothing_and_lists_what_serve_would_create() {
     let (code, _, stderr) = check_config(&config);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("ca.key") && stderr.contains("chmod 600"), "{stderr}");
+}
+
+/// The probe's report: on a bootstrap install (no `--config`, no
+/// `CERTCTL_SCEP_PROFILES`) `check-config` printed "nothing to check" and
+/// exited 1, the status that means invalid, though the Intune runbook's first
+/// step runs it; and it took no `--listen`, so it said OK to a
+/// `SCEPD_LISTEN` that `serve` refuses. It checks what `serve` would run, with
+/// `serve`'s flags and variables.
+#[test]
+fn check_config_on_a_bootstrap_install_checks_the_defaults_and_refuses_what_serve_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new(bin());
+        command.arg("check-config").args(args).current_dir(dir.path());
+        for var in
+            ["SCEPD_CONFIG", "SCEPD_DATA_DIR", "SCEPD_LISTEN", "SCEPD_CHALLENGE_PASSWORD", "CERTCTL_SCEP_PROFILES"]
+        {
+            command.env_remove(var);
+        }
+        command.envs(env.iter().copied());
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&[], &[]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("bootstrap configuration): OK (profiles: default)"), "{stdout}");
+    assert!(stdout.contains("scepd-data/ra-encryption.pem (encryption RA certificate"), "{stdout}");
+    assert!(!dir.path().join("scepd-data").exists(), "check-config created the data directory");
+
+    for (args, env) in [(&["--listen", "garbage"][..], &[][..]), (&[][..], &[("SCEPD_LISTEN", "garbage")][..])] {
+        let (code, _, stderr) = run(args, env);
+        assert_eq!(code, Some(1), "an invalid listen address is an invalid configuration: {stderr}");
+        assert!(stderr.contains("SCEPD_LISTEN") && stderr.contains("--listen"), "{stderr}");
+    }
+    let (code, _, stderr) = run(&["--challenge-password", ""], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--challenge-password"), "{stderr}");
+    let (code, _, _) = run(&["--no-such-flag"], &[]);
+    assert_eq!(code, Some(2), "a command line that does not parse");
 }
 
 /// `check-config` checks the data directory `serve` would use: the one of

@@ -209,8 +209,15 @@ fn check_config_names_the_invalid_key() {
     assert!(!ok);
     assert!(!stdout.contains("listening"), "{stdout}");
 
-    // Without --config, check-config says what it needs.
-    let (ok, _, err) = run_bounded(Command::new(bin()).arg("check-config").env_remove("SCEPD_CONFIG"));
-    assert!(!ok);
-    assert!(err.contains("--config"), "{err}");
+    // Without --config, check-config checks the bootstrap configuration serve would run.
+    let (ok, stdout, err) = run_bounded(
+        Command::new(bin())
+            .arg("check-config")
+            .current_dir(dir.path())
+            .env_remove("SCEPD_CONFIG")
+            .env_remove("SCEPD_DATA_DIR")
+            .env_remove("CERTCTL_SCEP_PROFILES"),
+    );
+    assert!(ok, "{err}");
+    assert!(stdout.contains("OK (profiles: default)"), "{stdout}");
 }

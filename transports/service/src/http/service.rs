@@ -8,7 +8,7 @@
 //! | `/scep/<profile>`, `/scep/<profile>/pkiclient.exe` | the named profile (`[a-z0-9-]`) |
 //! | `/scep-mtls/<profile>`, `/scep-mtls/<profile>/pkiclient.exe` | the same profile, client certificate required ([`crate::tls::client_auth`]) |
 //! | a profile's `url_aliases` (+ `/pkiclient.exe`), NDES's `/certsrv/mscep/mscep.dll` | that profile; NDES's path: the default profile unless a profile claims it ([`crate::state::Profiles::by_alias`]) |
-//! | `/healthz` | `200 ok` (GET, HEAD) |
+//! | `/healthz` | `200 ok` (GET, HEAD), with a line on the store; `503` while the node's own SQLite audit log cannot commit (`ScepService::health`) |
 //! | `/metrics` | Prometheus text ([`crate::operator::metrics`]) |
 //! | `/api/v1/admin/...` | the admin API ([`crate::operator::admin`]) |
 //! | `/ui/...` | the admin web GUI ([`crate::operator::ui`]) |
@@ -346,7 +346,7 @@ impl ScepService {
         }
         let connection =
             req.extensions().get::<ConnectionInfo>().cloned().map(Arc::new).or_else(|| self.connection.clone());
-        let (mut response, log) = self.answer(req, connection.as_deref()).await;
+        let (mut response, mut log) = self.answer(req, connection.as_deref()).await;
         if let Some(route_name) = log.route {
             let now = UnixTime::now();
             let outcome = &response.outcome;
@@ -402,6 +402,8 @@ impl ScepService {
                 issuance: log.issuance,
             });
             if let Some(label) = audit_failed {
+                // The request's log line, like the metric above, names why it was answered 503.
+                log.label = label;
                 response = Response {
                     status: 503,
                     content_type: "text/plain; charset=utf-8",
@@ -549,22 +551,55 @@ impl ScepService {
         .await
     }
 
-    /// `/healthz`: `200 ok`, and a line on the protection store (issue 18).
-    /// The status stays 200 while the store is unreachable: discovery (and
-    /// every request that needs no store) is still answered, so a balancer
-    /// must not take every node out at once; the line (`store: <backend>
-    /// unreachable: why`) and the 503s of enrolments say what is wrong.
+    /// `/healthz`: `200 ok`, a line on the audit log while its commits fail,
+    /// and a line on the protection store (issue 18).
+    ///
+    /// - The audit log in this node's own SQLite file failing to commit (a
+    ///   full disk, a file system gone read-only): `503`, first line
+    ///   `unavailable: ...`, then `audit: sqlite <file> cannot commit: <why>`.
+    ///   Every request that needs an event is answered 503 on this node
+    ///   while other nodes may be fine, so a balancer should send elsewhere.
+    ///   `200` again once a commit succeeds (the audit writer retries every
+    ///   second by itself, so this needs no traffic).
+    /// - The audit log on the shared PostgreSQL store failing to commit:
+    ///   `200`, the line `audit: postgresql cannot commit: <why>` last; the
+    ///   store unreachable: `200` with `store: <backend> unreachable: why`.
+    ///   A shared outage fails every node alike; a balancer taking them all
+    ///   out would also stop discovery (and every request that needs no
+    ///   store), so the lines and the 503s of enrolments say what is wrong.
     async fn health(&self) -> (Response, LogFields) {
-        let Some(store) = self.state.protection().cloned() else {
-            return plain(200, "health", "ok\n");
-        };
-        let backend = store.backend();
-        match blocking::unblock(move || store.health(true)).await {
-            scep_store::StoreHealth::Reachable => plain(200, "health", &format!("ok\nstore: {backend} reachable\n")),
-            scep_store::StoreHealth::Unreachable(why) => {
-                let why = why.replace(['\r', '\n'], " ");
-                plain(200, "health_store_unreachable", &format!("ok\nstore: {backend} unreachable: {why}\n"))
+        let mut label = "health";
+        let store_line = match self.state.protection().cloned() {
+            None => String::new(),
+            Some(store) => {
+                let backend = store.backend();
+                match blocking::unblock(move || store.health(true)).await {
+                    scep_store::StoreHealth::Reachable => format!("store: {backend} reachable\n"),
+                    scep_store::StoreHealth::Unreachable(why) => {
+                        label = "health_store_unreachable";
+                        format!("store: {backend} unreachable: {}\n", why.replace(['\r', '\n'], " "))
+                    }
+                }
             }
+        };
+        let audit_failure = self.state.audit().and_then(|audit| Some((audit.path(), audit.commit_failure()?)));
+        match audit_failure {
+            None => plain(200, label, &format!("ok\n{store_line}")),
+            Some((Some(file), why)) => plain(
+                503,
+                "health_audit_failing",
+                &format!(
+                    "unavailable: the audit log cannot commit\naudit: sqlite {} cannot commit: {}\n{store_line}",
+                    file.display(),
+                    why.replace(['\r', '\n'], " ")
+                ),
+            ),
+            // After the store's line, which monitoring may already match on.
+            Some((None, why)) => plain(
+                200,
+                "health_audit_failing",
+                &format!("ok\n{store_line}audit: postgresql cannot commit: {}\n", why.replace(['\r', '\n'], " ")),
+            ),
         }
     }
 

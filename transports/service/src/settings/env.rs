@@ -30,9 +30,15 @@
 //! `strconv.ParseBool` does (`1 t T TRUE true True 0 f F FALSE false False`),
 //! so certctl env files migrate unchanged.
 //!
+//! A per-profile variable sets one key of a profile that
+//! `CERTCTL_SCEP_PROFILES` lists or that the configuration file defines
+//! (`[[profile]] name = "corp"`): variables override the file key by key, the
+//! file's profiles included, and need not be listed again.
+//!
 //! Every value is checked: an unknown `CERTCTL_SCEP_*` variable (a typo), a
-//! per-profile variable for a profile not listed in `CERTCTL_SCEP_PROFILES`, a
-//! malformed boolean or number, all stop the start naming the variable.
+//! per-profile variable for a profile neither listed in
+//! `CERTCTL_SCEP_PROFILES` nor defined in the file, a malformed boolean or
+//! number, all stop the start naming the variable.
 //! Errors found later, while the profile is built, name the variable too
 //! ([`Applied::annotate`]). Other `CERTCTL_*` variables (certctl settings
 //! scepd does not have) are reported in the log and otherwise ignored.
@@ -188,6 +194,17 @@ pub fn apply(file: &mut ConfigFile, vars: &[(String, String)]) -> Result<Applied
         applied.defines_profiles = true;
     }
 
+    // The profiles a per-profile variable may name: those listed, and those
+    // the file defines (a name the file gets wrong is refused later, naming
+    // the file's key).
+    let in_file: Vec<String> = file
+        .profiles
+        .iter()
+        .filter_map(|p| p.name.clone())
+        .filter(|n| is_valid_name(n) && !names.contains(n))
+        .collect();
+    let known = ProfileNames { listed: &names, in_file: &in_file };
+
     for (var, value) in vars {
         if var == ENABLED || var == PROFILES || var == API_KEYS {
             continue;
@@ -216,7 +233,7 @@ pub fn apply(file: &mut ConfigFile, vars: &[(String, String)]) -> Result<Applied
             tracing::info!(variable = %var, "ignoring a certctl variable scepd has no use for");
             continue;
         };
-        let (name, suffix, key, kind) = split_profile_var(var, rest, &names)?;
+        let (name, suffix, key, kind) = split_profile_var(var, rest, &known)?;
         let index = match file.profiles.iter().position(|p| p.name.as_deref() == Some(name)) {
             Some(i) => i,
             None => {
@@ -247,15 +264,23 @@ pub fn apply(file: &mut ConfigFile, vars: &[(String, String)]) -> Result<Applied
     Ok(applied)
 }
 
-/// Splits `CERTCTL_SCEP_PROFILE_<NAME>_<SUFFIX>` into the listed profile name
-/// and the key it sets.
+/// The profile names a per-profile variable may name.
+struct ProfileNames<'a> {
+    /// Listed in `CERTCTL_SCEP_PROFILES`.
+    listed: &'a [String],
+    /// Defined by the configuration file and not listed.
+    in_file: &'a [String],
+}
+
+/// Splits `CERTCTL_SCEP_PROFILE_<NAME>_<SUFFIX>` into the profile name
+/// (listed, or defined by the file) and the key it sets.
 fn split_profile_var<'n>(
     var: &str,
     rest: &str,
-    names: &'n [String],
+    names: &ProfileNames<'n>,
 ) -> Result<(&'n str, &'static str, &'static str, Kind), ConfigError> {
     // Longest name first, so `IOT` does not capture `IOT-2`'s variables.
-    let mut by_len: Vec<&String> = names.iter().collect();
+    let mut by_len: Vec<&'n String> = names.listed.iter().chain(names.in_file).collect();
     by_len.sort_by_key(|n| std::cmp::Reverse(n.len()));
     for name in by_len {
         let upper = name.to_ascii_uppercase();
@@ -269,9 +294,12 @@ fn split_profile_var<'n>(
             };
         }
     }
+    let list = |n: &[String]| if n.is_empty() { "none".to_string() } else { n.join(",") };
     Err(ConfigError(format!(
-        "{var}: names a profile that {PROFILES} does not list (listed: {})",
-        if names.is_empty() { "none".to_string() } else { names.join(",") }
+        "{var}: names a profile that {PROFILES} does not list and the configuration file does not define \
+         (listed: {}; in the file: {}); add the profile to {PROFILES}, or a [[profile]] with that name to the file",
+        list(names.listed),
+        list(names.in_file)
     )))
 }
 
@@ -543,6 +571,54 @@ mod tests {
         assert_eq!(file.profiles.len(), 1);
         assert_eq!(file.profiles[0].challenge_password.as_deref(), Some("from-env"));
         assert_eq!(file.profiles[0].validity_days, Some(30), "keys the environment does not set stay");
+    }
+
+    /// The probe's report: with a file defining `corp`,
+    /// `CERTCTL_SCEP_PROFILE_CORP_CHALLENGE_PASSWORD` alone was refused
+    /// ("names a profile that CERTCTL_SCEP_PROFILES does not list (listed:
+    /// none)"), though variables override the file key by key. A profile the
+    /// file defines need not be listed; one neither listed nor defined is
+    /// still refused, the error saying both and the fix.
+    #[test]
+    fn a_profile_variable_overrides_a_profile_the_file_defines_without_listing_it() {
+        let text = "[[profile]]\nname = \"corp\"\nchallenge_password = \"from-file\"\nvalidity_days = 30\n\
+                    [[profile]]\nname = \"iot\"\nchallenge_password = \"iot-file\"\n";
+        let mut file = super::super::parse(text, Path::new("t.toml")).unwrap();
+        let applied = apply(&mut file, &vars(&[("CERTCTL_SCEP_PROFILE_CORP_CHALLENGE_PASSWORD", "from-env")])).unwrap();
+        assert!(!applied.defines_profiles);
+        assert_eq!(file.profiles.len(), 2, "no profile added or dropped");
+        assert_eq!(file.profiles[0].challenge_password.as_deref(), Some("from-env"));
+        assert_eq!(file.profiles[0].validity_days, Some(30), "keys the environment does not set stay");
+        assert_eq!(file.profiles[1].challenge_password.as_deref(), Some("iot-file"));
+        assert_eq!(
+            applied.origin("profile[corp].challenge_password"),
+            Some("CERTCTL_SCEP_PROFILE_CORP_CHALLENGE_PASSWORD")
+        );
+
+        // Listed and file-defined profiles together, the longest name first as for listed ones.
+        let mut file = super::super::parse(text, Path::new("t.toml")).unwrap();
+        apply(
+            &mut file,
+            &vars(&[
+                ("CERTCTL_SCEP_PROFILES", "iot-2"),
+                ("CERTCTL_SCEP_PROFILE_IOT-2_CHALLENGE_PASSWORD", "b"),
+                ("CERTCTL_SCEP_PROFILE_IOT_CHALLENGE_PASSWORD", "a"),
+            ]),
+        )
+        .unwrap();
+        let pw =
+            |n: &str| file.profiles.iter().find(|p| p.name.as_deref() == Some(n)).unwrap().challenge_password.clone();
+        assert_eq!((pw("iot").as_deref(), pw("iot-2").as_deref()), (Some("a"), Some("b")));
+
+        let mut file = super::super::parse(text, Path::new("t.toml")).unwrap();
+        let e = apply(&mut file, &vars(&[("CERTCTL_SCEP_PROFILE_LAB_CHALLENGE_PASSWORD", "x")])).unwrap_err();
+        assert!(
+            e.0.starts_with(
+                "CERTCTL_SCEP_PROFILE_LAB_CHALLENGE_PASSWORD: names a profile that CERTCTL_SCEP_PROFILES does not \
+                 list and the configuration file does not define (listed: none; in the file: corp,iot)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

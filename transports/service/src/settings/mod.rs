@@ -276,6 +276,86 @@ impl Default for ServerSettings {
     }
 }
 
+impl ServerSettings {
+    /// The configuration keys whose values differ between `self` and
+    /// `other`, named as the file names them (`server.body_limit`,
+    /// `audit.retention_days`, `store.url`, ...), in this struct's order: what
+    /// a reload logs as needing a restart. Every field is compared (the
+    /// destructuring below names each one, so a new field must be added).
+    pub fn changed_keys(&self, other: &Self) -> Vec<&'static str> {
+        let Self {
+            listen,
+            data_dir,
+            tls,
+            body_limit,
+            header_read_timeout,
+            body_read_timeout,
+            shutdown_grace,
+            max_connections,
+            max_connections_per_client,
+            max_connections_per_network,
+            write_timeout,
+            h2_keep_alive_interval,
+            h2_keep_alive_timeout,
+            h2_max_concurrent_streams,
+            gui,
+            public_url,
+            ocsp_signer,
+            node_name,
+            audit,
+            store,
+        } = self;
+        let mut changed = Vec::new();
+        let mut compare = |differs: bool, key: &'static str| {
+            if differs {
+                changed.push(key);
+            }
+        };
+        compare(*listen != other.listen, "server.listen");
+        compare(*data_dir != other.data_dir, "server.data_dir");
+        match (tls, &other.tls) {
+            (Some(a), Some(b)) => {
+                compare(a.cert != b.cert, "server.tls.cert");
+                compare(a.key != b.key, "server.tls.key");
+            }
+            (a, b) => compare(a.is_some() != b.is_some(), "server.tls"),
+        }
+        compare(*body_limit != other.body_limit, "server.body_limit");
+        compare(*header_read_timeout != other.header_read_timeout, "server.header_read_timeout_secs");
+        compare(*body_read_timeout != other.body_read_timeout, "server.body_read_timeout_secs");
+        compare(*shutdown_grace != other.shutdown_grace, "server.shutdown_grace_secs");
+        compare(*max_connections != other.max_connections, "server.max_connections");
+        compare(*max_connections_per_client != other.max_connections_per_client, "server.max_connections_per_client");
+        compare(
+            *max_connections_per_network != other.max_connections_per_network,
+            "server.max_connections_per_network",
+        );
+        compare(*write_timeout != other.write_timeout, "server.write_timeout_secs");
+        compare(*h2_keep_alive_interval != other.h2_keep_alive_interval, "server.h2_keep_alive_interval_secs");
+        compare(*h2_keep_alive_timeout != other.h2_keep_alive_timeout, "server.h2_keep_alive_timeout_secs");
+        compare(*h2_max_concurrent_streams != other.h2_max_concurrent_streams, "server.h2_max_concurrent_streams");
+        compare(*gui != other.gui, "server.gui");
+        compare(*public_url != other.public_url, "server.public_url");
+        compare(*ocsp_signer != other.ocsp_signer, "server.ocsp_signer");
+        compare(*node_name != other.node_name, "server.node_name");
+        let AuditSettings { path, retention_days, discovery } = audit;
+        compare(*path != other.audit.path, "audit.path");
+        compare(*retention_days != other.audit.retention_days, "audit.retention_days");
+        compare(*discovery != other.audit.discovery, "audit.discovery");
+        match (&store.backend, &other.store.backend) {
+            (scep_store::Backend::Postgres(a), scep_store::Backend::Postgres(b)) => {
+                let scep_store::PostgresSettings { url, tls_ca_bundle, pool_size, connect_timeout } = a;
+                compare(*url != b.url, "store.url");
+                compare(*tls_ca_bundle != b.tls_ca_bundle, "store.tls_ca_bundle");
+                compare(*pool_size != b.pool_size, "store.pool_size");
+                compare(*connect_timeout != b.connect_timeout, "store.connect_timeout_secs");
+            }
+            (a, b) => compare(a != b, "store.url"),
+        }
+        changed
+    }
+}
+
 /// Parses configuration text. `origin` names the file in errors.
 ///
 /// # Errors
@@ -512,6 +592,32 @@ mod tests {
 
     fn server(text: &str) -> Result<ServerSettings, ConfigError> {
         parse(text, Path::new("test.toml"))?.server.validate(None)
+    }
+
+    #[test]
+    fn changed_keys_are_named_as_the_file_names_them() {
+        let base = ServerSettings::default();
+        assert_eq!(base.changed_keys(&base.clone()), Vec::<&str>::new());
+        let mut other = base.clone();
+        other.tls = Some(TlsSettings { cert: "a.pem".into(), key: "a.key".into() });
+        other.header_read_timeout += Duration::from_secs(1);
+        other.audit.discovery = audit::DiscoveryAudit::Each;
+        other.store.backend = scep_store::Backend::Postgres(scep_store::PostgresSettings {
+            url: "postgres://db/scepd".into(),
+            tls_ca_bundle: None,
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+        });
+        assert_eq!(
+            base.changed_keys(&other),
+            vec!["server.tls", "server.header_read_timeout_secs", "audit.discovery", "store.url"]
+        );
+        let mut third = other.clone();
+        third.tls = Some(TlsSettings { cert: "a.pem".into(), key: "b.key".into() });
+        if let scep_store::Backend::Postgres(pg) = &mut third.store.backend {
+            pg.pool_size = 8;
+        }
+        assert_eq!(other.changed_keys(&third), vec!["server.tls.key", "store.pool_size"]);
     }
 
     #[test]

@@ -53,6 +53,11 @@ impl ApiKeys {
         self.keys.is_empty()
     }
 
+    /// How many keys have the `admin` role (the web GUI signs in with one).
+    pub fn admins(&self) -> usize {
+        self.keys.iter().filter(|k| k.role == Role::Admin).count()
+    }
+
     /// The key's name and role, comparing against every key in constant time.
     pub fn authenticate(&self, presented: &str) -> Option<(&str, Role)> {
         let digest = DigestAlg::Sha256.digest(presented.as_bytes());

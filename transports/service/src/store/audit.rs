@@ -21,6 +21,19 @@
 //! they see every acknowledged event. Events older than `retention_days` are
 //! deleted at start and once an hour.
 //!
+//! ## Commits that fail
+//!
+//! A commit that fails (a full disk, a database that refuses the write) fails
+//! every request waiting on it (answered 503 by the service). From then until
+//! a commit succeeds, [`AuditLog::commit_failure`] gives the last error
+//! (`/healthz` reports it). While no request brings an event, the writer tries
+//! every [`DISCOVERY_FLUSH_EVERY`] to commit the event that records the outage
+//! (action `audit_outage`, outcome [`AUDIT_RECOVERED`]: when it started, how
+//! many commits failed, the last error), so the log learns it works again
+//! without traffic (a balancer that took the node out sends none). When a
+//! request's commit succeeds first, that event is written right after it,
+//! before the request is answered.
+//!
 //! ## Discovery operations
 //!
 //! GetCACaps, GetCACert and GetNextCACert (RFC 8894 §3.5.1, §4.2, §4.7) are
@@ -256,6 +269,32 @@ impl AuditEvent {
             ..Self::default()
         }
     }
+
+    /// The event recording that the log could not commit from
+    /// `outage.since` until `now` (action `audit_outage`, outcome
+    /// [`AUDIT_RECOVERED`], route `audit`, HTTP status 0: no request).
+    fn outage(outage: &Outage, now: UnixTime, node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            time: now.to_rfc3339(),
+            time_unix: now.secs(),
+            action: "audit_outage".into(),
+            operation: "audit".into(),
+            outcome: AUDIT_RECOVERED.into(),
+            route: "audit".into(),
+            detail: Some(format!(
+                "the audit log could not commit from {} to {} ({} commits failed; a request whose event could not \
+                 commit was answered 503); last error: {}",
+                outage.since.to_rfc3339(),
+                now.to_rfc3339(),
+                outage.failed_commits,
+                outage.last_error
+            )),
+            first_time: Some(outage.since.to_rfc3339()),
+            count: 1,
+            ..Self::default()
+        }
+    }
 }
 
 /// Filters of [`AuditLog::query`], combined with AND. A list matches an
@@ -377,6 +416,106 @@ pub struct AuditLog {
     node: Arc<str>,
     tally: Arc<DiscoveryTally>,
     discovery: DiscoveryAudit,
+    /// The last commit's error while commits fail ([`Self::commit_failure`]).
+    failure: Arc<CommitFailure>,
+}
+
+/// The error of the writer's last commit while commits fail; `None` once one
+/// succeeds. Written by the writer thread, read by `/healthz`.
+#[derive(Debug, Default)]
+struct CommitFailure {
+    last_error: Mutex<Option<String>>,
+}
+
+impl CommitFailure {
+    fn set(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    fn get(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// The outcome label of the event recording that the audit log could not
+/// commit for a while (action `audit_outage`), written by the first commit
+/// that succeeds again.
+pub const AUDIT_RECOVERED: &str = "audit_recovered";
+
+/// The commits of one writer thread: whether they fail, since when, and the
+/// event that records an outage once they work again.
+struct CommitTracker<'a> {
+    shared: &'a CommitFailure,
+    node: &'a str,
+    outage: Option<Outage>,
+}
+
+/// Commits failing since `since`.
+struct Outage {
+    since: UnixTime,
+    failed_commits: u64,
+    last_error: String,
+}
+
+impl<'a> CommitTracker<'a> {
+    fn new(shared: &'a CommitFailure, node: &'a str) -> Self {
+        Self { shared, node, outage: None }
+    }
+
+    /// A commit failed with `e`.
+    fn failed(&mut self, e: &AuditError) {
+        let outage = self.outage.get_or_insert_with(|| Outage {
+            since: UnixTime::now(),
+            failed_commits: 0,
+            last_error: String::new(),
+        });
+        outage.failed_commits += 1;
+        outage.last_error.clone_from(&e.message);
+        self.shared.set(Some(e.message.clone()));
+    }
+
+    /// A commit succeeded: the log is healthy again, and an outage is
+    /// recorded now (called before the waiting requests are answered, so a
+    /// request that saw its event committed never sees the failure reported).
+    fn succeeded(&mut self, sink: &mut dyn AuditSink) {
+        if self.outage.is_some() {
+            self.shared.set(None);
+            self.record_outage(sink);
+        }
+    }
+
+    /// While commits fail, tries to commit the outage event (called every
+    /// [`DISCOVERY_FLUSH_EVERY`]: the only way to learn, without traffic,
+    /// that the log works again).
+    fn probe(&mut self, sink: &mut dyn AuditSink) {
+        if self.outage.is_some() {
+            self.record_outage(sink);
+        }
+    }
+
+    fn record_outage(&mut self, sink: &mut dyn AuditSink) {
+        let Some(outage) = &self.outage else { return };
+        let now = UnixTime::now();
+        let event = AuditEvent::outage(outage, now, self.node);
+        match sink.insert(&[&event]) {
+            Ok(_) => {
+                tracing::warn!(
+                    target: "scepd::audit",
+                    since = %outage.since.to_rfc3339(),
+                    failed_commits = outage.failed_commits,
+                    "audit log commits again (the outage is recorded as an audit_recovered event)"
+                );
+                self.outage = None;
+                self.shared.set(None);
+            }
+            Err(e) => {
+                if let Some(outage) = &mut self.outage {
+                    outage.last_error.clone_from(&e.message);
+                }
+                self.shared.set(Some(e.message));
+            }
+        }
+    }
 }
 
 /// One discovery answer (or HTTP 4xx refusal before attribution), as
@@ -562,9 +701,14 @@ impl AuditLog {
         let writer_tally = tally.clone();
         let writer_node: Arc<str> = Arc::from(node);
         let node = writer_node.clone();
+        let failure = Arc::new(CommitFailure::default());
+        let writer_failure = failure.clone();
         std::thread::Builder::new()
             .name("scepd-audit".into())
-            .spawn(move || writer(&mut sink, &rx, &writer_tally, retention_days, &writer_node))
+            .spawn(move || {
+                let mut commits = CommitTracker::new(&writer_failure, &writer_node);
+                writer(&mut sink, &rx, &writer_tally, retention_days, &mut commits);
+            })
             .map_err(|e| ConfigError(format!("audit: cannot start the writer thread: {e}")))?;
         Ok(Self {
             tx,
@@ -573,6 +717,7 @@ impl AuditLog {
             node,
             tally,
             discovery: DiscoveryAudit::default(),
+            failure,
         })
     }
 
@@ -597,11 +742,14 @@ impl AuditLog {
         let writer_tally = tally.clone();
         let writer_node: Arc<str> = Arc::from(node);
         let node = writer_node.clone();
+        let failure = Arc::new(CommitFailure::default());
+        let writer_failure = failure.clone();
         std::thread::Builder::new()
             .name("scepd-audit".into())
             .spawn(move || {
                 let mut sink = super::audit_pg::PostgresSink::new(&pool);
-                writer(&mut sink, &rx, &writer_tally, retention_days, &writer_node);
+                let mut commits = CommitTracker::new(&writer_failure, &writer_node);
+                writer(&mut sink, &rx, &writer_tally, retention_days, &mut commits);
             })
             .map_err(|e| fail(&format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
@@ -611,6 +759,7 @@ impl AuditLog {
             node,
             tally,
             discovery: DiscoveryAudit::default(),
+            failure,
         })
     }
 
@@ -646,6 +795,13 @@ impl AuditLog {
     /// The SQLite database file (`None` on PostgreSQL).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref().map(PathBuf::as_path)
+    }
+
+    /// The error of the last commit while commits fail (requests that need
+    /// an event are then answered 503); `None` once a commit succeeds again,
+    /// and before any failed. See the [module documentation](self).
+    pub fn commit_failure(&self) -> Option<String> {
+        self.failure.get()
     }
 
     /// Counts one discovery answer; the count is written within
@@ -914,7 +1070,7 @@ fn writer(
     rx: &mpsc::Receiver<Command>,
     tally: &DiscoveryTally,
     retention_days: i64,
-    node: &str,
+    commits: &mut CommitTracker<'_>,
 ) {
     let mut last_prune = Instant::now();
     let mut next_flush = Instant::now() + DISCOVERY_FLUSH_EVERY;
@@ -924,8 +1080,9 @@ fn writer(
         let received = rx.recv_timeout(next_flush.saturating_duration_since(Instant::now()));
         if Instant::now() >= next_flush || matches!(received, Err(RecvTimeoutError::Disconnected)) {
             // A failure is logged and counted; the rows stay for the next attempt.
-            let _ = flush_tally(sink, tally, &mut unwritten, node);
+            let _ = flush_tally(sink, tally, &mut unwritten, commits);
             next_flush = Instant::now() + DISCOVERY_FLUSH_EVERY;
+            commits.probe(sink);
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             if let Err(e) = apply_retention(sink, retention_days) {
@@ -967,12 +1124,14 @@ fn writer(
             let events: Vec<&AuditEvent> = appends.iter().map(|(e, _)| &**e).collect();
             match sink.insert(&events) {
                 Ok(ids) => {
+                    commits.succeeded(sink);
                     for ((_, done), id) in appends.into_iter().zip(ids) {
                         done.send(Ok(id));
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "audit commit failed");
+                    commits.failed(&e);
                     let e = AuditError { message: format!("audit commit failed: {e}"), ..e };
                     for (_, done) in appends {
                         done.send(Err(e.clone()));
@@ -982,7 +1141,7 @@ fn writer(
         }
         if !queries.is_empty() || !hourlies.is_empty() || !flushes.is_empty() {
             // Queries see the discovery answers counted so far.
-            let flushed = flush_tally(sink, tally, &mut unwritten, node);
+            let flushed = flush_tally(sink, tally, &mut unwritten, commits);
             for done in flushes {
                 done.send(flushed.clone());
             }
@@ -1006,8 +1165,9 @@ fn flush_tally(
     sink: &mut dyn AuditSink,
     tally: &DiscoveryTally,
     unwritten: &mut Vec<AuditEvent>,
-    node: &str,
+    commits: &mut CommitTracker<'_>,
 ) -> Result<(), AuditError> {
+    let node = commits.node;
     unwritten.extend(tally.take().into_iter().map(|row| AuditEvent { node: node.to_string(), ..row }));
     if unwritten.is_empty() {
         return Ok(());
@@ -1016,9 +1176,11 @@ fn flush_tally(
     match sink.insert(&rows) {
         Ok(_) => {
             unwritten.clear();
+            commits.succeeded(sink);
             Ok(())
         }
         Err(e) => {
+            commits.failed(&e);
             tally.write_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, rows = unwritten.len(), "audit: discovery tally not written; retrying");
             if unwritten.len() > MAX_UNWRITTEN_TALLY_ROWS {

@@ -22,17 +22,25 @@ use scep_issuers::local::store::DB_FILE;
 use crate::wiring::bootstrap::{self, LocalCa};
 use crate::wiring::files::check_key_file_permissions;
 
-/// The files the local CA bootstrap keeps in the data directory, certificate
-/// files and key files.
-const CA_FILES: [(&str, bool); 8] = [
-    (CA_CERT_FILE, false),
-    (CA_KEY_FILE, true),
-    (RA_CERT_FILE, false),
-    (RA_KEY_FILE, true),
-    (RA_SIGNING_CERT_FILE, false),
-    (RA_SIGNING_KEY_FILE, true),
-    (RA_ENCRYPTION_CERT_FILE, false),
-    (RA_ENCRYPTION_KEY_FILE, true),
+/// One file the local CA bootstrap keeps in the data directory.
+struct CaFile {
+    name: &'static str,
+    /// What it is, as `check-config` lists it.
+    what: &'static str,
+    /// A private key: mode 0600, checked before it is read.
+    is_key: bool,
+}
+
+/// The files the local CA bootstrap keeps in the data directory.
+const CA_FILES: [CaFile; 8] = [
+    CaFile { name: CA_CERT_FILE, what: "local CA certificate", is_key: false },
+    CaFile { name: CA_KEY_FILE, what: "local CA private key, mode 0600", is_key: true },
+    CaFile { name: RA_CERT_FILE, what: "RA certificate, decrypts requests and signs replies", is_key: false },
+    CaFile { name: RA_KEY_FILE, what: "RA private key, mode 0600", is_key: true },
+    CaFile { name: RA_SIGNING_CERT_FILE, what: "signing RA certificate of the NDES arrangement", is_key: false },
+    CaFile { name: RA_SIGNING_KEY_FILE, what: "signing RA private key, mode 0600", is_key: true },
+    CaFile { name: RA_ENCRYPTION_CERT_FILE, what: "encryption RA certificate of the NDES arrangement", is_key: false },
+    CaFile { name: RA_ENCRYPTION_KEY_FILE, what: "encryption RA private key, mode 0600", is_key: true },
 ];
 
 /// A configuration check in progress: the scratch directory and what the
@@ -73,7 +81,7 @@ impl DryRun {
         self.note_missing(data_dir, "data directory, mode 0700");
         let scratch = self.scratch()?;
         let mut present = Vec::new();
-        for (name, is_key) in CA_FILES {
+        for &CaFile { name, is_key, .. } in &CA_FILES {
             let original = data_dir.join(name);
             if !original.exists() {
                 continue;
@@ -107,9 +115,8 @@ impl DryRun {
             };
             ConfigError(format!("data_dir {}: the local CA: {why}", data_dir.display()))
         })?;
-        for (name, is_key) in CA_FILES {
+        for &CaFile { name, what, .. } in &CA_FILES {
             if scratch.join(name).exists() && !present.contains(&name) {
-                let what = if is_key { "local CA private key, mode 0600" } else { "local CA certificate" };
                 self.would_create.push(format!("{} ({what})", data_dir.join(name).display()));
             }
         }

@@ -219,8 +219,10 @@ impl ServiceState {
                 bootstrap::ADMIN_KEY_FILE
             )));
         }
-        if settings != self.settings {
-            tracing::warn!("server settings changed; they take effect after a restart");
+        let changed = self.settings.changed_keys(&settings);
+        if !changed.is_empty() {
+            let keys = changed.join(", ");
+            tracing::warn!(changed = %keys, "server settings changed ({keys}); they take effect after a restart");
         }
         let published = self.configured_ca_responders(&configured_local, self.settings.ocsp_signer)?;
         let names = profiles.names().join(",");
@@ -354,7 +356,7 @@ fn load_all(
                 "CERTCTL_SCEP_PROFILE_* variables need CERTCTL_SCEP_PROFILES (or a --config file)".into(),
             ));
         }
-        return bootstrap_load(options, now, file, running).map_err(|e| applied.annotate(e));
+        return bootstrap_load(options, now, file, running, dry_run).map_err(|e| applied.annotate(e));
     }
     if options.challenge_password.is_some() {
         tracing::warn!("--challenge-password is ignored with a configuration: profiles set challenge_password");
@@ -451,12 +453,15 @@ fn build_file(
 
 /// No configuration at all: the bootstrap `default` profile. API keys come
 /// from `CERTCTL_API_KEYS_NAMED`; without any, the bootstrap admin key
-/// ([`AdminKey`]).
+/// ([`AdminKey`]). With `dry_run` (`check-config`) the local CA is checked
+/// as [`DryRun`] describes; the challenge and the admin key are only read,
+/// never written (that is [`ServiceState::load`]'s, after loading).
 fn bootstrap_load(
     options: &StartOptions,
     now: UnixTime,
     file: ConfigFile,
     running: Running,
+    dry_run: Option<&mut DryRun>,
 ) -> Result<Loaded, ConfigError> {
     let mut settings = ServerSettings::default();
     apply_overrides(&mut settings, options);
@@ -480,6 +485,9 @@ fn bootstrap_load(
         .with_public_url(settings.public_url.clone())
         .with_running_local_ca(running.local_ca)
         .with_shared_index(pool.clone());
+    if let Some(dry_run) = dry_run {
+        ctx = ctx.with_dry_run(dry_run);
+    }
     let profile = section.build(0, &mut ctx)?;
     let profiles = Profiles::new(vec![profile], bootstrap::DEFAULT_PROFILE.into())?;
     let local_ca = ctx.opened_local_ca();
@@ -518,12 +526,12 @@ pub struct CheckReport {
     pub profiles: Vec<String>,
     /// Paths (with what each is) the first `serve` would create.
     pub would_create: Vec<String>,
+    /// No configuration file and no `CERTCTL_SCEP_PROFILES`: what was
+    /// checked is the built-in bootstrap configuration `serve` would run
+    /// (the `default` profile on the local CA in the data directory).
+    pub bootstrap: bool,
 }
 
-/// Validates a configuration (the file, if any, and the `CERTCTL_*`
-/// environment) completely, every profile built and every key and file
-/// checked, the `[server.tls]` certificate and key and the audit database
-/// ([`AuditLog::check`]) included, without serving it and without writing to
 /// Opens the protection store `settings` name (applying pending
 /// migrations) and starts its purge of expired entries.
 ///
@@ -616,21 +624,37 @@ pub fn migrate(options: &StartOptions) -> Result<(String, i64, i64), ConfigError
     Ok((settings.store.describe(), before, after))
 }
 
-/// the data directory: `scepd check-config`. The local CA is checked as
-/// [`check::DryRun`] describes; what `serve` would create is reported.
-/// Without a file and without `CERTCTL_SCEP_PROFILES` there is nothing to
-/// check (an error).
+/// Validates a configuration (the file, if any, and the `CERTCTL_*`
+/// environment, with the start options `serve` takes) completely, every
+/// profile built and every key and file checked, the `[server.tls]`
+/// certificate and key and the audit database ([`AuditLog::check`])
+/// included, without serving it and without writing to the data directory:
+/// `scepd check-config`. The local CA is checked as [`check::DryRun`]
+/// describes; what `serve` would create is reported. Without a file and
+/// without `CERTCTL_SCEP_PROFILES` it checks what `serve` would run then:
+/// the bootstrap `default` profile on the data directory
+/// ([`CheckReport::bootstrap`]).
 ///
 /// # Errors
 /// The first problem, named.
 pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> {
     let vars = options.env.clone().unwrap_or_else(env::from_process);
-    if options.config.is_none() && !vars.iter().any(|(k, _)| k == "CERTCTL_SCEP_PROFILES") {
-        return Err(ConfigError("nothing to check: give --config FILE or set CERTCTL_SCEP_PROFILES".into()));
-    }
     let options = StartOptions { env: Some(vars), ..options.clone() };
     let mut dry_run = DryRun::default();
     let loaded = load_all(&options, UnixTime::now(), HashMap::new(), Running::default(), Some(&mut dry_run))?;
+    let bootstrap = loaded.challenge.is_some();
+    if loaded.challenge.as_ref().is_some_and(Challenge::generated) {
+        dry_run.note_missing(
+            &loaded.settings.data_dir.join(bootstrap::CHALLENGE_FILE),
+            "generated challenge password of the default profile, mode 0600",
+        );
+    }
+    if loaded.admin_key.as_ref().is_some_and(|k| k.generated) {
+        dry_run.note_missing(
+            &loaded.settings.data_dir.join(bootstrap::ADMIN_KEY_FILE),
+            "generated admin API key, mode 0600",
+        );
+    }
     if let Some(tls) = &loaded.settings.tls {
         tls::server_config(tls, &loaded.profiles)?;
     }
@@ -663,7 +687,7 @@ pub fn check_config(options: &StartOptions) -> Result<CheckReport, ConfigError> 
     }
     let profiles = loaded.profiles.names().into_iter().map(str::to_string).collect();
     drop(loaded);
-    Ok(CheckReport { profiles, would_create: std::mem::take(&mut dry_run.would_create) })
+    Ok(CheckReport { profiles, would_create: std::mem::take(&mut dry_run.would_create), bootstrap })
 }
 
 #[cfg(test)]
@@ -732,6 +756,40 @@ mod tests {
         let e = state.reload().unwrap_err();
         assert!(e.0.starts_with("profile[0].name"), "{e}");
         assert_eq!(state.profiles().names(), vec!["corp", "iot"]);
+    }
+
+    /// The probe's report: a reload with `[server]` and `[audit]` changes
+    /// logged "server settings changed; they take effect after a restart"
+    /// without saying which.
+    #[test]
+    fn a_reload_names_the_server_and_audit_keys_that_need_a_restart() {
+        let dir = TestDir::new();
+        let config = |body_limit: u32, retention: u32| {
+            format!(
+                "[server]\nbody_limit = {body_limit}\n[audit]\nretention_days = {retention}\n{}",
+                dir.profile_toml("corp")
+            )
+        };
+        let opts = options(&dir, &config(4096, 30));
+        let path = opts.config.clone().unwrap();
+        let state = ServiceState::load(opts).unwrap().state;
+
+        std::fs::write(&path, config(8192, 60)).unwrap();
+        let log = crate::testutil::log_lines_of(|| state.reload().unwrap());
+        let line = log.lines().find(|l| l.contains("server settings changed")).unwrap_or_else(|| panic!("{log}"));
+        assert!(
+            line.contains(
+                "server settings changed (server.body_limit, audit.retention_days); they take effect after a restart"
+            ),
+            "{line}"
+        );
+        // The running settings stay until a restart.
+        assert_eq!((state.settings().body_limit, state.settings().audit.retention_days), (4096, 30));
+
+        // Nothing changed: nothing said.
+        std::fs::write(&path, config(4096, 30)).unwrap();
+        let log = crate::testutil::log_lines_of(|| state.reload().unwrap());
+        assert!(!log.contains("server settings changed"), "{log}");
     }
 
     /// A reload keeps the data directory in use (a `[server]` setting, which
@@ -966,6 +1024,58 @@ mod tests {
         let dir = TestDir::new();
         let opts = options(&dir, &dir.profile_toml("corp"));
         assert_eq!(check_config(&opts).unwrap().profiles, vec!["corp"]);
+    }
+
+    /// The probe's report: on a bootstrap install (no file, no
+    /// `CERTCTL_SCEP_PROFILES`) check-config said "nothing to check" and
+    /// failed, though the Intune runbook's first step runs it. It checks
+    /// what `serve` would run instead, writing nothing, and lists every file
+    /// `serve` creates under its own name (the RA files were listed as "local
+    /// CA certificate", `challenges.sqlite` not at all).
+    #[test]
+    fn check_config_without_a_configuration_checks_the_bootstrap_and_writes_nothing() {
+        let dir = TestDir::new();
+        let data = dir.path().join("data");
+        let opts = StartOptions { data_dir: Some(data.clone()), env: Some(Vec::new()), ..StartOptions::default() };
+        let report = check_config(&opts).unwrap();
+        assert!(report.bootstrap);
+        assert_eq!(report.profiles, vec!["default"]);
+        assert!(!data.exists(), "check-config created the data directory");
+        let listed = |file: &str, what: &str| {
+            let entry = format!("{} ({what}", data.join(file).display());
+            assert!(
+                report.would_create.iter().any(|e| e.starts_with(&entry)),
+                "{entry} not in {:#?}",
+                report.would_create
+            );
+        };
+        listed("ca.pem", "local CA certificate");
+        listed("ca.key", "local CA private key");
+        listed("ra.pem", "RA certificate");
+        listed("ra.key", "RA private key");
+        listed("ra-signing.pem", "signing RA certificate");
+        listed("ra-signing.key", "signing RA private key");
+        listed("ra-encryption.pem", "encryption RA certificate");
+        listed("ra-encryption.key", "encryption RA private key");
+        listed("challenges.sqlite", "one-time challenge database");
+        listed(bootstrap::CHALLENGE_FILE, "generated challenge password");
+        listed(bootstrap::ADMIN_KEY_FILE, "generated admin API key");
+        assert!(
+            !report.would_create.iter().any(|e| e.contains("/ra") && e.contains("local CA")),
+            "{:#?}",
+            report.would_create
+        );
+
+        // What serve refuses, check-config refuses: an empty challenge password.
+        let empty = StartOptions { challenge_password: Some(String::new()), ..opts.clone() };
+        let e = check_config(&empty).unwrap_err();
+        assert!(e.0.contains("challenge-password"), "{e}");
+
+        // Once serve has run, everything is checked in place and nothing is new.
+        drop(ServiceState::load(opts.clone()).unwrap());
+        let report = check_config(&opts).unwrap();
+        assert!(report.bootstrap);
+        assert_eq!(report.would_create, Vec::<String>::new());
     }
 
     /// check-config opens an existing audit database as `serve` would, and
