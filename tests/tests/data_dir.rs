@@ -283,3 +283,24 @@ fn admin_certificates(server: &Scepd, key: &str) -> String {
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     raw
 }
+
+/// `sudo scepd migrate` in a service's data directory (owned by the service's
+/// user) must not leave a root-owned lock file the service's own `serve`
+/// could not open: the lock file takes the directory's owner.
+#[test]
+fn a_lock_file_made_by_another_user_belongs_to_the_directory_owner() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, data) = (dir.path().join("scepd.toml"), dir.path().join("data"));
+    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The service's user: any other than this test's.
+    let (service_uid, service_gid) = (std::fs::metadata(dir.path()).unwrap().uid() + 4242, 4242);
+    std::os::unix::fs::chown(&data, Some(service_uid), Some(service_gid)).unwrap();
+    let out = scepd(&["migrate"], &[("--config", &config), ("--data-dir", &data)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lock = std::fs::metadata(data.join("scepd.lock")).unwrap();
+    assert_eq!((lock.uid(), lock.gid()), (service_uid, service_gid), "the lock file belongs to the directory's owner");
+    assert_eq!(lock.mode() & 0o777, 0o600);
+}

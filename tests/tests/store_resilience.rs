@@ -169,14 +169,22 @@ fn a_busy_pool_makes_no_validation_round_trip() {
     for i in 0..operations {
         store.claim_nonce(format!("busy-{i}").as_bytes(), NOW + 60, NOW).unwrap();
     }
-    assert_eq!(pool.validations(), 0, "a connection handed out again at once is not validated");
+    // A busy pool validates nothing; a thread descheduled for the idle time
+    // on a loaded machine may cause one, never one per operation.
+    let busy_slack = 3;
+    assert!(
+        pool.validations() <= busy_slack,
+        "a connection handed out again at once is not validated: {}",
+        pool.validations()
+    );
     // The checkout itself, hot and after a pause (which adds the validation).
     let hot_started = Instant::now();
     for _ in 0..operations {
         drop(pool.get().unwrap());
     }
     let hot = hot_started.elapsed() / operations;
-    assert_eq!(pool.validations(), 0);
+    let before_pauses = pool.validations();
+    assert!(before_pauses <= 2 * busy_slack, "{before_pauses}");
     let rounds: u32 = 5;
     let mut after_pause = Duration::ZERO;
     for round in 0..rounds {
@@ -186,6 +194,12 @@ fn a_busy_pool_makes_no_validation_round_trip() {
         after_pause += t.elapsed();
         store.claim_nonce(format!("idle-{round}").as_bytes(), NOW + 60, NOW).unwrap();
     }
-    assert_eq!(pool.validations(), u64::from(rounds), "one validation per checkout after a pause, then none");
+    // Each pause makes the next checkout validate (the claim right after it
+    // reuses a connection just returned: none, but for a descheduling).
+    let paused = pool.validations() - before_pauses;
+    assert!(
+        (u64::from(rounds)..=u64::from(rounds) + busy_slack).contains(&paused),
+        "one validation per checkout after a pause: {paused} for {rounds} pauses"
+    );
     eprintln!("checkout: hot {hot:?}, after a pause (with its validation) {:?}", after_pause / rounds);
 }

@@ -590,7 +590,9 @@ impl ScepService {
                 "health_audit_failing",
                 &format!(
                     "unavailable: the audit log cannot commit\naudit: sqlite {} cannot commit: {}\n{store_line}",
-                    file.display(),
+                    // The file's name only: /healthz is unauthenticated, the
+                    // log has the path.
+                    file.file_name().map_or_else(|| "audit log".into(), |n| n.to_string_lossy()),
                     why.replace(['\r', '\n'], " ")
                 ),
             ),

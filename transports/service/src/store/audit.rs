@@ -480,7 +480,7 @@ impl<'a> CommitTracker<'a> {
     fn succeeded(&mut self, sink: &mut dyn AuditSink) {
         if self.outage.is_some() {
             self.shared.set(None);
-            self.record_outage(sink);
+            self.record_outage(sink, true);
         }
     }
 
@@ -489,11 +489,15 @@ impl<'a> CommitTracker<'a> {
     /// that the log works again).
     fn probe(&mut self, sink: &mut dyn AuditSink) {
         if self.outage.is_some() {
-            self.record_outage(sink);
+            self.record_outage(sink, false);
         }
     }
 
-    fn record_outage(&mut self, sink: &mut dyn AuditSink) {
+    /// Commits the outage event. `after_commit`: right after a request's
+    /// commit succeeded; if the outage event alone then fails, the log stays
+    /// reported healthy (that request's answer is a success) and the event
+    /// is tried again at the next probe.
+    fn record_outage(&mut self, sink: &mut dyn AuditSink, after_commit: bool) {
         let Some(outage) = &self.outage else { return };
         let now = UnixTime::now();
         let event = AuditEvent::outage(outage, now, self.node);
@@ -512,7 +516,9 @@ impl<'a> CommitTracker<'a> {
                 if let Some(outage) = &mut self.outage {
                     outage.last_error.clone_from(&e.message);
                 }
-                self.shared.set(Some(e.message));
+                if !after_commit {
+                    self.shared.set(Some(e.message));
+                }
             }
         }
     }

@@ -138,8 +138,10 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Takes the lock on `<data_dir>/scepd.lock` for `holder`, without
     /// waiting: creates the data directory (mode 0700) and the lock file
-    /// (mode 0600) when missing, and on success records this process's PID
-    /// and `holder` in the file.
+    /// (mode 0600, owned by the directory's owner) when missing, and on
+    /// success records this process's PID and `holder` in the file (unless
+    /// the file belongs to another user and is not writable: it still locks,
+    /// without the record).
     ///
     /// # Errors
     /// [`LockError::Held`] when another process holds the lock (with its PID
@@ -154,7 +156,20 @@ impl DataDirLock {
         opts.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut file = opts.open(&path).map_err(|e| unusable(&e))?;
+        let (mut file, writable) = match opts.open(&path) {
+            Ok(file) => (file, true),
+            // A lock file another user created (`sudo scepd migrate` before
+            // the service's first start): the lock needs no write access
+            // (flock(2) locks a read-only descriptor), only the PID record does.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && path.is_file() => {
+                (File::open(&path).map_err(|e| unusable(&e))?, false)
+            }
+            Err(e) => return Err(unusable(&e)),
+        };
+        #[cfg(unix)]
+        if writable {
+            owned_like_the_directory(&file, &path, data_dir).map_err(|e| unusable(&e))?;
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -163,8 +178,10 @@ impl DataDirLock {
             }
             Err(TryLockError::Error(e)) => return Err(unusable(&e)),
         }
-        let record = format!("{} {}\n", std::process::id(), holder.command());
-        file.set_len(0).and_then(|()| file.write_all(record.as_bytes())).map_err(|e| unusable(&e))?;
+        if writable {
+            let record = format!("{} {}\n", std::process::id(), holder.command());
+            file.set_len(0).and_then(|()| file.write_all(record.as_bytes())).map_err(|e| unusable(&e))?;
+        }
         Ok(Self { file, path })
     }
 
@@ -190,6 +207,19 @@ fn read_holder(file: &mut File) -> (Option<u32>, Option<LockHolder>) {
         _ => None,
     };
     (pid, holder)
+}
+
+/// Gives the lock file the data directory's owner when it has another
+/// (`sudo scepd migrate` in the service's directory creates it as root): the
+/// service's own `serve` must be able to open it later.
+#[cfg(unix)]
+fn owned_like_the_directory(file: &File, path: &Path, data_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (dir, ours) = (std::fs::metadata(data_dir)?, file.metadata()?);
+    if (dir.uid(), dir.gid()) != (ours.uid(), ours.gid()) {
+        std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()))?;
+    }
+    Ok(())
 }
 
 /// Creates `dir` (and parents) with mode 0700 when missing.

@@ -468,9 +468,10 @@ fn bootstrap_load(
     settings.store = file.store.validate(None)?;
     settings.public_url = file.server.public_url.as_deref().map(settings::validate_public_url).transpose()?;
     settings.node_name = settings::node_name(file.server.node_name.as_deref())?;
-    // Before anything below writes to the data directory (check-config never
-    // gets here: it needs a configuration).
-    let data_dir_lock = lock_data_dir(&settings, running.data_dir.is_none())?;
+    // Before anything below writes to the data directory; not for a reload
+    // (the lock is held) nor for check-config (a dry run writes nothing and
+    // must work beside a running serve).
+    let data_dir_lock = lock_data_dir(&settings, running.data_dir.is_none() && dry_run.is_none())?;
     let pool = node_pool(&settings, running.pool)?;
     if let Some(signer) = file.server.ocsp_signer.as_deref() {
         settings.ocsp_signer = settings::parse_ocsp_signer(signer)?;
