@@ -429,7 +429,7 @@ impl Pool {
     /// Whether a connection idle since `idle_since` must be validated before use.
     fn is_stale(&self, idle_since: Instant) -> bool {
         let broken_at = self.slots.idle.lock().unwrap_or_else(PoisonError::into_inner).broken_at;
-        idle_since.elapsed() >= VALIDATE_AFTER_IDLE || broken_at.is_some_and(|at| idle_since <= at)
+        is_stale(idle_since, broken_at)
     }
 
     /// One empty query within [`VALIDATION_TIMEOUT`]; on failure the
@@ -522,8 +522,7 @@ impl Pool {
                 let mut idle = self.slots.idle.lock().unwrap_or_else(PoisonError::into_inner);
                 let broken_at = idle.broken_at;
                 idle.connections.pop().map(|c| {
-                    let stale =
-                        c.idle_since.elapsed() >= VALIDATE_AFTER_IDLE || broken_at.is_some_and(|at| c.idle_since <= at);
+                    let stale = is_stale(c.idle_since, broken_at);
                     (c, stale)
                 })
             };
@@ -561,6 +560,13 @@ impl Pool {
             drop(self.slots.freed.wait_timeout(open, left.min(Duration::from_millis(50))));
         }
     }
+}
+
+/// Whether a connection idle since `idle_since` must be validated before
+/// use: idle for [`VALIDATE_AFTER_IDLE`] or more, or since a pooled
+/// connection was found broken at `broken_at`.
+fn is_stale(idle_since: Instant, broken_at: Option<Instant>) -> bool {
+    idle_since.elapsed() >= VALIDATE_AFTER_IDLE || broken_at.is_some_and(|at| idle_since <= at)
 }
 
 /// rustls client configuration trusting the PEM roots in `path`.

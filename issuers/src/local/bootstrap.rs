@@ -606,19 +606,7 @@ fn recover_interrupted(dir: &Path) -> Result<(), IssuerError> {
     let names: Vec<&str> = listing
         .lines()
         .map(str::trim)
-        .filter(|n| {
-            [
-                CA_CERT_FILE,
-                CA_KEY_FILE,
-                RA_CERT_FILE,
-                RA_KEY_FILE,
-                RA_SIGNING_CERT_FILE,
-                RA_SIGNING_KEY_FILE,
-                RA_ENCRYPTION_CERT_FILE,
-                RA_ENCRYPTION_KEY_FILE,
-            ]
-            .contains(n)
-        })
+        .filter(|n| [CA_CERT_FILE, CA_KEY_FILE].contains(n) || RA_FILES.contains(n))
         .collect();
     let committed = names.last().is_some_and(|last| dir.join(last).exists());
     if !committed {

@@ -90,6 +90,20 @@ pub(crate) struct ServeArgs {
     pub(crate) smol_threads: Option<std::num::NonZeroUsize>,
 }
 
+impl ServeArgs {
+    /// The service's start options from these flags (the process's
+    /// environment is read by the service itself).
+    pub(crate) fn start_options(&self) -> scep_service::StartOptions {
+        scep_service::StartOptions {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            challenge_password: self.challenge_password.clone(),
+            env: None,
+        }
+    }
+}
+
 /// The async runtime under the HTTP service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Transport {

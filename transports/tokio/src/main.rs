@@ -42,13 +42,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig(args) => {
             let from_file = args.config.as_ref().map(|p| p.display().to_string());
-            let options = StartOptions {
-                config: args.config,
-                data_dir: args.data_dir,
-                listen: args.listen,
-                challenge_password: args.challenge_password,
-                env: None,
-            };
+            let options = args.start_options();
             match scep_service::check_config(&options) {
                 Ok(report) => {
                     let origin = match from_file {
@@ -94,13 +88,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => {
-            let options = StartOptions {
-                config: args.config,
-                data_dir: args.data_dir,
-                listen: args.listen,
-                challenge_password: args.challenge_password,
-                env: None,
-            };
+            let options = args.start_options();
             let transport = match args.transport {
                 Transport::Tokio => Runtime::Tokio,
                 Transport::Smol => Runtime::Smol(args.smol_threads.unwrap_or_else(scep_smol::default_threads)),
